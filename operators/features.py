@@ -1,0 +1,226 @@
+"""Market-microstructure and technical features per bar, causal and online.
+
+Every feature at bar ``t`` is a function of bars up to and including ``t``
+only. Windows are fixed-size deques; the online scaler is updated with
+``x_t`` and then applied to ``x_t`` (its statistics never include later
+bars).
+
+Features (returns and prices in basis points of the bar price):
+
+=================  ==========================================================
+``ret_<k>``        log return over the last ``k`` bars
+``rv``             realized volatility: root sum of squared 1-bar returns
+``flow_imb``       trade-flow imbalance of the bar, (buy - sell) / (buy + sell)
+``flow_imb_w``     the same over ``flow_window`` bars
+``ofi``            Cont-Kukanov-Stoikov L1 order-flow imbalance / mean depth
+``ofi_w``          the same over ``flow_window`` bars
+``micro_dev``      micro-price minus mid
+``spread``         ask minus bid
+``book_imb``       top-of-book imbalance (bid_qty - ask_qty) / (sum)
+``last_vs_mid``    last trade minus mid (where the last trade hit the book)
+``vwap_dev``       bar VWAP minus bar price
+``log_volume``     log(1 + volume)
+``rsi``            Wilder RSI, rescaled to [-1, 1]
+``macd*``          MACD line, signal and histogram
+``swt_dev``        SWT-denoised log price minus raw log price
+``swt_slope``      change of the denoised last point since the last bar
+``swt_e<j>``       log(1 + mean detail energy) of level j (1 = coarsest)
+=================  ==========================================================
+
+Examples
+--------
+>>> from ticklet.events import Bar
+>>> cfg = FeatureConfig(return_lags=(1, 2), vol_window=4, flow_window=2,
+...                     rsi_period=3, macd=(2, 4, 2), swt=SWTConfig(window=8, level=1))
+>>> st = FeatureState(cfg)
+>>> rows = []
+>>> for i in range(12):
+...     p = 100.0 + (i % 3)
+...     b = Bar("X", i, i + 1, p, p, p, p, 1.0, p, p, 1, 0.5, 0.5,
+...             p - 0.01, 1.0, p + 0.01, 1.0, 0.0, 1.0, p, 1)
+...     st, out = step(st, b)
+...     rows += out
+>>> [r.ready for r in rows][:9]
+[False, False, False, False, False, False, False, True, True]
+>>> sorted(rows[-1].x)[:4]
+['book_imb', 'flow_imb', 'flow_imb_w', 'last_vs_mid']
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from river import preprocessing
+
+from operators.swt import SWTConfig, denoise_last
+from ticklet.events import Bar, FeatureRow
+
+__all__ = ["FeatureConfig", "FeatureState", "step"]
+
+_BPS = 1e4
+
+
+class FeatureConfig(BaseModel):
+    """Feature windows, SWT denoising and online scaling."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    return_lags: tuple[int, ...] = Field((1, 5, 10, 30), description="Lags in bars of the log-return features.")
+    vol_window: int = Field(30, ge=2, description="Bars in the realized-volatility window.")
+    flow_window: int = Field(10, ge=1, description="Bars in the windowed trade-flow and order-flow imbalances.")
+    rsi_period: int = Field(14, ge=2, description="Wilder RSI period in bars.")
+    macd: tuple[int, int, int] = Field((12, 26, 9), description="MACD fast, slow and signal EMA spans in bars.")
+    swt: SWTConfig = Field(default_factory=SWTConfig, description="Causal SWT denoising of the log price.")
+    scaler: Literal["standard", "adaptive", "none"] = Field(
+        "standard",
+        description="Online feature scaling: running mean/variance ('standard'), exponentially "
+        "weighted ('adaptive', alpha=scaler_alpha) or none.")
+    scaler_alpha: float = Field(0.01, gt=0, lt=1, description="Weight of the newest bar in the adaptive scaler.")
+    clip: float = Field(5.0, gt=0, description="Scaled features are clipped to [-clip, clip].")
+
+    @property
+    def warmup(self) -> int:
+        """Bars before the first complete feature row."""
+        fast, slow, sig = self.macd
+        return max(max(self.return_lags) + 1, self.vol_window + 1, self.swt.window, slow + sig,
+                   self.rsi_period + 1)
+
+
+def _ema(prev: Optional[float], x: float, span: int) -> float:
+    if prev is None:
+        return x
+    a = 2.0 / (span + 1.0)
+    return prev + a * (x - prev)
+
+
+@dataclass(slots=True)
+class FeatureState:
+    """Per-instrument feature windows, indicator recursions and scaler."""
+
+    config: FeatureConfig
+    n: int = 0
+    logp: deque = field(init=False)
+    rets: deque = field(init=False)
+    flows: deque = field(init=False)
+    ofis: deque = field(init=False)
+    avg_gain: float = 0.0
+    avg_loss: float = 0.0
+    ema_fast: Optional[float] = None
+    ema_slow: Optional[float] = None
+    macd_signal: Optional[float] = None
+    prev_denoised: Optional[float] = None
+    scaler: object = None
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.logp = deque(maxlen=max(max(c.return_lags) + 1, c.swt.window))
+        self.rets = deque(maxlen=c.vol_window)
+        self.flows = deque(maxlen=c.flow_window)
+        self.ofis = deque(maxlen=c.flow_window)
+        if self.scaler is None:
+            if c.scaler == "standard":
+                self.scaler = preprocessing.StandardScaler()
+            elif c.scaler == "adaptive":
+                self.scaler = preprocessing.AdaptiveStandardScaler(alpha=c.scaler_alpha)
+
+    def restart(self) -> None:
+        """Forget the windows after a gap; keep the scaler's statistics."""
+        self.n = 0
+        for d in (self.logp, self.rets, self.flows, self.ofis):
+            d.clear()
+        self.avg_gain = self.avg_loss = 0.0
+        self.ema_fast = self.ema_slow = self.macd_signal = self.prev_denoised = None
+
+
+def _raw_features(st: FeatureState, bar: Bar, lp: float) -> dict[str, float]:
+    c = st.config
+    logp = st.logp
+    x: dict[str, float] = {}
+    n = len(logp)
+    for k in c.return_lags:
+        x[f"ret_{k}"] = (lp - logp[n - 1 - k]) * _BPS if n > k else 0.0
+    rets = st.rets
+    x["rv"] = math.sqrt(sum(r * r for r in rets)) if rets else 0.0
+    tv = bar.buy_volume + bar.sell_volume
+    x["flow_imb"] = (bar.buy_volume - bar.sell_volume) / tv if tv > 0 else 0.0
+    fb = sum(f[0] for f in st.flows)
+    fs = sum(f[1] for f in st.flows)
+    x["flow_imb_w"] = (fb - fs) / (fb + fs) if fb + fs > 0 else 0.0
+    x["ofi"] = bar.ofi / bar.mean_depth if bar.mean_depth > 0 else 0.0
+    od = sum(o[1] for o in st.ofis)
+    x["ofi_w"] = sum(o[0] for o in st.ofis) / (od / len(st.ofis)) if od > 0 else 0.0
+    if bar.ask > 0.0 and bar.bid > 0.0:
+        mid = (bar.bid + bar.ask) * 0.5
+        depth = bar.bid_qty + bar.ask_qty
+        micro = (bar.bid * bar.ask_qty + bar.ask * bar.bid_qty) / depth if depth > 0 else mid
+        x["micro_dev"] = (micro - mid) / mid * _BPS
+        x["spread"] = (bar.ask - bar.bid) / mid * _BPS
+        x["book_imb"] = (bar.bid_qty - bar.ask_qty) / depth if depth > 0 else 0.0
+        x["last_vs_mid"] = (bar.close - mid) / mid * _BPS
+    else:
+        x["micro_dev"] = x["spread"] = x["book_imb"] = x["last_vs_mid"] = 0.0
+    x["vwap_dev"] = (bar.vwap - bar.price) / bar.price * _BPS
+    x["log_volume"] = math.log1p(bar.volume)
+    gl = st.avg_gain + st.avg_loss
+    x["rsi"] = (st.avg_gain - st.avg_loss) / gl if gl > 0 else 0.0
+    macd = (st.ema_fast - st.ema_slow) * _BPS if st.ema_fast is not None else 0.0  # type: ignore[operator]
+    sig = st.macd_signal if st.macd_signal is not None else 0.0
+    x["macd"] = macd
+    x["macd_signal"] = sig
+    x["macd_hist"] = macd - sig
+    w = c.swt.window
+    if n >= w:
+        arr = np.fromiter(logp, float, n)[n - w :]
+        anchor = arr[-1]
+        den, energies = denoise_last((arr - anchor) * _BPS, c.swt)
+        level = float(anchor) + den / _BPS  # denoised log price at this bar
+        x["swt_dev"] = den
+        # the slope compares successive *last points*, each from its own window
+        x["swt_slope"] = (level - st.prev_denoised) * _BPS if st.prev_denoised is not None else 0.0
+        st.prev_denoised = level
+        for j, e in enumerate(energies, 1):
+            x[f"swt_e{j}"] = math.log1p(e)
+    else:
+        x["swt_dev"] = x["swt_slope"] = 0.0
+        for j in range(1, c.swt.level + 1):
+            x[f"swt_e{j}"] = 0.0
+    return x
+
+
+def step(state: FeatureState, bar: Bar) -> tuple[FeatureState, list[FeatureRow]]:
+    """Consume one bar; emit its :class:`FeatureRow`.
+
+    ``state`` is updated in place and returned.
+    """
+    st = state
+    c = st.config
+    if bar.reset:
+        st.restart()
+    lp = math.log(bar.price)
+    if st.logp:
+        r = (lp - st.logp[-1]) * _BPS
+        st.rets.append(r)
+        p = 1.0 / c.rsi_period
+        st.avg_gain += p * (max(r, 0.0) - st.avg_gain)
+        st.avg_loss += p * (max(-r, 0.0) - st.avg_loss)
+    fast, slow, sig = c.macd
+    st.ema_fast = _ema(st.ema_fast, lp, fast)
+    st.ema_slow = _ema(st.ema_slow, lp, slow)
+    st.macd_signal = _ema(st.macd_signal, (st.ema_fast - st.ema_slow) * _BPS, sig)
+    st.flows.append((bar.buy_volume, bar.sell_volume))
+    st.ofis.append((bar.ofi, bar.mean_depth))
+    st.logp.append(lp)
+    st.n += 1
+    x = _raw_features(st, bar, lp)
+    if st.scaler is not None:
+        st.scaler.learn_one(x)
+        x = st.scaler.transform_one(x)
+    lim = c.clip
+    x = {k: (lim if v > lim else -lim if v < -lim else v) for k, v in x.items()}
+    return st, [FeatureRow(bar.key, bar.end, bar.end - bar.start, bar.price, x,
+                           st.n >= c.warmup, bar.reset)]

@@ -1,0 +1,157 @@
+"""The time-travel join: forecast now, score and learn when the target arrives.
+
+For every feature row (one per bar) each model forecasts the log return of the
+bar price over each horizon. The forecast waits in the state until event time
+reaches its target time ``forecast_time + h * interval``; it is then paired
+with the realized return, emitted as a :class:`ForecastRecord` (its
+prediction and error are fixed at that moment), and only then does the model
+learn from ``(features at forecast time, realized return)``. The target is
+always the raw realized log return of the bar price, never a denoised or
+scaled value.
+
+A forecast whose target bar never comes (the series restarted after a long
+gap) expires and is counted. Pending forecasts are bounded by
+``max_pending``; the oldest beyond it are dropped and counted.
+
+Examples
+--------
+>>> from ticklet.events import FeatureRow
+>>> cfg = ForecastConfig(horizons=(1, 2), models=("naive", "linear"))
+>>> st = JoinState(cfg)
+>>> out = []
+>>> for t, p in enumerate([100.0, 101.0, 100.5, 102.0]):
+...     st, o = step(st, FeatureRow("X", t, 1, p, {"a": float(t)}, True))
+...     out += o
+>>> [(r.model, r.horizon, r.forecast_time, r.target_time) for r in out][:4]
+[('naive', 1, 0, 1), ('linear', 1, 0, 1), ('naive', 1, 1, 2), ('linear', 1, 1, 2)]
+>>> import math
+>>> r = out[0]; math.isclose(r.realized_return, math.log(101.0 / 100.0)), r.pred_return
+(True, 0.0)
+>>> sum(len(d) for d in st.pending.values())  # waiting for bars 4 and 5
+6
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Union
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models.base import OnlineModel
+from models.registry import MODELS, LearnerConfig, build
+from ticklet.events import Count, FeatureRow, ForecastRecord
+
+__all__ = ["ForecastConfig", "JoinState", "Pending", "step"]
+
+
+class ForecastConfig(BaseModel):
+    """Which models forecast which horizons, and how much may wait."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    horizons: tuple[int, ...] = Field((1, 10), description="Forecast horizons in bars.")
+    models: tuple[str, ...] = Field(
+        ("naive", "linear", "logistic"),
+        description="Learners by name (see models.registry.MODELS); 'naive' is the zero-return "
+        "baseline that skill is measured against.")
+    learners: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner hyper-parameters.")
+    max_pending: int = Field(100_000, ge=1, description="Upper bound on forecasts waiting for their target, per instrument.")
+
+    @field_validator("horizons")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(h < 1 for h in v):
+            raise ValueError("horizons must be positive bar counts")
+        return tuple(sorted(set(v)))
+
+    @field_validator("models")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [m for m in v if m not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown models {unknown}; known: {sorted(MODELS)}")
+        return v
+
+
+class Pending(msgspec.Struct, frozen=True, gc=False):
+    """A forecast waiting for its target time."""
+
+    model: str
+    forecast_time: int
+    target_time: int
+    pred: float
+    price: float
+    x: dict[str, float]
+
+
+@dataclass(slots=True)
+class JoinState:
+    """Per-instrument learners (one per model and horizon) and pending forecasts."""
+
+    config: ForecastConfig
+    models: dict[tuple[str, int], OnlineModel] = field(default_factory=dict)
+    pending: dict[int, deque] = field(default_factory=dict)
+    n_pending: int = 0
+
+    def __post_init__(self) -> None:
+        c = self.config
+        for h in c.horizons:
+            self.pending.setdefault(h, deque())
+            for m in c.models:
+                if (m, h) not in self.models:
+                    self.models[(m, h)] = build(m, c.learners)
+
+
+Out = Union[ForecastRecord, Count]
+
+
+def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
+    """Resolve forecasts whose target is ``row.time``, learn, then forecast.
+
+    ``state`` is updated in place and returned.
+    """
+    st = state
+    out: list[Out] = []
+    t = row.time
+    expired = 0
+    for h, dq in st.pending.items():
+        while dq and dq[0].target_time <= t:
+            p = dq.popleft()
+            st.n_pending -= 1
+            if p.target_time != t:
+                expired += 1
+                continue
+            realized = math.log(row.price / p.price)
+            out.append(ForecastRecord(row.key, p.model, h, p.forecast_time, t, p.pred,
+                                      p.price * math.exp(p.pred), realized, row.price,
+                                      realized - p.pred))
+            st.models[(p.model, h)].learn_one(p.x, realized)
+    if expired:
+        out.append(Count("forecasts_expired", expired))
+    if row.ready:
+        x = row.x
+        bad = 0
+        for h, dq in st.pending.items():
+            target = t + h * row.interval
+            for m in st.config.models:
+                pred = st.models[(m, h)].predict_one(x)
+                if not math.isfinite(pred):
+                    pred = 0.0
+                    bad += 1
+                dq.append(Pending(m, t, target, float(pred), row.price, x))
+                st.n_pending += 1
+        if bad:
+            out.append(Count("forecasts_nonfinite", bad))
+        dropped = 0
+        while st.n_pending > st.config.max_pending:
+            longest = max(st.pending.values(), key=len)
+            longest.popleft()
+            st.n_pending -= 1
+            dropped += 1
+        if dropped:
+            out.append(Count("forecasts_dropped", dropped))
+    return st, out

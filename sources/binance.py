@@ -1,0 +1,421 @@
+"""Pure parsers from Binance wire formats to normalized events.
+
+No I/O here: the functions take one raw record and return an event, an
+:class:`~ticklet.events.ErrorRecord`, or a *skip reason* (a ``str``) for input
+that is valid but deliberately not used (mark-price streams, REST depth
+snapshots, non-market futures trades, unfinished klines). The caller counts
+skips by reason, so nothing disappears silently.
+
+JSON is decoded by :mod:`msgspec` straight into typed structs; Binance's
+decimal strings become floats during decoding (``strict=False``), and missing
+fields raise with the field's name, which becomes the error reason.
+
+Examples
+--------
+>>> line = (b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1723161255343,'
+...         b'"s":"BTCUSDT","t":3735683259,"p":"61837.63","q":"0.02",'
+...         b'"T":1723161255342,"m":true,"M":true}}')
+>>> ev = parse_ws(1723161254087896568, line, "spot")
+>>> ev.key, ev.price, ev.qty, ev.buyer_maker, ev.exch_ts
+('BTCUSDT', 61837.63, 0.02, True, 1723161255342000000)
+>>> parse_ws(1, b'{"stream":"btcusdt@trade","data":{"p":"1"}}', "spot").reason
+'missing field: Object missing required field `E`'
+>>> parse_ws(1, b'not json', "spot").reason[:8]
+'bad json'
+>>> parse_ws(1, b'{"lastUpdateId":1,"bids":[],"asks":[]}', "spot")
+'depth_snapshot'
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import msgspec
+
+from ticklet.events import (
+    RawChunk,
+    DepthUpdate,
+    ErrorRecord,
+    Event,
+    Kline,
+    Quote,
+    Trade,
+    instrument_key,
+)
+
+__all__ = [
+    "IGNORED_STREAMS",
+    "Parsed",
+    "parse_chunk",
+    "parse_csv_row",
+    "parse_kline_row",
+    "parse_ws",
+    "to_ns",
+]
+
+Parsed = Union[Event, ErrorRecord, str]
+
+_INF = math.inf
+_MS = 1_000_000
+
+#: Binance streams that are valid but carry nothing ticklet uses; they are
+#: counted as skipped rather than dead-lettered.
+IGNORED_STREAMS = frozenset(
+    {
+        "markPrice",
+        "ticker",
+        "miniTicker",
+        "forceOrder",
+        "depth5",
+        "depth10",
+        "depth20",
+        "avgPrice",
+        "contractInfo",
+        "compositeIndex",
+    }
+)
+
+
+class _Envelope(msgspec.Struct):
+    stream: str
+    data: msgspec.Raw
+
+
+class _WsTrade(msgspec.Struct):
+    E: int
+    s: str
+    t: int
+    p: float
+    q: float
+    T: int
+    m: bool
+    X: Optional[str] = None  # futures only: MARKET, INSURANCE_FUND, ...
+
+
+class _WsAggTrade(msgspec.Struct):
+    E: int
+    s: str
+    a: int
+    p: float
+    q: float
+    T: int
+    m: bool
+
+
+class _WsBookTicker(msgspec.Struct):
+    u: int
+    s: str
+    b: float
+    B: float
+    a: float
+    A: float
+    E: Optional[int] = None  # futures only
+    T: Optional[int] = None
+
+
+class _WsDepth(msgspec.Struct):
+    E: int
+    s: str
+    U: int
+    u: int
+    b: tuple[tuple[float, float], ...]
+    a: tuple[tuple[float, float], ...]
+    pu: int = -1  # futures only
+
+
+class _WsKlineBody(msgspec.Struct):
+    t: int
+    T: int
+    o: float
+    h: float
+    l: float  # noqa: E741
+    c: float
+    v: float
+    n: int
+    x: bool
+    q: float = 0.0
+    V: float = 0.0
+
+
+class _WsKline(msgspec.Struct):
+    E: int
+    s: str
+    k: _WsKlineBody
+
+
+_env_dec = msgspec.json.Decoder(_Envelope)
+_trade_dec = msgspec.json.Decoder(_WsTrade, strict=False)
+_agg_dec = msgspec.json.Decoder(_WsAggTrade, strict=False)
+_book_dec = msgspec.json.Decoder(_WsBookTicker, strict=False)
+_depth_dec = msgspec.json.Decoder(_WsDepth, strict=False)
+_kline_dec = msgspec.json.Decoder(_WsKline, strict=False)
+
+
+def _raw(payload: bytes) -> str:
+    return payload.decode("utf-8", "replace")
+
+
+def _err(reason: str, payload: bytes, ts: int, key: str = "") -> ErrorRecord:
+    return ErrorRecord("parse", reason, _raw(payload), key, ts)
+
+
+def _bad_px_qty(p: float, q: float) -> bool:
+    # NaN fails every comparison, so it is caught here too.
+    return not (0.0 < p < _INF and 0.0 < q < _INF)
+
+
+def _levels_ok(levels: tuple[tuple[float, float], ...]) -> bool:
+    for p, q in levels:
+        if not (0.0 < p < _INF and 0.0 <= q < _INF):
+            return False
+    return True
+
+
+def _kline_error(o: float, h: float, lo: float, c: float, v: float) -> str:
+    for x in (o, h, lo, c):
+        if not 0.0 < x < _INF:
+            return "non-positive or non-finite price"
+    if not 0.0 <= v < _INF:
+        return "negative or non-finite volume"
+    if h < max(o, c, lo) or lo > min(o, c, h):
+        return "inconsistent high/low"
+    return ""
+
+
+def parse_ws(ts: int, payload: bytes, market: str) -> Parsed:
+    """Parse one combined-stream message received at ``ts`` (ns).
+
+    Parameters
+    ----------
+    ts
+        Receive time in ns since the epoch.
+    payload
+        The JSON exactly as received.
+    market
+        ``"spot"`` or ``"usdm"``; decides the instrument key.
+
+    Returns
+    -------
+    An event, an :class:`ErrorRecord`, or a skip reason.
+
+    Examples
+    --------
+    >>> q = parse_ws(5, b'{"stream":"btcusdt@bookTicker","data":{"u":9,"s":"BTCUSDT",'
+    ...              b'"b":"10.0","B":"1","a":"9.5","A":"2"}}', "spot")
+    >>> q.reason
+    'crossed quote: bid 10.0 >= ask 9.5'
+    >>> parse_ws(5, b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT",'
+    ...          b'"t":1,"p":"NaN","q":"1","T":1,"m":false}}', "spot").reason
+    'non-positive or non-finite price/quantity'
+    >>> parse_ws(5, b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT",'
+    ...          b'"t":1,"p":"1","q":"1","T":1,"m":false,"X":"INSURANCE_FUND"}}', "usdm")
+    'non_market_trade'
+    >>> parse_ws(5, b'{"stream":"btcusdt@bogus","data":{}}', "spot").reason
+    'unknown stream: btcusdt@bogus'
+    """
+    if payload.startswith(b'{"lastUpdateId"'):
+        return "depth_snapshot"
+    try:
+        # Fast path: Binance always sends {"stream":"...","data":{...}} in this
+        # order, so slice instead of decoding the envelope.
+        end = payload.find(b'","data":', 11) if payload.startswith(b'{"stream":"') else -1
+        if end > 0 and payload.endswith(b"}"):
+            stream = payload[11:end].decode()
+            data = payload[end + 9 : -1]
+        else:
+            env = _env_dec.decode(payload)
+            stream, data = env.stream, env.data
+        at = stream.find("@")
+        kind = stream[at + 1 :] if at >= 0 else ""
+        if kind == "bookTicker":
+            d = _book_dec.decode(data)
+            key = d.s if market == "spot" else instrument_key(d.s, market)
+            b, a = d.b, d.a
+            if not (0.0 < b < _INF and 0.0 < d.B < _INF and 0.0 < a < _INF and 0.0 < d.A < _INF):
+                return _err("non-positive or non-finite quote", payload, ts, key)
+            if b >= a:
+                return _err(f"crossed quote: bid {b} >= ask {a}", payload, ts, key)
+            return Quote(key, ts, None if d.E is None else d.E * _MS, b, d.B, a, d.A, d.u)
+        if kind == "trade":
+            d = _trade_dec.decode(data)
+            if d.X is not None and d.X != "MARKET":
+                return "non_market_trade"
+            key = instrument_key(d.s, market)
+            if _bad_px_qty(d.p, d.q):
+                return _err("non-positive or non-finite price/quantity", payload, ts, key)
+            return Trade(key, ts, d.T * _MS, d.p, d.q, d.m, d.t)
+        if kind.startswith("depth") and (len(kind) == 5 or kind[5] == "@"):
+            d = _depth_dec.decode(data)
+            key = instrument_key(d.s, market)
+            if not (_levels_ok(d.b) and _levels_ok(d.a)):
+                return _err("non-positive or non-finite depth level", payload, ts, key)
+            return DepthUpdate(key, ts, d.E * _MS, d.U, d.u, d.pu, d.b, d.a)
+        if kind == "aggTrade":
+            d = _agg_dec.decode(data)
+            key = instrument_key(d.s, market)
+            if _bad_px_qty(d.p, d.q):
+                return _err("non-positive or non-finite price/quantity", payload, ts, key)
+            return Trade(key, ts, d.T * _MS, d.p, d.q, d.m, d.a)
+        if kind.startswith("kline_"):
+            d = _kline_dec.decode(data)
+            k = d.k
+            key = instrument_key(d.s, market)
+            if not k.x:
+                return "open_kline"
+            why = _kline_error(k.o, k.h, k.l, k.c, k.v)
+            if why:
+                return _err(why, payload, ts, key)
+            return Kline(
+                key, ts, k.t * _MS, (k.T + 1) * _MS, k.o, k.h, k.l, k.c, k.v, k.q, k.n, k.V, True
+            )
+        base = kind.split("@", 1)[0]
+        if base in IGNORED_STREAMS:
+            return base
+        return _err(f"unknown stream: {stream}", payload, ts)
+    except msgspec.ValidationError as ex:
+        return _err(f"missing field: {ex}" if "missing" in str(ex) else f"bad field: {ex}", payload, ts)
+    except msgspec.DecodeError as ex:
+        return _err(f"bad json: {ex}", payload, ts)
+
+
+def to_ns(t: int) -> int:
+    """Convert an epoch timestamp in s, ms, µs or ns to ns, by digit count.
+
+    Binance archives switched from ms to µs in 2025; recordings use µs or ns.
+
+    >>> to_ns(1723161255), to_ns(1723161255342), to_ns(1723161255342123)
+    (1723161255000000000, 1723161255342000000, 1723161255342123000)
+    >>> to_ns(1723161255342123456)
+    1723161255342123456
+    """
+    if t >= 10**17:
+        return t
+    if t >= 10**14:
+        return t * 1_000
+    if t >= 10**11:
+        return t * 1_000_000
+    return t * 1_000_000_000
+
+
+def _bool(s: str) -> bool:
+    s = s.strip().lower()
+    if s in ("true", "1"):
+        return True
+    if s in ("false", "0"):
+        return False
+    raise ValueError(f"not a boolean: {s!r}")
+
+
+def parse_csv_row(row: list[str], kind: str, symbol: str, market: str) -> Parsed:
+    """Parse one row of a Binance public-data CSV file.
+
+    ``kind`` is ``"trades"``, ``"aggTrades"`` or ``"klines"``. A header row is
+    skipped. Timestamps in ms or µs are both accepted.
+
+    >>> t = parse_csv_row(["3735683259", "61837.63", "0.02", "1236.75", "1723161255342",
+    ...                    "True", "True"], "trades", "BTCUSDT", "spot")
+    >>> t.price, t.ts, t.buyer_maker
+    (61837.63, 1723161255342000000, True)
+    >>> parse_csv_row(["id", "price"], "trades", "BTCUSDT", "spot")
+    'header'
+    >>> parse_csv_row(["1", "-5", "1", "1", "1723161255342", "True"], "trades", "X", "spot").reason
+    'non-positive or non-finite price/quantity'
+    """
+    key = instrument_key(symbol, market)
+    raw = ",".join(row)
+    if not row or not row[0].strip().lstrip("-").isdigit():
+        return "header"
+    try:
+        if kind == "trades":
+            p, q = float(row[1]), float(row[2])
+            ts = to_ns(int(row[4]))
+            if _bad_px_qty(p, q):
+                return ErrorRecord("parse", "non-positive or non-finite price/quantity", raw, key, ts)
+            return Trade(key, ts, ts, p, q, _bool(row[5]), int(row[0]))
+        if kind == "aggTrades":
+            p, q = float(row[1]), float(row[2])
+            ts = to_ns(int(row[5]))
+            if _bad_px_qty(p, q):
+                return ErrorRecord("parse", "non-positive or non-finite price/quantity", raw, key, ts)
+            return Trade(key, ts, ts, p, q, _bool(row[6]), int(row[0]))
+        if kind == "klines":
+            o, h, lo, c, v = (float(x) for x in row[1:6])
+            open_ns = to_ns(int(row[0]))
+            close_ns = to_ns(int(row[6]) + 1)
+            why = _kline_error(o, h, lo, c, v)
+            if why:
+                return ErrorRecord("parse", why, raw, key, close_ns)
+            return Kline(
+                key, close_ns, open_ns, close_ns, o, h, lo, c, v,
+                float(row[7]), int(row[8]), float(row[9]), True,
+            )
+    except (ValueError, IndexError) as ex:
+        return ErrorRecord("parse", f"bad {kind} row: {ex}", raw, key, 0)
+    return ErrorRecord("parse", f"unknown csv kind: {kind}", raw, key, 0)
+
+
+def parse_kline_row(row: tuple, interval_ns: int, symbol: str, market: str) -> Parsed:
+    """Parse ``(open_time_ns, open, high, low, close, volume)``, e.g. a row of
+    the Feather kline files, into a closed :class:`Kline`.
+
+    >>> k = parse_kline_row((0, 1.0, 2.0, 0.5, 1.5, 10.0), 60_000_000_000, "BTCUSDT", "spot")
+    >>> k.close_time, k.close
+    (60000000000, 1.5)
+    >>> parse_kline_row((0, 1.0, 0.9, 0.5, 1.5, 10.0), 60, "BTCUSDT", "spot").reason
+    'inconsistent high/low'
+    """
+    key = instrument_key(symbol, market)
+    t, o, h, lo, c, v = row
+    close_ns = t + interval_ns
+    why = _kline_error(o, h, lo, c, v)
+    if why:
+        return ErrorRecord("parse", why, repr(row), key, close_ns)
+    return Kline(key, close_ns, t, close_ns, o, h, lo, c, v, 0.0, 0, 0.0, True)
+
+
+def parse_chunk(chunk: RawChunk) -> tuple[dict[str, list[Event]], list[ErrorRecord], dict[str, int]]:
+    """Parse a :class:`RawChunk` into events grouped by instrument key (in
+    input order), dead letters, and counts by outcome.
+
+    The counts hold ``"ticks"`` (events produced) and one
+    ``"skipped_<reason>"`` entry per skip reason; dead letters are counted
+    where they are written.
+
+    >>> rc = RawChunk("ws", "spot", "BTCUSDT", [
+    ...     (1, b'{"stream":"btcusdt@bookTicker","data":{"u":9,"s":"BTCUSDT",'
+    ...         b'"b":"9.0","B":"1","a":"9.5","A":"2"}}'),
+    ...     (2, b'garbage'),
+    ...     (3, b'{"stream":"btcusdt@markPrice@1s","data":{}}')])
+    >>> by_key, errors, counts = parse_chunk(rc)
+    >>> [type(e).__name__ for e in by_key["BTCUSDT"]], errors[0].raw, counts
+    (['Quote'], 'garbage', {'ticks': 1, 'skipped_markPrice': 1})
+    """
+    by_key: dict[str, list[Event]] = {}
+    errors: list[ErrorRecord] = []
+    skipped: dict[str, int] = {}
+    fmt, market, symbol = chunk.fmt, chunk.market, chunk.symbol
+    n = 0
+    last_key = None
+    bucket: list[Event] = []
+    for rec in chunk.records:
+        if fmt == "ws":
+            r = parse_ws(rec[0], rec[1], market)
+        elif fmt == "kline_rows":
+            r = parse_kline_row(rec, chunk.interval_ns, symbol, market)
+        else:
+            r = parse_csv_row(rec, fmt, symbol, market)
+        if isinstance(r, str):
+            skipped[r] = skipped.get(r, 0) + 1
+        elif type(r) is ErrorRecord:
+            errors.append(r)
+        else:
+            n += 1
+            k = r.key
+            if k != last_key:
+                bucket = by_key.setdefault(k, [])
+                last_key = k
+            bucket.append(r)
+    counts = {"ticks": n}
+    counts.update({f"skipped_{k}": v for k, v in sorted(skipped.items())})
+    return by_key, errors, counts

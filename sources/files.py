@@ -1,0 +1,216 @@
+"""Readers for recorded and archived market data (I/O only, no Bytewax).
+
+Three kinds of file are understood:
+
+- **websocket recordings** (``*.gz``, ``*.dat.gz``, ``*.dat``, ``*.txt``,
+  ``*.jsonl``): one ``<receive timestamp> <json>`` line per message, gzip or
+  plain, timestamps in µs or ns (told apart by digit count);
+- **Binance public-data CSV** (``SYMBOL-trades-*.csv``,
+  ``SYMBOL-aggTrades-*.csv``, ``SYMBOL-1m-*.csv``, plain or inside the
+  ``.zip`` Binance publishes);
+- **Feather klines** as written by freqtrade (``BTC_USDT-1m.feather``).
+
+Files are grouped into *streams*: one per (format, market, symbol). The files
+of a stream are merged in time order with :func:`heapq.merge`, ties broken by
+path order, so the merge is deterministic.
+
+Examples
+--------
+>>> s = describe("data/sample/spot/btcusdt_20240808.gz")
+>>> s.fmt, s.market, s.symbol
+('ws', 'spot', 'BTCUSDT')
+>>> describe("x/futures/um/daily/trades/BTCUSDT/BTCUSDT-trades-2024-08-08.zip").market
+'usdm'
+>>> describe("BTC_USDT-15m.feather").interval_ns // 10**9
+900
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import heapq
+import io
+import os
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from sources.binance import to_ns
+
+__all__ = ["FileSpec", "StreamSpec", "describe", "discover", "group_streams", "read_stream"]
+
+_WS_SUFFIXES = (".gz", ".dat", ".txt", ".jsonl")
+_CSV_RE = re.compile(
+    r"^(?P<sym>[A-Z0-9]+)-(?P<kind>trades|aggTrades|\d+[smhdwM])-.*\.(csv|zip|csv\.gz)$"
+)
+_FEATHER_RE = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<iv>\d+[smhdw])\.feather$")
+_UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
+
+
+def interval_ns(text: str) -> int:
+    """``"1m"`` -> 60e9. Months are not fixed-length and are refused.
+
+    >>> interval_ns("15m"), interval_ns("1s")
+    (900000000000, 1000000000)
+    """
+    unit = text[-1]
+    if unit not in _UNIT_NS:
+        raise ValueError(f"unsupported kline interval {text!r}")
+    return int(text[:-1]) * _UNIT_NS[unit]
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """What one input file holds."""
+
+    path: str
+    fmt: str  # ws | trades | aggTrades | klines | kline_rows
+    market: str
+    symbol: str
+    interval_ns: int = 0
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """Files of one (format, market, symbol), merged in time order."""
+
+    name: str
+    fmt: str
+    market: str
+    symbol: str
+    files: tuple[str, ...] = field(default_factory=tuple)
+    interval_ns: int = 0
+
+
+def _market_of(path: str) -> str:
+    parts = {p.lower() for p in Path(path).parts}
+    return "usdm" if parts & {"usdm", "um", "futures", "fapi"} else "spot"
+
+
+def describe(path: str | os.PathLike, market: str | None = None) -> FileSpec:
+    """Classify a file by its name (and path, for the market)."""
+    p = str(path)
+    name = Path(p).name
+    mkt = market or _market_of(p)
+    m = _FEATHER_RE.match(name)
+    if m:
+        return FileSpec(p, "kline_rows", mkt, m["base"] + m["quote"], interval_ns(m["iv"]))
+    m = _CSV_RE.match(name)
+    if m:
+        kind = m["kind"]
+        if kind in ("trades", "aggTrades"):
+            return FileSpec(p, kind, mkt, m["sym"])
+        return FileSpec(p, "klines", mkt, m["sym"], interval_ns(kind))
+    if name.endswith(_WS_SUFFIXES):
+        sym = name.split("_", 1)[0].split(".", 1)[0].upper()
+        return FileSpec(p, "ws", mkt, sym)
+    raise ValueError(f"don't know how to read {p!r}: expected a websocket recording, "
+                     "a Binance CSV/zip archive or a Feather kline file")
+
+
+def discover(paths: list[str | os.PathLike]) -> list[str]:
+    """Expand directories into the readable files under them, sorted."""
+    out: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, _, files in os.walk(p):
+                for f in files:
+                    full = os.path.join(root, f)
+                    try:
+                        describe(full)
+                    except ValueError:
+                        continue
+                    out.append(full)
+        else:
+            out.append(str(p))
+    return sorted(dict.fromkeys(out))
+
+
+def group_streams(paths: list[str | os.PathLike], market: str | None = None) -> list[StreamSpec]:
+    """Group files into per-(format, market, symbol) streams, in a stable order."""
+    groups: dict[tuple[str, str, str, int], list[str]] = {}
+    for p in discover(paths):
+        s = describe(p, market)
+        groups.setdefault((s.fmt, s.market, s.symbol, s.interval_ns), []).append(s.path)
+    return [
+        StreamSpec(f"{fmt}:{mkt}:{sym}" + (f":{iv}" if iv else ""), fmt, mkt, sym, tuple(sorted(fs)), iv)
+        for (fmt, mkt, sym, iv), fs in sorted(groups.items())
+    ]
+
+
+def _open_text_bytes(path: str) -> io.BufferedIOBase:
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def _ws_lines(path: str, idx: int) -> Iterator[tuple[int, int, bytes]]:
+    with _open_text_bytes(path) as f:
+        for line in f:
+            sp = line.find(b" ")
+            if sp <= 0:
+                # Not a recording line: pass it on with ts 0 so that the
+                # parser dead-letters it instead of losing it.
+                yield (0, idx, line.rstrip(b"\r\n"))
+                continue
+            head = line[:sp]
+            ts = int(head) if head.isdigit() else 0
+            yield (ts * 1000 if sp <= 16 else ts, idx, line[sp + 1 :].rstrip(b"\r\n"))
+
+
+def _csv_text(path: str) -> Iterator[str]:
+    if path.endswith(".zip"):
+        with zipfile.ZipFile(path) as z:
+            for name in sorted(z.namelist()):
+                if name.endswith(".csv"):
+                    with z.open(name) as f:
+                        yield from io.TextIOWrapper(f, "utf-8", newline="")
+        return
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", newline="") as f:  # type: ignore[operator]
+        yield from f
+
+
+def _csv_rows(path: str, idx: int, fmt: str) -> Iterator[tuple[int, int, list[str]]]:
+    tcol = {"trades": 4, "aggTrades": 5, "klines": 6}[fmt]
+    for row in csv.reader(_csv_text(path)):
+        try:
+            ts = to_ns(int(row[tcol]))
+        except (ValueError, IndexError):
+            ts = 0  # header or a broken row: the parser decides
+        yield (ts, idx, row)
+
+
+def _feather_rows(path: str, idx: int) -> Iterator[tuple[int, int, tuple]]:
+    import pyarrow.feather as feather
+
+    table = feather.read_table(path, columns=["date", "open", "high", "low", "close", "volume"])
+    dates = table.column("date").cast("int64").to_pylist()  # µs/ns per schema unit
+    unit = table.schema.field("date").type.unit
+    mult = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[unit]
+    cols = [table.column(c).to_pylist() for c in ("open", "high", "low", "close", "volume")]
+    for i, d in enumerate(dates):
+        t = d * mult
+        yield (t, idx, (t, cols[0][i], cols[1][i], cols[2][i], cols[3][i], cols[4][i]))
+
+
+def read_stream(spec: StreamSpec, skip: int = 0) -> Iterator[tuple[int, object]]:
+    """Yield ``(ts_ns, record)`` for every record of the stream, merged across
+    its files in time order, after skipping the first ``skip`` records."""
+    its = []
+    for idx, path in enumerate(spec.files):
+        if spec.fmt == "ws":
+            its.append(_ws_lines(path, idx))
+        elif spec.fmt == "kline_rows":
+            its.append(_feather_rows(path, idx))
+        else:
+            its.append(_csv_rows(path, idx, spec.fmt))
+    merged = its[0] if len(its) == 1 else heapq.merge(*its, key=lambda r: (r[0], r[1]))
+    for ts, _, rec in islice(merged, skip, None):
+        yield ts, rec

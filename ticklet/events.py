@@ -1,0 +1,255 @@
+"""Normalized records that flow through ticklet.
+
+Every record is an immutable :class:`msgspec.Struct`: cheap to build, picklable
+for Bytewax recovery, and encodable to JSON without hand-written code.
+
+Clock
+-----
+``ts`` is always the **receive clock** in integer nanoseconds since the epoch:
+the moment the collector had the message in hand (the first field of a
+recording line, or the Kafka timestamp). It is the only clock every Binance
+message carries (spot ``bookTicker`` has no exchange time), it is monotonic in
+arrival order, and it is exactly "what had been received by t". Bars, windows,
+forecast times and target times all live on this clock. The exchange's own
+time, where the message has one, is kept in ``exch_ts`` for reference and is
+never used to order or window. Records built from exchange archives (CSV
+trades, klines) have no receive time; for those ``ts`` is the exchange time at
+which the record became known (trade time, kline close).
+
+Examples
+--------
+>>> t = Trade("BTCUSDT", 1_000, 990, 61837.63, 0.02, True, 7)
+>>> t.price, t.buyer_maker
+(61837.63, True)
+>>> import pickle
+>>> pickle.loads(pickle.dumps(t)) == t
+True
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import msgspec
+
+__all__ = [
+    "Bar",
+    "Count",
+    "DepthUpdate",
+    "ErrorRecord",
+    "Event",
+    "FeatureRow",
+    "ForecastRecord",
+    "Kline",
+    "MetricsRecord",
+    "Quote",
+    "RawChunk",
+    "Trade",
+    "instrument_key",
+]
+
+Level = tuple[float, float]
+
+
+def instrument_key(symbol: str, market: str) -> str:
+    """Return the key that identifies one instrument across the dataflow.
+
+    Spot symbols are used as they are; USD-M perpetuals get a ``-PERP``
+    suffix so that spot and futures of the same symbol never share state.
+
+    >>> instrument_key("BTCUSDT", "spot"), instrument_key("BTCUSDT", "usdm")
+    ('BTCUSDT', 'BTCUSDT-PERP')
+    """
+    return symbol if market == "spot" else f"{symbol}-PERP"
+
+
+class Trade(msgspec.Struct, frozen=True, gc=False):
+    """One market trade."""
+
+    key: str
+    ts: int
+    exch_ts: int
+    price: float
+    qty: float
+    buyer_maker: bool  # True: the taker sold (hit the bid)
+    trade_id: int
+
+
+class Quote(msgspec.Struct, frozen=True, gc=False):
+    """A best bid/ask update (``bookTicker``)."""
+
+    key: str
+    ts: int
+    exch_ts: Optional[int]  # spot bookTicker carries no exchange time
+    bid: float
+    bid_qty: float
+    ask: float
+    ask_qty: float
+    update_id: int
+
+
+class DepthUpdate(msgspec.Struct, frozen=True, gc=False):
+    """An incremental order-book update (``depthUpdate``).
+
+    ``prev_last_id`` is the futures ``pu`` field, ``-1`` on spot.
+    A level with quantity 0 removes that price.
+    """
+
+    key: str
+    ts: int
+    exch_ts: int
+    first_id: int
+    last_id: int
+    prev_last_id: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+
+
+class Kline(msgspec.Struct, frozen=True, gc=False):
+    """One OHLCV candle. ``open_time`` and ``close_time`` in ns; the candle
+    covers ``[open_time, close_time)``."""
+
+    key: str
+    ts: int
+    open_time: int
+    close_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    trades: int
+    taker_buy_volume: float
+    closed: bool
+
+
+Event = Union[Trade, Quote, DepthUpdate, Kline]
+
+
+class ErrorRecord(msgspec.Struct, frozen=True):
+    """A dead letter: input that could not be used, with the reason and the raw
+    payload exactly as received (decoded as UTF-8 with replacement)."""
+
+    stage: str
+    reason: str
+    raw: str
+    key: str = ""
+    ts: int = 0
+
+
+class RawChunk(msgspec.Struct, frozen=True, gc=False):
+    """A batch of raw input records from one source partition.
+
+    ``fmt`` says how to parse ``records``:
+
+    - ``"ws"``: ``(receive_ts_ns, json_bytes)`` pairs of Binance combined-stream
+      messages;
+    - ``"trades"``, ``"aggTrades"``, ``"klines"``: rows (lists of strings) of
+      Binance public-data CSV files;
+    - ``"kline_rows"``: ``(open_time_ns, open, high, low, close, volume)``
+      tuples with a known ``interval_ns``, e.g. from Feather files.
+    """
+
+    fmt: str
+    market: str
+    symbol: str
+    records: list
+    interval_ns: int = 0
+
+
+class Bar(msgspec.Struct, frozen=True, gc=False):
+    """An event-time bar over ``[start, end)`` on the receive clock.
+
+    ``price`` is the bar's reference price for returns (mid-quote or last
+    trade, as configured). A bar with ``n_events == 0`` was carried forward
+    across an empty interval. ``reset`` marks the first bar after a gap too
+    long to carry forward: windows restart there.
+    """
+
+    key: str
+    start: int
+    end: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    vwap: float
+    trades: int
+    buy_volume: float
+    sell_volume: float
+    bid: float
+    bid_qty: float
+    ask: float
+    ask_qty: float
+    ofi: float
+    mean_depth: float
+    price: float
+    n_events: int
+    reset: bool = False
+
+
+class FeatureRow(msgspec.Struct, frozen=True, gc=False):
+    """Features known at ``time`` (a bar's end), scaled online.
+
+    ``ready`` is False during warm-up, while the windows are still filling.
+    ``interval`` is the bar length in ns, so a horizon of ``h`` bars ends at
+    ``time + h * interval``.
+    """
+
+    key: str
+    time: int
+    interval: int
+    price: float
+    x: dict[str, float]
+    ready: bool
+    reset: bool = False
+
+
+class ForecastRecord(msgspec.Struct, frozen=True, gc=False):
+    """A forecast paired with its realized value.
+
+    Returns are log returns of the bar price from ``forecast_time`` to
+    ``target_time``; ``error = realized_return - pred_return``.
+    """
+
+    symbol: str
+    model: str
+    horizon: int
+    forecast_time: int
+    target_time: int
+    pred_return: float
+    pred_price: float
+    realized_return: float
+    realized_price: float
+    error: float
+
+
+class MetricsRecord(msgspec.Struct, frozen=True, gc=False):
+    """Prequential metrics of one model at one horizon, as of ``time``.
+
+    ``skill = 1 - MSE_model / MSE_naive`` where the naive forecast is a zero
+    return. ``hit_rate`` is over realized non-zero moves (``n_directional``)
+    and is None for a model that never predicted a non-zero return.
+    """
+
+    symbol: str
+    model: str
+    horizon: int
+    time: int
+    n: int
+    mae: float
+    rmse: float
+    skill: Optional[float]
+    hit_rate: Optional[float]
+    n_directional: int
+    hits: int
+
+
+class Count(msgspec.Struct, frozen=True, gc=False):
+    """An increment of a named pipeline counter (ticks, errors, skips...)."""
+
+    name: str
+    n: int

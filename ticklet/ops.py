@@ -1,0 +1,182 @@
+"""Thin Bytewax wrappers around the pure operators, all in one place.
+
+Each wrapper runs a pure ``step(state, item) -> (state, outputs)`` function
+from :mod:`operators` per key with :func:`bytewax.operators.stateful_batch`,
+so state is kept per instrument, snapshotted for recovery, and restored on
+resume. Outputs that are :class:`ErrorRecord` or :class:`Count` are split off
+into the dead-letter and counter streams.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, Optional, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+from bytewax.operators import KeyedStream, StatefulBatchLogic
+
+from operators import bars, features, forecast, metrics
+from sources.binance import parse_chunk
+from ticklet.events import (
+    Bar,
+    Count,
+    ErrorRecord,
+    Event,
+    FeatureRow,
+    ForecastRecord,
+    MetricsRecord,
+    RawChunk,
+)
+
+__all__ = [
+    "StepOut",
+    "compute_features",
+    "join_forecasts",
+    "key_records",
+    "make_bars",
+    "parse_ticks",
+    "run_step",
+    "score_forecasts",
+]
+
+S = TypeVar("S")
+V = TypeVar("V")
+W = TypeVar("W")
+
+
+@dataclass(frozen=True)
+class StepOut(Generic[W]):
+    """A step's main keyed output, its dead letters and its counter increments."""
+
+    out: KeyedStream[W]
+    errors: Stream[ErrorRecord]
+    counts: Stream[Count]
+
+
+class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
+    """Drive a pure step function over a batch of values for one key."""
+
+    def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[str]):
+        self.step = step
+        self.state = state
+        self.flatten = flatten
+        self.count_as = count_as
+
+    def on_batch(self, values: list) -> tuple[Iterable, bool]:
+        step = self.step
+        st = self.state
+        out: list = []
+        if self.flatten:
+            for chunk in values:
+                for v in chunk:
+                    st, o = step(st, v)
+                    if o:
+                        out.extend(o)
+        else:
+            for v in values:
+                st, o = step(st, v)
+                if o:
+                    out.extend(o)
+        self.state = st
+        if self.count_as and out:
+            n = sum(1 for o in out if type(o) is not Count and type(o) is not ErrorRecord)
+            if n:
+                out.append(Count(self.count_as, n))
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> Any:
+        return copy.deepcopy(self.state)
+
+
+def _is_error(kv: tuple[str, Any]) -> bool:
+    return type(kv[1]) is ErrorRecord
+
+
+def _is_count(kv: tuple[str, Any]) -> bool:
+    return type(kv[1]) is Count
+
+
+def _value(kv: tuple[str, Any]) -> Any:
+    return kv[1]
+
+
+@operator
+def run_step(
+    step_id: str,
+    up: KeyedStream[V],
+    step: Callable[[S, V], tuple[S, list]],
+    init: Callable[[], S],
+    flatten: bool = False,
+    count_as: Optional[str] = None,
+) -> StepOut:
+    """Run ``step`` per key, starting each key from ``init()`` (or its
+    recovered state). With ``flatten``, each upstream value is a list of items
+    fed one by one. ``count_as`` names a counter of main outputs."""
+
+    def builder(resume: Optional[S]) -> _StepLogic:
+        return _StepLogic(step, init() if resume is None else resume, flatten, count_as)
+
+    s = op.stateful_batch("stateful_step", up, builder)
+    e = op.branch("split_errors", s, _is_error)
+    c = op.branch("split_counts", e.falses, _is_count)
+    return StepOut(
+        c.falses,
+        op.map("unkey_errors", e.trues, _value),
+        op.map("unkey_counts", c.trues, _value),
+    )
+
+
+def _chunk_items(chunk: RawChunk) -> list:
+    by_key, errors, counts = parse_chunk(chunk)
+    items: list = list(by_key.items())
+    items.extend(errors)
+    items.extend(Count(k, v) for k, v in counts.items() if v)
+    return items
+
+
+def _is_keyed(x: Any) -> bool:
+    return type(x) is tuple
+
+
+@operator
+def parse_ticks(step_id: str, up: Stream[RawChunk]) -> StepOut:
+    """Raw chunks -> per-instrument lists of events, dead letters, counts."""
+    items = op.flat_map("parse_chunk", up, _chunk_items)
+    keyed = op.branch("split_events", items, _is_keyed)
+    rest = op.branch("split_errors", keyed.falses, lambda x: type(x) is ErrorRecord)
+    return StepOut(keyed.trues, rest.trues, rest.falses)
+
+
+@operator
+def make_bars(step_id: str, up: KeyedStream[list[Event]], config: bars.BarConfig) -> StepOut:
+    """Per-instrument event-time bars from lists of events."""
+    return run_step("bars", up, bars.step, lambda: bars.BarState(config), flatten=True,
+                    count_as="bars")
+
+
+@operator
+def compute_features(step_id: str, up: KeyedStream[Bar], config: features.FeatureConfig) -> KeyedStream[FeatureRow]:
+    """Per-instrument feature rows from bars."""
+    return run_step("features", up, features.step, lambda: features.FeatureState(config)).out
+
+
+@operator
+def join_forecasts(step_id: str, up: KeyedStream[FeatureRow], config: forecast.ForecastConfig) -> StepOut:
+    """Forecast, hold until the target time, pair with the realized value, learn."""
+    return run_step("join", up, forecast.step, lambda: forecast.JoinState(config),
+                    count_as="forecasts")
+
+
+@operator
+def score_forecasts(step_id: str, up: KeyedStream[ForecastRecord]) -> KeyedStream[MetricsRecord]:
+    """Prequential metrics per instrument, model and horizon."""
+    return run_step("metrics", up, metrics.step, metrics.MetricsState).out
+
+
+@operator
+def key_records(step_id: str, up: Stream[Any], key: str = "all") -> KeyedStream[Any]:
+    """Key a stream of records for a partitioned sink."""
+    return op.map("key", up, lambda x: (getattr(x, "key", None) or key, x))

@@ -1,0 +1,64 @@
+"""All configuration, in one :class:`Settings` read from the environment.
+
+Variables use the prefix ``TICKLET_`` and ``__`` between nested names, and
+may also come from a ``.env`` file in the working directory::
+
+    TICKLET_BARS__INTERVAL_MS=500
+    TICKLET_FORECAST__HORIZONS='[1, 5, 30]'
+    TICKLET_INPUT__PATHS='["../shared/data/binance-ws/spot"]'
+
+Only ``dataflows/`` and the CLI read settings; operators receive the nested
+config objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from operators.bars import BarConfig
+from operators.features import FeatureConfig
+from operators.forecast import ForecastConfig
+
+__all__ = ["InputConfig", "OutputConfig", "SAMPLE_DIR", "Settings"]
+
+#: The bundled real sample (see data/sample/NOTICE.md).
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
+
+
+class InputConfig(BaseModel):
+    """Where ticks come from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: Literal["replay"] = Field("replay", description="Input connector: 'replay' reads recordings and archives from files.")
+    paths: list[str] = Field(default_factory=lambda: [str(SAMPLE_DIR)],
+                             description="Files or directories to replay; defaults to the bundled real sample.")
+    market: Optional[Literal["spot", "usdm"]] = Field(
+        None, description="Force the market of every input; by default it is read from the path (usdm/um/futures).")
+    batch_size: int = Field(2048, ge=1, description="Records per chunk read from a file.")
+
+
+class OutputConfig(BaseModel):
+    """Where results go."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dir: Path = Field(Path("out"), description="Directory of forecasts.csv, metrics.csv, dead_letters.jsonl and counters.json.")
+
+
+class Settings(BaseSettings):
+    """ticklet's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TICKLET_", env_nested_delimiter="__", env_file=".env", extra="ignore", frozen=True
+    )
+
+    input: InputConfig = Field(default_factory=InputConfig, description="Input connector.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Output files.")
+    bars: BarConfig = Field(default_factory=BarConfig, description="Event-time bars.")
+    features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features, SWT and scaling.")
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig, description="Models, horizons and the time-travel join.")
