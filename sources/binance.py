@@ -29,7 +29,8 @@ Examples
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+import sys
+from typing import Annotated, Optional, Union
 
 import msgspec
 
@@ -59,6 +60,12 @@ Parsed = Union[Event, ErrorRecord, str]
 _INF = math.inf
 _MS = 1_000_000
 
+# Validation happens inside msgspec's decoder (C): prices strictly positive and
+# finite, quantities non-negative/positive and finite. NaN fails ``gt``.
+_Px = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]
+_Qty = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]
+_Size = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
+
 #: Binance streams that are valid but carry nothing ticklet uses; they are
 #: counted as skipped rather than dead-lettered.
 IGNORED_STREAMS = frozenset(
@@ -86,8 +93,8 @@ class _WsTrade(msgspec.Struct):
     E: int
     s: str
     t: int
-    p: float
-    q: float
+    p: _Px
+    q: _Qty
     T: int
     m: bool
     X: Optional[str] = None  # futures only: MARKET, INSURANCE_FUND, ...
@@ -97,8 +104,8 @@ class _WsAggTrade(msgspec.Struct):
     E: int
     s: str
     a: int
-    p: float
-    q: float
+    p: _Px
+    q: _Qty
     T: int
     m: bool
 
@@ -106,10 +113,10 @@ class _WsAggTrade(msgspec.Struct):
 class _WsBookTicker(msgspec.Struct):
     u: int
     s: str
-    b: float
-    B: float
-    a: float
-    A: float
+    b: _Px
+    B: _Qty
+    a: _Px
+    A: _Qty
     E: Optional[int] = None  # futures only
     T: Optional[int] = None
 
@@ -119,8 +126,8 @@ class _WsDepth(msgspec.Struct):
     s: str
     U: int
     u: int
-    b: tuple[tuple[float, float], ...]
-    a: tuple[tuple[float, float], ...]
+    b: tuple[tuple[_Px, _Size], ...]
+    a: tuple[tuple[_Px, _Size], ...]
     pu: int = -1  # futures only
 
 
@@ -165,13 +172,6 @@ def _bad_px_qty(p: float, q: float) -> bool:
     return not (0.0 < p < _INF and 0.0 < q < _INF)
 
 
-def _levels_ok(levels: tuple[tuple[float, float], ...]) -> bool:
-    for p, q in levels:
-        if not (0.0 < p < _INF and 0.0 <= q < _INF):
-            return False
-    return True
-
-
 def _kline_error(o: float, h: float, lo: float, c: float, v: float) -> str:
     for x in (o, h, lo, c):
         if not 0.0 < x < _INF:
@@ -207,7 +207,7 @@ def parse_ws(ts: int, payload: bytes, market: str) -> Parsed:
     'crossed quote: bid 10.0 >= ask 9.5'
     >>> parse_ws(5, b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT",'
     ...          b'"t":1,"p":"NaN","q":"1","T":1,"m":false}}', "spot").reason
-    'non-positive or non-finite price/quantity'
+    'invalid field: Expected `float` > 0.0 - at `$.p`'
     >>> parse_ws(5, b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT",'
     ...          b'"t":1,"p":"1","q":"1","T":1,"m":false,"X":"INSURANCE_FUND"}}', "usdm")
     'non_market_trade'
@@ -232,8 +232,6 @@ def parse_ws(ts: int, payload: bytes, market: str) -> Parsed:
             d = _book_dec.decode(data)
             key = d.s if market == "spot" else instrument_key(d.s, market)
             b, a = d.b, d.a
-            if not (0.0 < b < _INF and 0.0 < d.B < _INF and 0.0 < a < _INF and 0.0 < d.A < _INF):
-                return _err("non-positive or non-finite quote", payload, ts, key)
             if b >= a:
                 return _err(f"crossed quote: bid {b} >= ask {a}", payload, ts, key)
             return Quote(key, ts, None if d.E is None else d.E * _MS, b, d.B, a, d.A, d.u)
@@ -241,21 +239,15 @@ def parse_ws(ts: int, payload: bytes, market: str) -> Parsed:
             d = _trade_dec.decode(data)
             if d.X is not None and d.X != "MARKET":
                 return "non_market_trade"
-            key = instrument_key(d.s, market)
-            if _bad_px_qty(d.p, d.q):
-                return _err("non-positive or non-finite price/quantity", payload, ts, key)
+            key = d.s if market == "spot" else instrument_key(d.s, market)
             return Trade(key, ts, d.T * _MS, d.p, d.q, d.m, d.t)
         if kind.startswith("depth") and (len(kind) == 5 or kind[5] == "@"):
             d = _depth_dec.decode(data)
-            key = instrument_key(d.s, market)
-            if not (_levels_ok(d.b) and _levels_ok(d.a)):
-                return _err("non-positive or non-finite depth level", payload, ts, key)
+            key = d.s if market == "spot" else instrument_key(d.s, market)
             return DepthUpdate(key, ts, d.E * _MS, d.U, d.u, d.pu, d.b, d.a)
         if kind == "aggTrade":
             d = _agg_dec.decode(data)
             key = instrument_key(d.s, market)
-            if _bad_px_qty(d.p, d.q):
-                return _err("non-positive or non-finite price/quantity", payload, ts, key)
             return Trade(key, ts, d.T * _MS, d.p, d.q, d.m, d.a)
         if kind.startswith("kline_"):
             d = _kline_dec.decode(data)
@@ -274,7 +266,9 @@ def parse_ws(ts: int, payload: bytes, market: str) -> Parsed:
             return base
         return _err(f"unknown stream: {stream}", payload, ts)
     except msgspec.ValidationError as ex:
-        return _err(f"missing field: {ex}" if "missing" in str(ex) else f"bad field: {ex}", payload, ts)
+        msg = str(ex)
+        return _err(f"missing field: {msg}" if "missing required" in msg else f"invalid field: {msg}",
+                    payload, ts)
     except msgspec.DecodeError as ex:
         return _err(f"bad json: {ex}", payload, ts)
 
@@ -383,10 +377,10 @@ def parse_chunk(chunk: RawChunk) -> tuple[dict[str, list[Event]], list[ErrorReco
     where they are written.
 
     >>> rc = RawChunk("ws", "spot", "BTCUSDT", [
-    ...     (1, b'{"stream":"btcusdt@bookTicker","data":{"u":9,"s":"BTCUSDT",'
-    ...         b'"b":"9.0","B":"1","a":"9.5","A":"2"}}'),
-    ...     (2, b'garbage'),
-    ...     (3, b'{"stream":"btcusdt@markPrice@1s","data":{}}')])
+    ...     b'1723161254087891268 {"stream":"btcusdt@bookTicker","data":{"u":9,"s":"BTCUSDT",'
+    ...     b'"b":"9.0","B":"1","a":"9.5","A":"2"}}',
+    ...     b'1723161254087891269 garbage',
+    ...     b'1723161254087891270 {"stream":"btcusdt@markPrice@1s","data":{}}'])
     >>> by_key, errors, counts = parse_chunk(rc)
     >>> [type(e).__name__ for e in by_key["BTCUSDT"]], errors[0].raw, counts
     (['Quote'], 'garbage', {'ticks': 1, 'skipped_markPrice': 1})
@@ -400,7 +394,12 @@ def parse_chunk(chunk: RawChunk) -> tuple[dict[str, list[Event]], list[ErrorReco
     bucket: list[Event] = []
     for rec in chunk.records:
         if fmt == "ws":
-            r = parse_ws(rec[0], rec[1], market)
+            sp = rec.find(b" ")
+            head = rec[:sp]
+            if sp > 0 and head.isdigit():
+                r = parse_ws(int(head) * 1000 if sp <= 16 else int(head), rec[sp + 1 :], market)
+            else:
+                r = _err("missing receive timestamp", rec, 0)
         elif fmt == "kline_rows":
             r = parse_kline_row(rec, chunk.interval_ns, symbol, market)
         else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from itertools import islice
 from typing import Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -28,17 +27,17 @@ class _ReplayPartition(StatefulSourcePartition[RawChunk, int]):
         self._spec = spec
         self._pos = resume or 0
         self._batch = batch_size
-        self._it: Iterator = read_stream(spec, skip=self._pos)
+        self._blocks: Iterator[list] = read_stream(spec, skip=self._pos)
+        self._buf: list = []
 
     def next_batch(self) -> list[RawChunk]:
-        spec = self._spec
-        if spec.fmt == "ws":
-            recs = list(islice(self._it, self._batch))
-        else:
-            recs = [r for _, r in islice(self._it, self._batch)]
-        if not recs:
-            raise StopIteration()
+        if not self._buf:
+            self._buf = next(self._blocks, [])
+            if not self._buf:
+                raise StopIteration()
+        recs, self._buf = self._buf[: self._batch], self._buf[self._batch :]
         self._pos += len(recs)
+        spec = self._spec
         return [RawChunk(spec.fmt, spec.market, spec.symbol, recs, spec.interval_ns)]
 
     def snapshot(self) -> int:

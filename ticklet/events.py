@@ -143,8 +143,8 @@ class RawChunk(msgspec.Struct, frozen=True, gc=False):
 
     ``fmt`` says how to parse ``records``:
 
-    - ``"ws"``: ``(receive_ts_ns, json_bytes)`` pairs of Binance combined-stream
-      messages;
+    - ``"ws"``: recording lines ``b"<receive timestamp> <json>"`` of Binance
+      combined-stream messages (timestamp in µs or ns);
     - ``"trades"``, ``"aggTrades"``, ``"klines"``: rows (lists of strings) of
       Binance public-data CSV files;
     - ``"kline_rows"``: ``(open_time_ns, open, high, low, close, volume)``

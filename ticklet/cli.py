@@ -1,0 +1,127 @@
+"""The ``ticklet`` command line.
+
+``ticklet backtest PATH... [--out DIR] [--json] [--workers N]`` runs the
+forecasting dataflow (:mod:`dataflows.forecast`) on the given recordings or
+archives and summarizes the run. With ``--json`` exactly one JSON object is
+printed on stdout (schema in the README); logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from scipy.stats import binomtest
+
+from ticklet.settings import InputConfig, OutputConfig, Settings
+
+log = logging.getLogger("ticklet")
+
+__all__ = ["main", "run_backtest", "summarize"]
+
+
+def _num(s: str) -> Optional[float]:
+    return float(s) if s != "" else None
+
+
+def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
+    """Build the backtest summary from a finished run's output files."""
+    counters = json.loads((out_dir / "counters.json").read_text())
+    last: dict[tuple[str, str, int], dict[str, str]] = {}
+    with open(out_dir / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            last[(row["symbol"], row["model"], int(row["horizon"]))] = row
+    symbols: dict[str, Any] = {}
+    for (sym, model, h), row in sorted(last.items()):
+        n_dir, hits = int(row["n_directional"]), int(row["hits"])
+        hit = _num(row["hit_rate"])
+        p = binomtest(hits, n_dir, 0.5, alternative="greater").pvalue if hit is not None and n_dir else None
+        symbols.setdefault(sym, {"models": {}})["models"].setdefault(model, {})[str(h)] = {
+            "n": int(row["n"]),
+            "mae": float(row["mae"]),
+            "rmse": float(row["rmse"]),
+            "skill": _num(row["skill"]),
+            "hit_rate": hit,
+            "n_directional": n_dir,
+            "hits": hits,
+            "hit_rate_p_value": p,
+        }
+    ticks = counters.get("ticks", 0)
+    return {
+        "ticks": ticks,
+        "bars": counters.get("bars", 0),
+        "forecasts": counters.get("forecasts", 0),
+        "errors": counters.get("dead_letters", 0),
+        "wall_s": round(wall_s, 4),
+        "ticks_per_s": round(ticks / wall_s, 1) if wall_s > 0 else None,
+        "counters": counters,
+        "symbols": symbols,
+    }
+
+
+def run_backtest(paths: list[str], out_dir: Path, workers: int = 1) -> dict[str, Any]:
+    """Run the forecasting dataflow on ``paths`` and return the summary."""
+    from bytewax.testing import cluster_main, run_main
+
+    from dataflows.forecast import build_flow
+
+    base = Settings()
+    settings = base.model_copy(update={
+        "input": InputConfig(**{**base.input.model_dump(), "paths": list(paths)}),
+        "output": OutputConfig(dir=out_dir),
+    })
+    flow = build_flow(settings)
+    t0 = time.perf_counter()
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    wall = time.perf_counter() - t0
+    return summarize(out_dir, wall)
+
+
+def _table(summary: dict[str, Any]) -> str:
+    lines = [f"ticks={summary['ticks']} bars={summary['bars']} forecasts={summary['forecasts']} "
+             f"errors={summary['errors']} wall_s={summary['wall_s']} ticks/s={summary['ticks_per_s']}",
+             f"{'symbol':<14}{'model':<10}{'h':>4}{'n':>8}{'rmse':>12}{'skill':>9}{'hit':>8}{'n_dir':>7}{'p':>10}"]
+    for sym, s in summary["symbols"].items():
+        for model, hs in s["models"].items():
+            for h, m in hs.items():
+                def f(v: Any, fmt: str) -> str:
+                    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+                lines.append(f"{sym:<14}{model:<10}{h:>4}{m['n']:>8}{f(m['rmse'], '.3e'):>12}"
+                             f"{f(m['skill'], '.4f'):>9}{f(m['hit_rate'], '.4f'):>8}{m['n_directional']:>7}"
+                             f"{f(m['hit_rate_p_value'], '.2e'):>10}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="ticklet", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    bt = sub.add_parser("backtest", help="run the forecasting dataflow on recordings or archives")
+    bt.add_argument("paths", nargs="+", help="recordings, Binance CSV/zip archives, Feather klines, or directories")
+    bt.add_argument("--out", type=Path, default=Path("out/backtest"), help="output directory (default: out/backtest)")
+    bt.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
+    bt.add_argument("--workers", type=int, default=1, help="Bytewax worker threads (default 1)")
+    bt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "backtest":
+        summary = run_backtest(args.paths, args.out, args.workers)
+        if args.json:
+            sys.stdout.write(json.dumps(summary) + "\n")
+        else:
+            sys.stdout.write(_table(summary))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
