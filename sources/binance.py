@@ -19,7 +19,7 @@ Examples
 >>> ev.key, ev.price, ev.qty, ev.buyer_maker, ev.exch_ts
 ('BTCUSDT', 61837.63, 0.02, True, 1723161255342000000)
 >>> parse_ws(1, b'{"stream":"btcusdt@trade","data":{"p":"1"}}', "spot").reason
-'missing field: Object missing required field `E`'
+'missing field: Object missing required field `E` - at `$.data`'
 >>> parse_ws(1, b'not json', "spot").reason[:8]
 'bad json'
 >>> parse_ws(1, b'{"lastUpdateId":1,"bids":[],"asks":[]}', "spot")
@@ -152,11 +152,19 @@ class _WsKline(msgspec.Struct):
 
 
 _env_dec = msgspec.json.Decoder(_Envelope)
-_trade_dec = msgspec.json.Decoder(_WsTrade, strict=False)
-_agg_dec = msgspec.json.Decoder(_WsAggTrade, strict=False)
-_book_dec = msgspec.json.Decoder(_WsBookTicker, strict=False)
-_depth_dec = msgspec.json.Decoder(_WsDepth, strict=False)
-_kline_dec = msgspec.json.Decoder(_WsKline, strict=False)
+
+
+def _envelope(data_type: type) -> msgspec.json.Decoder:
+    """A decoder of the whole ``{"stream", "data"}`` message with typed data."""
+    env = msgspec.defstruct(f"_Env{data_type.__name__}", [("stream", str), ("data", data_type)])
+    return msgspec.json.Decoder(env, strict=False)
+
+
+_book_env = _envelope(_WsBookTicker)
+_trade_env = _envelope(_WsTrade)
+_depth_env = _envelope(_WsDepth)
+_agg_env = _envelope(_WsAggTrade)
+_kline_env = _envelope(_WsKline)
 
 
 def _raw(payload: bytes) -> str:
@@ -207,50 +215,52 @@ def parse_ws(ts: int, payload: bytes, market: str) -> Parsed:
     'crossed quote: bid 10.0 >= ask 9.5'
     >>> parse_ws(5, b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT",'
     ...          b'"t":1,"p":"NaN","q":"1","T":1,"m":false}}', "spot").reason
-    'invalid field: Expected `float` > 0.0 - at `$.p`'
+    'invalid field: Expected `float` > 0.0 - at `$.data.p`'
     >>> parse_ws(5, b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT",'
     ...          b'"t":1,"p":"1","q":"1","T":1,"m":false,"X":"INSURANCE_FUND"}}', "usdm")
     'non_market_trade'
     >>> parse_ws(5, b'{"stream":"btcusdt@bogus","data":{}}', "spot").reason
     'unknown stream: btcusdt@bogus'
     """
-    if payload.startswith(b'{"lastUpdateId"'):
-        return "depth_snapshot"
+    # The stream name is read from the bytes, then the whole message is decoded
+    # in one pass by the decoder of that stream's type (key order is free).
+    i = payload.find(b'"stream":"')
+    if i < 0:
+        if payload.startswith(b'{"lastUpdateId"'):
+            return "depth_snapshot"
+        try:
+            _env_dec.decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError) as ex:
+            return _invalid(ex, payload, ts)
+        return _err("unrecognized message", payload, ts)  # pragma: no cover
+    i += 10
+    end = payload.find(b'"', i)
+    at = payload.find(b"@", i, end)
+    kind = payload[at + 1 : end] if at >= 0 else b""
     try:
-        # Fast path: Binance always sends {"stream":"...","data":{...}} in this
-        # order, so slice instead of decoding the envelope.
-        end = payload.find(b'","data":', 11) if payload.startswith(b'{"stream":"') else -1
-        if end > 0 and payload.endswith(b"}"):
-            stream = payload[11:end].decode()
-            data = payload[end + 9 : -1]
-        else:
-            env = _env_dec.decode(payload)
-            stream, data = env.stream, env.data
-        at = stream.find("@")
-        kind = stream[at + 1 :] if at >= 0 else ""
-        if kind == "bookTicker":
-            d = _book_dec.decode(data)
+        if kind == b"bookTicker":
+            d = _book_env.decode(payload).data
             key = d.s if market == "spot" else instrument_key(d.s, market)
             b, a = d.b, d.a
             if b >= a:
                 return _err(f"crossed quote: bid {b} >= ask {a}", payload, ts, key)
             return Quote(key, ts, None if d.E is None else d.E * _MS, b, d.B, a, d.A, d.u)
-        if kind == "trade":
-            d = _trade_dec.decode(data)
+        if kind == b"trade":
+            d = _trade_env.decode(payload).data
             if d.X is not None and d.X != "MARKET":
                 return "non_market_trade"
             key = d.s if market == "spot" else instrument_key(d.s, market)
             return Trade(key, ts, d.T * _MS, d.p, d.q, d.m, d.t)
-        if kind.startswith("depth") and (len(kind) == 5 or kind[5] == "@"):
-            d = _depth_dec.decode(data)
+        if kind.startswith(b"depth") and (len(kind) == 5 or kind[5:6] == b"@"):
+            d = _depth_env.decode(payload).data
             key = d.s if market == "spot" else instrument_key(d.s, market)
             return DepthUpdate(key, ts, d.E * _MS, d.U, d.u, d.pu, d.b, d.a)
-        if kind == "aggTrade":
-            d = _agg_dec.decode(data)
+        if kind == b"aggTrade":
+            d = _agg_env.decode(payload).data
             key = instrument_key(d.s, market)
             return Trade(key, ts, d.T * _MS, d.p, d.q, d.m, d.a)
-        if kind.startswith("kline_"):
-            d = _kline_dec.decode(data)
+        if kind.startswith(b"kline_"):
+            d = _kline_env.decode(payload).data
             k = d.k
             key = instrument_key(d.s, market)
             if not k.x:
@@ -261,16 +271,23 @@ def parse_ws(ts: int, payload: bytes, market: str) -> Parsed:
             return Kline(
                 key, ts, k.t * _MS, (k.T + 1) * _MS, k.o, k.h, k.l, k.c, k.v, k.q, k.n, k.V, True
             )
-        base = kind.split("@", 1)[0]
+        _env_dec.decode(payload)  # an unknown stream must still be valid JSON
+        stream = payload[i:end].decode("utf-8", "replace")
+        base = kind.split(b"@", 1)[0].decode("utf-8", "replace")
         if base in IGNORED_STREAMS:
             return base
         return _err(f"unknown stream: {stream}", payload, ts)
-    except msgspec.ValidationError as ex:
-        msg = str(ex)
-        return _err(f"missing field: {msg}" if "missing required" in msg else f"invalid field: {msg}",
-                    payload, ts)
-    except msgspec.DecodeError as ex:
-        return _err(f"bad json: {ex}", payload, ts)
+    except (msgspec.ValidationError, msgspec.DecodeError) as ex:
+        return _invalid(ex, payload, ts)
+
+
+def _invalid(ex: Exception, payload: bytes, ts: int) -> ErrorRecord:
+    msg = str(ex)
+    if isinstance(ex, msgspec.ValidationError):
+        reason = f"missing field: {msg}" if "missing required" in msg else f"invalid field: {msg}"
+    else:
+        reason = f"bad json: {msg}"
+    return _err(reason, payload, ts)
 
 
 def to_ns(t: int) -> int:
@@ -368,6 +385,15 @@ def parse_kline_row(row: tuple, interval_ns: int, symbol: str, market: str) -> P
     return Kline(key, close_ns, t, close_ns, o, h, lo, c, v, 0.0, 0, 0.0, True)
 
 
+def _parse_line(line: bytes, market: str) -> Parsed:
+    """Split ``b"<receive ts> <json>"`` and parse the message."""
+    sp = line.find(b" ")
+    head = line[:sp]
+    if sp > 0 and head.isdigit():
+        return parse_ws(int(head) * 1000 if sp <= 16 else int(head), line[sp + 1 :], market)
+    return _err("missing receive timestamp", line, 0)
+
+
 def parse_chunk(chunk: RawChunk) -> tuple[dict[str, list[Event]], list[ErrorRecord], dict[str, int]]:
     """Parse a :class:`RawChunk` into events grouped by instrument key (in
     input order), dead letters, and counts by outcome.
@@ -385,36 +411,36 @@ def parse_chunk(chunk: RawChunk) -> tuple[dict[str, list[Event]], list[ErrorReco
     >>> [type(e).__name__ for e in by_key["BTCUSDT"]], errors[0].raw, counts
     (['Quote'], 'garbage', {'ticks': 1, 'skipped_markPrice': 1})
     """
-    by_key: dict[str, list[Event]] = {}
+    fmt, market, symbol = chunk.fmt, chunk.market, chunk.symbol
+    if fmt == "ws":
+        results = [_parse_line(rec, market) for rec in chunk.records]
+    elif fmt == "kline_rows":
+        iv = chunk.interval_ns
+        results = [parse_kline_row(rec, iv, symbol, market) for rec in chunk.records]
+    else:
+        results = [parse_csv_row(rec, fmt, symbol, market) for rec in chunk.records]
+    events: list[Event] = []
     errors: list[ErrorRecord] = []
     skipped: dict[str, int] = {}
-    fmt, market, symbol = chunk.fmt, chunk.market, chunk.symbol
-    n = 0
-    last_key = None
-    bucket: list[Event] = []
-    for rec in chunk.records:
-        if fmt == "ws":
-            sp = rec.find(b" ")
-            head = rec[:sp]
-            if sp > 0 and head.isdigit():
-                r = parse_ws(int(head) * 1000 if sp <= 16 else int(head), rec[sp + 1 :], market)
+    for r in results:
+        cls = type(r)
+        if cls is str:
+            skipped[r] = skipped.get(r, 0) + 1  # type: ignore[index]
+        elif cls is ErrorRecord:
+            errors.append(r)  # type: ignore[arg-type]
+        else:
+            events.append(r)  # type: ignore[arg-type]
+    n = len(events)
+    by_key: dict[str, list[Event]] = {}
+    if n and events[0].key == events[-1].key and len({e.key for e in events}) == 1:
+        by_key[events[0].key] = events
+    else:
+        for e in events:
+            b = by_key.get(e.key)
+            if b is None:
+                by_key[e.key] = [e]
             else:
-                r = _err("missing receive timestamp", rec, 0)
-        elif fmt == "kline_rows":
-            r = parse_kline_row(rec, chunk.interval_ns, symbol, market)
-        else:
-            r = parse_csv_row(rec, fmt, symbol, market)
-        if isinstance(r, str):
-            skipped[r] = skipped.get(r, 0) + 1
-        elif type(r) is ErrorRecord:
-            errors.append(r)
-        else:
-            n += 1
-            k = r.key
-            if k != last_key:
-                bucket = by_key.setdefault(k, [])
-                last_key = k
-            bucket.append(r)
+                b.append(e)
     counts = {"ticks": n}
     counts.update({f"skipped_{k}": v for k, v in sorted(skipped.items())})
     return by_key, errors, counts
