@@ -28,7 +28,7 @@ Examples
 >>> st, out = step(st, Trade("X", 0 * S + 1, 0, 100.0, 1.0, False, 1))
 >>> st, out = step(st, Trade("X", 0 * S + 5, 0, 101.0, 3.0, True, 2))
 >>> out
-[]
+()
 >>> st, out = step(st, Trade("X", 3 * S, 0, 102.0, 1.0, False, 3))
 >>> [(b.start // S, b.close, b.volume, b.n_events) for b in out]
 [(0, 101.0, 4.0, 2), (1, 101.0, 0.0, 0), (2, 101.0, 0.0, 0)]
@@ -39,6 +39,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Literal, Optional, Union
 
 import msgspec
@@ -49,6 +50,7 @@ from ticklet.events import Bar, Count, DepthUpdate, ErrorRecord, Event, Kline, Q
 __all__ = ["BarConfig", "BarState", "step"]
 
 Out = Union[Bar, ErrorRecord, Count]
+_UNSET = -(1 << 62)
 
 
 class BarConfig(BaseModel):
@@ -80,7 +82,7 @@ class BarState:
     """Per-instrument bar builder state. Everything here is O(1) in size."""
 
     config: BarConfig
-    start: int = -1  # start of the open bar, -1 before the first event
+    start: int = _UNSET  # start of the open bar; _UNSET before the first event
     max_ts: int = -1
     # trades within the open bar
     open: float = 0.0
@@ -105,9 +107,11 @@ class BarState:
     reset_next: bool = False
     kline_end: int = -1
     interval: int = field(init=False)
+    lateness: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.interval = self.config.interval_ms * 1_000_000
+        self.lateness = self.config.allowed_lateness_ms * 1_000_000
 
 
 def _price(st: BarState, close: float) -> float:
@@ -196,29 +200,34 @@ def _kline(st: BarState, k: Kline, out: list) -> None:
     st.last_trade = k.close
 
 
-def step(state: BarState, event: Event) -> tuple[BarState, list[Out]]:
+_NOTHING: tuple = ()
+
+
+def step(state: BarState, event: Event) -> tuple[BarState, Sequence[Out]]:
     """Feed one event; return the bars (and dead letters, counts) it closes.
 
     ``state`` is updated in place and returned.
     """
-    out: list[Out] = []
+    out: Sequence[Out] = _NOTHING
     st = state
     ts = event.ts
-    if ts < st.max_ts - st.config.allowed_lateness_ms * 1_000_000:
-        late_ms = (st.max_ts - ts) / 1e6
-        out.append(ErrorRecord("make_bars", f"late by {late_ms:.3f} ms",
-                               msgspec.json.encode(event).decode(), event.key, ts))
-        return st, out
     if ts > st.max_ts:
         st.max_ts = ts
+    elif ts < st.max_ts - st.lateness:
+        late_ms = (st.max_ts - ts) / 1e6
+        return st, [ErrorRecord("make_bars", f"late by {late_ms:.3f} ms",
+                                msgspec.json.encode(event).decode(), event.key, ts)]
     cls = type(event)
     if cls is Kline:
+        out = []
         _kline(st, event, out)  # type: ignore[arg-type]
         return st, out
-    if st.start < 0:
-        st.start = ts - ts % st.interval
-    elif ts >= st.start + st.interval:
-        _close_bars(st, event.key, ts, out)
+    if ts >= st.start + st.interval:
+        if st.start == _UNSET:
+            st.start = ts - ts % st.interval
+        else:
+            out = []
+            _close_bars(st, event.key, ts, out)
     st.n_events += 1
     if cls is Trade:
         p, q = event.price, event.qty  # type: ignore[union-attr]
