@@ -27,7 +27,7 @@ class LearnerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    linear_lr: float = Field(0.005, gt=0, description="SGD learning rate of the linear regressor.")
+    linear_lr: float = Field(0.001, gt=0, description="SGD learning rate of the linear regressor.")
     linear_l2: float = Field(0.001, ge=0, description="L2 penalty of the linear regressor.")
     logistic_lr: float = Field(0.005, gt=0, description="SGD learning rate of the direction classifier.")
     logistic_l2: float = Field(0.001, ge=0, description="L2 penalty of the direction classifier.")

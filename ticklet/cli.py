@@ -111,7 +111,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     bt.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     bt.add_argument("--workers", type=int, default=1, help="Bytewax worker threads (default 1)")
     bt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub.add_parser("config", help="print every setting (TICKLET_* variables) as a Markdown table")
     args = parser.parse_args(argv)
+    if args.command == "config":
+        from ticklet.settings import settings_table
+
+        sys.stdout.write(settings_table())
+        return 0
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "backtest":

@@ -13,6 +13,7 @@ config objects.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -23,7 +24,7 @@ from operators.bars import BarConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
 
-__all__ = ["InputConfig", "OutputConfig", "SAMPLE_DIR", "Settings"]
+__all__ = ["InputConfig", "OutputConfig", "SAMPLE_DIR", "Settings", "settings_table"]
 
 #: The bundled real sample (see data/sample/NOTICE.md).
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -62,3 +63,36 @@ class Settings(BaseSettings):
     bars: BarConfig = Field(default_factory=BarConfig, description="Event-time bars.")
     features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features, SWT and scaling.")
     forecast: ForecastConfig = Field(default_factory=ForecastConfig, description="Models, horizons and the time-travel join.")
+
+
+def _leaves(model: type[BaseModel], prefix: str):
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        env = f"{prefix}{name.upper()}"
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _leaves(ann, env + "__")
+        else:
+            default = f.get_default(call_default_factory=True)
+            yield env, default, f.description or ""
+
+
+def settings_table() -> str:
+    """The configuration reference as a Markdown table (kept in the README).
+
+    >>> print(settings_table().splitlines()[2])
+    | `TICKLET_INPUT__SOURCE` | `replay` | Input connector: 'replay' reads recordings and archives from files. |
+    """
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for env, default, desc in _leaves(Settings, "TICKLET_"):
+        if isinstance(default, (list, tuple)):
+            shown = json.dumps([str(x) if isinstance(x, Path) else x for x in default])
+        elif isinstance(default, Path):
+            shown = str(default)
+        elif default is None:
+            shown = "(unset)"
+        else:
+            shown = str(default)
+        if str(SAMPLE_DIR) in shown:
+            shown = shown.replace(str(SAMPLE_DIR), "data/sample")
+        rows.append(f"| `{env}` | `{shown}` | {desc} |")
+    return "\n".join(rows) + "\n"
