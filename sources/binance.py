@@ -84,12 +84,12 @@ IGNORED_STREAMS = frozenset(
 )
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     stream: str
     data: msgspec.Raw
 
 
-class _WsTrade(msgspec.Struct):
+class _WsTrade(msgspec.Struct, gc=False):
     E: int
     s: str
     t: int
@@ -100,7 +100,7 @@ class _WsTrade(msgspec.Struct):
     X: Optional[str] = None  # futures only: MARKET, INSURANCE_FUND, ...
 
 
-class _WsAggTrade(msgspec.Struct):
+class _WsAggTrade(msgspec.Struct, gc=False):
     E: int
     s: str
     a: int
@@ -110,7 +110,7 @@ class _WsAggTrade(msgspec.Struct):
     m: bool
 
 
-class _WsBookTicker(msgspec.Struct):
+class _WsBookTicker(msgspec.Struct, gc=False):
     u: int
     s: str
     b: _Px
@@ -121,7 +121,7 @@ class _WsBookTicker(msgspec.Struct):
     T: Optional[int] = None
 
 
-class _WsDepth(msgspec.Struct):
+class _WsDepth(msgspec.Struct, gc=False):
     E: int
     s: str
     U: int
@@ -131,7 +131,7 @@ class _WsDepth(msgspec.Struct):
     pu: int = -1  # futures only
 
 
-class _WsKlineBody(msgspec.Struct):
+class _WsKlineBody(msgspec.Struct, gc=False):
     t: int
     T: int
     o: float
@@ -145,7 +145,7 @@ class _WsKlineBody(msgspec.Struct):
     V: float = 0.0
 
 
-class _WsKline(msgspec.Struct):
+class _WsKline(msgspec.Struct, gc=False):
     E: int
     s: str
     k: _WsKlineBody
@@ -156,7 +156,7 @@ _env_dec = msgspec.json.Decoder(_Envelope)
 
 def _envelope(data_type: type) -> msgspec.json.Decoder:
     """A decoder of the whole ``{"stream", "data"}`` message with typed data."""
-    env = msgspec.defstruct(f"_Env{data_type.__name__}", [("stream", str), ("data", data_type)])
+    env = msgspec.defstruct(f"_Env{data_type.__name__}", [("stream", str), ("data", data_type)], gc=False)
     return msgspec.json.Decoder(env, strict=False)
 
 

@@ -127,7 +127,7 @@ class Kline(msgspec.Struct, frozen=True, gc=False):
 Event = Union[Trade, Quote, DepthUpdate, Kline]
 
 
-class ErrorRecord(msgspec.Struct, frozen=True):
+class ErrorRecord(msgspec.Struct, frozen=True, gc=False):
     """A dead letter: input that could not be used, with the reason and the raw
     payload exactly as received (decoded as UTF-8 with replacement)."""
 
