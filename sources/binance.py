@@ -40,6 +40,7 @@ from ticklet.events import (
     ErrorRecord,
     Event,
     Kline,
+    Level,
     Quote,
     Trade,
     instrument_key,
@@ -64,7 +65,6 @@ _MS = 1_000_000
 # finite, quantities non-negative/positive and finite. NaN fails ``gt``.
 _Px = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]
 _Qty = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]
-_Size = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
 
 #: Binance streams that are valid but carry nothing ticklet uses; they are
 #: counted as skipped rather than dead-lettered.
@@ -126,8 +126,8 @@ class _WsDepth(msgspec.Struct, gc=False):
     s: str
     U: int
     u: int
-    b: tuple[tuple[_Px, _Size], ...]
-    a: tuple[tuple[_Px, _Size], ...]
+    b: tuple[Level, ...]
+    a: tuple[Level, ...]
     pu: int = -1  # futures only
 
 

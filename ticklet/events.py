@@ -28,7 +28,8 @@ True
 
 from __future__ import annotations
 
-from typing import Optional, Union
+import sys
+from typing import Annotated, Optional, Union
 
 import msgspec
 
@@ -41,6 +42,7 @@ __all__ = [
     "FeatureRow",
     "ForecastRecord",
     "Kline",
+    "Level",
     "MetricsRecord",
     "Quote",
     "RawChunk",
@@ -48,7 +50,23 @@ __all__ = [
     "instrument_key",
 ]
 
-Level = tuple[float, float]
+_Positive = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]
+_NonNegative = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
+
+
+class Level(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One price level of a depth update; quantity 0 removes the level.
+
+    Encoded (and decoded from Binance) as ``["price", "qty"]``; decoding
+    rejects a non-positive or non-finite price and a negative or non-finite
+    quantity.
+
+    >>> msgspec.json.decode(b'["61737.63", "0.5"]', type=Level, strict=False)
+    Level(price=61737.63, qty=0.5)
+    """
+
+    price: _Positive
+    qty: _NonNegative
 
 
 def instrument_key(symbol: str, market: str) -> str:
