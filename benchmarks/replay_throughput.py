@@ -4,10 +4,10 @@ Measures, on the same input and settings:
 
 - ``dataflow_ticks_per_s``: the full Bytewax dataflow (``run_main``, one
   worker), sinks included;
-- ``loop_ticks_per_s``: a plain Python loop doing the same per-tick work with
-  the same pure functions (read, parse, bars, features, join, metrics) and no
-  engine, so ``overhead_ratio`` = loop / dataflow speed shows what Bytewax
-  costs;
+- ``loop_ticks_per_s``: a plain Python loop doing the same work with the same
+  pure functions (read, parse, bars, features, join, metrics, CSV output) and
+  no engine, so ``overhead_ratio`` (dataflow time / loop time) shows what
+  Bytewax costs;
 - ``bar_latency_us``: compute per closed bar from its bar to its forecasts
   (features + time-travel join + metrics), p50/p99/max, from the loop.
 
@@ -35,14 +35,19 @@ sys.path.insert(0, str(ROOT))
 from operators import bars, features, forecast, metrics  # noqa: E402
 from sources.binance import parse_chunk  # noqa: E402
 from sources.files import group_streams, read_stream  # noqa: E402
-from ticklet.events import Bar, RawChunk  # noqa: E402
+from sinks.records import csv_lines, header  # noqa: E402
+from ticklet.events import Bar, ForecastRecord, MetricsRecord, RawChunk  # noqa: E402
 from ticklet.settings import Settings  # noqa: E402
 
 
-def plain_loop(paths: list[str], settings: Settings) -> tuple[int, int, float, list[float]]:
-    """The dataflow's work without the engine. Returns ticks, bars, seconds,
-    per-bar latencies (s)."""
+def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int, int, float, list[float]]:
+    """The dataflow's work without the engine, output files included.
+    Returns ticks, bars, seconds, per-bar latencies (s)."""
     states: dict[str, tuple] = {}
+    f_out = open(out_dir / "loop_forecasts.csv", "w")  # noqa: SIM115
+    m_out = open(out_dir / "loop_metrics.csv", "w")  # noqa: SIM115
+    f_out.write(",".join(header(ForecastRecord)) + "\n")
+    m_out.write(",".join(header(MetricsRecord)) + "\n")
     ticks = n_bars = 0
     lat: list[float] = []
     perf = time.perf_counter
@@ -62,6 +67,8 @@ def plain_loop(paths: list[str], settings: Settings) -> tuple[int, int, float, l
                                             forecast.JoinState(settings.forecast),
                                             metrics.MetricsState())
                     bs, fs, js, ms = st
+                    recs_out: list = []
+                    mets_out: list = []
                     for ev in events:
                         bs, out = bars.step(bs, ev)
                         for b in out:
@@ -73,10 +80,17 @@ def plain_loop(paths: list[str], settings: Settings) -> tuple[int, int, float, l
                             for row in rows:
                                 js, recs = forecast.step(js, row)
                                 for r in recs:
-                                    if type(r) is not forecast.ForecastRecord:
+                                    if type(r) is not ForecastRecord:
                                         continue
-                                    ms, _ = metrics.step(ms, r)
+                                    recs_out.append(r)
+                                    ms, mets = metrics.step(ms, r)
+                                    mets_out.extend(mets)
                             lat.append(perf() - tb)
+                    if recs_out:
+                        f_out.write(csv_lines(recs_out))
+                        m_out.write(csv_lines(mets_out))
+    f_out.close()
+    m_out.close()
     return ticks, n_bars, perf() - t0, lat
 
 
@@ -104,7 +118,7 @@ def main() -> None:
         for _ in range(args.repeat):
             summary = dataflow_run(args.paths, Path(tmp))
             flow_runs.append(summary["wall_s"])
-            ticks, n_bars, secs, lat_run = plain_loop(args.paths, settings)
+            ticks, n_bars, secs, lat_run = plain_loop(args.paths, settings, Path(tmp))
             loop_runs.append(secs)
             lat = lat_run if not lat else lat
     flow_s, loop_s = min(flow_runs), min(loop_runs)

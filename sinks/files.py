@@ -3,7 +3,8 @@
 - :class:`CsvSink` writes records as CSV with a header (open with pandas or
   DuckDB: ``duckdb.sql("select * from 'out/forecasts.csv'")``);
 - :class:`JsonLinesSink` writes records as JSON lines (dead letters);
-- :class:`CounterSink` keeps pipeline counters and rewrites a small JSON file.
+- :class:`CounterSink` keeps pipeline counters and rewrites a small JSON file
+  at every snapshot (epoch) and at the end of the run.
 
 All three are single-partition :class:`FixedPartitionedSink` s whose recovery
 state is the file offset (or the totals), so a resumed run truncates what was
@@ -110,9 +111,9 @@ class _CounterPartition(StatefulSinkPartition[Count, dict]):
         t = self._totals
         for c in values:
             t[c.name] = t.get(c.name, 0) + c.n
-        self._dump()
 
     def snapshot(self) -> dict:
+        self._dump()
         return dict(self._totals)
 
     def close(self) -> None:

@@ -56,6 +56,17 @@ class StepOut(Generic[W]):
     counts: Stream[Count]
 
 
+class _Side:
+    """Dead letters and counter increments of one batch, carried as one item
+    so that the main output needs a single branch."""
+
+    __slots__ = ("counts", "errors")
+
+    def __init__(self, errors: list[ErrorRecord], counts: list[Count]):
+        self.errors = errors
+        self.counts = counts
+
+
 class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
     """Drive a pure step function over a batch of values for one key."""
 
@@ -81,26 +92,31 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
                 if o:
                     out.extend(o)
         self.state = st
-        if self.count_as and out:
-            n = sum(1 for o in out if type(o) is not Count and type(o) is not ErrorRecord)
-            if n:
-                out.append(Count(self.count_as, n))
-        return out, StatefulBatchLogic.RETAIN
+        if not out:
+            return out, StatefulBatchLogic.RETAIN
+        main = [o for o in out if type(o) is not Count and type(o) is not ErrorRecord]
+        errors = [o for o in out if type(o) is ErrorRecord]
+        counts = [o for o in out if type(o) is Count]
+        if self.count_as and main:
+            counts.append(Count(self.count_as, len(main)))
+        if errors or counts:
+            main.append(_Side(errors, counts))
+        return main, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Any:
         return copy.deepcopy(self.state)
 
 
-def _is_error(kv: tuple[str, Any]) -> bool:
-    return type(kv[1]) is ErrorRecord
+def _is_main(kv: tuple[str, Any]) -> bool:
+    return type(kv[1]) is not _Side
 
 
-def _is_count(kv: tuple[str, Any]) -> bool:
-    return type(kv[1]) is Count
+def _side_errors(kv: tuple[str, _Side]) -> list[ErrorRecord]:
+    return kv[1].errors
 
 
-def _value(kv: tuple[str, Any]) -> Any:
-    return kv[1]
+def _side_counts(kv: tuple[str, _Side]) -> list[Count]:
+    return kv[1].counts
 
 
 @operator
@@ -120,12 +136,11 @@ def run_step(
         return _StepLogic(step, init() if resume is None else resume, flatten, count_as)
 
     s = op.stateful_batch("stateful_step", up, builder)
-    e = op.branch("split_errors", s, _is_error)
-    c = op.branch("split_counts", e.falses, _is_count)
+    b = op.branch("split_side", s, _is_main)
     return StepOut(
-        c.falses,
-        op.map("unkey_errors", e.trues, _value),
-        op.map("unkey_counts", c.trues, _value),
+        b.trues,
+        op.flat_map("side_errors", b.falses, _side_errors),
+        op.flat_map("side_counts", b.falses, _side_counts),
     )
 
 
