@@ -79,8 +79,10 @@ class FeatureConfig(BaseModel):
     scaler: Literal["standard", "adaptive", "none"] = Field(
         "standard",
         description="Online feature scaling: running mean/variance ('standard'), exponentially "
-        "weighted ('adaptive', alpha=scaler_alpha) or none.")
-    scaler_alpha: float = Field(0.01, gt=0, lt=1, description="Weight of the newest bar in the adaptive scaler.")
+        "weighted ('adaptive', River's AdaptiveStandardScaler) or none.")
+    scaler_fading: float = Field(
+        0.05, gt=0, lt=1,
+        description="Fading factor of the adaptive scaler: closer to 1 forgets old bars faster.")
     clip: float = Field(5.0, gt=0, description="Scaled features are clipped to [-clip, clip].")
 
     @property
@@ -126,7 +128,7 @@ class FeatureState:
             if c.scaler == "standard":
                 self.scaler = preprocessing.StandardScaler()
             elif c.scaler == "adaptive":
-                self.scaler = preprocessing.AdaptiveStandardScaler(alpha=c.scaler_alpha)
+                self.scaler = preprocessing.AdaptiveStandardScaler(fading_factor=c.scaler_fading)
 
     def restart(self) -> None:
         """Forget the windows after a gap; keep the scaler's statistics."""

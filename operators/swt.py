@@ -112,26 +112,22 @@ def denoise_last_reference(window: np.ndarray, cfg: SWTConfig) -> tuple[float, l
 def _operators(cfg: SWTConfig) -> tuple[np.ndarray, np.ndarray, int]:
     """The SWT as matrices, built by PyWavelets itself.
 
-    Both the (extended) forward transform and the reconstruction of the last
-    point are linear, so ``coeffs = F @ window`` and ``last = r . thresholded``
-    with ``F`` and ``r`` found by transforming unit vectors. Memoized per
-    config: a pure function of its (immutable) argument.
+    The forward transform of the (extended) window is linear,
+    ``coeffs = F @ window``, and with ``norm=True`` the SWT is a Parseval
+    tight frame, so :func:`pywt.iswt` is its adjoint and the last
+    reconstructed point is ``F0[:, n - 1] . coeffs``. Both come from one
+    :func:`pywt.swt` of the identity. Memoized per config: a pure function
+    of its immutable argument.
     """
     n = cfg.window
     m = 2 * n if cfg.boundary == "symmetric" else n
-    lv = cfg.level
-    fwd = np.empty(((lv + 1) * m, n))
-    for k in range(n):
-        e = np.zeros(n)
-        e[k] = 1.0
-        x = np.concatenate((e, e[::-1])) if cfg.boundary == "symmetric" else e
-        fwd[:, k] = np.concatenate(pywt.swt(x, cfg.wavelet, level=lv, trim_approx=True, norm=True))
-    rec = np.empty((lv + 1) * m)
-    for i in range(rec.shape[0]):
-        u = np.zeros((lv + 1) * m)
-        u[i] = 1.0
-        rec[i] = pywt.iswt(list(u.reshape(lv + 1, m)), cfg.wavelet, norm=True)[n - 1]
-    return fwd, rec, m
+    f0 = np.concatenate(
+        pywt.swt(np.eye(m), cfg.wavelet, level=cfg.level, trim_approx=True, norm=True, axis=0), axis=0
+    )
+    ext = np.eye(n)
+    if cfg.boundary == "symmetric":
+        ext = np.vstack((ext, ext[::-1]))
+    return f0 @ ext, np.ascontiguousarray(f0[:, n - 1]), m
 
 
 def denoise_last(window: np.ndarray, cfg: SWTConfig) -> tuple[float, list[float]]:
