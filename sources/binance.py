@@ -334,7 +334,6 @@ def parse_csv_row(row: list[str], kind: str, symbol: str, market: str) -> Parsed
     'non-positive or non-finite price/quantity'
     """
     key = instrument_key(symbol, market)
-    raw = ",".join(row)
     if not row or not row[0].strip().lstrip("-").isdigit():
         return "header"
     try:
@@ -342,13 +341,13 @@ def parse_csv_row(row: list[str], kind: str, symbol: str, market: str) -> Parsed
             p, q = float(row[1]), float(row[2])
             ts = to_ns(int(row[4]))
             if _bad_px_qty(p, q):
-                return ErrorRecord("parse", "non-positive or non-finite price/quantity", raw, key, ts)
+                return _row_err("non-positive or non-finite price/quantity", row, key, ts)
             return Trade(key, ts, ts, p, q, _bool(row[5]), int(row[0]))
         if kind == "aggTrades":
             p, q = float(row[1]), float(row[2])
             ts = to_ns(int(row[5]))
             if _bad_px_qty(p, q):
-                return ErrorRecord("parse", "non-positive or non-finite price/quantity", raw, key, ts)
+                return _row_err("non-positive or non-finite price/quantity", row, key, ts)
             return Trade(key, ts, ts, p, q, _bool(row[6]), int(row[0]))
         if kind == "klines":
             o, h, lo, c, v = (float(x) for x in row[1:6])
@@ -356,14 +355,18 @@ def parse_csv_row(row: list[str], kind: str, symbol: str, market: str) -> Parsed
             close_ns = to_ns(int(row[6]) + 1)
             why = _kline_error(o, h, lo, c, v)
             if why:
-                return ErrorRecord("parse", why, raw, key, close_ns)
+                return _row_err(why, row, key, close_ns)
             return Kline(
                 key, close_ns, open_ns, close_ns, o, h, lo, c, v,
                 float(row[7]), int(row[8]), float(row[9]), True,
             )
     except (ValueError, IndexError) as ex:
-        return ErrorRecord("parse", f"bad {kind} row: {ex}", raw, key, 0)
-    return ErrorRecord("parse", f"unknown csv kind: {kind}", raw, key, 0)
+        return _row_err(f"bad {kind} row: {ex}", row, key, 0)
+    return _row_err(f"unknown csv kind: {kind}", row, key, 0)
+
+
+def _row_err(reason: str, row: list[str], key: str, ts: int) -> ErrorRecord:
+    return ErrorRecord("parse", reason, ",".join(row), key, ts)
 
 
 def parse_kline_row(row: tuple, interval_ns: int, symbol: str, market: str) -> Parsed:
