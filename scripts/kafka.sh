@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka broker (KRaft: broker + controller in one
+# JVM) on 127.0.0.1, for development and tests. No Docker.
+#
+#   scripts/kafka.sh fetch         # Kafka jars from Maven Central into .kafka/libs
+#   scripts/kafka.sh start [PORT]  # format storage, start, wait until ready;
+#                                  # prints the bootstrap address (free port by default)
+#   scripts/kafka.sh stop          # stop it
+#   scripts/kafka.sh status        # exit 0 and print the address if running
+#
+# KAFKA_HOME (default .kafka in the repository) holds the jars, the data and the logs.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+home="${KAFKA_HOME:-$root/.kafka}"
+libs="$home/libs"
+run="$home/run"
+
+fetch() {
+  if [ -f "$libs/.complete" ]; then return 0; fi
+  command -v mvn >/dev/null || { echo "kafka.sh: Maven (mvn) is required to fetch Kafka" >&2; exit 1; }
+  mkdir -p "$libs"
+  mvn -q -B -Dstyle.color=never -f "$root/scripts/kafka/pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$libs" -DincludeScope=runtime >&2
+  touch "$libs/.complete"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_ready() {
+  local port=$1 pid=$2
+  for _ in $(seq 1 120); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "kafka.sh: broker exited; last log lines:" >&2; tail -n 40 "$run/kafka.log" >&2; return 1
+    fi
+    if grep -q "Kafka Server started" "$run/kafka.log" 2>/dev/null \
+       && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "kafka.sh: broker not ready after 60 s" >&2; tail -n 40 "$run/kafka.log" >&2; return 1
+}
+
+start() {
+  fetch
+  if status >/dev/null 2>&1; then status; return 0; fi
+  local port="${1:-$(free_port)}" cport
+  cport="$(free_port)"
+  rm -rf "$run"; mkdir -p "$run/data"
+  cat > "$run/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$run/data
+num.partitions=4
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+PROPS
+  cat > "$run/log4j.properties" <<'PROPS'
+log4j.rootLogger=WARN, stdout
+log4j.logger.kafka.server.KafkaServer=INFO
+log4j.logger.kafka.server.KafkaRaftServer=INFO
+log4j.logger.kafka.server.BrokerServer=INFO
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+PROPS
+  local cp="$libs/*" jopts=(-Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
+                            "-Dlog4j.configuration=file:$run/log4j.properties")
+  local cluster
+  cluster="$(java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool random-uuid)"
+  java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cluster" \
+       -c "$run/server.properties" >"$run/format.log" 2>&1
+  nohup java "${jopts[@]}" -cp "$cp" kafka.Kafka "$run/server.properties" \
+        >"$run/kafka.log" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid" > "$run/pid"
+  echo "127.0.0.1:$port" > "$run/bootstrap"
+  wait_ready "$port" "$pid"
+  cat "$run/bootstrap"
+}
+
+status() {
+  [ -f "$run/pid" ] && kill -0 "$(cat "$run/pid")" 2>/dev/null && cat "$run/bootstrap"
+}
+
+stop() {
+  [ -f "$run/pid" ] || return 0
+  local pid; pid="$(cat "$run/pid")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$run/pid"
+}
+
+case "${1:-}" in
+  fetch) fetch ;;
+  start) shift; start "$@" ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 fetch|start [PORT]|stop|status" >&2; exit 2 ;;
+esac
