@@ -1,0 +1,183 @@
+"""Helpers for tests on the real recordings: reading lines, writing derived
+files, and driving the pure operators. Everything here is independent of the
+code under test except where it calls it explicitly (``run_chain``)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+REPO = Path(__file__).resolve().parent.parent
+
+MS = 1_000_000  # ns per ms
+
+
+@lru_cache(maxsize=None)
+def lines(path: str | Path) -> tuple[bytes, ...]:
+    """Non-empty lines of a (gzip) recording, without line endings."""
+    with gzip.open(path, "rb") as f:
+        return tuple(ln for ln in f.read().split(b"\n") if ln)
+
+
+def recv_ns(line: bytes) -> int:
+    """Receive time in ns of a recording line: 16 digits are µs, 19 are ns."""
+    head = line.split(b" ", 1)[0].decode()
+    if len(head) == 16:
+        return int(head) * 1000
+    if len(head) == 19:
+        return int(head)
+    raise ValueError(f"unexpected receive timestamp {head!r}")
+
+
+def payload(line: bytes) -> bytes:
+    return line.split(b" ", 1)[1]
+
+
+@lru_cache(maxsize=None)
+def messages(path: str | Path) -> tuple[tuple[int, bytes, dict], ...]:
+    """(receive ns, payload, decoded JSON) for every line of a recording."""
+    return tuple((recv_ns(ln), payload(ln), json.loads(payload(ln))) for ln in lines(path))
+
+
+def stream_kind(msg: dict) -> str:
+    """'trade', 'bookTicker', 'depth', 'markPrice' or 'snapshot'."""
+    if "stream" not in msg:
+        assert "lastUpdateId" in msg
+        return "snapshot"
+    kind = msg["stream"].split("@", 1)[1]
+    return kind.split("@", 1)[0]
+
+
+def write_gz(path: Path, rows: Iterable[bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(b"".join(r + b"\n" for r in rows))
+    return path
+
+
+def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[0], rows[1:]
+
+
+def csv_dicts(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def drive(step: Callable, state: Any, items: Iterable) -> tuple[Any, list]:
+    """Feed items one by one through a pure ``step``; collect every output."""
+    out: list = []
+    for it in items:
+        state, o = step(state, it)
+        out.extend(o)
+    return state, out
+
+
+def parse_paths(paths: list[str | Path]) -> tuple[dict, list, dict]:
+    """Read paths as one stream with the project's reader and parse it."""
+    from sources.binance import parse_chunk
+    from sources.files import group_streams, read_stream
+    from ticklet.events import RawChunk
+
+    specs = group_streams([str(p) for p in paths])
+    assert len(specs) == 1, specs
+    spec = specs[0]
+    recs = [r for block in read_stream(spec) for r in block]
+    return parse_chunk(RawChunk(spec.fmt, spec.market, spec.symbol, recs, spec.interval_ns))
+
+
+@dataclass
+class Chain:
+    """One instrument's real events and every operator's inputs/outputs."""
+
+    settings: Any
+    key: str
+    events: list
+    bar_out: list  # everything bars.step emitted (bars, dead letters, counts)
+    bars: list
+    rows: list
+    join_out: list  # everything forecast.step emitted
+    forecasts: list
+    metrics: list
+
+
+def run_chain(paths: list[str | Path], settings: Any = None) -> Chain:
+    from operators import bars, features, forecast, metrics
+    from ticklet.events import Bar, ForecastRecord
+    from ticklet.settings import Settings
+
+    s = settings or Settings()
+    by_key, errors, _ = parse_paths(paths)
+    assert not errors, errors[:3]
+    assert len(by_key) == 1, list(by_key)
+    (key, events), = by_key.items()
+    _, bar_out = drive(bars.step, bars.BarState(s.bars), events)
+    bar_list = [b for b in bar_out if type(b) is Bar]
+    _, rows = drive(features.step, features.FeatureState(s.features), bar_list)
+    _, join_out = drive(forecast.step, forecast.JoinState(s.forecast), rows)
+    fcs = [r for r in join_out if type(r) is ForecastRecord]
+    _, mets = drive(metrics.step, metrics.MetricsState(), fcs)
+    return Chain(s, key, events, bar_out, bar_list, rows, join_out, fcs, mets)
+
+
+# --- Binance-format messages and archives built from real trades -------------
+
+def trade_dicts(path: str | Path, market_only: bool = True) -> list[dict]:
+    """The ``data`` objects of a recording's trade messages, in file order."""
+    out = [m["data"] for _, _, m in messages(path) if stream_kind(m) == "trade"]
+    if market_only:
+        out = [d for d in out if d.get("X", "MARKET") == "MARKET"]
+    return out
+
+
+def aggregate_trades(trades: list[dict]) -> list[list[dict]]:
+    """Group trades as Binance aggTrades do: consecutive ids filled at the same
+    time and price with the same taker side."""
+    groups: list[list[dict]] = []
+    for d in trades:
+        if groups:
+            last = groups[-1][-1]
+            if (last["T"], last["p"], last["m"], last["t"] + 1) == (d["T"], d["p"], d["m"], d["t"]):
+                groups[-1].append(d)
+                continue
+        groups.append([d])
+    return groups
+
+
+def dec8(x: Decimal) -> str:
+    """A decimal with Binance's 8 fractional digits."""
+    return f"{x.quantize(Decimal('1e-8'), rounding=ROUND_HALF_EVEN):.8f}"
+
+
+def minute_klines(trades: list[dict]) -> list[dict]:
+    """1-minute klines (Binance field names, decimal strings) of every complete
+    minute covered by ``trades`` (by trade time ``T``), computed with exact
+    decimal arithmetic."""
+    by_min: dict[int, list[dict]] = {}
+    for d in sorted(trades, key=lambda d: d["t"]):
+        by_min.setdefault(d["T"] // 60_000 * 60_000, []).append(d)
+    minutes = sorted(by_min)
+    out = []
+    for t0 in minutes[1:-1]:  # the first and last minutes are partial
+        g = by_min[t0]
+        px = [Decimal(d["p"]) for d in g]
+        qty = [Decimal(d["q"]) for d in g]
+        buy = [not d["m"] for d in g]  # buyer is the taker
+        out.append({
+            "t": t0, "T": t0 + 59_999, "f": g[0]["t"], "L": g[-1]["t"],
+            "o": dec8(px[0]), "h": dec8(max(px)), "l": dec8(min(px)), "c": dec8(px[-1]),
+            "v": dec8(sum(qty)), "n": len(g),
+            "q": dec8(sum(p * q for p, q in zip(px, qty))),
+            "V": dec8(sum(q for q, b in zip(qty, buy) if b)),
+            "Q": dec8(sum(p * q for p, q, b in zip(px, qty, buy) if b)),
+            "E_last": g[-1]["E"], "s": g[0]["s"],
+        })
+    return out

@@ -1,0 +1,156 @@
+"""The command line and the ``python -m bytewax.run`` entry point, as
+subprocesses, on the real recordings and on the bundled sample."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections import Counter, defaultdict
+
+import pytest
+
+from realdata import REPO, csv_dicts, messages, run_chain, stream_kind
+from ticklet.events import ForecastRecord
+from ticklet.settings import SAMPLE_DIR, Settings
+
+
+@pytest.fixture(scope="module")
+def summary(cli_run) -> dict:
+    proc, _ = cli_run
+    return json.loads(proc.stdout)  # the entire stdout is one JSON document
+
+
+def test_stdout_is_exactly_one_json_object(cli_run, summary):
+    proc, _ = cli_run
+    assert isinstance(summary, dict)
+    obj, end = json.JSONDecoder().raw_decode(proc.stdout)
+    assert obj == summary and proc.stdout[end:].strip() == ""  # nothing after the object
+    assert proc.stdout.lstrip().startswith("{")  # nor before it
+
+
+def _is(v, *types) -> bool:
+    return type(v) in types
+
+
+def test_summary_fields_and_types(summary):
+    for k in ("ticks", "bars", "forecasts", "errors"):
+        assert _is(summary[k], int) and summary[k] >= 0, k
+    assert _is(summary["wall_s"], float) and summary["wall_s"] > 0
+    assert _is(summary["ticks_per_s"], float)
+    assert math.isclose(summary["ticks_per_s"], summary["ticks"] / summary["wall_s"], rel_tol=1e-3)
+    s = Settings()
+    assert set(summary["symbols"]) == {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}
+    for sym, body in summary["symbols"].items():
+        assert set(body["models"]) == set(s.forecast.models), sym
+        for model, hs in body["models"].items():
+            assert set(hs) == {str(h) for h in s.forecast.horizons}
+            for h, m in hs.items():
+                assert _is(m["n"], int) and m["n"] > 0
+                assert _is(m["mae"], float) and _is(m["rmse"], float) and 0 <= m["mae"] <= m["rmse"]
+                assert _is(m["skill"], float, type(None))
+                assert _is(m["hit_rate"], float, type(None))
+                assert _is(m["n_directional"], int) and 0 <= m["n_directional"] <= m["n"]
+                if m["hit_rate"] is not None:
+                    assert 0.0 <= m["hit_rate"] <= 1.0
+
+
+def test_summary_counts_match_the_output_files(cli_run, summary):
+    _, out = cli_run
+    rows = csv_dicts(out / "forecasts.csv")
+    assert summary["forecasts"] == len(rows) > 0
+    per = Counter((r["symbol"], r["model"], r["horizon"]) for r in rows)
+    got = {(sym, model, h): m["n"] for sym, b in summary["symbols"].items()
+           for model, hs in b["models"].items() for h, m in hs.items()}
+    assert got == dict(per)
+    counters = json.loads((out / "counters.json").read_text())
+    assert summary["ticks"] == counters["ticks"]
+    assert summary["bars"] == counters["bars"]
+    assert summary["forecasts"] == counters["forecasts"]
+    assert summary["errors"] == counters.get("dead_letters", 0) == 0
+    assert not (out / "dead_letters.jsonl").exists() or (out / "dead_letters.jsonl").read_text() == ""
+
+
+def test_ticks_and_skips_match_the_recordings(ws_dir, summary):
+    """Every trade (market only), bookTicker and depth message is a tick."""
+    kinds: Counter = Counter()
+    non_market = 0
+    for p in sorted(ws_dir.glob("*/*.gz")):
+        for _, _, m in messages(p):
+            k = stream_kind(m)
+            if k == "trade" and m["data"].get("X", "MARKET") != "MARKET":
+                non_market += 1
+            else:
+                kinds[k] += 1
+    assert summary["ticks"] == kinds["trade"] + kinds["bookTicker"] + kinds["depth"]
+    c = summary["counters"]
+    assert c["skipped_markPrice"] == kinds["markPrice"]
+    assert c["skipped_depth_snapshot"] == kinds["snapshot"]
+    assert c["skipped_non_market_trade"] == non_market == 1
+
+
+def test_metrics_recomputed_from_forecasts(cli_run, summary):
+    """The summary's metrics from forecasts.csv alone: MAE, RMSE, skill against
+    the zero forecast, hit rate over realized non-zero moves."""
+    _, out = cli_run
+    acc: dict = defaultdict(lambda: {"n": 0, "ae": 0.0, "se": 0.0, "sr": 0.0, "nd": 0, "hits": 0, "calls": 0})
+    for r in csv_dicts(out / "forecasts.csv"):
+        a = acc[(r["symbol"], r["model"], r["horizon"])]
+        p, y = float(r["pred_return"]), float(r["realized_return"])
+        assert math.isclose(float(r["error"]), y - p, rel_tol=1e-12, abs_tol=1e-18)
+        a["n"] += 1
+        a["ae"] += abs(y - p)
+        a["se"] += (y - p) ** 2
+        a["sr"] += y * y
+        a["calls"] += p != 0.0
+        if y != 0.0:
+            a["nd"] += 1
+            a["hits"] += p * y > 0
+    for (sym, model, h), a in acc.items():
+        m = summary["symbols"][sym]["models"][model][h]
+        assert m["n"] == a["n"] and m["n_directional"] == a["nd"] and m["hits"] == a["hits"]
+        assert math.isclose(m["mae"], a["ae"] / a["n"], rel_tol=1e-9)
+        assert math.isclose(m["rmse"], math.sqrt(a["se"] / a["n"]), rel_tol=1e-9)
+        assert math.isclose(m["skill"], 1 - a["se"] / a["sr"], rel_tol=1e-9, abs_tol=1e-12)
+        if a["calls"]:
+            assert math.isclose(m["hit_rate"], a["hits"] / a["nd"], rel_tol=1e-12)
+        else:
+            assert m["hit_rate"] is None
+        if model == "naive":
+            assert m["skill"] == 0.0 and m["hit_rate"] is None
+
+
+def test_human_readable_table(ws_dir, tmp_path):
+    src = ws_dir / "spot" / "btcusdt_20230405.dat.gz"
+    proc = subprocess.run([sys.executable, "-m", "ticklet.cli", "backtest", str(src), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    head, cols, *body = proc.stdout.splitlines()
+    assert head.startswith("ticks=") and cols.split()[:3] == ["symbol", "model", "h"]
+    n = len(Settings().forecast.models) * len(Settings().forecast.horizons)
+    assert len(body) == n and all(r.split()[0] == "BTCUSDT" for r in body)
+
+
+def test_bytewax_run_on_the_bundled_sample(tmp_path):
+    """The README's quick start; the dataflow's forecasts are exactly those of
+    the pure operators run by hand on the same files."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
+    env["TICKLET_OUTPUT__DIR"] = str(tmp_path / "out")
+    proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = csv_dicts(tmp_path / "out" / "forecasts.csv")
+    assert rows
+    fields = ForecastRecord.__struct_fields__
+    assert list(rows[0]) == list(fields)
+    types = ForecastRecord.__annotations__
+    conv = {f: (int if types[f] in ("int", int) else float if types[f] in ("float", float) else str)
+            for f in fields}
+    got = [ForecastRecord(**{f: conv[f](r[f]) for f in fields}) for r in rows]
+    chain = run_chain(sorted(SAMPLE_DIR.rglob("*.gz")))
+    assert got == chain.forecasts
+    counters = json.loads((tmp_path / "out" / "counters.json").read_text())
+    assert counters["ticks"] == len(chain.events)
+    assert counters["forecasts"] == len(chain.forecasts)

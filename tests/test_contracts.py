@@ -1,0 +1,187 @@
+"""Contract tests in the spirit of River's ``river/checks``, for every operator
+and every registered learner, fed with real data from the recordings.
+
+Operators (bars, features, forecast join, metrics) and learners must:
+survive a pickle (and deep-copy, as Bytewax snapshots do) of their state
+mid-stream with identical outputs afterwards; not mutate their inputs or
+their earlier outputs; give identical outputs on two fresh runs; be prefix
+invariant.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+
+import pytest
+
+from models.base import OnlineModel
+from models.registry import MODELS, LearnerConfig, build
+from operators import bars, features, forecast, metrics
+from realdata import drive
+
+OPERATORS = ["bars", "features", "forecast", "metrics"]
+
+
+def _clone(obj):
+    """A deep copy (records are msgspec structs; pickle copies them fast)."""
+    return pickle.loads(pickle.dumps(obj))
+
+
+def _op(name: str, chain):
+    """(step, fresh state factory, real inputs, outputs of the reference run)."""
+    s = chain.settings
+    return {
+        "bars": (bars.step, lambda: bars.BarState(s.bars), chain.events, chain.bar_out),
+        "features": (features.step, lambda: features.FeatureState(s.features), chain.bars, chain.rows),
+        "forecast": (forecast.step, lambda: forecast.JoinState(s.forecast), chain.rows, chain.join_out),
+        "metrics": (metrics.step, metrics.MetricsState, chain.forecasts, chain.metrics),
+    }[name]
+
+
+def _cut(name: str, items: list) -> int:
+    """A mid-stream point where the state holds work in progress."""
+    k = int(len(items) * 0.45)
+    if name == "bars":  # inside an open bar, not at its first event
+        while items[k].ts // 10**9 == items[k - 1].ts // 10**9 and k < len(items) - 1:
+            k += 1
+        k -= 1
+    return k
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+@pytest.mark.parametrize("name", OPERATORS)
+def test_operator_state_round_trip_mid_stream(chain, name, how):
+    step, init, items, ref = _op(name, chain)
+    k = _cut(name, items)
+    st, head = drive(step, init(), items[:k])
+    if name == "forecast":
+        assert st.n_pending > 0  # forecasts are waiting in the state
+    if name == "bars":
+        assert st.n_events > 0  # an open bar is being accumulated
+    restored = pickle.loads(pickle.dumps(st)) if how == "pickle" else copy.deepcopy(st)
+    assert type(restored) is type(st)
+    _, tail_restored = drive(step, restored, items[k:])
+    _, tail_original = drive(step, st, items[k:])
+    assert tail_restored == tail_original
+    assert head + tail_restored == ref
+    assert len(tail_restored) > 0
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_operator_does_not_mutate_inputs_or_earlier_outputs(chain, name):
+    step, init, items, ref = _op(name, chain)
+    fed = _clone(items)
+    before = _clone(fed)
+    st = init()
+    emitted, frozen = [], []
+    for it in fed:
+        st, out = step(st, it)
+        if out:
+            emitted.extend(out)
+            frozen.extend(_clone(list(out)))  # the outputs as they were when emitted
+    assert fed == before
+    assert emitted == frozen
+    assert emitted == ref
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_operator_fresh_runs_are_identical(chain, name):
+    step, init, items, ref = _op(name, chain)
+    _, a = drive(step, init(), items)
+    _, b = drive(step, init(), items)
+    assert a == b == ref
+    assert a
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_operator_prefix_invariance(chain, name):
+    step, init, items, ref = _op(name, chain)
+    for frac in (0.1, 0.5, 0.9):
+        _, out = drive(step, init(), items[: int(len(items) * frac)])
+        assert out == ref[: len(out)]
+
+
+# --- learners --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def learning_stream(btc_spot_chain):
+    """(features at bar t, log return of the bar price from t to t+1) for every
+    ready real feature row."""
+    rows = btc_spot_chain.rows
+    out = []
+    for r, nxt in zip(rows, rows[1:]):
+        if r.ready:
+            out.append((r.x, math.log(nxt.price / r.price)))
+    assert len(out) > 500
+    return out
+
+
+def _prequential(model, stream) -> list[float]:
+    preds = []
+    for x, y in stream:
+        preds.append(model.predict_one(x))
+        assert model.learn_one(x, y) is None
+    return preds
+
+
+@pytest.fixture(params=sorted(MODELS))
+def learner_name(request) -> str:
+    return request.param
+
+
+def test_learner_protocol_and_finite_predictions(learner_name, learning_stream):
+    m = build(learner_name, LearnerConfig())
+    assert isinstance(m, OnlineModel)
+    preds = _prequential(m, learning_stream)
+    assert all(type(p) is float and math.isfinite(p) for p in preds)
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_learner_round_trip_mid_stream(learner_name, learning_stream, how):
+    k = len(learning_stream) // 2
+    m = build(learner_name, LearnerConfig())
+    head = _prequential(m, learning_stream[:k])
+    r = pickle.loads(pickle.dumps(m)) if how == "pickle" else copy.deepcopy(m)
+    tail_restored = _prequential(r, learning_stream[k:])
+    assert tail_restored == _prequential(m, learning_stream[k:])
+    assert head + tail_restored == _prequential(build(learner_name, LearnerConfig()), learning_stream)
+
+
+def test_learner_does_not_mutate_features(learner_name, learning_stream):
+    fed = copy.deepcopy(learning_stream)
+    m = build(learner_name, LearnerConfig())
+    _prequential(m, fed)
+    assert fed == learning_stream
+
+
+def test_learner_fresh_runs_are_identical_and_prefix_invariant(learner_name, learning_stream):
+    a = _prequential(build(learner_name, LearnerConfig()), learning_stream)
+    b = _prequential(build(learner_name, LearnerConfig()), learning_stream)
+    assert a == b
+    k = len(learning_stream) // 3
+    assert _prequential(build(learner_name, LearnerConfig()), learning_stream[:k]) == a[:k]
+
+
+def test_learner_feature_order_has_no_impact(learner_name, learning_stream):
+    """River's check_shuffle_features_no_impact."""
+    rev = [(dict(reversed(list(x.items()))), y) for x, y in learning_stream]
+    a = _prequential(build(learner_name, LearnerConfig()), learning_stream)
+    b = _prequential(build(learner_name, LearnerConfig()), rev)
+    assert all(math.isclose(p, q, rel_tol=1e-6, abs_tol=1e-12) for p, q in zip(a, b))
+
+
+def test_learner_tolerates_emerging_and_disappearing_features(learner_name, learning_stream):
+    """River's check_emerging_features / check_disappearing_features."""
+    m = build(learner_name, LearnerConfig())
+    keys = sorted(learning_stream[0][0])
+    half = len(learning_stream) // 2
+    for i, (x, y) in enumerate(learning_stream):
+        drop = keys[i % len(keys)] if i < half else keys[(i * 7) % len(keys)]
+        xi = {k: v for k, v in x.items() if k != drop}
+        if i >= half:
+            xi["late_feature"] = x[keys[0]]
+        p = m.predict_one(xi)
+        assert math.isfinite(p)
+        m.learn_one(xi, y)
