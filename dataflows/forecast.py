@@ -24,6 +24,10 @@ from ticklet.events import Count, ForecastRecord, MetricsRecord
 from ticklet.settings import Settings
 
 
+#: Files the dataflow writes in ``settings.output.dir``.
+OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "dead_letters.jsonl", "counters.json")
+
+
 def build_flow(settings: Settings) -> Dataflow:
     """Wire the dataflow for ``settings``."""
     out = settings.output.dir

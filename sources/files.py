@@ -186,14 +186,6 @@ def line_ts(line: bytes) -> int:
     return int(head) * 1000 if sp <= 16 else int(head)
 
 
-def _first_ts(lines: list[bytes]) -> int:
-    for ln in lines:
-        t = line_ts(ln)
-        if t >= 0:
-            return t
-    return -1
-
-
 def _last_ts(lines: list[bytes]) -> int:
     for ln in reversed(lines):
         t = line_ts(ln)
@@ -202,44 +194,72 @@ def _last_ts(lines: list[bytes]) -> int:
     return -1
 
 
-def _merge_ws(paths: tuple[str, ...]) -> Iterator[list[bytes]]:
-    """Merge the files' lines by receive time, block by block.
+def _merge_ws(paths: tuple[str, ...], out_lines: int = 4096) -> Iterator[list[bytes]]:
+    """Merge the files' lines by receive time.
 
-    Equivalent to a stable merge of all lines on (timestamp, file index),
-    where a line without a timestamp keeps the place after its predecessor.
-    Whole blocks are passed through while they do not overlap another file's
-    next line, so non-overlapping files (consecutive days) cost nothing.
+    A stable merge on (key, file index), where a line's key is the running
+    maximum of its file's timestamps: a line without a timestamp, or whose
+    timestamp goes backwards, keeps its place after its predecessor in its
+    file (the parser and the bar builder then dead-letter it). Blocks that do
+    not overlap another file's next line pass through whole, so
+    non-overlapping files (consecutive days) cost nothing; overlapping ones
+    are cut with a binary search. Output comes in lists of about
+    ``out_lines`` lines.
     """
     its = [_ws_blocks(p) for p in paths]
-    heads: list[Optional[list[bytes]]] = [next(it, None) for it in its]
-    firsts = [(_first_ts(h) if h else -1) for h in heads]
+    if len(its) == 1:
+        yield from its[0]
+        return
+    nf = len(its)
+    blocks: list[list[bytes]] = [next(it, []) for it in its]
+    pos = [0] * nf
+    keys: list[Optional[list[int]]] = [None] * nf
+    carry = [-1] * nf  # running max timestamp before the current block
+
+    def head(i: int) -> tuple[int, int]:
+        k = keys[i]
+        if k is not None:
+            return (k[pos[i]], i)
+        return (max(carry[i], line_ts(blocks[i][pos[i]])), i)
+
+    out: list[bytes] = []
     while True:
-        live = [i for i, h in enumerate(heads) if h]
+        live = [i for i in range(nf) if pos[i] < len(blocks[i])]
         if not live:
-            return
-        i = min(live, key=lambda j: (firsts[j], j))
-        block = heads[i]
-        assert block is not None
-        others = [(firsts[j], j) for j in live if j != i]
-        if not others or (_last_ts(block), i) < min(others):
-            out, rest = block, []
+            break
+        heads = [head(j) for j in live]
+        first = min(heads)
+        i = first[1]
+        block = blocks[i]
+        others = [h for h in heads if h[1] != i]
+        if not others:
+            take = len(block)
         else:
-            bound = min(others)
-            keys, prev = [], firsts[i]
-            for ln in block:
-                t = line_ts(ln)
-                prev = t if t >= 0 else prev
-                keys.append((prev, i))
-            cut = bisect.bisect_left(keys, bound)
-            out, rest = block[:cut], block[cut:]
-        if out:
+            bound_ts, bound_file = min(others)
+            if keys[i] is None and max(carry[i], _last_ts(block)) < bound_ts:
+                take = len(block)
+            else:
+                k = keys[i]
+                if k is None:
+                    k, c = [], carry[i]
+                    for ln in block:
+                        t = line_ts(ln)
+                        c = t if t > c else c
+                        k.append(c)
+                    keys[i] = k
+                cut = bisect.bisect_right if i < bound_file else bisect.bisect_left
+                take = cut(k, bound_ts, pos[i])
+        out.extend(block[pos[i] : take])
+        pos[i] = take
+        if take == len(block):
+            k = keys[i]
+            carry[i] = k[-1] if k else max(carry[i], _last_ts(block))
+            blocks[i], pos[i], keys[i] = next(its[i], []), 0, None
+        if len(out) >= out_lines:
             yield out
-        if rest:
-            heads[i], firsts[i] = rest, _first_ts(rest)
-        else:
-            nxt = next(its[i], None)
-            heads[i] = nxt
-            firsts[i] = _first_ts(nxt) if nxt else -1
+            out = []
+    if out:
+        yield out
 
 
 def _csv_text(path: str) -> Iterator[str]:

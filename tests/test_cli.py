@@ -154,3 +154,28 @@ def test_bytewax_run_on_the_bundled_sample(tmp_path):
     counters = json.loads((tmp_path / "out" / "counters.json").read_text())
     assert counters["ticks"] == len(chain.events)
     assert counters["forecasts"] == len(chain.forecasts)
+
+
+def test_short_input_reports_nothing_stale(ws_dir, full_run, tmp_path):
+    """An input shorter than the warm-up makes no forecasts; run into a
+    directory that holds a previous full run, the summary must not report the
+    old run's files."""
+    import gzip
+    import shutil
+
+    from ticklet.cli import run_backtest
+
+    _, full_out = full_run
+    out = tmp_path / "out"
+    shutil.copytree(full_out, out)
+    assert (out / "metrics.csv").stat().st_size > 0
+    rec = tmp_path / "spot" / "btcusdt_20240808.gz"
+    rec.parent.mkdir()
+    with gzip.open(ws_dir / "spot" / "btcusdt_20240808.gz", "rb") as f:
+        head = [next(f) for _ in range(200)]  # about 20 s of ticks: less than the warm-up
+    with gzip.open(rec, "wb") as g:
+        g.writelines(head)
+    summary = run_backtest([str(rec.parent)], out)
+    assert summary["forecasts"] == 0 and summary["symbols"] == {}
+    assert summary["ticks"] == 199  # 200 lines, the first is the REST depth snapshot
+    assert not (out / "forecasts.csv").exists() and not (out / "metrics.csv").exists()

@@ -33,11 +33,13 @@ def _num(s: str) -> Optional[float]:
 
 def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
     """Build the backtest summary from a finished run's output files."""
-    counters = json.loads((out_dir / "counters.json").read_text())
+    cpath, mpath = out_dir / "counters.json", out_dir / "metrics.csv"
+    counters = json.loads(cpath.read_text()) if cpath.exists() else {}
     last: dict[tuple[str, str, int], dict[str, str]] = {}
-    with open(out_dir / "metrics.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            last[(row["symbol"], row["model"], int(row["horizon"]))] = row
+    if mpath.exists():  # a sink's file appears with its first record
+        with open(mpath, newline="") as f:
+            for row in csv.DictReader(f):
+                last[(row["symbol"], row["model"], int(row["horizon"]))] = row
     symbols: dict[str, Any] = {}
     for (sym, model, h), row in sorted(last.items()):
         n_dir, hits = int(row["n_directional"]), int(row["hits"])
@@ -70,8 +72,10 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1) -> dict[str,
     """Run the forecasting dataflow on ``paths`` and return the summary."""
     from bytewax.testing import cluster_main, run_main
 
-    from dataflows.forecast import build_flow
+    from dataflows.forecast import OUTPUT_FILES, build_flow
 
+    for name in OUTPUT_FILES:  # a fresh run: never report a previous run's files
+        (out_dir / name).unlink(missing_ok=True)
     base = Settings()
     settings = base.model_copy(update={
         "input": InputConfig(**{**base.input.model_dump(), "paths": list(paths)}),
