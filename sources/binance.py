@@ -224,27 +224,30 @@ def parse_ws(ts: int, payload: bytes, market: str) -> Parsed:
     """
     # The stream name is read from the bytes, then the whole message is decoded
     # in one pass by the decoder of that stream's type (key order is free).
-    i = payload.find(b'"stream":"')
-    if i < 0:
-        if payload.startswith(b'{"lastUpdateId"'):
-            return "depth_snapshot"
-        try:
-            _env_dec.decode(payload)
-        except (msgspec.ValidationError, msgspec.DecodeError) as ex:
-            return _invalid(ex, payload, ts)
-        return _err("unrecognized message", payload, ts)  # pragma: no cover
-    i += 10
-    end = payload.find(b'"', i)
-    at = payload.find(b"@", i, end)
-    kind = payload[at + 1 : end] if at >= 0 else b""
+    if payload.startswith(b'{"stream":"'):
+        i = 11
+    else:
+        i = payload.find(b'"stream":"')
+        if i < 0:
+            if payload.startswith(b'{"lastUpdateId"'):
+                return "depth_snapshot"
+            try:
+                _env_dec.decode(payload)
+            except (msgspec.ValidationError, msgspec.DecodeError) as ex:
+                return _invalid(ex, payload, ts)
+            return _err("unrecognized message", payload, ts)  # pragma: no cover
+        i += 10
     try:
-        if kind == b"bookTicker":
+        if payload.find(b'@bookTicker"', i, i + 64) > 0:  # most messages: no slicing
             d = _book_env.decode(payload).data
             key = d.s if market == "spot" else instrument_key(d.s, market)
             b, a = d.b, d.a
             if b >= a:
                 return _err(f"crossed quote: bid {b} >= ask {a}", payload, ts, key)
             return Quote(key, ts, None if d.E is None else d.E * _MS, b, d.B, a, d.A, d.u)
+        end = payload.find(b'"', i)
+        at = payload.find(b"@", i, end)
+        kind = payload[at + 1 : end] if at >= 0 else b""
         if kind == b"trade":
             d = _trade_env.decode(payload).data
             if d.X is not None and d.X != "MARKET":
