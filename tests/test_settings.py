@@ -79,3 +79,14 @@ def test_environment_drives_the_dataflow(monkeypatch, tmp_path, ws_dir):
         assert int(r["forecast_time"]) % 500_000_000 == 0
     # about 414 s of data in 0.5 s bars
     assert summary["bars"] > 2 * 400
+
+
+def test_readme_configuration_table_is_current():
+    """The README's configuration table is exactly what `ticklet config` prints."""
+    from realdata import REPO
+    from ticklet.settings import settings_table
+
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("<!-- settings-table -->\n") + len("<!-- settings-table -->\n")
+    end = readme.index("<!-- /settings-table -->")
+    assert readme[start:end] == settings_table()
