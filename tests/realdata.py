@@ -181,3 +181,17 @@ def minute_klines(trades: list[dict]) -> list[dict]:
             "E_last": g[-1]["E"], "s": g[0]["s"],
         })
     return out
+
+
+def operator_case(name: str, chain) -> tuple:
+    """(step, fresh state factory, real inputs, outputs of the reference run)
+    of one pure operator over a :class:`Chain`."""
+    from operators import bars, features, forecast, metrics
+
+    s = chain.settings
+    return {
+        "bars": (bars.step, lambda: bars.BarState(s.bars), chain.events, chain.bar_out),
+        "features": (features.step, lambda: features.FeatureState(s.features), chain.bars, chain.rows),
+        "forecast": (forecast.step, lambda: forecast.JoinState(s.forecast), chain.rows, chain.join_out),
+        "metrics": (metrics.step, metrics.MetricsState, chain.forecasts, chain.metrics),
+    }[name]

@@ -13,10 +13,10 @@ import math
 import numpy as np
 import pytest
 
-from operators import bars, features, forecast, metrics
+from operators import features
 from operators.features import FeatureConfig
 from operators.swt import denoise_last
-from realdata import drive, lines, read_csv, recv_ns, write_gz
+from realdata import drive, operator_case, lines, read_csv, recv_ns, write_gz
 from ticklet.cli import run_backtest
 from ticklet.events import Bar, ForecastRecord
 
@@ -66,20 +66,10 @@ def test_prefix_forecasts_were_made_inside_the_prefix(prefix_and_full):
 
 # --- (b) per operator ------------------------------------------------------------
 
-def _fresh(name: str, chain):
-    s = chain.settings
-    return {
-        "bars": (bars.step, lambda: bars.BarState(s.bars), chain.events, chain.bar_out),
-        "features": (features.step, lambda: features.FeatureState(s.features), chain.bars, chain.rows),
-        "forecast": (forecast.step, lambda: forecast.JoinState(s.forecast), chain.rows, chain.join_out),
-        "metrics": (metrics.step, metrics.MetricsState, chain.forecasts, chain.metrics),
-    }[name]
-
-
 @pytest.mark.parametrize("frac", [0.23, 0.61])
 @pytest.mark.parametrize("name", ["bars", "features", "forecast", "metrics"])
 def test_operator_prefix_invariance(chain, name, frac):
-    step, init, items, full_out = _fresh(name, chain)
+    step, init, items, full_out = operator_case(name, chain)
     cut = int(len(items) * frac)
     _, out = drive(step, init(), items[:cut])
     assert out, name

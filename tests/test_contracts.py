@@ -18,8 +18,7 @@ import pytest
 
 from models.base import OnlineModel
 from models.registry import MODELS, LearnerConfig, build
-from operators import bars, features, forecast, metrics
-from realdata import drive
+from realdata import drive, operator_case
 
 OPERATORS = ["bars", "features", "forecast", "metrics"]
 
@@ -27,17 +26,6 @@ OPERATORS = ["bars", "features", "forecast", "metrics"]
 def _clone(obj):
     """A deep copy (records are msgspec structs; pickle copies them fast)."""
     return pickle.loads(pickle.dumps(obj))
-
-
-def _op(name: str, chain):
-    """(step, fresh state factory, real inputs, outputs of the reference run)."""
-    s = chain.settings
-    return {
-        "bars": (bars.step, lambda: bars.BarState(s.bars), chain.events, chain.bar_out),
-        "features": (features.step, lambda: features.FeatureState(s.features), chain.bars, chain.rows),
-        "forecast": (forecast.step, lambda: forecast.JoinState(s.forecast), chain.rows, chain.join_out),
-        "metrics": (metrics.step, metrics.MetricsState, chain.forecasts, chain.metrics),
-    }[name]
 
 
 def _cut(name: str, items: list) -> int:
@@ -53,7 +41,7 @@ def _cut(name: str, items: list) -> int:
 @pytest.mark.parametrize("how", ["pickle", "deepcopy"])
 @pytest.mark.parametrize("name", OPERATORS)
 def test_operator_state_round_trip_mid_stream(chain, name, how):
-    step, init, items, ref = _op(name, chain)
+    step, init, items, ref = operator_case(name, chain)
     k = _cut(name, items)
     st, head = drive(step, init(), items[:k])
     if name == "forecast":
@@ -71,7 +59,7 @@ def test_operator_state_round_trip_mid_stream(chain, name, how):
 
 @pytest.mark.parametrize("name", OPERATORS)
 def test_operator_does_not_mutate_inputs_or_earlier_outputs(chain, name):
-    step, init, items, ref = _op(name, chain)
+    step, init, items, ref = operator_case(name, chain)
     fed = _clone(items)
     before = _clone(fed)
     st = init()
@@ -88,7 +76,7 @@ def test_operator_does_not_mutate_inputs_or_earlier_outputs(chain, name):
 
 @pytest.mark.parametrize("name", OPERATORS)
 def test_operator_fresh_runs_are_identical(chain, name):
-    step, init, items, ref = _op(name, chain)
+    step, init, items, ref = operator_case(name, chain)
     _, a = drive(step, init(), items)
     _, b = drive(step, init(), items)
     assert a == b == ref
@@ -97,7 +85,7 @@ def test_operator_fresh_runs_are_identical(chain, name):
 
 @pytest.mark.parametrize("name", OPERATORS)
 def test_operator_prefix_invariance(chain, name):
-    step, init, items, ref = _op(name, chain)
+    step, init, items, ref = operator_case(name, chain)
     for frac in (0.1, 0.5, 0.9):
         _, out = drive(step, init(), items[: int(len(items) * frac)])
         assert out == ref[: len(out)]

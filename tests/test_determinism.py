@@ -18,7 +18,7 @@ def second_run(ws_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("name", FILES)
 def test_two_runs_are_byte_identical(full_run, second_run, name):
-    (s1, out1), (s2, out2) = full_run, second_run
+    (_s1, out1), (_s2, out2) = full_run, second_run
     a, b = (out1 / name).read_bytes(), (out2 / name).read_bytes()
     assert len(a) > 100
     assert a == b
