@@ -39,9 +39,9 @@ def build_flow(settings: Settings) -> Dataflow:
     bars = ops.make_bars("make_bars", ticks.out, settings.bars)
     features = ops.compute_features("compute_features", bars.out, settings.features)
     forecasts = ops.join_forecasts("join_forecasts", features, settings.forecast)
-    metrics = ops.score_forecasts("score_forecasts", forecasts.out)
+    metrics = ops.score_forecasts("score_forecasts", forecasts.scored)
 
-    op.output("write_forecasts", forecasts.out, CsvSink(out / "forecasts.csv", ForecastRecord))
+    op.output("write_forecasts", forecasts.scored, CsvSink(out / "forecasts.csv", ForecastRecord))
     op.output("write_metrics", metrics, CsvSink(out / "metrics.csv", MetricsRecord))
 
     dead = op.merge("merge_dead_letters", ticks.errors, bars.errors, forecasts.errors)

@@ -1,7 +1,8 @@
 """The time-travel join: forecast now, score and learn when the target arrives.
 
 For every feature row (one per bar) each model forecasts the log return of the
-bar price over each horizon. The forecast waits in the state until event time
+bar price over each horizon, and the forecast is emitted at once as a
+:class:`Forecast` (for live use). It also waits in the state until event time
 reaches its target time ``forecast_time + h * interval``; it is then paired
 with the realized return, emitted as a :class:`ForecastRecord` (its
 prediction and error are fixed at that moment), and only then does the model
@@ -22,11 +23,15 @@ Examples
 >>> for t, p in enumerate([100.0, 101.0, 100.5, 102.0]):
 ...     st, o = step(st, FeatureRow("X", t, 1, p, {"a": float(t)}, True))
 ...     out += o
->>> [(r.model, r.horizon, r.forecast_time, r.target_time) for r in out][:4]
+>>> scored = [r for r in out if isinstance(r, ForecastRecord)]
+>>> [(r.model, r.horizon, r.forecast_time, r.target_time) for r in scored][:4]
 [('naive', 1, 0, 1), ('linear', 1, 0, 1), ('naive', 1, 1, 2), ('linear', 1, 1, 2)]
 >>> import math
->>> r = out[0]; math.isclose(r.realized_return, math.log(101.0 / 100.0)), r.pred_return
+>>> r = scored[0]; math.isclose(r.realized_return, math.log(101.0 / 100.0)), r.pred_return
 (True, 0.0)
+>>> issued = [r for r in out if isinstance(r, Forecast)]
+>>> len(issued), issued[0].target_time  # 4 bars x 2 models x 2 horizons
+(16, 1)
 >>> sum(len(d) for d in st.pending.values())  # waiting for bars 4 and 5
 6
 """
@@ -43,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.base import OnlineModel
 from models.registry import MODELS, LearnerConfig, build
-from ticklet.events import Count, FeatureRow, ForecastRecord
+from ticklet.events import Count, FeatureRow, Forecast, ForecastRecord
 
 __all__ = ["ForecastConfig", "JoinState", "Pending", "step"]
 
@@ -106,7 +111,7 @@ class JoinState:
                     self.models[(m, h)] = build(m, c.learners)
 
 
-Out = Union[ForecastRecord, Count]
+Out = Union[Forecast, ForecastRecord, Count]
 
 
 def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
@@ -142,8 +147,11 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
                 if not math.isfinite(pred):
                     pred = 0.0
                     bad += 1
-                dq.append(Pending(m, t, target, float(pred), row.price, x))
+                pred = float(pred)
+                dq.append(Pending(m, t, target, pred, row.price, x))
                 st.n_pending += 1
+                out.append(Forecast(row.key, m, h, t, target, pred, row.price,
+                                    row.price * math.exp(pred)))
         if bad:
             out.append(Count("forecasts_nonfinite", bad))
         dropped = 0

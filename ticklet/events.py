@@ -40,6 +40,7 @@ __all__ = [
     "ErrorRecord",
     "Event",
     "FeatureRow",
+    "Forecast",
     "ForecastRecord",
     "Kline",
     "Level",
@@ -224,6 +225,23 @@ class FeatureRow(msgspec.Struct, frozen=True, gc=False):
     x: dict[str, float]
     ready: bool
     reset: bool = False
+
+
+class Forecast(msgspec.Struct, frozen=True, gc=False):
+    """A forecast as issued at ``forecast_time``, before its target is known.
+
+    ``price`` is the bar price at ``forecast_time``; ``pred_price`` is
+    ``price * exp(pred_return)``.
+    """
+
+    symbol: str
+    model: str
+    horizon: int
+    forecast_time: int
+    target_time: int
+    pred_return: float
+    price: float
+    pred_price: float
 
 
 class ForecastRecord(msgspec.Struct, frozen=True, gc=False):

@@ -26,12 +26,14 @@ from ticklet.events import (
     ErrorRecord,
     Event,
     FeatureRow,
+    Forecast,
     ForecastRecord,
     MetricsRecord,
     RawChunk,
 )
 
 __all__ = [
+    "JoinOut",
     "StepOut",
     "compute_features",
     "join_forecasts",
@@ -70,7 +72,7 @@ class _Side:
 class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
     """Drive a pure step function over a batch of values for one key."""
 
-    def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[str]):
+    def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[tuple[str, type]]):
         self.step = step
         self.state = state
         self.flatten = flatten
@@ -97,8 +99,11 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
         main = [o for o in out if type(o) is not Count and type(o) is not ErrorRecord]
         errors = [o for o in out if type(o) is ErrorRecord]
         counts = [o for o in out if type(o) is Count]
-        if self.count_as and main:
-            counts.append(Count(self.count_as, len(main)))
+        if self.count_as:
+            name, cls = self.count_as
+            n = sum(1 for o in main if type(o) is cls)
+            if n:
+                counts.append(Count(name, n))
         if errors or counts:
             main.append(_Side(errors, counts))
         return main, StatefulBatchLogic.RETAIN
@@ -126,11 +131,12 @@ def run_step(
     step: Callable[[S, V], tuple[S, list]],
     init: Callable[[], S],
     flatten: bool = False,
-    count_as: Optional[str] = None,
+    count_as: Optional[tuple[str, type]] = None,
 ) -> StepOut:
     """Run ``step`` per key, starting each key from ``init()`` (or its
     recovered state). With ``flatten``, each upstream value is a list of items
-    fed one by one. ``count_as`` names a counter of main outputs."""
+    fed one by one. ``count_as = (name, type)`` counts main outputs of that
+    type under that counter name."""
 
     def builder(resume: Optional[S]) -> _StepLogic:
         return _StepLogic(step, init() if resume is None else resume, flatten, count_as)
@@ -169,7 +175,7 @@ def parse_ticks(step_id: str, up: Stream[RawChunk]) -> StepOut:
 def make_bars(step_id: str, up: KeyedStream[list[Event]], config: bars.BarConfig) -> StepOut:
     """Per-instrument event-time bars from lists of events."""
     return run_step("bars", up, bars.step, lambda: bars.BarState(config), flatten=True,
-                    count_as="bars")
+                    count_as=("bars", Bar))
 
 
 @operator
@@ -178,11 +184,28 @@ def compute_features(step_id: str, up: KeyedStream[Bar], config: features.Featur
     return run_step("features", up, features.step, lambda: features.FeatureState(config)).out
 
 
+@dataclass(frozen=True)
+class JoinOut:
+    """Forecasts as issued, forecasts paired with their realized value, and
+    the join's dead letters and counts."""
+
+    issued: KeyedStream[Forecast]
+    scored: KeyedStream[ForecastRecord]
+    errors: Stream[ErrorRecord]
+    counts: Stream[Count]
+
+
+def _is_scored(kv: tuple[str, Any]) -> bool:
+    return type(kv[1]) is ForecastRecord
+
+
 @operator
-def join_forecasts(step_id: str, up: KeyedStream[FeatureRow], config: forecast.ForecastConfig) -> StepOut:
+def join_forecasts(step_id: str, up: KeyedStream[FeatureRow], config: forecast.ForecastConfig) -> JoinOut:
     """Forecast, hold until the target time, pair with the realized value, learn."""
-    return run_step("join", up, forecast.step, lambda: forecast.JoinState(config),
-                    count_as="forecasts")
+    s = run_step("join", up, forecast.step, lambda: forecast.JoinState(config),
+                 count_as=("forecasts", ForecastRecord))
+    b = op.branch("split_scored", s.out, _is_scored)
+    return JoinOut(b.falses, b.trues, s.errors, s.counts)
 
 
 @operator
