@@ -1,8 +1,9 @@
 """The forecasting dataflow.
 
-    read_ticks -> parse_ticks -> make_bars -> compute_features
+    read_ticks (files or Kafka) -> parse_ticks -> make_bars -> compute_features
         -> join_forecasts -> score_forecasts
-    forecasts, metrics, dead letters and counters -> files in settings.output.dir
+    forecasts, metrics, dead letters -> files in settings.output.dir and/or Kafka
+    counters -> settings.output.dir/counters.json
 
 Run the embedded default (the bundled real sample, no servers)::
 
@@ -18,6 +19,8 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from sinks.files import CounterSink, CsvSink, JsonLinesSink
+from sinks.kafka import KafkaRecordSink, producer_config
+from sources.kafka import kafka_source
 from sources.replay import ReplaySource
 from ticklet import ops
 from ticklet.events import Count, ForecastRecord, MetricsRecord
@@ -30,23 +33,39 @@ OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "dead_letters.jsonl", "counters.
 
 def build_flow(settings: Settings) -> Dataflow:
     """Wire the dataflow for ``settings``."""
-    out = settings.output.dir
+    out, kafka = settings.output.dir, settings.kafka
     flow = Dataflow("ticklet_forecast")
 
-    raw = op.input("read_ticks", flow, ReplaySource(
-        settings.input.paths, settings.input.batch_size, settings.input.market))
+    if settings.input.source == "kafka":
+        msgs = op.input("read_ticks", flow, kafka_source(
+            kafka.brokers, kafka.ticks_topic, tail=kafka.tail, batch_size=kafka.batch_size,
+            config=kafka.client_config()))
+        read = ops.chunk_kafka("chunk_ticks", msgs)
+        raw, read_errors = read.chunks, [read.errors]
+    else:
+        raw = op.input("read_ticks", flow, ReplaySource(
+            settings.input.paths, settings.input.batch_size, settings.input.market))
+        read_errors = []
     ticks = ops.parse_ticks("parse_ticks", raw)
     bars = ops.make_bars("make_bars", ticks.out, settings.bars)
     features = ops.compute_features("compute_features", bars.out, settings.features)
     forecasts = ops.join_forecasts("join_forecasts", features, settings.forecast)
     metrics = ops.score_forecasts("score_forecasts", forecasts.scored)
+    dead = op.merge("merge_dead_letters", *read_errors, ticks.errors, bars.errors, forecasts.errors)
+    keyed_dead = ops.key_records("key_dead_letters", dead)
 
-    op.output("write_forecasts", forecasts.scored, CsvSink(out / "forecasts.csv", ForecastRecord))
-    op.output("write_metrics", metrics, CsvSink(out / "metrics.csv", MetricsRecord))
+    if settings.output.files:
+        op.output("write_forecasts", forecasts.scored, CsvSink(out / "forecasts.csv", ForecastRecord))
+        op.output("write_metrics", metrics, CsvSink(out / "metrics.csv", MetricsRecord))
+        op.output("write_dead_letters", keyed_dead, JsonLinesSink(out / "dead_letters.jsonl"))
+    if settings.output.kafka:
+        producer = producer_config(kafka.brokers, kafka.client_config(), kafka.linger_ms)
+        published = op.merge("merge_published", forecasts.issued, forecasts.scored, metrics)
+        op.output("publish_forecasts", ops.encode_for_kafka("encode_forecasts", published),
+                  KafkaRecordSink(kafka.output_topic, producer))
+        op.output("publish_dead_letters", ops.encode_for_kafka("encode_dead_letters", keyed_dead),
+                  KafkaRecordSink(kafka.dead_letter_topic, producer))
 
-    dead = op.merge("merge_dead_letters", ticks.errors, bars.errors, forecasts.errors)
-    op.output("write_dead_letters", ops.key_records("key_dead_letters", dead),
-              JsonLinesSink(out / "dead_letters.jsonl"))
     dead_counts = op.map("count_dead_letters", dead, lambda e: Count("dead_letters", 1))
     counts = op.merge("merge_counts", ticks.counts, bars.counts, forecasts.counts, dead_counts)
     op.output("write_counters", ops.key_records("key_counters", counts), CounterSink(out / "counters.json"))

@@ -16,7 +16,7 @@ import io
 
 import msgspec
 
-__all__ = ["csv_lines", "csv_line", "header", "jsonl"]
+__all__ = ["SCHEMA_VERSION", "csv_line", "csv_lines", "header", "jsonl", "kafka_record"]
 
 _enc = msgspec.json.Encoder()
 
@@ -41,3 +41,27 @@ def csv_line(row: msgspec.Struct) -> str:
 def jsonl(row: msgspec.Struct) -> bytes:
     """One record as a JSON line."""
     return _enc.encode(row) + b"\n"
+
+
+#: Version of the JSON records ticklet publishes; bumped on any breaking change.
+SCHEMA_VERSION = 1
+
+_KIND = {
+    "Forecast": b"forecast",
+    "ForecastRecord": b"scored",
+    "MetricsRecord": b"metrics",
+    "ErrorRecord": b"dead_letter",
+}
+
+
+def kafka_record(key: str, rec: msgspec.Struct) -> tuple[bytes, bytes]:
+    """``(key, value)`` of a record for Kafka: the value is the record's JSON
+    with ``schema`` and ``type`` first.
+
+    >>> from ticklet.events import ErrorRecord
+    >>> kafka_record("BTCUSDT", ErrorRecord("parse", "bad json", "x"))[1]
+    b'{"schema":1,"type":"dead_letter","stage":"parse","reason":"bad json","raw":"x","key":"","ts":0}'
+    """
+    body = _enc.encode(rec)
+    head = b'{"schema":%d,"type":"%s"' % (SCHEMA_VERSION, _KIND[type(rec).__name__])
+    return key.encode(), head + (b"," + body[1:] if len(body) > 2 else b"}")

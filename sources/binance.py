@@ -34,6 +34,7 @@ from typing import Annotated, Optional, Union
 
 import msgspec
 
+from sources.wire import decode_tick
 from ticklet.events import (
     RawChunk,
     DepthUpdate,
@@ -229,7 +230,7 @@ def parse_ws(ts: int, payload: bytes, market: str) -> Parsed:
     else:
         i = payload.find(b'"stream":"')
         if i < 0:
-            if payload.startswith(b'{"lastUpdateId"'):
+            if payload.find(b'"lastUpdateId":') >= 0:
                 return "depth_snapshot"
             try:
                 _env_dec.decode(payload)
@@ -400,6 +401,17 @@ def _parse_line(line: bytes, market: str) -> Parsed:
     return _err("missing receive timestamp", line, 0)
 
 
+def _parse_tick(value: bytes) -> Parsed:
+    """Parse a tick in ticklet's Kafka wire format (:mod:`sources.wire`)."""
+    head = decode_tick(value)
+    if head is None:
+        return _err("no recv_ts/market head (not a ticklet tick)", value, 0)
+    ts, market, message = head
+    if market not in ("spot", "usdm"):
+        return _err(f"unknown market: {market!r}", value, ts)
+    return parse_ws(ts, message, market)
+
+
 def parse_chunk(chunk: RawChunk) -> tuple[dict[str, list[Event]], list[ErrorRecord], dict[str, int]]:
     """Parse a :class:`RawChunk` into events grouped by instrument key (in
     input order), dead letters, and counts by outcome.
@@ -420,6 +432,8 @@ def parse_chunk(chunk: RawChunk) -> tuple[dict[str, list[Event]], list[ErrorReco
     fmt, market, symbol = chunk.fmt, chunk.market, chunk.symbol
     if fmt == "ws":
         results = [_parse_line(rec, market) for rec in chunk.records]
+    elif fmt == "kafka":
+        results = [_parse_tick(rec) for rec in chunk.records]
     elif fmt == "kline_rows":
         iv = chunk.interval_ns
         results = [parse_kline_row(rec, iv, symbol, market) for rec in chunk.records]

@@ -115,6 +115,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     bt.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     bt.add_argument("--workers", type=int, default=1, help="Bytewax worker threads (default 1)")
     bt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    rp = sub.add_parser("replay", help="publish recordings to Kafka in receive-time order")
+    rp.add_argument("paths", nargs="+", help="websocket recordings or directories")
+    rp.add_argument("--to", choices=["kafka"], default="kafka", help="destination (kafka)")
+    rp.add_argument("--speed", default="max",
+                    help="'max' (as fast as possible) or a factor X: gaps between messages are divided by X")
+    rp.add_argument("--topic", help="topic (default: TICKLET_KAFKA__TICKS_TOPIC)")
+    rp.add_argument("--bootstrap-servers", help="brokers (default: TICKLET_KAFKA__BOOTSTRAP_SERVERS)")
+    rp.add_argument("--partitions", type=int, default=4, help="partitions if the topic is created (default 4)")
     sub.add_parser("config", help="print every setting (TICKLET_* variables) as a Markdown table")
     args = parser.parse_args(argv)
     if args.command == "config":
@@ -122,8 +130,20 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         sys.stdout.write(settings_table())
         return 0
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+                        stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "replay":
+        from ticklet.replay import publish
+
+        k = Settings().kafka
+        speed = None if args.speed == "max" else float(args.speed)
+        if speed is not None and speed <= 0:
+            parser.error("--speed must be 'max' or a positive number")
+        brokers = args.bootstrap_servers.split(",") if args.bootstrap_servers else k.brokers
+        summary = publish(args.paths, brokers, args.topic or k.ticks_topic, speed=speed,
+                          client_config=k.client_config(), partitions=args.partitions)
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return 0 if not summary["failed"] and not summary["undelivered"] else 1
     if args.command == "backtest":
         summary = run_backtest(args.paths, args.out, args.workers)
         if args.json:

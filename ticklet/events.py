@@ -166,6 +166,8 @@ class RawChunk(msgspec.Struct, frozen=True, gc=False):
       combined-stream messages (timestamp in µs or ns);
     - ``"trades"``, ``"aggTrades"``, ``"klines"``: rows (lists of strings) of
       Binance public-data CSV files;
+    - ``"kafka"``: Kafka message values in ticklet's tick wire format
+      (:mod:`sources.wire`), which carry their own receive time and market;
     - ``"kline_rows"``: ``(open_time_ns, open, high, low, close, volume)``
       tuples with a known ``interval_ns``, e.g. from Feather files.
     """

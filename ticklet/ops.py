@@ -19,7 +19,9 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from operators import bars, features, forecast, metrics
+from sinks.records import kafka_record
 from sources.binance import parse_chunk
+from sources.kafka import chunk_messages
 from ticklet.events import (
     Bar,
     Count,
@@ -33,9 +35,12 @@ from ticklet.events import (
 )
 
 __all__ = [
+    "ChunkOut",
     "JoinOut",
     "StepOut",
+    "chunk_kafka",
     "compute_features",
+    "encode_for_kafka",
     "join_forecasts",
     "key_records",
     "make_bars",
@@ -212,6 +217,29 @@ def join_forecasts(step_id: str, up: KeyedStream[FeatureRow], config: forecast.F
 def score_forecasts(step_id: str, up: KeyedStream[ForecastRecord]) -> KeyedStream[MetricsRecord]:
     """Prequential metrics per instrument, model and horizon."""
     return run_step("metrics", up, metrics.step, metrics.MetricsState).out
+
+
+@dataclass(frozen=True)
+class ChunkOut:
+    """Chunks of raw ticks and the dead letters of reading them."""
+
+    chunks: Stream[RawChunk]
+    errors: Stream[ErrorRecord]
+
+
+@operator
+def chunk_kafka(step_id: str, up: Stream[Any]) -> ChunkOut:
+    """Group Kafka messages into raw chunks, one per batch the engine hands
+    over; consumer errors become dead letters."""
+    items = op.flat_map_batch("chunk_messages", up, chunk_messages)
+    b = op.branch("split_errors", items, lambda x: type(x) is RawChunk)
+    return ChunkOut(b.trues, b.falses)
+
+
+@operator
+def encode_for_kafka(step_id: str, up: KeyedStream[Any]) -> Stream[tuple[bytes, bytes]]:
+    """Keyed records to Kafka ``(key, value)`` bytes (see sinks.records)."""
+    return op.map("encode", up, lambda kv: kafka_record(*kv))
 
 
 @operator

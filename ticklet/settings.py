@@ -17,17 +17,51 @@ import json
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from operators.bars import BarConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
 
-__all__ = ["InputConfig", "OutputConfig", "SAMPLE_DIR", "Settings", "settings_table"]
+__all__ = ["InputConfig", "KafkaConfig", "OutputConfig", "SAMPLE_DIR", "Settings", "settings_table"]
 
 #: The bundled real sample (see data/sample/NOTICE.md).
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
+
+
+class KafkaConfig(BaseModel):
+    """The Kafka cluster and ticklet's topics (layout in the README)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers.")
+    ticks_topic: str = Field("ticklet.ticks", description="Raw ticks in: exchange messages with their receive time, keyed by instrument.")
+    output_topic: str = Field("ticklet.forecasts", description="Forecasts (issued and scored) and metrics out, JSON, keyed by instrument.")
+    dead_letter_topic: str = Field("ticklet.dead-letters", description="Dead letters out: reason and raw payload, JSON.")
+    tail: bool = Field(True, description="Keep waiting for ticks at the end of the topic (live); false stops there (backtests).")
+    batch_size: int = Field(5000, ge=1, description="Most messages read from a partition per poll.")
+    linger_ms: int = Field(1, ge=0, description="Producer batching delay in ms (latency against throughput).")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="librdkafka security.protocol.")
+    sasl_mechanism: Optional[str] = Field(None, description="librdkafka sasl.mechanism, e.g. PLAIN or SCRAM-SHA-512.")
+    sasl_username: Optional[str] = Field(None, description="SASL user name.")
+    sasl_password: Optional[SecretStr] = Field(None, description="SASL password (a secret: never logged or printed).")
+
+    @property
+    def brokers(self) -> list[str]:
+        return [b.strip() for b in self.bootstrap_servers.split(",") if b.strip()]
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings for security; holds the secret, pass it only to clients."""
+        cfg = {"security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            cfg["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            cfg["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            cfg["sasl.password"] = self.sasl_password.get_secret_value()
+        return cfg
 
 
 class InputConfig(BaseModel):
@@ -35,7 +69,9 @@ class InputConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    source: Literal["replay"] = Field("replay", description="Input connector: 'replay' reads recordings and archives from files.")
+    source: Literal["replay", "kafka"] = Field(
+        "replay", description="Input connector: 'replay' reads recordings and archives from files; "
+        "'kafka' consumes ticklet.kafka.ticks_topic.")
     paths: list[str] = Field(default_factory=lambda: [str(SAMPLE_DIR)],
                              description="Files or directories to replay; defaults to the bundled real sample.")
     market: Optional[Literal["spot", "usdm"]] = Field(
@@ -49,6 +85,8 @@ class OutputConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     dir: Path = Field(Path("out"), description="Directory of forecasts.csv, metrics.csv, dead_letters.jsonl and counters.json.")
+    files: bool = Field(True, description="Write forecasts, metrics and dead letters to files in dir (counters.json is always written).")
+    kafka: bool = Field(False, description="Publish forecasts and metrics to the output topic and dead letters to the dead-letter topic.")
 
 
 class Settings(BaseSettings):
@@ -59,6 +97,7 @@ class Settings(BaseSettings):
     )
 
     input: InputConfig = Field(default_factory=InputConfig, description="Input connector.")
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig, description="Kafka cluster and topics.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Output files.")
     bars: BarConfig = Field(default_factory=BarConfig, description="Event-time bars.")
     features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features, SWT and scaling.")

@@ -1,0 +1,81 @@
+"""ticklet's wire format for raw ticks on Kafka (pure, no I/O).
+
+A tick is the exchange's message exactly as received, with the receive time
+(ns) and the market spliced in front as two more JSON fields::
+
+    {"recv_ts":1723161254087896568,"market":"spot","stream":"btcusdt@trade","data":{...}}
+
+The receive time is also the Kafka timestamp (in ms), and the Kafka key is the
+instrument key (``BTCUSDT``, ``BTCUSDT-PERP``), so one instrument's ticks stay
+in one partition, in order.
+
+>>> v = encode_tick(1723161254087896568, "spot", b'{"stream":"btcusdt@trade","data":{}}')
+>>> v
+b'{"recv_ts":1723161254087896568,"market":"spot","stream":"btcusdt@trade","data":{}}'
+>>> decode_tick(v)[:2]
+(1723161254087896568, 'spot')
+>>> decode_tick(b'{"market":"usdm","recv_ts":5,"x":1}')[:2]  # any key order
+(5, 'usdm')
+>>> decode_tick(b'not json') is None
+True
+>>> stream_symbol(v)
+'BTCUSDT'
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import msgspec
+
+__all__ = ["decode_tick", "encode_tick", "stream_symbol"]
+
+
+class _Head(msgspec.Struct, gc=False):
+    recv_ts: int
+    market: str
+
+
+_head_dec = msgspec.json.Decoder(_Head)
+
+
+def encode_tick(recv_ts: int, market: str, payload: bytes) -> bytes:
+    """Splice the receive time and market into a JSON object message."""
+    head = b'{"recv_ts":%d,"market":"%s"' % (recv_ts, market.encode())
+    body = payload.strip()
+    if body.startswith(b"{") and body != b"{}":
+        return head + b"," + body[1:]
+    if body == b"{}":
+        return head + b"}"
+    # Not a JSON object: keep it whole so that the parser dead-letters it.
+    return head + b',"raw":' + msgspec.json.encode(body.decode("utf-8", "replace")) + b"}"
+
+
+def decode_tick(value: bytes) -> Optional[tuple[int, str, bytes]]:
+    """Return ``(recv_ts, market, message)`` or None if the head is missing.
+
+    ``message`` is the value itself: the exchange fields are still in it,
+    and the typed decoders ignore the two added ones.
+    """
+    if value.startswith(b'{"recv_ts":'):
+        j = value.find(b",", 11)
+        if j > 0 and value.startswith(b'"market":"', j + 1):
+            k = value.find(b'"', j + 11)
+            head = value[11:j]
+            if k > 0 and head.isdigit():
+                return int(head), value[j + 11 : k].decode(), value
+    try:
+        h = _head_dec.decode(value)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return h.recv_ts, h.market, value
+
+
+def stream_symbol(message: bytes) -> Optional[str]:
+    """The upper-cased symbol of a combined-stream message (``btcusdt@trade``
+    -> ``BTCUSDT``), from its bytes, or None."""
+    i = message.find(b'"stream":"')
+    if i < 0:
+        return None
+    at = message.find(b"@", i + 10, i + 80)
+    return message[i + 10 : at].decode().upper() if at > 0 else None
