@@ -8,12 +8,13 @@
 #   scripts/kafka.sh stop          # stop it
 #   scripts/kafka.sh status        # exit 0 and print the address if running
 #
-# KAFKA_HOME (default .kafka in the repository) holds the jars, the data and the logs.
+# KAFKA_HOME (default .kafka in the repository) holds the jars; KAFKA_RUN_DIR
+# (default $KAFKA_HOME/run) the configuration, data and log of the running broker.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 home="${KAFKA_HOME:-$root/.kafka}"
 libs="$home/libs"
-run="$home/run"
+run="${KAFKA_RUN_DIR:-$home/run}"
 
 fetch() {
   if [ -f "$libs/.complete" ]; then return 0; fi
@@ -67,6 +68,8 @@ transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=4
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
+# Replayed ticks carry their original (old) timestamps: never expire by time.
+log.retention.ms=-1
 PROPS
   cat > "$run/log4j.properties" <<'PROPS'
 log4j.rootLogger=WARN, stdout

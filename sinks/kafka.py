@@ -81,8 +81,13 @@ class KafkaRecordSink(DynamicSink[tuple[bytes, bytes]]):
 
 
 def ensure_topic(config: dict[str, Any], topic: str, partitions: int = 4, replication: int = 1,
-                 timeout_s: float = 30.0) -> None:
-    """Create ``topic`` unless it exists (safe to call from many workers)."""
+                 timeout_s: float = 30.0, topic_config: Optional[dict[str, str]] = None) -> None:
+    """Create ``topic`` unless it exists (safe to call from many workers).
+
+    Records keep their event time as Kafka timestamp, which for replayed
+    history is old: topics are created with ``retention.ms=-1`` by default,
+    or the broker would delete them at once.
+    """
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin_cfg = {k: v for k, v in config.items()
@@ -90,7 +95,9 @@ def ensure_topic(config: dict[str, Any], topic: str, partitions: int = 4, replic
     admin = AdminClient(admin_cfg)
     if topic in admin.list_topics(timeout=timeout_s).topics:
         return
-    fut = admin.create_topics([NewTopic(topic, partitions, replication)], request_timeout=timeout_s)[topic]
+    cfg = {"retention.ms": "-1", **(topic_config or {})}
+    fut = admin.create_topics([NewTopic(topic, partitions, replication, config=cfg)],
+                              request_timeout=timeout_s)[topic]
     try:
         fut.result(timeout_s)
     except KafkaException as ex:
