@@ -98,3 +98,23 @@ def perp_chain(ws_dir: Path):
 def chain(request: pytest.FixtureRequest):
     """Both real operator chains in turn."""
     return request.getfixturevalue("btc_spot_chain" if request.param == "spot" else "perp_chain")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory):
+    """A real Apache Kafka broker: ``$KAFKA_BOOTSTRAP_SERVERS`` when set, else
+    a single-node KRaft broker started with ``scripts/kafka.sh`` for this
+    session. A broker that cannot start fails the tests (never skips)."""
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
+        return
+    env = {**os.environ, "KAFKA_RUN_DIR": str(tmp_path_factory.mktemp("kafka"))}
+    script = REPO / "scripts" / "kafka.sh"
+    proc = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"the Kafka broker did not start (CI={os.environ.get('CI')!r}):\n"
+                    f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    yield proc.stdout.strip().splitlines()[-1]
+    subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=120)
