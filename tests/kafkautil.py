@@ -47,6 +47,41 @@ def consume_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[tup
         c.close()
 
 
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The high watermark of each partition (0 for a topic not created yet)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"offsets-{uuid.uuid4().hex}"})
+    try:
+        md = c.list_topics(timeout=30).topics.get(topic)
+        if md is None or not md.partitions:
+            return {}
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in md.partitions}
+    finally:
+        c.close()
+
+
+def consume_with_offsets(bootstrap: str, topic: str) -> list[tuple[int, int, dict]]:
+    """(partition, offset, decoded value) of every message of ``topic``."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                  "enable.auto.commit": False, "enable.partition.eof": True})
+    try:
+        parts = sorted(c.list_topics(topic, timeout=30).topics[topic].partitions)
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        out, done, idle = [], set(), 0
+        while len(done) < len(parts):
+            m = c.poll(1.0)
+            if m is None:
+                idle += 1
+                assert idle < 60, "no end of partitions"
+                continue
+            if m.error():
+                done.add(m.partition())
+                continue
+            out.append((m.partition(), m.offset(), json.loads(m.value())))
+        return out
+    finally:
+        c.close()
+
+
 def flow_env(bootstrap: str, ticks_topic: str, out_dir: Path, output_topic: str | None = None,
              dlq_topic: str | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
