@@ -20,7 +20,7 @@ from bytewax.dataflow import Dataflow
 
 from sinks.files import CounterSink, CsvSink, JsonLinesSink
 from sinks.kafka import KafkaRecordSink, producer_config
-from sources.kafka import kafka_source
+from sources.kafka import KafkaTickSource
 from sources.replay import ReplaySource
 from ticklet import ops
 from ticklet.events import Count, ForecastRecord, MetricsRecord
@@ -37,10 +37,10 @@ def build_flow(settings: Settings) -> Dataflow:
     flow = Dataflow("ticklet_forecast")
 
     if settings.input.source == "kafka":
-        msgs = op.input("read_ticks", flow, kafka_source(
+        msgs = op.input("read_ticks", flow, KafkaTickSource(
             kafka.brokers, kafka.ticks_topic, tail=kafka.tail, batch_size=kafka.batch_size,
             config=kafka.client_config()))
-        read = ops.chunk_kafka("chunk_ticks", msgs)
+        read = ops.split_read_errors("split_read_errors", msgs)
         raw, read_errors = read.chunks, [read.errors]
     else:
         raw = op.input("read_ticks", flow, ReplaySource(

@@ -37,6 +37,7 @@ class _Head(msgspec.Struct, gc=False):
 
 
 _head_dec = msgspec.json.Decoder(_Head)
+_MARKETS = {b"spot": "spot", b"usdm": "usdm"}
 
 
 def encode_tick(recv_ts: int, market: str, payload: bytes) -> bytes:
@@ -57,13 +58,12 @@ def decode_tick(value: bytes) -> Optional[tuple[int, str, bytes]]:
     ``message`` is the value itself: the exchange fields are still in it,
     and the typed decoders ignore the two added ones.
     """
-    if value.startswith(b'{"recv_ts":'):
-        j = value.find(b",", 11)
-        if j > 0 and value.startswith(b'"market":"', j + 1):
-            k = value.find(b'"', j + 11)
-            head = value[11:j]
-            if k > 0 and head.isdigit():
-                return int(head), value[j + 11 : k].decode(), value
+    j = value.find(b',"market":"', 11, 40)
+    if j > 0 and value.startswith(b'{"recv_ts":') and value[j + 15 : j + 16] == b'"':
+        market = _MARKETS.get(value[j + 11 : j + 15])
+        head = value[11:j]
+        if market is not None and head.isdigit():
+            return int(head), market, value
     try:
         h = _head_dec.decode(value)
     except (msgspec.ValidationError, msgspec.DecodeError):

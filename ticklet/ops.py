@@ -21,7 +21,6 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 from operators import bars, features, forecast, metrics
 from sinks.records import kafka_record
 from sources.binance import parse_chunk
-from sources.kafka import chunk_messages
 from ticklet.events import (
     Bar,
     Count,
@@ -38,7 +37,6 @@ __all__ = [
     "ChunkOut",
     "JoinOut",
     "StepOut",
-    "chunk_kafka",
     "compute_features",
     "encode_for_kafka",
     "join_forecasts",
@@ -47,6 +45,7 @@ __all__ = [
     "parse_ticks",
     "run_step",
     "score_forecasts",
+    "split_read_errors",
 ]
 
 S = TypeVar("S")
@@ -228,11 +227,9 @@ class ChunkOut:
 
 
 @operator
-def chunk_kafka(step_id: str, up: Stream[Any]) -> ChunkOut:
-    """Group Kafka messages into raw chunks, one per batch the engine hands
-    over; consumer errors become dead letters."""
-    items = op.flat_map_batch("chunk_messages", up, chunk_messages)
-    b = op.branch("split_errors", items, lambda x: type(x) is RawChunk)
+def split_read_errors(step_id: str, up: Stream[Any]) -> ChunkOut:
+    """Separate raw chunks from the dead letters of reading them."""
+    b = op.branch("split_errors", up, lambda x: type(x) is RawChunk)
     return ChunkOut(b.trues, b.falses)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 from confluent_kafka import Producer
@@ -40,13 +40,18 @@ def _lines(spec_idx: int, spec: Any) -> Iterator[tuple[int, int, bytes]]:
 
 def publish(paths: list[str], brokers: list[str], topic: str, *, speed: Optional[float] = None,
             client_config: Optional[dict[str, Any]] = None, market: Optional[str] = None,
-            partitions: int = 4, flush_timeout_s: float = 60.0) -> dict[str, Any]:
-    """Publish the recordings under ``paths``; return a summary."""
+            partitions: int = 4, flush_timeout_s: float = 60.0, linger_ms: int = 5,
+            on_produce: Optional[Callable[[str, int, float], None]] = None) -> dict[str, Any]:
+    """Publish the recordings under ``paths``; return a summary.
+
+    ``on_produce(key, recv_ts, wall)`` is called after each message is handed
+    to the producer (``wall``: :func:`time.time`), e.g. to measure latency.
+    """
     specs = group_streams(paths, market)
     bad = [s.name for s in specs if s.fmt != "ws"]
     if bad:
         raise ValueError(f"only websocket recordings can be replayed to Kafka, not {bad}")
-    cfg = producer_config(brokers, client_config, linger_ms=5)
+    cfg = producer_config(brokers, client_config, linger_ms=linger_ms)
     ensure_topic(cfg, topic, partitions)
     producer = Producer(cfg)
     failed: list[str] = []
@@ -83,6 +88,8 @@ def publish(paths: list[str], brokers: list[str], topic: str, *, speed: Optional
                 break
             except BufferError:
                 producer.poll(0.05)
+        if on_produce is not None:
+            on_produce(key, ts, time.time())
         n += 1
         if n % 1000 == 0:
             producer.poll(0)
