@@ -58,7 +58,7 @@ def decode_tick(value: bytes) -> Optional[tuple[int, str, bytes]]:
     ``message`` is the value itself: the exchange fields are still in it,
     and the typed decoders ignore the two added ones.
     """
-    j = value.find(b',"market":"', 11, 40)
+    j = value.find(b',"market":"', 11, 48)
     if j > 0 and value.startswith(b'{"recv_ts":') and value[j + 15 : j + 16] == b'"':
         market = _MARKETS.get(value[j + 11 : j + 15])
         head = value[11:j]
