@@ -1,0 +1,134 @@
+"""End-to-end latency through a real Kafka broker at 10x real time, as JSON.
+
+The forecast dataflow runs live (tailing the ticks topic, one worker) while
+recordings are replayed into Kafka at ``--speed`` times real time. A bar
+closes when the first tick at or after its end arrives; the latency of a bar
+is the time from that closing tick's produce call to the moment its first
+forecast is appended to the output topic (the topic is created with
+``message.timestamp.type=LogAppendTime``, so the broker stamps the append;
+same machine, same clock, millisecond resolution).
+
+Usage::
+
+    python benchmarks/kafka_latency.py [PATH ...] [--speed 10]
+
+Defaults to the 2024-08-08 spot BTCUSDT and ETHUSDT recordings (about 6
+minutes of market time). Uses ``$KAFKA_BOOTSTRAP_SERVERS`` or starts a broker
+with scripts/kafka.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _kafka import broker  # noqa: E402
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+
+from sinks.kafka import ensure_topic  # noqa: E402
+from ticklet.replay import publish  # noqa: E402
+
+
+def _consume_all(bootstrap: str, topic: str) -> list[tuple[int, dict]]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                  "enable.partition.eof": True, "enable.auto.commit": False})
+    parts = sorted(c.list_topics(topic, timeout=30).topics[topic].partitions)
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    out, done = [], set()
+    while len(done) < len(parts):
+        m = c.poll(5.0)
+        if m is None:
+            break
+        if m.error():
+            done.add(m.partition())
+            continue
+        out.append((m.timestamp()[1], json.loads(m.value())))
+    c.close()
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    spot = ROOT.parent / "shared" / "data" / "binance-ws" / "spot"
+    ap.add_argument("paths", nargs="*", default=[str(spot / "btcusdt_20240808.gz"), str(spot / "ethusdt_20240808.gz")])
+    ap.add_argument("--speed", type=float, default=10.0)
+    args = ap.parse_args()
+    with broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        ticks, out_topic = f"lat.ticks.{uuid.uuid4().hex[:8]}", f"lat.out.{uuid.uuid4().hex[:8]}"
+        cfg = {"bootstrap.servers": bootstrap}
+        ensure_topic(cfg, ticks, partitions=4)
+        ensure_topic(cfg, out_topic, partitions=4, topic_config={"message.timestamp.type": "LogAppendTime"})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
+        env.update({
+            "TICKLET_INPUT__SOURCE": "kafka", "TICKLET_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "TICKLET_KAFKA__TICKS_TOPIC": ticks, "TICKLET_KAFKA__TAIL": "true",
+            "TICKLET_KAFKA__OUTPUT_TOPIC": out_topic, "TICKLET_KAFKA__LINGER_MS": "0",
+            "TICKLET_OUTPUT__KAFKA": "true", "TICKLET_OUTPUT__FILES": "false",
+            "TICKLET_OUTPUT__DIR": tmp,
+        })
+        flow = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=ROOT,
+                                env=env, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not (Path(tmp) / "counters.json").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)  # the sinks are built: the dataflow is up
+            time.sleep(1.0)
+            produced: dict[str, list[tuple[int, float]]] = defaultdict(list)
+            rep = publish(args.paths, [bootstrap], ticks, speed=args.speed, linger_ms=0,
+                          on_produce=lambda key, ts, wall: produced[key].append((ts, wall)))
+            time.sleep(3.0)  # let the last bars through
+        finally:
+            flow.terminate()
+            flow.wait(30)
+        records = _consume_all(bootstrap, out_topic)
+    first_append: dict[tuple[str, int], float] = {}
+    for ts_ms, v in records:
+        if v["type"] == "forecast":
+            k = (v["symbol"], v["forecast_time"])
+            first_append[k] = min(first_append.get(k, ts_ms / 1e3), ts_ms / 1e3)
+    lat_ms = []
+    for (sym, t), appended in first_append.items():
+        rows = produced[sym]
+        i = bisect.bisect_left(rows, (t, -1.0))  # the first tick at or after the bar's end
+        if i < len(rows):
+            lat_ms.append((appended - rows[i][1]) * 1e3)
+    result = {
+        "benchmark": "kafka_latency",
+        "inputs": args.paths,
+        "speed": args.speed,
+        "ticks_replayed": rep["messages"],
+        "replay_failed": rep["failed"],
+        "bars_measured": len(lat_ms),
+        "latency_ms": {
+            "p50": round(statistics.median(lat_ms), 2),
+            "p99": round(pct(lat_ms, 0.99), 2),
+            "max": round(max(lat_ms), 2),
+            "min": round(min(lat_ms), 2),
+        },
+        "measured_from": "produce call of the tick that closes the bar",
+        "measured_to": "broker append time (LogAppendTime, ms) of the bar's first forecast",
+    }
+    sys.stdout.write(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
