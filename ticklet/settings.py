@@ -71,7 +71,7 @@ class InputConfig(BaseModel):
 
     source: Literal["replay", "kafka"] = Field(
         "replay", description="Input connector: 'replay' reads recordings and archives from files; "
-        "'kafka' consumes ticklet.kafka.ticks_topic.")
+        "'kafka' consumes the ticks topic (TICKLET_KAFKA__TICKS_TOPIC).")
     paths: list[str] = Field(default_factory=lambda: [str(SAMPLE_DIR)],
                              description="Files or directories to replay; defaults to the bundled real sample.")
     market: Optional[Literal["spot", "usdm"]] = Field(
@@ -118,8 +118,8 @@ def _leaves(model: type[BaseModel], prefix: str):
 def settings_table() -> str:
     """The configuration reference as a Markdown table (kept in the README).
 
-    >>> print(settings_table().splitlines()[2])
-    | `TICKLET_INPUT__SOURCE` | `replay` | Input connector: 'replay' reads recordings and archives from files. |
+    >>> print(settings_table().splitlines()[4])
+    | `TICKLET_INPUT__MARKET` | `(unset)` | Force the market of every input; by default it is read from the path (usdm/um/futures). |
     """
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for env, default, desc in _leaves(Settings, "TICKLET_"):
