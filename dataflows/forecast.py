@@ -3,6 +3,7 @@
     read_ticks (files or Kafka) -> parse_ticks -> make_bars -> compute_features
         -> join_forecasts -> score_forecasts
     forecasts, metrics, dead letters -> files in settings.output.dir and/or Kafka
+    bars, features, forecasts, metrics, health -> InfluxDB (optional)
     counters -> settings.output.dir/counters.json
 
 Run the embedded default (the bundled real sample, no servers)::
@@ -19,6 +20,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from sinks.files import CounterSink, CsvSink, JsonLinesSink
+from sinks.influx import InfluxSink
 from sinks.kafka import KafkaRecordSink, producer_config
 from sources.kafka import KafkaTickSource
 from sources.replay import ReplaySource
@@ -68,6 +70,10 @@ def build_flow(settings: Settings) -> Dataflow:
 
     dead_counts = op.map("count_dead_letters", dead, lambda e: Count("dead_letters", 1))
     counts = op.merge("merge_counts", ticks.counts, bars.counts, forecasts.counts, dead_counts)
+    if settings.output.influx:
+        records = op.merge("merge_influx", bars.out, features, forecasts.issued, forecasts.scored, metrics)
+        op.output("write_influx", op.merge("merge_influx_health", ops.values("unkey_influx", records), counts, dead),
+                  InfluxSink(settings.influx))
     op.output("write_counters", ops.key_records("key_counters", counts), CounterSink(out / "counters.json"))
     return flow
 

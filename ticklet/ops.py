@@ -46,6 +46,7 @@ __all__ = [
     "run_step",
     "score_forecasts",
     "split_read_errors",
+    "values",
 ]
 
 S = TypeVar("S")
@@ -237,6 +238,12 @@ def split_read_errors(step_id: str, up: Stream[Any]) -> ChunkOut:
 def encode_for_kafka(step_id: str, up: KeyedStream[Any]) -> Stream[tuple[bytes, bytes]]:
     """Keyed records to Kafka ``(key, value)`` bytes (see sinks.records)."""
     return op.map("encode", up, lambda kv: kafka_record(*kv))
+
+
+@operator
+def values(step_id: str, up: KeyedStream[Any]) -> Stream[Any]:
+    """Drop the keys of a keyed stream."""
+    return op.map("value", up, lambda kv: kv[1])
 
 
 @operator

@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from operators.bars import BarConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
+from sinks.influx import InfluxConfig
 
 __all__ = ["InputConfig", "KafkaConfig", "OutputConfig", "SAMPLE_DIR", "Settings", "settings_table"]
 
@@ -87,6 +88,7 @@ class OutputConfig(BaseModel):
     dir: Path = Field(Path("out"), description="Directory of forecasts.csv, metrics.csv, dead_letters.jsonl and counters.json.")
     files: bool = Field(True, description="Write forecasts, metrics and dead letters to files in dir (counters.json is always written).")
     kafka: bool = Field(False, description="Publish forecasts and metrics to the output topic and dead letters to the dead-letter topic.")
+    influx: bool = Field(False, description="Write forecasts, scored forecasts, metrics, bars, features and health to InfluxDB.")
 
 
 class Settings(BaseSettings):
@@ -98,6 +100,7 @@ class Settings(BaseSettings):
 
     input: InputConfig = Field(default_factory=InputConfig, description="Input connector.")
     kafka: KafkaConfig = Field(default_factory=KafkaConfig, description="Kafka cluster and topics.")
+    influx: InfluxConfig = Field(default_factory=InfluxConfig, description="InfluxDB v2 server and write policy.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Output files.")
     bars: BarConfig = Field(default_factory=BarConfig, description="Event-time bars.")
     features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features, SWT and scaling.")

@@ -1,0 +1,94 @@
+"""Records as InfluxDB points (pure, no I/O).
+
+Measurements, tags and fields (the Grafana dashboards query exactly these;
+``tests/test_dashboards.py`` checks it):
+
+=================  ==========================  ================================================
+measurement        tags                        fields
+=================  ==========================  ================================================
+``forecast``       symbol, model, horizon      pred_return, pred_price, price, forecast_time
+                                               (at the **target** time: the forecast is drawn
+                                               where it will be checked)
+``scored``         symbol, model, horizon      pred_return, realized_return, pred_price,
+                                               realized_price, error, abs_error (at target time)
+``metrics``        symbol, model, horizon      n, mae, rmse, skill, hit_rate, n_directional
+``bar``            symbol                      open, high, low, close, price, volume, vwap,
+                                               trades, buy_volume, sell_volume, bid, ask
+``features``       symbol                      the configured features (scaled, as models see them)
+``health``         worker                      ticks_total, ticks_per_s, dead_letters_total,
+                                               lag_s, points_dropped, points_failed
+=================  ==========================  ================================================
+
+Timestamps are event time in ns (receive clock), so a replay after recovery
+rewrites identical points (same measurement, tags and time) instead of adding
+new ones. ``health`` is the exception: it describes the running process and is
+stamped with the wall clock by the sink.
+
+>>> from ticklet.events import MetricsRecord
+>>> p = to_point(MetricsRecord("BTCUSDT", "linear", 1, 1_000, 5, 0.1, 0.2, 0.05, 0.6, 4, 2))
+>>> p.to_line_protocol()
+'metrics,horizon=1,model=linear,symbol=BTCUSDT hit_rate=0.6,mae=0.1,n=5i,n_directional=4i,rmse=0.2,skill=0.05 1000'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from influxdb_client import Point, WritePrecision
+
+from ticklet.events import Bar, FeatureRow, Forecast, ForecastRecord, MetricsRecord
+
+__all__ = ["MEASUREMENTS", "to_point"]
+
+#: measurement -> (tags, fields) written; ``features`` fields depend on settings.
+MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "forecast": (("symbol", "model", "horizon"), ("pred_return", "pred_price", "price", "forecast_time")),
+    "scored": (("symbol", "model", "horizon"),
+               ("pred_return", "realized_return", "pred_price", "realized_price", "error", "abs_error")),
+    "metrics": (("symbol", "model", "horizon"), ("n", "mae", "rmse", "skill", "hit_rate", "n_directional")),
+    "bar": (("symbol",), ("open", "high", "low", "close", "price", "volume", "vwap", "trades",
+                          "buy_volume", "sell_volume", "bid", "ask")),
+    "features": (("symbol",), ()),
+    "health": (("worker",), ("ticks_total", "ticks_per_s", "dead_letters_total", "lag_s",
+                             "points_dropped", "points_failed")),
+}
+
+
+def _point(measurement: str, tags: dict[str, Any], fields: dict[str, Any], time_ns: int) -> Point:
+    p = Point(measurement)
+    for k, v in tags.items():
+        p.tag(k, str(v))
+    for k, v in fields.items():
+        if v is not None:
+            p.field(k, v)
+    return p.time(time_ns, WritePrecision.NS)
+
+
+def to_point(rec: Any, features: Sequence[str] = ()) -> Optional[Point]:
+    """The point for one record, or None for records that have none."""
+    t = type(rec)
+    if t is ForecastRecord:
+        return _point("scored", {"symbol": rec.symbol, "model": rec.model, "horizon": rec.horizon},
+                      {"pred_return": rec.pred_return, "realized_return": rec.realized_return,
+                       "pred_price": rec.pred_price, "realized_price": rec.realized_price,
+                       "error": rec.error, "abs_error": abs(rec.error)}, rec.target_time)
+    if t is Forecast:
+        return _point("forecast", {"symbol": rec.symbol, "model": rec.model, "horizon": rec.horizon},
+                      {"pred_return": rec.pred_return, "pred_price": rec.pred_price, "price": rec.price,
+                       "forecast_time": rec.forecast_time}, rec.target_time)
+    if t is MetricsRecord:
+        return _point("metrics", {"symbol": rec.symbol, "model": rec.model, "horizon": rec.horizon},
+                      {"n": rec.n, "mae": rec.mae, "rmse": rec.rmse, "skill": rec.skill,
+                       "hit_rate": rec.hit_rate, "n_directional": rec.n_directional}, rec.time)
+    if t is Bar:
+        return _point("bar", {"symbol": rec.key},
+                      {"open": rec.open, "high": rec.high, "low": rec.low, "close": rec.close,
+                       "price": rec.price, "volume": rec.volume, "vwap": rec.vwap, "trades": rec.trades,
+                       "buy_volume": rec.buy_volume, "sell_volume": rec.sell_volume,
+                       "bid": rec.bid or None, "ask": rec.ask or None}, rec.end)
+    if t is FeatureRow:
+        if not features or not rec.ready:
+            return None
+        return _point("features", {"symbol": rec.key}, {f: rec.x[f] for f in features if f in rec.x}, rec.time)
+    return None
