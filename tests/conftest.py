@@ -118,3 +118,73 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory):
                     f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     yield proc.stdout.strip().splitlines()[-1]
     subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=120)
+
+
+class VictoriaMetrics:
+    """A real VictoriaMetrics server (it accepts the InfluxDB v2 write API)
+    on 127.0.0.1; stop() and start() keep its port and data."""
+
+    def __init__(self, data_dir: Path):
+        import socket
+
+        exe = shutil.which("victoria-metrics")
+        if exe is None:
+            pytest.fail("victoria-metrics is not installed (apt-get install victoria-metrics); "
+                        f"CI={os.environ.get('CI')!r}")
+        self.exe, self.data_dir = exe, data_dir
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import time
+        import urllib.request
+
+        self.proc = subprocess.Popen(
+            [self.exe, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.data_dir}",
+             "-retentionPeriod=100y", "-dedup.minScrapeInterval=1ms", "-search.disableCache",
+             "-search.latencyOffset=0s", "-loggerLevel=ERROR"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=1).read()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    pytest.fail(f"victoria-metrics exited: {self.proc.stderr.read()[-2000:]!r}")
+                time.sleep(0.05)
+        pytest.fail("victoria-metrics did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+        self.proc = None
+
+    def export(self, match: str = '{__name__=~".+"}') -> dict[tuple, dict[int, float]]:
+        """Every stored series as {(name, sorted labels): {timestamp_ms: value}}."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        urllib.request.urlopen(self.url + "/internal/force_flush", timeout=30).read()
+        q = urllib.parse.urlencode({"match[]": match})
+        body = urllib.request.urlopen(f"{self.url}/api/v1/export?{q}", timeout=60).read().decode()
+        out: dict[tuple, dict[int, float]] = {}
+        for line in body.splitlines():
+            d = json.loads(line)
+            m = d["metric"]
+            key = (m.pop("__name__"), tuple(sorted(m.items())))
+            out.setdefault(key, {}).update(zip(d["timestamps"], d["values"]))
+        return out
+
+
+@pytest.fixture
+def victoria(tmp_path: Path):
+    vm = VictoriaMetrics(tmp_path / "vm-data")
+    vm.start()
+    yield vm
+    vm.stop()

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from scipy.stats import binomtest
 
-from ticklet.settings import InputConfig, OutputConfig, Settings
+from ticklet.settings import Settings
 
 log = logging.getLogger("ticklet")
 
@@ -78,8 +78,8 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1) -> dict[str,
         (out_dir / name).unlink(missing_ok=True)
     base = Settings()
     settings = base.model_copy(update={
-        "input": InputConfig(**{**base.input.model_dump(), "paths": list(paths)}),
-        "output": OutputConfig(dir=out_dir),
+        "input": base.input.model_copy(update={"paths": list(paths)}),
+        "output": base.output.model_copy(update={"dir": out_dir}),
     })
     flow = build_flow(settings)
     t0 = time.perf_counter()
