@@ -25,6 +25,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from sinks.records import csv_lines, header, jsonl
 from ticklet.events import Count
+from ticklet.telemetry import EVENTS
 
 __all__ = ["CounterSink", "CsvSink", "JsonLinesSink"]
 
@@ -111,6 +112,7 @@ class _CounterPartition(StatefulSinkPartition[Count, dict]):
         t = self._totals
         for c in values:
             t[c.name] = t.get(c.name, 0) + c.n
+            EVENTS.labels(c.name).inc(c.n)
 
     def snapshot(self) -> dict:
         self._dump()

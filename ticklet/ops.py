@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any, Generic, Optional, TypeVar
 
 import bytewax.operators as op
@@ -32,6 +33,7 @@ from ticklet.events import (
     MetricsRecord,
     RawChunk,
 )
+from ticklet.telemetry import STAGE_SECONDS
 
 __all__ = [
     "ChunkOut",
@@ -77,13 +79,16 @@ class _Side:
 class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
     """Drive a pure step function over a batch of values for one key."""
 
-    def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[tuple[str, type]]):
+    def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[tuple[str, type]],
+                 stage: str):
         self.step = step
         self.state = state
         self.flatten = flatten
         self.count_as = count_as
+        self.timer = STAGE_SECONDS.labels(stage)
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
+        t0 = perf_counter()
         step = self.step
         st = self.state
         out: list = []
@@ -99,6 +104,7 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
                 if o:
                     out.extend(o)
         self.state = st
+        self.timer.observe(perf_counter() - t0)
         if not out:
             return out, StatefulBatchLogic.RETAIN
         main = [o for o in out if type(o) is not Count and type(o) is not ErrorRecord]
@@ -144,7 +150,8 @@ def run_step(
     type under that counter name."""
 
     def builder(resume: Optional[S]) -> _StepLogic:
-        return _StepLogic(step, init() if resume is None else resume, flatten, count_as)
+        return _StepLogic(step, init() if resume is None else resume, flatten, count_as,
+                          step_id.rsplit(".", 1)[-1])
 
     s = op.stateful_batch("stateful_step", up, builder)
     b = op.branch("split_side", s, _is_main)
@@ -155,8 +162,13 @@ def run_step(
     )
 
 
+_PARSE_SECONDS = STAGE_SECONDS.labels("parse")
+
+
 def _chunk_items(chunk: RawChunk) -> list:
+    t0 = perf_counter()
     by_key, errors, counts = parse_chunk(chunk)
+    _PARSE_SECONDS.observe(perf_counter() - t0)
     items: list = list(by_key.items())
     items.extend(errors)
     items.extend(Count(k, v) for k, v in counts.items() if v)
