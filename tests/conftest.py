@@ -171,7 +171,10 @@ class VictoriaMetrics:
         import urllib.request
 
         urllib.request.urlopen(self.url + "/internal/force_flush", timeout=30).read()
-        q = urllib.parse.urlencode({"match[]": match})
+        import time
+
+        # all time, up to an hour ahead (health points are stamped with the wall clock)
+        q = urllib.parse.urlencode({"match[]": match, "start": "0", "end": str(int(time.time()) + 3600)})
         body = urllib.request.urlopen(f"{self.url}/api/v1/export?{q}", timeout=60).read().decode()
         out: dict[tuple, dict[int, float]] = {}
         for line in body.splitlines():
