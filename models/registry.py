@@ -1,11 +1,14 @@
 """Named learners, so that choosing models is one setting.
 
-Add a model by writing a class with ``predict_one``/``learn_one`` (see
-:mod:`models.base`) and one entry in :data:`MODELS`.
+Add a model by writing a class with ``predict_one(x)`` and ``learn_one(x, y)``
+(see :mod:`models.base`; optionally ``predict_with_interval(x)``) and one
+entry in :data:`MODELS`: a function of the :class:`LearnerConfig` and the
+horizon in bars. ``ensemble`` is not in the table: the time-travel join
+builds it over the other models it runs (:mod:`models.ensemble`).
 
->>> sorted(MODELS)
-['linear', 'logistic', 'naive']
->>> type(build("linear", LearnerConfig())).__name__
+>>> sorted(MODELS)  # doctest: +NORMALIZE_WHITESPACE
+['arf', 'bayes_linear', 'hat', 'linear', 'linear_conformal', 'logistic', 'naive', 'pa', 'snarimax']
+>>> type(build("linear", LearnerConfig(), 1)).__name__
 'TargetStandardScaler'
 """
 
@@ -13,13 +16,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.base import NaiveModel, OnlineModel
-from models.river_models import DirectionClassifier, linear_regressor
+from models.river_models import (
+    BayesianRegressor,
+    DirectionClassifier,
+    JackknifeRegressor,
+    SnarimaxForecaster,
+    adaptive_random_forest,
+    hoeffding_adaptive_tree,
+    linear_regressor,
+    passive_aggressive,
+)
 
-__all__ = ["LearnerConfig", "MODELS", "build"]
+__all__ = ["ENSEMBLE", "LearnerConfig", "MODELS", "build"]
+
+#: The name of the ensemble over the other models.
+ENSEMBLE = "ensemble"
 
 
 class LearnerConfig(BaseModel):
@@ -27,22 +43,41 @@ class LearnerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    seed: int = Field(0, description="Seed of the randomized learners (trees, forests, CNN-GRU).")
     linear_lr: float = Field(0.001, gt=0, description="SGD learning rate of the linear regressor.")
     linear_l2: float = Field(0.001, ge=0, description="L2 penalty of the linear regressor.")
     logistic_lr: float = Field(0.005, gt=0, description="SGD learning rate of the direction classifier.")
     logistic_l2: float = Field(0.001, ge=0, description="L2 penalty of the direction classifier.")
+    pa_c: float = Field(0.01, gt=0, description="Aggressiveness C of the passive-aggressive regressor.")
+    pa_eps: float = Field(0.1, ge=0, description="Insensitivity (in target standard deviations) of the passive-aggressive regressor.")
+    hat_grace_period: int = Field(100, ge=1, description="Observations between split attempts of the Hoeffding adaptive tree.")
+    arf_models: int = Field(5, ge=1, description="Trees in the adaptive random forest.")
+    bayes_alpha: float = Field(1.0, gt=0, description="Prior precision of the Bayesian linear regression.")
+    bayes_beta: float = Field(1.0, gt=0, description="Noise precision (standardized target) of the Bayesian linear regression.")
+    snarimax_order: tuple[int, int, int] = Field((3, 0, 1), description="(p, d, q) of SNARIMAX on the realized-return series.")
+    interval_level: float = Field(0.9, gt=0, lt=1, description="Coverage aimed at by predictive intervals.")
+    ensemble_rule: Literal["eg", "hedge", "direction"] = Field(
+        "eg", description="Ensemble weights: exponentiated gradient, Hedge on squared loss, or Hedge on direction.")
+    ensemble_eta: float = Field(0.05, gt=0, description="Learning rate of the ensemble weights.")
+    ensemble_decay: float = Field(0.995, gt=0, le=1, description="Discount of past losses (Hedge).")
 
 
-MODELS: Mapping[str, Callable[[LearnerConfig], OnlineModel]] = MappingProxyType({
-    "naive": lambda c: NaiveModel(),
-    "linear": lambda c: linear_regressor(c.linear_lr, c.linear_l2),
-    "logistic": lambda c: DirectionClassifier(c.logistic_lr, c.logistic_l2),
+MODELS: Mapping[str, Callable[[LearnerConfig, int], OnlineModel]] = MappingProxyType({
+    "naive": lambda c, h: NaiveModel(),
+    "linear": lambda c, h: linear_regressor(c.linear_lr, c.linear_l2),
+    "linear_conformal": lambda c, h: JackknifeRegressor(linear_regressor(c.linear_lr, c.linear_l2), c.interval_level),
+    "logistic": lambda c, h: DirectionClassifier(c.logistic_lr, c.logistic_l2),
+    "pa": lambda c, h: passive_aggressive(c.pa_c, c.pa_eps),
+    "hat": lambda c, h: hoeffding_adaptive_tree(c.seed, c.hat_grace_period),
+    "arf": lambda c, h: adaptive_random_forest(c.seed, c.arf_models),
+    "bayes_linear": lambda c, h: BayesianRegressor(c.bayes_alpha, c.bayes_beta, c.interval_level),
+    "snarimax": lambda c, h: SnarimaxForecaster(h, *c.snarimax_order),
 })
 
 
-def build(name: str, cfg: LearnerConfig) -> OnlineModel:
-    """A fresh learner by name."""
+def build(name: str, cfg: LearnerConfig, horizon: int) -> OnlineModel:
+    """A fresh learner by name, for a horizon in bars."""
     try:
-        return MODELS[name](cfg)
+        return MODELS[name](cfg, horizon)
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}") from None
+        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)} and {ENSEMBLE!r}") from None

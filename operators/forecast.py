@@ -41,13 +41,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Optional, Union
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.base import OnlineModel
-from models.registry import MODELS, LearnerConfig, build
+from models.ensemble import EnsembleModel
+from models.registry import ENSEMBLE, MODELS, LearnerConfig, build
 from ticklet.events import Count, FeatureRow, Forecast, ForecastRecord
 
 __all__ = ["ForecastConfig", "JoinState", "Pending", "step"]
@@ -60,9 +61,9 @@ class ForecastConfig(BaseModel):
 
     horizons: tuple[int, ...] = Field((1, 10), description="Forecast horizons in bars.")
     models: tuple[str, ...] = Field(
-        ("naive", "linear", "logistic"),
+        ("naive", "linear", "logistic", "bayes_linear", "ensemble"),
         description="Learners by name (see models.registry.MODELS); 'naive' is the zero-return "
-        "baseline that skill is measured against.")
+        "baseline that skill is measured against; 'ensemble' combines all the others.")
     learners: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner hyper-parameters.")
     max_pending: int = Field(100_000, ge=1, description="Upper bound on forecasts waiting for their target, per instrument.")
 
@@ -76,14 +77,24 @@ class ForecastConfig(BaseModel):
     @field_validator("models")
     @classmethod
     def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [m for m in v if m not in MODELS]
+        unknown = [m for m in v if m not in MODELS and m != ENSEMBLE]
         if unknown:
-            raise ValueError(f"unknown models {unknown}; known: {sorted(MODELS)}")
+            raise ValueError(f"unknown models {unknown}; known: {sorted(MODELS)} and {ENSEMBLE!r}")
+        if len(set(v)) != len(v):
+            raise ValueError("a model is listed twice")
+        if ENSEMBLE in v and len(v) < 2:
+            raise ValueError("the ensemble needs other models to combine")
         return v
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The models the ensemble combines: every other model."""
+        return tuple(m for m in self.models if m != ENSEMBLE)
 
 
 class Pending(msgspec.Struct, frozen=True, gc=False):
-    """A forecast waiting for its target time."""
+    """A forecast waiting for its target time. ``x`` is what its model will
+    learn from: the features, or the members' forecasts for the ensemble."""
 
     model: str
     forecast_time: int
@@ -91,6 +102,8 @@ class Pending(msgspec.Struct, frozen=True, gc=False):
     pred: float
     price: float
     x: dict[str, float]
+    lo: Optional[float] = None
+    hi: Optional[float] = None
 
 
 @dataclass(slots=True)
@@ -104,11 +117,14 @@ class JoinState:
 
     def __post_init__(self) -> None:
         c = self.config
+        lc = c.learners
         for h in c.horizons:
             self.pending.setdefault(h, deque())
             for m in c.models:
                 if (m, h) not in self.models:
-                    self.models[(m, h)] = build(m, c.learners)
+                    self.models[(m, h)] = (
+                        EnsembleModel(c.members, lc.ensemble_rule, lc.ensemble_eta, lc.ensemble_decay)
+                        if m == ENSEMBLE else build(m, lc, h))
 
 
 Out = Union[Forecast, ForecastRecord, Count]
@@ -133,25 +149,39 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
             realized = math.log(row.price / p.price)
             out.append(ForecastRecord(row.key, p.model, h, p.forecast_time, t, p.pred,
                                       p.price * math.exp(p.pred), realized, row.price,
-                                      realized - p.pred))
+                                      realized - p.pred, p.lo, p.hi))
             st.models[(p.model, h)].learn_one(p.x, realized)
     if expired:
         out.append(Count("forecasts_expired", expired))
     if row.ready:
         x = row.x
         bad = 0
+        ensemble = ENSEMBLE in st.config.models
         for h, dq in st.pending.items():
             target = t + h * row.interval
-            for m in st.config.models:
-                pred = st.models[(m, h)].predict_one(x)
-                if not math.isfinite(pred):
-                    pred = 0.0
+            preds: dict[str, float] = {}
+            for m in st.config.members:
+                model = st.models[(m, h)]
+                with_interval = getattr(model, "predict_with_interval", None)
+                lo = hi = None
+                if with_interval is not None:
+                    pred, lo, hi = with_interval(x)
+                else:
+                    pred = model.predict_one(x)
+                if not math.isfinite(pred) or (lo is not None and not (math.isfinite(lo) and math.isfinite(hi))):
+                    pred, lo, hi = 0.0, None, None
                     bad += 1
                 pred = float(pred)
-                dq.append(Pending(m, t, target, pred, row.price, x))
-                st.n_pending += 1
+                preds[m] = pred
+                dq.append(Pending(m, t, target, pred, row.price, x, lo, hi))
                 out.append(Forecast(row.key, m, h, t, target, pred, row.price,
+                                    row.price * math.exp(pred), lo, hi))
+            if ensemble:
+                pred = float(st.models[(ENSEMBLE, h)].predict_one(preds))
+                dq.append(Pending(ENSEMBLE, t, target, pred, row.price, preds))
+                out.append(Forecast(row.key, ENSEMBLE, h, t, target, pred, row.price,
                                     row.price * math.exp(pred)))
+            st.n_pending += len(st.config.models)
         if bad:
             out.append(Count("forecasts_nonfinite", bad))
         dropped = 0

@@ -8,7 +8,9 @@ running metrics of its (model, horizon) are emitted:
   return has squared error ``realized**2`` on exactly the same targets;
 - ``hit_rate``: the share of realized non-zero moves whose sign the forecast
   got right (a zero forecast is a miss), over ``n_directional`` moves;
-  None while the model has never forecast a non-zero return.
+  None while the model has never forecast a non-zero return;
+- ``coverage``: the share of realized returns inside the predictive
+  interval, over the ``n_interval`` forecasts that had one.
 
 >>> from ticklet.events import ForecastRecord
 >>> st = MetricsState()
@@ -40,6 +42,8 @@ class _Acc:
     n_dir: int = 0
     hits: int = 0
     calls: int = 0
+    n_interval: int = 0
+    covered: int = 0
 
 
 @dataclass(slots=True)
@@ -66,8 +70,13 @@ def step(state: MetricsState, rec: ForecastRecord) -> tuple[MetricsState, list[M
         a.n_dir += 1
         if p * r > 0.0:
             a.hits += 1
+    if rec.pred_lo is not None:
+        a.n_interval += 1
+        if rec.pred_lo <= r <= rec.pred_hi:  # type: ignore[operator]
+            a.covered += 1
     skill = 1.0 - a.sq_err / a.sq_naive if a.sq_naive > 0.0 else None
     hit = a.hits / a.n_dir if a.calls and a.n_dir else None
+    coverage = a.covered / a.n_interval if a.n_interval else None
     return state, [MetricsRecord(rec.symbol, rec.model, rec.horizon, rec.target_time, a.n,
                                  a.abs_err / a.n, math.sqrt(a.sq_err / a.n), skill, hit,
-                                 a.n_dir, a.hits)]
+                                 a.n_dir, a.hits, coverage, a.n_interval)]

@@ -6,12 +6,14 @@ Measurements, tags and fields (the Grafana dashboards query exactly these;
 =================  ==========================  ================================================
 measurement        tags                        fields
 =================  ==========================  ================================================
-``forecast``       symbol, model, horizon      pred_return, pred_price, price, forecast_time
-                                               (at the **target** time: the forecast is drawn
-                                               where it will be checked)
+``forecast``       symbol, model, horizon      pred_return, pred_price, price, forecast_time,
+                                               pred_lo, pred_hi (at the **target** time: the
+                                               forecast is drawn where it will be checked)
 ``scored``         symbol, model, horizon      pred_return, realized_return, pred_price,
-                                               realized_price, error, abs_error (at target time)
-``metrics``        symbol, model, horizon      n, mae, rmse, skill, hit_rate, n_directional
+                                               realized_price, error, abs_error, pred_lo,
+                                               pred_hi (at target time)
+``metrics``        symbol, model, horizon      n, mae, rmse, skill, hit_rate, n_directional,
+                                               coverage
 ``bar``            symbol                      open, high, low, close, price, volume, vwap,
                                                trades, buy_volume, sell_volume, bid, ask
 ``features``       symbol                      the configured features (scaled, as models see them)
@@ -43,10 +45,13 @@ __all__ = ["MEASUREMENTS", "to_point"]
 
 #: measurement -> (tags, fields) written; ``features`` fields depend on settings.
 MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "forecast": (("symbol", "model", "horizon"), ("pred_return", "pred_price", "price", "forecast_time")),
+    "forecast": (("symbol", "model", "horizon"),
+                 ("pred_return", "pred_price", "price", "forecast_time", "pred_lo", "pred_hi")),
     "scored": (("symbol", "model", "horizon"),
-               ("pred_return", "realized_return", "pred_price", "realized_price", "error", "abs_error")),
-    "metrics": (("symbol", "model", "horizon"), ("n", "mae", "rmse", "skill", "hit_rate", "n_directional")),
+               ("pred_return", "realized_return", "pred_price", "realized_price", "error", "abs_error",
+                "pred_lo", "pred_hi")),
+    "metrics": (("symbol", "model", "horizon"),
+                ("n", "mae", "rmse", "skill", "hit_rate", "n_directional", "coverage")),
     "bar": (("symbol",), ("open", "high", "low", "close", "price", "volume", "vwap", "trades",
                           "buy_volume", "sell_volume", "bid", "ask")),
     "features": (("symbol",), ()),
@@ -72,15 +77,18 @@ def to_point(rec: Any, features: Sequence[str] = ()) -> Optional[Point]:
         return _point("scored", {"symbol": rec.symbol, "model": rec.model, "horizon": rec.horizon},
                       {"pred_return": rec.pred_return, "realized_return": rec.realized_return,
                        "pred_price": rec.pred_price, "realized_price": rec.realized_price,
-                       "error": rec.error, "abs_error": abs(rec.error)}, rec.target_time)
+                       "error": rec.error, "abs_error": abs(rec.error),
+                       "pred_lo": rec.pred_lo, "pred_hi": rec.pred_hi}, rec.target_time)
     if t is Forecast:
         return _point("forecast", {"symbol": rec.symbol, "model": rec.model, "horizon": rec.horizon},
                       {"pred_return": rec.pred_return, "pred_price": rec.pred_price, "price": rec.price,
-                       "forecast_time": rec.forecast_time}, rec.target_time)
+                       "forecast_time": rec.forecast_time, "pred_lo": rec.pred_lo, "pred_hi": rec.pred_hi},
+                      rec.target_time)
     if t is MetricsRecord:
         return _point("metrics", {"symbol": rec.symbol, "model": rec.model, "horizon": rec.horizon},
                       {"n": rec.n, "mae": rec.mae, "rmse": rec.rmse, "skill": rec.skill,
-                       "hit_rate": rec.hit_rate, "n_directional": rec.n_directional}, rec.time)
+                       "hit_rate": rec.hit_rate, "n_directional": rec.n_directional,
+                       "coverage": rec.coverage}, rec.time)
     if t is Bar:
         return _point("bar", {"symbol": rec.key},
                       {"open": rec.open, "high": rec.high, "low": rec.low, "close": rec.close,

@@ -120,49 +120,49 @@ def learner_name(request) -> str:
 
 
 def test_learner_protocol_and_finite_predictions(learner_name, learning_stream):
-    m = build(learner_name, LearnerConfig())
+    m = build(learner_name, LearnerConfig(), 1)
     assert isinstance(m, OnlineModel)
     preds = _prequential(m, learning_stream)
-    assert all(type(p) is float and math.isfinite(p) for p in preds)
+    assert all(isinstance(p, float) and math.isfinite(p) for p in preds)
 
 
 @pytest.mark.parametrize("how", ["pickle", "deepcopy"])
 def test_learner_round_trip_mid_stream(learner_name, learning_stream, how):
     k = len(learning_stream) // 2
-    m = build(learner_name, LearnerConfig())
+    m = build(learner_name, LearnerConfig(), 1)
     head = _prequential(m, learning_stream[:k])
     r = pickle.loads(pickle.dumps(m)) if how == "pickle" else copy.deepcopy(m)
     tail_restored = _prequential(r, learning_stream[k:])
     assert tail_restored == _prequential(m, learning_stream[k:])
-    assert head + tail_restored == _prequential(build(learner_name, LearnerConfig()), learning_stream)
+    assert head + tail_restored == _prequential(build(learner_name, LearnerConfig(), 1), learning_stream)
 
 
 def test_learner_does_not_mutate_features(learner_name, learning_stream):
     fed = copy.deepcopy(learning_stream)
-    m = build(learner_name, LearnerConfig())
+    m = build(learner_name, LearnerConfig(), 1)
     _prequential(m, fed)
     assert fed == learning_stream
 
 
 def test_learner_fresh_runs_are_identical_and_prefix_invariant(learner_name, learning_stream):
-    a = _prequential(build(learner_name, LearnerConfig()), learning_stream)
-    b = _prequential(build(learner_name, LearnerConfig()), learning_stream)
+    a = _prequential(build(learner_name, LearnerConfig(), 1), learning_stream)
+    b = _prequential(build(learner_name, LearnerConfig(), 1), learning_stream)
     assert a == b
     k = len(learning_stream) // 3
-    assert _prequential(build(learner_name, LearnerConfig()), learning_stream[:k]) == a[:k]
+    assert _prequential(build(learner_name, LearnerConfig(), 1), learning_stream[:k]) == a[:k]
 
 
 def test_learner_feature_order_has_no_impact(learner_name, learning_stream):
     """River's check_shuffle_features_no_impact."""
     rev = [(dict(reversed(list(x.items()))), y) for x, y in learning_stream]
-    a = _prequential(build(learner_name, LearnerConfig()), learning_stream)
-    b = _prequential(build(learner_name, LearnerConfig()), rev)
+    a = _prequential(build(learner_name, LearnerConfig(), 1), learning_stream)
+    b = _prequential(build(learner_name, LearnerConfig(), 1), rev)
     assert all(math.isclose(p, q, rel_tol=1e-6, abs_tol=1e-12) for p, q in zip(a, b))
 
 
 def test_learner_tolerates_emerging_and_disappearing_features(learner_name, learning_stream):
     """River's check_emerging_features / check_disappearing_features."""
-    m = build(learner_name, LearnerConfig())
+    m = build(learner_name, LearnerConfig(), 1)
     keys = sorted(learning_stream[0][0])
     half = len(learning_stream) // 2
     for i, (x, y) in enumerate(learning_stream):

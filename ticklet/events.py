@@ -244,6 +244,8 @@ class Forecast(msgspec.Struct, frozen=True, gc=False):
     pred_return: float
     price: float
     pred_price: float
+    pred_lo: Optional[float] = None  # predictive interval of the return, if the model gives one
+    pred_hi: Optional[float] = None
 
 
 class ForecastRecord(msgspec.Struct, frozen=True, gc=False):
@@ -251,6 +253,8 @@ class ForecastRecord(msgspec.Struct, frozen=True, gc=False):
 
     Returns are log returns of the bar price from ``forecast_time`` to
     ``target_time``; ``error = realized_return - pred_return``.
+    ``pred_lo``/``pred_hi`` bound the predictive interval of the return, for
+    models that give one.
     """
 
     symbol: str
@@ -263,6 +267,8 @@ class ForecastRecord(msgspec.Struct, frozen=True, gc=False):
     realized_return: float
     realized_price: float
     error: float
+    pred_lo: Optional[float] = None
+    pred_hi: Optional[float] = None
 
 
 class MetricsRecord(msgspec.Struct, frozen=True, gc=False):
@@ -284,6 +290,8 @@ class MetricsRecord(msgspec.Struct, frozen=True, gc=False):
     hit_rate: Optional[float]
     n_directional: int
     hits: int
+    coverage: Optional[float] = None  # share of realized returns inside the predictive interval
+    n_interval: int = 0
 
 
 class Count(msgspec.Struct, frozen=True, gc=False):
