@@ -61,9 +61,10 @@ class ForecastConfig(BaseModel):
 
     horizons: tuple[int, ...] = Field((1, 10), description="Forecast horizons in bars.")
     models: tuple[str, ...] = Field(
-        ("naive", "linear", "logistic", "bayes_linear", "ensemble"),
+        ("naive", "linear", "logistic"),
         description="Learners by name (see models.registry.MODELS); 'naive' is the zero-return "
-        "baseline that skill is measured against; 'ensemble' combines all the others.")
+        "baseline that skill is measured against; 'ensemble' combines all the others. "
+        "E.g. [\"naive\",\"linear\",\"logistic\",\"bayes_linear\",\"hat\",\"ensemble\"].")
     learners: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner hyper-parameters.")
     max_pending: int = Field(100_000, ge=1, description="Upper bound on forecasts waiting for their target, per instrument.")
 

@@ -86,7 +86,9 @@ def test_forecasts_zero_until_trained_then_real(reference):
     assert m.n_retrains == m.n_labelled // 20 > 20
     assert m.n_unmatched == w - 1  # labels of the forecasts made while the window filled
     # one forecast per ready row; zero while the window fills and before the first retrain
-    first_live = w - 1 + m.config.retrain_every + 1  # label k arrives one bar after forecast k
+    # forecast w-1 is the first with a full window; its label comes before forecast w, so the
+    # retrain_every-th label (first retrain) comes just before forecast w-1+retrain_every
+    first_live = w - 1 + m.config.retrain_every
     assert all(p == 0.0 for p in preds[:first_live])
     live = preds[first_live:]
     assert all(math.isfinite(p) and p != 0.0 for p in live)
