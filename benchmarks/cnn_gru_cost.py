@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+from realdata import run_chain
 
-from models.cnn_gru import CNNGRUConfig, CNNGRUModel  # noqa: E402
-from realdata import run_chain  # noqa: E402
+from models.cnn_gru import CNNGRUConfig, CNNGRUModel
 
 TARGET_US = 5000.0
 

@@ -72,7 +72,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,12 +106,12 @@ class CNNGRUConfig(BaseModel):
     clip_grad: float = Field(1.0, ge=0, description="Max gradient norm per step; 0 disables clipping.")
     clip_x: float = Field(10.0, gt=0, description="Feature values are clipped to [-clip_x, clip_x]; "
                           "non-finite ones become 0.")
-    max_pending: Optional[int] = Field(None, ge=1, description="Most forecast windows kept waiting for "
+    max_pending: int | None = Field(None, ge=1, description="Most forecast windows kept waiting for "
                                        "their target (the oldest are dropped); None means 4 * window. "
                                        "Must exceed the horizon in bars.")
 
     @model_validator(mode="after")
-    def _kernel_fits(self) -> "CNNGRUConfig":
+    def _kernel_fits(self) -> CNNGRUConfig:
         if self.kernel > self.window:
             raise ValueError(f"kernel ({self.kernel}) must not exceed window ({self.window})")
         return self
@@ -156,13 +156,13 @@ class CNNGRUModel:
         beyond ``max_pending``).
     """
 
-    def __init__(self, config: Optional[CNNGRUConfig] = None):
+    def __init__(self, config: CNNGRUConfig | None = None):
         self.config = config if config is not None else CNNGRUConfig()
         c = self.config
         _apply_threads(c.threads)
-        self.names: Optional[tuple[str, ...]] = None
-        self.net: Optional[_Net] = None
-        self.opt: Optional[torch.optim.Adam] = None
+        self.names: tuple[str, ...] | None = None
+        self.net: _Net | None = None
+        self.opt: torch.optim.Adam | None = None
         self.history: deque = deque(maxlen=c.window)
         self.pending: deque = deque()
         self.memory: deque = deque(maxlen=c.buffer)

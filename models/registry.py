@@ -7,7 +7,7 @@ horizon in bars. ``ensemble`` is not in the table: the time-travel join
 builds it over the other models it runs (:mod:`models.ensemble`).
 
 >>> sorted(MODELS)  # doctest: +NORMALIZE_WHITESPACE
-['arf', 'bayes_linear', 'hat', 'linear', 'linear_conformal', 'logistic', 'naive', 'pa', 'snarimax']
+['arf', 'bayes_linear', 'cnn_gru', 'hat', 'linear', 'linear_conformal', 'logistic', 'naive', 'pa', 'snarimax']
 >>> type(build("linear", LearnerConfig(), 1)).__name__
 'TargetStandardScaler'
 """
@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.base import NaiveModel, OnlineModel
+from models.cnn_gru import CNNGRUConfig, CNNGRUModel
 from models.river_models import (
     BayesianRegressor,
     DirectionClassifier,
@@ -60,6 +61,7 @@ class LearnerConfig(BaseModel):
         "eg", description="Ensemble weights: exponentiated gradient, Hedge on squared loss, or Hedge on direction.")
     ensemble_eta: float = Field(0.05, gt=0, description="Learning rate of the ensemble weights.")
     ensemble_decay: float = Field(0.995, gt=0, le=1, description="Discount of past losses (Hedge).")
+    cnn_gru: CNNGRUConfig = Field(default_factory=CNNGRUConfig, description="Hyper-parameters of the CNN-GRU learner.")
 
 
 MODELS: Mapping[str, Callable[[LearnerConfig, int], OnlineModel]] = MappingProxyType({
@@ -72,6 +74,7 @@ MODELS: Mapping[str, Callable[[LearnerConfig, int], OnlineModel]] = MappingProxy
     "arf": lambda c, h: adaptive_random_forest(c.seed, c.arf_models),
     "bayes_linear": lambda c, h: BayesianRegressor(c.bayes_alpha, c.bayes_beta, c.interval_level),
     "snarimax": lambda c, h: SnarimaxForecaster(h, *c.snarimax_order),
+    "cnn_gru": lambda c, h: CNNGRUModel(c.cnn_gru),
 })
 
 

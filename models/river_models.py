@@ -132,8 +132,11 @@ class SnarimaxForecaster:
     next target, ``h`` steps ahead in that series, is ``forecast(h)[-1]``.
     """
 
-    def __init__(self, horizon: int, p: int = 3, d: int = 0, q: int = 1):
-        self.model = time_series.SNARIMAX(p=p, d=d, q=q)
+    def __init__(self, horizon: int, p: int = 3, d: int = 0, q: int = 1, lr: float = 0.001):
+        # River's default inner regressor (SGD at 0.01) diverges on return series.
+        regressor = preprocessing.StandardScaler() | linear_model.LinearRegression(
+            optimizer=optim.SGD(lr), intercept_lr=lr)
+        self.model = time_series.SNARIMAX(p=p, d=d, q=q, regressor=regressor)
         self.h = horizon
         self.n = 0
 

@@ -67,6 +67,10 @@ class ForecastConfig(BaseModel):
         "E.g. [\"naive\",\"linear\",\"logistic\",\"bayes_linear\",\"hat\",\"ensemble\"].")
     learners: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner hyper-parameters.")
     max_pending: int = Field(100_000, ge=1, description="Upper bound on forecasts waiting for their target, per instrument.")
+    max_abs_return: float = Field(
+        1.0, gt=0,
+        description="A forecast log return beyond this (or not finite) is a diverged model: it is replaced "
+        "by 0, without interval, and counted as forecasts_invalid.")
 
     @field_validator("horizons")
     @classmethod
@@ -158,6 +162,7 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
         x = row.x
         bad = 0
         ensemble = ENSEMBLE in st.config.models
+        lim = st.config.max_abs_return
         for h, dq in st.pending.items():
             target = t + h * row.interval
             preds: dict[str, float] = {}
@@ -169,8 +174,8 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
                     pred, lo, hi = with_interval(x)
                 else:
                     pred = model.predict_one(x)
-                if not math.isfinite(pred) or (lo is not None and not (math.isfinite(lo) and math.isfinite(hi))):
-                    pred, lo, hi = 0.0, None, None
+                if not (abs(pred) <= lim and (lo is None or (abs(lo) <= lim and abs(hi) <= lim))):
+                    pred, lo, hi = 0.0, None, None  # NaN fails the comparison too
                     bad += 1
                 pred = float(pred)
                 preds[m] = pred
@@ -179,12 +184,15 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
                                     row.price * math.exp(pred), lo, hi))
             if ensemble:
                 pred = float(st.models[(ENSEMBLE, h)].predict_one(preds))
+                if not abs(pred) <= lim:
+                    pred = 0.0
+                    bad += 1
                 dq.append(Pending(ENSEMBLE, t, target, pred, row.price, preds))
                 out.append(Forecast(row.key, ENSEMBLE, h, t, target, pred, row.price,
                                     row.price * math.exp(pred)))
             st.n_pending += len(st.config.models)
         if bad:
-            out.append(Count("forecasts_nonfinite", bad))
+            out.append(Count("forecasts_invalid", bad))
         dropped = 0
         while st.n_pending > st.config.max_pending:
             longest = max(st.pending.values(), key=len)

@@ -16,6 +16,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from models.base import OnlineModel
 from models.cnn_gru import CNNGRUConfig, CNNGRUModel
@@ -71,11 +72,11 @@ def test_protocol_and_config():
     assert c.pending_limit == 240
     for name, f in CNNGRUConfig.model_fields.items():
         assert f.description, name
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         CNNGRUConfig(unknown=1)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         CNNGRUConfig(window=4, kernel=5)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         c.window = 3  # frozen
     assert torch.get_num_threads() == 1
 

@@ -68,15 +68,17 @@ def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
     }
 
 
-def run_backtest(paths: list[str], out_dir: Path, workers: int = 1) -> dict[str, Any]:
-    """Run the forecasting dataflow on ``paths`` and return the summary."""
+def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
+                 base: Optional[Settings] = None) -> dict[str, Any]:
+    """Run the forecasting dataflow on ``paths`` (with ``base`` settings, by
+    default those of the environment) and return the summary."""
     from bytewax.testing import cluster_main, run_main
 
     from dataflows.forecast import OUTPUT_FILES, build_flow
 
     for name in OUTPUT_FILES:  # a fresh run: never report a previous run's files
         (out_dir / name).unlink(missing_ok=True)
-    base = Settings()
+    base = base or Settings()
     settings = base.model_copy(update={
         "input": base.input.model_copy(update={"paths": list(paths)}),
         "output": base.output.model_copy(update={"dir": out_dir}),
