@@ -10,9 +10,13 @@ updated online from realized losses once the target is known:
 - ``hedge``: ``w_m`` proportional to ``exp(-eta L_m)`` with ``L_m`` the
   discounted sum of each member's own normalized squared loss;
 - ``direction``: Hedge on each member's logistic loss of the *direction*,
-  ``log(1 + exp(-sign(y) p_m / |p|_m))``, with forecasts put on one scale by
-  their running mean magnitude; the combination is rescaled by the running
-  mean absolute return. It follows the members that call the sign best.
+  ``log(1 + exp(-sign(y) p_m / |p|_m))`` (forecasts put on one scale by their
+  running mean magnitude); the forecast is the weighted sum of the members'
+  forecasts. It follows the members that call the sign best;
+- ``stack``: an online logistic regression (River) on the members' forecasts,
+  each put on one scale by its running mean magnitude, learning the direction
+  of the realized return from its log loss; the forecast is
+  ``(2 P(up) - 1)`` times the running mean absolute return.
 
 ``var(y)`` is the running variance of past realized returns, so ``eta`` does
 not depend on the price scale.
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import math
 
-from river import stats
+from river import linear_model, optim, stats
 
 __all__ = ["EnsembleModel"]
 
@@ -42,7 +46,7 @@ class EnsembleModel:
     def __init__(self, members: tuple[str, ...], rule: str = "eg", eta: float = 0.5, decay: float = 0.995):
         if not members:
             raise ValueError("an ensemble needs members")
-        if rule not in ("eg", "hedge", "direction"):
+        if rule not in ("eg", "hedge", "direction", "stack"):
             raise ValueError(f"unknown ensemble rule {rule!r}")
         self.members = tuple(members)
         self.rule, self.eta, self.decay = rule, eta, decay
@@ -51,18 +55,31 @@ class EnsembleModel:
         self.y = stats.Var()
         self.mag = {m: stats.Mean() for m in members}
         self.abs_y = stats.Mean()
+        self.stacker = linear_model.LogisticRegression(optimizer=optim.SGD(eta)) if rule == "stack" else None
 
     def _unit(self, m: str, p: float) -> float:
         scale = self.mag[m].get()
         return p / scale if scale > 0.0 else 0.0
 
+    def _units(self, preds: dict[str, float]) -> dict[str, float]:
+        return {m: self._unit(m, preds.get(m, 0.0)) for m in self.members}
+
     def predict_one(self, preds: dict[str, float]) -> float:
-        if self.rule == "direction":
-            return self.abs_y.get() * sum(w * self._unit(m, preds.get(m, 0.0)) for m, w in self.weights.items())
+        if self.stacker is not None:
+            p_up = self.stacker.predict_proba_one(self._units(preds)).get(True, 0.5)
+            return (2.0 * p_up - 1.0) * self.abs_y.get()
         return sum(w * preds.get(m, 0.0) for m, w in self.weights.items())
 
     def learn_one(self, preds: dict[str, float], y: float) -> None:
         self.y.update(y)
+        if self.stacker is not None:
+            units = self._units(preds)  # scaled with the magnitudes known at forecast time
+            self.abs_y.update(abs(y))
+            for m in self.members:
+                self.mag[m].update(abs(preds.get(m, 0.0)))
+            if y != 0.0:
+                self.stacker.learn_one(units, y > 0.0)
+            return
         if self.rule == "direction":
             self.abs_y.update(abs(y))
             for m in self.members:

@@ -57,8 +57,9 @@ class LearnerConfig(BaseModel):
     bayes_beta: float = Field(1.0, gt=0, description="Noise precision (standardized target) of the Bayesian linear regression.")
     snarimax_order: tuple[int, int, int] = Field((3, 0, 1), description="(p, d, q) of SNARIMAX on the realized-return series.")
     interval_level: float = Field(0.9, gt=0, lt=1, description="Coverage aimed at by predictive intervals.")
-    ensemble_rule: Literal["eg", "hedge", "direction"] = Field(
-        "eg", description="Ensemble weights: exponentiated gradient, Hedge on squared loss, or Hedge on direction.")
+    ensemble_rule: Literal["eg", "hedge", "direction", "stack"] = Field(
+        "eg", description="Ensemble combination: exponentiated gradient, Hedge on squared loss, Hedge on "
+        "direction, or an online logistic stacker (see models.ensemble).")
     ensemble_eta: float = Field(0.05, gt=0, description="Learning rate of the ensemble weights.")
     ensemble_decay: float = Field(0.995, gt=0, le=1, description="Discount of past losses (Hedge).")
     cnn_gru: CNNGRUConfig = Field(default_factory=CNNGRUConfig, description="Hyper-parameters of the CNN-GRU learner.")
