@@ -54,6 +54,8 @@ def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
             "n_directional": n_dir,
             "hits": hits,
             "hit_rate_p_value": p,
+            "coverage": _num(row.get("coverage", "")),
+            "n_interval": int(row.get("n_interval") or 0),
         }
     ticks = counters.get("ticks", 0)
     return {
