@@ -19,9 +19,10 @@ def topic_name(prefix: str) -> str:
     return f"test.{prefix}.{uuid.uuid4().hex[:10]}"
 
 
-def consume_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[tuple[bytes, bytes, int, int]]:
-    """Every message of ``topic`` as (key, value, timestamp_ms, partition),
-    in partition order; reads each partition to its end."""
+def consume_all(bootstrap: str, topic: str, timeout_s: float = 60.0,
+                with_offsets: bool = False) -> list[tuple]:
+    """Every message of ``topic`` as (key, value, timestamp_ms, partition
+    [, offset]), in partition order; reads each partition to its end."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "enable.partition.eof": True})
     try:
@@ -41,8 +42,8 @@ def consume_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[tup
                 assert m.error().code() == m.error()._PARTITION_EOF, m.error()
                 done.add(m.partition())
                 continue
-            out[m.partition()].append((m.key(), m.value(), m.timestamp()[1], m.partition()))
-        return [x for p in parts for x in out[p]]
+            out[m.partition()].append((m.key(), m.value(), m.timestamp()[1], m.partition(), m.offset()))
+        return [x[:4] for p in parts for x in out[p]] if not with_offsets else [x for p in parts for x in out[p]]
     finally:
         c.close()
 
@@ -61,25 +62,7 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 def consume_with_offsets(bootstrap: str, topic: str) -> list[tuple[int, int, dict]]:
     """(partition, offset, decoded value) of every message of ``topic``."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False, "enable.partition.eof": True})
-    try:
-        parts = sorted(c.list_topics(topic, timeout=30).topics[topic].partitions)
-        c.assign([TopicPartition(topic, p, 0) for p in parts])
-        out, done, idle = [], set(), 0
-        while len(done) < len(parts):
-            m = c.poll(1.0)
-            if m is None:
-                idle += 1
-                assert idle < 60, "no end of partitions"
-                continue
-            if m.error():
-                done.add(m.partition())
-                continue
-            out.append((m.partition(), m.offset(), json.loads(m.value())))
-        return out
-    finally:
-        c.close()
+    return [(part, off, json.loads(v)) for _, v, _, part, off in consume_all(bootstrap, topic, with_offsets=True)]
 
 
 def flow_env(bootstrap: str, ticks_topic: str, out_dir: Path, output_topic: str | None = None,
