@@ -110,6 +110,36 @@ def _table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _download(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``ticklet download``: fetch and verify archives, print a JSON summary.
+
+    A failure (an archive not published, a checksum mismatch, a server that
+    keeps failing) is logged as one error line naming the archive and URL and
+    exits 1; with ``--skip-missing`` unpublished archives are listed in the
+    summary's ``missing`` instead and the exit status is 0. Bad arguments
+    (dates, symbol, interval) exit 2.
+    """
+    from sources.download import plan
+    from sources.download_io import DownloadError, download
+
+    cfg = Settings().download
+    try:
+        archives = plan(args.symbol, args.kind, args.start, args.end, args.market,
+                        args.interval if args.kind == "klines" else None)
+    except ValueError as ex:
+        parser.error(str(ex))
+    out = args.out if args.out is not None else cfg.dir
+    progress = not args.quiet and sys.stderr.isatty()
+    try:
+        report = download(archives, out, args.base_url or cfg.base_url, skip_missing=args.skip_missing,
+                          progress=progress, retries=cfg.retries, backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s)
+    except DownloadError as ex:
+        log.error("download failed: %s", ex)
+        return 1
+    sys.stdout.write(json.dumps(report.as_dict()) + "\n")
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="ticklet", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +158,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     rp.add_argument("--bootstrap-servers", help="brokers (default: TICKLET_KAFKA__BOOTSTRAP_SERVERS)")
     rp.add_argument("--partitions", type=int, default=4, help="partitions if the topic is created (default 4)")
     sub.add_parser("config", help="print every setting (TICKLET_* variables) as a Markdown table")
+    dl = sub.add_parser("download", help="download and verify Binance public-data archives (data.binance.vision)")
+    dl.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
+    dl.add_argument("--kind", required=True, choices=["trades", "aggTrades", "klines"], help="archive kind")
+    dl.add_argument("--interval", default="1m", help="kline interval (klines only; default 1m)")
+    dl.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    dl.add_argument("--end", required=True, help="last day (inclusive), YYYY-MM-DD")
+    dl.add_argument("--market", choices=["spot", "usdm"], default="spot", help="spot or USD-M futures (default spot)")
+    dl.add_argument("--out", type=Path, help="directory (default: TICKLET_DOWNLOAD__DIR)")
+    dl.add_argument("--base-url", help="archive server (default: TICKLET_DOWNLOAD__BASE_URL)")
+    dl.add_argument("--skip-missing", action="store_true",
+                    help="report archives that are not published (HTTP 404) instead of stopping at the first")
+    dl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    dl.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     if args.command == "config":
         from ticklet.settings import settings_table
@@ -148,6 +191,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                           client_config=k.client_config(), partitions=args.partitions)
         sys.stdout.write(json.dumps(summary) + "\n")
         return 0 if not summary["failed"] and not summary["undelivered"] else 1
+    if args.command == "download":
+        return _download(args, parser)
     if args.command == "backtest":
         summary = run_backtest(args.paths, args.out, args.workers)
         if args.json:

@@ -25,7 +25,7 @@ from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
 from sinks.influx import InfluxConfig
 
-__all__ = ["InputConfig", "KafkaConfig", "OutputConfig", "SAMPLE_DIR", "Settings", "settings_table"]
+__all__ = ["DownloadConfig", "InputConfig", "KafkaConfig", "OutputConfig", "SAMPLE_DIR", "Settings", "settings_table"]
 
 #: The bundled real sample (see data/sample/NOTICE.md).
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -80,6 +80,18 @@ class InputConfig(BaseModel):
     batch_size: int = Field(2048, ge=1, description="Records per chunk read from a file.")
 
 
+class DownloadConfig(BaseModel):
+    """Binance's public-data archives (``ticklet download``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str = Field("https://data.binance.vision", description="Server of the archives (``--base-url`` overrides).")
+    dir: Path = Field(Path("data/binance"), description="Directory the archives are stored under, in Binance's layout (``--out`` overrides).")
+    retries: int = Field(5, ge=0, description="Retries of a transient failure (connection error, timeout, HTTP 5xx or 429), per request.")
+    backoff_s: float = Field(1.0, ge=0, description="First retry delay in seconds; doubles with every retry, at most 60 s.")
+    timeout_s: float = Field(30.0, gt=0, description="Connect and read timeout of each HTTP request, in seconds.")
+
+
 class OutputConfig(BaseModel):
     """Where results go."""
 
@@ -102,6 +114,7 @@ class Settings(BaseSettings):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig, description="Kafka cluster and topics.")
     influx: InfluxConfig = Field(default_factory=InfluxConfig, description="InfluxDB v2 server and write policy.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Output files.")
+    download: DownloadConfig = Field(default_factory=DownloadConfig, description="Historical archives (ticklet download).")
     bars: BarConfig = Field(default_factory=BarConfig, description="Event-time bars.")
     features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features, SWT and scaling.")
     forecast: ForecastConfig = Field(default_factory=ForecastConfig, description="Models, horizons and the time-travel join.")
