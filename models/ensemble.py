@@ -43,7 +43,7 @@ __all__ = ["EnsembleModel"]
 class EnsembleModel:
     """Weighted combination of member forecasts, weights learned online."""
 
-    def __init__(self, members: tuple[str, ...], rule: str = "eg", eta: float = 0.5, decay: float = 0.995):
+    def __init__(self, members: tuple[str, ...], rule: str = "direction", eta: float = 0.5, decay: float = 0.995):
         if not members:
             raise ValueError("an ensemble needs members")
         if rule not in ("eg", "hedge", "direction", "stack"):

@@ -58,8 +58,8 @@ class LearnerConfig(BaseModel):
     snarimax_order: tuple[int, int, int] = Field((3, 0, 1), description="(p, d, q) of SNARIMAX on the realized-return series.")
     interval_level: float = Field(0.9, gt=0, lt=1, description="Coverage aimed at by predictive intervals.")
     ensemble_rule: Literal["eg", "hedge", "direction", "stack"] = Field(
-        "eg", description="Ensemble combination: exponentiated gradient, Hedge on squared loss, Hedge on "
-        "direction, or an online logistic stacker (see models.ensemble).")
+        "direction", description="Ensemble combination: Hedge on each member's directional log loss (default), "
+        "exponentiated gradient or Hedge on squared loss, or an online logistic stacker (see models.ensemble).")
     ensemble_eta: float = Field(0.05, gt=0, description="Learning rate of the ensemble weights.")
     ensemble_decay: float = Field(0.995, gt=0, le=1, description="Discount of past losses (Hedge).")
     cnn_gru: CNNGRUConfig = Field(default_factory=CNNGRUConfig, description="Hyper-parameters of the CNN-GRU learner.")

@@ -51,6 +51,9 @@ _KIND = {
     "ForecastRecord": b"scored",
     "MetricsRecord": b"metrics",
     "ErrorRecord": b"dead_letter",
+    "BookQuote": b"book_quote",
+    "BookGap": b"book_gap",
+    "SequenceGap": b"sequence_gap",
 }
 
 

@@ -32,9 +32,11 @@ import csv
 import gzip
 import heapq
 import io
+import logging
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -44,6 +46,8 @@ from typing import Optional
 from isal import igzip
 
 from sources.binance import to_ns
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FileSpec", "StreamSpec", "describe", "discover", "group_streams", "line_ts", "read_stream"]
 
@@ -155,13 +159,38 @@ def _open_bytes(path: str) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
+def _inflate_truncated(path: str) -> bytes:
+    """Everything a gzip file (one or more members) inflates to, up to where
+    it was cut off."""
+    data, out = Path(path).read_bytes(), []
+    while data:
+        d = zlib.decompressobj(31)
+        out.append(d.decompress(data))
+        if not d.eof:
+            break
+        data = d.unused_data
+    return b"".join(out)
+
+
 def _ws_blocks(path: str, block_bytes: int = 1 << 19) -> Iterator[list[bytes]]:
     """Yield the non-empty lines of a recording in blocks, without their
     line endings. Blank lines carry nothing and are dropped."""
     with _open_bytes(path) as f:
         rest = b""
+        pos = 0
+        truncated = False
         while True:
-            buf = f.read(block_bytes)
+            if truncated:
+                buf = b""
+            else:
+                try:
+                    buf = f.read(block_bytes)
+                except EOFError:  # a capture cut short by a crash: keep every complete line
+                    log.warning("%s ends in a truncated gzip stream; read up to its last complete line", path)
+                    buf, truncated = _inflate_truncated(path)[pos:], True
+                    buf = buf[: buf.rfind(b"\n") + 1]
+                    rest = rest if buf else b""  # an unfinished last line is dropped
+            pos += len(buf)
             if not buf:
                 break
             lines = (rest + buf).splitlines()

@@ -140,6 +140,30 @@ def _download(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _collect(args: argparse.Namespace) -> int:
+    """Run the live collector until interrupted; print its counters as JSON."""
+    import asyncio
+
+    from ticklet.collector import Collector
+
+    logging.getLogger("ticklet").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    s = Settings()
+    update: dict[str, Any] = {}
+    if args.symbols:
+        update["symbols"] = [x.strip().upper() for x in args.symbols.split(",") if x.strip()]
+    if args.market:
+        update["market"] = args.market
+    if args.capture:
+        update["capture_dir"] = args.capture
+    collector = Collector(s.collect.model_copy(update=update), s.kafka)
+    try:
+        counts = asyncio.run(collector.run(args.duration, args.exit_when_idle))
+    except KeyboardInterrupt:
+        counts = dict(collector.counts)
+    sys.stdout.write(json.dumps(counts, sort_keys=True) + "\n")
+    return 1 if counts.get("kafka_failed") or counts.get("kafka_undelivered") else 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="ticklet", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +182,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     rp.add_argument("--bootstrap-servers", help="brokers (default: TICKLET_KAFKA__BOOTSTRAP_SERVERS)")
     rp.add_argument("--partitions", type=int, default=4, help="partitions if the topic is created (default 4)")
     sub.add_parser("config", help="print every setting (TICKLET_* variables) as a Markdown table")
+    co = sub.add_parser("collect", help="collect live Binance streams into Kafka and a raw capture")
+    co.add_argument("--symbols", help="comma-separated symbols (default: TICKLET_COLLECT__SYMBOLS)")
+    co.add_argument("--market", choices=["spot", "usdm"], help="spot or USD-M futures (default: TICKLET_COLLECT__MARKET)")
+    co.add_argument("--capture", type=Path, help="raw capture directory (default: TICKLET_COLLECT__CAPTURE_DIR)")
+    co.add_argument("--duration", type=float, help="stop after this many seconds (default: run until interrupted)")
+    co.add_argument("--exit-when-idle", type=float, metavar="S",
+                    help="stop after S seconds without a message (for bounded captures)")
+    co.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     dl = sub.add_parser("download", help="download and verify Binance public-data archives (data.binance.vision)")
     dl.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
     dl.add_argument("--kind", required=True, choices=["trades", "aggTrades", "klines"], help="archive kind")
@@ -193,6 +225,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0 if not summary["failed"] and not summary["undelivered"] else 1
     if args.command == "download":
         return _download(args, parser)
+    if args.command == "collect":
+        return _collect(args)
     if args.command == "backtest":
         summary = run_backtest(args.paths, args.out, args.workers)
         if args.json:

@@ -25,7 +25,7 @@ from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
 from sinks.influx import InfluxConfig
 
-__all__ = ["DownloadConfig", "InputConfig", "KafkaConfig", "OutputConfig", "SAMPLE_DIR", "Settings", "settings_table"]
+__all__ = ["CollectConfig", "DownloadConfig", "InputConfig", "KafkaConfig", "OutputConfig", "SAMPLE_DIR", "Settings", "settings_table"]
 
 #: The bundled real sample (see data/sample/NOTICE.md).
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -103,6 +103,33 @@ class OutputConfig(BaseModel):
     influx: bool = Field(False, description="Write forecasts, scored forecasts, metrics, bars, features and health to InfluxDB.")
 
 
+class CollectConfig(BaseModel):
+    """The live Binance collector (``ticklet collect``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], description="Symbols to collect (``--symbols`` overrides).")
+    market: Literal["spot", "usdm"] = Field("spot", description="Binance market: spot or USD-M futures (``--market`` overrides).")
+    network: Literal["production", "testnet"] = Field(
+        "production", description="Binance endpoints: production or testnet (see sources/binance_live.py).")
+    ws_url: Optional[str] = Field(None, description="Websocket base URL, overriding the network's (e.g. ws://127.0.0.1:9443).")
+    depth_url: Optional[str] = Field(None, description="REST depth-snapshot URL, overriding the network's.")
+    streams: tuple[str, ...] = Field(("trade", "aggTrade", "bookTicker", "depth@100ms", "kline_1m"),
+                                     description="Streams per symbol, as named by Binance.")
+    max_streams_per_connection: Optional[int] = Field(
+        None, ge=1, description="Streams per websocket connection; unset: Binance's limit (spot 1024, USD-M 200).")
+    reconnect_after_s: float = Field(
+        23.5 * 3600, gt=0, description="Reconnect every connection after this long, before Binance's 24-hour disconnect.")
+    backoff_initial_s: float = Field(0.5, gt=0, description="Reconnect backoff unit: the n-th failed attempt waits a random time in [0, min(max, unit * 2^n)] (full jitter).")
+    backoff_max_s: float = Field(60.0, gt=0, description="Longest reconnect delay.")
+    ping_interval_s: float = Field(20.0, gt=0, description="Client keepalive ping period (Binance's own pings are answered automatically).")
+    ping_timeout_s: float = Field(20.0, gt=0, description="Reconnect when a keepalive ping has no pong after this long.")
+    snapshot_limit: int = Field(1000, ge=5, le=5000, description="Levels of the REST depth snapshot (spot max 5000, USD-M 1000).")
+    capture_dir: Optional[Path] = Field(Path("capture"), description="Raw capture directory (recording format); unset: no capture.")
+    book_topic: str = Field("ticklet.book", description="Book quotes, depth features, gaps and resyncs out, JSON, keyed by instrument.")
+    metrics_port: Optional[int] = Field(None, description="Serve Prometheus metrics on this port; unset: off.")
+
+
 class Settings(BaseSettings):
     """ticklet's settings."""
 
@@ -118,6 +145,7 @@ class Settings(BaseSettings):
     bars: BarConfig = Field(default_factory=BarConfig, description="Event-time bars.")
     features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features, SWT and scaling.")
     forecast: ForecastConfig = Field(default_factory=ForecastConfig, description="Models, horizons and the time-travel join.")
+    collect: CollectConfig = Field(default_factory=CollectConfig, description="The live Binance collector.")
 
 
 def _leaves(model: type[BaseModel], prefix: str):

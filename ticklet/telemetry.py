@@ -10,6 +10,9 @@ Python registry, which holds these:
 - ``ticklet_stage_seconds{stage}``: compute time of one batch in each stage
   (parse, bars, features, join, metrics), a histogram.
 
+``ticklet collect`` serves ``ticklet_collector_events_total{name}`` (messages,
+gaps, reconnects, resyncs...) on ``TICKLET_COLLECT__METRICS_PORT``.
+
 These are process-wide, as Prometheus metrics are; they are only touched by
 the Bytewax wrappers and sinks, never by the pure operators.
 """
@@ -18,9 +21,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-__all__ = ["EVENTS", "STAGE_SECONDS"]
+__all__ = ["COLLECTOR", "EVENTS", "STAGE_SECONDS"]
 
 EVENTS = Counter("ticklet_events", "Pipeline counters (ticks, bars, forecasts, dead letters, skips...)", ["name"])
+
+COLLECTOR = Counter("ticklet_collector_events", "Collector counters (messages, gaps, reconnects, resyncs...)", ["name"])
 
 STAGE_SECONDS = Histogram(
     "ticklet_stage_seconds", "Compute time of one batch in a pipeline stage", ["stage"],

@@ -1,0 +1,86 @@
+"""Binance live endpoints and combined-stream subscriptions (pure, no I/O).
+
+Which streams the collector subscribes to, how they are split across
+websocket connections, and where the REST depth snapshot lives, for spot and
+USD-M futures, production and testnet.
+
+Binance's limits (2024-2026 docs): a spot connection carries at most 1,024
+streams and a USD-M one at most 200; both close every connection after 24
+hours. :func:`connection_paths` never puts more than ``max_streams`` streams
+on one connection.
+
+Examples
+--------
+>>> stream_names(["BTCUSDT", "ethusdt"], ("trade", "depth@100ms"))
+['btcusdt@trade', 'btcusdt@depth@100ms', 'ethusdt@trade', 'ethusdt@depth@100ms']
+>>> connection_paths(stream_names(["BTCUSDT", "ETHUSDT"], ("trade", "bookTicker")), 3)
+['/stream?streams=btcusdt@trade/btcusdt@bookTicker/ethusdt@trade', '/stream?streams=ethusdt@bookTicker']
+>>> ENDPOINTS["usdm", "production"].depth_url
+'https://fapi.binance.com/fapi/v1/depth'
+>>> stream_kind(b'{"stream":"btcusdt@depth@100ms","data":{}}')
+'depth'
+>>> stream_kind(b'{"stream":"btcusdt@kline_1m","data":{}}')
+'kline'
+>>> stream_kind(b'{"lastUpdateId":1}') is None
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+__all__ = ["ENDPOINTS", "MAX_STREAMS", "Endpoint", "connection_paths", "stream_kind", "stream_names"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one market's websocket streams and REST depth snapshots are."""
+
+    ws_url: str
+    depth_url: str
+
+
+#: Binance's endpoints by (market, network).
+ENDPOINTS: dict[tuple[str, str], Endpoint] = {
+    ("spot", "production"): Endpoint("wss://stream.binance.com:9443", "https://api.binance.com/api/v3/depth"),
+    ("spot", "testnet"): Endpoint("wss://stream.testnet.binance.vision", "https://testnet.binance.vision/api/v3/depth"),
+    ("usdm", "production"): Endpoint("wss://fstream.binance.com", "https://fapi.binance.com/fapi/v1/depth"),
+    ("usdm", "testnet"): Endpoint("wss://stream.binancefuture.com", "https://testnet.binancefuture.com/fapi/v1/depth"),
+}
+
+#: Streams per connection allowed by Binance, by market.
+MAX_STREAMS = {"spot": 1024, "usdm": 200}
+
+
+def stream_names(symbols: list[str], streams: tuple[str, ...]) -> list[str]:
+    """``<symbol>@<stream>`` for every symbol and stream, symbol-major."""
+    return [f"{s.strip().lower()}@{k}" for s in symbols if s.strip() for k in streams]
+
+
+def connection_paths(streams: list[str], max_streams: int) -> list[str]:
+    """Combined-stream URL paths, each with at most ``max_streams`` streams."""
+    if max_streams < 1:
+        raise ValueError("max_streams must be at least 1")
+    return ["/stream?streams=" + "/".join(streams[i : i + max_streams])
+            for i in range(0, len(streams), max_streams)]
+
+
+_KINDS = {b"trade": "trade", b"aggTrade": "aggTrade", b"bookTicker": "bookTicker", b"depth": "depth",
+          b"kline": "kline", b"markPrice": "markPrice"}
+
+
+def stream_kind(message: bytes) -> Optional[str]:
+    """The kind of a combined-stream message (``trade``, ``aggTrade``,
+    ``bookTicker``, ``depth``, ``kline``, ``markPrice``), or None."""
+    i = message.find(b'"stream":"')
+    if i < 0:
+        return None
+    at = message.find(b"@", i + 10, i + 80)
+    end = message.find(b'"', at)
+    if at < 0 or end < 0:
+        return None
+    name = message[at + 1 : end]
+    for sep in (b"@", b"_"):
+        name = name.split(sep, 1)[0]
+    return _KINDS.get(name)

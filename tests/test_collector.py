@@ -1,0 +1,187 @@
+"""The live collector against a local exchange that serves the real
+recordings (tests/binance_server.py), with a real Kafka broker.
+
+The exchange drops messages, closes connections, loses what was published
+while the client was away, rejects handshakes and pings; the tests check
+that the collector reports every gap, resyncs its books to the exchange's
+true book, delivers everything it received to Kafka, and that its raw capture
+replays to the same forecasts as the live run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from binance_server import ReplayExchange
+from kafkautil import REPO, consume_all, flow_env, run_flow, topic_name
+from sources.wire import decode_tick
+from ticklet.collector import Collector
+from ticklet.settings import CollectConfig, KafkaConfig
+
+SPOT = ("btcusdt_20240808.gz", "ethusdt_20240808.gz")
+STREAMS = ("trade", "bookTicker", "depth@100ms")
+DROP = {("btcusdt@depth@100ms", 300), ("btcusdt@trade", 2000), ("ethusdt@trade", 5000)}
+
+
+def _ids(payloads: list[bytes], stream: str, field: str) -> list[int]:
+    return [json.loads(p)["data"][field] for p in payloads if json.loads(p)["stream"] == stream]
+
+
+def _runs(missing: list[int], present: list[int]) -> list[tuple[int, int]]:
+    """(first missing id, first id received after it) of each run of missing ids."""
+    gone, out = set(missing), []
+    for a, b in zip(present, present[1:]):
+        if b != a + 1 and a + 1 in gone:
+            out.append((a + 1, b))
+    return out
+
+
+@pytest.fixture(scope="module")
+def live(kafka_bootstrap: str, ws_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One collector session over the spot BTCUSDT and ETHUSDT recordings,
+    with dropped messages and a forced disconnect that loses messages."""
+    files = [ws_dir / "spot" / f for f in SPOT]
+    cap = tmp_path_factory.mktemp("capture")
+    ex = ReplayExchange(files, drop=DROP, close_after={30_000}, lose_on_reconnect=40).start()
+    try:
+        cfg = CollectConfig(symbols=["BTCUSDT", "ETHUSDT"], streams=STREAMS, ws_url=ex.url,
+                            depth_url=ex.depth_url("spot"), capture_dir=cap, backoff_initial_s=0.05)
+        cfg = cfg.model_copy(update={"book_topic": topic_name("book")})
+        kafka = KafkaConfig(bootstrap_servers=kafka_bootstrap, ticks_topic=topic_name("live"))
+        collector = Collector(cfg, kafka)
+        counts = asyncio.run(collector.run(idle_exit_s=1.5))
+    finally:
+        ex.stop()
+    return ex, collector, counts, cap, kafka
+
+
+def test_everything_received_reaches_kafka_in_order(live, kafka_bootstrap):
+    ex, collector, counts, _, kafka = live
+    assert counts["messages"] == len(ex.sent) == len(ex.messages) - len(ex.dropped) - len(ex.lost)
+    assert counts.get("kafka_failed", 0) == 0 and counts.get("kafka_undelivered", 0) == 0
+    recs = consume_all(kafka_bootstrap, kafka.ticks_topic)
+    by_key: dict[str, list[bytes]] = {}
+    for key, value, ts_ms, _ in recs:
+        recv_ts, market, msg = decode_tick(value)
+        assert market == "spot" and ts_ms == recv_ts // 1_000_000
+        by_key.setdefault(key.decode(), []).append(msg)
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        got = [v for v in by_key[sym] if b'"stream"' in v]
+        want = [p for p in ex.sent if p.startswith(b'{"stream":"%s@' % sym.lower().encode())]
+        assert [v.split(b',"stream":', 1)[1] for v in got] == [w.split(b'"stream":', 1)[1] for w in want]
+        snaps = [v for v in by_key[sym] if b'"lastUpdateId"' in v]
+        assert len(snaps) == ex.snapshot_requests[sym]
+    assert counts["snapshots"] == sum(ex.snapshot_requests.values())
+
+
+def test_trade_gaps_are_reported_with_their_ids(live, kafka_bootstrap):
+    ex, collector, counts, _, _ = live
+    book = [json.loads(v) for _, v, _, _ in consume_all(kafka_bootstrap, collector.cfg.book_topic)]
+    reported = {(g["key"], g["expected"], g["got"]) for g in book if g["type"] == "sequence_gap"}
+    want = set()
+    for sym in ("btcusdt", "ethusdt"):
+        missing = _ids(ex.dropped + ex.lost, f"{sym}@trade", "t")
+        want |= {(sym.upper(), a, b) for a, b in _runs(missing, _ids(ex.sent, f"{sym}@trade", "t"))}
+    assert want and want <= reported
+    assert counts["gaps_trade"] == len(want)
+
+
+def test_books_resync_after_gaps_and_match_the_exchange(live):
+    ex, collector, counts, _, _ = live
+    depth_missing = {s: _ids(ex.dropped + ex.lost, f"{s}@depth@100ms", "U") for s in ("btcusdt", "ethusdt")}
+    assert depth_missing["btcusdt"], "the test must drop depth diffs"
+    assert counts["depth_gaps"] >= 2 and counts["book_resyncs"] == counts["depth_gaps"]
+    assert counts.get("crossed_books", 0) == 0
+    assert counts["reconnects"] >= 1 and counts["disconnects"] >= 1
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        st = collector.books[sym]
+        assert st.status == "synced"
+        bid, ask, last = ex.book_top(sym)
+        assert (st.best_bid, st.best_ask, st.last_id) == (bid, ask, last)
+        bids, asks, _ = ex._book[sym]
+        top_b, top_a = st.top(20)
+        assert [(lv.price, lv.qty) for lv in top_b] == sorted(((float(p), q) for p, q in bids.items()),
+                                                              reverse=True)[:20]
+        assert [(lv.price, lv.qty) for lv in top_a] == sorted((float(p), q) for p, q in asks.items())[:20]
+    assert sum(ex.snapshot_requests.values()) >= 2 + counts["book_resyncs"]
+
+
+def test_capture_replays_to_the_same_forecasts_as_the_live_run(live, kafka_bootstrap, tmp_path):
+    ex, _, counts, cap, kafka = live
+    names = [f.relative_to(cap).as_posix() for f in sorted(cap.rglob("*.gz"))]
+    assert names and all(re.fullmatch(r"spot/(btc|eth)usdt_\d{8}(-\d+)?\.gz", n) for n in names), names
+    env_common = {"TICKLET_BARS__INTERVAL_MS": "20"}
+    live_out, cap_out = tmp_path / "live", tmp_path / "capture"
+    run_flow(flow_env(kafka_bootstrap, kafka.ticks_topic, live_out, **env_common))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
+    env.update({**env_common, "TICKLET_INPUT__PATHS": json.dumps([str(cap)]), "TICKLET_OUTPUT__DIR": str(cap_out)})
+    proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("forecasts.csv", "metrics.csv"):  # the same rows; symbols interleave differently
+        a = (live_out / name).read_text().splitlines()
+        b = (cap_out / name).read_text().splitlines()
+        assert a[0] == b[0] and len(a) > 1000
+        assert sorted(a[1:]) == sorted(b[1:]), name
+    live_c = json.loads((live_out / "counters.json").read_text())
+    assert live_c == json.loads((cap_out / "counters.json").read_text())
+    assert live_c["ticks"] > 0.9 * counts["messages"]
+
+
+def test_cli_collects_usdm_over_split_connections_with_backoff_and_pings(kafka_bootstrap, ws_dir, tmp_path):
+    """``ticklet collect`` on a USD-M recording paced 25x: three connections
+    of two streams each, the first two handshakes refused (backoff), server
+    pings answered, and a dropped diff caught by ``pu``; the book ends in sync."""
+    files = [ws_dir / "usdm" / "btcusdt_20230404.dat.gz"]
+    ex = ReplayExchange(files, drop={("btcusdt@depth@0ms", 1000)}, reject_handshakes=2, ping_interval=0.2,
+                        speed=25).start()
+    ticks = topic_name("usdm")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
+    env.update({
+        "TICKLET_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, "TICKLET_KAFKA__TICKS_TOPIC": ticks,
+        "TICKLET_COLLECT__WS_URL": ex.url, "TICKLET_COLLECT__DEPTH_URL": ex.depth_url("usdm"),
+        "TICKLET_COLLECT__STREAMS": json.dumps(["trade", "bookTicker", "depth@0ms", "markPrice@1s",
+                                                "aggTrade", "kline_1m"]),
+        "TICKLET_COLLECT__MAX_STREAMS_PER_CONNECTION": "2", "TICKLET_COLLECT__BACKOFF_INITIAL_S": "0.05",
+        "TICKLET_COLLECT__BOOK_TOPIC": ticks + ".book",
+    })
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ticklet.cli", "collect", "--symbols", "BTCUSDT",
+                               "--market", "usdm", "--capture", str(tmp_path / "cap"), "--exit-when-idle", "2"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        ex.stop()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = json.loads(proc.stdout)
+    assert len(set(ex.connections)) == 3 and ex.handshakes_rejected == 2
+    assert counts["connect_failures"] == 2
+    assert counts["messages"] == len(ex.sent) == len(ex.messages) - 1
+    assert counts["depth_gaps"] == 1 and counts["book_resyncs"] == 1
+    assert counts.get("crossed_books", 0) == 0 and counts["snapshots"] >= 2
+    assert counts.get("disconnects", 0) == 0, "server pings every 0.2 s must be answered"
+    assert len(consume_all(kafka_bootstrap, ticks)) == counts["messages"] + counts["snapshots"]
+    assert (tmp_path / "cap" / "usdm").is_dir()
+
+
+def test_scheduled_reconnects_before_the_exchange_disconnects(kafka_bootstrap, ws_dir):
+    """``reconnect_after_s`` (23.5 h by default, against Binance's 24 h) closes
+    and reopens each connection on time; all that was received is in Kafka."""
+    ex = ReplayExchange([ws_dir / "spot" / "ethusdt_20240808.gz"], speed=100).start()
+    try:
+        cfg = CollectConfig(symbols=["ETHUSDT"], streams=STREAMS, ws_url=ex.url, depth_url=ex.depth_url("spot"),
+                            capture_dir=None, reconnect_after_s=0.7, book_topic=topic_name("book"))
+        kafka = KafkaConfig(bootstrap_servers=kafka_bootstrap, ticks_topic=topic_name("sched"))
+        counts = asyncio.run(Collector(cfg, kafka).run(duration_s=4.0))
+    finally:
+        ex.stop()
+    assert counts["reconnects_scheduled"] >= 2 and counts["reconnects"] == counts["reconnects_scheduled"]
+    assert counts["connections"] == counts["reconnects"] + 1 and counts.get("disconnects", 0) == 0
+    assert len(consume_all(kafka_bootstrap, kafka.ticks_topic)) == counts["messages"] + counts["snapshots"]
