@@ -45,9 +45,7 @@ from sources.binance import parse_csv_row
 from sources.download import plan
 from sources.download_io import ChecksumMismatch, DownloadError, MissingArchive, download, sha256_file
 from sources.files import group_streams, read_stream
-from operators.bars import BarConfig
 from ticklet.cli import main, run_backtest
-from ticklet.settings import Settings
 
 TRADES = dict(symbol="BTCUSDT", kind="trades", start="2024-08-08", end="2024-08-09")
 KLINES = dict(symbol="BTCUSDT", kind="klines", start="2025-05-30", end="2025-07-02", interval="1m")
@@ -243,8 +241,8 @@ def test_trades_download_verifies_and_backtests(server, served, tmp_path, trades
         assert (t.trade_id, t.price, t.qty, t.buyer_maker) == (d["t"], float(d["p"]), float(d["q"]), d["m"])
         assert t.ts == d["T"] * 1_000_000
 
-    # trades archives carry no quotes: bars are priced by the last trade
-    summary = run_backtest([str(out)], tmp_path / "bt", base=Settings(bars=BarConfig(price="last")))
+    # trades archives carry no quotes: the backtest prices bars by the last trade by itself
+    summary = run_backtest([str(out)], tmp_path / "bt")
     assert summary["ticks"] == len(src) and summary["errors"] == 0
     assert summary["forecasts"] > 0 and set(summary["symbols"]) == {"BTCUSDT"}
 
@@ -424,7 +422,8 @@ def test_cli_backtest_json_on_downloaded_trades(server, tmp_path):
     _get(server, out, TRADES)
     proc = subprocess.run([_ticklet(), "backtest", str(out), "--json", "--out", str(tmp_path / "bt")],
                           capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TICKLET_BARS__PRICE": "last"})  # trades only, no quotes
+                          env={k: v for k, v in os.environ.items() if k != "TICKLET_BARS__PRICE"})
     assert proc.returncode == 0, proc.stderr
+    assert "priced by the last trade" in proc.stderr  # trades only, no quotes: said, not silent
     s = json.loads(proc.stdout)
     assert s["ticks"] == 9757 + 10147 and s["forecasts"] > 0 and s["errors"] == 0

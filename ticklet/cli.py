@@ -70,6 +70,14 @@ def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
     }
 
 
+def _has_quotes(paths: list[str]) -> bool:
+    """Whether any input can carry quotes (a websocket recording); archives
+    of trades and klines cannot, and a mid-quote price would leave no bars."""
+    from sources.files import describe, discover
+
+    return any(describe(p).fmt == "ws" for p in discover(list(paths)))
+
+
 def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
                  base: Optional[Settings] = None) -> dict[str, Any]:
     """Run the forecasting dataflow on ``paths`` (with ``base`` settings, by
@@ -81,10 +89,15 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     for name in OUTPUT_FILES:  # a fresh run: never report a previous run's files
         (out_dir / name).unlink(missing_ok=True)
     base = base or Settings()
-    settings = base.model_copy(update={
+    update: dict[str, Any] = {
         "input": base.input.model_copy(update={"paths": list(paths)}),
         "output": base.output.model_copy(update={"dir": out_dir}),
-    })
+    }
+    if base.bars.price == "mid" and not _has_quotes(paths):
+        log.warning("no websocket recordings among the inputs, so no quotes: bars are priced by the last "
+                    "trade (TICKLET_BARS__PRICE=last)")
+        update["bars"] = base.bars.model_copy(update={"price": "last"})
+    settings = base.model_copy(update=update)
     flow = build_flow(settings)
     t0 = time.perf_counter()
     if workers == 1:
