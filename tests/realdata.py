@@ -107,6 +107,7 @@ class Chain:
     join_out: list  # everything forecast.step emitted
     forecasts: list
     metrics: list
+    paths: tuple = ()  # the recordings read
 
 
 def run_chain(paths: list[str | Path], settings: Any = None) -> Chain:
@@ -125,7 +126,45 @@ def run_chain(paths: list[str | Path], settings: Any = None) -> Chain:
     _, join_out = drive(forecast.step, forecast.JoinState(s.forecast), rows)
     fcs = [r for r in join_out if type(r) is ForecastRecord]
     _, mets = drive(metrics.step, metrics.MetricsState(), fcs)
-    return Chain(s, key, events, bar_out, bar_list, rows, join_out, fcs, mets)
+    return Chain(s, key, events, bar_out, bar_list, rows, join_out, fcs, mets, tuple(str(p) for p in paths))
+
+
+@lru_cache(maxsize=None)
+def book_stream(paths: tuple[str, ...], market: str) -> tuple[tuple, tuple]:
+    """(depth diffs and REST snapshots, bookTicker quotes) of recordings read
+    as one stream, each in file order, parsed with the project's parsers
+    (``parse_ws``; ``operators.orderbook.parse_snapshot`` for snapshot lines)."""
+    from operators.orderbook import parse_snapshot
+    from sources.binance import parse_ws
+    from ticklet.events import BookSnapshot, DepthUpdate, Quote, Trade, instrument_key
+
+    book, quotes = [], []
+    for path in paths:
+        key = instrument_key(Path(path).name.split("_", 1)[0].upper(), market)
+        for ln in lines(path):
+            ts, pl = recv_ns(ln), payload(ln)
+            r = parse_ws(ts, pl, market)
+            if r == "depth_snapshot":
+                r = parse_snapshot(ts, pl, key)
+            cls = type(r)
+            if cls is DepthUpdate or cls is BookSnapshot:
+                book.append(r)
+            elif cls is Quote:
+                quotes.append(r)
+            elif cls is not str and cls is not Trade:
+                raise AssertionError(f"unexpected record in {path}: {r!r}")
+    return tuple(book), tuple(quotes)
+
+
+@lru_cache(maxsize=None)
+def book_case(paths: tuple[str, ...], market: str) -> tuple[tuple, list]:
+    """(real order-book inputs, outputs of the reference run with the default
+    :class:`operators.orderbook.OrderBookConfig`)."""
+    from operators import orderbook
+
+    items, _ = book_stream(paths, market)
+    _, out = drive(orderbook.step, orderbook.OrderBookState(orderbook.OrderBookConfig()), items)
+    return items, out
 
 
 # --- Binance-format messages and archives built from real trades -------------
@@ -186,8 +225,12 @@ def minute_klines(trades: list[dict]) -> list[dict]:
 def operator_case(name: str, chain) -> tuple:
     """(step, fresh state factory, real inputs, outputs of the reference run)
     of one pure operator over a :class:`Chain`."""
-    from operators import bars, features, forecast, metrics
+    from operators import bars, features, forecast, metrics, orderbook
 
+    if name == "orderbook":  # the depth diffs and REST snapshot of the same recordings
+        items, ref = book_case(chain.paths, "usdm" if chain.key.endswith("-PERP") else "spot")
+        cfg = orderbook.OrderBookConfig()
+        return orderbook.step, lambda: orderbook.OrderBookState(cfg), list(items), ref
     s = chain.settings
     return {
         "bars": (bars.step, lambda: bars.BarState(s.bars), chain.events, chain.bar_out),

@@ -1,7 +1,7 @@
 """Contract tests in the spirit of River's ``river/checks``, for every operator
 and every registered learner, fed with real data from the recordings.
 
-Operators (bars, features, forecast join, metrics) and learners must:
+Operators (bars, features, forecast join, metrics, order book) and learners must:
 survive a pickle (and deep-copy, as Bytewax snapshots do) of their state
 mid-stream with identical outputs afterwards; not mutate their inputs or
 their earlier outputs; give identical outputs on two fresh runs; be prefix
@@ -20,7 +20,7 @@ from models.base import OnlineModel
 from models.registry import MODELS, LearnerConfig, build
 from realdata import drive, operator_case
 
-OPERATORS = ["bars", "features", "forecast", "metrics"]
+OPERATORS = ["bars", "features", "forecast", "metrics", "orderbook"]
 
 
 def _clone(obj):
@@ -48,6 +48,8 @@ def test_operator_state_round_trip_mid_stream(chain, name, how):
         assert st.n_pending > 0  # forecasts are waiting in the state
     if name == "bars":
         assert st.n_events > 0  # an open bar is being accumulated
+    if name == "orderbook":
+        assert st.status == "synced" and st.bid_px  # a live book
     restored = pickle.loads(pickle.dumps(st)) if how == "pickle" else copy.deepcopy(st)
     assert type(restored) is type(st)
     _, tail_restored = drive(step, restored, items[k:])

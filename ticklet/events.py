@@ -35,6 +35,9 @@ import msgspec
 
 __all__ = [
     "Bar",
+    "BookGap",
+    "BookQuote",
+    "BookSnapshot",
     "Count",
     "DepthUpdate",
     "ErrorRecord",
@@ -47,6 +50,7 @@ __all__ = [
     "MetricsRecord",
     "Quote",
     "RawChunk",
+    "SnapshotRequest",
     "Trade",
     "instrument_key",
 ]
@@ -122,6 +126,80 @@ class DepthUpdate(msgspec.Struct, frozen=True, gc=False):
     prev_last_id: int
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
+
+
+class BookSnapshot(msgspec.Struct, frozen=True, gc=False):
+    """A REST depth snapshot (spot ``/api/v3/depth``, USD-M ``/fapi/v1/depth``).
+
+    ``last_update_id`` is Binance's ``lastUpdateId``: the book as of that
+    update id. ``ts`` is when the response was in hand; ``exch_ts`` is the
+    response's ``E`` where it has one (USD-M), else None. Levels with quantity
+    0 are ignored. Consumed by :mod:`operators.orderbook`.
+    """
+
+    key: str
+    ts: int
+    last_update_id: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    exch_ts: Optional[int] = None
+
+
+class BookQuote(msgspec.Struct, frozen=True, gc=False):
+    """Top of a local order book kept from depth diffs, with depth features.
+
+    ``update_id`` is the book's update id (the last applied diff's ``u``, or
+    the snapshot's ``lastUpdateId``). ``depth_bid``/``depth_ask`` sum the
+    quantities of the best ``levels`` levels of each side (as configured);
+    ``imbalance = (depth_bid - depth_ask) / (depth_bid + depth_ask)`` lies in
+    [-1, 1]; ``microprice = (bid * ask_qty + ask * bid_qty) / (bid_qty +
+    ask_qty)`` is the top-of-book size-weighted price; ``spread = ask - bid``.
+    """
+
+    key: str
+    ts: int
+    exch_ts: Optional[int]
+    bid: float
+    bid_qty: float
+    ask: float
+    ask_qty: float
+    update_id: int
+    depth_bid: float
+    depth_ask: float
+    imbalance: float
+    microprice: float
+    spread: float
+
+
+class SnapshotRequest(msgspec.Struct, frozen=True, gc=False):
+    """The local book of ``key`` needs a (new) REST depth snapshot.
+
+    ``reason``: ``"no_snapshot"`` (first diff of a book that has none),
+    ``"gap"`` (a depth diff went missing), ``"stale_snapshot"`` (the last
+    snapshot is older than the diffs at hand) or ``"crossed_book"``.
+    """
+
+    key: str
+    ts: int
+    reason: str
+
+
+class BookGap(msgspec.Struct, frozen=True, gc=False):
+    """Update ids that did not line up in a local order book.
+
+    ``kind`` ``"depth"``: a diff does not continue the previous one (spot:
+    ``expected`` is the previous ``u + 1``, ``got`` the diff's ``U``; USD-M:
+    ``expected`` is the previous ``u``, ``got`` the diff's ``pu``).
+    ``kind`` ``"snapshot"``: the first diff after a snapshot starts after it
+    (``expected`` is ``lastUpdateId + 1`` on spot, ``lastUpdateId`` on USD-M;
+    ``got`` is the diff's ``U``).
+    """
+
+    key: str
+    ts: int
+    kind: str
+    expected: int
+    got: int
 
 
 class Kline(msgspec.Struct, frozen=True, gc=False):
