@@ -225,8 +225,15 @@ def minute_klines(trades: list[dict]) -> list[dict]:
 def operator_case(name: str, chain) -> tuple:
     """(step, fresh state factory, real inputs, outputs of the reference run)
     of one pure operator over a :class:`Chain`."""
-    from operators import bars, features, forecast, metrics, orderbook
+    from operators import bars, features, forecast, metrics, orderbook, sequence
+    from ticklet.events import Trade
 
+    if name == "sequence":  # the real trade ids, every 500th trade lost to make gaps
+        trades = [e for e in chain.events if isinstance(e, Trade)]
+        items = [sequence.SequenceEvent(e.key, "trade", e.trade_id, e.ts)
+                 for i, e in enumerate(trades) if i % 500 != 499]
+        _, ref = drive(sequence.step, sequence.SequenceState(), items)
+        return sequence.step, sequence.SequenceState, items, ref
     if name == "orderbook":  # the depth diffs and REST snapshot of the same recordings
         items, ref = book_case(chain.paths, "usdm" if chain.key.endswith("-PERP") else "spot")
         cfg = orderbook.OrderBookConfig()

@@ -20,7 +20,7 @@ from models.base import OnlineModel
 from models.registry import MODELS, LearnerConfig, build
 from realdata import drive, operator_case
 
-OPERATORS = ["bars", "features", "forecast", "metrics", "orderbook"]
+OPERATORS = ["bars", "features", "forecast", "metrics", "orderbook", "sequence"]
 
 
 def _clone(obj):
