@@ -15,10 +15,12 @@ import gzip
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from binance_server import ReplayExchange
@@ -177,13 +179,23 @@ def test_scheduled_reconnects_before_the_exchange_disconnects(kafka_bootstrap, w
     and reopens each connection on time; all that was received is in Kafka."""
     ex = ReplayExchange([ws_dir / "spot" / "ethusdt_20240808.gz"], speed=100).start()
     try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
         cfg = CollectConfig(symbols=["ETHUSDT"], streams=STREAMS, ws_url=ex.url, depth_url=ex.depth_url("spot"),
-                            capture_dir=None, reconnect_after_s=0.7, book_topic=topic_name("book"))
+                            capture_dir=None, reconnect_after_s=0.7, book_topic=topic_name("book"),
+                            metrics_port=port)
         kafka = KafkaConfig(bootstrap_servers=kafka_bootstrap, ticks_topic=topic_name("sched"))
         counts = asyncio.run(Collector(cfg, kafka).run(duration_s=4.0))
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     finally:
         ex.stop()
-    assert counts["reconnects_scheduled"] >= 2 and counts["reconnects"] == counts["reconnects_scheduled"]
+    served = {ln.split('"')[1]: float(ln.split()[-1]) for ln in metrics.splitlines()
+              if ln.startswith("ticklet_collector_events_total{")}
+    assert served["reconnects_scheduled"] >= counts["reconnects_scheduled"] >= 2  # the process-wide totals
+    # every scheduled close but possibly one at the very end is followed by a reconnect
+    assert counts["reconnects_scheduled"] >= 2
+    assert counts["reconnects_scheduled"] - 1 <= counts["reconnects"] <= counts["reconnects_scheduled"]
     assert counts["connections"] == counts["reconnects"] + 1 and counts.get("disconnects", 0) == 0
     assert len(consume_all(kafka_bootstrap, kafka.ticks_topic)) == counts["messages"] + counts["snapshots"]
 
