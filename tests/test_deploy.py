@@ -76,9 +76,13 @@ def test_every_ticklet_variable_in_compose_is_a_real_setting(compose, monkeypatc
         assert k[len("TICKLET_"):].split("__")[0].lower() in fields, k
     for k in names:  # nested models forbid unknown names: constructing Settings checks the rest
         monkeypatch.setenv(k, {"TICKLET_INPUT__SOURCE": "kafka", "TICKLET_OUTPUT__KAFKA": "true",
-                               "TICKLET_OUTPUT__INFLUX": "true", "TICKLET_OUTPUT__DIR": "/out"}.get(k, "x"))
+                               "TICKLET_OUTPUT__INFLUX": "true", "TICKLET_OUTPUT__DIR": "/out",
+                               "TICKLET_COLLECT__SYMBOLS": '["BTCUSDT","ETHUSDT"]', "TICKLET_COLLECT__MARKET": "usdm",
+                               "TICKLET_COLLECT__NETWORK": "testnet", "TICKLET_COLLECT__METRICS_PORT": "9101",
+                               }.get(k, "x"))
     s = Settings()
     assert s.input.source == "kafka" and s.output.influx and s.influx.token.get_secret_value() == "x"
+    assert s.collect.symbols == ["BTCUSDT", "ETHUSDT"] and s.collect.network == "testnet"
 
 
 def test_env_example_defines_every_interpolated_variable():
