@@ -9,7 +9,7 @@ updated online from realized losses once the target is known:
   squared loss of the combination;
 - ``hedge``: ``w_m`` proportional to ``exp(-eta L_m)`` with ``L_m`` the
   discounted sum of each member's own normalized squared loss;
-- ``direction``: Hedge on each member's logistic loss of the *direction*,
+- ``direction`` (the default): Hedge on each member's logistic loss of the *direction*,
   ``log(1 + exp(-sign(y) p_m / |p|_m))`` (forecasts put on one scale by their
   running mean magnitude); the forecast is the weighted sum of the members'
   forecasts. It follows the members that call the sign best;

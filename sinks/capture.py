@@ -11,7 +11,8 @@ which is the layout and format of the recordings in ``../shared/data``, so
 read those. REST depth snapshots are captured as lines too (the replay
 reader counts and skips them, as it does in the recordings).
 
-The gzip stream is sync-flushed every ``flush_every`` lines and on close, so
+The gzip stream is sync-flushed every ``flush_every`` lines, on :meth:`flush`
+(the collector calls it every second) and on close, so
 a collector killed mid-run leaves a file whose every flushed line can be read
 back (the reader stops at the truncated tail and says so). A file is never
 appended to: a collector restarted on the same day writes

@@ -277,13 +277,14 @@ class Collector:
                 await ws.close()
 
     async def _housekeeping(self, duration_s: Optional[float], idle_exit_s: Optional[float]) -> None:
-        t0 = last_log = time.monotonic()
+        t0 = last_log = last_flush = time.monotonic()
         while not self._stop.is_set():
             await asyncio.sleep(0.05)
             assert self._producer is not None
             self._producer.poll(0)
             now = time.monotonic()
-            if self._capture is not None:
+            if self._capture is not None and now - last_flush >= 1.0:  # at most 1 s of capture at risk
+                last_flush = now
                 self._capture.flush()
             if now - last_log >= 60.0:
                 last_log = now
