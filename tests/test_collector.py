@@ -95,6 +95,14 @@ def test_trade_gaps_are_reported_with_their_ids(live, kafka_bootstrap):
         want |= {(sym.upper(), a, b) for a, b in _runs(missing, _ids(ex.sent, f"{sym}@trade", "t"))}
     assert want and want <= reported
     assert counts["gaps_trade"] == len(want)
+    for sym in ("BTCUSDT", "ETHUSDT"):  # book quotes with depth features, the last one the final book
+        quotes = [g for g in book if g["type"] == "book_quote" and g["key"] == sym]
+        assert len(quotes) > 1000
+        q = quotes[-1]
+        bid, ask, last = ex.book_top(sym)
+        assert (q["bid"], q["ask"], q["update_id"]) == (bid, ask, last)
+        assert -1.0 <= q["imbalance"] <= 1.0 and bid <= q["microprice"] <= ask and q["spread"] == ask - bid
+    assert sum(g["type"] == "book_gap" for g in book) == counts["depth_gaps"]
 
 
 def test_books_resync_after_gaps_and_match_the_exchange(live):
