@@ -70,12 +70,14 @@ def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
     }
 
 
-def _has_quotes(paths: list[str]) -> bool:
-    """Whether any input can carry quotes (a websocket recording); archives
-    of trades and klines cannot, and a mid-quote price would leave no bars."""
+def _trades_without_quotes(paths: list[str]) -> bool:
+    """Whether the inputs hold trade archives but no websocket recording: no
+    quotes, so a mid-quote price would leave every trade bar without a price
+    (kline bars are priced by their close either way)."""
     from sources.files import describe, discover
 
-    return any(describe(p).fmt == "ws" for p in discover(list(paths)))
+    fmts = {describe(p).fmt for p in discover(list(paths))}
+    return "ws" not in fmts and bool(fmts & {"trades", "aggTrades"})
 
 
 def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
@@ -93,9 +95,9 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
         "input": base.input.model_copy(update={"paths": list(paths)}),
         "output": base.output.model_copy(update={"dir": out_dir}),
     }
-    if base.bars.price == "mid" and not _has_quotes(paths):
-        log.warning("no websocket recordings among the inputs, so no quotes: bars are priced by the last "
-                    "trade (TICKLET_BARS__PRICE=last)")
+    if base.bars.price == "mid" and _trades_without_quotes(paths):
+        log.warning("trade archives and no websocket recordings among the inputs, so no quotes: bars are "
+                    "priced by the last trade (TICKLET_BARS__PRICE=last)")
         update["bars"] = base.bars.model_copy(update={"price": "last"})
     settings = base.model_copy(update=update)
     flow = build_flow(settings)
