@@ -52,6 +52,10 @@ _KIND = {
     "MetricsRecord": b"metrics",
     "ErrorRecord": b"dead_letter",
     "BookQuote": b"book_quote",
+    "Trade": b"trade",
+    "Quote": b"quote",
+    "DepthUpdate": b"depth",
+    "Kline": b"kline",
     "BookGap": b"book_gap",
     "SequenceGap": b"sequence_gap",
 }

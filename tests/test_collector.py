@@ -57,7 +57,7 @@ def live(kafka_bootstrap: str, ws_dir: Path, tmp_path_factory: pytest.TempPathFa
     try:
         cfg = CollectConfig(symbols=["BTCUSDT", "ETHUSDT"], streams=STREAMS, ws_url=ex.url,
                             depth_url=ex.depth_url("spot"), capture_dir=cap, backoff_initial_s=0.05)
-        cfg = cfg.model_copy(update={"book_topic": topic_name("book")})
+        cfg = cfg.model_copy(update={"book_topic": topic_name("book"), "events_topic": topic_name("events")})
         kafka = KafkaConfig(bootstrap_servers=kafka_bootstrap, ticks_topic=topic_name("live"))
         collector = Collector(cfg, kafka)
         counts = asyncio.run(collector.run(idle_exit_s=1.5))
@@ -83,6 +83,15 @@ def test_everything_received_reaches_kafka_in_order(live, kafka_bootstrap):
         snaps = [v for v in by_key[sym] if b'"lastUpdateId"' in v]
         assert len(snaps) == ex.snapshot_requests[sym]
     assert counts["snapshots"] == sum(ex.snapshot_requests.values())
+    events = [json.loads(v) for _, v, _, _ in consume_all(kafka_bootstrap, collector.cfg.events_topic)]
+    kinds = {"trade": 0, "quote": 0, "depth": 0}
+    for e in events:
+        kinds[e["type"]] += 1
+    sent = {"trade": b"@trade", "quote": b"@bookTicker", "depth": b"@depth"}
+    assert kinds == {k: sum(tag in p[:40] for p in ex.sent) for k, tag in sent.items()}
+    last_trade = next(e for e in reversed(events) if e["type"] == "trade" and e["key"] == "BTCUSDT")
+    d = json.loads(next(p for p in reversed(ex.sent) if p.startswith(b'{"stream":"btcusdt@trade"')))["data"]
+    assert (last_trade["trade_id"], last_trade["price"], last_trade["qty"]) == (d["t"], float(d["p"]), float(d["q"]))
 
 
 def test_trade_gaps_are_reported_with_their_ids(live, kafka_bootstrap):

@@ -19,7 +19,10 @@ For every message received, in order:
 3. the ticks topic gets it in ticklet's wire format (:mod:`sources.wire`),
    keyed by instrument: exactly what ``ticklet replay --to kafka`` publishes,
    so a live session and the replay of its capture give the same forecasts;
-4. trade and aggTrade ids go through the gap detector, depth diffs through
+4. the normalized event (:class:`~ticklet.events.Trade`, ``Quote``,
+   ``DepthUpdate`` or ``Kline``, as the dataflow's parser makes it) goes to
+   the events topic as a JSON record (``type`` trade, quote, depth, kline);
+5. trade and aggTrade ids go through the gap detector, depth diffs through
    the local order book, whose book quotes, depth features, gaps and resync
    requests go to the book topic as JSON records.
 
@@ -55,7 +58,17 @@ from sinks.records import kafka_record
 from sources.binance import parse_ws
 from sources.binance_live import ENDPOINTS, MAX_STREAMS, connection_paths, stream_kind, stream_names
 from sources.wire import encode_tick, stream_symbol
-from ticklet.events import BookSnapshot, Count, DepthUpdate, ErrorRecord, SnapshotRequest, instrument_key
+from ticklet.events import (
+    BookSnapshot,
+    Count,
+    DepthUpdate,
+    ErrorRecord,
+    Kline,
+    Quote,
+    SnapshotRequest,
+    Trade,
+    instrument_key,
+)
 from ticklet.settings import CollectConfig, KafkaConfig
 from ticklet.telemetry import COLLECTOR
 
@@ -170,6 +183,14 @@ class Collector:
             self._count(f"messages_{kind}")
         self._publish_raw(symbol, ts, message)
         key = instrument_key(symbol, self.cfg.market)
+        ev = parse_ws(ts, message, self.cfg.market) if self.cfg.events_topic or kind == "depth" else None
+        if self.cfg.events_topic:
+            if isinstance(ev, (Trade, Quote, DepthUpdate, Kline)):
+                k, v = kafka_record(ev.key, ev)
+                self._produce(self.cfg.events_topic, k, v, ts // 1_000_000)
+            elif isinstance(ev, ErrorRecord):
+                self._count("messages_invalid")
+                log.warning("invalid message from the exchange: %s", ev.reason)
         if kind in ("trade", "aggTrade"):
             try:
                 d = _id_dec.decode(message).data
@@ -181,7 +202,6 @@ class Collector:
                 self.seq, out = sequence.step(self.seq, SequenceEvent(key, kind, tid, ts))
                 self._publish_records(out)
         elif kind == "depth":
-            ev = parse_ws(ts, message, self.cfg.market)
             if isinstance(ev, DepthUpdate):
                 self._book_step(key, ev)
             else:
@@ -301,8 +321,9 @@ class Collector:
             from prometheus_client import start_http_server
             start_http_server(self.cfg.metrics_port)
         pcfg = producer_config(self.kafka.brokers, self.kafka.client_config(), self.kafka.linger_ms)
-        for topic in (self.kafka.ticks_topic, self.cfg.book_topic):
-            ensure_topic(pcfg, topic)
+        for topic in (self.kafka.ticks_topic, self.cfg.book_topic, self.cfg.events_topic):
+            if topic:
+                ensure_topic(pcfg, topic)
         self._producer = Producer(pcfg)
         if self.cfg.capture_dir is not None:
             self._capture = CaptureWriter(self.cfg.capture_dir, self.cfg.market)

@@ -126,6 +126,9 @@ class CollectConfig(BaseModel):
     ping_timeout_s: float = Field(20.0, gt=0, description="Reconnect when a keepalive ping has no pong after this long.")
     snapshot_limit: int = Field(1000, ge=5, le=5000, description="Levels of the REST depth snapshot (spot max 5000, USD-M 1000).")
     capture_dir: Optional[Path] = Field(Path("capture"), description="Raw capture directory (recording format); unset: no capture.")
+    events_topic: Optional[str] = Field(
+        "ticklet.events", description="Normalized events out (trade, quote, depth, kline records as JSON, keyed by "
+        "instrument); unset: not published.")
     book_topic: str = Field("ticklet.book", description="Book quotes, depth features, gaps and resyncs out, JSON, keyed by instrument.")
     metrics_port: Optional[int] = Field(None, description="Serve Prometheus metrics on this port; unset: off.")
 
