@@ -67,7 +67,7 @@ def evaluate(name: str, models: tuple[str, ...]) -> dict:
                     ci = [round(iv.low, 4), round(iv.high, 4)]
                 out.setdefault(sym, {}).setdefault(model, {})[h] = {
                     "n": m["n"], "hit_rate": m["hit_rate"], "hit_rate_ci95": ci,
-                    "n_directional": m["n_directional"], "skill": m["skill"], "rmse": m["rmse"],
+                    "n_directional": m["n_directional"], "hits": m["hits"], "skill": m["skill"], "rmse": m["rmse"],
                     "p_value": m["hit_rate_p_value"],
                 }
     return {"wall_s": summary["wall_s"], "bars": summary["bars"], "results": out}
