@@ -251,3 +251,36 @@ def test_capture_survives_a_crash_and_a_restart(ws_dir, tmp_path):
     (spec,) = group_streams([tmp_path / "cap"])
     merged = [ln for block in read_stream(spec) for ln in block]
     assert merged == [b"%d %s" % x for x in lines[:6000]]
+
+
+def test_sigterm_stops_cleanly_with_everything_flushed(kafka_bootstrap, ws_dir, tmp_path):
+    """``docker stop`` sends SIGTERM: the collector flushes Kafka, closes its
+    capture (a complete gzip file) and prints its counters."""
+    import signal
+    import time
+
+    ex = ReplayExchange([ws_dir / "spot" / "ethusdt_20240808.gz"], speed=20).start()
+    ticks = topic_name("term")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
+    env.update({"TICKLET_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, "TICKLET_KAFKA__TICKS_TOPIC": ticks,
+                "TICKLET_COLLECT__WS_URL": ex.url, "TICKLET_COLLECT__DEPTH_URL": ex.depth_url("spot"),
+                "TICKLET_COLLECT__STREAMS": json.dumps(list(STREAMS)),
+                "TICKLET_COLLECT__BOOK_TOPIC": ticks + ".book", "TICKLET_COLLECT__EVENTS_TOPIC": ticks + ".events"})
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "ticklet.cli", "collect", "--symbols", "ETHUSDT",
+                                 "--capture", str(tmp_path / "cap")], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while len(ex.sent) < 2000 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        ex.stop()
+    assert proc.returncode == 0, err[-3000:]
+    counts = json.loads(out)
+    assert counts["messages"] >= 2000
+    assert len(consume_all(kafka_bootstrap, ticks)) == counts["messages"] + counts["snapshots"]
+    (cap,) = (tmp_path / "cap" / "spot").iterdir()
+    with gzip.open(cap, "rb") as f:  # closed properly: reads to the end without a truncation error
+        assert sum(1 for _ in f) == counts["messages"] + counts["snapshots"]

@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -171,10 +172,14 @@ def _collect(args: argparse.Namespace) -> int:
     if args.capture:
         update["capture_dir"] = args.capture
     collector = Collector(s.collect.model_copy(update=update), s.kafka)
-    try:
-        counts = asyncio.run(collector.run(args.duration, args.exit_when_idle))
-    except KeyboardInterrupt:
-        counts = dict(collector.counts)
+
+    async def run() -> dict[str, int]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # stop cleanly: flush Kafka, close the capture
+            loop.add_signal_handler(sig, collector.stop)
+        return await collector.run(args.duration, args.exit_when_idle)
+
+    counts = asyncio.run(run())
     sys.stdout.write(json.dumps(counts, sort_keys=True) + "\n")
     return 1 if counts.get("kafka_failed") or counts.get("kafka_undelivered") else 0
 
