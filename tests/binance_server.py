@@ -21,7 +21,11 @@ reconnects: what was published while the client was away),
 ``reject_handshakes`` (the first n websocket handshakes get HTTP 503) and
 ``ping_interval`` (the server's own pings, which the client must answer).
 ``speed`` paces the messages by their recorded receive times, ``speed``
-times faster (default: as fast as the socket takes them).
+times faster (default: as fast as the socket takes them). With
+``broadcast=True`` each path has one paced timeline, published whether
+anyone listens or not, and a connection receives what is published after it
+opened, as on the real exchange (two connections overlap; nothing is
+replayed to a reconnecting client).
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ class ReplayExchange:
     def __init__(self, files: list[Path], *, drop: Optional[set[tuple[str, int]]] = None,
                  close_after: Optional[set[int]] = None, lose_on_reconnect: int = 0,
                  reject_handshakes: int = 0, ping_interval: Optional[float] = None, ping_timeout: float = 5.0,
-                 yield_every: int = 64, speed: Optional[float] = None):
+                 yield_every: int = 64, speed: Optional[float] = None, broadcast: bool = False):
         self.messages: list[tuple[str, bytes]] = []  # (stream, payload) in recorded order
         self.times: list[int] = []  # their receive times in the recording (ns)
         self.snapshot_at: dict[str, tuple[int, dict]] = {}  # symbol -> (index in messages, snapshot)
@@ -77,6 +81,10 @@ class ReplayExchange:
             self.messages.append((stream, payload))
             self.times.append(ts)
         self.speed = speed
+        self.broadcast = broadcast
+        self.published: dict[str, list[bytes]] = {}
+        self._pub_done: set[str] = set()
+        self._pub_cond: Optional[asyncio.Condition] = None
         self.drop = drop or set()
         self.close_after = close_after or set()
         self.lose_on_reconnect = lose_on_reconnect
@@ -166,8 +174,64 @@ class ReplayExchange:
             return connection.respond(503, "try again later\n")
         return None
 
+    async def _publish(self, path: str, streams: set[str]) -> None:
+        """Broadcast mode: one paced timeline per path, as the exchange
+        publishes it whether anyone listens or not."""
+        loop = asyncio.get_running_loop()
+        assert self._pub_cond is not None
+        t0_wall, t0_rec = loop.time(), self.times[0]
+        timeline = self.published[path]
+        for i, (stream, payload) in enumerate(self.messages):
+            if stream not in streams:
+                continue
+            if self.speed is not None:
+                wait = t0_wall + (self.times[i] - t0_rec) / 1e9 / self.speed - loop.time()
+                if wait > 0.001:
+                    await asyncio.sleep(wait)
+            k = self._ordinal[stream]
+            self._ordinal[stream] += 1
+            with self._lock:
+                self._passed(i, stream, payload)
+            if (stream, k) in self.drop:
+                self.dropped.append(payload)
+                continue
+            timeline.append(payload)
+            async with self._pub_cond:
+                self._pub_cond.notify_all()
+        self._pub_done.add(path)
+        if self._pub_done >= set(self.connections):
+            self.all_sent.set()
+        async with self._pub_cond:
+            self._pub_cond.notify_all()
+
+    async def _broadcast_handler(self, ws: Any, path: str, streams: set[str]) -> None:
+        self.connections.append(path)
+        if self._pub_cond is None:
+            self._pub_cond = asyncio.Condition()
+        if path not in self.published:
+            self.published[path] = []
+            asyncio.get_running_loop().create_task(self._publish(path, streams))
+        timeline = self.published[path]
+        j = len(timeline)  # a new subscriber gets what is published from now on
+        try:
+            while True:
+                while j < len(timeline):
+                    await ws.send(timeline[j], text=True)
+                    self.sent.append(timeline[j])
+                    j += 1
+                if path in self._pub_done:
+                    break
+                async with self._pub_cond:
+                    await self._pub_cond.wait_for(lambda: j < len(timeline) or path in self._pub_done)
+        except ConnectionClosed:
+            return
+        await ws.wait_closed()
+
     async def _handler(self, ws: Any) -> None:
         path = ws.request.path
+        if self.broadcast:
+            streams = set(parse_qs(urlsplit(path).query)["streams"][0].split("/"))
+            return await self._broadcast_handler(ws, path, streams)
         streams = set(parse_qs(urlsplit(path).query)["streams"][0].split("/"))
         reconnect = path in self._cursor
         self.connections.append(path)

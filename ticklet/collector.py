@@ -29,7 +29,7 @@ For every message received, in order:
 REST depth snapshots are captured and published like messages (the
 forecast dataflow counts and skips them), so the book can be rebuilt from
 either. Counters: ``messages``, ``messages_<stream>``, ``gaps_<stream>``,
-``reconnects``, ``book_resyncs``, ``snapshots``, ``crossed_books``, Kafka
+``reconnects``, ``reconnects_scheduled``, ``handovers_unmatched``, ``book_resyncs``, ``snapshots``, ``crossed_books``, Kafka
 delivery failures; logged every minute, returned at the end, and exported as
 ``ticklet_collector_events_total{name}`` when a metrics port is set.
 """
@@ -274,27 +274,52 @@ class Collector:
 
     async def _run_connection(self, path: str) -> None:
         url = self.ws_url + path
-        first = True
+        ws = await self._connect(url)
+        self._count("connections")
+        log.info("connected to %s", url)
         while not self._stop.is_set():
-            ws = await self._connect(url)
-            self._count("connections")
-            if not first:
-                self._count("reconnects")
-            first = False
-            log.info("connected to %s", url)
             try:
                 async with asyncio.timeout(self.cfg.reconnect_after_s):
                     while True:
-                        msg = await ws.recv(decode=False)
-                        self.on_message(msg)
+                        self.on_message(await ws.recv(decode=False))
             except TimeoutError:
                 self._count("reconnects_scheduled")
                 log.info("scheduled reconnect of %s after %.0f s", url, self.cfg.reconnect_after_s)
+                ws = await self._handover(ws, url)
             except ConnectionClosed as ex:
                 self._count("disconnects")
                 log.warning("connection to %s closed: %s", url, ex)
-            finally:
                 await ws.close()
+                ws = await self._connect(url)
+            self._count("connections")
+            self._count("reconnects")
+        await ws.close()
+
+    async def _handover(self, old: Any, url: str) -> Any:
+        """Make before break: open the new connection, keep taking messages
+        from the old one until it delivers the new one's first message, then
+        close the old one. Nothing is lost or doubled when both connections
+        carry the same messages in the same order, as Binance's do."""
+        new = await self._connect(url)
+        timeout = self.cfg.handover_timeout_s
+        try:
+            first: Optional[bytes] = await asyncio.wait_for(new.recv(decode=False), timeout)
+        except (TimeoutError, ConnectionClosed):
+            first = None  # a quiet stream: take what the old connection still holds, then switch
+        try:
+            while True:
+                m = await asyncio.wait_for(old.recv(decode=False), timeout if first is not None else 0.05)
+                if m == first:
+                    break
+                self.on_message(m)
+        except (TimeoutError, ConnectionClosed):
+            if first is not None:
+                self._count("handovers_unmatched")
+                log.warning("handover of %s: the old connection never delivered the new one's first message", url)
+        await old.close()
+        if first is not None:
+            self.on_message(first)
+        return new
 
     async def _housekeeping(self, duration_s: Optional[float], idle_exit_s: Optional[float]) -> None:
         t0 = last_log = last_flush = time.monotonic()

@@ -120,6 +120,9 @@ class CollectConfig(BaseModel):
         None, ge=1, description="Streams per websocket connection; unset: Binance's limit (spot 1024, USD-M 200).")
     reconnect_after_s: float = Field(
         23.5 * 3600, gt=0, description="Reconnect every connection after this long, before Binance's 24-hour disconnect.")
+    handover_timeout_s: float = Field(
+        10.0, gt=0, description="Scheduled reconnects are make-before-break: the old connection is read until it "
+        "delivers the new one's first message, at most this long.")
     backoff_initial_s: float = Field(0.5, gt=0, description="Reconnect backoff unit: the n-th failed attempt waits a random time in [0, min(max, unit * 2^n)] (full jitter).")
     backoff_max_s: float = Field(60.0, gt=0, description="Longest reconnect delay.")
     ping_interval_s: float = Field(20.0, gt=0, description="Client keepalive ping period (Binance's own pings are answered automatically).")
