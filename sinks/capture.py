@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import logging
 import zlib
 from pathlib import Path
 from typing import Optional
 
 __all__ = ["CaptureWriter", "capture_path"]
 
-log = logging.getLogger(__name__)
+_DAY_NS = 86_400 * 10**9
 
 
 def capture_path(root: Path, market: str, symbol: str, ts_ns: int) -> Path:
@@ -50,23 +49,24 @@ class CaptureWriter:
     def __init__(self, root: Path, market: str, flush_every: int = 256, compresslevel: int = 6):
         self.root, self.market = Path(root), market
         self.flush_every, self.level = flush_every, compresslevel
-        self._files: dict[str, tuple[Path, gzip.GzipFile]] = {}
+        self._files: dict[str, tuple[int, gzip.GzipFile]] = {}  # symbol -> (UTC day number, file)
         self._unflushed = 0
         self.lines = 0
 
     def write(self, symbol: str, ts_ns: int, message: bytes) -> None:
         """Write one message received at ``ts_ns`` for ``symbol``."""
-        path = capture_path(self.root, self.market, symbol, ts_ns)
+        day = ts_ns // _DAY_NS
         cur = self._files.get(symbol)
-        if cur is None or cur[0] != path:
+        if cur is None or cur[0] != day:  # a new file only on the first line of a UTC day
             if cur is not None:
                 cur[1].close()
+            path = capture_path(self.root, self.market, symbol, ts_ns)
             path.parent.mkdir(parents=True, exist_ok=True)
             free, i = path, 0
             while free.exists():
                 i += 1
                 free = path.with_name(f"{path.name[:-3]}-{i}.gz")
-            cur = self._files[symbol] = (path, gzip.open(free, "xb", compresslevel=self.level))
+            cur = self._files[symbol] = (day, gzip.open(free, "xb", compresslevel=self.level))
         cur[1].write(b"%d %s\n" % (ts_ns, message.strip()))
         self.lines += 1
         self._unflushed += 1

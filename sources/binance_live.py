@@ -17,11 +17,11 @@ Examples
 ['/stream?streams=btcusdt@trade/btcusdt@bookTicker/ethusdt@trade', '/stream?streams=ethusdt@bookTicker']
 >>> ENDPOINTS["usdm", "production"].depth_url
 'https://fapi.binance.com/fapi/v1/depth'
->>> stream_kind(b'{"stream":"btcusdt@depth@100ms","data":{}}')
-'depth'
->>> stream_kind(b'{"stream":"btcusdt@kline_1m","data":{}}')
-'kline'
->>> stream_kind(b'{"lastUpdateId":1}') is None
+>>> stream_of(b'{"stream":"btcusdt@depth@100ms","data":{}}')
+('BTCUSDT', 'depth')
+>>> stream_of(b'{"stream":"btcusdt@kline_1m","data":{}}')
+('BTCUSDT', 'kline')
+>>> stream_of(b'{"lastUpdateId":1}') is None
 True
 """
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["ENDPOINTS", "MAX_STREAMS", "Endpoint", "connection_paths", "stream_kind", "stream_names"]
+__all__ = ["ENDPOINTS", "MAX_STREAMS", "Endpoint", "connection_paths", "stream_names", "stream_of"]
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,10 @@ _KINDS = {b"trade": "trade", b"aggTrade": "aggTrade", b"bookTicker": "bookTicker
           b"kline": "kline", b"markPrice": "markPrice"}
 
 
-def stream_kind(message: bytes) -> Optional[str]:
-    """The kind of a combined-stream message (``trade``, ``aggTrade``,
-    ``bookTicker``, ``depth``, ``kline``, ``markPrice``), or None."""
+def stream_of(message: bytes) -> Optional[tuple[str, str]]:
+    """``(SYMBOL, kind)`` of a combined-stream message, kind one of
+    ``trade``, ``aggTrade``, ``bookTicker``, ``depth``, ``kline``,
+    ``markPrice``; None for anything else (a REST snapshot, a reply)."""
     i = message.find(b'"stream":"')
     if i < 0:
         return None
@@ -83,4 +84,5 @@ def stream_kind(message: bytes) -> Optional[str]:
     name = message[at + 1 : end]
     for sep in (b"@", b"_"):
         name = name.split(sep, 1)[0]
-    return _KINDS.get(name)
+    kind = _KINDS.get(name)
+    return None if kind is None else (message[i + 10 : at].decode().upper(), kind)

@@ -56,8 +56,8 @@ from sinks.capture import CaptureWriter
 from sinks.kafka import ensure_topic, producer_config
 from sinks.records import kafka_record
 from sources.binance import parse_ws
-from sources.binance_live import ENDPOINTS, MAX_STREAMS, connection_paths, stream_kind, stream_names
-from sources.wire import encode_tick, stream_symbol
+from sources.binance_live import ENDPOINTS, MAX_STREAMS, connection_paths, stream_names, stream_of
+from sources.wire import encode_tick
 from ticklet.events import (
     BookSnapshot,
     Count,
@@ -103,7 +103,6 @@ class Collector:
         self.depth_url = cfg.depth_url or ep.depth_url
         limit = cfg.max_streams_per_connection or MAX_STREAMS[cfg.market]
         self.paths = connection_paths(stream_names(cfg.symbols, cfg.streams), limit)
-        self.symbols = {s.upper(): s.upper() for s in cfg.symbols}
         self.counts: collections.Counter[str] = collections.Counter()
         self.book_config = book or OrderBookConfig()
         self.books: dict[str, OrderBookState] = {}
@@ -130,14 +129,12 @@ class Collector:
             self._count("kafka_failed")
             log.error("kafka delivery failed: %s", err)
 
-    def _produce(self, topic: str, key: bytes, value: bytes, ts_ms: Optional[int] = None) -> None:
+    def _produce(self, topic: str, key: bytes, value: bytes, ts_ms: int = 0) -> None:
+        """Produce one message (``ts_ms`` 0: the producer's clock)."""
         assert self._producer is not None
         while True:
             try:
-                if ts_ms is None:
-                    self._producer.produce(topic, value, key, on_delivery=self._on_delivery)
-                else:
-                    self._producer.produce(topic, value, key, timestamp=ts_ms, on_delivery=self._on_delivery)
+                self._producer.produce(topic, value, key, timestamp=ts_ms, on_delivery=self._on_delivery)
                 return
             except BufferError:  # local queue full: let deliveries drain
                 self._producer.poll(0.05)
@@ -173,39 +170,37 @@ class Collector:
         """Handle one websocket message (public for tests and tools)."""
         ts = self._stamp()
         self._last_msg = time.monotonic()
-        symbol = stream_symbol(message)
-        kind = stream_kind(message)
         self._count("messages")
-        if symbol is None or kind is None:  # e.g. a subscription reply: kept, the dataflow dead-letters it
+        sk = stream_of(message)
+        if sk is None:  # e.g. a subscription reply: kept, the dataflow dead-letters it
             self._count("messages_unknown")
-            symbol = next(iter(self.symbols))
-        else:
-            self._count(f"messages_{kind}")
+            self._publish_raw(self.cfg.symbols[0].upper(), ts, message)
+            return
+        symbol, kind = sk
+        self._count(f"messages_{kind}")
         self._publish_raw(symbol, ts, message)
+        ev = parse_ws(ts, message, self.cfg.market)  # parsed once, for every use below
+        if isinstance(ev, ErrorRecord):
+            self._count("messages_invalid")
+            log.warning("invalid message from the exchange: %s", ev.reason)
+        elif self.cfg.events_topic and isinstance(ev, (Trade, Quote, DepthUpdate, Kline)):
+            k, v = kafka_record(ev.key, ev)
+            self._produce(self.cfg.events_topic, k, v, ts // 1_000_000)
         key = instrument_key(symbol, self.cfg.market)
-        ev = parse_ws(ts, message, self.cfg.market) if self.cfg.events_topic or kind == "depth" else None
-        if self.cfg.events_topic:
-            if isinstance(ev, (Trade, Quote, DepthUpdate, Kline)):
-                k, v = kafka_record(ev.key, ev)
-                self._produce(self.cfg.events_topic, k, v, ts // 1_000_000)
-            elif isinstance(ev, ErrorRecord):
-                self._count("messages_invalid")
-                log.warning("invalid message from the exchange: %s", ev.reason)
         if kind in ("trade", "aggTrade"):
-            try:
-                d = _id_dec.decode(message).data
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                self._count("messages_unparsed")
-                return
-            tid = d.t if kind == "trade" else d.a
+            if isinstance(ev, Trade):
+                tid: Optional[int] = ev.trade_id
+            else:  # not a market trade (a futures insurance-fund fill): its id still counts
+                try:
+                    d = _id_dec.decode(message).data
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    return
+                tid = d.t if kind == "trade" else d.a
             if tid is not None:
                 self.seq, out = sequence.step(self.seq, SequenceEvent(key, kind, tid, ts))
                 self._publish_records(out)
-        elif kind == "depth":
-            if isinstance(ev, DepthUpdate):
-                self._book_step(key, ev)
-            else:
-                self._count("messages_unparsed")
+        elif kind == "depth" and isinstance(ev, DepthUpdate):
+            self._book_step(key, ev)
 
     def _book_step(self, key: str, event: Any) -> None:
         st = self.books.get(key)
