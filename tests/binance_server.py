@@ -174,6 +174,13 @@ class ReplayExchange:
             return connection.respond(503, "try again later\n")
         return None
 
+    async def _pace(self, loop: asyncio.AbstractEventLoop, t0_wall: float, t0_rec: int, i: int) -> None:
+        """Wait until message ``i`` is due: recorded receive times, ``speed`` times faster."""
+        if self.speed is not None:
+            wait = t0_wall + (self.times[i] - t0_rec) / 1e9 / self.speed - loop.time()
+            if wait > 0.001:
+                await asyncio.sleep(wait)
+
     async def _publish(self, path: str, streams: set[str]) -> None:
         """Broadcast mode: one paced timeline per path, as the exchange
         publishes it whether anyone listens or not."""
@@ -184,10 +191,7 @@ class ReplayExchange:
         for i, (stream, payload) in enumerate(self.messages):
             if stream not in streams:
                 continue
-            if self.speed is not None:
-                wait = t0_wall + (self.times[i] - t0_rec) / 1e9 / self.speed - loop.time()
-                if wait > 0.001:
-                    await asyncio.sleep(wait)
+            await self._pace(loop, t0_wall, t0_rec, i)
             k = self._ordinal[stream]
             self._ordinal[stream] += 1
             with self._lock:
@@ -252,10 +256,7 @@ class ReplayExchange:
         t0_wall, t0_rec = loop.time(), self.times[i] if i < len(msgs) else 0
         while i < len(msgs):
             stream, payload = msgs[i]
-            if self.speed is not None:  # pace by the recorded receive times
-                wait = t0_wall + (self.times[i] - t0_rec) / 1e9 / self.speed - loop.time()
-                if wait > 0.001:
-                    await asyncio.sleep(wait)
+            await self._pace(loop, t0_wall, t0_rec, i)
             i += 1
             self._cursor[path] = i
             if stream not in streams:
