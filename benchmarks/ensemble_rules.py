@@ -18,7 +18,7 @@ could gain:
 
 Usage::
 
-    python benchmarks/ensemble_rules.py [--eta 0.05] [--decay 0.995]
+    python benchmarks/ensemble_rules.py [--eta 0.05] [--decay 0.995] [--rule direction]
 """
 
 from __future__ import annotations
