@@ -283,12 +283,17 @@ def test_second_run_is_offline(server, tmp_path):
     assert again.present == first.downloaded and not again.downloaded and again.bytes == 0
 
 
-def test_partial_file_is_resumed_with_range(server, served, tmp_path):
-    out = tmp_path / "dl"
-    (a,) = plan(**{**TRADES, "end": "2024-08-08"})
-    src = (served / "data" / a.path).read_bytes()
+def _one_archive(served, out, query):
+    """The single archive ``query`` plans, its served bytes, and its destination (parent made)."""
+    (a,) = plan(**query)
     dest = out / a.path
     dest.parent.mkdir(parents=True)
+    return a, (served / "data" / a.path).read_bytes(), dest
+
+
+def test_partial_file_is_resumed_with_range(server, served, tmp_path):
+    out = tmp_path / "dl"
+    a, src, dest = _one_archive(served, out, {**TRADES, "end": "2024-08-08"})
     part = dest.with_name(dest.name + ".part")
     part.write_bytes(src[:5000])
     report = _get(server, out, {**TRADES, "end": "2024-08-08"})
@@ -299,10 +304,7 @@ def test_partial_file_is_resumed_with_range(server, served, tmp_path):
 
 def test_server_ignoring_range_restarts(server, served, tmp_path):
     out = tmp_path / "dl"
-    (a,) = plan(**{**TRADES, "start": "2024-08-09"})
-    src = (served / "data" / a.path).read_bytes()
-    dest = out / a.path
-    dest.parent.mkdir(parents=True)
+    a, src, dest = _one_archive(served, out, {**TRADES, "start": "2024-08-09"})
     dest.with_name(dest.name + ".part").write_bytes(b"stale bytes of something else")
     server.faults["/data/" + a.path] = ["ignore-range"]
     report = _get(server, out, {**TRADES, "start": "2024-08-09"})
