@@ -1,14 +1,45 @@
 """Readers for recorded and archived market data (I/O only, no Bytewax).
 
-Three kinds of file are understood:
+Inputs are recognized by their content, read once per file by
+:func:`describe` from a bounded prefix (the first 64 KiB, inflated when the
+file is gzip); whole files are never read for this. Three kinds of file are
+understood:
 
-- **websocket recordings** (``*.gz``, ``*.dat.gz``, ``*.dat``, ``*.txt``,
-  ``*.jsonl``): one ``<receive timestamp> <json>`` line per message, gzip or
-  plain, timestamps in µs or ns (told apart by digit count);
+- **websocket recordings**, whatever their name, gzip (magic bytes ``1f 8b``)
+  or plain: one ``<receive timestamp> <json>`` line per message, timestamps in
+  µs (16 digits) or ns (19 digits), see :func:`line_ts`. A file is one when
+  its first non-empty line is such a line holding a JSON object (a REST depth
+  snapshot ``{"lastUpdateId":...}`` counts). The symbol comes from the stream
+  names (``btcusdt@trade`` -> ``BTCUSDT``) and the market from the first
+  messages, by the fields only one market's messages carry (checked on the
+  real recordings): USD-M futures ``trade`` data has ``X`` (order type), depth
+  data ``pu``, ``bookTicker`` data ``E``/``T`` and the REST snapshot
+  ``E``/``T``; the ``markPrice`` stream exists on futures only; spot ``trade``
+  data has ``M``. Spot ``bookTicker``, depth and snapshot messages are told by
+  what they lack, which counts only where no message tells by what it has.
 - **Binance public-data CSV** (``SYMBOL-trades-*.csv``,
-  ``SYMBOL-aggTrades-*.csv``, ``SYMBOL-1m-*.csv``, plain or inside the
-  ``.zip`` Binance publishes);
-- **Feather klines** as written by freqtrade (``BTC_USDT-1m.feather``).
+  ``SYMBOL-aggTrades-*.csv``, ``SYMBOL-1m-*.csv``, plain, ``.csv.gz`` or
+  inside the ``.zip`` Binance publishes), recognized by Binance's fixed names
+  and checked to hold a CSV. The first row tells the market of trades and
+  aggTrades: spot trades have 7 columns (``id, price, qty, quote_qty, time,
+  is_buyer_maker, is_best_match``), USD-M ones 6; spot aggTrades 8, USD-M 7
+  (newer USD-M files start with a header row of as many columns). Klines look
+  the same on both markets.
+- **Feather klines** as written by freqtrade (``BTC_USDT-1m.feather``), by
+  name and Arrow magic bytes.
+
+The market is, first to last: the ``market`` argument (the
+``TICKLET_INPUT__MARKET`` setting), what the content tells, then the path
+rule: a path part called ``usdm``, ``um``, ``futures`` or ``fapi`` means USD-M
+futures, anything else spot. A recording's symbol falls back to the part of
+its file name before the first ``_`` or ``.``. An archive or Feather path
+that does not exist yet is classified by its name alone.
+
+A file that is none of these raises :class:`InputFormatError` (a
+:class:`ValueError`) with a one-line message naming the file and what was
+found. Inside a directory given as input such files are skipped (logged at
+debug level; a file named like a Binance archive but holding something else
+is logged as a warning).
 
 Files are grouped into *streams*: one per (format, market, symbol). The files
 of a stream are merged in time order with :func:`heapq.merge`, ties broken by
@@ -19,16 +50,29 @@ Examples
 >>> s = describe("data/sample/spot/btcusdt_20240808.gz")
 >>> s.fmt, s.market, s.symbol
 ('ws', 'spot', 'BTCUSDT')
+>>> describe("data/sample/spot/btcusdt_20240808.gz", market="usdm").market
+'usdm'
 >>> describe("x/futures/um/daily/trades/BTCUSDT/BTCUSDT-trades-2024-08-08.zip").market
 'usdm'
 >>> describe("BTC_USDT-15m.feather").interval_ns // 10**9
 900
+>>> [s.name for s in group_streams(["data/sample"])]  # NOTICE.md beside the data is skipped
+['ws:spot:BTCUSDT']
+>>> describe("data/sample/btcusdt_20240810.gz")
+Traceback (most recent call last):
+...
+sources.files.InputFormatError: data/sample/btcusdt_20240810.gz: no such file
+>>> describe("data/sample/NOTICE.md")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+sources.files.InputFormatError: data/sample/NOTICE.md: not a recording, ... (first line: b'...')
 """
 
 from __future__ import annotations
 
 import bisect
 import csv
+import dataclasses
 import gzip
 import heapq
 import io
@@ -37,26 +81,51 @@ import os
 import re
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Optional
 
+import msgspec
 from isal import igzip
 
 from sources.binance import to_ns
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FileSpec", "StreamSpec", "describe", "discover", "group_streams", "line_ts", "read_stream"]
+__all__ = [
+    "FileSpec",
+    "InputFormatError",
+    "StreamSpec",
+    "describe",
+    "discover",
+    "group_streams",
+    "line_ts",
+    "read_stream",
+]
 
-_WS_SUFFIXES = (".gz", ".dat", ".txt", ".jsonl")
 _CSV_RE = re.compile(
     r"^(?P<sym>[A-Z0-9]+)-(?P<kind>trades|aggTrades|\d+[smhdwM])-.*\.(csv|zip|csv\.gz)$"
 )
 _FEATHER_RE = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<iv>\d+[smhdw])\.feather$")
 _UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
+
+#: How much of a file (inflated) is read to tell what it is.
+_SNIFF_BYTES = 1 << 16
+#: At most this much compressed input is read to inflate that prefix.
+_SNIFF_RAW_MAX = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # an archive with members, an empty one
+_FEATHER_MAGICS = (b"ARROW1", b"FEA1")  # Feather v2 (Arrow IPC file), v1
+#: A recording line's head: the receive timestamp in µs or ns, one space, a JSON object.
+_REC_HEAD = re.compile(rb"(?:\d{16}|\d{19}) \{")
+_SYMBOL = re.compile(r"[A-Za-z0-9_]+")  # of a stream name: btcusdt@trade, btcusdt_240927@depth
+_NONE_OF = "not a recording, Binance CSV/zip archive or Feather klines file"
+_SHOW = 60  # bytes of what was found that an error message shows (of text; of binary, a quarter)
+#: Columns of the first CSV row (data or header) -> market, where they tell it.
+_CSV_MARKET = {"trades": {7: "spot", 6: "usdm"}, "aggTrades": {8: "spot", 7: "usdm"}}
 
 
 def interval_ns(text: str) -> int:
@@ -94,55 +163,352 @@ class StreamSpec:
     interval_ns: int = 0
 
 
+class InputFormatError(ValueError):
+    """An input that is none of the formats read here (or no file at all).
+
+    The message is one line: ``"<path>: <reason>"``.
+
+    Parameters
+    ----------
+    path : str
+        The file, as given.
+    reason : str
+        What is wrong, including what was found.
+
+    Examples
+    --------
+    >>> str(InputFormatError("notes.txt", "empty file"))
+    'notes.txt: empty file'
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+        shown = path if path.isprintable() else repr(path)
+        super().__init__(f"{shown}: {reason}")
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.path, self.reason)
+
+
+class _Named(InputFormatError):
+    """A file named like a Binance archive or Feather klines file that holds
+    something else (a broken download, most likely)."""
+
+
 def _market_of(path: str) -> str:
     parts = {p.lower() for p in Path(path).parts}
     return "usdm" if parts & {"usdm", "um", "futures", "fapi"} else "spot"
 
 
+def _show(data: bytes, n: int = _SHOW) -> str:
+    """``data`` for an error message: a bytes repr of at most ``n`` bytes."""
+    return repr(data[:n]) + ("..." if len(data) > n else "")
+
+
+def _found(head: bytes, gz: bool = False) -> str:
+    """What a prefix holds, in a few words, for an error message.
+
+    >>> _found(b""), _found(b"\\n\\nhello world\\nmore"), _found(b"\\x89PNG\\r\\n\\x1a\\n\\x00")
+    ('empty file', "first line: b'hello world'", "first bytes: b'\\\\x89PNG\\\\r\\\\n\\\\x1a\\\\n\\\\x00'")
+    """
+    if not head:
+        return "gzip inflating to nothing" if gz else "empty file"
+    pre = "gzip, " if gz else ""
+    start = head[:_SHOW]
+    if any(b < 9 or 13 < b < 32 for b in start):
+        return f"{pre}first bytes: {_show(head, _SHOW // 4)}"
+    line = _first_line(head)[0]
+    return f"{pre}first line: {_show(line)}" if line else f"{pre}only blank lines"
+
+
+def _read_head(path: str) -> tuple[bytes, bytes, bool, bool]:
+    """The start of a file: ``(raw bytes, content, gzip, whole)``.
+
+    ``content`` is the first ``_SNIFF_BYTES`` of the file, inflated when it is
+    gzip (member after member, as far as a truncated file goes); ``whole``
+    says that it is all the file holds.
+    """
+    n = _SNIFF_BYTES
+    with open(path, "rb") as f:
+        raw = f.read(n + 1)
+        if raw[:2] != _GZIP_MAGIC:
+            return raw[:n], raw[:n], False, len(raw) <= n
+        out = bytearray()
+        data, used, d = raw, len(raw), zlib.decompressobj(31)
+        try:
+            while len(out) <= n:
+                if not data:
+                    if used >= _SNIFF_RAW_MAX:
+                        return raw[:n], bytes(out), True, False
+                    data = f.read(n)
+                    used += len(data)
+                    if not data:  # end of file: all there is when the last member is complete
+                        return raw[:n], bytes(out), True, d.eof
+                if d.eof:  # the next member
+                    if len(data) < 2 and used < _SNIFF_RAW_MAX:  # its magic bytes split between reads
+                        more = f.read(n)
+                        data, used = data + more, used + len(more)
+                    if data[:2] != _GZIP_MAGIC:
+                        break  # bytes after the last member
+                    d = zlib.decompressobj(31)
+                out += d.decompress(data, n + 1 - len(out))
+                data = d.unused_data if d.eof else d.unconsumed_tail
+        except zlib.error as ex:
+            raise InputFormatError(path, f"gzip that does not inflate ({ex})") from None
+        return raw[:n], bytes(out[:n]), True, len(out) <= n
+
+
+def _lines(content: bytes, whole: bool) -> list[bytes]:
+    """The complete non-empty lines of a prefix, without line endings."""
+    lines = content.split(b"\n")
+    if not whole:
+        lines.pop()  # cut off at the bound
+    return [s for ln in lines if (s := ln.rstrip(b"\r"))]
+
+
+def _first_line(content: bytes, whole: bool = True) -> tuple[bytes, bool]:
+    """The first non-empty line of a prefix, and whether it is complete
+    (rather than cut off at the bound)."""
+    pos = 0
+    while pos < len(content):
+        end = content.find(b"\n", pos)
+        complete = end >= 0 or whole
+        end = len(content) if end < 0 else end
+        line = content[pos:end].rstrip(b"\r")
+        if line.strip():
+            return line, complete
+        pos = end + 1
+    return b"", True
+
+
+def _is_recording(content: bytes, whole: bool) -> bool:
+    """Whether the first non-empty line is ``<16 or 19 digits> <JSON object>``."""
+    first, complete = _first_line(content, whole)
+    if not _REC_HEAD.match(first):
+        return False
+    body = first[first.find(b" ") + 1 :]
+    if not complete:  # longer than the prefix (a deep REST snapshot): only its start is seen
+        return body.startswith(b'{"')
+    try:
+        return isinstance(msgspec.json.decode(body), dict)
+    except msgspec.DecodeError:
+        return False
+
+
+def _vote(msg: dict) -> Optional[tuple[str, bool]]:
+    """``(market, strong)`` that one decoded message tells, or None.
+
+    Strong votes rest on fields only that market's messages carry, weak ones
+    on fields missing (spot bookTicker, depth and REST snapshot).
+    """
+    stream = msg.get("stream")
+    if not isinstance(stream, str):
+        if "lastUpdateId" in msg and "bids" in msg:  # REST depth snapshot: futures' has E and T
+            return ("usdm", True) if "E" in msg or "T" in msg else ("spot", False)
+        return None
+    data = msg.get("data")
+    parts = stream.split("@")
+    if not isinstance(data, dict) or len(parts) < 2:
+        return None
+    kind = parts[1]
+    if kind == "markPrice":
+        return "usdm", True
+    if kind == "trade":
+        if "X" in data:
+            return "usdm", True
+        return ("spot", True) if "M" in data else None
+    if kind == "bookTicker":
+        return ("usdm", True) if "E" in data or "T" in data else ("spot", False)
+    if kind.startswith("depth") and "U" in data:  # a diff-depth update
+        return ("usdm", True) if "pu" in data else ("spot", False)
+    return None
+
+
+def _sniff_ws(path: str, content: bytes, whole: bool, quiet: bool) -> tuple[Optional[str], Optional[str]]:
+    """``(market, symbol)`` told by the messages in a recording's prefix;
+    None where none tells. ``quiet``: do not warn about mixed markets."""
+    strong: Counter[str] = Counter()
+    weak: Counter[str] = Counter()
+    symbols: dict[str, None] = {}
+    for ln in _lines(content, whole):
+        sp = ln.find(b" ")
+        if not _REC_HEAD.match(ln):
+            continue
+        try:
+            msg = msgspec.json.decode(ln[sp + 1 :])
+        except msgspec.DecodeError:
+            continue
+        if not isinstance(msg, dict):
+            continue
+        stream = msg.get("stream")
+        if isinstance(stream, str) and "@" in stream:
+            sym = stream.split("@", 1)[0]
+            if _SYMBOL.fullmatch(sym):
+                symbols.setdefault(sym.upper())
+        v = _vote(msg)
+        if v is not None:
+            (strong if v[1] else weak)[v[0]] += 1
+    votes = strong or weak
+    market: Optional[str] = None
+    if len(votes) == 1:
+        (market,) = votes
+    elif votes:
+        (m1, n1), (_, n2) = votes.most_common(2)
+        market = m1 if n1 > n2 else None
+        if not quiet:
+            log.warning("%s: its first messages tell both markets (%s); taking %s", path,
+                        dict(sorted(votes.items())), market or "the market of the path")
+    if len(symbols) > 1:
+        log.debug("%s: streams of several symbols %s; named after the first", path, list(symbols))
+    return market, next(iter(symbols), None)
+
+
+def _csv_head(path: str, name: str, raw: bytes, content: bytes, gz: bool) -> bytes:
+    """The start of a named Binance CSV archive's (first) CSV file; raises
+    :class:`InputFormatError` where the file holds something else."""
+    if name.endswith(".zip"):
+        if not raw.startswith(_ZIP_MAGICS):
+            raise _Named(path, f"named like a Binance archive but not a zip archive ({_found(content, gz)})")
+        try:
+            with zipfile.ZipFile(path) as z:
+                members = sorted(n for n in z.namelist() if n.endswith(".csv"))
+                if not members:
+                    raise _Named(path, f"a zip archive without a .csv file (holds {z.namelist()[:3]})")
+                with z.open(members[0]) as f:
+                    return f.read(_SNIFF_BYTES)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as ex:
+            raise _Named(path, f"a damaged zip archive ({ex})") from None
+    if name.endswith(".gz") and not gz:
+        raise _Named(path, f"named like a gzip CSV archive but not gzip ({_found(content)})")
+    return content
+
+
+def _csv_market(path: str, name: str, kind: str, raw: bytes, content: bytes, gz: bool) -> Optional[str]:
+    """The market that a named Binance CSV's first row tells (None for
+    klines and unknown widths); raises :class:`InputFormatError` where the
+    file holds no CSV."""
+    head = _csv_head(path, name, raw, content, gz)
+    first = _first_line(head)[0]
+    if not first:
+        raise _Named(path, "named like a Binance archive but its CSV is empty")
+    try:
+        row = next(csv.reader([first.decode("utf-8")]))
+    except UnicodeDecodeError:
+        row = []
+    if len(row) < 2:
+        raise _Named(path, f"named like a Binance archive but not a CSV ({_found(head)})")
+    return _CSV_MARKET.get(kind, {}).get(len(row))
+
+
 def describe(path: str | os.PathLike, market: str | None = None) -> FileSpec:
-    """Classify a file by its name (and path, for the market)."""
+    """Classify a file by its content (and its name, for Binance archives).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    market : str, optional
+        ``"spot"`` or ``"usdm"``: forces the market, whatever the content or
+        the path tells.
+
+    Returns
+    -------
+    FileSpec
+        Format, market, symbol (and kline interval) of the file.
+
+    Raises
+    ------
+    InputFormatError
+        The file is none of the known formats, or does not exist (archive and
+        Feather names excepted, see the module docstring).
+
+    Examples
+    --------
+    >>> s = describe("data/sample/spot/btcusdt_20240809.gz")
+    >>> s.fmt, s.market, s.symbol
+    ('ws', 'spot', 'BTCUSDT')
+    """
     p = str(path)
     name = Path(p).name
-    mkt = market or _market_of(p)
-    m = _FEATHER_RE.match(name)
-    if m:
-        return FileSpec(p, "kline_rows", mkt, m["base"] + m["quote"], interval_ns(m["iv"]))
-    m = _CSV_RE.match(name)
-    if m:
-        kind = m["kind"]
-        if kind in ("trades", "aggTrades"):
-            return FileSpec(p, kind, mkt, m["sym"])
-        return FileSpec(p, "klines", mkt, m["sym"], interval_ns(kind))
-    if name.endswith(_WS_SUFFIXES):
-        sym = name.split("_", 1)[0].split(".", 1)[0].upper()
-        return FileSpec(p, "ws", mkt, sym)
-    raise ValueError(f"don't know how to read {p!r}: expected a websocket recording, "
-                     "a Binance CSV/zip archive or a Feather kline file")
+    feather = _FEATHER_RE.match(name)
+    archive = _CSV_RE.match(name)
+    try:
+        raw, content, gz, whole = _read_head(p)
+    except FileNotFoundError:
+        if feather or archive:  # a file to come (a download's destination): its name says what it is
+            return _by_name(p, market or _market_of(p), feather, archive)
+        raise InputFormatError(p, "no such file") from None
+    except IsADirectoryError:
+        raise InputFormatError(p, "a directory, not a file") from None
+    except OSError as ex:
+        raise InputFormatError(p, f"cannot be read ({ex.strerror or ex})") from None
+    except InputFormatError as ex:  # a gzip file that does not inflate
+        raise (_Named(p, ex.reason) if feather or archive else ex) from None
+    if _is_recording(content, whole):
+        mkt, sym = _sniff_ws(p, content, whole, quiet=market is not None)
+        sym = sym or name.split("_", 1)[0].split(".", 1)[0].upper()
+        return FileSpec(p, "ws", market or mkt or _market_of(p), sym)
+    if feather:
+        if not raw.startswith(_FEATHER_MAGICS):
+            raise _Named(p, f"named like a Feather klines file but not one ({_found(content, gz)})")
+        return _by_name(p, market or _market_of(p), feather, None)
+    if archive:
+        told = _csv_market(p, name, archive["kind"], raw, content, gz)
+        return _by_name(p, market or told or _market_of(p), None, archive)
+    raise InputFormatError(p, f"{_NONE_OF} ({_found(content, gz)})")
 
 
-def discover(paths: list[str | os.PathLike]) -> list[str]:
-    """Expand directories into the readable files under them, sorted."""
-    out: list[str] = []
+def _by_name(p: str, mkt: str, feather: Optional[re.Match], archive: Optional[re.Match]) -> FileSpec:
+    if feather:
+        return FileSpec(p, "kline_rows", mkt, feather["base"] + feather["quote"], interval_ns(feather["iv"]))
+    assert archive is not None
+    kind = archive["kind"]
+    if kind in ("trades", "aggTrades"):
+        return FileSpec(p, kind, mkt, archive["sym"])
+    return FileSpec(p, "klines", mkt, archive["sym"], interval_ns(kind))
+
+
+def _expand(paths: list[str | os.PathLike]) -> dict[str, Optional[FileSpec]]:
+    """Paths given and files found under the directories given, sorted; the
+    files found under directories come described (market from content or
+    path), those given are described by the caller."""
+    out: dict[str, Optional[FileSpec]] = {}
     for p in paths:
         if os.path.isdir(p):
             for root, _, files in os.walk(p):
                 for f in files:
                     full = os.path.join(root, f)
-                    try:
-                        describe(full)
-                    except ValueError:
+                    if full in out:
                         continue
-                    out.append(full)
+                    try:
+                        out[full] = describe(full)
+                    except _Named as ex:
+                        log.warning("skipped %s", ex)
+                    except InputFormatError as ex:
+                        log.debug("skipped %s", ex)
         else:
-            out.append(str(p))
-    return sorted(dict.fromkeys(out))
+            out.setdefault(str(p), None)
+    return dict(sorted(out.items()))
+
+
+def discover(paths: list[str | os.PathLike]) -> list[str]:
+    """Expand directories into the readable files under them, sorted; files
+    given explicitly are kept as they are (:func:`describe` judges them)."""
+    return list(_expand(paths))
 
 
 def group_streams(paths: list[str | os.PathLike], market: str | None = None) -> list[StreamSpec]:
-    """Group files into per-(format, market, symbol) streams, in a stable order."""
+    """Group files into per-(format, market, symbol) streams, in a stable order.
+
+    Each file is described (its prefix read) once. A file given explicitly
+    that is none of the known formats raises :class:`InputFormatError`.
+    """
     groups: dict[tuple[str, str, str, int], list[str]] = {}
-    for p in discover(paths):
-        s = describe(p, market)
+    for p, s in _expand(paths).items():
+        if s is None:
+            s = describe(p, market)
+        elif market:
+            s = dataclasses.replace(s, market=market)
         groups.setdefault((s.fmt, s.market, s.symbol, s.interval_ns), []).append(s.path)
     return [
         StreamSpec(f"{fmt}:{mkt}:{sym}" + (f":{iv}" if iv else ""), fmt, mkt, sym, tuple(sorted(fs)), iv)
