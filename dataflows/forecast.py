@@ -10,23 +10,31 @@ Run the embedded default (the bundled real sample, no servers)::
 
     python -m bytewax.run dataflows.forecast
 
+It shows a progress bar on stderr (when stderr is a terminal) and ends with a
+summary there: totals, the last metrics and where the outputs are. ``flow``
+is built from the environment's settings when Bytewax asks for it, so
+importing this module builds nothing.
+
 Swap an operator by editing one line below, or a model by one setting
 (``TICKLET_FORECAST__MODELS``).
 """
 
 from __future__ import annotations
 
+import sys
+
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from sinks.files import CounterSink, CsvSink, JsonLinesSink
-from sinks.influx import InfluxSink
 from sinks.kafka import KafkaRecordSink, producer_config
+from sinks.report import ReportSink
 from sources.kafka import KafkaTickSource
+from sources.files import InputFormatError
 from sources.replay import ReplaySource
 from ticklet import ops
 from ticklet.events import Count, ForecastRecord, MetricsRecord
-from ticklet.settings import Settings
+from ticklet.settings import Settings, load_settings
 
 
 #: Files the dataflow writes in ``settings.output.dir``.
@@ -38,6 +46,7 @@ def build_flow(settings: Settings) -> Dataflow:
     out, kafka = settings.output.dir, settings.kafka
     flow = Dataflow("ticklet_forecast")
 
+    total_bytes = None  # of the input files, for the progress bar
     if settings.input.source == "kafka":
         msgs = op.input("read_ticks", flow, KafkaTickSource(
             kafka.brokers, kafka.ticks_topic, tail=kafka.tail, batch_size=kafka.batch_size,
@@ -45,9 +54,9 @@ def build_flow(settings: Settings) -> Dataflow:
         read = ops.split_read_errors("split_read_errors", msgs)
         raw, read_errors = read.chunks, [read.errors]
     else:
-        raw = op.input("read_ticks", flow, ReplaySource(
-            settings.input.paths, settings.input.batch_size, settings.input.market))
-        read_errors = []
+        files = ReplaySource(settings.input.paths, settings.input.batch_size, settings.input.market)
+        raw, read_errors = op.input("read_ticks", flow, files), []
+        total_bytes = files.total_bytes
     ticks = ops.parse_ticks("parse_ticks", raw)
     bars = ops.make_bars("make_bars", ticks.out, settings.bars)
     features = ops.compute_features("compute_features", bars.out, settings.features)
@@ -71,11 +80,39 @@ def build_flow(settings: Settings) -> Dataflow:
     dead_counts = op.map("count_dead_letters", dead, lambda e: Count("dead_letters", 1))
     counts = op.merge("merge_counts", ticks.counts, bars.counts, forecasts.counts, dead_counts)
     if settings.output.influx:
+        from sinks.influx import InfluxSink  # influxdb-client loads only when it is used
+
         records = op.merge("merge_influx", bars.out, features, forecasts.issued, forecasts.scored, metrics)
         op.output("write_influx", op.merge("merge_influx_health", ops.values("unkey_influx", records), counts, dead),
                   InfluxSink(settings.influx))
     op.output("write_counters", ops.key_records("key_counters", counts), CounterSink(out / "counters.json"))
+    if settings.output.summary:
+        op.output("report", ops.key_records("key_report", op.merge("merge_report", counts, ops.values("unkey_metrics", metrics))),
+                  ReportSink(total_bytes, _destinations(settings), progress=settings.output.progress))
     return flow
 
 
-flow = build_flow(Settings())
+def _destinations(settings: Settings) -> dict[str, str]:
+    """Where the run's outputs go, for the end-of-run summary."""
+    o, k = settings.output, settings.kafka
+    out = {name.split(".")[0]: str((o.dir / name).resolve())
+           for name in OUTPUT_FILES if o.files or name == "counters.json"}
+    if o.kafka:
+        out["kafka"] = f"{k.output_topic}, {k.dead_letter_topic} on {k.bootstrap_servers}"
+    if o.influx:
+        out["influxdb"] = f"{settings.influx.url} bucket {settings.influx.bucket}"
+    return out
+
+
+def __getattr__(name: str) -> Dataflow:
+    """``flow``: the dataflow of the environment's settings, for
+    ``python -m bytewax.run dataflows.forecast``. A bad setting or input file
+    prints one plain line on stderr and exits with status 2."""
+    if name != "flow":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    settings = load_settings()
+    try:
+        return build_flow(settings)
+    except InputFormatError as ex:
+        sys.stderr.write(f"ticklet: {ex}\n")
+        raise SystemExit(2) from None

@@ -76,50 +76,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from models.cnn_gru_config import CNNGRUConfig
+
 __all__ = ["CNNGRUConfig", "CNNGRUModel"]
-
-
-class CNNGRUConfig(BaseModel):
-    """Hyper-parameters of :class:`CNNGRUModel`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    window: int = Field(60, ge=2, description="Bars of feature vectors the network reads per forecast.")
-    channels: int = Field(16, ge=1, description="Output channels of the 1-D convolution over time.")
-    kernel: int = Field(3, ge=1, description="Kernel size (bars) of the convolution; at most window.")
-    hidden: int = Field(32, ge=1, description="Hidden size of the GRU.")
-    buffer: int = Field(300, ge=1, description="Rolling memory of labelled (window, target) examples trained on.")
-    retrain_every: int = Field(20, ge=1, description="Retrain after every this many labelled examples.")
-    steps: int = Field(4, ge=1, description="Adam steps per retrain (bounds its cost; no wall-clock limit).")
-    batch: int = Field(32, ge=1, description="Mini-batch size, drawn without replacement from the memory.")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
-    weight_decay: float = Field(1e-4, ge=0, description="Adam L2 weight decay.")
-    seed: int = Field(0, ge=0, description="Seed of the parameter initialization and mini-batch sampling.")
-    device: str = Field("cpu", description="Torch device, e.g. 'cpu' or 'cuda'; bitwise determinism is "
-                        "promised on the CPU only.")
-    threads: int = Field(1, ge=0, description="torch.set_num_threads value applied when an instance is created "
-                         "or restored. PROCESS-WIDE: it sets torch's shared intra-op thread pool for every "
-                         "user in the process. 0 leaves torch's setting alone.")
-    clip_grad: float = Field(1.0, ge=0, description="Max gradient norm per step; 0 disables clipping.")
-    clip_x: float = Field(10.0, gt=0, description="Feature values are clipped to [-clip_x, clip_x]; "
-                          "non-finite ones become 0.")
-    max_pending: int | None = Field(None, ge=1, description="Most forecast windows kept waiting for "
-                                       "their target (the oldest are dropped); None means 4 * window. "
-                                       "Must exceed the horizon in bars.")
-
-    @model_validator(mode="after")
-    def _kernel_fits(self) -> CNNGRUConfig:
-        if self.kernel > self.window:
-            raise ValueError(f"kernel ({self.kernel}) must not exceed window ({self.window})")
-        return self
-
-    @property
-    def pending_limit(self) -> int:
-        """The effective bound of the pending-forecast FIFO."""
-        return self.max_pending if self.max_pending is not None else 4 * self.window
 
 
 class _Net(nn.Module):

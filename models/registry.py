@@ -15,23 +15,13 @@ builds it over the other models it runs (:mod:`models.ensemble`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.base import NaiveModel, OnlineModel
-from models.cnn_gru import CNNGRUConfig, CNNGRUModel
-from models.river_models import (
-    BayesianRegressor,
-    DirectionClassifier,
-    JackknifeRegressor,
-    SnarimaxForecaster,
-    adaptive_random_forest,
-    hoeffding_adaptive_tree,
-    linear_regressor,
-    passive_aggressive,
-)
+from models.cnn_gru_config import CNNGRUConfig
 
 __all__ = ["ENSEMBLE", "LearnerConfig", "MODELS", "build"]
 
@@ -65,17 +55,32 @@ class LearnerConfig(BaseModel):
     cnn_gru: CNNGRUConfig = Field(default_factory=CNNGRUConfig, description="Hyper-parameters of the CNN-GRU learner.")
 
 
+def _river() -> ModuleType:
+    """:mod:`models.river_models`, imported on first use: River and SciPy load
+    only when a River learner is built."""
+    from models import river_models
+
+    return river_models
+
+
+def _cnn_gru(cfg: CNNGRUConfig) -> OnlineModel:
+    from models.cnn_gru import CNNGRUModel  # torch loads only when a CNN-GRU is built
+
+    return CNNGRUModel(cfg)
+
+
 MODELS: Mapping[str, Callable[[LearnerConfig, int], OnlineModel]] = MappingProxyType({
     "naive": lambda c, h: NaiveModel(),
-    "linear": lambda c, h: linear_regressor(c.linear_lr, c.linear_l2),
-    "linear_conformal": lambda c, h: JackknifeRegressor(linear_regressor(c.linear_lr, c.linear_l2), c.interval_level),
-    "logistic": lambda c, h: DirectionClassifier(c.logistic_lr, c.logistic_l2),
-    "pa": lambda c, h: passive_aggressive(c.pa_c, c.pa_eps),
-    "hat": lambda c, h: hoeffding_adaptive_tree(c.seed, c.hat_grace_period),
-    "arf": lambda c, h: adaptive_random_forest(c.seed, c.arf_models),
-    "bayes_linear": lambda c, h: BayesianRegressor(c.bayes_alpha, c.bayes_beta, c.interval_level),
-    "snarimax": lambda c, h: SnarimaxForecaster(h, *c.snarimax_order),
-    "cnn_gru": lambda c, h: CNNGRUModel(c.cnn_gru),
+    "linear": lambda c, h: _river().linear_regressor(c.linear_lr, c.linear_l2),
+    "linear_conformal": lambda c, h: _river().JackknifeRegressor(
+        _river().linear_regressor(c.linear_lr, c.linear_l2), c.interval_level),
+    "logistic": lambda c, h: _river().DirectionClassifier(c.logistic_lr, c.logistic_l2),
+    "pa": lambda c, h: _river().passive_aggressive(c.pa_c, c.pa_eps),
+    "hat": lambda c, h: _river().hoeffding_adaptive_tree(c.seed, c.hat_grace_period),
+    "arf": lambda c, h: _river().adaptive_random_forest(c.seed, c.arf_models),
+    "bayes_linear": lambda c, h: _river().BayesianRegressor(c.bayes_alpha, c.bayes_beta, c.interval_level),
+    "snarimax": lambda c, h: _river().SnarimaxForecaster(h, *c.snarimax_order),
+    "cnn_gru": lambda c, h: _cnn_gru(c.cnn_gru),
 })
 
 

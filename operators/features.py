@@ -55,7 +55,6 @@ from typing import Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from river import preprocessing
 
 from operators.swt import SWTConfig, denoise_last
 from ticklet.events import Bar, FeatureRow
@@ -124,7 +123,9 @@ class FeatureState:
         self.rets = deque(maxlen=c.vol_window)
         self.flows = deque(maxlen=c.flow_window)
         self.ofis = deque(maxlen=c.flow_window)
-        if self.scaler is None:
+        if self.scaler is None and c.scaler != "none":
+            from river import preprocessing  # loaded when a scaler is first built, not with the settings
+
             if c.scaler == "standard":
                 self.scaler = preprocessing.StandardScaler()
             elif c.scaler == "adaptive":

@@ -47,7 +47,6 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.base import OnlineModel
-from models.ensemble import EnsembleModel
 from models.registry import ENSEMBLE, MODELS, LearnerConfig, build
 from ticklet.events import Count, FeatureRow, Forecast, ForecastRecord
 
@@ -127,9 +126,14 @@ class JoinState:
             self.pending.setdefault(h, deque())
             for m in c.models:
                 if (m, h) not in self.models:
-                    self.models[(m, h)] = (
-                        EnsembleModel(c.members, lc.ensemble_rule, lc.ensemble_eta, lc.ensemble_decay)
-                        if m == ENSEMBLE else build(m, lc, h))
+                    self.models[(m, h)] = _ensemble(c) if m == ENSEMBLE else build(m, lc, h)
+
+
+def _ensemble(c: ForecastConfig) -> OnlineModel:
+    from models.ensemble import EnsembleModel  # River loads only when an ensemble is built
+
+    lc = c.learners
+    return EnsembleModel(c.members, lc.ensemble_rule, lc.ensemble_eta, lc.ensemble_decay)
 
 
 Out = Union[Forecast, ForecastRecord, Count]

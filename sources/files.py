@@ -73,7 +73,6 @@ from __future__ import annotations
 import bisect
 import csv
 import dataclasses
-import gzip
 import heapq
 import io
 import logging
@@ -86,7 +85,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import msgspec
 from isal import igzip
@@ -98,6 +97,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "FileSpec",
     "InputFormatError",
+    "ReadProgress",
     "StreamSpec",
     "describe",
     "discover",
@@ -516,13 +516,43 @@ def group_streams(paths: list[str | os.PathLike], market: str | None = None) -> 
     ]
 
 
-def _open_bytes(path: str) -> io.BufferedIOBase:
-    """Open plain or gzip files; gzip is inflated by ISA-L (about 2x zlib)."""
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return igzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+class ReadProgress:
+    """How far the readers of one stream have got in their files, in bytes as
+    stored (compressed bytes of gzip and zip files), for progress bars.
+
+    >>> p = ReadProgress()
+    >>> p.at("a.gz", 100); p.at("b.gz", 50); p.at("a.gz", 80); p.nbytes
+    150
+    """
+
+    __slots__ = ("_at", "nbytes")
+
+    def __init__(self) -> None:
+        self.nbytes = 0
+        self._at: dict[str, int] = {}
+
+    def at(self, path: str, pos: int) -> None:
+        """The reader of ``path`` has consumed its first ``pos`` bytes (never goes back)."""
+        last = self._at.get(path, 0)
+        if pos > last:
+            self.nbytes += pos - last
+            self._at[path] = pos
+
+    def done(self, path: str) -> None:
+        """``path`` has been read to its end."""
+        self.at(path, os.path.getsize(path))
+
+
+def _open_bytes(path: str) -> tuple[io.BufferedIOBase, io.BufferedReader]:
+    """Open plain or gzip files (gzip inflated by ISA-L, about 2x zlib):
+    ``(reader, the file on disk)``; the second's position is how far the
+    reader has got."""
+    raw = open(path, "rb")  # noqa: SIM115 (closed with the reader)
+    if raw.read(2) == b"\x1f\x8b":
+        raw.seek(0)
+        return igzip.IGzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[return-value]
+    raw.seek(0)
+    return raw, raw
 
 
 def _inflate_truncated(path: str) -> bytes:
@@ -538,10 +568,13 @@ def _inflate_truncated(path: str) -> bytes:
     return b"".join(out)
 
 
-def _ws_blocks(path: str, block_bytes: int = 1 << 19) -> Iterator[list[bytes]]:
+def _ws_blocks(path: str, block_bytes: int = 1 << 19,
+               progress: Optional[ReadProgress] = None) -> Iterator[list[bytes]]:
     """Yield the non-empty lines of a recording in blocks, without their
-    line endings. Blank lines carry nothing and are dropped."""
-    with _open_bytes(path) as f:
+    line endings. Blank lines carry nothing and are dropped. ``progress``
+    follows the bytes read from disk."""
+    f, raw = _open_bytes(path)
+    with raw, f:
         rest = b""
         pos = 0
         truncated = False
@@ -562,8 +595,12 @@ def _ws_blocks(path: str, block_bytes: int = 1 << 19) -> Iterator[list[bytes]]:
             lines = (rest + buf).splitlines()
             rest = b"" if buf.endswith(b"\n") else lines.pop()
             lines = [ln for ln in lines if ln] if b"" in lines else lines
+            if progress is not None and not truncated:
+                progress.at(path, raw.tell())
             if lines:
                 yield lines
+        if progress is not None:
+            progress.done(path)
         if rest:
             yield [rest]
 
@@ -589,7 +626,8 @@ def _last_ts(lines: list[bytes]) -> int:
     return -1
 
 
-def _merge_ws(paths: tuple[str, ...], out_lines: int = 4096) -> Iterator[list[bytes]]:
+def _merge_ws(paths: tuple[str, ...], out_lines: int = 4096,
+              progress: Optional[ReadProgress] = None) -> Iterator[list[bytes]]:
     """Merge the files' lines by receive time.
 
     A stable merge on (key, file index), where a line's key is the running
@@ -601,7 +639,7 @@ def _merge_ws(paths: tuple[str, ...], out_lines: int = 4096) -> Iterator[list[by
     are cut with a binary search. Output comes in lists of about
     ``out_lines`` lines.
     """
-    its = [_ws_blocks(p) for p in paths]
+    its = [_ws_blocks(p, progress=progress) for p in paths]
     if len(its) == 1:
         yield from its[0]
         return
@@ -657,22 +695,37 @@ def _merge_ws(paths: tuple[str, ...], out_lines: int = 4096) -> Iterator[list[by
         yield out
 
 
-def _csv_text(path: str) -> Iterator[str]:
+def _csv_text(path: str, progress: Optional[ReadProgress]) -> Iterator[str]:
+    """The lines of a CSV file (plain, gzip, or the CSV members of a zip);
+    ``progress`` follows the bytes read from disk every 4096 lines."""
     if path.endswith(".zip"):
         with zipfile.ZipFile(path) as z:
+            raw = z.fp  # the members are read from it in order
             for name in sorted(z.namelist()):
                 if name.endswith(".csv"):
                     with z.open(name) as f:
-                        yield from io.TextIOWrapper(f, "utf-8", newline="")
+                        yield from _tracked(io.TextIOWrapper(f, "utf-8", newline=""), path, raw, progress)
+    else:
+        f, raw = _open_bytes(path)
+        with raw, f:
+            yield from _tracked(io.TextIOWrapper(f, "utf-8", newline=""), path, raw, progress)
+    if progress is not None:
+        progress.done(path)
+
+
+def _tracked(lines: Iterator[str], path: str, raw: Any, progress: Optional[ReadProgress]) -> Iterator[str]:
+    if progress is None:
+        yield from lines
         return
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", newline="") as f:  # type: ignore[operator]
-        yield from f
+    for i, ln in enumerate(lines, 1):
+        if not i & 4095:
+            progress.at(path, raw.tell())
+        yield ln
 
 
-def _csv_rows(path: str, idx: int, fmt: str) -> Iterator[tuple[int, int, list[str]]]:
+def _csv_rows(path: str, idx: int, fmt: str, progress: Optional[ReadProgress]) -> Iterator[tuple[int, int, list[str]]]:
     tcol = {"trades": 4, "aggTrades": 5, "klines": 6}[fmt]
-    for row in csv.reader(_csv_text(path)):
+    for row in csv.reader(_csv_text(path, progress)):
         try:
             ts = to_ns(int(row[tcol]))
         except (ValueError, IndexError):
@@ -680,10 +733,12 @@ def _csv_rows(path: str, idx: int, fmt: str) -> Iterator[tuple[int, int, list[st
         yield (ts, idx, row)
 
 
-def _feather_rows(path: str, idx: int) -> Iterator[tuple[int, int, tuple]]:
+def _feather_rows(path: str, idx: int, progress: Optional[ReadProgress]) -> Iterator[tuple[int, int, tuple]]:
     import pyarrow.feather as feather
 
     table = feather.read_table(path, columns=["date", "open", "high", "low", "close", "volume"])
+    if progress is not None:
+        progress.done(path)  # read whole
     dates = table.column("date").cast("int64").to_pylist()  # µs/ns per schema unit
     unit = table.schema.field("date").type.unit
     mult = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[unit]
@@ -693,19 +748,20 @@ def _feather_rows(path: str, idx: int) -> Iterator[tuple[int, int, tuple]]:
         yield (t, idx, (t, cols[0][i], cols[1][i], cols[2][i], cols[3][i], cols[4][i]))
 
 
-def read_stream(spec: StreamSpec, skip: int = 0) -> Iterator[list]:
+def read_stream(spec: StreamSpec, skip: int = 0, progress: Optional[ReadProgress] = None) -> Iterator[list]:
     """Yield the stream's records in blocks, merged across its files in time
     order, after skipping the first ``skip`` records.
 
     Records are raw recording lines for ``ws`` streams, CSV rows (lists of
     strings) for archives, and ``(open_time_ns, o, h, l, c, v)`` tuples for
-    Feather klines.
+    Feather klines. ``progress``, if given, follows the bytes read from the
+    files; it reaches their total size when the stream ends.
     """
     if spec.fmt == "ws":
-        blocks: Iterator[list] = _merge_ws(spec.files)
+        blocks: Iterator[list] = _merge_ws(spec.files, progress=progress)
     else:
         its = [
-            _feather_rows(path, idx) if spec.fmt == "kline_rows" else _csv_rows(path, idx, spec.fmt)
+            _feather_rows(path, idx, progress) if spec.fmt == "kline_rows" else _csv_rows(path, idx, spec.fmt, progress)
             for idx, path in enumerate(spec.files)
         ]
         merged = its[0] if len(its) == 1 else heapq.merge(*its, key=lambda r: (r[0], r[1]))

@@ -4,8 +4,9 @@ One partition per stream (format, market, symbol; see
 :func:`sources.files.group_streams`), so different symbols and files are read
 in parallel when the dataflow runs with several workers or processes. Each
 partition yields :class:`~ticklet.events.RawChunk` batches; its recovery
-state is the number of records already emitted, so a resumed run continues
-exactly where the last snapshot left off.
+state is ``(records emitted, input bytes reported)``, so a resumed run
+continues exactly where the last snapshot left off, and the chunks'
+``nbytes`` of the whole run, resumes included, add up to the input's size.
 """
 
 from __future__ import annotations
@@ -16,35 +17,47 @@ from typing import Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from sources.files import StreamSpec, group_streams, read_stream
+from sources.files import InputFormatError, ReadProgress, StreamSpec, group_streams, read_stream
 from ticklet.events import RawChunk
 
 __all__ = ["ReplaySource"]
 
 
-class _ReplayPartition(StatefulSourcePartition[RawChunk, int]):
-    def __init__(self, spec: StreamSpec, resume: Optional[int], batch_size: int):
+class _ReplayPartition(StatefulSourcePartition[RawChunk, tuple[int, int]]):
+    def __init__(self, spec: StreamSpec, resume: Optional[tuple[int, int]], batch_size: int):
         self._spec = spec
-        self._pos = resume or 0
+        self._pos, self._reported = resume or (0, 0)
         self._batch = batch_size
-        self._blocks: Iterator[list] = read_stream(spec, skip=self._pos)
+        self._progress = ReadProgress()
+        self._blocks: Iterator[list] = read_stream(spec, skip=self._pos, progress=self._progress)
         self._buf: list = []
 
     def next_batch(self) -> list[RawChunk]:
+        spec = self._spec
         if not self._buf:
             self._buf = next(self._blocks, [])
             if not self._buf:
+                if self._progress.nbytes > self._reported:  # the bytes read after the last record
+                    return [RawChunk(spec.fmt, spec.market, spec.symbol, [], spec.interval_ns, self._nbytes())]
                 raise StopIteration()
         recs, self._buf = self._buf[: self._batch], self._buf[self._batch :]
         self._pos += len(recs)
-        spec = self._spec
-        return [RawChunk(spec.fmt, spec.market, spec.symbol, recs, spec.interval_ns)]
+        return [RawChunk(spec.fmt, spec.market, spec.symbol, recs, spec.interval_ns, self._nbytes())]
 
-    def snapshot(self) -> int:
-        return self._pos
+    def _nbytes(self) -> int:
+        """Bytes read since the last report (none while a resumed run re-reads
+        what an earlier run reported)."""
+        n = self._progress.nbytes - self._reported
+        if n <= 0:
+            return 0
+        self._reported += n
+        return n
+
+    def snapshot(self) -> tuple[int, int]:
+        return self._pos, self._reported
 
 
-class ReplaySource(FixedPartitionedSource[RawChunk, int]):
+class ReplaySource(FixedPartitionedSource[RawChunk, tuple[int, int]]):
     """Replay files (or directories of files) as :class:`RawChunk` batches.
 
     Parameters
@@ -61,15 +74,22 @@ class ReplaySource(FixedPartitionedSource[RawChunk, int]):
                  market: Optional[str] = None):
         self._streams = {s.name: s for s in group_streams(list(paths), market)}
         if not self._streams:
-            raise ValueError(f"no readable input under {list(map(str, paths))}")
+            shown = ", ".join(map(str, paths)) or "(no path given)"
+            raise InputFormatError(shown, "no recording, Binance archive or Feather klines file there")
         self._batch = batch_size
 
     @property
     def streams(self) -> list[StreamSpec]:
         return list(self._streams.values())
 
+    @property
+    def total_bytes(self) -> int:
+        """Size of every input file, as stored: what the chunks' ``nbytes`` add up to."""
+        return sum(os.path.getsize(f) for s in self._streams.values() for f in s.files)
+
     def list_parts(self) -> list[str]:
         return list(self._streams)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _ReplayPartition:
+    def build_part(self, step_id: str, for_part: str,
+                   resume_state: Optional[tuple[int, int]]) -> _ReplayPartition:
         return _ReplayPartition(self._streams[for_part], resume_state, self._batch)

@@ -1,7 +1,12 @@
-"""Shared fixtures: the real data directory and runs reused across tests.
+"""Shared fixtures: the real data in ``tests/data`` and runs reused across tests.
 
-The data directory is ``$TICKLET_DATA`` or ``<repo>/../shared/data``. Every
-test under ``tests/`` fails (never skips) when it is missing.
+Every test reads its real data from ``tests/data`` (see its NOTICE.md), in
+the repository. Nothing outside the checkout is read: an audit hook fails any
+test that opens a file under the shared data directory (``$TICKLET_DATA`` or
+``../shared``), which only the benchmarks and the evaluation use.
+
+Before the first test, :mod:`provision` installs the servers and tools that
+the collected tests need (Kafka jars, victoria-metrics, docker-compose).
 """
 
 from __future__ import annotations
@@ -14,32 +19,81 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("TICKLET_DATA", REPO.parent / "shared" / "data"))
+from provision import provision
+
+from realdata import REPO
+
+DATA = REPO / "tests" / "data"
+_OUTSIDE = tuple(str(p.resolve()) + os.sep for p in {REPO.parent / "shared", Path(os.environ.get("TICKLET_DATA", REPO.parent / "shared"))})
 
 # Settings() reads TICKLET_* variables; stray ones from the developer's shell
 # would change what the runs below compute. Tests that need them set them
 # with monkeypatch.
-for _k in [k for k in os.environ if k.startswith("TICKLET_") and k != "TICKLET_DATA"]:
+for _k in [k for k in os.environ if k.startswith("TICKLET_")]:
     del os.environ[_k]
 
 
-def _missing_data_message() -> str | None:
-    need = [DATA / "binance-ws" / "spot", DATA / "binance-ws" / "usdm", DATA / "klines"]
-    missing = [str(p) for p in need if not p.is_dir()]
-    if missing:
-        return (f"real market data not found: {', '.join(missing)} missing. Point TICKLET_DATA "
-                f"at the shared data directory (the one with binance-ws/ and klines/); "
-                f"default is {REPO.parent / 'shared' / 'data'}")
-    return None
+def _no_outside_data(event: str, args: tuple) -> None:
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.path.abspath(os.fsdecode(args[0]))
+        if path.startswith(_OUTSIDE):
+            raise PermissionError(f"a test opened {path}: tests read only the data in tests/data")
 
 
-@pytest.fixture(scope="session", autouse=True)
+sys.addaudithook(_no_outside_data)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Install what the collected tests need, with progress on the terminal;
+    stop the run with one line when it cannot be done here."""
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def say(msg: str) -> None:
+        if tr is not None:
+            tr.write_line(f"ticklet tests: {msg}")
+
+    used = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    err = provision(used, say)
+    if err:
+        pytest.exit(f"ticklet tests: {err}", returncode=3)
+
+
+_TREE = pytest.StashKey[dict]()
+_NOT_TREE = {".git", ".venv", ".kafka", "__pycache__", ".mypy_cache", ".ruff_cache"}
+
+
+def _tree() -> dict[str, int]:
+    """Every file of the checkout (its own caches and virtualenv aside) with its mtime."""
+    out = {}
+    for root, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in _NOT_TREE and not d.endswith(".egg-info")]
+        for f in files:
+            p = os.path.join(root, f)
+            out[os.path.relpath(p, REPO)] = os.stat(p).st_mtime_ns
+    return out
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.stash[_TREE] = _tree()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No test writes into the working tree: a run that created, changed or
+    removed a file of the checkout fails, naming the files."""
+    before, after = session.stash.get(_TREE, None), _tree()
+    if before is None:
+        return
+    touched = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    if touched:
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(f"ticklet tests: the run wrote into the working tree: {', '.join(touched[:10])}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real data directory; fails every test when it is absent."""
-    msg = _missing_data_message()
-    if msg:
-        pytest.fail(msg, pytrace=False)
+    """The real data bundled for the tests."""
     return DATA
 
 
@@ -128,9 +182,8 @@ class VictoriaMetrics:
         import socket
 
         exe = shutil.which("victoria-metrics")
-        if exe is None:
-            pytest.fail("victoria-metrics is not installed (apt-get install victoria-metrics); "
-                        f"CI={os.environ.get('CI')!r}")
+        if exe is None:  # provision() installs it before the first test
+            pytest.fail("victoria-metrics is not installed: apt-get install victoria-metrics")
         self.exe, self.data_dir = exe, data_dir
         s = socket.socket()
         s.bind(("127.0.0.1", 0))

@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-REPO = Path(__file__).resolve().parent.parent
+from realdata import SCRATCH
 
 
 def topic_name(prefix: str) -> str:
@@ -83,9 +83,9 @@ def flow_env(bootstrap: str, ticks_topic: str, out_dir: Path, output_topic: str 
 
 
 def run_flow(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m bytewax.run dataflows.forecast ARGS`` in the repository."""
+    """``python -m bytewax.run dataflows.forecast ARGS``."""
     proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.forecast", *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+                          cwd=SCRATCH, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
 
@@ -96,7 +96,7 @@ def replay(bootstrap: str, topic: str, *paths: Path | str, speed: str = "max",
     exe = [str(local)] if local.exists() else [sys.executable, "-m", "ticklet.cli"]
     proc = subprocess.run([*exe, "replay", *map(str, paths), "--to", "kafka", "--speed", speed,
                            "--bootstrap-servers", bootstrap, "--topic", topic, *extra],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+                          cwd=SCRATCH, capture_output=True, text=True, timeout=600)
     summary = json.loads(proc.stdout) if proc.stdout.strip() else None
     return proc, summary
 

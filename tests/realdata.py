@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import tempfile
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
@@ -14,6 +15,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 REPO = Path(__file__).resolve().parent.parent
+
+#: Working directory of the subprocesses the tests start (the CLI, Bytewax
+#: runs): never the checkout, so that nothing a run writes to its working
+#: directory (Bytewax's dataflow.json, default output dirs) lands in it.
+SCRATCH = Path(tempfile.mkdtemp(prefix="ticklet-tests-"))
 
 MS = 1_000_000  # ns per ms
 

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from realdata import REPO, csv_dicts, messages, run_chain, stream_kind
+from realdata import SCRATCH, csv_dicts, messages, run_chain, stream_kind
 from ticklet.events import ForecastRecord
 from ticklet.settings import SAMPLE_DIR, Settings
 
@@ -122,25 +122,88 @@ def test_metrics_recomputed_from_forecasts(cli_run, summary):
             assert m["skill"] == 0.0 and m["hit_rate"] is None
 
 
-def test_human_readable_table(ws_dir, tmp_path):
+def _summary_block(stderr: str) -> tuple[str, list[str], list[str]]:
+    """(totals line, metric rows, output lines) of the end-of-run summary."""
+    lines = stderr.splitlines()
+    i = max(i for i, ln in enumerate(lines) if ln.startswith("ticklet: ") and " ticks, " in ln)
+    j = lines.index("outputs:", i)
+    cols = lines[i + 1].split()
+    assert cols[:4] == ["instrument", "model", "h", "n"], lines[i + 1]
+    return lines[i], lines[i + 2 : j], [ln for ln in lines[j + 1 :] if ln.startswith("  ")]
+
+
+def test_human_readable_summary(ws_dir, tmp_path):
+    """Without --json nothing goes to stdout; stderr ends with the totals, one
+    row per model and horizon, and where each output file is."""
     src = ws_dir / "spot" / "btcusdt_20230405.dat.gz"
     proc = subprocess.run([sys.executable, "-m", "ticklet.cli", "backtest", str(src), "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, cwd=SCRATCH)
     assert proc.returncode == 0, proc.stderr
-    head, cols, *body = proc.stdout.splitlines()
-    assert head.startswith("ticks=") and cols.split()[:3] == ["symbol", "model", "h"]
+    assert proc.stdout == ""
+    head, rows, outputs = _summary_block(proc.stderr)
+    counters = json.loads((tmp_path / "counters.json").read_text())
+    assert head.startswith(f"ticklet: {counters['ticks']:,} ticks, {counters['bars']:,} bars, "
+                           f"{counters['forecasts']:,} forecasts scored, 0 dead letters in ")
     n = len(Settings().forecast.models) * len(Settings().forecast.horizons)
-    assert len(body) == n and all(r.split()[0] == "BTCUSDT" for r in body)
+    assert len(rows) == n and all(r.split()[0] == "BTCUSDT" for r in rows)
+    metrics = {(r["model"], r["horizon"]): r for r in csv_dicts(tmp_path / "metrics.csv")}
+    for r in rows:  # instrument, model, h, n, hit rate, p, skill: the last metrics of the run
+        _, model, h, n_, *_ = r.split()
+        assert int(n_) == max(int(m["n"]) for k, m in metrics.items() if k == (model, h))
+    paths = dict(ln.split(None, 1) for ln in outputs)
+    assert set(paths) == {"forecasts", "metrics", "dead_letters", "counters"}
+    assert paths["metrics"] == str(tmp_path / "metrics.csv") and (tmp_path / "metrics.csv").exists()
+
+
+def _run_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """Run with stderr on a pseudo-terminal: (exit status, stdout, what the terminal showed)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a 120-column terminal
+    proc = subprocess.Popen(args, cwd=SCRATCH, env=env, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    shown = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                b = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                return
+            if not b:
+                return
+            shown.extend(b)
+
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    out, _ = proc.communicate(timeout=300)
+    t.join(30)
+    os.close(master)
+    return proc.returncode, out.decode(), shown.decode(errors="replace")
 
 
 def test_bytewax_run_on_the_bundled_sample(tmp_path):
-    """The README's quick start; the dataflow's forecasts are exactly those of
-    the pure operators run by hand on the same files."""
+    """The README's quick start, as a user at a terminal runs it: a progress
+    bar over the input bytes while it runs, the summary at the end; the
+    dataflow's forecasts are exactly those of the pure operators run by hand
+    on the same files."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
     env["TICKLET_OUTPUT__DIR"] = str(tmp_path / "out")
-    proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    rc, out, shown = _run_on_a_terminal([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], env)
+    assert rc == 0, shown
+    assert out == ""
+    total = sum(p.stat().st_size for p in SAMPLE_DIR.rglob("*.gz"))
+    bars = [ln for ln in shown.replace("\r", "\n").splitlines() if ln.startswith("ticklet:") and "%|" in ln]
+    assert bars, shown  # tqdm drew its bar over the input bytes ...
+    assert "100%" in bars[-1] and f"{total / 1e6:.2f}M/{total / 1e6:.2f}M" in bars[-1], bars[-1]  # ... to the end
+    head, rows, outputs = _summary_block(shown.replace("\r", ""))
+    assert "0 dead letters" in head and len(rows) == 6
+    assert dict(ln.split(None, 1) for ln in outputs)["forecasts"] == str(tmp_path / "out" / "forecasts.csv")
     rows = csv_dicts(tmp_path / "out" / "forecasts.csv")
     assert rows
     fields = ForecastRecord.__struct_fields__

@@ -24,7 +24,8 @@ import httpx
 import pytest
 
 from binance_server import ReplayExchange
-from kafkautil import REPO, consume_all, flow_env, run_flow, topic_name
+from kafkautil import consume_all, flow_env, run_flow, topic_name
+from realdata import SCRATCH
 from sources.wire import decode_tick
 from ticklet.collector import Collector
 from ticklet.settings import CollectConfig, KafkaConfig
@@ -145,7 +146,7 @@ def test_capture_replays_to_the_same_forecasts_as_the_live_run(live, kafka_boots
     run_flow(flow_env(kafka_bootstrap, kafka.ticks_topic, live_out, **env_common))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
     env.update({**env_common, "TICKLET_INPUT__PATHS": json.dumps([str(cap)]), "TICKLET_OUTPUT__DIR": str(cap_out)})
-    proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=SCRATCH, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("forecasts.csv", "metrics.csv"):  # the same rows; symbols interleave differently
@@ -178,7 +179,7 @@ def test_cli_collects_usdm_over_split_connections_with_backoff_and_pings(kafka_b
     try:
         proc = subprocess.run([sys.executable, "-m", "ticklet.cli", "collect", "--symbols", "BTCUSDT",
                                "--market", "usdm", "--capture", str(tmp_path / "cap"), "--exit-when-idle", "2"],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                              cwd=SCRATCH, env=env, capture_output=True, text=True, timeout=300)
     finally:
         ex.stop()
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -275,7 +276,7 @@ def test_sigterm_stops_cleanly_with_everything_flushed(kafka_bootstrap, ws_dir, 
                 "TICKLET_COLLECT__BOOK_TOPIC": ticks + ".book", "TICKLET_COLLECT__EVENTS_TOPIC": ticks + ".events"})
     try:
         proc = subprocess.Popen([sys.executable, "-m", "ticklet.cli", "collect", "--symbols", "ETHUSDT",
-                                 "--capture", str(tmp_path / "cap")], cwd=REPO, env=env,
+                                 "--capture", str(tmp_path / "cap")], cwd=SCRATCH, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         while len(ex.sent) < 2000 and time.monotonic() < deadline:

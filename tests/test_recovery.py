@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from kafkautil import (
-    REPO,
     consume_all,
     consume_with_offsets,
     decoded,
@@ -24,6 +23,7 @@ from kafkautil import (
     run_flow,
     topic_name,
 )
+from realdata import SCRATCH
 
 
 def _dedup_key(v: dict) -> tuple:
@@ -56,7 +56,7 @@ def test_kill_minus_nine_three_times_loses_and_changes_nothing(kafka_bootstrap, 
     # The same flow with Bytewax recovery, killed three times mid-stream.
     rec_dir, out, topic = tmp_path / "recovery", tmp_path / "crash", topic_name("rec.crash")
     rec_dir.mkdir()
-    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec_dir), "1"], check=True, cwd=REPO)
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec_dir), "1"], check=True, cwd=SCRATCH)
     env = flow_env(kafka_bootstrap, ticks, out, topic)
     # -s 0: a snapshot at every epoch, so that a run of a few seconds has many.
     args = [sys.executable, "-m", "bytewax.run", "dataflows.forecast", "-r", str(rec_dir), "-s", "0", "-b", "0"]
@@ -73,7 +73,7 @@ def test_kill_minus_nine_three_times_loses_and_changes_nothing(kafka_bootstrap, 
     starts = []  # the output topic's end offsets when each run started
     for lo, hi in ((0.1, 0.35), (0.4, 0.6), (0.65, 0.9)):
         starts.append(end_offsets(kafka_bootstrap, topic))
-        p = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = subprocess.Popen(args, cwd=SCRATCH, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         target = rng.uniform(lo, hi) * full_size
         deadline = time.monotonic() + 120
         while p.poll() is None and progress() < target and time.monotonic() < deadline:

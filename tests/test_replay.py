@@ -105,38 +105,41 @@ def test_resume_yields_exactly_the_tail(btc_pair):
         assert flat(spec, skip=k) == full[k:], k
 
 
+def _drain(part) -> tuple[list, list, list]:
+    """(records, each chunk's nbytes, snapshots after each batch) of a partition."""
+    got: list = []
+    nbytes, snaps = [], []
+    while True:
+        try:
+            batch = part.next_batch()
+        except StopIteration:
+            return got, nbytes, snaps
+        for chunk in batch:
+            assert type(chunk) is RawChunk and (chunk.fmt, chunk.market, chunk.symbol) == ("ws", "spot", "BTCUSDT")
+            assert len(chunk.records) <= 1000
+            got.extend(chunk.records)
+            nbytes.append(chunk.nbytes)
+        snaps.append(part.snapshot())
+
+
 @pytest.mark.parametrize("resume", [None, 0, 1, 5000, 41249, 99573])
 def test_replay_partition_resumes_from_its_snapshot(btc_pair, resume):
     src = ReplaySource([str(p) for p in btc_pair], batch_size=1000)
     (part_name,) = src.list_parts()
     full = flat(src.streams[0])
-    part = src.build_part("read_ticks", part_name, resume)
-    got: list = []
-    snaps = []
-    while True:
-        try:
-            batch = part.next_batch()
-        except StopIteration:
-            break
-        for chunk in batch:
-            assert type(chunk) is RawChunk and (chunk.fmt, chunk.market, chunk.symbol) == ("ws", "spot", "BTCUSDT")
-            assert 0 < len(chunk.records) <= 1000
-            got.extend(chunk.records)
-        snaps.append(part.snapshot())
-    start = resume or 0
-    assert got == full[start:]
-    assert snaps[-1] == len(full)
-    # every snapshot is the count of records emitted so far: resuming from any
-    # of them continues exactly there
-    mid = snaps[len(snaps) // 2] if snaps else start
-    again = src.build_part("read_ticks", part_name, mid)
-    rest = []
-    while True:
-        try:
-            rest.extend(r for c in again.next_batch() for r in c.records)
-        except StopIteration:
-            break
-    assert rest == full[mid:]
+    size = sum(p.stat().st_size for p in btc_pair)
+    assert src.total_bytes == size
+    start = (resume, 0) if resume is not None else None
+    got, nbytes, snaps = _drain(src.build_part("read_ticks", part_name, start))
+    assert got == full[resume or 0:]
+    # the chunks' nbytes follow the files as read and add up to their size
+    assert all(n >= 0 for n in nbytes) and sum(nbytes) == size and snaps[-1] == (len(full), size)
+    # every snapshot is (records emitted, bytes reported) so far: resuming from
+    # any of them continues exactly there, and the bytes add up once
+    mid = snaps[len(snaps) // 2]
+    rest, rest_bytes, _ = _drain(src.build_part("read_ticks", part_name, mid))
+    assert rest == full[mid[0]:]
+    assert all(n >= 0 for n in rest_bytes) and mid[1] + sum(rest_bytes) == size
 
 
 def test_one_partition_per_format_market_and_symbol(ws_dir):

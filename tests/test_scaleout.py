@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kafkautil import REPO, flow_env, replay, run_flow, topic_name
+from kafkautil import flow_env, replay, run_flow, topic_name
+from realdata import SCRATCH
 
 
 def _free_ports(n: int) -> list[int]:
@@ -28,7 +29,7 @@ def _free_ports(n: int) -> list[int]:
 def _two_processes(env: dict[str, str]) -> None:
     addrs = ";".join(f"127.0.0.1:{p}" for p in _free_ports(2))
     procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.forecast",
-                               "-i", str(i), "-a", addrs], cwd=REPO, env=env,
+                               "-i", str(i), "-a", addrs], cwd=SCRATCH, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     for p in procs:

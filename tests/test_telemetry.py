@@ -13,7 +13,8 @@ import urllib.request
 
 import prometheus_client as pc
 
-from kafkautil import REPO, flow_env, replay, topic_name
+from kafkautil import flow_env, replay, topic_name
+from realdata import SCRATCH
 
 
 def test_counters_match_the_run_and_stages_are_timed(full_run):
@@ -35,7 +36,7 @@ def test_metrics_endpoint_of_a_live_dataflow(kafka_bootstrap, ws_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     env = flow_env(kafka_bootstrap, ticks, tmp_path / "out", TICKLET_KAFKA__TAIL="true",
                    BYTEWAX_DATAFLOW_API_ENABLED="true")
-    flow = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=REPO, env=env,
+    flow = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=SCRATCH, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline, text = time.monotonic() + 60, ""

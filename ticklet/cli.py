@@ -9,55 +9,28 @@ printed on stdout (schema in the README); logs go to stderr.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
-import math
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from scipy.stats import binomtest
-
-from ticklet.settings import Settings
+if TYPE_CHECKING:
+    from ticklet.settings import Settings
 
 log = logging.getLogger("ticklet")
 
 __all__ = ["main", "run_backtest", "summarize"]
 
 
-def _num(s: str) -> Optional[float]:
-    return float(s) if s != "" else None
-
-
 def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
     """Build the backtest summary from a finished run's output files."""
-    cpath, mpath = out_dir / "counters.json", out_dir / "metrics.csv"
+    from sinks.report import read_last_metrics, symbols_summary
+
+    cpath = out_dir / "counters.json"
     counters = json.loads(cpath.read_text()) if cpath.exists() else {}
-    last: dict[tuple[str, str, int], dict[str, str]] = {}
-    if mpath.exists():  # a sink's file appears with its first record
-        with open(mpath, newline="") as f:
-            for row in csv.DictReader(f):
-                last[(row["symbol"], row["model"], int(row["horizon"]))] = row
-    symbols: dict[str, Any] = {}
-    for (sym, model, h), row in sorted(last.items()):
-        n_dir, hits = int(row["n_directional"]), int(row["hits"])
-        hit = _num(row["hit_rate"])
-        p = binomtest(hits, n_dir, 0.5, alternative="greater").pvalue if hit is not None and n_dir else None
-        symbols.setdefault(sym, {"models": {}})["models"].setdefault(model, {})[str(h)] = {
-            "n": int(row["n"]),
-            "mae": float(row["mae"]),
-            "rmse": float(row["rmse"]),
-            "skill": _num(row["skill"]),
-            "hit_rate": hit,
-            "n_directional": n_dir,
-            "hits": hits,
-            "hit_rate_p_value": p,
-            "coverage": _num(row.get("coverage", "")),
-            "n_interval": int(row.get("n_interval") or 0),
-        }
     ticks = counters.get("ticks", 0)
     return {
         "ticks": ticks,
@@ -67,7 +40,7 @@ def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
         "wall_s": round(wall_s, 4),
         "ticks_per_s": round(ticks / wall_s, 1) if wall_s > 0 else None,
         "counters": counters,
-        "symbols": symbols,
+        "symbols": symbols_summary(read_last_metrics(out_dir / "metrics.csv")),
     }
 
 
@@ -91,7 +64,9 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
 
     for name in OUTPUT_FILES:  # a fresh run: never report a previous run's files
         (out_dir / name).unlink(missing_ok=True)
-    base = base or Settings()
+    from ticklet.settings import load_settings
+
+    base = base or load_settings()
     update: dict[str, Any] = {
         "input": base.input.model_copy(update={"paths": list(paths)}),
         "output": base.output.model_copy(update={"dir": out_dir}),
@@ -111,21 +86,6 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     return summarize(out_dir, wall)
 
 
-def _table(summary: dict[str, Any]) -> str:
-    lines = [f"ticks={summary['ticks']} bars={summary['bars']} forecasts={summary['forecasts']} "
-             f"errors={summary['errors']} wall_s={summary['wall_s']} ticks/s={summary['ticks_per_s']}",
-             f"{'symbol':<14}{'model':<10}{'h':>4}{'n':>8}{'rmse':>12}{'skill':>9}{'hit':>8}{'n_dir':>7}{'p':>10}"]
-    for sym, s in summary["symbols"].items():
-        for model, hs in s["models"].items():
-            for h, m in hs.items():
-                def f(v: Any, fmt: str) -> str:
-                    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
-                lines.append(f"{sym:<14}{model:<10}{h:>4}{m['n']:>8}{f(m['rmse'], '.3e'):>12}"
-                             f"{f(m['skill'], '.4f'):>9}{f(m['hit_rate'], '.4f'):>8}{m['n_directional']:>7}"
-                             f"{f(m['hit_rate_p_value'], '.2e'):>10}")
-    return "\n".join(lines) + "\n"
-
-
 def _download(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``ticklet download``: fetch and verify archives, print a JSON summary.
 
@@ -137,8 +97,9 @@ def _download(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """
     from sources.download import plan
     from sources.download_io import DownloadError, download
+    from ticklet.settings import load_settings
 
-    cfg = Settings().download
+    cfg = load_settings().download
     try:
         archives = plan(args.symbol, args.kind, args.start, args.end, args.market,
                         args.interval if args.kind == "klines" else None)
@@ -161,9 +122,10 @@ def _collect(args: argparse.Namespace) -> int:
     import asyncio
 
     from ticklet.collector import Collector
+    from ticklet.settings import load_settings
 
     logging.getLogger("ticklet").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    s = Settings()
+    s = load_settings()
     update: dict[str, Any] = {}
     if args.symbols:
         update["symbols"] = [x.strip().upper() for x in args.symbols.split(",") if x.strip()]
@@ -233,8 +195,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "replay":
         from ticklet.replay import publish
+        from ticklet.settings import load_settings
 
-        k = Settings().kafka
+        k = load_settings().kafka
         speed = None if args.speed == "max" else float(args.speed)
         if speed is not None and speed <= 0:
             parser.error("--speed must be 'max' or a positive number")
@@ -248,11 +211,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.command == "collect":
         return _collect(args)
     if args.command == "backtest":
-        summary = run_backtest(args.paths, args.out, args.workers)
+        from sources.files import InputFormatError
+
+        try:
+            summary = run_backtest(args.paths, args.out, args.workers)
+        except InputFormatError as ex:
+            sys.stderr.write(f"ticklet: {ex}\n")
+            return 2
         if args.json:
             sys.stdout.write(json.dumps(summary) + "\n")
-        else:
-            sys.stdout.write(_table(summary))
     return 0
 
 

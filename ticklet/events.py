@@ -248,6 +248,9 @@ class RawChunk(msgspec.Struct, frozen=True, gc=False):
       (:mod:`sources.wire`), which carry their own receive time and market;
     - ``"kline_rows"``: ``(open_time_ns, open, high, low, close, volume)``
       tuples with a known ``interval_ns``, e.g. from Feather files.
+
+    ``nbytes`` is how many bytes of the input files were read since the
+    source's previous chunk (for progress; 0 where unknown, as with Kafka).
     """
 
     fmt: str
@@ -255,6 +258,7 @@ class RawChunk(msgspec.Struct, frozen=True, gc=False):
     symbol: str
     records: list
     interval_ns: int = 0
+    nbytes: int = 0
 
 
 class Bar(msgspec.Struct, frozen=True, gc=False):

@@ -172,6 +172,8 @@ def _chunk_items(chunk: RawChunk) -> list:
     items: list = list(by_key.items())
     items.extend(errors)
     items.extend(Count(k, v) for k, v in counts.items() if v)
+    if chunk.nbytes:
+        items.append(Count("input_bytes", chunk.nbytes))
     return items
 
 

@@ -14,18 +14,20 @@ config objects.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from operators.bars import BarConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
-from sinks.influx import InfluxConfig
+from sinks.influx_config import InfluxConfig
 
-__all__ = ["CollectConfig", "DownloadConfig", "InputConfig", "KafkaConfig", "OutputConfig", "SAMPLE_DIR", "Settings", "settings_table"]
+__all__ = ["CollectConfig", "DownloadConfig", "InputConfig", "KafkaConfig", "OutputConfig", "SAMPLE_DIR", "Settings",
+           "load_settings", "settings_table"]
 
 #: The bundled real sample (see data/sample/NOTICE.md).
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -76,7 +78,7 @@ class InputConfig(BaseModel):
     paths: list[str] = Field(default_factory=lambda: [str(SAMPLE_DIR)],
                              description="Files or directories to replay; defaults to the bundled real sample.")
     market: Optional[Literal["spot", "usdm"]] = Field(
-        None, description="Force the market of every input; by default it is read from the path (usdm/um/futures).")
+        None, description="Force the market of every input; by default it is read from the messages (fields only futures messages carry), else from the path (usdm/um/futures).")
     batch_size: int = Field(2048, ge=1, description="Records per chunk read from a file.")
 
 
@@ -101,6 +103,10 @@ class OutputConfig(BaseModel):
     files: bool = Field(True, description="Write forecasts, metrics and dead letters to files in dir (counters.json is always written).")
     kafka: bool = Field(False, description="Publish forecasts and metrics to the output topic and dead letters to the dead-letter topic.")
     influx: bool = Field(False, description="Write forecasts, scored forecasts, metrics, bars, features and health to InfluxDB.")
+    summary: bool = Field(True, description="Print a summary on stderr when the run ends: totals, the last metrics "
+                          "per instrument, model and horizon, and where the outputs are.")
+    progress: bool = Field(True, description="Show a progress bar on stderr while the run goes on (only ever when "
+                           "stderr is a terminal, and with summary on).")
 
 
 class CollectConfig(BaseModel):
@@ -154,6 +160,30 @@ class Settings(BaseSettings):
     collect: CollectConfig = Field(default_factory=CollectConfig, description="The live Binance collector.")
 
 
+def _setting_errors(ex: ValidationError) -> list[str]:
+    """Plain lines naming each bad variable; the values of secrets are never shown."""
+    out = []
+    for e in ex.errors():
+        loc = [str(p) for p in e["loc"]]
+        env = "TICKLET_" + "__".join(loc).upper()
+        secret = any(w in env for w in ("PASSWORD", "TOKEN", "SECRET"))
+        got = "" if secret or e["type"] == "missing" else f" (got {e['input']!r:.80})"
+        out.append(f"ticklet: bad setting {env}: {e['msg']}{got}")
+    return out
+
+
+def load_settings() -> Settings:
+    """The settings of the environment (and ``.env``); a bad value prints one
+    plain line per bad variable on stderr and exits with status 2.
+    """
+    try:
+        return Settings()
+    except ValidationError as ex:
+        lines = _setting_errors(ex)
+        sys.stderr.write("\n".join(lines[:3]) + ("\n" if len(lines) <= 3 else f"\n(and {len(lines) - 3} more)\n"))
+        raise SystemExit(2) from None
+
+
 def _leaves(model: type[BaseModel], prefix: str):
     for name, f in model.model_fields.items():
         ann = f.annotation
@@ -169,7 +199,7 @@ def settings_table() -> str:
     """The configuration reference as a Markdown table (kept in the README).
 
     >>> print(settings_table().splitlines()[4])
-    | `TICKLET_INPUT__MARKET` | `(unset)` | Force the market of every input; by default it is read from the path (usdm/um/futures). |
+    | `TICKLET_INPUT__MARKET` | `(unset)` | Force the market of every input; by default it is read from the messages (fields only futures messages carry), else from the path (usdm/um/futures). |
     """
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for env, default, desc in _leaves(Settings, "TICKLET_"):

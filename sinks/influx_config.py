@@ -1,0 +1,34 @@
+"""Settings of the InfluxDB v2 sink (:mod:`sinks.influx`), apart from the
+client so that reading the settings never imports influxdb-client."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = ["InfluxConfig"]
+
+
+class InfluxConfig(BaseModel):
+    """The InfluxDB v2 server, and how hard to try when it is down."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field("http://127.0.0.1:8086", description="InfluxDB v2 base URL.")
+    org: str = Field("ticklet", description="InfluxDB organization.")
+    bucket: str = Field("ticklet", description="InfluxDB bucket.")
+    token: SecretStr = Field(SecretStr(""), description="InfluxDB API token (a secret: never logged or printed).")
+    features: tuple[str, ...] = Field(
+        ("micro_dev", "ofi", "book_imb", "spread", "swt_dev", "swt_slope", "rv"),
+        description="Features written to the 'features' measurement (scaled, as models see them).")
+    batch_size: int = Field(1000, ge=1, description="Points per write request.")
+    flush_interval_ms: int = Field(1000, ge=1, description="Longest wait before a partial batch is written.")
+    retry_interval_ms: int = Field(1000, ge=1, description="First retry delay of a failed batch; doubles each time.")
+    max_retry_delay_ms: int = Field(30_000, ge=1, description="Longest delay between two retries.")
+    max_retries: int = Field(20, ge=0, description="Retries of a failed batch before it is dropped (counted).")
+    max_retry_time_ms: int = Field(600_000, ge=0, description="Longest time a batch is retried before it is dropped (counted).")
+    max_buffered_points: int = Field(
+        200_000, ge=1,
+        description="Most points handed over and not yet confirmed; beyond it new points are dropped (counted, logged).")
+    max_close_wait_ms: int = Field(30_000, ge=0, description="Longest wait for pending points at shutdown.")
+    timeout_ms: int = Field(10_000, ge=1, description="HTTP timeout of one write request.")
+    health_interval_s: float = Field(1.0, gt=0, description="Seconds (wall clock) between two health points.")
