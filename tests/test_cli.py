@@ -247,3 +247,28 @@ def test_short_input_reports_nothing_stale(ws_dir, full_run, tmp_path):
     assert summary["forecasts"] == 0 and summary["symbols"] == {}
     assert summary["ticks"] == 199  # 200 lines, the first is the REST depth snapshot
     assert not (out / "forecasts.csv").exists() and not (out / "metrics.csv").exists()
+
+
+_LOADED = ("import sys; from ticklet.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+           "print('loaded:' + ','.join(m for m in ('torch', 'river', 'scipy', 'influxdb_client', 'bytewax') if m in sys.modules))")
+
+
+def _heavy_modules(argv: list[str]) -> set[str]:
+    proc = subprocess.run([sys.executable, "-c", _LOADED.format(argv=argv)], capture_output=True, text=True,
+                          timeout=300, cwd=SCRATCH)
+    assert proc.returncode == 0, proc.stderr
+    return set(filter(None, proc.stdout.strip().splitlines()[-1].removeprefix("loaded:").split(",")))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["config"], ["download", "--help"], ["backtest", "--help"]])
+def test_help_and_config_load_no_heavy_library(argv):
+    """`ticklet --help`, `config` and `download --help` load neither torch, River,
+    SciPy, influxdb-client nor Bytewax (benchmarks/startup.py times them)."""
+    assert _heavy_modules(argv) == set()
+
+
+def test_a_backtest_without_the_cnn_gru_does_not_load_torch(ws_dir, tmp_path):
+    """The default models need River (and SciPy, for the summary's p-values), never
+    torch; influxdb-client only loads when the InfluxDB output is on."""
+    src = str(ws_dir / "spot" / "btcusdt_20230405.dat.gz")
+    assert _heavy_modules(["backtest", src, "--out", str(tmp_path)]) == {"river", "scipy", "bytewax"}
