@@ -150,11 +150,10 @@ class _ReportPartition(StatefulSinkPartition[Any, _State]):
                 last[(v.symbol, v.model, v.horizon)] = v
         bar = self._bar
         if bar is not None:
+            bar.set_postfix(ticks=f"{t.get('ticks', 0):,}", forecasts=f"{t.get('forecasts', 0):,}", refresh=False)
             done = t.get("input_bytes" if self._by_bytes else "ticks", 0)
             if done > bar.n:
                 bar.update(done - bar.n)
-                bar.set_postfix(ticks=f"{t.get('ticks', 0):,}", forecasts=f"{t.get('forecasts', 0):,}",
-                                refresh=False)
 
     def snapshot(self) -> _State:
         return dict(self._totals), dict(self._last)
