@@ -29,6 +29,7 @@ import math
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +81,7 @@ def cost_per_bar(models: tuple[str, ...], max_rows: int = 3000) -> dict[str, flo
     chain = run_chain([DATA / "binance-ws" / "spot" / "btcusdt_20240808.gz",
                        DATA / "binance-ws" / "spot" / "btcusdt_20240809.gz"])
     rows = [r for r in chain.rows if r.ready][:max_rows]
-    pairs = [(a.x, math.log(b.price / a.price)) for a, b in zip(rows, rows[1:])]
+    pairs = [(a.x, math.log(b.price / a.price)) for a, b in pairwise(rows)]
     cfg = LearnerConfig()
     costs = {}
     members = tuple(m for m in models if m != ENSEMBLE)

@@ -40,7 +40,7 @@ from _kafka import broker  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
 from sinks.kafka import ensure_topic  # noqa: E402
-from ticklet.replay import publish  # noqa: E402
+from ticklet.publish import publish  # noqa: E402
 
 
 def _consume_all(bootstrap: str, topic: str) -> list[tuple[int, dict]]:

@@ -34,9 +34,8 @@ from bytewax.testing import run_main  # noqa: E402
 
 import sources.kafka  # noqa: E402
 from dataflows.forecast import build_flow  # noqa: E402
-from ticklet.replay import publish  # noqa: E402
+from ticklet.publish import publish  # noqa: E402
 from ticklet.settings import InputConfig, KafkaConfig, OutputConfig, Settings  # noqa: E402
-
 
 _first_batch: list[float] = []
 
@@ -90,7 +89,7 @@ def main() -> None:
         "forecasts": counters.get("forecasts"),
         "dataflow_wall_s": round(best, 4),
         "dataflow_ticks_per_s": round(counters.get("ticks", 0) / best),
-        "startup_s": round(min(r - s for r, s in zip(runs, sustained)), 4),
+        "startup_s": round(min(r - s for r, s in zip(runs, sustained, strict=True)), 4),
         "sustained_ticks_per_s": round(counters.get("ticks", 0) / min(sustained)),
         "workers": 1,
         "repeat": args.repeat,

@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from operators import orderbook  # noqa: E402
 from realdata import book_stream  # noqa: E402
+
+from operators import orderbook  # noqa: E402
 from ticklet.events import DepthUpdate  # noqa: E402
 
 DATA = Path(os.environ.get("TICKLET_DATA", ROOT.parent / "shared" / "data")) / "binance-ws"

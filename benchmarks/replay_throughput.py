@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from operators import bars, features, forecast, metrics  # noqa: E402
+from sinks.records import csv_lines, header  # noqa: E402
 from sources.binance import parse_chunk  # noqa: E402
 from sources.files import group_streams, read_stream  # noqa: E402
-from sinks.records import csv_lines, header  # noqa: E402
 from ticklet.events import Bar, ForecastRecord, MetricsRecord, RawChunk  # noqa: E402
 from ticklet.settings import Settings  # noqa: E402
 
@@ -120,7 +120,7 @@ def main() -> None:
             flow_runs.append(summary["wall_s"])
             ticks, n_bars, secs, lat_run = plain_loop(args.paths, settings, Path(tmp))
             loop_runs.append(secs)
-            lat = lat_run if not lat else lat
+            lat = lat or lat_run
     flow_s, loop_s = min(flow_runs), min(loop_runs)
     assert ticks == summary["ticks"], (ticks, summary["ticks"])
     result = {

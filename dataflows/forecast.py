@@ -26,16 +26,15 @@ import sys
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from dataflows import ops
 from sinks.files import CounterSink, CsvSink, JsonLinesSink
 from sinks.kafka import KafkaRecordSink, producer_config
 from sinks.report import ReportSink
-from sources.kafka import KafkaTickSource
 from sources.files import InputFormatError
+from sources.kafka import KafkaTickSource
 from sources.replay import ReplaySource
-from ticklet import ops
 from ticklet.events import Count, ForecastRecord, MetricsRecord
 from ticklet.settings import Settings, load_settings
-
 
 #: Files the dataflow writes in ``settings.output.dir``.
 OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "dead_letters.jsonl", "counters.json")
@@ -87,7 +86,8 @@ def build_flow(settings: Settings) -> Dataflow:
                   InfluxSink(settings.influx))
     op.output("write_counters", ops.key_records("key_counters", counts), CounterSink(out / "counters.json"))
     if settings.output.summary:
-        op.output("report", ops.key_records("key_report", op.merge("merge_report", counts, ops.values("unkey_metrics", metrics))),
+        report = op.merge("merge_report", counts, ops.values("unkey_metrics", metrics))
+        op.output("report", ops.key_records("key_report", report),
                   ReportSink(total_bytes, _destinations(settings), progress=settings.output.progress))
     return flow
 

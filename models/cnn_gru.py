@@ -155,8 +155,9 @@ class CNNGRUModel:
             self.n_dropped += 1
         if self.n_retrains == 0:
             return 0.0
+        net, _ = self._network()
         with torch.no_grad():
-            out = float(self.net(torch.from_numpy(win).unsqueeze(0).to(c.device))[0])
+            out = float(net(torch.from_numpy(win).unsqueeze(0).to(c.device))[0])
         return out * self._scale() + self.y_mean
 
     def learn_one(self, x: dict[str, float], y: float) -> None:
@@ -183,6 +184,11 @@ class CNNGRUModel:
 
     # --- internals -----------------------------------------------------------
 
+    def _network(self) -> tuple[_Net, torch.optim.Adam]:
+        """The network and its optimizer, built by the first ``predict_one``."""
+        assert self.net is not None and self.opt is not None, "no forecast made yet"
+        return self.net, self.opt
+
     def _build(self, names: tuple[str, ...]) -> None:
         c = self.config
         self.names = names
@@ -193,6 +199,7 @@ class CNNGRUModel:
 
     def _vector(self, x: dict[str, float]) -> tuple[bytes, np.ndarray]:
         """(matching key, clean float32 vector) of ``x`` in ``names`` order."""
+        assert self.names is not None
         raw = np.array([x.get(n, 0.0) for n in self.names], dtype=np.float64)
         vec = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
         lim = self.config.clip_x
@@ -210,18 +217,19 @@ class CNNGRUModel:
         if n == 0:
             return
         mean, scale = self.y_mean, self._scale()
-        params = list(self.net.parameters())
+        net, opt = self._network()
+        params = list(net.parameters())
         for _ in range(c.steps):
             idx = self.rng.choice(n, size=min(c.batch, n), replace=False)
             wb = torch.from_numpy(np.stack([self.memory[i][0] for i in idx])).to(c.device)
-            yb = np.array([self.memory[i][1] for i in idx], dtype=np.float64)
-            yb = torch.from_numpy(((yb - mean) / scale).astype(np.float32)).to(c.device)
-            loss = torch.mean((self.net(wb) - yb) ** 2)
-            self.opt.zero_grad(set_to_none=True)
+            ys = np.array([self.memory[i][1] for i in idx], dtype=np.float64)
+            yb = torch.from_numpy(((ys - mean) / scale).astype(np.float32)).to(c.device)
+            loss = torch.mean((net(wb) - yb) ** 2)
+            opt.zero_grad(set_to_none=True)
             loss.backward()
             if c.clip_grad > 0:
                 nn.utils.clip_grad_norm_(params, c.clip_grad)
-            self.opt.step()
+            opt.step()
         self.n_retrains += 1
 
     # --- pickling (Bytewax snapshots use copy.deepcopy / pickle) -------------
@@ -229,8 +237,9 @@ class CNNGRUModel:
     def __getstate__(self) -> dict[str, Any]:
         net = opt = None
         if self.net is not None:
-            net = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
-            opt = _to_cpu(self.opt.state_dict())
+            model, adam = self._network()
+            net = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            opt = _to_cpu(adam.state_dict())
         return {
             "config": self.config.model_dump(),
             "names": self.names,
@@ -245,11 +254,12 @@ class CNNGRUModel:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(CNNGRUConfig(**state["config"]))
+        CNNGRUModel.__init__(self, CNNGRUConfig(**state["config"]))
         if state["names"] is not None:
             self._build(tuple(state["names"]))
-            self.net.load_state_dict(state["net"])
-            self.opt.load_state_dict(state["opt"])
+            model, adam = self._network()
+            model.load_state_dict(state["net"])
+            adam.load_state_dict(state["opt"])
         self.history.extend(state["history"])
         self.pending.extend(state["pending"])
         self.memory.extend(state["memory"])

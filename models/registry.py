@@ -40,12 +40,16 @@ class LearnerConfig(BaseModel):
     logistic_lr: float = Field(0.005, gt=0, description="SGD learning rate of the direction classifier.")
     logistic_l2: float = Field(0.001, ge=0, description="L2 penalty of the direction classifier.")
     pa_c: float = Field(0.01, gt=0, description="Aggressiveness C of the passive-aggressive regressor.")
-    pa_eps: float = Field(0.1, ge=0, description="Insensitivity (in target standard deviations) of the passive-aggressive regressor.")
-    hat_grace_period: int = Field(100, ge=1, description="Observations between split attempts of the Hoeffding adaptive tree.")
+    pa_eps: float = Field(0.1, ge=0,
+        description="Insensitivity (in target standard deviations) of the passive-aggressive regressor.")
+    hat_grace_period: int = Field(100, ge=1,
+        description="Observations between split attempts of the Hoeffding adaptive tree.")
     arf_models: int = Field(5, ge=1, description="Trees in the adaptive random forest.")
     bayes_alpha: float = Field(1.0, gt=0, description="Prior precision of the Bayesian linear regression.")
-    bayes_beta: float = Field(1.0, gt=0, description="Noise precision (standardized target) of the Bayesian linear regression.")
-    snarimax_order: tuple[int, int, int] = Field((3, 0, 1), description="(p, d, q) of SNARIMAX on the realized-return series.")
+    bayes_beta: float = Field(1.0, gt=0,
+        description="Noise precision (standardized target) of the Bayesian linear regression.")
+    snarimax_order: tuple[int, int, int] = Field((3, 0, 1),
+        description="(p, d, q) of SNARIMAX on the realized-return series.")
     interval_level: float = Field(0.9, gt=0, lt=1, description="Coverage aimed at by predictive intervals.")
     ensemble_rule: Literal["eg", "hedge", "direction", "stack"] = Field(
         "direction", description="Ensemble combination: Hedge on each member's directional log loss (default), "

@@ -34,6 +34,8 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
+from typing import cast
 
 from river import conf, forest, linear_model, optim, preprocessing, stats, time_series, tree
 from scipy.stats import norm
@@ -80,15 +82,17 @@ class JackknifeRegressor:
     def __init__(self, regressor, level: float = 0.9):
         self.model = conf.RegressionJackknife(regressor, confidence_level=level)
 
+    # River types features as dict[Hashable, object]; dicts are invariant, hence the casts
+
     def predict_one(self, x: dict[str, float]) -> float:
-        return float(self.model.predict_one(x, with_interval=False))
+        return float(self.model.predict_one(cast(dict[Hashable, object], x), with_interval=False))
 
     def predict_with_interval(self, x: dict[str, float]) -> tuple[float, float, float]:
-        iv = self.model.predict_one(x, with_interval=True)
+        iv = self.model.predict_one(cast(dict[Hashable, object], x), with_interval=True)
         return float(self.model.regressor.predict_one(x)), float(iv.lower), float(iv.upper)
 
     def learn_one(self, x: dict[str, float], y: float) -> None:
-        self.model.learn_one(x, y)
+        self.model.learn_one(cast(dict[Hashable, object], x), y)
 
 
 class BayesianRegressor:

@@ -38,8 +38,8 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
 import msgspec

@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -115,7 +115,7 @@ class FeatureState:
     ema_slow: Optional[float] = None
     macd_signal: Optional[float] = None
     prev_denoised: Optional[float] = None
-    scaler: object = None
+    scaler: Any = None  # a River scaler (learn_one, transform_one), or None
 
     def __post_init__(self) -> None:
         c = self.config

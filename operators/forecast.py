@@ -65,7 +65,8 @@ class ForecastConfig(BaseModel):
         "baseline that skill is measured against; 'ensemble' combines all the others. "
         "E.g. [\"naive\",\"linear\",\"logistic\",\"bayes_linear\",\"hat\",\"ensemble\"].")
     learners: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner hyper-parameters.")
-    max_pending: int = Field(100_000, ge=1, description="Upper bound on forecasts waiting for their target, per instrument.")
+    max_pending: int = Field(100_000, ge=1,
+        description="Upper bound on forecasts waiting for their target, per instrument.")
     max_abs_return: float = Field(
         1.0, gt=0,
         description="A forecast log return beyond this (or not finite) is a diverged model: it is replaced "
@@ -178,7 +179,7 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
                     pred, lo, hi = with_interval(x)
                 else:
                     pred = model.predict_one(x)
-                if not (abs(pred) <= lim and (lo is None or (abs(lo) <= lim and abs(hi) <= lim))):
+                if not (abs(pred) <= lim and (lo is None or hi is None or (abs(lo) <= lim and abs(hi) <= lim))):
                     pred, lo, hi = 0.0, None, None  # NaN fails the comparison too
                     bad += 1
                 pred = float(pred)

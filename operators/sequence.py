@@ -19,8 +19,9 @@ Examples
 >>> for i in (10, 11, 12, 15, 16, 16):
 ...     st, o = step(st, SequenceEvent("BTCUSDT", "trade", i, i * 1000))
 ...     out += o
->>> out
-[SequenceGap(key='BTCUSDT', ts=15000, stream='trade', expected=13, got=15), Count(name='gaps_trade', n=1), Count(name='duplicates_trade', n=1)]
+>>> out  # doctest: +NORMALIZE_WHITESPACE
+[SequenceGap(key='BTCUSDT', ts=15000, stream='trade', expected=13, got=15), Count(name='gaps_trade', n=1),
+ Count(name='duplicates_trade', n=1)]
 >>> st.last[("BTCUSDT", "trade")]
 16
 """

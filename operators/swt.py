@@ -61,7 +61,7 @@ class SWTConfig(BaseModel):
         "symmetric", description="Extension of the window before the (periodic) SWT.")
 
     @model_validator(mode="after")
-    def _check(self) -> "SWTConfig":
+    def _check(self) -> SWTConfig:
         if self.window % (2**self.level):
             raise ValueError(f"window {self.window} must be a multiple of 2**level = {2**self.level}")
         pywt.Wavelet(self.wavelet)  # raises on an unknown name
@@ -103,7 +103,7 @@ def denoise_last_reference(window: np.ndarray, cfg: SWTConfig) -> tuple[float, l
     energies = [float(np.mean(d[:n] * d[:n])) for d in details]
     if sigma > 0.0:
         ths = _thresholds([d[:n] for d in details], sigma, n, cfg.threshold)
-        coeffs = [coeffs[0]] + [pywt.threshold(d, t, mode=cfg.mode) for d, t in zip(details, ths)]
+        coeffs = [coeffs[0]] + [pywt.threshold(d, t, mode=cfg.mode) for d, t in zip(details, ths, strict=True)]
     rec = pywt.iswt(coeffs, cfg.wavelet, norm=True)
     return float(rec[n - 1]), energies
 

@@ -39,7 +39,7 @@ def capture_path(root: Path, market: str, symbol: str, ts_ns: int) -> Path:
     >>> capture_path(Path("cap"), "spot", "BTCUSDT", 1723161253937085768).as_posix()
     'cap/spot/btcusdt_20240808.gz'
     """
-    day = dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.timezone.utc).strftime("%Y%m%d")
+    day = dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).strftime("%Y%m%d")
     return root / market / f"{symbol.lower()}_{day}.gz"
 
 
@@ -66,7 +66,8 @@ class CaptureWriter:
             while free.exists():
                 i += 1
                 free = path.with_name(f"{path.name[:-3]}-{i}.gz")
-            cur = self._files[symbol] = (day, gzip.open(free, "xb", compresslevel=self.level))
+            # kept open across calls, closed on a new day or by close()
+            cur = self._files[symbol] = (day, gzip.open(free, "xb", compresslevel=self.level))  # noqa: SIM115
         cur[1].write(b"%d %s\n" % (ts_ns, message.strip()))
         self.lines += 1
         self._unflushed += 1

@@ -14,11 +14,12 @@ written after the last snapshot and never duplicates a line.
 from __future__ import annotations
 
 import json
-from abc import abstractmethod
 import logging
 import os
+from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import msgspec
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition

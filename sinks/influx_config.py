@@ -25,10 +25,13 @@ class InfluxConfig(BaseModel):
     retry_interval_ms: int = Field(1000, ge=1, description="First retry delay of a failed batch; doubles each time.")
     max_retry_delay_ms: int = Field(30_000, ge=1, description="Longest delay between two retries.")
     max_retries: int = Field(20, ge=0, description="Retries of a failed batch before it is dropped (counted).")
-    max_retry_time_ms: int = Field(600_000, ge=0, description="Longest time a batch is retried before it is dropped (counted).")
+    max_retry_time_ms: int = Field(600_000, ge=0,
+        description="Longest time a batch is retried before it is dropped (counted).")
     max_buffered_points: int = Field(
         200_000, ge=1,
-        description="Most points handed over and not yet confirmed; beyond it new points are dropped (counted, logged).")
+
+            description="Most points handed over and not yet confirmed; beyond it new points are dropped (counted, "
+            "logged).")
     max_close_wait_ms: int = Field(30_000, ge=0, description="Longest wait for pending points at shutdown.")
     timeout_ms: int = Field(10_000, ge=1, description="HTTP timeout of one write request.")
     health_interval_s: float = Field(1.0, gt=0, description="Seconds (wall clock) between two health points.")

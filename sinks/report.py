@@ -110,8 +110,8 @@ def format_summary(counters: dict[str, int], symbols: dict[str, Any], outputs: d
     lines = [head]
     if len(rows) > 1:
         for r in rows:
-            lines.append("  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
-                         .rstrip())
+            cells = (v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
+            lines.append("  ".join(cells).rstrip())
     else:
         lines.append("no forecast was scored (too few bars for the horizons?)")
     if outputs:

@@ -36,13 +36,14 @@ import msgspec
 
 from sources.wire import decode_tick
 from ticklet.events import (
-    RawChunk,
+    BookSnapshot,
     DepthUpdate,
     ErrorRecord,
     Event,
     Kline,
     Level,
     Quote,
+    RawChunk,
     Trade,
     instrument_key,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "parse_chunk",
     "parse_csv_row",
     "parse_kline_row",
+    "parse_snapshot",
     "parse_ws",
     "to_ns",
 ]
@@ -464,3 +466,37 @@ def parse_chunk(chunk: RawChunk) -> tuple[dict[str, list[Event]], list[ErrorReco
     counts = {"ticks": n}
     counts.update({f"skipped_{k}": v for k, v in sorted(skipped.items())})
     return by_key, errors, counts
+
+
+# --- REST depth snapshots -----------------------------------------------------
+
+
+class _RestDepth(msgspec.Struct, gc=False):
+    lastUpdateId: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    E: Optional[int] = None  # USD-M only (ms)
+
+
+_rest_dec = msgspec.json.Decoder(_RestDepth, strict=False)
+
+
+def parse_snapshot(ts: int, payload: bytes, key: str) -> Union[BookSnapshot, ErrorRecord]:
+    """Decode a REST depth response body (spot ``/api/v3/depth``, USD-M
+    ``/fapi/v1/depth``) received at ``ts`` (ns) for instrument ``key``.
+
+    Invalid input becomes an :class:`~ticklet.events.ErrorRecord` (stage
+    ``"parse"``) with the body as received.
+
+    >>> s = parse_snapshot(5, b'{"lastUpdateId":7,"E":1680652700590,"T":1680652700580,'
+    ...                    b'"bids":[["28145.10","3.818"]],"asks":[["28145.20","1"]]}', "BTCUSDT-PERP")
+    >>> s.last_update_id, s.bids[0], s.exch_ts
+    (7, Level(price=28145.1, qty=3.818), 1680652700590000000)
+    >>> parse_snapshot(5, b'{"lastUpdateId":7,"bids":[["-1","1"]],"asks":[]}', "X").reason
+    'invalid snapshot: Expected `float` > 0.0 - at `$.bids[0][0]`'
+    """
+    try:
+        d = _rest_dec.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError) as ex:
+        return ErrorRecord("parse", f"invalid snapshot: {ex}", payload.decode("utf-8", "replace"), key, ts)
+    return BookSnapshot(key, ts, d.lastUpdateId, d.bids, d.asks, None if d.E is None else d.E * 1_000_000)

@@ -31,6 +31,7 @@ replayed to a reconnecting client).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import threading
@@ -40,9 +41,9 @@ from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import serve
-from websockets.http11 import Response
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
 
 __all__ = ["ReplayExchange"]
 
@@ -226,7 +227,7 @@ class ReplayExchange:
                 if path in self._pub_done:
                     break
                 async with self._pub_cond:
-                    await self._pub_cond.wait_for(lambda: j < len(timeline) or path in self._pub_done)
+                    await self._pub_cond.wait_for(lambda j=j: j < len(timeline) or path in self._pub_done)
         except ConnectionClosed:
             return
         await ws.wait_closed()
@@ -286,7 +287,7 @@ class ReplayExchange:
         await ws.wait_closed()
 
     # -- lifecycle ---------------------------------------------------------------
-    def start(self) -> "ReplayExchange":
+    def start(self) -> ReplayExchange:
         started = threading.Event()
 
         async def main() -> None:
@@ -299,10 +300,8 @@ class ReplayExchange:
 
         def run() -> None:
             self._loop = asyncio.new_event_loop()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 self._loop.run_until_complete(main())
-            except asyncio.CancelledError:
-                pass
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
@@ -322,7 +321,7 @@ class ReplayExchange:
         if self._thread is not None:
             self._thread.join(10)
 
-    def __enter__(self) -> "ReplayExchange":
+    def __enter__(self) -> ReplayExchange:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -18,13 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from provision import provision
-
 from realdata import REPO
 
 DATA = REPO / "tests" / "data"
-_OUTSIDE = tuple(str(p.resolve()) + os.sep for p in {REPO.parent / "shared", Path(os.environ.get("TICKLET_DATA", REPO.parent / "shared"))})
+_SHARED = REPO.parent / "shared"
+_OUTSIDE = tuple(str(p.resolve()) + os.sep for p in {_SHARED, Path(os.environ.get("TICKLET_DATA", _SHARED))})
 
 # Settings() reads TICKLET_* variables; stray ones from the developer's shell
 # would change what the runs below compute. Tests that need them set them
@@ -234,7 +233,7 @@ class VictoriaMetrics:
             d = json.loads(line)
             m = d["metric"]
             key = (m.pop("__name__"), tuple(sorted(m.items())))
-            out.setdefault(key, {}).update(zip(d["timestamps"], d["values"]))
+            out.setdefault(key, {}).update(zip(d["timestamps"], d["values"], strict=True))
         return out
 
 

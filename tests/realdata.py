@@ -8,11 +8,12 @@ import csv
 import gzip
 import json
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,7 +25,7 @@ SCRATCH = Path(tempfile.mkdtemp(prefix="ticklet-tests-"))
 MS = 1_000_000  # ns per ms
 
 
-@lru_cache(maxsize=None)
+@cache
 def lines(path: str | Path) -> tuple[bytes, ...]:
     """Non-empty lines of a (gzip) recording, without line endings."""
     with gzip.open(path, "rb") as f:
@@ -45,7 +46,7 @@ def payload(line: bytes) -> bytes:
     return line.split(b" ", 1)[1]
 
 
-@lru_cache(maxsize=None)
+@cache
 def messages(path: str | Path) -> tuple[tuple[int, bytes, dict], ...]:
     """(receive ns, payload, decoded JSON) for every line of a recording."""
     return tuple((recv_ns(ln), payload(ln), json.loads(payload(ln))) for ln in lines(path))
@@ -135,13 +136,12 @@ def run_chain(paths: list[str | Path], settings: Any = None) -> Chain:
     return Chain(s, key, events, bar_out, bar_list, rows, join_out, fcs, mets, tuple(str(p) for p in paths))
 
 
-@lru_cache(maxsize=None)
+@cache
 def book_stream(paths: tuple[str, ...], market: str) -> tuple[tuple, tuple]:
     """(depth diffs and REST snapshots, bookTicker quotes) of recordings read
     as one stream, each in file order, parsed with the project's parsers
-    (``parse_ws``; ``operators.orderbook.parse_snapshot`` for snapshot lines)."""
-    from operators.orderbook import parse_snapshot
-    from sources.binance import parse_ws
+    (``parse_ws``; ``sources.binance.parse_snapshot`` for snapshot lines)."""
+    from sources.binance import parse_snapshot, parse_ws
     from ticklet.events import BookSnapshot, DepthUpdate, Quote, Trade, instrument_key
 
     book, quotes = [], []
@@ -162,7 +162,7 @@ def book_stream(paths: tuple[str, ...], market: str) -> tuple[tuple, tuple]:
     return tuple(book), tuple(quotes)
 
 
-@lru_cache(maxsize=None)
+@cache
 def book_case(paths: tuple[str, ...], market: str) -> tuple[tuple, list]:
     """(real order-book inputs, outputs of the reference run with the default
     :class:`operators.orderbook.OrderBookConfig`)."""
@@ -220,9 +220,9 @@ def minute_klines(trades: list[dict]) -> list[dict]:
             "t": t0, "T": t0 + 59_999, "f": g[0]["t"], "L": g[-1]["t"],
             "o": dec8(px[0]), "h": dec8(max(px)), "l": dec8(min(px)), "c": dec8(px[-1]),
             "v": dec8(sum(qty)), "n": len(g),
-            "q": dec8(sum(p * q for p, q in zip(px, qty))),
-            "V": dec8(sum(q for q, b in zip(qty, buy) if b)),
-            "Q": dec8(sum(p * q for p, q, b in zip(px, qty, buy) if b)),
+            "q": dec8(sum(p * q for p, q in zip(px, qty, strict=True))),
+            "V": dec8(sum(q for q, b in zip(qty, buy, strict=True) if b)),
+            "Q": dec8(sum(p * q for p, q, b in zip(px, qty, buy, strict=True) if b)),
             "E_last": g[-1]["E"], "s": g[0]["s"],
         })
     return out

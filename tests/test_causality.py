@@ -12,11 +12,11 @@ import math
 
 import numpy as np
 import pytest
+from realdata import drive, lines, operator_case, read_csv, recv_ns, write_gz
 
 from operators import features
 from operators.features import FeatureConfig
 from operators.swt import denoise_last
-from realdata import drive, operator_case, lines, read_csv, recv_ns, write_gz
 from ticklet.cli import run_backtest
 from ticklet.events import Bar, ForecastRecord
 
@@ -53,7 +53,7 @@ def test_prefix_run_equals_the_start_of_the_full_run(prefix_and_full, name, time
     # the prefix run resolves nothing beyond what it has received ...
     assert max(p_times) <= t_last
     # ... and everything the full run resolves up to then, byte for byte, in order
-    assert p_rows == [r for r, t in zip(f_rows, f_times) if t <= t_last]
+    assert p_rows == [r for r, t in zip(f_rows, f_times, strict=True) if t <= t_last]
     assert (p_out / name).read_bytes().split(b"\r\n")[0] == (f_out / name).read_bytes().split(b"\r\n")[0]
 
 

@@ -11,8 +11,8 @@ import sys
 from collections import Counter, defaultdict
 
 import pytest
-
 from realdata import SCRATCH, csv_dicts, messages, run_chain, stream_kind
+
 from ticklet.events import ForecastRecord
 from ticklet.settings import SAMPLE_DIR, Settings
 
@@ -45,9 +45,9 @@ def test_summary_fields_and_types(summary):
     assert set(summary["symbols"]) == {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}
     for sym, body in summary["symbols"].items():
         assert set(body["models"]) == set(s.forecast.models), sym
-        for model, hs in body["models"].items():
+        for _model, hs in body["models"].items():
             assert set(hs) == {str(h) for h in s.forecast.horizons}
-            for h, m in hs.items():
+            for _h, m in hs.items():
                 assert _is(m["n"], int) and m["n"] > 0
                 assert _is(m["mae"], float) and _is(m["rmse"], float) and 0 <= m["mae"] <= m["rmse"]
                 assert _is(m["skill"], float, type(None))
@@ -249,8 +249,9 @@ def test_short_input_reports_nothing_stale(ws_dir, full_run, tmp_path):
     assert not (out / "forecasts.csv").exists() and not (out / "metrics.csv").exists()
 
 
+_HEAVY = ("torch", "river", "scipy", "influxdb_client", "bytewax")
 _LOADED = ("import sys; from ticklet.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-           "print('loaded:' + ','.join(m for m in ('torch', 'river', 'scipy', 'influxdb_client', 'bytewax') if m in sys.modules))")
+           f"print('loaded:' + ','.join(m for m in {_HEAVY!r} if m in sys.modules))")
 
 
 def _heavy_modules(argv: list[str]) -> set[str]:

@@ -18,14 +18,15 @@ import re
 import socket
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
 import pytest
-
 from binance_server import ReplayExchange
 from kafkautil import consume_all, flow_env, run_flow, topic_name
 from realdata import SCRATCH
+
 from sources.wire import decode_tick
 from ticklet.collector import Collector
 from ticklet.settings import CollectConfig, KafkaConfig
@@ -42,7 +43,7 @@ def _ids(payloads: list[bytes], stream: str, field: str) -> list[int]:
 def _runs(missing: list[int], present: list[int]) -> list[tuple[int, int]]:
     """(first missing id, first id received after it) of each run of missing ids."""
     gone, out = set(missing), []
-    for a, b in zip(present, present[1:]):
+    for a, b in pairwise(present):
         if b != a + 1 and a + 1 in gone:
             out.append((a + 1, b))
     return out

@@ -13,12 +13,13 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+from itertools import pairwise
 
 import pytest
+from realdata import drive, operator_case
 
 from models.base import OnlineModel
 from models.registry import MODELS, LearnerConfig, build
-from realdata import drive, operator_case
 
 OPERATORS = ["bars", "features", "forecast", "metrics", "orderbook", "sequence"]
 
@@ -101,7 +102,7 @@ def learning_stream(btc_spot_chain):
     ready real feature row."""
     rows = btc_spot_chain.rows
     out = []
-    for r, nxt in zip(rows, rows[1:]):
+    for r, nxt in pairwise(rows):
         if r.ready:
             out.append((r.x, math.log(nxt.price / r.price)))
     assert len(out) > 500
@@ -159,7 +160,7 @@ def test_learner_feature_order_has_no_impact(learner_name, learning_stream):
     rev = [(dict(reversed(list(x.items()))), y) for x, y in learning_stream]
     a = _prequential(build(learner_name, LearnerConfig(), 1), learning_stream)
     b = _prequential(build(learner_name, LearnerConfig(), 1), rev)
-    assert all(math.isclose(p, q, rel_tol=1e-6, abs_tol=1e-12) for p, q in zip(a, b))
+    assert all(math.isclose(p, q, rel_tol=1e-6, abs_tol=1e-12) for p, q in zip(a, b, strict=True))
 
 
 def test_learner_tolerates_emerging_and_disappearing_features(learner_name, learning_stream):

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 
 import pytest
-
 from realdata import lines, payload, recv_ns, stream_kind, write_gz
+
 from ticklet.cli import run_backtest
 
 SRC = "spot/btcusdt_20240808.gz"

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 import yaml
-
 from realdata import REPO
+
 from sinks.influx import InfluxConfig
 from sinks.influx_points import MEASUREMENTS
 from ticklet.settings import Settings
@@ -127,7 +127,7 @@ def test_dashboards_query_only_what_the_sink_writes():
 def test_dashboards_use_the_provisioned_datasource():
     ds = yaml.safe_load((REPO / "grafana" / "provisioning" / "datasources" / "influxdb.yml").read_text())
     src = ds["datasources"][0]
-    assert src["jsonData"]["version"] == "Flux" and "${INFLUXDB_TOKEN}" == src["secureJsonData"]["token"]
+    assert src["jsonData"]["version"] == "Flux" and src["secureJsonData"]["token"] == "${INFLUXDB_TOKEN}"
     for path in DASHBOARDS:
         d = json.loads(path.read_text())
         for p in d["panels"]:

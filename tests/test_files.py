@@ -9,7 +9,6 @@ never from a run of the code under test.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import logging
 import shutil
@@ -18,8 +17,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
 from realdata import aggregate_trades, dec8, lines, trade_dicts
+
 from sources.binance import parse_chunk
 from sources.files import InputFormatError, describe, discover, group_streams, read_stream
 from ticklet.events import RawChunk

@@ -9,8 +9,8 @@ import math
 import time
 
 import pytest
-
 from realdata import csv_dicts, run_chain
+
 from sinks.influx import InfluxConfig, InfluxWriter
 from sinks.influx_points import MEASUREMENTS, to_point
 from ticklet.cli import run_backtest

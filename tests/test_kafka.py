@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-
 from kafkautil import consume_all, decoded, flow_env, replay, run_flow, topic_name
 from realdata import csv_dicts, lines, payload, recv_ns, write_gz
 
@@ -120,7 +119,8 @@ def test_output_topic_carries_versioned_json_keyed_by_symbol(kafka_bootstrap, ka
     for row in csv_dicts(out / "forecasts.csv"):
         v = scored[(row["symbol"], row["model"], int(row["horizon"]), int(row["forecast_time"]))]
         assert float(row["pred_return"]) == v["pred_return"] and float(row["realized_return"]) == v["realized_return"]
-    issued = {(v["symbol"], v["model"], v["horizon"], v["forecast_time"]): v for _, v in recs if v["type"] == "forecast"}
+    issued = {(v["symbol"], v["model"], v["horizon"], v["forecast_time"]): v
+              for _, v in recs if v["type"] == "forecast"}
     for k, v in scored.items():  # every scored forecast was issued earlier with the same prediction
         assert issued[k]["pred_return"] == v["pred_return"] and issued[k]["target_time"] == v["target_time"]
 

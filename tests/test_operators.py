@@ -9,11 +9,11 @@ from itertools import pairwise
 import msgspec
 import numpy as np
 import pytest
+from realdata import drive, parse_paths
 
 from operators import bars, features
 from operators.bars import BarConfig
 from operators.features import FeatureConfig
-from realdata import drive, parse_paths
 from ticklet.events import Bar, Count, Quote, Trade
 
 
@@ -72,7 +72,7 @@ def test_bars_rebuilt_from_the_raw_ticks(chain):
     assert not any(b.reset for b in got)
     exact = ("start", "end", "open", "high", "low", "close", "trades", "bid", "bid_qty", "ask", "ask_qty",
              "price", "n_events")
-    for b, w in zip(got, want):
+    for b, w in zip(got, want, strict=True):
         for f, v in w.items():
             ok = getattr(b, f) == v if f in exact else close(getattr(b, f), v)
             assert ok, (b.start, f, getattr(b, f), v)
@@ -102,7 +102,7 @@ def test_kline_bars(klines_1m):
     _, out = drive(bars.step, bars.BarState(BarConfig()), klines_1m)
     got = [b for b in out if type(b) is Bar]
     assert len(got) == len(klines_1m)  # README: no gaps in the 1m klines
-    for b, k in zip(got, klines_1m):
+    for b, k in zip(got, klines_1m, strict=True):
         assert (b.start, b.end) == (k.open_time, k.close_time)
         assert (b.open, b.high, b.low, b.close, b.volume, b.price) == (k.open, k.high, k.low, k.close, k.volume,
                                                                        k.close)
@@ -134,7 +134,7 @@ def test_raw_features_from_bars(chain):
     assert len(rows) == len(bars_)
     lp = np.log([b.price for b in bars_])
     r1 = np.diff(lp) * 1e4
-    for t, (b, row) in enumerate(zip(bars_, rows)):
+    for t, (b, row) in enumerate(zip(bars_, rows, strict=True)):
         x = row.x
         assert row.time == b.end and row.price == b.price and row.interval == b.end - b.start
         assert row.ready == (t + 1 >= cfg.warmup)

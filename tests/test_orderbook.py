@@ -38,10 +38,12 @@ import math
 import pickle
 from collections import Counter
 from dataclasses import dataclass
+from itertools import pairwise
 
 import msgspec
 import pydantic
 import pytest
+from realdata import book_stream, drive, lines, payload, recv_ns
 
 from operators.orderbook import (
     LOADED,
@@ -49,9 +51,9 @@ from operators.orderbook import (
     WAITING,
     OrderBookConfig,
     OrderBookState,
-    parse_snapshot,
     step,
 )
+from sources.binance import parse_snapshot
 from ticklet.events import (
     BookGap,
     BookQuote,
@@ -63,7 +65,6 @@ from ticklet.events import (
     SnapshotRequest,
     Trade,
 )
-from realdata import book_stream, drive, lines, payload, recv_ns
 
 RECORDINGS = {
     "spot": ("spot", ("spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz")),
@@ -158,7 +159,7 @@ def _quote_at(rec: Rec, j: int, ts: int) -> BookQuote:
 
 def test_recordings_snapshots_where_documented(ws_dir):
     found = {}
-    for market, files in RECORDINGS.values():
+    for _market, files in RECORDINGS.values():
         for f in files:
             for n, ln in enumerate(lines(ws_dir / f), 1):
                 if b'"lastUpdateId"' in ln[:60]:
@@ -193,7 +194,7 @@ def test_real_stream_syncs_once_and_never_gaps(recs, name):
     quotes = [o for o in rec.ref if type(o) is BookQuote]
     assert quotes[0].ts == snap.ts
     assert [q.update_id for q in quotes[1:]] == [d.last_id for d in diffs[si:]]
-    assert all(a.update_id < b.update_id for a, b in zip(quotes, quotes[1:]))
+    assert all(a.update_id < b.update_id for a, b in pairwise(quotes))
     for q in quotes:
         assert q.bid < q.ask and q.spread == q.ask - q.bid > 0
         assert q.bid <= q.microprice <= q.ask
@@ -468,7 +469,7 @@ def test_newer_snapshot_replaces_a_synced_book(rec):
 def test_other_events_are_ignored(rec):
     trade = Trade(rec.key, 1, 1, 1.0, 1.0, True, 1)
     mixed = []
-    for it, q in zip(rec.items[:300], rec.quotes):
+    for it, q in zip(rec.items[:300], rec.quotes, strict=False):
         mixed += [q, it, trade]
     _, out = drive(step, fresh(), mixed)
     assert out == flat(rec.per_item[:300])

@@ -18,7 +18,6 @@ from pathlib import Path
 import msgspec
 import pandas as pd
 import pytest
-
 from realdata import (
     aggregate_trades,
     dec8,
@@ -30,6 +29,7 @@ from realdata import (
     stream_kind,
     trade_dicts,
 )
+
 from sources.binance import parse_chunk, parse_ws
 from sources.files import group_streams, read_stream
 from ticklet.events import DepthUpdate, ErrorRecord, Kline, Quote, RawChunk, Trade
@@ -112,7 +112,7 @@ def test_every_recorded_line_parses_to_the_hand_built_event(ws_dir, rel):
     msgs = messages(ws_dir / rel)
     want = [expected(ts, m, market) for ts, _, m in msgs]
     got = parsed(ws_dir, rel)
-    bad = [(i, g, w) for i, (g, w) in enumerate(zip(got, want)) if g != w]
+    bad = [(i, g, w) for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
     assert not bad, bad[:3]
     assert len(got) == len(lines(ws_dir / rel))
 
@@ -134,7 +134,7 @@ def test_trade_counts_match_the_data_readme(ws_dir, rel, n):
     assert len(raw) == n
     out = [parse_ws(recv_ns(ln), payload(ln), market_of(rel)) for ln in raw]
     trades = [t for t in out if type(t) is Trade]
-    rejected = [(ln, t) for ln, t in zip(raw, out) if type(t) is not Trade]
+    rejected = [(ln, t) for ln, t in zip(raw, out, strict=True) if type(t) is not Trade]
     if rel == "usdm/btcusdt_20230405.dat.gz":
         # exactly one non-market trade, the insurance-fund one, is dropped
         assert len(rejected) == 1

@@ -11,7 +11,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-
 from kafkautil import flow_env, replay, run_flow, topic_name
 from realdata import SCRATCH
 

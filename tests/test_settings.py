@@ -7,12 +7,12 @@ import json
 
 import pydantic
 import pytest
-
 from realdata import csv_dicts
-from ticklet.cli import run_backtest
+
 from operators.bars import BarConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
+from ticklet.cli import run_backtest
 from ticklet.settings import SAMPLE_DIR, Settings
 
 
@@ -84,6 +84,7 @@ def test_environment_drives_the_dataflow(monkeypatch, tmp_path, ws_dir):
 def test_readme_configuration_table_is_current():
     """The README's configuration table is exactly what `ticklet config` prints."""
     from realdata import REPO
+
     from ticklet.settings import settings_table
 
     readme = (REPO / "README.md").read_text()

@@ -14,11 +14,11 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource, run_main
-
 from realdata import csv_dicts, lines, payload, recv_ns
+
+from dataflows import ops
 from sinks.files import CounterSink, CsvSink, JsonLinesSink
 from sources.binance import parse_chunk, parse_ws
-from ticklet import ops
 from ticklet.events import Count, ErrorRecord, ForecastRecord, MetricsRecord, RawChunk, Trade
 
 _TYPES = {"int": int, "float": float, "str": str, "Optional[float]": Optional[float], "Optional[int]": Optional[int]}

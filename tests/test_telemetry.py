@@ -12,7 +12,6 @@ import time
 import urllib.request
 
 import prometheus_client as pc
-
 from kafkautil import flow_env, replay, topic_name
 from realdata import SCRATCH
 

@@ -166,7 +166,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     sub.add_parser("config", help="print every setting (TICKLET_* variables) as a Markdown table")
     co = sub.add_parser("collect", help="collect live Binance streams into Kafka and a raw capture")
     co.add_argument("--symbols", help="comma-separated symbols (default: TICKLET_COLLECT__SYMBOLS)")
-    co.add_argument("--market", choices=["spot", "usdm"], help="spot or USD-M futures (default: TICKLET_COLLECT__MARKET)")
+    co.add_argument("--market", choices=["spot", "usdm"],
+                    help="spot or USD-M futures (default: TICKLET_COLLECT__MARKET)")
     co.add_argument("--capture", type=Path, help="raw capture directory (default: TICKLET_COLLECT__CAPTURE_DIR)")
     co.add_argument("--duration", type=float, help="stop after this many seconds (default: run until interrupted)")
     co.add_argument("--exit-when-idle", type=float, metavar="S",
@@ -194,7 +195,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
                         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "replay":
-        from ticklet.replay import publish
+        from ticklet.publish import publish
         from ticklet.settings import load_settings
 
         k = load_settings().kafka

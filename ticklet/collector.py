@@ -29,8 +29,9 @@ For every message received, in order:
 REST depth snapshots are captured and published like messages (the
 forecast dataflow counts and skips them), so the book can be rebuilt from
 either. Counters: ``messages``, ``messages_<stream>``, ``gaps_<stream>``,
-``reconnects``, ``reconnects_scheduled``, ``handovers_unmatched``, ``book_resyncs``, ``snapshots``, ``crossed_books``, Kafka
-delivery failures; logged every minute, returned at the end, and exported as
+``reconnects``, ``reconnects_scheduled``, ``handovers_unmatched``,
+``book_resyncs``, ``snapshots``, ``crossed_books``, Kafka delivery failures;
+logged every minute, returned at the end, and exported as
 ``ticklet_collector_events_total{name}`` when a metrics port is set.
 """
 
@@ -50,12 +51,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from operators import orderbook, sequence
-from operators.orderbook import OrderBookConfig, OrderBookState, parse_snapshot
+from operators.orderbook import OrderBookConfig, OrderBookState
 from operators.sequence import SequenceEvent, SequenceGap, SequenceState
 from sinks.capture import CaptureWriter
 from sinks.kafka import ensure_topic, producer_config
 from sinks.records import kafka_record
-from sources.binance import parse_ws
+from sources.binance import parse_snapshot, parse_ws
 from sources.binance_live import ENDPOINTS, MAX_STREAMS, connection_paths, stream_names, stream_of
 from sources.wire import encode_tick
 from ticklet.events import (

@@ -39,10 +39,14 @@ class KafkaConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers.")
-    ticks_topic: str = Field("ticklet.ticks", description="Raw ticks in: exchange messages with their receive time, keyed by instrument.")
-    output_topic: str = Field("ticklet.forecasts", description="Forecasts (issued and scored) and metrics out, JSON, keyed by instrument.")
-    dead_letter_topic: str = Field("ticklet.dead-letters", description="Dead letters out: reason and raw payload, JSON.")
-    tail: bool = Field(True, description="Keep waiting for ticks at the end of the topic (live); false stops there (backtests).")
+    ticks_topic: str = Field("ticklet.ticks",
+        description="Raw ticks in: exchange messages with their receive time, keyed by instrument.")
+    output_topic: str = Field("ticklet.forecasts",
+        description="Forecasts (issued and scored) and metrics out, JSON, keyed by instrument.")
+    dead_letter_topic: str = Field("ticklet.dead-letters",
+        description="Dead letters out: reason and raw payload, JSON.")
+    tail: bool = Field(True,
+        description="Keep waiting for ticks at the end of the topic (live); false stops there (backtests).")
     batch_size: int = Field(5000, ge=1, description="Most messages read from a partition per poll.")
     linger_ms: int = Field(1, ge=0, description="Producer batching delay in ms (latency against throughput).")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
@@ -78,7 +82,9 @@ class InputConfig(BaseModel):
     paths: list[str] = Field(default_factory=lambda: [str(SAMPLE_DIR)],
                              description="Files or directories to replay; defaults to the bundled real sample.")
     market: Optional[Literal["spot", "usdm"]] = Field(
-        None, description="Force the market of every input; by default it is read from the messages (fields only futures messages carry), else from the path (usdm/um/futures).")
+        None,
+            description="Force the market of every input; by default it is read from the messages (fields only "
+            "futures messages carry), else from the path (usdm/um/futures).")
     batch_size: int = Field(2048, ge=1, description="Records per chunk read from a file.")
 
 
@@ -87,10 +93,14 @@ class DownloadConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    base_url: str = Field("https://data.binance.vision", description="Server of the archives (``--base-url`` overrides).")
-    dir: Path = Field(Path("data/binance"), description="Directory the archives are stored under, in Binance's layout (``--out`` overrides).")
-    retries: int = Field(5, ge=0, description="Retries of a transient failure (connection error, timeout, HTTP 5xx or 429), per request.")
-    backoff_s: float = Field(1.0, ge=0, description="First retry delay in seconds; doubles with every retry, at most 60 s.")
+    base_url: str = Field("https://data.binance.vision",
+        description="Server of the archives (``--base-url`` overrides).")
+    dir: Path = Field(Path("data/binance"),
+        description="Directory the archives are stored under, in Binance's layout (``--out`` overrides).")
+    retries: int = Field(5, ge=0,
+        description="Retries of a transient failure (connection error, timeout, HTTP 5xx or 429), per request.")
+    backoff_s: float = Field(1.0, ge=0,
+        description="First retry delay in seconds; doubles with every retry, at most 60 s.")
     timeout_s: float = Field(30.0, gt=0, description="Connect and read timeout of each HTTP request, in seconds.")
 
 
@@ -99,10 +109,14 @@ class OutputConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    dir: Path = Field(Path("out"), description="Directory of forecasts.csv, metrics.csv, dead_letters.jsonl and counters.json.")
-    files: bool = Field(True, description="Write forecasts, metrics and dead letters to files in dir (counters.json is always written).")
-    kafka: bool = Field(False, description="Publish forecasts and metrics to the output topic and dead letters to the dead-letter topic.")
-    influx: bool = Field(False, description="Write forecasts, scored forecasts, metrics, bars, features and health to InfluxDB.")
+    dir: Path = Field(Path("out"),
+        description="Directory of forecasts.csv, metrics.csv, dead_letters.jsonl and counters.json.")
+    files: bool = Field(True,
+        description="Write forecasts, metrics and dead letters to files in dir (counters.json is always written).")
+    kafka: bool = Field(False,
+        description="Publish forecasts and metrics to the output topic and dead letters to the dead-letter topic.")
+    influx: bool = Field(False,
+        description="Write forecasts, scored forecasts, metrics, bars, features and health to InfluxDB.")
     summary: bool = Field(True, description="Print a summary on stderr when the run ends: totals, the last metrics "
                           "per instrument, model and horizon, and where the outputs are.")
     progress: bool = Field(True, description="Show a progress bar on stderr while the run goes on (only ever when "
@@ -114,31 +128,42 @@ class CollectConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], description="Symbols to collect (``--symbols`` overrides).")
-    market: Literal["spot", "usdm"] = Field("spot", description="Binance market: spot or USD-M futures (``--market`` overrides).")
+    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"],
+        description="Symbols to collect (``--symbols`` overrides).")
+    market: Literal["spot", "usdm"] = Field("spot",
+        description="Binance market: spot or USD-M futures (``--market`` overrides).")
     network: Literal["production", "testnet"] = Field(
         "production", description="Binance endpoints: production or testnet (see sources/binance_live.py).")
-    ws_url: Optional[str] = Field(None, description="Websocket base URL, overriding the network's (e.g. ws://127.0.0.1:9443).")
+    ws_url: Optional[str] = Field(None,
+        description="Websocket base URL, overriding the network's (e.g. ws://127.0.0.1:9443).")
     depth_url: Optional[str] = Field(None, description="REST depth-snapshot URL, overriding the network's.")
     streams: tuple[str, ...] = Field(("trade", "aggTrade", "bookTicker", "depth@100ms", "kline_1m"),
                                      description="Streams per symbol, as named by Binance.")
     max_streams_per_connection: Optional[int] = Field(
         None, ge=1, description="Streams per websocket connection; unset: Binance's limit (spot 1024, USD-M 200).")
     reconnect_after_s: float = Field(
-        23.5 * 3600, gt=0, description="Reconnect every connection after this long, before Binance's 24-hour disconnect.")
+        23.5 * 3600, gt=0,
+            description="Reconnect every connection after this long, before Binance's 24-hour disconnect.")
     handover_timeout_s: float = Field(
         10.0, gt=0, description="Scheduled reconnects are make-before-break: the old connection is read until it "
         "delivers the new one's first message, at most this long.")
-    backoff_initial_s: float = Field(0.5, gt=0, description="Reconnect backoff unit: the n-th failed attempt waits a random time in [0, min(max, unit * 2^n)] (full jitter).")
+    backoff_initial_s: float = Field(0.5, gt=0,
+        description="Reconnect backoff unit: the n-th failed attempt waits a random time in [0, min(max, unit * "
+        "2^n)] (full jitter).")
     backoff_max_s: float = Field(60.0, gt=0, description="Longest reconnect delay.")
-    ping_interval_s: float = Field(20.0, gt=0, description="Client keepalive ping period (Binance's own pings are answered automatically).")
-    ping_timeout_s: float = Field(20.0, gt=0, description="Reconnect when a keepalive ping has no pong after this long.")
-    snapshot_limit: int = Field(1000, ge=5, le=5000, description="Levels of the REST depth snapshot (spot max 5000, USD-M 1000).")
-    capture_dir: Optional[Path] = Field(Path("capture"), description="Raw capture directory (recording format); unset: no capture.")
+    ping_interval_s: float = Field(20.0, gt=0,
+        description="Client keepalive ping period (Binance's own pings are answered automatically).")
+    ping_timeout_s: float = Field(20.0, gt=0,
+        description="Reconnect when a keepalive ping has no pong after this long.")
+    snapshot_limit: int = Field(1000, ge=5, le=5000,
+        description="Levels of the REST depth snapshot (spot max 5000, USD-M 1000).")
+    capture_dir: Optional[Path] = Field(Path("capture"),
+        description="Raw capture directory (recording format); unset: no capture.")
     events_topic: Optional[str] = Field(
         "ticklet.events", description="Normalized events out (trade, quote, depth, kline records as JSON, keyed by "
         "instrument); unset: not published.")
-    book_topic: str = Field("ticklet.book", description="Book quotes, depth features, gaps and resyncs out, JSON, keyed by instrument.")
+    book_topic: str = Field("ticklet.book",
+        description="Book quotes, depth features, gaps and resyncs out, JSON, keyed by instrument.")
     metrics_port: Optional[int] = Field(None, description="Serve Prometheus metrics on this port; unset: off.")
 
 
@@ -153,10 +178,12 @@ class Settings(BaseSettings):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig, description="Kafka cluster and topics.")
     influx: InfluxConfig = Field(default_factory=InfluxConfig, description="InfluxDB v2 server and write policy.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Output files.")
-    download: DownloadConfig = Field(default_factory=DownloadConfig, description="Historical archives (ticklet download).")
+    download: DownloadConfig = Field(default_factory=DownloadConfig,
+        description="Historical archives (ticklet download).")
     bars: BarConfig = Field(default_factory=BarConfig, description="Event-time bars.")
     features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features, SWT and scaling.")
-    forecast: ForecastConfig = Field(default_factory=ForecastConfig, description="Models, horizons and the time-travel join.")
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig,
+        description="Models, horizons and the time-travel join.")
     collect: CollectConfig = Field(default_factory=CollectConfig, description="The live Binance collector.")
 
 
@@ -198,8 +225,8 @@ def _leaves(model: type[BaseModel], prefix: str):
 def settings_table() -> str:
     """The configuration reference as a Markdown table (kept in the README).
 
-    >>> print(settings_table().splitlines()[4])
-    | `TICKLET_INPUT__MARKET` | `(unset)` | Force the market of every input; by default it is read from the messages (fields only futures messages carry), else from the path (usdm/um/futures). |
+    >>> print(settings_table().splitlines()[4][:61])
+    | `TICKLET_INPUT__MARKET` | `(unset)` | Force the market of e
     """
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for env, default, desc in _leaves(Settings, "TICKLET_"):

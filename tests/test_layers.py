@@ -1,0 +1,83 @@
+"""The house rules that tools check: the import layers (import-linter,
+contracts in pyproject.toml), ruff, and mypy on the pure packages.
+
+The layers, top to bottom (an upper layer may import a lower one, never the
+reverse)::
+
+    ticklet.cli
+    ticklet.collector | ticklet.publish
+    dataflows                 (the Bytewax wrappers and the wiring)
+    ticklet.settings
+    sources | sinks           (connectors)
+    operators : models        (pure logic)
+    ticklet.telemetry
+    ticklet.events            (record types)
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from realdata import REPO
+
+PACKAGES = ("ticklet", "dataflows", "operators", "models", "sources", "sinks")
+BIN = Path(sys.executable).parent
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """import-linter over the packages under ``root`` (its pyproject.toml)."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([str(BIN / "lint-imports"), "--no-cache"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_the_layers_are_kept():
+    proc = _lint_imports(REPO)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "2 kept, 0 broken" in proc.stdout
+
+
+def test_a_forbidden_import_breaks_the_layers(tmp_path):
+    """The check works: in a copy of the tree, an operator that imports Bytewax
+    and a sink that imports the dataflow wiring break both contracts."""
+    for pkg in PACKAGES:
+        shutil.copytree(REPO / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    with open(tmp_path / "operators" / "bars.py", "a") as f:
+        f.write("\nimport bytewax.operators  # noqa: E402\n")
+    with open(tmp_path / "sinks" / "records.py", "a") as f:
+        f.write("\nfrom dataflows import ops  # noqa: E402\n")
+    proc = _lint_imports(tmp_path)
+    assert proc.returncode == 1, proc.stdout[-4000:]
+    assert "0 kept, 2 broken" in proc.stdout
+    assert "operators.bars -> bytewax" in proc.stdout
+    assert "sinks.records -> dataflows.ops" in proc.stdout
+
+
+def test_package_inits_import_nothing():
+    """Importing ``ticklet.events`` runs ``ticklet/__init__.py`` first: one
+    import there (of the settings, say) would pull every layer in below the
+    record types and break ``import operators.bars`` with a circular import."""
+    for pkg in PACKAGES:
+        tree = ast.parse((REPO / pkg / "__init__.py").read_text())
+        imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert not imports, f"{pkg}/__init__.py imports {ast.unparse(imports[0])}"
+
+
+def test_ruff_is_clean():
+    proc = subprocess.run([str(BIN / "ruff"), "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+
+
+def test_mypy_is_clean_on_the_pure_packages(tmp_path):
+    """operators/, models/ and ticklet/events.py (files and settings in pyproject.toml)."""
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache")], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert proc.stdout.startswith("Success: no issues found")
