@@ -29,10 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _kafka import broker  # noqa: E402
 from binance_server import ReplayExchange  # noqa: E402
+from kafka_broker import kafka_broker  # noqa: E402
 
 from ticklet.collector import Collector  # noqa: E402
 from ticklet.settings import CollectConfig, KafkaConfig  # noqa: E402
@@ -71,7 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
-    with broker() as bootstrap:
+    with kafka_broker() as bootstrap:
         runs = [once(bootstrap) for _ in range(args.repeat)]
     best = max(runs, key=lambda r: r["messages_per_s"])
     sys.stdout.write(json.dumps({"runs": [r["messages_per_s"] for r in runs], "best": best}) + "\n")

@@ -27,10 +27,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from _kafka import broker  # noqa: E402
 from bytewax.testing import run_main  # noqa: E402
+from kafka_broker import kafka_broker  # noqa: E402
 
 import sources.kafka  # noqa: E402
 from dataflows.forecast import build_flow  # noqa: E402
@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("paths", nargs="*", default=[str(ROOT.parent / "shared" / "data" / "binance-ws")])
     ap.add_argument("--repeat", type=int, default=3, help="dataflow runs; the best is reported")
     args = ap.parse_args()
-    with broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+    with kafka_broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
         topic = f"bench.ticks.{uuid.uuid4().hex[:8]}"
         rep = publish(args.paths, [bootstrap], topic, partitions=4)
         runs, sustained = [], []

@@ -314,6 +314,18 @@ def _request(st: OrderBookState, key: str, ts: int, reason: str, out: list) -> N
     out.append(SnapshotRequest(key, ts, reason))
 
 
+def _resync(st: OrderBookState, key: str, ts: int, reason: str, out: list, records: tuple,
+            keep: Optional[DepthUpdate] = None) -> None:
+    """Give the book up: emit ``records`` (what went wrong and its counts),
+    drop the book, buffer ``keep`` (the diff that showed it) and request a
+    snapshot for ``reason``."""
+    out.extend(records)
+    _clear_book(st)
+    if keep is not None:
+        st.buffer.append(keep)
+    _request(st, key, ts, reason, out)
+
+
 # --- events ---------------------------------------------------------------------------
 
 
@@ -322,12 +334,10 @@ def _after_apply(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit:
     if _crossed(st):
         b, a = st.bid_px[-1], st.ask_px[0]
         log.warning("%s: crossed book after update %d (bid %s >= ask %s); resyncing", ev.key, ev.last_id, b, a)
-        out.append(ErrorRecord("orderbook", f"crossed book after update {ev.last_id}: bid {b} >= ask {a}",
-                               msgspec.json.encode(ev).decode(), ev.key, now))
-        out.append(Count("crossed_books", 1))
-        out.append(Count("book_resyncs", 1))
-        _clear_book(st)
-        _request(st, ev.key, now, "crossed_book", out)
+        err = ErrorRecord("orderbook", f"crossed book after update {ev.last_id}: bid {b} >= ask {a}",
+                          msgspec.json.encode(ev).decode(), ev.key, now)
+        _resync(st, ev.key, now, "crossed_book", out,
+                (err, Count("crossed_books", 1), Count("book_resyncs", 1)))
     elif emit:
         q = _quote(st, ev.key, now)
         if q is not None:
@@ -352,12 +362,9 @@ def _on_diff(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: boo
             expected, got = last + 1, ev.first_id
         if not ok:
             log.warning("%s: depth gap, expected %d got %d; resyncing", ev.key, expected, got)
-            out.append(BookGap(ev.key, now, "depth", expected, got))
-            out.append(Count("depth_gaps", 1))
-            out.append(Count("book_resyncs", 1))
-            _clear_book(st)
-            st.buffer.append(ev)
-            _request(st, ev.key, now, "gap", out)
+            _resync(st, ev.key, now, "gap", out,
+                    (BookGap(ev.key, now, "depth", expected, got), Count("depth_gaps", 1),
+                     Count("book_resyncs", 1)), keep=ev)
             return
     elif status == LOADED:
         last = st.last_id
@@ -369,11 +376,8 @@ def _on_diff(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: boo
         if ev.first_id > bound:
             log.warning("%s: snapshot %d is older than the diffs (first U %d); requesting another",
                         ev.key, last, ev.first_id)
-            out.append(BookGap(ev.key, now, "snapshot", bound, ev.first_id))
-            out.append(Count("stale_snapshots", 1))
-            _clear_book(st)
-            st.buffer.append(ev)
-            _request(st, ev.key, now, "stale_snapshot", out)
+            _resync(st, ev.key, now, "stale_snapshot", out,
+                    (BookGap(ev.key, now, "snapshot", bound, ev.first_id), Count("stale_snapshots", 1)), keep=ev)
             return
         st.status = SYNCED
     else:
@@ -399,11 +403,9 @@ def _on_snapshot(st: OrderBookState, snap: BookSnapshot, out: list) -> None:
     _load(st, snap)
     if _crossed(st):
         b, a = st.bid_px[-1], st.ask_px[0]
-        out.append(ErrorRecord("orderbook", f"crossed snapshot {snap.last_update_id}: bid {b} >= ask {a}",
-                               msgspec.json.encode(snap).decode(), snap.key, snap.ts))
-        out.append(Count("crossed_books", 1))
-        _clear_book(st)
-        _request(st, snap.key, snap.ts, "crossed_book", out)
+        err = ErrorRecord("orderbook", f"crossed snapshot {snap.last_update_id}: bid {b} >= ask {a}",
+                          msgspec.json.encode(snap).decode(), snap.key, snap.ts)
+        _resync(st, snap.key, snap.ts, "crossed_book", out, (err, Count("crossed_books", 1)))
         return
     pending = list(st.buffer)
     st.buffer.clear()

@@ -19,7 +19,7 @@ import os
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypeVar
 
 import msgspec
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -31,6 +31,9 @@ from ticklet.telemetry import EVENTS
 __all__ = ["CounterSink", "CsvSink", "JsonLinesSink"]
 
 log = logging.getLogger(__name__)
+
+_X = TypeVar("_X")
+_S = TypeVar("_S")
 
 
 class _AppendPartition(StatefulSinkPartition[msgspec.Struct, int]):
@@ -55,7 +58,9 @@ class _AppendPartition(StatefulSinkPartition[msgspec.Struct, int]):
         self._f.close()
 
 
-class _FileSink(FixedPartitionedSink[msgspec.Struct, int]):
+class _OneFileSink(FixedPartitionedSink[_X, _S]):
+    """A sink of one partition: the file at ``path``, which every item goes to."""
+
     def __init__(self, path: str | os.PathLike):
         self._path = Path(path)
 
@@ -65,6 +70,8 @@ class _FileSink(FixedPartitionedSink[msgspec.Struct, int]):
     def part_fn(self, item_key: str) -> int:
         return 0
 
+
+class _FileSink(_OneFileSink[msgspec.Struct, int]):
     def _head(self) -> bytes:
         return b""
 
@@ -124,17 +131,8 @@ class _CounterPartition(StatefulSinkPartition[Count, dict]):
         log.info("counters: %s", dict(sorted(self._totals.items())))
 
 
-class CounterSink(FixedPartitionedSink[Count, dict]):
+class CounterSink(_OneFileSink[Count, dict]):
     """Sum :class:`Count` increments by name into a JSON file."""
-
-    def __init__(self, path: str | os.PathLike):
-        self._path = Path(path)
-
-    def list_parts(self) -> list[str]:
-        return [str(self._path)]
-
-    def part_fn(self, item_key: str) -> int:
-        return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[dict]) -> _CounterPartition:
         return _CounterPartition(self._path, resume_state)

@@ -11,12 +11,13 @@ snapshot re-publishes it (at-least-once; see the README on deduplication).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Optional
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaException, Producer
 
-__all__ = ["KafkaRecordSink", "ensure_topic", "producer_config"]
+__all__ = ["KafkaRecordSink", "ensure_topic", "produce", "producer_config"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,51 @@ def producer_config(brokers: list[str], extra: Optional[dict[str, Any]] = None,
     return cfg
 
 
+def produce(producer: Producer, topic: str, value: bytes, key: bytes, *,
+            on_delivery: Callable[[Any, Any], None], timestamp: int = 0, wait_s: float = 0.05) -> None:
+    """Hand one message to ``producer``, waiting while its local queue is full.
+
+    :meth:`Producer.produce` raises :class:`BufferError` when librdkafka's
+    local queue is full; the producer is then polled for ``wait_s`` seconds,
+    so that deliveries drain, and the message is handed over again, until it
+    is accepted.
+
+    Parameters
+    ----------
+    producer
+        The producer (anything with confluent-kafka's ``produce``/``poll``).
+    topic, value, key
+        Where the message goes and what it is.
+    on_delivery
+        Delivery report callback ``(err, msg)``.
+    timestamp
+        Kafka timestamp in ms; 0: the producer's clock.
+    wait_s
+        How long to poll when the queue is full.
+
+    Examples
+    --------
+    >>> class OnceFull:  # a producer whose queue is full at the first call
+    ...     calls = []
+    ...     def produce(self, topic, value, key, timestamp=0, on_delivery=None):
+    ...         self.calls.append(("produce", topic, timestamp))
+    ...         if len(self.calls) == 1:
+    ...             raise BufferError("Local: Queue full")
+    ...     def poll(self, timeout):
+    ...         self.calls.append(("poll", timeout))
+    >>> p = OnceFull()
+    >>> produce(p, "ticks", b"v", b"k", on_delivery=print, timestamp=5)
+    >>> p.calls
+    [('produce', 'ticks', 5), ('poll', 0.05), ('produce', 'ticks', 5)]
+    """
+    while True:
+        try:
+            producer.produce(topic, value, key, timestamp=timestamp, on_delivery=on_delivery)
+            return
+        except BufferError:  # local queue full: let deliveries drain
+            producer.poll(wait_s)
+
+
 class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
     def __init__(self, producer: Producer, topic: str, flush_timeout_s: float):
         self._p = producer
@@ -49,12 +95,7 @@ class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
     def write_batch(self, items: list[tuple[bytes, bytes]]) -> None:
         p, topic, cb = self._p, self._topic, self._on_delivery
         for key, value in items:
-            while True:
-                try:
-                    p.produce(topic, value, key, on_delivery=cb)
-                    break
-                except BufferError:  # local queue full: let deliveries drain
-                    p.poll(0.1)
+            produce(p, topic, value, key, on_delivery=cb, wait_s=0.1)
             p.poll(0)
         left = p.flush(self._timeout)
         if self._failed or left:

@@ -343,18 +343,9 @@ def parse_csv_row(row: list[str], kind: str, symbol: str, market: str) -> Parsed
     if not row or not row[0].strip().lstrip("-").isdigit():
         return "header"
     try:
-        if kind == "trades":
-            p, q = float(row[1]), float(row[2])
-            ts = to_ns(int(row[4]))
-            if _bad_px_qty(p, q):
-                return _row_err("non-positive or non-finite price/quantity", row, key, ts)
-            return Trade(key, ts, ts, p, q, _bool(row[5]), int(row[0]))
-        if kind == "aggTrades":
-            p, q = float(row[1]), float(row[2])
-            ts = to_ns(int(row[5]))
-            if _bad_px_qty(p, q):
-                return _row_err("non-positive or non-finite price/quantity", row, key, ts)
-            return Trade(key, ts, ts, p, q, _bool(row[6]), int(row[0]))
+        cols = _TRADE_COLUMNS.get(kind)
+        if cols is not None:
+            return _csv_trade(row, key, *cols)
         if kind == "klines":
             o, h, lo, c, v = (float(x) for x in row[1:6])
             open_ns = to_ns(int(row[0]))
@@ -369,6 +360,21 @@ def parse_csv_row(row: list[str], kind: str, symbol: str, market: str) -> Parsed
     except (ValueError, IndexError) as ex:
         return _row_err(f"bad {kind} row: {ex}", row, key, 0)
     return _row_err(f"unknown csv kind: {kind}", row, key, 0)
+
+
+#: Columns of the time and of the buyer-maker flag in each trade CSV kind; the
+#: id, price and quantity are columns 0, 1 and 2 in both.
+_TRADE_COLUMNS = {"trades": (4, 5), "aggTrades": (5, 6)}
+
+
+def _csv_trade(row: list[str], key: str, time_col: int, maker_col: int) -> Parsed:
+    """A row of a trades or aggTrades CSV file (``id, price, qty, ...``) with
+    the time and buyer-maker flag in the given columns."""
+    p, q = float(row[1]), float(row[2])
+    ts = to_ns(int(row[time_col]))
+    if _bad_px_qty(p, q):
+        return _row_err("non-positive or non-finite price/quantity", row, key, ts)
+    return Trade(key, ts, ts, p, q, _bool(row[maker_col]), int(row[0]))
 
 
 def _row_err(reason: str, row: list[str], key: str, ts: int) -> ErrorRecord:

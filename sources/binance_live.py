@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["ENDPOINTS", "MAX_STREAMS", "Endpoint", "connection_paths", "stream_names", "stream_of"]
+__all__ = ["ENDPOINTS", "MAX_STREAMS", "Endpoint", "connection_paths", "stream_names", "stream_of", "symbol_span"]
 
 
 @dataclass(frozen=True)
@@ -70,19 +70,42 @@ _KINDS = {b"trade": "trade", b"aggTrade": "aggTrade", b"bookTicker": "bookTicker
           b"kline": "kline", b"markPrice": "markPrice"}
 
 
-def stream_of(message: bytes) -> Optional[tuple[str, str]]:
-    """``(SYMBOL, kind)`` of a combined-stream message, kind one of
-    ``trade``, ``aggTrade``, ``bookTicker``, ``depth``, ``kline``,
-    ``markPrice``; None for anything else (a REST snapshot, a reply)."""
+def symbol_span(message: bytes) -> Optional[tuple[int, int]]:
+    """Where the symbol of a combined-stream message's stream name is, read
+    from the bytes without decoding: ``(start, at)``, the symbol being
+    ``message[start:at]`` and ``at`` the index of the ``@`` that follows it
+    (looked for within 70 bytes); None when there is no ``"stream":"`` or no
+    such ``@``.
+
+    Examples
+    --------
+    >>> m = b'{"stream":"btcusdt@depth@100ms","data":{}}'
+    >>> start, at = symbol_span(m)
+    >>> m[start:at], m[at:]
+    (b'btcusdt', b'@depth@100ms","data":{}}')
+    >>> symbol_span(b'{"lastUpdateId":1}') is None, symbol_span(b'{"stream":"btcusdt"}') is None
+    (True, True)
+    """
     i = message.find(b'"stream":"')
     if i < 0:
         return None
     at = message.find(b"@", i + 10, i + 80)
+    return None if at < 0 else (i + 10, at)
+
+
+def stream_of(message: bytes) -> Optional[tuple[str, str]]:
+    """``(SYMBOL, kind)`` of a combined-stream message, kind one of
+    ``trade``, ``aggTrade``, ``bookTicker``, ``depth``, ``kline``,
+    ``markPrice``; None for anything else (a REST snapshot, a reply)."""
+    span = symbol_span(message)
+    if span is None:
+        return None
+    start, at = span
     end = message.find(b'"', at)
-    if at < 0 or end < 0:
+    if end < 0:
         return None
     name = message[at + 1 : end]
     for sep in (b"@", b"_"):
         name = name.split(sep, 1)[0]
     kind = _KINDS.get(name)
-    return None if kind is None else (message[i + 10 : at].decode().upper(), kind)
+    return None if kind is None else (message[start:at].decode().upper(), kind)

@@ -28,6 +28,8 @@ from typing import Optional
 
 import msgspec
 
+from sources.binance_live import symbol_span
+
 __all__ = ["decode_tick", "encode_tick", "stream_symbol"]
 
 
@@ -74,8 +76,5 @@ def decode_tick(value: bytes) -> Optional[tuple[int, str, bytes]]:
 def stream_symbol(message: bytes) -> Optional[str]:
     """The upper-cased symbol of a combined-stream message (``btcusdt@trade``
     -> ``BTCUSDT``), from its bytes, or None."""
-    i = message.find(b'"stream":"')
-    if i < 0:
-        return None
-    at = message.find(b"@", i + 10, i + 80)
-    return message[i + 10 : at].decode().upper() if at > 0 else None
+    span = symbol_span(message)
+    return None if span is None else message[span[0] : span[1]].decode().upper()

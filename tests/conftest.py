@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from kafka_broker import BrokerStartError, kafka_broker
 from provision import provision
 from realdata import REPO
 
@@ -157,20 +158,13 @@ def chain(request: pytest.FixtureRequest):
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory):
     """A real Apache Kafka broker: ``$KAFKA_BOOTSTRAP_SERVERS`` when set, else
     a single-node KRaft broker started with ``scripts/kafka.sh`` for this
-    session. A broker that cannot start fails the tests (never skips)."""
-    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if given:
-        yield given
-        return
-    env = {**os.environ, "KAFKA_RUN_DIR": str(tmp_path_factory.mktemp("kafka"))}
-    script = REPO / "scripts" / "kafka.sh"
-    proc = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True, text=True,
-                          timeout=600)
-    if proc.returncode != 0:
-        pytest.fail(f"the Kafka broker did not start (CI={os.environ.get('CI')!r}):\n"
-                    f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    yield proc.stdout.strip().splitlines()[-1]
-    subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=120)
+    session (:func:`kafka_broker.kafka_broker`). A broker that cannot start
+    fails the tests (never skips)."""
+    try:
+        with kafka_broker(tmp_path_factory.mktemp("kafka")) as bootstrap:
+            yield bootstrap
+    except BrokerStartError as ex:
+        pytest.fail(str(ex))
 
 
 class VictoriaMetrics:

@@ -54,7 +54,7 @@ from operators import orderbook, sequence
 from operators.orderbook import OrderBookConfig, OrderBookState
 from operators.sequence import SequenceEvent, SequenceGap, SequenceState
 from sinks.capture import CaptureWriter
-from sinks.kafka import ensure_topic, producer_config
+from sinks.kafka import ensure_topic, produce, producer_config
 from sinks.records import kafka_record
 from sources.binance import parse_snapshot, parse_ws
 from sources.binance_live import ENDPOINTS, MAX_STREAMS, connection_paths, stream_names, stream_of
@@ -133,12 +133,7 @@ class Collector:
     def _produce(self, topic: str, key: bytes, value: bytes, ts_ms: int = 0) -> None:
         """Produce one message (``ts_ms`` 0: the producer's clock)."""
         assert self._producer is not None
-        while True:
-            try:
-                self._producer.produce(topic, value, key, timestamp=ts_ms, on_delivery=self._on_delivery)
-                return
-            except BufferError:  # local queue full: let deliveries drain
-                self._producer.poll(0.05)
+        produce(self._producer, topic, value, key, on_delivery=self._on_delivery, timestamp=ts_ms)
 
     def _publish_raw(self, symbol: str, ts: int, message: bytes) -> None:
         """Capture and publish one received message (or REST snapshot)."""

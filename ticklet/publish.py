@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from confluent_kafka import Producer
 
-from sinks.kafka import ensure_topic, producer_config
+from sinks.kafka import ensure_topic, produce, producer_config
 from sources.files import group_streams, line_ts, read_stream
 from sources.wire import encode_tick, stream_symbol
 from ticklet.events import instrument_key
@@ -81,13 +81,7 @@ def publish(paths: list[str], brokers: list[str], topic: str, *, speed: Optional
         payload = line[sp + 1 :] if has_ts else line
         key = instrument_key(stream_symbol(payload) or spec.symbol, spec.market)
         value = encode_tick(ts, spec.market, payload) if has_ts else line
-        while True:
-            try:
-                producer.produce(topic, value, key.encode(), timestamp=ts // 1_000_000,
-                                 on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce(producer, topic, value, key.encode(), on_delivery=on_delivery, timestamp=ts // 1_000_000)
         if on_produce is not None:
             on_produce(key, ts, time.time())
         n += 1
