@@ -58,7 +58,7 @@ def one_pass(rows: list, cfg: CNNGRUConfig) -> dict:
     for r in rows:
         t0 = clock()
         retrained = learned = False
-        if prev is not None and r.time == prev.time + prev.interval:
+        if prev is not None and r.ts_end == prev.ts_end + prev.interval:
             before = m.n_retrains
             m.learn_one(prev.x, math.log(r.price / prev.price))
             learned, retrained = True, m.n_retrains > before

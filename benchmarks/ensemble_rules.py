@@ -67,12 +67,12 @@ def main() -> None:
     members = tuple(sorted(MODELS))
     base = Settings()
     s = base.model_copy(update={"forecast": ForecastConfig(horizons=(1,), models=members)})
-    rows: dict[str, dict[int, dict]] = defaultdict(dict)  # symbol -> forecast_time -> {model: pred, "y": y}
+    rows: dict[str, dict[int, dict]] = defaultdict(dict)  # symbol -> ts_forecast -> {model: pred, "y": y}
     with tempfile.TemporaryDirectory() as tmp:
         run_backtest([str(DATA)], Path(tmp), base=s)
         with open(Path(tmp) / "forecasts.csv", newline="") as f:
             for r in csv.DictReader(f):
-                d = rows[r["symbol"]].setdefault(int(r["forecast_time"]), {})
+                d = rows[r["instrument"]].setdefault(int(r["ts_forecast"]), {})
                 d[r["model"]] = float(r["pred_return"])
                 d["y"] = float(r["realized_return"])
     report = {}

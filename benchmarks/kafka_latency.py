@@ -99,7 +99,7 @@ def main() -> None:
     first_append: dict[tuple[str, int], float] = {}
     for ts_ms, v in records:
         if v["type"] == "forecast":
-            k = (v["symbol"], v["forecast_time"])
+            k = (v["instrument"], v["ts_forecast"])
             first_append[k] = min(first_append.get(k, ts_ms / 1e3), ts_ms / 1e3)
     lat_ms = []
     for (sym, t), appended in first_append.items():

@@ -263,4 +263,4 @@ def values(step_id: str, up: KeyedStream[Any]) -> Stream[Any]:
 @operator
 def key_records(step_id: str, up: Stream[Any], key: str = "all") -> KeyedStream[Any]:
     """Key a stream of records for a partitioned sink."""
-    return op.map("key", up, lambda x: (getattr(x, "key", None) or key, x))
+    return op.map("key", up, lambda x: (getattr(x, "instrument", None) or key, x))

@@ -1,7 +1,7 @@
 """Event-time bars on the receive clock.
 
-A bar covers ``[start, end)`` with ``start`` a multiple of the interval since
-the epoch. It is emitted when the first event at or after ``end`` arrives,
+A bar covers ``[ts_start, ts_end)`` with ``ts_start`` a multiple of the interval
+since the epoch. It is emitted when the first event at or after ``ts_end`` arrives,
 never earlier, so later data can never change a bar that was already
 emitted. Empty intervals are carried forward (same price, zero volume), so a
 horizon in bars is a horizon in time; a silence longer than
@@ -30,7 +30,7 @@ Examples
 >>> out
 ()
 >>> st, out = step(st, Trade("X", 3 * S, 0, 102.0, 1.0, False, 3))
->>> [(b.start // S, b.close, b.volume, b.n_events) for b in out]
+>>> [(b.ts_start // S, b.close, b.volume, b.n_events) for b in out]
 [(0, 101.0, 4.0, 2), (1, 101.0, 0.0, 0), (2, 101.0, 0.0, 0)]
 >>> out[0].vwap, out[0].buy_volume, out[0].sell_volume
 (100.75, 1.0, 3.0)
@@ -174,29 +174,29 @@ def _close_bars(st: BarState, key: str, ts: int, out: list) -> None:
 
 
 def _kline(st: BarState, k: Kline, out: list) -> None:
-    if k.close_time <= st.kline_end:
+    if k.ts_close <= st.kline_end:
         out.append(ErrorRecord("make_bars", "kline out of order or duplicated",
-                               msgspec.json.encode(k).decode(), k.key, k.ts))
+                               msgspec.json.encode(k).decode(), k.instrument, k.ts_recv))
         return
-    iv = k.close_time - k.open_time
-    if st.kline_end >= 0 and k.open_time > st.kline_end:
-        gap = (k.open_time - st.kline_end) // iv
+    iv = k.ts_close - k.ts_open
+    if st.kline_end >= 0 and k.ts_open > st.kline_end:
+        gap = (k.ts_open - st.kline_end) // iv
         if gap > st.config.max_gap_bars:
             st.reset_next = True
             out.append(Count("bar_gap_resets", 1))
         else:
             c = st.last_trade
-            for s in range(st.kline_end, k.open_time, iv):
-                out.append(Bar(k.key, s, s + iv, c, c, c, c, 0.0, 0.0, c, 0, 0.0, 0.0,
+            for s in range(st.kline_end, k.ts_open, iv):
+                out.append(Bar(k.instrument, s, s + iv, c, c, c, c, 0.0, 0.0, c, 0, 0.0, 0.0,
                                0.0, 0.0, 0.0, 0.0, 0.0, 0.0, c, 0, False))
     vwap = k.quote_volume / k.volume if k.quote_volume > 0 and k.volume > 0 else (k.high + k.low + k.close) / 3
     reset = st.reset_next
     st.reset_next = False
-    out.append(Bar(k.key, k.open_time, k.close_time, k.open, k.high, k.low, k.close, k.volume,
+    out.append(Bar(k.instrument, k.ts_open, k.ts_close, k.open, k.high, k.low, k.close, k.volume,
                    k.quote_volume, vwap, k.trades, k.taker_buy_volume,
                    max(k.volume - k.taker_buy_volume, 0.0) if k.trades else 0.0,
                    0.0, 0.0, 0.0, 0.0, 0.0, 0.0, k.close, 1, reset))
-    st.kline_end = k.close_time
+    st.kline_end = k.ts_close
     st.last_trade = k.close
 
 
@@ -210,13 +210,13 @@ def step(state: BarState, event: Event) -> tuple[BarState, Sequence[Out]]:
     """
     out: Sequence[Out] = _NOTHING
     st = state
-    ts = event.ts
+    ts = event.ts_recv
     if ts > st.max_ts:
         st.max_ts = ts
     elif ts < st.max_ts - st.lateness:
         late_ms = (st.max_ts - ts) / 1e6
         return st, [ErrorRecord("make_bars", f"late by {late_ms:.3f} ms",
-                                msgspec.json.encode(event).decode(), event.key, ts)]
+                                msgspec.json.encode(event).decode(), event.instrument, ts)]
     cls = type(event)
     if cls is Kline:
         out = []
@@ -227,7 +227,7 @@ def step(state: BarState, event: Event) -> tuple[BarState, Sequence[Out]]:
             st.start = ts - ts % st.interval
         else:
             out = []
-            _close_bars(st, event.key, ts, out)
+            _close_bars(st, event.instrument, ts, out)
     st.n_events += 1
     if cls is Trade:
         p, q = event.price, event.qty  # type: ignore[union-attr]

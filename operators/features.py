@@ -225,5 +225,5 @@ def step(state: FeatureState, bar: Bar) -> tuple[FeatureState, list[FeatureRow]]
         x = st.scaler.transform_one(x)
     lim = c.clip
     x = {k: (lim if v > lim else -lim if v < -lim else v) for k, v in x.items()}
-    return st, [FeatureRow(bar.key, bar.end, bar.end - bar.start, bar.price, x,
+    return st, [FeatureRow(bar.instrument, bar.ts_end, bar.ts_end - bar.ts_start, bar.price, x,
                            st.n >= c.warmup, bar.reset)]

@@ -3,7 +3,7 @@
 For every feature row (one per bar) each model forecasts the log return of the
 bar price over each horizon, and the forecast is emitted at once as a
 :class:`Forecast` (for live use). It also waits in the state until event time
-reaches its target time ``forecast_time + h * interval``; it is then paired
+reaches its target time ``ts_forecast + h * interval``; it is then paired
 with the realized return, emitted as a :class:`ForecastRecord` (its
 prediction and error are fixed at that moment), and only then does the model
 learn from ``(features at forecast time, realized return)``. The target is
@@ -24,13 +24,13 @@ Examples
 ...     st, o = step(st, FeatureRow("X", t, 1, p, {"a": float(t)}, True))
 ...     out += o
 >>> scored = [r for r in out if isinstance(r, ForecastRecord)]
->>> [(r.model, r.horizon, r.forecast_time, r.target_time) for r in scored][:4]
+>>> [(r.model, r.horizon, r.ts_forecast, r.ts_target) for r in scored][:4]
 [('naive', 1, 0, 1), ('linear', 1, 0, 1), ('naive', 1, 1, 2), ('linear', 1, 1, 2)]
 >>> import math
 >>> r = scored[0]; math.isclose(r.realized_return, math.log(101.0 / 100.0)), r.pred_return
 (True, 0.0)
 >>> issued = [r for r in out if isinstance(r, Forecast)]
->>> len(issued), issued[0].target_time  # 4 bars x 2 models x 2 horizons
+>>> len(issued), issued[0].ts_target  # 4 bars x 2 models x 2 horizons
 (16, 1)
 >>> sum(len(d) for d in st.pending.values())  # waiting for bars 4 and 5
 6
@@ -102,8 +102,8 @@ class Pending(msgspec.Struct, frozen=True, gc=False):
     learn from: the features, or the members' forecasts for the ensemble."""
 
     model: str
-    forecast_time: int
-    target_time: int
+    ts_forecast: int
+    ts_target: int
     pred: float
     price: float
     x: dict[str, float]
@@ -141,23 +141,23 @@ Out = Union[Forecast, ForecastRecord, Count]
 
 
 def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
-    """Resolve forecasts whose target is ``row.time``, learn, then forecast.
+    """Resolve forecasts whose target is ``row.ts_end``, learn, then forecast.
 
     ``state`` is updated in place and returned.
     """
     st = state
     out: list[Out] = []
-    t = row.time
+    t = row.ts_end
     expired = 0
     for h, dq in st.pending.items():
-        while dq and dq[0].target_time <= t:
+        while dq and dq[0].ts_target <= t:
             p = dq.popleft()
             st.n_pending -= 1
-            if p.target_time != t:
+            if p.ts_target != t:
                 expired += 1
                 continue
             realized = math.log(row.price / p.price)
-            out.append(ForecastRecord(row.key, p.model, h, p.forecast_time, t, p.pred,
+            out.append(ForecastRecord(row.instrument, p.model, h, p.ts_forecast, t, p.pred,
                                       p.price * math.exp(p.pred), realized, row.price,
                                       realized - p.pred, p.lo, p.hi))
             st.models[(p.model, h)].learn_one(p.x, realized)
@@ -185,7 +185,7 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
                 pred = float(pred)
                 preds[m] = pred
                 dq.append(Pending(m, t, target, pred, row.price, x, lo, hi))
-                out.append(Forecast(row.key, m, h, t, target, pred, row.price,
+                out.append(Forecast(row.instrument, m, h, t, target, pred, row.price,
                                     row.price * math.exp(pred), lo, hi))
             if ensemble:
                 pred = float(st.models[(ENSEMBLE, h)].predict_one(preds))
@@ -193,7 +193,7 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
                     pred = 0.0
                     bad += 1
                 dq.append(Pending(ENSEMBLE, t, target, pred, row.price, preds))
-                out.append(Forecast(row.key, ENSEMBLE, h, t, target, pred, row.price,
+                out.append(Forecast(row.instrument, ENSEMBLE, h, t, target, pred, row.price,
                                     row.price * math.exp(pred)))
             st.n_pending += len(st.config.models)
         if bad:

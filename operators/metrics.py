@@ -77,6 +77,6 @@ def step(state: MetricsState, rec: ForecastRecord) -> tuple[MetricsState, list[M
     skill = 1.0 - a.sq_err / a.sq_naive if a.sq_naive > 0.0 else None
     hit = a.hits / a.n_dir if a.calls and a.n_dir else None
     coverage = a.covered / a.n_interval if a.n_interval else None
-    return state, [MetricsRecord(rec.symbol, rec.model, rec.horizon, rec.target_time, a.n,
+    return state, [MetricsRecord(rec.instrument, rec.model, rec.horizon, rec.ts_target, a.n,
                                  a.abs_err / a.n, math.sqrt(a.sq_err / a.n), skill, hit,
                                  a.n_dir, a.hits, coverage, a.n_interval)]

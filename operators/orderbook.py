@@ -45,7 +45,7 @@ because that is when that book became known; the buffered diffs emit none of
 their own. A snapshot that is not newer than a loaded or synced book is
 ignored (``book_snapshots_ignored``); a newer one replaces the book.
 
-Every record a step emits carries the receive time ``ts`` of the event fed
+Every record a step emits carries the receive time ``ts_recv`` of the event fed
 to that step (a gap found while a snapshot replays the buffer is stamped with
 the snapshot's time), so outputs never predate their cause.
 
@@ -71,7 +71,7 @@ Examples
 ...                        tuple(Level(*a) for a in asks))
 >>> st, out = step(st, diff(5, 7, bids=[(99.0, 1.0)]))
 >>> out
-[SnapshotRequest(key='X', ts=7, reason='no_snapshot')]
+[SnapshotRequest(instrument='X', ts_recv=7, reason='no_snapshot')]
 >>> st, out = step(st, diff(8, 9, asks=[(101.0, 3.0)]))
 >>> out, st.status, len(st.buffer)
 ([], 'waiting', 2)
@@ -80,7 +80,7 @@ Examples
 >>> out[0], st.status, st.last_id
 (Count(name='depth_before_snapshot', n=1), 'synced', 9)
 >>> q = out[1]
->>> q.ts, q.update_id, q.bid, q.bid_qty, q.ask, q.ask_qty, q.depth_bid
+>>> q.ts_recv, q.update_id, q.bid, q.bid_qty, q.ask, q.ask_qty, q.depth_bid
 (10, 9, 99.0, 2.0, 101.0, 3.0, 3.0)
 >>> st, out = step(st, diff(10, 10, bids=[(100.0, 1.0)], asks=[(101.0, 0.0)]))
 >>> q = out[0]
@@ -88,8 +88,8 @@ Examples
 (100.0, 102.0, 2.0, 0.5, 101.0)
 >>> st, out = step(st, diff(12, 13))          # ids 11..11 never arrived
 >>> out  # doctest: +NORMALIZE_WHITESPACE
-[BookGap(key='X', ts=13, kind='depth', expected=11, got=12), Count(name='depth_gaps', n=1),
- Count(name='book_resyncs', n=1), SnapshotRequest(key='X', ts=13, reason='gap')]
+[BookGap(instrument='X', ts_recv=13, kind='depth', expected=11, got=12), Count(name='depth_gaps', n=1),
+ Count(name='book_resyncs', n=1), SnapshotRequest(instrument='X', ts_recv=13, reason='gap')]
 >>> st.status, len(st.buffer), st.best_bid
 ('waiting', 1, None)
 """
@@ -184,7 +184,7 @@ class OrderBookState:
     config: OrderBookConfig
     status: str = WAITING
     last_id: int = -1  # update id of the book: the snapshot's L, then each applied u
-    exch_ts: Optional[int] = None  # exchange time of the last applied diff (or snapshot)
+    ts_event: Optional[int] = None  # exchange time of the last applied diff (or snapshot)
     requested: bool = False  # a SnapshotRequest is outstanding
     bid_qty: dict[float, float] = field(default_factory=dict)
     bid_px: list[float] = field(default_factory=list)
@@ -229,7 +229,7 @@ class OrderBookState:
         True
         """
         bids, asks = self.top(len(self.bid_px) + len(self.ask_px))
-        return BookSnapshot(key, ts, self.last_id, bids, asks, self.exch_ts)
+        return BookSnapshot(key, ts, self.last_id, bids, asks, self.ts_event)
 
 
 # --- book mechanics ------------------------------------------------------------------
@@ -274,7 +274,7 @@ def _clear_book(st: OrderBookState) -> None:
     st.ask_px = []
     st.status = WAITING
     st.last_id = -1
-    st.exch_ts = None
+    st.ts_event = None
 
 
 def _load(st: OrderBookState, snap: BookSnapshot) -> None:
@@ -285,7 +285,7 @@ def _load(st: OrderBookState, snap: BookSnapshot) -> None:
     _trim(st)
     st.status = LOADED
     st.last_id = snap.last_update_id
-    st.exch_ts = snap.exch_ts
+    st.ts_event = snap.ts_event
     st.requested = False
 
 
@@ -301,7 +301,7 @@ def _quote(st: OrderBookState, key: str, ts: int) -> Optional[BookQuote]:
     n = st.config.levels
     db = sum(map(bq.__getitem__, bp[-n:]))
     da = sum(map(aq.__getitem__, ap[:n]))
-    return BookQuote(key, ts, st.exch_ts, b, bv, a, av, st.last_id, db, da,
+    return BookQuote(key, ts, st.ts_event, b, bv, a, av, st.last_id, db, da,
                      (db - da) / (db + da), (b * av + a * bv) / (bv + av), a - b)
 
 
@@ -333,13 +333,13 @@ def _after_apply(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit:
     """Check the book just changed by ``ev``; quote it or drop it."""
     if _crossed(st):
         b, a = st.bid_px[-1], st.ask_px[0]
-        log.warning("%s: crossed book after update %d (bid %s >= ask %s); resyncing", ev.key, ev.last_id, b, a)
+        log.warning("%s: crossed book after update %d (bid %s >= ask %s); resyncing", ev.instrument, ev.last_id, b, a)
         err = ErrorRecord("orderbook", f"crossed book after update {ev.last_id}: bid {b} >= ask {a}",
-                          msgspec.json.encode(ev).decode(), ev.key, now)
-        _resync(st, ev.key, now, "crossed_book", out,
+                          msgspec.json.encode(ev).decode(), ev.instrument, now)
+        _resync(st, ev.instrument, now, "crossed_book", out,
                 (err, Count("crossed_books", 1), Count("book_resyncs", 1)))
     elif emit:
-        q = _quote(st, ev.key, now)
+        q = _quote(st, ev.instrument, now)
         if q is not None:
             out.append(q)
 
@@ -361,9 +361,9 @@ def _on_diff(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: boo
             ok = ev.first_id == last + 1
             expected, got = last + 1, ev.first_id
         if not ok:
-            log.warning("%s: depth gap, expected %d got %d; resyncing", ev.key, expected, got)
-            _resync(st, ev.key, now, "gap", out,
-                    (BookGap(ev.key, now, "depth", expected, got), Count("depth_gaps", 1),
+            log.warning("%s: depth gap, expected %d got %d; resyncing", ev.instrument, expected, got)
+            _resync(st, ev.instrument, now, "gap", out,
+                    (BookGap(ev.instrument, now, "depth", expected, got), Count("depth_gaps", 1),
                      Count("book_resyncs", 1)), keep=ev)
             return
     elif status == LOADED:
@@ -375,9 +375,9 @@ def _on_diff(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: boo
         bound = last if futures else last + 1
         if ev.first_id > bound:
             log.warning("%s: snapshot %d is older than the diffs (first U %d); requesting another",
-                        ev.key, last, ev.first_id)
-            _resync(st, ev.key, now, "stale_snapshot", out,
-                    (BookGap(ev.key, now, "snapshot", bound, ev.first_id), Count("stale_snapshots", 1)), keep=ev)
+                        ev.instrument, last, ev.first_id)
+            _resync(st, ev.instrument, now, "stale_snapshot", out,
+                    (BookGap(ev.instrument, now, "snapshot", bound, ev.first_id), Count("stale_snapshots", 1)), keep=ev)
             return
         st.status = SYNCED
     else:
@@ -386,13 +386,13 @@ def _on_diff(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: boo
             out.append(Count("depth_buffer_overflow", 1))
         buf.append(ev)  # a full deque drops its oldest
         if not st.requested:
-            _request(st, ev.key, now, "no_snapshot", out)
+            _request(st, ev.instrument, now, "no_snapshot", out)
         return
     _apply(st.bid_qty, st.bid_px, ev.bids)
     _apply(st.ask_qty, st.ask_px, ev.asks)
     _trim(st)
     st.last_id = ev.last_id
-    st.exch_ts = ev.exch_ts
+    st.ts_event = ev.ts_event
     _after_apply(st, ev, out, now, emit)
 
 
@@ -404,17 +404,17 @@ def _on_snapshot(st: OrderBookState, snap: BookSnapshot, out: list) -> None:
     if _crossed(st):
         b, a = st.bid_px[-1], st.ask_px[0]
         err = ErrorRecord("orderbook", f"crossed snapshot {snap.last_update_id}: bid {b} >= ask {a}",
-                          msgspec.json.encode(snap).decode(), snap.key, snap.ts)
-        _resync(st, snap.key, snap.ts, "crossed_book", out, (err, Count("crossed_books", 1)))
+                          msgspec.json.encode(snap).decode(), snap.instrument, snap.ts_recv)
+        _resync(st, snap.instrument, snap.ts_recv, "crossed_book", out, (err, Count("crossed_books", 1)))
         return
     pending = list(st.buffer)
     st.buffer.clear()
     for i, ev in enumerate(pending):
-        _on_diff(st, ev, out, snap.ts, emit=False)
+        _on_diff(st, ev, out, snap.ts_recv, emit=False)
         if st.status == WAITING:  # stale snapshot, gap or crossed: keep what follows
             st.buffer.extend(pending[i + 1:])
             return
-    q = _quote(st, snap.key, snap.ts)
+    q = _quote(st, snap.instrument, snap.ts_recv)
     if q is not None:
         out.append(q)
 
@@ -437,7 +437,7 @@ def step(state: OrderBookState, event) -> tuple[OrderBookState, Sequence[Out]]:
     cls = type(event)
     if cls is DepthUpdate:
         out: list = []
-        _on_diff(state, event, out, event.ts)
+        _on_diff(state, event, out, event.ts_recv)
         return state, out
     if cls is BookSnapshot:
         out = []

@@ -20,7 +20,8 @@ Examples
 ...     st, o = step(st, SequenceEvent("BTCUSDT", "trade", i, i * 1000))
 ...     out += o
 >>> out  # doctest: +NORMALIZE_WHITESPACE
-[SequenceGap(key='BTCUSDT', ts=15000, stream='trade', expected=13, got=15), Count(name='gaps_trade', n=1),
+[SequenceGap(instrument='BTCUSDT', ts_recv=15000, stream='trade', expected=13, got=15),
+ Count(name='gaps_trade', n=1),
  Count(name='duplicates_trade', n=1)]
 >>> st.last[("BTCUSDT", "trade")]
 16
@@ -39,19 +40,19 @@ __all__ = ["SequenceEvent", "SequenceGap", "SequenceState", "step"]
 
 
 class SequenceEvent(msgspec.Struct, frozen=True, gc=False):
-    """One id seen on a stream of an instrument at receive time ``ts``."""
+    """One id seen on a stream of an instrument at receive time ``ts_recv``."""
 
-    key: str
+    instrument: str
     stream: str
     id: int
-    ts: int
+    ts_recv: int
 
 
 class SequenceGap(msgspec.Struct, frozen=True, gc=False):
     """Ids ``expected`` .. ``got - 1`` of ``stream`` never arrived."""
 
-    key: str
-    ts: int
+    instrument: str
+    ts_recv: int
     stream: str
     expected: int
     got: int
@@ -66,7 +67,7 @@ class SequenceState:
 
 def step(state: SequenceState, event: SequenceEvent) -> tuple[SequenceState, list[Union[SequenceGap, Count]]]:
     """Check one id against the last of its stream."""
-    k = (event.key, event.stream)
+    k = (event.instrument, event.stream)
     last = state.last.get(k)
     if last is None or event.id == last + 1:
         state.last[k] = event.id
@@ -74,5 +75,5 @@ def step(state: SequenceState, event: SequenceEvent) -> tuple[SequenceState, lis
     if event.id <= last:
         return state, [Count(f"duplicates_{event.stream}", 1)]
     state.last[k] = event.id
-    return state, [SequenceGap(event.key, event.ts, event.stream, last + 1, event.id),
+    return state, [SequenceGap(event.instrument, event.ts_recv, event.stream, last + 1, event.id),
                    Count(f"gaps_{event.stream}", 1)]

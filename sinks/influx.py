@@ -132,9 +132,9 @@ class _Partition(StatelessSinkPartition[Any]):
                 self._dead += 1
                 continue
             if t is Bar:
-                self._last_event = max(self._last_event, rec.end)
+                self._last_event = max(self._last_event, rec.ts_end)
             elif t is Forecast or t is ForecastRecord:
-                self._last_event = max(self._last_event, rec.forecast_time)
+                self._last_event = max(self._last_event, rec.ts_forecast)
             p = to_point(rec, feats)
             if p is not None:
                 points.append(p)

@@ -6,7 +6,7 @@ Measurements, tags and fields (the Grafana dashboards query exactly these;
 =================  ==========================  ================================================
 measurement        tags                        fields
 =================  ==========================  ================================================
-``forecast``       symbol, model, horizon      pred_return, pred_price, price, forecast_time,
+``forecast``       symbol, model, horizon      pred_return, pred_price, price, ts_forecast,
                                                pred_lo, pred_hi (at the **target** time: the
                                                forecast is drawn where it will be checked)
 ``scored``         symbol, model, horizon      pred_return, realized_return, pred_price,
@@ -29,7 +29,7 @@ stamped with the wall clock by the sink.
 >>> from ticklet.events import MetricsRecord
 >>> p = to_point(MetricsRecord("BTCUSDT", "linear", 1, 1_000, 5, 0.1, 0.2, 0.05, 0.6, 4, 2))
 >>> p.to_line_protocol()
-'metrics,horizon=1,model=linear,symbol=BTCUSDT hit_rate=0.6,mae=0.1,n=5i,n_directional=4i,rmse=0.2,skill=0.05 1000'
+'metrics,horizon=1,instrument=BTCUSDT,model=linear hit_rate=0.6,mae=0.1,n=5i,n_directional=4i,rmse=0.2,skill=0.05 1000'
 """
 
 from __future__ import annotations
@@ -45,16 +45,16 @@ __all__ = ["MEASUREMENTS", "to_point"]
 
 #: measurement -> (tags, fields) written; ``features`` fields depend on settings.
 MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "forecast": (("symbol", "model", "horizon"),
-                 ("pred_return", "pred_price", "price", "forecast_time", "pred_lo", "pred_hi")),
-    "scored": (("symbol", "model", "horizon"),
+    "forecast": (("instrument", "model", "horizon"),
+                 ("pred_return", "pred_price", "price", "ts_forecast", "pred_lo", "pred_hi")),
+    "scored": (("instrument", "model", "horizon"),
                ("pred_return", "realized_return", "pred_price", "realized_price", "error", "abs_error",
                 "pred_lo", "pred_hi")),
-    "metrics": (("symbol", "model", "horizon"),
+    "metrics": (("instrument", "model", "horizon"),
                 ("n", "mae", "rmse", "skill", "hit_rate", "n_directional", "coverage")),
-    "bar": (("symbol",), ("open", "high", "low", "close", "price", "volume", "vwap", "trades",
+    "bar": (("instrument",), ("open", "high", "low", "close", "price", "volume", "vwap", "trades",
                           "buy_volume", "sell_volume", "bid", "ask")),
-    "features": (("symbol",), ()),
+    "features": (("instrument",), ()),
     "health": (("worker",), ("ticks_total", "ticks_per_s", "dead_letters_total", "lag_s",
                              "points_dropped", "points_failed")),
 }
@@ -74,29 +74,30 @@ def to_point(rec: Any, features: Sequence[str] = ()) -> Optional[Point]:
     """The point for one record, or None for records that have none."""
     t = type(rec)
     if t is ForecastRecord:
-        return _point("scored", {"symbol": rec.symbol, "model": rec.model, "horizon": rec.horizon},
+        return _point("scored", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
                       {"pred_return": rec.pred_return, "realized_return": rec.realized_return,
                        "pred_price": rec.pred_price, "realized_price": rec.realized_price,
                        "error": rec.error, "abs_error": abs(rec.error),
-                       "pred_lo": rec.pred_lo, "pred_hi": rec.pred_hi}, rec.target_time)
+                       "pred_lo": rec.pred_lo, "pred_hi": rec.pred_hi}, rec.ts_target)
     if t is Forecast:
-        return _point("forecast", {"symbol": rec.symbol, "model": rec.model, "horizon": rec.horizon},
+        return _point("forecast", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
                       {"pred_return": rec.pred_return, "pred_price": rec.pred_price, "price": rec.price,
-                       "forecast_time": rec.forecast_time, "pred_lo": rec.pred_lo, "pred_hi": rec.pred_hi},
-                      rec.target_time)
+                       "ts_forecast": rec.ts_forecast, "pred_lo": rec.pred_lo, "pred_hi": rec.pred_hi},
+                      rec.ts_target)
     if t is MetricsRecord:
-        return _point("metrics", {"symbol": rec.symbol, "model": rec.model, "horizon": rec.horizon},
+        return _point("metrics", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
                       {"n": rec.n, "mae": rec.mae, "rmse": rec.rmse, "skill": rec.skill,
                        "hit_rate": rec.hit_rate, "n_directional": rec.n_directional,
-                       "coverage": rec.coverage}, rec.time)
+                       "coverage": rec.coverage}, rec.ts_target)
     if t is Bar:
-        return _point("bar", {"symbol": rec.key},
+        return _point("bar", {"instrument": rec.instrument},
                       {"open": rec.open, "high": rec.high, "low": rec.low, "close": rec.close,
                        "price": rec.price, "volume": rec.volume, "vwap": rec.vwap, "trades": rec.trades,
                        "buy_volume": rec.buy_volume, "sell_volume": rec.sell_volume,
-                       "bid": rec.bid or None, "ask": rec.ask or None}, rec.end)
+                       "bid": rec.bid or None, "ask": rec.ask or None}, rec.ts_end)
     if t is FeatureRow:
         if not features or not rec.ready:
             return None
-        return _point("features", {"symbol": rec.key}, {f: rec.x[f] for f in features if f in rec.x}, rec.time)
+        return _point("features", {"instrument": rec.instrument}, {f: rec.x[f] for f in features if f in rec.x},
+                      rec.ts_end)
     return None

@@ -44,7 +44,7 @@ def jsonl(row: msgspec.Struct) -> bytes:
 
 
 #: Version of the JSON records ticklet publishes; bumped on any breaking change.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _KIND = {
     "Forecast": b"forecast",
@@ -67,7 +67,7 @@ def kafka_record(key: str, rec: msgspec.Struct) -> tuple[bytes, bytes]:
 
     >>> from ticklet.events import ErrorRecord
     >>> kafka_record("BTCUSDT", ErrorRecord("parse", "bad json", "x"))[1]
-    b'{"schema":1,"type":"dead_letter","stage":"parse","reason":"bad json","raw":"x","key":"","ts":0}'
+    b'{"schema":2,"type":"dead_letter","stage":"parse","reason":"bad json","raw":"x","instrument":"","ts_recv":0}'
     """
     body = _enc.encode(rec)
     head = b'{"schema":%d,"type":"%s"' % (SCHEMA_VERSION, _KIND[type(rec).__name__])

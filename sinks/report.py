@@ -69,8 +69,9 @@ def metrics_entry(m: MetricsRecord) -> dict[str, Any]:
 def symbols_summary(last: Iterable[MetricsRecord]) -> dict[str, Any]:
     """``{instrument: {"models": {model: {horizon: entry}}}}``, sorted."""
     out: dict[str, Any] = {}
-    for m in sorted(last, key=lambda r: (r.symbol, r.model, r.horizon)):
-        out.setdefault(m.symbol, {"models": {}})["models"].setdefault(m.model, {})[str(m.horizon)] = metrics_entry(m)
+    for m in sorted(last, key=lambda r: (r.instrument, r.model, r.horizon)):
+        models = out.setdefault(m.instrument, {"models": {}})["models"]
+        models.setdefault(m.model, {})[str(m.horizon)] = metrics_entry(m)
     return out
 
 
@@ -82,7 +83,7 @@ def read_last_metrics(path: Path) -> list[MetricsRecord]:
     if path.exists():
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
-                last[(row["symbol"], row["model"], int(row["horizon"]))] = row
+                last[(row["instrument"], row["model"], int(row["horizon"]))] = row
     return [msgspec.convert({k: (v if v != "" else None) for k, v in row.items()}, MetricsRecord, strict=False)
             for row in last.values()]
 
@@ -147,7 +148,7 @@ class _ReportPartition(StatefulSinkPartition[Any, _State]):
             if type(v) is Count:
                 t[v.name] = t.get(v.name, 0) + v.n
             else:
-                last[(v.symbol, v.model, v.horizon)] = v
+                last[(v.instrument, v.model, v.horizon)] = v
         bar = self._bar
         if bar is not None:
             bar.set_postfix(ticks=f"{t.get('ticks', 0):,}", forecasts=f"{t.get('forecasts', 0):,}", refresh=False)

@@ -16,7 +16,7 @@ Examples
 ...         b'"s":"BTCUSDT","t":3735683259,"p":"61837.63","q":"0.02",'
 ...         b'"T":1723161255342,"m":true,"M":true}}')
 >>> ev = parse_ws(1723161254087896568, line, "spot")
->>> ev.key, ev.price, ev.qty, ev.buyer_maker, ev.exch_ts
+>>> ev.instrument, ev.price, ev.qty, ev.buyer_maker, ev.ts_event
 ('BTCUSDT', 61837.63, 0.02, True, 1723161255342000000)
 >>> parse_ws(1, b'{"stream":"btcusdt@trade","data":{"p":"1"}}', "spot").reason
 'missing field: Object missing required field `E` - at `$.data`'
@@ -332,7 +332,7 @@ def parse_csv_row(row: list[str], kind: str, symbol: str, market: str) -> Parsed
 
     >>> t = parse_csv_row(["3735683259", "61837.63", "0.02", "1236.75", "1723161255342",
     ...                    "True", "True"], "trades", "BTCUSDT", "spot")
-    >>> t.price, t.ts, t.buyer_maker
+    >>> t.price, t.ts_recv, t.buyer_maker
     (61837.63, 1723161255342000000, True)
     >>> parse_csv_row(["id", "price"], "trades", "BTCUSDT", "spot")
     'header'
@@ -386,7 +386,7 @@ def parse_kline_row(row: tuple, interval_ns: int, symbol: str, market: str) -> P
     the Feather kline files, into a closed :class:`Kline`.
 
     >>> k = parse_kline_row((0, 1.0, 2.0, 0.5, 1.5, 10.0), 60_000_000_000, "BTCUSDT", "spot")
-    >>> k.close_time, k.close
+    >>> k.ts_close, k.close
     (60000000000, 1.5)
     >>> parse_kline_row((0, 1.0, 0.9, 0.5, 1.5, 10.0), 60, "BTCUSDT", "spot").reason
     'inconsistent high/low'
@@ -413,7 +413,7 @@ def _parse_tick(value: bytes) -> Parsed:
     """Parse a tick in ticklet's Kafka wire format (:mod:`sources.wire`)."""
     head = decode_tick(value)
     if head is None:
-        return _err("no recv_ts/market head (not a ticklet tick)", value, 0)
+        return _err("no ts_recv/market head (not a ticklet tick)", value, 0)
     ts, market, message = head
     if market not in ("spot", "usdm"):
         return _err(f"unknown market: {market!r}", value, ts)
@@ -460,13 +460,13 @@ def parse_chunk(chunk: RawChunk) -> tuple[dict[str, list[Event]], list[ErrorReco
             events.append(r)  # type: ignore[arg-type]
     n = len(events)
     by_key: dict[str, list[Event]] = {}
-    if n and events[0].key == events[-1].key and len({e.key for e in events}) == 1:
-        by_key[events[0].key] = events
+    if n and events[0].instrument == events[-1].instrument and len({e.instrument for e in events}) == 1:
+        by_key[events[0].instrument] = events
     else:
         for e in events:
-            b = by_key.get(e.key)
+            b = by_key.get(e.instrument)
             if b is None:
-                by_key[e.key] = [e]
+                by_key[e.instrument] = [e]
             else:
                 b.append(e)
     counts = {"ticks": n}
@@ -487,16 +487,16 @@ class _RestDepth(msgspec.Struct, gc=False):
 _rest_dec = msgspec.json.Decoder(_RestDepth, strict=False)
 
 
-def parse_snapshot(ts: int, payload: bytes, key: str) -> Union[BookSnapshot, ErrorRecord]:
+def parse_snapshot(ts: int, payload: bytes, instrument: str) -> Union[BookSnapshot, ErrorRecord]:
     """Decode a REST depth response body (spot ``/api/v3/depth``, USD-M
-    ``/fapi/v1/depth``) received at ``ts`` (ns) for instrument ``key``.
+    ``/fapi/v1/depth``) received at ``ts`` (ns) for ``instrument``.
 
     Invalid input becomes an :class:`~ticklet.events.ErrorRecord` (stage
     ``"parse"``) with the body as received.
 
     >>> s = parse_snapshot(5, b'{"lastUpdateId":7,"E":1680652700590,"T":1680652700580,'
     ...                    b'"bids":[["28145.10","3.818"]],"asks":[["28145.20","1"]]}', "BTCUSDT-PERP")
-    >>> s.last_update_id, s.bids[0], s.exch_ts
+    >>> s.last_update_id, s.bids[0], s.ts_event
     (7, Level(price=28145.1, qty=3.818), 1680652700590000000)
     >>> parse_snapshot(5, b'{"lastUpdateId":7,"bids":[["-1","1"]],"asks":[]}', "X").reason
     'invalid snapshot: Expected `float` > 0.0 - at `$.bids[0][0]`'
@@ -504,5 +504,5 @@ def parse_snapshot(ts: int, payload: bytes, key: str) -> Union[BookSnapshot, Err
     try:
         d = _rest_dec.decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError) as ex:
-        return ErrorRecord("parse", f"invalid snapshot: {ex}", payload.decode("utf-8", "replace"), key, ts)
-    return BookSnapshot(key, ts, d.lastUpdateId, d.bids, d.asks, None if d.E is None else d.E * 1_000_000)
+        return ErrorRecord("parse", f"invalid snapshot: {ex}", payload.decode("utf-8", "replace"), instrument, ts)
+    return BookSnapshot(instrument, ts, d.lastUpdateId, d.bids, d.asks, None if d.E is None else d.E * 1_000_000)

@@ -3,7 +3,7 @@
 A tick is the exchange's message exactly as received, with the receive time
 (ns) and the market spliced in front as two more JSON fields::
 
-    {"recv_ts":1723161254087896568,"market":"spot","stream":"btcusdt@trade","data":{...}}
+    {"ts_recv":1723161254087896568,"market":"spot","stream":"btcusdt@trade","data":{...}}
 
 The receive time is also the Kafka timestamp (in ms), and the Kafka key is the
 instrument key (``BTCUSDT``, ``BTCUSDT-PERP``), so one instrument's ticks stay
@@ -11,10 +11,10 @@ in one partition, in order.
 
 >>> v = encode_tick(1723161254087896568, "spot", b'{"stream":"btcusdt@trade","data":{}}')
 >>> v
-b'{"recv_ts":1723161254087896568,"market":"spot","stream":"btcusdt@trade","data":{}}'
+b'{"ts_recv":1723161254087896568,"market":"spot","stream":"btcusdt@trade","data":{}}'
 >>> decode_tick(v)[:2]
 (1723161254087896568, 'spot')
->>> decode_tick(b'{"market":"usdm","recv_ts":5,"x":1}')[:2]  # any key order
+>>> decode_tick(b'{"market":"usdm","ts_recv":5,"x":1}')[:2]  # any key order
 (5, 'usdm')
 >>> decode_tick(b'not json') is None
 True
@@ -34,7 +34,7 @@ __all__ = ["decode_tick", "encode_tick", "stream_symbol"]
 
 
 class _Head(msgspec.Struct, gc=False):
-    recv_ts: int
+    ts_recv: int
     market: str
 
 
@@ -42,9 +42,9 @@ _head_dec = msgspec.json.Decoder(_Head)
 _MARKETS = {b"spot": "spot", b"usdm": "usdm"}
 
 
-def encode_tick(recv_ts: int, market: str, payload: bytes) -> bytes:
+def encode_tick(ts_recv: int, market: str, payload: bytes) -> bytes:
     """Splice the receive time and market into a JSON object message."""
-    head = b'{"recv_ts":%d,"market":"%s"' % (recv_ts, market.encode())
+    head = b'{"ts_recv":%d,"market":"%s"' % (ts_recv, market.encode())
     body = payload.strip()
     if body.startswith(b"{") and body != b"{}":
         return head + b"," + body[1:]
@@ -55,13 +55,13 @@ def encode_tick(recv_ts: int, market: str, payload: bytes) -> bytes:
 
 
 def decode_tick(value: bytes) -> Optional[tuple[int, str, bytes]]:
-    """Return ``(recv_ts, market, message)`` or None if the head is missing.
+    """Return ``(ts_recv, market, message)`` or None if the head is missing.
 
     ``message`` is the value itself: the exchange fields are still in it,
     and the typed decoders ignore the two added ones.
     """
     j = value.find(b',"market":"', 11, 48)
-    if j > 0 and value.startswith(b'{"recv_ts":') and value[j + 15 : j + 16] == b'"':
+    if j > 0 and value.startswith(b'{"ts_recv":') and value[j + 15 : j + 16] == b'"':
         market = _MARKETS.get(value[j + 11 : j + 15])
         head = value[11:j]
         if market is not None and head.isdigit():
@@ -70,7 +70,7 @@ def decode_tick(value: bytes) -> Optional[tuple[int, str, bytes]]:
         h = _head_dec.decode(value)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
-    return h.recv_ts, h.market, value
+    return h.ts_recv, h.market, value
 
 
 def stream_symbol(message: bytes) -> Optional[str]:

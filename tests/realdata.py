@@ -106,7 +106,7 @@ class Chain:
     """One instrument's real events and every operator's inputs/outputs."""
 
     settings: Any
-    key: str
+    instrument: str
     events: list
     bar_out: list  # everything bars.step emitted (bars, dead letters, counts)
     bars: list
@@ -236,12 +236,12 @@ def operator_case(name: str, chain) -> tuple:
 
     if name == "sequence":  # the real trade ids, every 500th trade lost to make gaps
         trades = [e for e in chain.events if isinstance(e, Trade)]
-        items = [sequence.SequenceEvent(e.key, "trade", e.trade_id, e.ts)
+        items = [sequence.SequenceEvent(e.instrument, "trade", e.trade_id, e.ts_recv)
                  for i, e in enumerate(trades) if i % 500 != 499]
         _, ref = drive(sequence.step, sequence.SequenceState(), items)
         return sequence.step, sequence.SequenceState, items, ref
     if name == "orderbook":  # the depth diffs and REST snapshot of the same recordings
-        items, ref = book_case(chain.paths, "usdm" if chain.key.endswith("-PERP") else "spot")
+        items, ref = book_case(chain.paths, "usdm" if chain.instrument.endswith("-PERP") else "spot")
         cfg = orderbook.OrderBookConfig()
         return orderbook.step, lambda: orderbook.OrderBookState(cfg), list(items), ref
     s = chain.settings

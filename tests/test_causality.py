@@ -44,7 +44,7 @@ def _rows(path, time_col: str) -> tuple[list[bytes], list[int]]:
     return body, [int(r.split(b",")[col]) for r in body]
 
 
-@pytest.mark.parametrize("name,time_col", [("forecasts.csv", "target_time"), ("metrics.csv", "time")])
+@pytest.mark.parametrize("name,time_col", [("forecasts.csv", "ts_target"), ("metrics.csv", "ts_target")])
 def test_prefix_run_equals_the_start_of_the_full_run(prefix_and_full, name, time_col):
     t_last, p_out, f_out = prefix_and_full
     p_rows, p_times = _rows(p_out / name, time_col)
@@ -60,7 +60,7 @@ def test_prefix_run_equals_the_start_of_the_full_run(prefix_and_full, name, time
 def test_prefix_forecasts_were_made_inside_the_prefix(prefix_and_full):
     t_last, p_out, _ = prefix_and_full
     header, rows = read_csv(p_out / "forecasts.csv")
-    ft, tt = header.index("forecast_time"), header.index("target_time")
+    ft, tt = header.index("ts_forecast"), header.index("ts_target")
     assert all(int(r[ft]) < int(r[tt]) <= t_last for r in rows)
 
 
@@ -77,12 +77,12 @@ def test_operator_prefix_invariance(chain, name, frac):
     last = items[cut - 1]
     if name == "bars":
         # exactly the bars that ended by the last event seen
-        assert [b for b in out if type(b) is Bar] == [b for b in chain.bars if b.end <= last.ts]
+        assert [b for b in out if type(b) is Bar] == [b for b in chain.bars if b.ts_end <= last.ts_recv]
     elif name in ("features", "metrics"):
         assert len(out) == cut  # one output per input
     else:
         fc = [r for r in out if type(r) is ForecastRecord]
-        assert fc == [r for r in chain.forecasts if r.target_time <= last.time]
+        assert fc == [r for r in chain.forecasts if r.ts_target <= last.ts_end]
 
 
 # --- (c) SWT and the target ------------------------------------------------------
@@ -130,12 +130,12 @@ def test_swt_fast_path_equals_pywavelets_on_real_windows(btc_spot_chain):
 
 
 def test_forecast_target_is_the_raw_log_return_of_bar_prices(chain):
-    price_at = {b.end: b.price for b in chain.bars}
+    price_at = {b.ts_end: b.price for b in chain.bars}
     interval = chain.settings.bars.interval_ms * 1_000_000
     assert len(chain.forecasts) > 1000
     for r in chain.forecasts:
-        p0, p1 = price_at[r.forecast_time], price_at[r.target_time]
-        assert r.target_time == r.forecast_time + r.horizon * interval
+        p0, p1 = price_at[r.ts_forecast], price_at[r.ts_target]
+        assert r.ts_target == r.ts_forecast + r.horizon * interval
         assert r.realized_price == p1
         assert math.isclose(r.realized_return, math.log(p1 / p0), rel_tol=1e-12, abs_tol=1e-18)
         assert math.isclose(r.error, r.realized_return - r.pred_return, rel_tol=1e-12, abs_tol=1e-18)

@@ -61,7 +61,7 @@ def test_summary_counts_match_the_output_files(cli_run, summary):
     _, out = cli_run
     rows = csv_dicts(out / "forecasts.csv")
     assert summary["forecasts"] == len(rows) > 0
-    per = Counter((r["symbol"], r["model"], r["horizon"]) for r in rows)
+    per = Counter((r["instrument"], r["model"], r["horizon"]) for r in rows)
     got = {(sym, model, h): m["n"] for sym, b in summary["symbols"].items()
            for model, hs in b["models"].items() for h, m in hs.items()}
     assert got == dict(per)
@@ -97,7 +97,7 @@ def test_metrics_recomputed_from_forecasts(cli_run, summary):
     _, out = cli_run
     acc: dict = defaultdict(lambda: {"n": 0, "ae": 0.0, "se": 0.0, "sr": 0.0, "nd": 0, "hits": 0, "calls": 0})
     for r in csv_dicts(out / "forecasts.csv"):
-        a = acc[(r["symbol"], r["model"], r["horizon"])]
+        a = acc[(r["instrument"], r["model"], r["horizon"])]
         p, y = float(r["pred_return"]), float(r["realized_return"])
         assert math.isclose(float(r["error"]), y - p, rel_tol=1e-12, abs_tol=1e-18)
         a["n"] += 1

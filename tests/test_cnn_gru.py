@@ -27,7 +27,7 @@ def horizon1_ops(rows) -> list[tuple]:
     ops: list[tuple] = []
     prev, prev_op = None, None
     for r in rows:
-        if prev is not None and r.time == prev.time + prev.interval:
+        if prev is not None and r.ts_end == prev.ts_end + prev.interval:
             ops.append(("learn", prev.x, math.log(r.price / prev.price), prev_op))
         prev, prev_op = None, None
         if r.ready:

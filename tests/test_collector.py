@@ -75,8 +75,8 @@ def test_everything_received_reaches_kafka_in_order(live, kafka_bootstrap):
     recs = consume_all(kafka_bootstrap, kafka.ticks_topic)
     by_key: dict[str, list[bytes]] = {}
     for key, value, ts_ms, _ in recs:
-        recv_ts, market, msg = decode_tick(value)
-        assert market == "spot" and ts_ms == recv_ts // 1_000_000
+        ts_recv, market, msg = decode_tick(value)
+        assert market == "spot" and ts_ms == ts_recv // 1_000_000
         by_key.setdefault(key.decode(), []).append(msg)
     for sym in ("BTCUSDT", "ETHUSDT"):
         got = [v for v in by_key[sym] if b'"stream"' in v]
@@ -91,7 +91,7 @@ def test_everything_received_reaches_kafka_in_order(live, kafka_bootstrap):
         kinds[e["type"]] += 1
     sent = {"trade": b"@trade", "quote": b"@bookTicker", "depth": b"@depth"}
     assert kinds == {k: sum(tag in p[:40] for p in ex.sent) for k, tag in sent.items()}
-    last_trade = next(e for e in reversed(events) if e["type"] == "trade" and e["key"] == "BTCUSDT")
+    last_trade = next(e for e in reversed(events) if e["type"] == "trade" and e["instrument"] == "BTCUSDT")
     d = json.loads(next(p for p in reversed(ex.sent) if p.startswith(b'{"stream":"btcusdt@trade"')))["data"]
     assert (last_trade["trade_id"], last_trade["price"], last_trade["qty"]) == (d["t"], float(d["p"]), float(d["q"]))
 
@@ -99,7 +99,7 @@ def test_everything_received_reaches_kafka_in_order(live, kafka_bootstrap):
 def test_trade_gaps_are_reported_with_their_ids(live, kafka_bootstrap):
     ex, collector, counts, _, _ = live
     book = [json.loads(v) for _, v, _, _ in consume_all(kafka_bootstrap, collector.cfg.book_topic)]
-    reported = {(g["key"], g["expected"], g["got"]) for g in book if g["type"] == "sequence_gap"}
+    reported = {(g["instrument"], g["expected"], g["got"]) for g in book if g["type"] == "sequence_gap"}
     want = set()
     for sym in ("btcusdt", "ethusdt"):
         missing = _ids(ex.dropped + ex.lost, f"{sym}@trade", "t")
@@ -107,7 +107,7 @@ def test_trade_gaps_are_reported_with_their_ids(live, kafka_bootstrap):
     assert want and want <= reported
     assert counts["gaps_trade"] == len(want)
     for sym in ("BTCUSDT", "ETHUSDT"):  # book quotes with depth features, the last one the final book
-        quotes = [g for g in book if g["type"] == "book_quote" and g["key"] == sym]
+        quotes = [g for g in book if g["type"] == "book_quote" and g["instrument"] == sym]
         assert len(quotes) > 1000
         q = quotes[-1]
         bid, ask, last = ex.book_top(sym)

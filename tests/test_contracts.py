@@ -33,7 +33,7 @@ def _cut(name: str, items: list) -> int:
     """A mid-stream point where the state holds work in progress."""
     k = int(len(items) * 0.45)
     if name == "bars":  # inside an open bar, not at its first event
-        while items[k].ts // 10**9 == items[k - 1].ts // 10**9 and k < len(items) - 1:
+        while items[k].ts_recv // 10**9 == items[k - 1].ts_recv // 10**9 and k < len(items) - 1:
             k += 1
         k -= 1
     return k

@@ -122,7 +122,7 @@ def test_one_dead_letter_per_injected_line(runs):
         d = hits[0]
         unmatched.remove(d)
         assert re.search(i.reason, d["reason"]), (i.name, d["reason"])
-        assert d["stage"] == i.stage and d["ts"] == i.ts, i.name
+        assert d["stage"] == i.stage and d["ts_recv"] == i.ts_recv, i.name
     assert unmatched == []
 
 
@@ -132,8 +132,8 @@ def test_late_trade_dead_letter_carries_the_event(runs):
     src = json.loads(payload(real[late.after]))["data"]
     (d,) = [d for d in _dead_letters(out) if d["stage"] == "make_bars"]
     ev = json.loads(d["raw"])
-    assert d["key"] == "BTCUSDT"
-    assert ev["ts"] == late.ts and ev["trade_id"] == src["t"]
+    assert d["instrument"] == "BTCUSDT"
+    assert ev["ts_recv"] == late.ts_recv and ev["trade_id"] == src["t"]
     assert ev["price"] == float(src["p"]) and ev["qty"] == float(src["q"])
 
 

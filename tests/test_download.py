@@ -239,7 +239,7 @@ def test_trades_download_verifies_and_backtests(server, served, tmp_path, trades
     for i in (0, 1, len(src) // 2, -1):
         t, d = got[i], src[i]
         assert (t.trade_id, t.price, t.qty, t.buyer_maker) == (d["t"], float(d["p"]), float(d["q"]), d["m"])
-        assert t.ts == d["T"] * 1_000_000
+        assert t.ts_recv == d["T"] * 1_000_000
 
     # trades archives carry no quotes: the backtest prices bars by the last trade by itself
     summary = run_backtest([str(out)], tmp_path / "bt")
@@ -263,8 +263,8 @@ def test_klines_monthly_and_daily(server, tmp_path, klines_src):
     ks = [parse_csv_row(r, "klines", "BTCUSDT", "spot") for block in read_stream(spec) for r in block]
     assert len(ks) == len(klines_src) == 34 * 1440
     open_ns = klines_src.date.astype("int64").tolist()
-    assert [k.open_time for k in ks] == open_ns
-    assert [k.close_time for k in ks] == [t + 60 * 10**9 for t in open_ns]
+    assert [k.ts_open for k in ks] == open_ns
+    assert [k.ts_close for k in ks] == [t + 60 * 10**9 for t in open_ns]
     for col in ("open", "high", "low", "close", "volume"):
         assert [getattr(k, col) for k in ks] == klines_src[col].tolist(), col
 

@@ -53,8 +53,8 @@ def test_every_record_is_written_with_event_time(victoria, influx_run):
     real = _series(exp, "scored_realized_return")
     assert sum(len(v) for v in pred.values()) == len(rows) == summary["forecasts"] > 0
     for r in rows:
-        labels = (("horizon", r["horizon"]), ("model", r["model"]), ("symbol", r["symbol"]))
-        t = int(r["target_time"]) // MS  # scored forecasts sit at their target time
+        labels = (("horizon", r["horizon"]), ("model", r["model"]), ("instrument", r["instrument"]))
+        t = int(r["ts_target"]) // MS  # scored forecasts sit at their target time
         assert close(pred[labels][t], float(r["pred_return"]))
         assert close(real[labels][t], float(r["realized_return"]))
     # issued forecasts: at least every scored one, same prediction
@@ -64,10 +64,10 @@ def test_every_record_is_written_with_event_time(victoria, influx_run):
     # metrics: the last row of each model/horizon
     last = {}
     for r in csv_dicts(out / "metrics.csv"):
-        last[(r["horizon"], r["model"], r["symbol"])] = r
+        last[(r["horizon"], r["model"], r["instrument"])] = r
     n = _series(exp, "metrics_n")
     for (h, m, s), r in last.items():
-        assert n[(("horizon", h), ("model", m), ("symbol", s))][int(r["time"]) // MS] == int(r["n"])
+        assert n[(("horizon", h), ("model", m), ("instrument", s))][int(r["ts_target"]) // MS] == int(r["n"])
     # bars and the configured features
     bars = _series(exp, "bar_price")
     assert sum(len(v) for v in bars.values()) == summary["bars"]
@@ -122,7 +122,7 @@ def test_outage_keeps_points_within_the_bound_and_counts_the_rest(victoria, ws_d
     assert s == {"written": 320, "dropped": 300, "failed": 0, "pending": 0}
     stored = _series(victoria.export(), "bar_price")
     times = sorted(t for pts in stored.values() for t in pts)
-    assert times == [b.end // MS for b in bars[:320]]  # the first 320: nothing within the bound lost
+    assert times == [b.ts_end // MS for b in bars[:320]]  # the first 320: nothing within the bound lost
 
 
 def test_the_token_is_never_logged(ws_dir, caplog, monkeypatch):

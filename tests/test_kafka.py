@@ -42,7 +42,7 @@ def test_replay_publishes_every_message_with_its_receive_time(kafka_bootstrap, w
     last_ts: dict[int, int] = {}
     for key, value, ts_ms, part in recs:
         d = json.loads(value)
-        recv, market = d.pop("recv_ts"), d.pop("market")
+        recv, market = d.pop("ts_recv"), d.pop("market")
         assert ts_ms == recv // 1_000_000  # the Kafka timestamp is the receive time too
         got[(recv, market, json.dumps(d, sort_keys=True))] += 1
         sym = d["stream"].split("@")[0].upper() if "stream" in d else None
@@ -114,15 +114,16 @@ def test_output_topic_carries_versioned_json_keyed_by_symbol(kafka_bootstrap, ka
     assert kinds["scored"] == kinds["metrics"] == counters["forecasts"]
     assert kinds["forecast"] >= kinds["scored"] + counters["forecasts_expired"]
     assert set(kinds) == {"forecast", "scored", "metrics"}
-    assert all(v["schema"] == 1 and v["symbol"] == k for k, v in recs)
-    scored = {(v["symbol"], v["model"], v["horizon"], v["forecast_time"]): v for _, v in recs if v["type"] == "scored"}
+    assert all(v["schema"] == 2 and v["instrument"] == k for k, v in recs)
+    scored = {(v["instrument"], v["model"], v["horizon"], v["ts_forecast"]): v
+              for _, v in recs if v["type"] == "scored"}
     for row in csv_dicts(out / "forecasts.csv"):
-        v = scored[(row["symbol"], row["model"], int(row["horizon"]), int(row["forecast_time"]))]
+        v = scored[(row["instrument"], row["model"], int(row["horizon"]), int(row["ts_forecast"]))]
         assert float(row["pred_return"]) == v["pred_return"] and float(row["realized_return"]) == v["realized_return"]
-    issued = {(v["symbol"], v["model"], v["horizon"], v["forecast_time"]): v
+    issued = {(v["instrument"], v["model"], v["horizon"], v["ts_forecast"]): v
               for _, v in recs if v["type"] == "forecast"}
     for k, v in scored.items():  # every scored forecast was issued earlier with the same prediction
-        assert issued[k]["pred_return"] == v["pred_return"] and issued[k]["target_time"] == v["target_time"]
+        assert issued[k]["pred_return"] == v["pred_return"] and issued[k]["ts_target"] == v["ts_target"]
 
 
 def test_malformed_records_go_to_the_dead_letter_topic(kafka_bootstrap, ws_dir, tmp_path):
@@ -132,13 +133,13 @@ def test_malformed_records_go_to_the_dead_letter_topic(kafka_bootstrap, ws_dir, 
     assert proc.returncode == 0, proc.stderr
     ts = recv_ns(good[-1]) + 1
     bad = {
-        b"{not json": "no recv_ts/market head",
-        b'{"recv_ts":%d,"market":"spot","stream":"btcusdt@trade","data":{"e":"trade"' % ts: "bad json",
-        b'{"recv_ts":%d,"market":"spot","stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT",'
+        b"{not json": "no ts_recv/market head",
+        b'{"ts_recv":%d,"market":"spot","stream":"btcusdt@trade","data":{"e":"trade"' % ts: "bad json",
+        b'{"ts_recv":%d,"market":"spot","stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT",'
         b'"b":"62000.5","B":"1","a":"62000.0","A":"1"}}' % ts: "crossed quote",
-        b'{"recv_ts":%d,"market":"spot","stream":"btcusdt@trade","data":{"e":"trade","E":1,'
+        b'{"ts_recv":%d,"market":"spot","stream":"btcusdt@trade","data":{"e":"trade","E":1,'
         b'"s":"BTCUSDT","t":1,"p":"-3","q":"1","T":1,"m":true}}' % ts: "invalid field",
-        b'{"recv_ts":%d,"market":"moon","stream":"btcusdt@trade","data":{}}' % ts: "unknown market",
+        b'{"ts_recv":%d,"market":"moon","stream":"btcusdt@trade","data":{}}' % ts: "unknown market",
     }
     p = Producer({"bootstrap.servers": kafka_bootstrap})
     for value in bad:
@@ -151,7 +152,7 @@ def test_malformed_records_go_to_the_dead_letter_topic(kafka_bootstrap, ws_dir, 
     by_raw = {v["raw"]: v for _, v in letters}
     for value, reason in bad.items():
         v = by_raw[value.decode()]
-        assert v["schema"] == 1 and v["type"] == "dead_letter" and reason in v["reason"], v
+        assert v["schema"] == 2 and v["type"] == "dead_letter" and reason in v["reason"], v
     counters = json.loads((out / "counters.json").read_text())
     assert counters["dead_letters"] == len(bad)
     assert counters["forecasts"] > 0  # the flow kept running around them

@@ -25,7 +25,7 @@ def rebuild_bars(events: list, iv: int) -> list[dict]:
     """Bars of [start, start + iv) on the receive clock, from the raw events."""
     groups: dict[int, list] = {}
     for e in events:
-        groups.setdefault(e.ts - e.ts % iv, []).append(e)
+        groups.setdefault(e.ts_recv - e.ts_recv % iv, []).append(e)
     first, last = min(groups), max(groups)  # the last interval is still open
     out = []
     quote = None
@@ -48,7 +48,7 @@ def rebuild_bars(events: list, iv: int) -> list[dict]:
         vol = sum(t.qty for t in trades)
         qv = sum(t.price * t.qty for t in trades)
         out.append({
-            "start": w, "end": w + iv,
+            "ts_start": w, "ts_end": w + iv,
             "open": px[0], "high": max(px), "low": min(px), "close": px[-1],
             "volume": vol, "quote_volume": qv, "vwap": qv / vol if trades else last_trade,
             "trades": len(trades),
@@ -68,16 +68,16 @@ def test_bars_rebuilt_from_the_raw_ticks(chain):
     iv = chain.settings.bars.interval_ms * 1_000_000
     want = rebuild_bars(chain.events, iv)
     got = chain.bars
-    assert [b.start for b in got] == [w["start"] for w in want]
+    assert [b.ts_start for b in got] == [w["ts_start"] for w in want]
     assert not any(b.reset for b in got)
-    exact = ("start", "end", "open", "high", "low", "close", "trades", "bid", "bid_qty", "ask", "ask_qty",
+    exact = ("ts_start", "ts_end", "open", "high", "low", "close", "trades", "bid", "bid_qty", "ask", "ask_qty",
              "price", "n_events")
     for b, w in zip(got, want, strict=True):
         for f, v in w.items():
             ok = getattr(b, f) == v if f in exact else close(getattr(b, f), v)
-            assert ok, (b.start, f, getattr(b, f), v)
+            assert ok, (b.ts_start, f, getattr(b, f), v)
     # empty intervals are carried forward: bars are contiguous
-    assert all(a.end == b.start for a, b in pairwise(got))
+    assert all(a.ts_end == b.ts_start for a, b in pairwise(got))
     assert sum(b.ofi != 0.0 for b in got) > len(got) // 2  # the OFI check above is not vacuous
 
 
@@ -87,8 +87,8 @@ def test_last_trade_bars(btc_spot_chain):
     _, out = drive(bars.step, bars.BarState(cfg), btc_spot_chain.events)
     got = [b for b in out if type(b) is Bar]
     want = rebuild_bars(btc_spot_chain.events, 5_000_000_000)
-    assert [(b.start, b.price, b.close, b.trades) for b in got] == \
-        [(w["start"], w["close"], w["close"], w["trades"]) for w in want]
+    assert [(b.ts_start, b.price, b.close, b.trades) for b in got] == \
+        [(w["ts_start"], w["close"], w["close"], w["trades"]) for w in want]
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_kline_bars(klines_1m):
     got = [b for b in out if type(b) is Bar]
     assert len(got) == len(klines_1m)  # README: no gaps in the 1m klines
     for b, k in zip(got, klines_1m, strict=True):
-        assert (b.start, b.end) == (k.open_time, k.close_time)
+        assert (b.ts_start, b.ts_end) == (k.ts_open, k.ts_close)
         assert (b.open, b.high, b.low, b.close, b.volume, b.price) == (k.open, k.high, k.low, k.close, k.volume,
                                                                        k.close)
 
@@ -112,19 +112,19 @@ def test_kline_gaps_are_carried_forward_or_reset(klines_1m):
     short = klines_1m[:100] + klines_1m[105:1000]  # 5 minutes missing
     _, out = drive(bars.step, bars.BarState(BarConfig()), short)
     got = [b for b in out if type(b) is Bar]
-    assert len(got) == 1000 and all(a.end == b.start for a, b in pairwise(got))
+    assert len(got) == 1000 and all(a.ts_end == b.ts_start for a, b in pairwise(got))
     filled = got[100:105]
     assert all(b.volume == 0.0 and b.price == klines_1m[99].close for b in filled)
     long = klines_1m[:100] + klines_1m[500:]  # 400 minutes > max_gap_bars = 300
     _, out = drive(bars.step, bars.BarState(BarConfig()), long)
     got = [b for b in out if type(b) is Bar]
     assert len(got) == len(long)
-    assert [b.reset for b in got].count(True) == 1 and got[100].reset and got[100].start == klines_1m[500].open_time
+    assert [b.reset for b in got].count(True) == 1 and got[100].reset and got[100].ts_start == klines_1m[500].ts_open
     assert Count("bar_gap_resets", 1) in out
     # a duplicated kline is dead-lettered, not double counted
     _, out = drive(bars.step, bars.BarState(BarConfig()), klines_1m[:10] + [klines_1m[9]])
     assert [type(o).__name__ for o in out][-1] == "ErrorRecord"
-    assert msgspec.json.decode(out[-1].raw)["open_time"] == klines_1m[9].open_time
+    assert msgspec.json.decode(out[-1].raw)["ts_open"] == klines_1m[9].ts_open
 
 
 def test_raw_features_from_bars(chain):
@@ -136,7 +136,7 @@ def test_raw_features_from_bars(chain):
     r1 = np.diff(lp) * 1e4
     for t, (b, row) in enumerate(zip(bars_, rows, strict=True)):
         x = row.x
-        assert row.time == b.end and row.price == b.price and row.interval == b.end - b.start
+        assert row.ts_end == b.ts_end and row.price == b.price and row.interval == b.ts_end - b.ts_start
         assert row.ready == (t + 1 >= cfg.warmup)
         for k in cfg.return_lags:
             assert close(x[f"ret_{k}"], (lp[t] - lp[t - k]) * 1e4 if t >= k else 0.0), (t, k)

@@ -110,7 +110,7 @@ def _load(ws_dir, name: str) -> Rec:
     items, quotes = book_stream(tuple(str(ws_dir / f) for f in files), market)
     items = list(items)
     chunks = per_item(items)
-    return Rec(name, market, items[0].key, items, list(quotes), flat(chunks), chunks)
+    return Rec(name, market, items[0].instrument, items, list(quotes), flat(chunks), chunks)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def _snapshot_of_reference(rec: Rec, j: int, ts: int) -> BookSnapshot:
     received at ``ts``."""
     st, _ = drive(step, fresh(), rec.items[: j + 1])
     assert st.status == SYNCED
-    return st.to_snapshot(rec.key, ts)
+    return st.to_snapshot(rec.instrument, ts)
 
 
 def _held(rec: Rec, diffs, last_update_id: int) -> int:
@@ -151,7 +151,7 @@ def _held(rec: Rec, diffs, last_update_id: int) -> int:
 def _quote_at(rec: Rec, j: int, ts: int) -> BookQuote:
     """The reference quote after ``items[j]``, as emitted at ``ts``."""
     (q,) = rec.per_item[j]
-    return msgspec.structs.replace(q, ts=ts)
+    return msgspec.structs.replace(q, ts_recv=ts)
 
 
 # --- the recordings ---------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_recordings_snapshots_where_documented(ws_dir):
                      "spot/ethusdt_20240808.gz": 6}
     snap = parse_snapshot(recv_ns(lines(ws_dir / "spot/btcusdt_20240808.gz")[7]),
                           payload(lines(ws_dir / "spot/btcusdt_20240808.gz")[7]), "BTCUSDT")
-    assert (snap.last_update_id, len(snap.bids), len(snap.asks), snap.exch_ts) == (50093239218, 1000, 1000, None)
+    assert (snap.last_update_id, len(snap.bids), len(snap.asks), snap.ts_event) == (50093239218, 1000, 1000, None)
     assert snap.bids[0] == Level(61837.63, 3.78826)
 
 
@@ -186,13 +186,13 @@ def test_real_stream_syncs_once_and_never_gaps(recs, name):
     expected = {"BookQuote": len(diffs) - si + 1}
     if si:  # diffs arrived before the snapshot: one request, and the older ones dropped
         expected.update({"SnapshotRequest": 1, "depth_before_snapshot": before})
-        assert rec.ref[0] == SnapshotRequest(rec.key, rec.items[0].ts, "no_snapshot")
+        assert rec.ref[0] == SnapshotRequest(rec.instrument, rec.items[0].ts_recv, "no_snapshot")
     assert t == expected
     st, _ = drive(step, fresh(), rec.items)
     assert st.status == SYNCED and st.last_id == diffs[-1].last_id and not st.buffer
     # one quote per applied diff (the first stamped with the snapshot's time), ids increasing
     quotes = [o for o in rec.ref if type(o) is BookQuote]
-    assert quotes[0].ts == snap.ts
+    assert quotes[0].ts_recv == snap.ts_recv
     assert [q.update_id for q in quotes[1:]] == [d.last_id for d in diffs[si:]]
     assert all(a.update_id < b.update_id for a, b in pairwise(quotes))
     for q in quotes:
@@ -228,10 +228,10 @@ def test_book_top_matches_bookticker_by_update_id(recs, name):
 @pytest.mark.parametrize("name", ["spot", "perp", "eth"])
 def test_book_top_vs_bookticker_by_receive_time(recs, name):
     rec = recs[name]
-    qts = [q.ts for q in rec.quotes]
+    qts = [q.ts_recv for q in rec.quotes]
     n = agree = 0
     for b in (o for o in rec.ref if type(o) is BookQuote):
-        i = bisect.bisect_right(qts, b.ts) - 1
+        i = bisect.bisect_right(qts, b.ts_recv) - 1
         if i < 0:
             continue
         q = rec.quotes[i]
@@ -307,7 +307,7 @@ def test_synthesized_snapshot_on_a_recording_without_one(ws_dir):
                 else:
                     side.pop(lv.price, None)
     last = items[n - 1]
-    snap = BookSnapshot(last.key, items[n + 4].ts, last.last_id,
+    snap = BookSnapshot(last.instrument, items[n + 4].ts_recv, last.last_id,
                         tuple(Level(p, q) for p, q in sorted(bids.items(), reverse=True)),
                         tuple(Level(p, q) for p, q in sorted(asks.items())))
     # the collector subscribed 10 diffs earlier and the snapshot came 5 diffs later
@@ -329,21 +329,21 @@ def test_one_dropped_diff_is_one_gap_then_a_new_snapshot_resyncs(rec):
     k = _diff_index(rec, 0.4)
     dropped, nxt = items[k], items[k + 1]
     j = k + 30  # the new snapshot holds the book after items[j] and arrives after items[j + 5]
-    snap = _snapshot_of_reference(rec, j, items[j + 5].ts)
+    snap = _snapshot_of_reference(rec, j, items[j + 5].ts_recv)
     broken = [*items[:k], *items[k + 1 : j + 6], snap, *items[j + 6 :]]
     st, out = drive(step, fresh(), broken)
 
     if rec.market == "spot":
-        gap = BookGap(rec.key, nxt.ts, "depth", dropped.first_id, nxt.first_id)
+        gap = BookGap(rec.instrument, nxt.ts_recv, "depth", dropped.first_id, nxt.first_id)
     else:
-        gap = BookGap(rec.key, nxt.ts, "depth", dropped.prev_last_id, nxt.prev_last_id)
+        gap = BookGap(rec.instrument, nxt.ts_recv, "depth", dropped.prev_last_id, nxt.prev_last_id)
     assert gap.expected != gap.got
     expected = (
         flat(rec.per_item[:k])
-        + [gap, Count("depth_gaps", 1), Count("book_resyncs", 1), SnapshotRequest(rec.key, nxt.ts, "gap")]
+        + [gap, Count("depth_gaps", 1), Count("book_resyncs", 1), SnapshotRequest(rec.instrument, nxt.ts_recv, "gap")]
         # the buffered diffs the snapshot holds are dropped, the rest applied: back in sync
         + [Count("depth_before_snapshot", 1)] * _held(rec, items[k + 1 : j + 6], snap.last_update_id)
-        + [_quote_at(rec, j + 5, snap.ts)]
+        + [_quote_at(rec, j + 5, snap.ts_recv)]
         + flat(rec.per_item[j + 6 :])
     )
     assert out == expected
@@ -364,11 +364,11 @@ def test_gap_while_waiting_is_kept_in_the_buffer_until_a_snapshot(rec):
     st, out = drive(step, fresh(), broken)
     assert st.status == WAITING and list(st.buffer) == items[k + 1 : k + 21]
     # the pre-gap book as a snapshot: the diff after it never arrived
-    stale = _snapshot_of_reference(rec, k - 1, items[k + 20].ts)
+    stale = _snapshot_of_reference(rec, k - 1, items[k + 20].ts_recv)
     st, out = step(st, stale)
     bound = stale.last_update_id + (1 if rec.market == "spot" else 0)
-    assert out == [BookGap(rec.key, stale.ts, "snapshot", bound, items[k + 1].first_id),
-                   Count("stale_snapshots", 1), SnapshotRequest(rec.key, stale.ts, "stale_snapshot")]
+    assert out == [BookGap(rec.instrument, stale.ts_recv, "snapshot", bound, items[k + 1].first_id),
+                   Count("stale_snapshots", 1), SnapshotRequest(rec.instrument, stale.ts_recv, "stale_snapshot")]
     assert st.status == WAITING and list(st.buffer) == items[k + 1 : k + 21]
 
 
@@ -382,14 +382,14 @@ def test_late_snapshot(rec, max_buffer):
     (si,) = [i for i, e in enumerate(items) if type(e) is BookSnapshot]
     snap = items[si]
     m = si + 30  # the snapshot now arrives after items[m]
-    late = msgspec.structs.replace(snap, ts=items[m].ts)
+    late = msgspec.structs.replace(snap, ts_recv=items[m].ts_recv)
     diffs_before = [*items[:si], *items[si + 1 : m + 1]]
     cfg = OrderBookConfig(max_buffer=max_buffer)
     st, out = drive(step, fresh(cfg), [*diffs_before, late])
-    assert out[0] == SnapshotRequest(rec.key, diffs_before[0].ts, "no_snapshot")
+    assert out[0] == SnapshotRequest(rec.instrument, diffs_before[0].ts_recv, "no_snapshot")
     n_old = _held(rec, diffs_before, snap.last_update_id)
     if max_buffer > len(diffs_before):
-        assert out[1:] == [Count("depth_before_snapshot", 1)] * n_old + [_quote_at(rec, m, late.ts)]
+        assert out[1:] == [Count("depth_before_snapshot", 1)] * n_old + [_quote_at(rec, m, late.ts_recv)]
         assert st.status == SYNCED
         _, tail = drive(step, st, items[m + 1 :])
         assert tail == flat(rec.per_item[m + 1 :])
@@ -397,15 +397,15 @@ def test_late_snapshot(rec, max_buffer):
     overflow = len(diffs_before) - max_buffer
     bound = snap.last_update_id + (1 if rec.market == "spot" else 0)
     assert out[1:] == [Count("depth_buffer_overflow", 1)] * overflow + [
-        BookGap(rec.key, late.ts, "snapshot", bound, diffs_before[overflow].first_id),
-        Count("stale_snapshots", 1), SnapshotRequest(rec.key, late.ts, "stale_snapshot")]
+        BookGap(rec.instrument, late.ts_recv, "snapshot", bound, diffs_before[overflow].first_id),
+        Count("stale_snapshots", 1), SnapshotRequest(rec.instrument, late.ts_recv, "stale_snapshot")]
     assert st.status == WAITING and list(st.buffer) == diffs_before[-max_buffer:]
-    newer = _snapshot_of_reference(rec, m - 2, items[m + 1].ts)
+    newer = _snapshot_of_reference(rec, m - 2, items[m + 1].ts_recv)
     st, out = drive(step, st, [items[m + 1], newer, *items[m + 2 :]])
     held = _held(rec, items[m - 3 : m + 2], newer.last_update_id)
     assert held == (2 if rec.market == "spot" else 1)
     assert out == ([Count("depth_buffer_overflow", 1)] + [Count("depth_before_snapshot", 1)] * held
-                   + [_quote_at(rec, m + 1, newer.ts)] + flat(rec.per_item[m + 2 :]))
+                   + [_quote_at(rec, m + 1, newer.ts_recv)] + flat(rec.per_item[m + 2 :]))
 
 
 def test_crossed_book_is_reported_and_resynced(rec):
@@ -416,7 +416,7 @@ def test_crossed_book_is_reported_and_resynced(rec):
     ref_st, _ = drive(step, fresh(), items[: k + 1])
     bad = msgspec.structs.replace(items[k], bids=(*items[k].bids, Level(ref_st.best_ask, 1.0)))
     j = k + 10
-    snap = _snapshot_of_reference(rec, j, items[j + 1].ts)
+    snap = _snapshot_of_reference(rec, j, items[j + 1].ts_recv)
     st, out = drive(step, fresh(), [*items[:k], bad, *items[k + 1 : j + 2], snap, *items[j + 2 :]])
     head = flat(rec.per_item[:k])
     assert out[: len(head)] == head
@@ -424,9 +424,9 @@ def test_crossed_book_is_reported_and_resynced(rec):
     assert type(err) is ErrorRecord and err.stage == "orderbook" and err.reason.startswith("crossed book")
     assert msgspec.json.decode(err.raw, type=DepthUpdate) == bad
     assert rest == ([Count("crossed_books", 1), Count("book_resyncs", 1),
-                     SnapshotRequest(rec.key, bad.ts, "crossed_book")]
+                     SnapshotRequest(rec.instrument, bad.ts_recv, "crossed_book")]
                     + [Count("depth_before_snapshot", 1)] * _held(rec, items[k + 1 : j + 2], snap.last_update_id)
-                    + [_quote_at(rec, j + 1, snap.ts)]
+                    + [_quote_at(rec, j + 1, snap.ts_recv)]
                     + flat(rec.per_item[j + 2 :]))
     assert st.status == SYNCED
 
@@ -434,7 +434,8 @@ def test_crossed_book_is_reported_and_resynced(rec):
 def test_buffer_overflow_drops_oldest_and_requests_once(rec):
     diffs = [e for e in rec.items if type(e) is DepthUpdate][:200]
     st, out = drive(step, fresh(OrderBookConfig(max_buffer=50)), diffs)
-    assert out == [SnapshotRequest(rec.key, diffs[0].ts, "no_snapshot")] + [Count("depth_buffer_overflow", 1)] * 150
+    assert out == ([SnapshotRequest(rec.instrument, diffs[0].ts_recv, "no_snapshot")]
+                   + [Count("depth_buffer_overflow", 1)] * 150)
     assert st.status == WAITING and list(st.buffer) == diffs[-50:]
 
 
@@ -445,7 +446,7 @@ def test_old_diffs_and_old_snapshots_are_ignored(rec):
     before = pickle.dumps(st)
     st, out = step(st, items[k - 3])  # a replayed diff
     assert out == [Count("depth_stale_updates", 1)]
-    old = _snapshot_of_reference(rec, k - 1, items[k].ts)
+    old = _snapshot_of_reference(rec, k - 1, items[k].ts_recv)
     st, out = step(st, old)
     assert out == [Count("book_snapshots_ignored", 1)]
     assert pickle.dumps(st) == before
@@ -457,9 +458,9 @@ def test_newer_snapshot_replaces_a_synced_book(rec):
     items = rec.items
     k = _diff_index(rec, 0.3)
     st, _ = drive(step, fresh(), items[:k])
-    newer = _snapshot_of_reference(rec, k + 3, items[k - 1].ts)
+    newer = _snapshot_of_reference(rec, k + 3, items[k - 1].ts_recv)
     st, out = step(st, newer)
-    assert st.status == LOADED and out == [_quote_at(rec, k + 3, newer.ts)]
+    assert st.status == LOADED and out == [_quote_at(rec, k + 3, newer.ts_recv)]
     st, out = drive(step, st, items[k:])
     held = _held(rec, items[k : k + 4], newer.last_update_id)
     assert held == (4 if rec.market == "spot" else 3)  # USD-M re-applies the diff ending at L
@@ -467,7 +468,7 @@ def test_newer_snapshot_replaces_a_synced_book(rec):
 
 
 def test_other_events_are_ignored(rec):
-    trade = Trade(rec.key, 1, 1, 1.0, 1.0, True, 1)
+    trade = Trade(rec.instrument, 1, 1, 1.0, 1.0, True, 1)
     mixed = []
     for it, q in zip(rec.items[:300], rec.quotes, strict=False):
         mixed += [q, it, trade]
@@ -485,7 +486,7 @@ def _broken(rec: Rec) -> list:
     items = rec.items
     k = _diff_index(rec, 0.4)
     j = k + 30
-    snap = _snapshot_of_reference(rec, j, items[j + 5].ts)
+    snap = _snapshot_of_reference(rec, j, items[j + 5].ts_recv)
     return [*items[:k], *items[k + 1 : j + 6], snap, *items[j + 6 :]]
 
 
@@ -547,7 +548,7 @@ def test_config_is_frozen_and_checked():
 def test_parse_snapshot_of_a_recorded_usdm_body(ws_dir):
     ln = lines(ws_dir / "usdm/btcusdt_20230404.dat.gz")[16]
     snap = parse_snapshot(recv_ns(ln), payload(ln), "BTCUSDT-PERP")
-    assert (snap.last_update_id, snap.exch_ts, len(snap.bids), len(snap.asks)) == (
+    assert (snap.last_update_id, snap.ts_event, len(snap.bids), len(snap.asks)) == (
         2710246765483, 1680652700590 * 10**6, 1000, 1000)
     bad = parse_snapshot(1, b'{"lastUpdateId":1,"bids":[["1","x"]],"asks":[]}', "X")
     assert type(bad) is ErrorRecord and bad.raw.startswith('{"lastUpdateId"')

@@ -165,8 +165,8 @@ def test_spot_book_ticker_has_no_exchange_time(ws_dir, rel):
     msgs = [(ts, pl, m) for ts, pl, m in messages(ws_dir / rel) if stream_kind(m) == "bookTicker"]
     assert msgs and all("E" not in m["data"] and "T" not in m["data"] for _, _, m in msgs)
     quotes = [parse_ws(ts, pl, "spot") for ts, pl, _ in msgs]
-    assert all(type(q) is Quote and q.exch_ts is None for q in quotes)
-    assert [q.ts for q in quotes] == [ts for ts, _, _ in msgs]  # only the receive clock
+    assert all(type(q) is Quote and q.ts_event is None for q in quotes)
+    assert [q.ts_recv for q in quotes] == [ts for ts, _, _ in msgs]  # only the receive clock
     assert [q.update_id for q in quotes] == [m["data"]["u"] for _, _, m in msgs]
     assert all(q.bid < q.ask for q in quotes)
 
@@ -175,10 +175,10 @@ def test_usdm_book_ticker_keeps_the_event_time(ws_dir):
     msgs = [(ts, pl, m) for ts, pl, m in messages(ws_dir / "usdm/btcusdt_20230404.dat.gz")
             if stream_kind(m) == "bookTicker"]
     quotes = [parse_ws(ts, pl, "usdm") for ts, pl, _ in msgs]
-    assert [q.exch_ts for q in quotes] == [m["data"]["E"] * MS for _, _, m in msgs]
-    assert all(q.key == "BTCUSDT-PERP" for q in quotes)
+    assert [q.ts_event for q in quotes] == [m["data"]["E"] * MS for _, _, m in msgs]
+    assert all(q.instrument == "BTCUSDT-PERP" for q in quotes)
     # µs receive stamps normalized to ns land within a second of exchange time
-    assert all(abs(q.ts - q.exch_ts) < 1_000 * MS for q in quotes)
+    assert all(abs(q.ts_recv - q.ts_event) < 1_000 * MS for q in quotes)
 
 
 @pytest.mark.parametrize("rel", ["spot/btcusdt_20240808.gz", "spot/ethusdt_20240809.gz",
@@ -281,8 +281,8 @@ def test_kline_messages_from_real_trades(ws_dir, rel, market):
     assert by_key == {key: want}
     # independent float check of one candle against the raw trades
     k = by_key[key][1]
-    inside = [d for d in trades if k.open_time <= d["T"] * MS < k.close_time]
-    assert k.close_time - k.open_time == 60_000 * MS
+    inside = [d for d in trades if k.ts_open <= d["T"] * MS < k.ts_close]
+    assert k.ts_close - k.ts_open == 60_000 * MS
     assert (k.open, k.close) == (float(inside[0]["p"]), float(inside[-1]["p"]))
     assert (k.high, k.low) == (max(float(d["p"]) for d in inside), min(float(d["p"]) for d in inside))
     assert k.trades == len(inside)
@@ -361,7 +361,7 @@ def test_trades_archives_of_two_days_merge_into_one_stream(tmp_path, ws_dir):
     assert errors == [] and counts["ticks"] == len(days[0]) + len(days[1])
     ids = [t.trade_id for t in trades]
     assert ids == list(range(ids[0], ids[0] + len(ids)))  # README: ids continue across the pair
-    assert all(a.ts <= b.ts for a, b in pairwise(trades))
+    assert all(a.ts_recv <= b.ts_recv for a, b in pairwise(trades))
 
 
 def test_futures_trades_archive_with_header(tmp_path, ws_dir):
@@ -416,7 +416,7 @@ def test_klines_archive(tmp_path, ws_dir, unit, header):
     assert by_key == {"BTCUSDT": [kline_from_dict("BTCUSDT", (k["T"] + 1) * MS, k) for k in klines]}
     # and agrees with the websocket kline of the same minute, except the receive time
     ws = parse_ws(1, kline_message(klines[3]).encode(), "spot")
-    assert msgspec.structs.replace(ws, ts=0) == msgspec.structs.replace(by_key["BTCUSDT"][3], ts=0)
+    assert msgspec.structs.replace(ws, ts_recv=0) == msgspec.structs.replace(by_key["BTCUSDT"][3], ts_recv=0)
 
 
 # --- Feather klines ---------------------------------------------------------------
@@ -431,9 +431,9 @@ def test_feather_klines_match_pandas(klines_dir):
     assert errors == [] and counts == {"ticks": len(df)}
     ks = by_key["BTCUSDT"]
     opens = [ts.value for ts in df["date"].dt.as_unit("ns")]
-    assert [k.open_time for k in ks] == opens
-    assert all(k.close_time == k.open_time + iv == k.ts for k in ks)
+    assert [k.ts_open for k in ks] == opens
+    assert all(k.ts_close == k.ts_open + iv == k.ts_recv for k in ks)
     for col in ("open", "high", "low", "close", "volume"):
         assert [getattr(k, col) for k in ks] == df[col].tolist(), col
-    assert all(k.closed and k.key == "BTCUSDT" for k in ks)
+    assert all(k.closed and k.instrument == "BTCUSDT" for k in ks)
     assert len(recs) == len(df)

@@ -28,8 +28,8 @@ from realdata import SCRATCH
 
 def _dedup_key(v: dict) -> tuple:
     if v["type"] == "metrics":
-        return (v["type"], v["symbol"], v["model"], v["horizon"], v["time"])
-    return (v["type"], v["symbol"], v["model"], v["horizon"], v["forecast_time"])
+        return (v["type"], v["instrument"], v["model"], v["horizon"], v["ts_target"])
+    return (v["type"], v["instrument"], v["model"], v["horizon"], v["ts_forecast"])
 
 
 def _counters(out: Path) -> dict:
@@ -103,12 +103,12 @@ def test_kill_minus_nine_three_times_loses_and_changes_nothing(kafka_bootstrap, 
     first_ever = {}
     for _, _, v in msgs:
         if v["type"] == "forecast":
-            first_ever[v["symbol"]] = min(first_ever.get(v["symbol"], v["forecast_time"]), v["forecast_time"])
+            first_ever[v["instrument"]] = min(first_ever.get(v["instrument"], v["ts_forecast"]), v["ts_forecast"])
     for run, start in enumerate(starts[1:], 1):
         firsts = {}
         for part, off, v in msgs:
             if v["type"] == "forecast" and off >= start.get(part, 0):
-                firsts[v["symbol"]] = min(firsts.get(v["symbol"], v["forecast_time"]), v["forecast_time"])
+                firsts[v["instrument"]] = min(firsts.get(v["instrument"], v["ts_forecast"]), v["ts_forecast"])
         resumed = [s for s in firsts if firsts[s] > first_ever[s]]
         assert resumed, f"restart {run} started cold: {firsts} vs {first_ever}; {seed_note}"
     # The file sinks resume at their snapshotted offsets: exactly once.

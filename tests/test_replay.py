@@ -171,7 +171,7 @@ def test_microsecond_and_nanosecond_stamps_are_normalized(ws_dir):
     by_key, errors, _ = parse_chunk(RawChunk("ws", "spot", "BTCUSDT", merged))
     trades = [e for e in by_key["BTCUSDT"] if hasattr(e, "trade_id")]
     assert not errors and len(trades) > 20_000
-    assert all(abs(t.ts - t.exch_ts) < 5 * 10**9 for t in trades)
+    assert all(abs(t.ts_recv - t.ts_event) < 5 * 10**9 for t in trades)
 
 
 def test_blank_lines_and_crlf_are_tolerated(tmp_path, btc_pair):

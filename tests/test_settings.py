@@ -75,8 +75,8 @@ def test_environment_drives_the_dataflow(monkeypatch, tmp_path, ws_dir):
     assert {r["model"] for r in rows} == {"naive", "linear"}
     assert {r["horizon"] for r in rows} == {"2", "5"}
     for r in rows:
-        assert int(r["target_time"]) - int(r["forecast_time"]) == int(r["horizon"]) * 500_000_000
-        assert int(r["forecast_time"]) % 500_000_000 == 0
+        assert int(r["ts_target"]) - int(r["ts_forecast"]) == int(r["horizon"]) * 500_000_000
+        assert int(r["ts_forecast"]) % 500_000_000 == 0
     # about 414 s of data in 0.5 s bars
     assert summary["bars"] > 2 * 400
 

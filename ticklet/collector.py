@@ -147,13 +147,14 @@ class Collector:
             if isinstance(rec, Count):
                 self._count(rec.name, rec.n)
             elif isinstance(rec, SnapshotRequest):
-                self._request_snapshot(rec.key)
+                self._request_snapshot(rec.instrument)
             else:
                 if isinstance(rec, SequenceGap):
-                    log.warning("gap on %s %s: expected id %d, got %d", rec.key, rec.stream, rec.expected, rec.got)
+                    log.warning("gap on %s %s: expected id %d, got %d", rec.instrument, rec.stream, rec.expected,
+                                rec.got)
                 elif isinstance(rec, ErrorRecord):
-                    log.warning("order book of %s: %s", rec.key, rec.reason)
-                key, value = kafka_record(rec.key, rec)
+                    log.warning("order book of %s: %s", rec.instrument, rec.reason)
+                key, value = kafka_record(rec.instrument, rec)
                 self._produce(self.cfg.book_topic, key, value)
 
     # -- messages -----------------------------------------------------------
@@ -180,7 +181,7 @@ class Collector:
             self._count("messages_invalid")
             log.warning("invalid message from the exchange: %s", ev.reason)
         elif self.cfg.events_topic and isinstance(ev, (Trade, Quote, DepthUpdate, Kline)):
-            k, v = kafka_record(ev.key, ev)
+            k, v = kafka_record(ev.instrument, ev)
             self._produce(self.cfg.events_topic, k, v, ts // 1_000_000)
         key = instrument_key(symbol, self.cfg.market)
         if kind in ("trade", "aggTrade"):

@@ -3,18 +3,32 @@
 Every record is an immutable :class:`msgspec.Struct`: cheap to build, picklable
 for Bytewax recovery, and encodable to JSON without hand-written code.
 
+Names
+-----
+One vocabulary on every record, file, topic and measurement:
+
+- ``instrument`` is ticklet's name of a traded instrument: the exchange
+  symbol for spot (``BTCUSDT``), with ``-PERP`` for USD-M perpetuals
+  (:func:`instrument_key`). ``symbol`` only ever means the exchange's bare
+  symbol (:class:`RawChunk`, file names, Binance requests).
+- Times are integer nanoseconds since the epoch, named ``ts_<what>``:
+  ``ts_recv`` (receive clock), ``ts_event`` (the exchange's own time),
+  ``ts_open``/``ts_close`` (a kline), ``ts_start``/``ts_end`` (a bar, and
+  the bar end a feature row is known at), ``ts_forecast``/``ts_target`` (a
+  forecast, and the target time a metrics row is up to).
+
 Clock
 -----
-``ts`` is always the **receive clock** in integer nanoseconds since the epoch:
-the moment the collector had the message in hand (the first field of a
-recording line, or the Kafka timestamp). It is the only clock every Binance
-message carries (spot ``bookTicker`` has no exchange time), it is monotonic in
-arrival order, and it is exactly "what had been received by t". Bars, windows,
-forecast times and target times all live on this clock. The exchange's own
-time, where the message has one, is kept in ``exch_ts`` for reference and is
-never used to order or window. Records built from exchange archives (CSV
-trades, klines) have no receive time; for those ``ts`` is the exchange time at
-which the record became known (trade time, kline close).
+``ts_recv`` is the **receive clock**: the moment the collector had the
+message in hand (the first field of a recording line, or the Kafka
+timestamp). It is the only clock every Binance message carries (spot
+``bookTicker`` has no exchange time), it is monotonic in arrival order, and it
+is exactly "what had been received by t". Bars, windows, forecast times and
+target times all live on this clock. The exchange's own time, where the
+message has one, is kept in ``ts_event`` for reference and is never used to
+order or window. Records built from exchange archives (CSV trades, klines)
+have no receive time; for those ``ts_recv`` is the exchange time at which the
+record became known (trade time, kline close).
 
 Examples
 --------
@@ -89,9 +103,9 @@ def instrument_key(symbol: str, market: str) -> str:
 class Trade(msgspec.Struct, frozen=True, gc=False):
     """One market trade."""
 
-    key: str
-    ts: int
-    exch_ts: int
+    instrument: str
+    ts_recv: int
+    ts_event: int
     price: float
     qty: float
     buyer_maker: bool  # True: the taker sold (hit the bid)
@@ -101,9 +115,9 @@ class Trade(msgspec.Struct, frozen=True, gc=False):
 class Quote(msgspec.Struct, frozen=True, gc=False):
     """A best bid/ask update (``bookTicker``)."""
 
-    key: str
-    ts: int
-    exch_ts: Optional[int]  # spot bookTicker carries no exchange time
+    instrument: str
+    ts_recv: int
+    ts_event: Optional[int]  # spot bookTicker carries no exchange time
     bid: float
     bid_qty: float
     ask: float
@@ -118,9 +132,9 @@ class DepthUpdate(msgspec.Struct, frozen=True, gc=False):
     A level with quantity 0 removes that price.
     """
 
-    key: str
-    ts: int
-    exch_ts: int
+    instrument: str
+    ts_recv: int
+    ts_event: int
     first_id: int
     last_id: int
     prev_last_id: int
@@ -132,17 +146,17 @@ class BookSnapshot(msgspec.Struct, frozen=True, gc=False):
     """A REST depth snapshot (spot ``/api/v3/depth``, USD-M ``/fapi/v1/depth``).
 
     ``last_update_id`` is Binance's ``lastUpdateId``: the book as of that
-    update id. ``ts`` is when the response was in hand; ``exch_ts`` is the
+    update id. ``ts_recv`` is when the response was in hand; ``ts_event`` is the
     response's ``E`` where it has one (USD-M), else None. Levels with quantity
     0 are ignored. Consumed by :mod:`operators.orderbook`.
     """
 
-    key: str
-    ts: int
+    instrument: str
+    ts_recv: int
     last_update_id: int
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
-    exch_ts: Optional[int] = None
+    ts_event: Optional[int] = None
 
 
 class BookQuote(msgspec.Struct, frozen=True, gc=False):
@@ -156,9 +170,9 @@ class BookQuote(msgspec.Struct, frozen=True, gc=False):
     ask_qty)`` is the top-of-book size-weighted price; ``spread = ask - bid``.
     """
 
-    key: str
-    ts: int
-    exch_ts: Optional[int]
+    instrument: str
+    ts_recv: int
+    ts_event: Optional[int]
     bid: float
     bid_qty: float
     ask: float
@@ -172,15 +186,15 @@ class BookQuote(msgspec.Struct, frozen=True, gc=False):
 
 
 class SnapshotRequest(msgspec.Struct, frozen=True, gc=False):
-    """The local book of ``key`` needs a (new) REST depth snapshot.
+    """The local book of ``instrument`` needs a (new) REST depth snapshot.
 
     ``reason``: ``"no_snapshot"`` (first diff of a book that has none),
     ``"gap"`` (a depth diff went missing), ``"stale_snapshot"`` (the last
     snapshot is older than the diffs at hand) or ``"crossed_book"``.
     """
 
-    key: str
-    ts: int
+    instrument: str
+    ts_recv: int
     reason: str
 
 
@@ -195,21 +209,20 @@ class BookGap(msgspec.Struct, frozen=True, gc=False):
     ``got`` is the diff's ``U``).
     """
 
-    key: str
-    ts: int
+    instrument: str
+    ts_recv: int
     kind: str
     expected: int
     got: int
 
 
 class Kline(msgspec.Struct, frozen=True, gc=False):
-    """One OHLCV candle. ``open_time`` and ``close_time`` in ns; the candle
-    covers ``[open_time, close_time)``."""
+    """One OHLCV candle; it covers ``[ts_open, ts_close)``."""
 
-    key: str
-    ts: int
-    open_time: int
-    close_time: int
+    instrument: str
+    ts_recv: int
+    ts_open: int
+    ts_close: int
     open: float
     high: float
     low: float
@@ -231,8 +244,8 @@ class ErrorRecord(msgspec.Struct, frozen=True, gc=False):
     stage: str
     reason: str
     raw: str
-    key: str = ""
-    ts: int = 0
+    instrument: str = ""
+    ts_recv: int = 0
 
 
 class RawChunk(msgspec.Struct, frozen=True, gc=False):
@@ -270,9 +283,9 @@ class Bar(msgspec.Struct, frozen=True, gc=False):
     long to carry forward: windows restart there.
     """
 
-    key: str
-    start: int
-    end: int
+    instrument: str
+    ts_start: int
+    ts_end: int
     open: float
     high: float
     low: float
@@ -295,15 +308,15 @@ class Bar(msgspec.Struct, frozen=True, gc=False):
 
 
 class FeatureRow(msgspec.Struct, frozen=True, gc=False):
-    """Features known at ``time`` (a bar's end), scaled online.
+    """Features known at ``ts_end`` (a bar's end), scaled online.
 
     ``ready`` is False during warm-up, while the windows are still filling.
     ``interval`` is the bar length in ns, so a horizon of ``h`` bars ends at
-    ``time + h * interval``.
+    ``ts_end + h * interval``.
     """
 
-    key: str
-    time: int
+    instrument: str
+    ts_end: int
     interval: int
     price: float
     x: dict[str, float]
@@ -312,17 +325,17 @@ class FeatureRow(msgspec.Struct, frozen=True, gc=False):
 
 
 class Forecast(msgspec.Struct, frozen=True, gc=False):
-    """A forecast as issued at ``forecast_time``, before its target is known.
+    """A forecast as issued at ``ts_forecast``, before its target is known.
 
-    ``price`` is the bar price at ``forecast_time``; ``pred_price`` is
+    ``price`` is the bar price at ``ts_forecast``; ``pred_price`` is
     ``price * exp(pred_return)``.
     """
 
-    symbol: str
+    instrument: str
     model: str
     horizon: int
-    forecast_time: int
-    target_time: int
+    ts_forecast: int
+    ts_target: int
     pred_return: float
     price: float
     pred_price: float
@@ -333,17 +346,17 @@ class Forecast(msgspec.Struct, frozen=True, gc=False):
 class ForecastRecord(msgspec.Struct, frozen=True, gc=False):
     """A forecast paired with its realized value.
 
-    Returns are log returns of the bar price from ``forecast_time`` to
-    ``target_time``; ``error = realized_return - pred_return``.
+    Returns are log returns of the bar price from ``ts_forecast`` to
+    ``ts_target``; ``error = realized_return - pred_return``.
     ``pred_lo``/``pred_hi`` bound the predictive interval of the return, for
     models that give one.
     """
 
-    symbol: str
+    instrument: str
     model: str
     horizon: int
-    forecast_time: int
-    target_time: int
+    ts_forecast: int
+    ts_target: int
     pred_return: float
     pred_price: float
     realized_return: float
@@ -354,17 +367,17 @@ class ForecastRecord(msgspec.Struct, frozen=True, gc=False):
 
 
 class MetricsRecord(msgspec.Struct, frozen=True, gc=False):
-    """Prequential metrics of one model at one horizon, as of ``time``.
+    """Prequential metrics of one model at one horizon, as of ``ts_target`` (that of the last forecast scored).
 
     ``skill = 1 - MSE_model / MSE_naive`` where the naive forecast is a zero
     return. ``hit_rate`` is over realized non-zero moves (``n_directional``)
     and is None for a model that never predicted a non-zero return.
     """
 
-    symbol: str
+    instrument: str
     model: str
     horizon: int
-    time: int
+    ts_target: int
     n: int
     mae: float
     rmse: float

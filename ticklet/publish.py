@@ -2,7 +2,7 @@
 
 Every recorded message goes to the ticks topic in ticklet's wire format
 (:mod:`sources.wire`): keyed by instrument, with the original receive time as
-both the Kafka timestamp (ms) and the ``recv_ts`` field (ns). Messages of all
+both the Kafka timestamp (ms) and the ``ts_recv`` field (ns). Messages of all
 files are merged in receive-time order. ``speed`` divides the gaps between
 messages (``None``: as fast as possible). The producer is idempotent with
 ``acks=all``; delivery failures are counted, logged and returned, never
@@ -44,7 +44,7 @@ def publish(paths: list[str], brokers: list[str], topic: str, *, speed: Optional
             on_produce: Optional[Callable[[str, int, float], None]] = None) -> dict[str, Any]:
     """Publish the recordings under ``paths``; return a summary.
 
-    ``on_produce(key, recv_ts, wall)`` is called after each message is handed
+    ``on_produce(key, ts_recv, wall)`` is called after each message is handed
     to the producer (``wall``: :func:`time.time`), e.g. to measure latency.
     """
     specs = group_streams(paths, market)
