@@ -59,7 +59,7 @@ def evaluate(name: str, models: tuple[str, ...]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_backtest([str(p) for p in paths], Path(tmp), base=s)
     out = {}
-    for sym, body in summary["symbols"].items():
+    for sym, body in summary["instruments"].items():
         for model, hs in body["models"].items():
             for h, m in hs.items():
                 ci = None

@@ -18,7 +18,7 @@ The pure parts, shared with ``ticklet backtest --json``:
 >>> entry = metrics_entry(m)
 >>> entry["hits"], round(entry["hit_rate_p_value"], 12) < 1e-12
 (236, True)
->>> syms = symbols_summary([m])
+>>> syms = instruments_summary([m])
 >>> print(format_summary({"ticks": 10, "bars": 2, "forecasts": 938, "dead_letters": 0}, syms,
 ...                      {"metrics": "out/metrics.csv"}))  # doctest: +NORMALIZE_WHITESPACE
 ticklet: 10 ticks, 2 bars, 938 forecasts scored, 0 dead letters
@@ -44,7 +44,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from ticklet.events import Count, MetricsRecord
 
-__all__ = ["ReportSink", "format_summary", "metrics_entry", "read_last_metrics", "symbols_summary"]
+__all__ = ["ReportSink", "format_summary", "instruments_summary", "metrics_entry", "read_last_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def metrics_entry(m: MetricsRecord) -> dict[str, Any]:
     }
 
 
-def symbols_summary(last: Iterable[MetricsRecord]) -> dict[str, Any]:
+def instruments_summary(last: Iterable[MetricsRecord]) -> dict[str, Any]:
     """``{instrument: {"models": {model: {horizon: entry}}}}``, sorted."""
     out: dict[str, Any] = {}
     for m in sorted(last, key=lambda r: (r.instrument, r.model, r.horizon)):
@@ -92,7 +92,7 @@ def _fmt(v: Optional[float], spec: str) -> str:
     return "-" if v is None or math.isnan(v) else format(v, spec)
 
 
-def format_summary(counters: dict[str, int], symbols: dict[str, Any], outputs: dict[str, str],
+def format_summary(counters: dict[str, int], instruments: dict[str, Any], outputs: dict[str, str],
                    wall_s: Optional[float] = None) -> str:
     """The end-of-run summary as text: totals, a table of the last metrics,
     and where the outputs are."""
@@ -102,7 +102,7 @@ def format_summary(counters: dict[str, int], symbols: dict[str, Any], outputs: d
     if wall_s is not None:
         head += f" in {wall_s:.1f} s"
     rows = [("instrument", "model", "h", "n", "hit rate", "p(hit>0.5)", "skill")]
-    for sym, s in symbols.items():
+    for sym, s in instruments.items():
         for model, hs in s["models"].items():
             for h, m in hs.items():
                 rows.append((sym, model, h, str(m["n"]), _fmt(m["hit_rate"], ".4f"),
@@ -165,7 +165,7 @@ class _ReportPartition(StatefulSinkPartition[Any, _State]):
         t = self._totals
         outputs = {k: f"{v} (nothing to write)" if k in _WRITTEN_IF and not t.get(_WRITTEN_IF[k]) else v
                    for k, v in self._outputs.items()}
-        text = format_summary(t, symbols_summary(self._last.values()), outputs, time.perf_counter() - self._t0)
+        text = format_summary(t, instruments_summary(self._last.values()), outputs, time.perf_counter() - self._t0)
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
 

@@ -42,8 +42,8 @@ def test_summary_fields_and_types(summary):
     assert _is(summary["ticks_per_s"], float)
     assert math.isclose(summary["ticks_per_s"], summary["ticks"] / summary["wall_s"], rel_tol=1e-3)
     s = Settings()
-    assert set(summary["symbols"]) == {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}
-    for sym, body in summary["symbols"].items():
+    assert set(summary["instruments"]) == {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}
+    for sym, body in summary["instruments"].items():
         assert set(body["models"]) == set(s.forecast.models), sym
         for _model, hs in body["models"].items():
             assert set(hs) == {str(h) for h in s.forecast.horizons}
@@ -62,7 +62,7 @@ def test_summary_counts_match_the_output_files(cli_run, summary):
     rows = csv_dicts(out / "forecasts.csv")
     assert summary["forecasts"] == len(rows) > 0
     per = Counter((r["instrument"], r["model"], r["horizon"]) for r in rows)
-    got = {(sym, model, h): m["n"] for sym, b in summary["symbols"].items()
+    got = {(sym, model, h): m["n"] for sym, b in summary["instruments"].items()
            for model, hs in b["models"].items() for h, m in hs.items()}
     assert got == dict(per)
     counters = json.loads((out / "counters.json").read_text())
@@ -109,7 +109,7 @@ def test_metrics_recomputed_from_forecasts(cli_run, summary):
             a["nd"] += 1
             a["hits"] += p * y > 0
     for (sym, model, h), a in acc.items():
-        m = summary["symbols"][sym]["models"][model][h]
+        m = summary["instruments"][sym]["models"][model][h]
         assert m["n"] == a["n"] and m["n_directional"] == a["nd"] and m["hits"] == a["hits"]
         assert math.isclose(m["mae"], a["ae"] / a["n"], rel_tol=1e-9)
         assert math.isclose(m["rmse"], math.sqrt(a["se"] / a["n"]), rel_tol=1e-9)
@@ -244,7 +244,7 @@ def test_short_input_reports_nothing_stale(ws_dir, full_run, tmp_path):
     with gzip.open(rec, "wb") as g:
         g.writelines(head)
     summary = run_backtest([str(rec.parent)], out)
-    assert summary["forecasts"] == 0 and summary["symbols"] == {}
+    assert summary["forecasts"] == 0 and summary["instruments"] == {}
     assert summary["ticks"] == 199  # 200 lines, the first is the REST depth snapshot
     assert not (out / "forecasts.csv").exists() and not (out / "metrics.csv").exists()
 

@@ -29,7 +29,7 @@ class Injected:
     reason: str  # regular expression the dead letter's reason must match
     stage: str
     raw: bytes | None  # the raw payload expected in the dead letter (None: checked separately)
-    ts: int
+    ts_recv: int
 
 
 def _compact(obj: dict) -> bytes:

@@ -35,7 +35,7 @@ def test_summaries_agree_except_timing(full_run, second_run):
     (s1, _), (s2, _) = full_run, second_run
     strip = lambda s: {k: v for k, v in s.items() if k not in ("wall_s", "ticks_per_s")}  # noqa: E731
     assert strip(s1) == strip(s2)
-    assert s1["forecasts"] > 0 and s1["symbols"]
+    assert s1["forecasts"] > 0 and s1["instruments"]
 
 
 def test_two_workers_give_the_same_records_per_instrument(full_run, ws_dir, tmp_path):
@@ -50,4 +50,4 @@ def test_two_workers_give_the_same_records_per_instrument(full_run, ws_dir, tmp_
         for sym in (b"BTCUSDT,", b"ETHUSDT,", b"BTCUSDT-PERP,"):
             assert [r for r in a if r.startswith(sym)] == [r for r in b if r.startswith(sym)]
     assert (out1 / "counters.json").read_bytes() == (tmp_path / "counters.json").read_bytes()
-    assert summary["symbols"] == full_run[0]["symbols"]
+    assert summary["instruments"] == full_run[0]["instruments"]

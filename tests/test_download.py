@@ -244,7 +244,7 @@ def test_trades_download_verifies_and_backtests(server, served, tmp_path, trades
     # trades archives carry no quotes: the backtest prices bars by the last trade by itself
     summary = run_backtest([str(out)], tmp_path / "bt")
     assert summary["ticks"] == len(src) and summary["errors"] == 0
-    assert summary["forecasts"] > 0 and set(summary["symbols"]) == {"BTCUSDT"}
+    assert summary["forecasts"] > 0 and set(summary["instruments"]) == {"BTCUSDT"}
 
 
 def test_klines_monthly_and_daily(server, tmp_path, klines_src):

@@ -53,7 +53,7 @@ def test_every_record_is_written_with_event_time(victoria, influx_run):
     real = _series(exp, "scored_realized_return")
     assert sum(len(v) for v in pred.values()) == len(rows) == summary["forecasts"] > 0
     for r in rows:
-        labels = (("horizon", r["horizon"]), ("model", r["model"]), ("instrument", r["instrument"]))
+        labels = (("horizon", r["horizon"]), ("instrument", r["instrument"]), ("model", r["model"]))  # sorted
         t = int(r["ts_target"]) // MS  # scored forecasts sit at their target time
         assert close(pred[labels][t], float(r["pred_return"]))
         assert close(real[labels][t], float(r["realized_return"]))
@@ -67,7 +67,7 @@ def test_every_record_is_written_with_event_time(victoria, influx_run):
         last[(r["horizon"], r["model"], r["instrument"])] = r
     n = _series(exp, "metrics_n")
     for (h, m, s), r in last.items():
-        assert n[(("horizon", h), ("model", m), ("instrument", s))][int(r["ts_target"]) // MS] == int(r["n"])
+        assert n[(("horizon", h), ("instrument", s), ("model", m))][int(r["ts_target"]) // MS] == int(r["n"])
     # bars and the configured features
     bars = _series(exp, "bar_price")
     assert sum(len(v) for v in bars.values()) == summary["bars"]

@@ -78,7 +78,7 @@ CFG = OrderBookConfig()
 class Rec:
     name: str
     market: str
-    key: str
+    instrument: str
     items: list  # DepthUpdate and BookSnapshot, in arrival order
     quotes: list  # bookTicker
     ref: list  # outputs of the default run

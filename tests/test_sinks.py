@@ -120,7 +120,7 @@ def test_resumed_partition_truncates_to_its_offset(btc_spot_chain, tmp_path, kin
     p.close()
     assert path.read_bytes() == ref.read_bytes()
     if kind == "csv":
-        assert path.read_bytes().count(b"symbol,model,horizon") == 1  # no second header
+        assert path.read_bytes().count(b"instrument,model,horizon") == 1  # no second header
 
 
 def test_resumed_counter_partition_continues_its_totals(tmp_path):

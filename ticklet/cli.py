@@ -27,7 +27,7 @@ __all__ = ["main", "run_backtest", "summarize"]
 
 def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
     """Build the backtest summary from a finished run's output files."""
-    from sinks.report import read_last_metrics, symbols_summary
+    from sinks.report import instruments_summary, read_last_metrics
 
     cpath = out_dir / "counters.json"
     counters = json.loads(cpath.read_text()) if cpath.exists() else {}
@@ -40,7 +40,7 @@ def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
         "wall_s": round(wall_s, 4),
         "ticks_per_s": round(ticks / wall_s, 1) if wall_s > 0 else None,
         "counters": counters,
-        "symbols": symbols_summary(read_last_metrics(out_dir / "metrics.csv")),
+        "instruments": instruments_summary(read_last_metrics(out_dir / "metrics.csv")),
     }
 
 
