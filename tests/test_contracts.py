@@ -1,7 +1,8 @@
 """Contract tests in the spirit of River's ``river/checks``, for every operator
 and every registered learner, fed with real data from the recordings.
 
-Operators (bars, features, forecast join, metrics, order book) and learners must:
+Operators (discovered: every module of operators/ with a ``step``) and learners
+(every entry of ``models.registry.MODELS``) must:
 survive a pickle (and deep-copy, as Bytewax snapshots do) of their state
 mid-stream with identical outputs afterwards; not mutate their inputs or
 their earlier outputs; give identical outputs on two fresh runs; be prefix
@@ -11,8 +12,10 @@ invariant.
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 import pickle
+import pkgutil
 from itertools import pairwise
 
 import pytest
@@ -21,7 +24,22 @@ from realdata import drive, operator_case
 from models.base import OnlineModel
 from models.registry import MODELS, LearnerConfig, build
 
-OPERATORS = ["bars", "features", "forecast", "metrics", "orderbook", "sequence"]
+
+def _discover_operators() -> list[str]:
+    """Every module of ``operators/`` that defines a pure ``step``: a new
+    operator is under these contracts as soon as it exists (and fails them
+    until ``realdata.operator_case`` feeds it real data)."""
+    import operators
+
+    names = (m.name for m in pkgutil.iter_modules(operators.__path__))
+    return sorted(n for n in names if callable(getattr(importlib.import_module(f"operators.{n}"), "step", None)))
+
+
+OPERATORS = _discover_operators()
+
+
+def test_every_operator_is_discovered():
+    assert {"bars", "features", "forecast", "metrics", "orderbook", "sequence"} <= set(OPERATORS)
 
 
 def _clone(obj):
