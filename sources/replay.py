@@ -24,8 +24,10 @@ __all__ = ["ReplaySource"]
 
 
 class _ReplayPartition(StatefulSourcePartition[RawChunk, tuple[int, int]]):
-    def __init__(self, spec: StreamSpec, resume: Optional[tuple[int, int]], batch_size: int):
+    def __init__(self, spec: StreamSpec, resume: Optional[tuple[int, int] | int], batch_size: int):
         self._spec = spec
+        if isinstance(resume, int):  # a snapshot of an earlier version: records only
+            resume = (resume, 0)
         self._pos, self._reported = resume or (0, 0)
         self._batch = batch_size
         self._progress = ReadProgress()

@@ -140,6 +140,9 @@ def test_replay_partition_resumes_from_its_snapshot(btc_pair, resume):
     rest, rest_bytes, _ = _drain(src.build_part("read_ticks", part_name, mid))
     assert rest == full[mid[0]:]
     assert all(n >= 0 for n in rest_bytes) and mid[1] + sum(rest_bytes) == size
+    # a snapshot of the earlier format (records emitted only) still resumes
+    old, _, _ = _drain(src.build_part("read_ticks", part_name, mid[0]))
+    assert old == full[mid[0]:]
 
 
 def test_one_partition_per_format_market_and_symbol(ws_dir):
