@@ -1,5 +1,5 @@
-"""The run report on stderr: a progress bar while the dataflow runs, a short
-summary when it ends.
+"""The run report on stderr: a progress bar while the dataflow runs, the
+summary (:mod:`sinks.summary`) when it ends.
 
 :class:`ReportSink` is a single-partition sink fed with the pipeline's
 :class:`~ticklet.events.Count` increments and its
@@ -10,69 +10,24 @@ the run ends it prints the totals, the last metrics per instrument, model and
 horizon, and where every output went. Its recovery state is the totals and
 the last metrics (bounded by instruments x models x horizons), so a resumed
 run reports the whole run.
-
-The pure parts, shared with ``ticklet backtest --json``:
-
->>> from ticklet.events import MetricsRecord
->>> m = MetricsRecord("BTCUSDT", "logistic", 1, 0, 938, 5e-5, 9.6e-5, 0.028, 0.73, 323, 236)
->>> entry = metrics_entry(m)
->>> entry["hits"], round(entry["hit_rate_p_value"], 12) < 1e-12
-(236, True)
->>> syms = instruments_summary([m])
->>> print(format_summary({"ticks": 10, "bars": 2, "forecasts": 938, "dead_letters": 0}, syms,
-...                      {"metrics": "out/metrics.csv"}))  # doctest: +NORMALIZE_WHITESPACE
-ticklet: 10 ticks, 2 bars, 938 forecasts scored, 0 dead letters
-instrument  model     h    n  hit rate  p(hit>0.5)   skill
-BTCUSDT     logistic  1  938    0.7300     2.5e-17  0.0280
-outputs:
-  metrics  out/metrics.csv
 """
 
 from __future__ import annotations
 
 import csv
-import logging
-import math
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
 
-import msgspec
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from sinks.summary import format_summary, instruments_summary, metrics_from_row
 from ticklet.events import Count, MetricsRecord
 
-__all__ = ["ReportSink", "format_summary", "instruments_summary", "metrics_entry", "read_last_metrics"]
-
-log = logging.getLogger(__name__)
+__all__ = ["ReportSink", "read_last_metrics"]
 
 _Key = tuple[str, str, int]
-
-
-def metrics_entry(m: MetricsRecord) -> dict[str, Any]:
-    """One model's last metrics at one horizon, as reported (the one-sided
-    binomial p-value of the hit rate against a coin included)."""
-    p = None
-    if m.hit_rate is not None and m.n_directional:
-        from scipy.stats import binomtest  # loaded once, at the end of a run
-
-        p = float(binomtest(m.hits, m.n_directional, 0.5, alternative="greater").pvalue)
-    return {
-        "n": m.n, "mae": m.mae, "rmse": m.rmse, "skill": m.skill, "hit_rate": m.hit_rate,
-        "n_directional": m.n_directional, "hits": m.hits, "hit_rate_p_value": p,
-        "coverage": m.coverage, "n_interval": m.n_interval,
-    }
-
-
-def instruments_summary(last: Iterable[MetricsRecord]) -> dict[str, Any]:
-    """``{instrument: {"models": {model: {horizon: entry}}}}``, sorted."""
-    out: dict[str, Any] = {}
-    for m in sorted(last, key=lambda r: (r.instrument, r.model, r.horizon)):
-        models = out.setdefault(m.instrument, {"models": {}})["models"]
-        models.setdefault(m.model, {})[str(m.horizon)] = metrics_entry(m)
-    return out
 
 
 def read_last_metrics(path: Path) -> list[MetricsRecord]:
@@ -84,42 +39,7 @@ def read_last_metrics(path: Path) -> list[MetricsRecord]:
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 last[(row["instrument"], row["model"], int(row["horizon"]))] = row
-    return [msgspec.convert({k: (v if v != "" else None) for k, v in row.items()}, MetricsRecord, strict=False)
-            for row in last.values()]
-
-
-def _fmt(v: Optional[float], spec: str) -> str:
-    return "-" if v is None or math.isnan(v) else format(v, spec)
-
-
-def format_summary(counters: dict[str, int], instruments: dict[str, Any], outputs: dict[str, str],
-                   wall_s: Optional[float] = None) -> str:
-    """The end-of-run summary as text: totals, a table of the last metrics,
-    and where the outputs are."""
-    c = counters
-    head = (f"ticklet: {c.get('ticks', 0):,} ticks, {c.get('bars', 0):,} bars, "
-            f"{c.get('forecasts', 0):,} forecasts scored, {c.get('dead_letters', 0):,} dead letters")
-    if wall_s is not None:
-        head += f" in {wall_s:.1f} s"
-    rows = [("instrument", "model", "h", "n", "hit rate", "p(hit>0.5)", "skill")]
-    for sym, s in instruments.items():
-        for model, hs in s["models"].items():
-            for h, m in hs.items():
-                rows.append((sym, model, h, str(m["n"]), _fmt(m["hit_rate"], ".4f"),
-                             _fmt(m["hit_rate_p_value"], ".1e"), _fmt(m["skill"], ".4f")))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [head]
-    if len(rows) > 1:
-        for r in rows:
-            cells = (v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
-            lines.append("  ".join(cells).rstrip())
-    else:
-        lines.append("no forecast was scored (too few bars for the horizons?)")
-    if outputs:
-        lines.append("outputs:")
-        w = max(len(k) for k in outputs)
-        lines.extend(f"  {k.ljust(w)}  {v}" for k, v in outputs.items())
-    return "\n".join(lines)
+    return [metrics_from_row(row) for row in last.values()]
 
 
 _State = tuple[dict[str, int], dict[_Key, MetricsRecord]]

@@ -27,7 +27,8 @@ __all__ = ["main", "run_backtest", "summarize"]
 
 def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
     """Build the backtest summary from a finished run's output files."""
-    from sinks.report import instruments_summary, read_last_metrics
+    from sinks.report import read_last_metrics
+    from sinks.summary import instruments_summary
 
     cpath = out_dir / "counters.json"
     counters = json.loads(cpath.read_text()) if cpath.exists() else {}

@@ -1,0 +1,97 @@
+"""The end-of-run summary, as data and as text (pure: no I/O).
+
+Used by the run report on stderr (:mod:`sinks.report`) and by
+``ticklet backtest --json``.
+
+>>> from ticklet.events import MetricsRecord
+>>> m = MetricsRecord("BTCUSDT", "logistic", 1, 0, 938, 5e-5, 9.6e-5, 0.028, 0.73, 323, 236)
+>>> entry = metrics_entry(m)
+>>> entry["hits"], round(entry["hit_rate_p_value"], 12) < 1e-12
+(236, True)
+>>> print(format_summary({"ticks": 10, "bars": 2, "forecasts": 938, "dead_letters": 0},
+...                      instruments_summary([m]), {"metrics": "out/metrics.csv"}))
+ticklet: 10 ticks, 2 bars, 938 forecasts scored, 0 dead letters
+instrument  model     h    n  hit rate  p(hit>0.5)   skill
+BTCUSDT     logistic  1  938    0.7300     2.5e-17  0.0280
+outputs:
+  metrics  out/metrics.csv
+>>> metrics_from_row({"instrument": "X", "model": "naive", "horizon": "1", "ts_target": "5", "n": "1",
+...                   "mae": "0.1", "rmse": "0.1", "skill": "0.0", "hit_rate": "", "n_directional": "0",
+...                   "hits": "0", "coverage": "", "n_interval": "0"}).hit_rate is None
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Optional
+
+import msgspec
+
+from ticklet.events import MetricsRecord
+
+__all__ = ["format_summary", "instruments_summary", "metrics_entry", "metrics_from_row"]
+
+
+def metrics_entry(m: MetricsRecord) -> dict[str, Any]:
+    """One model's last metrics at one horizon, as reported (the one-sided
+    binomial p-value of the hit rate against a coin included)."""
+    p = None
+    if m.hit_rate is not None and m.n_directional:
+        from scipy.stats import binomtest  # loaded once, at the end of a run
+
+        p = float(binomtest(m.hits, m.n_directional, 0.5, alternative="greater").pvalue)
+    return {
+        "n": m.n, "mae": m.mae, "rmse": m.rmse, "skill": m.skill, "hit_rate": m.hit_rate,
+        "n_directional": m.n_directional, "hits": m.hits, "hit_rate_p_value": p,
+        "coverage": m.coverage, "n_interval": m.n_interval,
+    }
+
+
+def instruments_summary(last: Iterable[MetricsRecord]) -> dict[str, Any]:
+    """``{instrument: {"models": {model: {horizon: entry}}}}``, sorted."""
+    out: dict[str, Any] = {}
+    for m in sorted(last, key=lambda r: (r.instrument, r.model, r.horizon)):
+        models = out.setdefault(m.instrument, {"models": {}})["models"]
+        models.setdefault(m.model, {})[str(m.horizon)] = metrics_entry(m)
+    return out
+
+
+def _fmt(v: Optional[float], spec: str) -> str:
+    return "-" if v is None or math.isnan(v) else format(v, spec)
+
+
+def format_summary(counters: dict[str, int], instruments: dict[str, Any], outputs: dict[str, str],
+                   wall_s: Optional[float] = None) -> str:
+    """The end-of-run summary as text: totals, a table of the last metrics,
+    and where the outputs are."""
+    c = counters
+    head = (f"ticklet: {c.get('ticks', 0):,} ticks, {c.get('bars', 0):,} bars, "
+            f"{c.get('forecasts', 0):,} forecasts scored, {c.get('dead_letters', 0):,} dead letters")
+    if wall_s is not None:
+        head += f" in {wall_s:.1f} s"
+    rows = [("instrument", "model", "h", "n", "hit rate", "p(hit>0.5)", "skill")]
+    for sym, s in instruments.items():
+        for model, hs in s["models"].items():
+            for h, m in hs.items():
+                rows.append((sym, model, h, str(m["n"]), _fmt(m["hit_rate"], ".4f"),
+                             _fmt(m["hit_rate_p_value"], ".1e"), _fmt(m["skill"], ".4f")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [head]
+    if len(rows) > 1:
+        for r in rows:
+            cells = (v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
+            lines.append("  ".join(cells).rstrip())
+    else:
+        lines.append("no forecast was scored (too few bars for the horizons?)")
+    if outputs:
+        lines.append("outputs:")
+        w = max(len(k) for k in outputs)
+        lines.extend(f"  {k.ljust(w)}  {v}" for k, v in outputs.items())
+    return "\n".join(lines)
+
+
+def metrics_from_row(row: dict[str, str]) -> MetricsRecord:
+    """A metrics CSV row (strings; empty cells are None) as its record."""
+    return msgspec.convert({k: (v if v != "" else None) for k, v in row.items()}, MetricsRecord, strict=False)
