@@ -364,6 +364,7 @@ class Collector:
             await asyncio.gather(*conns, house, *self._tasks, return_exceptions=True)
             await self._http.aclose()
             left = self._producer.flush(30.0)
+            self._producer = None  # freed: its connections close now, not when the collector is collected
             if left:
                 self._count("kafka_undelivered", left)
                 log.error("%d message(s) not delivered to Kafka", left)
