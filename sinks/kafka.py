@@ -60,18 +60,14 @@ def produce(producer: Producer, topic: str, value: bytes, key: bytes, *,
 
     Examples
     --------
-    >>> class OnceFull:  # a producer whose queue is full at the first call
-    ...     calls = []
-    ...     def produce(self, topic, value, key, timestamp=0, on_delivery=None):
-    ...         self.calls.append(("produce", topic, timestamp))
-    ...         if len(self.calls) == 1:
-    ...             raise BufferError("Local: Queue full")
-    ...     def poll(self, timeout):
-    ...         self.calls.append(("poll", timeout))
-    >>> p = OnceFull()
-    >>> produce(p, "ticks", b"v", b"k", on_delivery=print, timestamp=5)
-    >>> p.calls
-    [('produce', 'ticks', 5), ('poll', 0.05), ('produce', 'ticks', 5)]
+    >>> from confluent_kafka import Producer
+    >>> p = Producer({"bootstrap.servers": "127.0.0.1:9", "log_level": 0,  # no broker there
+    ...               "queue.buffering.max.messages": 1, "message.timeout.ms": 100})
+    >>> failed = []
+    >>> for v in (b"1", b"2"):  # the second waits until the first times out and leaves the queue
+    ...     produce(p, "ticks", v, b"k", on_delivery=lambda err, msg: failed.append(err is not None))
+    >>> p.flush(10), failed
+    (0, [True, True])
     """
     while True:
         try:
