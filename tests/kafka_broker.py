@@ -26,7 +26,8 @@ class BrokerStartError(RuntimeError):
 
 
 @contextlib.contextmanager
-def kafka_broker(run_dir: Optional[Path] = None, start_timeout_s: float = 600.0) -> Iterator[str]:
+def kafka_broker(run_dir: Optional[Path] = None, start_timeout_s: float = 600.0,
+                 given: Optional[str] = None) -> Iterator[str]:
     """Yield the bootstrap address of a running broker.
 
     ``$KAFKA_BOOTSTRAP_SERVERS`` when it is set (nothing is started), else a
@@ -40,6 +41,9 @@ def kafka_broker(run_dir: Optional[Path] = None, start_timeout_s: float = 600.0)
         temporary directory, removed on exit, when None.
     start_timeout_s
         Longest wait for the broker to start.
+    given
+        The address of a broker already running (default
+        ``$KAFKA_BOOTSTRAP_SERVERS``): yielded as it is, nothing is started.
 
     Raises
     ------
@@ -48,13 +52,11 @@ def kafka_broker(run_dir: Optional[Path] = None, start_timeout_s: float = 600.0)
 
     Examples
     --------
-    >>> from unittest import mock
-    >>> with mock.patch.dict(os.environ, {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092"}):
-    ...     with kafka_broker() as bootstrap:
-    ...         print(bootstrap)
+    >>> with kafka_broker(given="127.0.0.1:19092") as bootstrap:  # a broker already running: nothing started
+    ...     print(bootstrap)
     127.0.0.1:19092
     """
-    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    given = given or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if given:
         yield given
         return
