@@ -228,6 +228,34 @@ def minute_klines(trades: list[dict]) -> list[dict]:
     return out
 
 
+def signals_of(chain: Chain, size: float = 0.5) -> list:
+    """A plain rule on the chain's issued forecasts, for the execution tests:
+    hold ``size`` of equity in the direction of the forecast, flat on a zero."""
+    from ticklet.events import Forecast, Signal
+
+    out = []
+    for f in chain.join_out:
+        if type(f) is Forecast:
+            side = (f.pred_return > 0) - (f.pred_return < 0)
+            out.append(Signal(f.instrument, f.model, f.horizon, f.ts_forecast, side, None, f.pred_return, side * size))
+    return out
+
+
+def pnl_inputs(chain: Chain) -> list:
+    """The chain's signals and the fill quotes of its events, interleaved both
+    ways: on even bars the quote comes first, on odd bars the decisions."""
+    from operators import fills
+
+    _, quotes = drive(fills.step, fills.FillState(fills.FillConfig(), chain.settings.bars.interval_ms), chain.events)
+    iv = chain.settings.bars.interval_ms * 1_000_000
+
+    def order(x) -> tuple:
+        first = 0 if (x.ts_forecast // iv) % 2 == 0 else 1
+        return (x.ts_forecast, first if type(x).__name__ == "FillQuote" else 1 - first)
+
+    return sorted(signals_of(chain) + quotes, key=order)
+
+
 def operator_case(name: str, chain) -> tuple:
     """(step, fresh state factory, real inputs, outputs of the reference run)
     of one pure operator over a :class:`Chain`."""
@@ -240,6 +268,19 @@ def operator_case(name: str, chain) -> tuple:
                  for i, e in enumerate(trades) if i % 500 != 499]
         _, ref = drive(sequence.step, sequence.SequenceState(), items)
         return sequence.step, sequence.SequenceState, items, ref
+    if name == "fills":  # the fill quote of every bar end, from the same events as the bars
+        from operators import fills
+
+        fcfg, iv = fills.FillConfig(), chain.settings.bars.interval_ms
+        _, ref = drive(fills.step, fills.FillState(fcfg, iv), chain.events)
+        return fills.step, lambda: fills.FillState(fcfg, iv), chain.events, ref
+    if name == "pnl":
+        from operators import pnl
+
+        items = pnl_inputs(chain)
+        pcfg, iv = pnl.ExecutionConfig(), chain.settings.bars.interval_ms
+        _, ref = drive(pnl.step, pnl.PnlState(pcfg, iv), items)
+        return pnl.step, lambda: pnl.PnlState(pcfg, iv), items, ref
     if name == "orderbook":  # the depth diffs and REST snapshot of the same recordings
         items, ref = book_case(chain.paths, "usdm" if chain.instrument.endswith("-PERP") else "spot")
         cfg = orderbook.OrderBookConfig()

@@ -64,6 +64,11 @@ __all__ = [
     "MetricsRecord",
     "Quote",
     "RawChunk",
+    "EconomicsRecord",
+    "EquityPoint",
+    "Fill",
+    "FillQuote",
+    "Signal",
     "SnapshotRequest",
     "Trade",
     "instrument_key",
@@ -394,3 +399,97 @@ class Count(msgspec.Struct, frozen=True, gc=False):
 
     name: str
     n: int
+
+
+class Signal(msgspec.Struct, frozen=True, gc=False):
+    """A decision taken at ``ts_forecast`` (a bar's end) from one model's
+    forecast: the position to hold, as a signed fraction of the book's equity
+    (``side`` is +1 LONG, -1 SHORT, 0 NEUTRAL)."""
+
+    instrument: str
+    model: str
+    horizon: int
+    ts_forecast: int
+    side: int
+    p_up: Optional[float]
+    expected_return: float
+    target_position: float
+
+
+class FillQuote(msgspec.Struct, frozen=True, gc=False):
+    """The first best bid/ask received at or after the decision time
+    ``ts_forecast`` plus the order latency: the quote a market order sent at
+    the decision is filled against (received at ``ts_recv``)."""
+
+    instrument: str
+    ts_forecast: int
+    ts_recv: int
+    bid: float
+    bid_qty: float
+    ask: float
+    ask_qty: float
+
+
+class Fill(msgspec.Struct, frozen=True, gc=False):
+    """A market order of one book filled at ``ts_recv``: ``qty`` units of the
+    instrument (signed: + bought, - sold) at ``price``, the opposite best quote
+    moved by the slippage. ``spread_cost`` (against the mid), ``slippage_cost``
+    and ``fee`` are in quote currency; ``position`` and ``cash`` are the
+    book's after the fill."""
+
+    instrument: str
+    model: str
+    horizon: int
+    ts_forecast: int
+    ts_recv: int
+    qty: float
+    price: float
+    mid: float
+    spread_cost: float
+    slippage_cost: float
+    fee: float
+    position: float
+    cash: float
+
+
+class EquityPoint(msgspec.Struct, frozen=True, gc=False):
+    """A book marked to the mid at one decision (``ts_recv``: the fill quote's
+    time): its position in units, equity (net of every cost), the equity it
+    would have had trading at the mid without fees (``gross_equity``), and the
+    costs paid so far."""
+
+    instrument: str
+    model: str
+    horizon: int
+    ts_recv: int
+    position: float
+    mid: float
+    equity: float
+    gross_equity: float
+    costs: float
+
+
+class EconomicsRecord(msgspec.Struct, frozen=True, gc=False):
+    """Running economics of one book (see :mod:`operators.pnl` for every
+    formula), as of ``ts_recv``."""
+
+    instrument: str
+    model: str
+    horizon: int
+    ts_recv: int
+    n_bars: int
+    net_return: float
+    gross_return: float
+    costs: float
+    sharpe: Optional[float]
+    sortino: Optional[float]
+    max_drawdown: float
+    calmar: Optional[float]
+    trades: int
+    win_rate: Optional[float]
+    profit_factor: Optional[float]
+    turnover: float
+    exposure: float
+    avg_holding_s: Optional[float]
+    fills: int
+    break_even_bps: Optional[float]

@@ -1,0 +1,263 @@
+"""Execution and accounting: decisions filled against real quotes, after costs.
+
+Per instrument, each (model, horizon) keeps its own **book** (cash, a
+position in units of the instrument). A :class:`~ticklet.events.Signal`
+taken at ``ts_forecast`` is executed against the
+:class:`~ticklet.events.FillQuote` of the same ``ts_forecast``
+(:mod:`operators.fills`: the first best bid/ask received at or after the
+decision plus the order latency). The two are joined on ``ts_forecast``
+whatever order they arrive in: whichever comes first waits in the state.
+
+**Fill.** The book trades from its position to ``target_position x equity /
+mid`` units with one market order: a buy pays the ask, a sell gets the bid,
+each moved by ``slippage_bps`` against the book, plus a taker fee of
+``fee_bps`` of the traded value. The costs are split into ``spread_cost``
+(the touch against the mid), ``slippage_cost`` and ``fee``.
+
+**Marking.** At every decision the book is marked to the mid of the fill
+quote: ``equity = cash + position x mid``. ``gross_equity`` is what the book
+would have had trading at the mid without fees; by construction
+``equity = gross_equity - costs`` (the accounting identity, tested on the
+recordings).
+
+**Economics** (an :class:`~ticklet.events.EconomicsRecord` per decision),
+with ``r_t = equity_t / equity_{t-1} - 1`` the net return of one bar and
+``A = 365 x 86400 s / bar interval`` bars a year (crypto trades every day):
+
+- ``sharpe = mean(r) / std(r) x sqrt(A)`` (sample std); ``sortino = mean(r) /
+  sqrt(mean(min(r, 0)^2)) x sqrt(A)``; None while undefined;
+- ``max_drawdown``: the largest fall of equity from its running peak, as a
+  fraction; ``calmar = mean(r) x A / max_drawdown``;
+- a **trade** is a holding period, from a flat book to flat again (a flip
+  closes one and opens the next): ``trades`` closed, ``win_rate`` (net PnL
+  > 0, costs included), ``profit_factor`` (gross wins / gross losses),
+  ``avg_holding_s``;
+- ``turnover``: value traded (at the mid) / initial equity; ``exposure``:
+  share of bars with a position; ``fills``;
+- ``break_even_bps = (gross_equity - initial) / value traded x 1e4``: the
+  cost per side, in bps of the traded value, at which the net PnL would be
+  zero. It is the one figure that says whether a signal is tradeable at all.
+
+Defaults are Binance's regular (VIP 0) taker fees: 0.10% on spot, 0.05% on
+USD-M futures (an instrument ending in ``-PERP``).
+
+Worked example
+--------------
+One book, 10,000 of equity, a decision to go 50% long; the fill quote is
+99.9 / 100.1, so mid 100, spread 0.2:
+
+>>> from ticklet.events import Fill, FillQuote, Signal
+>>> cfg = ExecutionConfig(spot_fee_bps=10.0, slippage_bps=0.0)
+>>> st = PnlState(cfg, interval_ms=1000)
+>>> st, out = step(st, Signal("X", "m", 1, 1_000, 1, 0.6, 0.001, 0.5))
+>>> out  # waits for its quote
+[]
+>>> st, out = step(st, FillQuote("X", 1_000, 1_050, 99.9, 5.0, 100.1, 5.0))
+>>> fill = out[0]
+>>> fill.qty, fill.price  # 0.5 x 10,000 / 100 = 50 units bought at the ask
+(50.0, 100.1)
+>>> round(fill.spread_cost, 6), round(fill.fee, 6)  # 50 x 0.1; 10 bps of 50 x 100.1 = 5.005
+(5.0, 5.005)
+>>> eq = out[1]
+>>> round(eq.equity, 6), round(eq.gross_equity, 6), round(eq.costs, 6)  # 10,000 - 5 - 5.005
+(9989.995, 10000.0, 10.005)
+
+The mid rises to 101 at the next decision, where the signal is to go flat:
+
+>>> st, out = step(st, FillQuote("X", 2_000, 2_050, 100.9, 5.0, 101.1, 5.0))
+>>> st, out = step(st, Signal("X", "m", 1, 2_000, 0, 0.5, 0.0, 0.0))
+>>> fill, eq, econ = out
+>>> fill.qty, fill.price  # 50 units sold at the bid
+(-50.0, 100.9)
+>>> round(eq.equity, 6)  # 10,000 + 50 x (100.9 - 100.1) - 5.005 - 5.045 in fees
+10029.95
+>>> round(eq.gross_equity - cfg.initial_equity, 6), round(eq.costs, 6)  # 50 x (101 - 100) at the mids; 2 x 5 + fees
+(50.0, 20.05)
+>>> round(econ.break_even_bps, 4)  # 50 / (5,000 + 5,050) traded x 1e4
+49.7512
+>>> econ.trades, econ.win_rate, econ.fills
+(1, 1.0, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ticklet.events import EconomicsRecord, EquityPoint, Fill, FillQuote, Signal
+
+__all__ = ["ExecutionConfig", "PnlState", "step"]
+
+_YEAR_NS = 365 * 86_400 * 10**9
+
+
+class ExecutionConfig(BaseModel):
+    """Costs and capital of the simulated books."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    initial_equity: float = Field(10_000.0, gt=0, description="Capital of every book, in quote currency.")
+    spot_fee_bps: float = Field(10.0, ge=0, description="Taker fee on spot, bps of the traded value "
+                                "(Binance VIP 0: 0.10%).")
+    usdm_fee_bps: float = Field(5.0, ge=0, description="Taker fee on USD-M futures (instruments ending in -PERP), "
+                                "bps of the traded value (Binance VIP 0: 0.05%).")
+    slippage_bps: float = Field(1.0, ge=0, description="Price moved against the order beyond the best quote, bps.")
+    min_trade: float = Field(0.01, ge=0, description="Position changes smaller than this fraction of equity are "
+                             "not traded (a rebalancing band: a constant target is not re-traded as prices move).")
+    max_pending: int = Field(10_000, ge=1, description="Most decisions or fill quotes waiting for their "
+                             "counterpart, per instrument (the oldest are dropped and counted).")
+
+
+@dataclass(slots=True)
+class _Book:
+    cash: float
+    gross_cash: float
+    units: float = 0.0
+    costs: float = 0.0
+    prev_equity: float = 0.0
+    peak: float = 0.0
+    max_dd: float = 0.0
+    n: int = 0  # bars with a return
+    sum_r: float = 0.0
+    sum_r2: float = 0.0
+    sum_down2: float = 0.0
+    bars: int = 0
+    exposed: int = 0
+    fills: int = 0
+    traded: float = 0.0  # value traded at the mid
+    open_ts: int = -1  # when the current holding period began
+    open_equity: float = 0.0
+    trades: int = 0
+    wins: int = 0
+    won: float = 0.0
+    lost: float = 0.0
+    held_ns: int = 0
+
+
+@dataclass
+class PnlState:
+    """Per instrument: the books and the decisions and quotes waiting for
+    each other (bounded by ``max_pending``)."""
+
+    config: ExecutionConfig
+    interval_ms: int
+    books: dict[tuple[str, int], _Book] = field(default_factory=dict)
+    signals: dict[int, list[Signal]] = field(default_factory=dict)
+    quotes: dict[int, FillQuote] = field(default_factory=dict)
+    bars_a_year: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bars_a_year = _YEAR_NS / (self.interval_ms * 1_000_000)
+
+
+Out = Union[Fill, EquityPoint, EconomicsRecord]
+
+
+def step(state: PnlState, item: Union[Signal, FillQuote]) -> tuple[PnlState, list[Out]]:
+    """Feed a decision or a fill quote; execute the decisions that can be."""
+    out: list[Out] = []
+    ts = item.ts_forecast
+    if type(item) is FillQuote:
+        for t in [t for t in state.signals if t < ts]:  # their quotes passed: never filled
+            del state.signals[t]
+        for sig in state.signals.pop(ts, ()):
+            _execute(state, sig, item, out)
+        state.quotes[ts] = item
+        _bound(state.quotes, state.config.max_pending)
+    elif type(item) is Signal:
+        for t in [t for t in state.quotes if t < ts]:  # decisions come in time order: never needed
+            del state.quotes[t]
+        q = state.quotes.get(ts)
+        if q is not None:
+            _execute(state, item, q, out)
+        else:
+            state.signals.setdefault(ts, []).append(item)
+            _bound(state.signals, state.config.max_pending)
+    else:
+        raise TypeError(f"not a signal or a fill quote: {item!r}")
+    return state, out
+
+
+def _bound(d: dict, limit: int) -> None:
+    while len(d) > limit:
+        del d[next(iter(d))]
+
+
+def _execute(state: PnlState, sig: Signal, q: FillQuote, out: list[Out]) -> None:
+    cfg = state.config
+    key = (sig.model, sig.horizon)
+    b = state.books.get(key)
+    if b is None:
+        b = state.books[key] = _Book(cfg.initial_equity, cfg.initial_equity, prev_equity=cfg.initial_equity,
+                                     peak=cfg.initial_equity)
+    mid = (q.bid + q.ask) / 2
+    equity = b.cash + b.units * mid
+    target = sig.target_position * equity / mid
+    dq = target - b.units
+    if abs(dq) * mid > cfg.min_trade * equity:
+        fee_bps = cfg.usdm_fee_bps if sig.instrument.endswith("-PERP") else cfg.spot_fee_bps
+        touch = q.ask if dq > 0 else q.bid
+        price = touch * (1 + cfg.slippage_bps * 1e-4) if dq > 0 else touch * (1 - cfg.slippage_bps * 1e-4)
+        fee = abs(dq) * price * fee_bps * 1e-4
+        spread_cost, slip_cost = abs(dq) * abs(touch - mid), abs(dq) * abs(price - touch)
+        was = b.units
+        b.cash -= dq * price + fee
+        b.gross_cash -= dq * mid
+        b.units = target
+        b.costs += spread_cost + slip_cost + fee
+        b.traded += abs(dq) * mid
+        b.fills += 1
+        _holding(b, was, target, b.cash + target * mid, q.ts_recv)
+        out.append(Fill(sig.instrument, sig.model, sig.horizon, sig.ts_forecast, q.ts_recv, dq, price, mid,
+                        spread_cost, slip_cost, fee, b.units, b.cash))
+    equity = b.cash + b.units * mid
+    gross = b.gross_cash + b.units * mid
+    r = equity / b.prev_equity - 1.0
+    b.prev_equity = equity
+    b.n += 1
+    b.sum_r += r
+    b.sum_r2 += r * r
+    b.sum_down2 += min(r, 0.0) ** 2
+    b.bars += 1
+    b.exposed += b.units != 0.0
+    b.peak = max(b.peak, equity)
+    b.max_dd = max(b.max_dd, 1.0 - equity / b.peak)
+    out.append(EquityPoint(sig.instrument, sig.model, sig.horizon, q.ts_recv, b.units, mid, equity, gross, b.costs))
+    out.append(_economics(state, sig, q.ts_recv, b, equity, gross))
+
+
+def _holding(b: _Book, was: float, now: float, equity: float, ts: int) -> None:
+    """Close the holding period that a fill from ``was`` to ``now`` units ends
+    (flat, or a flip), and open the one it starts."""
+    if was != 0.0 and (now == 0.0 or (now > 0) != (was > 0)):
+        pnl = equity - b.open_equity
+        b.trades += 1
+        b.wins += pnl > 0
+        if pnl > 0:
+            b.won += pnl
+        else:
+            b.lost -= pnl
+        b.held_ns += ts - b.open_ts
+        b.open_ts = -1
+    if now != 0.0 and b.open_ts < 0:
+        b.open_ts, b.open_equity = ts, equity
+
+
+def _economics(state: PnlState, sig: Signal, ts: int, b: _Book, equity: float, gross: float) -> EconomicsRecord:
+    cfg, a = state.config, state.bars_a_year
+    init = cfg.initial_equity
+    mean = b.sum_r / b.n
+    var = (b.sum_r2 - b.n * mean * mean) / (b.n - 1) if b.n > 1 else 0.0
+    sharpe = mean / math.sqrt(var) * math.sqrt(a) if var > 0 else None
+    down = math.sqrt(b.sum_down2 / b.n)
+    sortino = mean / down * math.sqrt(a) if down > 0 else None
+    calmar = mean * a / b.max_dd if b.max_dd > 0 else None
+    return EconomicsRecord(
+        sig.instrument, sig.model, sig.horizon, ts, b.bars, equity / init - 1.0, gross / init - 1.0, b.costs,
+        sharpe, sortino, b.max_dd, calmar, b.trades, b.wins / b.trades if b.trades else None,
+        b.won / b.lost if b.lost > 0 else None, b.traded / init, b.exposed / b.bars,
+        b.held_ns / b.trades / 1e9 if b.trades else None, b.fills,
+        (gross - init) / b.traded * 1e4 if b.traded > 0 else None)
