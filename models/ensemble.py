@@ -34,6 +34,7 @@ True
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 from river import linear_model, optim, stats
 
@@ -69,6 +70,18 @@ class EnsembleModel:
             p_up = self.stacker.predict_proba_one(self._units(preds)).get(True, 0.5)
             return (2.0 * p_up - 1.0) * self.abs_y.get()
         return sum(w * preds.get(m, 0.0) for m, w in self.weights.items())
+
+    def proba_up(self, preds: dict[str, float]) -> Optional[float]:
+        """P(up) where the rule has one: the stacker's, or for ``direction``
+        the Hedge-weighted mixture of the members' ``sigmoid(unit forecast)``
+        (the probabilities whose log loss the weights follow); None for
+        ``eg`` and ``hedge``."""
+        if self.stacker is not None:
+            return float(self.stacker.predict_proba_one(self._units(preds)).get(True, 0.5))
+        if self.rule != "direction":
+            return None
+        units = self._units(preds)
+        return sum(w / (1.0 + math.exp(-max(min(units[m], 30.0), -30.0))) for m, w in self.weights.items())
 
     def learn_one(self, preds: dict[str, float], y: float) -> None:
         self.y.update(y)

@@ -185,16 +185,18 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
                 pred = float(pred)
                 preds[m] = pred
                 dq.append(Pending(m, t, target, pred, row.price, x, lo, hi))
+                proba = getattr(model, "proba_up", None)
                 out.append(Forecast(row.instrument, m, h, t, target, pred, row.price,
-                                    row.price * math.exp(pred), lo, hi))
+                                    row.price * math.exp(pred), lo, hi, None if proba is None else proba(x)))
             if ensemble:
                 pred = float(st.models[(ENSEMBLE, h)].predict_one(preds))
                 if not abs(pred) <= lim:
                     pred = 0.0
                     bad += 1
                 dq.append(Pending(ENSEMBLE, t, target, pred, row.price, preds))
+                ens = st.models[(ENSEMBLE, h)]
                 out.append(Forecast(row.instrument, ENSEMBLE, h, t, target, pred, row.price,
-                                    row.price * math.exp(pred)))
+                                    row.price * math.exp(pred), p_up=ens.proba_up(preds)))  # type: ignore[attr-defined]
             st.n_pending += len(st.config.models)
         if bad:
             out.append(Count("forecasts_invalid", bad))

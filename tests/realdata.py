@@ -274,6 +274,12 @@ def operator_case(name: str, chain) -> tuple:
         fcfg, iv = fills.FillConfig(), chain.settings.bars.interval_ms
         _, ref = drive(fills.step, fills.FillState(fcfg, iv), chain.events)
         return fills.step, lambda: fills.FillState(fcfg, iv), chain.events, ref
+    if name == "signals":  # the join's output in order: scored forecasts, then those issued
+        from operators import signals
+
+        scfg = signals.SignalConfig()
+        _, ref = drive(signals.step, signals.SignalState(scfg), chain.join_out)
+        return signals.step, lambda: signals.SignalState(scfg), chain.join_out, ref
     if name == "pnl":
         from operators import pnl
 

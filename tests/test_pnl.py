@@ -137,3 +137,51 @@ def test_signals_of_follow_the_forecasts(btc_spot_chain):
     sigs = signals_of(btc_spot_chain)
     assert sigs and all(s.target_position == 0.5 * s.side for s in sigs)
     assert {s.model for s in sigs} == set(btc_spot_chain.settings.forecast.models)
+
+
+# --- signals (operators/signals.py) ---------------------------------------------------------------
+
+def _signals(chain, **cfg):
+    from operators import signals
+
+    _, out = drive(signals.step, signals.SignalState(signals.SignalConfig(**cfg)), chain.join_out)
+    return out
+
+
+def test_p_up_is_the_models_own_or_from_past_errors_only(chain):
+    """logistic gives its own P(up); for a regressor it is Phi(pred / RMS of the
+    errors scored by the decision time), recomputed here from the records."""
+    from ticklet.events import Forecast, ForecastRecord
+
+    issued = {(f.model, f.horizon, f.ts_forecast): f for f in chain.join_out if type(f) is Forecast}
+    scored = [r for r in chain.join_out if type(r) is ForecastRecord]
+    sigs = [s for s in _signals(chain) if s.model not in ("buy_and_hold", "flat")]
+    assert {s.model for s in sigs} == set(chain.settings.forecast.models)
+    checked = 0
+    for s in sigs[::50]:
+        f = issued[(s.model, s.horizon, s.ts_forecast)]
+        if s.model == "logistic":
+            assert f.p_up is not None and s.p_up == f.p_up
+            continue
+        assert f.p_up is None
+        errs = [r.error for r in scored if r.model == s.model and r.horizon == s.horizon
+                and r.ts_target <= s.ts_forecast]
+        rms = math.sqrt(sum(e * e for e in errs) / len(errs)) if errs else 0.0
+        want = 0.5 * (1 + math.erf(f.pred_return / rms / math.sqrt(2))) if rms > 0 else 0.5
+        assert math.isclose(s.p_up, want, rel_tol=1e-9, abs_tol=1e-15)
+        checked += 1
+    assert checked > 10
+
+
+def test_sides_follow_the_rule_and_sizes_stay_within_the_caps(chain):
+    for s in _signals(chain):
+        if s.model == "buy_and_hold":
+            assert (s.side, s.target_position) == (1, 1.0)
+        elif s.model == "flat":
+            assert (s.side, s.target_position) == (0, 0.0)
+        else:
+            assert s.side == (1 if s.p_up >= 0.55 else -1 if s.p_up <= 0.45 else 0)
+            assert 0 <= s.side * s.target_position <= 1.0 and (s.side != 0 or s.target_position == 0)
+    edge = [s for s in _signals(chain, rule="edge", edge_cost_bps=0.5) if s.model == "linear"]
+    assert all(s.side == 0 or abs(s.expected_return) * 1e4 > 0.5 for s in edge)
+    assert any(s.side != 0 for s in edge)

@@ -346,6 +346,7 @@ class Forecast(msgspec.Struct, frozen=True, gc=False):
     pred_price: float
     pred_lo: Optional[float] = None  # predictive interval of the return, if the model gives one
     pred_hi: Optional[float] = None
+    p_up: Optional[float] = None  # probability of an up move, if the model gives one
 
 
 class ForecastRecord(msgspec.Struct, frozen=True, gc=False):
