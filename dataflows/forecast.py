@@ -33,11 +33,12 @@ from sinks.report import ReportSink
 from sources.files import InputFormatError
 from sources.kafka import KafkaTickSource
 from sources.replay import ReplaySource
-from ticklet.events import Count, ForecastRecord, MetricsRecord
+from ticklet.events import Count, EconomicsRecord, EquityPoint, Fill, ForecastRecord, MetricsRecord, Signal
 from ticklet.settings import Settings, load_settings
 
 #: Files the dataflow writes in ``settings.output.dir``.
-OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "dead_letters.jsonl", "counters.json")
+OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "signals.csv", "trades.csv", "equity.csv", "economics.csv",
+                "dead_letters.jsonl", "counters.json")
 
 
 def build_flow(settings: Settings) -> Dataflow:
@@ -61,6 +62,10 @@ def build_flow(settings: Settings) -> Dataflow:
     features = ops.compute_features("compute_features", bars.out, settings.features)
     forecasts = ops.join_forecasts("join_forecasts", features, settings.forecast)
     metrics = ops.score_forecasts("score_forecasts", forecasts.scored)
+    if settings.output.economics:
+        decisions = ops.make_signals("make_signals", forecasts.both, settings.signals)
+        quotes = ops.find_fill_quotes("find_fill_quotes", ticks.out, settings.execution.latency_ms, settings.bars)
+        books = ops.trade("trade", decisions, quotes, settings.execution, settings.bars)
     dead = op.merge("merge_dead_letters", *read_errors, ticks.errors, bars.errors, forecasts.errors)
     keyed_dead = ops.key_records("key_dead_letters", dead)
 
@@ -68,6 +73,11 @@ def build_flow(settings: Settings) -> Dataflow:
         op.output("write_forecasts", forecasts.scored, CsvSink(out / "forecasts.csv", ForecastRecord))
         op.output("write_metrics", metrics, CsvSink(out / "metrics.csv", MetricsRecord))
         op.output("write_dead_letters", keyed_dead, JsonLinesSink(out / "dead_letters.jsonl"))
+        if settings.output.economics:
+            op.output("write_signals", decisions, CsvSink(out / "signals.csv", Signal))
+            op.output("write_trades", books.fills, CsvSink(out / "trades.csv", Fill))
+            op.output("write_equity", books.equity, CsvSink(out / "equity.csv", EquityPoint))
+            op.output("write_economics", books.economics, CsvSink(out / "economics.csv", EconomicsRecord))
     if settings.output.kafka:
         producer = producer_config(kafka.brokers, kafka.client_config(), kafka.linger_ms)
         published = op.merge("merge_published", forecasts.issued, forecasts.scored, metrics)
@@ -95,8 +105,9 @@ def build_flow(settings: Settings) -> Dataflow:
 def _destinations(settings: Settings) -> dict[str, str]:
     """Where the run's outputs go, for the end-of-run summary."""
     o, k = settings.output, settings.kafka
-    out = {name.split(".")[0]: str((o.dir / name).resolve())
-           for name in OUTPUT_FILES if o.files or name == "counters.json"}
+    economics = ("signals.csv", "trades.csv", "equity.csv", "economics.csv")
+    out = {name.split(".")[0]: str((o.dir / name).resolve()) for name in OUTPUT_FILES
+           if (o.files and (o.economics or name not in economics)) or name == "counters.json"}
     if o.kafka:
         out["kafka"] = f"{k.output_topic}, {k.dead_letter_topic} on {k.bootstrap_servers}"
     if o.influx:
@@ -116,3 +127,5 @@ def __getattr__(name: str) -> Dataflow:
     except InputFormatError as ex:
         sys.stderr.write(f"ticklet: {ex}\n")
         raise SystemExit(2) from None
+    except AttributeError as ex:  # not "no attribute 'flow'", which is what Bytewax would make of it
+        raise RuntimeError(f"building the dataflow failed: {ex}") from ex

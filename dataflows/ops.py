@@ -19,35 +19,44 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
-from operators import bars, features, forecast, metrics
+from operators import bars, features, fills, forecast, metrics, pnl, signals
 from sinks.records import kafka_record
 from sources.binance import parse_chunk
 from ticklet.events import (
     Bar,
     Count,
+    EconomicsRecord,
+    EquityPoint,
     ErrorRecord,
     Event,
     FeatureRow,
+    Fill,
+    FillQuote,
     Forecast,
     ForecastRecord,
     MetricsRecord,
     RawChunk,
+    Signal,
 )
 from ticklet.telemetry import STAGE_SECONDS
 
 __all__ = [
     "ChunkOut",
     "JoinOut",
+    "PnlOut",
     "StepOut",
     "compute_features",
     "encode_for_kafka",
+    "find_fill_quotes",
     "join_forecasts",
     "key_records",
     "make_bars",
+    "make_signals",
     "parse_ticks",
     "run_step",
     "score_forecasts",
     "split_read_errors",
+    "trade",
     "values",
 ]
 
@@ -212,6 +221,7 @@ class JoinOut:
     scored: KeyedStream[ForecastRecord]
     errors: Stream[ErrorRecord]
     counts: Stream[Count]
+    both: KeyedStream[Any]  # issued and scored, in the order the join emitted them
 
 
 def _is_scored(kv: tuple[str, Any]) -> bool:
@@ -224,13 +234,48 @@ def join_forecasts(step_id: str, up: KeyedStream[FeatureRow], config: forecast.F
     s = run_step("join", up, forecast.step, lambda: forecast.JoinState(config),
                  count_as=("forecasts", ForecastRecord))
     b = op.branch("split_scored", s.out, _is_scored)
-    return JoinOut(b.falses, b.trues, s.errors, s.counts)
+    return JoinOut(b.falses, b.trues, s.errors, s.counts, s.out)
 
 
 @operator
 def score_forecasts(step_id: str, up: KeyedStream[ForecastRecord]) -> KeyedStream[MetricsRecord]:
     """Prequential metrics per instrument, model and horizon."""
     return run_step("metrics", up, metrics.step, metrics.MetricsState).out
+
+
+@operator
+def make_signals(step_id: str, up: KeyedStream[Any], config: signals.SignalConfig) -> KeyedStream[Signal]:
+    """Decisions and sizes from the join's output (scored, then issued forecasts)."""
+    return run_step("signals", up, signals.step, lambda: signals.SignalState(config)).out
+
+
+@operator
+def find_fill_quotes(step_id: str, up: KeyedStream[list[Event]], latency_ms: int, bar_config: bars.BarConfig
+                     ) -> KeyedStream[FillQuote]:
+    """The first best bid/ask after every bar end plus the order latency."""
+    iv, gap = bar_config.interval_ms, bar_config.max_gap_bars
+    return run_step("fills", up, fills.step, lambda: fills.FillState(latency_ms, iv, gap), flatten=True).out
+
+
+@dataclass(frozen=True)
+class PnlOut:
+    """Fills, equity points and running economics of the simulated books."""
+
+    fills: KeyedStream[Fill]
+    equity: KeyedStream[EquityPoint]
+    economics: KeyedStream[EconomicsRecord]
+
+
+@operator
+def trade(step_id: str, decisions: KeyedStream[Signal], quotes: KeyedStream[FillQuote],
+          config: pnl.ExecutionConfig, bar_config: bars.BarConfig) -> PnlOut:
+    """Fill the decisions against their quotes; mark and account the books."""
+    iv, gap = bar_config.interval_ms, bar_config.max_gap_bars
+    s = run_step("pnl", op.merge("merge_decisions_quotes", decisions, quotes), pnl.step,
+                 lambda: pnl.PnlState(config, iv, gap))
+    f = op.branch("split_fills", s.out, lambda kv: type(kv[1]) is Fill)
+    e = op.branch("split_equity", f.falses, lambda kv: type(kv[1]) is EquityPoint)
+    return PnlOut(f.trues, e.trues, e.falses)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ on ``(instrument, ts_forecast)``, whatever order the two streams arrive in.
 Examples
 --------
 >>> from ticklet.events import Quote, Trade
->>> st = FillState(FillConfig(latency_ms=50), interval_ms=1000)
+>>> st = FillState(latency_ms=50, interval_ms=1000, max_gap_bars=300)
 >>> S = 10**9
 >>> evs = [Quote("X", 2 * S + 10**7, None, 99.0, 1.0, 101.0, 2.0, 1),  # 2.01 s
 ...        Trade("X", 3 * S, 3 * S, 100.0, 0.1, False, 7),          # not a quote
@@ -41,38 +41,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from ticklet.events import FillQuote, Quote
 
-__all__ = ["FillConfig", "FillState", "step"]
-
-
-class FillConfig(BaseModel):
-    """When a market order sent at a decision reaches the book."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    latency_ms: int = Field(
-        50, ge=0, description="Order latency: a decision at t is filled against the first best bid/ask received "
-        "at or after t + latency.")
-    max_gap_bars: int = Field(300, ge=1, description="After a silence, at most this many bar ends get a fill quote "
-                              "(the bar builder's own restart bound).")
+__all__ = ["FillState", "step"]
 
 
 @dataclass
 class FillState:
-    """Per instrument: the next bar end without a fill quote."""
+    """Per instrument: the next bar end without a fill quote. ``latency_ms``
+    is the order latency (:class:`operators.pnl.ExecutionConfig`),
+    ``interval_ms`` and ``max_gap_bars`` the bar builder's."""
 
-    config: FillConfig
+    latency_ms: int
     interval_ms: int
+    max_gap_bars: int
     next_end: int = -1  # -1: no quote seen yet
     interval: int = field(init=False)
     latency: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.interval = self.interval_ms * 1_000_000
-        self.latency = self.config.latency_ms * 1_000_000
+        self.latency = self.latency_ms * 1_000_000
 
 
 def step(state: FillState, event: object) -> tuple[FillState, list[FillQuote]]:
@@ -87,7 +76,7 @@ def step(state: FillState, event: object) -> tuple[FillState, list[FillQuote]]:
         return state, []
     if last_end < state.next_end:
         return state, []
-    first = max(state.next_end, last_end - (state.config.max_gap_bars - 1) * iv)
+    first = max(state.next_end, last_end - (state.max_gap_bars - 1) * iv)
     out = [FillQuote(q.instrument, e, ts, q.bid, q.bid_qty, q.ask, q.ask_qty) for e in range(first, last_end + 1, iv)]
     state.next_end = last_end + iv
     return state, out

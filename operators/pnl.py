@@ -14,6 +14,11 @@ each moved by ``slippage_bps`` against the book, plus a taker fee of
 ``fee_bps`` of the traded value. The costs are split into ``spread_cost``
 (the touch against the mid), ``slippage_cost`` and ``fee``.
 
+**Gaps.** When the data stops for longer than ``max_gap_bars`` bars (the
+bar builder restarts its series there), every book with a position closes
+it against the last quote before the gap: nothing is held through a
+stretch of unknown prices.
+
 **Marking.** At every decision the book is marked to the mid of the fill
 quote: ``equity = cash + position x mid``. ``gross_equity`` is what the book
 would have had trading at the mid without fees; by construction
@@ -83,7 +88,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -100,6 +105,8 @@ class ExecutionConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     initial_equity: float = Field(10_000.0, gt=0, description="Capital of every book, in quote currency.")
+    latency_ms: int = Field(50, ge=0, description="Order latency: a decision at t is filled against the first best "
+                            "bid/ask received at or after t + latency.")
     spot_fee_bps: float = Field(10.0, ge=0, description="Taker fee on spot, bps of the traded value "
                                 "(Binance VIP 0: 0.10%).")
     usdm_fee_bps: float = Field(5.0, ge=0, description="Taker fee on USD-M futures (instruments ending in -PERP), "
@@ -144,9 +151,11 @@ class PnlState:
 
     config: ExecutionConfig
     interval_ms: int
+    max_gap_bars: int = 300
     books: dict[tuple[str, int], _Book] = field(default_factory=dict)
     signals: dict[int, list[Signal]] = field(default_factory=dict)
     quotes: dict[int, FillQuote] = field(default_factory=dict)
+    last_quote: Optional[FillQuote] = None
     bars_a_year: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -163,6 +172,12 @@ def step(state: PnlState, item: Union[Signal, FillQuote]) -> tuple[PnlState, lis
     if type(item) is FillQuote:
         for t in [t for t in state.signals if t < ts]:  # their quotes passed: never filled
             del state.signals[t]
+        last = state.last_quote
+        if last is not None and ts - last.ts_forecast > state.max_gap_bars * state.interval_ms * 1_000_000:
+            for (model, h), b in list(state.books.items()):  # the data stops: every book leaves at its last quote
+                if b.units != 0.0:
+                    _execute(state, Signal(last.instrument, model, h, last.ts_forecast, 0, None, 0.0, 0.0), last, out)
+        state.last_quote = item
         for sig in state.signals.pop(ts, ()):
             _execute(state, sig, item, out)
         state.quotes[ts] = item

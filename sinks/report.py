@@ -22,16 +22,16 @@ from typing import Any, Optional
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from sinks.summary import format_summary, instruments_summary, metrics_from_row
+from sinks.summary import R, format_summary, instruments_summary, record_from_row
 from ticklet.events import Count, MetricsRecord
 
-__all__ = ["ReportSink", "read_last_metrics"]
+__all__ = ["ReportSink", "read_last"]
 
 _Key = tuple[str, str, int]
 
 
-def read_last_metrics(path: Path) -> list[MetricsRecord]:
-    """The last row of every (instrument, model, horizon) of a metrics CSV
+def read_last(path: Path, cls: type[R]) -> list[R]:
+    """The last row of every (instrument, model, horizon) of a record CSV
     (none when the file does not exist: a sink's file appears with its first
     record)."""
     last: dict[_Key, dict[str, Any]] = {}
@@ -39,7 +39,7 @@ def read_last_metrics(path: Path) -> list[MetricsRecord]:
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 last[(row["instrument"], row["model"], int(row["horizon"]))] = row
-    return [metrics_from_row(row) for row in last.values()]
+    return [record_from_row(row, cls) for row in last.values()]
 
 
 _State = tuple[dict[str, int], dict[_Key, MetricsRecord]]

@@ -3,7 +3,7 @@
 Used by the run report on stderr (:mod:`sinks.report`) and by
 ``ticklet backtest --json``.
 
->>> from ticklet.events import MetricsRecord
+>>> from ticklet.events import EconomicsRecord, MetricsRecord
 >>> m = MetricsRecord("BTCUSDT", "logistic", 1, 0, 938, 5e-5, 9.6e-5, 0.028, 0.73, 323, 236)
 >>> entry = metrics_entry(m)
 >>> entry["hits"], round(entry["hit_rate_p_value"], 12) < 1e-12
@@ -15,9 +15,9 @@ instrument  model     h    n  hit rate  p(hit>0.5)   skill
 BTCUSDT     logistic  1  938    0.7300     2.5e-17  0.0280
 outputs:
   metrics  out/metrics.csv
->>> metrics_from_row({"instrument": "X", "model": "naive", "horizon": "1", "ts_target": "5", "n": "1",
-...                   "mae": "0.1", "rmse": "0.1", "skill": "0.0", "hit_rate": "", "n_directional": "0",
-...                   "hits": "0", "coverage": "", "n_interval": "0"}).hit_rate is None
+>>> record_from_row({"instrument": "X", "model": "naive", "horizon": "1", "ts_target": "5", "n": "1",
+...                  "mae": "0.1", "rmse": "0.1", "skill": "0.0", "hit_rate": "", "n_directional": "0",
+...                  "hits": "0", "coverage": "", "n_interval": "0"}, MetricsRecord).hit_rate is None
 True
 """
 
@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import msgspec
 
-from ticklet.events import MetricsRecord
+from ticklet.events import EconomicsRecord, MetricsRecord
 
-__all__ = ["format_summary", "instruments_summary", "metrics_entry", "metrics_from_row"]
+__all__ = ["economics_summary", "format_summary", "instruments_summary", "metrics_entry", "record_from_row"]
+
+R = TypeVar("R", bound=msgspec.Struct)
 
 
 def metrics_entry(m: MetricsRecord) -> dict[str, Any]:
@@ -92,6 +94,17 @@ def format_summary(counters: dict[str, int], instruments: dict[str, Any], output
     return "\n".join(lines)
 
 
-def metrics_from_row(row: dict[str, str]) -> MetricsRecord:
-    """A metrics CSV row (strings; empty cells are None) as its record."""
-    return msgspec.convert({k: (v if v != "" else None) for k, v in row.items()}, MetricsRecord, strict=False)
+def record_from_row(row: dict[str, str], cls: type[R]) -> R:
+    """A CSV row (strings; empty cells are None) as its record."""
+    return msgspec.convert({k: (v if v != "" else None) for k, v in row.items()}, cls, strict=False)
+
+
+def economics_summary(last: Iterable[EconomicsRecord]) -> dict[str, Any]:
+    """``{instrument: {model: {horizon: economics}}}`` of the books' last
+    records (the baselines have horizon 0)."""
+    out: dict[str, Any] = {}
+    for e in sorted(last, key=lambda r: (r.instrument, r.model, r.horizon)):
+        entry = {k: v for k, v in msgspec.structs.asdict(e).items()
+                 if k not in ("instrument", "model", "horizon", "ts_recv")}
+        out.setdefault(e.instrument, {}).setdefault(e.model, {})[str(e.horizon)] = entry
+    return out

@@ -244,9 +244,11 @@ def signals_of(chain: Chain, size: float = 0.5) -> list:
 def pnl_inputs(chain: Chain) -> list:
     """The chain's signals and the fill quotes of its events, interleaved both
     ways: on even bars the quote comes first, on odd bars the decisions."""
-    from operators import fills
+    from operators import fills, pnl
 
-    _, quotes = drive(fills.step, fills.FillState(fills.FillConfig(), chain.settings.bars.interval_ms), chain.events)
+    b = chain.settings.bars
+    _, quotes = drive(fills.step, fills.FillState(pnl.ExecutionConfig().latency_ms, b.interval_ms, b.max_gap_bars),
+                      chain.events)
     iv = chain.settings.bars.interval_ms * 1_000_000
 
     def order(x) -> tuple:
@@ -269,11 +271,14 @@ def operator_case(name: str, chain) -> tuple:
         _, ref = drive(sequence.step, sequence.SequenceState(), items)
         return sequence.step, sequence.SequenceState, items, ref
     if name == "fills":  # the fill quote of every bar end, from the same events as the bars
-        from operators import fills
+        from operators import fills, pnl
 
-        fcfg, iv = fills.FillConfig(), chain.settings.bars.interval_ms
-        _, ref = drive(fills.step, fills.FillState(fcfg, iv), chain.events)
-        return fills.step, lambda: fills.FillState(fcfg, iv), chain.events, ref
+        def fresh():
+            return fills.FillState(pnl.ExecutionConfig().latency_ms, chain.settings.bars.interval_ms,
+                                   chain.settings.bars.max_gap_bars)
+
+        _, ref = drive(fills.step, fresh(), chain.events)
+        return fills.step, fresh, chain.events, ref
     if name == "signals":  # the join's output in order: scored forecasts, then those issued
         from operators import signals
 

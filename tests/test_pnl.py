@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from realdata import drive, pnl_inputs, signals_of
 
-from operators import fills, pnl
+from operators import pnl
 from ticklet.events import EconomicsRecord, EquityPoint, Fill, FillQuote, Quote
 
 
@@ -37,7 +37,7 @@ def test_every_fill_is_at_the_first_quote_received_after_decision_plus_latency(r
     """No fill uses a quote known before its decision time plus the latency:
     each one is at the first bookTicker received at or after it."""
     chain, _, res = run
-    lat = fills.FillConfig().latency_ms * 1_000_000
+    lat = pnl.ExecutionConfig().latency_ms * 1_000_000
     quotes = [e for e in chain.events if type(e) is Quote]
     times = [q.ts_recv for q in quotes]
     fl = [r for r in res if type(r) is Fill]

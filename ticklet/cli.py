@@ -27,8 +27,9 @@ __all__ = ["main", "run_backtest", "summarize"]
 
 def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
     """Build the backtest summary from a finished run's output files."""
-    from sinks.report import read_last_metrics
-    from sinks.summary import instruments_summary
+    from sinks.report import read_last
+    from sinks.summary import economics_summary, instruments_summary
+    from ticklet.events import EconomicsRecord, MetricsRecord
 
     cpath = out_dir / "counters.json"
     counters = json.loads(cpath.read_text()) if cpath.exists() else {}
@@ -41,7 +42,8 @@ def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
         "wall_s": round(wall_s, 4),
         "ticks_per_s": round(ticks / wall_s, 1) if wall_s > 0 else None,
         "counters": counters,
-        "instruments": instruments_summary(read_last_metrics(out_dir / "metrics.csv")),
+        "instruments": instruments_summary(read_last(out_dir / "metrics.csv", MetricsRecord)),
+        "economics": economics_summary(read_last(out_dir / "economics.csv", EconomicsRecord)),
     }
 
 

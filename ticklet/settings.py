@@ -24,6 +24,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from operators.bars import BarConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
+from operators.pnl import ExecutionConfig
+from operators.signals import SignalConfig
 from sinks.influx_config import InfluxConfig
 
 __all__ = ["CollectConfig", "DownloadConfig", "InputConfig", "KafkaConfig", "OutputConfig", "SAMPLE_DIR", "Settings",
@@ -119,6 +121,8 @@ class OutputConfig(BaseModel):
         description="Write forecasts, scored forecasts, metrics, bars, features and health to InfluxDB.")
     summary: bool = Field(True, description="Print a summary on stderr when the run ends: totals, the last metrics "
                           "per instrument, model and horizon, and where the outputs are.")
+    economics: bool = Field(True, description="Decide on every forecast and trade the decisions in simulated "
+                            "books: signals.csv, trades.csv, equity.csv, economics.csv.")
     progress: bool = Field(True, description="Show a progress bar on stderr while the run goes on (only ever when "
                            "stderr is a terminal, and with summary on).")
 
@@ -184,6 +188,9 @@ class Settings(BaseSettings):
     features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features, SWT and scaling.")
     forecast: ForecastConfig = Field(default_factory=ForecastConfig,
         description="Models, horizons and the time-travel join.")
+    signals: SignalConfig = Field(default_factory=SignalConfig, description="Decisions and sizes from the forecasts.")
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig,
+                                       description="Simulated fills, costs and books (paper trading).")
     collect: CollectConfig = Field(default_factory=CollectConfig, description="The live Binance collector.")
 
 
