@@ -24,6 +24,9 @@ SCRATCH = Path(tempfile.mkdtemp(prefix="ticklet-tests-"))
 
 MS = 1_000_000  # ns per ms
 
+#: The record files of a run: forecasts and metrics, then the decision layer's.
+RECORD_FILES = ("forecasts.csv", "metrics.csv", "signals.csv", "trades.csv", "equity.csv", "economics.csv")
+
 
 @cache
 def lines(path: str | Path) -> tuple[bytes, ...]:

@@ -151,7 +151,8 @@ def test_human_readable_summary(ws_dir, tmp_path):
         _, model, h, n_, *_ = r.split()
         assert int(n_) == max(int(m["n"]) for k, m in metrics.items() if k == (model, h))
     paths = dict(ln.split(None, 1) for ln in outputs)
-    assert set(paths) == {"forecasts", "metrics", "dead_letters", "counters"}
+    assert set(paths) == {"forecasts", "metrics", "signals", "trades", "equity", "economics", "dead_letters",
+                          "counters"}
     assert paths["metrics"] == str(tmp_path / "metrics.csv") and (tmp_path / "metrics.csv").exists()
 
 

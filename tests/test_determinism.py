@@ -4,10 +4,11 @@ in the same process and in a fresh process with another hash seed."""
 from __future__ import annotations
 
 import pytest
+from realdata import RECORD_FILES
 
 from ticklet.cli import run_backtest
 
-FILES = ["forecasts.csv", "metrics.csv", "counters.json"]
+FILES = [*RECORD_FILES, "counters.json"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_two_workers_give_the_same_records_per_instrument(full_run, ws_dir, tmp_
     of instruments in the files may differ, each instrument's rows may not."""
     _, out1 = full_run
     summary = run_backtest([str(ws_dir)], tmp_path, workers=2)
-    for name in ("forecasts.csv", "metrics.csv"):
+    for name in RECORD_FILES:
         a = (out1 / name).read_bytes().split(b"\r\n")
         b = (tmp_path / name).read_bytes().split(b"\r\n")
         assert a[0] == b[0] and sorted(a) == sorted(b)

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafkautil import consume_all, decoded, flow_env, replay, run_flow, topic_name
-from realdata import csv_dicts, lines, payload, recv_ns, write_gz
+from realdata import RECORD_FILES, csv_dicts, lines, payload, recv_ns, write_gz
 
 
 def _recordings(ws_dir: Path) -> list[Path]:
@@ -95,7 +95,7 @@ def kafka_run(kafka_bootstrap, replayed, tmp_path_factory):
 def test_dataflow_from_kafka_equals_the_file_replay(kafka_run, full_run, ws_dir):
     out, _ = kafka_run
     _, file_out = full_run
-    for name in ("forecasts.csv", "metrics.csv"):
+    for name in RECORD_FILES:
         a = (out / name).read_text().splitlines()
         b = (file_out / name).read_text().splitlines()
         assert a[0] == b[0] and len(a) > 1000

@@ -23,7 +23,7 @@ from kafkautil import (
     run_flow,
     topic_name,
 )
-from realdata import SCRATCH
+from realdata import RECORD_FILES, SCRATCH
 
 
 def _dedup_key(v: dict) -> tuple:
@@ -112,7 +112,7 @@ def test_kill_minus_nine_three_times_loses_and_changes_nothing(kafka_bootstrap, 
         resumed = [s for s in firsts if firsts[s] > first_ever[s]]
         assert resumed, f"restart {run} started cold: {firsts} vs {first_ever}; {seed_note}"
     # The file sinks resume at their snapshotted offsets: exactly once.
-    for name in ("forecasts.csv", "metrics.csv"):
+    for name in RECORD_FILES:
         a = (out / name).read_text().splitlines()
         b = (tmp_path / "ref" / name).read_text().splitlines()
         assert sorted(a) == sorted(b), name

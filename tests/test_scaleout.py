@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from kafkautil import flow_env, replay, run_flow, topic_name
-from realdata import SCRATCH
+from realdata import RECORD_FILES, SCRATCH
 
 
 def _free_ports(n: int) -> list[int]:
@@ -63,7 +63,7 @@ def test_kafka_scale_out_gives_the_same_forecasts(kafka_bootstrap, two_symbol_to
         run_flow(env, "-w", "2")
     else:
         _two_processes(env)
-    for name in ("forecasts.csv", "metrics.csv"):
+    for name in RECORD_FILES:
         a, b = _per_symbol(one, name), _per_symbol(many, name)
         assert set(a) == {"BTCUSDT", "ETHUSDT"}
         assert a == b, name
