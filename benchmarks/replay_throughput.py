@@ -5,11 +5,13 @@ Measures, on the same input and settings:
 - ``dataflow_ticks_per_s``: the full Bytewax dataflow (``run_main``, one
   worker), sinks included;
 - ``loop_ticks_per_s``: a plain Python loop doing the same work with the same
-  pure functions (read, parse, bars, features, join, metrics, CSV output) and
-  no engine, so ``overhead_ratio`` (dataflow time / loop time) shows what
-  Bytewax costs;
+  pure functions (read, parse, bars, features, join, metrics, signals, fill
+  quotes, books, CSV output) and no engine, so ``overhead_ratio`` (dataflow
+  time / loop time) shows what Bytewax costs;
 - ``bar_latency_us``: compute per closed bar from its bar to its forecasts
-  (features + time-travel join + metrics), p50/p99/max, from the loop.
+  (features + time-travel join + metrics), p50/p99/max, from the loop;
+- ``decision_us_per_bar``: compute per closed bar of the decision layer
+  (signals and the simulated books), p50/p99/max, from the loop.
 
 Usage::
 
@@ -34,25 +36,41 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from operators import bars, features, forecast, metrics  # noqa: E402
+from operators import bars, features, fills, forecast, metrics, pnl, signals  # noqa: E402
 from sinks.records import csv_lines, header  # noqa: E402
 from sources.binance import parse_chunk  # noqa: E402
 from sources.files import group_streams, read_stream  # noqa: E402
-from ticklet.events import Bar, ForecastRecord, MetricsRecord, RawChunk  # noqa: E402
+from ticklet.events import (  # noqa: E402
+    Bar,
+    EconomicsRecord,
+    EquityPoint,
+    Fill,
+    ForecastRecord,
+    MetricsRecord,
+    RawChunk,
+    Signal,
+)
 from ticklet.settings import Settings  # noqa: E402
 
 
-def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int, int, float, list[float]]:
+def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int, int, float, list[float], list[float]]:
     """The dataflow's work without the engine, output files included.
-    Returns ticks, bars, seconds, per-bar latencies (s)."""
+    Returns ticks, bars, seconds, per-bar latencies (s) of the forecasting
+    path (features, join, metrics) and of the decision layer (signals and
+    the books; the fill-quote search runs per tick and is in the total)."""
     states: dict[str, tuple] = {}
-    f_out = open(out_dir / "loop_forecasts.csv", "w")  # noqa: SIM115
-    m_out = open(out_dir / "loop_metrics.csv", "w")  # noqa: SIM115
-    f_out.write(",".join(header(ForecastRecord)) + "\n")
-    m_out.write(",".join(header(MetricsRecord)) + "\n")
+    files = {name: open(out_dir / f"loop_{name}.csv", "w")  # noqa: SIM115
+             for name in ("forecasts", "metrics", "signals", "trades", "equity", "economics")}
+    for name, cls in (("forecasts", ForecastRecord), ("metrics", MetricsRecord), ("signals", Signal),
+                      ("trades", Fill), ("equity", EquityPoint), ("economics", EconomicsRecord)):
+        files[name].write(",".join(header(cls)) + "\n")
+    kinds = {ForecastRecord: "forecasts", MetricsRecord: "metrics", Signal: "signals", Fill: "trades",
+             EquityPoint: "equity", EconomicsRecord: "economics"}
     ticks = n_bars = 0
     lat: list[float] = []
+    dlat: list[float] = []
     perf = time.perf_counter
+    b_cfg, x_cfg = settings.bars, settings.execution
     t0 = perf()
     for spec in group_streams(paths, settings.input.market):
         for block in read_stream(spec):
@@ -64,14 +82,19 @@ def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int
                 for key, events in by_key.items():
                     st = states.get(key)
                     if st is None:
-                        st = states[key] = (bars.BarState(settings.bars),
-                                            features.FeatureState(settings.features),
-                                            forecast.JoinState(settings.forecast),
-                                            metrics.MetricsState())
-                    bs, fs, js, ms = st
-                    recs_out: list = []
-                    mets_out: list = []
+                        st = states[key] = (bars.BarState(b_cfg), features.FeatureState(settings.features),
+                                            forecast.JoinState(settings.forecast), metrics.MetricsState(),
+                                            signals.SignalState(settings.signals),
+                                            fills.FillState(x_cfg.latency_ms, b_cfg.interval_ms, b_cfg.max_gap_bars),
+                                            pnl.PnlState(x_cfg, b_cfg.interval_ms, b_cfg.max_gap_bars))
+                    bs, fs, js, ms, ss, qs, ps = st
+                    written: dict[str, list] = {name: [] for name in files}
                     for ev in events:
+                        qs, quotes = fills.step(qs, ev)
+                        for q in quotes:
+                            ps, books = pnl.step(ps, q)
+                            for r in books:
+                                written[kinds[type(r)]].append(r)
                         bs, out = bars.step(bs, ev)
                         for b in out:
                             if type(b) is not Bar:
@@ -79,27 +102,44 @@ def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int
                             n_bars += 1
                             tb = perf()
                             fs, rows = features.step(fs, b)
+                            joined: list = []
                             for row in rows:
                                 js, recs = forecast.step(js, row)
+                                joined.extend(recs)
                                 for r in recs:
                                     if type(r) is not ForecastRecord:
                                         continue
-                                    recs_out.append(r)
+                                    written["forecasts"].append(r)
                                     ms, mets = metrics.step(ms, r)
-                                    mets_out.extend(mets)
-                            lat.append(perf() - tb)
-                    if recs_out:
-                        f_out.write(csv_lines(recs_out))
-                        m_out.write(csv_lines(mets_out))
-    f_out.close()
-    m_out.close()
-    return ticks, n_bars, perf() - t0, lat
+                                    written["metrics"].extend(mets)
+                            td = perf()
+                            lat.append(td - tb)
+                            for r in joined:
+                                ss, sigs = signals.step(ss, r)
+                                for sig in sigs:
+                                    written["signals"].append(sig)
+                                    ps, books = pnl.step(ps, sig)
+                                    for x in books:
+                                        written[kinds[type(x)]].append(x)
+                            dlat.append(perf() - td)
+                    for name, recs in written.items():
+                        if recs:
+                            files[name].write(csv_lines(recs))
+    for f in files.values():
+        f.close()
+    return ticks, n_bars, perf() - t0, lat, dlat
 
 
 def dataflow_run(paths: list[str], out_dir: Path) -> dict:
     from ticklet.cli import run_backtest
 
     return run_backtest(paths, out_dir)
+
+
+def _us(xs: list[float]) -> dict[str, float]:
+    """p50 / p99 / max of seconds, in µs."""
+    return {"p50": round(statistics.median(xs) * 1e6, 1),
+            "p99": round(float(np.percentile(xs, 99, method="higher")) * 1e6, 1), "max": round(max(xs) * 1e6, 1)}
 
 
 def main() -> None:
@@ -111,13 +151,14 @@ def main() -> None:
     flow_runs, loop_runs = [], []
     summary: dict = {}
     lat: list[float] = []
+    dlat: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeat):
             summary = dataflow_run(args.paths, Path(tmp))
             flow_runs.append(summary["wall_s"])
-            ticks, n_bars, secs, lat_run = plain_loop(args.paths, settings, Path(tmp))
+            ticks, n_bars, secs, lat_run, dlat_run = plain_loop(args.paths, settings, Path(tmp))
             loop_runs.append(secs)
-            lat = lat or lat_run
+            lat, dlat = lat or lat_run, dlat or dlat_run
     flow_s, loop_s = min(flow_runs), min(loop_runs)
     assert ticks == summary["ticks"], (ticks, summary["ticks"])
     result = {
@@ -133,11 +174,8 @@ def main() -> None:
         "loop_wall_s": round(loop_s, 4),
         "loop_ticks_per_s": round(ticks / loop_s),
         "overhead_ratio": round(flow_s / loop_s, 3),
-        "bar_latency_us": {
-            "p50": round(statistics.median(lat) * 1e6, 1),
-            "p99": round(float(np.percentile(lat, 99, method="higher")) * 1e6, 1),
-            "max": round(max(lat) * 1e6, 1),
-        },
+        "bar_latency_us": _us(lat),
+        "decision_us_per_bar": _us(dlat),
         "repeat": args.repeat,
     }
     sys.stdout.write(json.dumps(result, indent=1) + "\n")
