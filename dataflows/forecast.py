@@ -80,7 +80,8 @@ def build_flow(settings: Settings) -> Dataflow:
             op.output("write_economics", books.economics, CsvSink(out / "economics.csv", EconomicsRecord))
     if settings.output.kafka:
         producer = producer_config(kafka.brokers, kafka.client_config(), kafka.linger_ms)
-        published = op.merge("merge_published", forecasts.issued, forecasts.scored, metrics)
+        decided = [decisions, books.fills] if settings.output.economics else []
+        published = op.merge("merge_published", forecasts.issued, forecasts.scored, metrics, *decided)
         op.output("publish_forecasts", ops.encode_for_kafka("encode_forecasts", published),
                   KafkaRecordSink(kafka.output_topic, producer))
         op.output("publish_dead_letters", ops.encode_for_kafka("encode_dead_letters", keyed_dead),

@@ -50,6 +50,8 @@ _KIND = {
     "Forecast": b"forecast",
     "ForecastRecord": b"scored",
     "MetricsRecord": b"metrics",
+    "Signal": b"signal",
+    "Fill": b"fill",
     "ErrorRecord": b"dead_letter",
     "BookQuote": b"book_quote",
     "Trade": b"trade",

@@ -113,7 +113,9 @@ def test_output_topic_carries_versioned_json_keyed_by_symbol(kafka_bootstrap, ka
     counters = json.loads((out / "counters.json").read_text())
     assert kinds["scored"] == kinds["metrics"] == counters["forecasts"]
     assert kinds["forecast"] >= kinds["scored"] + counters["forecasts_expired"]
-    assert set(kinds) == {"forecast", "scored", "metrics"}
+    assert set(kinds) == {"forecast", "scored", "metrics", "signal", "fill"}
+    assert kinds["signal"] == len(csv_dicts(out / "signals.csv"))
+    assert kinds["fill"] == len(csv_dicts(out / "trades.csv"))
     assert all(v["schema"] == 2 and v["instrument"] == k for k, v in recs)
     scored = {(v["instrument"], v["model"], v["horizon"], v["ts_forecast"]): v
               for _, v in recs if v["type"] == "scored"}

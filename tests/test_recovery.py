@@ -29,6 +29,8 @@ from realdata import RECORD_FILES, SCRATCH
 def _dedup_key(v: dict) -> tuple:
     if v["type"] == "metrics":
         return (v["type"], v["instrument"], v["model"], v["horizon"], v["ts_target"])
+    if v["type"] == "fill":  # a book closed before a gap in the data fills twice at its last decision
+        return (v["type"], v["instrument"], v["model"], v["horizon"], v["ts_forecast"], v["position"])
     return (v["type"], v["instrument"], v["model"], v["horizon"], v["ts_forecast"])
 
 
