@@ -92,7 +92,8 @@ def build_flow(settings: Settings) -> Dataflow:
     if settings.output.influx:
         from sinks.influx import InfluxSink  # influxdb-client loads only when it is used
 
-        records = op.merge("merge_influx", bars.out, features, forecasts.issued, forecasts.scored, metrics)
+        decided = [decisions, books.fills, books.equity] if settings.output.economics else []
+        records = op.merge("merge_influx", bars.out, features, forecasts.issued, forecasts.scored, metrics, *decided)
         op.output("write_influx", op.merge("merge_influx_health", ops.values("unkey_influx", records), counts, dead),
                   InfluxSink(settings.influx))
     op.output("write_counters", ops.key_records("key_counters", counts), CounterSink(out / "counters.json"))

@@ -3,23 +3,28 @@
 Measurements, tags and fields (the Grafana dashboards query exactly these;
 ``tests/test_dashboards.py`` checks it):
 
-=================  ==========================  ================================================
-measurement        tags                        fields
-=================  ==========================  ================================================
-``forecast``       symbol, model, horizon      pred_return, pred_price, price, ts_forecast,
-                                               pred_lo, pred_hi (at the **target** time: the
-                                               forecast is drawn where it will be checked)
-``scored``         symbol, model, horizon      pred_return, realized_return, pred_price,
-                                               realized_price, error, abs_error, pred_lo,
-                                               pred_hi (at target time)
-``metrics``        symbol, model, horizon      n, mae, rmse, skill, hit_rate, n_directional,
-                                               coverage
-``bar``            symbol                      open, high, low, close, price, volume, vwap,
-                                               trades, buy_volume, sell_volume, bid, ask
-``features``       symbol                      the configured features (scaled, as models see them)
-``health``         worker                      ticks_total, ticks_per_s, dead_letters_total,
-                                               lag_s, points_dropped, points_failed
-=================  ==========================  ================================================
+=================  ============================  ================================================
+measurement        tags                          fields
+=================  ============================  ================================================
+``forecast``       instrument, model, horizon    pred_return, pred_price, price, ts_forecast,
+                                                 pred_lo, pred_hi (at the **target** time: the
+                                                 forecast is drawn where it will be checked)
+``scored``         instrument, model, horizon    pred_return, realized_return, pred_price,
+                                                 realized_price, error, abs_error, pred_lo,
+                                                 pred_hi (at target time)
+``metrics``        instrument, model, horizon    n, mae, rmse, skill, hit_rate, n_directional,
+                                                 coverage
+``bar``            instrument                    open, high, low, close, price, volume, vwap,
+                                                 trades, buy_volume, sell_volume, bid, ask
+``features``       instrument                    the configured features (scaled, as models see them)
+``signal``         instrument, model, horizon    side, p_up, expected_return, target_position
+                                                 (at the decision time)
+``position``       instrument, model, horizon    position, qty, price, mid, fee, cash (a fill,
+                                                 at its quote's time)
+``equity``         instrument, model, horizon    equity, gross_equity, costs, position, mid
+``health``         worker                        ticks_total, ticks_per_s, dead_letters_total,
+                                                 lag_s, points_dropped, points_failed
+=================  ============================  ================================================
 
 Timestamps are event time in ns (receive clock), so a replay after recovery
 rewrites identical points (same measurement, tags and time) instead of adding
@@ -39,7 +44,7 @@ from typing import Any, Optional
 
 from influxdb_client import Point, WritePrecision
 
-from ticklet.events import Bar, FeatureRow, Forecast, ForecastRecord, MetricsRecord
+from ticklet.events import Bar, EquityPoint, FeatureRow, Fill, Forecast, ForecastRecord, MetricsRecord, Signal
 
 __all__ = ["MEASUREMENTS", "to_point"]
 
@@ -55,6 +60,9 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "bar": (("instrument",), ("open", "high", "low", "close", "price", "volume", "vwap", "trades",
                           "buy_volume", "sell_volume", "bid", "ask")),
     "features": (("instrument",), ()),
+    "signal": (("instrument", "model", "horizon"), ("side", "p_up", "expected_return", "target_position")),
+    "position": (("instrument", "model", "horizon"), ("position", "qty", "price", "mid", "fee", "cash")),
+    "equity": (("instrument", "model", "horizon"), ("equity", "gross_equity", "costs", "position", "mid")),
     "health": (("worker",), ("ticks_total", "ticks_per_s", "dead_letters_total", "lag_s",
                              "points_dropped", "points_failed")),
 }
@@ -95,6 +103,18 @@ def to_point(rec: Any, features: Sequence[str] = ()) -> Optional[Point]:
                        "price": rec.price, "volume": rec.volume, "vwap": rec.vwap, "trades": rec.trades,
                        "buy_volume": rec.buy_volume, "sell_volume": rec.sell_volume,
                        "bid": rec.bid or None, "ask": rec.ask or None}, rec.ts_end)
+    if t is Signal:
+        return _point("signal", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
+                      {"side": rec.side, "p_up": rec.p_up, "expected_return": rec.expected_return,
+                       "target_position": rec.target_position}, rec.ts_forecast)
+    if t is Fill:
+        return _point("position", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
+                      {"position": rec.position, "qty": rec.qty, "price": rec.price, "mid": rec.mid, "fee": rec.fee,
+                       "cash": rec.cash}, rec.ts_recv)
+    if t is EquityPoint:
+        return _point("equity", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
+                      {"equity": rec.equity, "gross_equity": rec.gross_equity, "costs": rec.costs,
+                       "position": rec.position, "mid": rec.mid}, rec.ts_recv)
     if t is FeatureRow:
         if not features or not rec.ready:
             return None

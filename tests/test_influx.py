@@ -73,6 +73,16 @@ def test_every_record_is_written_with_event_time(victoria, influx_run):
     assert sum(len(v) for v in bars.values()) == summary["bars"]
     for f in InfluxConfig().features:
         assert sum(len(v) for v in _series(exp, f"features_{f}").values()) > 0, f
+    # the decision layer: signals, positions (at each fill) and equity, as in the files
+    rows = csv_dicts(out / "equity.csv")
+    eq = _series(exp, "equity_equity")
+    assert sum(len(v) for v in eq.values()) == len(rows) > 0
+    for r in rows[::97]:
+        labels = (("horizon", r["horizon"]), ("instrument", r["instrument"]), ("model", r["model"]))
+        assert close(eq[labels][int(r["ts_recv"]) // MS], float(r["equity"]))
+    assert sum(len(v) for v in _series(exp, "position_position").values()) == len(csv_dicts(out / "trades.csv"))
+    n_signals = sum(len(v) for v in _series(exp, "signal_target_position").values())
+    assert n_signals == len(csv_dicts(out / "signals.csv"))
     # health: final totals
     ticks = _series(exp, "health_ticks_total")
     assert max(v for pts in ticks.values() for v in pts.values()) == summary["ticks"]
