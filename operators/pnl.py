@@ -239,8 +239,10 @@ def _execute(state: PnlState, sig: Signal, q: FillQuote, out: list[Out]) -> None
     b.bars += 1
     b.exposed += b.units != 0.0
     b.peak = max(b.peak, equity)
-    b.max_dd = max(b.max_dd, 1.0 - equity / b.peak)
-    out.append(EquityPoint(sig.instrument, sig.model, sig.horizon, q.ts_recv, b.units, mid, equity, gross, b.costs))
+    dd = 1.0 - equity / b.peak
+    b.max_dd = max(b.max_dd, dd)
+    out.append(EquityPoint(sig.instrument, sig.model, sig.horizon, q.ts_recv, b.units, mid, equity, gross, b.costs,
+                           dd))
     out.append(_economics(state, sig, q.ts_recv, b, equity, gross))
 
 

@@ -21,7 +21,7 @@ measurement        tags                          fields
                                                  (at the decision time)
 ``position``       instrument, model, horizon    position, qty, price, mid, fee, cash (a fill,
                                                  at its quote's time)
-``equity``         instrument, model, horizon    equity, gross_equity, costs, position, mid
+``equity``         instrument, model, horizon    equity, gross_equity, costs, drawdown, position, mid
 ``health``         worker                        ticks_total, ticks_per_s, dead_letters_total,
                                                  lag_s, points_dropped, points_failed
 =================  ============================  ================================================
@@ -62,7 +62,7 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "features": (("instrument",), ()),
     "signal": (("instrument", "model", "horizon"), ("side", "p_up", "expected_return", "target_position")),
     "position": (("instrument", "model", "horizon"), ("position", "qty", "price", "mid", "fee", "cash")),
-    "equity": (("instrument", "model", "horizon"), ("equity", "gross_equity", "costs", "position", "mid")),
+    "equity": (("instrument", "model", "horizon"), ("equity", "gross_equity", "costs", "drawdown", "position", "mid")),
     "health": (("worker",), ("ticks_total", "ticks_per_s", "dead_letters_total", "lag_s",
                              "points_dropped", "points_failed")),
 }
@@ -114,7 +114,7 @@ def to_point(rec: Any, features: Sequence[str] = ()) -> Optional[Point]:
     if t is EquityPoint:
         return _point("equity", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
                       {"equity": rec.equity, "gross_equity": rec.gross_equity, "costs": rec.costs,
-                       "position": rec.position, "mid": rec.mid}, rec.ts_recv)
+                       "drawdown": rec.drawdown, "position": rec.position, "mid": rec.mid}, rec.ts_recv)
     if t is FeatureRow:
         if not features or not rec.ready:
             return None

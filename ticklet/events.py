@@ -456,8 +456,8 @@ class Fill(msgspec.Struct, frozen=True, gc=False):
 class EquityPoint(msgspec.Struct, frozen=True, gc=False):
     """A book marked to the mid at one decision (``ts_recv``: the fill quote's
     time): its position in units, equity (net of every cost), the equity it
-    would have had trading at the mid without fees (``gross_equity``), and the
-    costs paid so far."""
+    would have had trading at the mid without fees (``gross_equity``), the
+    costs paid so far, and the drawdown from the equity's running peak."""
 
     instrument: str
     model: str
@@ -468,6 +468,7 @@ class EquityPoint(msgspec.Struct, frozen=True, gc=False):
     equity: float
     gross_equity: float
     costs: float
+    drawdown: float  # 1 - equity / its running peak
 
 
 class EconomicsRecord(msgspec.Struct, frozen=True, gc=False):
