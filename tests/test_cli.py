@@ -274,3 +274,25 @@ def test_a_backtest_without_the_cnn_gru_does_not_load_torch(ws_dir, tmp_path):
     torch; influxdb-client only loads when the InfluxDB output is on."""
     src = str(ws_dir / "spot" / "btcusdt_20230405.dat.gz")
     assert _heavy_modules(["backtest", src, "--out", str(tmp_path)]) == {"river", "scipy", "bytewax"}
+
+
+def test_economics_block_of_every_book(cli_run, summary):
+    """``economics`` in the JSON: every instrument, every default model and
+    horizon plus the two baselines (horizon 0), as the last rows of
+    economics.csv say."""
+    _, out = cli_run
+    s = Settings()
+    econ = summary["economics"]
+    assert set(econ) == {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}
+    want = {(m, str(h)) for m in s.forecast.models for h in s.forecast.horizons} | {("buy_and_hold", "0"),
+                                                                                       ("flat", "0")}
+    last = {(r["instrument"], r["model"], r["horizon"]): r for r in csv_dicts(out / "economics.csv")}
+    for inst, books in econ.items():
+        assert {(m, h) for m, hs in books.items() for h in hs} == want
+        for m, hs in books.items():
+            for h, e in hs.items():
+                row = last[(inst, m, h)]
+                assert e["net_return"] == float(row["net_return"]) and e["fills"] == int(row["fills"])
+                assert set(e) >= {"sharpe", "sortino", "max_drawdown", "calmar", "trades", "win_rate",
+                                  "profit_factor", "turnover", "exposure", "avg_holding_s", "break_even_bps"}
+        assert books["flat"]["0"]["fills"] == 0 and books["buy_and_hold"]["0"]["fills"] >= 1
