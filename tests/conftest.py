@@ -211,14 +211,27 @@ class VictoriaMetrics:
         self.proc = None
 
     def export(self, match: str = '{__name__=~".+"}') -> dict[tuple, dict[int, float]]:
-        """Every stored series as {(name, sorted labels): {timestamp_ms: value}}."""
+        """Every stored series as {(name, sorted labels): {timestamp_ms: value}},
+        once two reads a quarter of a second apart agree (the server makes
+        freshly ingested series searchable asynchronously; at most 20 s)."""
+        import time
+
+        prev: dict[tuple, dict[int, float]] | None = None
+        deadline = time.monotonic() + 20
+        while True:
+            got = self._export_once(match)
+            if (got and got == prev) or time.monotonic() > deadline:
+                return got
+            prev = got
+            time.sleep(0.25)
+
+    def _export_once(self, match: str) -> dict[tuple, dict[int, float]]:
         import json
+        import time
         import urllib.parse
         import urllib.request
 
         urllib.request.urlopen(self.url + "/internal/force_flush", timeout=30).read()
-        import time
-
         # all time, up to an hour ahead (health points are stamped with the wall clock)
         q = urllib.parse.urlencode({"match[]": match, "start": "0", "end": str(int(time.time()) + 3600)})
         body = urllib.request.urlopen(f"{self.url}/api/v1/export?{q}", timeout=60).read().decode()
