@@ -17,7 +17,9 @@ each moved by ``slippage_bps`` against the book, plus a taker fee of
 **Gaps.** When the data stops for longer than ``max_gap_bars`` bars (the
 bar builder restarts its series there), every book with a position closes
 it against the last quote before the gap: nothing is held through a
-stretch of unknown prices.
+stretch of unknown prices. This is a backtest convention, not a causal
+decision: the close is booked when the data resumes, at the last quote
+known before the gap.
 
 **Marking.** At every decision the book is marked to the mid of the fill
 quote: ``equity = cash + position x mid``. ``gross_equity`` is what the book
