@@ -14,12 +14,14 @@ each moved by ``slippage_bps`` against the book, plus a taker fee of
 ``fee_bps`` of the traded value. The costs are split into ``spread_cost``
 (the touch against the mid), ``slippage_cost`` and ``fee``.
 
-**Gaps.** When the data stops for longer than ``max_gap_bars`` bars (the
-bar builder restarts its series there), every book with a position closes
-it against the last quote before the gap: nothing is held through a
-stretch of unknown prices. This is a backtest convention, not a causal
-decision: the close is booked when the data resumes, at the last quote
-known before the gap.
+**Gaps.** When a book's next decision comes more than ``max_gap_bars`` bars
+after its last one (the data stopped; the bar builder restarts its series
+there), a book with a position first closes it against the quote of its
+last decision: nothing is held through a stretch of unknown prices. This is
+a backtest convention, not a causal decision: the close is booked when the
+data resumes, at the last quote the book traded on before the gap. Books
+execute their decisions in time order whatever order decisions and quotes
+arrive in, so this close comes out the same in every run.
 
 **Marking.** At every decision the book is marked to the mid of the fill
 quote: ``equity = cash + position x mid``. ``gross_equity`` is what the book
@@ -144,6 +146,7 @@ class _Book:
     won: float = 0.0
     lost: float = 0.0
     held_ns: int = 0
+    last_quote: Optional[FillQuote] = None  # the quote of the book's last decision
 
 
 @dataclass
@@ -157,7 +160,6 @@ class PnlState:
     books: dict[tuple[str, int], _Book] = field(default_factory=dict)
     signals: dict[int, list[Signal]] = field(default_factory=dict)
     quotes: dict[int, FillQuote] = field(default_factory=dict)
-    last_quote: Optional[FillQuote] = None
     bars_a_year: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -174,12 +176,6 @@ def step(state: PnlState, item: Union[Signal, FillQuote]) -> tuple[PnlState, lis
     if type(item) is FillQuote:
         for t in [t for t in state.signals if t < ts]:  # their quotes passed: never filled
             del state.signals[t]
-        last = state.last_quote
-        if last is not None and ts - last.ts_forecast > state.max_gap_bars * state.interval_ms * 1_000_000:
-            for (model, h), b in list(state.books.items()):  # the data stops: every book leaves at its last quote
-                if b.units != 0.0:
-                    _execute(state, Signal(last.instrument, model, h, last.ts_forecast, 0, None, 0.0, 0.0), last, out)
-        state.last_quote = item
         for sig in state.signals.pop(ts, ()):
             _execute(state, sig, item, out)
         state.quotes[ts] = item
@@ -210,6 +206,12 @@ def _execute(state: PnlState, sig: Signal, q: FillQuote, out: list[Out]) -> None
     if b is None:
         b = state.books[key] = _Book(cfg.initial_equity, cfg.initial_equity, prev_equity=cfg.initial_equity,
                                      peak=cfg.initial_equity)
+    last = b.last_quote
+    gap = state.max_gap_bars * state.interval_ms * 1_000_000
+    if last is not None and b.units != 0.0 and sig.ts_forecast - last.ts_forecast > gap:
+        # the data stopped after the book's last decision: it leaves at that decision's quote first
+        _execute(state, Signal(sig.instrument, sig.model, sig.horizon, last.ts_forecast, 0, None, 0.0, 0.0), last, out)
+    b.last_quote = q
     mid = (q.bid + q.ask) / 2
     equity = b.cash + b.units * mid
     target = sig.target_position * equity / mid

@@ -185,3 +185,25 @@ def test_sides_follow_the_rule_and_sizes_stay_within_the_caps(chain):
     edge = [s for s in _signals(chain, rule="edge", edge_cost_bps=0.5) if s.model == "linear"]
     assert all(s.side == 0 or abs(s.expected_return) * 1e4 > 0.5 for s in edge)
     assert any(s.side != 0 for s in edge)
+
+
+def test_a_gap_close_does_not_depend_on_arrival_order():
+    """A book holding a position when the data stops closes it at its last
+    quote before taking the first decision after the gap, in every arrival
+    order (the quote after the gap may come before the last decision before
+    it: decisions travel a longer path through the dataflow)."""
+    from ticklet.events import Signal
+
+    S = 10**9
+    s1, s2 = (Signal("X", "m", 1, t, 1, 0.6, 1e-4, 1.0) for t in (5 * S, 5 * S + 400 * S))
+    q1 = FillQuote("X", 5 * S, 5 * S + 60_000_000, 99.9, 1.0, 100.1, 1.0)
+    q2 = FillQuote("X", 405 * S, 405 * S + 60_000_000, 119.9, 1.0, 120.1, 1.0)
+    runs = []
+    for order in ([s1, q1, q2, s2], [q1, q2, s1, s2], [q1, s1, s2, q2], [s1, s2, q1, q2]):
+        _, out = drive(pnl.step, pnl.PnlState(pnl.ExecutionConfig(), 1000, max_gap_bars=300), order)
+        runs.append(out)
+    assert all(r == runs[0] for r in runs)
+    fl = [r for r in runs[0] if type(r) is Fill]
+    assert [(f.ts_forecast, f.qty > 0, f.position == 0) for f in fl] == [
+        (5 * S, True, False), (5 * S, False, True), (405 * S, True, False)]  # in, out at the old quote, in again
+    assert fl[1].price == 99.9 * (1 - 1e-4)
