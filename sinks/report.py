@@ -15,6 +15,7 @@ run reports the whole run.
 from __future__ import annotations
 
 import csv
+import json
 import sys
 import time
 from pathlib import Path
@@ -22,10 +23,10 @@ from typing import Any, Optional
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from sinks.summary import R, format_summary, instruments_summary, record_from_row
-from ticklet.events import Count, MetricsRecord
+from sinks.summary import R, economics_summary, format_summary, instruments_summary, record_from_row
+from ticklet.events import Count, EconomicsRecord, MetricsRecord
 
-__all__ = ["ReportSink", "read_last"]
+__all__ = ["ReportSink", "read_last", "summarize"]
 
 _Key = tuple[str, str, int]
 
@@ -117,3 +118,21 @@ class ReportSink(FixedPartitionedSink[Any, _State]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[_State]) -> _ReportPartition:
         return _ReportPartition(resume_state, self._total, self._outputs, self._progress)
+
+
+def summarize(out_dir: Path, wall_s: Optional[float] = None) -> dict[str, Any]:
+    """Build the backtest summary from a finished run's output files."""
+    cpath = out_dir / "counters.json"
+    counters = json.loads(cpath.read_text()) if cpath.exists() else {}
+    ticks = counters.get("ticks", 0)
+    return {
+        "ticks": ticks,
+        "bars": counters.get("bars", 0),
+        "forecasts": counters.get("forecasts", 0),
+        "errors": counters.get("dead_letters", 0),
+        "wall_s": None if wall_s is None else round(wall_s, 4),
+        "ticks_per_s": round(ticks / wall_s, 1) if wall_s else None,
+        "counters": counters,
+        "instruments": instruments_summary(read_last(out_dir / "metrics.csv", MetricsRecord)),
+        "economics": economics_summary(read_last(out_dir / "economics.csv", EconomicsRecord)),
+    }

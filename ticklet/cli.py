@@ -22,29 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ticklet")
 
-__all__ = ["main", "run_backtest", "summarize"]
-
-
-def summarize(out_dir: Path, wall_s: float) -> dict[str, Any]:
-    """Build the backtest summary from a finished run's output files."""
-    from sinks.report import read_last
-    from sinks.summary import economics_summary, instruments_summary
-    from ticklet.events import EconomicsRecord, MetricsRecord
-
-    cpath = out_dir / "counters.json"
-    counters = json.loads(cpath.read_text()) if cpath.exists() else {}
-    ticks = counters.get("ticks", 0)
-    return {
-        "ticks": ticks,
-        "bars": counters.get("bars", 0),
-        "forecasts": counters.get("forecasts", 0),
-        "errors": counters.get("dead_letters", 0),
-        "wall_s": round(wall_s, 4),
-        "ticks_per_s": round(ticks / wall_s, 1) if wall_s > 0 else None,
-        "counters": counters,
-        "instruments": instruments_summary(read_last(out_dir / "metrics.csv", MetricsRecord)),
-        "economics": economics_summary(read_last(out_dir / "economics.csv", EconomicsRecord)),
-    }
+__all__ = ["main", "run_backtest"]
 
 
 def _trades_without_quotes(paths: list[str]) -> bool:
@@ -64,6 +42,7 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     from bytewax.testing import cluster_main, run_main
 
     from dataflows.forecast import OUTPUT_FILES, build_flow
+    from sinks.report import summarize
 
     for name in OUTPUT_FILES:  # a fresh run: never report a previous run's files
         (out_dir / name).unlink(missing_ok=True)
