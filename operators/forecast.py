@@ -50,7 +50,7 @@ from models.base import OnlineModel
 from models.registry import ENSEMBLE, MODELS, LearnerConfig, build
 from ticklet.events import Count, FeatureRow, Forecast, ForecastRecord
 
-__all__ = ["ForecastConfig", "JoinState", "Pending", "step"]
+__all__ = ["ForecastConfig", "JoinState", "Pending", "predict", "step"]
 
 
 class ForecastConfig(BaseModel):
@@ -140,6 +140,27 @@ def _ensemble(c: ForecastConfig) -> OnlineModel:
 Out = Union[Forecast, ForecastRecord, Count]
 
 
+def predict(model: OnlineModel, x: dict[str, float],
+            lim: float) -> tuple[Optional[float], Optional[float], Optional[float]]:
+    """A learner's forecast of ``x`` and its interval, if it gives one (``lo``
+    and ``hi`` None otherwise); ``(None, None, None)`` when the forecast or a
+    bound is beyond ``lim`` or not finite (a diverged model).
+
+    >>> from models.base import NaiveModel
+    >>> predict(NaiveModel(), {}, 1.0)
+    (0.0, None, None)
+    """
+    with_interval = getattr(model, "predict_with_interval", None)
+    lo = hi = None
+    if with_interval is not None:
+        pred, lo, hi = with_interval(x)
+    else:
+        pred = model.predict_one(x)
+    if not (abs(pred) <= lim and (lo is None or hi is None or (abs(lo) <= lim and abs(hi) <= lim))):
+        return None, None, None  # NaN fails the comparison too
+    return float(pred), lo, hi
+
+
 def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
     """Resolve forecasts whose target is ``row.ts_end``, learn, then forecast.
 
@@ -173,16 +194,10 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
             preds: dict[str, float] = {}
             for m in st.config.members:
                 model = st.models[(m, h)]
-                with_interval = getattr(model, "predict_with_interval", None)
-                lo = hi = None
-                if with_interval is not None:
-                    pred, lo, hi = with_interval(x)
-                else:
-                    pred = model.predict_one(x)
-                if not (abs(pred) <= lim and (lo is None or hi is None or (abs(lo) <= lim and abs(hi) <= lim))):
-                    pred, lo, hi = 0.0, None, None  # NaN fails the comparison too
+                pred, lo, hi = predict(model, x, lim)
+                if pred is None:
+                    pred, lo, hi = 0.0, None, None
                     bad += 1
-                pred = float(pred)
                 preds[m] = pred
                 dq.append(Pending(m, t, target, pred, row.price, x, lo, hi))
                 proba = getattr(model, "proba_up", None)

@@ -13,7 +13,8 @@ measurement        tags                          fields
                                                  realized_price, error, abs_error, pred_lo,
                                                  pred_hi (at target time)
 ``metrics``        instrument, model, horizon    n, mae, rmse, skill, hit_rate, n_directional,
-                                                 coverage
+                                                 coverage, hit_rate_se, dm_stat, dm_p_value,
+                                                 pt_stat, pt_p_value
 ``bar``            instrument                    open, high, low, close, price, volume, vwap,
                                                  trades, buy_volume, sell_volume, bid, ask
 ``features``       instrument                    the configured features (scaled, as models see them)
@@ -56,7 +57,8 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                ("pred_return", "realized_return", "pred_price", "realized_price", "error", "abs_error",
                 "pred_lo", "pred_hi")),
     "metrics": (("instrument", "model", "horizon"),
-                ("n", "mae", "rmse", "skill", "hit_rate", "n_directional", "coverage")),
+                ("n", "mae", "rmse", "skill", "hit_rate", "n_directional", "coverage", "hit_rate_se",
+                 "dm_stat", "dm_p_value", "pt_stat", "pt_p_value")),
     "bar": (("instrument",), ("open", "high", "low", "close", "price", "volume", "vwap", "trades",
                           "buy_volume", "sell_volume", "bid", "ask")),
     "features": (("instrument",), ()),
@@ -96,7 +98,9 @@ def to_point(rec: Any, features: Sequence[str] = ()) -> Optional[Point]:
         return _point("metrics", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
                       {"n": rec.n, "mae": rec.mae, "rmse": rec.rmse, "skill": rec.skill,
                        "hit_rate": rec.hit_rate, "n_directional": rec.n_directional,
-                       "coverage": rec.coverage}, rec.ts_target)
+                       "coverage": rec.coverage, "hit_rate_se": rec.hit_rate_se, "dm_stat": rec.dm_stat,
+                       "dm_p_value": rec.dm_p_value, "pt_stat": rec.pt_stat, "pt_p_value": rec.pt_p_value},
+                      rec.ts_target)
     if t is Bar:
         return _point("bar", {"instrument": rec.instrument},
                       {"open": rec.open, "high": rec.high, "low": rec.low, "close": rec.close,

@@ -377,7 +377,9 @@ class MetricsRecord(msgspec.Struct, frozen=True, gc=False):
 
     ``skill = 1 - MSE_model / MSE_naive`` where the naive forecast is a zero
     return. ``hit_rate`` is over realized non-zero moves (``n_directional``)
-    and is None for a model that never predicted a non-zero return.
+    and is None for a model that never predicted a non-zero return. The
+    significance tests (Diebold-Mariano, Pesaran-Timmermann) are defined in
+    :mod:`operators.metrics`.
     """
 
     instrument: str
@@ -393,6 +395,12 @@ class MetricsRecord(msgspec.Struct, frozen=True, gc=False):
     hits: int
     coverage: Optional[float] = None  # share of realized returns inside the predictive interval
     n_interval: int = 0
+    hit_rate_se: Optional[float] = None  # HAC (Newey-West, lag h-1) standard error of hit_rate
+    dm_stat: Optional[float] = None  # Diebold-Mariano vs the zero-return forecast, HLN-corrected
+    dm_p_value: Optional[float] = None  # one-sided: the model's squared error is lower
+    pt_stat: Optional[float] = None  # Pesaran-Timmermann, on non-overlapping forecasts
+    pt_p_value: Optional[float] = None  # one-sided: the forecast's direction beats chance
+    n_pt: int = 0  # the non-overlapping directional pairs the PT test used
 
 
 class Count(msgspec.Struct, frozen=True, gc=False):
@@ -495,3 +503,14 @@ class EconomicsRecord(msgspec.Struct, frozen=True, gc=False):
     avg_holding_s: Optional[float]
     fills: int
     break_even_bps: Optional[float]
+    #: The statistics of the Sharpe ratio (None while it is): the Sharpe
+    #: ratio of one bar (not annualized), the standard error of the annualized
+    #: one (Lo, 2002, IID returns), the skewness and the non-excess kurtosis
+    #: of the per-bar returns (biased moments, as scipy's defaults), and the
+    #: probabilistic Sharpe ratio P[true Sharpe > 0] (Bailey & López de Prado,
+    #: 2012). The number of returns is ``n_bars``. Defaults: older CSVs load.
+    sharpe_per_bar: Optional[float] = None
+    sharpe_se: Optional[float] = None
+    skew: Optional[float] = None
+    kurt: Optional[float] = None
+    psr: Optional[float] = None
