@@ -10,8 +10,11 @@ from it):
 - ``klines_15m``: BTC/USDT 15-minute klines, horizon 1, against the published
   51.7% directional accuracy on BTC/USDT 15-minute bars.
 
-For each model and horizon: n, the hit rate with its 95% Wilson interval,
-the RMSE skill against the zero-return forecast, and, from a separate timing
+For each model and horizon: n, the hit rate with its 95% Wilson interval
+(over the effective number of moves at h > 1), the plain binomial p-value
+(valid at h = 1 only; kept at h > 1 to show what overlap does), the
+Pesaran-Timmermann and Diebold-Mariano p-values with their Holm flags over
+the dataset's run, the RMSE skill against the zero-return forecast, and, from a separate timing
 loop over the recordings' real feature rows, the cost per bar in µs
 (``predict_one`` + ``learn_one``).
 
@@ -62,14 +65,15 @@ def evaluate(name: str, models: tuple[str, ...]) -> dict:
     for sym, body in summary["instruments"].items():
         for model, hs in body["models"].items():
             for h, m in hs.items():
-                ci = None
+                iid_p = None  # the plain binomial test, valid at h = 1 only: kept to show what overlap does
                 if m["hit_rate"] is not None and m["n_directional"]:
-                    iv = binomtest(m["hits"], m["n_directional"]).proportion_ci(0.95, method="wilson")
-                    ci = [round(iv.low, 4), round(iv.high, 4)]
+                    iid_p = binomtest(m["hits"], m["n_directional"], 0.5, alternative="greater").pvalue
                 out.setdefault(sym, {}).setdefault(model, {})[h] = {
-                    "n": m["n"], "hit_rate": m["hit_rate"], "hit_rate_ci95": ci,
-                    "n_directional": m["n_directional"], "hits": m["hits"], "skill": m["skill"], "rmse": m["rmse"],
-                    "p_value": m["hit_rate_p_value"],
+                    "n": m["n"], "hit_rate": m["hit_rate"], "hit_rate_ci95": m["hit_rate_ci95"],
+                    "hit_rate_n_eff": m["hit_rate_n_eff"], "n_directional": m["n_directional"], "hits": m["hits"],
+                    "skill": m["skill"], "rmse": m["rmse"], "binomial_p_value_iid": iid_p,
+                    "dm_stat": m["dm_stat"], "dm_p_value": m["dm_p_value"], "dm_holm": m["dm_holm"],
+                    "pt_stat": m["pt_stat"], "pt_p_value": m["pt_p_value"], "n_pt": m["n_pt"], "pt_holm": m["pt_holm"],
                 }
     return {"wall_s": summary["wall_s"], "bars": summary["bars"], "results": out}
 
@@ -97,19 +101,28 @@ def cost_per_bar(models: tuple[str, ...], max_rows: int = 3000) -> dict[str, flo
     return costs
 
 
+def _p(v: float | None, holm: bool | None = None) -> str:
+    return "-" if v is None else f"{v:.2g}" + (" ✓" if holm else "")
+
+
 def markdown(report: dict) -> str:
     lines = []
     for ds, body in report["datasets"].items():
         lines.append(f"**{ds}** ({body['bars']:,} bars, {body['wall_s']} s)\n")
-        lines.append("| instrument | model | h | n | hit rate [95% CI] | n_dir | skill | µs/bar |")
-        lines.append("|---|---|---|---|---|---|---|---|")
+        lines.append("| instrument | model | h | n | hit rate [95% CI] | n_dir | binomial p (iid) | PT p (n) "
+                     "| skill | DM p | µs/bar |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for sym, models in body["results"].items():
             for model, hs in models.items():
                 for h, m in hs.items():
                     hr = "-" if m["hit_rate"] is None else \
                         f"{m['hit_rate']:.3f} [{m['hit_rate_ci95'][0]:.3f}, {m['hit_rate_ci95'][1]:.3f}]"
                     sk = "-" if m["skill"] is None else f"{m['skill']:.4f}"
-                    lines.append(f"| {sym} | {model} | {h} | {m['n']} | {hr} | {m['n_directional']} | {sk} "
+                    binom = _p(m["binomial_p_value_iid"]) + (" (invalid: overlap)" if h != "1" and
+                                                            m["binomial_p_value_iid"] is not None else "")
+                    pt = "-" if m["pt_p_value"] is None else f"{_p(m['pt_p_value'], m['pt_holm'])} ({m['n_pt']})"
+                    lines.append(f"| {sym} | {model} | {h} | {m['n']} | {hr} | {m['n_directional']} | {binom} "
+                                 f"| {pt} | {sk} | {_p(m['dm_p_value'], m['dm_holm'])} "
                                  f"| {report['cost_us_per_bar'].get(model, '-')} |")
         lines.append("")
     return "\n".join(lines)
