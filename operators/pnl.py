@@ -47,6 +47,34 @@ with ``r_t = equity_t / equity_{t-1} - 1`` the net return of one bar and
   cost per side, in bps of the traded value, at which the net PnL would be
   zero. It is the one figure that says whether a signal is tradeable at all.
 
+**Statistics of the Sharpe ratio.** With ``T = n_bars`` returns, ``SR =
+mean(r) / std(r)`` the Sharpe ratio of one bar (``sharpe_per_bar``, not
+annualized), ``skew = m3 / m2^1.5`` and ``kurt = m4 / m2^2`` the skewness and
+the (non-excess: 3 for a normal) kurtosis of the returns, ``m_k`` their
+central moments (divided by ``T``: ``scipy.stats.skew`` and
+``scipy.stats.kurtosis(fisher=False)`` with their defaults), kept as running
+central sums (Welford's update, extended to the third and fourth moments by
+Terriberry: O(1) per book, no cancellation):
+
+- ``sharpe_se = sqrt(A) x sqrt((1 + SR^2 / 2) / T)``: the standard error of
+  the annualized Sharpe ratio for IID returns (Lo, 2002, "The Statistics of
+  Sharpe Ratios", *Financial Analysts Journal* 58(4)). It assumes normal
+  returns; one-second returns are far from normal (they are mostly zeros
+  and jumps), which ``psr`` takes into account;
+- ``psr = Phi(SR x sqrt(T - 1) / sqrt(1 - skew x SR + (kurt - 1) / 4 x
+  SR^2))``: the probabilistic Sharpe ratio, the probability that the true
+  Sharpe ratio is above zero (Bailey & López de Prado, 2012, "The Sharpe
+  Ratio Efficient Frontier", *Journal of Risk* 15(2)); the denominator is
+  the non-normal variance of the estimate (Mertens, 2002), never negative
+  since ``kurt >= 1 + skew^2``.
+
+``sharpe_per_bar``, ``sharpe_se``, ``skew``, ``kurt`` and ``psr`` are None
+while ``sharpe`` is (the returns have no variance yet).
+
+The deflated Sharpe ratio (``dsr``), which needs every book of a run, is
+computed at the end of the run by :func:`sinks.summary.economics_summary`
+from these fields and :func:`probabilistic_sharpe`.
+
 Defaults are Binance's regular (VIP 0) taker fees: 0.10% on spot, 0.05% on
 USD-M futures (an instrument ending in ``-PERP``).
 
@@ -86,6 +114,19 @@ The mid rises to 101 at the next decision, where the signal is to go flat:
 49.7512
 >>> econ.trades, econ.win_rate, econ.fills
 (1, 1.0, 2)
+
+Two returns, 9,989.995 / 10,000 - 1 = -0.10005% then 10,029.95 / 9,989.995
+- 1 = +0.39995%: per bar ``SR = 0.0014995 / 0.0035355 = 0.4241`` (the sample
+std), over 1-second bars ``A = 31,536,000``:
+
+>>> round(econ.sharpe_per_bar, 4), round(econ.sharpe / math.sqrt(st.bars_a_year), 4)
+(0.4241, 0.4241)
+>>> round(econ.sharpe_se / math.sqrt(st.bars_a_year), 4)  # sqrt((1 + 0.4241^2 / 2) / 2)
+0.7382
+>>> round(econ.skew, 12), round(econ.kurt, 12)  # two points: no skew, kurtosis 1
+(0.0, 1.0)
+>>> round(econ.psr, 4)  # Phi(0.4241 x sqrt(2 - 1) / sqrt(1 - 0 x 0.4241 + (1 - 1) / 4 x 0.4241^2))
+0.6643
 """
 
 from __future__ import annotations
@@ -98,7 +139,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ticklet.events import EconomicsRecord, EquityPoint, Fill, FillQuote, Signal
 
-__all__ = ["ExecutionConfig", "PnlState", "step"]
+__all__ = ["ExecutionConfig", "PnlState", "probabilistic_sharpe", "step"]
 
 _YEAR_NS = 365 * 86_400 * 10**9
 
@@ -132,8 +173,10 @@ class _Book:
     peak: float = 0.0
     max_dd: float = 0.0
     n: int = 0  # bars with a return
-    sum_r: float = 0.0
-    sum_r2: float = 0.0
+    mean: float = 0.0  # of the returns
+    m2: float = 0.0  # sums of the returns' powers 2, 3, 4 about their mean (Welford, Terriberry)
+    m3: float = 0.0
+    m4: float = 0.0
     sum_down2: float = 0.0
     bars: int = 0
     exposed: int = 0
@@ -236,9 +279,7 @@ def _execute(state: PnlState, sig: Signal, q: FillQuote, out: list[Out]) -> None
     gross = b.gross_cash + b.units * mid
     r = equity / b.prev_equity - 1.0
     b.prev_equity = equity
-    b.n += 1
-    b.sum_r += r
-    b.sum_r2 += r * r
+    _moments(b, r)
     b.sum_down2 += min(r, 0.0) ** 2
     b.bars += 1
     b.exposed += b.units != 0.0
@@ -248,6 +289,49 @@ def _execute(state: PnlState, sig: Signal, q: FillQuote, out: list[Out]) -> None
     out.append(EquityPoint(sig.instrument, sig.model, sig.horizon, q.ts_recv, b.units, mid, equity, gross, b.costs,
                            dd))
     out.append(_economics(state, sig, q.ts_recv, b, equity, gross))
+
+
+def _moments(b: _Book, x: float) -> None:
+    """Add one return to the running mean and central sums ``m_k = sum((r -
+    mean)^k)``, k = 2, 3, 4 (Welford's update extended by Terriberry, as in
+    Pébay, 2008, "Formulas for robust, one-pass parallel computation of
+    covariances and arbitrary-order statistical moments", eq. 2.1)."""
+    n1 = b.n
+    n = b.n = n1 + 1
+    d = x - b.mean
+    dn = d / n
+    dn2 = dn * dn
+    t = d * dn * n1
+    b.mean += dn
+    b.m4 += t * dn2 * (n * n - 3 * n + 3) + 6 * dn2 * b.m2 - 4 * dn * b.m3
+    b.m3 += t * dn * (n - 2) - 3 * dn * b.m2
+    b.m2 += t
+
+
+def probabilistic_sharpe(sr: float, sr0: float, n: int, skew: float, kurt: float) -> Optional[float]:
+    """``P[true SR > sr0]``: Bailey & López de Prado's probabilistic Sharpe
+    ratio of a per-bar Sharpe ratio ``sr`` estimated over ``n`` returns of
+    skewness ``skew`` and (non-excess) kurtosis ``kurt``; None with fewer
+    than two returns or a degenerate variance.
+
+    ``Phi((sr - sr0) x sqrt(n - 1) / sqrt(1 - skew x sr + (kurt - 1) / 4 x sr^2))``.
+
+    Bailey & López de Prado's (2014) numerical example of the deflated Sharpe
+    ratio: annualized SR 2.5 over 5 years of daily returns (T = 1,250,
+    ``sr = 2.5 / sqrt(250)``), skewness -3, kurtosis 10, against the expected
+    maximum of 100 trials with an annualized variance of 1/2, ``sr0 = 0.1132``
+    (:func:`sinks.summary.economics_summary`), a deflated Sharpe ratio of 0.9004:
+
+    >>> round(probabilistic_sharpe(2.5 / math.sqrt(250), 0.113172, 1250, -3.0, 10.0), 4)
+    0.9004
+    >>> round(probabilistic_sharpe(0.1, 0.0, 101, 0.0, 3.0), 6)  # normal returns: Phi(0.1 x 10 / sqrt(1.005))
+    0.840741
+    """
+    v = 1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr * sr
+    if n < 2 or not v > 0:
+        return None
+    z = (sr - sr0) * math.sqrt(n - 1) / math.sqrt(v)
+    return 0.5 * math.erfc(-z / math.sqrt(2))
 
 
 def _holding(b: _Book, was: float, now: float, equity: float, ts: int) -> None:
@@ -270,9 +354,17 @@ def _holding(b: _Book, was: float, now: float, equity: float, ts: int) -> None:
 def _economics(state: PnlState, sig: Signal, ts: int, b: _Book, equity: float, gross: float) -> EconomicsRecord:
     cfg, a = state.config, state.bars_a_year
     init = cfg.initial_equity
-    mean = b.sum_r / b.n
-    var = (b.sum_r2 - b.n * mean * mean) / (b.n - 1) if b.n > 1 else 0.0
-    sharpe = mean / math.sqrt(var) * math.sqrt(a) if var > 0 else None
+    n, mean = b.n, b.mean
+    var = b.m2 / (n - 1) if n > 1 else 0.0
+    sr = sharpe = se = skew = kurt = psr = None
+    if var > 0:
+        sr = mean / math.sqrt(var)
+        sharpe = sr * math.sqrt(a)
+        se = math.sqrt(a * (1.0 + sr * sr / 2.0) / n)
+        m2 = b.m2
+        skew = math.sqrt(n) * b.m3 / (m2 * math.sqrt(m2))
+        kurt = n * b.m4 / (m2 * m2)
+        psr = probabilistic_sharpe(sr, 0.0, n, skew, kurt)
     down = math.sqrt(b.sum_down2 / b.n)
     sortino = mean / down * math.sqrt(a) if down > 0 else None
     calmar = mean * a / b.max_dd if b.max_dd > 0 else None
@@ -281,4 +373,4 @@ def _economics(state: PnlState, sig: Signal, ts: int, b: _Book, equity: float, g
         sharpe, sortino, b.max_dd, calmar, b.trades, b.wins / b.trades if b.trades else None,
         b.won / b.lost if b.lost > 0 else None, b.traded / init, b.exposed / b.bars,
         b.held_ns / b.trades / 1e9 if b.trades else None, b.fills,
-        (gross - init) / b.traded * 1e4 if b.traded > 0 else None)
+        (gross - init) / b.traded * 1e4 if b.traded > 0 else None, sr, se, skew, kurt, psr)

@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable
 from typing import Any, Optional, TypeVar
 
@@ -101,10 +102,84 @@ def record_from_row(row: dict[str, str], cls: type[R]) -> R:
 
 def economics_summary(last: Iterable[EconomicsRecord]) -> dict[str, Any]:
     """``{instrument: {model: {horizon: economics}}}`` of the books' last
-    records (the baselines have horizon 0)."""
+    records (the baselines have horizon 0), each with its deflated Sharpe
+    ratio ``dsr`` and the number of trials ``n_trials`` it is deflated for.
+
+    The **deflated Sharpe ratio** (Bailey & López de Prado, 2014, "The
+    Deflated Sharpe Ratio: Correcting for Selection Bias, Backtest
+    Overfitting, and Non-Normality", *Journal of Portfolio Management*
+    40(5)) is the probabilistic Sharpe ratio
+    (:func:`operators.pnl.probabilistic_sharpe`) of a book against the
+    Sharpe ratio the best of ``N`` unskilled trials would show by chance,
+    ``SR0 = sqrt(V) x ((1 - gamma) x Phi^-1(1 - 1/N) + gamma x Phi^-1(1 -
+    1/(N e)))``, gamma the Euler-Mascheroni constant, all per bar:
+
+    - the **trials** of an instrument are its model x horizon books, times
+      the number of signal rules of the run (one: ``TICKLET_SIGNALS__RULE``).
+      The baselines (``buy_and_hold``, ``flat``: horizon 0) are benchmarks,
+      not strategies tried: they are not trials and get no ``dsr`` nor
+      ``n_trials`` (None);
+    - ``N`` counts every trial, those with no Sharpe ratio too (a book that
+      never traded was tried all the same); ``V`` is the sample variance
+      (n - 1) of the per-bar Sharpe ratios of the trials that have one;
+    - with ``N < 2`` (no selection to correct for: read ``psr``) or fewer
+      than two Sharpe ratios to take a variance of, ``dsr`` is None.
+
+    Two strategies and a baseline; the trials' per-bar Sharpe ratios 0.05
+    and 0.01 have a variance of 0.0008, so ``SR0 = 0.02828 x (0.4228 x
+    Phi^-1(1/2) + 0.5772 x Phi^-1(1 - 1/(2e))) = 0.02828 x 0.5772 x 0.9005 =
+    0.01470``; normal returns (skewness 0, kurtosis 3) over 1,000 bars:
+
+    >>> from ticklet.events import EconomicsRecord
+    >>> def book(model, horizon, sr):
+    ...     return EconomicsRecord("X", model, horizon, 0, 1000, 0.0, 0.0, 0.0, None, None, 0.0, None, 0, None,
+    ...                            None, 0.0, 0.0, None, 0, None, sharpe_per_bar=sr, skew=0.0, kurt=3.0)
+    >>> econ = economics_summary([book("a", 1, 0.05), book("b", 1, 0.01), book("buy_and_hold", 0, 0.02)])["X"]
+    >>> econ["a"]["1"]["n_trials"], round(econ["a"]["1"]["dsr"], 4)  # Phi((0.05 - 0.0147) x sqrt(999) / 1.000625)
+    (2, 0.8676)
+    >>> econ["buy_and_hold"]["0"]["n_trials"], econ["buy_and_hold"]["0"]["dsr"]
+    (None, None)
+    """
+    from operators.pnl import probabilistic_sharpe
+
     out: dict[str, Any] = {}
-    for e in sorted(last, key=lambda r: (r.instrument, r.model, r.horizon)):
+    records = sorted(last, key=lambda r: (r.instrument, r.model, r.horizon))
+    benchmarks = {}
+    for inst in {e.instrument for e in records}:
+        trials = [e for e in records if e.instrument == inst and e.horizon > 0]
+        srs = [e.sharpe_per_bar for e in trials if e.sharpe_per_bar is not None]
+        n = len(trials) * _SIGNAL_RULES
+        benchmarks[inst] = n, (_expected_max_sharpe(statistics.variance(srs), n) if n >= 2 and len(srs) >= 2
+                               else None)
+    for e in records:
         entry = {k: v for k, v in msgspec.structs.asdict(e).items()
                  if k not in ("instrument", "model", "horizon", "ts_recv")}
+        n, sr0 = benchmarks[e.instrument]
+        sr, skew, kurt, dsr = e.sharpe_per_bar, e.skew, e.kurt, None
+        if e.horizon > 0 and sr0 is not None and sr is not None and skew is not None and kurt is not None:
+            dsr = probabilistic_sharpe(sr, sr0, e.n_bars, skew, kurt)
+        entry["dsr"], entry["n_trials"] = dsr, (n if e.horizon > 0 else None)
         out.setdefault(e.instrument, {}).setdefault(e.model, {})[str(e.horizon)] = entry
     return out
+
+
+#: Signal rules a run tries (``TICKLET_SIGNALS__RULE``: one per run).
+_SIGNAL_RULES = 1
+
+_EULER_GAMMA = 0.5772156649015329
+
+
+def _expected_max_sharpe(variance: float, n: int) -> float:
+    """``SR0``: the expected maximum of ``n`` independent Sharpe ratio
+    estimates of true Sharpe zero and variance ``variance`` (Bailey & López de
+    Prado, 2014, from the extreme value theory of the maximum of
+    normals).
+
+    Their numerical example: 100 trials, an annualized variance of 1/2 over
+    daily returns (250 a year):
+
+    >>> round(_expected_max_sharpe(0.5 / 250, 100), 4)
+    0.1132
+    """
+    inv = statistics.NormalDist().inv_cdf
+    return math.sqrt(variance) * ((1 - _EULER_GAMMA) * inv(1 - 1 / n) + _EULER_GAMMA * inv(1 - 1 / (n * math.e)))
