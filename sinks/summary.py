@@ -4,15 +4,18 @@ Used by the run report on stderr (:mod:`sinks.report`) and by
 ``ticklet backtest --json``.
 
 >>> from ticklet.events import EconomicsRecord, MetricsRecord
->>> m = MetricsRecord("BTCUSDT", "logistic", 1, 0, 938, 5e-5, 9.6e-5, 0.028, 0.73, 323, 236)
+>>> m = MetricsRecord("BTCUSDT", "logistic", 1, 0, 938, 5e-5, 9.6e-5, 0.028, 0.73, 323, 236, hit_rate_se=0.0247,
+...                   dm_stat=2.9, dm_p_value=0.0019, pt_stat=6.1, pt_p_value=5.3e-10, n_pt=320)
 >>> entry = metrics_entry(m)
 >>> entry["hits"], round(entry["hit_rate_p_value"], 12) < 1e-12
 (236, True)
 >>> print(format_summary({"ticks": 10, "bars": 2, "forecasts": 938, "dead_letters": 0},
 ...                      instruments_summary([m]), {"metrics": "out/metrics.csv"}))
 ticklet: 10 ticks, 2 bars, 938 forecasts scored, 0 dead letters
-instrument  model     h    n  hit rate  p(hit>0.5)   skill
-BTCUSDT     logistic  1  938    0.7300     2.5e-17  0.0280
+instrument  model     h    n  hit rate       95% CI  p(binom)      DM p      PT p   skill
+BTCUSDT     logistic  1  938    0.7300  0.679-0.775   2.5e-17  1.9e-03*  5.3e-10*  0.0280
+p(binom): binomial test of the hit rate (h = 1 only); DM: Diebold-Mariano vs the zero-return forecast;
+PT: Pesaran-Timmermann; *: significant after a Holm correction over the run (5%)
 outputs:
   metrics  out/metrics.csv
 >>> record_from_row({"instrument": "X", "model": "naive", "horizon": "1", "ts_target": "5", "n": "1",
@@ -32,32 +35,93 @@ import msgspec
 
 from ticklet.events import EconomicsRecord, MetricsRecord
 
-__all__ = ["economics_summary", "format_summary", "instruments_summary", "metrics_entry", "record_from_row"]
+__all__ = ["economics_summary", "format_summary", "holm", "instruments_summary", "metrics_entry", "record_from_row",
+           "wilson_interval"]
 
 R = TypeVar("R", bound=msgspec.Struct)
 
 
-def metrics_entry(m: MetricsRecord) -> dict[str, Any]:
-    """One model's last metrics at one horizon, as reported (the one-sided
-    binomial p-value of the hit rate against a coin included)."""
-    p = None
-    if m.hit_rate is not None and m.n_directional:
-        from scipy.stats import binomtest  # loaded once, at the end of a run
+def wilson_interval(p: float, n: float, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``p`` over ``n`` trials (``n``
+    may be an effective, non-integer count); 95% by default.
 
-        p = float(binomtest(m.hits, m.n_directional, 0.5, alternative="greater").pvalue)
+    >>> [round(v, 4) for v in wilson_interval(0.7, 100)]
+    [0.6042, 0.7811]
+    """
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def holm(pvalues: list[Optional[float]], alpha: float = 0.05) -> list[Optional[bool]]:
+    """Which p-values are rejected by Holm's step-down procedure at
+    family-wise error ``alpha`` (None where the p-value is None; the family is
+    the p-values that exist).
+
+    >>> holm([0.01, 0.04, 0.03, None, 0.005])  # thresholds 0.05/4, 0.05/3, 0.05/2, 0.05
+    [True, False, False, None, True]
+    """
+    tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    out: list[Optional[bool]] = [None if p is None else False for p in pvalues]
+    m = len(tested)
+    for rank, (p, i) in enumerate(tested):
+        if p > alpha / (m - rank):
+            break
+        out[i] = True
+    return out
+
+
+def metrics_entry(m: MetricsRecord) -> dict[str, Any]:
+    """One model's last metrics at one horizon, as reported.
+
+    - ``hit_rate_ci95``: the Wilson interval over the *effective* number of
+      moves ``n_eff = hit (1 - hit) / hit_rate_se**2`` (``hit_rate_se`` is
+      HAC at lag h - 1, so overlapping moves count for less; at h = 1,
+      ``n_eff = n_directional``);
+    - ``hit_rate_p_value``: the one-sided binomial p-value of the hit rate
+      against a coin, at h = 1 only (beyond, overlapping outcomes are not
+      independent: see ``pt_p_value``);
+    - the Diebold-Mariano and Pesaran-Timmermann tests of
+      :mod:`operators.metrics`; the Holm flags are set by
+      :func:`instruments_summary`.
+    """
+    p = ci = n_eff = None
+    if m.hit_rate is not None and m.n_directional:
+        h = m.hit_rate
+        se = m.hit_rate_se
+        n_eff = h * (1 - h) / (se * se) if se else float(m.n_directional)
+        ci = [round(v, 6) for v in wilson_interval(h, n_eff)]
+        if m.horizon == 1:
+            from scipy.stats import binomtest  # loaded once, at the end of a run
+
+            p = float(binomtest(m.hits, m.n_directional, 0.5, alternative="greater").pvalue)
     return {
         "n": m.n, "mae": m.mae, "rmse": m.rmse, "skill": m.skill, "hit_rate": m.hit_rate,
-        "n_directional": m.n_directional, "hits": m.hits, "hit_rate_p_value": p,
+        "n_directional": m.n_directional, "hits": m.hits, "hit_rate_se": m.hit_rate_se,
+        "hit_rate_n_eff": n_eff, "hit_rate_ci95": ci, "hit_rate_p_value": p,
+        "dm_stat": m.dm_stat, "dm_p_value": m.dm_p_value, "dm_holm": None,
+        "pt_stat": m.pt_stat, "pt_p_value": m.pt_p_value, "n_pt": m.n_pt, "pt_holm": None,
         "coverage": m.coverage, "n_interval": m.n_interval,
     }
 
 
-def instruments_summary(last: Iterable[MetricsRecord]) -> dict[str, Any]:
-    """``{instrument: {"models": {model: {horizon: entry}}}}``, sorted."""
+def instruments_summary(last: Iterable[MetricsRecord], alpha: float = 0.05) -> dict[str, Any]:
+    """``{instrument: {"models": {model: {horizon: entry}}}}``, sorted.
+
+    ``dm_holm``/``pt_holm``: whether the DM/PT test of the entry is
+    significant at ``alpha`` after a Holm correction over every instrument x
+    model x horizon of the run that has one (each test its own family).
+    """
     out: dict[str, Any] = {}
+    entries: list[dict[str, Any]] = []
     for m in sorted(last, key=lambda r: (r.instrument, r.model, r.horizon)):
         models = out.setdefault(m.instrument, {"models": {}})["models"]
-        models.setdefault(m.model, {})[str(m.horizon)] = metrics_entry(m)
+        e = models.setdefault(m.model, {})[str(m.horizon)] = metrics_entry(m)
+        entries.append(e)
+    for test in ("dm", "pt"):
+        for e, flag in zip(entries, holm([e[f"{test}_p_value"] for e in entries], alpha), strict=True):
+            e[f"{test}_holm"] = flag
     return out
 
 
@@ -74,18 +138,25 @@ def format_summary(counters: dict[str, int], instruments: dict[str, Any], output
             f"{c.get('forecasts', 0):,} forecasts scored, {c.get('dead_letters', 0):,} dead letters")
     if wall_s is not None:
         head += f" in {wall_s:.1f} s"
-    rows = [("instrument", "model", "h", "n", "hit rate", "p(hit>0.5)", "skill")]
+    rows = [("instrument", "model", "h", "n", "hit rate", "95% CI", "p(binom)", "DM p", "PT p", "skill")]
     for sym, s in instruments.items():
         for model, hs in s["models"].items():
             for h, m in hs.items():
+                ci = m.get("hit_rate_ci95")
                 rows.append((sym, model, h, str(m["n"]), _fmt(m["hit_rate"], ".4f"),
-                             _fmt(m["hit_rate_p_value"], ".1e"), _fmt(m["skill"], ".4f")))
+                             f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-", _fmt(m["hit_rate_p_value"], ".1e"),
+                             _fmt(m.get("dm_p_value"), ".1e") + ("*" if m.get("dm_holm") else ""),
+                             _fmt(m.get("pt_p_value"), ".1e") + ("*" if m.get("pt_holm") else ""),
+                             _fmt(m["skill"], ".4f")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [head]
     if len(rows) > 1:
         for r in rows:
             cells = (v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
             lines.append("  ".join(cells).rstrip())
+        lines.append("p(binom): binomial test of the hit rate (h = 1 only); DM: Diebold-Mariano vs the zero-return "
+                     "forecast;")
+        lines.append("PT: Pesaran-Timmermann; *: significant after a Holm correction over the run (5%)")
     else:
         lines.append("no forecast was scored (too few bars for the horizons?)")
     if outputs:
