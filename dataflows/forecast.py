@@ -5,6 +5,7 @@
     forecasts, metrics, dead letters -> files in settings.output.dir and/or Kafka
     bars, features, forecasts, metrics, health -> InfluxDB (optional)
     counters -> settings.output.dir/counters.json
+    the run's manifest (inputs, settings, their hash) -> settings.output.dir/run.json
 
 Run the embedded default (the bundled real sample, no servers)::
 
@@ -21,7 +22,11 @@ Swap an operator by editing one line below, or a model by one setting
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sys
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -39,10 +44,55 @@ from ticklet.settings import Settings, load_settings
 #: Files the dataflow writes in ``settings.output.dir``.
 OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "signals.csv", "trades.csv", "equity.csv", "economics.csv",
                 "dead_letters.jsonl", "counters.json")
+#: The run's manifest, written in ``settings.output.dir`` when the flow is built (:func:`manifest`).
+MANIFEST = "run.json"
+
+
+def manifest(settings: Settings) -> dict[str, Any]:
+    """What a run was made of: ``ticklet_version``, ``inputs`` (the paths, or
+    the Kafka topic), ``config`` (every setting as JSON; secrets dump as
+    ``**********``) and ``config_hash``, the SHA-256 of the config as
+    canonical JSON (``json.dumps(config, sort_keys=True, separators=(",", ":"))``).
+    No wall-clock time: the same settings give the same manifest.
+
+    >>> from pydantic import SecretStr
+    >>> s = Settings()
+    >>> s = s.model_copy(update={"influx": s.influx.model_copy(update={"token": SecretStr("hunter2")})})
+    >>> m = manifest(s)
+    >>> m["config"]["influx"]["token"], "hunter2" in json.dumps(m)
+    ('**********', False)
+    >>> m["config_hash"] == hashlib.sha256(json.dumps(m["config"], sort_keys=True,
+    ...                                                separators=(",", ":")).encode()).hexdigest()
+    True
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ticklet_version = version("ticklet")
+    except PackageNotFoundError:  # a checkout that was never installed
+        ticklet_version = "unknown"
+    config = settings.model_dump(mode="json")
+    k = settings.kafka
+    inputs = (list(settings.input.paths) if settings.input.source == "replay"
+              else [f"kafka://{k.bootstrap_servers}/{k.ticks_topic}"])
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return {"ticklet_version": ticklet_version, "inputs": inputs, "config": config,
+            "config_hash": hashlib.sha256(canonical.encode()).hexdigest()}
+
+
+def write_manifest(settings: Settings) -> None:
+    """Write :func:`manifest` to ``settings.output.dir/run.json`` (atomically:
+    the processes of a cluster each write the same file)."""
+    out = settings.output.dir
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(manifest(settings), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, out / MANIFEST)
 
 
 def build_flow(settings: Settings) -> Dataflow:
-    """Wire the dataflow for ``settings``."""
+    """Wire the dataflow for ``settings`` (and write the run's manifest,
+    ``run.json``, in the output directory)."""
     out, kafka = settings.output.dir, settings.kafka
     flow = Dataflow("ticklet_forecast")
 
@@ -101,6 +151,7 @@ def build_flow(settings: Settings) -> Dataflow:
         report = op.merge("merge_report", counts, ops.values("unkey_metrics", metrics))
         op.output("report", ops.key_records("key_report", report),
                   ReportSink(total_bytes, _destinations(settings), progress=settings.output.progress))
+    write_manifest(settings)  # once the flow is wired: a bad input file writes nothing
     return flow
 
 

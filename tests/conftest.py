@@ -6,7 +6,8 @@ test that opens a file under the shared data directory (``$TICKLET_DATA`` or
 ``../shared``), which only the benchmarks and the evaluation use.
 
 Before the first test, :mod:`provision` installs the servers and tools that
-the collected tests need (Kafka jars, victoria-metrics, docker-compose).
+the collected tests need (Kafka jars, victoria-metrics, docker-compose,
+chromium).
 """
 
 from __future__ import annotations
@@ -242,6 +243,17 @@ class VictoriaMetrics:
             key = (m.pop("__name__"), tuple(sorted(m.items())))
             out.setdefault(key, {}).update(zip(d["timestamps"], d["values"], strict=True))
         return out
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The headless browser's executable: Debian's ``chromium`` (``$CHROMIUM``
+    overrides), installed by :mod:`provision` before the first test. Missing,
+    it fails the tests (never skips)."""
+    exe = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    if exe is None:
+        pytest.fail("chromium is not installed: apt-get install chromium")
+    return exe
 
 
 @pytest.fixture

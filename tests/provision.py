@@ -2,10 +2,11 @@
 
 - **Kafka**: Apache Kafka's jars from Maven Central (``scripts/kafka.sh
   fetch``; needs Java 17 and Maven), cached in ``.kafka/`` of the checkout.
-- **victoria-metrics** (a server that accepts the InfluxDB v2 write API) and
-  **docker-compose** (to validate ``docker-compose.yml``): Debian packages,
-  installed with ``apt-get`` when the tests run as root; otherwise the run
-  stops with one line giving the command to run.
+- **victoria-metrics** (a server that accepts the InfluxDB v2 write API),
+  **docker-compose** (to validate ``docker-compose.yml``) and **chromium**
+  (headless, to open the HTML report: ``tests/test_report.py``): Debian
+  packages, installed with ``apt-get`` when the tests run as root; otherwise
+  the run stops with one line giving the command to run.
 
 :func:`provision` is called once per test session with the fixtures that
 the collected tests use, so a run of a few tests installs only what they need.
@@ -23,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 #: fixture name -> (binary on PATH, Debian package)
-APT_TOOLS = {"victoria": ("victoria-metrics", "victoria-metrics"), "compose_cmd": ("docker-compose", "docker-compose")}
+APT_TOOLS = {"victoria": ("victoria-metrics", "victoria-metrics"), "compose_cmd": ("docker-compose", "docker-compose"),
+             "chromium": ("chromium", "chromium")}
 
 
 def _apt_install(packages: list[str], say: Callable[[str], None]) -> str | None:

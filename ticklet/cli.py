@@ -1,9 +1,13 @@
 """The ``ticklet`` command line.
 
-``ticklet backtest PATH... [--out DIR] [--json] [--workers N]`` runs the
-forecasting dataflow (:mod:`dataflows.forecast`) on the given recordings or
-archives and summarizes the run. With ``--json`` exactly one JSON object is
-printed on stdout (schema in the README); logs go to stderr.
+``ticklet backtest PATH... [--out DIR] [--json] [--workers N] [--report]`` runs
+the forecasting dataflow (:mod:`dataflows.forecast`) on the given recordings
+or archives and summarizes the run. With ``--json`` exactly one JSON object is
+printed on stdout (schema in the README); logs go to stderr. ``--report``
+also writes the run's HTML report (``DIR/report.html``).
+
+``ticklet report OUT_DIR [-o FILE] [--window N]`` writes the HTML report of a
+finished run (:mod:`ticklet.report`) and prints its path.
 """
 
 from __future__ import annotations
@@ -128,6 +132,24 @@ def _collect(args: argparse.Namespace) -> int:
     return 1 if counts.get("kafka_failed") or counts.get("kafka_undelivered") else 0
 
 
+def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``ticklet report``: write the run's HTML report, print its path. An
+    OUT_DIR that is not a run's output directory gets one line on stderr and
+    exit status 2."""
+    from ticklet.report import DEFAULT_WINDOW, NoRunError, build_report
+
+    window = DEFAULT_WINDOW if args.window is None else args.window
+    if window < 0:
+        parser.error("--window must be 0 (all bars) or a positive number of bars")
+    try:
+        path = build_report(args.out_dir, args.output, window=window)
+    except NoRunError as ex:
+        sys.stderr.write(f"ticklet: {ex}\n")
+        return 2
+    sys.stdout.write(f"{path}\n")
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="ticklet", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,7 +158,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     bt.add_argument("--out", type=Path, default=Path("out/backtest"), help="output directory (default: out/backtest)")
     bt.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     bt.add_argument("--workers", type=int, default=1, help="Bytewax worker threads (default 1)")
+    bt.add_argument("--report", action="store_true", help="also write the HTML report of the run (DIR/report.html)")
     bt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    rep = sub.add_parser("report", help="write the self-contained HTML report of a finished run")
+    rep.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="the run's output directory")
+    rep.add_argument("-o", "--output", type=Path, metavar="FILE", help="HTML file (default: OUT_DIR/report.html)")
+    rep.add_argument("--window", type=int, default=None, metavar="N",
+                     help="bars of the price plot, the last ones (default 300; 0: all)")
+    rep.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     rp = sub.add_parser("replay", help="publish recordings to Kafka in receive-time order")
     rp.add_argument("paths", nargs="+", help="websocket recordings or directories")
     rp.add_argument("--to", choices=["kafka"], default="kafka", help="destination (kafka)")
@@ -193,6 +222,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _download(args, parser)
     if args.command == "collect":
         return _collect(args)
+    if args.command == "report":
+        return _report(args, parser)
     if args.command == "backtest":
         from sources.files import InputFormatError
 
@@ -201,6 +232,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         except InputFormatError as ex:
             sys.stderr.write(f"ticklet: {ex}\n")
             return 2
+        if args.report:
+            from ticklet.report import NoRunError, build_report
+
+            try:
+                path = build_report(args.out, args.out / "report.html")
+            except NoRunError as ex:  # TICKLET_OUTPUT__FILES=false: nothing to report on
+                sys.stderr.write(f"ticklet: no report: {ex}\n")
+                return 2
+            summary["report"] = str(path)
+            sys.stderr.write(f"ticklet: report {path}\n")  # stdout holds the JSON summary, if anything
         if args.json:
             sys.stdout.write(json.dumps(summary) + "\n")
     return 0
