@@ -284,6 +284,19 @@ def test_the_cost_line_of_every_book_goes_through_its_actual_net_return(run):
     assert traded >= 3 * 7  # 4 models x 2 horizons less naive, and buy_and_hold, per instrument
 
 
+def test_the_report_reads_the_summary_of_the_backtest(run):
+    """The report reads the last metrics and economics with pyarrow (a long run has a metrics row per
+    forecast); it gets what :func:`sinks.report.summarize` gets."""
+    from sinks.report import summarize
+    from ticklet.report import _summary
+
+    summary, out = run
+    mine, theirs = _summary(out), summarize(out)
+    assert mine["instruments"] == theirs["instruments"] == summary["instruments"]
+    assert mine["economics"] == theirs["economics"] == summary["economics"]
+    assert mine["counters"] == theirs["counters"]
+
+
 def test_calibration_bins_hold_every_joined_forecast(run):
     from ticklet.report import _calibration, _load
 
