@@ -123,13 +123,16 @@ def test_metrics_recomputed_from_forecasts(cli_run, summary):
 
 
 def _summary_block(stderr: str) -> tuple[str, list[str], list[str]]:
-    """(totals line, metric rows, output lines) of the end-of-run summary."""
+    """(totals line, metric rows, output lines) of the end-of-run summary
+    (the two lines of legend after the rows checked and left out)."""
     lines = stderr.splitlines()
     i = max(i for i, ln in enumerate(lines) if ln.startswith("ticklet: ") and " ticks, " in ln)
     j = lines.index("outputs:", i)
     cols = lines[i + 1].split()
-    assert cols[:4] == ["instrument", "model", "h", "n"], lines[i + 1]
-    return lines[i], lines[i + 2 : j], [ln for ln in lines[j + 1 :] if ln.startswith("  ")]
+    assert cols == ["instrument", "model", "h", "n", "hit", "rate", "95%", "CI", "p(binom)", "DM", "p", "PT", "p",
+                    "skill"], lines[i + 1]
+    assert lines[j - 2].startswith("p(binom): ") and lines[j - 1].startswith("PT: "), lines[j - 2 : j]
+    return lines[i], lines[i + 2 : j - 2], [ln for ln in lines[j + 1 :] if ln.startswith("  ")]
 
 
 def test_human_readable_summary(ws_dir, tmp_path):
