@@ -116,7 +116,7 @@ class BarState:
 
 def _price(st: BarState, close: float) -> float:
     if st.config.price == "mid":
-        return (st.bid + st.ask) * 0.5 if st.ask > 0.0 else 0.0
+        return st.bid * 0.5 + st.ask * 0.5 if st.ask > 0.0 else 0.0  # (bid + ask) * 0.5 overflows near 1e308
     return close
 
 
@@ -174,6 +174,10 @@ def _close_bars(st: BarState, key: str, ts: int, out: list) -> None:
 
 
 def _kline(st: BarState, k: Kline, out: list) -> None:
+    if k.ts_close <= k.ts_open:  # a kline must cover time: its length is the interval of its gaps
+        out.append(ErrorRecord("make_bars", f"kline without duration: open time {k.ts_open} not before "
+                               f"close time {k.ts_close}", msgspec.json.encode(k).decode(), k.instrument, k.ts_recv))
+        return
     if k.ts_close <= st.kline_end:
         out.append(ErrorRecord("make_bars", "kline out of order or duplicated",
                                msgspec.json.encode(k).decode(), k.instrument, k.ts_recv))

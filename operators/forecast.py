@@ -11,7 +11,9 @@ always the raw realized log return of the bar price, never a denoised or
 scaled value.
 
 A forecast whose target bar never comes (the series restarted after a long
-gap) expires and is counted. Pending forecasts are bounded by
+gap) expires and is counted; so is one whose price ratio has no finite log
+(``forecasts_unscorable``: a price near 1e308 or subnormal, which
+:mod:`operators.sanity` keeps out of the dataflow). Pending forecasts are bounded by
 ``max_pending``; the oldest beyond it are dropped and counted.
 
 Examples
@@ -169,7 +171,7 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
     st = state
     out: list[Out] = []
     t = row.ts_end
-    expired = 0
+    expired = unscorable = 0
     for h, dq in st.pending.items():
         while dq and dq[0].ts_target <= t:
             p = dq.popleft()
@@ -177,13 +179,21 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
             if p.ts_target != t:
                 expired += 1
                 continue
-            realized = math.log(row.price / p.price)
+            # a price ratio that overflows or underflows (a price near 1e308 or subnormal, or not a
+            # positive number) has no log return: the forecast is not scored and not learnt from
+            ratio = row.price / p.price if p.price > 0.0 else math.nan
+            if not 0.0 < ratio < math.inf:
+                unscorable += 1
+                continue
+            realized = math.log(ratio)
             out.append(ForecastRecord(row.instrument, p.model, h, p.ts_forecast, t, p.pred,
                                       p.price * math.exp(p.pred), realized, row.price,
                                       realized - p.pred, p.lo, p.hi))
             st.models[(p.model, h)].learn_one(p.x, realized)
     if expired:
         out.append(Count("forecasts_expired", expired))
+    if unscorable:
+        out.append(Count("forecasts_unscorable", unscorable))
     if row.ready:
         x = row.x
         bad = 0
