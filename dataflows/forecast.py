@@ -1,6 +1,6 @@
 """The forecasting dataflow.
 
-    read_ticks (files or Kafka) -> parse_ticks -> make_bars -> compute_features
+    read_ticks (files or Kafka) -> parse_ticks -> check_ticks -> make_bars -> compute_features
         -> join_forecasts -> score_forecasts
     forecasts, metrics, dead letters -> files in settings.output.dir and/or Kafka
     bars, features, forecasts, metrics, health -> InfluxDB (optional)
@@ -108,15 +108,16 @@ def build_flow(settings: Settings) -> Dataflow:
         raw, read_errors = op.input("read_ticks", flow, files), []
         total_bytes = files.total_bytes
     ticks = ops.parse_ticks("parse_ticks", raw)
-    bars = ops.make_bars("make_bars", ticks.out, settings.bars)
+    checked = ops.check_ticks("check_ticks", ticks.out, settings.sanity)  # implausible ticks: dead letters
+    bars = ops.make_bars("make_bars", checked.out, settings.bars)
     features = ops.compute_features("compute_features", bars.out, settings.features)
     forecasts = ops.join_forecasts("join_forecasts", features, settings.forecast)
     metrics = ops.score_forecasts("score_forecasts", forecasts.scored)
     if settings.output.economics:
         decisions = ops.make_signals("make_signals", forecasts.both, settings.signals)
-        quotes = ops.find_fill_quotes("find_fill_quotes", ticks.out, settings.execution.latency_ms, settings.bars)
+        quotes = ops.find_fill_quotes("find_fill_quotes", checked.out, settings.execution.latency_ms, settings.bars)
         books = ops.trade("trade", decisions, quotes, settings.execution, settings.bars)
-    dead = op.merge("merge_dead_letters", *read_errors, ticks.errors, bars.errors, forecasts.errors)
+    dead = op.merge("merge_dead_letters", *read_errors, ticks.errors, checked.errors, bars.errors, forecasts.errors)
     keyed_dead = ops.key_records("key_dead_letters", dead)
 
     if settings.output.files:
@@ -138,7 +139,7 @@ def build_flow(settings: Settings) -> Dataflow:
                   KafkaRecordSink(kafka.dead_letter_topic, producer))
 
     dead_counts = op.map("count_dead_letters", dead, lambda e: Count("dead_letters", 1))
-    counts = op.merge("merge_counts", ticks.counts, bars.counts, forecasts.counts, dead_counts)
+    counts = op.merge("merge_counts", ticks.counts, checked.counts, bars.counts, forecasts.counts, dead_counts)
     if settings.output.influx:
         from sinks.influx import InfluxSink  # influxdb-client loads only when it is used
 

@@ -19,7 +19,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
-from operators import bars, features, fills, forecast, metrics, pnl, signals
+from operators import bars, features, fills, forecast, metrics, pnl, sanity, signals
 from sinks.records import kafka_record
 from sources.binance import parse_chunk
 from ticklet.events import (
@@ -45,6 +45,7 @@ __all__ = [
     "JoinOut",
     "PnlOut",
     "StepOut",
+    "check_ticks",
     "compute_features",
     "encode_for_kafka",
     "find_fill_quotes",
@@ -197,6 +198,13 @@ def parse_ticks(step_id: str, up: Stream[RawChunk]) -> StepOut:
     keyed = op.branch("split_events", items, _is_keyed)
     rest = op.branch("split_errors", keyed.falses, lambda x: type(x) is ErrorRecord)
     return StepOut(keyed.trues, rest.trues, rest.falses)
+
+
+@operator
+def check_ticks(step_id: str, up: KeyedStream[list[Event]], config: sanity.SanityConfig) -> StepOut:
+    """Per-instrument plausibility checks: lists of the plausible events, and
+    dead letters of the others."""
+    return run_step("sanity", up, sanity.step_batch, lambda: sanity.SanityState(config))
 
 
 @operator

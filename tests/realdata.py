@@ -295,6 +295,23 @@ def operator_case(name: str, chain) -> tuple:
         pcfg, iv = pnl.ExecutionConfig(), chain.settings.bars.interval_ms
         _, ref = drive(pnl.step, pnl.PnlState(pcfg, iv), items)
         return pnl.step, lambda: pnl.PnlState(pcfg, iv), items, ref
+    if name == "sanity":  # the real events, with implausible copies of some of them in between
+        import msgspec
+
+        from operators import sanity
+        from ticklet.events import Quote
+
+        items = []
+        for i, e in enumerate(chain.events):
+            items.append(e)
+            if i % 997 == 500 and type(e) is Quote:  # out of the band, then stamped an hour ahead
+                items.append(msgspec.structs.replace(e, bid=e.bid * 1.5, ask=e.ask * 1.5))
+                items.append(msgspec.structs.replace(e, ts_recv=e.ts_recv + 3600 * 10**9))
+            elif i % 997 == 500 and type(e) is Trade:  # a subnormal price
+                items.append(msgspec.structs.replace(e, price=1e-320))
+        scfg = sanity.SanityConfig()
+        _, ref = drive(sanity.step, sanity.SanityState(scfg), items)
+        return sanity.step, lambda: sanity.SanityState(scfg), items, ref
     if name == "orderbook":  # the depth diffs and REST snapshot of the same recordings
         items, ref = book_case(chain.paths, "usdm" if chain.instrument.endswith("-PERP") else "spot")
         cfg = orderbook.OrderBookConfig()

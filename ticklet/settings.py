@@ -25,6 +25,7 @@ from operators.bars import BarConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
 from operators.pnl import ExecutionConfig
+from operators.sanity import SanityConfig
 from operators.signals import SignalConfig
 from sinks.influx_config import InfluxConfig
 
@@ -184,6 +185,8 @@ class Settings(BaseSettings):
     output: OutputConfig = Field(default_factory=OutputConfig, description="Output files.")
     download: DownloadConfig = Field(default_factory=DownloadConfig,
         description="Historical archives (ticklet download).")
+    sanity: SanityConfig = Field(default_factory=SanityConfig,
+        description="Plausibility checks on the ticks (price band, clock skew, kline consistency).")
     bars: BarConfig = Field(default_factory=BarConfig, description="Event-time bars.")
     features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features, SWT and scaling.")
     forecast: ForecastConfig = Field(default_factory=ForecastConfig,

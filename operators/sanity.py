@@ -1,0 +1,461 @@
+"""Plausibility checks on market data, per instrument, before the bars.
+
+The parser rejects what is malformed (bad JSON, missing fields, NaN, infinite
+or non-positive numbers, crossed quotes). What it lets through can still be
+implausible: a quote at 1e300, a subnormal price whose log underflows, a
+kline that ends where it starts, a line stamped an hour ahead. This operator
+dead-letters such events (an :class:`ErrorRecord` with the reason and the
+event, and a counter ``implausible_<check>``) and passes every other event on
+unchanged and in order. Each decision uses only what the instrument accepted
+before it (and, for a jump of the clock, the next event: see below), so the
+checks are causal and prefix-invariant.
+
+Checks, in order (the first that fails names the dead letter):
+
+``kline``
+    A kline must cover time (``ts_open < ts_close``), have
+    ``high >= max(open, close)``, ``low <= min(open, close)``, a volume,
+    quote volume, taker-buy volume and trade count ``>= 0``.
+``float``
+    Every price is a finite **normal** float (``>= 2.2e-308``: a subnormal
+    price loses precision and its log return underflows), every quantity is
+    0 or a finite normal float.
+``notional``
+    ``price x quantity`` of a trade, of each side of a quote and of each depth
+    level is at most ``max_notional`` (in the quote currency): a quantity cap
+    that scales with the price, so one value fits every instrument.
+``future``
+    The instrument's **clock** is the latest receive time it accepted. An
+    event more than ``max_skew_ms`` ahead of it is held, and the instrument's
+    next ``future_confirmations`` events decide: if each of them is also more
+    than the skew ahead of the clock, and at or after the held event's time
+    (less the skew), time really moved on (the feed was silent) and the held
+    events go through, in order; as soon as one is not, the held events were
+    stamped in the future: they are dead-lettered and the clock does not move. A kline that starts
+    where the last accepted kline of the instrument closed (within the skew),
+    received within the skew after its own close, vouches for itself and is
+    not held (klines arrive one interval apart). The cost: after a silence
+    longer than the skew an instrument's first event waits for the next
+    ``future_confirmations``; the limit: that many consecutive lines forged
+    in the same future, and nothing real between them, do move the clock.
+``price_band``
+    The **reference** is the median (the upper median of an even count) of
+    the last ``window`` accepted prices: trade prices, quote mids, kline
+    closes (a price equal to the one before, as when a quote changes only its
+    sizes, adds nothing). A trade price, both sides of a quote and the low and high of a
+    kline must lie within ``reference x (1 +- price_band)``. Depth updates are
+    not banded: a book legitimately holds orders far from the price. A real
+    regime jump (a crash after a gap in the feed) must not freeze the
+    instrument: after ``reanchor_after`` consecutive out-of-band prices that
+    agree with each other (each within the band of the first), the last of
+    them is accepted and becomes the new reference (counted in
+    ``price_band_reanchors``); the ones before it stay dead-lettered.
+
+**Warm-up.** The first price of an instrument has nothing to be compared
+with, and a bad first price would poison the reference. So the first
+``warmup`` events of an instrument are held; then the reference starts at
+the median of their prices and the clock at the median of their receive
+times, and the held events are checked in order against them (a single bad
+price or timestamp among them is outvoted). Until an instrument has had
+``warmup`` events, nothing of it is passed on.
+
+Examples
+--------
+>>> from ticklet.events import Quote, Trade
+>>> cfg = SanityConfig(warmup=3, reanchor_after=3)
+>>> st = SanityState(cfg)
+>>> S = 10**9
+>>> def q(t, bid, ask):
+...     return Quote("X", t, None, bid, 1.0, ask, 1.0, t)
+>>> evs = [q(0, 100.0, 100.2), q(1 * S, 100.1, 100.3), q(2 * S, 100.0, 100.2),  # the warm-up
+...        q(3 * S, 150.0, 150.2),                 # a quote out of the band
+...        q(4 * S, 100.1, 100.3),
+...        q(3600 * S, 100.1, 100.3),              # stamped an hour ahead: held...
+...        q(5 * S, 100.2, 100.4)]                 # ...and the next event is back at the clock
+>>> out = []
+>>> for ev in evs:
+...     st, o = step(st, ev)
+...     out += o
+>>> [e.ts_recv // S for e in out if type(e) is Quote]
+[0, 1, 2, 4, 5]
+>>> for e in out:
+...     if type(e) is ErrorRecord:
+...         print(e.ts_recv // S, e.reason)
+3 outside the price band: [150.0, 150.2] > 120.12 (reference 100.1 +-20%)
+3600 from the future: 3596.000 s ahead of the instrument's clock (more than 5000 ms), and the next event was not
+>>> st.clock // S, round(st.reference, 6)  # the clock never moved to 3600 s
+(5, 100.2)
+"""
+
+from __future__ import annotations
+
+import sys
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Optional, TypeVar, Union
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field
+
+from ticklet.events import Count, DepthUpdate, ErrorRecord, Event, Kline, Quote, Trade
+
+__all__ = ["STAGE", "SanityConfig", "SanityState", "step", "step_batch"]
+
+#: The ``stage`` of this operator's dead letters (the dataflow step's name).
+STAGE = "check_ticks"
+
+Out = Union[Event, ErrorRecord, Count]
+
+_MIN = sys.float_info.min  # the smallest positive normal float
+_MAX = sys.float_info.max
+_INF = float("inf")
+_T = TypeVar("_T", int, float)
+
+
+class SanityConfig(BaseModel):
+    """What market data is plausible (see :mod:`operators.sanity`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    price_band: float = Field(
+        0.2, gt=0.0,
+        description="A price more than this fraction away from the instrument's reference price (the median "
+        "of its last accepted prices) is dead-lettered, e.g. 0.2 = +-20%. A value of 1 or more leaves only "
+        "the upper bound.",
+    )
+    window: int = Field(64, ge=1, description="How many of the instrument's last accepted prices (trades, "
+                        "quote mids, kline closes; a repeat of the price before counts once) the reference "
+                        "price is the median of.")
+    reanchor_after: int = Field(
+        10, ge=1,
+        description="After this many consecutive out-of-band prices that agree with each other (each within "
+        "the band of the first), the last is accepted and becomes the new reference: a real regime jump does "
+        "not freeze the instrument.",
+    )
+    warmup: int = Field(
+        5, ge=1,
+        description="An instrument's first events are held until there are this many; the reference price "
+        "and the clock start at the medians of their prices and receive times, and they are checked against "
+        "them.",
+    )
+    max_notional: float = Field(
+        1e12, gt=0.0,
+        description="Largest price x quantity (quote currency) of a trade, of each side of a quote and of each "
+        "depth level: a quantity cap that scales with the price.",
+    )
+    max_skew_ms: int = Field(
+        5000, ge=0,
+        description="An event received more than this ahead of the latest receive time its instrument accepted "
+        "is held until its next events confirm that time moved on (the feed was silent); otherwise it is "
+        "dead-lettered as from the future, and it never moves the clock.",
+    )
+    future_confirmations: int = Field(
+        2, ge=0,
+        description="How many next events of the instrument must be as far ahead as an event held for its "
+        "receive time before it goes through (0 turns the check off).",
+    )
+
+
+@dataclass(slots=True)
+class SanityState:
+    """Per-instrument state; bounded by ``window``, ``reanchor_after`` and ``warmup``."""
+
+    config: SanityConfig
+    recent: deque = field(default_factory=deque)  # the last `window` accepted prices, in arrival order
+    ranked: list = field(default_factory=list)  # the same, sorted
+    reference: float = 0.0  # median of `ranked`; 0 before the first price
+    lo: float = 0.0  # the band
+    hi: float = _INF
+    outside: list = field(default_factory=list)  # consecutive agreeing out-of-band prices
+    clock: int = -1  # latest accepted receive time; -1 before the first
+    kline_close: int = -1  # close of the last accepted kline
+    ahead: list = field(default_factory=list)  # events ahead of the clock, waiting for confirmation
+    held: Optional[list] = field(default_factory=list)  # the warm-up; None once it is over
+    skew: int = field(init=False)
+    max_notional: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.skew = self.config.max_skew_ms * 1_000_000
+        self.max_notional = self.config.max_notional
+
+
+def _dead(check: str, reason: str, ev: Event) -> tuple[ErrorRecord, Count]:
+    return (ErrorRecord(STAGE, reason, msgspec.json.encode(ev).decode(), ev.instrument, ev.ts_recv),
+            Count(f"implausible_{check}", 1))
+
+
+def _qty_bad(q: float) -> bool:
+    return not (q == 0.0 or _MIN <= q <= _MAX)
+
+
+def _static(ev: Event, max_notional: float) -> Optional[tuple[str, str]]:
+    """(check, reason) of the first content check ``ev`` fails, None if none.
+    The comparisons are written so that NaN fails them."""
+    cls = type(ev)
+    if cls is Quote:
+        b, bq, a, aq = ev.bid, ev.bid_qty, ev.ask, ev.ask_qty  # type: ignore[union-attr]
+        if not (_MIN <= b <= _MAX and _MIN <= a <= _MAX) or _qty_bad(bq) or _qty_bad(aq):
+            return "float", f"not a normal float: bid {b!r} x {bq!r}, ask {a!r} x {aq!r}"
+        if not (b * bq <= max_notional and a * aq <= max_notional):
+            return "notional", f"notional above {max_notional:g}: bid {b!r} x {bq!r}, ask {a!r} x {aq!r}"
+        return None
+    if cls is Trade:
+        p, q = ev.price, ev.qty  # type: ignore[union-attr]
+        if not _MIN <= p <= _MAX or _qty_bad(q):
+            return "float", f"not a normal float: price {p!r} x {q!r}"
+        if not p * q <= max_notional:
+            return "notional", f"notional above {max_notional:g}: price {p!r} x {q!r}"
+        return None
+    if cls is DepthUpdate:
+        for side in (ev.bids, ev.asks):  # type: ignore[union-attr]
+            for lv in side:
+                p, q = lv.price, lv.qty
+                if not _MIN <= p <= _MAX or _qty_bad(q):
+                    return "float", f"not a normal float: level {p!r} x {q!r}"
+                if not p * q <= max_notional:
+                    return "notional", f"notional above {max_notional:g}: level {p!r} x {q!r}"
+        return None
+    if cls is Kline:
+        k: Kline = ev  # type: ignore[assignment]
+        if not k.ts_open < k.ts_close:
+            return "kline", f"inconsistent kline: open time {k.ts_open} not before close time {k.ts_close}"
+        o, h, lo, c = k.open, k.high, k.low, k.close
+        if not all(_MIN <= x <= _MAX for x in (o, h, lo, c)) or any(
+                _qty_bad(x) for x in (k.volume, k.quote_volume, k.taker_buy_volume)):
+            return "float", f"not a normal float: kline o {o!r} h {h!r} l {lo!r} c {c!r} v {k.volume!r}"
+        if not (h >= o and h >= c and lo <= o and lo <= c):
+            return "kline", f"inconsistent kline: high {h!r} low {lo!r} open {o!r} close {c!r}"
+        if not (k.trades >= 0 and k.taker_buy_volume <= k.volume):
+            return "kline", f"inconsistent kline: {k.trades} trades, taker buy volume {k.taker_buy_volume!r} " \
+                            f"of {k.volume!r}"
+        return None
+    raise TypeError(f"not an event: {ev!r}")
+
+
+def _push(st: SanityState, p: float) -> None:
+    """Add an accepted price to the window and move the band (a repeat of the
+    last price adds nothing)."""
+    recent, ranked = st.recent, st.ranked
+    if recent and recent[-1] == p:
+        return
+    recent.append(p)
+    if len(recent) > st.config.window:
+        del ranked[bisect_left(ranked, recent.popleft())]
+    insort(ranked, p)
+    ref = st.reference = ranked[len(ranked) // 2]
+    band = st.config.price_band
+    st.lo, st.hi = ref * (1.0 - band), ref * (1.0 + band)
+
+
+def _anchor(st: SanityState, prices: list[float]) -> None:
+    """Start the window afresh from ``prices``."""
+    st.recent.clear()
+    st.ranked.clear()
+    for p in prices:
+        _push(st, p)
+
+
+def _price(ev: Event) -> Optional[float]:
+    """The price an event adds to the reference: trade price, quote mid, kline close."""
+    cls = type(ev)
+    if cls is Quote:
+        return ev.bid * 0.5 + ev.ask * 0.5  # type: ignore[union-attr]  # no overflow, unlike (bid + ask) / 2
+    if cls is Trade:
+        return ev.price  # type: ignore[union-attr]
+    if cls is Kline:
+        return ev.close  # type: ignore[union-attr]
+    return None
+
+
+def _band(st: SanityState, ev: Event, out: list) -> bool:
+    """Whether ``ev`` is inside the price band (or re-anchors it); dead-letters it if not."""
+    cls = type(ev)
+    if cls is DepthUpdate:
+        return True
+    p: float = _price(ev)  # type: ignore[assignment]
+    if not st.ranked:  # no reference yet
+        _push(st, p)
+        return True
+    lo, hi = st.lo, st.hi
+    if cls is Quote:
+        low, high = ev.bid, ev.ask  # type: ignore[union-attr]
+    elif cls is Trade:
+        low = high = p
+    else:
+        low, high = ev.low, ev.high  # type: ignore[union-attr]
+    if lo <= low and high <= hi:
+        if st.outside:
+            st.outside.clear()
+        _push(st, p)
+        return True
+    outside = st.outside
+    band = st.config.price_band
+    if outside and not abs(p - outside[0]) <= band * outside[0]:
+        outside.clear()
+    outside.append(p)
+    if len(outside) >= st.config.reanchor_after:
+        _anchor(st, outside)
+        outside.clear()
+        out.append(Count("price_band_reanchors", 1))
+        return True
+    what = f"{low!r}" if low == high else f"[{low!r}, {high!r}]"
+    side = "<" if low < lo else ">"
+    bound = lo if low < lo else hi
+    out.extend(_dead("price_band", f"outside the price band: {what} {side} {bound:.10g} (reference "
+                     f"{st.reference:.10g} +-{band:.0%})", ev))
+    return False
+
+
+def _accept(st: SanityState, ev: Event, out: list) -> None:
+    """Price-check an event that passed the clock; pass it on and move the clock if it is accepted."""
+    if _band(st, ev, out):
+        ts = ev.ts_recv
+        if ts > st.clock:
+            st.clock = ts
+        if type(ev) is Kline:
+            st.kline_close = ev.ts_close
+        out.append(ev)
+
+
+def _vouched(st: SanityState, ev: Event) -> bool:
+    """A kline that continues the last accepted one and was received by its own close (plus the skew)."""
+    if type(ev) is not Kline or st.kline_close < 0:
+        return False
+    k: Kline = ev
+    return k.ts_open <= st.kline_close + st.skew and k.ts_recv <= k.ts_close + st.skew
+
+
+def _check(st: SanityState, ev: Event, out: list) -> None:
+    """Every check on one event, after the warm-up."""
+    why = _static(ev, st.max_notional)
+    if why is not None:
+        out.extend(_dead(*why, ev))
+        return
+    _timed(st, ev, out)
+
+
+def _timed(st: SanityState, ev: Event, out: list) -> None:
+    """The clock check of a valid event, then the price check."""
+    held = st.ahead
+    if held:  # the events after one ahead of the clock decide about it
+        ts = ev.ts_recv
+        if ts > st.clock + st.skew and ts >= held[0].ts_recv - st.skew:
+            held.append(ev)
+            if len(held) <= st.config.future_confirmations:
+                return
+            st.ahead = []  # confirmed: time moved on
+            _accept(st, held[0], out)
+            for e in held[1:]:
+                _timed(st, e, out)
+            return
+        st.ahead = []  # back at the clock: they were stamped in the future
+        for e in held:
+            ahead_s = (e.ts_recv - st.clock) / 1e9
+            out.extend(_dead("future", f"from the future: {ahead_s:.3f} s ahead of the instrument's clock "
+                             f"(more than {st.config.max_skew_ms} ms), and the next event was not", e))
+    if (st.clock >= 0 and ev.ts_recv > st.clock + st.skew and st.config.future_confirmations
+            and not _vouched(st, ev)):
+        st.ahead.append(ev)
+        return
+    _accept(st, ev, out)
+
+
+def _median(xs: list[_T]) -> _T:
+    s = sorted(xs)
+    return s[len(s) // 2]
+
+
+def _end_warmup(st: SanityState, out: list) -> None:
+    held, st.held = st.held, None
+    assert held is not None
+    mx = st.max_notional
+    valid = [ev for ev in held if _static(ev, mx) is None]
+    prices = [p for p in map(_price, valid) if p is not None]
+    if prices:
+        _anchor(st, [_median(prices)])
+    if valid:
+        st.clock = _median([ev.ts_recv for ev in valid])
+    for ev in held:
+        _check(st, ev, out)
+
+
+_NOTHING: tuple = ()
+
+
+def step(state: SanityState, event: Event) -> tuple[SanityState, Sequence[Out]]:
+    """Check one event; return it if it is plausible (with any event it
+    released), else its dead letter and counter. ``state`` is updated in
+    place and returned."""
+    st = state
+    cls = type(event)
+    ts = event.ts_recv
+    clock = st.clock
+    if ts <= clock + st.skew and not st.ahead and clock >= 0 and st.ranked:
+        # the common case, inlined (equal to _step): a plausible quote or
+        # trade, in time and in the band, after the warm-up
+        if cls is Quote:
+            b, bq, a, aq = event.bid, event.bid_qty, event.ask, event.ask_qty  # type: ignore[union-attr]
+            mx = st.max_notional
+            if (st.lo <= b and a <= st.hi and _MIN <= b <= _MAX and _MIN <= a <= _MAX
+                    and (_MIN <= bq <= _MAX or bq == 0.0)
+                    and (_MIN <= aq <= _MAX or aq == 0.0) and b * bq <= mx and a * aq <= mx):
+                if st.outside:
+                    st.outside.clear()
+                p = b * 0.5 + a * 0.5
+                if st.recent[-1] != p:
+                    _push(st, p)
+                if ts > clock:
+                    st.clock = ts
+                return st, (event,)
+        elif cls is Trade:
+            p, q = event.price, event.qty  # type: ignore[union-attr]
+            if (st.lo <= p <= st.hi and _MIN <= p <= _MAX and (_MIN <= q <= _MAX or q == 0.0)
+                    and p * q <= st.max_notional):
+                if st.outside:
+                    st.outside.clear()
+                if st.recent[-1] != p:
+                    _push(st, p)
+                if ts > clock:
+                    st.clock = ts
+                return st, (event,)
+    return _step(st, event)
+
+
+def _step(state: SanityState, event: Event) -> tuple[SanityState, Sequence[Out]]:
+    """:func:`step` without its fast path."""
+    st = state
+    out: list = []
+    if st.held is not None:
+        st.held.append(event)
+        if len(st.held) < st.config.warmup:
+            return st, _NOTHING
+        _end_warmup(st, out)
+        return st, out
+    _check(st, event, out)
+    return st, out
+
+
+def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, list]:
+    """:func:`step` over a list of events; returns ``[accepted events]`` (one
+    list, omitted if empty), then the dead letters and counters. For the
+    dataflow, which passes events on in lists.
+
+    >>> from ticklet.events import Trade
+    >>> st = SanityState(SanityConfig(warmup=1))
+    >>> st, out = step_batch(st, [Trade("X", 1, 1, 100.0, 1.0, False, 1), Trade("X", 2, 2, 5e-324, 1.0, False, 2)])
+    >>> [len(out[0]), out[1].reason, out[2]]
+    [1, 'not a normal float: price 5e-324 x 1.0', Count(name='implausible_float', n=1)]
+    """
+    accepted: list = []
+    side: list = []
+    for ev in events:
+        state, out = step(state, ev)
+        if len(out) == 1 and out[0] is ev:
+            accepted.append(ev)
+            continue
+        for o in out:
+            cls = type(o)
+            (side if cls is ErrorRecord or cls is Count else accepted).append(o)
+    return state, ([accepted] + side if accepted else side)

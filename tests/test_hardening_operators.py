@@ -1,0 +1,419 @@
+"""Degenerate and hostile market data neither crashes nor disturbs the
+dataflow (issue 15): each hostile line of a tester's probe, injected into a
+real recording, is dead-lettered with its reason and its event, and the
+forecasts and metrics are those of the same recording without it.
+
+The dataflow tests run ``ticklet backtest`` on spot/btcusdt_20230405.dat.gz
+(15,112 lines, 414 one-second bars, 2,073 scored forecasts) with and without
+the injected line(s); "the same results" means forecasts.csv and metrics.csv
+equal byte for byte, and the same number of bars. Every injected line is
+derived from a real neighbouring line. The operator tests drive the pure
+operators on the real events.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from itertools import pairwise
+
+import msgspec
+import pytest
+from realdata import drive, lines, minute_klines, parse_paths, payload, recv_ns, stream_kind, trade_dicts, write_gz
+
+from operators import bars, features, forecast, sanity
+from ticklet.cli import run_backtest
+from ticklet.events import Bar, Count, ErrorRecord, FeatureRow, ForecastRecord, Kline, Quote, Trade
+from ticklet.settings import Settings
+
+SRC = "spot/btcusdt_20230405.dat.gz"
+S = 10**9
+
+
+def _compact(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _at(line: bytes, ts_ns: int) -> bytes:
+    """``line``'s payload received at ``ts_ns`` (in the recording's µs)."""
+    return b"%d %s" % (ts_ns // 1000, payload(line))
+
+
+def _edited(line: bytes, **data) -> bytes:
+    """``line`` with fields of its ``data`` replaced, same receive time."""
+    msg = json.loads(payload(line))
+    msg["data"].update(data)
+    return line.split(b" ", 1)[0] + b" " + _compact(msg)
+
+
+@pytest.fixture(scope="module")
+def real(ws_dir) -> list[bytes]:
+    return list(lines(ws_dir / SRC))
+
+
+@pytest.fixture(scope="module")
+def kinds(real) -> list[str]:
+    return [stream_kind(json.loads(payload(ln))) for ln in real]
+
+
+@pytest.fixture(scope="module")
+def bar_end_quote(real, kinds) -> int:
+    """The index of a quote in the middle of the recording that is the last
+    quote of its one-second bar: its mid is the bar's price."""
+    quotes = [i for i, k in enumerate(kinds) if k == "bookTicker"]
+    ends = [i for i, j in pairwise(quotes) if recv_ns(real[i]) // S != recv_ns(real[j]) // S]
+    return ends[len(ends) // 2]
+
+
+class Runs:
+    """Backtests of variants of the recording, each in its own directory."""
+
+    def __init__(self, tmp_path_factory):
+        self.base = tmp_path_factory.mktemp("hardening")
+        self.n = 0
+
+    def __call__(self, rows: list[bytes], settings: Settings | None = None):
+        self.n += 1
+        d = self.base / str(self.n)
+        src = write_gz(d / "in" / "spot" / "btcusdt_20230405.gz", rows)
+        summary = run_backtest([str(src)], d / "out", base=settings)
+        dl = d / "out" / "dead_letters.jsonl"
+        dead = [json.loads(ln) for ln in dl.read_text().splitlines()] if dl.exists() else []
+        return summary, d / "out", dead
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Runs:
+    return Runs(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def clean(runs, real):
+    summary, out, dead = runs(real)
+    assert dead == [] and summary["bars"] == 414 and summary["forecasts"] == 2073
+    return summary, out
+
+
+def _same_results(a, b) -> None:
+    """Same bars, forecasts and metrics (files equal byte for byte)."""
+    (sa, oa), (sb, ob) = a, b
+    assert sa["bars"] == sb["bars"] and sa["forecasts"] == sb["forecasts"] > 0
+    for name in ("forecasts.csv", "metrics.csv"):
+        assert (oa / name).read_bytes() == (ob / name).read_bytes(), name
+
+
+def _mae(summary) -> dict:
+    return {(m, h): v["mae"] for m, hs in summary["instruments"]["BTCUSDT"]["models"].items() for h, v in hs.items()}
+
+
+def _one_dead_letter(dead: list[dict], reason: str, line: bytes) -> dict | None:
+    """The one dead letter of the injected ``line``; returns the event it
+    carries as its raw, or None when the raw is the line's message as
+    received (where the parser keeps each event's input record)."""
+    assert len(dead) == 1, dead
+    (d,) = dead
+    assert d["stage"] == sanity.STAGE and d["instrument"] == "BTCUSDT" and d["ts_recv"] == recv_ns(line)
+    assert re.search(reason, d["reason"]), d["reason"]
+    if d["raw"] in (payload(line).decode(), line.decode()):
+        return None
+    ev = json.loads(d["raw"])  # else the event itself
+    assert ev["ts_recv"] == recv_ns(line) and ev["instrument"] == "BTCUSDT"
+    return ev
+
+
+# --- 1. a kline that ends where it starts ------------------------------------------
+
+def _kline_line(k: dict, ts_recv: int, **edit) -> bytes:
+    body = {"t": k["t"], "T": k["T"], "s": "BTCUSDT", "i": "1m", "f": k["f"], "L": k["L"], "o": k["o"],
+            "c": k["c"], "h": k["h"], "l": k["l"], "v": k["v"], "n": k["n"], "x": True, "q": k["q"],
+            "V": k["V"], "Q": k["Q"], "B": "0"}
+    body.update(edit)
+    msg = {"stream": "btcusdt@kline_1m", "data": {"e": "kline", "E": k["E_last"], "s": "BTCUSDT", "k": body}}
+    return b"%d %s" % (ts_recv // 1000, _compact(msg))
+
+
+def _insert_at_time(rows: list[bytes], line: bytes) -> list[bytes]:
+    """``line`` inserted before the first row received after it."""
+    ts = recv_ns(line)
+    i = next(i for i, r in enumerate(rows) if recv_ns(r) > ts)
+    return rows[:i] + [line] + rows[i:]
+
+
+@pytest.fixture(scope="module")
+def klines(ws_dir, real):
+    """Two real consecutive 1-minute klines (from the recording's trades) as
+    kline lines received 50 ms after their close; the second with ``t = T + 1``:
+    it opens where it closes."""
+    k = minute_klines(trade_dicts(ws_dir / SRC))
+    normal = _kline_line(k[2], (k[2]["T"] + 51) * 10**6)
+    zero = _kline_line(k[3], (k[3]["T"] + 51) * 10**6, t=k[3]["T"] + 1)
+    return normal, zero
+
+
+def test_zero_length_kline_after_a_kline_is_dead_lettered_and_changes_nothing(runs, real, klines):
+    normal, zero = klines
+    with_kline = _insert_at_time(real, normal)
+    before = runs(with_kline)
+    assert before[2] == []
+    summary, out, dead = runs(_insert_at_time(with_kline, zero))  # raised ZeroDivisionError in make_bars
+    ev = _one_dead_letter(dead, r"^inconsistent kline: open time (\d+) not before close time \1$", zero)
+    if ev is not None:
+        assert ev["ts_open"] == ev["ts_close"] == (json.loads(payload(zero))["data"]["k"]["T"] + 1) * 10**6
+    _same_results(before[:2], (summary, out))
+
+
+def test_bars_dead_letter_a_zero_length_kline_instead_of_dividing_by_zero(btc_spot_chain):
+    """make_bars on its own (no check before it): the same kline is a dead
+    letter there too, and the bars are those without it."""
+    evs = btc_spot_chain.events
+    t = evs[len(evs) // 2].ts_recv // (60 * S) * 60 * S
+    normal = Kline("BTCUSDT", t, t - 60 * S, t, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 3, 1.0, True)
+    zero = msgspec.structs.replace(normal, ts_recv=t + 60 * S, ts_open=t + 60 * S, ts_close=t + 60 * S)
+    cfg = btc_spot_chain.settings.bars
+    _, ref = drive(bars.step, bars.BarState(cfg), [normal, zero])
+    (err,) = [o for o in ref if type(o) is ErrorRecord]
+    assert err.stage == "make_bars" and err.reason == f"kline without duration: open time {t + 60 * S} not before " \
+                                                       f"close time {t + 60 * S}"
+    assert msgspec.json.decode(err.raw, type=Kline) == zero
+    assert [o for o in ref if type(o) is Bar] == drive(bars.step, bars.BarState(cfg), [normal])[1]
+
+
+# --- 2. a mid that overflows, a subnormal quote ------------------------------------
+
+@pytest.mark.parametrize("bid,ask,reason", [
+    ("1e308", "1.5e308", r"^notional above 1e\+12: bid 1e\+308 x "),  # the mid (bid + ask) / 2 overflows
+    ("1e-320", "2e-320", r"^not a normal float: bid 1e-320 x "),     # log(mid / previous) underflows
+])
+def test_overflowing_or_subnormal_quote_at_a_bar_end_is_dead_lettered(runs, real, bar_end_quote, clean, bid, ask,
+                                                                      reason):
+    i = bar_end_quote
+    bad = _edited(real[i], b=bid, a=ask)
+    summary, out, dead = runs(real[: i + 1] + [bad] + real[i + 1:])  # raised ValueError in the join
+    ev = _one_dead_letter(dead, reason, bad)
+    assert ev is None or (ev["bid"], ev["ask"]) == (float(bid), float(ask))
+    _same_results(clean, (summary, out))
+    assert "forecasts_invalid" not in summary["counters"] and "forecasts_unscorable" not in summary["counters"]
+
+
+@pytest.mark.parametrize("price", [1.5e-320, math.inf, math.nan, 0.0])
+def test_join_does_not_score_a_return_without_a_finite_log(btc_spot_chain, price):
+    """The join on its own: a bar price whose ratio to another underflows
+    (subnormal), overflows (inf) or is not a number. The forecasts that target
+    that bar and those made at it are counted as unscorable, neither scored
+    nor learnt from; every other forecast is scored as usual."""
+    rows = btc_spot_chain.rows
+    k = len(rows) // 2
+    assert all(r.ready for r in rows[k - 20 : k + 20])
+    bad = msgspec.structs.replace(rows[k], price=price)
+    cfg = btc_spot_chain.settings.forecast
+    _, out = drive(forecast.step, forecast.JoinState(cfg), rows[:k] + [bad] + rows[k + 1:])
+    _, ref = drive(forecast.step, forecast.JoinState(cfg), rows[: k + 1])
+    scored = [r for r in out if type(r) is ForecastRecord]
+    n_ref = sum(1 for r in ref if type(r) is ForecastRecord and r.ts_target < rows[k].ts_end)
+    assert scored[:n_ref] == [r for r in ref if type(r) is ForecastRecord][:n_ref]  # before the bad bar: as ever
+    t = rows[k].ts_end
+    assert not [r for r in scored if t in (r.ts_forecast, r.ts_target)]
+    n_models = len(cfg.models) * len(cfg.horizons)
+    assert sum(c.n for c in out if type(c) is Count and c.name == "forecasts_unscorable") == 2 * n_models
+    assert all(math.isfinite(r.realized_return) and math.isfinite(r.error) for r in scored)
+
+
+def test_bars_price_a_quote_near_the_largest_float_without_overflow():
+    st = bars.BarState(bars.BarConfig())
+    st, _ = bars.step(st, Trade("X", 0, 0, 1.2e308, 1.0, False, 1))
+    st, _ = bars.step(st, Quote("X", 1, None, 1e308, 1.0, 1.5e308, 1.0, 1))
+    st, (bar,) = bars.step(st, Quote("X", S, None, 1e308, 1.0, 1.5e308, 1.0, 2))
+    assert bar.price == 1.25e308
+
+
+# --- 3. implausible values ---------------------------------------------------------
+
+@pytest.mark.parametrize("scale,reason", [
+    (None, r"^notional above 1e\+12: bid 1e\+300 x "),  # the tester's 1e300 / 1.1e300
+    (1.5, r"^outside the price band: \[\d+\.\d+, \d+\.\d+\] > \d+\.\d+ \(reference \d+\.\d+ \+-20%\)$"),
+    (0.6, r"^outside the price band: \[\d+\.\d+, \d+\.\d+\] < \d+\.\d+ \(reference \d+\.\d+ \+-20%\)$"),
+])
+def test_implausible_quote_keeps_the_clean_mae(runs, real, bar_end_quote, clean, scale, reason):
+    i = bar_end_quote
+    d = json.loads(payload(real[i]))["data"]
+    if scale is None:
+        bad = _edited(real[i], b="1e300", a="1.1e300")
+    else:
+        bad = _edited(real[i], b=f"{float(d['b']) * scale:.8f}", a=f"{float(d['a']) * scale:.8f}")
+    summary, out, dead = runs(real[: i + 1] + [bad] + real[i + 1:])
+    _one_dead_letter(dead, reason, bad)
+    _same_results(clean, (summary, out))
+    assert _mae(summary) == _mae(clean[0])
+    assert _mae(summary)[("linear", "1")] == pytest.approx(7.808e-6, rel=1e-3)
+    assert "forecasts_invalid" not in summary["counters"]
+
+
+def test_without_the_checks_the_tester_quote_ruins_the_mae(runs, real, bar_end_quote, clean):
+    """What the checks prevent (item 3 as reported): with the band and the
+    notional cap opened wide, the 1e300 quote passes and the linear model's
+    1-bar MAE goes from 7.8e-6 to about 4."""
+    i = bar_end_quote
+    bad = _edited(real[i], b="1e300", a="1.1e300")
+    off = Settings(sanity=sanity.SanityConfig(price_band=1e300, max_notional=1e308))
+    summary, _, dead = runs(real[: i + 1] + [bad] + real[i + 1:], off)
+    assert dead == []
+    assert _mae(summary)[("linear", "1")] > 1.0 > 1e5 * _mae(clean[0])[("linear", "1")]
+    assert summary["counters"]["forecasts_invalid"] > 100
+
+
+@pytest.fixture(scope="module")
+def spot_events(btc_spot_chain) -> list:
+    return btc_spot_chain.events
+
+
+def _scaled(e, f: float):
+    if type(e) is Quote:
+        return msgspec.structs.replace(e, bid=e.bid * f, ask=e.ask * f)
+    if type(e) is Trade:
+        return msgspec.structs.replace(e, price=e.price * f)
+    return e
+
+
+def _sanity(events: list, **cfg) -> tuple[list, list, list]:
+    """(accepted events, dead letters, counts) of the check over ``events``."""
+    _, out = drive(sanity.step, sanity.SanityState(sanity.SanityConfig(**cfg)), events)
+    return ([o for o in out if type(o) not in (ErrorRecord, Count)], [o for o in out if type(o) is ErrorRecord],
+            [o for o in out if type(o) is Count])
+
+
+def test_every_real_recording_and_kline_file_passes_the_checks_unchanged(ws_dir, klines_dir):
+    groups = [["spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz"],
+              ["spot/ethusdt_20240808.gz", "spot/ethusdt_20240809.gz"], ["spot/btcusdt_20230405.dat.gz"],
+              ["usdm/btcusdt_20230404.dat.gz", "usdm/btcusdt_20230405.dat.gz"]]
+    paths = [[ws_dir / p for p in g] for g in groups] + [[klines_dir / "BTC_USDT-1m.feather"],
+                                                         [klines_dir / "BTC_USDT-15m.feather"]]
+    for ps in paths:
+        (evs,) = parse_paths(ps)[0].values()
+        assert _sanity(evs)[:2] == (evs, []), ps
+
+
+def test_a_bad_first_price_is_outvoted_by_the_warmup(spot_events):
+    """The first price has no reference: the first 5 events are held and
+    checked against the median of their prices, so a bad one among them is
+    dead-lettered like any other."""
+    q = next(i for i, e in enumerate(spot_events) if type(e) is Quote)
+    for at in (q, q + 2):
+        evs = list(spot_events[:2000])
+        evs[at] = _scaled(evs[at], 1.5)
+        acc, dead, _ = _sanity(evs)
+        assert acc == evs[:at] + evs[at + 1:]
+        assert [d.ts_recv for d in dead] == [evs[at].ts_recv] and dead[0].reason.startswith("outside the price band")
+
+
+def test_a_real_regime_jump_reanchors_after_k_agreeing_prices(spot_events):
+    """A genuine 25% fall at once (the feed resumes after a crash): the first
+    K - 1 = 9 prices after it are dead-lettered, the 10th re-anchors the band
+    and everything after it goes through; the instrument is not frozen."""
+    n = len(spot_events) // 2
+    evs = spot_events[:n] + [_scaled(e, 0.75) for e in spot_events[n:]]
+    acc, dead, counts = _sanity(evs)
+    priced = [i for i in range(n, len(evs)) if type(evs[i]) in (Quote, Trade)]
+    rejected = set(priced[:9])
+    assert [d.ts_recv for d in dead] == [evs[i].ts_recv for i in sorted(rejected)]
+    assert acc == [e for i, e in enumerate(evs) if i not in rejected]
+    assert [c for c in counts if c.name == "price_band_reanchors"] == [Count("price_band_reanchors", 1)]
+
+
+def test_outliers_between_real_prices_never_reanchor(spot_events):
+    """Up to K - 1 agreeing outliers in a row, then a real price, again and
+    again: the real prices reset the count, every outlier is dead-lettered."""
+    evs, bad = [], []
+    for i, e in enumerate(spot_events[:20_000]):
+        evs.append(e)
+        if i > 100 and i % 50 == 0 and type(e) is Quote:
+            for j in range(9):
+                bad.append(_scaled(msgspec.structs.replace(e, update_id=-j), 1.3))
+                evs.append(bad[-1])
+    acc, dead, counts = _sanity(evs)
+    assert acc == spot_events[:20_000] and len(dead) == len(bad) > 1000
+    assert not [c for c in counts if c.name == "price_band_reanchors"]
+
+
+# --- 4. a line stamped in the future -------------------------------------------------
+
+@pytest.mark.parametrize("kind,ahead_s,forge_exchange_time", [
+    ("bookTicker", 3600, False), ("bookTicker", 60, False), ("bookTicker", 6, False),
+    ("trade", 3600, False), ("trade", 3600, True),  # with the exchange's own times moved along
+])
+def test_line_stamped_in_the_future_is_dead_lettered_and_bars_are_unchanged(runs, real, kinds, clean, kind,
+                                                                            ahead_s, forge_exchange_time):
+    at = [i for i, k in enumerate(kinds) if k == kind][len(real) // 10]
+    line = real[at]
+    if forge_exchange_time:
+        d = json.loads(payload(line))["data"]
+        line = _edited(line, E=d["E"] + ahead_s * 1000, T=d["T"] + ahead_s * 1000)
+    fut = _at(line, recv_ns(real[at]) + ahead_s * S)
+    summary, out, dead = runs(real[: at + 1] + [fut] + real[at + 1:])
+    _one_dead_letter(dead, rf"^from the future: {ahead_s}\.\d{{3}} s ahead of the instrument's clock "
+                           r"\(more than 5000 ms\), and the next event was not$", fut)
+    _same_results(clean, (summary, out))
+    assert summary["bars"] == clean[0]["bars"] == 414
+
+
+def test_a_future_line_does_not_move_the_clock(spot_events):
+    k = len(spot_events) // 3
+    fut = msgspec.structs.replace(spot_events[k], ts_recv=spot_events[k].ts_recv + 3600 * S)
+    st = sanity.SanityState(sanity.SanityConfig())
+    st, _ = drive(sanity.step, st, spot_events[: k + 1] + [fut, spot_events[k + 1]])
+    assert st.clock == spot_events[k + 1].ts_recv and st.ahead == []
+
+
+def test_a_silence_in_the_feed_is_not_the_future(spot_events):
+    """30 s of the recording cut out: every event goes through, in order; the
+    first after the hole waits for the next two (they confirm time moved on)."""
+    t0 = spot_events[len(spot_events) // 2].ts_recv
+    evs = [e for e in spot_events if not t0 <= e.ts_recv < t0 + 30 * S]
+    first = next(i for i, e in enumerate(evs) if e.ts_recv >= t0 + 30 * S)
+    st = sanity.SanityState(sanity.SanityConfig())
+    st, before = drive(sanity.step, st, evs[:first])
+    outs = []
+    for e in evs[first : first + 3]:
+        st, o = sanity.step(st, e)
+        outs.append(list(o))
+    assert outs == [[], [], evs[first : first + 3]]
+    assert _sanity(evs)[:2] == (evs, [])
+
+
+def test_klines_are_never_held(klines_dir):
+    """Klines arrive one interval apart, far beyond the skew: each one that
+    continues the last goes through at once."""
+    (evs,) = parse_paths([klines_dir / "BTC_USDT-1m.feather"])[0].values()
+    st = sanity.SanityState(sanity.SanityConfig())
+    st, _ = drive(sanity.step, st, evs[:5])  # the warm-up
+    for e in evs[5:2000]:
+        st, o = sanity.step(st, e)
+        assert list(o) == [e]
+
+
+def test_future_lines_together_need_more_than_the_confirmations(spot_events):
+    """The limit, as documented: up to ``future_confirmations`` consecutive
+    lines forged in the same future are dead-lettered; one more moves the clock."""
+    k = len(spot_events) // 3
+    fut = [msgspec.structs.replace(e, ts_recv=e.ts_recv + 3600 * S) for e in spot_events[k : k + 3]]
+    for n, moved in ((1, False), (2, False), (3, True)):
+        st = sanity.SanityState(sanity.SanityConfig())
+        st, out = drive(sanity.step, st, spot_events[: k + 1] + fut[:n] + [spot_events[k + 1]])
+        assert (st.clock > spot_events[k + 1].ts_recv) == moved
+        assert sum(type(o) is ErrorRecord for o in out) == (0 if moved else n)
+
+
+def test_features_and_join_stay_finite_on_the_checked_stream(btc_spot_chain):
+    """The chain after the check, on the real events with the sanity
+    contract case's implausible events injected: the same feature rows and
+    forecasts as on the clean events."""
+    from realdata import operator_case
+
+    step, init, items, ref = operator_case("sanity", btc_spot_chain)
+    assert len(items) > len(btc_spot_chain.events)
+    accepted = [o for o in ref if type(o) not in (ErrorRecord, Count)]
+    assert accepted == btc_spot_chain.events
+    s = btc_spot_chain.settings
+    _, b = drive(bars.step, bars.BarState(s.bars), accepted)
+    _, rows = drive(features.step, features.FeatureState(s.features), [x for x in b if type(x) is Bar])
+    assert rows == btc_spot_chain.rows and all(type(r) is FeatureRow for r in rows)
