@@ -104,10 +104,11 @@ def build_flow(settings: Settings) -> Dataflow:
         read = ops.split_read_errors("split_read_errors", msgs)
         raw, read_errors = read.chunks, [read.errors]
     else:
-        files = ReplaySource(settings.input.paths, settings.input.batch_size, settings.input.market)
+        files = ReplaySource(settings.input.paths, settings.input.batch_size, settings.input.market,
+                             settings.input.max_line_bytes)
         raw, read_errors = op.input("read_ticks", flow, files), []
         total_bytes = files.total_bytes
-    ticks = ops.parse_ticks("parse_ticks", raw)
+    ticks = ops.parse_ticks("parse_ticks", raw, settings.input.limits())
     checked = ops.check_ticks("check_ticks", ticks.out, settings.sanity)  # implausible ticks: dead letters
     bars = ops.make_bars("make_bars", checked.out, settings.bars)
     features = ops.compute_features("compute_features", bars.out, settings.features)

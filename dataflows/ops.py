@@ -5,23 +5,32 @@ from :mod:`operators` per key with :func:`bytewax.operators.stateful_batch`,
 so state is kept per instrument, snapshotted for recovery, and restored on
 resume. Outputs that are :class:`ErrorRecord` or :class:`Count` are split off
 into the dead-letter and counter streams.
+
+Events come from the parser in :class:`~sources.binance.EventBatch` lists
+that carry each event's input record. A step that dead-letters an event puts
+the event's JSON in the dead letter's ``raw``; the wrapper swaps it for the
+input as received (:func:`sources.binance.message_of`), and lists of events
+a step passes on keep their records (see :class:`_StepLogic`).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import is_
 from time import perf_counter
 from typing import Any, Generic, Optional, TypeVar
 
 import bytewax.operators as op
+import msgspec
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from operators import bars, features, fills, forecast, metrics, pnl, sanity, signals
 from sinks.records import kafka_record
-from sources.binance import parse_chunk
+from sources.binance import EventBatch, ParseLimits, ParseState, message_of, parse_chunk
 from ticklet.events import (
     Bar,
     Count,
@@ -86,8 +95,32 @@ class _Side:
         self.counts = counts
 
 
+#: Most events a step may hold across batches whose input records are kept
+#: (beyond it they are forgotten, and such an event's dead letter keeps its JSON).
+_HELD_MAX = 1024
+
+
+def _about(err: ErrorRecord, ev: Any) -> bool:
+    """Whether a dead letter is the dead letter of event ``ev`` (its raw is the event's JSON)."""
+    return (err.ts_recv == ev.ts_recv and err.instrument == ev.instrument and not err.raw_base64
+            and err.raw == msgspec.json.encode(ev).decode())
+
+
+def _with_raw(err: ErrorRecord, rec: Any, fmt: str) -> ErrorRecord:
+    """``err`` with the input record's message as its raw."""
+    return ErrorRecord.of(err.stage, err.reason, message_of(rec, fmt), err.instrument, err.ts_recv)
+
+
 class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
-    """Drive a pure step function over a batch of values for one key."""
+    """Drive a pure step function over a batch of values for one key.
+
+    When the values are :class:`EventBatch` lists, the input records follow
+    the events: a dead letter of an event gets the event's input as its raw,
+    and a list of events the step returns (a filter's accepted events) is
+    passed on as an :class:`EventBatch` with their records. Records of events
+    the step holds across batches are kept (at most ``_HELD_MAX``; not in
+    snapshots: after a resume such an event's dead letter keeps its JSON).
+    """
 
     def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[tuple[str, type]],
                  stage: str):
@@ -96,6 +129,7 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
         self.flatten = flatten
         self.count_as = count_as
         self.timer = STAGE_SECONDS.labels(stage)
+        self.held: dict[int, tuple[Any, Any, str]] = {}  # id(event) -> (event, record, fmt)
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
         t0 = perf_counter()
@@ -104,6 +138,16 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
         out: list = []
         if self.flatten:
             for chunk in values:
+                if type(chunk) is EventBatch and len(chunk.records) == len(chunk):
+                    fmt = chunk.fmt
+                    for v, rec in zip(chunk, chunk.records, strict=True):
+                        st, o = step(st, v)
+                        if o:
+                            if any(type(x) is ErrorRecord for x in o):
+                                o = [_with_raw(x, rec, fmt) if type(x) is ErrorRecord and rec is not None
+                                     and _about(x, v) else x for x in o]
+                            out.extend(o)
+                    continue
                 for v in chunk:
                     st, o = step(st, v)
                     if o:
@@ -111,6 +155,8 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
         else:
             for v in values:
                 st, o = step(st, v)
+                if type(v) is EventBatch:
+                    o = self._carry(v, o)
                 if o:
                     out.extend(o)
         self.state = st
@@ -128,6 +174,38 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
         if errors or counts:
             main.append(_Side(errors, counts))
         return main, StatefulBatchLogic.RETAIN
+
+    def _carry(self, batch: EventBatch, out: Any) -> list:
+        """The outputs of a step fed ``batch``, with the input records carried
+        over (see the class docstring)."""
+        held = self.held
+        fmt = batch.fmt
+        if (not held and len(out) == 1 and type(out[0]) is list and len(out[0]) == len(batch)
+                and all(map(is_, out[0], batch))):  # the common case: every event passed on
+            return [EventBatch(fmt, out[0], batch.records)]  # type: ignore[arg-type]
+        for e, rec in zip(batch, batch.records, strict=False):
+            held[id(e)] = (e, rec, fmt)
+        res = []
+        for x in out:
+            cls = type(x)
+            if cls is list or cls is EventBatch:
+                recs = []
+                for e in x:
+                    h = held.pop(id(e), None)
+                    recs.append(None if h is None else h[1])
+                res.append(EventBatch(fmt, x, recs))  # type: ignore[arg-type]
+            elif cls is ErrorRecord:
+                for key, (e, rec, f) in held.items():
+                    if _about(x, e):
+                        del held[key]
+                        x = _with_raw(x, rec, f)
+                        break
+                res.append(x)
+            else:
+                res.append(x)
+        if len(held) > _HELD_MAX:
+            held.clear()
+        return res
 
     def snapshot(self) -> Any:
         return copy.deepcopy(self.state)
@@ -175,29 +253,46 @@ def run_step(
 _PARSE_SECONDS = STAGE_SECONDS.labels("parse")
 
 
-def _chunk_items(chunk: RawChunk) -> list:
+def _source_of(chunk: RawChunk) -> str:
+    """The source partition a chunk comes from (the key of the parser's state)."""
+    return chunk.source or f"{chunk.fmt}:{chunk.market}:{chunk.symbol}"
+
+
+def _chunk_items(limits: ParseLimits, state: Optional[ParseState], chunk: RawChunk) -> tuple[ParseState, list]:
     t0 = perf_counter()
-    by_key, errors, counts = parse_chunk(chunk)
+    if state is None:
+        state = ParseState(limits)
+    elif state.limits != limits:  # resumed with other settings: the new limits, the instruments admitted
+        state.limits = limits
+    by_key, errors, counts = parse_chunk(chunk, state)
     _PARSE_SECONDS.observe(perf_counter() - t0)
     items: list = list(by_key.items())
     items.extend(errors)
     items.extend(Count(k, v) for k, v in counts.items() if v)
     if chunk.nbytes:
         items.append(Count("input_bytes", chunk.nbytes))
-    return items
+    return state, items
 
 
-def _is_keyed(x: Any) -> bool:
-    return type(x) is tuple
+def _is_keyed(kv: tuple[str, Any]) -> bool:
+    return type(kv[1]) is tuple
 
 
 @operator
-def parse_ticks(step_id: str, up: Stream[RawChunk]) -> StepOut:
-    """Raw chunks -> per-instrument lists of events, dead letters, counts."""
-    items = op.flat_map("parse_chunk", up, _chunk_items)
+def parse_ticks(step_id: str, up: Stream[RawChunk], limits: Optional[ParseLimits] = None) -> StepOut:
+    """Raw chunks -> per-instrument lists of events, dead letters, counts.
+
+    The parser's state (the instruments admitted under ``limits``) is kept
+    per source partition, so the instrument bound holds per partition
+    whatever the number of workers, and is recovered on resume.
+    """
+    keyed_chunks = op.key_on("key_by_source", up, _source_of)
+    items = op.stateful_flat_map("parse_chunk", keyed_chunks,
+                                 functools.partial(_chunk_items, limits or ParseLimits()))
     keyed = op.branch("split_events", items, _is_keyed)
-    rest = op.branch("split_errors", keyed.falses, lambda x: type(x) is ErrorRecord)
-    return StepOut(keyed.trues, rest.trues, rest.falses)
+    rest = op.flat_map("unkey_rest", keyed.falses, lambda kv: (kv[1],))
+    split = op.branch("split_errors", rest, lambda x: type(x) is ErrorRecord)
+    return StepOut(op.map("unkey_events", keyed.trues, lambda kv: kv[1]), split.trues, split.falses)
 
 
 @operator

@@ -3,12 +3,37 @@
 No I/O here: the functions take one raw record and return an event, an
 :class:`~ticklet.events.ErrorRecord`, or a *skip reason* (a ``str``) for input
 that is valid but deliberately not used (mark-price streams, REST depth
-snapshots, non-market futures trades, unfinished klines). The caller counts
-skips by reason, so nothing disappears silently.
+snapshots, non-market futures trades, unfinished klines, blank lines). The
+caller counts skips by reason, so nothing disappears silently.
 
 JSON is decoded by :mod:`msgspec` straight into typed structs; Binance's
 decimal strings become floats during decoding (``strict=False``), and missing
 fields raise with the field's name, which becomes the error reason.
+
+Hostile input
+-------------
+- **Any valid JSON is read.** Compact messages that start with
+  ``{"stream":"`` (what Binance and the collector write) take a fast path
+  that reads the stream name from the bytes; a message the fast path cannot
+  vouch for (whitespace, another key order, escapes in the stream name, a
+  symbol that does not match) is decoded exactly instead.
+- **Symbols are checked.** The ``s`` field must be a Binance symbol
+  (:mod:`sources.symbols`) and the stream name's symbol part (``btcusdt`` of
+  ``btcusdt@trade``) must be the same symbol; otherwise the message is
+  dead-lettered (``invalid symbol``, ``symbol ... does not match stream``).
+- **Instruments are bounded** per source partition by :class:`ParseState`:
+  an optional allow-list and at most ``max_instruments`` (:class:`ParseLimits`).
+- **Lines are bounded**: a record longer than ``max_line_bytes`` (or a
+  :class:`LongLine` from the reader) is dead-lettered with its first
+  :data:`LONG_LINE_HEAD` bytes and its size.
+- **Raw bytes are kept exactly** (:meth:`ErrorRecord.of`: UTF-8 text, else
+  base64 with ``raw_base64``), and a dead letter names the instrument
+  wherever its stream name gives one. A message that is not UTF-8 is not
+  JSON and is dead-lettered, even where the bad bytes are in a field ticklet
+  does not read.
+- **Duplicate keys**: the last one counts (msgspec's rule), except that the
+  fast path dispatches on the first ``"stream"``; the data's ``s`` must match
+  that stream name either way.
 
 Examples
 --------
@@ -18,8 +43,12 @@ Examples
 >>> ev = parse_ws(1723161254087896568, line, "spot")
 >>> ev.instrument, ev.price, ev.qty, ev.buyer_maker, ev.ts_event
 ('BTCUSDT', 61837.63, 0.02, True, 1723161255342000000)
->>> parse_ws(1, b'{"stream":"btcusdt@trade","data":{"p":"1"}}', "spot").reason
-'missing field: Object missing required field `E` - at `$.data`'
+>>> parse_ws(1, b'{"stream": "btcusdt@trade", "data": {"E": 1, "s": "BTCUSDT", "t": 1, "p": "2",'
+...          b' "q": "1", "T": 1, "m": false}}', "spot").price  # whitespace: read exactly
+2.0
+>>> e = parse_ws(1, b'{"stream":"btcusdt@trade","data":{"p":"1"}}', "spot")
+>>> e.reason, e.instrument
+('missing field: Object missing required field `E` - at `$.data`', 'BTCUSDT')
 >>> parse_ws(1, b'not json', "spot").reason[:8]
 'bad json'
 >>> parse_ws(1, b'{"lastUpdateId":1,"bids":[],"asks":[]}', "spot")
@@ -30,11 +59,13 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 from typing import Annotated, Optional, Union
 
 import msgspec
 
-from sources.wire import decode_tick
+from sources.symbols import stream_symbol, symbol_of_stream, valid_symbol
+from sources.wire import tick_head
 from ticklet.events import (
     BookSnapshot,
     DepthUpdate,
@@ -50,7 +81,14 @@ from ticklet.events import (
 
 __all__ = [
     "IGNORED_STREAMS",
+    "LONG_LINE_HEAD",
+    "MAX_LINE_BYTES",
+    "EventBatch",
+    "LongLine",
+    "ParseLimits",
+    "ParseState",
     "Parsed",
+    "message_of",
     "parse_chunk",
     "parse_csv_row",
     "parse_kline_row",
@@ -63,11 +101,22 @@ Parsed = Union[Event, ErrorRecord, str]
 
 _INF = math.inf
 _MS = 1_000_000
+#: Receive times are int64 nanoseconds.
+_MAX_TS = 1 << 63
+#: Exchange times (ms) whose ns, plus one ms, still fit int64 (year 2262).
+_MAX_MS = (1 << 63) // _MS - 2
 
 # Validation happens inside msgspec's decoder (C): prices strictly positive and
 # finite, quantities non-negative/positive and finite. NaN fails ``gt``.
 _Px = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]
 _Qty = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]
+_Ms = Annotated[int, msgspec.Meta(ge=0, le=_MAX_MS)]
+
+#: Longest input record parsed by default (``TICKLET_INPUT__MAX_LINE_BYTES``):
+#: a recording line (without its line ending) or a Kafka message.
+MAX_LINE_BYTES = 1 << 20
+#: How many first bytes of an over-long record its dead letter keeps.
+LONG_LINE_HEAD = 1024
 
 #: Binance streams that are valid but carry nothing ticklet uses; they are
 #: counted as skipped rather than dead-lettered.
@@ -93,23 +142,23 @@ class _Envelope(msgspec.Struct, gc=False):
 
 
 class _WsTrade(msgspec.Struct, gc=False):
-    E: int
+    E: _Ms
     s: str
     t: int
     p: _Px
     q: _Qty
-    T: int
+    T: _Ms
     m: bool
     X: Optional[str] = None  # futures only: MARKET, INSURANCE_FUND, ...
 
 
 class _WsAggTrade(msgspec.Struct, gc=False):
-    E: int
+    E: _Ms
     s: str
     a: int
     p: _Px
     q: _Qty
-    T: int
+    T: _Ms
     m: bool
 
 
@@ -120,12 +169,12 @@ class _WsBookTicker(msgspec.Struct, gc=False):
     B: _Qty
     a: _Px
     A: _Qty
-    E: Optional[int] = None  # futures only
-    T: Optional[int] = None
+    E: Optional[_Ms] = None  # futures only
+    T: Optional[_Ms] = None
 
 
 class _WsDepth(msgspec.Struct, gc=False):
-    E: int
+    E: _Ms
     s: str
     U: int
     u: int
@@ -135,8 +184,8 @@ class _WsDepth(msgspec.Struct, gc=False):
 
 
 class _WsKlineBody(msgspec.Struct, gc=False):
-    t: int
-    T: int
+    t: _Ms
+    T: _Ms
     o: float
     h: float
     l: float  # noqa: E741
@@ -149,7 +198,7 @@ class _WsKlineBody(msgspec.Struct, gc=False):
 
 
 class _WsKline(msgspec.Struct, gc=False):
-    E: int
+    E: _Ms
     s: str
     k: _WsKlineBody
 
@@ -170,12 +219,161 @@ _agg_env = _envelope(_WsAggTrade)
 _kline_env = _envelope(_WsKline)
 
 
-def _raw(payload: bytes) -> str:
-    return payload.decode("utf-8", "replace")
+# --- limits, per source partition ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """What the parser admits (the ``TICKLET_INPUT__*`` settings).
+
+    Parameters
+    ----------
+    instruments
+        Allow-list of instruments (``BTCUSDT``, ``BTCUSDT-PERP``); None: any.
+    max_instruments
+        Most instruments admitted per source partition.
+    max_line_bytes
+        Longest record parsed; a longer one is dead-lettered.
+    """
+
+    instruments: Optional[frozenset[str]] = None
+    max_instruments: int = 1000
+    max_line_bytes: int = MAX_LINE_BYTES
+
+
+class ParseState:
+    """The parser's state for one source partition (a replay stream or a
+    Kafka partition): its limits and the instruments admitted so far.
+
+    An instrument is admitted when it is first seen if it is on the
+    allow-list (when there is one) and fewer than ``max_instruments`` are
+    admitted; it then stays admitted. Refused instruments are not
+    remembered, so the state holds at most ``max_instruments`` names.
+
+    >>> st = ParseState(ParseLimits(max_instruments=2))
+    >>> [st.admit(i) for i in ("BTCUSDT", "ETHUSDT", "BTCUSDT")]
+    ['', '', '']
+    >>> st.admit("SOLUSDT")
+    'too many instruments: SOLUSDT would be the 3rd of this input partition (TICKLET_INPUT__MAX_INSTRUMENTS=2)'
+    >>> ParseState(ParseLimits(instruments=frozenset({"BTCUSDT"}))).admit("ETHUSDT")
+    'instrument not allowed: ETHUSDT (TICKLET_INPUT__INSTRUMENTS)'
+    """
+
+    __slots__ = ("admitted", "limits")
+
+    def __init__(self, limits: Optional[ParseLimits] = None) -> None:
+        self.limits = limits if limits is not None else ParseLimits()
+        self.admitted: set[str] = set()
+
+    def admit(self, instrument: str) -> str:
+        """Admit ``instrument``; return ``""``, or why it is refused."""
+        if instrument in self.admitted:
+            return ""
+        lim = self.limits
+        if lim.instruments is not None and instrument not in lim.instruments:
+            return f"instrument not allowed: {instrument} (TICKLET_INPUT__INSTRUMENTS)"
+        if len(self.admitted) >= lim.max_instruments:
+            n = lim.max_instruments + 1
+            nth = f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+            return (f"too many instruments: {instrument} would be the {nth} of this input partition "
+                    f"(TICKLET_INPUT__MAX_INSTRUMENTS={lim.max_instruments})")
+        self.admitted.add(instrument)
+        return ""
+
+    def __getstate__(self) -> tuple:
+        return self.limits, self.admitted
+
+    def __setstate__(self, state: tuple) -> None:
+        self.limits, self.admitted = state
+
+
+class LongLine(bytes):
+    """The first bytes of an input line longer than the limit, with the
+    line's whole size in bytes (``size``). The reader makes one instead of
+    holding the line; :func:`parse_chunk` dead-letters it.
+
+    >>> ln = LongLine(b"1723161254087891268 xxxx", 5_000_000)
+    >>> ln.size, bytes(ln[:4])
+    (5000000, b'1723')
+    """
+
+    size: int
+
+    def __new__(cls, head: bytes, size: int) -> LongLine:
+        self = super().__new__(cls, head)
+        self.size = size
+        return self
+
+    def __reduce__(self) -> tuple:
+        return LongLine, (bytes(self), self.size)
+
+
+class EventBatch(list):
+    """Events of one instrument in input order, each with the input record
+    it was parsed from (``records``, in parallel) and their format (``fmt``),
+    so that a later stage can dead-letter an event with its input as
+    received (:func:`message_of`). Compares equal to the plain list."""
+
+    __slots__ = ("fmt", "records")
+
+    def __init__(self, fmt: str = "", events: tuple = (), records: Optional[list] = None) -> None:
+        super().__init__(events)
+        self.fmt = fmt
+        self.records: list = records if records is not None else []
+
+    def __reduce__(self) -> tuple:
+        return _event_batch, (self.fmt, list(self), self.records)
+
+
+def _event_batch(fmt: str, events: list, records: list) -> EventBatch:
+    return EventBatch(fmt, events, records)  # type: ignore[arg-type]
+
+
+def message_of(record: object, fmt: str) -> bytes:
+    """The message an input record carries, as received: a recording line
+    after its receive timestamp (the whole line if it has none), a Kafka
+    value, a CSV row joined with commas, a kline row's repr.
+
+    >>> message_of(b'1723161254087891268 {"a":1}', "ws"), message_of(b'{"a":1}', "ws")
+    (b'{"a":1}', b'{"a":1}')
+    """
+    if fmt == "ws":
+        line: bytes = record  # type: ignore[assignment]
+        sp = line.find(b" ", 0, 20)
+        return line[sp + 1 :] if sp in (16, 19) and line[:sp].isdigit() else line
+    if fmt == "kafka":
+        return record  # type: ignore[return-value]
+    if isinstance(record, list):
+        return ",".join(record).encode()
+    return repr(record).encode()
+
+
+# --- websocket messages ---------------------------------------------------------
+
+
+def _shown(text: str, n: int = 80) -> str:
+    """``text`` for a reason: as it is when short and printable, else a
+    shortened repr."""
+    return text if len(text) <= n and text.isprintable() else repr(text[:n]) + ("..." if len(text) > n else "")
+
+
+def _key_in(payload: bytes, market: str) -> str:
+    """The instrument a message's stream name gives, or ``""``."""
+    sym = stream_symbol(payload)
+    return "" if sym is None else instrument_key(sym, market)
 
 
 def _err(reason: str, payload: bytes, ts: int, key: str = "") -> ErrorRecord:
-    return ErrorRecord("parse", reason, _raw(payload), key, ts)
+    return ErrorRecord.of("parse", reason, payload, key, ts)
+
+
+def _invalid(ex: Exception, payload: bytes, ts: int, market: str) -> ErrorRecord:
+    msg = str(ex)
+    if isinstance(ex, msgspec.ValidationError):
+        reason = f"missing field: {msg}" if "missing required" in msg else f"invalid field: {msg}"
+    else:
+        reason = f"bad json: {msg}"
+    return _err(reason, payload, ts, _key_in(payload, market))
 
 
 def _bad_px_qty(p: float, q: float) -> bool:
@@ -194,7 +392,52 @@ def _kline_error(o: float, h: float, lo: float, c: float, v: float) -> str:
     return ""
 
 
-def parse_ws(ts: int, payload: bytes, market: str) -> Parsed:
+# Builders of an event from a message's decoded data (symbol already checked).
+
+
+def _quote(d: _WsBookTicker, ts: int, market: str, payload: bytes) -> Parsed:
+    key = d.s if market == "spot" else instrument_key(d.s, market)
+    b, a = d.b, d.a
+    if b >= a:
+        return _err(f"crossed quote: bid {b} >= ask {a}", payload, ts, key)
+    return Quote(key, ts, None if d.E is None else d.E * _MS, b, d.B, a, d.A, d.u)
+
+
+def _trade(d: _WsTrade, ts: int, market: str, payload: bytes) -> Parsed:
+    if d.X is not None and d.X != "MARKET":
+        return "non_market_trade"
+    key = d.s if market == "spot" else instrument_key(d.s, market)
+    return Trade(key, ts, d.T * _MS, d.p, d.q, d.m, d.t)
+
+
+def _depth(d: _WsDepth, ts: int, market: str, payload: bytes) -> Parsed:
+    key = d.s if market == "spot" else instrument_key(d.s, market)
+    return DepthUpdate(key, ts, d.E * _MS, d.U, d.u, d.pu, d.b, d.a)
+
+
+def _agg(d: _WsAggTrade, ts: int, market: str, payload: bytes) -> Parsed:
+    return Trade(instrument_key(d.s, market), ts, d.T * _MS, d.p, d.q, d.m, d.a)
+
+
+def _kline(d: _WsKline, ts: int, market: str, payload: bytes) -> Parsed:
+    k = d.k
+    key = instrument_key(d.s, market)
+    if not k.x:
+        return "open_kline"
+    why = _kline_error(k.o, k.h, k.l, k.c, k.v)
+    if why:
+        return _err(why, payload, ts, key)
+    return Kline(key, ts, k.t * _MS, (k.T + 1) * _MS, k.o, k.h, k.l, k.c, k.v, k.q, k.n, k.V, True)
+
+
+#: ``s`` -> its lower case followed by ``@``, as bytes, for symbols that passed
+#: :func:`valid_symbol` and matched their stream name (a memo of the fast
+#: path; bounded).
+_LOWER: dict[str, bytes] = {}
+_LOWER_MAX = 4096
+
+
+def parse_ws(ts: int, payload: bytes, market: str, at: int = -1) -> Parsed:
     """Parse one combined-stream message received at ``ts`` (ns).
 
     Parameters
@@ -205,6 +448,11 @@ def parse_ws(ts: int, payload: bytes, market: str) -> Parsed:
         The JSON exactly as received.
     market
         ``"spot"`` or ``"usdm"``; decides the instrument key.
+    at
+        Where the stream name starts, when the caller knows that the
+        message has a top-level ``"stream":"`` key just before it (the
+        Kafka wire format); by default the fast path takes messages that
+        start with ``{"stream":"``.
 
     Returns
     -------
@@ -224,76 +472,125 @@ def parse_ws(ts: int, payload: bytes, market: str) -> Parsed:
     'non_market_trade'
     >>> parse_ws(5, b'{"stream":"btcusdt@bogus","data":{}}', "spot").reason
     'unknown stream: btcusdt@bogus'
+    >>> parse_ws(5, b'{"stream":"ethusdt@trade","data":{"E":1,"s":"BTCUSDT","t":1,"p":"1",'
+    ...          b'"q":"1","T":1,"m":false}}', "spot").reason
+    'symbol BTCUSDT does not match stream ethusdt@trade'
     """
-    # The stream name is read from the bytes, then the whole message is decoded
-    # in one pass by the decoder of that stream's type (key order is free).
-    if payload.startswith(b'{"stream":"'):
-        i = 11
-    else:
-        i = payload.find(b'"stream":"')
-        if i < 0:
-            if payload.find(b'"lastUpdateId":') >= 0:
-                return "depth_snapshot"
-            try:
-                _env_dec.decode(payload)
-            except (msgspec.ValidationError, msgspec.DecodeError) as ex:
-                return _invalid(ex, payload, ts)
-            return _err("unrecognized message", payload, ts)  # pragma: no cover
-        i += 10
+    # The stream name is read from the bytes, then the whole message is
+    # decoded in one pass by the decoder of that stream's type (key order is
+    # free). Anything the bytes do not vouch for goes to _parse_exact.
+    if not payload.isascii() and not _utf8(payload):
+        return _not_utf8(payload, ts, market)
+    if at < 0:
+        if not payload.startswith(b'{"stream":"'):
+            return _parse_exact(ts, payload, market)
+        at = 11
+    sep = payload.find(b"@", at, at + 64)
+    if sep < 0:
+        return _parse_exact(ts, payload, market)
+    k = sep + 1
     try:
-        if payload.find(b'@bookTicker"', i, i + 64) > 0:  # most messages: no slicing
+        if payload.startswith(b'bookTicker"', k):  # most messages: inlined
             d = _book_env.decode(payload).data
+            low = _LOWER.get(d.s)
+            if low is None or not payload.startswith(low, at):
+                return _parse_exact(ts, payload, market)
             key = d.s if market == "spot" else instrument_key(d.s, market)
             b, a = d.b, d.a
             if b >= a:
                 return _err(f"crossed quote: bid {b} >= ask {a}", payload, ts, key)
             return Quote(key, ts, None if d.E is None else d.E * _MS, b, d.B, a, d.A, d.u)
-        end = payload.find(b'"', i)
-        at = payload.find(b"@", i, end)
-        kind = payload[at + 1 : end] if at >= 0 else b""
-        if kind == b"trade":
-            d = _trade_env.decode(payload).data
-            if d.X is not None and d.X != "MARKET":
-                return "non_market_trade"
-            key = d.s if market == "spot" else instrument_key(d.s, market)
-            return Trade(key, ts, d.T * _MS, d.p, d.q, d.m, d.t)
-        if kind.startswith(b"depth") and (len(kind) == 5 or kind[5:6] == b"@"):
-            d = _depth_env.decode(payload).data
-            key = d.s if market == "spot" else instrument_key(d.s, market)
-            return DepthUpdate(key, ts, d.E * _MS, d.U, d.u, d.pu, d.b, d.a)
-        if kind == b"aggTrade":
-            d = _agg_env.decode(payload).data
-            key = instrument_key(d.s, market)
-            return Trade(key, ts, d.T * _MS, d.p, d.q, d.m, d.a)
-        if kind.startswith(b"kline_"):
-            d = _kline_env.decode(payload).data
-            k = d.k
-            key = instrument_key(d.s, market)
-            if not k.x:
-                return "open_kline"
-            why = _kline_error(k.o, k.h, k.l, k.c, k.v)
-            if why:
-                return _err(why, payload, ts, key)
-            return Kline(
-                key, ts, k.t * _MS, (k.T + 1) * _MS, k.o, k.h, k.l, k.c, k.v, k.q, k.n, k.V, True
-            )
-        _env_dec.decode(payload)  # an unknown stream must still be valid JSON
-        stream = payload[i:end].decode("utf-8", "replace")
-        base = kind.split(b"@", 1)[0].decode("utf-8", "replace")
+        if payload.startswith(b'trade"', k):
+            dec, make = _trade_env, _trade
+        elif payload.startswith(b"depth", k) and (payload.startswith(b'"', k + 5) or payload.startswith(b"@", k + 5)):
+            dec, make = _depth_env, _depth
+        elif payload.startswith(b'aggTrade"', k):
+            dec, make = _agg_env, _agg
+        elif payload.startswith(b"kline_", k):
+            dec, make = _kline_env, _kline
+        else:
+            return _parse_exact(ts, payload, market)
+        d = dec.decode(payload).data
+    except (msgspec.ValidationError, msgspec.DecodeError) as ex:
+        return _invalid(ex, payload, ts, market)
+    # The name is the symbol in lower case up to its first "@" (which is the
+    # one at sep): no quote, escape or other character in between.
+    low = _LOWER.get(d.s)
+    if low is None or not payload.startswith(low, at):
+        return _parse_exact(ts, payload, market)
+    return make(d, ts, market, payload)
+
+
+def _parse_exact(ts: int, payload: bytes, market: str) -> Parsed:
+    """:func:`parse_ws` for any JSON layout: the stream name is decoded, not
+    read from the bytes, and the symbol checked."""
+    try:
+        stream = _env_dec.decode(payload).stream
+    except msgspec.ValidationError as ex:
+        if payload.find(b'"lastUpdateId"') >= 0:
+            return _snapshot_skip(ts, payload)
+        return _invalid(ex, payload, ts, market)
+    except msgspec.DecodeError as ex:
+        return _invalid(ex, payload, ts, market)
+    name, _, kind = stream.partition("@")
+    sym = symbol_of_stream(name)
+    key = "" if sym is None else instrument_key(sym, market)
+    if kind == "bookTicker":
+        dec, make = _book_env, _quote
+    elif kind == "trade":
+        dec, make = _trade_env, _trade
+    elif kind == "depth" or kind.startswith("depth@"):
+        dec, make = _depth_env, _depth
+    elif kind == "aggTrade":
+        dec, make = _agg_env, _agg
+    elif kind.startswith("kline_"):
+        dec, make = _kline_env, _kline
+    else:
+        base = kind.split("@", 1)[0]
         if base in IGNORED_STREAMS:
             return base
-        return _err(f"unknown stream: {stream}", payload, ts)
+        return _err(f"unknown stream: {_shown(stream)}", payload, ts, key)
+    try:
+        d = dec.decode(payload).data
     except (msgspec.ValidationError, msgspec.DecodeError) as ex:
-        return _invalid(ex, payload, ts)
+        return _invalid(ex, payload, ts, market)
+    s = d.s
+    if not valid_symbol(s):
+        return _err(f"invalid symbol: {_shown(repr(s))}", payload, ts, key)
+    if sym != s:
+        return _err(f"symbol {s} does not match stream {_shown(stream)}", payload, ts, key)
+    if s not in _LOWER:
+        if len(_LOWER) >= _LOWER_MAX:
+            _LOWER.clear()
+        _LOWER[s] = s.lower().encode() + b"@"
+    return make(d, ts, market, payload)
 
 
-def _invalid(ex: Exception, payload: bytes, ts: int) -> ErrorRecord:
-    msg = str(ex)
-    if isinstance(ex, msgspec.ValidationError):
-        reason = f"missing field: {msg}" if "missing required" in msg else f"invalid field: {msg}"
-    else:
-        reason = f"bad json: {msg}"
-    return _err(reason, payload, ts)
+def _utf8(payload: bytes) -> bool:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _not_utf8(payload: bytes, ts: int, market: str) -> ErrorRecord:
+    """JSON is UTF-8: msgspec checks the strings it decodes, not those of the
+    fields it skips, so the whole message is checked here."""
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as ex:
+        return _err(f"bad json: invalid UTF-8 at byte {ex.start}", payload, ts, _key_in(payload, market))
+    raise AssertionError("valid UTF-8")  # pragma: no cover
+
+
+def _snapshot_skip(ts: int, payload: bytes) -> Parsed:
+    """A REST depth snapshot in a recording: skipped if it is one."""
+    try:
+        _rest_dec.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError) as ex:
+        return _err(f"invalid snapshot: {ex}", payload, ts)
+    return "depth_snapshot"
 
 
 def to_ns(t: int) -> int:
@@ -399,77 +696,148 @@ def parse_kline_row(row: tuple, interval_ns: int, symbol: str, market: str) -> P
         return ErrorRecord("parse", why, repr(row), key, close_ns)
     return Kline(key, close_ns, t, close_ns, o, h, lo, c, v, 0.0, 0, 0.0, True)
 
-
 def _parse_line(line: bytes, market: str) -> Parsed:
-    """Split ``b"<receive ts> <json>"`` and parse the message."""
-    sp = line.find(b" ")
-    head = line[:sp]
-    if sp > 0 and head.isdigit():
-        return parse_ws(int(head) * 1000 if sp <= 16 else int(head), line[sp + 1 :], market)
-    return _err("missing receive timestamp", line, 0)
+    """Split ``b"<receive ts> <json>"`` and parse the message; the receive
+    time is 16 digits (µs) or 19 (ns)."""
+    sp = line.find(b" ", 0, 20)
+    if sp == 19 or sp == 16:
+        head = line[:sp]
+        if head.isdigit():
+            ts = int(head) if sp == 19 else int(head) * 1000
+            if ts < _MAX_TS:
+                return parse_ws(ts, line[sp + 1 :], market)
+    return _no_receive_time(line, sp, market)
+
+
+def _no_receive_time(line: bytes, sp: int, market: str) -> Parsed:
+    if not line.strip():
+        return "blank_line"
+    head = line[:sp] if sp > 0 else b""
+    if head.isdigit():
+        why = "bad receive timestamp: " + (f"{sp} digits (16: µs, 19: ns)" if sp != 19 else "beyond int64 ns")
+    else:
+        why = "missing receive timestamp"
+    return _err(why, line, 0, _key_in(line, market))
 
 
 def _parse_tick(value: bytes) -> Parsed:
     """Parse a tick in ticklet's Kafka wire format (:mod:`sources.wire`)."""
-    head = decode_tick(value)
+    head = tick_head(value)
     if head is None:
         return _err("no ts_recv/market head (not a ticklet tick)", value, 0)
-    ts, market, message = head
+    ts, market, end = head
     if market not in ("spot", "usdm"):
-        return _err(f"unknown market: {market!r}", value, ts)
-    return parse_ws(ts, message, market)
+        return _err(f"unknown market: {_shown(repr(market))}", value, ts if 0 <= ts < _MAX_TS else 0)
+    if not 0 <= ts < _MAX_TS:
+        return _err(f"bad receive timestamp: {ts}", value, 0, _key_in(value, market))
+    at = end + 11 if end and value.startswith(b',"stream":"', end) else -1
+    return parse_ws(ts, value, market, at)
 
 
-def parse_chunk(chunk: RawChunk) -> tuple[dict[str, list[Event]], list[ErrorRecord], dict[str, int]]:
+def _too_long(record: bytes, fmt: str, market: str, cap: int) -> ErrorRecord:
+    """The dead letter of a record longer than ``cap`` bytes (or of a
+    :class:`LongLine`): its first bytes, its size, and the receive time and
+    instrument its head gives."""
+    size = record.size if type(record) is LongLine else len(record)
+    head = bytes(record[: min(LONG_LINE_HEAD, cap)])
+    ts, key, raw = 0, "", head
+    if fmt == "ws":
+        sp = head.find(b" ", 0, 20)
+        if sp in (16, 19) and head[:sp].isdigit():
+            t = int(head[:sp]) * (1 if sp == 19 else 1000)
+            ts, raw, size = (t, head[sp + 1 :], size - sp - 1) if t < _MAX_TS else (0, head, size)
+        key = _key_in(raw, market)
+    else:
+        h = tick_head(head)
+        if h is not None and h[1] in ("spot", "usdm") and 0 <= h[0] < _MAX_TS:
+            ts, key = h[0], _key_in(head, h[1])
+    what = "line" if fmt == "ws" else "message"
+    return ErrorRecord.of("read_ticks", f"{what} too long: {size} bytes, more than the {cap} allowed "
+                          "(TICKLET_INPUT__MAX_LINE_BYTES)", raw, key, ts, size)
+
+
+def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
+                ) -> tuple[dict[str, list[Event]], list[ErrorRecord], dict[str, int]]:
     """Parse a :class:`RawChunk` into events grouped by instrument key (in
     input order), dead letters, and counts by outcome.
 
-    The counts hold ``"ticks"`` (events produced) and one
-    ``"skipped_<reason>"`` entry per skip reason; dead letters are counted
-    where they are written.
+    ``state`` is the source partition's :class:`ParseState` (its limits and
+    admitted instruments; updated in place); by default a fresh one with
+    the default limits, for this chunk alone. The events of each instrument
+    come as an :class:`EventBatch` (with their input records).
+
+    The counts hold ``"input_records"`` (records in the chunk), ``"ticks"``
+    (events produced), ``"parse_errors"`` (records dead-lettered here, if
+    any), ``"instruments_refused"`` (events of them dead-lettered for their
+    instrument, if any) and one ``"skipped_<reason>"`` entry per skip reason,
+    so ``input_records == ticks + parse_errors + the skips``. Dead letters are
+    also counted where they are written.
 
     >>> rc = RawChunk("ws", "spot", "BTCUSDT", [
     ...     b'1723161254087891268 {"stream":"btcusdt@bookTicker","data":{"u":9,"s":"BTCUSDT",'
     ...     b'"b":"9.0","B":"1","a":"9.5","A":"2"}}',
     ...     b'1723161254087891269 garbage',
+    ...     b'',
     ...     b'1723161254087891270 {"stream":"btcusdt@markPrice@1s","data":{}}'])
     >>> by_key, errors, counts = parse_chunk(rc)
-    >>> [type(e).__name__ for e in by_key["BTCUSDT"]], errors[0].raw, counts
-    (['Quote'], 'garbage', {'ticks': 1, 'skipped_markPrice': 1})
+    >>> [type(e).__name__ for e in by_key["BTCUSDT"]], errors[0].raw
+    (['Quote'], 'garbage')
+    >>> counts
+    {'input_records': 4, 'ticks': 1, 'parse_errors': 1, 'skipped_blank_line': 1, 'skipped_markPrice': 1}
     """
+    if state is None:
+        state = ParseState()
     fmt, market, symbol = chunk.fmt, chunk.market, chunk.symbol
-    if fmt == "ws":
-        results = [_parse_line(rec, market) for rec in chunk.records]
-    elif fmt == "kafka":
-        results = [_parse_tick(rec) for rec in chunk.records]
+    recs = chunk.records
+    cap = state.limits.max_line_bytes
+    if fmt == "ws" or fmt == "kafka":
+        parse = _parse_line if fmt == "ws" else _parse_tick
+        if not recs or max(map(len, recs)) <= cap:  # a LongLine is caught below
+            results = [parse(r, market) for r in recs] if fmt == "ws" else [_parse_tick(r) for r in recs]
+        else:
+            results = [_too_long(r, fmt, market, cap) if len(r) > cap else parse(r, market) for r in recs]
     elif fmt == "kline_rows":
         iv = chunk.interval_ns
-        results = [parse_kline_row(rec, iv, symbol, market) for rec in chunk.records]
+        results = [parse_kline_row(r, iv, symbol, market) for r in recs]
     else:
-        results = [parse_csv_row(rec, fmt, symbol, market) for rec in chunk.records]
-    events: list[Event] = []
+        results = [parse_csv_row(r, fmt, symbol, market) for r in recs]
+    events = EventBatch(fmt)
+    raws = events.records
     errors: list[ErrorRecord] = []
     skipped: dict[str, int] = {}
-    for r in results:
+    for r, rec in zip(results, recs, strict=True):
         cls = type(r)
         if cls is str:
             skipped[r] = skipped.get(r, 0) + 1  # type: ignore[index]
         elif cls is ErrorRecord:
-            errors.append(r)  # type: ignore[arg-type]
+            errors.append(_too_long(rec, fmt, market, cap) if type(rec) is LongLine else r)  # type: ignore[arg-type]
         else:
-            events.append(r)  # type: ignore[arg-type]
+            events.append(r)
+            raws.append(rec)
     n = len(events)
     by_key: dict[str, list[Event]] = {}
     if n and events[0].instrument == events[-1].instrument and len({e.instrument for e in events}) == 1:
         by_key[events[0].instrument] = events
     else:
-        for e in events:
+        for e, rec in zip(events, raws, strict=True):
             b = by_key.get(e.instrument)
             if b is None:
-                by_key[e.instrument] = [e]
-            else:
-                b.append(e)
-    counts = {"ticks": n}
+                b = by_key[e.instrument] = EventBatch(fmt)
+            b.append(e)
+            b.records.append(rec)  # type: ignore[attr-defined]
+    refused = 0
+    for key in [k for k in by_key if k not in state.admitted]:  # in order of first appearance
+        why = state.admit(key)
+        if why:
+            batch = by_key.pop(key)
+            refused += len(batch)
+            errors.extend(ErrorRecord.of("parse", why, message_of(rec, fmt), e.instrument, e.ts_recv)
+                          for e, rec in zip(batch, batch.records, strict=True))  # type: ignore[attr-defined]
+    counts = {"input_records": len(recs), "ticks": n - refused}
+    if errors:
+        counts["parse_errors"] = len(errors)
+    if refused:
+        counts["instruments_refused"] = refused
     counts.update({f"skipped_{k}": v for k, v in sorted(skipped.items())})
     return by_key, errors, counts
 
@@ -504,5 +872,5 @@ def parse_snapshot(ts: int, payload: bytes, instrument: str) -> Union[BookSnapsh
     try:
         d = _rest_dec.decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError) as ex:
-        return ErrorRecord("parse", f"invalid snapshot: {ex}", payload.decode("utf-8", "replace"), instrument, ts)
+        return ErrorRecord.of("parse", f"invalid snapshot: {ex}", payload, instrument, ts)
     return BookSnapshot(instrument, ts, d.lastUpdateId, d.bids, d.asks, None if d.E is None else d.E * 1_000_000)

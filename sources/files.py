@@ -90,7 +90,7 @@ from typing import Any, Optional
 import msgspec
 from isal import igzip
 
-from sources.binance import to_ns
+from sources.binance import LONG_LINE_HEAD, MAX_LINE_BYTES, LongLine, to_ns
 
 log = logging.getLogger(__name__)
 
@@ -568,14 +568,26 @@ def _inflate_truncated(path: str) -> bytes:
     return b"".join(out)
 
 
-def _ws_blocks(path: str, block_bytes: int = 1 << 19,
-               progress: Optional[ReadProgress] = None) -> Iterator[list[bytes]]:
-    """Yield the non-empty lines of a recording in blocks, without their
-    line endings. Blank lines carry nothing and are dropped. ``progress``
-    follows the bytes read from disk."""
+def _ws_blocks(path: str, block_bytes: int = 1 << 19, progress: Optional[ReadProgress] = None,
+               max_line: int = MAX_LINE_BYTES, blank: bool = False) -> Iterator[list[bytes]]:
+    """Yield the lines of a recording in blocks, without their line endings.
+
+    Lines end at ``\\n``; a ``\\r`` before it (CRLF files) is part of the
+    line ending, a ``\\r`` anywhere else part of the line. Blank lines are
+    dropped, or kept with ``blank`` (the replay source keeps them, so that
+    the parser counts them). A line longer than ``max_line`` bytes becomes a
+    :class:`~sources.binance.LongLine` (its first bytes and its size) and is
+    never held whole: at most ``max_line`` plus a block is held. A gzip
+    stream cut short (a capture's crash) is read to where it stops, its
+    unfinished last line included. ``progress`` follows the bytes read from
+    disk.
+    """
     f, raw = _open_bytes(path)
+    keep = min(LONG_LINE_HEAD, max_line)
     with raw, f:
-        rest = b""
+        parts: list[bytes] = []  # the pieces of the line being read (its first bytes only when over)
+        size = 0  # the line's size so far
+        over = False  # the line is longer than max_line
         pos = 0
         truncated = False
         while True:
@@ -584,25 +596,50 @@ def _ws_blocks(path: str, block_bytes: int = 1 << 19,
             else:
                 try:
                     buf = f.read(block_bytes)
-                except EOFError:  # a capture cut short by a crash: keep every complete line
-                    log.warning("%s ends in a truncated gzip stream; read up to its last complete line", path)
+                except EOFError:  # a capture cut short by a crash: keep every line it holds
+                    log.warning("%s ends in a truncated gzip stream; read up to where it stops", path)
                     buf, truncated = _inflate_truncated(path)[pos:], True
-                    buf = buf[: buf.rfind(b"\n") + 1]
-                    rest = rest if buf else b""  # an unfinished last line is dropped
             pos += len(buf)
             if not buf:
                 break
-            lines = (rest + buf).splitlines()
-            rest = b"" if buf.endswith(b"\n") else lines.pop()
-            lines = [ln for ln in lines if ln] if b"" in lines else lines
+            lines = buf.split(b"\n")
+            tail = lines.pop()  # after the last line feed: the start of the next line
+            if lines and (parts or over):  # the first line began in an earlier block
+                first = lines[0]
+                if over:
+                    lines[0] = LongLine(parts[0], size + len(first))
+                elif size + len(first) > max_line:
+                    lines[0] = LongLine(b"".join([*parts, first[:keep]])[:keep], size + len(first))
+                else:
+                    parts.append(first)
+                    joined = b"".join(parts)
+                    lines[0] = joined[:-1] if joined.endswith(b"\r") else joined
+                parts, size, over = [], 0, False
+            if lines:
+                if len(buf) > max_line:  # a line of this block alone may be too long
+                    lines = [LongLine(ln[:keep], len(ln)) if len(ln) > max_line and type(ln) is bytes else ln
+                             for ln in lines]
+                if b"\r\n" in buf:
+                    lines = [ln[:-1] if ln.endswith(b"\r") and type(ln) is bytes else ln for ln in lines]
+                if not blank and b"" in lines:
+                    lines = [ln for ln in lines if ln]
+            if tail:
+                size += len(tail)
+                if not over:
+                    parts.append(tail)
+                    if size > max_line:
+                        parts, over = [b"".join(parts)[:keep]], True
             if progress is not None and not truncated:
                 progress.at(path, raw.tell())
             if lines:
                 yield lines
         if progress is not None:
             progress.done(path)
-        if rest:
-            yield [rest]
+        if over:
+            yield [LongLine(parts[0], size)]
+        elif parts:
+            last = b"".join(parts)
+            yield [last[:-1] if last.endswith(b"\r") else last]
 
 
 def line_ts(line: bytes) -> int:
@@ -626,8 +663,8 @@ def _last_ts(lines: list[bytes]) -> int:
     return -1
 
 
-def _merge_ws(paths: tuple[str, ...], out_lines: int = 4096,
-              progress: Optional[ReadProgress] = None) -> Iterator[list[bytes]]:
+def _merge_ws(paths: tuple[str, ...], out_lines: int = 4096, progress: Optional[ReadProgress] = None,
+              max_line: int = MAX_LINE_BYTES, blank: bool = False) -> Iterator[list[bytes]]:
     """Merge the files' lines by receive time.
 
     A stable merge on (key, file index), where a line's key is the running
@@ -637,9 +674,9 @@ def _merge_ws(paths: tuple[str, ...], out_lines: int = 4096,
     not overlap another file's next line pass through whole, so
     non-overlapping files (consecutive days) cost nothing; overlapping ones
     are cut with a binary search. Output comes in lists of about
-    ``out_lines`` lines.
+    ``out_lines`` lines. ``max_line`` and ``blank``: see :func:`_ws_blocks`.
     """
-    its = [_ws_blocks(p, progress=progress) for p in paths]
+    its = [_ws_blocks(p, progress=progress, max_line=max_line, blank=blank) for p in paths]
     if len(its) == 1:
         yield from its[0]
         return
@@ -748,17 +785,20 @@ def _feather_rows(path: str, idx: int, progress: Optional[ReadProgress]) -> Iter
         yield (t, idx, (t, cols[0][i], cols[1][i], cols[2][i], cols[3][i], cols[4][i]))
 
 
-def read_stream(spec: StreamSpec, skip: int = 0, progress: Optional[ReadProgress] = None) -> Iterator[list]:
+def read_stream(spec: StreamSpec, skip: int = 0, progress: Optional[ReadProgress] = None,
+                max_line_bytes: int = MAX_LINE_BYTES, blank_lines: bool = False) -> Iterator[list]:
     """Yield the stream's records in blocks, merged across its files in time
     order, after skipping the first ``skip`` records.
 
-    Records are raw recording lines for ``ws`` streams, CSV rows (lists of
-    strings) for archives, and ``(open_time_ns, o, h, l, c, v)`` tuples for
-    Feather klines. ``progress``, if given, follows the bytes read from the
-    files; it reaches their total size when the stream ends.
+    Records are raw recording lines for ``ws`` streams (a line longer than
+    ``max_line_bytes`` as a :class:`~sources.binance.LongLine`; blank lines
+    only with ``blank_lines``), CSV rows (lists of strings) for archives, and
+    ``(open_time_ns, o, h, l, c, v)`` tuples for Feather klines.
+    ``progress``, if given, follows the bytes read from the files; it
+    reaches their total size when the stream ends.
     """
     if spec.fmt == "ws":
-        blocks: Iterator[list] = _merge_ws(spec.files, progress=progress)
+        blocks: Iterator[list] = _merge_ws(spec.files, progress=progress, max_line=max_line_bytes, blank=blank_lines)
     else:
         its = [
             _feather_rows(path, idx, progress) if spec.fmt == "kline_rows" else _csv_rows(path, idx, spec.fmt, progress)

@@ -18,6 +18,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from sources.symbols import valid_symbol
 from ticklet.events import ErrorRecord, RawChunk
 
 __all__ = ["KafkaTickSource", "chunk_messages"]
@@ -27,10 +28,20 @@ log = logging.getLogger(__name__)
 Item = Union[RawChunk, ErrorRecord]
 
 
-def chunk_messages(msgs: list[Any]) -> tuple[list[Item], bool]:
+def _key(m: Any) -> str:
+    """A message's key as text, if it is an instrument (for a dead letter), else empty."""
+    try:
+        key = (m.key() or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    sym = key.removesuffix("-PERP")
+    return key if valid_symbol(sym) else ""
+
+
+def chunk_messages(msgs: list[Any], source: str = "") -> tuple[list[Item], bool]:
     """One chunk of the values of ``msgs`` (confluent-kafka messages) plus a
     dead letter per error or empty message; and whether a partition EOF was
-    seen (pure).
+    seen (pure). ``source`` names the partition on the chunk.
     """
     values: list[bytes] = []
     out: list[Item] = []
@@ -41,18 +52,15 @@ def chunk_messages(msgs: list[Any]) -> tuple[list[Item], bool]:
             if err.code() == KafkaError._PARTITION_EOF:
                 eof = True
                 continue
-            out.append(ErrorRecord("read_ticks", f"kafka error: {err}",
-                                   (m.value() or b"").decode("utf-8", "replace"),
-                                   (m.key() or b"").decode("utf-8", "replace"), 0))
+            out.append(ErrorRecord.of("read_ticks", f"kafka error: {err}", m.value() or b"", _key(m), 0))
             continue
         v = m.value()
         if v is None:
-            out.append(ErrorRecord("read_ticks", "empty kafka message", "",
-                                   (m.key() or b"").decode("utf-8", "replace"), 0))
+            out.append(ErrorRecord("read_ticks", "empty kafka message", "", _key(m), 0))
         else:
             values.append(v)
     if values:
-        out.insert(0, RawChunk("kafka", "", "", values))
+        out.insert(0, RawChunk("kafka", "", "", values, source=source))
     return out, eof
 
 
@@ -63,6 +71,7 @@ class _Partition(StatefulSourcePartition[Item, int]):
         self._offset = offset
         self._batch = batch_size
         self._eof = False
+        self._source = f"{part}-{topic}"
 
     def next_batch(self) -> list[Item]:
         if self._eof:
@@ -70,7 +79,7 @@ class _Partition(StatefulSourcePartition[Item, int]):
         msgs = self._consumer.consume(self._batch, 0.001)
         if not msgs:
             return []
-        out, self._eof = chunk_messages(msgs)
+        out, self._eof = chunk_messages(msgs, self._source)
         for m in reversed(msgs):
             if m.error() is None or m.error().code() != KafkaError._PARTITION_EOF:
                 self._offset = m.offset() + 1

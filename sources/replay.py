@@ -7,6 +7,11 @@ partition yields :class:`~ticklet.events.RawChunk` batches; its recovery
 state is ``(records emitted, input bytes reported)``, so a resumed run
 continues exactly where the last snapshot left off, and the chunks'
 ``nbytes`` of the whole run, resumes included, add up to the input's size.
+
+Recording lines come whole, blank lines included (the parser counts them),
+except lines longer than ``max_line_bytes``, which come as a
+:class:`~sources.binance.LongLine` (their first bytes and their size) and are
+never held whole. Each chunk names its partition (``source``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from sources.binance import MAX_LINE_BYTES
 from sources.files import InputFormatError, ReadProgress, StreamSpec, group_streams, read_stream
 from ticklet.events import RawChunk
 
@@ -24,14 +30,16 @@ __all__ = ["ReplaySource"]
 
 
 class _ReplayPartition(StatefulSourcePartition[RawChunk, tuple[int, int]]):
-    def __init__(self, spec: StreamSpec, resume: Optional[tuple[int, int] | int], batch_size: int):
+    def __init__(self, spec: StreamSpec, resume: Optional[tuple[int, int] | int], batch_size: int,
+                 max_line_bytes: int = MAX_LINE_BYTES):
         self._spec = spec
         if isinstance(resume, int):  # a snapshot of an earlier version: records only
             resume = (resume, 0)
         self._pos, self._reported = resume or (0, 0)
         self._batch = batch_size
         self._progress = ReadProgress()
-        self._blocks: Iterator[list] = read_stream(spec, skip=self._pos, progress=self._progress)
+        self._blocks: Iterator[list] = read_stream(spec, skip=self._pos, progress=self._progress,
+                                                   max_line_bytes=max_line_bytes, blank_lines=True)
         self._buf: list = []
 
     def next_batch(self) -> list[RawChunk]:
@@ -40,11 +48,12 @@ class _ReplayPartition(StatefulSourcePartition[RawChunk, tuple[int, int]]):
             self._buf = next(self._blocks, [])
             if not self._buf:
                 if self._progress.nbytes > self._reported:  # the bytes read after the last record
-                    return [RawChunk(spec.fmt, spec.market, spec.symbol, [], spec.interval_ns, self._nbytes())]
+                    return [RawChunk(spec.fmt, spec.market, spec.symbol, [], spec.interval_ns, self._nbytes(),
+                                     spec.name)]
                 raise StopIteration()
         recs, self._buf = self._buf[: self._batch], self._buf[self._batch :]
         self._pos += len(recs)
-        return [RawChunk(spec.fmt, spec.market, spec.symbol, recs, spec.interval_ns, self._nbytes())]
+        return [RawChunk(spec.fmt, spec.market, spec.symbol, recs, spec.interval_ns, self._nbytes(), spec.name)]
 
     def _nbytes(self) -> int:
         """Bytes read since the last report (none while a resumed run re-reads
@@ -70,15 +79,18 @@ class ReplaySource(FixedPartitionedSource[RawChunk, tuple[int, int]]):
         Records per emitted chunk.
     market
         Force ``"spot"`` or ``"usdm"``; by default it is read from the path.
+    max_line_bytes
+        Longest recording line read whole (``TICKLET_INPUT__MAX_LINE_BYTES``).
     """
 
     def __init__(self, paths: list[str | os.PathLike], batch_size: int = 2048,
-                 market: Optional[str] = None):
+                 market: Optional[str] = None, max_line_bytes: int = MAX_LINE_BYTES):
         self._streams = {s.name: s for s in group_streams(list(paths), market)}
         if not self._streams:
             shown = ", ".join(map(str, paths)) or "(no path given)"
             raise InputFormatError(shown, "no recording, Binance archive or Feather klines file there")
         self._batch = batch_size
+        self._max_line = max_line_bytes
 
     @property
     def streams(self) -> list[StreamSpec]:
@@ -94,4 +106,4 @@ class ReplaySource(FixedPartitionedSource[RawChunk, tuple[int, int]]):
 
     def build_part(self, step_id: str, for_part: str,
                    resume_state: Optional[tuple[int, int]]) -> _ReplayPartition:
-        return _ReplayPartition(self._streams[for_part], resume_state, self._batch)
+        return _ReplayPartition(self._streams[for_part], resume_state, self._batch, self._max_line)

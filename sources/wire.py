@@ -28,9 +28,11 @@ from typing import Optional
 
 import msgspec
 
+from sources import symbols
 from sources.binance_live import symbol_span
+from sources.symbols import symbol_of_stream
 
-__all__ = ["decode_tick", "encode_tick", "stream_symbol"]
+__all__ = ["decode_tick", "encode_tick", "stream_symbol", "tick_head"]
 
 
 class _Head(msgspec.Struct, gc=False):
@@ -60,21 +62,55 @@ def decode_tick(value: bytes) -> Optional[tuple[int, str, bytes]]:
     ``message`` is the value itself: the exchange fields are still in it,
     and the typed decoders ignore the two added ones.
     """
+    head = tick_head(value)
+    return None if head is None else (head[0], head[1], value)
+
+
+def tick_head(value: bytes) -> Optional[tuple[int, str, int]]:
+    """``(ts_recv, market, end)`` of a tick, or None if the head is missing.
+
+    ``end`` is the index just after the head when the value starts with it
+    in :func:`encode_tick`'s compact layout (``{"ts_recv":N,"market":"M"``,
+    so that the exchange's fields follow there, at the top level), else 0
+    (the head was found by decoding the whole value: any layout).
+
+    >>> v = encode_tick(5, "usdm", b'{"stream":"btcusdt@trade","data":{}}')
+    >>> ts, market, end = tick_head(v)
+    >>> ts, market, v[end:end + 10]
+    (5, 'usdm', b',"stream":')
+    >>> tick_head(b'{"market": "spot", "ts_recv": 7}')
+    (7, 'spot', 0)
+    """
     j = value.find(b',"market":"', 11, 48)
     if j > 0 and value.startswith(b'{"ts_recv":') and value[j + 15 : j + 16] == b'"':
         market = _MARKETS.get(value[j + 11 : j + 15])
         head = value[11:j]
         if market is not None and head.isdigit():
-            return int(head), market, value
+            return int(head), market, j + 16
     try:
         h = _head_dec.decode(value)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
-    return h.ts_recv, h.market, value
+    return h.ts_recv, h.market, 0
 
 
 def stream_symbol(message: bytes) -> Optional[str]:
     """The upper-cased symbol of a combined-stream message (``btcusdt@trade``
-    -> ``BTCUSDT``), from its bytes, or None."""
+    -> ``BTCUSDT``), from its bytes, or None where there is none or it is
+    not a valid symbol (see :mod:`sources.symbols`). Compact messages are
+    read at their start; any other JSON layout is searched.
+
+    >>> stream_symbol(b'{"stream": "ethusdt@trade", "data": {}}')
+    'ETHUSDT'
+    >>> stream_symbol(b'{"stream":"\\xe2\\x80\\xaebtc@trade","data":{}}') is None
+    True
+    """
     span = symbol_span(message)
-    return None if span is None else message[span[0] : span[1]].decode().upper()
+    if span is not None:
+        try:
+            symbol = symbol_of_stream(message[span[0] : span[1]].decode("utf-8"))
+        except UnicodeDecodeError:
+            symbol = None
+        if symbol is not None:
+            return symbol
+    return symbols.stream_symbol(message)

@@ -28,7 +28,7 @@ class Injected:
     line: bytes
     reason: str  # regular expression the dead letter's reason must match
     stage: str
-    raw: bytes | None  # the raw payload expected in the dead letter (None: checked separately)
+    raw: bytes  # the raw payload expected in the dead letter, exactly
     ts_recv: int
 
 
@@ -81,7 +81,7 @@ def _build(real: list[bytes]) -> list[Injected]:
     t = next(pick)
     late_ts = recv_ns(real[t]) - 1_500_000_000
     out.append(Injected("late trade", t, b"%d " % late_ts + payload(real[t]), r"^late by 1500(\.0+)? ms",
-                        "make_bars", None, late_ts))
+                        "make_bars", payload(real[t]), late_ts))
     assert len({i.after for i in out}) == len(out)
     return out
 
@@ -114,10 +114,7 @@ def test_one_dead_letter_per_injected_line(runs):
     assert len(dead) == len(inj)
     unmatched = list(dead)
     for i in inj:
-        if i.raw is not None:
-            hits = [d for d in unmatched if d["raw"] == i.raw.decode()]
-        else:  # the late trade: raw is the normalized event
-            hits = [d for d in unmatched if d["stage"] == "make_bars"]
+        hits = [d for d in unmatched if d["raw"] == i.raw.decode() and not d["raw_base64"]]
         assert len(hits) == 1, i.name
         d = hits[0]
         unmatched.remove(d)
@@ -126,15 +123,24 @@ def test_one_dead_letter_per_injected_line(runs):
     assert unmatched == []
 
 
-def test_late_trade_dead_letter_carries_the_event(runs):
+def test_late_dead_letter_carries_the_original_line(runs):
+    """Item 9: the bar builder's dead letter of a late trade holds the message
+    exactly as recorded, not the parsed event re-encoded."""
     real, inj, _, (_, out) = runs
     late = next(i for i in inj if i.name == "late trade")
-    src = json.loads(payload(real[late.after]))["data"]
     (d,) = [d for d in _dead_letters(out) if d["stage"] == "make_bars"]
-    ev = json.loads(d["raw"])
-    assert d["instrument"] == "BTCUSDT"
-    assert ev["ts_recv"] == late.ts_recv and ev["trade_id"] == src["t"]
-    assert ev["price"] == float(src["p"]) and ev["qty"] == float(src["q"])
+    assert d["raw"].encode() == payload(real[late.after]) == payload(late.line)
+    assert d["instrument"] == "BTCUSDT" and d["ts_recv"] == late.ts_recv and d["raw_size"] is None
+
+
+def test_every_dead_letter_names_the_instrument_of_its_stream(runs):
+    """Item 10: every injected line names btcusdt in its stream, bad JSON and
+    lines without a receive timestamp included, so every dead letter is
+    keyed by BTCUSDT (the Kafka dead-letter key)."""
+    _, inj, _, (_, out) = runs
+    dead = _dead_letters(out)
+    assert len(dead) == len(inj) and all(b"btcusdt@" in i.line for i in inj)
+    assert [d["instrument"] for d in dead] == ["BTCUSDT"] * len(dead)
 
 
 def test_counters_count_every_dead_letter_and_every_good_tick(runs):
@@ -149,9 +155,17 @@ def test_counters_count_every_dead_letter_and_every_good_tick(runs):
     clean = json.loads((clean_out / "counters.json").read_text())
     assert "dead_letters" not in clean and clean["ticks"] == len(real) - skipped
     # the dirty input is larger by its injected lines
-    same = lambda c: {k: v for k, v in c.items() if k not in ("dead_letters", "ticks", "input_bytes")}  # noqa: E731
+    same = lambda c: {k: v for k, v in c.items()  # noqa: E731
+                      if k not in ("dead_letters", "ticks", "input_bytes", "input_records", "parse_errors")}
     assert same(counters) == same(clean)
     assert clean["input_bytes"] < counters["input_bytes"]
+    # every line read is a tick, a parse error or a counted skip
+    assert clean["input_records"] == len(real) and counters["input_records"] == len(real) + len(inj)
+    late = sum(i.stage != "parse" for i in inj)
+    assert counters["parse_errors"] == len(inj) - late
+    for c in (clean, counters):
+        skips = sum(v for k, v in c.items() if k.startswith("skipped_"))
+        assert c["input_records"] == c["ticks"] + c.get("parse_errors", 0) + skips
 
 
 def test_flow_keeps_running_and_results_are_undisturbed(runs):

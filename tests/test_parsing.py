@@ -125,7 +125,8 @@ def test_every_recorded_line_parses_to_the_hand_built_event(ws_dir, rel):
     assert errors == []
     assert list(by_key) == [key_of(sym, market)]
     assert [norm(e) for e in by_key[key_of(sym, market)]] == events
-    assert counts == {"ticks": len(events), **{f"skipped_{k}": v for k, v in sorted(skips.items())}}
+    assert counts == {"input_records": len(lines(ws_dir / rel)), "ticks": len(events),
+                      **{f"skipped_{k}": v for k, v in sorted(skips.items())}}
 
 
 @pytest.mark.parametrize("rel,n", README_TRADES.items())
@@ -243,7 +244,7 @@ def test_agg_trade_messages_from_real_trades(ws_dir, rel, market):
                           last["m"], a))
     assert sum(Decimal(d["q"]) for d in trades) == sum(Decimal(d["q"]) for g in groups for d in g)
     by_key, errors, counts = parse_chunk(RawChunk("ws", market, "BTCUSDT", recs))
-    assert errors == [] and counts == {"ticks": len(groups)}
+    assert errors == [] and counts == {"input_records": len(recs), "ticks": len(groups)}
     assert by_key == {key_of("BTCUSDT", market): want}
     # the aggregated volume is the traded volume
     assert math.isclose(sum(t.qty for t in want), sum(float(d["q"]) for d in trades), rel_tol=1e-9)
@@ -277,7 +278,7 @@ def test_kline_messages_from_real_trades(ws_dir, rel, market):
         recs.append(f"{ts} {kline_message(k, closed=False)}".encode())
     by_key, errors, counts = parse_chunk(RawChunk("ws", market, "BTCUSDT", recs))
     assert errors == []
-    assert counts == {"ticks": len(klines), "skipped_open_kline": len(klines)}
+    assert counts == {"input_records": len(recs), "ticks": len(klines), "skipped_open_kline": len(klines)}
     assert by_key == {key: want}
     # independent float check of one candle against the raw trades
     k = by_key[key][1]
@@ -332,6 +333,7 @@ def read_all(paths: list[Path]) -> tuple[list, dict, list, dict]:
     s = specs[0]
     recs = [r for b in read_stream(s) for r in b]
     by_key, errors, counts = parse_chunk(RawChunk(s.fmt, s.market, s.symbol, recs, s.interval_ns))
+    assert counts.pop("input_records") == len(recs)
     return recs, by_key, errors, {"spec": s, **counts}
 
 

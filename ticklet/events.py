@@ -43,6 +43,7 @@ True
 from __future__ import annotations
 
 import sys
+from base64 import b64decode, b64encode
 from typing import Annotated, Optional, Union
 
 import msgspec
@@ -244,13 +245,44 @@ Event = Union[Trade, Quote, DepthUpdate, Kline]
 
 class ErrorRecord(msgspec.Struct, frozen=True, gc=False):
     """A dead letter: input that could not be used, with the reason and the raw
-    payload exactly as received (decoded as UTF-8 with replacement)."""
+    payload exactly as received.
+
+    ``raw`` is the payload as text when its bytes are valid UTF-8. When they
+    are not, ``raw_base64`` is true and ``raw`` is the standard base64 of the
+    bytes. Either way :meth:`raw_bytes` gives back the exact bytes. When the
+    input was longer than the line limit, ``raw`` holds only its first bytes
+    and ``raw_size`` is its whole size in bytes (None: ``raw`` is whole).
+    ``instrument`` is the instrument the input names, where it names a valid
+    one (empty otherwise).
+
+    >>> e = ErrorRecord.of("parse", "bad json", b"\\xff{", "BTCUSDT", 5)
+    >>> e.raw, e.raw_base64, e.raw_bytes()
+    ('/3s=', True, b'\\xff{')
+    >>> ErrorRecord.of("parse", "bad json", b'{"a":').raw
+    '{"a":'
+    """
 
     stage: str
     reason: str
     raw: str
     instrument: str = ""
     ts_recv: int = 0
+    raw_base64: bool = False
+    raw_size: Optional[int] = None
+
+    @classmethod
+    def of(cls, stage: str, reason: str, raw: bytes, instrument: str = "", ts_recv: int = 0,
+           raw_size: Optional[int] = None) -> ErrorRecord:
+        """A dead letter of ``raw``, the input's bytes as received (kept
+        exactly: as text if they are UTF-8, else base64)."""
+        try:
+            return cls(stage, reason, raw.decode("utf-8"), instrument, ts_recv, False, raw_size)
+        except UnicodeDecodeError:
+            return cls(stage, reason, b64encode(raw).decode("ascii"), instrument, ts_recv, True, raw_size)
+
+    def raw_bytes(self) -> bytes:
+        """The input's bytes as received (its first bytes where ``raw_size`` is set)."""
+        return b64decode(self.raw) if self.raw_base64 else self.raw.encode("utf-8")
 
 
 class RawChunk(msgspec.Struct, frozen=True, gc=False):
@@ -269,6 +301,8 @@ class RawChunk(msgspec.Struct, frozen=True, gc=False):
 
     ``nbytes`` is how many bytes of the input files were read since the
     source's previous chunk (for progress; 0 where unknown, as with Kafka).
+    ``source`` names the source partition that read it (a replay stream, a
+    Kafka partition); the parser keeps its per-partition limits under it.
     """
 
     fmt: str
@@ -277,6 +311,7 @@ class RawChunk(msgspec.Struct, frozen=True, gc=False):
     records: list
     interval_ns: int = 0
     nbytes: int = 0
+    source: str = ""
 
 
 class Bar(msgspec.Struct, frozen=True, gc=False):

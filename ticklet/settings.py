@@ -28,6 +28,7 @@ from operators.pnl import ExecutionConfig
 from operators.sanity import SanityConfig
 from operators.signals import SignalConfig
 from sinks.influx_config import InfluxConfig
+from sources.binance import ParseLimits
 
 __all__ = ["CollectConfig", "DownloadConfig", "InputConfig", "KafkaConfig", "OutputConfig", "SAMPLE_DIR", "Settings",
            "load_settings", "settings_table"]
@@ -89,6 +90,21 @@ class InputConfig(BaseModel):
             description="Force the market of every input; by default it is read from the messages (fields only "
             "futures messages carry), else from the path (usdm/um/futures).")
     batch_size: int = Field(2048, ge=1, description="Records per chunk read from a file.")
+    instruments: Optional[list[str]] = Field(
+        None, description="Allow-list of instruments (e.g. [\"BTCUSDT\", \"BTCUSDT-PERP\"]): ticks of any other "
+        "are dead-lettered. Unset: every instrument with a valid symbol, up to max_instruments.")
+    max_instruments: int = Field(
+        1000, ge=1, description="Most instruments admitted per input partition (a replay stream or a Kafka "
+        "partition), in order of first appearance; ticks of any further one are dead-lettered and counted "
+        "(instruments_refused).")
+    max_line_bytes: int = Field(
+        1 << 20, ge=64, description="Longest input line (recording) or message (Kafka) in bytes; a longer one is "
+        "dead-lettered with its first 1 KiB and its size, and is never held whole in memory.")
+
+    def limits(self) -> ParseLimits:
+        """What the parser admits, for :func:`dataflows.ops.parse_ticks`."""
+        allowed = None if self.instruments is None else frozenset(self.instruments)
+        return ParseLimits(allowed, self.max_instruments, self.max_line_bytes)
 
 
 class DownloadConfig(BaseModel):
