@@ -22,7 +22,9 @@ What is asserted:
    dead-lettered once, or still held at the end (a warm-up or a jump of the
    clock waiting for confirmation); its clock never goes back and is always
    the latest receive time it passed on; whatever the injections (here
-   consecutive forged lines and regime jumps too).
+   consecutive forged lines and regime jumps too);
+4. the check over batches of any size (the dataflow's ``step_batch``) is the
+   check event by event.
 """
 
 from __future__ import annotations
@@ -195,19 +197,28 @@ def test_unchecked_chain_never_raises_and_emits_finite_numbers(plan):
 
 # --- 3. the check's accounting -------------------------------------------------------
 
-@PROFILE
-@given(plan=st.lists(injection(IMPLAUSIBLE + ["past"]), min_size=0, max_size=30),
-       burst=st.tuples(st.integers(10, N_EVENTS - 10), st.integers(0, 6), st.floats(-1.0, 1.0)),
-       jump=st.one_of(st.none(), st.tuples(st.integers(10, N_EVENTS - 1), st.floats(0.5, 2.0))),
-       warmup=st.integers(1, 7), confirmations=st.integers(0, 3))
-def test_check_accounts_for_every_event_and_its_clock_only_moves_forward(plan, burst, jump, warmup, confirmations):
+def hostile_stream(plan: list, burst: tuple[int, int, float], jump: tuple[int, float] | None) -> list:
+    """The real events with ``plan`` injected, ``n`` consecutive lines forged in
+    the same future (``burst``) and a regime change from ``jump`` on."""
     evs, _ = inject(real_events(), plan)
-    at, n, u = burst  # n consecutive lines forged in the same future
+    at, n, u = burst
     ahead = int(_size("future", u) * S)
     evs = evs[:at] + [msgspec.structs.replace(e, ts_recv=e.ts_recv + ahead) for e in evs[at : at + n]] + evs[at:]
-    if jump is not None:  # a regime change: every price from there on scaled
+    if jump is not None:  # every price from there on scaled
         k, f = jump
         evs = evs[:k] + [_scale(e, f) or e for e in evs[k:]]
+    return evs
+
+
+BURST = st.tuples(st.integers(10, N_EVENTS - 10), st.integers(0, 6), st.floats(-1.0, 1.0))
+JUMP = st.one_of(st.none(), st.tuples(st.integers(10, N_EVENTS - 1), st.floats(0.5, 2.0)))
+
+
+@PROFILE
+@given(plan=st.lists(injection(IMPLAUSIBLE + ["past"]), min_size=0, max_size=30),
+       burst=BURST, jump=JUMP, warmup=st.integers(1, 7), confirmations=st.integers(0, 3))
+def test_check_accounts_for_every_event_and_its_clock_only_moves_forward(plan, burst, jump, warmup, confirmations):
+    evs = hostile_stream(plan, burst, jump)
     cfg = sanity.SanityConfig(warmup=warmup, future_confirmations=confirmations)
     state = sanity.SanityState(cfg)
     passed, dead, clock = [], [], -1
@@ -228,3 +239,28 @@ def test_check_accounts_for_every_event_and_its_clock_only_moves_forward(plan, b
     order = [ids[id(o)] for o in passed]
     assert order == sorted(order) and len(set(order)) == len(order)
     assert all(d.stage == sanity.STAGE and d.reason for d in dead)
+
+
+@PROFILE
+@given(plan=st.lists(injection(IMPLAUSIBLE + ["past"]), min_size=0, max_size=30), burst=BURST, jump=JUMP,
+       cuts=st.lists(st.integers(0, N_EVENTS + 40), max_size=40), warmup=st.integers(1, 7))
+def test_check_over_batches_equals_the_check_event_by_event(plan, burst, jump, cuts, warmup):
+    """``step_batch`` (what the dataflow runs, with its own fast path) over
+    the stream cut into any batches gives what ``step`` gives event by event,
+    and leaves the same state."""
+    evs = hostile_stream(plan, burst, jump)
+    cfg = sanity.SanityConfig(warmup=warmup)
+    one, ref = drive(sanity.step, sanity.SanityState(cfg), evs)
+    bounds = [0, *sorted(c for c in cuts if c < len(evs)), len(evs)]
+    state, accepted, side = sanity.SanityState(cfg), [], []
+    for i, j in zip(bounds, bounds[1:], strict=False):
+        state, out = sanity.step_batch(state, evs[i:j])
+        for o in out:
+            if type(o) is list:
+                assert o and o is out[0]
+                accepted.extend(o)
+            else:
+                side.append(o)
+    assert accepted == [o for o in ref if type(o) not in (ErrorRecord, Count)]
+    assert side == [o for o in ref if type(o) in (ErrorRecord, Count)]
+    assert state == one
