@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from operators import bars, features, fills, forecast, metrics, pnl, signals  # noqa: E402
+from operators import bars, features, fills, forecast, metrics, pnl, sanity, signals  # noqa: E402
 from sinks.records import csv_lines, header  # noqa: E402
 from sources.binance import parse_chunk  # noqa: E402
 from sources.files import group_streams, read_stream  # noqa: E402
@@ -82,12 +82,15 @@ def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int
                 for key, events in by_key.items():
                     st = states.get(key)
                     if st is None:
-                        st = states[key] = (bars.BarState(b_cfg), features.FeatureState(settings.features),
+                        st = states[key] = (sanity.SanityState(settings.sanity),
+                                            bars.BarState(b_cfg), features.FeatureState(settings.features),
                                             forecast.JoinState(settings.forecast), metrics.MetricsState(),
                                             signals.SignalState(settings.signals),
                                             fills.FillState(x_cfg.latency_ms, b_cfg.interval_ms, b_cfg.max_gap_bars),
                                             pnl.PnlState(x_cfg, b_cfg.interval_ms, b_cfg.max_gap_bars))
-                    bs, fs, js, ms, ss, qs, ps = st
+                    cs, bs, fs, js, ms, ss, qs, ps = st
+                    cs, checked = sanity.step_batch(cs, events)
+                    events = checked[0] if checked and type(checked[0]) is list else []
                     written: dict[str, list] = {name: [] for name in files}
                     for ev in events:
                         qs, quotes = fills.step(qs, ev)

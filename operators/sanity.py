@@ -40,10 +40,11 @@ Checks, in order (the first that fails names the dead letter):
     in the same future, and nothing real between them, do move the clock.
 ``price_band``
     The **reference** is the median (the upper median of an even count) of
-    the last ``window`` accepted prices: trade prices, quote mids, kline
-    closes (a price equal to the one before, as when a quote changes only its
-    sizes, adds nothing). A trade price, both sides of a quote and the low and high of a
-    kline must lie within ``reference x (1 +- price_band)``. Depth updates are
+    the last ``window`` samples of the accepted prices (trade prices, quote
+    mids, kline closes), at most one every ``sample_ms`` of receive time: a
+    time-weighted median of the last seconds, and cheap to keep. A trade
+    price, both sides of a quote and the low and high of a kline must lie
+    within ``reference x (1 +- price_band)``. Depth updates are
     not banded: a book legitimately holds orders far from the price. A real
     regime jump (a crash after a gap in the feed) must not freeze the
     instrument: after ``reanchor_after`` consecutive out-of-band prices that
@@ -120,14 +121,15 @@ class SanityConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     price_band: float = Field(
-        0.2, gt=0.0,
+        0.2, gt=0.0, allow_inf_nan=False,
         description="A price more than this fraction away from the instrument's reference price (the median "
         "of its last accepted prices) is dead-lettered, e.g. 0.2 = +-20%. A value of 1 or more leaves only "
         "the upper bound.",
     )
-    window: int = Field(64, ge=1, description="How many of the instrument's last accepted prices (trades, "
-                        "quote mids, kline closes; a repeat of the price before counts once) the reference "
-                        "price is the median of.")
+    window: int = Field(64, ge=1, description="How many samples of the instrument's accepted prices (trades, "
+                        "quote mids, kline closes) the reference price is the median of.")
+    sample_ms: int = Field(100, ge=0, description="At most one accepted price per this many milliseconds of "
+                           "receive time becomes a sample of the reference (0: every one).")
     reanchor_after: int = Field(
         10, ge=1,
         description="After this many consecutive out-of-band prices that agree with each other (each within "
@@ -141,7 +143,7 @@ class SanityConfig(BaseModel):
         "them.",
     )
     max_notional: float = Field(
-        1e12, gt=0.0,
+        1e12, gt=0.0, allow_inf_nan=False,
         description="Largest price x quantity (quote currency) of a trade, of each side of a quote and of each "
         "depth level: a quantity cap that scales with the price.",
     )
@@ -163,21 +165,24 @@ class SanityState:
     """Per-instrument state; bounded by ``window``, ``reanchor_after`` and ``warmup``."""
 
     config: SanityConfig
-    recent: deque = field(default_factory=deque)  # the last `window` accepted prices, in arrival order
+    recent: deque = field(default_factory=deque)  # the last `window` samples of accepted prices, in order
     ranked: list = field(default_factory=list)  # the same, sorted
     reference: float = 0.0  # median of `ranked`; 0 before the first price
-    lo: float = 0.0  # the band
-    hi: float = _INF
+    lo: float = _MIN  # the band, within the normal floats
+    hi: float = _MAX
+    next_sample: int = 0  # receive time from which the next accepted price is sampled
     outside: list = field(default_factory=list)  # consecutive agreeing out-of-band prices
     clock: int = -1  # latest accepted receive time; -1 before the first
     kline_close: int = -1  # close of the last accepted kline
     ahead: list = field(default_factory=list)  # events ahead of the clock, waiting for confirmation
     held: Optional[list] = field(default_factory=list)  # the warm-up; None once it is over
     skew: int = field(init=False)
+    sample: int = field(init=False)
     max_notional: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.skew = self.config.max_skew_ms * 1_000_000
+        self.sample = self.config.sample_ms * 1_000_000
         self.max_notional = self.config.max_notional
 
 
@@ -235,26 +240,31 @@ def _static(ev: Event, max_notional: float) -> Optional[tuple[str, str]]:
 
 
 def _push(st: SanityState, p: float) -> None:
-    """Add an accepted price to the window and move the band (a repeat of the
-    last price adds nothing)."""
+    """Add a sample to the window and move the band."""
     recent, ranked = st.recent, st.ranked
-    if recent and recent[-1] == p:
-        return
     recent.append(p)
     if len(recent) > st.config.window:
         del ranked[bisect_left(ranked, recent.popleft())]
     insort(ranked, p)
     ref = st.reference = ranked[len(ranked) // 2]
     band = st.config.price_band
-    st.lo, st.hi = ref * (1.0 - band), ref * (1.0 + band)
+    st.lo, st.hi = max(ref * (1.0 - band), _MIN), min(ref * (1.0 + band), _MAX)
 
 
-def _anchor(st: SanityState, prices: list[float]) -> None:
-    """Start the window afresh from ``prices``."""
+def _sample(st: SanityState, p: float, ts: int) -> None:
+    """Sample an accepted price received at ``ts`` if it is time to."""
+    if ts >= st.next_sample:
+        _push(st, p)
+        st.next_sample = ts + st.sample
+
+
+def _anchor(st: SanityState, prices: list[float], ts: int) -> None:
+    """Start the window afresh from ``prices``, the last received at ``ts``."""
     st.recent.clear()
     st.ranked.clear()
     for p in prices:
         _push(st, p)
+    st.next_sample = ts + st.sample
 
 
 def _price(ev: Event) -> Optional[float]:
@@ -276,7 +286,7 @@ def _band(st: SanityState, ev: Event, out: list) -> bool:
         return True
     p: float = _price(ev)  # type: ignore[assignment]
     if not st.ranked:  # no reference yet
-        _push(st, p)
+        _anchor(st, [p], ev.ts_recv)
         return True
     lo, hi = st.lo, st.hi
     if cls is Quote:
@@ -288,7 +298,7 @@ def _band(st: SanityState, ev: Event, out: list) -> bool:
     if lo <= low and high <= hi:
         if st.outside:
             st.outside.clear()
-        _push(st, p)
+        _sample(st, p, ev.ts_recv)
         return True
     outside = st.outside
     band = st.config.price_band
@@ -296,7 +306,7 @@ def _band(st: SanityState, ev: Event, out: list) -> bool:
         outside.clear()
     outside.append(p)
     if len(outside) >= st.config.reanchor_after:
-        _anchor(st, outside)
+        _anchor(st, outside, ev.ts_recv)
         outside.clear()
         out.append(Count("price_band_reanchors", 1))
         return True
@@ -374,7 +384,7 @@ def _end_warmup(st: SanityState, out: list) -> None:
     valid = [ev for ev in held if _static(ev, mx) is None]
     prices = [p for p in map(_price, valid) if p is not None]
     if prices:
-        _anchor(st, [_median(prices)])
+        _anchor(st, [_median(prices)], -1)
     if valid:
         st.clock = _median([ev.ts_recv for ev in valid])
     for ev in held:
@@ -388,43 +398,6 @@ def step(state: SanityState, event: Event) -> tuple[SanityState, Sequence[Out]]:
     """Check one event; return it if it is plausible (with any event it
     released), else its dead letter and counter. ``state`` is updated in
     place and returned."""
-    st = state
-    cls = type(event)
-    ts = event.ts_recv
-    clock = st.clock
-    if ts <= clock + st.skew and not st.ahead and clock >= 0 and st.ranked:
-        # the common case, inlined (equal to _step): a plausible quote or
-        # trade, in time and in the band, after the warm-up
-        if cls is Quote:
-            b, bq, a, aq = event.bid, event.bid_qty, event.ask, event.ask_qty  # type: ignore[union-attr]
-            mx = st.max_notional
-            if (st.lo <= b and a <= st.hi and _MIN <= b <= _MAX and _MIN <= a <= _MAX
-                    and (_MIN <= bq <= _MAX or bq == 0.0)
-                    and (_MIN <= aq <= _MAX or aq == 0.0) and b * bq <= mx and a * aq <= mx):
-                if st.outside:
-                    st.outside.clear()
-                p = b * 0.5 + a * 0.5
-                if st.recent[-1] != p:
-                    _push(st, p)
-                if ts > clock:
-                    st.clock = ts
-                return st, (event,)
-        elif cls is Trade:
-            p, q = event.price, event.qty  # type: ignore[union-attr]
-            if (st.lo <= p <= st.hi and _MIN <= p <= _MAX and (_MIN <= q <= _MAX or q == 0.0)
-                    and p * q <= st.max_notional):
-                if st.outside:
-                    st.outside.clear()
-                if st.recent[-1] != p:
-                    _push(st, p)
-                if ts > clock:
-                    st.clock = ts
-                return st, (event,)
-    return _step(st, event)
-
-
-def _step(state: SanityState, event: Event) -> tuple[SanityState, Sequence[Out]]:
-    """:func:`step` without its fast path."""
     st = state
     out: list = []
     if st.held is not None:
@@ -451,50 +424,49 @@ def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, li
     st = state
     accepted: list = []
     side: list = []
-    skew, mx = st.skew, st.max_notional
-    # step's fast path again, with the state it reads in locals (written back
-    # before any other event and at the end): this loop is the dataflow's
+    skew, mx, sample = st.skew, st.max_notional, st.sample
+    # The common case inline: a quote or trade in time, inside the band (so
+    # its prices are normal floats: the band lies within them), with 0 or
+    # normal quantities and a notional within the cap, after the warm-up.
+    # The state it reads is kept in locals, written back before any other
+    # event and at the end; the result is step's (tested).
     fast = not st.ahead and st.clock >= 0 and bool(st.ranked)
-    clock, lo, hi = st.clock, st.lo, st.hi
-    last = st.recent[-1] if st.recent else None
+    clock, lo, hi, nxt = st.clock, st.lo, st.hi, st.next_sample
     for ev in events:
-        if fast and ev.ts_recv <= clock + skew:
+        ts = ev.ts_recv
+        if fast and ts <= clock + skew:
             cls = type(ev)
             if cls is Quote:
-                b, a = ev.bid, ev.ask  # type: ignore[union-attr]
-                bq, aq = ev.bid_qty, ev.ask_qty  # type: ignore[union-attr]
-                if (lo <= b and a <= hi and _MIN <= b <= _MAX and _MIN <= a <= _MAX
-                        and (_MIN <= bq <= _MAX or bq == 0.0) and (_MIN <= aq <= _MAX or aq == 0.0)
-                        and b * bq <= mx and a * aq <= mx):
+                b, a, bq, aq = ev.bid, ev.ask, ev.bid_qty, ev.ask_qty  # type: ignore[union-attr]
+                if (lo <= b <= a <= hi and b * bq <= mx and a * aq <= mx and (bq >= _MIN or bq == 0.0)
+                        and (aq >= _MIN or aq == 0.0)):
                     if st.outside:
                         st.outside.clear()
-                    p = b * 0.5 + a * 0.5
-                    if p != last:
-                        _push(st, p)
-                        lo, hi, last = st.lo, st.hi, p
-                    if ev.ts_recv > clock:
-                        clock = ev.ts_recv
+                    if ts >= nxt:
+                        _push(st, b * 0.5 + a * 0.5)
+                        lo, hi, nxt = st.lo, st.hi, ts + sample
+                    if ts > clock:
+                        clock = ts
                     accepted.append(ev)
                     continue
             elif cls is Trade:
                 p, q = ev.price, ev.qty  # type: ignore[union-attr]
-                if lo <= p <= hi and _MIN <= p <= _MAX and (_MIN <= q <= _MAX or q == 0.0) and p * q <= mx:
+                if lo <= p <= hi and p * q <= mx and (q >= _MIN or q == 0.0):
                     if st.outside:
                         st.outside.clear()
-                    if p != last:
+                    if ts >= nxt:
                         _push(st, p)
-                        lo, hi, last = st.lo, st.hi, p
-                    if ev.ts_recv > clock:
-                        clock = ev.ts_recv
+                        lo, hi, nxt = st.lo, st.hi, ts + sample
+                    if ts > clock:
+                        clock = ts
                     accepted.append(ev)
                     continue
-        st.clock = clock
+        st.clock, st.next_sample = clock, nxt
         st, out = step(st, ev)
         fast = not st.ahead and st.clock >= 0 and bool(st.ranked)
-        clock, lo, hi = st.clock, st.lo, st.hi
-        last = st.recent[-1] if st.recent else None
+        clock, lo, hi, nxt = st.clock, st.lo, st.hi, st.next_sample
         for o in out:
             kind = type(o)
             (side if kind is ErrorRecord or kind is Count else accepted).append(o)
-    st.clock = clock
+    st.clock, st.next_sample = clock, nxt
     return st, ([accepted] + side if accepted else side)
