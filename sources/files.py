@@ -88,7 +88,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import msgspec
-from isal import igzip
+from isal import igzip, isal_zlib
 
 from sources.binance import LONG_LINE_HEAD, MAX_LINE_BYTES, LongLine, to_ns
 
@@ -475,7 +475,12 @@ def _expand(paths: list[str | os.PathLike]) -> dict[str, Optional[FileSpec]]:
     out: dict[str, Optional[FileSpec]] = {}
     for p in paths:
         if os.path.isdir(p):
-            for root, _, files in os.walk(p):
+            def unreadable(err: OSError, top: str = str(p)) -> None:
+                if os.path.abspath(err.filename or "") == os.path.abspath(top):
+                    raise InputFormatError(top, f"a directory that cannot be read ({err.strerror or err})")
+                log.warning("skipped %s: cannot be read (%s)", err.filename, err.strerror or err)
+
+            for root, _, files in os.walk(p, onerror=unreadable):
                 for f in files:
                     full = os.path.join(root, f)
                     if full in out:
@@ -555,17 +560,38 @@ def _open_bytes(path: str) -> tuple[io.BufferedIOBase, io.BufferedReader]:
     return raw, raw
 
 
-def _inflate_truncated(path: str) -> bytes:
-    """Everything a gzip file (one or more members) inflates to, up to where
-    it was cut off."""
-    data, out = Path(path).read_bytes(), []
-    while data:
+#: What reading a gzip stream raises where it is cut short or corrupt.
+_GZIP_ERRORS = (EOFError, OSError, zlib.error, isal_zlib.error)
+
+
+def _salvage(path: str, skip: int, block_bytes: int) -> Iterator[bytes]:
+    """What a gzip file (one or more members) inflates to after its first
+    ``skip`` bytes, in blocks of at most ``block_bytes``, up to where it was
+    cut off or stops inflating (corrupt data, a bad checksum: what inflated
+    before is kept, the parser judges the lines). Reads the file in 64 KiB
+    pieces: bounded memory whatever the file."""
+    with open(path, "rb") as f:
+        data = b""
         d = zlib.decompressobj(31)
-        out.append(d.decompress(data))
-        if not d.eof:
-            break
-        data = d.unused_data
-    return b"".join(out)
+        while True:
+            if not data:
+                data = f.read(1 << 16)
+                if not data:
+                    return
+            if d.eof:  # the next member, if any
+                if not data.startswith(_GZIP_MAGIC):
+                    return
+                d = zlib.decompressobj(31)
+            try:
+                out = d.decompress(data, block_bytes)
+            except zlib.error:
+                return
+            data = d.unused_data if d.eof else d.unconsumed_tail
+            if skip >= len(out):
+                skip -= len(out)
+            elif out:
+                yield out[skip:]
+                skip = 0
 
 
 def _ws_blocks(path: str, block_bytes: int = 1 << 19, progress: Optional[ReadProgress] = None,
@@ -578,9 +604,9 @@ def _ws_blocks(path: str, block_bytes: int = 1 << 19, progress: Optional[ReadPro
     the parser counts them). A line longer than ``max_line`` bytes becomes a
     :class:`~sources.binance.LongLine` (its first bytes and its size) and is
     never held whole: at most ``max_line`` plus a block is held. A gzip
-    stream cut short (a capture's crash) is read to where it stops, its
-    unfinished last line included. ``progress`` follows the bytes read from
-    disk.
+    stream cut short (a capture's crash) or corrupt is read to where it
+    stops (:func:`_salvage`), its unfinished last line included, with a
+    warning. ``progress`` follows the bytes read from disk.
     """
     f, raw = _open_bytes(path)
     keep = min(LONG_LINE_HEAD, max_line)
@@ -589,16 +615,17 @@ def _ws_blocks(path: str, block_bytes: int = 1 << 19, progress: Optional[ReadPro
         size = 0  # the line's size so far
         over = False  # the line is longer than max_line
         pos = 0
-        truncated = False
+        salvage: Optional[Iterator[bytes]] = None
         while True:
-            if truncated:
-                buf = b""
+            if salvage is not None:
+                buf = next(salvage, b"")
             else:
                 try:
                     buf = f.read(block_bytes)
-                except EOFError:  # a capture cut short by a crash: keep every line it holds
-                    log.warning("%s ends in a truncated gzip stream; read up to where it stops", path)
-                    buf, truncated = _inflate_truncated(path)[pos:], True
+                except _GZIP_ERRORS as ex:  # a capture cut short by a crash, or corrupt: keep what it holds
+                    log.warning("%s: a truncated or corrupt gzip stream (%s); read up to where it stops", path, ex)
+                    salvage = _salvage(path, pos, block_bytes)
+                    continue
             pos += len(buf)
             if not buf:
                 break
@@ -629,7 +656,7 @@ def _ws_blocks(path: str, block_bytes: int = 1 << 19, progress: Optional[ReadPro
                     parts.append(tail)
                     if size > max_line:
                         parts, over = [b"".join(parts)[:keep]], True
-            if progress is not None and not truncated:
+            if progress is not None and salvage is None:
                 progress.at(path, raw.tell())
             if lines:
                 yield lines
