@@ -7,6 +7,8 @@
 #                                  # prints the bootstrap address (free port by default)
 #   scripts/kafka.sh stop          # stop it
 #   scripts/kafka.sh status        # exit 0 and print the address if running
+#   scripts/kafka.sh kill          # kill -9 it (a crash: configuration and data stay)
+#   scripts/kafka.sh restart       # start it again on the same ports with the same data
 #
 # KAFKA_HOME (default .kafka in the repository) holds the jars; KAFKA_RUN_DIR
 # (default $KAFKA_HOME/run) the configuration, data and log of the running broker.
@@ -80,19 +82,45 @@ log4j.appender.stdout=org.apache.log4j.ConsoleAppender
 log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
 log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
 PROPS
-  local cp="$libs/*" jopts=(-Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
-                            "-Dlog4j.configuration=file:$run/log4j.properties")
   local cluster
-  cluster="$(java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool random-uuid)"
-  java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cluster" \
+  cluster="$(java "${jopts[@]}" -cp "$libs/*" kafka.tools.StorageTool random-uuid)"
+  java "${jopts[@]}" -cp "$libs/*" kafka.tools.StorageTool format -t "$cluster" \
        -c "$run/server.properties" >"$run/format.log" 2>&1
-  nohup java "${jopts[@]}" -cp "$cp" kafka.Kafka "$run/server.properties" \
-        >"$run/kafka.log" 2>&1 </dev/null &
-  local pid=$!
-  echo "$pid" > "$run/pid"
   echo "127.0.0.1:$port" > "$run/bootstrap"
+  launch
+}
+
+jopts=(-Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true "-Dlog4j.configuration=file:$run/log4j.properties")
+
+# Start the JVM on the configuration and data in $run; wait until it serves.
+launch() {
+  local port pid
+  port="$(cut -d: -f2 "$run/bootstrap")"
+  nohup java "${jopts[@]}" -cp "$libs/*" kafka.Kafka "$run/server.properties" \
+        >"$run/kafka.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" > "$run/pid"
   wait_ready "$port" "$pid"
   cat "$run/bootstrap"
+}
+
+# kill -9: the broker dies as in a crash, its configuration and data stay for restart.
+crash() {
+  [ -f "$run/pid" ] || { echo "kafka.sh: no broker in $run" >&2; return 1; }
+  local pid; pid="$(cat "$run/pid")"
+  kill -9 "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$run/pid"
+}
+
+# The same broker again (same ports, same data), e.g. after kill.
+restart() {
+  [ -f "$run/server.properties" ] && [ -f "$run/bootstrap" ] \
+    || { echo "kafka.sh: no broker configured in $run; use start" >&2; return 1; }
+  if status >/dev/null 2>&1; then status; return 0; fi
+  fetch
+  [ ! -f "$run/kafka.log" ] || cat "$run/kafka.log" >> "$run/kafka.log.old"
+  launch
 }
 
 status() {
@@ -115,5 +143,7 @@ case "${1:-}" in
   start) shift; start "$@" ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 fetch|start [PORT]|stop|status" >&2; exit 2 ;;
+  kill) crash ;;
+  restart) restart ;;
+  *) echo "usage: $0 fetch|start [PORT]|stop|status|kill|restart" >&2; exit 2 ;;
 esac

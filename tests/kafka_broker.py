@@ -3,7 +3,9 @@
 The one place that starts and stops ``scripts/kafka.sh`` from Python: the
 ``kafka_bootstrap`` fixture (``tests/conftest.py``) and the Kafka benchmarks
 (which put ``tests/`` on ``sys.path``, as they do for the other test helpers)
-both use :func:`kafka_broker`. Standard library only.
+both use :func:`kafka_broker`. :func:`kill_broker` and :func:`restart_broker`
+crash a broker and bring it back (same ports, same data), for the fault tests.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["BrokerStartError", "kafka_broker"]
+__all__ = ["BrokerStartError", "kafka_broker", "kill_broker", "restart_broker"]
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "kafka.sh"
 
@@ -27,7 +29,7 @@ class BrokerStartError(RuntimeError):
 
 @contextlib.contextmanager
 def kafka_broker(run_dir: Optional[Path] = None, start_timeout_s: float = 600.0,
-                 given: Optional[str] = None) -> Iterator[str]:
+                 given: Optional[str] = None, own: bool = False) -> Iterator[str]:
     """Yield the bootstrap address of a running broker.
 
     ``$KAFKA_BOOTSTRAP_SERVERS`` when it is set (nothing is started), else a
@@ -44,6 +46,9 @@ def kafka_broker(run_dir: Optional[Path] = None, start_timeout_s: float = 600.0,
     given
         The address of a broker already running (default
         ``$KAFKA_BOOTSTRAP_SERVERS``): yielded as it is, nothing is started.
+    own
+        Start a broker even when ``$KAFKA_BOOTSTRAP_SERVERS`` is set (a test
+        that kills it must not kill a shared one).
 
     Raises
     ------
@@ -56,7 +61,7 @@ def kafka_broker(run_dir: Optional[Path] = None, start_timeout_s: float = 600.0,
     ...     print(bootstrap)
     127.0.0.1:19092
     """
-    given = given or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    given = given or (None if own else os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
     if given:
         yield given
         return
@@ -73,3 +78,31 @@ def kafka_broker(run_dir: Optional[Path] = None, start_timeout_s: float = 600.0,
             yield proc.stdout.strip().splitlines()[-1]
         finally:
             subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+
+
+def _script(command: str, run_dir: Path, timeout_s: float) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), command], env={**os.environ, "KAFKA_RUN_DIR": str(run_dir)},
+                          capture_output=True, text=True, timeout=timeout_s)
+
+
+def kill_broker(run_dir: Path) -> None:
+    """``kill -9`` the broker started in ``run_dir`` (``scripts/kafka.sh
+    kill``): it dies as in a crash; its configuration and data stay."""
+    proc = _script("kill", run_dir, 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kafka.sh kill failed: {proc.stderr[-2000:]}")
+
+
+def restart_broker(run_dir: Path, timeout_s: float = 300.0) -> str:
+    """Start the broker of ``run_dir`` again, on the same ports with the same
+    data (``scripts/kafka.sh restart``); its bootstrap address once it serves.
+
+    Raises
+    ------
+    BrokerStartError
+        It did not come back.
+    """
+    proc = _script("restart", run_dir, timeout_s)
+    if proc.returncode != 0:
+        raise BrokerStartError(f"the Kafka broker did not restart:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc.stdout.strip().splitlines()[-1]
