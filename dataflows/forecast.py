@@ -33,7 +33,7 @@ from bytewax.dataflow import Dataflow
 
 from dataflows import ops
 from sinks.files import CounterSink, CsvSink, JsonLinesSink
-from sinks.kafka import KafkaRecordSink, producer_config
+from sinks.kafka import KafkaRecordSink, Outage, producer_config, rdkafka_logger
 from sinks.report import ReportSink
 from sources.files import InputFormatError
 from sources.kafka import KafkaTickSource
@@ -98,9 +98,11 @@ def build_flow(settings: Settings) -> Dataflow:
 
     total_bytes = None  # of the input files, for the progress bar
     if settings.input.source == "kafka":
+        # A broker outage is waited out up to kafka.outage_timeout_s, then the process exits (status 75).
+        reading = Outage(f"reading {kafka.ticks_topic!r}", kafka.outage_timeout_s, exit_process=True)
         msgs = op.input("read_ticks", flow, KafkaTickSource(
             kafka.brokers, kafka.ticks_topic, tail=kafka.tail, batch_size=kafka.batch_size,
-            config=kafka.client_config()))
+            config={"logger": rdkafka_logger(), **kafka.client_config()}, outage=reading))
         read = ops.split_read_errors("split_read_errors", msgs)
         raw, read_errors = read.chunks, [read.errors]
     else:
@@ -134,10 +136,11 @@ def build_flow(settings: Settings) -> Dataflow:
         producer = producer_config(kafka.brokers, kafka.client_config(), kafka.linger_ms)
         decided = [decisions, books.fills] if settings.output.economics else []
         published = op.merge("merge_published", forecasts.issued, forecasts.scored, metrics, *decided)
+        outage = {"outage_timeout_s": kafka.outage_timeout_s, "exit_on_outage": True}
         op.output("publish_forecasts", ops.encode_for_kafka("encode_forecasts", published),
-                  KafkaRecordSink(kafka.output_topic, producer))
+                  KafkaRecordSink(kafka.output_topic, producer, **outage))
         op.output("publish_dead_letters", ops.encode_for_kafka("encode_dead_letters", keyed_dead),
-                  KafkaRecordSink(kafka.dead_letter_topic, producer))
+                  KafkaRecordSink(kafka.dead_letter_topic, producer, **outage))
 
     dead_counts = op.map("count_dead_letters", dead, lambda e: Count("dead_letters", 1))
     counts = op.merge("merge_counts", ticks.counts, checked.counts, bars.counts, forecasts.counts, dead_counts)

@@ -3,23 +3,164 @@
 The producer is built in :meth:`KafkaRecordSink.build` (never pickled), with
 ``enable.idempotence=true`` and ``acks=all``: librdkafka retries transient
 errors without duplicating or reordering. Every batch is flushed before the
-dataflow moves on; a message that still could not be delivered raises, so the
+dataflow moves on; a message that could not be delivered raises, so the
 dataflow stops instead of losing output, and a restart from the last
 snapshot re-publishes it (at-least-once; see the README on deduplication).
+
+A broker outage is ridden out: messages never time out in librdkafka
+(``message.timeout.ms=0``) and the flush waits, with a growing wait between
+checks and a log line at most every 30 s, for up to ``outage_timeout_s``
+(:class:`Outage`). Past that the sink gives up with one clear error: it
+raises :class:`KafkaOutageError`, or, in the dataflow, prints one line and
+ends the process with status 75 (:data:`EXIT_KAFKA_OUTAGE`), so that a
+restart resumes from the last snapshot. Nothing is dropped either way.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, Optional
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
-__all__ = ["KafkaRecordSink", "ensure_topic", "produce", "producer_config"]
+__all__ = ["EXIT_KAFKA_OUTAGE", "KafkaOutageError", "KafkaRecordSink", "Outage", "ensure_topic", "produce",
+           "producer_config", "rdkafka_logger"]
 
 log = logging.getLogger(__name__)
+
+#: Exit status of a dataflow that gave up waiting for Kafka (EX_TEMPFAIL: try again later).
+EXIT_KAFKA_OUTAGE = 75
+
+#: librdkafka errors that mean "the broker cannot be reached now", not "this record is bad".
+TRANSIENT = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT,
+                       KafkaError._RESOLVE, KafkaError._MSG_TIMED_OUT, KafkaError._WAIT_COORD,
+                       KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                       KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.LEADER_NOT_AVAILABLE,
+                       KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.REQUEST_TIMED_OUT,
+                       KafkaError.NETWORK_EXCEPTION, KafkaError.BROKER_NOT_AVAILABLE})
+
+
+class KafkaOutageError(RuntimeError):
+    """Kafka stayed unreachable for longer than the outage timeout."""
+
+
+class _RateLimit(logging.Filter):
+    """Pass the first of a kind of log record, then at most one every
+    ``every_s`` seconds, noting how many were held back."""
+
+    def __init__(self, every_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self._every, self._clock = every_s, clock
+        self._last: dict[tuple, float] = {}
+        self._held: dict[tuple, int] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        kind = (record.levelno, *args[:2])  # librdkafka's (facility, client name)
+        now = self._clock()
+        with self._lock:
+            if now - self._last.get(kind, -1e18) < self._every:
+                self._held[kind] = self._held.get(kind, 0) + 1
+                return False
+            self._last[kind] = now
+            held = self._held.pop(kind, 0)
+        if held:
+            record.msg = f"{record.msg} (and {held} more like it in the last {self._every:.0f} s)"
+        return True
+
+
+def rdkafka_logger(name: str = "ticklet.rdkafka", every_s: float = 30.0) -> logging.Logger:
+    """The logger to pass to confluent-kafka clients (their ``logger``
+    setting): librdkafka's own lines, at most one of a kind (facility and
+    client) every ``every_s`` seconds, instead of one per reconnect attempt.
+    """
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _RateLimit) for f in logger.filters):
+        logger.addFilter(_RateLimit(every_s))
+    return logger
+
+
+class Outage:
+    """Waiting out an unreachable broker, for one client.
+
+    Call :meth:`waiting` after each attempt that did not get through: it
+    returns how long to wait before the next (0.25 s, doubling up to 5 s), logs
+    a line when the wait starts and then at most every ``log_every_s``, and,
+    once ``timeout_s`` has passed since the first failed attempt, gives up:
+    it raises :class:`KafkaOutageError`, or, with ``exit_process``, writes
+    one line on stderr and ends the process with status 75 (no traceback: a
+    restart resumes from the last snapshot). Call :meth:`over` when an
+    attempt gets through.
+
+    >>> t = [0.0]
+    >>> o = Outage("writing to 'out'", timeout_s=10, clock=lambda: t[0])
+    >>> [o.waiting("3 records waiting") for _ in range(3)]
+    [0.25, 0.5, 1.0]
+    >>> t[0] = 11.0
+    >>> try:
+    ...     o.waiting("3 records waiting")
+    ... except KafkaOutageError as ex:
+    ...     print(ex)
+    Kafka unreachable for 11.0 s, longer than the outage timeout (10 s; TICKLET_KAFKA__OUTAGE_TIMEOUT_S) \
+while writing to 'out': 3 records waiting
+    """
+
+    def __init__(self, what: str, timeout_s: float, *, exit_process: bool = False, log_every_s: float = 30.0,
+                 first_wait_s: float = 0.25, max_wait_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+        self.what, self.timeout_s, self.exit_process = what, timeout_s, exit_process
+        self._log_every, self._first, self._max, self._clock = log_every_s, first_wait_s, max_wait_s, clock
+        self.since: Optional[float] = None
+        self._wait = first_wait_s
+        self._logged: Optional[float] = None
+        self._lock = threading.Lock()  # one Outage may serve the partitions of several workers
+
+    def waiting(self, detail: str) -> float:
+        """Note a failed attempt (``detail``: what is held up); the seconds to
+        wait before the next."""
+        with self._lock:
+            now = self._clock()
+            if self.since is None:
+                self.since, self._wait = now, self._first
+            down = now - self.since
+            if down > self.timeout_s:
+                self._give_up(f"Kafka unreachable for {down:.1f} s, longer than the outage timeout "
+                              f"({self.timeout_s:g} s; TICKLET_KAFKA__OUTAGE_TIMEOUT_S) while {self.what}: {detail}")
+            if self._logged is None or now - self._logged >= self._log_every:
+                first = self._logged is None
+                self._logged = now
+                log.warning("Kafka unreachable %s %s: %s; retrying, for up to %g s",
+                            "while" if first else f"for {down:.0f} s,", self.what, detail, self.timeout_s)
+            wait, self._wait = self._wait, min(self._max, self._wait * 2)
+            return min(wait, max(0.0, self.timeout_s - down) + 0.01)
+
+    def over(self) -> None:
+        """An attempt got through: the outage, if any, is over."""
+        with self._lock:
+            if self.since is not None and self._logged is not None:
+                log.warning("Kafka reachable again after %.0f s; %s resumed", self._clock() - self.since, self.what)
+            self.since = self._logged = None
+            self._wait = self._first
+
+    def _give_up(self, message: str) -> None:
+        if self.exit_process:
+            sys.stderr.write(f"ticklet: {message}. Exiting with status {EXIT_KAFKA_OUTAGE}; run the same command "
+                             "again to resume from the last snapshot.\n")
+            sys.stderr.flush()
+            os._exit(EXIT_KAFKA_OUTAGE)
+        raise KafkaOutageError(message)
+
+
+def is_transient(err: Any) -> bool:
+    """Whether a librdkafka error (:class:`KafkaError`) means the cluster
+    cannot be reached now (retry), rather than that a request is wrong."""
+    return err is not None and not err.fatal() and (err.retriable() or err.code() in TRANSIENT)
 
 
 def producer_config(brokers: list[str], extra: Optional[dict[str, Any]] = None,
@@ -78,43 +219,100 @@ def produce(producer: Producer, topic: str, value: bytes, key: bytes, *,
 
 
 class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
-    def __init__(self, producer: Producer, topic: str, flush_timeout_s: float):
-        self._p = producer
+    def __init__(self, config: dict[str, Any], topic: str, outage: Outage, patience_s: float = 5.0):
         self._topic = topic
-        self._timeout = flush_timeout_s
+        self._outage = outage
+        self._patience = patience_s  # a flush this slow may be load, not an outage: no line before it
         self._failed: list[str] = []
+        self._error = "none reported"  # the client's last error, for the log line
+        self._p = Producer({**config, "error_cb": self._on_error})
+
+    def _on_error(self, err: KafkaError) -> None:
+        self._error = str(err.str())
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
             self._failed.append(f"{err} (key {msg.key()!r})")
 
-    def write_batch(self, items: list[tuple[bytes, bytes]]) -> None:
-        p, topic, cb = self._p, self._topic, self._on_delivery
-        for key, value in items:
-            produce(p, topic, value, key, on_delivery=cb, wait_s=0.1)
-            p.poll(0)
-        left = p.flush(self._timeout)
-        if self._failed or left:
+    def _held_up(self, left: int) -> float:
+        return self._outage.waiting(f"{left} record(s) not yet delivered (last error: {self._error})")
+
+    def _hand_over(self, key: bytes, value: bytes) -> None:
+        """:meth:`Producer.produce`, waiting while librdkafka's queue is full."""
+        t0 = None
+        while True:
+            try:
+                self._p.produce(self._topic, value, key, on_delivery=self._on_delivery)
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                t0 = time.monotonic() if t0 is None else t0
+                waited = time.monotonic() - t0
+                self._p.poll(self._held_up(len(self._p)) if waited > self._patience else 0.1)
+
+    def _deliver(self) -> None:
+        """Flush until every record is delivered; wait out an outage; raise
+        on a record the broker refused."""
+        left = self._p.flush(self._patience)
+        while left and not self._failed:
+            left = self._p.flush(self._held_up(left))
+        self._outage.over()
+        if self._failed:
             failed, self._failed = self._failed, []
-            msg = f"{len(failed)} message(s) to {topic!r} failed, {left} undelivered: {failed[:3]}"
+            msg = f"{len(failed)} message(s) to {self._topic!r} failed, {left} undelivered: {failed[:3]}"
             log.error(msg)
             raise KafkaException(msg)
 
+    def write_batch(self, items: list[tuple[bytes, bytes]]) -> None:
+        for key, value in items:
+            self._hand_over(key, value)
+            self._p.poll(0)
+        self._deliver()
+
     def close(self) -> None:
-        self._p.flush(self._timeout)
+        self._deliver()
 
 
 class KafkaRecordSink(DynamicSink[tuple[bytes, bytes]]):
-    """Write ``(key, value)`` byte pairs to ``topic``; one producer per worker."""
+    """Write ``(key, value)`` byte pairs to ``topic``; one producer per worker.
 
-    def __init__(self, topic: str, config: dict[str, Any], flush_timeout_s: float = 30.0):
+    Parameters
+    ----------
+    topic
+        Where the records go (created if missing, see :func:`ensure_topic`).
+    config
+        librdkafka producer settings (:func:`producer_config`).
+    outage_timeout_s
+        Longest time to wait for an unreachable broker (see :class:`Outage`);
+        records are never dropped meanwhile.
+    exit_on_outage
+        Past ``outage_timeout_s``, print one line and end the process with
+        status 75 (for ``bytewax.run``) instead of raising
+        :class:`KafkaOutageError`.
+    """
+
+    def __init__(self, topic: str, config: dict[str, Any], outage_timeout_s: float = 300.0,
+                 exit_on_outage: bool = False):
         self._topic = topic
         self._config = config
-        self._timeout = flush_timeout_s
+        self._outage_s = outage_timeout_s
+        self._exit = exit_on_outage
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        ensure_topic(self._config, self._topic)
-        return _Partition(Producer(self._config), self._topic, self._timeout)
+        outage = Outage(f"writing to {self._topic!r}", self._outage_s, exit_process=self._exit)
+        # Records never expire in librdkafka's queue (whatever the config says): the outage timeout is the
+        # one bound, and a record is either delivered or the run stops.
+        config = {"reconnect.backoff.max.ms": 2000, "logger": rdkafka_logger(), **self._config,
+                  "message.timeout.ms": 0}
+        while True:
+            try:
+                ensure_topic(config, self._topic, timeout_s=10.0)
+                break
+            except KafkaException as ex:
+                if not is_transient(ex.args[0]):
+                    raise
+                time.sleep(outage.waiting(f"cannot create the topic: {ex.args[0].str()}"))
+        outage.over()
+        return _Partition(config, self._topic, outage)
 
 
 def ensure_topic(config: dict[str, Any], topic: str, partitions: int = 4, replication: int = 1,
@@ -128,8 +326,8 @@ def ensure_topic(config: dict[str, Any], topic: str, partitions: int = 4, replic
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin_cfg = {k: v for k, v in config.items()
-                 if k in ("bootstrap.servers", "security.protocol") or k.startswith(("sasl.", "ssl."))}
-    admin = AdminClient(admin_cfg)
+                 if k in ("bootstrap.servers", "security.protocol", "logger") or k.startswith(("sasl.", "ssl."))}
+    admin = AdminClient({"logger": rdkafka_logger(), **admin_cfg})
     if topic in admin.list_topics(timeout=timeout_s).topics:
         return
     cfg = {"retention.ms": "-1", **(topic_config or {})}

@@ -7,15 +7,22 @@ Bytewax partition per topic partition, consumer built in ``build_part``,
 offsets as recovery state, assign without a consumer group, EOF when not
 tailing) but emits each consumed batch as one :class:`RawChunk` of message
 values. Consumer errors become dead letters instead of stopping the flow.
+
+A broker outage pauses the reading: librdkafka reconnects by itself and the
+consumers go on from where they were. With an ``outage`` (the dataflow gives
+one bounded by ``TICKLET_KAFKA__OUTAGE_TIMEOUT_S``), the source checks that
+the cluster answers again, with a growing wait between checks, logs at most
+a line every 30 s, and gives up when the outage lasts too long.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Union
+import time
+from typing import Any, Optional, Protocol, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from sources.symbols import valid_symbol
@@ -26,6 +33,20 @@ __all__ = ["KafkaTickSource", "chunk_messages"]
 log = logging.getLogger(__name__)
 
 Item = Union[RawChunk, ErrorRecord]
+
+#: Client errors that mean the cluster cannot be reached now.
+_UNREACHABLE = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE,
+                          KafkaError._TIMED_OUT})
+
+
+class OutagePolicy(Protocol):
+    """How long to wait out an unreachable broker (``sinks.kafka.Outage``)."""
+
+    def waiting(self, detail: str) -> float:
+        """Note a failed attempt; the seconds to wait before the next (or give up)."""
+
+    def over(self) -> None:
+        """An attempt got through."""
 
 
 def _key(m: Any) -> str:
@@ -65,12 +86,18 @@ def chunk_messages(msgs: list[Any], source: str = "") -> tuple[list[Item], bool]
 
 
 class _Partition(StatefulSourcePartition[Item, int]):
-    def __init__(self, config: dict[str, Any], topic: str, part: int, offset: int, batch_size: int):
-        self._consumer = Consumer(config)
+    def __init__(self, config: dict[str, Any], topic: str, part: int, offset: int, batch_size: int,
+                 outage: Optional[OutagePolicy] = None):
+        self._consumer = Consumer({**config, "error_cb": self._on_error})
         self._consumer.assign([TopicPartition(topic, part, offset)])
+        self._topic, self._part = topic, part
         self._offset = offset
         self._batch = batch_size
         self._eof = False
+        self._outage = outage
+        self._down: Optional[str] = None  # the last "cannot reach the cluster" error, until it answers again
+        self._next_probe = 0.0
+        self._said = ""
         self._source = f"{part}-{topic}"
 
     def next_batch(self) -> list[Item]:
@@ -78,13 +105,48 @@ class _Partition(StatefulSourcePartition[Item, int]):
             raise StopIteration()
         msgs = self._consumer.consume(self._batch, 0.001)
         if not msgs:
+            if self._down is not None and self._outage is not None:
+                self._probe()
             return []
+        if self._down is not None:
+            self._reachable()
         out, self._eof = chunk_messages(msgs, self._source)
         for m in reversed(msgs):
-            if m.error() is None or m.error().code() != KafkaError._PARTITION_EOF:
+            if m.error() is None:  # error events carry no offset of this partition
                 self._offset = m.offset() + 1
                 break
         return out
+
+    def _on_error(self, err: KafkaError) -> None:
+        """Client-wide errors (librdkafka retries them itself): note an outage."""
+        if err.code() in _UNREACHABLE:
+            self._down = str(err.str())
+        elif err.fatal():
+            raise KafkaException(err)
+        elif str(err.str()) != self._said:  # the same error again and again: said once
+            self._said = str(err.str())
+            log.warning("Kafka consumer of %s [%d]: %s", self._topic, self._part, self._said)
+
+    def _probe(self) -> None:
+        """While the cluster is unreachable: ask it for metadata, now and then."""
+        now = time.monotonic()
+        if now < self._next_probe:
+            return
+        try:
+            self._consumer.list_topics(self._topic, timeout=1.0)
+        except KafkaException as ex:
+            assert self._outage is not None
+            detail = f"partition {self._part} paused at offset {self._offset} (last error: {ex.args[0].str()})"
+            self._next_probe = time.monotonic() + self._outage.waiting(detail)
+            return
+        self._reachable()
+
+    def _reachable(self) -> None:
+        self._down = None
+        self._next_probe = 0.0
+        self._said = ""
+        if self._outage is not None:
+            self._outage.over()
 
     def snapshot(self) -> int:
         return self._offset
@@ -108,19 +170,33 @@ class KafkaTickSource(FixedPartitionedSource[Item, int]):
         Most messages per poll, i.e. per chunk.
     config
         More librdkafka settings (security...).
+    outage
+        How long to wait out an unreachable cluster (``sinks.kafka.Outage``,
+        shared by the partitions); None: wait as long as it takes, silently.
     """
 
     def __init__(self, brokers: list[str], topic: str, *, tail: bool = True, batch_size: int = 5000,
-                 config: Optional[dict[str, Any]] = None):
+                 config: Optional[dict[str, Any]] = None, outage: Optional[OutagePolicy] = None):
         self._brokers = ",".join(brokers)
         self._topic = topic
         self._tail = tail
         self._batch = batch_size
         self._config = dict(config or {})
+        self._outage = outage
 
     def list_parts(self) -> list[str]:
         admin = AdminClient({"bootstrap.servers": self._brokers, **self._config})
-        md = admin.list_topics(self._topic, timeout=30).topics.get(self._topic)
+        while True:
+            try:
+                topics = admin.list_topics(self._topic, timeout=30 if self._outage is None else 10).topics
+                break
+            except KafkaException as ex:
+                if self._outage is None or ex.args[0].code() not in _UNREACHABLE:
+                    raise
+                time.sleep(self._outage.waiting(f"cannot list the partitions: {ex.args[0].str()}"))
+        if self._outage is not None:
+            self._outage.over()
+        md = topics.get(self._topic)
         if md is None or md.error is not None or not md.partitions:
             raise RuntimeError(f"Kafka topic {self._topic!r} not found at {self._brokers}: "
                                f"{md.error if md is not None else 'no metadata'}")
@@ -137,7 +213,8 @@ class KafkaTickSource(FixedPartitionedSource[Item, int]):
             "enable.partition.eof": not self._tail,
             "fetch.wait.max.ms": 10,
             "max.partition.fetch.bytes": 8 << 20,  # fewer, larger fetches when catching up
+            "reconnect.backoff.max.ms": 2000,  # back within 2 s of the broker
             **self._config,
         }
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _Partition(config, topic, int(idx), offset, self._batch)
+        return _Partition(config, topic, int(idx), offset, self._batch, self._outage)

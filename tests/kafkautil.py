@@ -102,3 +102,79 @@ def replay(bootstrap: str, topic: str, *paths: Path | str, speed: str = "max",
 
 def decoded(records: list[tuple[bytes, bytes, int, int]]) -> list[tuple[str, dict]]:
     return [(k.decode(), json.loads(v)) for k, v, _, _ in records]
+
+
+def dedup_key(v: dict) -> tuple:
+    """What identifies a record of the output topic (the README's deduplication key)."""
+    if v["type"] == "metrics":
+        return (v["type"], v["instrument"], v["model"], v["horizon"], v["ts_target"])
+    if v["type"] == "fill":  # a book closed before a gap in the data fills twice at its last decision
+        return (v["type"], v["instrument"], v["model"], v["horizon"], v["ts_forecast"], v["position"])
+    return (v["type"], v["instrument"], v["model"], v["horizon"], v["ts_forecast"])
+
+
+def dedup(records: list[tuple[str, dict]], note: str = "") -> dict[tuple, dict]:
+    """The records of a topic by :func:`dedup_key`; a duplicate must equal its first copy."""
+    out: dict[tuple, dict] = {}
+    for _, v in records:
+        k = dedup_key(v)
+        assert out.setdefault(k, v) == v, f"a replayed duplicate differs: {k}; {note}"
+    return out
+
+
+def by_instrument(path: Path) -> tuple[str, dict[str, list[str]]]:
+    """The header of a CSV output and each instrument's lines (first column), in file order."""
+    header, *rows = path.read_text().splitlines()
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        out.setdefault(row.split(",", 1)[0], []).append(row)
+    return header, out
+
+
+def assert_files_match(out: Path, ref: Path, note: str = "") -> None:
+    """The README's guarantee for the output files of a run that was
+    interrupted (kill -9 and restart, broker outage) against an uninterrupted
+    run's: every record file has the same header and, instrument by
+    instrument, the same lines in the same order (only the interleaving of
+    instruments may differ); dead_letters.jsonl has the same lines;
+    counters.json is equal."""
+    from realdata import RECORD_FILES
+
+    for name in RECORD_FILES:
+        got, want = by_instrument(out / name), by_instrument(ref / name)
+        assert got[0] == want[0], (name, note)
+        assert got[1].keys() == want[1].keys(), (name, note)
+        for inst in want[1]:
+            a, b = got[1][inst], want[1][inst]
+            first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+            assert a == b, f"{name} {inst}: {len(a)} vs {len(b)} lines, first difference at line {first}; {note}"
+    dead = [sorted((d / "dead_letters.jsonl").read_text().splitlines()) for d in (out, ref)]
+    assert dead[0] == dead[1], note
+    counters = [json.loads((d / "counters.json").read_text()) for d in (out, ref)]
+    assert counters[0] == counters[1], note
+
+
+def recovery_progress(rec_dir: Path) -> dict[str, int]:
+    """What a restart would resume from, read from Bytewax 0.21's recovery
+    store (one partition, ``part-0.sqlite3``): ``epoch``, the resume epoch,
+    and ``offsets``, the sum of the Kafka source's committed offsets (0 for a
+    partition not read yet)."""
+    import pickle
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{rec_dir / 'part-0.sqlite3'}?mode=ro", uri=True, timeout=30)
+    try:
+        ex = con.execute("SELECT ex_num, resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1").fetchone()
+        if ex is None:
+            return {"epoch": 1, "offsets": 0}
+        front = con.execute("SELECT MIN(worker_frontier) FROM fronts WHERE ex_num = ?", (ex[0],)).fetchone()[0]
+        epoch = ex[1] if front is None else front
+        snaps = con.execute("SELECT state_key, snap_epoch, ser_change FROM snaps "
+                            "WHERE step_id = 'ticklet_forecast.read_ticks' AND snap_epoch < ?", (epoch,)).fetchall()
+    finally:
+        con.close()
+    latest: dict[str, tuple[int, Any]] = {}
+    for key, snap_epoch, ser in snaps:
+        if key not in latest or snap_epoch > latest[key][0]:
+            latest[key] = (snap_epoch, ser)
+    return {"epoch": epoch, "offsets": sum(max(0, pickle.loads(ser)) for _, ser in latest.values() if ser)}

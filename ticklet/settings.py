@@ -53,6 +53,10 @@ class KafkaConfig(BaseModel):
         description="Keep waiting for ticks at the end of the topic (live); false stops there (backtests).")
     batch_size: int = Field(5000, ge=1, description="Most messages read from a partition per poll.")
     linger_ms: int = Field(1, ge=0, description="Producer batching delay in ms (latency against throughput).")
+    outage_timeout_s: float = Field(300.0, gt=0,
+        description="Longest broker outage the dataflow waits out (writes wait, reads pause, nothing is dropped; "
+        "a log line at most every 30 s); past it the run stops with one error line and exit status 75, and the "
+        "same command resumes from the last snapshot.")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="librdkafka security.protocol.")
     sasl_mechanism: Optional[str] = Field(None, description="librdkafka sasl.mechanism, e.g. PLAIN or SCRAM-SHA-512.")
