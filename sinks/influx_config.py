@@ -3,7 +3,9 @@ client so that reading the settings never imports influxdb-client."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 __all__ = ["InfluxConfig"]
 
@@ -32,6 +34,15 @@ class InfluxConfig(BaseModel):
 
             description="Most points handed over and not yet confirmed; beyond it new points are dropped (counted, "
             "logged).")
-    max_close_wait_ms: int = Field(30_000, ge=0, description="Longest wait for pending points at shutdown.")
+    max_close_wait_ms: int = Field(
+        30_000, ge=0, description="Longest wait for pending points at shutdown; those still pending then are "
+        "abandoned (counted, logged) and their retries stop.")
     timeout_ms: int = Field(10_000, ge=1, description="HTTP timeout of one write request.")
     health_interval_s: float = Field(1.0, gt=0, description="Seconds (wall clock) between two health points.")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s]+(?:/\S*)?", v):
+            raise ValueError("not a URL starting with http:// or https://")
+        return v
