@@ -52,6 +52,11 @@ Checks, in order (the first that fails names the dead letter):
     them is accepted and becomes the new reference (counted in
     ``price_band_reanchors``); the ones before it stay dead-lettered.
 
+**Silences.** After the instrument's feed was silent for longer than
+``stale_after_ms`` (a gap in a recording, a reconnect), the reference price
+says nothing about the price now: the instrument starts afresh, with a
+warm-up as below (counted in ``price_band_restarts``).
+
 **Warm-up.** The first price of an instrument has nothing to be compared
 with, and a bad first price would poison the reference. So the first
 ``warmup`` events of an instrument are held; then the reference starts at
@@ -152,6 +157,12 @@ class SanityConfig(BaseModel):
         description="An event received more than this ahead of the latest receive time its instrument accepted "
         "is held until its next events confirm that time moved on (the feed was silent); otherwise it is "
         "dead-lettered as from the future, and it never moves the clock.",
+    )
+    stale_after_ms: int = Field(
+        600_000, ge=0,
+        description="After a silence of the instrument longer than this (confirmed as time moving on, see "
+        "max_skew_ms), its reference price is stale: the next warmup events start it afresh, as at the "
+        "start (0: never).",
     )
     future_confirmations: int = Field(
         2, ge=0,
@@ -356,6 +367,10 @@ def _timed(st: SanityState, ev: Event, out: list) -> None:
             if len(held) <= st.config.future_confirmations:
                 return
             st.ahead = []  # confirmed: time moved on
+            stale = st.config.stale_after_ms * 1_000_000
+            if stale and held[0].ts_recv - st.clock > stale:  # a long silence: start afresh
+                _restart(st, held, out)
+                return
             _accept(st, held[0], out)
             for e in held[1:]:
                 _timed(st, e, out)
@@ -370,6 +385,24 @@ def _timed(st: SanityState, ev: Event, out: list) -> None:
         st.ahead.append(ev)
         return
     _accept(st, ev, out)
+
+
+def _restart(st: SanityState, events: list[Event], out: list) -> None:
+    """Start the instrument afresh, as at its first events, with ``events``
+    (after a silence longer than ``stale_after_ms``: the reference is stale)."""
+    st.recent.clear()
+    st.ranked.clear()
+    st.outside.clear()
+    st.reference, st.lo, st.hi, st.kline_close = 0.0, _MIN, _MAX, -1
+    st.held = []
+    for ev in events:
+        if st.held is None:
+            _check(st, ev, out)
+            continue
+        st.held.append(ev)
+        if len(st.held) >= st.config.warmup:
+            _end_warmup(st, out)
+    out.append(Count("price_band_restarts", 1))
 
 
 def _median(xs: list[_T]) -> _T:

@@ -293,6 +293,22 @@ def test_every_real_recording_and_kline_file_passes_the_checks_unchanged(ws_dir,
         assert _sanity(evs)[:2] == (evs, []), ps
 
 
+def test_a_long_silence_restarts_the_band_instead_of_rejecting_real_prices(ws_dir):
+    """Spot BTCUSDT 2023-04-05 then 2024-08-08/09 as one stream: 16 months of
+    silence and a price from 28k to 62k. The stale reference is dropped and
+    the instrument starts afresh (one restart counted): every real event goes
+    through. With the restart off, the first 9 prices after the silence are
+    dead-lettered before the band re-anchors."""
+    files = ["spot/btcusdt_20230405.dat.gz", "spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz"]
+    (evs,) = parse_paths([ws_dir / f for f in files])[0].values()
+    acc, dead, counts = _sanity(evs)
+    assert acc == evs and dead == []
+    assert [c.name for c in counts] == ["price_band_restarts"]
+    acc, dead, counts = _sanity(evs, stale_after_ms=0)
+    assert len(dead) == 9 and all(d.reason.startswith("outside the price band") for d in dead)
+    assert [c.name for c in counts if c.name == "price_band_reanchors"] == ["price_band_reanchors"]
+
+
 def test_a_bad_first_price_is_outvoted_by_the_warmup(spot_events):
     """The first price has no reference: the first 5 events are held and
     checked against the median of their prices, so a bad one among them is
