@@ -13,7 +13,7 @@
 #   scripts/influxdb.sh wipe           # stop it and delete its data
 #   scripts/influxdb.sh status         # exit 0 and print those lines if running
 #
-# The binary lands in $TICKLET_CACHE (default ~/.cache/ticklet)/influxdb-VERSION/influxd;
+# The binary lands in ${XDG_CACHE_HOME:-~/.cache}/ticklet/influxdb-VERSION/influxd;
 # the build's own caches (Go modules and build cache, cargo registry: about
 # 3 GB) in .../influxdb-VERSION/build, removed after a successful build
 # unless INFLUXDB_KEEP_BUILD=1. Needs Go (>= 1.22), cargo/rustc (rustup's
@@ -25,7 +25,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 INFLUXDB_VERSION="${INFLUXDB_VERSION:-2.7.12}"
 PKG_CONFIG_VERSION=v0.3.0            # influxdata/pkg-config: builds libflux with cargo
-cache="${TICKLET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ticklet}"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/ticklet"
 home="$cache/influxdb-$INFLUXDB_VERSION"
 bin="$home/influxd"
 run="${INFLUXDB_RUN_DIR:-$root/.influxdb/run}"
@@ -40,8 +40,9 @@ need_tools() {
   command -v rustc >/dev/null || missing+=("rustc (Rust stable: rustup)")
   command -v cc >/dev/null || command -v gcc >/dev/null || missing+=("a C compiler (cc/gcc: apt-get install build-essential)")
   if [ ${#missing[@]} -gt 0 ]; then
-    local IFS=';'
-    die "building InfluxDB $INFLUXDB_VERSION needs ${missing[*]}"
+    local list
+    list="$(printf '%s, ' "${missing[@]}")"
+    die "building InfluxDB $INFLUXDB_VERSION needs ${list%, }, not found on PATH"
   fi
 }
 

@@ -6,8 +6,8 @@ test that opens a file under the shared data directory (``$TICKLET_DATA`` or
 ``../shared``), which only the benchmarks and the evaluation use.
 
 Before the first test, :mod:`provision` installs the servers and tools that
-the collected tests need (Kafka jars, victoria-metrics, docker-compose,
-chromium).
+the collected tests need (Kafka jars, InfluxDB 2 built from source,
+docker-compose, chromium).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka_broker import BrokerStartError, kafka_broker
@@ -60,7 +61,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 _TREE = pytest.StashKey[dict]()
-_NOT_TREE = {".git", ".venv", ".kafka", "__pycache__", ".mypy_cache", ".ruff_cache"}
+_NOT_TREE = {".git", ".venv", ".kafka", ".influxdb", "__pycache__", ".mypy_cache", ".ruff_cache"}
 
 
 def _tree() -> dict[str, int]:
@@ -168,81 +169,123 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory):
         pytest.fail(str(ex))
 
 
-class VictoriaMetrics:
-    """A real VictoriaMetrics server (it accepts the InfluxDB v2 write API)
-    on 127.0.0.1; stop() and start() keep its port and data."""
+class InfluxStartError(Exception):
+    """influxd did not start or its setup failed."""
 
-    def __init__(self, data_dir: Path):
-        import socket
 
-        exe = shutil.which("victoria-metrics")
-        if exe is None:  # provision() installs it before the first test
-            pytest.fail("victoria-metrics is not installed: apt-get install victoria-metrics")
-        self.exe, self.data_dir = exe, data_dir
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = s.getsockname()[1]
-        s.close()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
+class InfluxDB2:
+    """A real InfluxDB 2 server (``influxd``, built by ``scripts/influxdb.sh``)
+    on 127.0.0.1 with its own data directory, set up with an org, a bucket and
+    an all-access token that are not ticklet's defaults (so a sink that
+    ignored its settings would fail). stop() and start() keep its port, data
+    and token (``scripts/influxdb.sh`` restarts a server it set up)."""
+
+    ORG, BUCKET = "ticklet-tests", "ticks"
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.url = self.org = self.bucket = self.token = ""
+
+    def _script(self, command: str) -> subprocess.CompletedProcess:
+        from provision import INFLUXDB_SH
+
+        env = {**os.environ, "INFLUXDB_RUN_DIR": str(self.run_dir), "INFLUXDB_ORG": self.ORG,
+               "INFLUXDB_BUCKET": self.BUCKET}
+        return subprocess.run(["bash", str(INFLUXDB_SH), command], env=env, capture_output=True, text=True,
+                              timeout=120)
 
     def start(self) -> None:
-        import time
-        import urllib.request
-
-        self.proc = subprocess.Popen(
-            [self.exe, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.data_dir}",
-             "-retentionPeriod=100y", "-dedup.minScrapeInterval=1ms", "-search.disableCache",
-             "-search.latencyOffset=0s", "-loggerLevel=ERROR"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(self.url + "/health", timeout=1).read()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    pytest.fail(f"victoria-metrics exited: {self.proc.stderr.read()[-2000:]!r}")
-                time.sleep(0.05)
-        pytest.fail("victoria-metrics did not become healthy")
+        proc = self._script("start")
+        if proc.returncode != 0:
+            raise InfluxStartError(f"scripts/influxdb.sh start failed: {proc.stderr.strip()[-2000:]}")
+        env = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+        self.url, self.org, self.bucket, self.token = (env["INFLUX_URL"], env["INFLUX_ORG"], env["INFLUX_BUCKET"],
+                                                       env["INFLUX_TOKEN"])
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-        self.proc = None
+        self._script("stop")
 
-    def export(self, match: str = '{__name__=~".+"}') -> dict[tuple, dict[int, float]]:
-        """Every stored series as {(name, sorted labels): {timestamp_ms: value}},
-        once two reads a quarter of a second apart agree (the server makes
-        freshly ingested series searchable asynchronously; at most 20 s)."""
-        import time
+    def config(self, **kw: Any):
+        """The sink's settings for this server (``kw`` overrides)."""
+        from sinks.influx_config import InfluxConfig
 
-        prev: dict[tuple, dict[int, float]] | None = None
-        deadline = time.monotonic() + 20
-        while True:
-            got = self._export_once(match)
-            if (got and got == prev) or time.monotonic() > deadline:
-                return got
-            prev = got
-            time.sleep(0.25)
+        return InfluxConfig(**{"url": self.url, "org": self.org, "bucket": self.bucket, "token": self.token, **kw})
 
-    def _export_once(self, match: str) -> dict[tuple, dict[int, float]]:
-        import json
-        import time
-        import urllib.parse
-        import urllib.request
+    def env(self) -> dict[str, str]:
+        """The settings as a user sets them: environment variables."""
+        return {"TICKLET_OUTPUT__INFLUX": "true", "TICKLET_INFLUX__URL": self.url,
+                "TICKLET_INFLUX__ORG": self.org, "TICKLET_INFLUX__BUCKET": self.bucket,
+                "TICKLET_INFLUX__TOKEN": self.token}
 
-        urllib.request.urlopen(self.url + "/internal/force_flush", timeout=30).read()
-        # all time, up to an hour ahead (health points are stamped with the wall clock)
-        q = urllib.parse.urlencode({"match[]": match, "start": "0", "end": str(int(time.time()) + 3600)})
-        body = urllib.request.urlopen(f"{self.url}/api/v1/export?{q}", timeout=60).read().decode()
-        out: dict[tuple, dict[int, float]] = {}
-        for line in body.splitlines():
-            d = json.loads(line)
-            m = d["metric"]
-            key = (m.pop("__name__"), tuple(sorted(m.items())))
-            out.setdefault(key, {}).update(zip(d["timestamps"], d["values"], strict=True))
-        return out
+    def query(self, flux: str) -> list:
+        """Run a Flux query: its tables (influxdb-client's FluxTable)."""
+        from influxdb_client import InfluxDBClient
+
+        with InfluxDBClient(url=self.url, token=self.token, org=self.org, timeout=300_000) as client:
+            return list(client.query_api().query(flux))
+
+    def rows(self, flux: str) -> list[dict[str, Any]]:
+        """Every record of a Flux query's tables, as dicts."""
+        return [rec.values for table in self.query(flux) for rec in table.records]
+
+
+@pytest.fixture(scope="session")
+def influxd() -> str:
+    """The ``influxd`` binary, built once per machine by :mod:`provision`
+    before the first test. Where it cannot be built the InfluxDB tests are
+    skipped with the reason, except under ``CI=true``, where they fail."""
+    import provision as prov
+
+    exe = prov.influxd_path()
+    if exe is None:
+        reason = prov.influxdb_unavailable or "influxd is not built: run `scripts/influxdb.sh build`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return exe
+
+
+def start_influxdb(run_dir: Path) -> InfluxDB2:
+    """A fresh server in ``run_dir``; one that cannot start fails the test."""
+    server = InfluxDB2(run_dir)
+    try:
+        server.start()
+    except (InfluxStartError, subprocess.TimeoutExpired) as ex:
+        server.stop()
+        pytest.fail(str(ex))
+    return server
+
+
+@pytest.fixture(scope="session")
+def influx_replay(influxd: str, tmp_path_factory: pytest.TempPathFactory):
+    """A server holding the dataflow's output over every recording, written
+    with the server, org, bucket and token set as users set them
+    (``TICKLET_INFLUX__*``): (server, summary, out_dir, every measurement but
+    health read back right after the run, see :func:`fluxcheck.read_back`)."""
+    from fluxcheck import read_back
+
+    from sinks.influx_points import MEASUREMENTS
+    from ticklet.cli import run_backtest
+
+    server = start_influxdb(tmp_path_factory.mktemp("influx-replay"))
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in server.env().items():
+                mp.setenv(k, v)
+            out = tmp_path_factory.mktemp("influx-run")
+            summary = run_backtest([str(DATA / "binance-ws")], out)
+        points = {m: read_back(server, m) for m in MEASUREMENTS if m != "health"}
+        yield server, summary, out, points
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def influxdb(influxd: str, tmp_path: Path):
+    """A fresh InfluxDB 2 server for one test (started in about a second)."""
+    server = start_influxdb(tmp_path / "influxdb")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -254,11 +297,3 @@ def chromium() -> str:
     if exe is None:
         pytest.fail("chromium is not installed: apt-get install chromium")
     return exe
-
-
-@pytest.fixture
-def victoria(tmp_path: Path):
-    vm = VictoriaMetrics(tmp_path / "vm-data")
-    vm.start()
-    yield vm
-    vm.stop()

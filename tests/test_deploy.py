@@ -144,4 +144,3 @@ def test_compose_runs_the_influxdb_the_tests_run(compose):
                        .read_text(), re.M)
     assert pinned, "scripts/influxdb.sh pins no INFLUXDB_VERSION"
     assert compose["services"]["influxdb"]["image"] == f"influxdb:{pinned.group(1)}"
-
