@@ -594,6 +594,17 @@ def _salvage(path: str, skip: int, block_bytes: int) -> Iterator[bytes]:
                 skip = 0
 
 
+def _first(pieces: list[bytes], n: int) -> bytes:
+    """The first ``n`` bytes of the pieces joined, without joining them all."""
+    out, k = [], 0
+    for p in pieces:
+        out.append(p[: n - k])
+        k += len(out[-1])
+        if k >= n:
+            break
+    return b"".join(out)
+
+
 def _ws_blocks(path: str, block_bytes: int = 1 << 19, progress: Optional[ReadProgress] = None,
                max_line: int = MAX_LINE_BYTES, blank: bool = False) -> Iterator[list[bytes]]:
     """Yield the lines of a recording in blocks, without their line endings.
@@ -603,7 +614,8 @@ def _ws_blocks(path: str, block_bytes: int = 1 << 19, progress: Optional[ReadPro
     dropped, or kept with ``blank`` (the replay source keeps them, so that
     the parser counts them). A line longer than ``max_line`` bytes becomes a
     :class:`~sources.binance.LongLine` (its first bytes and its size) and is
-    never held whole: at most ``max_line`` plus a block is held. A gzip
+    never held whole: at most ``max_line`` bytes of it and the block being
+    split (twice ``block_bytes``) are held. A gzip
     stream cut short (a capture's crash) or corrupt is read to where it
     stops (:func:`_salvage`), its unfinished last line included, with a
     warning. ``progress`` follows the bytes read from disk.
@@ -636,7 +648,7 @@ def _ws_blocks(path: str, block_bytes: int = 1 << 19, progress: Optional[ReadPro
                 if over:
                     lines[0] = LongLine(parts[0], size + len(first))
                 elif size + len(first) > max_line:
-                    lines[0] = LongLine(b"".join([*parts, first[:keep]])[:keep], size + len(first))
+                    lines[0] = LongLine(_first([*parts, first], keep), size + len(first))
                 else:
                     parts.append(first)
                     joined = b"".join(parts)
@@ -653,9 +665,10 @@ def _ws_blocks(path: str, block_bytes: int = 1 << 19, progress: Optional[ReadPro
             if tail:
                 size += len(tail)
                 if not over:
-                    parts.append(tail)
-                    if size > max_line:
-                        parts, over = [b"".join(parts)[:keep]], True
+                    if size > max_line:  # only its first bytes are kept from now on
+                        parts, over = [_first([*parts, tail], keep)], True
+                    else:
+                        parts.append(tail)
             if progress is not None and salvage is None:
                 progress.at(path, raw.tell())
             if lines:

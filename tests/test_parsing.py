@@ -32,6 +32,7 @@ from realdata import (
 
 from sources.binance import parse_chunk, parse_ws
 from sources.files import group_streams, read_stream
+from sources.symbols import valid_symbol
 from ticklet.events import DepthUpdate, ErrorRecord, Kline, Quote, RawChunk, Trade
 
 MS = 1_000_000
@@ -439,3 +440,103 @@ def test_feather_klines_match_pandas(klines_dir):
         assert [getattr(k, col) for k in ks] == df[col].tolist(), col
     assert all(k.closed and k.instrument == "BTCUSDT" for k in ks)
     assert len(recs) == len(df)
+
+
+# --- hostile input (issue 15) --------------------------------------------------
+
+
+def test_whitespace_json_is_read_like_compact_json(ws_dir):
+    """Item 7: the tester's 15,088 lines written as Python's json.dumps writes
+    them (", " and ": ") parse to the same events as the compact originals,
+    from a recording line and from a Kafka tick."""
+    from sources.wire import encode_tick
+
+    rel = "spot/btcusdt_20230405.dat.gz"
+    real = list(lines(ws_dir / rel))
+    spaced = [b"%s %s" % (ln.split(b" ", 1)[0], json.dumps(json.loads(payload(ln))).encode()) for ln in real]
+    assert len(spaced) == 15_088 and all(b'"stream": "' in ln for ln in spaced)
+    want = parse_chunk(RawChunk("ws", "spot", "BTCUSDT", real))
+    assert parse_chunk(RawChunk("ws", "spot", "BTCUSDT", spaced)) == want
+    ticks = [encode_tick(recv_ns(ln), "spot", payload(ln)) for ln in spaced]
+    by_key, errors, counts = parse_chunk(RawChunk("kafka", "", "", ticks))
+    assert (by_key, errors, counts) == want and counts["ticks"] == 15_088
+
+
+def test_invalid_symbols_never_become_instruments(ws_dir):
+    """Item 5: the tester's symbols ("", a NUL, a right-to-left override) and
+    others Binance does not list are dead-lettered with the reason, so are
+    messages whose data names another symbol than their stream; the real
+    symbols are valid."""
+    rel = "spot/btcusdt_20240808.gz"
+    line = next(ln for ln in lines(ws_dir / rel) if b'@trade"' in ln[:60])
+    ts, msg = recv_ns(line), json.loads(payload(line))
+    for sym in ("", "\x00BTCUSDT", "BTC\u202eUSDT", "\u202eTDSUCTB", "btcusdt", "BTC-PERP", "B", "X" * 21,
+                "\u0412\u0422\u0421USDT", "BTC USDT"):
+        m = json.loads(json.dumps(msg))
+        m["stream"], m["data"]["s"] = sym.lower() + "@trade", sym
+        r = parse_ws(ts, json.dumps(m).encode(), "spot")
+        assert type(r) is ErrorRecord and r.reason.startswith("invalid symbol"), (sym, r)
+    m = json.loads(json.dumps(msg))
+    m["data"]["s"] = "ETHUSDT"
+    r = parse_ws(ts, json.dumps(m, separators=(",", ":")).encode(), "spot")
+    assert r.reason == "symbol ETHUSDT does not match stream btcusdt@trade" and r.instrument == "BTCUSDT"
+    for rel in ALL_FILES:
+        syms = {m["data"]["s"] for _, _, m in messages(ws_dir / rel) if "data" in m}
+        assert syms and all(valid_symbol(s) for s in syms)
+
+
+def test_parse_dead_letters_name_the_instrument_of_their_stream(ws_dir):
+    """Item 10: a broken line still names its instrument (spot and USD-M)
+    wherever its stream name gives one; garbage names none."""
+    for rel, key in (("spot/btcusdt_20240808.gz", "BTCUSDT"), ("usdm/btcusdt_20230404.dat.gz", "BTCUSDT-PERP")):
+        real = [ln for ln in lines(ws_dir / rel)[:3000] if b'"stream"' in ln[:40]]
+        broken = [ln[: len(ln) // 2] for ln in real] + [payload(ln) for ln in real[:50]]  # cut; no receive time
+        _, errors, counts = parse_chunk(RawChunk("ws", market_of(rel), "BTCUSDT", broken))
+        assert len(errors) == len(broken) == counts["parse_errors"]
+        assert {e.instrument for e in errors} == {key}
+    _, errors, _ = parse_chunk(RawChunk("ws", "spot", "BTCUSDT", [b"1723161254087891268 garbage", b"\x00\xff"]))
+    assert [e.instrument for e in errors] == ["", ""]
+
+
+def test_a_64_mb_line_is_read_in_bounded_memory_and_dead_lettered_with_its_head(ws_dir, tmp_path):
+    """Item 6: a 64 MB line between real lines is never held whole by the
+    reader (its peak is the 1 MiB limit plus the 512 KiB block being split,
+    twice), and becomes one dead letter with its first 1 KiB,
+    its size, its receive time and its instrument; the lines around it are
+    read as they are."""
+    import gzip
+    import tracemalloc
+
+    from sources.binance import LONG_LINE_HEAD, MAX_LINE_BYTES, LongLine
+    from sources.files import _ws_blocks
+
+    real = list(lines(ws_dir / "spot/btcusdt_20240808.gz")[:2000])
+    ts = recv_ns(real[999])
+    body = b'{"stream":"btcusdt@trade","data":' + b"x" * (64 << 20)
+    path = tmp_path / "spot" / "btcusdt_20240808.gz"
+    path.parent.mkdir()
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(b"\n".join(real[:1000]) + b"\n%d " % ts + body + b"\n" + b"\n".join(real[1000:]) + b"\n")
+    tracemalloc.start()
+    try:
+        got = [ln for block in _ws_blocks(str(path)) for ln in block]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * MAX_LINE_BYTES, peak  # measured: 2.5 MiB
+    assert got[:1000] == real[:1000] and got[1001:] == real[1000:]
+    long = got[1000]
+    assert type(long) is LongLine and long.size == 20 + len(body) and len(long) == LONG_LINE_HEAD
+    _, errors, counts = parse_chunk(RawChunk("ws", "spot", "BTCUSDT", [long]))
+    (e,) = errors
+    assert (e.stage, e.ts_recv, e.instrument, e.raw_size) == ("read_ticks", ts, "BTCUSDT", len(body))
+    assert e.reason == (f"line too long: {len(body)} bytes, more than the {MAX_LINE_BYTES} allowed "
+                        "(TICKLET_INPUT__MAX_LINE_BYTES)")
+    assert e.raw_bytes() == body[: LONG_LINE_HEAD - 20] and counts["parse_errors"] == 1
+    # a Kafka message over the limit: the same, from the message itself
+    from sources.wire import encode_tick
+
+    tick = encode_tick(ts, "spot", body[:3 << 20])
+    _, (k,), _ = parse_chunk(RawChunk("kafka", "", "", [tick]))
+    assert (k.stage, k.ts_recv, k.instrument, k.raw_size) == ("read_ticks", ts, "BTCUSDT", len(tick))
+    assert k.raw_bytes() == tick[:LONG_LINE_HEAD] and k.reason.startswith("message too long")
