@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType, ModuleType
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.base import NaiveModel, OnlineModel
 from models.cnn_gru_config import CNNGRUConfig
@@ -51,6 +51,13 @@ class LearnerConfig(BaseModel):
     snarimax_order: tuple[int, int, int] = Field((3, 0, 1),
         description="(p, d, q) of SNARIMAX on the realized-return series.")
     interval_level: float = Field(0.9, gt=0, lt=1, description="Coverage aimed at by predictive intervals.")
+
+    @field_validator("snarimax_order")
+    @classmethod
+    def _order(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if min(v) < 0:
+            raise ValueError("(p, d, q) must be non-negative")
+        return v
     ensemble_rule: Literal["eg", "hedge", "direction", "stack"] = Field(
         "direction", description="Ensemble combination: Hedge on each member's directional log loss (default), "
         "exponentiated gradient or Hedge on squared loss, or an online logistic stacker (see models.ensemble).")

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from operators.swt import SWTConfig, denoise_last
 from ticklet.events import Bar, FeatureRow
@@ -83,6 +83,22 @@ class FeatureConfig(BaseModel):
         0.05, gt=0, lt=1,
         description="Fading factor of the adaptive scaler: closer to 1 forgets old bars faster.")
     clip: float = Field(5.0, gt=0, description="Scaled features are clipped to [-clip, clip].")
+
+    @field_validator("return_lags")
+    @classmethod
+    def _lags(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(lag < 1 for lag in v):
+            raise ValueError("lags must be one or more positive bar counts")
+        return v
+
+    @field_validator("macd")
+    @classmethod
+    def _spans(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        fast, slow, _ = v
+        if min(v) < 1 or fast >= slow:
+            raise ValueError(f"the spans [fast, slow, signal] must be positive, fast below slow (fast={fast}, "
+                             f"slow={slow})")
+        return v
 
     @property
     def warmup(self) -> int:

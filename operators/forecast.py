@@ -84,6 +84,8 @@ class ForecastConfig(BaseModel):
     @field_validator("models")
     @classmethod
     def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError(f"at least one model is needed; known: {sorted(MODELS)} and {ENSEMBLE!r}")
         unknown = [m for m in v if m not in MODELS and m != ENSEMBLE]
         if unknown:
             raise ValueError(f"unknown models {unknown}; known: {sorted(MODELS)} and {ENSEMBLE!r}")
