@@ -39,7 +39,8 @@ from sources.files import InputFormatError
 from sources.kafka import KafkaTickSource
 from sources.replay import ReplaySource
 from ticklet.events import Count, EconomicsRecord, EquityPoint, Fill, ForecastRecord, MetricsRecord, Signal
-from ticklet.settings import Settings, load_settings
+from ticklet.settings import ConfigError, Settings, check_dir, read_settings
+from ticklet.telemetry import serve_metrics
 
 #: Files the dataflow writes in ``settings.output.dir``.
 OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "signals.csv", "trades.csv", "equity.csv", "economics.csv",
@@ -173,16 +174,51 @@ def _destinations(settings: Settings) -> dict[str, str]:
     return out
 
 
+def serve_api(settings: Settings, flow: Dataflow) -> None:
+    """Serve the dataflow's API when it is on (``TICKLET_API__ENABLED``, or
+    Bytewax's ``BYTEWAX_DATAFLOW_API_ENABLED``): ``/metrics`` and
+    ``/dataflow`` on ``TICKLET_API__ADDRESS`` (127.0.0.1) and ``__PORT``.
+
+    Bytewax 0.21's own server always listens on every interface (0.0.0.0), so
+    it is switched off (its variable removed before Bytewax reads it) and
+    :func:`ticklet.telemetry.serve_metrics` serves instead, without Bytewax's
+    ``bytewax_*`` metrics. Only an address of every interface (0.0.0.0 or
+    ``::``) is left to Bytewax's server, on the same port.
+    """
+    api = settings.api
+    if not (api.enabled or "BYTEWAX_DATAFLOW_API_ENABLED" in os.environ):
+        return
+    if api.address in ("0.0.0.0", "::"):
+        os.environ["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"
+        os.environ["BYTEWAX_DATAFLOW_API_PORT"] = str(api.port)
+        return
+    os.environ.pop("BYTEWAX_DATAFLOW_API_ENABLED", None)
+    from bytewax.visualize import to_json
+
+    try:
+        serve_metrics(api.address, api.port, to_json(flow))
+    except OSError as ex:
+        raise ConfigError(f"cannot serve the API on {api.address}:{api.port} (TICKLET_API__ADDRESS, "
+                          f"TICKLET_API__PORT): {ex.strerror or ex}") from None
+
+
 def __getattr__(name: str) -> Dataflow:
     """``flow``: the dataflow of the environment's settings, for
-    ``python -m bytewax.run dataflows.forecast``. A bad setting or input file
-    prints one plain line on stderr and exits with status 2."""
+    ``python -m bytewax.run dataflows.forecast``. A bad setting, input file
+    or output directory, Kafka brokers that do not answer at start (with a
+    Kafka input or output) or an API port that is taken print one plain line
+    on stderr (naming the setting or file) and exit with status 2."""
     if name != "flow":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    settings = load_settings()
     try:
-        return build_flow(settings)
-    except InputFormatError as ex:
+        settings = read_settings()
+        check_dir(settings.output.dir, "TICKLET_OUTPUT__DIR")
+        if settings.input.source == "kafka" or settings.output.kafka:
+            settings.kafka.check_reachable()
+        flow = build_flow(settings)
+        serve_api(settings, flow)
+        return flow
+    except (ConfigError, InputFormatError) as ex:
         sys.stderr.write(f"ticklet: {ex}\n")
         raise SystemExit(2) from None
     except AttributeError as ex:  # not "no attribute 'flow'", which is what Bytewax would make of it

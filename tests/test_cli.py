@@ -299,3 +299,69 @@ def test_economics_block_of_every_book(cli_run, summary):
                 assert set(e) >= {"sharpe", "sortino", "max_drawdown", "calmar", "trades", "win_rate",
                                   "profit_factor", "turnover", "exposure", "avg_holding_s", "break_even_bps"}
         assert books["flat"]["0"]["fills"] == 0 and books["buy_and_hold"]["0"]["fills"] >= 1
+
+
+def test_replay_to_brokers_that_are_gone_stops_after_the_delivery_timeout(ws_dir, tmp_path):
+    """A closed port on loopback (no broker): with a 1 s delivery timeout the
+    replay stops after about a second, says what was not delivered in its
+    summary (exit status 1), and stderr holds two plain lines, no
+    librdkafka chatter."""
+    from netutil import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
+    env["TICKLET_KAFKA__DELIVERY_TIMEOUT_S"] = env["TICKLET_KAFKA__CONNECT_TIMEOUT_S"] = "1"
+    rec = ws_dir / "spot" / "btcusdt_20240808.gz"
+    proc = subprocess.run([sys.executable, "-m", "ticklet.cli", "replay", str(rec), "--bootstrap-servers",
+                           f"127.0.0.1:{free_port()}"], cwd=SCRATCH, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["delivered"] == 0 and summary["undelivered"] == summary["messages"] > 0
+    assert summary["failed"] == summary["messages"] and "TICKLET_KAFKA__DELIVERY_TIMEOUT_S" in summary["stopped"]
+    assert summary["wall_s"] < 10  # about the 1 s timeout (librdkafka's default: 300 s per queue of messages)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "did not answer" in lines[0] and f"{summary['undelivered']} of {summary['messages']}" in lines[1]
+
+
+@pytest.mark.parametrize("switch", ["TICKLET_API__ENABLED", "BYTEWAX_DATAFLOW_API_ENABLED"])
+def test_the_dataflow_api_listens_on_loopback_only(ws_dir, tmp_path, switch):
+    """With the API on (ticklet's switch or Bytewax's), the dataflow's process
+    listens on 127.0.0.1:TICKLET_API__PORT and nowhere else (Bytewax's own
+    server, which binds 0.0.0.0, stays off): /metrics answers there, and a
+    connection to the machine's other address is refused."""
+    import time
+    import urllib.request
+
+    from netutil import free_port, listening, other_address, refused
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TICKLET_", "BYTEWAX_"))}
+    env.update({switch: "true", "TICKLET_API__PORT": str(port), "TICKLET_OUTPUT__DIR": str(tmp_path / "out"),
+                "TICKLET_OUTPUT__SUMMARY": "false", "TICKLET_INPUT__PATHS": json.dumps([str(ws_dir)])})
+    proc = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=SCRATCH, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen: set[tuple[str, int]] = set()
+    text, other = "", other_address()
+    other_refused = None
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                now = listening(proc.pid)
+            except OSError:  # the process has just ended
+                break
+            seen |= now
+            if ("127.0.0.1", port) in now:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                if other is not None:
+                    other_refused = refused(other, port)
+                seen |= listening(proc.pid)
+                break
+            time.sleep(0.02)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert seen == {("127.0.0.1", port)}, (seen, err[-2000:])
+    assert "ticklet_events_total" in text
+    assert other is None or other_refused, f"{other}:{port} accepted a connection"

@@ -295,3 +295,44 @@ def test_sigterm_stops_cleanly_with_everything_flushed(kafka_bootstrap, ws_dir, 
     (cap,) = (tmp_path / "cap" / "spot").iterdir()
     with gzip.open(cap, "rb") as f:  # closed properly: reads to the end without a truncation error
         assert sum(1 for _ in f) == counts["messages"] + counts["snapshots"]
+
+
+def test_metrics_listen_on_loopback_only(kafka_bootstrap, ws_dir):
+    """TICKLET_COLLECT__METRICS_PORT: the collector serves its counters on
+    127.0.0.1 only (TICKLET_COLLECT__METRICS_ADDRESS), not on every
+    interface as prometheus_client's default would: the port listens there
+    alone, /metrics answers there, and the machine's other address refuses
+    it."""
+    import urllib.request
+
+    from netutil import free_port, listening, other_address, refused
+
+    port, other = free_port(), other_address()
+    ex = ReplayExchange([ws_dir / "spot" / "btcusdt_20240808.gz"], speed=20).start()
+    cfg = CollectConfig(symbols=["BTCUSDT"], streams=("trade",), ws_url=ex.url, depth_url=ex.depth_url("spot"),
+                        capture_dir=None, events_topic=None, book_topic=topic_name("book"), metrics_port=port)
+    collector = Collector(cfg, KafkaConfig(bootstrap_servers=kafka_bootstrap, ticks_topic=topic_name("metrics")))
+    seen: dict[str, object] = {}
+
+    async def probe() -> None:
+        while not any(p == port for _, p in listening()):
+            await asyncio.sleep(0.02)
+        seen["listening"] = {(a, p) for a, p in listening() if p == port}
+        seen["metrics"] = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+        seen["other_refused"] = other is None or await asyncio.to_thread(refused, other, port)
+        collector.stop()
+
+    async def session() -> dict[str, int]:
+        task = asyncio.create_task(asyncio.wait_for(probe(), 120))
+        counts = await collector.run(duration_s=120)
+        await task
+        return counts
+
+    try:
+        asyncio.run(session())
+    finally:
+        ex.stop()
+    assert seen["listening"] == {("127.0.0.1", port)}
+    assert "ticklet_collector_events_total" in str(seen["metrics"])
+    assert seen["other_refused"], f"{other}:{port} accepted a connection"

@@ -13,7 +13,7 @@ from operators.bars import BarConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
 from ticklet.cli import run_backtest
-from ticklet.settings import SAMPLE_DIR, Settings
+from ticklet.settings import SAMPLE_DIR, Settings, settings_table
 
 
 def test_defaults_without_environment():
@@ -51,6 +51,40 @@ def test_environment_overrides(monkeypatch, tmp_path):
     ("TICKLET_FEATURES__SWT__WAVELET", "nope4"),
     ("TICKLET_INPUT__MARKET", "coinm"),
     ("TICKLET_INPUT__BATCH_SIZE", "0"),
+    # values that validated once and then ran to nothing, or crashed inside Bytewax
+    ("TICKLET_FORECAST__MODELS", "[]"),
+    ("TICKLET_FEATURES__RETURN_LAGS", "[-1]"),
+    ("TICKLET_FEATURES__RETURN_LAGS", "[0, 5]"),
+    ("TICKLET_FEATURES__RETURN_LAGS", "[]"),
+    ("TICKLET_FEATURES__MACD", "[26, 12, 9]"),
+    ("TICKLET_FEATURES__MACD", "[0, 26, 9]"),
+    ("TICKLET_FORECAST__LEARNERS__SNARIMAX_ORDER", "[-1, 0, 1]"),
+    ("TICKLET_INPUT__PATHS", "[]"),
+    ("TICKLET_INPUT__PATHS", '[""]'),
+    ("TICKLET_SIGNALS__MODELS", "[]"),
+    ("TICKLET_SIGNALS__MODELS", '["hat"]'),  # not among the forecast models
+    ("TICKLET_SIGNALS__HORIZONS", "[3]"),  # not among the forecast horizons
+    ("TICKLET_KAFKA__BOOTSTRAP_SERVERS", ""),
+    ("TICKLET_KAFKA__BOOTSTRAP_SERVERS", "broker"),
+    ("TICKLET_KAFKA__BOOTSTRAP_SERVERS", "broker:99999"),
+    ("TICKLET_KAFKA__TICKS_TOPIC", ""),
+    ("TICKLET_KAFKA__OUTPUT_TOPIC", "two words"),
+    ("TICKLET_KAFKA__DELIVERY_TIMEOUT_S", "0"),
+    ("TICKLET_KAFKA__CONNECT_TIMEOUT_S", "-1"),
+    ("TICKLET_INFLUX__URL", "localhost:8086"),
+    ("TICKLET_DOWNLOAD__BASE_URL", "data.binance.vision"),
+    ("TICKLET_COLLECT__SYMBOLS", "[]"),
+    ("TICKLET_COLLECT__SYMBOLS", '["BTC/USDT"]'),
+    ("TICKLET_COLLECT__SYMBOLS", '["BTCUSDT", "btcusdt"]'),
+    ("TICKLET_COLLECT__STREAMS", "[]"),
+    ("TICKLET_COLLECT__METRICS_PORT", "0"),
+    ("TICKLET_COLLECT__METRICS_PORT", "65536"),
+    ("TICKLET_COLLECT__METRICS_ADDRESS", "my-host"),
+    ("TICKLET_COLLECT__WS_URL", "http://127.0.0.1:9443"),
+    ("TICKLET_COLLECT__BACKOFF_MAX_S", "0.1"),  # below backoff_initial_s
+    ("TICKLET_COLLECT__BOOK_TOPIC", "a/b"),
+    ("TICKLET_API__PORT", "0"),
+    ("TICKLET_API__ADDRESS", "anywhere"),
 ])
 def test_invalid_values_raise(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
@@ -91,3 +125,85 @@ def test_readme_configuration_table_is_current():
     start = readme.index("<!-- settings-table -->\n") + len("<!-- settings-table -->\n")
     end = readme.index("<!-- /settings-table -->")
     assert readme[start:end] == settings_table()
+
+
+def _config(monkeypatch, capsys, tmp_path, env: dict[str, str], dotenv: str = "") -> tuple[int, str, str]:
+    from ticklet.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    if dotenv:
+        (tmp_path / ".env").write_text(dotenv)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    rc = main(["config"])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _rows(table: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        rows[cells[0].strip("`")] = [c.strip("`") for c in cells[1:]]
+    return rows
+
+
+def test_config_prints_the_effective_values_and_where_they_come_from(monkeypatch, capsys, tmp_path):
+    """What a run would use: the environment over .env over the defaults; a
+    secret is masked."""
+    rc, out, err = _config(monkeypatch, capsys, tmp_path,
+                           {"TICKLET_BARS__INTERVAL_MS": "500", "TICKLET_KAFKA__SASL_PASSWORD": "hunter2",
+                            "TICKLET_FORECAST": '{"models": ["naive", "hat"]}'},
+                           dotenv="TICKLET_FORECAST__HORIZONS=[2, 7]\nTICKLET_BARS__INTERVAL_MS=250\nOTHER=1\n")
+    assert rc == 0 and err == ""
+    rows = _rows(out)
+    assert out.splitlines()[0] == "| variable | value | from | meaning |"
+    assert rows["TICKLET_BARS__INTERVAL_MS"][:2] == ["500", "environment"]  # the environment wins over .env
+    assert rows["TICKLET_FORECAST__HORIZONS"][:2] == ["[2, 7]", ".env"]
+    assert rows["TICKLET_FORECAST__MODELS"][:2] == ['["naive", "hat"]', "environment"]  # a whole group in JSON
+    assert rows["TICKLET_KAFKA__SASL_PASSWORD"][:2] == ["**********", "environment"]
+    assert rows["TICKLET_BARS__PRICE"][:2] == ["mid", "default"]
+    assert "hunter2" not in out
+    defaults = _rows(settings_table())
+    assert set(rows) == set(defaults)  # every setting, in both tables
+
+
+@pytest.mark.parametrize("env,dotenv,named", [
+    ({"TICKLET_BARS__INTERVAL_MS": "fast"}, "", "TICKLET_BARS__INTERVAL_MS"),
+    ({}, "TICKLET_FORECAST__HORIZONS=1,10\n", "TICKLET_FORECAST__HORIZONS (in .env)"),
+    ({"TICKLET_BAR__INTERVAL_MS": "5"}, "", "unknown setting TICKLET_BAR__INTERVAL_MS"),
+    ({"TICKLET_FORECAST__MODELS": "[]"}, "", "TICKLET_FORECAST__MODELS"),
+])
+def test_config_fails_on_what_is_invalid(monkeypatch, capsys, tmp_path, env, dotenv, named):
+    rc, out, err = _config(monkeypatch, capsys, tmp_path, env, dotenv)
+    assert rc == 2 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("ticklet: ") and named in err, err
+
+
+def test_config_defaults_is_the_readme_table(monkeypatch, capsys):
+    from ticklet.cli import main
+
+    assert main(["config", "--defaults"]) == 0
+    assert capsys.readouterr().out == settings_table()
+
+
+def test_several_bad_settings_make_two_lines(monkeypatch):
+    from ticklet.settings import ConfigError, read_settings
+
+    monkeypatch.setenv("TICKLET_BARS__INTERVAL_MS", "x")
+    monkeypatch.setenv("TICKLET_BARS__PRICE", "y")
+    monkeypatch.setenv("TICKLET_FORECAST__HORIZONS", "z")
+    with pytest.raises(ConfigError) as ex:
+        read_settings()
+    lines = str(ex.value).splitlines()
+    assert len(lines) == 2 and "TICKLET_BARS__INTERVAL_MS" in lines[0] and "2 more" in lines[1]
+
+
+def test_variables_that_are_not_settings_are_left_alone(monkeypatch):
+    """TICKLET_DATA (the benchmarks' data) and TICKLET_DATA_DIR (the compose
+    file's) have no ``__``: they are not settings, and not errors."""
+    from ticklet.settings import read_settings
+
+    monkeypatch.setenv("TICKLET_DATA", "../shared/data")
+    monkeypatch.setenv("TICKLET_DATA_DIR", "./data/sample")
+    assert read_settings() == Settings()

@@ -8,6 +8,15 @@ also writes the run's HTML report (``DIR/report.html``).
 
 ``ticklet report OUT_DIR [-o FILE] [--window N]`` writes the HTML report of a
 finished run (:mod:`ticklet.report`) and prints its path.
+
+``ticklet config`` prints the settings a run would use (environment and
+``.env`` over the defaults; ``--defaults``: the README's table).
+
+A usage or configuration error (a bad argument or ``TICKLET_*`` variable, an
+input that is missing, unreadable or not a known format, an output directory
+that cannot be made, brokers that do not answer at start) is one plain line
+on stderr naming the argument, setting or file, and exit status 2; never a
+traceback.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 if TYPE_CHECKING:
     from ticklet.settings import Settings
@@ -27,6 +36,47 @@ if TYPE_CHECKING:
 log = logging.getLogger("ticklet")
 
 __all__ = ["main", "run_backtest"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors in one line (usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {'whole ' if kind is int else ''}number: {text!r}") from None
+        if not v > 0 or v != v or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+        return v
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _speed(text: str) -> Optional[float]:
+    return None if text == "max" else _positive(float)(text)
+
+
+def _override(model: Any, options: dict[str, tuple[str, Any]]) -> Any:
+    """``model`` (settings) with command-line options over some fields
+    (``{field: (option, value)}``), validated like the settings: a bad value
+    is a :class:`~ticklet.settings.ConfigError` naming the option."""
+    from pydantic import ValidationError
+
+    from ticklet.settings import ConfigError
+
+    try:
+        return type(model).model_validate({**model.model_dump(), **{f: v for f, (_, v) in options.items()}})
+    except ValidationError as ex:
+        e = ex.errors()[0]
+        field = str(e["loc"][0]) if e["loc"] else ""
+        name = options[field][0] if field in options else "TICKLET_" + field.upper()
+        raise ConfigError(f"{name}: {e['msg'].removeprefix('Value error, ')}") from None
 
 
 def _trades_without_quotes(paths: list[str]) -> bool:
@@ -47,12 +97,14 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
 
     from dataflows.forecast import OUTPUT_FILES, build_flow
     from sinks.report import summarize
+    from ticklet.settings import check_dir, read_settings
 
+    if workers < 1:
+        raise ValueError(f"workers must be 1 or more, not {workers}")
+    check_dir(out_dir, "--out")
     for name in OUTPUT_FILES:  # a fresh run: never report a previous run's files
         (out_dir / name).unlink(missing_ok=True)
-    from ticklet.settings import load_settings
-
-    base = base or load_settings()
+    base = base or read_settings()
     update: dict[str, Any] = {
         "input": base.input.model_copy(update={"paths": list(paths)}),
         "output": base.output.model_copy(update={"dir": out_dir}),
@@ -83,15 +135,16 @@ def _download(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """
     from sources.download import plan
     from sources.download_io import DownloadError, download
-    from ticklet.settings import load_settings
+    from ticklet.settings import check_dir, read_settings
 
-    cfg = load_settings().download
+    cfg = read_settings().download
     try:
         archives = plan(args.symbol, args.kind, args.start, args.end, args.market,
                         args.interval if args.kind == "klines" else None)
     except ValueError as ex:
         parser.error(str(ex))
     out = args.out if args.out is not None else cfg.dir
+    check_dir(out, "--out" if args.out is not None else "TICKLET_DOWNLOAD__DIR")
     progress = not args.quiet and sys.stderr.isatty()
     try:
         report = download(archives, out, args.base_url or cfg.base_url, skip_missing=args.skip_missing,
@@ -108,18 +161,21 @@ def _collect(args: argparse.Namespace) -> int:
     import asyncio
 
     from ticklet.collector import Collector
-    from ticklet.settings import load_settings
+    from ticklet.settings import check_dir, read_settings
 
     logging.getLogger("ticklet").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    s = load_settings()
-    update: dict[str, Any] = {}
-    if args.symbols:
-        update["symbols"] = [x.strip().upper() for x in args.symbols.split(",") if x.strip()]
+    s = read_settings()
+    update: dict[str, tuple[str, Any]] = {}
+    if args.symbols is not None:
+        update["symbols"] = ("--symbols", [x.strip().upper() for x in args.symbols.split(",") if x.strip()])
     if args.market:
-        update["market"] = args.market
+        update["market"] = ("--market", args.market)
     if args.capture:
-        update["capture_dir"] = args.capture
-    collector = Collector(s.collect.model_copy(update=update), s.kafka)
+        update["capture_dir"] = ("--capture", args.capture)
+    cfg = _override(s.collect, update)
+    if cfg.capture_dir is not None:
+        check_dir(cfg.capture_dir, "--capture" if args.capture else "TICKLET_COLLECT__CAPTURE_DIR")
+    collector = Collector(cfg, s.kafka)
 
     async def run() -> dict[str, int]:
         loop = asyncio.get_running_loop()
@@ -134,8 +190,8 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``ticklet report``: write the run's HTML report, print its path. An
-    OUT_DIR that is not a run's output directory gets one line on stderr and
-    exit status 2."""
+    OUT_DIR that is not a run's output directory, or whose files cannot be
+    read, gets one line on stderr and exit status 2."""
     from ticklet.report import DEFAULT_WINDOW, NoRunError, build_report
 
     window = DEFAULT_WINDOW if args.window is None else args.window
@@ -146,18 +202,38 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except NoRunError as ex:
         sys.stderr.write(f"ticklet: {ex}\n")
         return 2
+    except (ValueError, KeyError, OSError) as ex:  # a run's files that are damaged; a FILE that cannot be written
+        if isinstance(ex, OSError) and ex.filename:
+            why = f"{ex.filename}: {ex.strerror or ex}"
+        else:
+            why = (str(ex).strip().splitlines() or [type(ex).__name__])[0]
+        sys.stderr.write(f"ticklet: no report of {args.out_dir}: {why}\n")
+        return 2
     sys.stdout.write(f"{path}\n")
     return 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="ticklet", description=__doc__.split("\n\n")[0])
+    """The ``ticklet`` command; returns its exit status. Usage and
+    configuration errors are one line on stderr and status 2."""
+    from sources.files import InputFormatError
+    from ticklet.settings import ConfigError
+
+    try:
+        return _main(argv)
+    except (ConfigError, InputFormatError) as ex:
+        sys.stderr.write(f"ticklet: {ex}\n")
+        return 2
+
+
+def _main(argv: Optional[list[str]]) -> int:
+    parser = _Parser(prog="ticklet", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     bt = sub.add_parser("backtest", help="run the forecasting dataflow on recordings or archives")
     bt.add_argument("paths", nargs="+", help="recordings, Binance CSV/zip archives, Feather klines, or directories")
     bt.add_argument("--out", type=Path, default=Path("out/backtest"), help="output directory (default: out/backtest)")
     bt.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
-    bt.add_argument("--workers", type=int, default=1, help="Bytewax worker threads (default 1)")
+    bt.add_argument("--workers", type=_positive(int), default=1, help="Bytewax worker threads (default 1)")
     bt.add_argument("--report", action="store_true", help="also write the HTML report of the run (DIR/report.html)")
     bt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     rep = sub.add_parser("report", help="write the self-contained HTML report of a finished run")
@@ -169,19 +245,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     rp = sub.add_parser("replay", help="publish recordings to Kafka in receive-time order")
     rp.add_argument("paths", nargs="+", help="websocket recordings or directories")
     rp.add_argument("--to", choices=["kafka"], default="kafka", help="destination (kafka)")
-    rp.add_argument("--speed", default="max",
-                    help="'max' (as fast as possible) or a factor X: gaps between messages are divided by X")
+    rp.add_argument("--speed", type=_speed, default=None,
+                    help="'max' (as fast as possible, the default) or a factor X: gaps between messages are "
+                    "divided by X")
     rp.add_argument("--topic", help="topic (default: TICKLET_KAFKA__TICKS_TOPIC)")
     rp.add_argument("--bootstrap-servers", help="brokers (default: TICKLET_KAFKA__BOOTSTRAP_SERVERS)")
-    rp.add_argument("--partitions", type=int, default=4, help="partitions if the topic is created (default 4)")
-    sub.add_parser("config", help="print every setting (TICKLET_* variables) as a Markdown table")
+    rp.add_argument("--partitions", type=_positive(int), default=4,
+                    help="partitions if the topic is created (default 4)")
+    rp.add_argument("-v", "--verbose", action="store_true", help="debug logging (librdkafka's lines included)")
+    cf = sub.add_parser("config", help="print every setting (TICKLET_* variables) as a Markdown table: the values a "
+                        "run would use, and where each comes from")
+    cf.add_argument("--defaults", action="store_true", help="the defaults instead (the README's table)")
     co = sub.add_parser("collect", help="collect live Binance streams into Kafka and a raw capture")
     co.add_argument("--symbols", help="comma-separated symbols (default: TICKLET_COLLECT__SYMBOLS)")
     co.add_argument("--market", choices=["spot", "usdm"],
                     help="spot or USD-M futures (default: TICKLET_COLLECT__MARKET)")
     co.add_argument("--capture", type=Path, help="raw capture directory (default: TICKLET_COLLECT__CAPTURE_DIR)")
-    co.add_argument("--duration", type=float, help="stop after this many seconds (default: run until interrupted)")
-    co.add_argument("--exit-when-idle", type=float, metavar="S",
+    co.add_argument("--duration", type=_positive(float),
+                    help="stop after this many seconds (default: run until interrupted)")
+    co.add_argument("--exit-when-idle", type=_positive(float), metavar="S",
                     help="stop after S seconds without a message (for bounded captures)")
     co.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     dl = sub.add_parser("download", help="download and verify Binance public-data archives (data.binance.vision)")
@@ -199,39 +281,33 @@ def main(argv: Optional[list[str]] = None) -> int:
     dl.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     if args.command == "config":
-        from ticklet.settings import settings_table
+        from ticklet.settings import config_table, read_settings, settings_table
 
-        sys.stdout.write(settings_table())
+        sys.stdout.write(settings_table() if args.defaults else config_table(read_settings()))
         return 0
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
                         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "replay":
         from ticklet.publish import publish
-        from ticklet.settings import load_settings
+        from ticklet.settings import read_settings
 
-        k = load_settings().kafka
-        speed = None if args.speed == "max" else float(args.speed)
-        if speed is not None and speed <= 0:
-            parser.error("--speed must be 'max' or a positive number")
-        brokers = args.bootstrap_servers.split(",") if args.bootstrap_servers else k.brokers
-        summary = publish(args.paths, brokers, args.topic or k.ticks_topic, speed=speed,
-                          client_config=k.client_config(), partitions=args.partitions)
+        k = read_settings().kafka
+        options = {"bootstrap_servers": ("--bootstrap-servers", args.bootstrap_servers),
+                   "ticks_topic": ("--topic", args.topic)}
+        k = _override(k, {f: o for f, o in options.items() if o[1] is not None})
+        summary = publish(args.paths, k.brokers, k.ticks_topic, speed=args.speed, client_config=k.client_config(),
+                          partitions=args.partitions, delivery_timeout_s=k.delivery_timeout_s,
+                          connect_timeout_s=k.connect_timeout_s)
         sys.stdout.write(json.dumps(summary) + "\n")
         return 0 if not summary["failed"] and not summary["undelivered"] else 1
     if args.command == "download":
-        return _download(args, parser)
+        return _download(args, dl)
     if args.command == "collect":
         return _collect(args)
     if args.command == "report":
-        return _report(args, parser)
+        return _report(args, rep)
     if args.command == "backtest":
-        from sources.files import InputFormatError
-
-        try:
-            summary = run_backtest(args.paths, args.out, args.workers)
-        except InputFormatError as ex:
-            sys.stderr.write(f"ticklet: {ex}\n")
-            return 2
+        summary = run_backtest(args.paths, args.out, args.workers)
         if args.report:
             from ticklet.report import NoRunError, build_report
 

@@ -32,7 +32,12 @@ either. Counters: ``messages``, ``messages_<stream>``, ``gaps_<stream>``,
 ``reconnects``, ``reconnects_scheduled``, ``handovers_unmatched``,
 ``book_resyncs``, ``snapshots``, ``crossed_books``, Kafka delivery failures;
 logged every minute, returned at the end, and exported as
-``ticklet_collector_events_total{name}`` when a metrics port is set.
+``ticklet_collector_events_total{name}`` when a metrics port is set (served
+on ``TICKLET_COLLECT__METRICS_ADDRESS``, 127.0.0.1 by default).
+
+At start, brokers that do not answer within ``TICKLET_KAFKA__CONNECT_TIMEOUT_S``
+and a metrics port that cannot be listened on are a
+:class:`~ticklet.settings.ConfigError` (one line, exit status 2).
 """
 
 from __future__ import annotations
@@ -70,8 +75,8 @@ from ticklet.events import (
     Trade,
     instrument_key,
 )
-from ticklet.settings import CollectConfig, KafkaConfig
-from ticklet.telemetry import COLLECTOR
+from ticklet.settings import CollectConfig, ConfigError, KafkaConfig
+from ticklet.telemetry import COLLECTOR, serve_metrics
 
 __all__ = ["Collector"]
 
@@ -335,8 +340,13 @@ class Collector:
         """Collect until stopped (``duration_s`` elapsed, ``idle_exit_s``
         without a message, or :meth:`stop`); return the counters."""
         if self.cfg.metrics_port is not None:
-            from prometheus_client import start_http_server
-            start_http_server(self.cfg.metrics_port)
+            try:
+                serve_metrics(self.cfg.metrics_address, self.cfg.metrics_port)  # for the process's lifetime
+            except OSError as ex:
+                raise ConfigError(f"cannot serve metrics on {self.cfg.metrics_address}:{self.cfg.metrics_port} "
+                                  f"(TICKLET_COLLECT__METRICS_ADDRESS, TICKLET_COLLECT__METRICS_PORT): "
+                                  f"{ex.strerror or ex}") from None
+        self.kafka.check_reachable()
         pcfg = producer_config(self.kafka.brokers, self.kafka.client_config(), self.kafka.linger_ms)
         for topic in (self.kafka.ticks_topic, self.cfg.book_topic, self.cfg.events_topic):
             if topic:

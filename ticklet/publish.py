@@ -7,6 +7,16 @@ files are merged in receive-time order. ``speed`` divides the gaps between
 messages (``None``: as fast as possible). The producer is idempotent with
 ``acks=all``; delivery failures are counted, logged and returned, never
 swallowed.
+
+A message the brokers have not acknowledged within ``delivery_timeout_s``
+(``TICKLET_KAFKA__DELIVERY_TIMEOUT_S``, librdkafka's
+``message.timeout.ms``) fails as timed out. Brokers that are gone make every
+message time out, so the first time-out stops the replay: what is still
+queued is purged, and the summary counts what was not delivered (exit
+status 1 from the CLI) after about ``delivery_timeout_s``, not after
+librdkafka's default of 5 minutes per queue-full of messages. Brokers that do
+not answer within ``connect_timeout_s`` at start leave the topic unchecked (a
+warning line), and the messages are produced anyway.
 """
 
 from __future__ import annotations
@@ -17,16 +27,25 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 
 from sinks.kafka import ensure_topic, produce, producer_config
-from sources.files import group_streams, line_ts, read_stream
+from sources.files import InputFormatError, group_streams, line_ts, read_stream
 from sources.wire import encode_tick, stream_symbol
 from ticklet.events import instrument_key
+from ticklet.settings import kafka_unreachable
 
 __all__ = ["publish"]
 
 log = logging.getLogger(__name__)
+
+
+class _Quiet:
+    """librdkafka's own lines (every failed connection attempt) at debug level:
+    the replay's summary and its one error line say what failed."""
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        log.debug(msg, *args)
 
 
 def _lines(spec_idx: int, spec: Any) -> Iterator[tuple[int, int, bytes]]:
@@ -40,29 +59,51 @@ def _lines(spec_idx: int, spec: Any) -> Iterator[tuple[int, int, bytes]]:
 
 def publish(paths: list[str], brokers: list[str], topic: str, *, speed: Optional[float] = None,
             client_config: Optional[dict[str, Any]] = None, market: Optional[str] = None,
-            partitions: int = 4, flush_timeout_s: float = 60.0, linger_ms: int = 5,
+            partitions: int = 4, delivery_timeout_s: float = 30.0, connect_timeout_s: float = 15.0,
+            linger_ms: int = 5,
             on_produce: Optional[Callable[[str, int, float], None]] = None) -> dict[str, Any]:
-    """Publish the recordings under ``paths``; return a summary.
+    """Publish the recordings under ``paths``; return a summary:
+    ``messages`` (handed to the producer), ``delivered``, ``failed`` (with a
+    delivery error), ``undelivered`` (messages less delivered), ``stopped``
+    (why the replay stopped before the end of its input, or None), ``topic``,
+    ``wall_s``, ``messages_per_s``.
 
     ``on_produce(key, ts_recv, wall)`` is called after each message is handed
     to the producer (``wall``: :func:`time.time`), e.g. to measure latency.
+
+    Raises
+    ------
+    InputFormatError
+        An input that does not exist, cannot be read, or is not a websocket
+        recording.
     """
     specs = group_streams(paths, market)
-    bad = [s.name for s in specs if s.fmt != "ws"]
+    bad = [s for s in specs if s.fmt != "ws"]
     if bad:
-        raise ValueError(f"only websocket recordings can be replayed to Kafka, not {bad}")
-    cfg = producer_config(brokers, client_config, linger_ms=linger_ms)
-    ensure_topic(cfg, topic, partitions)
+        raise InputFormatError(bad[0].files[0], f"a {bad[0].fmt} file: only websocket recordings can be replayed "
+                               "to Kafka")
+    cfg = {**producer_config(brokers, client_config, linger_ms=linger_ms), "logger": _Quiet(),
+           "message.timeout.ms": max(1, round(delivery_timeout_s * 1000))}
+    why = kafka_unreachable(brokers, client_config or {}, connect_timeout_s)
+    if why is None:
+        ensure_topic(cfg, topic, partitions, timeout_s=max(connect_timeout_s, delivery_timeout_s))
+    else:  # brokers that come up within the delivery timeout still get every message
+        log.warning("replay: Kafka at %s did not answer within %g s (TICKLET_KAFKA__CONNECT_TIMEOUT_S: %s): topic %r "
+                    "not checked; producing anyway", ",".join(brokers), connect_timeout_s, why, topic)
     producer = Producer(cfg)
     failed: list[str] = []
     delivered = 0
+    stopped: Optional[str] = None
 
     def on_delivery(err: Any, msg: Any) -> None:
-        nonlocal delivered
+        nonlocal delivered, stopped
         if err is None:
             delivered += 1
-        else:
-            failed.append(str(err))
+            return
+        failed.append(str(err))
+        if err.code() == KafkaError._MSG_TIMED_OUT and stopped is None:
+            stopped = (f"a message was not acknowledged within {delivery_timeout_s:g} s "
+                       f"(TICKLET_KAFKA__DELIVERY_TIMEOUT_S): {err.str()}")
 
     merged = heapq.merge(*(_lines(i, s) for i, s in enumerate(specs)))
     n = 0
@@ -87,10 +128,17 @@ def publish(paths: list[str], brokers: list[str], topic: str, *, speed: Optional
         n += 1
         if n % 1000 == 0:
             producer.poll(0)
-    left = producer.flush(flush_timeout_s)
+        if stopped is not None:  # the brokers are gone: the rest would time out too
+            break
+    if stopped is not None:
+        producer.purge()  # what is queued fails now (counted) instead of after another time-out
+    producer.flush(delivery_timeout_s + 5.0)
     wall = time.monotonic() - t_wall0
-    if failed or left:
-        log.error("replay: %d of %d messages failed (%d undelivered); first errors: %s",
-                  len(failed), n, left, failed[:3])
-    return {"messages": n, "delivered": delivered, "failed": len(failed), "undelivered": left,
-            "topic": topic, "wall_s": round(wall, 4), "messages_per_s": round(n / wall, 1) if wall else None}
+    undelivered = n - delivered
+    if undelivered:
+        log.error("replay: %d of %d messages not delivered to %r on %s (%d failed)%s; first errors: %s",
+                  undelivered, n, topic, ",".join(brokers), len(failed),
+                  f"; stopped: {stopped}" if stopped else "", sorted(set(failed))[:3])
+    return {"messages": n, "delivered": delivered, "failed": len(failed), "undelivered": undelivered,
+            "stopped": stopped, "topic": topic, "wall_s": round(wall, 4),
+            "messages_per_s": round(n / wall, 1) if wall else None}

@@ -13,13 +13,17 @@ config objects.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
+import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from operators.bars import BarConfig
 from operators.features import FeatureConfig
@@ -30,11 +34,71 @@ from operators.signals import SignalConfig
 from sinks.influx_config import InfluxConfig
 from sources.binance import ParseLimits
 
-__all__ = ["CollectConfig", "DownloadConfig", "InputConfig", "KafkaConfig", "OutputConfig", "SAMPLE_DIR", "Settings",
-           "load_settings", "settings_table"]
+__all__ = ["ApiConfig", "CollectConfig", "ConfigError", "DownloadConfig", "InputConfig", "KafkaConfig", "OutputConfig",
+           "SAMPLE_DIR", "Settings", "check_dir", "config_table", "kafka_unreachable", "load_settings", "read_settings",
+           "settings_table"]
 
 #: The bundled real sample (see data/sample/NOTICE.md).
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
+
+
+class ConfigError(Exception):
+    """A bad setting, argument or input, or a server that cannot be reached at
+    start: the entry points print ``ticklet: <message>`` (one plain line,
+    naming the setting or file) and exit with status 2."""
+
+
+_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _topic(v: Optional[str]) -> Optional[str]:
+    if v is not None and (not _TOPIC_RE.fullmatch(v) or v in (".", "..")):
+        raise ValueError("not a Kafka topic name: 1 to 249 of the characters A-Z a-z 0-9 . _ -")
+    return v
+
+
+def _ip(v: str) -> str:
+    if v != "localhost":
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError("not an IP address such as 127.0.0.1 or 0.0.0.0") from None
+    return v
+
+
+def kafka_unreachable(brokers: list[str], client_config: dict[str, Any], timeout_s: float) -> Optional[str]:
+    """Why the Kafka ``brokers`` did not answer a metadata request within
+    ``timeout_s`` seconds, or None when they did. librdkafka's own lines
+    about each failed attempt are kept off stderr."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    cfg = {k: v for k, v in client_config.items() if k == "security.protocol" or k.startswith(("sasl.", "ssl."))}
+    admin = AdminClient({**cfg, "bootstrap.servers": ",".join(brokers), "log_level": 0})
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as ex:
+        err = ex.args[0] if ex.args else ex
+        return str(err.str() if hasattr(err, "str") else err)
+    return None
+
+
+def check_dir(path: Path, name: str) -> None:
+    """Create the output directory ``path`` if needed; :class:`ConfigError`
+    naming ``name`` (the setting or option) when it cannot be, or is not
+    writable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as ex:
+        raise ConfigError(f"{name} {path}: cannot create the directory ({ex.strerror or ex})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name} {path}: the directory is not writable")
+
+
+def _url(v: Optional[str], schemes: tuple[str, ...]) -> Optional[str]:
+    if v is not None and not re.fullmatch(rf"(?:{'|'.join(schemes)})://[^/\s]+(?:/\S*)?", v):
+        raise ValueError(f"not a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    return v
 
 
 class KafkaConfig(BaseModel):
@@ -62,10 +126,42 @@ class KafkaConfig(BaseModel):
     sasl_mechanism: Optional[str] = Field(None, description="librdkafka sasl.mechanism, e.g. PLAIN or SCRAM-SHA-512.")
     sasl_username: Optional[str] = Field(None, description="SASL user name.")
     sasl_password: Optional[SecretStr] = Field(None, description="SASL password (a secret: never logged or printed).")
+    delivery_timeout_s: float = Field(30.0, gt=0, le=3600,
+        description="ticklet replay: how long a message may wait for the brokers' acknowledgement (librdkafka "
+        "message.timeout.ms) before it counts as undelivered. Brokers that are gone stop the replay after about "
+        "this long, with the undelivered count in its summary (exit status 1).")
+    connect_timeout_s: float = Field(15.0, gt=0, le=3600,
+        description="How long the dataflow (Kafka input or output) and the collector wait at start for the "
+        "brokers before they stop with one line (exit status 2); ticklet replay then produces anyway.")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _hosts(cls, v: str) -> str:
+        hosts = [b.strip() for b in v.split(",") if b.strip()]
+        if not hosts:
+            raise ValueError("no broker given: a comma-separated list of host:port")
+        for h in hosts:
+            host, sep, port = h.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"not host:port with a port in 1-65535: {h!r}")
+        return v
+
+    @field_validator("ticks_topic", "output_topic", "dead_letter_topic")
+    @classmethod
+    def _topics(cls, v: str) -> Optional[str]:
+        return _topic(v)
 
     @property
     def brokers(self) -> list[str]:
         return [b.strip() for b in self.bootstrap_servers.split(",") if b.strip()]
+
+    def check_reachable(self) -> None:
+        """:class:`ConfigError` (one line) when the brokers do not answer
+        within ``connect_timeout_s``."""
+        why = kafka_unreachable(self.brokers, self.client_config(), self.connect_timeout_s)
+        if why is not None:
+            raise ConfigError(f"cannot reach Kafka at {self.bootstrap_servers} (TICKLET_KAFKA__BOOTSTRAP_SERVERS) "
+                              f"within {self.connect_timeout_s:g} s (TICKLET_KAFKA__CONNECT_TIMEOUT_S): {why}")
 
     def client_config(self) -> dict[str, str]:
         """librdkafka settings for security; holds the secret, pass it only to clients."""
@@ -89,6 +185,13 @@ class InputConfig(BaseModel):
         "'kafka' consumes the ticks topic (TICKLET_KAFKA__TICKS_TOPIC).")
     paths: list[str] = Field(default_factory=lambda: [str(SAMPLE_DIR)],
                              description="Files or directories to replay; defaults to the bundled real sample.")
+
+    @field_validator("paths")
+    @classmethod
+    def _some_paths(cls, v: list[str]) -> list[str]:
+        if not v or not all(p.strip() for p in v):
+            raise ValueError("a JSON list of one or more files or directories is needed")
+        return v
     market: Optional[Literal["spot", "usdm"]] = Field(
         None,
             description="Force the market of every input; by default it is read from the messages (fields only "
@@ -125,6 +228,11 @@ class DownloadConfig(BaseModel):
     backoff_s: float = Field(1.0, ge=0,
         description="First retry delay in seconds; doubles with every retry, at most 60 s.")
     timeout_s: float = Field(30.0, gt=0, description="Connect and read timeout of each HTTP request, in seconds.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, v: str) -> Optional[str]:
+        return _url(v, ("http", "https"))
 
 
 class OutputConfig(BaseModel):
@@ -189,7 +297,79 @@ class CollectConfig(BaseModel):
         "instrument); unset: not published.")
     book_topic: str = Field("ticklet.book",
         description="Book quotes, depth features, gaps and resyncs out, JSON, keyed by instrument.")
-    metrics_port: Optional[int] = Field(None, description="Serve Prometheus metrics on this port; unset: off.")
+    metrics_port: Optional[int] = Field(None, ge=1, le=65535,
+        description="Serve Prometheus metrics on this port; unset: off.")
+    metrics_address: str = Field("127.0.0.1",
+        description="Address the metrics server listens on: 127.0.0.1 (this machine only) by default; 0.0.0.0 "
+        "for every interface (e.g. in a container whose port is published).")
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, v: list[str]) -> list[str]:
+        v = [s.strip().upper() for s in v]
+        bad = [s for s in v if not re.fullmatch(r"[A-Z0-9]{2,30}", s)]
+        if not v or bad:
+            raise ValueError("a JSON list of one or more Binance symbols such as [\"BTCUSDT\"] is needed"
+                             + (f"; not symbols: {bad}" if bad else ""))
+        if len(set(v)) != len(v):
+            raise ValueError("a symbol is listed twice")
+        return v
+
+    @field_validator("streams")
+    @classmethod
+    def _streams(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in v if not re.fullmatch(r"[A-Za-z0-9_@]+", s)]
+        if not v or bad:
+            raise ValueError("a JSON list of one or more Binance stream names such as [\"trade\"] is needed"
+                             + (f"; not stream names: {bad}" if bad else ""))
+        return v
+
+    @field_validator("ws_url")
+    @classmethod
+    def _ws(cls, v: Optional[str]) -> Optional[str]:
+        return _url(v, ("ws", "wss"))
+
+    @field_validator("depth_url")
+    @classmethod
+    def _rest(cls, v: Optional[str]) -> Optional[str]:
+        return _url(v, ("http", "https"))
+
+    @field_validator("events_topic", "book_topic")
+    @classmethod
+    def _topics(cls, v: Optional[str]) -> Optional[str]:
+        return _topic(v)
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return _ip(v)
+
+    @model_validator(mode="after")
+    def _backoff(self) -> CollectConfig:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(f"backoff_max_s ({self.backoff_max_s}) is below backoff_initial_s "
+                             f"({self.backoff_initial_s})")
+        return self
+
+
+class ApiConfig(BaseModel):
+    """The dataflow's HTTP API: Prometheus metrics and the dataflow's graph."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(False, description="Serve /metrics (Prometheus) and /dataflow (the graph, JSON) while "
+                          "the dataflow runs; Bytewax's switch BYTEWAX_DATAFLOW_API_ENABLED turns it on too.")
+    address: str = Field("127.0.0.1", description="Address the API listens on: 127.0.0.1 (this machine only) by "
+                         "default. 0.0.0.0 (every interface, e.g. in a container whose port is published) hands "
+                         "it to Bytewax's own server, which adds Bytewax's bytewax_* metrics and can only listen "
+                         "on every interface.")
+    port: int = Field(3030, ge=1, le=65535, description="Port of the API (also set as BYTEWAX_DATAFLOW_API_PORT "
+                      "for Bytewax's server).")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return _ip(v)
 
 
 class Settings(BaseSettings):
@@ -215,33 +395,152 @@ class Settings(BaseSettings):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig,
                                        description="Simulated fills, costs and books (paper trading).")
     collect: CollectConfig = Field(default_factory=CollectConfig, description="The live Binance collector.")
+    api: ApiConfig = Field(default_factory=ApiConfig, description="The dataflow's metrics API.")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment and ``.env`` sources, except that a value that is
+        not the JSON a list or group needs is passed on as it is: validation
+        then names the variable (instead of pydantic-settings' error about
+        the whole group)."""
+        for source in (env_settings, dotenv_settings):
+            decode = source.decode_complex_value
+
+            def lenient(field_name: str, field: Any, value: Any, decode: Any = decode) -> Any:
+                try:
+                    return decode(field_name, field, value)
+                except ValueError:
+                    return value
+            source.decode_complex_value = lenient  # type: ignore[method-assign]
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+    @model_validator(mode="after")
+    def _signals_trade_forecasts(self) -> Settings:
+        f, s = self.forecast, self.signals
+        if s.models is not None:
+            unknown = [m for m in s.models if m not in f.models]
+            if not s.models or unknown:
+                why = f"models that are not forecast: {unknown}" if unknown else "an empty list trades nothing"
+                raise ValueError(f"TICKLET_SIGNALS__MODELS: {why} (forecast: {list(f.models)}; unset: every model)")
+        if s.horizons is not None:
+            unknown_h = [h for h in s.horizons if h not in f.horizons]
+            if not s.horizons or unknown_h:
+                why = f"horizons that are not forecast: {unknown_h}" if unknown_h else "an empty list trades nothing"
+                raise ValueError(f"TICKLET_SIGNALS__HORIZONS: {why} (forecast: {list(f.horizons)}; "
+                                 "unset: every horizon)")
+        return self
 
 
-def _setting_errors(ex: ValidationError) -> list[str]:
-    """Plain lines naming each bad variable; the values of secrets are never shown."""
+_SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET")
+#: What a list or group variable must hold when its value is not that JSON.
+_JSON_NEEDED = {"list_type": "a JSON list, e.g. [1, 10] or [\"a\", \"b\"]",
+                "tuple_type": "a JSON list, e.g. [1, 10] or [\"a\", \"b\"]",
+                "set_type": "a JSON list, e.g. [1, 10] or [\"a\", \"b\"]",
+                "dict_type": "a JSON object", "model_type": "a JSON object", "model_attributes_type": "a JSON object"}
+
+
+def _dotenv() -> dict[str, str]:
+    """The ``TICKLET_*`` lines of the ``.env`` file that pydantic-settings reads
+    (in the working directory), upper-cased; a ``.env`` that cannot be read
+    raises :class:`ConfigError`."""
+    env_file = Settings.model_config.get("env_file")
+    if not isinstance(env_file, (str, os.PathLike)) or not os.path.isfile(env_file):
+        return {}
+    from dotenv import dotenv_values
+
+    try:
+        values = dotenv_values(env_file)
+    except OSError as ex:
+        raise ConfigError(f"{os.fspath(env_file)}: cannot be read ({ex.strerror or ex})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{os.fspath(env_file)}: not a text file of NAME=value lines") from None
+    return {k.upper(): v for k, v in values.items() if v is not None and k.upper().startswith("TICKLET_")}
+
+
+def _environ() -> dict[str, str]:
+    return {k.upper(): v for k, v in os.environ.items() if k.upper().startswith("TICKLET_")}
+
+
+def _setting_errors(ex: ValidationError, dotenv: Optional[dict[str, str]] = None) -> list[str]:
+    """Plain lines naming each bad variable (and ``.env`` when it comes from
+    there); the values of secrets are never shown."""
     out = []
+    environ = _environ()
     for e in ex.errors():
-        loc = [str(p) for p in e["loc"]]
-        env = "TICKLET_" + "__".join(loc).upper()
-        secret = any(w in env for w in ("PASSWORD", "TOKEN", "SECRET"))
-        got = "" if secret or e["type"] == "missing" else f" (got {e['input']!r:.80})"
-        out.append(f"ticklet: bad setting {env}: {e['msg']}{got}")
+        names = [str(p) for p in e["loc"] if not isinstance(p, int)]
+        items = [p for p in e["loc"] if isinstance(p, int)]
+        msg = e["msg"].removeprefix("Value error, ")
+        if not names:  # a check across settings: its message names the variables
+            out.append(f"bad setting {msg}")
+            continue
+        env = "TICKLET_" + "__".join(names).upper()
+        secret = any(w in env for w in _SECRET_WORDS)
+        value = e.get("input")
+        if e["type"] in _JSON_NEEDED and isinstance(value, str):
+            msg = f"should be {_JSON_NEEDED[e['type']]}"
+        elif items:
+            msg = f"item {items[0]}: {msg}"
+        where = " (in .env)" if env not in environ and env in (dotenv or {}) else ""
+        got = "" if secret or e["type"] == "missing" or isinstance(value, dict) else f" (got {value!r:.80})"
+        out.append(f"bad setting {env}{where}: {msg}{got}")
     return out
 
 
-def load_settings() -> Settings:
-    """The settings of the environment (and ``.env``); a bad value prints one
-    plain line per bad variable on stderr and exits with status 2.
+def _unknown_variables(names: set[str]) -> list[str]:
+    """``TICKLET_<GROUP>__...`` variables whose group is not a setting (a
+    typo, such as ``TICKLET_BAR__INTERVAL_MS``). Unknown keys inside a
+    group are validation errors; variables without ``__`` (``TICKLET_DATA``)
+    are not settings and left alone."""
+    groups = {n.upper() for n in Settings.model_fields}
+    return sorted(n for n in names if "__" in n[8:] and n[8:].split("__", 1)[0] not in groups)
+
+
+def read_settings() -> Settings:
+    """The settings of the environment and ``.env``.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the first bad variable (a second line counts the
+        others): a value of the wrong type or out of range, a list that is
+        not JSON, an unknown model, an unknown variable, an unreadable
+        ``.env``.
     """
+    dotenv = _dotenv()
+    unknown = _unknown_variables(set(_environ()) | set(dotenv))
+    if unknown:
+        where = " (in .env)" if unknown[0] not in _environ() else ""
+        raise ConfigError(f"unknown setting {unknown[0]}{where}: no such group of settings (`ticklet config` "
+                          f"lists them all)" + (f"\n(and {len(unknown) - 1} more: {', '.join(unknown[1:4])})"
+                                                if len(unknown) > 1 else ""))
     try:
         return Settings()
     except ValidationError as ex:
-        lines = _setting_errors(ex)
-        sys.stderr.write("\n".join(lines[:3]) + ("\n" if len(lines) <= 3 else f"\n(and {len(lines) - 3} more)\n"))
+        lines = _setting_errors(ex, dotenv)
+    except SettingsError as ex:  # what the lenient sources let through: still one line
+        lines = [f"bad setting: {ex}"]
+    except OSError as ex:  # .env vanished or became unreadable after the check
+        lines = [f"{ex.filename or '.env'}: cannot be read ({ex.strerror or ex})"]
+    more = f"\n(and {len(lines) - 1} more bad setting(s))" if len(lines) > 1 else ""
+    raise ConfigError(lines[0] + more)
+
+
+def load_settings() -> Settings:
+    """:func:`read_settings`, for the entry points: a bad setting prints
+    ``ticklet: bad setting TICKLET_...: why`` (one or two plain lines) on
+    stderr and exits with status 2."""
+    try:
+        return read_settings()
+    except ConfigError as ex:
+        sys.stderr.write(f"ticklet: {ex}\n")
         raise SystemExit(2) from None
 
 
-def _leaves(model: type[BaseModel], prefix: str):
+def _leaves(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, Any, str]]:
     for name, f in model.model_fields.items():
         ann = f.annotation
         env = f"{prefix}{name.upper()}"
@@ -252,23 +551,62 @@ def _leaves(model: type[BaseModel], prefix: str):
             yield env, default, f.description or ""
 
 
+def _values(obj: BaseModel, prefix: str) -> Iterator[tuple[str, Any, str]]:
+    for name, f in type(obj).model_fields.items():
+        value, env = getattr(obj, name), f"{prefix}{name.upper()}"
+        if isinstance(value, BaseModel):
+            yield from _values(value, env + "__")
+        else:
+            yield env, value, f.description or ""
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return json.dumps([str(x) if isinstance(x, Path) else x for x in value])
+    if value is None:
+        return "(unset)"
+    return str(value)
+
+
 def settings_table() -> str:
-    """The configuration reference as a Markdown table (kept in the README).
+    """The configuration reference as a Markdown table of the defaults (kept
+    in the README; ``ticklet config --defaults``).
 
     >>> print(settings_table().splitlines()[4][:61])
     | `TICKLET_INPUT__MARKET` | `(unset)` | Force the market of e
     """
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for env, default, desc in _leaves(Settings, "TICKLET_"):
-        if isinstance(default, (list, tuple)):
-            shown = json.dumps([str(x) if isinstance(x, Path) else x for x in default])
-        elif isinstance(default, Path):
-            shown = str(default)
-        elif default is None:
-            shown = "(unset)"
-        else:
-            shown = str(default)
+        shown = _shown(default)
         if str(SAMPLE_DIR) in shown:
             shown = shown.replace(str(SAMPLE_DIR), "data/sample")
         rows.append(f"| `{env}` | `{shown}` | {desc} |")
+    return "\n".join(rows) + "\n"
+
+
+def config_table(settings: Settings) -> str:
+    """What a run would use (``ticklet config``): every setting's effective
+    value and where it comes from (``environment``, ``.env`` or
+    ``default``), as a Markdown table. Secrets show as ``**********``.
+
+    >>> print(config_table(Settings()).splitlines()[2][:48])
+    | `TICKLET_INPUT__SOURCE` | `replay` | default |
+    """
+    from pydantic_settings import DotEnvSettingsSource, EnvSettingsSource
+
+    environ, dotenv = EnvSettingsSource(Settings)(), DotEnvSettingsSource(Settings)()  # what each one sets
+
+    def sets(data: Any, path: list[str]) -> bool:
+        for name in path:
+            if not isinstance(data, dict) or name not in data:
+                return False
+            data = data[name]
+        return True
+
+    rows = ["| variable | value | from | meaning |", "|---|---|---|---|"]
+    for env, value, desc in _values(settings, "TICKLET_"):
+        path = env[8:].lower().split("__")
+        origin = "environment" if sets(environ, path) else ".env" if sets(dotenv, path) else "default"
+        shown = ("**********" if value.get_secret_value() else "") if isinstance(value, SecretStr) else _shown(value)
+        rows.append(f"| `{env}` | `{shown}` | {origin} | {desc} |")
     return "\n".join(rows) + "\n"
