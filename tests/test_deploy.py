@@ -63,10 +63,11 @@ def test_stack_services_ports_and_health(compose):
 
 def test_every_ticklet_variable_in_compose_is_a_real_setting(compose, monkeypatch):
     names = set()
-    for s in compose["services"].values():
-        env = s.get("environment") or {}
+    literal: dict[str, str] = {}  # the values the file gives without a ${...} substitution
+    envs = [s.get("environment") or {} for s in compose["services"].values()]
+    for env in [*envs, compose["x-ticklet"]["environment"]]:
         names |= {k for k in env if k.startswith("TICKLET_")}
-    names |= {k for k in compose["x-ticklet"]["environment"] if k.startswith("TICKLET_")}
+        literal |= {k: str(v) for k, v in env.items() if k.startswith("TICKLET_") and "$" not in str(v)}
     assert names
     fields = set(Settings.model_fields)
     for k in names:  # the top level ignores unknown names: check them here
@@ -76,7 +77,7 @@ def test_every_ticklet_variable_in_compose_is_a_real_setting(compose, monkeypatc
                                "TICKLET_OUTPUT__INFLUX": "true", "TICKLET_OUTPUT__DIR": "/out",
                                "TICKLET_COLLECT__SYMBOLS": '["BTCUSDT","ETHUSDT"]', "TICKLET_COLLECT__MARKET": "usdm",
                                "TICKLET_COLLECT__NETWORK": "testnet", "TICKLET_COLLECT__METRICS_PORT": "9101",
-                               }.get(k, "x"))
+                               }.get(k, literal.get(k, "x")))
     s = Settings()
     assert s.input.source == "kafka" and s.output.influx and s.influx.token.get_secret_value() == "x"
     assert s.collect.symbols == ["BTCUSDT", "ETHUSDT"] and s.collect.network == "testnet"

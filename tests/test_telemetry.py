@@ -26,7 +26,9 @@ def test_counters_match_the_run_and_stages_are_timed(full_run):
 
 
 def test_metrics_endpoint_of_a_live_dataflow(kafka_bootstrap, ws_dir, tmp_path):
-    """A dataflow tailing Kafka with BYTEWAX_DATAFLOW_API_ENABLED serves
+    """A dataflow tailing Kafka with BYTEWAX_DATAFLOW_API_ENABLED and
+    TICKLET_API__ADDRESS=0.0.0.0 (Bytewax's own server, which listens on
+    every interface: what the compose file's container does) serves
     Bytewax's and ticklet's metrics on :3030/metrics."""
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", 3030)) != 0, "port 3030 is taken"
@@ -34,7 +36,7 @@ def test_metrics_endpoint_of_a_live_dataflow(kafka_bootstrap, ws_dir, tmp_path):
     proc, summary = replay(kafka_bootstrap, ticks, ws_dir / "spot" / "btcusdt_20240808.gz")
     assert proc.returncode == 0, proc.stderr
     env = flow_env(kafka_bootstrap, ticks, tmp_path / "out", TICKLET_KAFKA__TAIL="true",
-                   BYTEWAX_DATAFLOW_API_ENABLED="true")
+                   BYTEWAX_DATAFLOW_API_ENABLED="true", TICKLET_API__ADDRESS="0.0.0.0")
     flow = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=SCRATCH, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
