@@ -435,6 +435,8 @@ def _kline(d: _WsKline, ts: int, market: str, payload: bytes) -> Parsed:
 #: path; bounded).
 _LOWER: dict[str, bytes] = {}
 _LOWER_MAX = 4096
+#: The last ``(lower case + "@", symbol)`` the fast path matched.
+_LAST: tuple[bytes, Optional[str]] = (b'"', None)
 
 
 def parse_ws(ts: int, payload: bytes, market: str, at: int = -1) -> Parsed:
@@ -485,15 +487,22 @@ def parse_ws(ts: int, payload: bytes, market: str, at: int = -1) -> Parsed:
         if not payload.startswith(b'{"stream":"'):
             return _parse_exact(ts, payload, market)
         at = 11
-    sep = payload.find(b"@", at, at + 64)
-    if sep < 0:
-        return _parse_exact(ts, payload, market)
-    k = sep + 1
+    # The stream name must be the data's symbol in lower case, then "@" and
+    # the kind: checked against the last symbol seen (one startswith, one
+    # string comparison), else against the memo of valid symbols.
+    last_low, last_s = _LAST
+    if payload.startswith(last_low, at):
+        k = at + len(last_low)
+    else:
+        last_s = None
+        sep = payload.find(b"@", at, at + 64)
+        if sep < 0:
+            return _parse_exact(ts, payload, market)
+        k = sep + 1
     try:
         if payload.startswith(b'bookTicker"', k):  # most messages: inlined
             d = _book_env.decode(payload).data
-            low = _LOWER.get(d.s)
-            if low is None or not payload.startswith(low, at):
+            if d.s != last_s and not _same_symbol(d.s, payload, at):
                 return _parse_exact(ts, payload, market)
             key = d.s if market == "spot" else instrument_key(d.s, market)
             b, a = d.b, d.a
@@ -513,12 +522,21 @@ def parse_ws(ts: int, payload: bytes, market: str, at: int = -1) -> Parsed:
         d = dec.decode(payload).data
     except (msgspec.ValidationError, msgspec.DecodeError) as ex:
         return _invalid(ex, payload, ts, market)
-    # The name is the symbol in lower case up to its first "@" (which is the
-    # one at sep): no quote, escape or other character in between.
-    low = _LOWER.get(d.s)
-    if low is None or not payload.startswith(low, at):
+    if d.s != last_s and not _same_symbol(d.s, payload, at):
         return _parse_exact(ts, payload, market)
     return make(d, ts, market, payload)
+
+
+def _same_symbol(s: str, payload: bytes, at: int) -> bool:
+    """Whether the stream name at ``at`` is ``s`` in lower case followed by
+    ``@`` (``s`` one of the memo's valid symbols); it becomes the last
+    symbol seen."""
+    global _LAST
+    low = _LOWER.get(s)
+    if low is None or not payload.startswith(low, at):
+        return False
+    _LAST = (low, s)
+    return True
 
 
 def _parse_exact(ts: int, payload: bytes, market: str) -> Parsed:
@@ -704,7 +722,7 @@ def _parse_line(line: bytes, market: str) -> Parsed:
         head = line[:sp]
         if head.isdigit():
             ts = int(head) if sp == 19 else int(head) * 1000
-            if ts < _MAX_TS:
+            if ts < 9223372036854775808:  # int64 ns
                 return parse_ws(ts, line[sp + 1 :], market)
     return _no_receive_time(line, sp, market)
 
@@ -802,19 +820,26 @@ def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
     else:
         results = [parse_csv_row(r, fmt, symbol, market) for r in recs]
     events = EventBatch(fmt)
-    raws = events.records
     errors: list[ErrorRecord] = []
     skipped: dict[str, int] = {}
-    for r, rec in zip(results, recs, strict=True):
+    add = events.append
+    for r in results:
         cls = type(r)
         if cls is str:
             skipped[r] = skipped.get(r, 0) + 1  # type: ignore[index]
         elif cls is ErrorRecord:
-            errors.append(_too_long(rec, fmt, market, cap) if type(rec) is LongLine else r)  # type: ignore[arg-type]
+            errors.append(r)  # type: ignore[arg-type]
         else:
-            events.append(r)
-            raws.append(rec)
+            add(r)
     n = len(events)
+    if n == len(recs):  # every record an event: the records are the chunk's
+        raws = events.records = recs
+    else:
+        raws = events.records = [rec for r, rec in zip(results, recs, strict=True)
+                                 if type(r) is not str and type(r) is not ErrorRecord]
+        if errors and fmt in ("ws", "kafka"):  # a LongLine's dead letter says so
+            errors = [_too_long(rec, fmt, market, cap) if type(rec) is LongLine else r
+                      for r, rec in zip(results, recs, strict=True) if type(r) is ErrorRecord]
     by_key: dict[str, list[Event]] = {}
     if n and events[0].instrument == events[-1].instrument and len({e.instrument for e in events}) == 1:
         by_key[events[0].instrument] = events
