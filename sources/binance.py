@@ -83,6 +83,7 @@ __all__ = [
     "IGNORED_STREAMS",
     "LONG_LINE_HEAD",
     "MAX_LINE_BYTES",
+    "BadRow",
     "EventBatch",
     "LongLine",
     "ParseLimits",
@@ -655,6 +656,8 @@ def parse_csv_row(row: list[str], kind: str, symbol: str, market: str) -> Parsed
     'non-positive or non-finite price/quantity'
     """
     key = instrument_key(symbol, market)
+    if type(row) is BadRow:
+        return _row_err(f"bad {kind} row: {row.reason}", row, key, 0)
     if not row or not row[0].strip().lstrip("-").isdigit():
         return "header"
     try:
@@ -693,7 +696,26 @@ def _csv_trade(row: list[str], key: str, time_col: int, maker_col: int) -> Parse
 
 
 def _row_err(reason: str, row: list[str], key: str, ts: int) -> ErrorRecord:
-    return ErrorRecord("parse", reason, ",".join(row), key, ts)
+    # bytes that are not UTF-8 were read as surrogates: back to the bytes
+    return ErrorRecord.of("parse", reason, ",".join(row).encode("utf-8", "surrogateescape"), key, ts)
+
+
+class BadRow(list):
+    """A CSV row the csv module could not read (a field over its size
+    limit...), with why; the parser dead-letters it.
+
+    >>> parse_csv_row(BadRow("field larger than field limit (131072)"), "trades", "BTCUSDT", "spot").reason
+    'bad trades row: field larger than field limit (131072)'
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+    def __reduce__(self) -> tuple:
+        return BadRow, (self.reason,)
 
 
 def parse_kline_row(row: tuple, interval_ns: int, symbol: str, market: str) -> Parsed:

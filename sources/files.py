@@ -90,7 +90,7 @@ from typing import Any, Optional
 import msgspec
 from isal import igzip, isal_zlib
 
-from sources.binance import LONG_LINE_HEAD, MAX_LINE_BYTES, LongLine, to_ns
+from sources.binance import LONG_LINE_HEAD, MAX_LINE_BYTES, BadRow, LongLine, to_ns
 
 log = logging.getLogger(__name__)
 
@@ -774,18 +774,22 @@ def _merge_ws(paths: tuple[str, ...], out_lines: int = 4096, progress: Optional[
 
 def _csv_text(path: str, progress: Optional[ReadProgress]) -> Iterator[str]:
     """The lines of a CSV file (plain, gzip, or the CSV members of a zip);
-    ``progress`` follows the bytes read from disk every 4096 lines."""
+    bytes that are not UTF-8 come as surrogates (``surrogateescape``), so
+    the parser dead-letters their row with its exact bytes. ``progress``
+    follows the bytes read from disk every 4096 lines."""
     if path.endswith(".zip"):
         with zipfile.ZipFile(path) as z:
             raw = z.fp  # the members are read from it in order
             for name in sorted(z.namelist()):
                 if name.endswith(".csv"):
                     with z.open(name) as f:
-                        yield from _tracked(io.TextIOWrapper(f, "utf-8", newline=""), path, raw, progress)
+                        yield from _tracked(io.TextIOWrapper(f, "utf-8", "surrogateescape", newline=""), path, raw,
+                                            progress)
     else:
         f, raw = _open_bytes(path)
         with raw, f:
-            yield from _tracked(io.TextIOWrapper(f, "utf-8", newline=""), path, raw, progress)
+            yield from _tracked(io.TextIOWrapper(f, "utf-8", "surrogateescape", newline=""), path, raw,
+                                            progress)
     if progress is not None:
         progress.done(path)
 
@@ -802,7 +806,15 @@ def _tracked(lines: Iterator[str], path: str, raw: Any, progress: Optional[ReadP
 
 def _csv_rows(path: str, idx: int, fmt: str, progress: Optional[ReadProgress]) -> Iterator[tuple[int, int, list[str]]]:
     tcol = {"trades": 4, "aggTrades": 5, "klines": 6}[fmt]
-    for row in csv.reader(_csv_text(path, progress)):
+    reader = csv.reader(_csv_text(path, progress))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as ex:  # a field over the csv module's limit...: the parser dead-letters it
+            yield (0, idx, BadRow(str(ex)))
+            continue
         try:
             ts = to_ns(int(row[tcol]))
         except (ValueError, IndexError):

@@ -540,3 +540,30 @@ def test_a_64_mb_line_is_read_in_bounded_memory_and_dead_lettered_with_its_head(
     _, (k,), _ = parse_chunk(RawChunk("kafka", "", "", [tick]))
     assert (k.stage, k.ts_recv, k.instrument, k.raw_size) == ("read_ticks", ts, "BTCUSDT", len(tick))
     assert k.raw_bytes() == tick[:LONG_LINE_HEAD] and k.reason.startswith("message too long")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".zip"])
+def test_an_archive_with_bytes_that_are_not_utf8_and_a_huge_field_is_dead_lettered_not_a_crash(tmp_path, ws_dir,
+                                                                                                suffix):
+    """The CSV reader used to raise on a byte that is not UTF-8 or a field
+    over the csv module's limit, stopping the dataflow: each is now a dead
+    letter (the bytes exactly), and every other row reads as before."""
+    trades = trade_dicts(ws_dir / "spot/btcusdt_20240808.gz")
+    text = "\n".join(",".join(r) for r in trade_rows(trades, "ms")).encode() + b"\n"
+    lines_ = text.split(b"\n")
+    bad_utf8 = lines_[100].replace(b".", b"\xff.", 1)
+    lines_[100] = bad_utf8
+    lines_[200] = lines_[200] + b"," + b"9" * 200_000
+    path = tmp_path / f"BTCUSDT-trades-2024-08-08{suffix}"
+    csv_path = path.with_suffix(".csv")
+    csv_path.write_bytes(b"\n".join(lines_))
+    if suffix == ".zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            z.write(csv_path, csv_path.name)
+        csv_path.unlink()
+    recs, by_key, errors, counts = read_all([path])
+    assert len(recs) == len(trades) and counts["ticks"] == len(trades) - 2 and counts["parse_errors"] == 2
+    first, second = errors
+    assert first.raw_bytes() == bad_utf8 and first.raw_base64 and first.reason.startswith("bad trades row: could not")
+    assert second.reason == "bad trades row: field larger than field limit (131072)"
+    assert [t.trade_id for t in by_key["BTCUSDT"]] == [d["t"] for i, d in enumerate(trades) if i not in (100, 200)]
