@@ -9,6 +9,10 @@ also writes the run's HTML report (``DIR/report.html``).
 ``ticklet report OUT_DIR [-o FILE] [--window N]`` writes the HTML report of a
 finished run (:mod:`ticklet.report`) and prints its path.
 
+``ticklet serve [--address A] [--port P]`` serves the latest records of the
+output topic over HTTP, a live WebSocket stream and a live page
+(:mod:`ticklet.serve.app`).
+
 ``ticklet config`` prints the settings a run would use (environment and
 ``.env`` over the defaults; ``--defaults``: the README's table).
 
@@ -188,6 +192,20 @@ def _collect(args: argparse.Namespace) -> int:
     return 1 if counts.get("kafka_failed") or counts.get("kafka_undelivered") else 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """``ticklet serve``: the HTTP/WebSocket API and the live page over the
+    output topic (:mod:`ticklet.serve.app`), until SIGINT or SIGTERM."""
+    from ticklet.serve.app import serve
+    from ticklet.settings import read_settings
+
+    logging.getLogger("ticklet").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    s = read_settings()
+    update = {f: (o, v) for f, (o, v) in {"address": ("--address", args.address),
+                                           "port": ("--port", args.port)}.items() if v is not None}
+    serve(_override(s.serve, update) if update else s.serve, s.kafka)
+    return 0
+
+
 def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``ticklet report``: write the run's HTML report, print its path. An
     OUT_DIR that is not a run's output directory, or whose files cannot be
@@ -266,6 +284,11 @@ def _main(argv: Optional[list[str]]) -> int:
     co.add_argument("--exit-when-idle", type=_positive(float), metavar="S",
                     help="stop after S seconds without a message (for bounded captures)")
     co.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sv = sub.add_parser("serve", help="serve the latest forecasts, metrics and signals over HTTP, a live "
+                        "WebSocket stream of the output topic, and a live page")
+    sv.add_argument("--address", help="address to listen on (default: TICKLET_SERVE__ADDRESS, 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (default: TICKLET_SERVE__PORT, 8000; 0: any free port)")
+    sv.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     dl = sub.add_parser("download", help="download and verify Binance public-data archives (data.binance.vision)")
     dl.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
     dl.add_argument("--kind", required=True, choices=["trades", "aggTrades", "klines"], help="archive kind")
@@ -306,6 +329,8 @@ def _main(argv: Optional[list[str]]) -> int:
         return _collect(args)
     if args.command == "report":
         return _report(args, rep)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "backtest":
         summary = run_backtest(args.paths, args.out, args.workers)
         if args.report:

@@ -35,8 +35,8 @@ from sinks.influx_config import InfluxConfig
 from sources.binance import ParseLimits
 
 __all__ = ["ApiConfig", "CollectConfig", "ConfigError", "DownloadConfig", "InputConfig", "KafkaConfig", "OutputConfig",
-           "SAMPLE_DIR", "Settings", "check_dir", "config_table", "kafka_unreachable", "load_settings", "read_settings",
-           "settings_table"]
+           "SAMPLE_DIR", "ServeConfig", "Settings", "check_dir", "config_table", "kafka_unreachable", "load_settings",
+           "read_settings", "settings_table"]
 
 #: The bundled real sample (see data/sample/NOTICE.md).
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -372,6 +372,61 @@ class ApiConfig(BaseModel):
         return _ip(v)
 
 
+class ServeConfig(BaseModel):
+    """``ticklet serve``: the HTTP/WebSocket API and live page over the output topic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    address: str = Field("127.0.0.1", description="Address the server listens on: 127.0.0.1 (this machine only) by "
+                         "default; 0.0.0.0 for every interface (e.g. in a container whose port is published).")
+    port: int = Field(8000, ge=0, le=65535, description="Port of the server (0: any free port, named in the log).")
+    api_key: Optional[SecretStr] = Field(None, description="If set, every route but /healthz and /readyz needs "
+                                         "this key: header X-API-Key, Authorization: Bearer, or ?api_key= (which "
+                                         "also sets a same-site cookie, for the live page). A secret: never logged.")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins (e.g. [\"https://app.example\"], or "
+                                    "[\"*\"]) whose pages may call the API from a browser, and open the stream; "
+                                    "empty: the server's own pages only.")
+    group_id: str = Field("ticklet-serve", description="Kafka consumer group of the server (partitions are "
+                          "assigned, not balanced: every server reads every partition; no offset is committed).")
+    backfill: int = Field(100_000, ge=0, description="Records read again from the end of each partition at start, "
+                          "to rebuild the latest state; /readyz is ready once they are read.")
+    buffer: int = Field(50_000, ge=0, description="Last records kept in memory for stream clients that resume "
+                        "after an offset (older ones are read again from Kafka).")
+    max_instruments: int = Field(1000, ge=1, description="Most instruments kept in the latest state; records of "
+                                 "further ones are refused and counted.")
+    max_pending: int = Field(10_000, ge=1, description="Records queued for one WebSocket client that does not read "
+                             "them fast enough; past this it is dropped (close code 4008, counted) and may resume "
+                             "with after=.")
+    max_clients: int = Field(1000, ge=1, description="Most WebSocket clients at once; further ones get HTTP 503.")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return _ip(v)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
+        if v is not None and not v.get_secret_value().strip():
+            raise ValueError("empty: unset it to serve without a key")
+        return v
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        bad = [o for o in v if o != "*" and not re.fullmatch(r"https?://[^/\s]+", o)]
+        if bad:
+            raise ValueError(f"not origins such as https://app.example:8443 (scheme and host, no path): {bad}")
+        return v
+
+    @field_validator("group_id")
+    @classmethod
+    def _group(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", v):
+            raise ValueError("not a consumer group name: 1 to 249 of the characters A-Z a-z 0-9 . _ -")
+        return v
+
+
 class Settings(BaseSettings):
     """ticklet's settings."""
 
@@ -396,6 +451,8 @@ class Settings(BaseSettings):
                                        description="Simulated fills, costs and books (paper trading).")
     collect: CollectConfig = Field(default_factory=CollectConfig, description="The live Binance collector.")
     api: ApiConfig = Field(default_factory=ApiConfig, description="The dataflow's metrics API.")
+    serve: ServeConfig = Field(default_factory=ServeConfig,
+                               description="ticklet serve: the HTTP/WebSocket API and the live page.")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -1,0 +1,744 @@
+"""``ticklet serve``: the ASGI application (FastAPI on uvicorn) over the output topic.
+
+Routes (the README's *Serving* section has examples):
+
+- ``GET /v1/instruments``; ``GET /v1/forecasts/latest?instrument=&model=&horizon=``;
+  ``GET /v1/metrics?instrument=&model=&horizon=``; ``GET /v1/signals/latest?instrument=&model=&horizon=``:
+  the latest records, exactly as published (``schema`` and ``type`` included), one per model and horizon;
+- ``WS /v1/stream?instrument=&types=&after=``: each record as it arrives, in stream envelopes
+  (:mod:`ticklet.serve.state`); ``after=PARTITION:OFFSET,...`` resumes after the offsets a client saw;
+- ``GET /healthz`` (the consumer runs), ``GET /readyz`` (caught up with the topic), ``GET /metrics``
+  (Prometheus), ``GET /openapi.json`` and ``GET /docs`` (Swagger UI, served from this machine);
+- ``GET /``: the live page (plotly.js served from the plotly package, nothing fetched elsewhere).
+
+The event loop owns all state: the Kafka consumer thread (:class:`ticklet.serve.feed.Feed`) posts
+batches to it. Each stream client has its own queue and sending task, so a client that does not read
+never holds up the others or the consumer: past ``TICKLET_SERVE__MAX_PENDING`` queued records it is
+dropped (close code 4008, ``ticklet_serve_ws_slow_clients_total``) and can resume with ``after=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from http.cookies import SimpleCookie
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+from fastapi import FastAPI, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from starlette.websockets import WebSocketDisconnect
+
+from ticklet import events
+from ticklet.serve.feed import Feed, RangeReader, consumer_config
+from ticklet.serve.state import (
+    Entry,
+    LatestStore,
+    ResumeBuffer,
+    StreamFilter,
+    check_instrument,
+    check_model,
+    frame_text,
+    parse_after,
+    parse_backlog,
+    parse_types,
+)
+from ticklet.settings import ConfigError, KafkaConfig, ServeConfig
+
+__all__ = ["Hub", "bind", "create_app", "serve"]
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+#: Most records in one WebSocket message (about 200 kB of JSON).
+FRAME_RECORDS = 500
+#: Close code of a client dropped for not reading fast enough (4000-4999: the application's own).
+CLOSE_TOO_SLOW = 4008
+_OPEN = frozenset({"/healthz", "/readyz"})
+_COOKIE = "ticklet_api_key"
+
+
+def _version() -> str:
+    try:
+        return version("ticklet")
+    except PackageNotFoundError:  # pragma: no cover (a checkout that is not installed)
+        return "0"
+
+
+# ---------------------------------------------------------------------------
+# schemas (OpenAPI): the published record types, from ticklet.events
+
+
+def _record_model(cls: type[msgspec.Struct], kind: str) -> type[BaseModel]:
+    """A pydantic model of one published record type (for the OpenAPI
+    document only: answers are the records' bytes as published)."""
+    fields: dict[str, Any] = {
+        "schema_": (Literal[2], Field(alias="schema", description="Version of the record layout.")),
+        "type": (Literal[kind], Field(description="The record's type.")),  # type: ignore[valid-type]
+    }
+    for f in msgspec.structs.fields(cls):
+        default = ... if f.default is msgspec.NODEFAULT else f.default
+        fields[f.name] = (f.type, default)
+    return create_model(cls.__name__, __doc__=(cls.__doc__ or "").strip(),  # type: ignore[call-overload]
+                        __config__=ConfigDict(populate_by_name=True), **fields)
+
+
+ForecastModel = _record_model(events.Forecast, "forecast")
+ScoredModel = _record_model(events.ForecastRecord, "scored")
+MetricsModel = _record_model(events.MetricsRecord, "metrics")
+SignalModel = _record_model(events.Signal, "signal")
+FillModel = _record_model(events.Fill, "fill")
+
+
+class InstrumentInfo(BaseModel):
+    """What the server holds of one instrument."""
+
+    instrument: str
+    partition: int = Field(description="The output topic's partition of the instrument.")
+    offset: int = Field(description="Offset of its last record consumed.")
+    ts_kafka: int = Field(description="Kafka timestamp (ms) of its last record consumed.")
+    records: dict[str, int] = Field(description="Records consumed, by type.")
+    models: list[str]
+    horizons: list[int]
+
+
+class Problem(BaseModel):
+    """An error: ``message`` says what was wrong in one line."""
+
+    detail: Any
+    message: str
+
+
+def _optional(check: Callable[[str], str]) -> Callable[[Optional[str]], Optional[str]]:
+    def run(v: Optional[str]) -> Optional[str]:
+        return None if v is None else check(v)
+    return run
+
+
+InstrumentQ = Annotated[str, Query(description="An instrument: BTCUSDT (spot), BTCUSDT-PERP (USD-M).",
+                                   examples=["BTCUSDT"]), AfterValidator(check_instrument)]
+ModelQ = Annotated[Optional[str], Query(description="Only this model (e.g. linear).", examples=["linear"]),
+                   AfterValidator(_optional(check_model))]
+HorizonQ = Annotated[Optional[int], Query(ge=1, le=1_000_000, description="Only this horizon, in bars.")]
+
+
+# ---------------------------------------------------------------------------
+# metrics
+
+
+class Metrics:
+    """The server's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.records = Counter("ticklet_serve_records", "Records consumed from the output topic", ["type"],
+                               registry=r)
+        self.refused = Counter("ticklet_serve_records_refused",
+                               "Records of the output topic not served (not a record, over a bound)", ["reason"],
+                               registry=r)
+        self.lag = Gauge("ticklet_serve_lag_records", "Records of the output topic not consumed yet", registry=r)
+        self.ready = Gauge("ticklet_serve_ready", "1 once caught up with the output topic", registry=r)
+        self.clients = Gauge("ticklet_serve_ws_clients", "Stream clients connected", registry=r)
+        self.sent = Counter("ticklet_serve_ws_records_sent", "Records sent to stream clients", registry=r)
+        self.frames = Counter("ticklet_serve_ws_messages_sent", "WebSocket messages sent to stream clients",
+                              registry=r)
+        self.slow = Counter("ticklet_serve_ws_slow_clients",
+                            "Stream clients dropped for not reading fast enough (TICKLET_SERVE__MAX_PENDING)",
+                            registry=r)
+        self.rejected = Counter("ticklet_serve_ws_rejected", "Stream connections refused", ["reason"], registry=r)
+        self.requests = Histogram("ticklet_serve_http_request_seconds", "Time to answer an HTTP request",
+                                  ["route", "status"], registry=r,
+                                  buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1.0))
+
+
+# ---------------------------------------------------------------------------
+# the stream
+
+
+class Client:
+    """One stream client: its filter, what waits to be sent, its sending task."""
+
+    __slots__ = ("abort", "after", "backlog", "dropped", "filter", "first", "pending", "peer", "ranges", "task",
+                 "wake", "ws")
+
+    def __init__(self, ws: WebSocket, filt: StreamFilter, after: dict[int, int], peer: str,
+                 abort: Optional[Callable[[], None]], first: int = 0):
+        self.ws, self.filter, self.peer, self.abort = ws, filt, peer, abort
+        self.first = first  # the latest held records it asked for first (backlog=), when it resumes after nothing
+        self.after = dict(after)  # partitions whose live records must still pass these offsets
+        self.pending: list[str] = []
+        self.backlog: list[str] = []
+        self.ranges: dict[int, tuple[int, int]] = {}
+        self.wake = asyncio.Event()
+        self.dropped = False
+        self.task: Optional[asyncio.Task] = None
+
+
+class Hub:
+    """The latest state, the resume buffer and the stream clients, on the event loop."""
+
+    def __init__(self, cfg: ServeConfig, kafka: KafkaConfig, metrics: Metrics):
+        self.cfg, self.kafka, self.metrics = cfg, kafka, metrics
+        self.store = LatestStore(cfg.max_instruments)
+        self.buffer = ResumeBuffer(cfg.buffer)
+        self.groups: dict[StreamFilter, set[Client]] = {}
+        self.clients = 0
+        self.ready = False
+        self.feed: Optional[Feed] = None
+
+    # -- fed by the consumer thread (through the loop)
+
+    def begin(self, starts: dict[int, int]) -> None:
+        for p, off in starts.items():
+            self.buffer.begin(p, off)
+
+    def caught_up(self, _: Any = None) -> None:
+        self.ready = True
+        self.metrics.ready.set(1)
+
+    def publish(self, entries: list[Entry]) -> None:
+        """Keep ``entries`` and queue them for the clients that asked for them."""
+        kinds: dict[str, int] = {}
+        refused = 0
+        for e in entries:
+            if not self.store.update(e):
+                refused += 1
+            self.buffer.append(e)
+            kinds[e.kind] = kinds.get(e.kind, 0) + 1
+        for kind, n in kinds.items():
+            self.metrics.records.labels(kind).inc(n)
+        if refused:
+            self.metrics.refused.labels("bounds").inc(refused)
+        for filt, clients in list(self.groups.items()):
+            matched = [e for e in entries if filt.match(e)]
+            if not matched:
+                continue
+            frames = [e.frame for e in matched]
+            for c in list(clients):
+                if c.after:
+                    self._push(c, [e.frame for e in matched if e.offset > c.after.get(e.partition, -1)])
+                    for e in matched:
+                        if c.after.get(e.partition, -1) < e.offset:
+                            c.after.pop(e.partition, None)
+                else:
+                    self._push(c, frames)
+
+    def _push(self, c: Client, frames: list[str]) -> None:
+        if c.dropped or not frames:
+            return
+        c.pending.extend(frames)
+        if len(c.pending) > self.cfg.max_pending:
+            self.drop(c)
+        else:
+            c.wake.set()
+
+    def drop(self, c: Client) -> None:
+        """Drop a client that does not keep up: it gets nothing more, its
+        sending task is cancelled (it may be waiting on a full socket)."""
+        if c.dropped:
+            return
+        self.metrics.slow.inc()
+        log.warning("stream client %s dropped: %d records waiting, more than TICKLET_SERVE__MAX_PENDING (%d)",
+                    c.peer, len(c.pending), self.cfg.max_pending)
+        c.dropped = True
+        c.pending = []
+        self._leave(c)
+        if c.task is not None:
+            c.task.cancel()
+
+    # -- clients
+
+    def full(self) -> bool:
+        return self.clients >= self.cfg.max_clients
+
+    def join(self, c: Client) -> None:
+        """Register ``c``; what it resumes after is planned in the same loop
+        step, so nothing falls between its backlog and its live records."""
+        if c.after:
+            ranges, held = self.buffer.plan(c.after)
+            c.ranges = ranges
+            c.backlog = [e.frame for e in held if c.filter.match(e)]
+        elif c.first:
+            c.backlog = [e.frame for e in self.buffer.last(c.first, c.filter)]
+        self.groups.setdefault(c.filter, set()).add(c)
+        self.clients += 1
+        self.metrics.clients.set(self.clients)
+
+    def _leave(self, c: Client) -> None:
+        group = self.groups.get(c.filter)
+        if group is not None and c in group:
+            group.discard(c)
+            if not group:
+                del self.groups[c.filter]
+            self.clients -= 1
+            self.metrics.clients.set(self.clients)
+
+    async def _send(self, c: Client, frames: list[str]) -> None:
+        await c.ws.send_text(frame_text(frames))
+        self.metrics.frames.inc()
+        self.metrics.sent.inc(len(frames))
+
+    async def _sender(self, c: Client) -> None:
+        if c.ranges:
+            cfg = consumer_config(self.kafka.brokers, self.cfg.group_id, self.kafka.client_config())
+            reader = await asyncio.to_thread(RangeReader, cfg, self.kafka.output_topic, c.ranges)
+            try:
+                while not reader.done:
+                    chunk = await asyncio.to_thread(reader.chunk, FRAME_RECORDS)
+                    frames = [e.frame for e in chunk if c.filter.match(e)]
+                    if frames:
+                        await self._send(c, frames)
+            finally:
+                await asyncio.to_thread(reader.close)
+        for i in range(0, len(c.backlog), FRAME_RECORDS):
+            await self._send(c, c.backlog[i:i + FRAME_RECORDS])
+        c.backlog = []
+        while not c.dropped:
+            if not c.pending:
+                c.wake.clear()
+                await c.wake.wait()
+                continue
+            frames = c.pending[:FRAME_RECORDS]
+            del c.pending[:FRAME_RECORDS]
+            await self._send(c, frames)
+
+    async def run_client(self, c: Client) -> None:
+        """Serve one accepted stream client until it leaves or is dropped."""
+        self.join(c)
+        c.task = asyncio.create_task(self._sender(c))
+
+        async def reader() -> None:  # the client's messages are ignored; this notices that it left
+            while True:
+                msg = await c.ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    return
+        listen = asyncio.create_task(reader())
+        try:
+            await asyncio.wait({c.task, listen}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._leave(c)
+            listen.cancel()
+            if not c.task.done():
+                c.task.cancel()
+            with contextlib.suppress(BaseException):
+                await c.task
+        if c.dropped:
+            await self._close(c, CLOSE_TOO_SLOW, "too slow: reconnect with after=")
+            return
+        ex = None if c.task.cancelled() else c.task.exception()
+        if ex is not None and not isinstance(ex, (WebSocketDisconnect, OSError)):
+            log.error("stream client %s: %s: %s", c.peer, type(ex).__name__, ex)
+            await self._close(c, 1011, "server error")
+
+    async def _close(self, c: Client, code: int, reason: str) -> None:
+        with contextlib.suppress(TimeoutError, RuntimeError, OSError, WebSocketDisconnect):
+            await asyncio.wait_for(c.ws.close(code, reason), 2.0)
+        if c.abort is not None:  # a client that reads nothing never takes the close frame: cut it off
+            asyncio.get_running_loop().call_later(5.0, c.abort)
+
+
+# ---------------------------------------------------------------------------
+# the edge: API key, request metrics, secrets kept out of the logs
+
+
+def _query_key(qs: bytes) -> Optional[str]:
+    for k, v in parse_qsl(qs.decode("latin-1")):
+        if k == "api_key":
+            return v
+    return None
+
+
+class _Edge:
+    """Pure ASGI middleware: the API key on every route but health, and the
+    request-time histogram (by route template, so the labels stay few)."""
+
+    def __init__(self, app: Any, key: Optional[str], metrics: Metrics):
+        self.app, self.key, self.metrics = app, key, metrics
+
+    def _authorized(self, scope: dict[str, Any]) -> tuple[bool, Optional[str]]:
+        assert self.key is not None
+        given: list[str] = []
+        for name, value in scope.get("headers", ()):
+            if name == b"x-api-key":
+                given.append(value.decode("latin-1"))
+            elif name == b"authorization" and value[:7].lower() == b"bearer ":
+                given.append(value[7:].decode("latin-1").strip())
+            elif name == b"cookie":
+                morsel = SimpleCookie(value.decode("latin-1")).get(_COOKIE)
+                if morsel is not None:
+                    given.append(morsel.value)
+        from_query = _query_key(scope.get("query_string", b""))
+        if from_query is not None:
+            given.append(from_query)
+        ok = any(hmac.compare_digest(g.encode(), self.key.encode()) for g in given)
+        return ok, from_query if ok else None
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[Any], Awaitable[None]]) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            scope["ticklet.abort"] = getattr(transport, "abort", None)
+        if kind not in ("http", "websocket") or scope["path"] in _OPEN or self.key is None or (
+                kind == "http" and scope["method"] == "OPTIONS"):
+            set_cookie = None
+        else:
+            ok, set_cookie = self._authorized(scope)
+            if not ok:
+                if kind == "websocket":
+                    self.metrics.rejected.labels("api_key").inc()
+                    scope["ticklet.denied"] = True
+                    await self.app(scope, receive, send)
+                    return
+                await JSONResponse({"detail": "a valid API key is needed (header X-API-Key)",
+                                    "message": "a valid API key is needed: header X-API-Key, Authorization: Bearer, "
+                                    "or ?api_key="}, 401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                return
+        if kind != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                if set_cookie is not None:
+                    cookie = f"{_COOKIE}={set_cookie}; Path=/; HttpOnly; SameSite=Strict".encode("latin-1")
+                    message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or ("/docs/static" if scope["path"].startswith("/docs/static/")
+                                                    else "other")
+            self.metrics.requests.labels(path, str(status[0])).observe(time.perf_counter() - t0)
+
+
+class RedactKey(logging.Filter):
+    """Keep the API key out of every log line (uvicorn's included): the key
+    itself and any ``api_key=`` query value become ``***``."""
+
+    _QUERY = re.compile(r"(api_key=)[^&\s\"']*")
+
+    def __init__(self, key: Optional[str]):
+        super().__init__()
+        self.key = key
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a malformed record: leave it to logging
+            return True
+        clean = self._QUERY.sub(r"\1***", msg)
+        if self.key:
+            clean = clean.replace(self.key, "***")
+        if clean != msg:
+            record.msg, record.args = clean, ()
+        return True
+
+
+# ---------------------------------------------------------------------------
+# the application
+
+
+def _problem(detail: Any, message: str, status: int) -> JSONResponse:
+    return JSONResponse({"detail": detail, "message": message}, status)
+
+
+def _json_list(entries: list[Entry]) -> Response:
+    return Response(b"[" + b",".join(e.value for e in entries) + b"]", media_type="application/json")
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> str:
+    """One line for FastAPI's validation errors: which parameter, what is wrong, what was given."""
+    parts = []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", ())]
+        where = f"{loc[0]} parameter {'.'.join(loc[1:])!r}" if len(loc) > 1 else "request"
+        msg = str(e.get("msg", "")).removeprefix("Value error, ")
+        if e.get("type") == "missing":
+            parts.append(f"{where} is required")
+        else:
+            parts.append(f"{where}: {msg} (got {e.get('input')!r:.80})")
+    return "; ".join(parts)
+
+
+def _plotly_js() -> Path:
+    import plotly
+
+    return Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+
+
+def _docs_static() -> Optional[Path]:
+    try:
+        import fastapi_offline
+    except ImportError:  # pragma: no cover (a dependency; /docs then says so)
+        return None
+    return Path(fastapi_offline.__file__).resolve().parent / "static"
+
+
+def _origin_ok(origin: Optional[str], host: Optional[str], allowed: list[str]) -> bool:
+    """A browser's WebSocket from ``origin`` may connect: no Origin (not a
+    browser), the server's own pages, or an allowed origin."""
+    if not origin:
+        return True
+    if "*" in allowed or origin in allowed:
+        return True
+    return bool(host) and urlsplit(origin).netloc == host
+
+
+def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) -> FastAPI:
+    """The ASGI application. The Kafka consumer is built and started by the
+    app's lifespan (when the server starts, ``start_feed``), never here."""
+    metrics = Metrics()
+    hub = Hub(cfg, kafka, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not start_feed:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        feed = Feed(consumer_config(kafka.brokers, cfg.group_id, kafka.client_config()), kafka.output_topic,
+                    cfg.backfill, post=loop.call_soon_threadsafe, on_begin=hub.begin, on_batch=hub.publish,
+                    on_ready=hub.caught_up, on_bad=lambda reason: metrics.refused.labels(reason).inc())
+        hub.feed = feed
+        metrics.lag.set_function(lambda: feed.lag)
+        feed.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(feed.stop)
+
+    app = FastAPI(title="ticklet serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="The latest forecasts, scored forecasts, metrics and signals of ticklet's output "
+                  "topic, and a live stream of them (WebSocket `/v1/stream`, see the README's *Serving* section). "
+                  "Answers are the records exactly as published: `schema` (2) and `type` first, then the fields "
+                  "of the record types in `ticklet/events.py`.")
+    app.state.hub = hub
+    app.state.metrics = metrics
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, ex: RequestValidationError) -> JSONResponse:
+        errors = [{k: v for k, v in e.items() if k in ("type", "loc", "msg", "input")} for e in ex.errors()]
+        return _problem(errors, _validation_message(errors), 422)
+
+    not_found = {404: {"model": Problem, "description": "Nothing of that instrument (model, horizon) yet."},
+                 422: {"model": Problem, "description": "A bad query parameter."}}
+
+    def latest(kind: str, what: str, instrument: str, model: Optional[str], horizon: Optional[int]) -> Response:
+        if instrument not in hub.store:
+            return _problem(f"no records of instrument {instrument!r} yet",
+                            f"no records of instrument {instrument!r} yet (GET /v1/instruments lists them)", 404)
+        entries = hub.store.latest(kind, instrument, model, horizon)
+        if not entries:
+            which = "".join(f", {k} {v!r}" for k, v in (("model", model), ("horizon", horizon)) if v is not None)
+            return _problem(f"no {what} of {instrument}{which} yet", f"no {what} of {instrument}{which} yet", 404)
+        return _json_list(entries)
+
+    @app.get("/v1/instruments", response_model=None, responses={200: {"model": list[InstrumentInfo]}},
+             summary="The instruments the server has records of")
+    async def instruments() -> Response:
+        return Response(msgspec.json.encode(hub.store.instruments()), media_type="application/json")
+
+    @app.get("/v1/forecasts/latest", response_model=None, responses={200: {"model": list[ForecastModel]},
+                                                                     **not_found},  # type: ignore[valid-type]
+             summary="The latest forecast issued by each model at each horizon")
+    async def forecasts_latest(instrument: InstrumentQ, model: ModelQ = None, horizon: HorizonQ = None) -> Response:
+        return latest("forecast", "forecast", instrument, model, horizon)
+
+    @app.get("/v1/forecasts/scored/latest", response_model=None,
+             responses={200: {"model": list[ScoredModel]}, **not_found},  # type: ignore[valid-type]
+             summary="The latest scored forecast (paired with its realized value) of each model and horizon")
+    async def scored_latest(instrument: InstrumentQ, model: ModelQ = None, horizon: HorizonQ = None) -> Response:
+        return latest("scored", "scored forecast", instrument, model, horizon)
+
+    @app.get("/v1/metrics", response_model=None, responses={200: {"model": list[MetricsModel]},
+                                                            **not_found},  # type: ignore[valid-type]
+             summary="The latest prequential metrics of each model and horizon")
+    async def metrics_latest(instrument: InstrumentQ, model: ModelQ = None, horizon: HorizonQ = None) -> Response:
+        return latest("metrics", "metrics", instrument, model, horizon)
+
+    @app.get("/v1/signals/latest", response_model=None, responses={200: {"model": list[SignalModel]},
+                                                                   **not_found},  # type: ignore[valid-type]
+             summary="The latest signal (decision) of each model and horizon")
+    async def signals_latest(instrument: InstrumentQ, model: ModelQ = None, horizon: HorizonQ = None) -> Response:
+        return latest("signal", "signal", instrument, model, horizon)
+
+    @app.get("/v1/fills/latest", response_model=None, responses={200: {"model": list[FillModel]},
+                                                                 **not_found},  # type: ignore[valid-type]
+             summary="The latest simulated fill of each book (model and horizon)")
+    async def fills_latest(instrument: InstrumentQ, model: ModelQ = None, horizon: HorizonQ = None) -> Response:
+        return latest("fill", "fill", instrument, model, horizon)
+
+    def _status() -> dict[str, Any]:
+        feed = hub.feed
+        if feed is None:
+            return {"ready": hub.ready, "consumer": "not started"}
+        parts = {str(p): {"position": feed.positions.get(p), "end_at_start": end}
+                 for p, end in sorted(feed.targets.items())}
+        return {"ready": hub.ready, "topic": kafka.output_topic, "consumed": feed.consumed, "lag": feed.lag,
+                "refused": dict(feed.bad), "partitions": parts, "clients": hub.clients,
+                **({"error": feed.error} if feed.error else {})}
+
+    @app.get("/healthz", summary="Whether the server and its Kafka consumer run (no API key needed)")
+    async def healthz() -> JSONResponse:
+        alive = hub.feed is not None and hub.feed.alive
+        return JSONResponse({"status": "ok" if alive else "down"}, 200 if alive else 503)
+
+    @app.get("/readyz", summary="Whether the server has caught up with the output topic (no API key needed)")
+    async def readyz() -> JSONResponse:
+        status = _status()
+        return JSONResponse(status, 200 if hub.ready and hub.feed is not None and hub.feed.alive else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.websocket("/v1/stream")
+    async def stream(ws: WebSocket) -> None:
+        """Each record as it arrives (JSON arrays of envelopes); see the module docstring."""
+        if ws.scope.get("ticklet.denied"):
+            await ws.send_denial_response(JSONResponse(
+                {"detail": "a valid API key is needed", "message": "a valid API key is needed: header X-API-Key, "
+                 "Authorization: Bearer, or ?api_key="}, 401))
+            return
+        q = ws.query_params
+        name, value = "", ""
+        try:
+            name, value = "instrument", q.get("instrument") or ""
+            inst = check_instrument(value) if value else None
+            name, value = "types", q.get("types") or ""
+            types = parse_types(value)
+            name, value = "after", q.get("after") or ""
+            after = parse_after(value)
+            name, value = "backlog", q.get("backlog") or ""
+            backlog = parse_backlog(value, cfg.buffer)
+        except ValueError as ex:
+            metrics.rejected.labels("query").inc()
+            detail = [{"type": "value_error", "loc": ["query", name], "msg": str(ex), "input": value}]
+            await ws.send_denial_response(_problem(detail, f"query parameter {name!r}: {ex} (got {value!r:.80})",
+                                                   422))
+            return
+        if not _origin_ok(ws.headers.get("origin"), ws.headers.get("host"), cfg.cors_origins):
+            metrics.rejected.labels("origin").inc()
+            await ws.send_denial_response(_problem("origin not allowed", "this origin may not open the stream "
+                                                   "(TICKLET_SERVE__CORS_ORIGINS)", 403))
+            return
+        if hub.full():
+            metrics.rejected.labels("full").inc()
+            await ws.send_denial_response(_problem("too many stream clients", "too many stream clients "
+                                                   "(TICKLET_SERVE__MAX_CLIENTS); try again later", 503))
+            return
+        await ws.accept()
+        peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
+        await hub.run_client(Client(ws, StreamFilter(inst, types), after, peer, ws.scope.get("ticklet.abort"),
+                                    backlog))
+
+    # -- the live page and the docs, all served from this machine
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "live.html", media_type="text/html")
+
+    @app.get("/static/plotly.min.js", include_in_schema=False)
+    async def plotly_js() -> FileResponse:
+        return FileResponse(_plotly_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        path = STATIC / name
+        if not re.fullmatch(r"[a-z0-9_-]+\.(js|css)", name) or not path.is_file():
+            return _problem("no such file", f"no such file: {name}", 404)
+        media = "text/javascript" if name.endswith(".js") else "text/css"
+        return FileResponse(path, media_type=media)
+
+    docs_static = _docs_static()
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        if docs_static is None:
+            return HTMLResponse("<p>Install fastapi-offline for the docs; the API is at /openapi.json.</p>")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="ticklet serve - API",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon.png")
+
+    @app.get("/docs/static/{name}", include_in_schema=False)
+    async def docs_files(name: str) -> Response:
+        if docs_static is None or name not in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"):
+            return _problem("no such file", f"no such file: {name}", 404)
+        return FileResponse(docs_static / name, headers={"Cache-Control": "max-age=86400"})
+
+    edge: Any = _Edge(app, cfg.api_key.get_secret_value() if cfg.api_key else None, metrics)
+    if cfg.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        edge = CORSMiddleware(edge, allow_origins=cfg.cors_origins, allow_methods=["GET"],
+                              allow_headers=["X-API-Key", "Authorization"])
+    wrapped: Any = edge
+    wrapped.state = app.state  # for the tests and the runner: the hub and the metrics
+    wrapped.fastapi = app
+    return wrapped
+
+
+# ---------------------------------------------------------------------------
+# the runner
+
+
+def bind(address: str, port: int) -> socket.socket:
+    """A listening socket on ``address:port``; :class:`ConfigError` naming the
+    settings when it cannot be had (in use, no such address)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(2048)
+    except OSError as ex:
+        sock.close()
+        raise ConfigError(f"cannot listen on {address}:{port} (TICKLET_SERVE__ADDRESS, TICKLET_SERVE__PORT): "
+                          f"{ex.strerror or ex}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(cfg: ServeConfig, kafka: KafkaConfig, check_kafka: bool = True) -> None:
+    """Run the server until SIGINT or SIGTERM. A bad setting (brokers that
+    do not answer, an address that cannot be had) raises :class:`ConfigError`
+    before anything starts."""
+    import uvicorn
+
+    key = cfg.api_key.get_secret_value() if cfg.api_key else None
+    redact = RedactKey(key)
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", "ticklet", "fastapi"):
+        logging.getLogger(name).addFilter(redact)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact)
+    if check_kafka:
+        kafka.check_reachable()
+    sock = bind(cfg.address, cfg.port)
+    host, port = sock.getsockname()[:2]
+    app = create_app(cfg, kafka)
+    config = uvicorn.Config(app, log_config=None, access_log=False, server_header=False, lifespan="on",
+                            ws_per_message_deflate=False, ws_max_size=65536, timeout_graceful_shutdown=5,
+                            proxy_headers=False)
+    shown = f"[{host}]" if ":" in host else host
+    log.info("serving http://%s:%d (the output topic %r of %s; live page at /, API docs at /docs)", shown, port,
+             kafka.output_topic, kafka.bootstrap_servers)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -1,0 +1,254 @@
+"""The Kafka side of ``ticklet serve``: one consumer of the output topic, in
+its own thread, and short-lived readers of offset ranges for stream clients
+that resume further back than the server's buffer.
+
+The consumer is built when the server starts (never at import). It joins no
+group rebalance: every partition is assigned to it, starting
+``backfill`` records before each partition's end, and no offset is
+committed, so every server process reads the whole topic's recent history
+and then follows it. It hands what it decodes to the event loop in
+batches, through ``post`` (``loop.call_soon_threadsafe``); at most
+``max_in_flight`` batches wait there, so a busy loop slows the consumer down
+(Kafka keeps the records) instead of queuing without bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Optional
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from sinks.kafka import rdkafka_logger
+from ticklet.serve.state import BadRecord, Entry, decode_record
+
+__all__ = ["Feed", "RangeReader", "consumer_config"]
+
+log = logging.getLogger(__name__)
+
+
+def consumer_config(brokers: list[str], group_id: str, client_config: Optional[dict[str, Any]] = None
+                    ) -> dict[str, Any]:
+    """librdkafka settings of the server's consumers (security settings from ``client_config``)."""
+    return {"bootstrap.servers": ",".join(brokers), "group.id": group_id, "enable.auto.commit": False,
+            "enable.auto.offset.store": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
+            "reconnect.backoff.max.ms": 2000, "logger": rdkafka_logger(), **(client_config or {})}
+
+
+def _entries(msgs: list[Any], bad: Counter, on_bad: Optional[Callable[[str], None]] = None) -> list[Entry]:
+    out = []
+    for m in msgs:
+        if m.error():
+            continue
+        try:
+            out.append(decode_record(m.value(), m.partition(), m.offset(), m.timestamp()[1]))
+        except BadRecord as ex:
+            bad[ex.reason] += 1
+            if on_bad is not None:
+                on_bad(ex.reason)
+    return out
+
+
+class Feed:
+    """Follow ``topic`` and hand its records to the event loop.
+
+    Parameters
+    ----------
+    config
+        Consumer settings (:func:`consumer_config`).
+    topic
+        The output topic.
+    backfill
+        Records read again from the end of each partition at start.
+    post
+        Schedules ``fn(arg)`` on the event loop, in call order (thread-safe).
+    on_begin
+        Called (on the loop) with ``{partition: first offset}`` when
+        partitions are assigned.
+    on_batch
+        Called (on the loop) with each batch of decoded entries.
+    on_ready
+        Called (on the loop) once every partition has been read up to its
+        end as it was at start, right after the batch that got there.
+    on_bad
+        Called (in the consumer's thread) with the reason of each value
+        that is not a record served (:class:`~ticklet.serve.state.BadRecord`).
+    """
+
+    def __init__(self, config: dict[str, Any], topic: str, backfill: int,
+                 post: Callable[[Callable[[Any], None], Any], None],
+                 on_begin: Callable[[dict[int, int]], None], on_batch: Callable[[list[Entry]], None],
+                 on_ready: Callable[[Any], None], on_bad: Optional[Callable[[str], None]] = None,
+                 max_batch: int = 2000, max_in_flight: int = 8):
+        self._config, self._topic, self._backfill = config, topic, backfill
+        self._post, self._on_begin, self._on_batch, self._on_ready = post, on_begin, on_batch, on_ready
+        self._on_bad = on_bad
+        self._max_batch = max_batch
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.bad: Counter = Counter()  # refused values by reason
+        self.consumed = 0
+        self.positions: dict[int, int] = {}  # partition -> next offset to read
+        self.targets: dict[int, int] = {}  # partition -> its end at start (ready once reached)
+        self.lag = 0  # records behind the partitions' ends (librdkafka's cached watermarks)
+        self.ready = False
+        self.error = ""  # the client's last error, for /readyz
+        self.alive = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ticklet-serve-feed", daemon=True)
+        self.alive = True
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _deliver(self, entries: list[Entry]) -> None:
+        self._slots.acquire()
+
+        def apply(batch: list[Entry]) -> None:
+            try:
+                self._on_batch(batch)
+            finally:
+                self._slots.release()
+        self._post(apply, entries)
+
+    def _on_error(self, err: KafkaError) -> None:
+        self.error = str(err.str())
+
+    def _assign(self, c: Consumer) -> bool:
+        """Assign every partition of the topic, ``backfill`` records before
+        its end; False while the topic does not exist."""
+        try:
+            md = c.list_topics(self._topic, timeout=5.0).topics.get(self._topic)
+        except KafkaException as ex:
+            self.error = str(ex.args[0].str() if ex.args else ex)
+            return False
+        if md is None or md.error is not None or not md.partitions:
+            self.error = f"topic {self._topic!r} does not exist yet"
+            return False
+        begin = {}
+        for p in sorted(md.partitions):
+            lo, hi = c.get_watermark_offsets(TopicPartition(self._topic, p), timeout=10.0)
+            begin[p] = max(lo, hi - self._backfill)
+            self.targets[p] = hi
+            self.positions[p] = begin[p]
+        c.assign([TopicPartition(self._topic, p, off) for p, off in begin.items()])
+        self._post(self._on_begin, begin)
+        self.error = ""
+        log.info("following %r from %s (ends %s)", self._topic, begin, self.targets)
+        return True
+
+    def _caught_up(self) -> bool:
+        return all(self.positions.get(p, 0) >= end for p, end in self.targets.items())
+
+    def _new_partitions(self, c: Consumer) -> None:
+        try:
+            md = c.list_topics(self._topic, timeout=5.0).topics.get(self._topic)
+        except KafkaException:
+            return
+        new = sorted(set(md.partitions) - set(self.positions)) if md is not None and md.partitions else []
+        if new:
+            c.incremental_assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in new])
+            for p in new:
+                self.positions[p] = 0
+            self._post(self._on_begin, dict.fromkeys(new, 0))
+            log.info("partitions %s of %r appeared: reading them from the beginning", new, self._topic)
+
+    def _run(self) -> None:
+        c = Consumer({**self._config, "error_cb": self._on_error})
+        try:
+            while not self._stop.is_set() and not self._assign(c):
+                self._stop.wait(1.0)
+            next_check = time.monotonic() + 1.0
+            next_meta = time.monotonic() + 30.0
+            while not self._stop.is_set():
+                m = c.poll(0.2)
+                now = time.monotonic()
+                if m is not None:
+                    msgs = [m, *c.consume(self._max_batch, 0)]
+                    for x in msgs:
+                        if not x.error():
+                            self.positions[x.partition()] = x.offset() + 1
+                        elif x.error().code() != KafkaError._PARTITION_EOF:
+                            self.error = str(x.error().str())
+                    entries = _entries(msgs, self.bad, self._on_bad)
+                    self.consumed += len(entries)
+                    if entries:
+                        self._deliver(entries)
+                if not self.ready and self._caught_up():
+                    self.ready = True
+                    self._post(self._on_ready, None)
+                    log.info("caught up with %r", self._topic)
+                if now >= next_check:
+                    next_check = now + 1.0
+                    lag = 0
+                    for p, pos in self.positions.items():
+                        with contextlib.suppress(KafkaException):
+                            lag += max(0, c.get_watermark_offsets(TopicPartition(self._topic, p), cached=True)[1]
+                                       - pos)
+                    self.lag = lag
+                if now >= next_meta:
+                    next_meta = now + 30.0
+                    self._new_partitions(c)
+        except Exception:
+            log.exception("the Kafka consumer of %r stopped", self._topic)
+            raise
+        finally:
+            self.alive = False
+            c.close()
+
+
+class RangeReader:
+    """The records of offsets ``[lo, hi)`` of some partitions of ``topic``,
+    read by a consumer of its own, chunk by chunk (call :meth:`chunk` from a
+    worker thread; :meth:`close` when done)."""
+
+    def __init__(self, config: dict[str, Any], topic: str, ranges: dict[int, tuple[int, int]],
+                 timeout_s: float = 30.0):
+        self._left = {p: hi for p, (lo, hi) in ranges.items() if hi > lo}
+        self._c = Consumer({**config, "enable.partition.eof": True})
+        self._c.assign([TopicPartition(topic, p, ranges[p][0]) for p in self._left])
+        self._timeout = timeout_s
+        self.bad: Counter = Counter()
+
+    @property
+    def done(self) -> bool:
+        return not self._left
+
+    def chunk(self, n: int = 1000) -> list[Entry]:
+        """The next records, in offset order per partition (empty once done)."""
+        out: list[Any] = []
+        deadline = time.monotonic() + self._timeout
+        while self._left and not out:
+            msgs = self._c.consume(n, 0.5)
+            for m in msgs:
+                p = m.partition()
+                if p not in self._left:
+                    continue
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        del self._left[p]  # the range reaches past what the partition holds
+                    continue
+                if m.offset() >= self._left[p]:
+                    del self._left[p]
+                    self._c.incremental_unassign([TopicPartition(m.topic(), p)])
+                    continue
+                out.append(m)
+                if m.offset() + 1 >= self._left[p]:
+                    del self._left[p]
+                    self._c.incremental_unassign([TopicPartition(m.topic(), p)])
+            if not msgs and time.monotonic() > deadline:
+                raise TimeoutError(f"no records of partitions {sorted(self._left)} within {self._timeout:g} s")
+        return _entries(out, self.bad)
+
+    def close(self) -> None:
+        self._c.close()
