@@ -121,13 +121,14 @@ while writing to 'out': 3 records waiting
         self._logged: Optional[float] = None
         self._lock = threading.Lock()  # one Outage may serve the partitions of several workers
 
-    def waiting(self, detail: str) -> float:
-        """Note a failed attempt (``detail``: what is held up); the seconds to
-        wait before the next."""
+    def waiting(self, detail: str, started: Optional[float] = None) -> float:
+        """Note a failed attempt (``detail``: what is held up; ``started``:
+        when it began, on the same clock, if not now); the seconds to wait
+        before the next."""
         with self._lock:
             now = self._clock()
             if self.since is None:
-                self.since, self._wait = now, self._first
+                self.since, self._wait = (now if started is None else started), self._first
             down = now - self.since
             if down > self.timeout_s:
                 self._give_up(f"Kafka unreachable for {down:.1f} s, longer than the outage timeout "
@@ -234,8 +235,8 @@ class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
         if err is not None:
             self._failed.append(f"{err} (key {msg.key()!r})")
 
-    def _held_up(self, left: int) -> float:
-        return self._outage.waiting(f"{left} record(s) not yet delivered (last error: {self._error})")
+    def _held_up(self, left: int, started: float) -> float:
+        return self._outage.waiting(f"{left} record(s) not yet delivered (last error: {self._error})", started)
 
     def _hand_over(self, key: bytes, value: bytes) -> None:
         """:meth:`Producer.produce`, waiting while librdkafka's queue is full."""
@@ -247,14 +248,15 @@ class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
             except BufferError:  # local queue full: let deliveries drain
                 t0 = time.monotonic() if t0 is None else t0
                 waited = time.monotonic() - t0
-                self._p.poll(self._held_up(len(self._p)) if waited > self._patience else 0.1)
+                self._p.poll(self._held_up(len(self._p), t0) if waited > self._patience else 0.1)
 
     def _deliver(self) -> None:
         """Flush until every record is delivered; wait out an outage; raise
         on a record the broker refused."""
+        t0 = time.monotonic()
         left = self._p.flush(self._patience)
         while left and not self._failed:
-            left = self._p.flush(self._held_up(left))
+            left = self._p.flush(self._held_up(left, t0))
         self._outage.over()
         if self._failed:
             failed, self._failed = self._failed, []
@@ -304,13 +306,14 @@ class KafkaRecordSink(DynamicSink[tuple[bytes, bytes]]):
         config = {"reconnect.backoff.max.ms": 2000, "logger": rdkafka_logger(), **self._config,
                   "message.timeout.ms": 0}
         while True:
+            t0 = time.monotonic()
             try:
-                ensure_topic(config, self._topic, timeout_s=10.0)
+                ensure_topic(config, self._topic, timeout_s=min(10.0, self._outage_s))
                 break
             except KafkaException as ex:
                 if not is_transient(ex.args[0]):
                     raise
-                time.sleep(outage.waiting(f"cannot create the topic: {ex.args[0].str()}"))
+                time.sleep(outage.waiting(f"cannot create the topic: {ex.args[0].str()}", t0))
         outage.over()
         return _Partition(config, self._topic, outage)
 

@@ -42,8 +42,9 @@ _UNREACHABLE = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, K
 class OutagePolicy(Protocol):
     """How long to wait out an unreachable broker (``sinks.kafka.Outage``)."""
 
-    def waiting(self, detail: str) -> float:
-        """Note a failed attempt; the seconds to wait before the next (or give up)."""
+    def waiting(self, detail: str, started: Optional[float] = None) -> float:
+        """Note a failed attempt (begun at ``started``, ``time.monotonic``);
+        the seconds to wait before the next (or give up)."""
 
     def over(self) -> None:
         """An attempt got through."""
@@ -95,7 +96,7 @@ class _Partition(StatefulSourcePartition[Item, int]):
         self._batch = batch_size
         self._eof = False
         self._outage = outage
-        self._down: Optional[str] = None  # the last "cannot reach the cluster" error, until it answers again
+        self._down: Optional[float] = None  # since when the cluster cannot be reached, until it answers again
         self._next_probe = 0.0
         self._said = ""
         self._source = f"{part}-{topic}"
@@ -120,7 +121,8 @@ class _Partition(StatefulSourcePartition[Item, int]):
     def _on_error(self, err: KafkaError) -> None:
         """Client-wide errors (librdkafka retries them itself): note an outage."""
         if err.code() in _UNREACHABLE:
-            self._down = str(err.str())
+            if self._down is None:
+                self._down = time.monotonic()
         elif err.fatal():
             raise KafkaException(err)
         elif str(err.str()) != self._said:  # the same error again and again: said once
@@ -137,7 +139,7 @@ class _Partition(StatefulSourcePartition[Item, int]):
         except KafkaException as ex:
             assert self._outage is not None
             detail = f"partition {self._part} paused at offset {self._offset} (last error: {ex.args[0].str()})"
-            self._next_probe = time.monotonic() + self._outage.waiting(detail)
+            self._next_probe = time.monotonic() + self._outage.waiting(detail, self._down)
             return
         self._reachable()
 
@@ -187,13 +189,14 @@ class KafkaTickSource(FixedPartitionedSource[Item, int]):
     def list_parts(self) -> list[str]:
         admin = AdminClient({"bootstrap.servers": self._brokers, **self._config})
         while True:
+            t0 = time.monotonic()
             try:
                 topics = admin.list_topics(self._topic, timeout=30 if self._outage is None else 10).topics
                 break
             except KafkaException as ex:
                 if self._outage is None or ex.args[0].code() not in _UNREACHABLE:
                     raise
-                time.sleep(self._outage.waiting(f"cannot list the partitions: {ex.args[0].str()}"))
+                time.sleep(self._outage.waiting(f"cannot list the partitions: {ex.args[0].str()}", t0))
         if self._outage is not None:
             self._outage.over()
         md = topics.get(self._topic)
