@@ -26,12 +26,15 @@ import hashlib
 import json
 import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from dataflows import ops
+from dataflows.bundle import load_warm_start
+from sinks.bundle import BundleSink
 from sinks.files import CounterSink, CsvSink, JsonLinesSink
 from sinks.kafka import KafkaRecordSink, Outage, producer_config, rdkafka_logger
 from sinks.report import ReportSink
@@ -91,10 +94,15 @@ def write_manifest(settings: Settings) -> None:
     os.replace(tmp, out / MANIFEST)
 
 
-def build_flow(settings: Settings) -> Dataflow:
+def build_flow(settings: Settings, save_models: Optional[Path] = None) -> Dataflow:
     """Wire the dataflow for ``settings`` (and write the run's manifest,
-    ``run.json``, in the output directory)."""
+    ``run.json``, in the output directory). With ``save_models``, the final
+    states of the learners and features are pickled into that directory when
+    the input ends (a model bundle: :mod:`dataflows.bundle`, whose
+    :func:`~dataflows.bundle.save_bundle` writes its manifest after the run).
+    With ``TICKLET_FORECAST__WARM_START``, they start from a bundle."""
     out, kafka = settings.output.dir, settings.kafka
+    warm = load_warm_start(settings)  # before anything is wired or written: a bad bundle is one line
     flow = Dataflow("ticklet_forecast")
 
     total_bytes = None  # of the input files, for the progress bar
@@ -114,8 +122,14 @@ def build_flow(settings: Settings) -> Dataflow:
     ticks = ops.parse_ticks("parse_ticks", raw, settings.input.limits())
     checked = ops.check_ticks("check_ticks", ticks.out, settings.sanity)  # implausible ticks: dead letters
     bars = ops.make_bars("make_bars", checked.out, settings.bars)
-    features = ops.compute_features("compute_features", bars.out, settings.features)
-    forecasts = ops.join_forecasts("join_forecasts", features, settings.forecast)
+    save = save_models is not None
+    feats = ops.compute_features("compute_features", bars.out, settings.features,
+                                 warm=None if warm is None else warm.features, export=save)
+    features = feats.out
+    forecasts = ops.join_forecasts("join_forecasts", features, settings.forecast,
+                                   warm=None if warm is None else warm.join, export=save)
+    if save_models is not None and feats.exports is not None and forecasts.exports is not None:
+        op.output("save_models", op.merge("merge_states", feats.exports, forecasts.exports), BundleSink(save_models))
     metrics = ops.score_forecasts("score_forecasts", forecasts.scored)
     if settings.output.economics:
         decisions = ops.make_signals("make_signals", forecasts.both, settings.signals)

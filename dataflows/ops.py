@@ -77,22 +77,26 @@ W = TypeVar("W")
 
 @dataclass(frozen=True)
 class StepOut(Generic[W]):
-    """A step's main keyed output, its dead letters and its counter increments."""
+    """A step's main keyed output, its dead letters and its counter increments;
+    with ``export``, its final state per key (``(key, (key, kind, state))``)
+    when its input ends."""
 
     out: KeyedStream[W]
     errors: Stream[ErrorRecord]
     counts: Stream[Count]
+    exports: Optional[KeyedStream[tuple[str, str, Any]]] = None
 
 
 class _Side:
-    """Dead letters and counter increments of one batch, carried as one item
-    so that the main output needs a single branch."""
+    """Dead letters, counter increments and exported states of one batch,
+    carried as one item so that the main output needs a single branch."""
 
-    __slots__ = ("counts", "errors")
+    __slots__ = ("counts", "errors", "exports")
 
-    def __init__(self, errors: list[ErrorRecord], counts: list[Count]):
+    def __init__(self, errors: list[ErrorRecord], counts: list[Count], exports: tuple = ()):
         self.errors = errors
         self.counts = counts
+        self.exports = exports
 
 
 #: Most events a step may hold across batches whose input records are kept
@@ -123,11 +127,12 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
     """
 
     def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[tuple[str, type]],
-                 stage: str):
+                 stage: str, export: Optional[tuple[str, Callable[[Any], Any]]] = None):
         self.step = step
         self.state = state
         self.flatten = flatten
         self.count_as = count_as
+        self.export = export
         self.timer = STAGE_SECONDS.labels(stage)
         self.held: dict[int, tuple[Any, Any, str]] = {}  # id(event) -> (event, record, fmt)
 
@@ -207,6 +212,12 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
             held.clear()
         return res
 
+    def on_eof(self) -> tuple[Iterable, bool]:
+        if self.export is None or self.state is None:
+            return [], StatefulBatchLogic.RETAIN
+        kind, fn = self.export
+        return [_Side([], [], ((kind, fn(self.state)),))], StatefulBatchLogic.RETAIN
+
     def snapshot(self) -> Any:
         return copy.deepcopy(self.state)
 
@@ -223,6 +234,21 @@ def _side_counts(kv: tuple[str, _Side]) -> list[Count]:
     return kv[1].counts
 
 
+def _side_exports(kv: tuple[str, _Side]) -> list[tuple[str, tuple[str, str, Any]]]:
+    return [(kv[0], (kv[0], *e)) for e in kv[1].exports]
+
+
+def _keyed_start(step: Callable[[S, V], tuple[S, list]], start: Callable[[str], S]
+                 ) -> Callable[[Optional[S], V], tuple[S, list]]:
+    """``step``, with the state of a key made by ``start(instrument)`` from its
+    first item (Bytewax's builder does not know the key; the items do)."""
+
+    def keyed(state: Optional[S], item: Any) -> tuple[S, list]:
+        return step(start(item.instrument) if state is None else state, item)
+
+    return keyed
+
+
 @operator
 def run_step(
     step_id: str,
@@ -231,15 +257,18 @@ def run_step(
     init: Callable[[], S],
     flatten: bool = False,
     count_as: Optional[tuple[str, type]] = None,
+    export: Optional[tuple[str, Callable[[S], Any]]] = None,
 ) -> StepOut:
     """Run ``step`` per key, starting each key from ``init()`` (or its
-    recovered state). With ``flatten``, each upstream value is a list of items
-    fed one by one. ``count_as = (name, type)`` counts main outputs of that
-    type under that counter name."""
+    recovered state: recovery always wins). With ``flatten``, each upstream
+    value is a list of items fed one by one. ``count_as = (name, type)``
+    counts main outputs of that type under that counter name. ``export =
+    (kind, fn)``: when the input ends, each key's ``fn(state)`` goes out on
+    ``exports`` as ``(key, (kind, ...))``."""
 
     def builder(resume: Optional[S]) -> _StepLogic:
         return _StepLogic(step, init() if resume is None else resume, flatten, count_as,
-                          step_id.rsplit(".", 1)[-1])
+                          step_id.rsplit(".", 1)[-1], export)
 
     s = op.stateful_batch("stateful_step", up, builder)
     b = op.branch("split_side", s, _is_main)
@@ -247,6 +276,7 @@ def run_step(
         b.trues,
         op.flat_map("side_errors", b.falses, _side_errors),
         op.flat_map("side_counts", b.falses, _side_counts),
+        op.flat_map("side_exports", b.falses, _side_exports) if export is not None else None,
     )
 
 
@@ -310,9 +340,31 @@ def make_bars(step_id: str, up: KeyedStream[list[Event]], config: bars.BarConfig
 
 
 @operator
-def compute_features(step_id: str, up: KeyedStream[Bar], config: features.FeatureConfig) -> KeyedStream[FeatureRow]:
-    """Per-instrument feature rows from bars."""
-    return run_step("features", up, features.step, lambda: features.FeatureState(config)).out
+def compute_features(step_id: str, up: KeyedStream[Bar], config: features.FeatureConfig,
+                     warm: Optional[Callable[[str], Optional[features.FeatureState]]] = None,
+                     export: bool = False) -> StepOut:
+    """Per-instrument feature rows from bars. ``warm(instrument)``: the state
+    an instrument starts from (None: a fresh one), unless recovery has one.
+    With ``export``, each instrument's final state goes out on ``exports``
+    (kind ``"features"``) when the input ends, for a model bundle."""
+    if warm is None:
+        return run_step("features", up, features.step, lambda: features.FeatureState(config),
+                        export=("features", _same) if export else None)
+
+    def start(instrument: str) -> features.FeatureState:
+        st = warm(instrument)
+        return features.FeatureState(config) if st is None else st
+
+    return run_step("features", up, _keyed_start(features.step, start), _none,
+                    export=("features", _same) if export else None)
+
+
+def _same(state: Any) -> Any:
+    return state
+
+
+def _none() -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -325,6 +377,7 @@ class JoinOut:
     errors: Stream[ErrorRecord]
     counts: Stream[Count]
     both: KeyedStream[Any]  # issued and scored, in the order the join emitted them
+    exports: Optional[KeyedStream[tuple[str, str, Any]]] = None  # the final states, with export
 
 
 def _is_scored(kv: tuple[str, Any]) -> bool:
@@ -332,12 +385,32 @@ def _is_scored(kv: tuple[str, Any]) -> bool:
 
 
 @operator
-def join_forecasts(step_id: str, up: KeyedStream[FeatureRow], config: forecast.ForecastConfig) -> JoinOut:
-    """Forecast, hold until the target time, pair with the realized value, learn."""
-    s = run_step("join", up, forecast.step, lambda: forecast.JoinState(config),
-                 count_as=("forecasts", ForecastRecord))
+def join_forecasts(step_id: str, up: KeyedStream[FeatureRow], config: forecast.ForecastConfig,
+                   warm: Optional[Callable[[str], Optional[forecast.JoinState]]] = None,
+                   export: bool = False) -> JoinOut:
+    """Forecast, hold until the target time, pair with the realized value,
+    learn. ``warm(instrument)``: the state an instrument starts from (None: a
+    cold one), unless recovery has one. With ``export``, learners record what
+    they need to train offline, and when the input ends each instrument's
+    final state (:func:`operators.forecast.export`) goes out on ``exports``
+    (kind ``"join"``), for a model bundle."""
+    ex = ("join", forecast.export) if export else None
+    if warm is None:
+        s = run_step("join", up, forecast.step, lambda: forecast.JoinState(config, record=export),
+                     count_as=("forecasts", ForecastRecord), export=ex)
+    else:
+        def start(instrument: str) -> forecast.JoinState:
+            st = warm(instrument)
+            if st is None:
+                return forecast.JoinState(config, record=export)
+            if export:
+                st.record_offline()
+            return st
+
+        s = run_step("join", up, _keyed_start(forecast.step, start), _none,
+                     count_as=("forecasts", ForecastRecord), export=ex)
     b = op.branch("split_scored", s.out, _is_scored)
-    return JoinOut(b.falses, b.trues, s.errors, s.counts, s.out)
+    return JoinOut(b.falses, b.trues, s.errors, s.counts, s.out, s.exports)
 
 
 @operator

@@ -48,6 +48,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from operators.swt import SWTConfig, denoise_last
 from ticklet.events import Bar, FeatureRow
 
-__all__ = ["FeatureConfig", "FeatureState", "step"]
+__all__ = ["FeatureConfig", "FeatureState", "feature_names", "step", "warm"]
 
 _BPS = 1e4
 
@@ -154,6 +155,38 @@ class FeatureState:
             d.clear()
         self.avg_gain = self.avg_loss = 0.0
         self.ema_fast = self.ema_slow = self.macd_signal = self.prev_denoised = None
+
+
+def feature_names(config: FeatureConfig) -> tuple[str, ...]:
+    """The names of the features of a row, in their order (as a learner sees
+    them; a model bundle records them).
+
+    >>> feature_names(FeatureConfig(return_lags=(1, 5)))[:3], len(feature_names(FeatureConfig()))
+    (('ret_1', 'ret_5', 'rv'), 24)
+    """
+    return (*(f"ret_{k}" for k in config.return_lags), "rv", "flow_imb", "flow_imb_w", "ofi", "ofi_w",
+            "micro_dev", "spread", "book_imb", "last_vs_mid", "vwap_dev", "log_volume", "rsi", "macd",
+            "macd_signal", "macd_hist", "swt_dev", "swt_slope", *(f"swt_e{j}" for j in range(1, config.swt.level + 1)))
+
+
+def warm(bundle: FeatureState, config: FeatureConfig) -> FeatureState:
+    """A fresh state for ``config`` that keeps a copy of the online scaler of
+    ``bundle`` (a saved state): the features its learners were trained on are
+    scaled the same way from the first bar. The windows start empty, as after
+    a gap. A scaler of another kind is not carried over.
+
+    >>> from ticklet.events import Bar
+    >>> old = FeatureState(FeatureConfig())
+    >>> for i in range(50):
+    ...     p = 100.0 + i % 3
+    ...     old, _ = step(old, Bar("X", i, i + 1, p, p, p, p, 1.0, p, p, 1, 0.5, 0.5,
+    ...                            p - 0.01, 1.0, p + 0.01, 1.0, 0.0, 1.0, p, 1))
+    >>> st = warm(old, FeatureConfig())
+    >>> st.n, st.scaler.counts["rv"] == old.scaler.counts["rv"] == 50, st.scaler is old.scaler
+    (0, True, False)
+    """
+    same = bundle.config.scaler == config.scaler and bundle.config.scaler_fading == config.scaler_fading
+    return FeatureState(config, scaler=copy.deepcopy(bundle.scaler) if same else None)
 
 
 def _raw_features(st: FeatureState, bar: Bar, lp: float) -> dict[str, float]:

@@ -40,9 +40,11 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional, Union
 
 import msgspec
@@ -52,7 +54,10 @@ from models.base import OnlineModel
 from models.registry import ENSEMBLE, MODELS, LearnerConfig, build
 from ticklet.events import Count, FeatureRow, Forecast, ForecastRecord
 
-__all__ = ["ForecastConfig", "JoinState", "Pending", "predict", "step"]
+__all__ = ["COLD", "ForecastConfig", "JoinState", "Pending", "export", "predict", "step", "warm"]
+
+#: The origin of a learner that started from nothing (not from a model bundle).
+COLD = "cold"
 
 
 class ForecastConfig(BaseModel):
@@ -73,6 +78,17 @@ class ForecastConfig(BaseModel):
         1.0, gt=0,
         description="A forecast log return beyond this (or not finite) is a diverged model: it is replaced "
         "by 0, without interval, and counted as forecasts_invalid.")
+    warm_start: Optional[Path] = Field(
+        None,
+        description="Model bundle (a directory made by ticklet backtest --save-models) that the learners and "
+        "the feature scaler start from; they then keep learning online. Its pickled learners run code when "
+        "loaded: give only a bundle you made or trust. Bytewax recovery state, where there is some, takes "
+        "precedence. Unset: every learner starts cold.")
+    warm_start_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Which bundle instrument starts which instrument of the run: {\"BTCUSDT-PERP\": \"BTCUSDT\"}, "
+        "or {\"*\": \"BTCUSDT\"} for every instrument. Unlisted instruments start from their own state in the "
+        "bundle, or cold when it has none.")
 
     @field_validator("horizons")
     @classmethod
@@ -95,6 +111,14 @@ class ForecastConfig(BaseModel):
             raise ValueError("the ensemble needs other models to combine")
         return v
 
+    @field_validator("warm_start_map")
+    @classmethod
+    def _map(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k, src in v.items() if not k or not src or src == "*"]
+        if bad:
+            raise ValueError(f"instrument -> bundle instrument, or \"*\" -> one bundle instrument (got {bad[0]!r})")
+        return v
+
     @property
     def members(self) -> tuple[str, ...]:
         """The models the ensemble combines: every other model."""
@@ -113,16 +137,31 @@ class Pending(msgspec.Struct, frozen=True, gc=False):
     x: dict[str, float]
     lo: Optional[float] = None
     hi: Optional[float] = None
+    n_learnt: int = 0  # labels its learner had learnt when it forecast
 
 
 @dataclass(slots=True)
 class JoinState:
-    """Per-instrument learners (one per model and horizon) and pending forecasts."""
+    """Per-instrument learners (one per model and horizon) and pending forecasts.
+
+    ``n_learnt`` counts the labels each learner has learnt (those of a model
+    bundle included) and ``origin`` says where it started: :data:`COLD` or
+    the id of the bundle it was warm-started from (:func:`warm`). ``n_rows``,
+    ``ts_first`` and ``ts_last`` describe the feature rows seen (a bundle's
+    manifest reports them). With ``record``, learners that can train offline
+    (``record_offline``) keep what they need until :func:`export`.
+    """
 
     config: ForecastConfig
     models: dict[tuple[str, int], OnlineModel] = field(default_factory=dict)
     pending: dict[int, deque] = field(default_factory=dict)
     n_pending: int = 0
+    n_learnt: dict[tuple[str, int], int] = field(default_factory=dict)
+    origin: dict[tuple[str, int], str] = field(default_factory=dict)
+    n_rows: int = 0
+    ts_first: Optional[int] = None
+    ts_last: Optional[int] = None
+    record: bool = False
 
     def __post_init__(self) -> None:
         c = self.config
@@ -132,6 +171,17 @@ class JoinState:
             for m in c.models:
                 if (m, h) not in self.models:
                     self.models[(m, h)] = _ensemble(c) if m == ENSEMBLE else build(m, lc, h)
+        if self.record:
+            self.record_offline()
+
+    def record_offline(self) -> None:
+        """From now on, learners that can train offline (``record_offline``)
+        record what they need, until :func:`export`."""
+        self.record = True
+        for model in self.models.values():
+            rec = getattr(model, "record_offline", None)
+            if rec is not None:
+                rec()
 
 
 def _ensemble(c: ForecastConfig) -> OnlineModel:
@@ -142,6 +192,60 @@ def _ensemble(c: ForecastConfig) -> OnlineModel:
 
 
 Out = Union[Forecast, ForecastRecord, Count]
+
+
+def export(state: JoinState) -> JoinState:
+    """``state`` made ready to be saved in a model bundle at the end of a run:
+    learners that train offline (``fit_offline``) do so on what they recorded
+    and forget it, and no forecast is pending any more. Updated in place and
+    returned.
+
+    >>> st = JoinState(ForecastConfig(horizons=(1,), models=("naive",)))
+    >>> st.pending[1].append("a forecast"); st.n_pending = 1
+    >>> export(st).n_pending, len(st.pending[1])
+    (0, 0)
+    """
+    for model in state.models.values():
+        fit = getattr(model, "fit_offline", None)
+        if fit is not None:
+            fit()
+    for dq in state.pending.values():
+        dq.clear()
+    state.n_pending = 0
+    return state
+
+
+def warm(bundle: JoinState, config: ForecastConfig, origin: str) -> JoinState:
+    """A fresh state for ``config`` whose learners start from a copy of those
+    of ``bundle`` (a saved state, see :func:`export`), with their label
+    counts, and ``origin`` (the bundle's id) as their origin. A model or
+    horizon the bundle lacks starts cold; so does the ensemble when its
+    members differ from the bundle's. Learners with a ``reset_stream``
+    forget the bars they last saw (another time, or another instrument).
+
+    >>> cfg = ForecastConfig(horizons=(1,), models=("naive", "linear"))
+    >>> old = JoinState(ForecastConfig(horizons=(1,), models=("linear",)))
+    >>> old.n_learnt[("linear", 1)] = 500
+    >>> st = warm(old, cfg, "abc123")
+    >>> st.origin, st.n_learnt
+    ({('linear', 1): 'abc123'}, {('linear', 1): 500})
+    >>> st.models[("linear", 1)] is old.models[("linear", 1)]
+    False
+    """
+    st = JoinState(config)
+    src = copy.deepcopy(bundle)
+    same_members = src.config.members == config.members
+    for key in list(st.models):
+        model = src.models.get(key)
+        if model is None or (key[0] == ENSEMBLE and not same_members):
+            continue
+        reset = getattr(model, "reset_stream", None)
+        if reset is not None:
+            reset()
+        st.models[key] = model
+        st.n_learnt[key] = src.n_learnt.get(key, 0)
+        st.origin[key] = origin
+    return st
 
 
 def predict(model: OnlineModel, x: dict[str, float],
@@ -173,6 +277,12 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
     st = state
     out: list[Out] = []
     t = row.ts_end
+    if st.ts_first is None:
+        st.ts_first = t
+    st.ts_last = t
+    st.n_rows += 1
+    n_learnt = st.n_learnt
+    origin = st.origin
     expired = unscorable = 0
     for h, dq in st.pending.items():
         while dq and dq[0].ts_target <= t:
@@ -188,10 +298,12 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
                 unscorable += 1
                 continue
             realized = math.log(ratio)
+            key = (p.model, h)
             out.append(ForecastRecord(row.instrument, p.model, h, p.ts_forecast, t, p.pred,
                                       p.price * math.exp(p.pred), realized, row.price,
-                                      realized - p.pred, p.lo, p.hi))
-            st.models[(p.model, h)].learn_one(p.x, realized)
+                                      realized - p.pred, p.lo, p.hi, origin.get(key, COLD), p.n_learnt))
+            st.models[key].learn_one(p.x, realized)
+            n_learnt[key] = n_learnt.get(key, 0) + 1
     if expired:
         out.append(Count("forecasts_expired", expired))
     if unscorable:
@@ -211,19 +323,23 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
                     pred, lo, hi = 0.0, None, None
                     bad += 1
                 preds[m] = pred
-                dq.append(Pending(m, t, target, pred, row.price, x, lo, hi))
+                n = n_learnt.get((m, h), 0)
+                dq.append(Pending(m, t, target, pred, row.price, x, lo, hi, n))
                 proba = getattr(model, "proba_up", None)
                 out.append(Forecast(row.instrument, m, h, t, target, pred, row.price,
-                                    row.price * math.exp(pred), lo, hi, None if proba is None else proba(x)))
+                                    row.price * math.exp(pred), lo, hi, None if proba is None else proba(x),
+                                    origin.get((m, h), COLD), n))
             if ensemble:
                 pred = float(st.models[(ENSEMBLE, h)].predict_one(preds))
                 if not abs(pred) <= lim:
                     pred = 0.0
                     bad += 1
-                dq.append(Pending(ENSEMBLE, t, target, pred, row.price, preds))
+                n = n_learnt.get((ENSEMBLE, h), 0)
+                dq.append(Pending(ENSEMBLE, t, target, pred, row.price, preds, n_learnt=n))
                 ens = st.models[(ENSEMBLE, h)]
                 out.append(Forecast(row.instrument, ENSEMBLE, h, t, target, pred, row.price,
-                                    row.price * math.exp(pred), p_up=ens.proba_up(preds)))  # type: ignore[attr-defined]
+                                    row.price * math.exp(pred), p_up=ens.proba_up(preds),  # type: ignore[attr-defined]
+                                    bundle=origin.get((ENSEMBLE, h), COLD), n_learnt=n))
             st.n_pending += len(st.config.models)
         if bad:
             out.append(Count("forecasts_invalid", bad))

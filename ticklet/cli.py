@@ -1,8 +1,11 @@
 """The ``ticklet`` command line.
 
-``ticklet backtest PATH... [--out DIR] [--json] [--workers N] [--report]`` runs
-the forecasting dataflow (:mod:`dataflows.forecast`) on the given recordings
-or archives and summarizes the run. With ``--json`` exactly one JSON object is
+``ticklet backtest PATH... [--out DIR] [--json] [--workers N] [--report]
+[--save-models DIR] [--warm-start DIR]`` runs the forecasting dataflow
+(:mod:`dataflows.forecast`) on the given recordings or archives and
+summarizes the run; ``--save-models`` saves its learners as a model bundle,
+``--warm-start`` starts them from one (``ticklet train PATH...
+--save-models DIR`` is the same command). With ``--json`` exactly one JSON object is
 printed on stdout (schema in the README); logs go to stderr. ``--report``
 also writes the run's HTML report (``DIR/report.html``).
 
@@ -94,11 +97,17 @@ def _trades_without_quotes(paths: list[str]) -> bool:
 
 
 def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
-                 base: Optional[Settings] = None) -> dict[str, Any]:
+                 base: Optional[Settings] = None, save_models: Optional[Path] = None,
+                 warm_start: Optional[Path] = None) -> dict[str, Any]:
     """Run the forecasting dataflow on ``paths`` (with ``base`` settings, by
-    default those of the environment) and return the summary."""
+    default those of the environment) and return the summary. With
+    ``save_models``, the learners and feature states at the end are saved
+    there as a model bundle (the summary's ``bundle``: its ``path`` and
+    ``id``); ``warm_start`` (over ``TICKLET_FORECAST__WARM_START``) starts
+    them from one."""
     from bytewax.testing import cluster_main, run_main
 
+    from dataflows.bundle import save_bundle
     from dataflows.forecast import OUTPUT_FILES, build_flow
     from sinks.report import summarize
     from ticklet.settings import check_dir, read_settings
@@ -113,19 +122,30 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
         "input": base.input.model_copy(update={"paths": list(paths)}),
         "output": base.output.model_copy(update={"dir": out_dir}),
     }
+    if warm_start is not None:
+        update["forecast"] = base.forecast.model_copy(update={"warm_start": warm_start})
+    if save_models is not None:
+        from sinks.bundle import clear_bundle
+
+        check_dir(save_models, "--save-models")
+        clear_bundle(save_models)
     if base.bars.price == "mid" and _trades_without_quotes(paths):
         log.warning("trade archives and no websocket recordings among the inputs, so no quotes: bars are "
                     "priced by the last trade (TICKLET_BARS__PRICE=last)")
         update["bars"] = base.bars.model_copy(update={"price": "last"})
     settings = base.model_copy(update=update)
-    flow = build_flow(settings)
+    flow = build_flow(settings, save_models=save_models)
     t0 = time.perf_counter()
     if workers == 1:
         run_main(flow)
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
     wall = time.perf_counter() - t0
-    return summarize(out_dir, wall)
+    summary = summarize(out_dir, wall)
+    if save_models is not None:
+        bundle = save_bundle(settings, save_models, summary)
+        summary["bundle"] = {"path": str(save_models), "id": bundle["bundle_id"]}
+    return summary
 
 
 def _download(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -254,6 +274,16 @@ def _main(argv: Optional[list[str]]) -> int:
     bt.add_argument("--workers", type=_positive(int), default=1, help="Bytewax worker threads (default 1)")
     bt.add_argument("--report", action="store_true", help="also write the HTML report of the run (DIR/report.html)")
     bt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    tr = sub.add_parser("train", help="the same as backtest, saving the learners as a model bundle (--save-models)")
+    for p in (bt, tr):
+        p.add_argument("--save-models", type=Path, metavar="DIR", required=p is tr,
+                       help="save the learners and feature scalers at the end as a model bundle in DIR")
+        p.add_argument("--warm-start", type=Path, metavar="DIR",
+                       help="start the learners from the model bundle in DIR (TICKLET_FORECAST__WARM_START); "
+                       "it runs code when loaded: only a bundle you trust")
+    for a in bt._actions:
+        if a.dest not in ("help", "save_models", "warm_start"):
+            tr._add_action(a)
     rep = sub.add_parser("report", help="write the self-contained HTML report of a finished run")
     rep.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="the run's output directory")
     rep.add_argument("-o", "--output", type=Path, metavar="FILE", help="HTML file (default: OUT_DIR/report.html)")
@@ -331,8 +361,9 @@ def _main(argv: Optional[list[str]]) -> int:
         return _report(args, rep)
     if args.command == "serve":
         return _serve(args)
-    if args.command == "backtest":
-        summary = run_backtest(args.paths, args.out, args.workers)
+    if args.command in ("backtest", "train"):
+        summary = run_backtest(args.paths, args.out, args.workers, save_models=args.save_models,
+                               warm_start=args.warm_start)
         if args.report:
             from ticklet.report import NoRunError, build_report
 

@@ -368,7 +368,10 @@ class Forecast(msgspec.Struct, frozen=True, gc=False):
     """A forecast as issued at ``ts_forecast``, before its target is known.
 
     ``price`` is the bar price at ``ts_forecast``; ``pred_price`` is
-    ``price * exp(pred_return)``.
+    ``price * exp(pred_return)``. The learner's age: ``bundle``, the id of
+    the model bundle it was warm-started from (``"cold"``: it started from
+    nothing), and ``n_learnt``, the labels it had learnt when it forecast
+    (those of the bundle included).
     """
 
     instrument: str
@@ -382,6 +385,8 @@ class Forecast(msgspec.Struct, frozen=True, gc=False):
     pred_lo: Optional[float] = None  # predictive interval of the return, if the model gives one
     pred_hi: Optional[float] = None
     p_up: Optional[float] = None  # probability of an up move, if the model gives one
+    bundle: str = "cold"  # the model bundle the learner started from, or "cold"
+    n_learnt: int = 0  # labels the learner had learnt when it forecast
 
 
 class ForecastRecord(msgspec.Struct, frozen=True, gc=False):
@@ -390,7 +395,8 @@ class ForecastRecord(msgspec.Struct, frozen=True, gc=False):
     Returns are log returns of the bar price from ``ts_forecast`` to
     ``ts_target``; ``error = realized_return - pred_return``.
     ``pred_lo``/``pred_hi`` bound the predictive interval of the return, for
-    models that give one.
+    models that give one. ``bundle`` and ``n_learnt``: the learner's age when
+    it forecast, as in :class:`Forecast`.
     """
 
     instrument: str
@@ -405,6 +411,8 @@ class ForecastRecord(msgspec.Struct, frozen=True, gc=False):
     error: float
     pred_lo: Optional[float] = None
     pred_hi: Optional[float] = None
+    bundle: str = "cold"
+    n_learnt: int = 0
 
 
 class MetricsRecord(msgspec.Struct, frozen=True, gc=False):

@@ -1,0 +1,181 @@
+"""Model bundles in the dataflow: what a run on history saves, and what a
+run starts from (see :mod:`models.bundle`).
+
+**Saving** (``ticklet backtest PATH... --save-models DIR``): the dataflow is
+built with ``save_models`` (:func:`dataflows.forecast.build_flow`): when the
+input ends, the feature and join steps hand each instrument's final state
+(the learners having trained offline, where they do) to
+:class:`sinks.bundle.BundleSink`, which pickles them into ``DIR/states``.
+:func:`save_bundle` then writes ``DIR/manifest.json``: the ticklet version
+and bundle format, the run's config and its hash, the feature names, bar
+interval, horizons and models, the data learnt from (the input files with
+their size and SHA-256; per instrument the first and last bar end, the
+bars, the labels each learner learnt), the prequential metrics at the end
+of the run, what offline training did, and the SHA-256 of every state file.
+
+**Starting from one** (``TICKLET_FORECAST__WARM_START=DIR``):
+:func:`load_warm_start` verifies the bundle (:mod:`sources.bundle`), refuses
+one whose format, feature names, scaler, bar interval or horizons differ
+from the run's (a :class:`~ticklet.settings.ConfigError` naming the
+difference: one line, exit status 2), and only then unpickles its states.
+Each instrument of the run starts from the states of its bundle instrument
+(``TICKLET_FORECAST__WARM_START_MAP``): the learners
+(:func:`operators.forecast.warm`) and the feature scaler
+(:func:`operators.features.warm`); Bytewax recovery state, where a recovery
+store has some, is used instead (:func:`dataflows.ops.run_step`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from models.bundle import FORMAT, mismatch, source_instrument, state_file
+from operators import features as features_op
+from operators import forecast as forecast_op
+from sinks.bundle import file_sha256, write_manifest
+from sources.bundle import BundleError, load_states, read_manifest
+from ticklet.settings import ConfigError, Settings
+
+__all__ = ["WarmStart", "expected", "load_warm_start", "save_bundle"]
+
+log = logging.getLogger("ticklet")
+
+
+def expected(settings: Settings) -> dict[str, Any]:
+    """What a bundle must agree on with a run of ``settings``
+    (:func:`models.bundle.mismatch`).
+
+    >>> e = expected(Settings())
+    >>> e["format"], e["bar_interval_ms"], e["horizons"], e["scaler"], len(e["features"])
+    (1, 1000, [1, 10], 'standard', 24)
+    """
+    return {"format": FORMAT, "features": list(features_op.feature_names(settings.features)),
+            "bar_interval_ms": settings.bars.interval_ms, "horizons": list(settings.forecast.horizons),
+            "scaler": settings.features.scaler}
+
+
+def _inputs(settings: Settings) -> list[dict[str, Any]]:
+    if settings.input.source != "replay":
+        k = settings.kafka
+        return [{"kafka": f"{k.bootstrap_servers}/{k.ticks_topic}"}]
+    from sources.files import discover
+
+    out = []
+    for p in discover(list(settings.input.paths)):
+        path = Path(p)
+        out.append({"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)})
+    return out
+
+
+def _keys(d: Mapping[tuple[str, int], Any]) -> dict[str, dict[str, Any]]:
+    """``{(model, horizon): v}`` as JSON: ``{model: {"horizon": v}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for (m, h), v in sorted(d.items()):
+        out.setdefault(m, {})[str(h)] = v
+    return out
+
+
+def save_bundle(settings: Settings, directory: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write the manifest of the bundle whose states a run of ``settings``
+    left in ``directory`` (``summary``: the run's, :func:`sinks.report.summarize`);
+    return it."""
+    from dataflows.forecast import manifest as run_manifest
+
+    run = run_manifest(settings)
+    data: dict[str, Any] = {}
+    offline: dict[str, Any] = {}
+    for pkl in sorted((directory / "states").glob("*.pkl")):
+        import pickle
+
+        states = pickle.loads(pkl.read_bytes())  # noqa: S301 - written by this run a moment ago
+        join: forecast_op.JoinState = states["join"]
+        inst = pkl.stem
+        data[inst] = {"ts_first": join.ts_first, "ts_last": join.ts_last, "bars": join.n_rows,
+                      "labels": _keys(join.n_learnt)}
+        reports = {k: m.offline_report for k, m in join.models.items() if getattr(m, "offline_report", None)}
+        if reports:
+            offline[inst] = _keys(reports)
+    content = {
+        **expected(settings),
+        "ticklet_version": run["ticklet_version"],
+        "config": run["config"],
+        "config_hash": run["config_hash"],
+        "models": list(settings.forecast.models),
+        "data": {"inputs": _inputs(settings), "instruments": data},
+        "metrics": summary.get("instruments", {}),
+        "offline": offline,
+    }
+    return write_manifest(directory, content)
+
+
+@dataclass
+class WarmStart:
+    """A verified bundle and the states a run starts from: :meth:`features`
+    and :meth:`join` give an instrument's starting state (None: it starts
+    cold), a fresh copy each time."""
+
+    path: Path
+    manifest: dict[str, Any]
+    settings: Settings
+    states: dict[str, dict[str, Any]]  # bundle instrument -> {"features": ..., "join": ...}
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def id(self) -> str:
+        return str(self.manifest["bundle_id"])
+
+    def _source(self, instrument: str) -> Optional[dict[str, Any]]:
+        src = source_instrument(instrument, self.settings.forecast.warm_start_map, self.states)
+        return None if src is None else self.states[src]
+
+    def features(self, instrument: str) -> Optional[features_op.FeatureState]:
+        src = self._source(instrument)
+        if src is None or "features" not in src:
+            return None
+        with self.lock:
+            return features_op.warm(src["features"], self.settings.features)
+
+    def join(self, instrument: str) -> Optional[forecast_op.JoinState]:
+        src = self._source(instrument)
+        if src is None or "join" not in src:
+            return None
+        with self.lock:
+            return forecast_op.warm(src["join"], self.settings.forecast, self.id)
+
+
+def load_warm_start(settings: Settings) -> Optional[WarmStart]:
+    """The bundle of ``TICKLET_FORECAST__WARM_START``, verified and checked
+    against ``settings`` (None when unset). A bundle that is missing,
+    damaged, of another format or unfit for the run is a
+    :class:`~ticklet.settings.ConfigError` naming it and the difference."""
+    path = settings.forecast.warm_start
+    if path is None:
+        return None
+    name = "TICKLET_FORECAST__WARM_START"
+    try:
+        manifest = read_manifest(Path(path))
+        why = mismatch(manifest, expected(settings))
+        if why is not None:
+            raise ConfigError(f"{name}: bundle {path} does not fit this run: {why}")
+        instruments = {Path(rel).stem: rel for rel in manifest["files"]}
+        wanted = settings.forecast.warm_start_map
+        missing = sorted({src for src in wanted.values() if src not in instruments})
+        if missing:
+            raise ConfigError(f"TICKLET_FORECAST__WARM_START_MAP: {', '.join(missing)} not in bundle {path} "
+                              f"(it holds {', '.join(sorted(instruments))})")
+        states = {}
+        for inst, rel in instruments.items():
+            if rel != state_file(inst):
+                raise BundleError(f"{path}: {rel} is not named as a state file")
+            states[inst] = load_states(Path(path), manifest, rel)
+    except BundleError as ex:
+        raise ConfigError(f"{name}: {ex}") from None
+    cold = [m for m in settings.forecast.models if m not in manifest.get("models", [])]
+    if cold:
+        log.warning("bundle %s has no %s: they start cold", manifest["bundle_id"], ", ".join(cold))
+    return WarmStart(Path(path), manifest, settings, states)

@@ -1,0 +1,338 @@
+"""Model bundles and warm starts, on the real recordings.
+
+A bundle is made by a whole run of the dataflow on spot BTCUSDT 2024-08-08
+(``run_backtest(..., save_models=DIR)``, as ``ticklet backtest PATH
+--save-models DIR`` does); runs on 2024-08-09, on the other instruments and
+through the command line then start from it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import pickle
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from realdata import SCRATCH, csv_dicts, run_chain
+
+from models.bundle import FORMAT, bundle_id
+from operators import features as features_op
+from operators import forecast as forecast_op
+from operators.forecast import ForecastConfig
+from ticklet.settings import Settings
+
+DATA = Path(__file__).resolve().parent / "data" / "binance-ws"
+SPOT8 = DATA / "spot" / "btcusdt_20240808.gz"
+SPOT9 = DATA / "spot" / "btcusdt_20240809.gz"
+ETH9 = DATA / "spot" / "ethusdt_20240809.gz"
+PERP = [DATA / "usdm" / "btcusdt_20230404.dat.gz", DATA / "usdm" / "btcusdt_20230405.dat.gz"]
+MODELS = ("naive", "linear", "logistic", "ensemble")
+
+
+def _settings(**forecast) -> Settings:
+    s = Settings()
+    fc = ForecastConfig(**{"models": MODELS, **forecast})
+    return s.model_copy(update={"forecast": fc, "output": s.output.model_copy(update={"economics": False})})
+
+
+def _run(paths, out: Path, **kw) -> dict:
+    from ticklet.cli import run_backtest
+
+    base = kw.pop("base", None) or _settings()
+    return run_backtest([str(p) for p in paths], out, base=base, **kw)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> tuple[Path, dict, Path]:
+    """(bundle directory, summary, output directory) of a run on 2024-08-08."""
+    d = tmp_path_factory.mktemp("bundle")
+    summary = _run([SPOT8], d / "out", save_models=d / "bundle")
+    return d / "bundle", summary, d / "out"
+
+
+@pytest.fixture(scope="module")
+def manifest(made) -> dict:
+    return json.loads((made[0] / "manifest.json").read_text())
+
+
+def _by_model(rows: list[dict]) -> dict[tuple[str, int], list[dict]]:
+    out: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for r in rows:
+        out[(r["model"], int(r["horizon"]))].append(r)
+    return out
+
+
+# --- (1) bundles: the manifest -------------------------------------------------------------------------------
+
+def test_the_bundle_holds_a_manifest_and_one_state_file_per_instrument(made, manifest):
+    bundle, summary, _ = made
+    assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "states"]
+    assert sorted(p.name for p in (bundle / "states").iterdir()) == ["BTCUSDT.pkl"]
+    assert summary["bundle"] == {"path": str(bundle), "id": manifest["bundle_id"]}
+    assert manifest["format"] == FORMAT
+    assert manifest["ticklet_version"]
+    for rel, digest in manifest["files"].items():  # a sha256 of every file of the bundle
+        assert hashlib.sha256((bundle / rel).read_bytes()).hexdigest() == digest
+    assert manifest["bundle_id"] == bundle_id(manifest["files"])
+
+
+def test_the_manifest_records_the_config_and_its_hash(manifest):
+    cfg = manifest["config"]
+    canonical = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+    assert manifest["config_hash"] == hashlib.sha256(canonical.encode()).hexdigest()
+    assert cfg["forecast"]["models"] == list(MODELS) == manifest["models"]
+    assert manifest["horizons"] == cfg["forecast"]["horizons"] == [1, 10]
+    assert manifest["bar_interval_ms"] == cfg["bars"]["interval_ms"] == 1000
+    assert manifest["scaler"] == "standard"
+
+
+def test_the_manifest_names_the_features_the_learners_saw(manifest):
+    rows = [r for r in run_chain([SPOT8]).rows if r.ready]
+    assert manifest["features"] == list(rows[0].x) == list(features_op.feature_names(Settings().features))
+    assert all(list(r.x) == manifest["features"] for r in rows)
+
+
+def test_the_manifest_records_the_data_learnt_from(made, manifest):
+    _, summary, out = made
+    (inp,) = manifest["data"]["inputs"]
+    assert inp["path"] == str(SPOT8) and inp["bytes"] == SPOT8.stat().st_size
+    assert inp["sha256"] == hashlib.sha256(SPOT8.read_bytes()).hexdigest()
+    inst = manifest["data"]["instruments"]["BTCUSDT"]
+    rows = run_chain([SPOT8]).rows
+    assert inst["bars"] == len(rows) == summary["bars"]
+    assert (inst["ts_first"], inst["ts_last"]) == (rows[0].ts_end, rows[-1].ts_end)
+    scored = _by_model(csv_dicts(out / "forecasts.csv"))
+    labels = inst["labels"]
+    assert {(m, int(h)) for m, hs in labels.items() for h in hs} == set(scored)
+    for (m, h), rs in scored.items():  # every scored forecast was learnt from
+        assert labels[m][str(h)] == len(rs) > 200
+    assert manifest["metrics"] == summary["instruments"]  # the prequential metrics at save time
+    assert manifest["metrics"]["BTCUSDT"]["models"]["logistic"]["1"]["n"] == labels["logistic"]["1"]
+
+
+def test_the_same_run_makes_the_same_bundle(made, tmp_path):
+    bundle, _, _ = made
+    _run([SPOT8], tmp_path / "out", save_models=tmp_path / "again")
+    a, b = (json.loads((d / "manifest.json").read_text()) for d in (bundle, tmp_path / "again"))
+    state = Path("states") / "BTCUSDT.pkl"
+    assert (bundle / state).read_bytes() == (tmp_path / "again" / state).read_bytes()
+    assert a["bundle_id"] == b["bundle_id"] and a["files"] == b["files"]
+
+
+def test_the_saved_states_are_the_runs_final_states(made):
+    """The learners in the bundle are those of a pure replay of the same rows:
+    they forecast the same on the next day's rows."""
+    bundle, _, _ = made
+    states = pickle.loads((bundle / "states" / "BTCUSDT.pkl").read_bytes())
+    assert sorted(states) == ["features", "join"]
+    chain = run_chain([SPOT8], _settings())
+    join = forecast_op.JoinState(chain.settings.forecast)
+    for r in chain.rows:
+        join, _ = forecast_op.step(join, r)
+    saved: forecast_op.JoinState = states["join"]
+    assert saved.n_pending == 0 and all(not dq for dq in saved.pending.values())
+    assert saved.n_learnt == join.n_learnt and saved.n_rows == join.n_rows
+    nxt = [r for r in run_chain([SPOT9]).rows if r.ready][:50]
+    for key in [("linear", 1), ("logistic", 10)]:
+        assert [saved.models[key].predict_one(r.x) for r in nxt] == [join.models[key].predict_one(r.x) for r in nxt]
+    fs: features_op.FeatureState = states["features"]
+    assert fs.scaler.counts == chain_scaler_counts(chain)
+
+
+def chain_scaler_counts(chain) -> dict:
+    st = features_op.FeatureState(chain.settings.features)
+    for b in chain.bars:
+        st, _ = features_op.step(st, b)
+    return dict(st.scaler.counts)
+
+
+# --- (2) warm start -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def warm_and_cold(made, tmp_path_factory) -> tuple[list[dict], list[dict]]:
+    bundle, _, _ = made
+    d = tmp_path_factory.mktemp("next_day")
+    _run([SPOT9], d / "warm", warm_start=bundle)
+    _run([SPOT9], d / "cold")
+    return csv_dicts(d / "warm" / "forecasts.csv"), csv_dicts(d / "cold" / "forecasts.csv")
+
+
+def test_a_warm_start_continues_from_the_bundles_labels(manifest, warm_and_cold):
+    warm, cold = warm_and_cold
+    labels = manifest["data"]["instruments"]["BTCUSDT"]["labels"]
+    wb, cb = _by_model(warm), _by_model(cold)
+    assert set(wb) == set(cb)
+    for (m, h), rs in wb.items():
+        assert {r["bundle"] for r in rs} == {manifest["bundle_id"]}
+        n0 = labels[m][str(h)]
+        assert int(rs[0]["n_learnt"]) == n0  # the first forecast: made by the bundle's learner as it was
+        targets = sorted(int(r["ts_target"]) for r in rs)
+        for r in rs:  # and it keeps learning: every label resolved before a forecast was learnt
+            assert int(r["n_learnt"]) == n0 + bisect.bisect_right(targets, int(r["ts_forecast"])), r
+        crs = cb[(m, h)]
+        assert {r["bundle"] for r in crs} == {"cold"} and int(crs[0]["n_learnt"]) == 0
+        assert [r["ts_forecast"] for r in rs] == [r["ts_forecast"] for r in crs]  # the same bars, from the start
+    # warm learners forecast from the first bar on; cold ones have learnt nothing then
+    assert float(wb[("linear", 1)][0]["pred_return"]) != 0.0 and float(cb[("linear", 1)][0]["pred_return"]) == 0.0
+
+
+def test_warm_states_copy_the_bundle(made):
+    bundle, _, _ = made
+    states = pickle.loads((bundle / "states" / "BTCUSDT.pkl").read_bytes())
+    cfg = _settings()
+    st = forecast_op.warm(states["join"], cfg.forecast, "abc")
+    assert st.origin == {k: "abc" for k in states["join"].models}
+    assert st.n_learnt == states["join"].n_learnt and st.n_rows == 0 and st.n_pending == 0
+    for k, model in st.models.items():
+        assert model is not states["join"].models[k]
+        assert pickle.dumps(model) == pickle.dumps(states["join"].models[k])  # the same learner, copied
+    fs = features_op.warm(states["features"], cfg.features)
+    assert fs.n == 0 and not fs.logp and fs.scaler.counts == states["features"].scaler.counts
+    # a model the bundle lacks starts cold; the ensemble too when its members differ
+    more = ForecastConfig(models=(*MODELS[:-1], "pa", "ensemble"))
+    st2 = forecast_op.warm(states["join"], more, "abc")
+    assert ("pa", 1) not in st2.origin and ("ensemble", 1) not in st2.origin and ("linear", 1) in st2.origin
+
+
+def test_one_instrument_starts_another(made, tmp_path):
+    """Spot BTCUSDT's learners start the USD-M perpetual (a map entry), or every
+    instrument ("*"); without a map an instrument the bundle lacks starts cold."""
+    bundle, _, _ = made
+    bid = json.loads((bundle / "manifest.json").read_text())["bundle_id"]
+    _run(PERP, tmp_path / "plain", warm_start=bundle)
+    assert {r["bundle"] for r in csv_dicts(tmp_path / "plain" / "forecasts.csv")} == {"cold"}
+    mapped = _settings(warm_start_map={"BTCUSDT-PERP": "BTCUSDT"})
+    _run(PERP, tmp_path / "mapped", warm_start=bundle, base=mapped)
+    rows = csv_dicts(tmp_path / "mapped" / "forecasts.csv")
+    assert {r["instrument"] for r in rows} == {"BTCUSDT-PERP"} and {r["bundle"] for r in rows} == {bid}
+    everyone = _settings(warm_start_map={"*": "BTCUSDT"})
+    _run([SPOT9, ETH9], tmp_path / "all", warm_start=bundle, base=everyone)
+    rows = csv_dicts(tmp_path / "all" / "forecasts.csv")
+    assert {(r["instrument"], r["bundle"]) for r in rows} == {("BTCUSDT", bid), ("ETHUSDT", bid)}
+
+
+def test_recovery_state_takes_precedence_over_the_bundle(made, tmp_path):
+    """A run with a recovery store resumes its own (cold) learners from the
+    store even when a bundle is given."""
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.testing import run_main
+
+    from dataflows.forecast import build_flow
+
+    bundle, _, _ = made
+    rec = tmp_path / "recovery"
+    rec.mkdir()
+    init_db_dir(rec, 1)
+
+    def run(paths, out: Path, warm: bool) -> list[dict]:
+        s = _settings(warm_start=bundle if warm else None)
+        s = s.model_copy(update={"input": s.input.model_copy(update={"paths": [str(p) for p in paths]}),
+                                 "output": s.output.model_copy(update={"dir": out, "summary": False})})
+        from datetime import timedelta
+
+        run_main(build_flow(s), epoch_interval=timedelta(seconds=0.5), recovery_config=RecoveryConfig(str(rec)))
+        return csv_dicts(out / "forecasts.csv")
+
+    first = run([SPOT8], tmp_path / "out", warm=False)
+    end = max(int(r["ts_target"]) for r in first)
+    both = run([SPOT8, SPOT9], tmp_path / "out", warm=True)  # resumes after 2024-08-08, with a bundle
+    resumed = [r for r in both if int(r["ts_target"]) > end]
+    assert len(resumed) > 1000 and {r["bundle"] for r in both} == {"cold"}
+    lin = [r for r in resumed if r["model"] == "linear" and r["horizon"] == "1"]
+    learnt = sum(1 for r in first if r["model"] == "linear" and r["horizon"] == "1")
+    assert int(lin[0]["n_learnt"]) >= learnt  # the learner of the first run, not the bundle's nor a fresh one
+
+
+# --- refusals and trust ---------------------------------------------------------------------------------------
+
+def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    e = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
+    return subprocess.run([sys.executable, "-m", "ticklet.cli", *args], cwd=SCRATCH, capture_output=True,
+                          text=True, env={**e, **(env or {})}, timeout=300)
+
+
+def _copy(bundle: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(bundle, to)
+    return to
+
+
+def test_an_unfit_or_damaged_bundle_is_refused_in_one_line(made, tmp_path):
+    bundle, _, _ = made
+    spot9 = str(SPOT9)
+    tampered = _copy(bundle, tmp_path / "tampered")
+    with open(tampered / "states" / "BTCUSDT.pkl", "ab") as f:
+        f.write(b"x")
+    other = _copy(bundle, tmp_path / "other-format")
+    m = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps({**m, "format": FORMAT + 1}))
+    cases = [
+        ({"TICKLET_FORECAST__HORIZONS": "[1, 5]"}, bundle, "horizons [1, 10] in the bundle, [1, 5] in this run"),
+        ({"TICKLET_BARS__INTERVAL_MS": "500"}, bundle, "bar interval 1000 ms in the bundle, 500 ms in this run"),
+        ({"TICKLET_FEATURES__RETURN_LAGS": "[1, 5, 10]"}, bundle, "feature names differ (only in the bundle: ret_30"),
+        ({"TICKLET_FEATURES__SWT__LEVEL": "2"}, bundle, "only in the bundle: swt_e3"),
+        ({"TICKLET_FEATURES__SCALER": "adaptive"}, bundle, "feature scaler 'standard' in the bundle, 'adaptive'"),
+        ({}, other, f"bundle format {FORMAT + 1}, this ticklet reads format {FORMAT}"),
+        ({}, tampered, "states/BTCUSDT.pkl does not match its SHA-256 in the manifest"),
+        ({}, tmp_path / "nothing", "no such directory"),
+        ({}, tmp_path, "not a model bundle (no manifest.json)"),
+        ({"TICKLET_FORECAST__WARM_START_MAP": '{"*": "ETHUSDT"}'}, bundle, "ETHUSDT not in bundle"),
+    ]
+    for env, path, why in cases:
+        proc = _cli(["backtest", spot9, "--out", str(tmp_path / "out"), "--warm-start", str(path)], env)
+        assert proc.returncode == 2, (env, proc.stderr[-2000:])
+        assert proc.stdout == "" and "Traceback" not in proc.stderr, proc.stderr
+        line = proc.stderr.strip()
+        assert "\n" not in line and line.startswith("ticklet: TICKLET_FORECAST__WARM_") and why in line, line
+    # the environment variable and the entry point of Bytewax refuse the same way
+    proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=SCRATCH,
+                          capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                               "TICKLET_FORECAST__WARM_START": str(tampered),
+                               "TICKLET_OUTPUT__DIR": str(tmp_path / "out2")})
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "SHA-256" in proc.stderr, proc.stderr
+
+
+def test_a_pickle_that_is_not_the_manifests_never_runs(made, tmp_path):
+    """A state file replaced by one that runs code when unpickled (it would
+    create a file) is refused before it is unpickled."""
+    bundle, _, _ = made
+    evil = _copy(bundle, tmp_path / "evil")
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (evil / "states" / "BTCUSDT.pkl").write_bytes(pickle.dumps({"join": Evil()}))
+    proc = _cli(["backtest", str(SPOT9), "--out", str(tmp_path / "out"), "--warm-start", str(evil)])
+    assert proc.returncode == 2 and "does not match its SHA-256" in proc.stderr
+    assert not marker.exists()
+    # a state file the manifest does not list is never read either
+    extra = _copy(bundle, tmp_path / "extra")
+    (extra / "states" / "ETHUSDT.pkl").write_bytes(pickle.dumps({"join": Evil()}))
+    proc = _cli(["backtest", str(ETH9), "--out", str(tmp_path / "out3"), "--warm-start", str(extra), "--json"],
+                {"TICKLET_FORECAST__MODELS": json.dumps(MODELS), "TICKLET_OUTPUT__ECONOMICS": "false"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not marker.exists()
+    assert {r["bundle"] for r in csv_dicts(tmp_path / "out3" / "forecasts.csv")} == {"cold"}
+
+
+def test_ticklet_train_is_backtest_saving_a_bundle(tmp_path):
+    proc = _cli(["train", str(SPOT8), "--out", str(tmp_path / "out"), "--save-models", str(tmp_path / "b"),
+                 "--json"], {"TICKLET_FORECAST__MODELS": '["naive", "linear"]', "TICKLET_OUTPUT__ECONOMICS": "false"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert summary["bundle"] == {"path": str(tmp_path / "b"), "id": m["bundle_id"]}
+    assert m["models"] == ["naive", "linear"]
+    proc = _cli(["train", str(SPOT8), "--out", str(tmp_path / "out")])
+    assert proc.returncode == 2 and "--save-models" in proc.stderr
