@@ -7,11 +7,12 @@ Measurements, tags and fields (the Grafana dashboards query exactly these;
 measurement        tags                          fields
 =================  ============================  ================================================
 ``forecast``       instrument, model, horizon    pred_return, pred_price, price, ts_forecast,
-                                                 pred_lo, pred_hi (at the **target** time: the
-                                                 forecast is drawn where it will be checked)
+                                                 pred_lo, pred_hi, n_learnt (at the **target**
+                                                 time: the forecast is drawn where it will be
+                                                 checked)
 ``scored``         instrument, model, horizon    pred_return, realized_return, pred_price,
                                                  realized_price, error, abs_error, pred_lo,
-                                                 pred_hi (at target time)
+                                                 pred_hi, n_learnt (at target time)
 ``metrics``        instrument, model, horizon    n, mae, rmse, skill, hit_rate, n_directional,
                                                  coverage, hit_rate_se, dm_stat, dm_p_value,
                                                  pt_stat, pt_p_value
@@ -52,10 +53,10 @@ __all__ = ["MEASUREMENTS", "to_point"]
 #: measurement -> (tags, fields) written; ``features`` fields depend on settings.
 MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "forecast": (("instrument", "model", "horizon"),
-                 ("pred_return", "pred_price", "price", "ts_forecast", "pred_lo", "pred_hi")),
+                 ("pred_return", "pred_price", "price", "ts_forecast", "pred_lo", "pred_hi", "n_learnt")),
     "scored": (("instrument", "model", "horizon"),
                ("pred_return", "realized_return", "pred_price", "realized_price", "error", "abs_error",
-                "pred_lo", "pred_hi")),
+                "pred_lo", "pred_hi", "n_learnt")),
     "metrics": (("instrument", "model", "horizon"),
                 ("n", "mae", "rmse", "skill", "hit_rate", "n_directional", "coverage", "hit_rate_se",
                  "dm_stat", "dm_p_value", "pt_stat", "pt_p_value")),
@@ -88,12 +89,12 @@ def to_point(rec: Any, features: Sequence[str] = ()) -> Optional[Point]:
                       {"pred_return": rec.pred_return, "realized_return": rec.realized_return,
                        "pred_price": rec.pred_price, "realized_price": rec.realized_price,
                        "error": rec.error, "abs_error": abs(rec.error),
-                       "pred_lo": rec.pred_lo, "pred_hi": rec.pred_hi}, rec.ts_target)
+                       "pred_lo": rec.pred_lo, "pred_hi": rec.pred_hi, "n_learnt": rec.n_learnt}, rec.ts_target)
     if t is Forecast:
         return _point("forecast", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
                       {"pred_return": rec.pred_return, "pred_price": rec.pred_price, "price": rec.price,
-                       "ts_forecast": rec.ts_forecast, "pred_lo": rec.pred_lo, "pred_hi": rec.pred_hi},
-                      rec.ts_target)
+                       "ts_forecast": rec.ts_forecast, "pred_lo": rec.pred_lo, "pred_hi": rec.pred_hi,
+                       "n_learnt": rec.n_learnt}, rec.ts_target)
     if t is MetricsRecord:
         return _point("metrics", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
                       {"n": rec.n, "mae": rec.mae, "rmse": rec.rmse, "skill": rec.skill,

@@ -44,7 +44,8 @@ def jsonl(row: msgspec.Struct) -> bytes:
 
 
 #: Version of the JSON records ticklet publishes; bumped on any breaking change.
-SCHEMA_VERSION = 2
+#: 3: forecasts (issued and scored) carry the learner's age, ``bundle`` and ``n_learnt``.
+SCHEMA_VERSION = 3
 
 _KIND = {
     "Forecast": b"forecast",
@@ -69,7 +70,7 @@ def kafka_record(key: str, rec: msgspec.Struct) -> tuple[bytes, bytes]:
 
     >>> from ticklet.events import ErrorRecord
     >>> kafka_record("BTCUSDT", ErrorRecord("parse", "bad json", "x"))[1][:106]
-    b'{"schema":2,"type":"dead_letter","stage":"parse","reason":"bad json","raw":"x","instrument":"","ts_recv":0'
+    b'{"schema":3,"type":"dead_letter","stage":"parse","reason":"bad json","raw":"x","instrument":"","ts_recv":0'
     """
     body = _enc.encode(rec)
     head = b'{"schema":%d,"type":"%s"' % (SCHEMA_VERSION, _KIND[type(rec).__name__])

@@ -336,3 +336,28 @@ def test_ticklet_train_is_backtest_saving_a_bundle(tmp_path):
     assert m["models"] == ["naive", "linear"]
     proc = _cli(["train", str(SPOT8), "--out", str(tmp_path / "out")])
     assert proc.returncode == 2 and "--save-models" in proc.stderr
+
+
+# --- (3) model age in the outputs -----------------------------------------------------------------------------
+
+def test_model_age_in_every_output(warm_and_cold, manifest):
+    """forecasts.csv (above), the Kafka records (schema 3) and the InfluxDB points carry the learner's age."""
+    from sinks.influx_points import MEASUREMENTS, to_point
+    from sinks.records import SCHEMA_VERSION, header, kafka_record
+    from ticklet.events import Forecast, ForecastRecord
+
+    assert SCHEMA_VERSION == 3
+    assert header(ForecastRecord)[-2:] == header(Forecast)[-2:] == ["bundle", "n_learnt"]
+    warm, _ = warm_and_cold
+    r = warm[0]
+    rec = ForecastRecord(r["instrument"], r["model"], int(r["horizon"]), int(r["ts_forecast"]), int(r["ts_target"]),
+                         float(r["pred_return"]), float(r["pred_price"]), float(r["realized_return"]),
+                         float(r["realized_price"]), float(r["error"]), None, None, r["bundle"], int(r["n_learnt"]))
+    body = json.loads(kafka_record(rec.instrument, rec)[1])
+    assert (body["schema"], body["type"], body["bundle"], body["n_learnt"]) == (3, "scored", manifest["bundle_id"],
+                                                                                 int(r["n_learnt"]))
+    assert f"n_learnt={r['n_learnt']}i" in to_point(rec).to_line_protocol()
+    assert "n_learnt" in MEASUREMENTS["scored"][1] and "n_learnt" in MEASUREMENTS["forecast"][1]
+    dash = json.loads((Path(__file__).resolve().parent.parent / "grafana" / "dashboards" / "ticklet.json").read_text())
+    age = [p for p in dash["panels"] if p["title"].startswith("Model age")]
+    assert len(age) == 1 and '"n_learnt"' in age[0]["targets"][0]["query"]

@@ -12,6 +12,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from kafkautil import consume_all, decoded, flow_env, replay, run_flow, topic_name
 from realdata import RECORD_FILES, csv_dicts, lines, payload, recv_ns, write_gz
 
+from sinks.records import SCHEMA_VERSION
+
 
 def _recordings(ws_dir: Path) -> list[Path]:
     return sorted(p for p in ws_dir.rglob("*") if p.is_file())
@@ -116,7 +118,7 @@ def test_output_topic_carries_versioned_json_keyed_by_symbol(kafka_bootstrap, ka
     assert set(kinds) == {"forecast", "scored", "metrics", "signal", "fill"}
     assert kinds["signal"] == len(csv_dicts(out / "signals.csv"))
     assert kinds["fill"] == len(csv_dicts(out / "trades.csv"))
-    assert all(v["schema"] == 2 and v["instrument"] == k for k, v in recs)
+    assert all(v["schema"] == SCHEMA_VERSION and v["instrument"] == k for k, v in recs)
     scored = {(v["instrument"], v["model"], v["horizon"], v["ts_forecast"]): v
               for _, v in recs if v["type"] == "scored"}
     for row in csv_dicts(out / "forecasts.csv"):
@@ -154,7 +156,7 @@ def test_malformed_records_go_to_the_dead_letter_topic(kafka_bootstrap, ws_dir, 
     by_raw = {v["raw"]: v for _, v in letters}
     for value, reason in bad.items():
         v = by_raw[value.decode()]
-        assert v["schema"] == 2 and v["type"] == "dead_letter" and reason in v["reason"], v
+        assert v["schema"] == SCHEMA_VERSION and v["type"] == "dead_letter" and reason in v["reason"], v
     counters = json.loads((out / "counters.json").read_text())
     assert counters["dead_letters"] == len(bad)
     assert counters["forecasts"] > 0  # the flow kept running around them
