@@ -42,6 +42,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from starlette.websockets import WebSocketDisconnect
 
+from sinks.records import SCHEMA_VERSION
 from ticklet import events
 from ticklet.serve.feed import Feed, RangeReader, consumer_config
 from ticklet.serve.state import (
@@ -86,7 +87,8 @@ def _record_model(cls: type[msgspec.Struct], kind: str) -> type[BaseModel]:
     """A pydantic model of one published record type (for the OpenAPI
     document only: answers are the records' bytes as published)."""
     fields: dict[str, Any] = {
-        "schema_": (Literal[2], Field(alias="schema", description="Version of the record layout.")),
+        "schema_": (Literal[SCHEMA_VERSION], Field(alias="schema",  # type: ignore[valid-type]
+                                                   description="Version of the record layout.")),
         "type": (Literal[kind], Field(description="The record's type.")),  # type: ignore[valid-type]
     }
     for f in msgspec.structs.fields(cls):
@@ -171,13 +173,15 @@ class Metrics:
 class Client:
     """One stream client: its filter, what waits to be sent, its sending task."""
 
-    __slots__ = ("abort", "after", "backlog", "dropped", "filter", "first", "pending", "peer", "ranges", "task",
-                 "wake", "ws")
+    __slots__ = ("abort", "after", "backlog", "dropped", "filter", "first", "pending", "peer", "ranges", "send",
+                 "task", "wake", "ws")
 
     def __init__(self, ws: WebSocket, filt: StreamFilter, after: dict[int, int], peer: str,
                  abort: Optional[Callable[[], None]], first: int = 0):
         self.ws, self.filter, self.peer, self.abort = ws, filt, peer, abort
         self.first = first  # the latest held records it asked for first (backlog=), when it resumes after nothing
+        # the server's own ASGI send (kept by the edge middleware): a message costs less than through Starlette
+        self.send: Callable[[Any], Awaitable[None]] = ws.scope.get("ticklet.send") or ws.send
         self.after = dict(after)  # partitions whose live records must still pass these offsets
         self.pending: list[str] = []
         self.backlog: list[str] = []
@@ -259,6 +263,20 @@ class Hub:
         if c.task is not None:
             c.task.cancel()
 
+    def answer(self, kind: str, what: str, instrument: str, model: Optional[str], horizon: Optional[int]
+               ) -> tuple[int, bytes]:
+        """The answer of a ``latest`` route: (status, JSON body): the
+        records exactly as published, or a 404 problem."""
+        if instrument not in self.store:
+            msg = f"no records of instrument {instrument!r} yet"
+            return 404, msgspec.json.encode({"detail": msg, "message": msg + " (GET /v1/instruments lists them)"})
+        entries = self.store.latest(kind, instrument, model, horizon)
+        if not entries:
+            which = "".join(f", {k} {v!r}" for k, v in (("model", model), ("horizon", horizon)) if v is not None)
+            msg = f"no {what} of {instrument}{which} yet"
+            return 404, msgspec.json.encode({"detail": msg, "message": msg})
+        return 200, b"[" + b",".join(e.value for e in entries) + b"]"
+
     # -- clients
 
     def full(self) -> bool:
@@ -287,7 +305,7 @@ class Hub:
             self.metrics.clients.set(self.clients)
 
     async def _send(self, c: Client, frames: list[str]) -> None:
-        await c.ws.send_text(frame_text(frames))
+        await c.send({"type": "websocket.send", "text": frame_text(frames)})
         self.metrics.frames.inc()
         self.metrics.sent.inc(len(frames))
 
@@ -354,6 +372,38 @@ class Hub:
 # the edge: API key, request metrics, secrets kept out of the logs
 
 
+#: The ``latest`` routes: (record type, what it is called in a 404).
+LATEST = {"/v1/forecasts/latest": ("forecast", "forecast"),
+          "/v1/forecasts/scored/latest": ("scored", "scored forecast"), "/v1/metrics": ("metrics", "metrics"),
+          "/v1/signals/latest": ("signal", "signal"), "/v1/fills/latest": ("fill", "fill")}
+_HORIZON = re.compile(r"[1-9][0-9]{0,6}")
+
+
+def _plain_query(qs: bytes) -> Optional[tuple[str, Optional[str], Optional[int]]]:
+    """(instrument, model, horizon) of a ``latest`` query that is valid as
+    it is; None for anything else (FastAPI then answers it, errors included).
+
+    >>> _plain_query(b"instrument=BTCUSDT&horizon=10"), _plain_query(b"instrument=btc"), _plain_query(b"x=1")
+    (('BTCUSDT', None, 10), None, None)
+    """
+    try:
+        pairs = parse_qsl(qs.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(qs))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    got = dict(pairs)
+    if len(got) != len(pairs) or not set(got) <= {"instrument", "model", "horizon", "api_key"}:
+        return None
+    inst, model, horizon = got.get("instrument"), got.get("model"), got.get("horizon")
+    try:
+        if inst is None or check_instrument(inst) != inst or (model is not None and check_model(model) != model):
+            return None
+    except ValueError:
+        return None
+    if horizon is not None and (not _HORIZON.fullmatch(horizon) or int(horizon) > 1_000_000):
+        return None
+    return inst, model, None if horizon is None else int(horizon)
+
+
 def _query_key(qs: bytes) -> Optional[str]:
     for k, v in parse_qsl(qs.decode("latin-1")):
         if k == "api_key":
@@ -365,8 +415,8 @@ class _Edge:
     """Pure ASGI middleware: the API key on every route but health, and the
     request-time histogram (by route template, so the labels stay few)."""
 
-    def __init__(self, app: Any, key: Optional[str], metrics: Metrics):
-        self.app, self.key, self.metrics = app, key, metrics
+    def __init__(self, app: Any, key: Optional[str], metrics: Metrics, hub: Hub):
+        self.app, self.key, self.metrics, self.hub = app, key, metrics, hub
 
     def _authorized(self, scope: dict[str, Any]) -> tuple[bool, Optional[str]]:
         assert self.key is not None
@@ -392,6 +442,7 @@ class _Edge:
         if kind == "websocket":
             transport = getattr(getattr(send, "__self__", None), "transport", None)
             scope["ticklet.abort"] = getattr(transport, "abort", None)
+            scope["ticklet.send"] = send
         if kind not in ("http", "websocket") or scope["path"] in _OPEN or self.key is None or (
                 kind == "http" and scope["method"] == "OPTIONS"):
             set_cookie = None
@@ -411,6 +462,19 @@ class _Edge:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
+        path = scope["path"]
+        if path in LATEST and scope["method"] == "GET":  # the hot routes, answered here when the query is plain
+            query = _plain_query(scope.get("query_string", b""))
+            if query is not None:
+                code, body = self.hub.answer(*LATEST[path], *query)
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                if set_cookie is not None:
+                    headers.append((b"set-cookie", f"{_COOKIE}={set_cookie}; Path=/; HttpOnly; SameSite=Strict"
+                                    .encode("latin-1")))
+                await send({"type": "http.response.start", "status": code, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                self.metrics.requests.labels(path, str(code)).observe(time.perf_counter() - t0)
+                return
         status = [500]
 
         async def sending(message: dict[str, Any]) -> None:
@@ -458,10 +522,6 @@ class RedactKey(logging.Filter):
 
 def _problem(detail: Any, message: str, status: int) -> JSONResponse:
     return JSONResponse({"detail": detail, "message": message}, status)
-
-
-def _json_list(entries: list[Entry]) -> Response:
-    return Response(b"[" + b",".join(e.value for e in entries) + b"]", media_type="application/json")
 
 
 def _validation_message(errors: list[dict[str, Any]]) -> str:
@@ -528,7 +588,7 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
     app = FastAPI(title="ticklet serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="The latest forecasts, scored forecasts, metrics and signals of ticklet's output "
                   "topic, and a live stream of them (WebSocket `/v1/stream`, see the README's *Serving* section). "
-                  "Answers are the records exactly as published: `schema` (2) and `type` first, then the fields "
+                  "Answers are the records exactly as published: `schema` (3) and `type` first, then the fields "
                   "of the record types in `ticklet/events.py`.")
     app.state.hub = hub
     app.state.metrics = metrics
@@ -542,14 +602,8 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
                  422: {"model": Problem, "description": "A bad query parameter."}}
 
     def latest(kind: str, what: str, instrument: str, model: Optional[str], horizon: Optional[int]) -> Response:
-        if instrument not in hub.store:
-            return _problem(f"no records of instrument {instrument!r} yet",
-                            f"no records of instrument {instrument!r} yet (GET /v1/instruments lists them)", 404)
-        entries = hub.store.latest(kind, instrument, model, horizon)
-        if not entries:
-            which = "".join(f", {k} {v!r}" for k, v in (("model", model), ("horizon", horizon)) if v is not None)
-            return _problem(f"no {what} of {instrument}{which} yet", f"no {what} of {instrument}{which} yet", 404)
-        return _json_list(entries)
+        status, body = hub.answer(kind, what, instrument, model, horizon)
+        return Response(body, status, media_type="application/json")
 
     @app.get("/v1/instruments", response_model=None, responses={200: {"model": list[InstrumentInfo]}},
              summary="The instruments the server has records of")
@@ -685,7 +739,7 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
             return _problem("no such file", f"no such file: {name}", 404)
         return FileResponse(docs_static / name, headers={"Cache-Control": "max-age=86400"})
 
-    edge: Any = _Edge(app, cfg.api_key.get_secret_value() if cfg.api_key else None, metrics)
+    edge: Any = _Edge(app, cfg.api_key.get_secret_value() if cfg.api_key else None, metrics, hub)
     if cfg.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
