@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 import re
@@ -795,4 +796,8 @@ def serve(cfg: ServeConfig, kafka: KafkaConfig, check_kafka: bool = True) -> Non
     shown = f"[{host}]" if ":" in host else host
     log.info("serving http://%s:%d (the output topic %r of %s; live page at /, API docs at /docs)", shown, port,
              kafka.output_topic, kafka.bootstrap_servers)
+    # what was imported and built so far lives as long as the process: out of the collector's full passes,
+    # which then only walk what the server holds (its latest state and buffer): shorter pauses of the stream
+    gc.collect()
+    gc.freeze()
     uvicorn.Server(config).run(sockets=[sock])
