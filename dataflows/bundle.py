@@ -41,9 +41,26 @@ from sinks.bundle import file_sha256, write_manifest
 from sources.bundle import BundleError, load_states, read_manifest
 from ticklet.settings import ConfigError, Settings
 
-__all__ = ["WarmStart", "expected", "load_warm_start", "save_bundle"]
+__all__ = ["WarmStart", "bar_interval_ms", "expected", "load_warm_start", "save_bundle"]
 
 log = logging.getLogger("ticklet")
+
+
+def bar_interval_ms(settings: Settings) -> int:
+    """The bars' interval of a run: that of its klines when every input is
+    klines of one interval (kline bars keep their own), else
+    ``TICKLET_BARS__INTERVAL_MS``.
+
+    >>> bar_interval_ms(Settings())  # the bundled sample: recordings
+    1000
+    """
+    if settings.input.source == "replay":
+        from sources.files import group_streams
+
+        ivs = {s.interval_ns for s in group_streams(list(settings.input.paths), settings.input.market)}
+        if len(ivs) == 1 and 0 not in ivs:
+            return ivs.pop() // 1_000_000
+    return settings.bars.interval_ms
 
 
 def expected(settings: Settings) -> dict[str, Any]:
@@ -55,7 +72,7 @@ def expected(settings: Settings) -> dict[str, Any]:
     (1, 1000, [1, 10], 'standard', 24)
     """
     return {"format": FORMAT, "features": list(features_op.feature_names(settings.features)),
-            "bar_interval_ms": settings.bars.interval_ms, "horizons": list(settings.forecast.horizons),
+            "bar_interval_ms": bar_interval_ms(settings), "horizons": list(settings.forecast.horizons),
             "scaler": settings.features.scaler}
 
 

@@ -26,6 +26,34 @@ is counted in ``n_unmatched`` and otherwise ignored.
 Until the window is full and the network has trained at least once the
 forecast is ``0.0`` (the zero-return baseline).
 
+Direction head (``objective="direction"``): the network's output is the
+logit of an up move, trained with binary cross-entropy on the sign of the
+realized return (zero returns carry no direction: they update the mean
+absolute return but are not trained on). The forecast is ``(2 p_up - 1) *
+mean|r|``, as :class:`models.river_models.DirectionClassifier` does, and
+:meth:`CNNGRUModel.proba_up` gives ``p_up`` to the signals (None with the
+``return`` objective, whose signals use the forecast and its past errors).
+
+Features whose names start with a prefix in ``exclude`` are not fed to the
+network (``exclude=("swt_",)``: the SWT ablation).
+
+Offline epochs. In a run that makes a model bundle, the join calls
+:meth:`CNNGRUModel.record_offline` at the start: from then on every feature
+vector given to ``predict_one`` and every labelled example (the index of its
+window's last vector, and its target) is kept (at most ``offline_max``
+vectors). When the run ends, :meth:`CNNGRUModel.fit_offline` trains a fresh
+network (seeded like the first) on them, in time order: the earliest
+``1 - offline_val`` of the examples train for up to ``offline_epochs``
+epochs (mini-batches of ``offline_batch``, shuffled by a seeded generator),
+and the latest ``offline_val`` validate after each epoch; training stops
+after ``offline_patience`` epochs without a better validation loss and the
+best epoch's network is kept, with a fresh optimizer for the online
+learning that follows. No example of the validation split is trained on by
+these epochs, and none of the examples is after the bundle's data. The
+recorded vectors are then dropped. ``offline_report`` says what happened.
+Online, nothing changes: ``steps`` Adam steps every ``retrain_every``
+labels.
+
 Determinism: parameters are initialized from ``seed`` (the global torch RNG
 is forked and restored, so other users of it are not disturbed) and
 mini-batches are drawn with a ``numpy.random.Generator`` seeded from it. On
@@ -72,7 +100,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -122,6 +151,7 @@ class CNNGRUModel:
         c = self.config
         _apply_threads(c.threads)
         self.names: tuple[str, ...] | None = None
+        self.cols: Optional[np.ndarray] = None  # indices (in names) of the features fed to the network
         self.net: _Net | None = None
         self.opt: torch.optim.Adam | None = None
         self.history: deque = deque(maxlen=c.window)
@@ -132,10 +162,19 @@ class CNNGRUModel:
         self.n_retrains = 0
         self.n_unmatched = 0
         self.n_dropped = 0
-        # Welford statistics of the targets learned so far
+        # Welford statistics of the targets learned so far, and their mean absolute value
         self.y_n = 0
         self.y_mean = 0.0
         self.y_m2 = 0.0
+        self.abs_sum = 0.0
+        self.p_up = 0.5  # of the last forecast (direction objective)
+        # offline training (see the module docstring)
+        self.n_seen = 0  # feature vectors given to predict_one
+        self.recording = False
+        self.trace: list[np.ndarray] = []
+        self.trace_start = 0  # the index (in n_seen) of trace[0]
+        self.examples: list[tuple[int, float]] = []  # (index of the window's last vector, target)
+        self.offline_report: Optional[dict[str, Any]] = None
 
     # --- the online protocol -------------------------------------------------
 
@@ -145,11 +184,16 @@ class CNNGRUModel:
             self._build(tuple(sorted(x)))
         key, vec = self._vector(x)
         self.history.append(vec)
+        idx = self.n_seen
+        self.n_seen += 1
+        if self.recording:
+            self._record(vec)
         c = self.config
+        self.p_up = 0.5
         if len(self.history) < c.window:
             return 0.0
         win = np.stack(self.history)
-        self.pending.append((key, win))
+        self.pending.append((key, win, idx))
         if len(self.pending) > c.pending_limit:
             self.pending.popleft()
             self.n_dropped += 1
@@ -158,29 +202,179 @@ class CNNGRUModel:
         net, _ = self._network()
         with torch.no_grad():
             out = float(net(torch.from_numpy(win).unsqueeze(0).to(c.device))[0])
+        if c.objective == "direction":
+            self.p_up = 1.0 / (1.0 + math.exp(-out)) if out > -700.0 else 0.0
+            return (2.0 * self.p_up - 1.0) * (self.abs_sum / self.y_n if self.y_n else 0.0)
         return out * self._scale() + self.y_mean
+
+    def proba_up(self, x: dict[str, float]) -> Optional[float]:
+        """P(up) of the forecast just made from ``x`` (0.5 while untrained)
+        with the direction objective; None with the return objective."""
+        return self.p_up if self.config.objective == "direction" else None
 
     def learn_one(self, x: dict[str, float], y: float) -> None:
         """Label the pending forecast made from ``x`` with ``y``; maybe retrain."""
         if self.names is None or not math.isfinite(y):
             return
         key, _ = self._vector(x)
-        pos = next((i for i, (k, _) in enumerate(self.pending) if k == key), None)
+        pos = next((i for i, p in enumerate(self.pending) if p[0] == key), None)
         if pos is None:
             self.n_unmatched += 1
             return
         for _ in range(pos):  # forecasts that expired without a target
             self.pending.popleft()
         self.n_dropped += pos
-        _, win = self.pending.popleft()
-        self.memory.append((win, float(y)))
+        _, win, idx = self.pending.popleft()
+        if self.config.objective == "return" or y != 0.0:
+            self.memory.append((win, float(y)))
+        if self.recording and idx >= self.trace_start:
+            self.examples.append((idx, float(y)))
         self.y_n += 1
         d = y - self.y_mean
         self.y_mean += d / self.y_n
         self.y_m2 += d * (y - self.y_mean)
+        self.abs_sum += abs(y)
         self.n_labelled += 1
         if self.n_labelled % self.config.retrain_every == 0:
             self._retrain()
+
+    def reset_stream(self) -> None:
+        """Forget the feature vectors of the stream seen so far (the history
+        window and the forecasts waiting for a label), keeping what was
+        learnt: for a warm start on another day or instrument."""
+        self.history.clear()
+        self.pending.clear()
+        self.p_up = 0.5
+
+    # --- offline epochs (model bundles) ---------------------------------------
+
+    def record_offline(self) -> None:
+        """Keep every feature vector and labelled example from now on, for
+        :meth:`fit_offline` (when a bundle is made)."""
+        if self.config.offline_epochs > 0 and not self.recording:
+            self.recording = True
+            self.trace, self.examples, self.trace_start = [], [], self.n_seen
+
+    def _record(self, vec: np.ndarray) -> None:
+        self.trace.append(vec)
+        over = len(self.trace) - self.config.offline_max
+        if over > 0:  # drop the oldest quarter (at least what is over), and the examples they end
+            k = max(over, self.config.offline_max // 4)
+            del self.trace[:k]
+            self.trace_start += k
+            first = self.trace_start + self.config.window - 1
+            self.examples = [e for e in self.examples if e[0] >= first]
+
+    def fit_offline(self, on_epoch: Optional[Callable[[int, dict[str, Any]], None]] = None) -> None:
+        """Train a fresh network on the recorded examples (see the module
+        docstring), keep the best epoch's, and drop the recording.
+        ``on_epoch(epoch, state_dict)`` is called after each epoch."""
+        if not self.recording:
+            return
+        self.recording = False
+        trace, examples = self.trace, self.examples
+        self.trace, self.examples = [], []
+        c = self.config
+        w = c.window
+        first = self.trace_start + w - 1
+        ex = [e for e in examples if e[0] >= first]
+        if c.objective == "direction":
+            ex = [e for e in ex if e[1] != 0.0]
+        n = len(ex)
+        n_val = int(round(n * c.offline_val))
+        n_train = n - n_val
+        if self.names is None or n_val < 1 or n_train < c.offline_batch:
+            self.offline_report = {"examples": n, "epochs": 0, "why": "too few labelled examples"}
+            return
+        vecs = np.stack(trace)
+        ends = np.array([e[0] - self.trace_start for e in ex], dtype=np.int64)
+        ys = np.array([e[1] for e in ex], dtype=np.float64)
+        offs = np.arange(-w + 1, 1, dtype=np.int64)
+        direction = c.objective == "direction"
+        if direction:
+            targets = (ys > 0.0).astype(np.float32)
+            up = 0.0  # the logit of p_up = 1/2
+        else:
+            mean = float(ys[:n_train].mean())  # statistics of the training split only
+            sd = float(ys[:n_train].std()) or 1e-12
+            targets = ((ys - mean) / sd).astype(np.float32)
+            up = -mean / sd  # a zero return, standardized
+
+        def batch(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            wins = vecs[ends[idx][:, None] + offs[None, :]]
+            return torch.from_numpy(wins).to(c.device), torch.from_numpy(targets[idx]).to(c.device)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            net = _Net(len(self._columns()), c.channels, c.kernel, c.hidden).to(c.device)
+        opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        rng = np.random.default_rng(c.seed + 1)
+        params = list(net.parameters())
+        val_idx = np.arange(n_train, n)
+
+        moved = torch.from_numpy(ys != 0.0)
+        n_moved = max(int(moved[n_train:].sum()), 1)
+
+        def val_loss() -> tuple[float, float]:
+            """The validation split's mean loss, and hit rate on its non-zero moves."""
+            tot, hits = 0.0, 0
+            with torch.no_grad():
+                for i in range(0, n_val, 1024):
+                    idx = val_idx[i:i + 1024]
+                    wb, yb = batch(idx)
+                    out = net(wb)
+                    tot += float(self._loss(out, yb, reduction="sum"))
+                    right = (out > up) == (yb > (0.5 if direction else up))
+                    hits += int((right & moved[idx]).sum())
+            return tot / n_val, hits / n_moved
+
+        best_loss, best_hit = val_loss()
+        first_loss = best_loss
+        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        best_epoch, epochs, stale = 0, 0, 0
+        train_loss = float("nan")
+        for epoch in range(1, c.offline_epochs + 1):
+            order = rng.permutation(n_train)
+            tot = 0.0
+            for i in range(0, n_train, c.offline_batch):
+                wb, yb = batch(order[i:i + c.offline_batch])
+                loss = self._loss(net(wb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.clip_grad > 0:
+                    nn.utils.clip_grad_norm_(params, c.clip_grad)
+                opt.step()
+                tot += float(loss.detach()) * len(yb)
+            train_loss = tot / n_train
+            epochs = epoch
+            if on_epoch is not None:
+                on_epoch(epoch, net.state_dict())
+            loss_v, hit_v = val_loss()
+            if loss_v < best_loss:
+                best_loss, best_hit, best_epoch, stale = loss_v, hit_v, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= c.offline_patience:
+                    break
+        net.load_state_dict(best_state)
+        self.net = net
+        self.opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        if best_epoch > 0:
+            self.n_retrains = max(self.n_retrains, 1)
+        self.offline_report = {
+            "examples": n, "train": n_train, "validation": n_val, "epochs": epochs, "best_epoch": best_epoch,
+            # the vectors (counted from the first forecast) that ended the first and last training and
+            # validation windows: every training example ends before the first validation one
+            "train_span": [int(ex[0][0]), int(ex[n_train - 1][0])], "val_span": [int(ex[n_train][0]), int(ex[-1][0])],
+            "train_loss": round(train_loss, 6), "val_loss_before": round(first_loss, 6),
+            "val_loss": round(best_loss, 6), "val_hit_rate": round(best_hit, 6),
+        }
+
+    def _loss(self, out: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        if self.config.objective == "direction":
+            return nn.functional.binary_cross_entropy_with_logits(out, target, reduction=reduction)
+        return nn.functional.mse_loss(out, target, reduction=reduction)
 
     # --- internals -----------------------------------------------------------
 
@@ -192,16 +386,24 @@ class CNNGRUModel:
     def _build(self, names: tuple[str, ...]) -> None:
         c = self.config
         self.names = names
+        self.cols = np.array([i for i, n in enumerate(names) if not n.startswith(c.exclude)], dtype=np.int64) \
+            if c.exclude else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)
-            self.net = _Net(len(names), c.channels, c.kernel, c.hidden).to(c.device)
+            self.net = _Net(len(self._columns()), c.channels, c.kernel, c.hidden).to(c.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
 
+    def _columns(self) -> tuple[str, ...]:
+        """The names of the features fed to the network, in order."""
+        assert self.names is not None
+        return self.names if self.cols is None else tuple(self.names[i] for i in self.cols)
+
     def _vector(self, x: dict[str, float]) -> tuple[bytes, np.ndarray]:
-        """(matching key, clean float32 vector) of ``x`` in ``names`` order."""
+        """(matching key, clean float32 vector of the network's features) of
+        ``x`` in ``names`` order."""
         assert self.names is not None
         raw = np.array([x.get(n, 0.0) for n in self.names], dtype=np.float64)
-        vec = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+        vec = np.nan_to_num(raw if self.cols is None else raw[self.cols], nan=0.0, posinf=0.0, neginf=0.0)
         lim = self.config.clip_x
         np.clip(vec, -lim, lim, out=vec)
         return raw.tobytes(), vec.astype(np.float32)
@@ -223,8 +425,12 @@ class CNNGRUModel:
             idx = self.rng.choice(n, size=min(c.batch, n), replace=False)
             wb = torch.from_numpy(np.stack([self.memory[i][0] for i in idx])).to(c.device)
             ys = np.array([self.memory[i][1] for i in idx], dtype=np.float64)
-            yb = torch.from_numpy(((ys - mean) / scale).astype(np.float32)).to(c.device)
-            loss = torch.mean((net(wb) - yb) ** 2)
+            if c.objective == "direction":
+                yb = torch.from_numpy((ys > 0.0).astype(np.float32)).to(c.device)
+                loss = nn.functional.binary_cross_entropy_with_logits(net(wb), yb)
+            else:
+                yb = torch.from_numpy(((ys - mean) / scale).astype(np.float32)).to(c.device)
+                loss = torch.mean((net(wb) - yb) ** 2)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if c.clip_grad > 0:
@@ -250,7 +456,10 @@ class CNNGRUModel:
             "memory": list(self.memory),
             "rng": self.rng.bit_generator.state,
             "counters": (self.n_labelled, self.n_retrains, self.n_unmatched, self.n_dropped),
-            "y_stats": (self.y_n, self.y_mean, self.y_m2),
+            "y_stats": (self.y_n, self.y_mean, self.y_m2, self.abs_sum),
+            "p_up": self.p_up,
+            "offline": (self.n_seen, self.recording, list(self.trace), self.trace_start, list(self.examples),
+                        self.offline_report),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -265,7 +474,10 @@ class CNNGRUModel:
         self.memory.extend(state["memory"])
         self.rng.bit_generator.state = state["rng"]
         self.n_labelled, self.n_retrains, self.n_unmatched, self.n_dropped = state["counters"]
-        self.y_n, self.y_mean, self.y_m2 = state["y_stats"]
+        self.y_n, self.y_mean, self.y_m2, self.abs_sum = state["y_stats"]
+        self.p_up = state["p_up"]
+        (self.n_seen, self.recording, trace, self.trace_start, examples, self.offline_report) = state["offline"]
+        self.trace, self.examples = list(trace), list(examples)
 
 
 def _apply_threads(n: int) -> None:

@@ -9,6 +9,8 @@ torch is imported only when a CNN-GRU learner is built.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["CNNGRUConfig"]
@@ -41,6 +43,25 @@ class CNNGRUConfig(BaseModel):
     max_pending: int | None = Field(None, ge=1, description="Most forecast windows kept waiting for "
                                        "their target (the oldest are dropped); None means 4 * window. "
                                        "Must exceed the horizon in bars.")
+    objective: Literal["return", "direction"] = Field(
+        "return", description="'return': squared error on the standardized return. 'direction': binary "
+        "cross-entropy on its sign (zero returns skipped), like the logistic learner: the forecast is "
+        "(2 P(up) - 1) x the mean absolute return, and P(up) goes to the signals.")
+    exclude: tuple[str, ...] = Field(
+        (), description="Features not fed to the network, by name prefix (e.g. [\"swt_\"] leaves out the SWT "
+        "features).")
+    offline_epochs: int = Field(
+        20, ge=0, description="When a model bundle is made (ticklet backtest --save-models), epochs of training "
+        "from a fresh network on every labelled example of the run, in time order: the earlier part trains, "
+        "the later (offline_val) validates and stops it early. 0: the bundle keeps the online network.")
+    offline_val: float = Field(0.2, gt=0, lt=1, description="Share of the run's labelled examples, the latest, "
+                               "that validate the offline epochs (never trained on by them).")
+    offline_patience: int = Field(3, ge=1, description="Offline training stops after this many epochs without a "
+                                  "better validation loss; the best epoch's network is kept.")
+    offline_batch: int = Field(128, ge=1, description="Mini-batch size of the offline epochs.")
+    offline_max: int = Field(500_000, ge=1, description="Most feature vectors kept for offline training (the "
+                             "oldest are dropped beyond it): at most this x features float32 values in memory, "
+                             "only while a bundle is being made.")
 
     @model_validator(mode="after")
     def _kernel_fits(self) -> CNNGRUConfig:

@@ -147,8 +147,8 @@ class JoinState:
     ``n_learnt`` counts the labels each learner has learnt (those of a model
     bundle included) and ``origin`` says where it started: :data:`COLD` or
     the id of the bundle it was warm-started from (:func:`warm`). ``n_rows``,
-    ``ts_first`` and ``ts_last`` describe the feature rows seen (a bundle's
-    manifest reports them). With ``record``, learners that can train offline
+    ``ts_first``, ``ts_last`` and ``interval`` describe the feature rows seen
+    (a bundle's manifest reports them). With ``record``, learners that can train offline
     (``record_offline``) keep what they need until :func:`export`.
     """
 
@@ -161,6 +161,7 @@ class JoinState:
     n_rows: int = 0
     ts_first: Optional[int] = None
     ts_last: Optional[int] = None
+    interval: Optional[int] = None  # of the bars, ns
     record: bool = False
 
     def __post_init__(self) -> None:
@@ -280,6 +281,7 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
     if st.ts_first is None:
         st.ts_first = t
     st.ts_last = t
+    st.interval = row.interval
     st.n_rows += 1
     n_learnt = st.n_learnt
     origin = st.origin

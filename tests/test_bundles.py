@@ -361,3 +361,29 @@ def test_model_age_in_every_output(warm_and_cold, manifest):
     dash = json.loads((Path(__file__).resolve().parent.parent / "grafana" / "dashboards" / "ticklet.json").read_text())
     age = [p for p in dash["panels"] if p["title"].startswith("Model age")]
     assert len(age) == 1 and '"n_learnt"' in age[0]["targets"][0]["query"]
+
+
+# --- (4) the CNN-GRU in a bundle -------------------------------------------------------------------------------
+
+def test_a_bundle_of_the_cnn_gru_trained_offline(tmp_path):
+    from models.cnn_gru_config import CNNGRUConfig
+    from models.registry import LearnerConfig
+
+    cnn = CNNGRUConfig(window=16, channels=4, hidden=8, objective="direction", offline_epochs=4, offline_batch=64)
+    s = _settings(models=("naive", "cnn_gru"), learners=LearnerConfig(cnn_gru=cnn))
+    _run([SPOT8], tmp_path / "out", base=s, save_models=tmp_path / "b")
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    for h in ("1", "10"):
+        rep = m["offline"]["BTCUSDT"]["cnn_gru"][h]
+        assert rep["train"] + rep["validation"] == rep["examples"] > 80 and 1 <= rep["epochs"] <= 4
+        assert rep["train_span"][1] < rep["val_span"][0]
+    states = pickle.loads((tmp_path / "b" / "states" / "BTCUSDT.pkl").read_bytes())
+    model = states["join"].models[("cnn_gru", 1)]
+    assert not model.recording and model.trace == [] and len(pickle.dumps(model)) < 2_000_000  # bounded bundle
+    _run([SPOT9], tmp_path / "warm", base=s, warm_start=tmp_path / "b")
+    rows = [r for r in csv_dicts(tmp_path / "warm" / "forecasts.csv")
+            if r["model"] == "cnn_gru" and r["horizon"] == "1"]
+    # the first forecasts that have a full window come from the trained network; cold, they would be 0 until
+    # the first online retrain
+    assert {r["bundle"] for r in rows} == {m["bundle_id"]}
+    assert sum(1 for r in rows[:40] if float(r["pred_return"]) != 0.0) >= 40 - cnn.window

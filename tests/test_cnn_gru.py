@@ -204,3 +204,164 @@ def test_learns_a_lagged_signal():
     p, y = np.array(preds[-300:]), np.array(targets[-300:])
     assert np.corrcoef(p, y)[0, 1] > 0.5
     assert 3e-5 < p.std() < 3e-4  # answered in raw return units
+
+
+# --- the direction head, the SWT features, offline epochs (issue 17) ------------------------------------------
+
+SMALL = {"window": 16, "channels": 4, "hidden": 8, "retrain_every": 10}
+
+
+def test_the_direction_head_forecasts_from_p_up(ops):
+    m = CNNGRUModel(CNNGRUConfig(objective="direction", **SMALL))
+    abs_sum, n = 0.0, 0
+    checked = 0
+    for op in ops:
+        if op[0] == "learn":
+            m.learn_one(op[1], op[2])
+            if m.n_labelled > n:
+                abs_sum, n = abs_sum + abs(op[2]), m.n_labelled
+            continue
+        pred = m.predict_one(op[1])
+        p = m.proba_up(op[1])
+        assert p is not None and 0.0 < p < 1.0
+        if m.n_retrains and len(m.history) == m.config.window:
+            assert math.isclose(pred, (2 * p - 1) * abs_sum / n, rel_tol=1e-9, abs_tol=1e-15)
+            checked += 1
+        else:
+            assert pred == 0.0 and p == 0.5
+    assert checked > 400
+    # zero returns carry no direction: they are not trained on
+    assert all(y != 0.0 for _, y in m.memory) and m.n_labelled > len(m.memory)
+    assert CNNGRUModel(CNNGRUConfig(**SMALL)).proba_up({"a": 1.0}) is None  # the return objective gives none
+
+
+def test_p_up_reaches_the_forecasts_and_the_signals(btc_spot_chain):
+    from realdata import drive
+
+    from models.registry import LearnerConfig
+    from operators import forecast, signals
+
+    cfg = forecast.ForecastConfig(horizons=(1,), models=("naive", "cnn_gru"), learners=LearnerConfig(
+        cnn_gru=CNNGRUConfig(objective="direction", **SMALL)))
+    _, out = drive(forecast.step, forecast.JoinState(cfg), btc_spot_chain.rows)
+    issued = [f for f in out if type(f).__name__ == "Forecast" and f.model == "cnn_gru"]
+    assert len(issued) > 500 and all(f.p_up is not None for f in issued)
+    assert len({f.p_up for f in issued}) > 100
+    _, sigs = drive(signals.step, signals.SignalState(signals.SignalConfig()), out)
+    by_t = {(s.ts_forecast, s.horizon): s.p_up for s in sigs if s.model == "cnn_gru"}
+    assert all(by_t[(f.ts_forecast, 1)] == f.p_up for f in issued)
+
+
+def test_the_swt_features_reach_it_unless_excluded(ops):
+    names = sorted(ops[0][1])
+    swt = [n for n in names if n.startswith("swt_")]
+    assert swt == ["swt_dev", "swt_e1", "swt_e2", "swt_e3", "swt_slope"]
+    m = CNNGRUModel(CNNGRUConfig(**SMALL))
+    m.predict_one(ops[0][1])
+    assert m._columns() == tuple(names) and m.net.conv.in_channels == len(names)  # every feature, SWT included
+    x = ops[0][1]
+    _, vec = m._vector(x)
+    assert [float(vec[names.index(n)]) for n in swt] == [np.float32(np.clip(x[n], -10, 10)) for n in swt]
+    ab = CNNGRUModel(CNNGRUConfig(exclude=("swt_",), **SMALL))
+    ab.predict_one(x)
+    assert ab._columns() == tuple(n for n in names if n not in swt) and ab.net.conv.in_channels == len(names) - 5
+    ab = CNNGRUModel(CNNGRUConfig(exclude=("swt_",), **SMALL))
+    feed(ab, ops)  # and it learns, matching its forecasts by every feature
+    assert ab.n_unmatched == ab.config.window - 1 and ab.n_retrains > 20
+
+
+def _recorded(ops, **cfg) -> CNNGRUModel:
+    m = CNNGRUModel(CNNGRUConfig(**{**SMALL, "offline_epochs": 6, "offline_batch": 32, "offline_patience": 10, **cfg}))
+    m.record_offline()
+    feed(m, ops)
+    return m
+
+
+@pytest.mark.parametrize("objective", ["return", "direction"])
+def test_offline_epochs_never_train_on_the_validation_split(ops, objective):
+    """Every epoch's network is the same whatever the validation targets
+    are: they only choose the epoch kept."""
+    m = _recorded(ops, objective=objective)
+    assert m.recording and len(m.trace) == sum(op[0] == "predict" for op in ops)
+    other = copy.deepcopy(m)
+    n_val = int(round(len([e for e in m.examples if objective == "return" or e[1] != 0.0]) * 0.2))
+    moved = [i for i, e in enumerate(other.examples) if objective == "return" or e[1] != 0.0]
+    for i in moved[-n_val:]:  # the validation split: targets turned around
+        idx, y = other.examples[i]
+        other.examples[i] = (idx, -2.0 * y)
+    states: dict[str, list] = {"a": [], "b": []}
+    m.fit_offline(lambda e, sd: states["a"].append({k: v.clone() for k, v in sd.items()}))
+    other.fit_offline(lambda e, sd: states["b"].append({k: v.clone() for k, v in sd.items()}))
+    assert len(states["a"]) == len(states["b"]) == 6
+    for a, b in zip(states["a"], states["b"], strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = m.offline_report, other.offline_report
+    assert ra["val_loss_before"] != rb["val_loss_before"]  # the validation data did differ
+    assert ra["train"] == rb["train"] > 200 and ra["train_span"][1] < ra["val_span"][0]  # in time order
+    assert ra["validation"] == n_val and ra["epochs"] == 6 and 0 <= ra["best_epoch"] <= 6
+    kept = states["a"][ra["best_epoch"] - 1] if ra["best_epoch"] else None
+    if kept is not None:
+        assert all(torch.equal(m.net.state_dict()[k], kept[k]) for k in kept)  # the best epoch's network
+    assert not m.recording and m.trace == [] and m.examples == []  # the recording is dropped
+
+
+def test_offline_epochs_stop_early_and_are_deterministic(ops):
+    a = _recorded(ops, objective="direction", offline_epochs=30, offline_patience=2, lr=0.01)
+    b = copy.deepcopy(a)
+    a.fit_offline()
+    b.fit_offline()
+    assert a.offline_report == b.offline_report and a.offline_report["epochs"] < 30  # stopped early
+    assert a.offline_report["epochs"] - a.offline_report["best_epoch"] == 2
+    sa, sb = a.net.state_dict(), b.net.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # a fresh network, then online learning as before: forecasts at once, at the online cost
+    assert a.n_retrains >= 1 or a.offline_report["best_epoch"] == 0
+
+
+def test_a_model_recording_for_offline_epochs_pickles_mid_training(ops):
+    cut = len(ops) // 2
+    m = CNNGRUModel(CNNGRUConfig(**{**SMALL, "offline_epochs": 3, "offline_batch": 32}))
+    m.record_offline()
+    head = feed(m, ops[:cut])
+    restored = pickle.loads(pickle.dumps(m))
+    assert restored.recording and len(restored.trace) == len(m.trace) and restored.examples == m.examples
+    assert feed(restored, ops[cut:]) == feed(m, ops[cut:])
+    assert head
+    m.fit_offline()
+    restored.fit_offline()
+    assert m.offline_report == restored.offline_report
+    assert all(torch.equal(v, restored.net.state_dict()[k]) for k, v in m.net.state_dict().items())
+    # and the fitted model pickles too, and goes on forecasting identically
+    again = pickle.loads(pickle.dumps(m))
+    xs = [op[1] for op in ops[-200:] if op[0] == "predict"]
+    assert [again.predict_one(x) for x in xs] == [m.predict_one(x) for x in xs]
+
+
+def test_the_recording_is_bounded(ops):
+    m = _recorded(ops, offline_max=200)
+    assert len(m.trace) <= 200 and m.trace_start > 0
+    first = m.trace_start + m.config.window - 1
+    assert m.examples and all(e[0] >= first for e in m.examples)
+    n = len(m.examples)
+    m.fit_offline()
+    assert m.offline_report["examples"] == n
+
+
+def test_without_a_bundle_nothing_is_recorded(ops, reference):
+    m, _ = reference
+    assert not m.recording and m.trace == [] and m.offline_report is None
+    m2 = CNNGRUModel(CNNGRUConfig(**SMALL, offline_epochs=0))
+    m2.record_offline()
+    assert not m2.recording
+
+
+def test_a_warm_model_forgets_the_stream_not_what_it_learnt(ops, reference):
+    m, _ = reference
+    w = copy.deepcopy(m)
+    w.reset_stream()
+    assert len(w.history) == 0 and len(w.pending) == 0 and len(w.memory) == len(m.memory)
+    assert w.n_labelled == m.n_labelled and w.n_retrains == m.n_retrains
+    xs = [op[1] for op in ops if op[0] == "predict"]
+    preds = [w.predict_one(x) for x in xs[: w.config.window + 5]]
+    w1 = w.config.window - 1
+    assert preds[:w1] == [0.0] * w1 and all(p != 0.0 for p in preds[w1:])
