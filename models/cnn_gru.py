@@ -24,7 +24,10 @@ pending forecast (it was never forecast, or its window fell out of the FIFO)
 is counted in ``n_unmatched`` and otherwise ignored.
 
 Until the window is full and the network has trained at least once the
-forecast is ``0.0`` (the zero-return baseline).
+forecast is ``0.0`` (the zero-return baseline). A network that has trained
+and whose stream started afresh (:meth:`CNNGRUModel.reset_stream`, a warm
+start) forecasts at once, the missing part of its window zeros (the mean
+of the scaled features).
 
 Direction head (``objective="direction"``): the network's output is the
 logit of an up move, trained with binary cross-entropy on the sign of the
@@ -113,19 +116,24 @@ __all__ = ["CNNGRUConfig", "CNNGRUModel"]
 
 
 class _Net(nn.Module):
-    """Conv1d over time -> ReLU -> GRU -> Linear on the last hidden state."""
+    """Conv1d over time -> ReLU -> GRU -> Linear on the last hidden state;
+    with ``skip``, plus a linear term of the window's last feature vector."""
 
-    def __init__(self, n_features: int, channels: int, kernel: int, hidden: int):
+    def __init__(self, n_features: int, channels: int, kernel: int, hidden: int, skip: bool = False):
         super().__init__()
         self.conv = nn.Conv1d(n_features, channels, kernel)
         self.gru = nn.GRU(channels, hidden, batch_first=True)
         self.head = nn.Linear(hidden, 1)
+        self.skip = nn.Linear(n_features, 1) if skip else None
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         """``w``: (batch, window, features) -> (batch,)."""
         h = torch.relu(self.conv(w.transpose(1, 2)))  # (B, C, L)
         _, last = self.gru(h.transpose(1, 2))  # last: (1, B, H)
-        return self.head(last[0]).squeeze(-1)
+        out = self.head(last[0])
+        if self.skip is not None:
+            out = out + self.skip(w[:, -1, :])
+        return out.squeeze(-1)
 
 
 class CNNGRUModel:
@@ -191,8 +199,14 @@ class CNNGRUModel:
         c = self.config
         self.p_up = 0.5
         if len(self.history) < c.window:
-            return 0.0
-        win = np.stack(self.history)
+            if self.n_retrains == 0:
+                return 0.0
+            # a trained network whose stream started afresh (a warm start): the missing past is
+            # zeros, the mean of the scaled features
+            win = np.zeros((c.window, vec.shape[0]), dtype=np.float32)
+            win[c.window - len(self.history):] = np.stack(self.history)
+        else:
+            win = np.stack(self.history)
         self.pending.append((key, win, idx))
         if len(self.pending) > c.pending_limit:
             self.pending.popleft()
@@ -306,7 +320,7 @@ class CNNGRUModel:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)
-            net = _Net(len(self._columns()), c.channels, c.kernel, c.hidden).to(c.device)
+            net = _Net(len(self._columns()), c.channels, c.kernel, c.hidden, c.skip).to(c.device)
         opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         rng = np.random.default_rng(c.seed + 1)
         params = list(net.parameters())
@@ -359,7 +373,7 @@ class CNNGRUModel:
                     break
         net.load_state_dict(best_state)
         self.net = net
-        self.opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.opt = self._online_optimizer(net)
         if best_epoch > 0:
             self.n_retrains = max(self.n_retrains, 1)
         self.offline_report = {
@@ -390,8 +404,13 @@ class CNNGRUModel:
             if c.exclude else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)
-            self.net = _Net(len(self._columns()), c.channels, c.kernel, c.hidden).to(c.device)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+            self.net = _Net(len(self._columns()), c.channels, c.kernel, c.hidden, c.skip).to(c.device)
+        self.opt = self._online_optimizer(self.net)
+
+    def _online_optimizer(self, net: _Net) -> torch.optim.Adam:
+        c = self.config
+        return torch.optim.Adam(net.parameters(), lr=c.online_lr if c.online_lr is not None else c.lr,
+                                weight_decay=c.weight_decay)
 
     def _columns(self) -> tuple[str, ...]:
         """The names of the features fed to the network, in order."""

@@ -43,6 +43,10 @@ class CNNGRUConfig(BaseModel):
     max_pending: int | None = Field(None, ge=1, description="Most forecast windows kept waiting for "
                                        "their target (the oldest are dropped); None means 4 * window. "
                                        "Must exceed the horizon in bars.")
+    skip: bool = Field(False, description="Add to the network's output a linear term of the last feature vector "
+                       "(a logistic or linear regression inside the network, which the GRU's part adds to).")
+    online_lr: float | None = Field(None, gt=0, description="Adam learning rate of the online steps; None: lr. "
+                                    "Lower keeps more of what offline epochs learnt.")
     objective: Literal["return", "direction"] = Field(
         "return", description="'return': squared error on the standardized return. 'direction': binary "
         "cross-entropy on its sign (zero returns skipped), like the logistic learner: the forecast is "

@@ -361,7 +361,28 @@ def test_a_warm_model_forgets_the_stream_not_what_it_learnt(ops, reference):
     w.reset_stream()
     assert len(w.history) == 0 and len(w.pending) == 0 and len(w.memory) == len(m.memory)
     assert w.n_labelled == m.n_labelled and w.n_retrains == m.n_retrains
-    xs = [op[1] for op in ops if op[0] == "predict"]
-    preds = [w.predict_one(x) for x in xs[: w.config.window + 5]]
-    w1 = w.config.window - 1
-    assert preds[:w1] == [0.0] * w1 and all(p != 0.0 for p in preds[w1:])
+    ops1 = [op for op in ops if op[0] == "predict"][:10]
+    preds = feed(w, ops1)
+    # trained: it forecasts from the first bar, its window's missing past zeros
+    assert all(p != 0.0 and math.isfinite(p) for p in preds) and len(w.pending) == 10
+    win = w.pending[0][1]
+    assert not win[:-1].any() and win[-1].any()
+    fresh = CNNGRUModel()
+    assert feed(fresh, ops1) == [0.0] * 10 and len(fresh.pending) == 0  # untrained: zero, as before
+
+
+def test_skip_term_and_online_rate(ops):
+    m = CNNGRUModel(CNNGRUConfig(skip=True, online_lr=1e-4, **SMALL))
+    feed(m, ops)
+    assert m.net.skip is not None and m.net.skip.in_features == len(ops[0][1])
+    assert m.opt.param_groups[0]["lr"] == 1e-4 and m.n_retrains > 20
+    # the skip term is the linear part of the output: without it, the output changes by exactly that
+    win = torch.from_numpy(m.pending[-1][1] if m.pending else np.stack(m.history)).unsqueeze(0)
+    with torch.no_grad():
+        full = m.net(win)
+        lin = m.net.skip(win[:, -1, :]).squeeze(-1)
+        m.net.skip = None
+        assert torch.allclose(full - lin, m.net(win))
+    plain = CNNGRUModel(CNNGRUConfig(**SMALL))
+    plain.predict_one(ops[0][1])
+    assert plain.net.skip is None and plain.opt.param_groups[0]["lr"] == 1e-3
