@@ -2,10 +2,12 @@
 real headless Chromium: console errors, JavaScript evaluation, network
 requests and screenshots. No browser-automation package: Chromium's remote
 debugging protocol over a websocket (``websockets``, a ticklet dependency).
+Used by the tests (``tests/test_report.py``, ``tests/test_serve.py``) like
+this::
 
->>> with Browser(chromium_path) as b:            # doctest: +SKIP
-...     page = b.open("file:///tmp/report.html")
-...     page.evaluate("document.title"), page.errors
+    with Browser(chromium_path) as b:
+        page = b.open("file:///tmp/report.html")
+        page.evaluate("document.title"), page.errors
 """
 
 from __future__ import annotations
