@@ -225,7 +225,7 @@ def test_one_plain_line_and_status_2(results, case):
     d, out = results
     r = out[case.id]
     if r.returncode == "skipped":
-        pytest.skip("unreadable files need setpriv to run as an ordinary user")
+        pytest.fail("unreadable files need setpriv (util-linux) to run as an ordinary user when the tests run as root")
     lines = r.stderr.splitlines()
     assert r.returncode == 2, r.stderr[-3000:]
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
