@@ -7,8 +7,7 @@
   module proxy and crates.io, about 10 minutes on 2 cores) into the user
   cache (``~/.cache/ticklet/influxdb-VERSION/``), once per machine, its steps
   shown as it goes. Where it cannot be built (a toolchain missing: the line
-  says which), the InfluxDB tests are skipped with that line, except under
-  ``CI=true``, where the run stops.
+  says which), the run stops with that line.
 - **docker-compose** (to validate ``docker-compose.yml``) and **chromium**
   (headless, to open the HTML report: ``tests/test_report.py``): Debian
   packages, installed with ``apt-get`` when the tests run as root; otherwise
@@ -36,7 +35,7 @@ APT_TOOLS = {"compose_cmd": ("docker-compose", "docker-compose"), "chromium": ("
 INFLUXDB_SH = REPO / "scripts" / "influxdb.sh"
 
 #: why the InfluxDB tests cannot run here (set by :func:`provision`; the
-#: ``influxd`` fixture skips with it, or fails under ``CI=true``)
+#: ``influxd`` fixture fails with it)
 influxdb_unavailable: str | None = None
 
 
@@ -114,9 +113,7 @@ def provision(fixtures: Iterable[str], say: Callable[[str], None]) -> str | None
         global influxdb_unavailable
         influxdb_unavailable = _influxdb(say)
         if influxdb_unavailable:
-            if os.environ.get("CI") == "true":
-                return influxdb_unavailable
-            say(f"the InfluxDB tests will be skipped: {influxdb_unavailable}")
+            return influxdb_unavailable
     if "kafka_bootstrap" in used:
         return _kafka(say)
     return None
