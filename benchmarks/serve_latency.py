@@ -8,7 +8,12 @@
    LogAppendTime``: the broker stamps it; millisecond resolution, so the
    figure is late by up to 1 ms) to its arrival at the client (the moment
    its WebSocket message is read). The same machine and clock throughout.
-   The time from the producer's ``produce`` call (µs) is given too.
+   The time from the producer's ``produce`` call (µs) is given too, and
+   where the time goes: a bare Kafka consumer of the topic (the server's
+   consumer settings, a process of its own) gives what Kafka itself takes
+   to deliver a record (``bare_kafka_consumer_from_append_ms``); per record,
+   the first client to get it (``first_client_from_append_ms``) and how much
+   later the last one does (``last_minus_first_client_ms``: the fan-out).
 2. **HTTP latency.** ``GET /v1/forecasts/latest?instrument=BTCUSDT`` at
    ``--http-rate`` (1,000) requests/s, paced, on 16 keep-alive connections:
    each request's time from its scheduled start to the complete answer.
@@ -23,7 +28,8 @@ Usage::
     python benchmarks/serve_latency.py [--clients 100] [--rate 2000] [--seconds 20] [--http-rate 1000]
 
 Uses ``$KAFKA_BOOTSTRAP_SERVERS`` or starts a broker with scripts/kafka.sh.
-Prints one JSON object, with the load average of the machine before and after.
+Prints one JSON object, with the load average of the machine before and after
+and the CPU (in cores) each process used while records were produced.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -165,7 +172,9 @@ def _clients(url: str, n: int, seconds: float, out_path: str, ready: mp.Event) -
         for tr in conns:
             tr.close()
 
-    asyncio.run(main())
+    import uvloop  # the server's own loop (uvicorn[standard]): reading 100 sockets costs the clients less
+
+    uvloop.run(main())
     flat = [(int(p), int(o), int(ts), t) for t, found in rows for p, o, ts in found]
     np.save(out_path, np.array(flat, dtype=np.float64))
 
@@ -198,6 +207,30 @@ def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rat
             time.sleep(delay)
     p.flush(30)
     np.save(out_path, np.array(sent, dtype=np.float64))
+
+
+def _bare_consumer(bootstrap: str, topic: str, seconds: float, out_path: str, ready: mp.Event) -> None:
+    """A bare Kafka consumer of ``topic`` with the server's consumer settings:
+    per record (partition, offset, ts_kafka ms, time it was polled s), to
+    ``out_path``. What Kafka itself takes to deliver a record, for comparison."""
+    from ticklet.serve.feed import consumer_config
+
+    c = Consumer(consumer_config([bootstrap], uuid.uuid4().hex))
+    parts = sorted(c.list_topics(topic, timeout=30).topics[topic].partitions)
+    c.assign([TopicPartition(topic, p, c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1])
+              for p in parts])
+    rows: list[tuple[int, int, int, float]] = []
+    ready.set()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        m = c.poll(0.2)
+        if m is None:
+            continue
+        msgs = [m, *c.consume(2000, 0)]
+        t = time.time()
+        rows.extend((x.partition(), x.offset(), x.timestamp()[1], t) for x in msgs if not x.error())
+    c.close()
+    np.save(out_path, np.array(rows, dtype=np.float64))
 
 
 def _http_load(url: str, rate: float, seconds: float, conns: int, out_path: str) -> None:
@@ -292,9 +325,13 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2000.0, help="records/s produced")
     ap.add_argument("--tick-ms", type=float, default=10.0, help="records are produced in bursts this far apart")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds of each part")
+    ap.add_argument("--warmup", type=float, default=10.0,
+                    help="seconds of the stream produced before the measured ones (the broker's JIT settles)")
     ap.add_argument("--http-rate", type=float, default=1000.0)
     ap.add_argument("--http-conns", type=int, default=16)
     ap.add_argument("--profile", metavar="FILE", help="run the server under cProfile, its stats written to FILE")
+    ap.add_argument("--keep", metavar="DIR", help="keep the raw samples (.npy: produced, received by the clients, "
+                    "by the bare consumer) in DIR")
     args = ap.parse_args()
     load_before = os.getloadavg()
     with kafka_broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
@@ -308,13 +345,16 @@ def main() -> None:
             ready = [ctx.Event() for _ in range(args.client_procs)]
             per = [args.clients // args.client_procs + (i < args.clients % args.client_procs)
                    for i in range(args.client_procs)]
-            warm = 3.0
+            warm = args.warmup
             ws_url = base.replace("http", "ws") + "/v1/stream"
             clients = [ctx.Process(target=_clients, args=(ws_url, n, args.seconds + warm + 6, f"{tmp}/c{i}.npy", r))
                        for i, (n, r) in enumerate(zip(per, ready, strict=True))]
-            for c in clients:
+            bare_ready = ctx.Event()
+            bare = ctx.Process(target=_bare_consumer, args=(bootstrap, topic, args.seconds + warm + 6,
+                                                            f"{tmp}/bare.npy", bare_ready))
+            for c in [*clients, bare]:
                 c.start()
-            for r in ready:
+            for r in [*ready, bare_ready]:
                 r.wait(60)
             producer = ctx.Process(target=_produce, args=(bootstrap, topic, records, args.rate, args.tick_ms,
                                                           args.seconds + warm, f"{tmp}/sent.npy"))
@@ -333,8 +373,12 @@ def main() -> None:
             wall = time.monotonic() - wall0
             cpu_share = {k: round((cpu_end[k] - cpu0[k]) / wall, 2) for k in cpu0}
             producer.join()
-            for c in clients:
+            for c in [*clients, bare]:
                 c.join()
+            if args.keep:
+                Path(args.keep).mkdir(parents=True, exist_ok=True)
+                for f in Path(tmp).glob("*.npy"):
+                    shutil.copy(f, Path(args.keep) / f.name)
             sent = np.load(f"{tmp}/sent.npy")
             got = np.concatenate([np.load(f"{tmp}/c{i}.npy") for i in range(args.client_procs)])
             # measured: the records produced after the warm-up
@@ -345,15 +389,36 @@ def main() -> None:
             append_ms = (got_m[:, 3] - got_m[:, 2] / 1000.0) * 1000.0
             produce_ms = (got_m[:, 3] - np.array([produced_at[(int(p), int(o))] for p, o in got_m[:, :2]])) * 1000.0
             n_measured = int(sum(1 for t in produced_at.values() if t >= t_first))
+            floor = np.load(f"{tmp}/bare.npy")
+            floor = floor[np.array([produced_at.get((int(p), int(o)), 0.0) >= t_first for p, o in floor[:, :2]])]
+            floor_ms = (floor[:, 3] - floor[:, 2] / 1000.0) * 1000.0
+            # where the time goes: the first client to get a record, and how long after it the last one does
+            key = got_m[:, 0] * 1e12 + got_m[:, 1]
+            order = np.lexsort((got_m[:, 3], key))
+            k_sorted, t_sorted = key[order], got_m[order, 3]
+            starts = np.flatnonzero(np.r_[True, k_sorted[1:] != k_sorted[:-1]])
+            first_t = t_sorted[starts]
+            last_t = np.maximum.reduceat(t_sorted, starts)
+            first_ms = (first_t - got_m[order, 2][starts] / 1000.0) * 1000.0
+            spread_ms = (last_t - first_t) * 1000.0
             stream = {
                 "clients": args.clients, "rate_records_per_s": args.rate, "burst_every_ms": args.tick_ms,
+                "warmup_s": args.warmup, "measured_s": args.seconds,
                 "records_produced": int(len(sent)), "records_measured": n_measured,
                 "deliveries_expected": n_measured * args.clients, "deliveries_received": int(len(got_m)),
                 "latency_from_append_ms": _pct(append_ms),
                 "latency_from_produce_ms": _pct(produce_ms),
+                "bare_kafka_consumer_from_append_ms": _pct(floor_ms),
+                "first_client_from_append_ms": _pct(first_ms),
+                "last_minus_first_client_ms": _pct(spread_ms),
                 "cpu_cores_used": cpu_share,
             }
             load_mid = os.getloadavg()
+            text = __import__("httpx").get(base + "/metrics", timeout=10).text
+            sent_msgs = sum(float(v) for v in re.findall(r"^ticklet_serve_ws_messages_sent_total\{[^}]*\} (\S+)", text,
+                                                          re.M))
+            sent_recs = float(re.search(r"^ticklet_serve_ws_records_sent_total (\S+)", text, re.M).group(1))
+            stream["records_per_message"] = round(sent_recs / sent_msgs, 2) if sent_msgs else None
             # HTTP: the latest forecasts, while nothing else runs
             hp = ctx.Process(target=_http_load, args=(base + "/v1/forecasts/latest?instrument=BTCUSDT",
                                                       args.http_rate, args.seconds, args.http_conns,

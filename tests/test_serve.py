@@ -264,6 +264,10 @@ def test_every_record_published_is_streamed_in_order_per_instrument(live):
     for inst in INSTRUMENTS:  # a stream of every instrument: each one's records in order
         assert [e["record"] for e in metrics if e["record"]["instrument"] == inst] == [
             v for _, _, v in records if v["instrument"] == inst and v["type"] == "metrics"]
+    # live records went out in the fan-out, written once per client, not through each client's task
+    text = live["server"].http.get("/metrics").text
+    direct = float(re.search(r'^ticklet_serve_ws_messages_sent_total\{path="direct"\} (\S+)', text, re.M).group(1))
+    assert direct > 0, text
 
 
 def test_the_latest_answers_are_the_topic_s_latest_records(live):
@@ -571,6 +575,38 @@ def test_the_store_keeps_the_latest_event_time_through_replayed_duplicates():
     for off, ts in enumerate([1, 2, 3, 2, 3, 4]):  # 2 and 3 replayed
         store.update(rec(ts * 1000, off))
         assert store.latest("signal", "BTCUSDT")[0].ts == max([1, 2, 3, 2, 3, 4][:off + 1]) * 1000
+
+
+def test_what_the_loop_has_not_taken_yet_goes_out_as_one_batch_in_order():
+    """The consumer thread's hand-overs wait in one queue: the loop takes
+    them in one step, consecutive batches joined (fewer, larger messages
+    when it is busy), a partition's start still before its records, and
+    every slot given back."""
+    from sinks.records import kafka_record
+    from ticklet.serve.feed import Feed
+    from ticklet.serve.state import decode_record
+
+    entries = [decode_record(kafka_record(r.instrument, r)[1], i % 2, i, 0) for i, r in enumerate(
+        [Signal("BTCUSDT", "linear", 1, 1000 * k, 1, 0.6, 1e-4, 0.5) for k in range(6)])]
+    posted: list = []
+    calls: list = []
+    feed = Feed({}, "t", 0, post=lambda fn, arg: posted.append((fn, arg)),
+                on_begin=lambda begin: calls.append(("begin", begin)),
+                on_batch=lambda batch: calls.append(("batch", [e.offset for e in batch])),
+                on_ready=lambda _: calls.append(("ready", None)), max_in_flight=4)
+    feed._deliver(entries[0:2])
+    feed._deliver(entries[2:3])
+    feed._call(feed._on_begin, {5: 0})
+    feed._deliver(entries[3:6])
+    feed._call(feed._on_ready, None)
+    assert len(posted) == 1  # one drain scheduled for all of it
+    fn, arg = posted.pop()
+    fn(arg)
+    assert calls == [("batch", [0, 1, 2]), ("begin", {5: 0}), ("batch", [3, 4, 5]), ("ready", None)]
+    assert all(feed._slots.acquire(blocking=False) for _ in range(4))  # the 3 batches' slots are back
+    feed._slots.release()
+    feed._deliver(entries[:1])  # after a drain, the next hand-over schedules another
+    assert len(posted) == 1
 
 
 def test_values_that_are_not_served_records_are_refused_with_a_reason():

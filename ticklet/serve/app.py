@@ -12,9 +12,12 @@ Routes (the README's *Serving* section has examples):
 - ``GET /``: the live page (plotly.js served from the plotly package, nothing fetched elsewhere).
 
 The event loop owns all state: the Kafka consumer thread (:class:`ticklet.serve.feed.Feed`) posts
-batches to it. Each stream client has its own queue and sending task, so a client that does not read
-never holds up the others or the consumer: past ``TICKLET_SERVE__MAX_PENDING`` queued records it is
-dropped (close code 4008, ``ticklet_serve_ws_slow_clients_total``) and can resume with ``after=``.
+batches to it. A batch's live records are encoded once per stream filter and written straight to the
+socket of each client that is keeping up (:func:`_direct_writer`). A client whose socket is full, or
+that is still sending its backlog, gets them in its own queue, sent by its own task, so a client that
+does not read never holds up the others or the consumer: past ``TICKLET_SERVE__MAX_PENDING`` queued
+records it is dropped (close code 4008, ``ticklet_serve_ws_slow_clients_total``) and can resume with
+``after=``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from starlette.websockets import WebSocketDisconnect
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, State
 
 from sinks.records import SCHEMA_VERSION
 from ticklet import events
@@ -156,7 +161,9 @@ class Metrics:
         self.ready = Gauge("ticklet_serve_ready", "1 once caught up with the output topic", registry=r)
         self.clients = Gauge("ticklet_serve_ws_clients", "Stream clients connected", registry=r)
         self.sent = Counter("ticklet_serve_ws_records_sent", "Records sent to stream clients", registry=r)
-        self.frames = Counter("ticklet_serve_ws_messages_sent", "WebSocket messages sent to stream clients",
+        self.frames = Counter("ticklet_serve_ws_messages_sent", "WebSocket messages sent to stream clients: "
+                              "path=direct written in the fan-out of a batch, path=queued by the client's own "
+                              "sending task (backlog, resume, a client whose socket was full)", ["path"],
                               registry=r)
         self.slow = Counter("ticklet_serve_ws_slow_clients",
                             "Stream clients dropped for not reading fast enough (TICKLET_SERVE__MAX_PENDING)",
@@ -174,8 +181,8 @@ class Metrics:
 class Client:
     """One stream client: its filter, what waits to be sent, its sending task."""
 
-    __slots__ = ("abort", "after", "backlog", "dropped", "filter", "first", "pending", "peer", "ranges", "send",
-                 "task", "wake", "ws")
+    __slots__ = ("abort", "after", "backlog", "direct", "dropped", "filter", "first", "idle", "pending", "peer",
+                 "ranges", "send", "task", "wake", "ws")
 
     def __init__(self, ws: WebSocket, filt: StreamFilter, after: dict[int, int], peer: str,
                  abort: Optional[Callable[[], None]], first: int = 0):
@@ -183,6 +190,9 @@ class Client:
         self.first = first  # the latest held records it asked for first (backlog=), when it resumes after nothing
         # the server's own ASGI send (kept by the edge middleware): a message costs less than through Starlette
         self.send: Callable[[Any], Awaitable[None]] = ws.scope.get("ticklet.send") or ws.send
+        # writes an encoded message straight to the socket, False when it cannot now (see _direct_writer)
+        self.direct: Optional[Callable[[bytes], bool]] = ws.scope.get("ticklet.direct")
+        self.idle = False  # its sender waits with nothing queued: live records may go out directly
         self.after = dict(after)  # partitions whose live records must still pass these offsets
         self.pending: list[str] = []
         self.backlog: list[str] = []
@@ -232,18 +242,31 @@ class Hub:
             if not matched:
                 continue
             frames = [e.frame for e in matched]
+            wire: Optional[bytes] = None  # the WebSocket message of ``frames``, encoded once for the group
+            direct = 0
             for c in list(clients):
                 if c.after:
                     self._push(c, [e.frame for e in matched if e.offset > c.after.get(e.partition, -1)])
                     for e in matched:
                         if c.after.get(e.partition, -1) < e.offset:
                             c.after.pop(e.partition, None)
+                elif c.idle and c.direct is not None and len(frames) <= FRAME_RECORDS:
+                    if wire is None:
+                        wire = Frame(Opcode.TEXT, frame_text(frames).encode()).serialize(mask=False)
+                    if c.direct(wire):
+                        direct += 1
+                    else:
+                        self._push(c, frames)
                 else:
                     self._push(c, frames)
+            if direct:
+                self.metrics.frames.labels("direct").inc(direct)
+                self.metrics.sent.inc(direct * len(frames))
 
     def _push(self, c: Client, frames: list[str]) -> None:
         if c.dropped or not frames:
             return
+        c.idle = False  # what is queued goes first
         c.pending.extend(frames)
         if len(c.pending) > self.cfg.max_pending:
             self.drop(c)
@@ -307,7 +330,7 @@ class Hub:
 
     async def _send(self, c: Client, frames: list[str]) -> None:
         await c.send({"type": "websocket.send", "text": frame_text(frames)})
-        self.metrics.frames.inc()
+        self.metrics.frames.labels("queued").inc()
         self.metrics.sent.inc(len(frames))
 
     async def _sender(self, c: Client) -> None:
@@ -328,6 +351,7 @@ class Hub:
         while not c.dropped:
             if not c.pending:
                 c.wake.clear()
+                c.idle = True
                 await c.wake.wait()
                 continue
             frames = c.pending[:FRAME_RECORDS]
@@ -412,6 +436,34 @@ def _query_key(qs: bytes) -> Optional[str]:
     return None
 
 
+def _direct_writer(send: Any) -> Optional[Callable[[bytes], bool]]:
+    """A function writing an encoded WebSocket message straight to the
+    connection of ``send`` (uvicorn's websockets protocol), or None when
+    ``send`` is not one. It writes only while the connection is open, sends
+    no extension (no compression) and has nothing waiting in its buffer, and
+    says whether it did: a client whose socket is full goes back to its
+    queue and its own sending task, where flow control and
+    ``TICKLET_SERVE__MAX_PENDING`` apply. What it saves is uvicorn's
+    per-client encoding and a task switch per client and message: the
+    stream's fan-out is one message built per batch and one ``write`` per
+    client.
+    """
+    proto = getattr(send, "__self__", None)
+    conn, transport = getattr(proto, "conn", None), getattr(proto, "transport", None)
+    if not isinstance(conn, Protocol) or not all(
+            callable(getattr(transport, name, None)) for name in ("write", "is_closing", "get_write_buffer_size")):
+        return None
+    assert transport is not None
+
+    def write(data: bytes) -> bool:
+        if (conn.state is not State.OPEN or conn.extensions or transport.is_closing()
+                or transport.get_write_buffer_size()):
+            return False
+        transport.write(data)
+        return True
+    return write
+
+
 class _Edge:
     """Pure ASGI middleware: the API key on every route but health, and the
     request-time histogram (by route template, so the labels stay few)."""
@@ -444,6 +496,7 @@ class _Edge:
             transport = getattr(getattr(send, "__self__", None), "transport", None)
             scope["ticklet.abort"] = getattr(transport, "abort", None)
             scope["ticklet.send"] = send
+            scope["ticklet.direct"] = _direct_writer(send)
         if kind not in ("http", "websocket") or scope["path"] in _OPEN or self.key is None or (
                 kind == "http" and scope["method"] == "OPTIONS"):
             set_cookie = None

@@ -7,9 +7,12 @@ group rebalance: every partition is assigned to it, starting
 ``backfill`` records before each partition's end, and no offset is
 committed, so every server process reads the whole topic's recent history
 and then follows it. It hands what it decodes to the event loop in
-batches, through ``post`` (``loop.call_soon_threadsafe``); at most
-``max_in_flight`` batches wait there, so a busy loop slows the consumer down
-(Kafka keeps the records) instead of queuing without bound.
+batches, through ``post`` (``loop.call_soon_threadsafe``): what the consumer hands over
+while the loop is busy waits in one queue, and the loop takes all of it in
+one step, consecutive batches joined, so a busy loop sends fewer and larger
+messages to its clients instead of falling behind. At most
+``max_in_flight`` batches wait, so a loop that cannot keep up slows the
+consumer down (Kafka keeps the records) instead of queuing without bound.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -90,6 +93,9 @@ class Feed:
         self._on_bad = on_bad
         self._max_batch = max_batch
         self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._queue: deque[tuple[Callable[[Any], None], Any]] = deque()  # calls for the loop, in order
+        self._lock = threading.Lock()
+        self._scheduled = False  # a drain of the queue is posted and has not started
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.bad: Counter = Counter()  # refused values by reason
@@ -111,15 +117,41 @@ class Feed:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
+    def _call(self, fn: Callable[[Any], None], arg: Any) -> None:
+        """Have the loop call ``fn(arg)`` after what is queued already."""
+        with self._lock:
+            self._queue.append((fn, arg))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._post(self._drain, None)
+
     def _deliver(self, entries: list[Entry]) -> None:
         self._slots.acquire()
+        self._call(self._on_batch, entries)
 
-        def apply(batch: list[Entry]) -> None:
-            try:
-                self._on_batch(batch)
-            finally:
+    def _drain(self, _: Any = None) -> None:
+        """(On the loop) make the queued calls in order, consecutive batches as one."""
+        with self._lock:
+            calls = list(self._queue)
+            self._queue.clear()
+            self._scheduled = False
+        n_batches = sum(1 for fn, _ in calls if fn is self._on_batch)
+        batches: list[list[Entry]] = []
+        try:
+            for fn, arg in calls:
+                if fn is self._on_batch:
+                    batches.append(arg)
+                    continue
+                if batches:
+                    self._on_batch([e for b in batches for e in b])
+                    batches = []
+                fn(arg)
+            if batches:
+                self._on_batch(batches[0] if len(batches) == 1 else [e for b in batches for e in b])
+        finally:
+            for _ in range(n_batches):
                 self._slots.release()
-        self._post(apply, entries)
 
     def _on_error(self, err: KafkaError) -> None:
         self.error = str(err.str())
@@ -142,7 +174,7 @@ class Feed:
             self.targets[p] = hi
             self.positions[p] = begin[p]
         c.assign([TopicPartition(self._topic, p, off) for p, off in begin.items()])
-        self._post(self._on_begin, begin)
+        self._call(self._on_begin, begin)
         self.error = ""
         log.info("following %r from %s (ends %s)", self._topic, begin, self.targets)
         return True
@@ -160,7 +192,7 @@ class Feed:
             c.incremental_assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in new])
             for p in new:
                 self.positions[p] = 0
-            self._post(self._on_begin, dict.fromkeys(new, 0))
+            self._call(self._on_begin, dict.fromkeys(new, 0))
             log.info("partitions %s of %r appeared: reading them from the beginning", new, self._topic)
 
     def _run(self) -> None:
@@ -186,7 +218,7 @@ class Feed:
                         self._deliver(entries)
                 if not self.ready and self._caught_up():
                     self.ready = True
-                    self._post(self._on_ready, None)
+                    self._call(self._on_ready, None)
                     log.info("caught up with %r", self._topic)
                 if now >= next_check:
                     next_check = now + 1.0
