@@ -37,29 +37,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
-from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 from kafka_broker import kafka_broker  # noqa: E402
+from kafkautil import consume_all  # noqa: E402
 
 from sinks.kafka import ensure_topic  # noqa: E402
 from ticklet.publish import publish  # noqa: E402
-
-
-def _consume_all(bootstrap: str, topic: str) -> list[tuple[int, dict]]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
-                  "enable.partition.eof": True, "enable.auto.commit": False})
-    parts = sorted(c.list_topics(topic, timeout=30).topics[topic].partitions)
-    c.assign([TopicPartition(topic, p, 0) for p in parts])
-    out, done = [], set()
-    while len(done) < len(parts):
-        m = c.poll(5.0)
-        if m is None:
-            break
-        if m.error():
-            done.add(m.partition())
-            continue
-        out.append((m.timestamp()[1], json.loads(m.value())))
-    c.close()
-    return out
 
 
 def main() -> None:
@@ -95,7 +77,7 @@ def main() -> None:
         finally:
             flow.terminate()
             flow.wait(30)
-        records = _consume_all(bootstrap, out_topic)
+        records = [(ts_ms, json.loads(value)) for _, value, ts_ms, _ in consume_all(bootstrap, out_topic)]
     first_append: dict[tuple[str, int], float] = {}
     for ts_ms, v in records:
         if v["type"] == "forecast":

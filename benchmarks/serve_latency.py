@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 from kafka_broker import kafka_broker
+from kafkautil import consume_all
 
 from sinks.kafka import ensure_topic
 
@@ -74,20 +75,7 @@ def _records(bootstrap: str, tmp: str) -> list[tuple[bytes, bytes]]:
                 "TICKLET_INPUT__PATHS": json.dumps([str(ROOT / "data" / "sample")])})
     subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=tmp, env=env, check=True,
                    capture_output=True, timeout=600)
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "enable.partition.eof": True})
-    parts = sorted(c.list_topics(topic, timeout=30).topics[topic].partitions)
-    c.assign([TopicPartition(topic, p, 0) for p in parts])
-    out, done = [], set()
-    while len(done) < len(parts):
-        m = c.poll(5.0)
-        if m is None:
-            break
-        if m.error():
-            done.add(m.partition())
-            continue
-        out.append((m.key(), m.value()))
-    c.close()
-    return out
+    return [(key, value) for key, value, _, _ in consume_all(bootstrap, topic)]
 
 
 class _StreamReader(asyncio.Protocol):

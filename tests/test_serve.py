@@ -609,6 +609,43 @@ def test_what_the_loop_has_not_taken_yet_goes_out_as_one_batch_in_order():
     assert len(posted) == 1
 
 
+def test_the_consumer_follows_a_topic_created_just_as_it_starts(kafka_bootstrap):
+    """Right after a topic is created, its partitions have no leader for a
+    moment, and the broker answers offset queries with NOT_LEADER (measured
+    here: on every new topic, often several times). The server's consumer
+    waits and tries again instead of dying with the answer; each topic's
+    records then arrive, from the first."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from ticklet.serve.feed import Feed, consumer_config
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for _ in range(5):
+        topic = topic_name("serve-new")
+        got: list = []
+        feed = Feed(consumer_config([kafka_bootstrap], topic), topic, 0, post=lambda fn, arg: fn(arg),
+                    on_begin=lambda begin: None, on_batch=got.extend, on_ready=lambda _: None)
+        admin.create_topics([NewTopic(topic, 4, 1)])
+        named = time.monotonic() + 30
+        while not admin.list_topics(topic, timeout=10).topics[topic].partitions:
+            assert time.monotonic() < named, f"{topic} was not created"  # the consumer starts as soon as
+        feed.start()  # the metadata names the partitions: before the broker serves them
+        try:
+            p = Producer({"bootstrap.servers": kafka_bootstrap})
+            deadline = time.monotonic() + 60
+            while not feed.ready and feed.alive and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert feed.alive and feed.ready, feed.error
+            for i in range(20):
+                p.produce(topic, json.dumps({"i": i}).encode(), b"k")
+            assert p.flush(30) == 0
+            while len(got) + sum(feed.bad.values()) < 20 and feed.alive and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert feed.alive and sum(feed.bad.values()) == 20  # read from the first (not served records)
+        finally:
+            feed.stop()
+
+
 def test_values_that_are_not_served_records_are_refused_with_a_reason():
     from sinks.records import kafka_record
     from ticklet.events import ErrorRecord

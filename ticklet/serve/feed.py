@@ -43,6 +43,12 @@ def consumer_config(brokers: list[str], group_id: str, client_config: Optional[d
             "reconnect.backoff.max.ms": 2000, "logger": rdkafka_logger(), **(client_config or {})}
 
 
+def _reason(ex: KafkaException) -> str:
+    """The message of a client error, for ``/readyz``."""
+    err = ex.args[0] if ex.args else None
+    return str(err.str()) if isinstance(err, KafkaError) else str(ex)
+
+
 def _entries(msgs: list[Any], bad: Counter, on_bad: Optional[Callable[[str], None]] = None) -> list[Entry]:
     out = []
     for m in msgs:
@@ -158,21 +164,30 @@ class Feed:
 
     def _assign(self, c: Consumer) -> bool:
         """Assign every partition of the topic, ``backfill`` records before
-        its end; False while the topic does not exist."""
+        its end; False while the topic does not exist or is not served yet
+        (just created: a partition without a leader, whose offsets the
+        broker cannot give), and the consumer tries again."""
         try:
             md = c.list_topics(self._topic, timeout=5.0).topics.get(self._topic)
         except KafkaException as ex:
-            self.error = str(ex.args[0].str() if ex.args else ex)
+            self.error = _reason(ex)
             return False
         if md is None or md.error is not None or not md.partitions:
             self.error = f"topic {self._topic!r} does not exist yet"
             return False
-        begin = {}
-        for p in sorted(md.partitions):
-            lo, hi = c.get_watermark_offsets(TopicPartition(self._topic, p), timeout=10.0)
-            begin[p] = max(lo, hi - self._backfill)
-            self.targets[p] = hi
-            self.positions[p] = begin[p]
+        if any(pm.leader < 0 or pm.error is not None for pm in md.partitions.values()):
+            self.error = f"topic {self._topic!r} has partitions without a leader yet"
+            return False
+        ends: dict[int, tuple[int, int]] = {}
+        try:
+            for p in sorted(md.partitions):
+                ends[p] = c.get_watermark_offsets(TopicPartition(self._topic, p), timeout=10.0)
+        except KafkaException as ex:
+            self.error = _reason(ex)
+            return False
+        begin = {p: max(lo, hi - self._backfill) for p, (lo, hi) in ends.items()}
+        self.targets.update({p: hi for p, (_, hi) in ends.items()})
+        self.positions.update(begin)
         c.assign([TopicPartition(self._topic, p, off) for p, off in begin.items()])
         self._call(self._on_begin, begin)
         self.error = ""
