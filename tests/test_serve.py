@@ -85,6 +85,12 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def check_alive(self) -> None:
+        """Fail at once, with the server's log, when it or its Kafka consumer has stopped."""
+        assert self.proc.poll() is None, f"ticklet serve exited: {self.log[-3000:]}"
+        r = self.http.get("/healthz")
+        assert r.status_code == 200, f"ticklet serve is {r.text}: {self.log[-3000:]}"
+
     def wait_ready(self, timeout_s: float = 120) -> dict:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -156,10 +162,16 @@ class StreamClient:
         finally:
             self._open.set()
 
-    def wait_for(self, n: int, timeout_s: float = 120) -> list[dict]:
+    def wait_for(self, n: int, timeout_s: float = 120, server: Optional[Server] = None) -> list[dict]:
+        """The envelopes, once ``n`` have arrived (or after ``timeout_s``);
+        checks every 2 s that ``server`` still runs."""
         deadline = time.monotonic() + timeout_s
+        check = time.monotonic() + 2.0
         while len(self.envelopes) < n and time.monotonic() < deadline and self.error is None:
             time.sleep(0.1)
+            if server is not None and time.monotonic() > check:
+                server.check_alive()
+                check = time.monotonic() + 2.0
         assert self.error is None, self.error
         return self.envelopes
 
@@ -226,8 +238,8 @@ def live(kafka_bootstrap, ws_dir, chromium, tmp_path_factory):
                                                                                       with_offsets=True)]
         counts = Counter(v["instrument"] for _, _, v in records)
         for inst in INSTRUMENTS:
-            clients[inst].wait_for(counts[inst])
-        clients["metrics"].wait_for(sum(1 for _, _, v in records if v["type"] == "metrics"))
+            clients[inst].wait_for(counts[inst], server=server)
+        clients["metrics"].wait_for(sum(1 for _, _, v in records if v["type"] == "metrics"), server=server)
         ready = server.wait_ready()
         deadline = time.monotonic() + 60
         while page.evaluate("window.ticklet.records") < counts["BTCUSDT"] and time.monotonic() < deadline:
@@ -497,7 +509,7 @@ def test_a_client_that_stops_reading_is_dropped_without_stalling_anyone(live, tm
                 assert server.http.get("/healthz").status_code == 200
                 assert time.monotonic() - t0 < 2.0
         assert p.flush(60) == 0
-        got = reader.wait_for(n, timeout_s=180)
+        got = reader.wait_for(n, timeout_s=180, server=server)
         assert len(got) == n
         per_partition: dict[int, list[int]] = {}
         for e in got:
