@@ -658,6 +658,50 @@ def test_the_consumer_follows_a_topic_created_just_as_it_starts(kafka_bootstrap)
             feed.stop()
 
 
+def test_a_consumer_that_cannot_go_on_says_why_and_the_server_stops(caplog):
+    """A consumer that stops on an error (here a real client refusing its
+    configuration) reports why; the server then stops (``ticklet serve``
+    exits 1, so that a supervisor restarts it) instead of serving state that
+    no longer follows the topic, with /healthz at 503 for ever."""
+    import asyncio
+
+    import uvicorn
+
+    from ticklet.serve.app import create_app
+    from ticklet.serve.feed import Feed
+    from ticklet.settings import KafkaConfig, ServeConfig
+
+    failed: list[str] = []
+    feed = Feed({"bootstrap.servers": "127.0.0.1:9", "group.id": "g", "fetch.wait.max.ms": "soon"}, "t", 0,
+                post=lambda fn, arg: fn(arg), on_begin=lambda _: None, on_batch=lambda _: None,
+                on_ready=lambda _: None, on_fail=failed.append)
+    feed.start()
+    feed.stop()
+    assert not feed.alive and failed == [feed.error]
+    assert "fetch.wait.max.ms" in feed.error
+
+    app = create_app(ServeConfig(port=0), KafkaConfig(), start_feed=False)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
+    app.state.hub.stop_server = lambda: setattr(server, "should_exit", True)
+    t = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert httpx.get(url + "/v1/instruments").status_code == 200
+    app.state.hub.fail(failed[0])
+    t.join(10)
+    assert not t.is_alive()
+    assert "the Kafka consumer stopped" in caplog.text and "the server stops" in caplog.text
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/v1/instruments")
+    sock.close()
+
+
 def test_values_that_are_not_served_records_are_refused_with_a_reason():
     from sinks.records import kafka_record
     from ticklet.events import ErrorRecord

@@ -222,8 +222,7 @@ def _serve(args: argparse.Namespace) -> int:
     s = read_settings()
     update = {f: (o, v) for f, (o, v) in {"address": ("--address", args.address),
                                            "port": ("--port", args.port)}.items() if v is not None}
-    serve(_override(s.serve, update) if update else s.serve, s.kafka)
-    return 0
+    return serve(_override(s.serve, update) if update else s.serve, s.kafka)
 
 
 def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -213,6 +213,8 @@ class Hub:
         self.clients = 0
         self.ready = False
         self.feed: Optional[Feed] = None
+        self.failed = ""  # why the consumer stopped, when it did
+        self.stop_server: Optional[Callable[[], None]] = None  # set by the runner: ends the process's server
 
     # -- fed by the consumer thread (through the loop)
 
@@ -223,6 +225,16 @@ class Hub:
     def caught_up(self, _: Any = None) -> None:
         self.ready = True
         self.metrics.ready.set(1)
+
+    def fail(self, reason: str) -> None:
+        """The consumer stopped on an error: stop serving what can no longer
+        be kept up to date (a restart reads the topic again)."""
+        self.failed = reason
+        self.ready = False
+        self.metrics.ready.set(0)
+        log.error("the Kafka consumer stopped (%s): the server stops", reason)
+        if self.stop_server is not None:
+            self.stop_server()
 
     def publish(self, entries: list[Entry]) -> None:
         """Keep ``entries`` and queue them for the clients that asked for them."""
@@ -630,7 +642,8 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
         loop = asyncio.get_running_loop()
         feed = Feed(consumer_config(kafka.brokers, cfg.group_id, kafka.client_config()), kafka.output_topic,
                     cfg.backfill, post=loop.call_soon_threadsafe, on_begin=hub.begin, on_batch=hub.publish,
-                    on_ready=hub.caught_up, on_bad=lambda reason: metrics.refused.labels(reason).inc())
+                    on_ready=hub.caught_up, on_bad=lambda reason: metrics.refused.labels(reason).inc(),
+                    on_fail=hub.fail)
         hub.feed = feed
         metrics.lag.set_function(lambda: feed.lag)
         feed.start()
@@ -826,8 +839,10 @@ def bind(address: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(cfg: ServeConfig, kafka: KafkaConfig, check_kafka: bool = True) -> None:
-    """Run the server until SIGINT or SIGTERM. A bad setting (brokers that
+def serve(cfg: ServeConfig, kafka: KafkaConfig, check_kafka: bool = True) -> int:
+    """Run the server until SIGINT or SIGTERM (exit status 0), or until its
+    Kafka consumer stops on an error (1, the reason logged: a supervisor
+    restarts it, and it reads the topic again). A bad setting (brokers that
     do not answer, an address that cannot be had) raises :class:`ConfigError`
     before anything starts."""
     import uvicorn
@@ -853,4 +868,11 @@ def serve(cfg: ServeConfig, kafka: KafkaConfig, check_kafka: bool = True) -> Non
     # which then only walk what the server holds (its latest state and buffer): shorter pauses of the stream
     gc.collect()
     gc.freeze()
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    hub: Hub = app.state.hub
+
+    def stop() -> None:
+        server.should_exit = True
+    hub.stop_server = stop
+    server.run(sockets=[sock])
+    return 1 if hub.failed else 0

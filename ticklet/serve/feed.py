@@ -87,16 +87,20 @@ class Feed:
     on_bad
         Called (in the consumer's thread) with the reason of each value
         that is not a record served (:class:`~ticklet.serve.state.BadRecord`).
+    on_fail
+        Called (on the loop) with the reason when the consumer stops on an
+        error it cannot go on from (not on :meth:`stop`); it is logged
+        with its traceback first.
     """
 
     def __init__(self, config: dict[str, Any], topic: str, backfill: int,
                  post: Callable[[Callable[[Any], None], Any], None],
                  on_begin: Callable[[dict[int, int]], None], on_batch: Callable[[list[Entry]], None],
                  on_ready: Callable[[Any], None], on_bad: Optional[Callable[[str], None]] = None,
-                 max_batch: int = 2000, max_in_flight: int = 8):
+                 on_fail: Optional[Callable[[str], None]] = None, max_batch: int = 2000, max_in_flight: int = 8):
         self._config, self._topic, self._backfill = config, topic, backfill
         self._post, self._on_begin, self._on_batch, self._on_ready = post, on_begin, on_batch, on_ready
-        self._on_bad = on_bad
+        self._on_bad, self._on_fail = on_bad, on_fail
         self._max_batch = max_batch
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._queue: deque[tuple[Callable[[Any], None], Any]] = deque()  # calls for the loop, in order
@@ -211,8 +215,9 @@ class Feed:
             log.info("partitions %s of %r appeared: reading them from the beginning", new, self._topic)
 
     def _run(self) -> None:
-        c = Consumer({**self._config, "error_cb": self._on_error})
+        c: Optional[Consumer] = None
         try:
+            c = Consumer({**self._config, "error_cb": self._on_error})
             while not self._stop.is_set() and not self._assign(c):
                 self._stop.wait(1.0)
             next_check = time.monotonic() + 1.0
@@ -246,12 +251,16 @@ class Feed:
                 if now >= next_meta:
                     next_meta = now + 30.0
                     self._new_partitions(c)
-        except Exception:
+        except Exception as ex:
             log.exception("the Kafka consumer of %r stopped", self._topic)
-            raise
+            self.error = _reason(ex) if isinstance(ex, KafkaException) else f"{type(ex).__name__}: {ex}"
+            self.alive = False
+            if self._on_fail is not None:
+                self._post(self._on_fail, self.error)
         finally:
             self.alive = False
-            c.close()
+            if c is not None:
+                c.close()
 
 
 class RangeReader:
