@@ -29,8 +29,8 @@ from typing import Any, Optional
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-__all__ = ["EXIT_KAFKA_OUTAGE", "KafkaOutageError", "KafkaRecordSink", "Outage", "ensure_topic", "produce",
-           "producer_config", "rdkafka_logger"]
+__all__ = ["EXIT_KAFKA_OUTAGE", "KafkaOutageError", "KafkaRecordSink", "Outage", "ensure_topic", "error_text",
+           "produce", "producer_config", "rdkafka_logger"]
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,17 @@ while writing to 'out': 3 records waiting
             sys.stderr.flush()
             os._exit(EXIT_KAFKA_OUTAGE)
         raise KafkaOutageError(message)
+
+
+def error_text(ex: KafkaException) -> str:
+    """The message of a client's exception: librdkafka's own text when it
+    carries a :class:`KafkaError`.
+
+    >>> error_text(KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down")))
+    'broker down'
+    """
+    err = ex.args[0] if ex.args else None
+    return str(err.str()) if isinstance(err, KafkaError) else str(ex)
 
 
 def is_transient(err: Any) -> bool:

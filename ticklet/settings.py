@@ -73,13 +73,14 @@ def kafka_unreachable(brokers: list[str], client_config: dict[str, Any], timeout
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
+    from sinks.kafka import error_text
+
     cfg = {k: v for k, v in client_config.items() if k == "security.protocol" or k.startswith(("sasl.", "ssl."))}
     admin = AdminClient({**cfg, "bootstrap.servers": ",".join(brokers), "log_level": 0})
     try:
         admin.list_topics(timeout=timeout_s)
     except KafkaException as ex:
-        err = ex.args[0] if ex.args else ex
-        return str(err.str() if hasattr(err, "str") else err)
+        return error_text(ex)
     return None
 
 

@@ -23,11 +23,12 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from itertools import chain, groupby
 from typing import Any, Optional
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from sinks.kafka import rdkafka_logger
+from sinks.kafka import error_text, rdkafka_logger
 from ticklet.serve.state import BadRecord, Entry, decode_record
 
 __all__ = ["Feed", "RangeReader", "consumer_config"]
@@ -41,12 +42,6 @@ def consumer_config(brokers: list[str], group_id: str, client_config: Optional[d
     return {"bootstrap.servers": ",".join(brokers), "group.id": group_id, "enable.auto.commit": False,
             "enable.auto.offset.store": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
             "reconnect.backoff.max.ms": 2000, "logger": rdkafka_logger(), **(client_config or {})}
-
-
-def _reason(ex: KafkaException) -> str:
-    """The message of a client error, for ``/readyz``."""
-    err = ex.args[0] if ex.args else None
-    return str(err.str()) if isinstance(err, KafkaError) else str(ex)
 
 
 def _entries(msgs: list[Any], bad: Counter, on_bad: Optional[Callable[[str], None]] = None) -> list[Entry]:
@@ -147,18 +142,14 @@ class Feed:
             self._queue.clear()
             self._scheduled = False
         n_batches = sum(1 for fn, _ in calls if fn is self._on_batch)
-        batches: list[list[Entry]] = []
         try:
-            for fn, arg in calls:
-                if fn is self._on_batch:
-                    batches.append(arg)
-                    continue
-                if batches:
-                    self._on_batch([e for b in batches for e in b])
-                    batches = []
-                fn(arg)
-            if batches:
-                self._on_batch(batches[0] if len(batches) == 1 else [e for b in batches for e in b])
+            for is_batch, run in groupby(calls, key=lambda call: call[0] is self._on_batch):
+                if is_batch:
+                    batches = [arg for _, arg in run]
+                    self._on_batch(batches[0] if len(batches) == 1 else list(chain.from_iterable(batches)))
+                else:
+                    for fn, arg in run:
+                        fn(arg)
         finally:
             for _ in range(n_batches):
                 self._slots.release()
@@ -174,7 +165,7 @@ class Feed:
         try:
             md = c.list_topics(self._topic, timeout=5.0).topics.get(self._topic)
         except KafkaException as ex:
-            self.error = _reason(ex)
+            self.error = error_text(ex)
             return False
         if md is None or md.error is not None or not md.partitions:
             self.error = f"topic {self._topic!r} does not exist yet"
@@ -187,7 +178,7 @@ class Feed:
             for p in sorted(md.partitions):
                 ends[p] = c.get_watermark_offsets(TopicPartition(self._topic, p), timeout=10.0)
         except KafkaException as ex:
-            self.error = _reason(ex)
+            self.error = error_text(ex)
             return False
         begin = {p: max(lo, hi - self._backfill) for p, (lo, hi) in ends.items()}
         self.targets.update({p: hi for p, (_, hi) in ends.items()})
@@ -253,7 +244,7 @@ class Feed:
                     self._new_partitions(c)
         except Exception as ex:
             log.exception("the Kafka consumer of %r stopped", self._topic)
-            self.error = _reason(ex) if isinstance(ex, KafkaException) else f"{type(ex).__name__}: {ex}"
+            self.error = error_text(ex) if isinstance(ex, KafkaException) else f"{type(ex).__name__}: {ex}"
             self.alive = False
             if self._on_fail is not None:
                 self._post(self._on_fail, self.error)
