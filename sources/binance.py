@@ -831,11 +831,11 @@ def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
     recs = chunk.records
     cap = state.limits.max_line_bytes
     if fmt == "ws" or fmt == "kafka":
-        parse = _parse_line if fmt == "ws" else _parse_tick
-        if not recs or max(map(len, recs)) <= cap:  # a LongLine is caught below
-            results = [parse(r, market) for r in recs] if fmt == "ws" else [_parse_tick(r) for r in recs]
+        if recs and max(map(len, recs)) > cap:  # a LongLine is caught below
+            results = [_too_long(r, fmt, market, cap) if len(r) > cap
+                       else _parse_line(r, market) if fmt == "ws" else _parse_tick(r) for r in recs]
         else:
-            results = [_too_long(r, fmt, market, cap) if len(r) > cap else parse(r, market) for r in recs]
+            results = [_parse_line(r, market) for r in recs] if fmt == "ws" else [_parse_tick(r) for r in recs]
     elif fmt == "kline_rows":
         iv = chunk.interval_ns
         results = [parse_kline_row(r, iv, symbol, market) for r in recs]

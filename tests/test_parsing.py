@@ -540,6 +540,13 @@ def test_a_64_mb_line_is_read_in_bounded_memory_and_dead_lettered_with_its_head(
     _, (k,), _ = parse_chunk(RawChunk("kafka", "", "", [tick]))
     assert (k.stage, k.ts_recv, k.instrument, k.raw_size) == ("read_ticks", ts, "BTCUSDT", len(tick))
     assert k.raw_bytes() == tick[:LONG_LINE_HEAD] and k.reason.startswith("message too long")
+    # ... and amid real messages of the same batch, which are parsed as they are (the other
+    # messages of such a batch used to be parsed with the wrong call: a TypeError, exit 1)
+    near = [encode_tick(recv_ns(ln), "spot", ln[ln.index(b" ") + 1 :]) for ln in real[990:1010]]
+    alone, _, _ = parse_chunk(RawChunk("kafka", "", "", near))
+    by_key, (k2,), counts = parse_chunk(RawChunk("kafka", "", "", near[:10] + [tick] + near[10:]))
+    assert by_key["BTCUSDT"] == alone["BTCUSDT"] and len(alone["BTCUSDT"]) == 20
+    assert k2.reason == k.reason and counts["input_records"] == 21 and counts["parse_errors"] == 1
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".zip"])
