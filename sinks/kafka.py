@@ -19,8 +19,6 @@ restart resumes from the last snapshot. Nothing is dropped either way.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,13 +27,12 @@ from typing import Any, Optional
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from sinks.fatal import EXIT_KAFKA_OUTAGE, stop_run
+
 __all__ = ["EXIT_KAFKA_OUTAGE", "KafkaOutageError", "KafkaRecordSink", "Outage", "ensure_topic", "error_text",
            "produce", "producer_config", "rdkafka_logger"]
 
 log = logging.getLogger(__name__)
-
-#: Exit status of a dataflow that gave up waiting for Kafka (EX_TEMPFAIL: try again later).
-EXIT_KAFKA_OUTAGE = 75
 
 #: librdkafka errors that mean "the broker cannot be reached now", not "this record is bad".
 TRANSIENT = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT,
@@ -151,10 +148,8 @@ while writing to 'out': 3 records waiting
 
     def _give_up(self, message: str) -> None:
         if self.exit_process:
-            sys.stderr.write(f"ticklet: {message}. Exiting with status {EXIT_KAFKA_OUTAGE}; run the same command "
-                             "again to resume from the last snapshot.\n")
-            sys.stderr.flush()
-            os._exit(EXIT_KAFKA_OUTAGE)
+            stop_run(f"{message}. Exiting with status {EXIT_KAFKA_OUTAGE}; run the same command again to resume from "
+                     "the last snapshot.", EXIT_KAFKA_OUTAGE)
         raise KafkaOutageError(message)
 
 
