@@ -28,6 +28,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from sinks.fatal import EXIT_KAFKA_OUTAGE, stop_run
+from sinks.ratelimit import rate_limited
 
 __all__ = ["EXIT_KAFKA_OUTAGE", "KafkaOutageError", "KafkaRecordSink", "Outage", "ensure_topic", "error_text",
            "produce", "producer_config", "rdkafka_logger"]
@@ -47,41 +48,12 @@ class KafkaOutageError(RuntimeError):
     """Kafka stayed unreachable for longer than the outage timeout."""
 
 
-class _RateLimit(logging.Filter):
-    """Pass the first of a kind of log record, then at most one every
-    ``every_s`` seconds, noting how many were held back."""
-
-    def __init__(self, every_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
-        super().__init__()
-        self._every, self._clock = every_s, clock
-        self._last: dict[tuple, float] = {}
-        self._held: dict[tuple, int] = {}
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args if isinstance(record.args, tuple) else ()
-        kind = (record.levelno, *args[:2])  # librdkafka's (facility, client name)
-        now = self._clock()
-        with self._lock:
-            if now - self._last.get(kind, -1e18) < self._every:
-                self._held[kind] = self._held.get(kind, 0) + 1
-                return False
-            self._last[kind] = now
-            held = self._held.pop(kind, 0)
-        if held:
-            record.msg = f"{record.msg} (and {held} more like it in the last {self._every:.0f} s)"
-        return True
-
-
 def rdkafka_logger(name: str = "ticklet.rdkafka", every_s: float = 30.0) -> logging.Logger:
     """The logger to pass to confluent-kafka clients (their ``logger``
     setting): librdkafka's own lines, at most one of a kind (facility and
     client) every ``every_s`` seconds, instead of one per reconnect attempt.
     """
-    logger = logging.getLogger(name)
-    if not any(isinstance(f, _RateLimit) for f in logger.filters):
-        logger.addFilter(_RateLimit(every_s))
-    return logger
+    return rate_limited(name, every_s)
 
 
 class Outage:
