@@ -5,19 +5,24 @@ run starts from (see :mod:`models.bundle`).
 built with ``save_models`` (:func:`dataflows.forecast.build_flow`): when the
 input ends, the feature and join steps hand each instrument's final state
 (the learners having trained offline, where they do) to
-:class:`sinks.bundle.BundleSink`, which pickles them into ``DIR/states``.
+:class:`sinks.bundle.BundleSink`, which writes them into ``DIR/states``.
 :func:`save_bundle` then writes ``DIR/manifest.json``: the ticklet version
 and bundle format, the run's config and its hash, the feature names, bar
 interval, horizons and models, the data learnt from (the input files with
 their size and SHA-256; per instrument the first and last bar end, the
 bars, the labels each learner learnt), the prequential metrics at the end
-of the run, what offline training did, and the SHA-256 of every state file.
+of the run, what offline training did, and the SHA-256 of every state file;
+then the bundle id, made from all of it, and with ``TICKLET_BUNDLE__KEY``
+its signature. Each state file is read back as a warm start would read it
+(:func:`models.bundle.loads`) before the manifest is written.
 
 **Starting from one** (``TICKLET_FORECAST__WARM_START=DIR``):
-:func:`load_warm_start` verifies the bundle (:mod:`sources.bundle`), refuses
-one whose format, feature names, scaler, bar interval or horizons differ
-from the run's (a :class:`~ticklet.settings.ConfigError` naming the
-difference: one line, exit status 2), and only then unpickles its states.
+:func:`load_warm_start` verifies the bundle (:mod:`sources.bundle`: its id,
+its signature when ``TICKLET_BUNDLE__KEY`` is set, every file), refuses one
+whose format, feature names, scaler, bar interval or horizons differ from
+the run's (a :class:`~ticklet.settings.ConfigError` naming the difference:
+one line, exit status 2), and only then reads its states, building nothing
+but the classes ticklet's learners are made of (:func:`models.bundle.loads`).
 Each instrument of the run starts from the states of its bundle instrument
 (``TICKLET_FORECAST__WARM_START_MAP``): the learners
 (:func:`operators.forecast.warm`) and the feature scaler
@@ -32,9 +37,10 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from pickle import UnpicklingError
 from typing import Any, Optional
 
-from models.bundle import FORMAT, mismatch, source_instrument, state_file
+from models.bundle import FORMAT, loads, mismatch, source_instrument, state_file
 from operators import features as features_op
 from operators import forecast as forecast_op
 from sinks.bundle import file_sha256, write_manifest
@@ -68,8 +74,8 @@ def expected(settings: Settings) -> dict[str, Any]:
     (:func:`models.bundle.mismatch`).
 
     >>> e = expected(Settings())
-    >>> e["format"], e["bar_interval_ms"], e["horizons"], e["scaler"], len(e["features"])
-    (1, 1000, [1, 10], 'standard', 24)
+    >>> e["format"] == FORMAT, e["bar_interval_ms"], e["horizons"], e["scaler"], len(e["features"])
+    (True, 1000, [1, 10], 'standard', 24)
     """
     return {"format": FORMAT, "features": list(features_op.feature_names(settings.features)),
             "bar_interval_ms": bar_interval_ms(settings), "horizons": list(settings.forecast.horizons),
@@ -107,9 +113,10 @@ def save_bundle(settings: Settings, directory: Path, summary: dict[str, Any]) ->
     data: dict[str, Any] = {}
     offline: dict[str, Any] = {}
     for pkl in sorted((directory / "states").glob("*.pkl")):
-        import pickle
-
-        states = pickle.loads(pkl.read_bytes())  # noqa: S301 - written by this run a moment ago
+        try:
+            states = loads(pkl.read_bytes())  # as a warm start will read it
+        except UnpicklingError as ex:  # a learner holding a class the loader does not allow: a ticklet bug
+            raise RuntimeError(f"{pkl}: the states cannot be read back ({ex}): please report this") from None
         join: forecast_op.JoinState = states["join"]
         inst = pkl.stem
         data[inst] = {"ts_first": join.ts_first, "ts_last": join.ts_last, "bars": join.n_rows,
@@ -127,7 +134,7 @@ def save_bundle(settings: Settings, directory: Path, summary: dict[str, Any]) ->
         "metrics": summary.get("instruments", {}),
         "offline": offline,
     }
-    return write_manifest(directory, content)
+    return write_manifest(directory, content, key=settings.bundle.key_bytes())
 
 
 @dataclass
@@ -175,7 +182,7 @@ def load_warm_start(settings: Settings) -> Optional[WarmStart]:
         return None
     name = "TICKLET_FORECAST__WARM_START"
     try:
-        manifest = read_manifest(Path(path))
+        manifest = read_manifest(Path(path), key=settings.bundle.key_bytes())
         why = mismatch(manifest, expected(settings))
         if why is not None:
             raise ConfigError(f"{name}: bundle {path} does not fit this run: {why}")
@@ -192,6 +199,9 @@ def load_warm_start(settings: Settings) -> Optional[WarmStart]:
             states[inst] = load_states(Path(path), manifest, rel)
     except BundleError as ex:
         raise ConfigError(f"{name}: {ex}") from None
+    if settings.bundle.key is None and "signature" in manifest:
+        log.warning("bundle %s is signed, but TICKLET_BUNDLE__KEY is not set: who made it is not checked",
+                    manifest["bundle_id"])
     cold = [m for m in settings.forecast.models if m not in manifest.get("models", [])]
     if cold:
         log.warning("bundle %s has no %s: they start cold", manifest["bundle_id"], ", ".join(cold))

@@ -67,7 +67,8 @@ restored, if ``threads`` is not 0): torch's intra-op thread pool is shared by
 the whole process, so the last learner created decides it for all.
 
 Instances pickle (and ``copy.deepcopy``, which Bytewax uses for snapshots):
-the state holds the config, the network's and the optimizer's state dicts,
+the state holds the config, the network's and the optimizer's state dicts
+(their tensors as NumPy arrays: no torch object is pickled),
 the memory, the history window, the pending FIFO, the counters, the target
 statistics and the generator's state, so a restored copy continues exactly
 like the original. A snapshot holds up to ``buffer + max_pending`` windows
@@ -463,8 +464,8 @@ class CNNGRUModel:
         net = opt = None
         if self.net is not None:
             model, adam = self._network()
-            net = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            opt = _to_cpu(adam.state_dict())
+            net = _arrays(model.state_dict())
+            opt = _arrays(adam.state_dict())
         return {
             "config": self.config.model_dump(),
             "names": self.names,
@@ -486,8 +487,8 @@ class CNNGRUModel:
         if state["names"] is not None:
             self._build(tuple(state["names"]))
             model, adam = self._network()
-            model.load_state_dict(state["net"])
-            adam.load_state_dict(state["opt"])
+            model.load_state_dict(_tensors(state["net"]))
+            adam.load_state_dict(_tensors(state["opt"]))
         self.history.extend(state["history"])
         self.pending.extend(state["pending"])
         self.memory.extend(state["memory"])
@@ -505,11 +506,26 @@ def _apply_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def _to_cpu(obj: Any) -> Any:
+def _arrays(obj: Any) -> Any:
+    """A state dict with every tensor as a NumPy array (a copy, on the CPU):
+    what a pickle of the model holds, so that reading one (a model bundle,
+    :func:`models.bundle.loads`) never runs torch's own unpickling."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().clone()
+        return obj.detach().cpu().numpy().copy()
     if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
+        return {k: _arrays(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_to_cpu(v) for v in obj]
+        return [_arrays(v) for v in obj]
+    return obj
+
+
+def _tensors(obj: Any) -> Any:
+    """The inverse of :func:`_arrays` (tensors, as in a snapshot of an older
+    version, pass as they are)."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj))  # a writable copy
+    if isinstance(obj, dict):
+        return {k: _tensors(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_tensors(v) for v in obj]
     return obj

@@ -81,9 +81,9 @@ class ForecastConfig(BaseModel):
     warm_start: Optional[Path] = Field(
         None,
         description="Model bundle (a directory made by ticklet backtest --save-models) that the learners and "
-        "the feature scaler start from; they then keep learning online. Its pickled learners run code when "
-        "loaded: give only a bundle you made or trust. Bytewax recovery state, where there is some, takes "
-        "precedence. Unset: every learner starts cold.")
+        "the feature scaler start from; they then keep learning online. It is verified first (its id; its signature "
+        "with TICKLET_BUNDLE__KEY), and reading its states builds only the classes ticklet's learners are made of. "
+        "Bytewax recovery state, where there is some, takes precedence. Unset: every learner starts cold.")
     warm_start_map: dict[str, str] = Field(
         default_factory=dict,
         description="Which bundle instrument starts which instrument of the run: {\"BTCUSDT-PERP\": \"BTCUSDT\"}, "

@@ -2,11 +2,12 @@
 
 :class:`BundleSink` receives the states that the feature and join steps
 hand over when their input ends (``(instrument, kind, state)``, ``kind``
-``"features"`` or ``"join"``) and, when the run closes, pickles each
-instrument's states to ``states/<instrument>.pkl``. :func:`write_manifest`
-then hashes every file of the bundle and writes ``manifest.json`` with the
-content the caller gives (:mod:`dataflows.bundle` says what a run learnt
-from) and the bundle's id. :func:`clear_bundle` removes an earlier bundle's
+``"features"`` or ``"join"``) and, when the run closes, writes each
+instrument's states to ``states/<instrument>.pkl``
+(:func:`models.bundle.dumps`). :func:`write_manifest` then hashes every file
+of the bundle and writes ``manifest.json`` with the content the caller gives
+(:mod:`dataflows.bundle` says what a run learnt from), the bundle's id and,
+with a key, its signature. :func:`clear_bundle` removes an earlier bundle's
 files from a directory before a new one is made there.
 
 Examples
@@ -17,8 +18,11 @@ Examples
 >>> part.write_batch([("BTCUSDT", "features", {"scaler": 1}), ("BTCUSDT", "join", {"models": 2})])
 >>> part.close()
 >>> m = write_manifest(d, {"horizons": [1]})
->>> sorted(m["files"]), m["bundle_id"] == bundle_id(m["files"])
-(['states/BTCUSDT.pkl'], True)
+>>> sorted(m["files"]), m["bundle_id"] == bundle_id(m), "signature" in m
+(['states/BTCUSDT.pkl'], True, False)
+>>> from models.bundle import signed_by
+>>> signed_by(write_manifest(d, {"horizons": [1]}, key=b"sixteen or more bytes"), b"sixteen or more bytes")
+True
 >>> sorted(p.name for p in d.iterdir())
 ['manifest.json', 'states']
 """
@@ -28,13 +32,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Optional
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from models.bundle import FORMAT, MANIFEST, STATES, bundle_id, state_file
+from models.bundle import FORMAT, MANIFEST, STATES, bundle_id, dumps, signature, state_file
 
 __all__ = ["BundleSink", "clear_bundle", "file_sha256", "write_manifest"]
 
@@ -56,10 +59,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def clear_bundle(directory: Path) -> None:
     """Remove the files of a bundle from ``directory`` (its manifest and its
-    states; nothing else), so that a new bundle made there holds only its own."""
+    states; nothing else), so that a new bundle made there holds only its own.
+    A ``states`` that is a symbolic link is removed itself (never what it
+    points to), and the new states are written in a directory of their own."""
     (directory / MANIFEST).unlink(missing_ok=True)
     states = directory / STATES
-    if states.is_dir():
+    if states.is_symlink():
+        states.unlink()
+    elif states.is_dir():
         for p in states.glob("*.pkl"):
             p.unlink()
 
@@ -81,13 +88,12 @@ class _BundlePartition(StatefulSinkPartition[tuple[str, str, Any], None]):
             return
         (self._dir / STATES).mkdir(parents=True, exist_ok=True)
         for instrument, states in sorted(self._states.items()):
-            _atomic_write(self._dir / state_file(instrument),
-                          pickle.dumps(dict(sorted(states.items())), protocol=pickle.HIGHEST_PROTOCOL))
+            _atomic_write(self._dir / state_file(instrument), dumps(dict(sorted(states.items()))))
         self._states.clear()
 
 
 class BundleSink(FixedPartitionedSink[tuple[str, str, Any], None]):
-    """The states of each instrument, pickled into ``directory/states`` when
+    """The states of each instrument, written into ``directory/states`` when
     the run ends (one partition: every worker's states go to it)."""
 
     def __init__(self, directory: str | os.PathLike):
@@ -103,13 +109,18 @@ class BundleSink(FixedPartitionedSink[tuple[str, str, Any], None]):
         return _BundlePartition(self._dir)
 
 
-def write_manifest(directory: Path, content: dict[str, Any]) -> dict[str, Any]:
+def write_manifest(directory: Path, content: dict[str, Any], key: Optional[bytes] = None) -> dict[str, Any]:
     """Write ``directory/manifest.json``: ``content`` with the bundle
-    ``format``, the SHA-256 of every state file (``files``) and the
-    ``bundle_id`` made from them; return it. The manifest is written last and
-    atomically: a directory without one is no bundle."""
+    ``format``, the SHA-256 of every state file (``files``), the
+    ``bundle_id`` made from all of it and, with ``key``, its ``signature``
+    (:func:`models.bundle.signature`); return it. The manifest is written last
+    and atomically: a directory without one is no bundle."""
     states = directory / STATES
     files = {f"{STATES}/{p.name}": file_sha256(p) for p in sorted(states.glob("*.pkl"))} if states.is_dir() else {}
-    manifest = {**content, "format": FORMAT, "files": files, "bundle_id": bundle_id(files)}
+    # as it reads back: the id is made of what a reader parses
+    manifest: dict[str, Any] = json.loads(json.dumps({**content, "format": FORMAT, "files": files}))
+    manifest["bundle_id"] = bundle_id(manifest)
+    if key is not None:
+        manifest["signature"] = signature(manifest, key)
     _atomic_write(directory / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     return manifest

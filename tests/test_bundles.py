@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from realdata import SCRATCH, csv_dicts, run_chain
 
-from models.bundle import FORMAT, bundle_id
+from models.bundle import FORMAT, bundle_id, loads
 from operators import features as features_op
 from operators import forecast as forecast_op
 from operators.forecast import ForecastConfig
@@ -78,7 +78,7 @@ def test_the_bundle_holds_a_manifest_and_one_state_file_per_instrument(made, man
     assert manifest["ticklet_version"]
     for rel, digest in manifest["files"].items():  # a sha256 of every file of the bundle
         assert hashlib.sha256((bundle / rel).read_bytes()).hexdigest() == digest
-    assert manifest["bundle_id"] == bundle_id(manifest["files"])
+    assert manifest["bundle_id"] == bundle_id(manifest)
 
 
 def test_the_manifest_records_the_config_and_its_hash(manifest):
@@ -117,18 +117,23 @@ def test_the_manifest_records_the_data_learnt_from(made, manifest):
 
 def test_the_same_run_makes_the_same_bundle(made, tmp_path):
     bundle, _, _ = made
-    _run([SPOT8], tmp_path / "out", save_models=tmp_path / "again")
-    a, b = (json.loads((d / "manifest.json").read_text()) for d in (bundle, tmp_path / "again"))
+    for again in ("a", "b"):
+        _run([SPOT8], tmp_path / "out", save_models=tmp_path / again)
+    m0, a, b = (json.loads((d / "manifest.json").read_text()) for d in (bundle, tmp_path / "a", tmp_path / "b"))
     state = Path("states") / "BTCUSDT.pkl"
-    assert (bundle / state).read_bytes() == (tmp_path / "again" / state).read_bytes()
-    assert a["bundle_id"] == b["bundle_id"] and a["files"] == b["files"]
+    assert len({(d / state).read_bytes() for d in (bundle, tmp_path / "a", tmp_path / "b")}) == 1
+    assert a == b and a["bundle_id"] == b["bundle_id"] == bundle_id(b)
+    # the id covers the whole manifest, the run's config included: the same learners, written by a run whose
+    # forecasts went elsewhere, are another bundle
+    assert m0["files"] == a["files"] and m0["config"]["output"]["dir"] != a["config"]["output"]["dir"]
+    assert m0["bundle_id"] != a["bundle_id"]
 
 
 def test_the_saved_states_are_the_runs_final_states(made):
     """The learners in the bundle are those of a pure replay of the same rows:
     they forecast the same on the next day's rows."""
     bundle, _, _ = made
-    states = pickle.loads((bundle / "states" / "BTCUSDT.pkl").read_bytes())
+    states = loads((bundle / "states" / "BTCUSDT.pkl").read_bytes())
     assert sorted(states) == ["features", "join"]
     chain = run_chain([SPOT8], _settings())
     join = forecast_op.JoinState(chain.settings.forecast)
@@ -183,7 +188,7 @@ def test_a_warm_start_continues_from_the_bundles_labels(manifest, warm_and_cold)
 
 def test_warm_states_copy_the_bundle(made):
     bundle, _, _ = made
-    states = pickle.loads((bundle / "states" / "BTCUSDT.pkl").read_bytes())
+    states = loads((bundle / "states" / "BTCUSDT.pkl").read_bytes())
     cfg = _settings()
     st = forecast_op.warm(states["join"], cfg.forecast, "abc")
     assert st.origin == {k: "abc" for k in states["join"].models}
@@ -377,7 +382,7 @@ def test_a_bundle_of_the_cnn_gru_trained_offline(tmp_path):
         rep = m["offline"]["BTCUSDT"]["cnn_gru"][h]
         assert rep["train"] + rep["validation"] == rep["examples"] > 80 and 1 <= rep["epochs"] <= 4
         assert rep["train_span"][1] < rep["val_span"][0]
-    states = pickle.loads((tmp_path / "b" / "states" / "BTCUSDT.pkl").read_bytes())
+    states = loads((tmp_path / "b" / "states" / "BTCUSDT.pkl").read_bytes())
     model = states["join"].models[("cnn_gru", 1)]
     assert not model.recording and model.trace == [] and len(pickle.dumps(model)) < 2_000_000  # bounded bundle
     _run([SPOT9], tmp_path / "warm", base=s, warm_start=tmp_path / "b")

@@ -278,8 +278,8 @@ def _main(argv: Optional[list[str]]) -> int:
         p.add_argument("--save-models", type=Path, metavar="DIR", required=p is tr,
                        help="save the learners and feature scalers at the end as a model bundle in DIR")
         p.add_argument("--warm-start", type=Path, metavar="DIR",
-                       help="start the learners from the model bundle in DIR (TICKLET_FORECAST__WARM_START); "
-                       "it runs code when loaded: only a bundle you trust")
+                       help="start the learners from the model bundle in DIR (TICKLET_FORECAST__WARM_START), "
+                       "verified first (and signed with TICKLET_BUNDLE__KEY, if set)")
     for a in bt._actions:
         if a.dest not in ("help", "save_models", "warm_start"):
             tr._add_action(a)

@@ -353,6 +353,26 @@ class CollectConfig(BaseModel):
         return self
 
 
+class BundleConfig(BaseModel):
+    """Model bundles: who made them (see README, "Warm start: model bundles")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: Optional[SecretStr] = Field(None, description="HMAC key of model bundles: a bundle made with it set is "
+                                     "signed, and a warm start with it set loads only bundles signed with it. At "
+                                     "least 16 characters (e.g. openssl rand -hex 32). A secret: never logged.")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
+        if v is not None and len(v.get_secret_value().encode()) < 16:
+            raise ValueError("too short: at least 16 characters (e.g. the output of openssl rand -hex 32)")
+        return v
+
+    def key_bytes(self) -> Optional[bytes]:
+        """The key as bytes (UTF-8), or None when unset."""
+        return None if self.key is None else self.key.get_secret_value().encode()
+
 class ApiConfig(BaseModel):
     """The dataflow's HTTP API: Prometheus metrics and the dataflow's graph."""
 
@@ -447,6 +467,8 @@ class Settings(BaseSettings):
     features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features, SWT and scaling.")
     forecast: ForecastConfig = Field(default_factory=ForecastConfig,
         description="Models, horizons and the time-travel join.")
+    bundle: BundleConfig = Field(default_factory=BundleConfig,
+        description="Model bundles (TICKLET_FORECAST__WARM_START, ticklet train --save-models).")
     signals: SignalConfig = Field(default_factory=SignalConfig, description="Decisions and sizes from the forecasts.")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig,
                                        description="Simulated fills, costs and books (paper trading).")
