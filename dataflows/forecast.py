@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -35,7 +36,8 @@ from bytewax.dataflow import Dataflow
 from dataflows import ops
 from dataflows.bundle import load_warm_start
 from sinks.bundle import BundleSink
-from sinks.files import CounterSink, CsvSink, JsonLinesSink
+from sinks.fatal import os_error
+from sinks.files import COUNTERS_FILE, CounterSink, CsvSink, JsonLinesSink
 from sinks.kafka import KafkaRecordSink, Outage, producer_config, rdkafka_logger
 from sinks.report import ReportSink
 from sources.files import InputFormatError
@@ -45,9 +47,11 @@ from ticklet.events import Count, EconomicsRecord, EquityPoint, Fill, ForecastRe
 from ticklet.settings import ConfigError, Settings, check_dir, read_settings
 from ticklet.telemetry import serve_metrics
 
+log = logging.getLogger(__name__)
+
 #: Files the dataflow writes in ``settings.output.dir``.
 OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "signals.csv", "trades.csv", "equity.csv", "economics.csv",
-                "dead_letters.jsonl", "counters.json")
+                "dead_letters.jsonl", COUNTERS_FILE)
 #: The run's manifest, written in ``settings.output.dir`` when the flow is built (:func:`manifest`).
 MANIFEST = "run.json"
 
@@ -86,12 +90,36 @@ def manifest(settings: Settings) -> dict[str, Any]:
 
 def write_manifest(settings: Settings) -> None:
     """Write :func:`manifest` to ``settings.output.dir/run.json`` (atomically:
-    the processes of a cluster each write the same file)."""
+    the processes of a cluster each write the same file); a
+    :class:`ConfigError` naming the file when it cannot be written."""
     out = settings.output.dir
-    out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest(settings), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(manifest(settings), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, out / MANIFEST)
+    except OSError as ex:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {out / MANIFEST}: {os_error(ex)}") from None
+
+
+def check_output_files(out: Path, name: str, remove: bool = False) -> None:
+    """At start: each file the run writes in ``out`` must be a file or not
+    exist yet; with ``remove``, the previous run's are removed (a fresh run
+    never reports a previous run's files). A :class:`ConfigError` naming
+    ``name`` (the option or setting) and the file otherwise (exit status 2).
+    """
+    for f in (*OUTPUT_FILES, MANIFEST):
+        path = out / f
+        try:
+            if remove:
+                path.unlink(missing_ok=True)
+            elif path.exists() and not path.is_file():
+                raise ConfigError(f"{name} {out}: {path} is {'a directory' if path.is_dir() else 'not a file'}, "
+                                  "where the run writes a file; remove it or choose another directory")
+        except OSError as ex:
+            raise ConfigError(f"{name} {out}: cannot remove {path}, left by an earlier run ({os_error(ex)}); "
+                              "remove it or choose another directory") from None
 
 
 def build_flow(settings: Settings, save_models: Optional[Path] = None) -> Dataflow:
@@ -166,7 +194,7 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None) -> Datafl
         records = op.merge("merge_influx", bars.out, features, forecasts.issued, forecasts.scored, metrics, *decided)
         op.output("write_influx", op.merge("merge_influx_health", ops.values("unkey_influx", records), counts, dead),
                   InfluxSink(settings.influx))
-    op.output("write_counters", ops.key_records("key_counters", counts), CounterSink(out / "counters.json"))
+    op.output("write_counters", ops.key_records("key_counters", counts), CounterSink(out / COUNTERS_FILE))
     if settings.output.summary:
         report = op.merge("merge_report", counts, ops.values("unkey_metrics", metrics))
         op.output("report", ops.key_records("key_report", report),
@@ -180,12 +208,49 @@ def _destinations(settings: Settings) -> dict[str, str]:
     o, k = settings.output, settings.kafka
     economics = ("signals.csv", "trades.csv", "equity.csv", "economics.csv")
     out = {name.split(".")[0]: str((o.dir / name).resolve()) for name in OUTPUT_FILES
-           if (o.files and (o.economics or name not in economics)) or name == "counters.json"}
+           if (o.files and (o.economics or name not in economics)) or name == COUNTERS_FILE}
     if o.kafka:
         out["kafka"] = f"{k.output_topic}, {k.dead_letter_topic} on {k.bootstrap_servers}"
     if o.influx:
         out["influxdb"] = f"{settings.influx.url} bucket {settings.influx.bucket}"
     return out
+
+
+def _recovery_args() -> Optional[tuple[Path, bool]]:
+    """``(-r directory, whether it holds every partition)`` of the
+    ``python -m bytewax.run`` command this process runs, if it runs one with
+    recovery (a cluster, ``-a``, spreads the partitions over its processes)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is None or spec.name != "bytewax.run":
+        return None
+    from bytewax.run import _parse_args  # what bytewax.run itself parsed
+
+    args = _parse_args()
+    return None if args.recovery_directory is None else (Path(args.recovery_directory), args.addresses is None)
+
+
+def check_recovery(settings: Settings, flow: Dataflow, recovery: Optional[tuple[Path, bool]] = None) -> None:
+    """Before Bytewax resumes from its recovery store (``-r``; ``recovery``:
+    the directory and whether it holds every partition, by default from the
+    command line): a store it cannot use is a :class:`ConfigError` naming the
+    file and what to do (:func:`dataflows.recovery.check_store`); a store
+    with no snapshot yet is logged as a fresh start, with, when the run
+    publishes to Kafka, how many records the output topic already holds."""
+    from dataflows.recovery import check_store, fresh_start_line, topic_records
+
+    recovery = recovery or _recovery_args()
+    if recovery is None:
+        return
+    db_dir, all_parts = recovery
+    state = check_store(db_dir, flow, all_parts)
+    if state.fresh:
+        k = settings.kafka
+        published = None
+        if settings.output.kafka:
+            published = (k.output_topic, topic_records({"bootstrap.servers": k.bootstrap_servers,
+                                                        **k.client_config()}, k.output_topic, k.connect_timeout_s))
+        log.warning("%s", fresh_start_line(db_dir, published))
 
 
 def serve_api(settings: Settings, flow: Dataflow) -> None:
@@ -227,9 +292,11 @@ def __getattr__(name: str) -> Dataflow:
     try:
         settings = read_settings()
         check_dir(settings.output.dir, "TICKLET_OUTPUT__DIR")
+        check_output_files(settings.output.dir, "TICKLET_OUTPUT__DIR")
         if settings.input.source == "kafka" or settings.output.kafka:
             settings.kafka.check_reachable()
         flow = build_flow(settings)
+        check_recovery(settings, flow)
         serve_api(settings, flow)
         return flow
     except (ConfigError, InputFormatError) as ex:

@@ -9,26 +9,37 @@
 All three are single-partition :class:`FixedPartitionedSink` s whose recovery
 state is the file offset (or the totals), so a resumed run truncates what was
 written after the last snapshot and never duplicates a line.
+
+A file that cannot be written (a full disk, a file too large, a directory in
+its place), or that was removed or replaced while the run wrote to it (what
+was written since is lost), stops the run with one line naming the file and
+the OS error, and exit status 74 (:func:`sinks.fatal.write_failed`); the
+``counters.json`` beside it is removed, so that no total claims a complete
+run. A resumed run whose file is missing, or shorter than its snapshot
+offset, stops with exit status 2: the output directory changed since the
+snapshot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional, TypeVar
+from typing import NoReturn, Optional, TypeVar
 
 import msgspec
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from sinks.fatal import EXIT_BAD_SETUP, os_error, stop_run, write_failed
 from sinks.records import csv_lines, header, jsonl
 from ticklet.events import Count
 from ticklet.telemetry import EVENTS
 
-__all__ = ["CounterSink", "CsvSink", "JsonLinesSink"]
+__all__ = ["COUNTERS_FILE", "CounterSink", "CsvSink", "JsonLinesSink"]
 
 log = logging.getLogger(__name__)
 
@@ -36,25 +47,67 @@ _X = TypeVar("_X")
 _S = TypeVar("_S")
 
 
+#: The totals of a run, beside its record files: removed when one of them cannot be written.
+COUNTERS_FILE = "counters.json"
+
+
+def _write_failed(path: Path, why: OSError) -> NoReturn:
+    write_failed(path, why, withdraw=(path.with_name(COUNTERS_FILE),))
+
+
 class _AppendPartition(StatefulSinkPartition[msgspec.Struct, int]):
     def __init__(self, path: Path, resume: Optional[int], head: bytes,
                  encode: Callable[[list], bytes]):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115
-        self._f.truncate(resume or 0)
-        self._f.seek(resume or 0)
-        if not resume and head:
-            self._f.write(head)
+        self._path = path
         self._encode = encode
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            size = path.stat().st_size if path.exists() else None
+            if resume and (size is None or size < resume):
+                stop_run(f"{path}: the recovery snapshot resumes this file at byte {resume:,}, but it "
+                         f"{'does not exist' if size is None else f'has {size:,} bytes'}: the output directory "
+                         "changed since the snapshot was taken. Put the run's files back, or remove the recovery "
+                         "store to start afresh.", EXIT_BAD_SETUP)
+            self._f = open(path, "r+b" if size is not None else "w+b")  # noqa: SIM115
+            self._f.truncate(resume or 0)
+            self._f.seek(resume or 0)
+            if not resume and head:
+                self._f.write(head)
+                self._f.flush()
+            self._id = self._inode(os.fstat(self._f.fileno()))
+        except OSError as ex:
+            _write_failed(path, ex)
+
+    @staticmethod
+    def _inode(st: os.stat_result) -> tuple[int, int]:
+        return st.st_dev, st.st_ino
+
+    def _check_in_place(self) -> None:
+        """Stop the run if the file was removed or replaced: the lines written
+        to it since went to a file no one will read."""
+        try:
+            here = self._inode(os.stat(self._path))
+        except OSError as ex:
+            here, err = None, os_error(ex)
+        else:
+            err = "another file is in its place"
+        if here != self._id:
+            _write_failed(self._path, OSError(f"it was removed or replaced during the run ({err}), and the lines "
+                                              "written since are lost"))
 
     def write_batch(self, values: list[msgspec.Struct]) -> None:
-        self._f.write(self._encode(values))
-        self._f.flush()
+        try:
+            self._f.write(self._encode(values))
+            self._f.flush()
+        except OSError as ex:
+            _write_failed(self._path, ex)
 
     def snapshot(self) -> int:
+        self._check_in_place()
         return self._f.tell()
 
     def close(self) -> None:
+        self._check_in_place()
         self._f.close()
 
 
@@ -108,13 +161,21 @@ class _CounterPartition(StatefulSinkPartition[Count, dict]):
     def __init__(self, path: Path, resume: Optional[dict]):
         self._path = path
         self._totals: dict[str, int] = dict(resume or {})
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as ex:
+            _write_failed(path, ex)
         self._dump()
 
     def _dump(self) -> None:
         tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dict(sorted(self._totals.items())), indent=1) + "\n")
-        os.replace(tmp, self._path)
+        try:
+            tmp.write_text(json.dumps(dict(sorted(self._totals.items())), indent=1) + "\n")
+            os.replace(tmp, self._path)
+        except OSError as ex:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            _write_failed(self._path, ex)
 
     def write_batch(self, values: list[Count]) -> None:
         t = self._totals

@@ -108,15 +108,14 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     from bytewax.testing import cluster_main, run_main
 
     from dataflows.bundle import save_bundle
-    from dataflows.forecast import OUTPUT_FILES, build_flow
+    from dataflows.forecast import build_flow, check_output_files
     from sinks.report import summarize
     from ticklet.settings import check_dir, read_settings
 
     if workers < 1:
         raise ValueError(f"workers must be 1 or more, not {workers}")
     check_dir(out_dir, "--out")
-    for name in OUTPUT_FILES:  # a fresh run: never report a previous run's files
-        (out_dir / name).unlink(missing_ok=True)
+    check_output_files(out_dir, "--out", remove=True)  # a fresh run: never report a previous run's files
     base = base or read_settings()
     update: dict[str, Any] = {
         "input": base.input.model_copy(update={"paths": list(paths)}),
