@@ -14,6 +14,20 @@ checks and a log line at most every 30 s, for up to ``outage_timeout_s``
 raises :class:`KafkaOutageError`, or, in the dataflow, prints one line and
 ends the process with status 75 (:data:`EXIT_KAFKA_OUTAGE`), so that a
 restart resumes from the last snapshot. Nothing is dropped either way.
+
+Records are sized for their topic. At build time the sink reads the topic's
+``max.message.bytes`` (:func:`topic_limit`); the smaller of it and the
+producer's ``message.max.bytes`` is the limit of a record batch, and the
+producer batches within it. A record too large for it is cut to fit where
+the sink has a ``shrink`` function (the dead-letter topic's:
+:func:`sinks.records.fit_dead_letter` keeps the first bytes of the payload,
+its whole size and its SHA-256); any other record too large stops the run
+with one line (:class:`RecordTooLargeError`, or status 2 in the dataflow:
+the topic must take larger records). Records the broker refuses as too
+large all the same (its limit could not be read, or was lowered during the
+run) are sent again, cut where they can be, with a producer made for the
+limit read again (or half the one before, down to 1 KiB), after the records
+that followed them.
 """
 
 from __future__ import annotations
@@ -22,16 +36,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from sinks.fatal import EXIT_KAFKA_OUTAGE, stop_run
+from sinks.fatal import EXIT_BAD_SETUP, EXIT_KAFKA_OUTAGE, stop_run
 from sinks.ratelimit import rate_limited
 
-__all__ = ["EXIT_KAFKA_OUTAGE", "KafkaOutageError", "KafkaRecordSink", "Outage", "ensure_topic", "error_text",
-           "produce", "producer_config", "rdkafka_logger"]
+__all__ = ["EXIT_KAFKA_OUTAGE", "KafkaOutageError", "KafkaRecordSink", "Outage", "RecordTooLargeError", "ensure_topic",
+           "error_text", "produce", "producer_config", "rdkafka_logger", "topic_limit"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +60,29 @@ TRANSIENT = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, Kafk
 
 class KafkaOutageError(RuntimeError):
     """Kafka stayed unreachable for longer than the outage timeout."""
+
+
+class RecordTooLargeError(RuntimeError):
+    """A record larger than its topic takes, that cannot be cut to fit."""
+
+
+#: librdkafka's default message.max.bytes, the producer's limit when its settings do not set one.
+_MESSAGE_MAX_BYTES = 1_000_000
+#: The smallest record batch limit the sink works down to when the broker refuses records as too large.
+_MIN_LIMIT = 1024
+
+
+def _room(limit: int) -> int:
+    """The most bytes of key and value that one record may have in a record
+    batch of at most ``limit`` bytes: the batch and record headers take less
+    than 128 bytes, and lz4 adds at most 1/255 to what it cannot compress
+    (measured: a record of 4,020 random bytes with a 1-byte key fits a topic
+    whose max.message.bytes is 4096).
+
+    >>> _room(1_000_000), _room(65536)
+    (992060, 64896)
+    """
+    return limit - 128 - limit // 128
 
 
 def rdkafka_logger(name: str = "ticklet.rdkafka", every_s: float = 30.0) -> logging.Logger:
@@ -197,27 +234,74 @@ def produce(producer: Producer, topic: str, value: bytes, key: bytes, *,
             producer.poll(wait_s)
 
 
+#: One line per kind of cut dead letter (topic), at most every 30 s.
+_cut_log = rate_limited(f"{__name__}.cut", 30.0)
+
+
 class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
-    def __init__(self, config: dict[str, Any], topic: str, outage: Outage, patience_s: float = 5.0):
+    def __init__(self, config: dict[str, Any], topic: str, outage: Outage, patience_s: float = 5.0,
+                 limit: Optional[int] = None, shrink: Optional[Callable[[bytes, int], Optional[bytes]]] = None,
+                 exit_process: bool = False):
         self._topic = topic
         self._outage = outage
         self._patience = patience_s  # a flush this slow may be load, not an outage: no line before it
         self._failed: list[str] = []
+        self._too_large: list[tuple[bytes, bytes]] = []  # refused by the broker as too large: to send again
         self._error = "none reported"  # the client's last error, for the log line
-        self._p = Producer({**config, "error_cb": self._on_error})
+        self._config = config
+        self._shrink = shrink
+        self._exit = exit_process
+        self._limit = self._room = 0
+        self._p = self._producer(limit)
+
+    def _producer(self, limit: Optional[int]) -> Producer:
+        """A producer whose record batches fit in ``limit`` bytes (the
+        topic's max.message.bytes; None: not known) and in its own
+        message.max.bytes; sets the limit and the room of one record."""
+        own = int(self._config.get("message.max.bytes", _MESSAGE_MAX_BYTES))
+        self._limit = own if limit is None else min(own, limit)
+        self._room = _room(self._limit)
+        batch = min(int(self._config.get("batch.size", _MESSAGE_MAX_BYTES)), self._room)
+        return Producer({**self._config, "batch.size": batch, "error_cb": self._on_error})
 
     def _on_error(self, err: KafkaError) -> None:
         self._error = str(err.str())
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
-            self._failed.append(f"{err} (key {msg.key()!r})")
+            if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                self._too_large.append((msg.key() or b"", msg.value() or b""))
+            else:
+                self._failed.append(f"{err} (key {msg.key()!r})")
+
+    def _fit(self, key: bytes, value: bytes) -> bytes:
+        """``value``, cut to fit the room of one record (see ``shrink``), or
+        the run stops (:meth:`_refuse`)."""
+        fitted = None if self._shrink is None else self._shrink(value, self._room - len(key))
+        if fitted is None:
+            self._refuse(len(key) + len(value))
+        _cut_log.warning("%s takes records of at most %d bytes: a dead letter of %d bytes was cut to %d (its raw_size "
+                         "and raw_sha256 are the whole payload's)", self._topic, self._limit, len(value), len(fitted))
+        return fitted
+
+    def _refuse(self, size: int) -> NoReturn:
+        """Stop: a record of ``size`` bytes cannot be made to fit the topic."""
+        msg = (f"a record of {size} bytes is larger than Kafka topic {self._topic!r} takes (records of at most "
+               f"{self._limit} bytes: the topic's max.message.bytes or the producer's message.max.bytes, whichever "
+               "is smaller); raise the topic's max.message.bytes")
+        if self._exit:
+            stop_run(f"{msg}. The run stopped with status {EXIT_BAD_SETUP}; with recovery, the same command "
+                     "then resumes from the last snapshot.", EXIT_BAD_SETUP)
+        raise RecordTooLargeError(msg)
 
     def _held_up(self, left: int, started: float) -> float:
         return self._outage.waiting(f"{left} record(s) not yet delivered (last error: {self._error})", started)
 
     def _hand_over(self, key: bytes, value: bytes) -> None:
-        """:meth:`Producer.produce`, waiting while librdkafka's queue is full."""
+        """:meth:`Producer.produce` (the record cut to fit the topic where it
+        must be), waiting while librdkafka's queue is full."""
+        if len(key) + len(value) > self._room:
+            value = self._fit(key, value)
         t0 = None
         while True:
             try:
@@ -229,18 +313,41 @@ class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
                 self._p.poll(self._held_up(len(self._p), t0) if waited > self._patience else 0.1)
 
     def _deliver(self) -> None:
-        """Flush until every record is delivered; wait out an outage; raise
-        on a record the broker refused."""
-        t0 = time.monotonic()
-        left = self._p.flush(self._patience)
-        while left and not self._failed:
-            left = self._p.flush(self._held_up(left, t0))
-        self._outage.over()
-        if self._failed:
-            failed, self._failed = self._failed, []
-            msg = f"{len(failed)} message(s) to {self._topic!r} failed, {left} undelivered: {failed[:3]}"
-            log.error(msg)
-            raise KafkaException(msg)
+        """Flush until every record is delivered; wait out an outage; send
+        again what the broker refused as too large (:meth:`_again`); raise on
+        a record the broker refused otherwise."""
+        while True:
+            t0 = time.monotonic()
+            left = self._p.flush(self._patience)
+            while left and not self._failed:
+                left = self._p.flush(self._held_up(left, t0))
+            self._outage.over()
+            if self._failed:
+                failed, self._failed = self._failed, []
+                msg = f"{len(failed)} message(s) to {self._topic!r} failed, {left} undelivered: {failed[:3]}"
+                log.error(msg)
+                raise KafkaException(msg)
+            if not self._too_large:
+                return
+            self._again()
+
+    def _again(self) -> None:
+        """The broker refused records as too large: the topic takes less than
+        this sink knew (its limit could not be read at the start, or it was
+        lowered since). Read the limit again (half the one before if the
+        broker does not say less, down to 1 KiB) and hand the records over
+        again to a producer made for it, cut to fit where they must be."""
+        refused, self._too_large = self._too_large, []
+        limit = topic_limit(self._config, self._topic)
+        if limit is None or limit >= self._limit:
+            limit = self._limit // 2
+        if limit < _MIN_LIMIT:
+            self._refuse(max(len(k) + len(v) for k, v in refused))
+        log.warning("Kafka topic %r refused %d record(s) as too large for it; sending them again in record batches "
+                    "of at most %d bytes", self._topic, len(refused), limit)
+        self._p = self._producer(limit)
+        for key, value in refused:
+            self._hand_over(key, value)
 
     def write_batch(self, items: list[tuple[bytes, bytes]]) -> None:
         for key, value in items:
@@ -264,18 +371,25 @@ class KafkaRecordSink(DynamicSink[tuple[bytes, bytes]]):
     outage_timeout_s
         Longest time to wait for an unreachable broker (see :class:`Outage`);
         records are never dropped meanwhile.
-    exit_on_outage
+    exit_process
         Past ``outage_timeout_s``, print one line and end the process with
         status 75 (for ``bytewax.run``) instead of raising
-        :class:`KafkaOutageError`.
+        :class:`KafkaOutageError`; for a record larger than the topic takes,
+        that ``shrink`` cannot cut, status 2 instead of raising
+        :class:`RecordTooLargeError`.
+    shrink
+        ``shrink(value, room)``: the record's value in at most ``room``
+        bytes, or None if it cannot be cut (as
+        :func:`sinks.records.fit_dead_letter`). None: no record is cut.
     """
 
     def __init__(self, topic: str, config: dict[str, Any], outage_timeout_s: float = 300.0,
-                 exit_on_outage: bool = False):
+                 exit_process: bool = False, shrink: Optional[Callable[[bytes, int], Optional[bytes]]] = None):
         self._topic = topic
         self._config = config
         self._outage_s = outage_timeout_s
-        self._exit = exit_on_outage
+        self._exit = exit_process
+        self._shrink = shrink
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
         outage = Outage(f"writing to {self._topic!r}", self._outage_s, exit_process=self._exit)
@@ -293,7 +407,34 @@ class KafkaRecordSink(DynamicSink[tuple[bytes, bytes]]):
                     raise
                 time.sleep(outage.waiting(f"cannot create the topic: {ex.args[0].str()}", t0))
         outage.over()
-        return _Partition(config, self._topic, outage)
+        limit = topic_limit(config, self._topic, timeout_s=min(10.0, self._outage_s))
+        return _Partition(config, self._topic, outage, limit=limit, shrink=self._shrink, exit_process=self._exit)
+
+
+def _admin(config: dict[str, Any]) -> Any:
+    """An admin client with the connection settings of producer ``config``."""
+    from confluent_kafka.admin import AdminClient
+
+    admin_cfg = {k: v for k, v in config.items()
+                 if k in ("bootstrap.servers", "security.protocol", "logger") or k.startswith(("sasl.", "ssl."))}
+    return AdminClient({"logger": rdkafka_logger(), **admin_cfg})
+
+
+def topic_limit(config: dict[str, Any], topic: str, timeout_s: float = 10.0) -> Optional[int]:
+    """The largest record batch ``topic`` takes (its ``max.message.bytes``,
+    as the broker tells it), or None, with a warning, when the broker does
+    not tell (DescribeConfigs not allowed, no answer in ``timeout_s``)."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    admin = _admin(config)  # held until the answer is in: a client that is gone cancels its requests
+    try:
+        futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)], request_timeout=timeout_s)
+        return int(next(iter(futures.values())).result(timeout_s)["max.message.bytes"].value)
+    except (KafkaException, TimeoutError, KeyError, ValueError, TypeError) as ex:
+        log.warning("cannot read max.message.bytes of Kafka topic %r (%s): a record is sized for the producer's "
+                    "message.max.bytes, and what the broker refuses as too large is sent again in smaller "
+                    "record batches", topic, ex)
+        return None
 
 
 def ensure_topic(config: dict[str, Any], topic: str, partitions: int = 4, replication: int = 1,
@@ -304,11 +445,9 @@ def ensure_topic(config: dict[str, Any], topic: str, partitions: int = 4, replic
     history is old: topics are created with ``retention.ms=-1`` by default,
     or the broker would delete them at once.
     """
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
-    admin_cfg = {k: v for k, v in config.items()
-                 if k in ("bootstrap.servers", "security.protocol", "logger") or k.startswith(("sasl.", "ssl."))}
-    admin = AdminClient({"logger": rdkafka_logger(), **admin_cfg})
+    admin = _admin(config)
     if topic in admin.list_topics(timeout=timeout_s).topics:
         return
     cfg = {"retention.ms": "-1", **(topic_config or {})}

@@ -12,11 +12,15 @@ b'{"name":"ticks","n":3}\\n'
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+from typing import Optional
 
 import msgspec
 
-__all__ = ["SCHEMA_VERSION", "csv_line", "csv_lines", "header", "jsonl", "kafka_record"]
+from ticklet.events import ErrorRecord
+
+__all__ = ["SCHEMA_VERSION", "csv_line", "csv_lines", "fit_dead_letter", "header", "jsonl", "kafka_record"]
 
 _enc = msgspec.json.Encoder()
 
@@ -72,6 +76,62 @@ def kafka_record(key: str, rec: msgspec.Struct) -> tuple[bytes, bytes]:
     >>> kafka_record("BTCUSDT", ErrorRecord("parse", "bad json", "x"))[1][:106]
     b'{"schema":3,"type":"dead_letter","stage":"parse","reason":"bad json","raw":"x","instrument":"","ts_recv":0'
     """
+    return key.encode(), _value(rec)
+
+
+def _value(rec: msgspec.Struct) -> bytes:
     body = _enc.encode(rec)
     head = b'{"schema":%d,"type":"%s"' % (SCHEMA_VERSION, _KIND[type(rec).__name__])
-    return key.encode(), head + (b"," + body[1:] if len(body) > 2 else b"}")
+    return head + (b"," + body[1:] if len(body) > 2 else b"}")
+
+
+_dead_letter = msgspec.json.Decoder(ErrorRecord)  # the schema and type fields are ignored
+
+
+def fit_dead_letter(value: bytes, room: int) -> Optional[bytes]:
+    """A dead letter's Kafka value (:func:`kafka_record`) in at most ``room``
+    bytes: ``value`` itself if it fits, else the same dead letter with the
+    first bytes of its payload that fit in ``raw``, the payload's whole size
+    in ``raw_size`` and the SHA-256 (hex) of the whole payload in
+    ``raw_sha256`` (where ``raw_size`` was already set, ``raw`` was already
+    only the first bytes: those stay as they were). A text payload is cut
+    between characters. None if ``value`` is not a dead letter, or does not
+    fit even with an empty ``raw``.
+
+    >>> _, v = kafka_record("BTCUSDT", ErrorRecord("parse", "bad json", '{"p":"' + "9" * 500))
+    >>> cut = fit_dead_letter(v, 300)
+    >>> len(v), len(cut)
+    (668, 300)
+    >>> d = msgspec.json.decode(cut)
+    >>> d["raw"][:12], d["raw_size"], d["raw_sha256"][:16]
+    ('{"p":"999999', 506, 'c008a56d2273cab3')
+    >>> fit_dead_letter(v, 1000) is v, fit_dead_letter(v, 100), fit_dead_letter(b'{"schema":3,"type":"forecast"}', 10)
+    (True, None, None)
+    """
+    if len(value) <= room:
+        return value
+    if not value.startswith(b'{"schema":%d,"type":"dead_letter"' % SCHEMA_VERSION):
+        return None
+    rec = _dead_letter.decode(value)
+    raw = rec.raw_bytes()
+    if rec.raw_size is None:
+        rec = msgspec.structs.replace(rec, raw_size=len(raw), raw_sha256=hashlib.sha256(raw).hexdigest())
+    text = not rec.raw_base64
+
+    def cut(n: int) -> bytes:
+        if text:  # back to the first byte of the character at n
+            while 0 < n < len(raw) and raw[n] & 0xC0 == 0x80:
+                n -= 1
+        return _value(ErrorRecord.of(rec.stage, rec.reason, raw[:n], rec.instrument, rec.ts_recv, rec.raw_size,
+                                     rec.raw_sha256))
+
+    lo, hi = 0, len(raw)  # the longest cut that fits: between lo (included, if it fits at all) and hi (excluded)
+    if len(cut(0)) > room:
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if len(cut(mid)) <= room:
+            lo = mid
+        else:
+            hi = mid
+    return cut(lo)

@@ -11,17 +11,23 @@ of stopping the run.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 import sys
+import time
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
-from kafkautil import flow_env, run_flow, topic_name
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
+from kafkautil import consume_all, flow_env, run_flow, topic_name
 from realdata import RECORD_FILES, SCRATCH, lines, payload, recv_ns
 
+from sinks.kafka import KafkaRecordSink, producer_config, topic_limit
+from sinks.records import fit_dead_letter, kafka_record
 from sources.binance import MAX_LINE_BYTES
 from sources.wire import encode_tick
+from ticklet.events import ErrorRecord
 
 SRC = "spot/btcusdt_20240808.gz"
 N = 16_000  # about two minutes of ticks: bars, forecasts at both horizons, signals and fills
@@ -115,3 +121,106 @@ def test_an_oversize_message_amid_a_batch_is_one_dead_letter_and_recovery_goes_o
         assert b.startswith(d["raw"].encode()) and 0 < len(d["raw"]) <= 1024
     got, want = (json.loads((d / "counters.json").read_text()) for d in (out, ref))
     assert got == want | {k: want.get(k, 0) + 2 for k in ("input_records", "parse_errors", "dead_letters")}
+
+
+def _raw(d: dict) -> bytes:
+    return base64.b64decode(d["raw"]) if d["raw_base64"] else d["raw"].encode()
+
+
+def test_a_dead_letter_too_large_for_its_topic_is_cut_to_fit_with_its_size_and_hash(kafka_bootstrap, ws_dir,
+                                                                                    tmp_path):
+    """With the line limit raised to 4 MiB, a 3 MiB message that is not JSON
+    and a 300 kB one that is not UTF-8 (base64 in the dead letter) among real
+    ticks are dead letters larger than the producer's message.max.bytes (1 MB)
+    and than the dead-letter topic takes (max.message.bytes 64 KiB). The run
+    ends normally; on the topic each is cut to fit, its first bytes in raw,
+    with the whole payload's size and SHA-256; dead_letters.jsonl keeps it
+    whole; a small dead letter is whole in both. (Before: the run died on
+    MSG_SIZE_TOO_LARGE while publishing it.)"""
+    real = list(lines(ws_dir / SRC)[:3000])
+    ticks = _ticks(real)
+    trades = [i for i, ln in enumerate(real) if b'@trade"' in ln[:60]]
+    text = _padded_trade(real[trades[100]], 3 << 20)[:-1]  # the closing brace cut off: not JSON
+    binary = _padded_trade(real[trades[200]], 300_000).replace(b'"e":"trade"', b'"e":"tr\xffde"')
+    small = b"{not json"
+    bad = [text, binary, small]
+    ticks[1000:1000] = bad
+    limit = 64 << 10
+    ticks_topic, dlq = _topic(kafka_bootstrap, "cut.ticks", BIG), _topic(kafka_bootstrap, "cut.dlq", limit)
+    _publish(kafka_bootstrap, ticks_topic, ticks)
+    out = tmp_path / "out"
+    run_flow(flow_env(kafka_bootstrap, ticks_topic, out, topic_name("cut.out"), dlq,
+                      TICKLET_INPUT__MAX_LINE_BYTES=str(4 << 20)))
+
+    letters = consume_all(kafka_bootstrap, dlq)
+    assert len(letters) == len(bad) and all(len(k) + len(v) <= limit for k, v, _, _ in letters)
+    on_topic = [json.loads(v) for _, v, _, _ in letters]
+    in_file = _dead_letters(out)
+    assert len(in_file) == len(bad) == json.loads((out / "counters.json").read_text())["dead_letters"]
+    for b, was_b64 in ((text, False), (binary, True)):
+        (d,) = [d for d in on_topic if b.startswith(_raw(d)) and d["raw_size"] == len(b)]
+        assert d["raw_base64"] is was_b64 and d["raw_sha256"] == hashlib.sha256(b).hexdigest()
+        assert len(_raw(d)) > 45_000  # cut to fit, not emptied: 64 KiB less the record's other fields
+        assert d["reason"].startswith("bad json") and d["stage"] == "parse"
+        (f,) = [f for f in in_file if _raw(f) == b]  # the file keeps it whole
+        assert f["raw_size"] is None and f["raw_sha256"] is None and f["reason"] == d["reason"]
+    (d,) = [d for d in on_topic if _raw(d) == small]
+    assert d["raw_size"] is None and d["raw_sha256"] is None
+
+
+def _lower_limit(bootstrap: str, topic: str, limit: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    entry = ConfigEntry("max.message.bytes", str(limit), incremental_operation=AlterConfigOpType.SET)
+    res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    next(iter(admin.incremental_alter_configs([res]).values())).result(30)
+    deadline = time.monotonic() + 30
+    while topic_limit({"bootstrap.servers": bootstrap}, topic) != limit:
+        assert time.monotonic() < deadline, "the broker did not apply the new max.message.bytes"
+        time.sleep(0.2)
+
+
+def test_records_refused_as_too_large_are_sent_again_in_smaller_batches_cut_to_fit(kafka_bootstrap, ws_dir):
+    """The dead-letter topic's limit lowered to 8 KiB after the sink has read
+    it (1 MB): the broker refuses the sink's record batches, some of them
+    only for holding too many records. The sink reads the limit again,
+    sends the records again with batches that fit, and cuts the one dead
+    letter that cannot fit whole (100 kB, from real lines). Every record
+    arrives, the others whole."""
+    topic = _topic(kafka_bootstrap, "cut.lowered", 1_000_000)
+    sink = KafkaRecordSink(topic, producer_config([kafka_bootstrap], linger_ms=50), shrink=fit_dead_letter)
+    part = sink.build("publish_dead_letters", 0, 1)
+    limit = 8 << 10
+    _lower_limit(kafka_bootstrap, topic, limit)
+    real = [ln for ln in lines(ws_dir / SRC)[:1000] if len(ln) < 2000][:400]  # no snapshot, no large depth update
+    letters = [ErrorRecord.of("parse", "bad json", payload(ln)[:-1], "BTCUSDT", recv_ns(ln)) for ln in real]
+    whole = b"".join(payload(ln) for ln in real)[:100_000]
+    letters.insert(200, ErrorRecord.of("parse", "bad json", whole, "BTCUSDT", recv_ns(real[200])))
+    part.write_batch([kafka_record(e.instrument, e) for e in letters])
+    part.close()
+    got = [json.loads(v) for k, v, _, _ in consume_all(kafka_bootstrap, topic) if len(k) + len(v) <= limit]
+    assert len(got) == len(letters)
+    cut = [d for d in got if d["raw_size"] is not None]
+    assert sorted((d for d in got if d not in cut), key=json.dumps) == sorted(
+        (json.loads(kafka_record(e.instrument, e)[1]) for e in letters[:200] + letters[201:]), key=json.dumps)
+    (d,) = cut
+    assert d["raw_size"] == len(whole) and whole.startswith(_raw(d)) and len(_raw(d)) > 4000
+    assert d["raw_sha256"] == hashlib.sha256(whole).hexdigest()
+
+
+def test_a_record_too_large_for_its_topic_that_is_no_dead_letter_stops_the_run_in_one_line(kafka_bootstrap,
+                                                                                           ws_dir, tmp_path):
+    """An output topic that takes records of at most 256 bytes: the first
+    forecast record is larger, cannot be cut, and the run stops with one
+    line naming the topic and what to do, and exit status 2 (before: a
+    KafkaException in the sink, a panic and its traceback, exit 1)."""
+    real = list(lines(ws_dir / SRC)[:N // 2])
+    ticks_topic, out_topic = _topic(kafka_bootstrap, "tiny.ticks", BIG), _topic(kafka_bootstrap, "tiny.out", 256)
+    _publish(kafka_bootstrap, ticks_topic, _ticks(real))
+    env = flow_env(kafka_bootstrap, ticks_topic, tmp_path / "out", out_topic, RUST_BACKTRACE="0")
+    proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=SCRATCH, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    ours = [ln for ln in proc.stderr.splitlines() if ln.startswith("ticklet:")]
+    assert len(ours) == 1 and "Traceback" not in proc.stderr and "panicked" not in proc.stderr, proc.stderr[-3000:]
+    assert ours[0].startswith("ticklet: a record of ") and f"larger than Kafka topic {out_topic!r} takes (records " \
+        "of at most 256 bytes" in ours[0] and "raise the topic's max.message.bytes" in ours[0], ours[0]

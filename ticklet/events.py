@@ -250,8 +250,11 @@ class ErrorRecord(msgspec.Struct, frozen=True, gc=False):
     ``raw`` is the payload as text when its bytes are valid UTF-8. When they
     are not, ``raw_base64`` is true and ``raw`` is the standard base64 of the
     bytes. Either way :meth:`raw_bytes` gives back the exact bytes. When the
-    input was longer than the line limit, ``raw`` holds only its first bytes
-    and ``raw_size`` is its whole size in bytes (None: ``raw`` is whole).
+    input was longer than the line limit, or the dead letter longer than its
+    Kafka topic takes, ``raw`` holds only its first bytes and ``raw_size`` is
+    its whole size in bytes (None: ``raw`` is whole); ``raw_sha256`` is then
+    the SHA-256 (hex) of the whole payload where it was at hand (the Kafka
+    sink's cut; None for a line the reader never held whole).
     ``instrument`` is the instrument the input names, where it names a valid
     one (empty otherwise).
 
@@ -269,16 +272,17 @@ class ErrorRecord(msgspec.Struct, frozen=True, gc=False):
     ts_recv: int = 0
     raw_base64: bool = False
     raw_size: Optional[int] = None
+    raw_sha256: Optional[str] = None
 
     @classmethod
     def of(cls, stage: str, reason: str, raw: bytes, instrument: str = "", ts_recv: int = 0,
-           raw_size: Optional[int] = None) -> ErrorRecord:
+           raw_size: Optional[int] = None, raw_sha256: Optional[str] = None) -> ErrorRecord:
         """A dead letter of ``raw``, the input's bytes as received (kept
         exactly: as text if they are UTF-8, else base64)."""
         try:
-            return cls(stage, reason, raw.decode("utf-8"), instrument, ts_recv, False, raw_size)
+            return cls(stage, reason, raw.decode("utf-8"), instrument, ts_recv, False, raw_size, raw_sha256)
         except UnicodeDecodeError:
-            return cls(stage, reason, b64encode(raw).decode("ascii"), instrument, ts_recv, True, raw_size)
+            return cls(stage, reason, b64encode(raw).decode("ascii"), instrument, ts_recv, True, raw_size, raw_sha256)
 
     def raw_bytes(self) -> bytes:
         """The input's bytes as received (its first bytes where ``raw_size`` is set)."""
