@@ -81,6 +81,9 @@ def _read_part(path: Path, db_dir: Path) -> tuple[int, int, bool, list[tuple[str
     except sqlite3.Error as ex:
         raise damaged(f"cannot be opened ({ex})") from None
     try:
+        problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise damaged(f"SQLite finds it damaged ({'; '.join(problems)})")
         columns: dict[str, set[str]] = {}
         for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
             columns[table] = {row[1] for row in db.execute(f"PRAGMA table_info('{table}')")}

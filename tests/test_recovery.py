@@ -1,17 +1,24 @@
 """Crash recovery with the real broker: ``kill -9`` ten times at random
 points, restart each time, and the outputs match an uninterrupted run's as
 the README states: the files line for line per instrument, the output topic
-deduplicated, with nothing missing."""
+deduplicated, with nothing missing. Then the recovery store itself: damaged,
+missing, deleted, or made for another output directory, and
+``scripts/run-forecast.sh`` restarting the dataflow."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
 from kafkautil import (
     assert_files_match,
     consume_all,
@@ -25,7 +32,10 @@ from kafkautil import (
     run_flow,
     topic_name,
 )
-from realdata import SCRATCH
+from realdata import RECORD_FILES, REPO, SCRATCH
+from runutil import FLOW, file_env, one_line
+
+from ticklet.settings import SAMPLE_DIR
 
 KILLS = 10
 
@@ -102,3 +112,246 @@ def test_kill_minus_nine_ten_times_loses_and_changes_nothing(kafka_bootstrap, ws
     # The file sinks resume at their snapshotted offsets: exactly once, each
     # instrument's lines in the uninterrupted run's order.
     assert_files_match(out, tmp_path / "ref", seed_note)
+
+
+# A recovery store that Bytewax cannot use, a deleted one, an output directory
+# changed between two lives, and scripts/run-forecast.sh (the container's entry
+# point) restarting the dataflow: through the real entry points, on the real
+# recordings.
+
+SCRIPT = REPO / "scripts" / "run-forecast.sh"
+BAD_SETUP = 2  # the exit status of a damaged or mismatched store (README, Crash recovery)
+
+
+def _run_forecast(rec: Path, out: Path, *inputs: Path, **extra: str) -> subprocess.CompletedProcess:
+    """``scripts/run-forecast.sh`` with its store in ``rec``, to the end of its input."""
+    env = file_env(out, *inputs, RECOVERY_DIR=str(rec), RESTART_DELAY_S="0", **extra)
+    return subprocess.run(["bash", str(SCRIPT)], cwd=SCRATCH, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _flow_with(rec: Path, out: Path, *inputs: Path) -> subprocess.CompletedProcess:
+    """``python -m bytewax.run dataflows.forecast -r rec -s 1 -b 0`` to the end of its input."""
+    return subprocess.run([*FLOW, "-r", str(rec), "-s", "1", "-b", "0"], cwd=SCRATCH, env=file_env(out, *inputs),
+                          capture_output=True, text=True, timeout=300)
+
+
+def _new_store(path: Path, parts: int = 1) -> Path:
+    path.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(path), str(parts)], check=True, cwd=SCRATCH)
+    return path
+
+
+def _record_files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name in (*RECORD_FILES, "counters.json")}
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store that a whole run over the bundled sample snapshotted into."""
+    base = tmp_path_factory.mktemp("sample_store")
+    rec = _new_store(base / "recovery")
+    proc = _flow_with(rec, base / "out", SAMPLE_DIR)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return rec / "part-0.sqlite3"
+
+
+def _damage(kind: str, rec: Path, sample_store: Path) -> Path:
+    """Make the store in ``rec`` unusable in the way ``kind`` says; the file
+    the one line must name."""
+    part = rec / "part-0.sqlite3"
+    if kind == "empty file":  # a disk that filled up as the store was made
+        part.write_bytes(b"")
+    elif kind == "another file":  # a real recording in its place
+        part.write_bytes((REPO / "tests" / "data" / "binance-ws" / "spot" / "btcusdt_20240808.gz").read_bytes())
+    elif kind == "another schema":
+        db = sqlite3.connect(part)
+        db.execute("CREATE TABLE snapshots (key TEXT, value BLOB)")
+        db.commit()
+        db.close()
+    elif kind == "torn store":  # a real store cut short
+        whole = sample_store.read_bytes()
+        part.write_bytes(whole[:len(whole) // 2])
+    elif kind == "a partition missing":
+        _new_store(rec / "two", parts=2)
+        part = rec
+        for p in (rec / "two").iterdir():
+            p.rename(rec / p.name)
+        (rec / "two").rmdir()
+        (rec / "part-1.sqlite3").unlink()
+    return part
+
+
+@pytest.mark.parametrize("kind", ["empty file", "another file", "another schema", "torn store",
+                                  "a partition missing"])
+def test_a_damaged_store_stops_run_forecast_with_one_line(kind, sample_store, tmp_path):
+    """A store Bytewax cannot use: ``scripts/run-forecast.sh`` stops after
+    one life with status 2 and the dataflow's one line naming the file and
+    what to do; the store is left as it was, nothing is written. Before:
+    NoPartitionsError and a Rust panic (or 'file is not a database'), status
+    1, on every restart of the script: a crash loop."""
+    rec, out = tmp_path / "recovery", tmp_path / "out"
+    rec.mkdir()
+    named = _damage(kind, rec, sample_store)
+    before = {p.name: p.read_bytes() for p in rec.glob("part-*.sqlite3")}
+    proc = _run_forecast(rec, out, SAMPLE_DIR)
+    assert proc.returncode == BAD_SETUP, proc.stderr[-3000:]
+    line = one_line(proc.stderr)
+    assert line.startswith(f"ticklet: recovery store {named}: "), line
+    assert "start afresh" in line and "python -m bytewax.recovery" in line, line
+    assert "not restarting" in proc.stderr and "restarting it from" not in proc.stderr, proc.stderr  # one life
+    assert {p.name: p.read_bytes() for p in rec.glob("part-*.sqlite3")} == before  # read only (SQLite may add -shm)
+    assert not _record_files(out)
+
+
+@pytest.mark.parametrize("kind", ["no directory", "no partition"])
+def test_a_missing_store_is_one_line_for_bytewax_run(kind, tmp_path):
+    """``-r`` naming a directory that is not there, or holds no partition:
+    one line saying how to create the store (scripts/run-forecast.sh creates
+    it itself). Before: a panic."""
+    rec, out = tmp_path / "recovery", tmp_path / "out"
+    if kind == "no partition":
+        rec.mkdir()
+    proc = _flow_with(rec, out, SAMPLE_DIR)
+    assert proc.returncode == BAD_SETUP, proc.stderr[-3000:]
+    line = one_line(proc.stderr)
+    assert line.startswith(f"ticklet: recovery store {rec}: ") and f"python -m bytewax.recovery {rec} 1" in line, line
+
+
+def test_a_deleted_store_is_a_logged_fresh_start(kafka_bootstrap, tmp_path):
+    """The bundled sample published to Kafka by ``scripts/run-forecast.sh``
+    three times: with no store (it makes one: a fresh start, logged), with
+    that store (it resumes at the end: nothing published again, no fresh
+    start), and after the store was deleted: a fresh start, logged with how
+    many records the output topic holds already, which are then all
+    published again, identical (as the README says). The files are the same
+    each time. Before: the deleted store restarted from zero without a word."""
+    rec, out, topic = tmp_path / "recovery", tmp_path / "out", topic_name("rec.fresh")
+    kafka = {"TICKLET_OUTPUT__KAFKA": "true", "TICKLET_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+             "TICKLET_KAFKA__OUTPUT_TOPIC": topic, "TICKLET_KAFKA__DEAD_LETTER_TOPIC": topic + ".dlq"}
+    fresh = f"recovery store {rec} holds no snapshot: a fresh start from the beginning of the input"
+
+    first = _run_forecast(rec, out, SAMPLE_DIR, **kafka)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"run-forecast: no recovery store in {rec}: creating one" in first.stderr
+    assert fresh in first.stderr and "already holds" not in first.stderr, first.stderr[-3000:]
+    published = sum(end_offsets(kafka_bootstrap, topic).values())
+    files = _record_files(out)
+    assert published > 1000 and files
+
+    again = _run_forecast(rec, out, SAMPLE_DIR, **kafka)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "fresh start" not in again.stderr and "creating one" not in again.stderr, again.stderr[-3000:]
+    assert sum(end_offsets(kafka_bootstrap, topic).values()) == published  # nothing published twice
+    assert _record_files(out) == files
+
+    shutil.rmtree(rec)
+    last = _run_forecast(rec, out, SAMPLE_DIR, **kafka)
+    assert last.returncode == 0, last.stderr[-3000:]
+    assert f"{fresh}; the output topic {topic!r} already holds {published:,} records, and this run publishes its " \
+           "records again" in last.stderr, last.stderr[-3000:]
+    records = decoded(consume_all(kafka_bootstrap, topic))
+    assert len(records) == 2 * published  # published again, as the line says ...
+    assert len(dedup(records)) == published  # ... each record twice, identical (dedup checks the values)
+    assert _record_files(out) == files
+
+
+def test_an_output_directory_changed_between_lives_is_one_line(tmp_path):
+    """A run over the sample with recovery into ``a``; the same store with
+    TICKLET_OUTPUT__DIR ``b``: one line naming both, status 2 (before: a
+    panic, 'StateKey ... not in this worker's routing map'). With ``a``
+    again but its files gone: one line naming the file and the snapshot's
+    offset, status 2 (before: the files were recreated holding zeros up to
+    the offsets). The files put back, the run ends normally and they are
+    unchanged."""
+    rec, a, b = _new_store(tmp_path / "recovery"), tmp_path / "a", tmp_path / "b"
+    assert _flow_with(rec, a, SAMPLE_DIR).returncode == 0
+    files = _record_files(a)
+
+    moved = _flow_with(rec, b, SAMPLE_DIR)
+    assert moved.returncode == BAD_SETUP, moved.stderr[-3000:]
+    line = one_line(moved.stderr)
+    assert line.startswith(f"ticklet: recovery store {rec}: its snapshot is of a run that wrote {a}/"), line
+    assert f"{b}/" in line and "TICKLET_OUTPUT__DIR" in line, line
+    assert not _record_files(b)
+
+    a.rename(tmp_path / "kept")
+    gone = _flow_with(rec, a, SAMPLE_DIR)
+    assert gone.returncode == BAD_SETUP, gone.stderr[-3000:]
+    line = one_line(gone.stderr)
+    assert re.fullmatch(rf"ticklet: {re.escape(str(a))}/\w+\.csv: the recovery snapshot resumes this file at byte "
+                        r"[\d,]+, but it does not exist: .*remove the recovery store to start afresh\.", line), line
+
+    shutil.rmtree(a)
+    (tmp_path / "kept").rename(a)
+    back = _flow_with(rec, a, SAMPLE_DIR)
+    assert back.returncode == 0, back.stderr[-3000:]
+    assert _record_files(a) == files
+
+
+def _dataflow_of(pid: int) -> int:
+    """The child of ``pid`` that runs ``bytewax.run``."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except FileNotFoundError:
+            kids = []
+        for kid in kids:
+            try:
+                if b"bytewax.run" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                    return int(kid)
+            except FileNotFoundError:  # it ended meanwhile
+                pass
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} started no dataflow")
+
+
+def test_run_forecast_restarts_a_killed_dataflow_and_forwards_sigterm(ws_dir, full_run, tmp_path):
+    """``scripts/run-forecast.sh`` over every recording: its dataflow killed
+    (kill -9) once it has written a third of its forecasts is restarted from
+    the last snapshot, and the outputs are the uninterrupted run's. A second
+    run of the script stopped with SIGTERM stops its dataflow too and exits
+    143."""
+    _, ref = full_run
+    rec, out = tmp_path / "recovery", tmp_path / "out"
+    env = file_env(out, ws_dir, RECOVERY_DIR=str(rec), RESTART_DELAY_S="0")
+    full = (ref / "forecasts.csv").stat().st_size
+
+    def size() -> int:
+        try:
+            return (out / "forecasts.csv").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    script = subprocess.Popen(["bash", str(SCRIPT)], cwd=SCRATCH, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        flow = _dataflow_of(script.pid)
+        deadline = time.monotonic() + 120
+        while size() < full / 3:
+            assert script.poll() is None and time.monotonic() < deadline, "the run ended before the kill"
+            time.sleep(0.005)
+        os.kill(flow, signal.SIGKILL)
+        _, err = script.communicate(timeout=300)
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+    assert script.returncode == 0, err[-3000:]
+    assert err.count("restarting it from the last snapshot") == 1 and "status 137" in err, err[-3000:]
+    assert "panicked" not in err and "Traceback" not in err, err[-3000:]
+    assert_files_match(out, ref, "killed under run-forecast.sh, restarted by it")
+
+    shutil.rmtree(rec)
+    script = subprocess.Popen(["bash", str(SCRIPT)], cwd=SCRATCH, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        flow = _dataflow_of(script.pid)
+        script.send_signal(signal.SIGTERM)
+        _, err = script.communicate(timeout=60)
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+    assert script.returncode == 143, err[-3000:]
+    assert not Path(f"/proc/{flow}").exists() or "zombie" in Path(f"/proc/{flow}/status").read_text()

@@ -11,8 +11,6 @@ recovery resumes to exactly the uninterrupted run's outputs."""
 
 from __future__ import annotations
 
-import json
-import os
 import resource
 import subprocess
 import sys
@@ -22,40 +20,17 @@ from pathlib import Path
 import pytest
 from kafkautil import assert_files_match
 from realdata import RECORD_FILES, SCRATCH
+from runutil import FLOW, file_env, one_line, ticklet
 
 from ticklet.settings import SAMPLE_DIR
 
 #: The exit statuses the README documents (sinks.fatal).
 WRITE_FAILED, BAD_SETUP = 74, 2
-BIN = Path(sys.executable).parent
-
-
-def _ticklet() -> list[str]:
-    local = BIN / "ticklet"
-    return [str(local)] if local.exists() else [sys.executable, "-m", "ticklet.cli"]
-
-
-def _env(out: Path, *inputs: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
-    env.update({"TICKLET_OUTPUT__DIR": str(out), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra})
-    if inputs:
-        env["TICKLET_INPUT__PATHS"] = json.dumps([str(p) for p in inputs])
-    return env
 
 
 def _file_size_limit(n: int):
     """For ``preexec_fn``: writes past ``n`` bytes fail with EFBIG (Python ignores SIGXFSZ)."""
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
-
-
-def _one_line(stderr: str) -> str:
-    """The run's own line, checked to be the only one of ticklet's on stderr,
-    with no panic, traceback or summary around it."""
-    assert "panicked" not in stderr and "Traceback" not in stderr, stderr[-3000:]
-    assert "outputs:" not in stderr and "forecasts scored" not in stderr, stderr[-3000:]  # no summary
-    lines = [ln for ln in stderr.splitlines() if ln.startswith("ticklet: ")]
-    assert len(lines) == 1, stderr[-3000:]
-    return lines[0]
 
 
 def _assert_prefixes(out: Path, ref: Path) -> None:
@@ -73,8 +48,8 @@ def _assert_prefixes(out: Path, ref: Path) -> None:
 def sample_ref(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted backtest of the bundled sample."""
     out = tmp_path_factory.mktemp("sample_ref")
-    proc = subprocess.run([*_ticklet(), "backtest", str(SAMPLE_DIR), "--out", str(out)], cwd=SCRATCH,
-                          env=_env(out), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([*ticklet(), "backtest", str(SAMPLE_DIR), "--out", str(out)], cwd=SCRATCH,
+                          env=file_env(out), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -92,11 +67,11 @@ def test_a_full_disk_stops_the_backtest_with_the_os_error(sample_ref, tmp_path):
                     f"{probe.stderr.strip()}")
     script = ('mount -t tmpfs -o size=400k tmpfs "$1" || exit 99; shift; out="$1"; shift; '
               '"$@" --out "$out"; rc=$?; cp -a "$out" "$KEPT"; exit $rc')
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(mnt), str(mnt / "out"), *_ticklet(),
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(mnt), str(mnt / "out"), *ticklet(),
                            "backtest", str(SAMPLE_DIR), "--json"], cwd=SCRATCH,
-                          env=_env(mnt / "out", KEPT=str(kept)), capture_output=True, text=True, timeout=300)
+                          env=file_env(mnt / "out", KEPT=str(kept)), capture_output=True, text=True, timeout=300)
     assert proc.returncode == WRITE_FAILED, proc.stderr[-3000:]
-    line = _one_line(proc.stderr)
+    line = one_line(proc.stderr)
     assert line.startswith(f"ticklet: cannot write {mnt / 'out'}/"), line
     assert "[Errno 28] No space left on device" in line and f"status {WRITE_FAILED}" in line, line
     assert proc.stdout == ""  # no JSON summary
@@ -108,11 +83,11 @@ def test_a_file_too_large_stops_the_backtest_with_the_os_error(sample_ref, tmp_p
     """The same with a file size limit of 200 kB (EFBIG). Before: the summary
     and output list, then a traceback, status 1."""
     out = tmp_path / "out"
-    proc = subprocess.run([*_ticklet(), "backtest", str(SAMPLE_DIR), "--out", str(out), "--json"], cwd=SCRATCH,
-                          env=_env(out), capture_output=True, text=True, timeout=300,
+    proc = subprocess.run([*ticklet(), "backtest", str(SAMPLE_DIR), "--out", str(out), "--json"], cwd=SCRATCH,
+                          env=file_env(out), capture_output=True, text=True, timeout=300,
                           preexec_fn=_file_size_limit(200_000))
     assert proc.returncode == WRITE_FAILED, proc.stderr[-3000:]
-    line = _one_line(proc.stderr)
+    line = one_line(proc.stderr)
     assert line.startswith(f"ticklet: cannot write {out}/") and "[Errno 27] File too large" in line, line
     assert proc.stdout == ""
     assert not (out / "counters.json").exists()
@@ -129,12 +104,12 @@ def test_a_write_failure_with_recovery_resumes_to_the_same_outputs(ws_dir, full_
     out, rec = tmp_path / "out", tmp_path / "recovery"
     rec.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec), "1"], check=True, cwd=SCRATCH)
-    cmd = [sys.executable, "-m", "bytewax.run", "dataflows.forecast", "-r", str(rec), "-s", "1", "-b", "0"]
-    env = _env(out, ws_dir)
+    cmd = [*FLOW, "-r", str(rec), "-s", "1", "-b", "0"]
+    env = file_env(out, ws_dir)
     proc = subprocess.run(cmd, cwd=SCRATCH, env=env, capture_output=True, text=True, timeout=300,
                           preexec_fn=_file_size_limit(2_000_000))
     assert proc.returncode == WRITE_FAILED, proc.stderr[-3000:]
-    line = _one_line(proc.stderr)
+    line = one_line(proc.stderr)
     assert line.startswith(f"ticklet: cannot write {out}/") and "[Errno 27] File too large" in line, line
     assert not (out / "counters.json").exists()
     resumed = subprocess.run(cmd, cwd=SCRATCH, env=env, capture_output=True, text=True, timeout=300)
@@ -150,8 +125,8 @@ def test_the_output_directory_moved_away_mid_run_stops_the_run(ws_dir, tmp_path)
     and status 74. Before: exit 0, the summary listing files that were no
     longer there."""
     out, moved = tmp_path / "out", tmp_path / "moved"
-    p = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.forecast", "-s", "1"], cwd=SCRATCH,
-                         env=_env(out, ws_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([*FLOW, "-s", "1"], cwd=SCRATCH,
+                         env=file_env(out, ws_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not ((out / "forecasts.csv").exists() and (out / "forecasts.csv").stat().st_size > 0):
@@ -166,7 +141,7 @@ def test_the_output_directory_moved_away_mid_run_stops_the_run(ws_dir, tmp_path)
             p.kill()
             p.wait()
     assert p.returncode == WRITE_FAILED, err[-3000:]
-    line = _one_line(err)
+    line = one_line(err)
     assert line.startswith(f"ticklet: cannot write {out}/"), line
     assert "No such file or directory" in line, line
 
@@ -182,11 +157,8 @@ def test_a_directory_in_place_of_an_output_file_is_one_line_at_start(entry, bloc
     (out / "forecasts.csv").mkdir(parents=True)
     if blocker == "directory with a file":
         (out / "forecasts.csv" / "keep").write_text("mine\n")
-    if entry == "backtest":
-        cmd = [*_ticklet(), "backtest", str(SAMPLE_DIR), "--out", str(out)]
-    else:
-        cmd = [sys.executable, "-m", "bytewax.run", "dataflows.forecast"]
-    proc = subprocess.run(cmd, cwd=SCRATCH, env=_env(out, SAMPLE_DIR), capture_output=True, text=True, timeout=300)
+    cmd = [*ticklet(), "backtest", str(SAMPLE_DIR), "--out", str(out)] if entry == "backtest" else FLOW
+    proc = subprocess.run(cmd, cwd=SCRATCH, env=file_env(out, SAMPLE_DIR), capture_output=True, text=True, timeout=300)
     assert proc.returncode == BAD_SETUP, proc.stderr[-3000:]
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     name = "--out" if entry == "backtest" else "TICKLET_OUTPUT__DIR"
