@@ -71,6 +71,7 @@ def _cases() -> list[Case]:
         Case("influx-url", flow, "TICKLET_INFLUX__URL", {"TICKLET_INFLUX__URL": "localhost:8086"}),
         Case("api-port", flow, "TICKLET_API__PORT", {"TICKLET_API__PORT": "0"}),
         Case("api-address", flow, "TICKLET_API__ADDRESS", {"TICKLET_API__ADDRESS": "everywhere"}),
+        Case("bundle-key-short", flow, "TICKLET_BUNDLE__KEY", {"TICKLET_BUNDLE__KEY": "short"}),
         Case("dotenv-bad", flow, "TICKLET_BARS__INTERVAL_MS (in .env)", cwd="with-env"),
         # -- python -m bytewax.run dataflows.forecast: inputs, outputs, servers
         Case("paths-empty", flow, "TICKLET_INPUT__PATHS", {"TICKLET_INPUT__PATHS": "[]"}),

@@ -392,3 +392,273 @@ def test_a_bundle_of_the_cnn_gru_trained_offline(tmp_path):
     # the first online retrain
     assert {r["bundle"] for r in rows} == {m["bundle_id"]}
     assert sum(1 for r in rows[:40] if float(r["pred_return"]) != 0.0) >= 40 - cnn.window
+
+
+# --- (5) bundles without code execution: what loading builds, links, the id, the signature, old formats ---------
+
+def _cli_one_line(proc: subprocess.CompletedProcess, *why: str) -> str:
+    """The one line of a refused warm start (exit status 2), which says each of ``why``."""
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout == "" and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip()
+    assert "\n" not in line and line.startswith("ticklet: TICKLET_FORECAST__WARM_START: "), line
+    assert all(w in line for w in why), line
+    return line
+
+
+def _warm(bundle: Path, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return _cli(["backtest", str(SPOT9), "--out", str(out), "--warm-start", str(bundle)],
+                {"TICKLET_FORECAST__MODELS": json.dumps(MODELS), "TICKLET_OUTPUT__ECONOMICS": "false",
+                 "TICKLET_OUTPUT__SUMMARY": "false", **(env or {})})
+
+
+def _forge(bundle: Path, to: Path, state: bytes | None = None, **fields) -> Path:
+    """A copy of ``bundle`` with its state file replaced by ``state`` and the
+    manifest's ``fields`` replaced, the hashes and the id made anew, as anyone
+    who can write a bundle can (no key: the signature, if any, is kept)."""
+    from sinks.bundle import file_sha256
+
+    _copy(bundle, to)
+    m = json.loads((to / "manifest.json").read_text())
+    if state is not None:
+        (to / "states" / "BTCUSDT.pkl").write_bytes(state)
+    m.update(fields)
+    m["files"] = {rel: file_sha256(to / rel) for rel in m["files"]}
+    m["bundle_id"] = bundle_id(m)
+    (to / "manifest.json").write_text(json.dumps(m))
+    return to
+
+
+class _System:  # a state whose unpickling runs a shell command
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Eval:  # ... that evaluates Python
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (eval, (f"__import__('pathlib').Path({str(self.marker)!r}).touch()",))
+
+
+class _Method:  # ... that calls a method of an object made of an allowed class (pathlib.PosixPath.touch)
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (self.marker.touch, ())  # pickled as builtins.getattr(PosixPath(marker), "touch")()
+
+
+@pytest.mark.parametrize("payload, names", [(_System, "system"), (_Eval, "builtins.eval"),
+                                            (_Method, "builtins.getattr(pathlib.PosixPath, 'touch')")],
+                         ids=["os.system", "eval", "getattr"])
+def test_loading_a_bundle_runs_no_code_of_its_own(made, tmp_path, payload, names):
+    """A bundle whose state runs code when unpickled, with a manifest made to
+    match it (the hashes and the id are no secret), is refused in one line
+    and runs nothing; the same bytes do run with Python's own unpickler."""
+    bundle, _, _ = made
+    marker = tmp_path / "pwned"
+    real = loads((bundle / "states" / "BTCUSDT.pkl").read_bytes())
+    evil = pickle.dumps({"features": real["features"], "join": payload(marker)})
+    pickle.loads(evil)  # the payload is real: Python's unpickler runs it
+    assert marker.exists()
+    marker.unlink()
+    forged = _forge(bundle, tmp_path / "forged", evil)
+    _cli_one_line(_warm(forged, tmp_path / "out"), "states/BTCUSDT.pkl refers to", names, "refused")
+    assert not marker.exists()
+
+
+class _Recorder(pickle.Unpickler):
+    """Python's unpickler, noting every global a pickle refers to and every
+    bound method it rebuilds (for bundles this test made itself)."""
+
+    def __init__(self, data: bytes):
+        import io
+
+        super().__init__(io.BytesIO(data))
+        self.globals: set[tuple[str, str]] = set()
+        self.methods: set[tuple[str, str, str]] = set()
+
+    def find_class(self, module, name):
+        if (module, name) == ("builtins", "getattr"):
+            def method(obj, attr):
+                self.methods.add((type(obj).__module__, type(obj).__qualname__, attr))
+                return getattr(obj, attr)
+            return method
+        self.globals.add((module, name))
+        return super().find_class(module, name)
+
+
+def test_the_allow_list_is_what_ticklet_writes(made, tmp_path):
+    """Bundles of every learner of the registry and the ensemble (stacking,
+    the rule with a learner of its own), the small CNN-GRU trained offline,
+    both feature scalers, from a warm-started run (its config holds the
+    bundle's path): their states refer to exactly the globals and bound
+    methods the loader allows, no fewer and no more, and a warm start from
+    them starts every learner."""
+    from models.bundle import ALLOWED, METHODS
+    from models.cnn_gru_config import CNNGRUConfig
+    from models.registry import MODELS as REGISTRY
+    from models.registry import LearnerConfig
+
+    bundle, _, _ = made
+    cnn = CNNGRUConfig(window=16, channels=4, hidden=8, offline_epochs=2, offline_batch=64)
+    every = (*sorted(REGISTRY), "ensemble")
+    lc = LearnerConfig(ensemble_rule="stack", hat_grace_period=20, arf_models=2, cnn_gru=cnn)
+    _run([SPOT8], tmp_path / "o1", base=_settings(models=every, learners=lc), save_models=tmp_path / "all",
+         warm_start=bundle)
+    s = _settings(models=("naive", "linear"))
+    adaptive = s.model_copy(update={"features": s.features.model_copy(update={"scaler": "adaptive"})})
+    _run([SPOT8], tmp_path / "o2", base=adaptive, save_models=tmp_path / "adaptive")
+    seen, methods = set(), set()
+    for d in ("all", "adaptive"):
+        rec = _Recorder((tmp_path / d / "states" / "BTCUSDT.pkl").read_bytes())
+        rec.load()
+        seen |= rec.globals
+        methods |= rec.methods
+
+    def numpy2(names):  # NumPy 1 writes numpy.core.*, NumPy 2 numpy._core.*: the loader allows both
+        return {(m.replace("numpy.core.", "numpy._core."), n) for m, n in names}
+
+    assert seen <= ALLOWED and methods <= METHODS, (seen - ALLOWED, methods - METHODS)
+    assert numpy2(ALLOWED) == numpy2(seen) and methods == METHODS  # nothing allowed that ticklet never writes
+    assert not any(m.startswith(("torch", "os", "posix", "subprocess")) for m, _ in seen)
+    assert ("builtins", "getattr") not in ALLOWED
+    import torch
+
+    from models.bundle import UnsafeState
+
+    with pytest.raises(UnsafeState, match="torch"):  # a tensor pickled as torch pickles it
+        loads(pickle.dumps({"net": torch.zeros(3)}))
+    # and the bundle of every learner, as a warm start reads it, starts every learner
+    from dataflows.bundle import load_warm_start
+
+    s = _settings(models=every, learners=lc, warm_start=tmp_path / "all")
+    warm = load_warm_start(s)
+    assert warm is not None and warm.manifest["config"]["forecast"]["warm_start"] == str(bundle)
+    join = warm.join("BTCUSDT")
+    assert join is not None and set(join.origin) == set(join.models) and len(join.models) == 2 * len(every)
+
+
+@pytest.mark.parametrize("what", ["states/BTCUSDT.pkl", "states", "manifest.json"])
+def test_a_bundle_file_that_is_a_symbolic_link_is_refused(made, tmp_path, what):
+    """A state file, the states folder or the manifest that is a symbolic
+    link (here to an exact copy outside the bundle: every hash matches) is
+    refused in one line; the bundle's directory itself may be a link."""
+    import shutil
+
+    bundle, _, _ = made
+    linked = _copy(bundle, tmp_path / "linked")
+    outside = tmp_path / "elsewhere" / what
+    outside.parent.mkdir(parents=True)
+    (shutil.copytree if (linked / what).is_dir() else shutil.copy)(linked / what, outside)
+    (shutil.rmtree if (linked / what).is_dir() else Path.unlink)(linked / what)
+    (linked / what).symlink_to(outside)
+    _cli_one_line(_warm(linked, tmp_path / "out"), f"{linked}: {what} is a symbolic link", "refused")
+    # the directory the user names may be a link: it is the bundle
+    alias = tmp_path / "alias"
+    alias.symlink_to(bundle)
+    from sources.bundle import load_states, read_manifest
+
+    m = read_manifest(alias)
+    assert load_states(alias, m, "states/BTCUSDT.pkl").keys() == {"features", "join"}
+
+
+def test_rewriting_any_field_of_the_manifest_is_refused(made, manifest, tmp_path):
+    """The id covers the whole manifest: a rewrite of any field (the data
+    learnt from, the metrics, the config, ...) that keeps the id is refused,
+    in one line at the command line."""
+    from sources.bundle import BundleError, read_manifest
+
+    bundle, _, _ = made
+    changed = _copy(bundle, tmp_path / "changed")
+
+    def refused(m: dict) -> str:
+        (changed / "manifest.json").write_text(json.dumps(m))
+        with pytest.raises(BundleError) as ex:
+            read_manifest(changed)
+        return str(ex.value)
+
+    fields = [k for k in manifest if k not in ("bundle_id", "format")]
+    assert {"data", "metrics", "config", "config_hash", "features", "files", "offline", "ticklet_version"} <= {*fields}
+    for k in fields:
+        assert "does not match its bundle id" in refused({**manifest, k: {"rewritten": manifest[k]}}), k
+    inputs = [{**manifest["data"]["inputs"][0], "path": "/somewhere/else.gz"}]
+    why = refused({**manifest, "data": {**manifest["data"], "inputs": inputs}})
+    assert why == f"{changed}: the manifest does not match its bundle id {manifest['bundle_id']!r} (changed or damaged)"
+    _cli_one_line(_warm(changed, tmp_path / "out"), "does not match its bundle id")
+
+
+def test_a_bundle_of_the_old_format_is_refused_with_how_to_remake_it(made, tmp_path):
+    """A format-1 bundle (states read with Python's own unpickler, the id made
+    from the state files' hashes only), as ticklet wrote them before."""
+    bundle, _, _ = made
+    old = _copy(bundle, tmp_path / "old")
+    m = json.loads((old / "manifest.json").read_text())
+    files = m["files"]
+    old_id = hashlib.sha256(json.dumps({"format": 1, "files": files}, sort_keys=True,
+                                       separators=(",", ":")).encode()).hexdigest()[:16]
+    (old / "manifest.json").write_text(json.dumps({**m, "format": 1, "bundle_id": old_id}))
+    _cli_one_line(_warm(old, tmp_path / "out"), "bundle format 1 is no longer read",
+                  "remake it with ticklet train PATH... --save-models DIR")
+
+
+KEY = "k3y-0f-th3-m0d3l-m4k3r"
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory) -> Path:
+    """A bundle made with TICKLET_BUNDLE__KEY set (ticklet train)."""
+    d = tmp_path_factory.mktemp("signed")
+    proc = _cli(["train", str(SPOT8), "--out", str(d / "out"), "--save-models", str(d / "b"), "--verbose"],
+                {"TICKLET_FORECAST__MODELS": json.dumps(MODELS), "TICKLET_OUTPUT__ECONOMICS": "false",
+                 "TICKLET_BUNDLE__KEY": KEY})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert KEY not in proc.stdout + proc.stderr
+    return d / "b"
+
+
+def test_a_key_signs_a_bundle_and_never_shows(signed):
+    from models.bundle import signature, signed_by
+
+    m = json.loads((signed / "manifest.json").read_text())
+    assert m["signature"] == signature(m, KEY.encode()) and signed_by(m, KEY.encode())
+    assert not signed_by(m, b"another key, just as long") and m["bundle_id"] == bundle_id(m)
+    assert m["config"]["bundle"]["key"] == "**********"
+    for f in [signed / "manifest.json", *(signed / "states").iterdir()]:
+        assert KEY.encode() not in f.read_bytes(), f
+    proc = _cli(["config"], {"TICKLET_BUNDLE__KEY": KEY})
+    assert proc.returncode == 0 and KEY not in proc.stdout and "TICKLET_BUNDLE__KEY" in proc.stdout
+    short = "tooshort"
+    proc = _cli(["config"], {"TICKLET_BUNDLE__KEY": short})
+    assert proc.returncode == 2 and "TICKLET_BUNDLE__KEY" in proc.stderr and "at least 16" in proc.stderr
+    assert short not in proc.stderr + proc.stdout and proc.stderr.count("\n") == 1
+
+
+def test_with_a_key_only_bundles_signed_with_it_load(made, signed, tmp_path):
+    bundle, _, _ = made
+    m = json.loads((signed / "manifest.json").read_text())
+    proc = _warm(signed, tmp_path / "ok", {"TICKLET_BUNDLE__KEY": KEY})
+    assert proc.returncode == 0 and KEY not in proc.stderr, proc.stderr[-2000:]
+    assert {r["bundle"] for r in csv_dicts(tmp_path / "ok" / "forecasts.csv")} == {m["bundle_id"]}
+    _cli_one_line(_warm(signed, tmp_path / "o2", {"TICKLET_BUNDLE__KEY": "another key, just as long"}),
+                  "signature is not that of TICKLET_BUNDLE__KEY")
+    _cli_one_line(_warm(bundle, tmp_path / "o3", {"TICKLET_BUNDLE__KEY": KEY}),
+                  f"{bundle}: the bundle is not signed, and TICKLET_BUNDLE__KEY is set")
+    # a signed bundle whose states someone replaced (the id made anew, the signature kept) runs nothing
+    marker = tmp_path / "pwned"
+    real = loads((signed / "states" / "BTCUSDT.pkl").read_bytes())
+    forged = _forge(signed, tmp_path / "forged", pickle.dumps({**real, "join": _System(marker)}))
+    _cli_one_line(_warm(forged, tmp_path / "o4", {"TICKLET_BUNDLE__KEY": KEY}),
+                  "signature is not that of TICKLET_BUNDLE__KEY")
+    assert not marker.exists()
+    # without a key a signed bundle loads, with a warning that it was not checked
+    proc = _warm(signed, tmp_path / "o5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"bundle {m['bundle_id']} is signed, but TICKLET_BUNDLE__KEY is not set" in proc.stderr

@@ -111,14 +111,20 @@ def test_deterministic_across_fresh_instances(ops, reference):
     assert p3 != p1
 
 
-@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+@pytest.mark.parametrize("how", ["pickle", "deepcopy", "bundle"])
 def test_snapshot_mid_stream_continues_identically(ops, reference, how):
+    """A pickle (Bytewax snapshots), a deep copy, and the state file of a
+    model bundle (read with the bundle loader, which builds no torch object:
+    the network and the optimizer are NumPy arrays in the pickle)."""
+    from models import bundle
+
     _, ref = reference
     cut = next(i for i in range(len(ops) * 2 // 3, len(ops)) if ops[i][0] == "predict") + 1
     m = CNNGRUModel()
     head = feed(m, ops[:cut])
     assert m.n_retrains > 5 and len(m.pending) > 0
-    restored = pickle.loads(pickle.dumps(m)) if how == "pickle" else copy.deepcopy(m)
+    restored = {"pickle": lambda: pickle.loads(pickle.dumps(m)), "deepcopy": lambda: copy.deepcopy(m),
+                "bundle": lambda: bundle.loads(bundle.dumps(m))}[how]()
     assert restored is not m and restored.net is not m.net
     assert (restored.n_labelled, restored.n_retrains, restored.y_mean) == (m.n_labelled, m.n_retrains, m.y_mean)
     tail_restored = feed(restored, ops[cut:])
@@ -126,6 +132,23 @@ def test_snapshot_mid_stream_continues_identically(ops, reference, how):
     assert tail_restored == tail_original
     assert head + tail_restored == ref
     assert restored.rng.bit_generator.state == m.rng.bit_generator.state
+
+
+def test_a_snapshot_holding_tensors_still_restores(ops):
+    """Bytewax recovery stores written before the network was pickled as NumPy
+    arrays hold torch tensors: such a state restores to the same model."""
+    m = CNNGRUModel(CNNGRUConfig(**SMALL))
+    feed(m, ops[: len(ops) // 2])
+    state = m.__getstate__()
+    assert all(isinstance(v, np.ndarray) for v in state["net"].values())
+    old = {**state, "net": {k: torch.from_numpy(v) for k, v in state["net"].items()},
+           "opt": {**state["opt"], "state": {i: {k: torch.from_numpy(np.array(v)) for k, v in s.items()}
+                                             for i, s in state["opt"]["state"].items()}}}
+    restored = CNNGRUModel.__new__(CNNGRUModel)
+    restored.__setstate__(old)
+    tail = ops[len(ops) // 2:]
+    assert sum(op[0] == "predict" for op in tail) > 100
+    assert feed(restored, tail) == feed(m, tail)
 
 
 def test_expired_forecasts_do_not_desync(ops):

@@ -515,7 +515,7 @@ class Settings(BaseSettings):
         return self
 
 
-_SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET")
+_SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET", "KEY")  # TICKLET_BUNDLE__KEY, TICKLET_SERVE__API_KEY
 #: What a list or group variable must hold when its value is not that JSON.
 _JSON_NEEDED = {"list_type": "a JSON list, e.g. [1, 10] or [\"a\", \"b\"]",
                 "tuple_type": "a JSON list, e.g. [1, 10] or [\"a\", \"b\"]",
