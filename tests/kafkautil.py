@@ -89,6 +89,18 @@ def run_flow(env: dict[str, str], *args: str, timeout: float = 300) -> subproces
     return proc
 
 
+def publish_forecasts(bootstrap: str, topic: str, paths: list[Path | str], out_dir: Path) -> list[tuple]:
+    """The forecast dataflow over the recordings ``paths`` (read as files),
+    publishing its records to ``topic``: those records, as :func:`consume_all`
+    gives them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
+    env.update({"TICKLET_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "TICKLET_KAFKA__OUTPUT_TOPIC": topic,
+                "TICKLET_OUTPUT__KAFKA": "true", "TICKLET_OUTPUT__FILES": "false", "TICKLET_OUTPUT__DIR": str(out_dir),
+                "TICKLET_OUTPUT__SUMMARY": "false", "TICKLET_INPUT__PATHS": json.dumps([str(p) for p in paths])})
+    run_flow(env, timeout=600)
+    return consume_all(bootstrap, topic)
+
+
 def replay(bootstrap: str, topic: str, *paths: Path | str, speed: str = "max",
            extra: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess, dict[str, Any] | None]:
     local = Path(sys.executable).parent / "ticklet"

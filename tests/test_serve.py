@@ -27,7 +27,6 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 import httpx
 import pytest
@@ -35,7 +34,8 @@ from cdp import Browser, png_size
 from confluent_kafka import Producer
 from kafkautil import consume_all, flow_env, replay, topic_name
 from realdata import SCRATCH
-from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from serveutil import Server, StreamClient, exe
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from sinks.records import SCHEMA_VERSION
@@ -51,133 +51,6 @@ API_KEY = "k3y-that-must-never-be-logged"
 
 # ---------------------------------------------------------------------------
 # helpers
-
-
-def _exe() -> list[str]:
-    local = Path(sys.executable).parent / "ticklet"
-    return [str(local)] if local.exists() else [sys.executable, "-m", "ticklet.cli"]
-
-
-class Server:
-    """``ticklet serve`` in a process of its own, on a free port."""
-
-    def __init__(self, bootstrap: str, topic: str, log_path: Path, **settings: str):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
-        env.update({"TICKLET_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "TICKLET_KAFKA__OUTPUT_TOPIC": topic,
-                    "TICKLET_SERVE__PORT": "0", **settings})
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 (open for the process's life)
-        self.proc = subprocess.Popen([*_exe(), "serve", "-v"], cwd=SCRATCH, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while True:
-            m = re.search(r"serving (http://127\.0\.0\.1:\d+)", self.log)
-            if m:
-                self.url = m.group(1)
-                break
-            assert self.proc.poll() is None, f"ticklet serve exited: {self.log[-3000:]}"
-            assert time.monotonic() < deadline, f"ticklet serve did not start: {self.log[-3000:]}"
-            time.sleep(0.1)
-        self.ws_url = self.url.replace("http://", "ws://")
-        self.http = httpx.Client(base_url=self.url, timeout=30)
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def check_alive(self) -> None:
-        """Fail at once, with the server's log, when it or its Kafka consumer has stopped."""
-        assert self.proc.poll() is None, f"ticklet serve exited: {self.log[-3000:]}"
-        r = self.http.get("/healthz")
-        assert r.status_code == 200, f"ticklet serve is {r.text}: {self.log[-3000:]}"
-
-    def wait_ready(self, timeout_s: float = 120) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            r = self.http.get("/readyz")
-            if r.status_code == 200:
-                return r.json()
-            assert time.monotonic() < deadline, f"not ready: {r.text}"
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.http.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
-
-
-class StreamClient:
-    """A ``websockets`` client following ``/v1/stream`` in a thread: every
-    envelope received, in order. Dropped for reading too slowly (close code
-    4008: the test process shares two loaded cores with the server), it
-    resumes as the API says, with ``after=`` the last offset it saw in each
-    of the topic's ``partitions`` (-1 where it saw none: it follows from
-    before the first record); ``resumes`` counts that."""
-
-    def __init__(self, url: str, partitions: int = 4):
-        self.url = url
-        self.partitions = partitions
-        self.envelopes: list[dict] = []
-        self.resumes = 0
-        self.error: Optional[BaseException] = None
-        self._stop = threading.Event()
-        self._open = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self._open.wait(60) and self.error is None, self.error
-
-    def _resume_url(self) -> str:
-        seen = {p: -1 for p in range(self.partitions)}
-        for e in self.envelopes:
-            seen[e["partition"]] = e["offset"]
-        after = ",".join(f"{p}:{o}" for p, o in sorted(seen.items()))
-        return f"{self.url}{'&' if '?' in self.url else '?'}after={after}"
-
-    def _run(self) -> None:
-        url = self.url
-        try:
-            while not self._stop.is_set():
-                try:
-                    with connect(url, max_size=None, open_timeout=30) as ws:
-                        self._open.set()
-                        while not self._stop.is_set():
-                            try:
-                                msg = ws.recv(timeout=0.5)
-                            except TimeoutError:
-                                continue
-                            self.envelopes.extend(json.loads(msg))
-                except ConnectionClosedError as ex:
-                    if ex.rcvd is None or ex.rcvd.code != 4008:
-                        raise
-                    self.resumes += 1
-                    url = self._resume_url()
-        except Exception as ex:  # a failure the test reports
-            if not self._stop.is_set():
-                self.error = ex
-        finally:
-            self._open.set()
-
-    def wait_for(self, n: int, timeout_s: float = 120, server: Optional[Server] = None) -> list[dict]:
-        """The envelopes, once ``n`` have arrived (or after ``timeout_s``);
-        checks every 2 s that ``server`` still runs."""
-        deadline = time.monotonic() + timeout_s
-        check = time.monotonic() + 2.0
-        while len(self.envelopes) < n and time.monotonic() < deadline and self.error is None:
-            time.sleep(0.1)
-            if server is not None and time.monotonic() > check:
-                server.check_alive()
-                check = time.monotonic() + 2.0
-        assert self.error is None, self.error
-        return self.envelopes
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 def _expected_latest(records: list[tuple[int, int, dict]]) -> dict[tuple, dict]:
@@ -546,15 +419,22 @@ def test_a_client_that_stops_reading_is_dropped_without_stalling_anyone(live, tm
     ({"TICKLET_SERVE__ADDRESS": "everywhere"}, "TICKLET_SERVE__ADDRESS"),
     ({"TICKLET_SERVE__API_KEY": " "}, "TICKLET_SERVE__API_KEY"),
     ({"TICKLET_SERVE__CORS_ORIGINS": '["app.example"]'}, "TICKLET_SERVE__CORS_ORIGINS"),
+    ({"TICKLET_SERVE__API_KEY": "a key\r\nwith spaces"}, "TICKLET_SERVE__API_KEY: not a key of visible ASCII"),
+    ({"TICKLET_SERVE__MAX_RESUMING": "0"}, "TICKLET_SERVE__MAX_RESUMING"),
+    ({"TICKLET_SERVE__RESUME_PREFETCH_KB": "lots"}, "TICKLET_SERVE__RESUME_PREFETCH_KB"),
+    ({"TICKLET_SERVE__RESUME_STALL_S": "0"}, "TICKLET_SERVE__RESUME_STALL_S"),
+    ({"TICKLET_SERVE__MAX_HEADER_BYTES": "10"}, "TICKLET_SERVE__MAX_HEADER_BYTES"),
+    ({"TICKLET_SERVE__MAX_HEADERS": "1"}, "TICKLET_SERVE__MAX_HEADERS"),
     ({"TICKLET_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "TICKLET_KAFKA__CONNECT_TIMEOUT_S": "1"},
      "cannot reach Kafka"),
 ])
 def test_bad_settings_are_one_line_and_exit_2(env, named):
     base = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
-    proc = subprocess.run([*_exe(), "serve"], cwd=SCRATCH, env={**base, **env}, capture_output=True, text=True,
+    proc = subprocess.run([*exe(), "serve"], cwd=SCRATCH, env={**base, **env}, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("ticklet: ") and named in proc.stderr
+    assert "with spaces" not in proc.stderr  # a key, even a bad one, is never shown
 
 
 def test_a_port_in_use_is_one_line_and_exit_2(kafka_bootstrap):
@@ -563,7 +443,7 @@ def test_a_port_in_use_is_one_line_and_exit_2(kafka_bootstrap):
         taken.listen(1)
         port = taken.getsockname()[1]
         base = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
-        proc = subprocess.run([*_exe(), "serve", "--port", str(port)], cwd=SCRATCH, capture_output=True, text=True,
+        proc = subprocess.run([*exe(), "serve", "--port", str(port)], cwd=SCRATCH, capture_output=True, text=True,
                               env={**base, "TICKLET_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap}, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == (f"ticklet: cannot listen on 127.0.0.1:{port} (TICKLET_SERVE__ADDRESS, "

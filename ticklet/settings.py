@@ -401,9 +401,10 @@ class ServeConfig(BaseModel):
     address: str = Field("127.0.0.1", description="Address the server listens on: 127.0.0.1 (this machine only) by "
                          "default; 0.0.0.0 for every interface (e.g. in a container whose port is published).")
     port: int = Field(8000, ge=0, le=65535, description="Port of the server (0: any free port, named in the log).")
-    api_key: Optional[SecretStr] = Field(None, description="If set, every route but /healthz and /readyz needs "
-                                         "this key: header X-API-Key, Authorization: Bearer, or ?api_key= (which "
-                                         "also sets a same-site cookie, for the live page). A secret: never logged.")
+    api_key: Optional[SecretStr] = Field(None, description="If set (visible ASCII characters), every route but "
+                                         "/healthz and /readyz needs this key: header X-API-Key, Authorization: "
+                                         "Bearer, or ?api_key= (which also sets a same-site cookie, for the live "
+                                         "page); a wrong key in any of them is refused. A secret: never logged.")
     cors_origins: list[str] = Field(default_factory=list, description="Origins (e.g. [\"https://app.example\"], or "
                                     "[\"*\"]) whose pages may call the API from a browser, and open the stream; "
                                     "empty: the server's own pages only.")
@@ -419,6 +420,20 @@ class ServeConfig(BaseModel):
                              "them fast enough; past this it is dropped (close code 4008, counted) and may resume "
                              "with after=.")
     max_clients: int = Field(1000, ge=1, description="Most WebSocket clients at once; further ones get HTTP 503.")
+    max_resuming: int = Field(16, ge=1, le=1000, description="Most stream clients at once that resume further back "
+                              "than the buffer (after=), each read from Kafka by a consumer of its own; further ones "
+                              "get HTTP 503 in the handshake (close code 1013 if the buffer moved on during it) and "
+                              "may try again.")
+    resume_prefetch_kb: int = Field(1024, ge=64, le=65536, description="What each of those consumers fetches ahead "
+                                    "of the client, in KiB (librdkafka queued.max.messages.kbytes and fetch.max.bytes"
+                                    "; its default is 64 MiB a consumer).")
+    resume_stall_s: float = Field(30.0, gt=0, le=3600, description="A client read from Kafka that takes nothing for "
+                                  "this long is dropped (close code 4008), freeing its place.")
+    max_header_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024, description="Most bytes of a request's "
+                                  "request line and headers (the WebSocket handshake's too); past it: HTTP 431 and "
+                                  "the connection closed, before the rest is read.")
+    max_headers: int = Field(100, ge=8, le=10_000, description="Most header fields in a request; past it: HTTP 431 "
+                             "and the connection closed.")
 
     @field_validator("address")
     @classmethod
@@ -430,6 +445,8 @@ class ServeConfig(BaseModel):
     def _key(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
         if v is not None and not v.get_secret_value().strip():
             raise ValueError("empty: unset it to serve without a key")
+        if v is not None and not re.fullmatch(r"[\x21-\x7e]+", v.get_secret_value()):
+            raise ValueError("not a key of visible ASCII characters (no spaces: it travels in HTTP headers)")
         return v
 
     @field_validator("cors_origins")

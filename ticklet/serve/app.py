@@ -31,7 +31,8 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from http.cookies import SimpleCookie
+from concurrent.futures import ThreadPoolExecutor
+from http.cookies import CookieError, SimpleCookie
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -50,8 +51,11 @@ from websockets.protocol import Protocol, State
 
 from sinks.records import SCHEMA_VERSION
 from ticklet import events
-from ticklet.serve.feed import Feed, RangeReader, consumer_config
+from ticklet.serve.feed import Feed, RangeReader, consumer_config, reader_config, release_memory
+from ticklet.serve.limits import bounded_http
 from ticklet.serve.state import (
+    INSTRUMENT_PATTERN,
+    MODEL_PATTERN,
     Entry,
     LatestStore,
     ResumeBuffer,
@@ -74,6 +78,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 FRAME_RECORDS = 500
 #: Close code of a client dropped for not reading fast enough (4000-4999: the application's own).
 CLOSE_TOO_SLOW = 4008
+#: Close code of a client that resumes from Kafka when every place for that is taken (RFC 6455: try again later).
+CLOSE_TRY_LATER = 1013
 _OPEN = frozenset({"/healthz", "/readyz"})
 _COOKIE = "ticklet_api_key"
 
@@ -130,15 +136,49 @@ class Problem(BaseModel):
     message: str
 
 
+class Health(BaseModel):
+    """Whether the server and its Kafka consumer run."""
+
+    status: Literal["ok", "down"]
+
+
+class Readiness(BaseModel):
+    """Whether the server has caught up with the output topic, and where its consumer is."""
+
+    ready: bool
+    consumer: Optional[str] = Field(None, description="'not started' before the consumer is.")
+    topic: Optional[str] = None
+    consumed: Optional[int] = Field(None, description="Records consumed.")
+    lag: Optional[int] = Field(None, description="Records not consumed yet.")
+    refused: Optional[dict[str, int]] = Field(None, description="Values not served, by reason.")
+    partitions: Optional[dict[str, dict[str, Optional[int]]]] = Field(
+        None, description="Per partition: the next offset to read, and its end when the server started.")
+    clients: Optional[int] = Field(None, description="Stream clients connected.")
+    error: Optional[str] = Field(None, description="The Kafka client's last error.")
+
+
+#: How the API key may be given (the OpenAPI document's security schemes, when the server has a key).
+SECURITY_SCHEMES = {
+    "header": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "query": {"type": "apiKey", "in": "query", "name": "api_key",
+              "description": "Also sets a cookie (HttpOnly, SameSite=Strict) carrying the key."},
+    "cookie": {"type": "apiKey", "in": "cookie", "name": "ticklet_api_key"},
+}
+
+
 def _optional(check: Callable[[str], str]) -> Callable[[Optional[str]], Optional[str]]:
     def run(v: Optional[str]) -> Optional[str]:
         return None if v is None else check(v)
     return run
 
 
+# the patterns are checked by check_instrument and check_model (their one-line messages), stated in the document
 InstrumentQ = Annotated[str, Query(description="An instrument: BTCUSDT (spot), BTCUSDT-PERP (USD-M).",
-                                   examples=["BTCUSDT"]), AfterValidator(check_instrument)]
-ModelQ = Annotated[Optional[str], Query(description="Only this model (e.g. linear).", examples=["linear"]),
+                                   examples=["BTCUSDT"], json_schema_extra={"pattern": INSTRUMENT_PATTERN}),
+                        AfterValidator(check_instrument)]
+ModelQ = Annotated[Optional[str], Query(description="Only this model (e.g. linear).", examples=["linear"],
+                                        json_schema_extra={"pattern": MODEL_PATTERN}),
                    AfterValidator(_optional(check_model))]
 HorizonQ = Annotated[Optional[int], Query(ge=1, le=1_000_000, description="Only this horizon, in bars.")]
 
@@ -169,6 +209,10 @@ class Metrics:
                             "Stream clients dropped for not reading fast enough (TICKLET_SERVE__MAX_PENDING)",
                             registry=r)
         self.rejected = Counter("ticklet_serve_ws_rejected", "Stream connections refused", ["reason"], registry=r)
+        self.resuming = Gauge("ticklet_serve_ws_resuming", "Stream clients read from Kafka now (at most "
+                              "TICKLET_SERVE__MAX_RESUMING)", registry=r)
+        self.http_refused = Counter("ticklet_serve_http_refused", "Requests refused before they reach the API "
+                                    "(header_bytes, header_fields: a head over the limits)", ["reason"], registry=r)
         self.requests = Histogram("ticklet_serve_http_request_seconds", "Time to answer an HTTP request",
                                   ["route", "status"], registry=r,
                                   buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1.0))
@@ -182,11 +226,12 @@ class Client:
     """One stream client: its filter, what waits to be sent, its sending task."""
 
     __slots__ = ("abort", "after", "backlog", "direct", "dropped", "filter", "first", "idle", "pending", "peer",
-                 "ranges", "send", "task", "wake", "ws")
+                 "ranges", "send", "slot", "task", "wake", "ws")
 
     def __init__(self, ws: WebSocket, filt: StreamFilter, after: dict[int, int], peer: str,
-                 abort: Optional[Callable[[], None]], first: int = 0):
+                 abort: Optional[Callable[[], None]], first: int = 0, slot: bool = False):
         self.ws, self.filter, self.peer, self.abort = ws, filt, peer, abort
+        self.slot = slot  # it holds one of the TICKLET_SERVE__MAX_RESUMING places of the readers from Kafka
         self.first = first  # the latest held records it asked for first (backlog=), when it resumes after nothing
         # the server's own ASGI send (kept by the edge middleware): a message costs less than through Starlette
         self.send: Callable[[Any], Awaitable[None]] = ws.scope.get("ticklet.send") or ws.send
@@ -211,6 +256,9 @@ class Hub:
         self.buffer = ResumeBuffer(cfg.buffer)
         self.groups: dict[StreamFilter, set[Client]] = {}
         self.clients = 0
+        self.resuming = 0  # clients read from Kafka now (each holds a slot: at most cfg.max_resuming)
+        # the threads of their readers: one a reader, so that one waiting on Kafka never holds up another
+        self.readers = ThreadPoolExecutor(cfg.max_resuming, thread_name_prefix="ticklet-resume")
         self.ready = False
         self.feed: Optional[Feed] = None
         self.failed = ""  # why the consumer stopped, when it did
@@ -285,18 +333,18 @@ class Hub:
         else:
             c.wake.set()
 
-    def drop(self, c: Client) -> None:
+    def drop(self, c: Client, why: str = "") -> None:
         """Drop a client that does not keep up: it gets nothing more, its
         sending task is cancelled (it may be waiting on a full socket)."""
         if c.dropped:
             return
         self.metrics.slow.inc()
-        log.warning("stream client %s dropped: %d records waiting, more than TICKLET_SERVE__MAX_PENDING (%d)",
-                    c.peer, len(c.pending), self.cfg.max_pending)
+        log.warning("stream client %s dropped: %s", c.peer, why or f"{len(c.pending)} records waiting, more than "
+                    f"TICKLET_SERVE__MAX_PENDING ({self.cfg.max_pending})")
         c.dropped = True
         c.pending = []
         self._leave(c)
-        if c.task is not None:
+        if c.task is not None and c.task is not asyncio.current_task():
             c.task.cancel()
 
     def answer(self, kind: str, what: str, instrument: str, model: Optional[str], horizon: Optional[int]
@@ -318,11 +366,35 @@ class Hub:
     def full(self) -> bool:
         return self.clients >= self.cfg.max_clients
 
-    def join(self, c: Client) -> None:
+    def take_slot(self) -> bool:
+        """A place for one more client read from Kafka, if there is one."""
+        if self.resuming >= self.cfg.max_resuming:
+            return False
+        self.resuming += 1
+        self.metrics.resuming.set(self.resuming)
+        return True
+
+    def give_slot(self, c: Client) -> None:
+        """Give back ``c``'s place, if it holds one (once its reader is closed)."""
+        if c.slot:
+            c.slot = False
+            self.resuming -= 1
+            self.metrics.resuming.set(self.resuming)
+
+    def join(self, c: Client) -> bool:
         """Register ``c``; what it resumes after is planned in the same loop
-        step, so nothing falls between its backlog and its live records."""
+        step, so nothing falls between its backlog and its live records.
+        False (and ``c`` not registered) when it must be read from Kafka
+        and every place for that is taken: the buffer moved on since its
+        handshake found it needed none."""
         if c.after:
             ranges, held = self.buffer.plan(c.after)
+            if ranges and not c.slot:
+                c.slot = self.take_slot()
+                if not c.slot:
+                    return False
+            elif not ranges:
+                self.give_slot(c)
             c.ranges = ranges
             c.backlog = [e.frame for e in held if c.filter.match(e)]
         elif c.first:
@@ -330,6 +402,7 @@ class Hub:
         self.groups.setdefault(c.filter, set()).add(c)
         self.clients += 1
         self.metrics.clients.set(self.clients)
+        return True
 
     def _leave(self, c: Client) -> None:
         group = self.groups.get(c.filter)
@@ -345,18 +418,39 @@ class Hub:
         self.metrics.frames.labels("queued").inc()
         self.metrics.sent.inc(len(frames))
 
-    async def _sender(self, c: Client) -> None:
-        if c.ranges:
-            cfg = consumer_config(self.kafka.brokers, self.cfg.group_id, self.kafka.client_config())
-            reader = await asyncio.to_thread(RangeReader, cfg, self.kafka.output_topic, c.ranges)
+    async def _from_kafka(self, c: Client) -> None:
+        """Send ``c`` what it resumes after that the buffer no longer holds,
+        read by a consumer of its own, with bounded prefetch; the consumer is
+        closed, its memory given back to the system and ``c``'s place freed
+        as soon as it is done, or ``c`` leaves. A client that takes nothing
+        for ``TICKLET_SERVE__RESUME_STALL_S`` meanwhile is dropped (4008): it
+        would hold its place for ever."""
+        loop = asyncio.get_running_loop()
+        cfg = reader_config(consumer_config(self.kafka.brokers, self.cfg.group_id, self.kafka.client_config()),
+                            self.cfg.resume_prefetch_kb)
+        try:
+            reader = await loop.run_in_executor(self.readers, RangeReader, cfg, self.kafka.output_topic, c.ranges)
             try:
                 while not reader.done:
-                    chunk = await asyncio.to_thread(reader.chunk, FRAME_RECORDS)
+                    chunk = await loop.run_in_executor(self.readers, reader.chunk, FRAME_RECORDS)
                     frames = [e.frame for e in chunk if c.filter.match(e)]
                     if frames:
-                        await self._send(c, frames)
+                        try:
+                            await asyncio.wait_for(self._send(c, frames), self.cfg.resume_stall_s)
+                        except TimeoutError:
+                            self.drop(c, f"it took nothing for {self.cfg.resume_stall_s:g} s while read from "
+                                      "Kafka (TICKLET_SERVE__RESUME_STALL_S)")
+                            return
             finally:
-                await asyncio.to_thread(reader.close)
+                await loop.run_in_executor(self.readers, _close_and_trim, reader)
+        finally:
+            self.give_slot(c)
+
+    async def _sender(self, c: Client) -> None:
+        if c.ranges:
+            await self._from_kafka(c)
+            if c.dropped:
+                return
         for i in range(0, len(c.backlog), FRAME_RECORDS):
             await self._send(c, c.backlog[i:i + FRAME_RECORDS])
         c.backlog = []
@@ -372,7 +466,10 @@ class Hub:
 
     async def run_client(self, c: Client) -> None:
         """Serve one accepted stream client until it leaves or is dropped."""
-        self.join(c)
+        if not self.join(c):
+            self.metrics.rejected.labels("resuming").inc()
+            await self._close(c, CLOSE_TRY_LATER, "too many clients resuming from Kafka: try again later")
+            return
         c.task = asyncio.create_task(self._sender(c))
 
         async def reader() -> None:  # the client's messages are ignored; this notices that it left
@@ -390,6 +487,7 @@ class Hub:
                 c.task.cancel()
             with contextlib.suppress(BaseException):
                 await c.task
+            self.give_slot(c)
         if c.dropped:
             await self._close(c, CLOSE_TOO_SLOW, "too slow: reconnect with after=")
             return
@@ -403,6 +501,11 @@ class Hub:
             await asyncio.wait_for(c.ws.close(code, reason), 2.0)
         if c.abort is not None:  # a client that reads nothing never takes the close frame: cut it off
             asyncio.get_running_loop().call_later(5.0, c.abort)
+
+
+def _close_and_trim(reader: RangeReader) -> None:
+    reader.close()
+    release_memory()
 
 
 # ---------------------------------------------------------------------------
@@ -441,11 +544,22 @@ def _plain_query(qs: bytes) -> Optional[tuple[str, Optional[str], Optional[int]]
     return inst, model, None if horizon is None else int(horizon)
 
 
-def _query_key(qs: bytes) -> Optional[str]:
-    for k, v in parse_qsl(qs.decode("latin-1")):
-        if k == "api_key":
-            return v
-    return None
+def _query_keys(qs: bytes) -> list[str]:
+    return [v for k, v in parse_qsl(qs.decode("latin-1"), keep_blank_values=True) if k == "api_key"]
+
+
+def key_cookie(key: str) -> bytes:
+    """The ``Set-Cookie`` value that carries the server's own key (made once:
+    never from what a request says).
+
+    >>> key_cookie("k3y")
+    b'ticklet_api_key=k3y; HttpOnly; Path=/; SameSite=Strict'
+    """
+    jar: SimpleCookie = SimpleCookie()
+    jar[_COOKIE] = key
+    morsel = jar[_COOKIE]
+    morsel["path"], morsel["httponly"], morsel["samesite"] = "/", True, "Strict"
+    return morsel.OutputString().encode("latin-1")
 
 
 def _direct_writer(send: Any) -> Optional[Callable[[bytes], bool]]:
@@ -482,24 +596,37 @@ class _Edge:
 
     def __init__(self, app: Any, key: Optional[str], metrics: Metrics, hub: Hub):
         self.app, self.key, self.metrics, self.hub = app, key, metrics, hub
+        self.cookie = key_cookie(key) if key is not None else b""
 
-    def _authorized(self, scope: dict[str, Any]) -> tuple[bool, Optional[str]]:
+    def _is_key(self, given: str) -> bool:
         assert self.key is not None
-        given: list[str] = []
+        return hmac.compare_digest(given.encode(), self.key.encode())
+
+    def _authorized(self, scope: dict[str, Any]) -> tuple[bool, bool]:
+        """(whether the request carries the key, whether its answer sets the
+        cookie). Every key the request states (header X-API-Key,
+        ``Authorization: Bearer``, ``?api_key=``) must be the key, a wrong
+        one is refused even beside the right one; the cookie counts only when
+        it states none. The cookie is set when ``?api_key=`` was given, and
+        so checked: it carries the server's key, never the request's text."""
+        stated: list[str] = []
+        cookie: Optional[str] = None
         for name, value in scope.get("headers", ()):
             if name == b"x-api-key":
-                given.append(value.decode("latin-1"))
+                stated.append(value.decode("latin-1"))
             elif name == b"authorization" and value[:7].lower() == b"bearer ":
-                given.append(value[7:].decode("latin-1").strip())
+                stated.append(value[7:].decode("latin-1").strip())
             elif name == b"cookie":
-                morsel = SimpleCookie(value.decode("latin-1")).get(_COOKIE)
-                if morsel is not None:
-                    given.append(morsel.value)
-        from_query = _query_key(scope.get("query_string", b""))
-        if from_query is not None:
-            given.append(from_query)
-        ok = any(hmac.compare_digest(g.encode(), self.key.encode()) for g in given)
-        return ok, from_query if ok else None
+                with contextlib.suppress(CookieError):
+                    morsel = SimpleCookie(value.decode("latin-1")).get(_COOKIE)
+                    if morsel is not None:
+                        cookie = morsel.value
+        in_query = _query_keys(scope.get("query_string", b""))
+        stated += in_query
+        if stated:
+            ok = all(self._is_key(g) for g in stated)
+            return ok, ok and bool(in_query)
+        return cookie is not None and self._is_key(cookie), False
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
                        send: Callable[[Any], Awaitable[None]]) -> None:
@@ -511,7 +638,7 @@ class _Edge:
             scope["ticklet.direct"] = _direct_writer(send)
         if kind not in ("http", "websocket") or scope["path"] in _OPEN or self.key is None or (
                 kind == "http" and scope["method"] == "OPTIONS"):
-            set_cookie = None
+            set_cookie = False
         else:
             ok, set_cookie = self._authorized(scope)
             if not ok:
@@ -528,15 +655,16 @@ class _Edge:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
+        if scope["method"] == "HEAD":  # answered as GET: uvicorn, whose scope says HEAD, sends the head only
+            scope = {**scope, "method": "GET"}
         path = scope["path"]
         if path in LATEST and scope["method"] == "GET":  # the hot routes, answered here when the query is plain
             query = _plain_query(scope.get("query_string", b""))
             if query is not None:
                 code, body = self.hub.answer(*LATEST[path], *query)
                 headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-                if set_cookie is not None:
-                    headers.append((b"set-cookie", f"{_COOKIE}={set_cookie}; Path=/; HttpOnly; SameSite=Strict"
-                                    .encode("latin-1")))
+                if set_cookie:
+                    headers.append((b"set-cookie", self.cookie))
                 await send({"type": "http.response.start", "status": code, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 self.metrics.requests.labels(path, str(code)).observe(time.perf_counter() - t0)
@@ -546,9 +674,11 @@ class _Edge:
         async def sending(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-                if set_cookie is not None:
-                    cookie = f"{_COOKIE}={set_cookie}; Path=/; HttpOnly; SameSite=Strict".encode("latin-1")
-                    message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+                if status[0] == 405:  # what GET answers HEAD does too
+                    message = {**message, "headers": [(k, v + b", HEAD" if k == b"allow" and b"GET" in v else v)
+                                                      for k, v in message.get("headers", [])]}
+                if set_cookie:
+                    message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", self.cookie)]}
             await send(message)
         try:
             await self.app(scope, receive, sending)
@@ -651,6 +781,7 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
             yield
         finally:
             await asyncio.to_thread(feed.stop)
+            hub.readers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="ticklet serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="The latest forecasts, scored forecasts, metrics and signals of ticklet's output "
@@ -717,12 +848,16 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
                 "refused": dict(feed.bad), "partitions": parts, "clients": hub.clients,
                 **({"error": feed.error} if feed.error else {})}
 
-    @app.get("/healthz", summary="Whether the server and its Kafka consumer run (no API key needed)")
+    @app.get("/healthz", summary="Whether the server and its Kafka consumer run (no API key needed)",
+             response_model=None, responses={200: {"model": Health}, 503: {"model": Health, "description":
+                                                                          "The Kafka consumer has stopped."}})
     async def healthz() -> JSONResponse:
         alive = hub.feed is not None and hub.feed.alive
         return JSONResponse({"status": "ok" if alive else "down"}, 200 if alive else 503)
 
-    @app.get("/readyz", summary="Whether the server has caught up with the output topic (no API key needed)")
+    @app.get("/readyz", summary="Whether the server has caught up with the output topic (no API key needed)",
+             response_model=None, responses={200: {"model": Readiness}, 503: {
+                 "model": Readiness, "description": "Not caught up yet, or the Kafka consumer has stopped."}})
     async def readyz() -> JSONResponse:
         status = _status()
         return JSONResponse(status, 200 if hub.ready and hub.feed is not None and hub.feed.alive else 503)
@@ -766,10 +901,21 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
             await ws.send_denial_response(_problem("too many stream clients", "too many stream clients "
                                                    "(TICKLET_SERVE__MAX_CLIENTS); try again later", 503))
             return
-        await ws.accept()
+        slot = bool(after) and bool(hub.buffer.ranges(after))  # it must be read from Kafka
+        if slot and not hub.take_slot():
+            metrics.rejected.labels("resuming").inc()
+            await ws.send_denial_response(_problem("too many clients resuming from Kafka", "too many stream clients "
+                                                   "resuming further back than the buffer "
+                                                   "(TICKLET_SERVE__MAX_RESUMING); try again later", 503))
+            return
         peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
-        await hub.run_client(Client(ws, StreamFilter(inst, types), after, peer, ws.scope.get("ticklet.abort"),
-                                    backlog))
+        client = Client(ws, StreamFilter(inst, types), after, peer, ws.scope.get("ticklet.abort"), backlog, slot)
+        try:
+            await ws.accept()
+        except BaseException:
+            hub.give_slot(client)
+            raise
+        await hub.run_client(client)
 
     # -- the live page and the docs, all served from this machine
 
@@ -806,6 +952,8 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
             return _problem("no such file", f"no such file: {name}", 404)
         return FileResponse(docs_static / name, headers={"Cache-Control": "max-age=86400"})
 
+    if cfg.api_key is not None:
+        _document_key(app)
     edge: Any = _Edge(app, cfg.api_key.get_secret_value() if cfg.api_key else None, metrics, hub)
     if cfg.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -816,6 +964,26 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
     wrapped.state = app.state  # for the tests and the runner: the hub and the metrics
     wrapped.fastapi = app
     return wrapped
+
+
+def _document_key(app: FastAPI) -> None:
+    """State in ``app``'s OpenAPI document that every route but health needs
+    the API key (the ways to give it, and the 401 without it)."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = plain()
+            spec.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            for path, operations in spec["paths"].items():
+                if path in _OPEN:
+                    continue
+                for op in operations.values():
+                    op["security"] = [{name: []} for name in SECURITY_SCHEMES]
+                    op["responses"]["401"] = {"description": "No valid API key (or a wrong one given).", "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        return app.openapi_schema
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------------------
@@ -858,7 +1026,14 @@ def serve(cfg: ServeConfig, kafka: KafkaConfig, check_kafka: bool = True) -> int
     sock = bind(cfg.address, cfg.port)
     host, port = sock.getsockname()[:2]
     app = create_app(cfg, kafka)
+    metrics: Metrics = app.state.metrics
+
+    def refused(reason: str, client: Any) -> None:
+        metrics.http_refused.labels(reason).inc()
+        log.warning("request from %s refused: its head is over TICKLET_SERVE__%s", client and client[0],
+                    "MAX_HEADER_BYTES" if reason == "header_bytes" else "MAX_HEADERS")
     config = uvicorn.Config(app, log_config=None, access_log=False, server_header=False, lifespan="on",
+                            http=bounded_http(cfg.max_header_bytes, cfg.max_headers, refused),
                             ws_per_message_deflate=False, ws_max_size=65536, timeout_graceful_shutdown=5,
                             proxy_headers=False)
     shown = f"[{host}]" if ":" in host else host

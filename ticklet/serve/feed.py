@@ -18,6 +18,7 @@ consumer down (Kafka keeps the records) instead of queuing without bound.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import threading
 import time
@@ -31,9 +32,20 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from sinks.kafka import error_text, rdkafka_logger
 from ticklet.serve.state import BadRecord, Entry, decode_record
 
-__all__ = ["Feed", "RangeReader", "consumer_config"]
+__all__ = ["Feed", "RangeReader", "consumer_config", "reader_config", "release_memory"]
 
 log = logging.getLogger(__name__)
+
+#: malloc_trim of the C library (glibc), or None (another libc).
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)
+
+
+def release_memory() -> None:
+    """Give the memory that the process has freed back to the system
+    (glibc's malloc_trim): what a closed consumer's threads freed otherwise
+    stays in their malloc arenas, counted in the RSS."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def consumer_config(brokers: list[str], group_id: str, client_config: Optional[dict[str, Any]] = None
@@ -42,6 +54,21 @@ def consumer_config(brokers: list[str], group_id: str, client_config: Optional[d
     return {"bootstrap.servers": ",".join(brokers), "group.id": group_id, "enable.auto.commit": False,
             "enable.auto.offset.store": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
             "reconnect.backoff.max.ms": 2000, "logger": rdkafka_logger(), **(client_config or {})}
+
+
+def reader_config(config: dict[str, Any], prefetch_kb: int) -> dict[str, Any]:
+    """``config`` for a :class:`RangeReader`: what librdkafka fetches ahead
+    of it bounded to about ``prefetch_kb`` KiB (its defaults: 64 MiB queued,
+    50 MiB a fetch, 100,000 messages a partition, for each consumer).
+
+    >>> c = reader_config({"group.id": "g"}, 1024)
+    >>> c["queued.max.messages.kbytes"], c["fetch.max.bytes"], c["max.partition.fetch.bytes"]
+    (1024, 1048576, 1048576)
+    """
+    size = prefetch_kb * 1024
+    # fetch.max.bytes is raised to message.max.bytes (1,000,000 by default) when below it
+    return {**config, "queued.max.messages.kbytes": prefetch_kb, "queued.min.messages": 1000,
+            "fetch.max.bytes": size, "max.partition.fetch.bytes": size, "message.max.bytes": min(size, 1_000_000)}
 
 
 def _entries(msgs: list[Any], bad: Counter, on_bad: Optional[Callable[[str], None]] = None) -> list[Entry]:
@@ -256,8 +283,9 @@ class Feed:
 
 class RangeReader:
     """The records of offsets ``[lo, hi)`` of some partitions of ``topic``,
-    read by a consumer of its own, chunk by chunk (call :meth:`chunk` from a
-    worker thread; :meth:`close` when done)."""
+    read by a consumer of its own (:func:`reader_config`), chunk by chunk
+    (call :meth:`chunk` from a worker thread; :meth:`close` when done, from
+    any thread: it waits for a chunk being read, at most half a second)."""
 
     def __init__(self, config: dict[str, Any], topic: str, ranges: dict[int, tuple[int, int]],
                  timeout_s: float = 30.0):
@@ -265,6 +293,9 @@ class RangeReader:
         self._c = Consumer({**config, "enable.partition.eof": True})
         self._c.assign([TopicPartition(topic, p, ranges[p][0]) for p in self._left])
         self._timeout = timeout_s
+        self._lock = threading.Lock()  # the consumer is read or closed, never both at once
+        self._closed = False
+        self._open = True
         self.bad: Counter = Counter()
 
     @property
@@ -275,27 +306,39 @@ class RangeReader:
         """The next records, in offset order per partition (empty once done)."""
         out: list[Any] = []
         deadline = time.monotonic() + self._timeout
-        while self._left and not out:
-            msgs = self._c.consume(n, 0.5)
-            for m in msgs:
-                p = m.partition()
-                if p not in self._left:
-                    continue
-                if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        del self._left[p]  # the range reaches past what the partition holds
-                    continue
-                if m.offset() >= self._left[p]:
-                    del self._left[p]
-                    self._c.incremental_unassign([TopicPartition(m.topic(), p)])
-                    continue
-                out.append(m)
-                if m.offset() + 1 >= self._left[p]:
-                    del self._left[p]
-                    self._c.incremental_unassign([TopicPartition(m.topic(), p)])
-            if not msgs and time.monotonic() > deadline:
-                raise TimeoutError(f"no records of partitions {sorted(self._left)} within {self._timeout:g} s")
+        with self._lock:
+            while self._left and not out and not self._closed:
+                out = self._next(n, deadline)
         return _entries(out, self.bad)
 
+    def _next(self, n: int, deadline: float) -> list[Any]:
+        """One consume call's messages in the ranges (under the lock)."""
+        out: list[Any] = []
+        msgs = self._c.consume(n, 0.5)
+        for m in msgs:
+            p = m.partition()
+            if p not in self._left:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    del self._left[p]  # the range reaches past what the partition holds
+                continue
+            if m.offset() >= self._left[p]:
+                del self._left[p]
+                self._c.incremental_unassign([TopicPartition(m.topic(), p)])
+                continue
+            out.append(m)
+            if m.offset() + 1 >= self._left[p]:
+                del self._left[p]
+                self._c.incremental_unassign([TopicPartition(m.topic(), p)])
+        if not msgs and time.monotonic() > deadline:
+            raise TimeoutError(f"no records of partitions {sorted(self._left)} within {self._timeout:g} s")
+        return out
+
     def close(self) -> None:
-        self._c.close()
+        """Close the consumer (once; a chunk being read returns first)."""
+        self._closed = True  # a chunk being read stops after its consume call
+        with self._lock:
+            if self._open:
+                self._open = False
+                self._c.close()

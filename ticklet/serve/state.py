@@ -9,7 +9,7 @@ topic, ``schema`` and ``type`` first, see :func:`sinks.records.kafka_record`).
 The WebSocket stream wraps each one in an envelope that says where it is in
 the topic::
 
-    {"partition": 0, "offset": 41, "ts_kafka": 1723161253000, "record": {"schema": 2, "type": "forecast", ...}}
+    {"partition": 0, "offset": 41, "ts_kafka": 1723161253000, "record": {"schema": 3, "type": "forecast", ...}}
 
 ``ts_kafka`` is the record's Kafka timestamp in ms (the append time on a
 topic with ``message.timestamp.type=LogAppendTime``, else the producer's).
@@ -43,8 +43,9 @@ import msgspec
 from sinks.records import SCHEMA_VERSION
 from sources.symbols import SYMBOL_PATTERN
 
-__all__ = ["TYPES", "BadRecord", "Entry", "LatestStore", "ResumeBuffer", "StreamFilter", "check_instrument",
-           "check_model", "decode_record", "frame_text", "parse_after", "parse_backlog", "parse_types"]
+__all__ = ["INSTRUMENT_PATTERN", "MODEL_PATTERN", "TYPES", "BadRecord", "Entry", "LatestStore", "ResumeBuffer",
+           "StreamFilter", "check_instrument", "check_model", "decode_record", "frame_text", "parse_after",
+           "parse_backlog", "parse_types"]
 
 #: The record types of the output topic, in the order the dataflow makes them.
 TYPES = ("forecast", "scored", "metrics", "signal", "fill")
@@ -53,7 +54,13 @@ TYPES = ("forecast", "scored", "metrics", "signal", "fill")
 _TIME_FIELD = {"forecast": "ts_forecast", "scored": "ts_forecast", "metrics": "ts_target", "signal": "ts_forecast",
                "fill": "ts_recv"}
 
-_MODEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: An instrument as ticklet names them: a Binance symbol, ``-PERP`` for USD-M (what the API's
+#: ``instrument`` parameters accept; their pattern in the OpenAPI document).
+INSTRUMENT_PATTERN = f"^(?:{SYMBOL_PATTERN.pattern})(?:-PERP)?$"
+#: A model's name (what the API's ``model`` parameters accept).
+MODEL_PATTERN = "^[A-Za-z0-9_.-]{1,64}$"
+_INSTRUMENT = re.compile(INSTRUMENT_PATTERN)
+_MODEL = re.compile(MODEL_PATTERN)
 
 
 class BadRecord(ValueError):
@@ -110,7 +117,7 @@ def check_instrument(text: str) -> str:
     ...
     ValueError: not an instrument such as BTCUSDT or BTCUSDT-PERP (a Binance symbol in upper case, -PERP for USD-M)
     """
-    if not SYMBOL_PATTERN.fullmatch(text.removesuffix("-PERP")):
+    if not _INSTRUMENT.fullmatch(text):
         raise ValueError("not an instrument such as BTCUSDT or BTCUSDT-PERP (a Binance symbol in upper case, "
                          "-PERP for USD-M)")
     return text
@@ -125,7 +132,7 @@ def check_model(text: str) -> str:
 
 def decode_record(value: Optional[bytes], partition: int, offset: int, ts_kafka: int) -> Entry:
     """The :class:`Entry` of one message of the output topic; :class:`BadRecord`
-    for a value that is not a schema-2 record of a type in :data:`TYPES`
+    for a value that is not a record of the current schema, of a type in :data:`TYPES`
     about a valid instrument (dead letters go to their own topic)."""
     if not value:
         raise BadRecord("json", "empty value")
@@ -138,7 +145,7 @@ def decode_record(value: Optional[bytes], partition: int, offset: int, ts_kafka:
         raise BadRecord("schema", f"schema {head.schema}, not {SCHEMA_VERSION}")
     if head.type not in _TIME_FIELD:
         raise BadRecord("type", f"type {head.type!r}")
-    if not SYMBOL_PATTERN.fullmatch(head.instrument.removesuffix("-PERP")) or not _MODEL.fullmatch(head.model):
+    if not _INSTRUMENT.fullmatch(head.instrument) or not _MODEL.fullmatch(head.model):
         raise BadRecord("instrument", f"instrument {head.instrument!r}, model {head.model!r}")
     ts = getattr(head, _TIME_FIELD[head.type])
     frame = f'{{"partition":{partition},"offset":{offset},"ts_kafka":{ts_kafka},"record":{text}}}'
@@ -350,17 +357,22 @@ class ResumeBuffer:
     def __len__(self) -> int:
         return len(self._q)
 
-    def plan(self, after: dict[int, int]) -> tuple[dict[int, tuple[int, int]], list[Entry]]:
+    def ranges(self, after: dict[int, int]) -> dict[int, tuple[int, int]]:
         """For a client that saw up to ``after[p]`` in each partition ``p``:
-        the Kafka offset ranges ``[lo, hi)`` to read first, per partition,
-        and then the held records after those offsets, in arrival order."""
-        ranges = {}
+        the Kafka offset ranges ``[lo, hi)`` it must read first, per
+        partition (what the buffer no longer holds)."""
+        out = {}
         for p, seen in after.items():
             start = self._start.get(p)
             if start is not None and seen + 1 < start:
-                ranges[p] = (max(seen + 1, 0), start)
+                out[p] = (max(seen + 1, 0), start)
+        return out
+
+    def plan(self, after: dict[int, int]) -> tuple[dict[int, tuple[int, int]], list[Entry]]:
+        """:meth:`ranges`, and then the held records after those offsets, in
+        arrival order."""
         held = [e for e in self._q if e.partition in after and e.offset > after[e.partition]]
-        return ranges, held
+        return self.ranges(after), held
 
     def last(self, n: int, filt: StreamFilter) -> list[Entry]:
         """The last ``n`` held records that ``filt`` matches, in arrival order.
