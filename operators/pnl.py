@@ -76,7 +76,22 @@ computed at the end of the run by :func:`sinks.summary.economics_summary`
 from these fields and :func:`probabilistic_sharpe`.
 
 Defaults are Binance's regular (VIP 0) taker fees: 0.10% on spot, 0.05% on
-USD-M futures (an instrument ending in ``-PERP``).
+USD-M and COIN-M futures (the market of an instrument is that of its name,
+:func:`ticklet.events.market_of`).
+
+**COIN-M (inverse) contracts** (``BTCUSD_PERP``, ``BTCUSD_211231``): a
+contract is worth a fixed number of USD and settles in the coin, so such a
+book is kept **in the coin**. It starts with ``initial_equity`` (USD) worth
+of the coin at its first quote's mid; its position is in USD of contracts
+(contracts x contract size, long positive: ``Fill.qty``, ``Fill.position``,
+``EquityPoint.position``), sized to ``target_position x equity x mid``;
+``price`` and ``mid`` stay in USD, and cash, equity, costs, fees and every
+economic figure are in the coin (``cash`` is the equity plus what the
+contracts are worth at the mid, ``position / mid`` coins). A position of N USD bought at p1 and sold
+at p2 makes ``N x (1 / p1 - 1 / p2)`` coins. Inside, the book holds ``-N``
+units worth ``1 / mid`` coins each, so the accounting above applies as it
+is with the price ``1 / P``: buying contracts at the ask ``a`` is selling
+those units at ``1 / a``.
 
 Worked example
 --------------
@@ -127,6 +142,23 @@ std), over 1-second bars ``A = 31,536,000``:
 (0.0, 1.0)
 >>> round(econ.psr, 4)  # Phi(0.4241 x sqrt(2 - 1) / sqrt(1 - 0 x 0.4241 + (1 - 1) / 4 x 0.4241^2))
 0.6643
+
+The same decisions on a COIN-M perpetual, without fees: 10,000 USD at a mid
+of 50,000 is 0.2 BTC; going 50% long buys 5,000 USD of contracts (50 BTCUSD
+contracts of 100 USD) at the ask, then sells them at the bid of 55,000:
+
+>>> cm = PnlState(ExecutionConfig(coinm_fee_bps=0.0, slippage_bps=0.0), interval_ms=1000)
+>>> cm, out = step(cm, Signal("BTCUSD_PERP", "m", 1, 1_000, 1, 0.6, 0.001, 0.5))
+>>> cm, out = step(cm, FillQuote("BTCUSD_PERP", 1_000, 1_050, 49_999.0, 1.0, 50_001.0, 1.0))
+>>> out[0].qty, out[0].price, out[0].position, round(out[1].equity, 9)  # 0.2 - 5,000 x (1/50,000 - 1/50,001)
+(5000.0, 50001.0, 5000.0, 0.199998)
+>>> cm, out = step(cm, FillQuote("BTCUSD_PERP", 2_000, 2_050, 54_999.0, 1.0, 55_001.0, 1.0))
+>>> cm, out = step(cm, Signal("BTCUSD_PERP", "m", 1, 2_000, 0, 0.5, 0.0, 0.0))
+>>> fill, eq, econ = out
+>>> fill.qty, fill.price, fill.position
+(-5000.0, 54999.0, 0.0)
+>>> round(eq.equity - 0.2, 12) == round(5_000 * (1 / 50_001 - 1 / 54_999), 12)  # N x (1/p1 - 1/p2) BTC
+True
 """
 
 from __future__ import annotations
@@ -137,7 +169,7 @@ from typing import Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ticklet.events import EconomicsRecord, EquityPoint, Fill, FillQuote, Signal
+from ticklet.events import EconomicsRecord, EquityPoint, Fill, FillQuote, Signal, market_of
 
 __all__ = ["ExecutionConfig", "PnlState", "probabilistic_sharpe", "step"]
 
@@ -154,8 +186,10 @@ class ExecutionConfig(BaseModel):
                             "bid/ask received at or after t + latency.")
     spot_fee_bps: float = Field(10.0, ge=0, description="Taker fee on spot, bps of the traded value "
                                 "(Binance VIP 0: 0.10%).")
-    usdm_fee_bps: float = Field(5.0, ge=0, description="Taker fee on USD-M futures (instruments ending in -PERP), "
+    usdm_fee_bps: float = Field(5.0, ge=0, description="Taker fee on USD-M futures (BTCUSDT-PERP, BTCUSDT_250328), "
                                 "bps of the traded value (Binance VIP 0: 0.05%).")
+    coinm_fee_bps: float = Field(5.0, ge=0, description="Taker fee on COIN-M futures (BTCUSD_PERP, BTCUSD_211231), "
+                                 "bps of the traded value (Binance VIP 0: 0.05%).")
     slippage_bps: float = Field(1.0, ge=0, description="Price moved against the order beyond the best quote, bps.")
     min_trade: float = Field(0.01, ge=0, description="Position changes smaller than this fraction of equity are "
                              "not traded (a rebalancing band: a constant target is not re-traded as prices move).")
@@ -165,6 +199,7 @@ class ExecutionConfig(BaseModel):
 
 @dataclass(slots=True)
 class _Book:
+    initial: float  # its initial equity, in its currency
     cash: float
     gross_cash: float
     units: float = 0.0
@@ -200,6 +235,7 @@ class PnlState:
     config: ExecutionConfig
     interval_ms: int
     max_gap_bars: int = 300
+    market: str = ""  # of the instrument (spot, usdm, coinm): known at its first decision
     books: dict[tuple[str, int], _Book] = field(default_factory=dict)
     signals: dict[int, list[Signal]] = field(default_factory=dict)
     quotes: dict[int, FillQuote] = field(default_factory=dict)
@@ -244,39 +280,50 @@ def _bound(d: dict, limit: int) -> None:
 
 def _execute(state: PnlState, sig: Signal, q: FillQuote, out: list[Out]) -> None:
     cfg = state.config
+    if not state.market:
+        state.market = market_of(sig.instrument)
+    market = state.market
+    inverse = market == "coinm"
+    mid = (q.bid + q.ask) / 2
+    # The book's units and their value ("mark") in its currency: coins at the
+    # mid; of an inverse contract, -1 per USD of contracts at 1 / mid coins.
+    mark = 1.0 / mid if inverse else mid
     key = (sig.model, sig.horizon)
     b = state.books.get(key)
     if b is None:
-        b = state.books[key] = _Book(cfg.initial_equity, cfg.initial_equity, prev_equity=cfg.initial_equity,
-                                     peak=cfg.initial_equity)
+        e0 = cfg.initial_equity / mid if inverse else cfg.initial_equity
+        b = state.books[key] = _Book(e0, e0, e0, prev_equity=e0, peak=e0)
     last = b.last_quote
     gap = state.max_gap_bars * state.interval_ms * 1_000_000
     if last is not None and b.units != 0.0 and sig.ts_forecast - last.ts_forecast > gap:
         # the data stopped after the book's last decision: it leaves at that decision's quote first
         _execute(state, Signal(sig.instrument, sig.model, sig.horizon, last.ts_forecast, 0, None, 0.0, 0.0), last, out)
     b.last_quote = q
-    mid = (q.bid + q.ask) / 2
-    equity = b.cash + b.units * mid
-    target = sig.target_position * equity / mid
+    equity = b.cash + b.units * mark
+    target = sig.target_position * equity / mark
+    if inverse:
+        target = -target
     dq = target - b.units
-    if abs(dq) * mid > cfg.min_trade * equity:
-        fee_bps = cfg.usdm_fee_bps if sig.instrument.endswith("-PERP") else cfg.spot_fee_bps
-        touch = q.ask if dq > 0 else q.bid
-        price = touch * (1 + cfg.slippage_bps * 1e-4) if dq > 0 else touch * (1 - cfg.slippage_bps * 1e-4)
-        fee = abs(dq) * price * fee_bps * 1e-4
-        spread_cost, slip_cost = abs(dq) * abs(touch - mid), abs(dq) * abs(price - touch)
+    if abs(dq) * mark > cfg.min_trade * equity:
+        fee_bps = cfg.spot_fee_bps if market == "spot" else cfg.usdm_fee_bps if market == "usdm" else cfg.coinm_fee_bps
+        buy = (dq > 0) != inverse  # buys the instrument (its units, or contracts): pays the ask
+        touch = q.ask if buy else q.bid
+        price = touch * (1 + cfg.slippage_bps * 1e-4) if buy else touch * (1 - cfg.slippage_bps * 1e-4)
+        unit_touch, unit_price = (1.0 / touch, 1.0 / price) if inverse else (touch, price)
+        fee = abs(dq) * unit_price * fee_bps * 1e-4
+        spread_cost, slip_cost = abs(dq) * abs(unit_touch - mark), abs(dq) * abs(unit_price - unit_touch)
         was = b.units
-        b.cash -= dq * price + fee
-        b.gross_cash -= dq * mid
+        b.cash -= dq * unit_price + fee
+        b.gross_cash -= dq * mark
         b.units = target
         b.costs += spread_cost + slip_cost + fee
-        b.traded += abs(dq) * mid
+        b.traded += abs(dq) * mark
         b.fills += 1
-        _holding(b, was, target, b.cash + target * mid, q.ts_recv)
-        out.append(Fill(sig.instrument, sig.model, sig.horizon, sig.ts_forecast, q.ts_recv, dq, price, mid,
-                        spread_cost, slip_cost, fee, b.units, b.cash))
-    equity = b.cash + b.units * mid
-    gross = b.gross_cash + b.units * mid
+        _holding(b, was, target, b.cash + target * mark, q.ts_recv)
+        out.append(Fill(sig.instrument, sig.model, sig.horizon, sig.ts_forecast, q.ts_recv, 0.0 - dq if inverse else dq,
+                        price, mid, spread_cost, slip_cost, fee, 0.0 - b.units if inverse else b.units, b.cash))
+    equity = b.cash + b.units * mark
+    gross = b.gross_cash + b.units * mark
     r = equity / b.prev_equity - 1.0
     b.prev_equity = equity
     _moments(b, r)
@@ -286,8 +333,8 @@ def _execute(state: PnlState, sig: Signal, q: FillQuote, out: list[Out]) -> None
     b.peak = max(b.peak, equity)
     dd = 1.0 - equity / b.peak
     b.max_dd = max(b.max_dd, dd)
-    out.append(EquityPoint(sig.instrument, sig.model, sig.horizon, q.ts_recv, b.units, mid, equity, gross, b.costs,
-                           dd))
+    out.append(EquityPoint(sig.instrument, sig.model, sig.horizon, q.ts_recv, 0.0 - b.units if inverse else b.units,
+                           mid, equity, gross, b.costs, dd))
     out.append(_economics(state, sig, q.ts_recv, b, equity, gross))
 
 
@@ -352,8 +399,8 @@ def _holding(b: _Book, was: float, now: float, equity: float, ts: int) -> None:
 
 
 def _economics(state: PnlState, sig: Signal, ts: int, b: _Book, equity: float, gross: float) -> EconomicsRecord:
-    cfg, a = state.config, state.bars_a_year
-    init = cfg.initial_equity
+    a = state.bars_a_year
+    init = b.initial
     n, mean = b.n, b.mean
     var = b.m2 / (n - 1) if n > 1 else 0.0
     sr = sharpe = se = skew = kurt = psr = None

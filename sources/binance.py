@@ -59,14 +59,16 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Optional, Union
 
 import msgspec
 
-from sources.symbols import stream_symbol, symbol_of_stream, valid_symbol
+from sources.symbols import coinm_contract, stream_symbol, symbol_of_stream, valid_symbol
 from sources.wire import tick_head
 from ticklet.events import (
+    MARKETS,
     BookSnapshot,
     DepthUpdate,
     ErrorRecord,
@@ -80,6 +82,7 @@ from ticklet.events import (
 )
 
 __all__ = [
+    "EVENT_STREAMS",
     "IGNORED_STREAMS",
     "LONG_LINE_HEAD",
     "MAX_LINE_BYTES",
@@ -135,6 +138,16 @@ IGNORED_STREAMS = frozenset(
         "compositeIndex",
     }
 )
+
+
+#: A raw stream message's event type ``e`` -> the kind of its stream (spot
+#: bookTicker data has no ``e``).
+EVENT_STREAMS = {
+    "trade": "trade", "aggTrade": "aggTrade", "bookTicker": "bookTicker", "depthUpdate": "depth",
+    "kline": "kline", "markPriceUpdate": "markPrice", "24hrTicker": "ticker", "24hrMiniTicker": "miniTicker",
+    "forceOrder": "forceOrder", "avgPrice": "avgPrice", "contractInfo": "contractInfo",
+    "compositeIndex": "compositeIndex",
+}
 
 
 class _Envelope(msgspec.Struct, gc=False):
@@ -196,6 +209,7 @@ class _WsKlineBody(msgspec.Struct, gc=False):
     x: bool
     q: float = 0.0
     V: float = 0.0
+    Q: float = 0.0  # COIN-M: taker buy volume in coins (V: in contracts)
 
 
 class _WsKline(msgspec.Struct, gc=False):
@@ -396,28 +410,72 @@ def _kline_error(o: float, h: float, lo: float, c: float, v: float) -> str:
 # Builders of an event from a message's decoded data (symbol already checked).
 
 
+# COIN-M messages count quantities in contracts of a fixed USD value
+# (``coinm_contract``); the builders convert them to coins at the message's
+# own price (a trade's, a quote side's, a depth level's), so that every event
+# counts quantities in the base coin whatever the market. A symbol with "_"
+# (a delivery or COIN-M contract) or a COIN-M input takes that slower path.
+
+
+def _usd(s: str, market: str, payload: bytes, ts: int, key: str) -> Union[float, ErrorRecord]:
+    """The contract size of a COIN-M symbol (0.0: quantities are already
+    coins), or the dead letter of a symbol that cannot be read."""
+    usd = coinm_contract(s, market)
+    return _err(usd, payload, ts, key) if type(usd) is str else usd  # type: ignore[return-value]
+
+
+def _coins(levels: tuple[Level, ...], usd: float) -> tuple[Level, ...]:
+    return tuple([Level(lv.price, lv.qty * usd / lv.price) for lv in levels])
+
+
 def _quote(d: _WsBookTicker, ts: int, market: str, payload: bytes) -> Parsed:
-    key = d.s if market == "spot" else instrument_key(d.s, market)
+    s = d.s
+    key = instrument_key(s, market)
     b, a = d.b, d.a
     if b >= a:
         return _err(f"crossed quote: bid {b} >= ask {a}", payload, ts, key)
-    return Quote(key, ts, None if d.E is None else d.E * _MS, b, d.B, a, d.A, d.u)
+    bq, aq = d.B, d.A
+    if "_" in s or market == "coinm":
+        usd = _usd(s, market, payload, ts, key)
+        if isinstance(usd, ErrorRecord):
+            return usd
+        if usd:
+            bq, aq = bq * usd / b, aq * usd / a
+    return Quote(key, ts, None if d.E is None else d.E * _MS, b, bq, a, aq, d.u)
 
 
 def _trade(d: _WsTrade, ts: int, market: str, payload: bytes) -> Parsed:
     if d.X is not None and d.X != "MARKET":
         return "non_market_trade"
-    key = d.s if market == "spot" else instrument_key(d.s, market)
-    return Trade(key, ts, d.T * _MS, d.p, d.q, d.m, d.t)
-
-
-def _depth(d: _WsDepth, ts: int, market: str, payload: bytes) -> Parsed:
-    key = d.s if market == "spot" else instrument_key(d.s, market)
-    return DepthUpdate(key, ts, d.E * _MS, d.U, d.u, d.pu, d.b, d.a)
+    return _a_trade(d.s, ts, market, payload, d.T, d.p, d.q, d.m, d.t)
 
 
 def _agg(d: _WsAggTrade, ts: int, market: str, payload: bytes) -> Parsed:
-    return Trade(instrument_key(d.s, market), ts, d.T * _MS, d.p, d.q, d.m, d.a)
+    return _a_trade(d.s, ts, market, payload, d.T, d.p, d.q, d.m, d.a)
+
+
+def _a_trade(s: str, ts: int, market: str, payload: bytes, t: int, p: float, q: float, m: bool, tid: int) -> Parsed:
+    key = s if market == "spot" else instrument_key(s, market)
+    if "_" in s or market == "coinm":
+        usd = _usd(s, market, payload, ts, key)
+        if isinstance(usd, ErrorRecord):
+            return usd
+        if usd:
+            q = q * usd / p
+    return Trade(key, ts, t * _MS, p, q, m, tid)
+
+
+def _depth(d: _WsDepth, ts: int, market: str, payload: bytes) -> Parsed:
+    s = d.s
+    key = s if market == "spot" else instrument_key(s, market)
+    b, a = d.b, d.a
+    if "_" in s or market == "coinm":
+        usd = _usd(s, market, payload, ts, key)
+        if isinstance(usd, ErrorRecord):
+            return usd
+        if usd:
+            b, a = _coins(b, usd), _coins(a, usd)
+    return DepthUpdate(key, ts, d.E * _MS, d.U, d.u, d.pu, b, a)
 
 
 def _kline(d: _WsKline, ts: int, market: str, payload: bytes) -> Parsed:
@@ -428,7 +486,14 @@ def _kline(d: _WsKline, ts: int, market: str, payload: bytes) -> Parsed:
     why = _kline_error(k.o, k.h, k.l, k.c, k.v)
     if why:
         return _err(why, payload, ts, key)
-    return Kline(key, ts, k.t * _MS, (k.T + 1) * _MS, k.o, k.h, k.l, k.c, k.v, k.q, k.n, k.V, True)
+    v, qv, tb = k.v, k.q, k.V
+    if "_" in d.s or market == "coinm":
+        usd = _usd(d.s, market, payload, ts, key)
+        if isinstance(usd, ErrorRecord):
+            return usd
+        if usd:  # COIN-M: v and V count contracts, q and Q coins
+            v, qv, tb = k.q, k.v * usd, k.Q
+    return Kline(key, ts, k.t * _MS, (k.T + 1) * _MS, k.o, k.h, k.l, k.c, v, qv, k.n, tb, True)
 
 
 #: ``s`` -> its lower case followed by ``@``, as bytes, for symbols that passed
@@ -505,6 +570,8 @@ def parse_ws(ts: int, payload: bytes, market: str, at: int = -1) -> Parsed:
             d = _book_env.decode(payload).data
             if d.s != last_s and not _same_symbol(d.s, payload, at):
                 return _parse_exact(ts, payload, market)
+            if "_" in d.s or market == "coinm":  # delivery and COIN-M contracts
+                return _quote(d, ts, market, payload)
             key = d.s if market == "spot" else instrument_key(d.s, market)
             b, a = d.b, d.a
             if b >= a:
@@ -548,6 +615,8 @@ def _parse_exact(ts: int, payload: bytes, market: str) -> Parsed:
     except msgspec.ValidationError as ex:
         if payload.find(b'"lastUpdateId"') >= 0:
             return _snapshot_skip(ts, payload)
+        if "`stream`" in str(ex):
+            return _parse_raw(ts, payload, market)
         return _invalid(ex, payload, ts, market)
     except msgspec.DecodeError as ex:
         return _invalid(ex, payload, ts, market)
@@ -582,6 +651,55 @@ def _parse_exact(ts: int, payload: bytes, market: str) -> Parsed:
         if len(_LOWER) >= _LOWER_MAX:
             _LOWER.clear()
         _LOWER[s] = s.lower().encode() + b"@"
+    return make(d, ts, market, payload)
+
+
+class _RawHead(msgspec.Struct, gc=False):
+    e: Optional[str] = None  # the event type; spot bookTicker has none
+
+
+_raw_head = msgspec.json.Decoder(_RawHead)
+#: A raw (not combined) stream message's event type -> its decoder and builder.
+_RAW: dict[str, tuple[msgspec.json.Decoder, Callable[..., Parsed]]] = {
+    "trade": (msgspec.json.Decoder(_WsTrade, strict=False), _trade),
+    "aggTrade": (msgspec.json.Decoder(_WsAggTrade, strict=False), _agg),
+    "bookTicker": (msgspec.json.Decoder(_WsBookTicker, strict=False), _quote),
+    "depthUpdate": (msgspec.json.Decoder(_WsDepth, strict=False), _depth),
+    "kline": (msgspec.json.Decoder(_WsKline, strict=False), _kline),
+}
+#: Event types of the streams in :data:`IGNORED_STREAMS` -> their stream kind (a skip reason).
+_RAW_IGNORED = {e: k for e, k in EVENT_STREAMS.items() if k in IGNORED_STREAMS}
+_COMBINED = 'not a Binance stream message: no "stream" (the combined-stream form is {"stream":"<symbol>@<kind>",' \
+    '"data":{...}}) nor an event type "e"'
+
+
+def _parse_raw(ts: int, payload: bytes, market: str) -> Parsed:
+    """A raw stream's message (``/ws/<symbol>@<kind>``: the data alone, without the
+    combined stream's envelope), told by its event type ``e``; spot
+    bookTicker data, which has none, by its fields."""
+    try:
+        e = _raw_head.decode(payload).e
+    except (msgspec.ValidationError, msgspec.DecodeError) as ex:
+        return _invalid(ex, payload, ts, market)
+    if e is None:
+        dec, make = _RAW["bookTicker"]
+        try:
+            d = dec.decode(payload)
+        except msgspec.ValidationError:
+            return _err(_COMBINED, payload, ts)
+    else:
+        kind = _RAW.get(e)
+        if kind is None:
+            if e in _RAW_IGNORED:
+                return _RAW_IGNORED[e]
+            return _err(f"unknown event type: {_shown(e)} (a raw stream message without a \"stream\")", payload, ts)
+        dec, make = kind
+        try:
+            d = dec.decode(payload)
+        except msgspec.ValidationError as ex:
+            return _invalid(ex, payload, ts, market)
+    if not valid_symbol(d.s):
+        return _err(f"invalid symbol: {_shown(repr(d.s))}", payload, ts)
     return make(d, ts, market, payload)
 
 
@@ -654,30 +772,73 @@ def parse_csv_row(row: list[str], kind: str, symbol: str, market: str) -> Parsed
     'header'
     >>> parse_csv_row(["1", "-5", "1", "1", "1723161255342", "True"], "trades", "X", "spot").reason
     'non-positive or non-finite price/quantity'
+
+    COIN-M archives count contracts; a trade's quantity is its ``base_qty``
+    column, an aggTrade's its contracts' worth in coins, a kline's volume its
+    ``base_asset_volume`` (Binance's public-data README's sample rows):
+
+    >>> t = parse_csv_row(["28457", "9635.0", "1", "0.01037883", "1591250192508", "true"], "trades",
+    ...                   "BTCUSD_PERP", "coinm")
+    >>> t.instrument, t.qty
+    ('BTCUSD_PERP', 0.01037883)
     """
     key = instrument_key(symbol, market)
     if type(row) is BadRow:
         return _row_err(f"bad {kind} row: {row.reason}", row, key, 0)
     if not row or not row[0].strip().lstrip("-").isdigit():
         return "header"
+    if "_" in symbol or market == "coinm":  # delivery and COIN-M contracts
+        usd = coinm_contract(symbol, market)
+        if isinstance(usd, str):
+            return _row_err(usd, row, key, 0)
+        if usd:
+            try:
+                return _csv_row(_coinm_row(row, kind, usd), kind, key, row)
+            except (ValueError, IndexError, ZeroDivisionError) as ex:
+                return _row_err(f"bad {kind} row: {ex}", row, key, 0)
+    return _csv_row(row, kind, key, row)
+
+
+def _csv_row(row: list[str], kind: str, key: str, raw: list[str]) -> Parsed:
+    """A data row of a spot or USD-M archive (or one of a COIN-M archive
+    rewritten in coins, :func:`_coinm_row`); ``raw`` is the row as read, for
+    its dead letter."""
     try:
         cols = _TRADE_COLUMNS.get(kind)
         if cols is not None:
-            return _csv_trade(row, key, *cols)
+            return _csv_trade(row, key, *cols, raw)
         if kind == "klines":
             o, h, lo, c, v = (float(x) for x in row[1:6])
             open_ns = to_ns(int(row[0]))
             close_ns = to_ns(int(row[6]) + 1)
             why = _kline_error(o, h, lo, c, v)
             if why:
-                return _row_err(why, row, key, close_ns)
+                return _row_err(why, raw, key, close_ns)
             return Kline(
                 key, close_ns, open_ns, close_ns, o, h, lo, c, v,
                 float(row[7]), int(row[8]), float(row[9]), True,
             )
     except (ValueError, IndexError) as ex:
-        return _row_err(f"bad {kind} row: {ex}", row, key, 0)
-    return _row_err(f"unknown csv kind: {kind}", row, key, 0)
+        return _row_err(f"bad {kind} row: {ex}", raw, key, 0)
+    return _row_err(f"unknown csv kind: {kind}", raw, key, 0)
+
+
+def _coinm_row(row: list[str], kind: str, usd: float) -> list[str]:
+    """A row of a COIN-M archive (contracts of ``usd`` each) with its
+    quantities in coins, in the columns of a USD-M row. COIN-M trades are
+    ``id, price, qty, base_qty, time, is_buyer_maker`` (the quantity is
+    ``base_qty``); aggTrades are USD-M's, the quantity in contracts; klines
+    ``open_time, open, high, low, close, volume, close_time,
+    base_asset_volume, count, taker_buy_volume, taker_buy_base_asset_volume,
+    ignore``, volumes in contracts, base ones in coins (the quote volume is
+    the contracts' USD)."""
+    if kind == "trades":
+        return [row[0], row[1], row[3], *row[3:]]
+    if kind == "aggTrades":
+        return [row[0], row[1], repr(float(row[2]) * usd / float(row[1])), *row[3:]]
+    if kind == "klines":
+        return [*row[:5], row[7], row[6], repr(float(row[5]) * usd), row[8], row[10]]
+    return row
 
 
 #: Columns of the time and of the buyer-maker flag in each trade CSV kind; the
@@ -685,13 +846,13 @@ def parse_csv_row(row: list[str], kind: str, symbol: str, market: str) -> Parsed
 _TRADE_COLUMNS = {"trades": (4, 5), "aggTrades": (5, 6)}
 
 
-def _csv_trade(row: list[str], key: str, time_col: int, maker_col: int) -> Parsed:
+def _csv_trade(row: list[str], key: str, time_col: int, maker_col: int, raw: list[str]) -> Parsed:
     """A row of a trades or aggTrades CSV file (``id, price, qty, ...``) with
     the time and buyer-maker flag in the given columns."""
     p, q = float(row[1]), float(row[2])
     ts = to_ns(int(row[time_col]))
     if _bad_px_qty(p, q):
-        return _row_err("non-positive or non-finite price/quantity", row, key, ts)
+        return _row_err("non-positive or non-finite price/quantity", raw, key, ts)
     return Trade(key, ts, ts, p, q, _bool(row[maker_col]), int(row[0]))
 
 
@@ -766,7 +927,7 @@ def _parse_tick(value: bytes) -> Parsed:
     if head is None:
         return _err("no ts_recv/market head (not a ticklet tick)", value, 0)
     ts, market, end = head
-    if market not in ("spot", "usdm"):
+    if market not in MARKETS:
         return _err(f"unknown market: {_shown(repr(market))}", value, ts if 0 <= ts < _MAX_TS else 0)
     if not 0 <= ts < _MAX_TS:
         return _err(f"bad receive timestamp: {ts}", value, 0, _key_in(value, market))
@@ -789,7 +950,7 @@ def _too_long(record: bytes, fmt: str, market: str, cap: int) -> ErrorRecord:
         key = _key_in(raw, market)
     else:
         h = tick_head(head)
-        if h is not None and h[1] in ("spot", "usdm") and 0 <= h[0] < _MAX_TS:
+        if h is not None and h[1] in MARKETS and 0 <= h[0] < _MAX_TS:
             ts, key = h[0], _key_in(head, h[1])
     what = "line" if fmt == "ws" else "message"
     return ErrorRecord.of("read_ticks", f"{what} too long: {size} bytes, more than the {cap} allowed "

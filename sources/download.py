@@ -5,6 +5,7 @@ and klines at https://data.binance.vision, laid out as::
 
     {base}/data/spot/{daily|monthly}/{kind}/{SYMBOL}/[{interval}/]{name}.zip
     {base}/data/futures/um/{daily|monthly}/...                (USD-M futures)
+    {base}/data/futures/cm/{daily|monthly}/...                (COIN-M futures)
 
 where ``name`` is ``{SYMBOL}-{kind}-{YYYY-MM-DD|YYYY-MM}`` for trades and
 aggTrades and ``{SYMBOL}-{interval}-{YYYY-MM-DD|YYYY-MM}`` for klines. Every
@@ -32,6 +33,12 @@ Examples
 >>> s = describe(a.path)
 >>> s.fmt, s.market, s.symbol
 ('trades', 'usdm', 'BTCUSDT')
+>>> a = plan("BTCUSD_PERP", "trades", "2024-08-08", "2024-08-08", market="coinm")[0]
+>>> a.path
+'futures/cm/daily/trades/BTCUSD_PERP/BTCUSD_PERP-trades-2024-08-08.zip'
+>>> s = describe(a.path)
+>>> s.fmt, s.market, s.symbol
+('trades', 'coinm', 'BTCUSD_PERP')
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from ticklet.events import coinm_pair
+
 __all__ = ["BASE_URL", "INTERVALS", "KINDS", "MARKETS", "Archive", "parse_checksum", "parse_date", "plan"]
 
 #: Binance's public-data host.
@@ -49,12 +58,12 @@ BASE_URL = "https://data.binance.vision"
 #: Archive kinds that :mod:`sources.files` can read.
 KINDS = ("trades", "aggTrades", "klines")
 #: Markets, and their directory under ``data/``.
-MARKETS = {"spot": "spot", "usdm": "futures/um"}
+MARKETS = {"spot": "spot", "usdm": "futures/um", "coinm": "futures/cm"}
 #: Kline intervals Binance publishes that ticklet reads (``1mo`` is not a
 #: fixed length, so it is left out; ``1s`` exists for spot only).
 INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
 
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]+$")
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]+(?:_[A-Z0-9]+)?$")  # delivery and COIN-M contracts have "_"
 _CHECKSUM_RE = re.compile(r"^\s*([0-9a-fA-F]{64})\s+\*?(\S+)\s*$")
 
 
@@ -65,7 +74,7 @@ class Archive:
     Parameters
     ----------
     market : str
-        ``"spot"`` or ``"usdm"`` (USD-M futures).
+        ``"spot"``, ``"usdm"`` (USD-M futures) or ``"coinm"`` (COIN-M futures).
     kind : str
         ``"trades"``, ``"aggTrades"`` or ``"klines"``.
     symbol : str
@@ -165,7 +174,8 @@ def plan(symbol: str, kind: str, start: str | dt.date, end: str | dt.date, marke
     start, end : str or datetime.date
         First and last day, ``YYYY-MM-DD``.
     market : str
-        ``"spot"`` or ``"usdm"``.
+        ``"spot"``, ``"usdm"`` or ``"coinm"`` (whose symbols are COIN-M
+        contracts', ``BTCUSD_PERP``, and no other market's are).
     interval : str, optional
         Kline interval (one of :data:`INTERVALS`); required for klines and
         refused otherwise.
@@ -198,14 +208,21 @@ def plan(symbol: str, kind: str, start: str | dt.date, end: str | dt.date, marke
     Traceback (most recent call last):
     ...
     ValueError: start 2024-01-02 is after end 2024-01-01
+    >>> plan("BTCUSD_PERP", "trades", "2024-01-01", "2024-01-01", market="usdm")
+    Traceback (most recent call last):
+    ...
+    ValueError: BTCUSD_PERP is a COIN-M contract: --market coinm
     """
     symbol = symbol.upper()
     if not _SYMBOL_RE.match(symbol):
-        raise ValueError(f"bad symbol {symbol!r}: expected letters and digits, e.g. BTCUSDT")
+        raise ValueError(f"bad symbol {symbol!r}: expected letters and digits (and _ for a contract), e.g. BTCUSDT")
     if kind not in KINDS:
         raise ValueError(f"bad kind {kind!r}: expected one of {', '.join(KINDS)}")
     if market not in MARKETS:
         raise ValueError(f"bad market {market!r}: expected one of {', '.join(MARKETS)}")
+    if (coinm_pair(symbol) is not None) != (market == "coinm"):
+        raise ValueError(f"{symbol} is a COIN-M contract: --market coinm" if market != "coinm" else
+                         f"{symbol} is not a COIN-M contract (BTCUSD_PERP, BTCUSD_250328): --market spot or usdm")
     if kind == "klines":
         if interval is None:
             raise ValueError(f"klines need an interval (one of {', '.join(INTERVALS)})")

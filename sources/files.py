@@ -9,31 +9,47 @@ understood:
   or plain: one ``<receive timestamp> <json>`` line per message, timestamps in
   µs (16 digits) or ns (19 digits), see :func:`line_ts`. A file is one when
   its first non-empty line is such a line holding a JSON object (a REST depth
-  snapshot ``{"lastUpdateId":...}`` counts). The symbol comes from the stream
-  names (``btcusdt@trade`` -> ``BTCUSDT``) and the market from the first
-  messages, by the fields only one market's messages carry (checked on the
-  real recordings): USD-M futures ``trade`` data has ``X`` (order type), depth
-  data ``pu``, ``bookTicker`` data ``E``/``T`` and the REST snapshot
-  ``E``/``T``; the ``markPrice`` stream exists on futures only; spot ``trade``
-  data has ``M``. Spot ``bookTicker``, depth and snapshot messages are told by
-  what they lack, which counts only where no message tells by what it has.
+  snapshot ``{"lastUpdateId":...}`` counts). Combined-stream messages
+  (``{"stream":"btcusdt@trade","data":{...}}``) and raw stream messages
+  (the data alone, as ``/ws/<stream>`` sends it) are both read. The symbol
+  comes from the stream names (``btcusdt@trade`` -> ``BTCUSDT``; of raw
+  messages, their ``s``) and the market from the first messages of every
+  kind of stream, by the fields only one market's messages carry (checked
+  on the real recordings and other projects' fixtures, tests/data/NOTICE.md):
+  futures ``trade`` data has ``X`` (order type), depth data ``pu``,
+  ``bookTicker`` data ``E``/``T`` and the REST snapshot ``E``/``T``; the
+  ``markPrice`` and ``forceOrder`` streams exist on futures only; spot
+  ``trade`` and ``aggTrade`` data have ``M`` (futures aggTrades do not);
+  spot klines write every quantity with 8 decimals, futures ones with the
+  contract's precision. Spot ``bookTicker``, depth and snapshot messages are
+  told by what they lack, which counts only where no message tells by what
+  it has. A COIN-M contract is told by its symbol (``BTCUSD_PERP``,
+  ``BTCUSD_211231``): no spot or USD-M symbol looks like one. The kinds of
+  stream seen are kept (:attr:`FileSpec.kinds`, :func:`unquoted`).
 - **Binance public-data CSV** (``SYMBOL-trades-*.csv``,
   ``SYMBOL-aggTrades-*.csv``, ``SYMBOL-1m-*.csv``, plain, ``.csv.gz`` or
   inside the ``.zip`` Binance publishes), recognized by Binance's fixed names
-  and checked to hold a CSV. The first row tells the market of trades and
-  aggTrades: spot trades have 7 columns (``id, price, qty, quote_qty, time,
-  is_buyer_maker, is_best_match``), USD-M ones 6; spot aggTrades 8, USD-M 7
-  (newer USD-M files start with a header row of as many columns). Klines look
-  the same on both markets.
+  (the symbol of a delivery or COIN-M contract included: ``BTCUSD_PERP-trades-
+  2024-08-08.zip``) and checked to hold a CSV. The first row tells the market
+  of trades and aggTrades: spot trades have 7 columns (``id, price, qty,
+  quote_qty, time, is_buyer_maker, is_best_match``), USD-M ones 6; spot
+  aggTrades 8, USD-M 7 (newer USD-M files start with a header row of as many
+  columns). Klines look the same on both markets. COIN-M archives (6 and 7
+  columns too) are told by their symbol.
 - **Feather klines** as written by freqtrade (``BTC_USDT-1m.feather``), by
   name and Arrow magic bytes.
 
 The market is, first to last: the ``market`` argument (the
-``TICKLET_INPUT__MARKET`` setting), what the content tells, then the path
-rule: a path part called ``usdm``, ``um``, ``futures`` or ``fapi`` means USD-M
-futures, anything else spot. A recording's symbol falls back to the part of
-its file name before the first ``_`` or ``.``. An archive or Feather path
-that does not exist yet is classified by its name alone.
+``TICKLET_INPUT__MARKET`` setting), COIN-M for a COIN-M contract's symbol,
+what the content tells, then the path rule: a path part called ``usdm``,
+``um``, ``futures`` or ``fapi`` means USD-M futures, anything else spot. A
+recording's symbol falls back to its file name: a contract's symbol at its
+start (``btcusd_perp_20240808.gz``), else the part before the first ``_`` or
+``.``. An archive or Feather path that does not exist yet is classified by
+its name alone. A COIN-M contract whose size ticklet does not know
+(:func:`sources.symbols.coinm_contract`), or a symbol that is not a COIN-M
+contract's in an input forced to COIN-M, is refused with a one-line
+:class:`InputFormatError`, inside a directory too: never misread.
 
 A file that is none of these raises :class:`InputFormatError` (a
 :class:`ValueError`) with a one-line message naming the file and what was
@@ -90,7 +106,9 @@ from typing import Any, Optional
 import msgspec
 from isal import igzip, isal_zlib
 
-from sources.binance import LONG_LINE_HEAD, MAX_LINE_BYTES, BadRow, LongLine, to_ns
+from sources.binance import EVENT_STREAMS, LONG_LINE_HEAD, MAX_LINE_BYTES, BadRow, LongLine, to_ns
+from sources.symbols import coinm_contract
+from ticklet.events import coinm_pair, instrument_key
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +122,11 @@ __all__ = [
     "group_streams",
     "line_ts",
     "read_stream",
+    "unquoted",
 ]
 
 _CSV_RE = re.compile(
-    r"^(?P<sym>[A-Z0-9]+)-(?P<kind>trades|aggTrades|\d+[smhdwM])-.*\.(csv|zip|csv\.gz)$"
+    r"^(?P<sym>[A-Z0-9_]+)-(?P<kind>trades|aggTrades|\d+[smhdwM])-.*\.(csv|zip|csv\.gz)$"
 )
 _FEATHER_RE = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<iv>\d+[smhdw])\.feather$")
 _UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
@@ -122,6 +141,8 @@ _FEATHER_MAGICS = (b"ARROW1", b"FEA1")  # Feather v2 (Arrow IPC file), v1
 #: A recording line's head: the receive timestamp in µs or ns, one space, a JSON object.
 _REC_HEAD = re.compile(rb"(?:\d{16}|\d{19}) \{")
 _SYMBOL = re.compile(r"[A-Za-z0-9_]+")  # of a stream name: btcusdt@trade, btcusdt_240927@depth
+#: A recording's file name that starts with a contract's symbol (``btcusd_perp_20240808.gz``).
+_CONTRACT_NAME = re.compile(r"[a-z0-9]+_(?:perp|[0-9]{6})(?![a-z0-9])", re.IGNORECASE)
 _NONE_OF = "not a recording, Binance CSV/zip archive or Feather klines file"
 _SHOW = 60  # bytes of what was found that an error message shows (of text; of binary, a quarter)
 #: Columns of the first CSV row (data or header) -> market, where they tell it.
@@ -149,6 +170,9 @@ class FileSpec:
     market: str
     symbol: str
     interval_ns: int = 0
+    #: The kinds of stream it holds (``trade``, ``bookTicker``, ...): of a
+    #: recording, those its first messages show; of an archive, its format's.
+    kinds: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -198,6 +222,32 @@ class _Named(InputFormatError):
 def _market_of(path: str) -> str:
     parts = {p.lower() for p in Path(path).parts}
     return "usdm" if parts & {"usdm", "um", "futures", "fapi"} else "spot"
+
+
+def _market(forced: Optional[str], told: Optional[str], path: str, symbol: str) -> str:
+    """A file's market: the one forced, else COIN-M for a COIN-M contract's
+    symbol (no other market has one), else what the content tells, else the
+    path rule."""
+    if forced:
+        return forced
+    if coinm_pair(symbol) is not None:
+        return "coinm"
+    return told or _market_of(path)
+
+
+class _Refused(InputFormatError):
+    """A file ticklet recognizes but cannot read right (a COIN-M contract of
+    unknown size, a market forced against its symbol): refused, also inside
+    a directory, rather than misread."""
+
+
+def _checked(spec: FileSpec) -> FileSpec:
+    """``spec``, unless its symbol cannot be read in its market (:class:`_Refused`)."""
+    why = coinm_contract(spec.symbol, spec.market)
+    if type(why) is str:
+        forced = " (TICKLET_INPUT__MARKET=coinm)" if why.startswith("not a COIN-M") else ""
+        raise _Refused(spec.path, why + forced)
+    return spec
 
 
 def _show(data: bytes, n: int = _SHOW) -> str:
@@ -295,41 +345,96 @@ def _is_recording(content: bytes, whole: bool) -> bool:
         return False
 
 
-def _vote(msg: dict) -> Optional[tuple[str, bool]]:
-    """``(market, strong)`` that one decoded message tells, or None.
+def _message(msg: dict) -> tuple[Optional[str], dict, Optional[str]]:
+    """``(kind, data, symbol)`` of one decoded recording message: the kind of
+    its stream (``trade``, ``aggTrade``, ``bookTicker``, ``depth``,
+    ``kline``, ``markPrice``...; ``snapshot`` for a REST depth snapshot),
+    its data, and its symbol in upper case; None where it has none. A raw
+    stream's message (no ``stream``: the data alone) is told by its event
+    type ``e``; spot bookTicker data, which has none, by its fields.
 
-    Strong votes rest on fields only that market's messages carry, weak ones
-    on fields missing (spot bookTicker, depth and REST snapshot).
+    >>> _message({"stream": "btcusdt@kline_1m", "data": {"e": "kline"}})
+    ('kline', {'e': 'kline'}, 'BTCUSDT')
+    >>> _message({"u": 1, "s": "BNBUSDT", "b": "25.3", "B": "31", "a": "25.4", "A": "40"})[::2]
+    ('bookTicker', 'BNBUSDT')
     """
     stream = msg.get("stream")
-    if not isinstance(stream, str):
-        if "lastUpdateId" in msg and "bids" in msg:  # REST depth snapshot: futures' has E and T
-            return ("usdm", True) if "E" in msg or "T" in msg else ("spot", False)
-        return None
-    data = msg.get("data")
-    parts = stream.split("@")
-    if not isinstance(data, dict) or len(parts) < 2:
-        return None
-    kind = parts[1]
-    if kind == "markPrice":
+    if isinstance(stream, str):
+        data = msg.get("data")
+        name, _, rest = stream.partition("@")
+        kind: Optional[str] = rest.split("@", 1)[0] or None
+        sym: Any = name.upper()
+    else:
+        data = msg
+        if "lastUpdateId" in msg and "bids" in msg:
+            kind, sym = "snapshot", msg.get("symbol")  # COIN-M's names its symbol
+        else:
+            e = msg.get("e")
+            if isinstance(e, str):
+                kind = EVENT_STREAMS.get(e)
+            else:  # spot bookTicker data has no event type
+                kind = "bookTicker" if {"u", "b", "a"} <= msg.keys() else None
+            sym = msg.get("s")
+    if kind is not None and kind.startswith("kline_"):
+        kind = "kline"
+    symbol = sym if isinstance(sym, str) and _SYMBOL.fullmatch(sym) else None
+    return kind, data if isinstance(data, dict) else {}, symbol
+
+
+def _decimals(number: object) -> int:
+    """Digits after the point of a decimal string (-1: not a string)."""
+    if not isinstance(number, str):
+        return -1
+    dot = number.find(".")
+    return 0 if dot < 0 else len(number) - dot - 1
+
+
+def _vote(kind: Optional[str], data: dict) -> Optional[tuple[str, bool]]:
+    """``(market, strong)`` that one message tells, or None; ``usdm`` stands
+    for futures (a COIN-M contract is told by its symbol).
+
+    Strong votes rest on what only that market's messages carry, weak ones
+    on fields missing (spot bookTicker, depth and REST snapshot): futures
+    trades have ``X``, spot trades and aggTrades ``M`` (futures aggTrades
+    have none), futures bookTicker and snapshots ``E``/``T``, futures depth
+    ``pu``; mark price and liquidation streams are futures' only; spot
+    writes every kline quantity with 8 decimals, futures with the
+    contract's precision (at most 3 for a volume).
+
+    >>> _vote("aggTrade", {"a": 1, "p": "1.011", "m": False}), _vote("kline", {"k": {"v": "3917"}})
+    (('usdm', True), ('usdm', True))
+    >>> _vote("kline", {"k": {"v": "25877.00000000"}}), _vote("bookTicker", {"u": 1})
+    (('spot', True), ('spot', False))
+    """
+    if kind in ("markPrice", "forceOrder"):
         return "usdm", True
     if kind == "trade":
         if "X" in data:
             return "usdm", True
         return ("spot", True) if "M" in data else None
-    if kind == "bookTicker":
+    if kind == "aggTrade" and "a" in data:
+        return ("spot", True) if "M" in data else ("usdm", True)
+    if kind == "bookTicker" or kind == "snapshot":
         return ("usdm", True) if "E" in data or "T" in data else ("spot", False)
-    if kind.startswith("depth") and "U" in data:  # a diff-depth update
+    if kind == "depth" and "U" in data:  # a diff-depth update
         return ("usdm", True) if "pu" in data else ("spot", False)
+    if kind == "kline":
+        k = data.get("k")
+        places = _decimals(k.get("v")) if isinstance(k, dict) else -1
+        if places >= 0:
+            return ("spot", True) if places == 8 else ("usdm", True)
     return None
 
 
-def _sniff_ws(path: str, content: bytes, whole: bool, quiet: bool) -> tuple[Optional[str], Optional[str]]:
-    """``(market, symbol)`` told by the messages in a recording's prefix;
-    None where none tells. ``quiet``: do not warn about mixed markets."""
+def _sniff_ws(path: str, content: bytes, whole: bool, quiet: bool
+              ) -> tuple[Optional[str], Optional[str], frozenset[str]]:
+    """``(market, symbol, kinds)`` told by the messages in a recording's
+    prefix: the market and the first symbol (None where none tells) and
+    the kinds of stream seen. ``quiet``: do not warn about mixed markets."""
     strong: Counter[str] = Counter()
     weak: Counter[str] = Counter()
     symbols: dict[str, None] = {}
+    kinds: set[str] = set()
     for ln in _lines(content, whole):
         sp = ln.find(b" ")
         if not _REC_HEAD.match(ln):
@@ -340,12 +445,12 @@ def _sniff_ws(path: str, content: bytes, whole: bool, quiet: bool) -> tuple[Opti
             continue
         if not isinstance(msg, dict):
             continue
-        stream = msg.get("stream")
-        if isinstance(stream, str) and "@" in stream:
-            sym = stream.split("@", 1)[0]
-            if _SYMBOL.fullmatch(sym):
-                symbols.setdefault(sym.upper())
-        v = _vote(msg)
+        kind, data, sym = _message(msg)
+        if sym is not None:
+            symbols.setdefault(sym)
+        if kind is not None:
+            kinds.add(kind)
+        v = _vote(kind, data)
         if v is not None:
             (strong if v[1] else weak)[v[0]] += 1
     votes = strong or weak
@@ -360,7 +465,7 @@ def _sniff_ws(path: str, content: bytes, whole: bool, quiet: bool) -> tuple[Opti
                         dict(sorted(votes.items())), market or "the market of the path")
     if len(symbols) > 1:
         log.debug("%s: streams of several symbols %s; named after the first", path, list(symbols))
-    return market, next(iter(symbols), None)
+    return market, next(iter(symbols), None), frozenset(kinds)
 
 
 def _csv_head(path: str, name: str, raw: bytes, content: bytes, gz: bool) -> bytes:
@@ -436,7 +541,7 @@ def describe(path: str | os.PathLike, market: str | None = None) -> FileSpec:
         raw, content, gz, whole = _read_head(p)
     except FileNotFoundError:
         if feather or archive:  # a file to come (a download's destination): its name says what it is
-            return _by_name(p, market or _market_of(p), feather, archive)
+            return _by_name(p, market, None, feather, archive)
         raise InputFormatError(p, "no such file") from None
     except IsADirectoryError:
         raise InputFormatError(p, "a directory, not a file") from None
@@ -445,27 +550,33 @@ def describe(path: str | os.PathLike, market: str | None = None) -> FileSpec:
     except InputFormatError as ex:  # a gzip file that does not inflate
         raise (_Named(p, ex.reason) if feather or archive else ex) from None
     if _is_recording(content, whole):
-        mkt, sym = _sniff_ws(p, content, whole, quiet=market is not None)
-        sym = sym or name.split("_", 1)[0].split(".", 1)[0].upper()
-        return FileSpec(p, "ws", market or mkt or _market_of(p), sym)
+        mkt, sym, kinds = _sniff_ws(p, content, whole, quiet=market is not None)
+        if sym is None:
+            named = _CONTRACT_NAME.match(name)
+            sym = (named.group(0) if named else name.split("_", 1)[0].split(".", 1)[0]).upper()
+        return _checked(FileSpec(p, "ws", _market(market, mkt, p, sym), sym, kinds=kinds))
     if feather:
         if not raw.startswith(_FEATHER_MAGICS):
             raise _Named(p, f"named like a Feather klines file but not one ({_found(content, gz)})")
-        return _by_name(p, market or _market_of(p), feather, None)
+        return _by_name(p, market, None, feather, None)
     if archive:
         told = _csv_market(p, name, archive["kind"], raw, content, gz)
-        return _by_name(p, market or told or _market_of(p), None, archive)
+        return _by_name(p, market, told, None, archive)
     raise InputFormatError(p, f"{_NONE_OF} ({_found(content, gz)})")
 
 
-def _by_name(p: str, mkt: str, feather: Optional[re.Match], archive: Optional[re.Match]) -> FileSpec:
+def _by_name(p: str, market: Optional[str], told: Optional[str], feather: Optional[re.Match],
+             archive: Optional[re.Match]) -> FileSpec:
     if feather:
-        return FileSpec(p, "kline_rows", mkt, feather["base"] + feather["quote"], interval_ns(feather["iv"]))
+        sym = feather["base"] + feather["quote"]
+        return _checked(FileSpec(p, "kline_rows", _market(market, told, p, sym), sym, interval_ns(feather["iv"]),
+                                 frozenset({"kline"})))
     assert archive is not None
-    kind = archive["kind"]
+    kind, sym = archive["kind"], archive["sym"]
+    mkt = _market(market, told, p, sym)
     if kind in ("trades", "aggTrades"):
-        return FileSpec(p, kind, mkt, archive["sym"])
-    return FileSpec(p, "klines", mkt, archive["sym"], interval_ns(kind))
+        return _checked(FileSpec(p, kind, mkt, sym, kinds=frozenset({kind.removesuffix("s")})))
+    return _checked(FileSpec(p, "klines", mkt, sym, interval_ns(kind), frozenset({"kline"})))
 
 
 def _expand(paths: list[str | os.PathLike]) -> dict[str, Optional[FileSpec]]:
@@ -487,6 +598,8 @@ def _expand(paths: list[str | os.PathLike]) -> dict[str, Optional[FileSpec]]:
                         continue
                     try:
                         out[full] = describe(full)
+                    except _Refused:
+                        raise
                     except _Named as ex:
                         log.warning("skipped %s", ex)
                     except InputFormatError as ex:
@@ -509,16 +622,44 @@ def group_streams(paths: list[str | os.PathLike], market: str | None = None) -> 
     that is none of the known formats raises :class:`InputFormatError`.
     """
     groups: dict[tuple[str, str, str, int], list[str]] = {}
-    for p, s in _expand(paths).items():
-        if s is None:
-            s = describe(p, market)
-        elif market:
-            s = dataclasses.replace(s, market=market)
+    for s in _described(paths, market):
         groups.setdefault((s.fmt, s.market, s.symbol, s.interval_ns), []).append(s.path)
     return [
         StreamSpec(f"{fmt}:{mkt}:{sym}" + (f":{iv}" if iv else ""), fmt, mkt, sym, tuple(sorted(fs)), iv)
         for (fmt, mkt, sym, iv), fs in sorted(groups.items())
     ]
+
+
+def _described(paths: list[str | os.PathLike], market: str | None) -> Iterator[FileSpec]:
+    """Every input file described, ``market`` forced over what it tells."""
+    for p, s in _expand(paths).items():
+        if s is None:
+            yield describe(p, market)
+        else:
+            yield _checked(dataclasses.replace(s, market=market)) if market else s
+
+
+def unquoted(paths: list[str | os.PathLike], market: str | None = None) -> tuple[list[str], bool]:
+    """The instruments whose inputs hold trades but no quotes (best bid/ask,
+    ``bookTicker``), in input order, and whether any input holds quotes: a
+    mid-quote price leaves the former's trade bars without a price.
+
+    An archive of trades or aggTrades holds no quotes; a recording holds the
+    streams its first messages show (:attr:`FileSpec.kinds`), and an
+    instrument is named after its file's (first) symbol.
+
+    >>> unquoted(["data/sample"])
+    ([], True)
+    """
+    traded: dict[str, None] = {}
+    quoted: set[str] = set()
+    for s in _described(paths, market):
+        inst = instrument_key(s.symbol, s.market)
+        if "bookTicker" in s.kinds:
+            quoted.add(inst)
+        elif s.kinds & {"trade", "aggTrade"}:
+            traded.setdefault(inst)
+    return [i for i in traded if i not in quoted], bool(quoted)
 
 
 class ReadProgress:

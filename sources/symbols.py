@@ -2,7 +2,8 @@
 (pure, no I/O).
 
 A **symbol** is 2 to 20 characters, each an upper-case ASCII letter, an
-ASCII digit, ``_`` (USD-M delivery contracts: ``BTCUSDT_250328``) or a CJK
+ASCII digit, ``_`` (delivery contracts: ``BTCUSDT_250328``; COIN-M
+contracts: ``BTCUSD_PERP``, ``BTCUSD_211231``) or a CJK
 ideograph (U+3400-U+4DBF, U+4E00-U+9FFF: since 2025 Binance lists a few
 symbols such as ``币安人生USDT``). Binance documents spot symbols as
 ``^[A-Z0-9-_.]{1,20}$``; no listed symbol uses ``-`` or ``.``, and ``-``
@@ -11,6 +12,10 @@ names, control and format characters (NUL, right-to-left overrides), spaces,
 lower-case and other scripts' letters (Cyrillic look-alikes of Latin
 capitals) are not symbols. Stream names spell the symbol in lower case
 (``btcusdt@trade``); :func:`stream_symbol` reads it back, upper-cased.
+
+COIN-M quantities are **contracts** of a fixed USD value, not coins:
+:func:`coinm_contract` gives a COIN-M symbol's contract size
+(:data:`COINM_CONTRACT_USD`), with which the parser converts them to coins.
 
 Examples
 --------
@@ -27,9 +32,12 @@ True
 from __future__ import annotations
 
 import re
-from typing import Optional
+from types import MappingProxyType
+from typing import Optional, Union
 
-__all__ = ["SYMBOL_PATTERN", "stream_symbol", "valid_symbol"]
+from ticklet.events import coinm_pair
+
+__all__ = ["COINM_CONTRACT_USD", "SYMBOL_PATTERN", "coinm_contract", "stream_symbol", "valid_symbol"]
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff"
 #: A Binance symbol (see the module docstring).
@@ -78,3 +86,40 @@ def stream_symbol(message: bytes) -> Optional[str]:
     except UnicodeDecodeError:
         return None
     return symbol_of_stream(name)
+
+
+#: The USD value of one COIN-M contract, by pair: the ``contractSize`` of
+#: every pair in Binance's ``/dapi/v1/exchangeInfo`` of 2021-07-21 (kept in
+#: cryptofeed's sample data, see tests/data/NOTICE.md): 100 USD for BTCUSD,
+#: 10 USD for every other pair. A COIN-M symbol of another pair is refused
+#: (:func:`coinm_contract`) rather than read with a guessed size.
+COINM_CONTRACT_USD = MappingProxyType({
+    "BTCUSD": 100.0,
+    **dict.fromkeys(("ADAUSD", "BCHUSD", "BNBUSD", "DOGEUSD", "DOTUSD", "EGLDUSD", "EOSUSD", "ETCUSD", "ETHUSD",
+                     "FILUSD", "LINKUSD", "LTCUSD", "THETAUSD", "TRXUSD", "UNIUSD", "XLMUSD", "XRPUSD"), 10.0),
+})
+
+
+def coinm_contract(symbol: str, market: str) -> Union[float, str]:
+    """The USD value of one contract of ``symbol`` read in a ``market``
+    input: 0.0 for a linear instrument (spot, USD-M: quantities are
+    coins), the contract's size for a COIN-M contract (the symbol says so,
+    whatever the market), or why the symbol cannot be read (a str).
+
+    >>> [coinm_contract(*a) for a in (("BTCUSD_PERP", "coinm"), ("ETHUSD_210924", "usdm"), ("BTCUSDT", "spot"))]
+    [100.0, 10.0, 0.0]
+    >>> print(coinm_contract("SOLUSD_PERP", "coinm"))
+    unknown COIN-M contract size: SOLUSD_PERP (ticklet knows those of 18 pairs: sources/symbols.py)
+    >>> coinm_contract("BTCUSDT", "coinm")
+    'not a COIN-M symbol: BTCUSDT (COIN-M symbols are <COIN>USD_PERP or <COIN>USD_<YYMMDD>)'
+    """
+    pair = coinm_pair(symbol)
+    if pair is None:
+        if market == "coinm":
+            return f"not a COIN-M symbol: {symbol} (COIN-M symbols are <COIN>USD_PERP or <COIN>USD_<YYMMDD>)"
+        return 0.0
+    usd = COINM_CONTRACT_USD.get(pair)
+    if usd is None:
+        return f"unknown COIN-M contract size: {symbol} (ticklet knows those of {len(COINM_CONTRACT_USD)} pairs: " \
+            "sources/symbols.py)"
+    return usd

@@ -14,6 +14,12 @@ data (once per session):
   The Feather file has only OHLCV, so ``quote_volume``, ``count``,
   ``taker_buy_volume`` and ``taker_buy_quote_volume`` are written as 0 (and
   ``ignore`` as 0, as Binance does): nothing here claims to know them.
+- a daily COIN-M **trades** archive for BTCUSD_PERP 2024-08-08, from the
+  ``trade`` messages of hftbacktest's COIN-M recording
+  (``tests/data/fixtures/hftbacktest/cm``), in COIN-M's columns: ``id,
+  price, qty, base_qty, time, is_buyer_maker``, ``qty`` in contracts of 100
+  USD and ``base_qty`` their worth in BTC to 8 decimals (as in the sample row
+  of Binance's public-data README).
 
 The server (:class:`ArchiveHandler`) answers ``Range: bytes=N-`` with 206,
 counts every request, and can inject faults per path (HTTP 503, a body cut
@@ -122,7 +128,26 @@ def served(tmp_path_factory: pytest.TempPathFactory, trades_by_day, klines_src) 
     june = klines_src[days.str.startswith("2025-06")]
     assert len(june) == 30 * 1440  # the data README: no gaps
     _publish(root, "spot/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2025-06.zip", _kline_csv(june))
+    _publish(root, "futures/cm/daily/trades/BTCUSD_PERP/BTCUSD_PERP-trades-2024-08-08.zip",
+             _coinm_trade_csv(_coinm_trades()))
     return root
+
+
+CM_REC = Path(__file__).parent / "data" / "fixtures" / "hftbacktest" / "cm" / "btcusd_perp_20240808.gz"
+
+
+def _coinm_trades() -> list[dict]:
+    with gzip.open(CM_REC, "rt") as f:
+        msgs = [json.loads(line.split(" ", 1)[1]) for line in f]
+    return [m["data"] for m in msgs if m.get("stream", "").endswith("@trade")]
+
+
+def _coinm_trade_csv(trades: list[dict]) -> str:
+    rows = []
+    for d in trades:
+        base = (Decimal(d["q"]) * 100 / Decimal(d["p"])).quantize(Decimal("0.00000001"))
+        rows.append(f"{d['t']},{d['p']},{d['q']},{base},{d['T']},{str(d['m']).lower()}")
+    return "\n".join(rows) + "\n"
 
 
 # ---------------------------------------------------------------- the server
@@ -429,3 +454,26 @@ def test_cli_backtest_json_on_downloaded_trades(server, tmp_path):
     assert "priced by the last trade" in proc.stderr  # trades only, no quotes: said, not silent
     s = json.loads(proc.stdout)
     assert s["ticks"] == 9757 + 10147 and s["forecasts"] > 0 and s["errors"] == 0
+
+
+def test_coinm_trades_download_read_and_backtest(server, tmp_path, capsys, monkeypatch):
+    """ticklet download --market coinm fetches futures/cm archives of a
+    COIN-M contract's symbol; they read as COIN-M (they were refused as not
+    a Binance archive), each trade's quantity its base_qty in BTC, and back-
+    test as BTCUSD_PERP."""
+    monkeypatch.setenv("TICKLET_DOWNLOAD__BACKOFF_S", "0")
+    out = tmp_path / "dl"
+    assert main(["download", "--symbol", "BTCUSD_PERP", "--kind", "trades", "--start", "2024-08-08", "--end",
+                 "2024-08-08", "--market", "coinm", "--out", str(out), "--base-url", server.url, "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["downloaded"] == 1
+    (spec,) = group_streams([str(out)])
+    assert (spec.fmt, spec.market, spec.symbol) == ("trades", "coinm", "BTCUSD_PERP")
+    assert spec.files == (str(out / "futures/cm/daily/trades/BTCUSD_PERP/BTCUSD_PERP-trades-2024-08-08.zip"),)
+    src = _coinm_trades()
+    got = [parse_csv_row(r, "trades", spec.symbol, spec.market) for block in read_stream(spec) for r in block]
+    assert len(got) == len(src) > 1000
+    for t, d in zip(got, src, strict=True):
+        assert (t.instrument, t.trade_id, t.price) == ("BTCUSD_PERP", d["t"], float(d["p"]))
+        assert abs(t.qty - float(d["q"]) * 100 / t.price) <= 0.5e-8 + 1e-15  # the contracts' BTC, to 8 decimals
+    summary = run_backtest([str(out)], tmp_path / "bt")
+    assert summary["errors"] == 0 and summary["forecasts"] > 0 and set(summary["instruments"]) == {"BTCUSD_PERP"}

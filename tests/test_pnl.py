@@ -207,3 +207,52 @@ def test_a_gap_close_does_not_depend_on_arrival_order():
     assert [(f.ts_forecast, f.qty > 0, f.position == 0) for f in fl] == [
         (5 * S, True, False), (5 * S, False, True), (405 * S, True, False)]  # in, out at the old quote, in again
     assert fl[1].price == 99.9 * (1 - 1e-4)
+
+
+@pytest.fixture(scope="module")
+def coinm_run() -> tuple:
+    """The COIN-M BTCUSD_PERP recording (hftbacktest's, tests/data/NOTICE.md)
+    through the pure operators and the books."""
+    from realdata import REPO, run_chain
+
+    chain = run_chain([REPO / "tests" / "data" / "fixtures" / "hftbacktest" / "cm" / "btcusd_perp_20240808.gz"])
+    assert chain.instrument == "BTCUSD_PERP"
+    items = pnl_inputs(chain)
+    _, res = drive(pnl.step, pnl.PnlState(pnl.ExecutionConfig(), chain.settings.bars.interval_ms), items)
+    return chain, items, res
+
+
+def test_coinm_books_are_inverse_and_kept_in_the_coin(coinm_run):
+    """A COIN-M book holds USD of contracts and counts in the coin: each
+    fill buys at the ask (sells at the bid) moved by the slippage and pays
+    the COIN-M fee on its worth in coins (qty / price); equity = cash -
+    position / mid; equity = gross - costs; a book starts with the initial
+    equity's worth of the coin at its first mid."""
+    chain, _, res = coinm_run
+    cfg = pnl.ExecutionConfig()
+    quotes = {q.ts_recv: q for q in chain.events if type(q) is Quote}
+    cash: dict = {}
+    pos: dict = defaultdict(float)
+    costs: dict = defaultdict(float)
+    first_mid: dict = {}
+    n_fill = n_eq = 0
+    for r in res:
+        key = (r.model, r.horizon) if hasattr(r, "model") else None
+        if type(r) is Fill:
+            n_fill += 1
+            q = quotes[r.ts_recv]
+            assert r.price == (q.ask * (1 + 1e-4) if r.qty > 0 else q.bid * (1 - 1e-4))
+            assert math.isclose(r.fee, abs(r.qty) / r.price * cfg.coinm_fee_bps * 1e-4, rel_tol=1e-12)
+            costs[key] += r.spread_cost + r.slippage_cost + r.fee
+            cash[key], pos[key] = r.cash, r.position
+        elif type(r) is EquityPoint:
+            n_eq += 1
+            first_mid.setdefault(key, r.mid)
+            if key not in cash:  # no fill yet: the initial equity in coins at the book's first mid
+                assert math.isclose(r.equity, cfg.initial_equity / first_mid[key], rel_tol=1e-12)
+            else:
+                assert math.isclose(r.equity, cash[key] - pos[key] / r.mid, rel_tol=1e-12)
+            assert math.isclose(r.equity, r.gross_equity - r.costs, rel_tol=1e-12)
+            assert math.isclose(r.costs, costs[key], rel_tol=1e-12, abs_tol=1e-15)
+            assert r.position == pos[key]
+    assert n_fill > 100 and n_eq > 1000

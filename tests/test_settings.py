@@ -49,7 +49,7 @@ def test_environment_overrides(monkeypatch, tmp_path):
     ("TICKLET_FORECAST__MODELS", '["naive","prophet"]'),
     ("TICKLET_FEATURES__SWT__WINDOW", "60"),  # not a multiple of 2**level
     ("TICKLET_FEATURES__SWT__WAVELET", "nope4"),
-    ("TICKLET_INPUT__MARKET", "coinm"),
+    ("TICKLET_INPUT__MARKET", "options"),  # spot, usdm and coinm are markets
     ("TICKLET_INPUT__BATCH_SIZE", "0"),
     # values that validated once and then ran to nothing, or crashed inside Bytewax
     ("TICKLET_FORECAST__MODELS", "[]"),

@@ -86,16 +86,6 @@ def _override(model: Any, options: dict[str, tuple[str, Any]]) -> Any:
         raise ConfigError(f"{name}: {e['msg'].removeprefix('Value error, ')}") from None
 
 
-def _trades_without_quotes(paths: list[str]) -> bool:
-    """Whether the inputs hold trade archives but no websocket recording: no
-    quotes, so a mid-quote price would leave every trade bar without a price
-    (kline bars are priced by their close either way)."""
-    from sources.files import describe, discover
-
-    fmts = {describe(p).fmt for p in discover(list(paths))}
-    return "ws" not in fmts and bool(fmts & {"trades", "aggTrades"})
-
-
 def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
                  base: Optional[Settings] = None, save_models: Optional[Path] = None,
                  warm_start: Optional[Path] = None) -> dict[str, Any]:
@@ -128,10 +118,17 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
 
         check_dir(save_models, "--save-models")
         clear_bundle(save_models)
-    if base.bars.price == "mid" and _trades_without_quotes(paths):
-        log.warning("trade archives and no websocket recordings among the inputs, so no quotes: bars are "
-                    "priced by the last trade (TICKLET_BARS__PRICE=last)")
-        update["bars"] = base.bars.model_copy(update={"price": "last"})
+    if base.bars.price == "mid":  # a mid-quote price leaves trade bars without quotes unpriced
+        from sources.files import unquoted
+
+        bare, quoted = unquoted(paths, base.input.market)
+        if bare and not quoted:
+            log.warning("no quotes (bookTicker) in the inputs, only trades (%s): bars are priced by the last "
+                        "trade (TICKLET_BARS__PRICE=last)", ", ".join(bare))
+            update["bars"] = base.bars.model_copy(update={"price": "last"})
+        elif bare:
+            log.warning("trades but no quotes (bookTicker) for %s: priced by the mid-quote, they get no bars "
+                        "(TICKLET_BARS__PRICE=last prices every bar by the last trade)", ", ".join(bare))
     settings = base.model_copy(update=update)
     flow = build_flow(settings, save_models=save_models)
     t0 = time.perf_counter()
@@ -323,7 +320,8 @@ def _main(argv: Optional[list[str]]) -> int:
     dl.add_argument("--interval", default="1m", help="kline interval (klines only; default 1m)")
     dl.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     dl.add_argument("--end", required=True, help="last day (inclusive), YYYY-MM-DD")
-    dl.add_argument("--market", choices=["spot", "usdm"], default="spot", help="spot or USD-M futures (default spot)")
+    dl.add_argument("--market", choices=["spot", "usdm", "coinm"], default="spot",
+                    help="spot, USD-M or COIN-M futures (default spot)")
     dl.add_argument("--out", type=Path, help="directory (default: TICKLET_DOWNLOAD__DIR)")
     dl.add_argument("--base-url", help="archive server (default: TICKLET_DOWNLOAD__BASE_URL)")
     dl.add_argument("--skip-missing", action="store_true",

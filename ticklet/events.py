@@ -8,8 +8,11 @@ Names
 One vocabulary on every record, file, topic and measurement:
 
 - ``instrument`` is ticklet's name of a traded instrument: the exchange
-  symbol for spot (``BTCUSDT``), with ``-PERP`` for USD-M perpetuals
-  (:func:`instrument_key`). ``symbol`` only ever means the exchange's bare
+  symbol for spot (``BTCUSDT``), with ``-PERP`` for USD-M perpetuals, and
+  the exchange symbol for the contracts whose symbol already says what they
+  are: delivery contracts (``BTCUSDT_250328``) and COIN-M contracts
+  (``BTCUSD_PERP``, ``BTCUSD_211231``) (:func:`instrument_key`,
+  :func:`market_of`). ``symbol`` only ever means the exchange's bare
   symbol (:class:`RawChunk`, file names, Binance requests).
 - Times are integer nanoseconds since the epoch, named ``ts_<what>``:
   ``ts_recv`` (receive clock), ``ts_event`` (the exchange's own time),
@@ -42,6 +45,7 @@ True
 
 from __future__ import annotations
 
+import re
 import sys
 from base64 import b64decode, b64encode
 from typing import Annotated, Optional, Union
@@ -72,7 +76,10 @@ __all__ = [
     "Signal",
     "SnapshotRequest",
     "Trade",
+    "MARKETS",
+    "coinm_pair",
     "instrument_key",
+    "market_of",
 ]
 
 _Positive = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]
@@ -94,16 +101,58 @@ class Level(msgspec.Struct, array_like=True, frozen=True, gc=False):
     qty: _NonNegative
 
 
+#: Binance's markets: spot, USD-M futures (linear: quantities in coins, prices
+#: and PnL in the quote currency) and COIN-M futures (inverse: quantities in
+#: contracts worth a fixed number of USD, PnL in the coin).
+MARKETS = ("spot", "usdm", "coinm")
+
+#: A COIN-M contract's symbol: ``<COIN>USD_PERP`` (perpetual) or
+#: ``<COIN>USD_<YYMMDD>`` (delivery); group 1 is its pair (``BTCUSD``). USD-M
+#: delivery symbols end in ``USDT_``/``USDC_`` and spot symbols have no ``_``.
+_COINM = re.compile(r"([A-Z0-9]+USD)_(?:PERP|[0-9]{6})")
+
+
 def instrument_key(symbol: str, market: str) -> str:
     """Return the key that identifies one instrument across the dataflow.
 
-    Spot symbols are used as they are; USD-M perpetuals get a ``-PERP``
-    suffix so that spot and futures of the same symbol never share state.
+    Spot symbols are used as they are; USD-M perpetuals, whose symbol is
+    also a spot symbol's, get a ``-PERP`` suffix so that spot and futures of
+    the same symbol never share state. A symbol with ``_`` already names its
+    contract and is used as it is: a delivery contract (``BTCUSDT_250328``,
+    ``BTCUSD_211231``: the date is its delivery) or a COIN-M perpetual
+    (``BTCUSD_PERP``). No spot symbol has ``_``.
 
     >>> instrument_key("BTCUSDT", "spot"), instrument_key("BTCUSDT", "usdm")
     ('BTCUSDT', 'BTCUSDT-PERP')
+    >>> instrument_key("BTCUSDT_250328", "usdm"), instrument_key("BTCUSD_PERP", "coinm")
+    ('BTCUSDT_250328', 'BTCUSD_PERP')
     """
-    return symbol if market == "spot" else f"{symbol}-PERP"
+    return symbol if market == "spot" or "_" in symbol else f"{symbol}-PERP"
+
+
+def coinm_pair(name: str) -> Optional[str]:
+    """The pair of a COIN-M contract (``BTCUSD`` of ``BTCUSD_PERP`` or
+    ``BTCUSD_211231``; a symbol and its instrument are the same), or None
+    for any other symbol or instrument.
+
+    >>> coinm_pair("BTCUSD_PERP"), coinm_pair("ETHUSD_210924"), coinm_pair("BTCUSDT_250328"), coinm_pair("BTCUSDT")
+    ('BTCUSD', 'ETHUSD', None, None)
+    """
+    m = _COINM.fullmatch(name)
+    return None if m is None else m.group(1)
+
+
+def market_of(instrument: str) -> str:
+    """The market of an instrument, from its name (:func:`instrument_key`).
+
+    >>> [market_of(i) for i in ("BTCUSDT", "BTCUSDT-PERP", "BTCUSDT_250328", "BTCUSD_PERP", "BTCUSD_211231")]
+    ['spot', 'usdm', 'usdm', 'coinm', 'coinm']
+    """
+    if instrument.endswith("-PERP"):
+        return "usdm"
+    if "_" not in instrument:
+        return "spot"
+    return "coinm" if _COINM.fullmatch(instrument) else "usdm"
 
 
 class Trade(msgspec.Struct, frozen=True, gc=False):

@@ -193,10 +193,11 @@ class InputConfig(BaseModel):
         if not v or not all(p.strip() for p in v):
             raise ValueError("a JSON list of one or more files or directories is needed")
         return v
-    market: Optional[Literal["spot", "usdm"]] = Field(
+    market: Optional[Literal["spot", "usdm", "coinm"]] = Field(
         None,
-            description="Force the market of every input; by default it is read from the messages (fields only "
-            "futures messages carry), else from the path (usdm/um/futures).")
+            description="Force the market of every input (spot, usdm: USD-M futures, coinm: COIN-M futures); by "
+            "default it is read from the messages (fields only futures messages carry; a COIN-M contract's symbol), "
+            "else from the path (usdm/um/futures).")
     batch_size: int = Field(2048, ge=1, description="Records per chunk read from a file.")
     instruments: Optional[list[str]] = Field(
         None, description="Allow-list of instruments (e.g. [\"BTCUSDT\", \"BTCUSDT-PERP\"]): ticks of any other "
