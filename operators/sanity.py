@@ -12,6 +12,11 @@ checks are causal and prefix-invariant.
 
 Checks, in order (the first that fails names the dead letter):
 
+``duplicate``
+    A trade whose id the instrument has already passed on, within the last
+    ``duplicate_window`` ids of its sequence (counter ``duplicate_trades``;
+    see *Duplicates* below). A copy of a trade passed on is caught as it
+    arrives, before any other check or hold, so it changes nothing.
 ``kline``
     A kline must cover time (``ts_open < ts_close``), have
     ``high >= max(open, close)``, ``low <= min(open, close)``, a volume,
@@ -65,6 +70,38 @@ times, and the held events are checked in order against them (a single bad
 price or timestamp among them is outvoted). Until an instrument has had
 ``warmup`` events, nothing of it is passed on.
 
+**Duplicates.** The same trade can arrive twice: two collectors feed one
+topic, a producer or a replay delivers again what it had delivered (Kafka
+is at least once), a recording is read twice. Binance numbers the trades of
+a symbol consecutively, so each instrument follows the ids of the trades it
+passed on as **sequences** (trade ids and aggTrade ids are two; at most
+four are followed, the least recently used forgotten first). A sequence is
+its first and latest ids and the gaps (runs of ids not passed on) between
+them, within its last ``duplicate_window`` ids: O(1) however many trades it
+has seen. A trade whose id a sequence has passed on is dead-lettered as a
+duplicate; otherwise it goes through the other checks, and if it is passed
+on, its id joins
+
+- the sequence it continues (the next id: the common case, one comparison),
+- or the sequence whose gap it fills (a late trade),
+- or the sequence it precedes within the window (a trade older than the
+  first one seen),
+- or the sequence it follows within the window (after a gap: the ids in
+  between become a gap; a sequence keeps at most 256 gaps, and forgets the
+  ids below its oldest gap beyond them, as if never seen),
+- or a new sequence.
+
+So within the window a trade passed on is never passed on again, and a
+trade never passed on is never taken for a duplicate: a copy that a check
+dead-letters (a line forged in the future with the id of the next trade)
+does not make the real trade a duplicate. A copy older than the window is
+not caught (the bar builder dead-letters it as late on the receive clock).
+The limit: two sequences of one instrument whose ids are within the window
+of each other (the trade and aggTrade ids of a symbol listed minutes ago,
+both streamed) can be mixed up after a gap, and a trade of one then taken
+for a duplicate of the other; the trade and aggTrade ids of any
+established symbol are millions apart.
+
 Examples
 --------
 >>> from ticklet.events import Quote, Trade
@@ -96,7 +133,7 @@ Examples
 from __future__ import annotations
 
 import sys
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -169,6 +206,12 @@ class SanityConfig(BaseModel):
         description="How many next events of the instrument must be as far ahead as an event held for its "
         "receive time before it goes through (0 turns the check off).",
     )
+    duplicate_window: int = Field(
+        10_000, ge=0,
+        description="A trade whose id its instrument has passed on already, within the last this many ids of the "
+        "same sequence (trade ids, aggTrade ids), is dead-lettered as a duplicate (counter duplicate_trades); an id "
+        "this many or more away from every sequence starts a new one (0 turns the check off).",
+    )
 
 
 @dataclass(slots=True)
@@ -187,6 +230,7 @@ class SanityState:
     kline_close: int = -1  # close of the last accepted kline
     ahead: list = field(default_factory=list)  # events ahead of the clock, waiting for confirmation
     held: Optional[list] = field(default_factory=list)  # the warm-up; None once it is over
+    ids: list = field(default_factory=list)  # ids passed on: sequences [first, latest, gaps], most recent first
     skew: int = field(init=False)
     sample: int = field(init=False)
     max_notional: float = field(init=False)
@@ -197,9 +241,109 @@ class SanityState:
         self.max_notional = self.config.max_notional
 
 
-def _dead(check: str, reason: str, ev: Event) -> tuple[ErrorRecord, Count]:
+def _dead(check: str, reason: str, ev: Event, counter: str = "") -> tuple[ErrorRecord, Count]:
     return (ErrorRecord(STAGE, reason, msgspec.json.encode(ev).decode(), ev.instrument, ev.ts_recv),
-            Count(f"implausible_{check}", 1))
+            Count(counter or f"implausible_{check}", 1))
+
+
+#: How many trade id sequences an instrument follows, and how many gaps each remembers.
+_SEQUENCES = 4
+_GAPS = 256
+
+
+def _first(gap: tuple[int, int]) -> int:
+    return gap[0]
+
+
+def _forget(seq: list, window: int) -> None:
+    """Keep a sequence ``[first, latest, gaps]`` to its window: ``first`` at
+    most ``window - 1`` ids below ``latest``, and at most ``_GAPS`` gaps (the
+    ids up to the oldest one beyond them forgotten: unknown, as below ``first``)."""
+    first, latest, gaps = seq
+    first = max(first, latest - window + 1)
+    k = 0
+    while k < len(gaps) and (gaps[k][1] < first or len(gaps) - k > _GAPS):
+        first = max(first, gaps[k][1] + 1)
+        k += 1
+    if k:
+        del gaps[:k]
+    if gaps and gaps[0][0] < first:
+        gaps[0] = (first, gaps[0][1])
+    seq[0] = first
+
+
+def _gap(gaps: list, t: int) -> int:
+    """The index of the gap of the sorted ``gaps`` that holds id ``t``, -1 if none."""
+    i = bisect_right(gaps, t, key=_first) - 1
+    return i if i >= 0 and gaps[i][1] >= t else -1
+
+
+def _known(seqs: list, t: int) -> Optional[int]:
+    """The latest id of the sequence that has passed on trade id ``t``, None
+    if none has (see *Duplicates*)."""
+    for s in seqs:
+        if s[0] <= t <= s[1] and (not s[2] or _gap(s[2], t) < 0):
+            return s[1]
+    return None
+
+
+def _note(seqs: list, t: int, window: int) -> None:
+    """Add trade id ``t``, which no sequence of ``seqs`` knows, to them (see
+    *Duplicates*). ``seqs``: sequences ``[first, latest, gaps]``, most
+    recently used first: every id from ``first`` to ``latest`` was passed on
+    but those in ``gaps``, sorted runs ``(first, last)``.
+
+    >>> seqs = []
+    >>> for t in (10, 11, 15, 13, 12, 9, 5000, 14, 4999):
+    ...     assert _known(seqs, t) is None
+    ...     _note(seqs, t, 100)
+    >>> seqs, [_known(seqs, t) for t in (8, 9, 11, 14, 15, 16, 4998, 5000)]
+    ([[4999, 5000, []], [9, 15, []]], [None, 15, 15, 15, 15, None, None, 5000])
+    """
+    for i, s in enumerate(seqs):
+        if t == s[1] + 1:  # the next id
+            s[1] = t
+            if t - s[0] >= window:
+                _forget(s, window)
+        elif s[0] < t < s[1]:  # a late one, in a gap
+            gaps = s[2]
+            k = _gap(gaps, t)
+            lo, hi = gaps[k]
+            gaps[k : k + 1] = [g for g in ((lo, t - 1), (t + 1, hi)) if g[0] <= g[1]]
+        else:
+            continue
+        if i:
+            seqs.insert(0, seqs.pop(i))
+        return
+    below = [s for s in seqs if s[1] - window < t < s[0]]
+    ahead = [s for s in seqs if s[1] < t <= s[1] + window]
+    if below:  # older than the first id of a sequence, within its window
+        s = min(below, key=_first)
+        if t + 1 < s[0]:
+            s[2].insert(0, (t + 1, s[0] - 1))
+        s[0] = t
+    elif ahead:  # after a gap: the sequence just below
+        s = max(ahead, key=lambda q: q[1])
+        s[2].append((s[1] + 1, t - 1))
+        s[1] = t
+        _forget(s, window)
+    else:  # a new sequence
+        s = [t, t, []]
+        if len(seqs) >= _SEQUENCES:
+            seqs.pop()
+        seqs.insert(0, s)
+        return
+    seqs.remove(s)
+    seqs.insert(0, s)
+
+
+def _duplicate(st: SanityState, ev: Trade) -> Optional[tuple[ErrorRecord, Count]]:
+    """The dead letter of a trade whose id was passed on already, else None."""
+    latest = _known(st.ids, ev.trade_id)
+    if latest is None:
+        return None
+    return _dead("duplicate", f"duplicate trade: id {ev.trade_id} was passed on already (the latest id of its "
+                 f"sequence is {latest})", ev, "duplicate_trades")
 
 
 def _qty_bad(q: float) -> bool:
@@ -330,13 +474,23 @@ def _band(st: SanityState, ev: Event, out: list) -> bool:
 
 
 def _accept(st: SanityState, ev: Event, out: list) -> None:
-    """Price-check an event that passed the clock; pass it on and move the clock if it is accepted."""
+    """Price-check an event that passed the clock; pass it on and move the
+    clock if it is accepted. A trade held until now whose id was passed on
+    meanwhile is a duplicate."""
+    trade = type(ev) is Trade and st.config.duplicate_window
+    if trade:
+        dup = _duplicate(st, ev)  # type: ignore[arg-type]
+        if dup is not None:
+            out.extend(dup)
+            return
     if _band(st, ev, out):
         ts = ev.ts_recv
         if ts > st.clock:
             st.clock = ts
         if type(ev) is Kline:
             st.kline_close = ev.ts_close
+        elif trade:
+            _note(st.ids, ev.trade_id, st.config.duplicate_window)  # type: ignore[union-attr]
         out.append(ev)
 
 
@@ -432,6 +586,10 @@ def step(state: SanityState, event: Event) -> tuple[SanityState, Sequence[Out]]:
     released), else its dead letter and counter. ``state`` is updated in
     place and returned."""
     st = state
+    if type(event) is Trade and st.config.duplicate_window:
+        dup = _duplicate(st, event)
+        if dup is not None:
+            return st, dup
     out: list = []
     if st.held is not None:
         st.held.append(event)
@@ -458,9 +616,13 @@ def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, li
     accepted: list = []
     side: list = []
     skew, mx, sample = st.skew, st.max_notional, st.sample
+    window = st.config.duplicate_window
+    dedup = window > 0
+    ids = st.ids
     # The common case inline: a quote or trade in time, inside the band (so
     # its prices are normal floats: the band lies within them), with 0 or
-    # normal quantities and a notional within the cap, after the warm-up.
+    # normal quantities and a notional within the cap, after the warm-up; a
+    # trade also the next id of its instrument's one sequence of ids.
     # The state it reads is kept in locals, written back before any other
     # event and at the end; the result is step's (tested).
     fast = not st.ahead and st.clock >= 0 and bool(st.ranked)
@@ -484,7 +646,16 @@ def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, li
                     continue
             elif cls is Trade:
                 p, q = ev.price, ev.qty  # type: ignore[union-attr]
-                if lo <= p <= hi and p * q <= mx and (q >= _MIN or q == 0.0):
+                if lo <= p <= hi and p * q <= mx and (q >= _MIN or q == 0.0) and (
+                        not dedup or (len(ids) == 1 and ev.trade_id == ids[0][1] + 1)):  # type: ignore[union-attr]
+                    if dedup:
+                        seq = ids[0]
+                        seq[1] += 1
+                        if seq[1] - seq[0] >= window:
+                            if seq[2]:
+                                _forget(seq, window)
+                            else:
+                                seq[0] = seq[1] - window + 1
                     if st.outside:
                         st.outside.clear()
                     if ts >= nxt:

@@ -295,7 +295,7 @@ def operator_case(name: str, chain) -> tuple:
         pcfg, iv = pnl.ExecutionConfig(), chain.settings.bars.interval_ms
         _, ref = drive(pnl.step, pnl.PnlState(pcfg, iv), items)
         return pnl.step, lambda: pnl.PnlState(pcfg, iv), items, ref
-    if name == "sanity":  # the real events, with implausible copies of some of them in between
+    if name == "sanity":  # the real events, with implausible copies and duplicates of some of them in between
         import msgspec
 
         from operators import sanity
@@ -307,8 +307,10 @@ def operator_case(name: str, chain) -> tuple:
             if i % 997 == 500 and type(e) is Quote:  # out of the band, then stamped an hour ahead
                 items.append(msgspec.structs.replace(e, bid=e.bid * 1.5, ask=e.ask * 1.5))
                 items.append(msgspec.structs.replace(e, ts_recv=e.ts_recv + 3600 * 10**9))
-            elif i % 997 == 500 and type(e) is Trade:  # a subnormal price
-                items.append(msgspec.structs.replace(e, price=1e-320))
+            elif i % 997 == 500 and type(e) is Trade:  # a subnormal price (an id of its own: not a duplicate)
+                items.append(msgspec.structs.replace(e, price=1e-320, trade_id=e.trade_id + 10**9))
+            elif i % 499 == 300 and type(e) is Trade:  # the same trade again
+                items.append(e)
         scfg = sanity.SanityConfig()
         _, ref = drive(sanity.step, sanity.SanityState(scfg), items)
         return sanity.step, lambda: sanity.SanityState(scfg), items, ref

@@ -16,11 +16,23 @@ from __future__ import annotations
 import json
 import math
 import re
+from decimal import Decimal
 from itertools import pairwise
 
 import msgspec
 import pytest
-from realdata import drive, lines, minute_klines, parse_paths, payload, recv_ns, stream_kind, trade_dicts, write_gz
+from realdata import (
+    aggregate_trades,
+    drive,
+    lines,
+    minute_klines,
+    parse_paths,
+    payload,
+    recv_ns,
+    stream_kind,
+    trade_dicts,
+    write_gz,
+)
 
 from operators import bars, features, forecast, sanity
 from ticklet.cli import run_backtest
@@ -361,6 +373,8 @@ def test_line_stamped_in_the_future_is_dead_lettered_and_bars_are_unchanged(runs
                                                                             ahead_s, forge_exchange_time):
     at = [i for i, k in enumerate(kinds) if k == kind][len(real) // 10]
     line = real[at]
+    if kind == "trade":  # an id of its own: a copy of the real trade, passed on just before, is its duplicate
+        line = _edited(line, t=json.loads(payload(line))["data"]["t"] + 10**9)
     if forge_exchange_time:
         d = json.loads(payload(line))["data"]
         line = _edited(line, E=d["E"] + ahead_s * 1000, T=d["T"] + ahead_s * 1000)
@@ -437,3 +451,174 @@ def test_features_and_join_stay_finite_on_the_checked_stream(btc_spot_chain):
     _, b = drive(bars.step, bars.BarState(s.bars), accepted)
     _, rows = drive(features.step, features.FeatureState(s.features), [x for x in b if type(x) is Bar])
     assert rows == btc_spot_chain.rows and all(type(r) is FeatureRow for r in rows)
+
+
+# --- 5. the same trade twice ----------------------------------------------------------
+
+RECORD_FILES = ("forecasts.csv", "metrics.csv", "signals.csv", "trades.csv", "equity.csv", "economics.csv")
+
+
+def _same_outputs(clean, run, copies: list[bytes]) -> None:
+    """Every record file of ``run`` equal to the clean run's byte for byte;
+    its dead letters are the duplicate ``copies`` (their messages as
+    received), each once, and its counters the clean ones plus the copies
+    (read, parsed, dead-lettered, counted as duplicates)."""
+    (sa, oa), (sb, ob, dead) = clean, run
+    for name in RECORD_FILES:
+        assert (oa / name).read_bytes() == (ob / name).read_bytes(), name
+    assert sa["bars"] == sb["bars"] and sa["forecasts"] == sb["forecasts"] > 0
+    assert sorted(d["raw"].encode() for d in dead) == sorted(payload(c) for c in copies)
+    assert all(d["stage"] == sanity.STAGE and d["reason"].startswith("duplicate trade: id ") for d in dead)
+    got, want = (json.loads((o / "counters.json").read_text()) for o in (ob, oa))
+    got.pop("input_bytes"), want.pop("input_bytes")  # of the gzip files
+    n = len(copies)
+    assert got == want | {k: want.get(k, 0) + n for k in ("input_records", "ticks", "duplicate_trades", "dead_letters")}
+
+
+def test_a_trade_arriving_50000_times_is_passed_on_once_and_changes_nothing(runs, real, kinds, clean):
+    """Issue 23, item 7: the same trade line 50,000 times in a row changed
+    1,198 of 3,489 forecasts of the quick-start sample, unseen. Now the
+    copies are dead letters (duplicate, with the id), counted in
+    ``duplicate_trades``, and every output file is the clean run's."""
+    at = [i for i, k in enumerate(kinds) if k == "trade"][len(real) // 8]
+    copies = [real[at]] * 50_000
+    summary, out, dead = runs(real[: at + 1] + copies + real[at + 1 :])
+    _same_outputs(clean, (summary, out, dead), copies)
+    tid = json.loads(payload(real[at]))["data"]["t"]
+    assert {d["reason"] for d in dead} == {f"duplicate trade: id {tid} was passed on already (the latest id of its "
+                                           f"sequence is {tid})"}
+    assert {(d["instrument"], d["ts_recv"]) for d in dead} == {("BTCUSDT", recv_ns(real[at]))}
+
+
+def test_trades_delivered_twice_are_passed_on_once_and_change_nothing(runs, real, kinds, clean):
+    """The ways the same trade arrives twice: a second collector on the same
+    topic (each trade of a slice again, received 2 ms later, in receive
+    order), and a slice delivered again after itself (a producer's retry, a
+    replay restarted: the same lines, the original receive times, behind the
+    clock). Every copy is a duplicate dead letter; the outputs are the clean
+    run's."""
+    trades = [i for i, k in enumerate(kinds) if k == "trade"]
+    n = len(real)
+    second = [i for i in trades if n // 4 <= i < n // 4 + 3000]
+    rows = [(recv_ns(ln), 0, ln) for ln in real] + [(recv_ns(real[i]) + 2_000_000, 1, _at(real[i], recv_ns(real[i])
+                                                    + 2_000_000)) for i in second]
+    rows.sort(key=lambda r: (r[0], r[1]))  # each copy after every line received before it
+    lines_ = [ln for _, _, ln in rows]
+    again = [real[i] for i in trades if 2 * n // 3 <= i < 2 * n // 3 + 2000]
+    end = lines_.index(real[2 * n // 3 + 2000])
+    lines_[end:end] = again
+    copies = [_at(real[i], recv_ns(real[i]) + 2_000_000) for i in second] + again
+    assert len(second) > 500 and len(again) > 300
+    _same_outputs(clean, runs(lines_), copies)
+
+
+def _agg_lines(real: list[bytes], first_id: int) -> list[bytes]:
+    """The recording with the aggTrade messages of its real trades (as
+    Binance groups them: consecutive trades filled at the same time and price
+    with the same taker side), each received 1 µs after the last trade of its
+    group: ``ticklet collect``'s default streams carry both, with ids of
+    their own."""
+    trades = [json.loads(payload(ln))["data"] for ln in real if b'@trade"' in ln[:60]]
+    recv = {json.loads(payload(ln))["data"]["t"]: recv_ns(ln) for ln in real if b'@trade"' in ln[:60]}
+    after: dict[int, bytes] = {}
+    for a, g in enumerate(aggregate_trades(trades), start=first_id):
+        last = g[-1]
+        qty = sum(Decimal(d["q"]) for d in g)
+        data = {"e": "aggTrade", "E": last["E"], "s": "BTCUSDT", "a": a, "p": last["p"], "q": str(qty),
+                "f": g[0]["t"], "l": last["t"], "T": last["T"], "m": last["m"], "M": True}
+        msg = {"stream": "btcusdt@aggTrade", "data": data}
+        after[last["t"]] = b"%d %s" % (recv[last["t"]] // 1000 + 1, _compact(msg))
+    out = []
+    for ln in real:
+        out.append(ln)
+        if b'@trade"' in ln[:60]:
+            agg = after.get(json.loads(payload(ln))["data"]["t"])
+            if agg is not None:
+                out.append(agg)
+    return out
+
+
+def test_trade_and_aggtrade_ids_are_separate_sequences(runs, real):
+    """The recording with the aggTrade messages of its trades (ids 2.2e9, the
+    trade ids 3.07e9): no trade of either stream is taken for a duplicate.
+    Then every 50th trade and every 50th aggTrade arrives twice, received
+    1 ms later: exactly those copies are duplicate dead letters, and the
+    outputs are those of the run without them."""
+    mixed = _agg_lines(real, 2_200_000_000)
+    summary, out, dead = runs(mixed)
+    assert dead == [] and "duplicate_trades" not in summary["counters"]
+    kinds_ = [b"@aggTrade" in ln[:60] for ln in mixed]
+    assert sum(kinds_) > 1000
+    copies, rows = [], []
+    trade_n = agg_n = 0
+    for ln, agg in zip(mixed, kinds_, strict=True):
+        rows.append(ln)
+        if agg or b'@trade"' in ln[:60]:
+            k = agg_n if agg else trade_n
+            if k % 50 == 25:
+                copies.append(_at(ln, recv_ns(ln) + 1_000_000))
+                rows.append(copies[-1])
+            agg_n, trade_n = (agg_n + 1, trade_n) if agg else (agg_n, trade_n + 1)
+    assert {b"@aggTrade" in c[:60] for c in copies} == {True, False}
+    _same_outputs((summary, out), runs(rows), copies)
+
+
+def test_a_copy_dead_lettered_for_another_reason_leaves_the_real_trade_alone(spot_events):
+    """The id counts once a trade is passed on: a line forged an hour ahead
+    with the id of the next trade (held, then dead-lettered as from the
+    future) does not make the real trade a duplicate; a copy of a trade held
+    by the warm-up is a duplicate once the trade is passed on."""
+    trades = [i for i, e in enumerate(spot_events) if type(e) is Trade]
+    k = trades[len(trades) // 2]
+    forged = msgspec.structs.replace(spot_events[k], ts_recv=spot_events[k].ts_recv + 3600 * S)
+    evs = spot_events[:k] + [forged] + spot_events[k:]
+    acc, dead, counts = _sanity(evs)
+    assert acc == spot_events and [d.reason.startswith("from the future") for d in dead] == [True]
+    assert not [c for c in counts if c.name == "duplicate_trades"]
+    first = trades[0]
+    assert first + 1 < sanity.SanityConfig().warmup  # the trade and its copy are both held by the warm-up
+    evs = spot_events[: first + 1] + [spot_events[first]] + spot_events[first + 1 :]
+    acc, dead, counts = _sanity(evs)
+    assert acc == spot_events and [d.reason for d in dead] == [
+        f"duplicate trade: id {spot_events[first].trade_id} was passed on already (the latest id of its sequence "
+        f"is {spot_events[first].trade_id})"]
+    assert [c.name for c in counts] == ["duplicate_trades"]
+
+
+def test_late_trades_fill_gaps_copies_do_not_and_the_state_stays_bounded(spot_events):
+    """Every 40th real trade arrives 300 events late: each fills its gap and
+    goes through, none is a duplicate; copies of them (and of trades older
+    than the first one seen) are. A reconnect that skips more ids than the
+    window starts a new sequence. Hostile ids (100,000 of them, all over)
+    keep each instrument to 4 sequences of at most 256 gaps."""
+    cut = [i for i, e in enumerate(spot_events) if type(e) is Trade][8000]  # 8,000 trades: within the window
+    events = spot_events[:cut]
+    trades = [e for e in events if type(e) is Trade]
+    late = trades[100:-400:40]
+    held = {id(e) for e in late}
+    evs, pending = [], []
+    for e in events:
+        if id(e) in held:
+            pending.append((len(evs) + 300, e))
+            continue
+        evs.append(e)
+        while pending and pending[0][0] <= len(evs):
+            evs.append(pending.pop(0)[1])
+    evs += [e for _, e in pending]
+    acc, dead, _ = _sanity(evs)
+    assert acc == evs and dead == []  # the check has no lateness: late trades go through
+    st, out = drive(sanity.step, sanity.SanityState(sanity.SanityConfig()), evs + late[:50] + trades[:3])
+    dups = [o for o in out if type(o) is ErrorRecord]
+    assert [d.raw for d in dups] == [msgspec.json.encode(e).decode() for e in late[:50] + trades[:3]]
+    assert len(st.ids) == 1 and st.ids[0][2] == []  # every gap filled
+    skip = msgspec.structs.replace(trades[-1], trade_id=trades[-1].trade_id + 50_000, ts_recv=trades[-1].ts_recv + 1)
+    st, out = sanity.step(st, skip)
+    assert list(out) == [skip] and [s[:2] for s in st.ids] == [[skip.trade_id] * 2, [st.ids[1][0], trades[-1].trade_id]]
+    import random
+
+    rng = random.Random(23)
+    base = trades[-1]
+    for n in range(100_000):
+        t = msgspec.structs.replace(base, trade_id=rng.randrange(10**10), ts_recv=base.ts_recv + n)
+        st, _ = sanity.step(st, t)
+    assert len(st.ids) <= 4 and all(len(s[2]) <= 256 and s[1] - s[0] < 10_000 for s in st.ids)
