@@ -570,6 +570,27 @@ def test_a_bundle_file_that_is_a_symbolic_link_is_refused(made, tmp_path, what):
     assert load_states(alias, m, "states/BTCUSDT.pkl").keys() == {"features", "join"}
 
 
+def test_saving_over_a_linked_states_folder_writes_nothing_through_it(made, tmp_path):
+    """--save-models into a directory whose ``states`` is a symbolic link (to
+    another bundle's states): the link is removed, never what it points to,
+    and the new bundle's states are its own."""
+    import shutil
+
+    bundle, _, _ = made
+    outside = tmp_path / "other-states"
+    shutil.copytree(bundle / "states", outside)
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "states").symlink_to(outside)
+    _run([SPOT8], tmp_path / "out", base=_settings(models=("naive", "linear")), save_models=target)
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+    assert not (target / "states").is_symlink() and (target / "states" / "BTCUSDT.pkl").is_file()
+    from sources.bundle import read_manifest
+
+    assert read_manifest(target)["models"] == ["naive", "linear"]
+
+
 def test_rewriting_any_field_of_the_manifest_is_refused(made, manifest, tmp_path):
     """The id covers the whole manifest: a rewrite of any field (the data
     learnt from, the metrics, the config, ...) that keeps the id is refused,
