@@ -417,11 +417,20 @@ def _kline_error(o: float, h: float, lo: float, c: float, v: float) -> str:
 # (a delivery or COIN-M contract) or a COIN-M input takes that slower path.
 
 
-def _usd(s: str, market: str, payload: bytes, ts: int, key: str) -> Union[float, ErrorRecord]:
-    """The contract size of a COIN-M symbol (0.0: quantities are already
-    coins), or the dead letter of a symbol that cannot be read."""
+def _in_coins(ev: Union[Trade, Quote, DepthUpdate], s: str, market: str, payload: bytes) -> Parsed:
+    """``ev`` (of symbol ``s``), its quantities in coins where they count
+    contracts (a COIN-M contract's), or the dead letter of a symbol that
+    cannot be read in ``market``."""
     usd = coinm_contract(s, market)
-    return _err(usd, payload, ts, key) if type(usd) is str else usd  # type: ignore[return-value]
+    if isinstance(usd, str):
+        return _err(usd, payload, ev.ts_recv, ev.instrument)
+    if not usd:
+        return ev
+    if type(ev) is Trade:
+        return msgspec.structs.replace(ev, qty=ev.qty * usd / ev.price)
+    if type(ev) is Quote:
+        return msgspec.structs.replace(ev, bid_qty=ev.bid_qty * usd / ev.bid, ask_qty=ev.ask_qty * usd / ev.ask)
+    return msgspec.structs.replace(ev, bids=_coins(ev.bids, usd), asks=_coins(ev.asks, usd))  # type: ignore[union-attr]
 
 
 def _coins(levels: tuple[Level, ...], usd: float) -> tuple[Level, ...]:
@@ -434,48 +443,28 @@ def _quote(d: _WsBookTicker, ts: int, market: str, payload: bytes) -> Parsed:
     b, a = d.b, d.a
     if b >= a:
         return _err(f"crossed quote: bid {b} >= ask {a}", payload, ts, key)
-    bq, aq = d.B, d.A
-    if "_" in s or market == "coinm":
-        usd = _usd(s, market, payload, ts, key)
-        if isinstance(usd, ErrorRecord):
-            return usd
-        if usd:
-            bq, aq = bq * usd / b, aq * usd / a
-    return Quote(key, ts, None if d.E is None else d.E * _MS, b, bq, a, aq, d.u)
+    q = Quote(key, ts, None if d.E is None else d.E * _MS, b, d.B, a, d.A, d.u)
+    return _in_coins(q, s, market, payload) if "_" in s or market == "coinm" else q
 
 
 def _trade(d: _WsTrade, ts: int, market: str, payload: bytes) -> Parsed:
     if d.X is not None and d.X != "MARKET":
         return "non_market_trade"
-    return _a_trade(d.s, ts, market, payload, d.T, d.p, d.q, d.m, d.t)
-
-
-def _agg(d: _WsAggTrade, ts: int, market: str, payload: bytes) -> Parsed:
-    return _a_trade(d.s, ts, market, payload, d.T, d.p, d.q, d.m, d.a)
-
-
-def _a_trade(s: str, ts: int, market: str, payload: bytes, t: int, p: float, q: float, m: bool, tid: int) -> Parsed:
-    key = s if market == "spot" else instrument_key(s, market)
-    if "_" in s or market == "coinm":
-        usd = _usd(s, market, payload, ts, key)
-        if isinstance(usd, ErrorRecord):
-            return usd
-        if usd:
-            q = q * usd / p
-    return Trade(key, ts, t * _MS, p, q, m, tid)
+    s = d.s
+    t = Trade(s if market == "spot" else instrument_key(s, market), ts, d.T * _MS, d.p, d.q, d.m, d.t)
+    return _in_coins(t, s, market, payload) if "_" in s or market == "coinm" else t
 
 
 def _depth(d: _WsDepth, ts: int, market: str, payload: bytes) -> Parsed:
     s = d.s
-    key = s if market == "spot" else instrument_key(s, market)
-    b, a = d.b, d.a
-    if "_" in s or market == "coinm":
-        usd = _usd(s, market, payload, ts, key)
-        if isinstance(usd, ErrorRecord):
-            return usd
-        if usd:
-            b, a = _coins(b, usd), _coins(a, usd)
-    return DepthUpdate(key, ts, d.E * _MS, d.U, d.u, d.pu, b, a)
+    u = DepthUpdate(s if market == "spot" else instrument_key(s, market), ts, d.E * _MS, d.U, d.u, d.pu, d.b, d.a)
+    return _in_coins(u, s, market, payload) if "_" in s or market == "coinm" else u
+
+
+def _agg(d: _WsAggTrade, ts: int, market: str, payload: bytes) -> Parsed:
+    s = d.s
+    t = Trade(instrument_key(s, market), ts, d.T * _MS, d.p, d.q, d.m, d.a)
+    return _in_coins(t, s, market, payload) if "_" in s or market == "coinm" else t
 
 
 def _kline(d: _WsKline, ts: int, market: str, payload: bytes) -> Parsed:
@@ -488,9 +477,9 @@ def _kline(d: _WsKline, ts: int, market: str, payload: bytes) -> Parsed:
         return _err(why, payload, ts, key)
     v, qv, tb = k.v, k.q, k.V
     if "_" in d.s or market == "coinm":
-        usd = _usd(d.s, market, payload, ts, key)
-        if isinstance(usd, ErrorRecord):
-            return usd
+        usd = coinm_contract(d.s, market)
+        if isinstance(usd, str):
+            return _err(usd, payload, ts, key)
         if usd:  # COIN-M: v and V count contracts, q and Q coins
             v, qv, tb = k.q, k.v * usd, k.Q
     return Kline(key, ts, k.t * _MS, (k.T + 1) * _MS, k.o, k.h, k.l, k.c, v, qv, k.n, tb, True)

@@ -27,18 +27,12 @@ Examples
 ['BTCUSDT-1m-2025-05-30.zip', 'BTCUSDT-1m-2025-05-31.zip', 'BTCUSDT-1m-2025-06.zip',
  'BTCUSDT-1m-2025-07-01.zip', 'BTCUSDT-1m-2025-07-02.zip']
 >>> from sources.files import describe
->>> a = plan("BTCUSDT", "trades", "2024-08-08", "2024-08-08", market="usdm")[0]
->>> a.path
-'futures/um/daily/trades/BTCUSDT/BTCUSDT-trades-2024-08-08.zip'
->>> s = describe(a.path)
->>> s.fmt, s.market, s.symbol
-('trades', 'usdm', 'BTCUSDT')
->>> a = plan("BTCUSD_PERP", "trades", "2024-08-08", "2024-08-08", market="coinm")[0]
->>> a.path
-'futures/cm/daily/trades/BTCUSD_PERP/BTCUSD_PERP-trades-2024-08-08.zip'
->>> s = describe(a.path)
->>> s.fmt, s.market, s.symbol
-('trades', 'coinm', 'BTCUSD_PERP')
+>>> for symbol, market in (("BTCUSDT", "usdm"), ("BTCUSD_PERP", "coinm")):
+...     a = plan(symbol, "trades", "2024-08-08", "2024-08-08", market=market)[0]
+...     s = describe(a.path)
+...     print(a.path, s.fmt, s.market, s.symbol)
+futures/um/daily/trades/BTCUSDT/BTCUSDT-trades-2024-08-08.zip trades usdm BTCUSDT
+futures/cm/daily/trades/BTCUSD_PERP/BTCUSD_PERP-trades-2024-08-08.zip trades coinm BTCUSD_PERP
 """
 
 from __future__ import annotations
