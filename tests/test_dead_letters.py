@@ -101,8 +101,11 @@ def _build(real: list[bytes]) -> list[Injected]:
     # default allowed lateness of 1000 ms
     t = next(pick)
     late_ts = recv_ns(real[t]) - 1_500_000_000
-    out.append(Injected("late trade", t, b"%d " % late_ts + payload(real[t]), r"^late by 1500(\.0+)? ms",
-                        "make_bars", payload(real[t]), late_ts))
+    msg = json.loads(payload(real[t]))
+    msg["data"]["t"] += 10**9  # an id of its own: a copy of the real trade, passed on before, is its duplicate
+    pl = _compact(msg)
+    out.append(Injected("late trade", t, b"%d " % late_ts + pl, r"^late by 1500(\.0+)? ms", "make_bars", pl,
+                        late_ts))
     assert len({i.after for i in out}) == len(out)
     return out
 
@@ -157,7 +160,8 @@ def test_late_dead_letter_carries_the_original_line(runs):
     real, inj, _, (_, out) = runs
     late = next(i for i in inj if i.name == "late trade")
     (d,) = [d for d in _dead_letters(out) if d["stage"] == "make_bars"]
-    assert _raw(d) == payload(real[late.after]) == payload(late.line)
+    assert _raw(d) == payload(late.line) and json.loads(_raw(d))["data"]["p"] == json.loads(payload(
+        real[late.after]))["data"]["p"]
     assert d["instrument"] == "BTCUSDT" and d["ts_recv"] == late.ts_recv and d["raw_size"] is None
 
 
