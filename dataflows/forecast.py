@@ -286,8 +286,9 @@ def __getattr__(name: str) -> Dataflow:
     """``flow``: the dataflow of the environment's settings, for
     ``python -m bytewax.run dataflows.forecast``. A bad setting, input file
     or output directory, Kafka brokers that do not answer at start (with a
-    Kafka input or output) or an API port that is taken print one plain line
-    on stderr (naming the setting or file) and exit with status 2."""
+    Kafka input or output), an API port that is taken or a recovery store
+    (``-r``) that cannot be used (:func:`check_recovery`) print one plain
+    line on stderr (naming the setting or file) and exit with status 2."""
     if name != "flow":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:

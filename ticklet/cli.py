@@ -21,9 +21,11 @@ output topic over HTTP, a live WebSocket stream and a live page
 
 A usage or configuration error (a bad argument or ``TICKLET_*`` variable, an
 input that is missing, unreadable or not a known format, an output directory
-that cannot be made, brokers that do not answer at start) is one plain line
-on stderr naming the argument, setting or file, and exit status 2; never a
-traceback.
+that cannot be made or whose files cannot be replaced, brokers that do not
+answer at start) is one plain line on stderr naming the argument, setting or
+file, and exit status 2; never a traceback. A backtest whose output cannot be
+written during the run stops with one line naming the file and the OS error,
+exit status 74 and no summary (:mod:`sinks.fatal`).
 """
 
 from __future__ import annotations
