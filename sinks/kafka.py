@@ -261,7 +261,7 @@ class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
         own = int(self._config.get("message.max.bytes", _MESSAGE_MAX_BYTES))
         self._limit = own if limit is None else min(own, limit)
         self._room = _room(self._limit)
-        batch = min(int(self._config.get("batch.size", _MESSAGE_MAX_BYTES)), self._room)
+        batch = max(1, min(int(self._config.get("batch.size", _MESSAGE_MAX_BYTES)), self._room))
         return Producer({**self._config, "batch.size": batch, "error_cb": self._on_error})
 
     def _on_error(self, err: KafkaError) -> None:
@@ -286,9 +286,10 @@ class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
 
     def _refuse(self, size: int) -> NoReturn:
         """Stop: a record of ``size`` bytes cannot be made to fit the topic."""
-        msg = (f"a record of {size} bytes is larger than Kafka topic {self._topic!r} takes (records of at most "
-               f"{self._limit} bytes: the topic's max.message.bytes or the producer's message.max.bytes, whichever "
-               "is smaller); raise the topic's max.message.bytes")
+        msg = (f"a record of {size} bytes does not fit in Kafka topic {self._topic!r}: it takes record batches of at "
+               f"most {self._limit} bytes (the smaller of its max.message.bytes and the producer's message.max.bytes), "
+               f"of which the batch's own headers take up to {self._limit - self._room}; raise the topic's "
+               "max.message.bytes")
         if self._exit:
             stop_run(f"{msg}. The run stopped with status {EXIT_BAD_SETUP}; with recovery, the same command "
                      "then resumes from the last snapshot.", EXIT_BAD_SETUP)

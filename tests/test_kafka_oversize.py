@@ -222,5 +222,6 @@ def test_a_record_too_large_for_its_topic_that_is_no_dead_letter_stops_the_run_i
     assert proc.returncode == 2, proc.stderr[-3000:]
     ours = [ln for ln in proc.stderr.splitlines() if ln.startswith("ticklet:")]
     assert len(ours) == 1 and "Traceback" not in proc.stderr and "panicked" not in proc.stderr, proc.stderr[-3000:]
-    assert ours[0].startswith("ticklet: a record of ") and f"larger than Kafka topic {out_topic!r} takes (records " \
-        "of at most 256 bytes" in ours[0] and "raise the topic's max.message.bytes" in ours[0], ours[0]
+    assert ours[0].startswith("ticklet: a record of ") and f"bytes does not fit in Kafka topic {out_topic!r}: it " \
+        "takes record batches of at most 256 bytes" in ours[0] and "raise the topic's max.message.bytes" in ours[0], \
+        ours[0]
