@@ -7,6 +7,7 @@ missing, deleted, or made for another output directory, and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -16,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -306,6 +308,21 @@ def _dataflow_of(pid: int) -> int:
     raise AssertionError(f"process {pid} started no dataflow")
 
 
+@contextlib.contextmanager
+def _in_background(env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """``scripts/run-forecast.sh`` in the background, in a process group of
+    its own: if the test fails, the group (the script and its dataflow) is
+    killed."""
+    script = subprocess.Popen(["bash", str(SCRIPT)], cwd=SCRATCH, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield script
+    finally:
+        if script.poll() is None:
+            os.killpg(script.pid, signal.SIGKILL)
+            script.wait()
+
+
 def test_run_forecast_restarts_a_killed_dataflow_and_forwards_sigterm(ws_dir, full_run, tmp_path):
     """``scripts/run-forecast.sh`` over every recording: its dataflow killed
     (kill -9) once it has written a third of its forecasts is restarted from
@@ -323,9 +340,7 @@ def test_run_forecast_restarts_a_killed_dataflow_and_forwards_sigterm(ws_dir, fu
         except FileNotFoundError:
             return 0
 
-    script = subprocess.Popen(["bash", str(SCRIPT)], cwd=SCRATCH, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    try:
+    with _in_background(env) as script:
         flow = _dataflow_of(script.pid)
         deadline = time.monotonic() + 120
         while size() < full / 3:
@@ -333,25 +348,15 @@ def test_run_forecast_restarts_a_killed_dataflow_and_forwards_sigterm(ws_dir, fu
             time.sleep(0.005)
         os.kill(flow, signal.SIGKILL)
         _, err = script.communicate(timeout=300)
-    finally:
-        if script.poll() is None:
-            script.kill()
-            script.wait()
     assert script.returncode == 0, err[-3000:]
     assert err.count("restarting it from the last snapshot") == 1 and "status 137" in err, err[-3000:]
     assert "panicked" not in err and "Traceback" not in err, err[-3000:]
     assert_files_match(out, ref, "killed under run-forecast.sh, restarted by it")
 
     shutil.rmtree(rec)
-    script = subprocess.Popen(["bash", str(SCRIPT)], cwd=SCRATCH, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    try:
+    with _in_background(env) as script:
         flow = _dataflow_of(script.pid)
-        script.send_signal(signal.SIGTERM)
+        script.send_signal(signal.SIGTERM)  # to the script only: it passes it on
         _, err = script.communicate(timeout=60)
-    finally:
-        if script.poll() is None:
-            script.kill()
-            script.wait()
     assert script.returncode == 143, err[-3000:]
     assert not Path(f"/proc/{flow}").exists() or "zombie" in Path(f"/proc/{flow}/status").read_text()
