@@ -31,7 +31,7 @@ from realdata import REPO, SCRATCH, csv_dicts, lines, messages, parse_paths, wri
 
 from operators.pnl import ExecutionConfig
 from sources.binance import parse_chunk
-from sources.files import describe, group_streams, unquoted
+from sources.files import InputFormatError, describe, group_streams, unquoted
 from sources.symbols import COINM_CONTRACT_USD
 from sources.wire import encode_tick
 from ticklet.events import DepthUpdate, Kline, Quote, RawChunk, Trade
@@ -172,6 +172,8 @@ def test_unknown_coinm_contract_is_refused_with_one_line(tmp_path: Path):
     assert proc.stderr.strip().splitlines() == [
         f"ticklet: {rec}: unknown COIN-M contract size: SOLUSD_PERP (ticklet knows those of "
         f"{len(COINM_CONTRACT_USD)} pairs: sources/symbols.py)"]
+    with pytest.raises(InputFormatError, match=r"solusd_perp_20240808.gz: unknown COIN-M contract size"):
+        group_streams([tmp_path])  # inside a directory too: refused, not skipped
     values = [encode_tick(int(ln[:19]), "coinm", ln[20:]) for ln in renamed]
     by_key, errors, counts = parse_chunk(RawChunk("kafka", "", "", values))
     assert by_key == {} and counts["ticks"] == 0
