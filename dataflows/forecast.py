@@ -132,6 +132,12 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None) -> Datafl
     With ``TICKLET_FORECAST__WARM_START``, they start from a bundle."""
     out, kafka = settings.output.dir, settings.kafka
     warm = load_warm_start(settings)  # before anything is wired or written: a bad bundle is one line
+    if settings.output.influx:  # a server that cannot take the points: one line now, not points lost at the end
+        from sinks.influx import unwritable  # influxdb-client loads only when it is used
+
+        why = unwritable(settings.influx)
+        if why is not None:
+            raise ConfigError(why)
     flow = Dataflow("ticklet_forecast")
 
     total_bytes = None  # of the input files, for the progress bar
@@ -193,8 +199,9 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None) -> Datafl
 
         decided = [decisions, books.fills, books.equity] if settings.output.economics else []
         records = op.merge("merge_influx", bars.out, features, forecasts.issued, forecasts.scored, metrics, *decided)
-        op.output("write_influx", op.merge("merge_influx_health", ops.values("unkey_influx", records), counts, dead),
-                  InfluxSink(settings.influx))
+        stamped = ops.values("unkey_influx", ops.stamp_points("stamp_influx", records))
+        op.output("write_influx", op.merge("merge_influx_health", stamped, counts, dead),
+                  InfluxSink(settings.influx, report=settings.output.summary))  # its result: a line of its own
     op.output("write_counters", ops.key_records("key_counters", counts), CounterSink(out / COUNTERS_FILE))
     if settings.output.summary:
         report = op.merge("merge_report", counts, ops.values("unkey_metrics", metrics))
@@ -205,15 +212,15 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None) -> Datafl
 
 
 def _destinations(settings: Settings) -> dict[str, str]:
-    """Where the run's outputs go, for the end-of-run summary."""
+    """Where the run's outputs go, for the end-of-run summary (InfluxDB
+    reports on its own line once its last points are confirmed:
+    :class:`sinks.influx.InfluxSink`)."""
     o, k = settings.output, settings.kafka
     economics = ("signals.csv", "trades.csv", "equity.csv", "economics.csv")
     out = {name.split(".")[0]: str((o.dir / name).resolve()) for name in OUTPUT_FILES
            if (o.files and (o.economics or name not in economics)) or name == COUNTERS_FILE}
     if o.kafka:
         out["kafka"] = f"{k.output_topic}, {k.dead_letter_topic} on {k.bootstrap_servers}"
-    if o.influx:
-        out["influxdb"] = f"{settings.influx.url} bucket {settings.influx.bucket}"
     return out
 
 

@@ -66,6 +66,7 @@ __all__ = [
     "run_step",
     "score_forecasts",
     "split_read_errors",
+    "stamp_points",
     "trade",
     "values",
 ]
@@ -473,6 +474,16 @@ def split_read_errors(step_id: str, up: Stream[Any]) -> ChunkOut:
 def encode_for_kafka(step_id: str, up: KeyedStream[Any]) -> Stream[tuple[bytes, bytes]]:
     """Keyed records to Kafka ``(key, value)`` bytes (see sinks.records)."""
     return op.map("encode", up, lambda kv: kafka_record(*kv))
+
+
+@operator
+def stamp_points(step_id: str, up: KeyedStream[Any]) -> KeyedStream[Any]:
+    """Records with the time of their InfluxDB point, distinct within each
+    series (:func:`sinks.influx_points.stamp`); its state is snapshotted, so
+    a resumed run stamps the records it replays as the first life did."""
+    from sinks.influx_points import StampState, stamp  # influxdb-client loads only when the InfluxDB output is on
+
+    return run_step("stamp", up, stamp, StampState).out
 
 
 @operator

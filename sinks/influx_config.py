@@ -26,18 +26,22 @@ class InfluxConfig(BaseModel):
     flush_interval_ms: int = Field(1000, ge=1, description="Longest wait before a partial batch is written.")
     retry_interval_ms: int = Field(1000, ge=1, description="First retry delay of a failed batch; doubles each time.")
     max_retry_delay_ms: int = Field(30_000, ge=1, description="Longest delay between two retries.")
-    max_retries: int = Field(20, ge=0, description="Retries of a failed batch before it is dropped (counted).")
+    max_retries: int = Field(20, ge=0, description="Retries of a failed batch before it is given up (counted; the "
+        "run then ends with exit status 74).")
     max_retry_time_ms: int = Field(600_000, ge=0,
-        description="Longest time a batch is retried before it is dropped (counted).")
+        description="Longest time a batch is retried before it is given up (counted; the run then ends with exit "
+        "status 74).")
     max_buffered_points: int = Field(
         200_000, ge=1,
-
-            description="Most points handed over and not yet confirmed; beyond it new points are dropped (counted, "
-            "logged).")
+        description="Most points handed over and not yet confirmed; beyond it new points are dropped (counted, "
+        "logged; the run then ends with exit status 74).")
     max_close_wait_ms: int = Field(
         30_000, ge=0, description="Longest wait for pending points at shutdown; those still pending then are "
-        "abandoned (counted, logged) and their retries stop.")
+        "abandoned (counted, logged), their retries stop, and the run ends with exit status 74.")
     timeout_ms: int = Field(10_000, ge=1, description="HTTP timeout of one write request.")
+    connect_timeout_s: float = Field(15.0, gt=0, le=3600,
+        description="How long the dataflow waits at start for the server to accept a write of no points (token, "
+        "org, bucket and write permission checked) before it stops with one line (exit status 2).")
     health_interval_s: float = Field(1.0, gt=0, description="Seconds (wall clock) between two health points.")
 
     @field_validator("url")

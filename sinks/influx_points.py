@@ -33,6 +33,15 @@ rewrites identical points (same measurement, tags and time) instead of adding
 new ones. ``health`` is the exception: it describes the running process and is
 stamped with the wall clock by the sink.
 
+InfluxDB keeps one point per measurement, tags and time: a second row of the
+same series at the same time would overwrite the first. Some series have such
+rows: several decisions filled by the same quote (``position``, ``equity``
+at that quote's time). :func:`stamp` gives each record its point's time,
+distinct within its series: its own time, or, for a record whose time is at or
+before the last stamp of its series (and not before the last time), that stamp
+plus 1 ns. The dataflow runs it per instrument as a stateful step, so a
+resumed run stamps the records it replays as the first life did.
+
 >>> from ticklet.events import MetricsRecord
 >>> p = to_point(MetricsRecord("BTCUSDT", "linear", 1, 1_000, 5, 0.1, 0.2, 0.05, 0.6, 4, 2))
 >>> p.to_line_protocol()
@@ -41,14 +50,15 @@ stamped with the wall clock by the sink.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Optional
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Optional
 
 from influxdb_client import Point, WritePrecision
 
 from ticklet.events import Bar, EquityPoint, FeatureRow, Fill, Forecast, ForecastRecord, MetricsRecord, Signal
 
-__all__ = ["MEASUREMENTS", "to_point"]
+__all__ = ["MEASUREMENTS", "WHEN", "StampState", "Stamped", "stamp", "to_point"]
 
 #: measurement -> (tags, fields) written; ``features`` fields depend on settings.
 MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -70,59 +80,100 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                              "points_dropped", "points_failed")),
 }
 
+#: record type -> (measurement, the field holding the point's time)
+WHEN: dict[type, tuple[str, str]] = {
+    ForecastRecord: ("scored", "ts_target"), Forecast: ("forecast", "ts_target"),
+    MetricsRecord: ("metrics", "ts_target"), Bar: ("bar", "ts_end"), FeatureRow: ("features", "ts_end"),
+    Signal: ("signal", "ts_forecast"), Fill: ("position", "ts_recv"), EquityPoint: ("equity", "ts_recv"),
+}
 
-def _point(measurement: str, tags: dict[str, Any], fields: dict[str, Any], time_ns: int) -> Point:
+_FIELDS: dict[type, Callable[[Any, Sequence[str]], dict[str, Any]]] = {
+    ForecastRecord: lambda r, _: {
+        "pred_return": r.pred_return, "realized_return": r.realized_return, "pred_price": r.pred_price,
+        "realized_price": r.realized_price, "error": r.error, "abs_error": abs(r.error), "pred_lo": r.pred_lo,
+        "pred_hi": r.pred_hi, "n_learnt": r.n_learnt},
+    Forecast: lambda r, _: {
+        "pred_return": r.pred_return, "pred_price": r.pred_price, "price": r.price, "ts_forecast": r.ts_forecast,
+        "pred_lo": r.pred_lo, "pred_hi": r.pred_hi, "n_learnt": r.n_learnt},
+    MetricsRecord: lambda r, _: {
+        "n": r.n, "mae": r.mae, "rmse": r.rmse, "skill": r.skill, "hit_rate": r.hit_rate,
+        "n_directional": r.n_directional, "coverage": r.coverage, "hit_rate_se": r.hit_rate_se,
+        "dm_stat": r.dm_stat, "dm_p_value": r.dm_p_value, "pt_stat": r.pt_stat, "pt_p_value": r.pt_p_value},
+    Bar: lambda r, _: {
+        "open": r.open, "high": r.high, "low": r.low, "close": r.close, "price": r.price, "volume": r.volume,
+        "vwap": r.vwap, "trades": r.trades, "buy_volume": r.buy_volume, "sell_volume": r.sell_volume,
+        "bid": r.bid or None, "ask": r.ask or None},
+    FeatureRow: lambda r, features: {f: r.x[f] for f in features if f in r.x},
+    Signal: lambda r, _: {
+        "side": r.side, "p_up": r.p_up, "expected_return": r.expected_return, "target_position": r.target_position},
+    Fill: lambda r, _: {
+        "position": r.position, "qty": r.qty, "price": r.price, "mid": r.mid, "fee": r.fee, "cash": r.cash},
+    EquityPoint: lambda r, _: {
+        "equity": r.equity, "gross_equity": r.gross_equity, "costs": r.costs, "drawdown": r.drawdown,
+        "position": r.position, "mid": r.mid},
+}
+
+
+def to_point(rec: Any, features: Sequence[str] = (), time_ns: Optional[int] = None) -> Optional[Point]:
+    """The point for one record (at ``time_ns``, by default the record's own
+    time: see :data:`WHEN`), or None for records that have none."""
+    t = type(rec)
+    when = WHEN.get(t)
+    if when is None or (t is FeatureRow and (not features or not rec.ready)):
+        return None
+    measurement, time_field = when
     p = Point(measurement)
-    for k, v in tags.items():
-        p.tag(k, str(v))
-    for k, v in fields.items():
+    for k in MEASUREMENTS[measurement][0]:
+        p.tag(k, str(getattr(rec, k)))
+    for k, v in _FIELDS[t](rec, features).items():
         if v is not None:
             p.field(k, v)
-    return p.time(time_ns, WritePrecision.NS)
+    return p.time(getattr(rec, time_field) if time_ns is None else time_ns, WritePrecision.NS)
 
 
-def to_point(rec: Any, features: Sequence[str] = ()) -> Optional[Point]:
-    """The point for one record, or None for records that have none."""
-    t = type(rec)
-    if t is ForecastRecord:
-        return _point("scored", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
-                      {"pred_return": rec.pred_return, "realized_return": rec.realized_return,
-                       "pred_price": rec.pred_price, "realized_price": rec.realized_price,
-                       "error": rec.error, "abs_error": abs(rec.error),
-                       "pred_lo": rec.pred_lo, "pred_hi": rec.pred_hi, "n_learnt": rec.n_learnt}, rec.ts_target)
-    if t is Forecast:
-        return _point("forecast", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
-                      {"pred_return": rec.pred_return, "pred_price": rec.pred_price, "price": rec.price,
-                       "ts_forecast": rec.ts_forecast, "pred_lo": rec.pred_lo, "pred_hi": rec.pred_hi,
-                       "n_learnt": rec.n_learnt}, rec.ts_target)
-    if t is MetricsRecord:
-        return _point("metrics", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
-                      {"n": rec.n, "mae": rec.mae, "rmse": rec.rmse, "skill": rec.skill,
-                       "hit_rate": rec.hit_rate, "n_directional": rec.n_directional,
-                       "coverage": rec.coverage, "hit_rate_se": rec.hit_rate_se, "dm_stat": rec.dm_stat,
-                       "dm_p_value": rec.dm_p_value, "pt_stat": rec.pt_stat, "pt_p_value": rec.pt_p_value},
-                      rec.ts_target)
-    if t is Bar:
-        return _point("bar", {"instrument": rec.instrument},
-                      {"open": rec.open, "high": rec.high, "low": rec.low, "close": rec.close,
-                       "price": rec.price, "volume": rec.volume, "vwap": rec.vwap, "trades": rec.trades,
-                       "buy_volume": rec.buy_volume, "sell_volume": rec.sell_volume,
-                       "bid": rec.bid or None, "ask": rec.ask or None}, rec.ts_end)
-    if t is Signal:
-        return _point("signal", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
-                      {"side": rec.side, "p_up": rec.p_up, "expected_return": rec.expected_return,
-                       "target_position": rec.target_position}, rec.ts_forecast)
-    if t is Fill:
-        return _point("position", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
-                      {"position": rec.position, "qty": rec.qty, "price": rec.price, "mid": rec.mid, "fee": rec.fee,
-                       "cash": rec.cash}, rec.ts_recv)
-    if t is EquityPoint:
-        return _point("equity", {"instrument": rec.instrument, "model": rec.model, "horizon": rec.horizon},
-                      {"equity": rec.equity, "gross_equity": rec.gross_equity, "costs": rec.costs,
-                       "drawdown": rec.drawdown, "position": rec.position, "mid": rec.mid}, rec.ts_recv)
-    if t is FeatureRow:
-        if not features or not rec.ready:
-            return None
-        return _point("features", {"instrument": rec.instrument}, {f: rec.x[f] for f in features if f in rec.x},
-                      rec.ts_end)
-    return None
+class Stamped(NamedTuple):
+    """A record whose point goes at ``time_ns`` instead of its own time."""
+
+    record: Any
+    time_ns: int
+
+
+@dataclass
+class StampState:
+    """The last time and stamp of every series of one instrument:
+    (measurement, model, horizon) -> (time, stamp). Bounded by the
+    measurements, models and horizons."""
+
+    last: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict)
+
+
+def stamp(state: StampState, rec: Any) -> tuple[StampState, list[Any]]:
+    """Pass ``rec`` on, as a :class:`Stamped` record when its point must go
+    later than its own time: at 1 ns after the last stamp of its series, when
+    its time is at or before that stamp (and not before the last time).
+    Stamps strictly increase within a series whose times do not go back, so
+    no point overwrites another; records that have no point pass unchanged.
+
+    Examples
+    --------
+    Four decisions of one book filled by the same quote, then the next quote:
+
+    >>> from ticklet.events import EquityPoint
+    >>> st, out = StampState(), []
+    >>> for t in (100, 200, 200, 200, 200, 300):
+    ...     st, o = stamp(st, EquityPoint("BTCUSDT", "naive", 1, t, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0))
+    ...     out += o
+    >>> [x.time_ns if type(x) is Stamped else x.ts_recv for x in out]
+    [100, 200, 201, 202, 203, 300]
+    >>> st.last
+    {('equity', 'naive', 1): (300, 300)}
+    """
+    when = WHEN.get(type(rec))
+    if when is None:
+        return state, [rec]
+    t = getattr(rec, when[1])
+    key = (when[0], getattr(rec, "model", ""), getattr(rec, "horizon", 0))
+    prev = state.last.get(key)
+    s = prev[1] + 1 if prev is not None and prev[0] <= t <= prev[1] else t
+    state.last[key] = (t, s)
+    return state, [rec if s == t else Stamped(rec, s)]

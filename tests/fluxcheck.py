@@ -62,19 +62,24 @@ def _num(s: str) -> float | None:
 
 def from_csv(out: Path, measurement: str) -> dict[tuple, dict[str, float]]:
     """The points the sink should have written for ``measurement``, from the
-    run's CSV output: {(instrument, model, horizon, time ns): {field: value}}
-    (the last row wins where two share series and time, as in the server).
+    run's CSV output: {(instrument, model, horizon, time ns): {field: value}},
+    one per row: the k-th row (from 0, in file order) of a series at a time
+    that earlier rows of the series have is at that time plus k ns.
     ``forecast`` (issued forecasts) gives those that were scored."""
     src = "scored" if measurement == "forecast" else measurement
     name, tcol = CSV_OF[src]
     _, fields = MEASUREMENTS[measurement]
     want: dict[tuple, dict[str, float]] = {}
+    seen: dict[tuple, int] = defaultdict(int)
     for r in csv_dicts(out / name):
         vals = {f: _num(r[f]) for f in fields if f in r and not (measurement == "forecast" and f == "price")}
         if measurement == "scored":
             vals["abs_error"] = abs(float(r["error"]))
-        want[(r["instrument"], r["model"], r["horizon"], int(r[tcol]))] = {f: v for f, v in vals.items()
-                                                                          if v is not None}
+        series_time = (r["instrument"], r["model"], r["horizon"], int(r[tcol]))
+        key = (*series_time[:3], series_time[3] + seen[series_time])
+        seen[series_time] += 1
+        assert key not in want, key  # rows of a series 1 ns apart: not in these recordings
+        want[key] = {f: v for f, v in vals.items() if v is not None}
     return want
 
 

@@ -69,6 +69,8 @@ def _cases() -> list[Case]:
         Case("signals-model-not-forecast", flow, "TICKLET_SIGNALS__MODELS", {"TICKLET_SIGNALS__MODELS": '["hat"]'}),
         Case("brokers-empty", flow, "TICKLET_KAFKA__BOOTSTRAP_SERVERS", {"TICKLET_KAFKA__BOOTSTRAP_SERVERS": " "}),
         Case("influx-url", flow, "TICKLET_INFLUX__URL", {"TICKLET_INFLUX__URL": "localhost:8086"}),
+        Case("influx-connect-timeout", flow, "TICKLET_INFLUX__CONNECT_TIMEOUT_S",
+             {"TICKLET_INFLUX__CONNECT_TIMEOUT_S": "0"}),
         Case("api-port", flow, "TICKLET_API__PORT", {"TICKLET_API__PORT": "0"}),
         Case("api-address", flow, "TICKLET_API__ADDRESS", {"TICKLET_API__ADDRESS": "everywhere"}),
         Case("bundle-key-short", flow, "TICKLET_BUNDLE__KEY", {"TICKLET_BUNDLE__KEY": "short"}),
@@ -90,6 +92,9 @@ def _cases() -> list[Case]:
         Case("kafka-output-no-broker", flow, "TICKLET_KAFKA__BOOTSTRAP_SERVERS",
              {"TICKLET_OUTPUT__KAFKA": "true", "TICKLET_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:{dead}",
               "TICKLET_KAFKA__CONNECT_TIMEOUT_S": "1"}),
+        Case("influx-no-server", flow, "TICKLET_INFLUX__URL",
+             {"TICKLET_OUTPUT__INFLUX": "true", "TICKLET_INFLUX__URL": "http://127.0.0.1:{dead}",
+              "TICKLET_INFLUX__CONNECT_TIMEOUT_S": "1"}),
         Case("api-port-taken", flow, "TICKLET_API__PORT",
              {"TICKLET_API__ENABLED": "true", "TICKLET_API__PORT": "{busy}"}),
         # -- ticklet backtest
@@ -101,6 +106,9 @@ def _cases() -> list[Case]:
         Case("backtest-out-is-file", cli, "--out", argv=("backtest", rec, "--out", "{d}/afile")),
         Case("backtest-models-empty", cli, "TICKLET_FORECAST__MODELS", {"TICKLET_FORECAST__MODELS": "[]"},
              argv=("backtest", rec)),
+        Case("backtest-influx-no-server", cli, "TICKLET_INFLUX__URL",
+             {"TICKLET_OUTPUT__INFLUX": "true", "TICKLET_INFLUX__URL": "http://127.0.0.1:{dead}",
+              "TICKLET_INFLUX__CONNECT_TIMEOUT_S": "1"}, ("backtest", rec)),
         # -- ticklet replay
         Case("replay-missing", cli, "{d}/missing.gz", argv=("replay", "{d}/missing.gz")),
         Case("replay-klines", cli, str(KLINES), argv=("replay", str(KLINES))),
