@@ -66,8 +66,8 @@ class _AppendPartition(StatefulSinkPartition[msgspec.Struct, int]):
             if resume and (size is None or size < resume):
                 stop_run(f"{path}: the recovery snapshot resumes this file at byte {resume:,}, but it "
                          f"{'does not exist' if size is None else f'has {size:,} bytes'}: the output directory "
-                         "changed since the snapshot was taken. Put the run's files back, or remove the recovery "
-                         "store to start afresh.", EXIT_BAD_SETUP)
+                         "changed since the snapshot was taken (files removed or cut short). Put the run's files "
+                         "back, or remove the recovery store to start afresh.", EXIT_BAD_SETUP)
             self._f = open(path, "r+b" if size is not None else "w+b")  # noqa: SIM115
             self._f.truncate(resume or 0)
             self._f.seek(resume or 0)

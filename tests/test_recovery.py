@@ -263,8 +263,8 @@ def test_an_output_directory_changed_between_lives_is_one_line(tmp_path):
     panic, 'StateKey ... not in this worker's routing map'). With ``a``
     again but its files gone: one line naming the file and the snapshot's
     offset, status 2 (before: the files were recreated holding zeros up to
-    the offsets). The files put back, the run ends normally and they are
-    unchanged."""
+    the offsets), and the same with ``forecasts.csv`` cut in half. The files
+    put back, the run ends normally and they are unchanged."""
     rec, a, b = _new_store(tmp_path / "recovery"), tmp_path / "a", tmp_path / "b"
     assert _flow_with(rec, a, SAMPLE_DIR).returncode == 0
     files = _record_files(a)
@@ -285,6 +285,14 @@ def test_an_output_directory_changed_between_lives_is_one_line(tmp_path):
 
     shutil.rmtree(a)
     (tmp_path / "kept").rename(a)
+    whole = (a / "forecasts.csv").read_bytes()
+    (a / "forecasts.csv").write_bytes(whole[:len(whole) // 2])
+    cut = _flow_with(rec, a, SAMPLE_DIR)
+    assert cut.returncode == BAD_SETUP, cut.stderr[-3000:]
+    assert one_line(cut.stderr).startswith(f"ticklet: {a / 'forecasts.csv'}: the recovery snapshot resumes this "
+                                           f"file at byte {len(whole):,}, but it has {len(whole) // 2:,} bytes")
+
+    (a / "forecasts.csv").write_bytes(whole)
     back = _flow_with(rec, a, SAMPLE_DIR)
     assert back.returncode == 0, back.stderr[-3000:]
     assert _record_files(a) == files
