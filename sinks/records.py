@@ -125,7 +125,9 @@ def fit_dead_letter(value: bytes, room: int) -> Optional[bytes]:
         return _value(ErrorRecord.of(rec.stage, rec.reason, raw[:n], rec.instrument, rec.ts_recv, rec.raw_size,
                                      rec.raw_sha256))
 
-    lo, hi = 0, len(raw)  # the longest cut that fits: between lo (included, if it fits at all) and hi (excluded)
+    # The longest cut that fits: from lo (it fits) to hi (excluded); a cut longer than room never fits (its
+    # JSON string is at least as long as its bytes).
+    lo, hi = 0, min(len(raw), room) + 1
     if len(cut(0)) > room:
         return None
     while hi - lo > 1:
