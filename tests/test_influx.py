@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import math
 import os
@@ -243,8 +244,6 @@ def test_the_token_is_never_logged(caplog, monkeypatch):
 def test_measurements_table_matches_the_points(ws_dir):
     """MEASUREMENTS (what the dashboards may query) lists exactly the tags and
     fields that to_point writes."""
-    import json
-
     chain = run_chain([ws_dir / "spot" / "btcusdt_20240808.gz"])
     seen: dict[str, tuple[set, set]] = {}
     for rec in [*chain.bar_out, *chain.join_out, *chain.metrics, *chain.rows]:
@@ -470,6 +469,8 @@ def test_a_run_whose_points_are_rejected_says_so_once_and_ends_with_status_74(on
     lost, handed, dropped, failed, abandoned = map(int, m.groups())
     assert (handed, lost, failed, dropped, abandoned) == (points, points - 1, points - 1, 0, 0), last
     assert _points_held(server, bucket) == 1  # the health point
+    counters = json.loads((tmp_path / "counters.json").read_text())  # the other outputs are complete
+    assert counters["forecasts"] == len(csv_dicts(tmp_path / "forecasts.csv")) > 1000 and counters["ticks"] > 10_000
     outputs = err[err.index("\noutputs:\n"):].splitlines()[2:-1]  # the summary came first here, then the line
     assert outputs and not any("influx" in ln.lower() or ln.startswith("ticklet") for ln in outputs), outputs
 
@@ -546,4 +547,5 @@ def test_a_server_gone_after_the_check_ends_the_run_with_the_count_and_status_74
     assert took < 3.0, closed
     stamp = datetime.strptime(closed[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
     assert exited - stamp < 4.0, (exited - stamp, closed)  # no retry thread holds the exit
-    assert len(csv_dicts(tmp_path / "forecasts.csv")) > 1000  # the files are complete
+    counters = json.loads((tmp_path / "counters.json").read_text())  # the other outputs are complete
+    assert counters["forecasts"] == len(csv_dicts(tmp_path / "forecasts.csv")) > 1000 and counters["ticks"] > 10_000
