@@ -416,7 +416,7 @@ def _vote(kind: Optional[str], data: dict) -> Optional[tuple[str, bool]]:
         return ("spot", True) if "M" in data else ("usdm", True)
     if kind == "bookTicker" or kind == "snapshot":
         return ("usdm", True) if "E" in data or "T" in data else ("spot", False)
-    if kind == "depth" and "U" in data:  # a diff-depth update
+    if kind is not None and kind.startswith("depth") and "U" in data:  # a diff-depth update (futures' depth20 too)
         return ("usdm", True) if "pu" in data else ("spot", False)
     if kind == "kline":
         k = data.get("k")
