@@ -28,6 +28,7 @@ from realdata import REPO
 from ticklet.settings import Settings
 
 WS = REPO / "tests" / "data" / "binance-ws"
+CM = REPO / "tests" / "data" / "fixtures" / "hftbacktest" / "cm" / "btcusd_perp_20240808.gz"
 REC = WS / "spot" / "btcusdt_20230405.dat.gz"
 KLINES = REPO / "tests" / "data" / "klines" / "BTC_USDT-15m.feather"
 FLOW = [sys.executable, "-m", "bytewax.run", "dataflows.forecast"]
@@ -85,6 +86,9 @@ def _cases() -> list[Case]:
         Case("path-empty-dir", flow, "{d}/empty", {"TICKLET_INPUT__PATHS": '["{d}/empty"]'}),
         Case("path-unreadable", flow, "{d}/locked.gz", {"TICKLET_INPUT__PATHS": '["{d}/locked.gz"]'},
              unprivileged=True),
+        Case("coinm-contract-unknown", flow, "{d}/solusd_perp.gz", {"TICKLET_INPUT__PATHS": '["{d}/solusd_perp.gz"]'}),
+        Case("market-coinm-on-spot", flow, "TICKLET_INPUT__MARKET",
+             {"TICKLET_INPUT__MARKET": "coinm", "TICKLET_INPUT__PATHS": f'["{rec}"]'}),
         Case("output-dir-under-file", flow, "TICKLET_OUTPUT__DIR", {"TICKLET_OUTPUT__DIR": "{d}/afile/out"}),
         Case("kafka-input-no-broker", flow, "TICKLET_KAFKA__BOOTSTRAP_SERVERS",
              {"TICKLET_INPUT__SOURCE": "kafka", "TICKLET_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:{dead}",
@@ -161,6 +165,10 @@ def _prepare(d: Path) -> None:
     (d / "empty").mkdir()
     (d / "afile").write_text("x")
     (d / "locked.gz").write_bytes(gzip.compress(b"1 {}\n"))
+    with gzip.open(CM) as f:  # real COIN-M lines of a contract whose size ticklet does not know
+        head = f.read(1 << 16).rsplit(b"\n", 1)[0]
+    (d / "solusd_perp.gz").write_bytes(gzip.compress(head.replace(b"btcusd_perp@", b"solusd_perp@")
+                                                     .replace(b'"BTCUSD_PERP"', b'"SOLUSD_PERP"') + b"\n"))
     (d / "locked.gz").chmod(0)
     (d / "lockeddir" / "spot").mkdir(parents=True)
     shutil.copy(REC, d / "lockeddir" / "spot")
