@@ -557,9 +557,12 @@ def parse_ws(ts: int, payload: bytes, market: str, at: int = -1) -> Parsed:
     try:
         if payload.startswith(b'bookTicker"', k):  # most messages: inlined
             d = _book_env.decode(payload).data
-            if d.s != last_s and not _same_symbol(d.s, payload, at):
-                return _parse_exact(ts, payload, market)
-            if "_" in d.s or market == "coinm":  # delivery and COIN-M contracts
+            if d.s != last_s:  # the last symbol is never a contract's (_same_symbol)
+                if not _same_symbol(d.s, payload, at):
+                    return _parse_exact(ts, payload, market)
+                if "_" in d.s:  # delivery and COIN-M contracts
+                    return _quote(d, ts, market, payload)
+            if market == "coinm":
                 return _quote(d, ts, market, payload)
             key = d.s if market == "spot" else instrument_key(d.s, market)
             b, a = d.b, d.a
@@ -587,12 +590,14 @@ def parse_ws(ts: int, payload: bytes, market: str, at: int = -1) -> Parsed:
 def _same_symbol(s: str, payload: bytes, at: int) -> bool:
     """Whether the stream name at ``at`` is ``s`` in lower case followed by
     ``@`` (``s`` one of the memo's valid symbols); it becomes the last
-    symbol seen."""
+    symbol seen, unless it is a contract's (with ``_``), whose messages take
+    their builders' slower path."""
     global _LAST
     low = _LOWER.get(s)
     if low is None or not payload.startswith(low, at):
         return False
-    _LAST = (low, s)
+    if "_" not in s:
+        _LAST = (low, s)
     return True
 
 
