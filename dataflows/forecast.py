@@ -41,7 +41,7 @@ from sinks.files import COUNTERS_FILE, CounterSink, CsvSink, JsonLinesSink
 from sinks.kafka import KafkaRecordSink, Outage, producer_config, rdkafka_logger
 from sinks.records import fit_dead_letter
 from sinks.report import ReportSink
-from sources.files import InputFormatError
+from sources.files import InputFormatError, unquoted
 from sources.kafka import KafkaTickSource
 from sources.replay import ReplaySource
 from ticklet.events import Count, EconomicsRecord, EquityPoint, Fill, ForecastRecord, MetricsRecord, Signal
@@ -121,6 +121,25 @@ def check_output_files(out: Path, name: str, remove: bool = False) -> None:
         except OSError as ex:
             raise ConfigError(f"{name} {out}: cannot remove {path}, left by an earlier run ({os_error(ex)}); "
                               "remove it or choose another directory") from None
+
+
+def priced_for_quotes(settings: Settings) -> Settings:
+    """``settings``, with bars priced by the last trade where a mid-quote
+    price would leave them all without a price: a replay of inputs that hold
+    trades but no quotes (``bookTicker``) at all (:func:`sources.files.unquoted`),
+    which a warning says. Where only some instruments have no quotes, a
+    warning names them and nothing changes (with the mid they get no bars)."""
+    if settings.input.source != "replay" or settings.bars.price != "mid":
+        return settings
+    bare, quoted = unquoted(list(settings.input.paths), settings.input.market)
+    if bare and not quoted:
+        log.warning("no quotes (bookTicker) in the inputs, only trades (%s): bars are priced by the last trade "
+                    "(TICKLET_BARS__PRICE=last)", ", ".join(bare))
+        return settings.model_copy(update={"bars": settings.bars.model_copy(update={"price": "last"})})
+    if bare:
+        log.warning("trades but no quotes (bookTicker) for %s: priced by the mid-quote, they get no bars "
+                    "(TICKLET_BARS__PRICE=last prices every bar by the last trade)", ", ".join(bare))
+    return settings
 
 
 def build_flow(settings: Settings, save_models: Optional[Path] = None) -> Dataflow:
@@ -304,6 +323,7 @@ def __getattr__(name: str) -> Dataflow:
         check_output_files(settings.output.dir, "TICKLET_OUTPUT__DIR")
         if settings.input.source == "kafka" or settings.output.kafka:
             settings.kafka.check_reachable()
+        settings = priced_for_quotes(settings)
         flow = build_flow(settings)
         check_recovery(settings, flow)
         serve_api(settings, flow)

@@ -20,6 +20,7 @@ import csv
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import zipfile
@@ -196,7 +197,7 @@ def test_a_market_forced_against_the_symbols_is_refused(tmp_path: Path):
     """TICKLET_INPUT__MARKET=coinm on a spot recording is a bad setting: one
     line and exit status 2 (not a dead letter per message)."""
     rec = WS / "spot" / "btcusdt_20240808.gz"
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("TICKLET_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
     proc = _ticklet("backtest", str(rec), "--out", str(tmp_path / "out"), env={**env, "TICKLET_INPUT__MARKET": "coinm"})
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
@@ -255,6 +256,22 @@ def test_a_recording_of_trades_without_quotes_gets_last_trade_bars(tmp_path: Pat
     warned = [r.getMessage() for r in caplog.records if "quotes" in r.getMessage()]
     assert warned == ["no quotes (bookTicker) in the inputs, only trades (BTCUSDT): bars are priced by the last "
                       "trade (TICKLET_BARS__PRICE=last)"]
+
+
+def test_the_dataflow_entry_point_falls_back_too(tmp_path: Path):
+    """python -m bytewax.run dataflows.forecast on the same trades alone:
+    last-trade bars and forecasts, and the warning on stderr."""
+    src = WS / "spot" / "btcusdt_20240808.gz"
+    trades = write_gz(tmp_path / "in" / "btcusdt_20240808.gz", [ln for ln in lines(src) if b"@trade" in ln[:60]])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TICKLET_", "BYTEWAX_"))}
+    env.update({"TICKLET_INPUT__PATHS": json.dumps([str(trades)]), "TICKLET_OUTPUT__DIR": str(tmp_path / "out"),
+                "TICKLET_OUTPUT__PROGRESS": "false", "PYTHONPATH": str(REPO)})
+    proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], capture_output=True, text=True,
+                          timeout=180, cwd=SCRATCH, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "no quotes (bookTicker) in the inputs, only trades (BTCUSDT): bars are priced by the last trade" \
+        in proc.stderr
+    assert len(csv_dicts(tmp_path / "out" / "forecasts.csv")) > 0
 
 
 def test_trades_without_quotes_beside_quoted_inputs_are_named(tmp_path: Path):

@@ -100,7 +100,7 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     from bytewax.testing import cluster_main, run_main
 
     from dataflows.bundle import save_bundle
-    from dataflows.forecast import build_flow, check_output_files
+    from dataflows.forecast import build_flow, check_output_files, priced_for_quotes
     from sinks.report import summarize
     from ticklet.settings import check_dir, read_settings
 
@@ -120,18 +120,7 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
 
         check_dir(save_models, "--save-models")
         clear_bundle(save_models)
-    if base.bars.price == "mid":  # a mid-quote price leaves trade bars without quotes unpriced
-        from sources.files import unquoted
-
-        bare, quoted = unquoted(paths, base.input.market)
-        if bare and not quoted:
-            log.warning("no quotes (bookTicker) in the inputs, only trades (%s): bars are priced by the last "
-                        "trade (TICKLET_BARS__PRICE=last)", ", ".join(bare))
-            update["bars"] = base.bars.model_copy(update={"price": "last"})
-        elif bare:
-            log.warning("trades but no quotes (bookTicker) for %s: priced by the mid-quote, they get no bars "
-                        "(TICKLET_BARS__PRICE=last prices every bar by the last trade)", ", ".join(bare))
-    settings = base.model_copy(update=update)
+    settings = priced_for_quotes(base.model_copy(update=update))
     flow = build_flow(settings, save_models=save_models)
     t0 = time.perf_counter()
     if workers == 1:
