@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 from kafka_broker import kafka_broker
-from kafkautil import consume_all
+from kafkautil import publish_forecasts
 
 from sinks.kafka import ensure_topic
 
@@ -67,23 +67,17 @@ _ENV = re.compile(rb'\{"partition":(\d+),"offset":(\d+),"ts_kafka":(\d+),')
 
 def _records(bootstrap: str, tmp: str) -> list[tuple[bytes, bytes]]:
     """The dataflow's output topic over the bundled sample: (key, value) pairs."""
-    topic = f"bench.src.{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
-    env.update({"TICKLET_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "TICKLET_KAFKA__OUTPUT_TOPIC": topic,
-                "TICKLET_OUTPUT__KAFKA": "true", "TICKLET_OUTPUT__FILES": "false", "TICKLET_OUTPUT__DIR": tmp,
-                "TICKLET_OUTPUT__SUMMARY": "false",
-                "TICKLET_INPUT__PATHS": json.dumps([str(ROOT / "data" / "sample")])})
-    subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=tmp, env=env, check=True,
-                   capture_output=True, timeout=600)
-    return [(key, value) for key, value, _, _ in consume_all(bootstrap, topic)]
+    out = publish_forecasts(bootstrap, f"bench.src.{uuid.uuid4().hex[:8]}", [ROOT / "data" / "sample"], Path(tmp))
+    return [(key, value) for key, value, _, _ in out]
 
 
 class _StreamReader(asyncio.Protocol):
     """A minimal WebSocket client (RFC 6455) on an asyncio protocol: so that
     100 clients cost little CPU next to the server they measure. It stores,
     per message, its arrival time and the (partition, offset, ts_kafka) of
-    its envelopes (a regex over the bytes; converted after the run), and
-    answers the server's pings."""
+    its envelopes (a regex over the bytes; converted after the run:
+    :meth:`on_message`), and answers the server's pings. ``opened`` gets
+    the handshake's status (101, or the refusal's)."""
 
     def __init__(self, host: str, path: str, rows: list, opened: asyncio.Future):
         self.host, self.path, self.rows, self.opened = host, path, rows, opened
@@ -106,10 +100,14 @@ class _StreamReader(asyncio.Protocol):
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            assert buf.startswith(b"HTTP/1.1 101"), bytes(buf[:200])
+            status = int(buf[9:12])
+            self.opened.set_result(status)
+            if status != 101:
+                assert self.transport is not None
+                self.transport.close()
+                return
             del buf[:end + 4]
             self.open = True
-            self.opened.set_result(None)
         pos = 0
         while len(buf) - pos >= 2:
             b0, n = buf[pos], buf[pos + 1] & 0x7F
@@ -128,13 +126,21 @@ class _StreamReader(asyncio.Protocol):
             pos += head + n
             op = b0 & 0x0F
             if op in (0, 1, 2):
-                self.rows.append((t, _ENV.findall(payload)))
+                self.on_message(t, payload)
+            elif op == 8:
+                self.on_close(int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005)
             elif op == 9:  # ping: a masked pong with the same payload
                 mask = os.urandom(4)
                 assert self.transport is not None
                 self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + mask
                                      + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
         del buf[:pos]
+
+    def on_message(self, t: float, payload: bytes) -> None:
+        self.rows.append((t, _ENV.findall(payload)))
+
+    def on_close(self, code: int) -> None:
+        """The server's close frame (its code)."""
 
 
 def _clients(url: str, n: int, seconds: float, out_path: str, ready: mp.Event) -> None:
@@ -153,7 +159,7 @@ def _clients(url: str, n: int, seconds: float, out_path: str, ready: mp.Event) -
             opened = loop.create_future()
             tr, _ = await loop.create_connection(lambda o=opened: _StreamReader(u.netloc, u.path, rows, o),
                                                  u.hostname, u.port)
-            await opened
+            assert await opened == 101
             conns.append(tr)
         ready.set()
         await asyncio.sleep(seconds)
@@ -230,7 +236,7 @@ def _http_load(url: str, rate: float, seconds: float, conns: int, out_path: str)
     from urllib.parse import urlsplit
 
     u = urlsplit(url)
-    request = (f"GET {u.path}?{u.query} HTTP/1.1\r\nHost: {u.netloc}\r\n\r\n").encode()
+    request = (f"GET {u.path}{'?' if u.query else ''}{u.query} HTTP/1.1\r\nHost: {u.netloc}\r\n\r\n").encode()
 
     async def main() -> list[tuple[float, int]]:
         out: list[tuple[float, int]] = []
@@ -278,10 +284,13 @@ def _pct(values: np.ndarray) -> dict[str, float]:
             "n": int(values.size)}
 
 
-def _start_server(bootstrap: str, topic: str, tmp: str, profile: str | None) -> tuple[subprocess.Popen, str]:
+def _start_server(bootstrap: str, topic: str, tmp: str, profile: str | None = None,
+                  settings: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``ticklet serve`` as a user starts it, with ``settings`` (TICKLET_*
+    variables), once it is ready: (process, base URL)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
     env.update({"TICKLET_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "TICKLET_KAFKA__OUTPUT_TOPIC": topic,
-                "TICKLET_SERVE__PORT": "0", "TICKLET_SERVE__BACKFILL": "0", "TICKLET_SERVE__MAX_PENDING": "1000000"})
+                "TICKLET_SERVE__PORT": "0", **(settings or {})})
     prof = ["-m", "cProfile", "-o", profile] if profile else []
     with open(Path(tmp) / "serve.log", "w+") as log:
         proc = subprocess.Popen([sys.executable, *prof, "-m", "ticklet.cli", "serve"], cwd=tmp, env=env, stdout=log,
@@ -327,7 +336,8 @@ def main() -> None:
         topic = f"bench.serve.{uuid.uuid4().hex[:8]}"
         ensure_topic({"bootstrap.servers": bootstrap}, topic, partitions=4,
                      topic_config={"message.timestamp.type": "LogAppendTime"})
-        server, base = _start_server(bootstrap, topic, tmp, args.profile)
+        server, base = _start_server(bootstrap, topic, tmp, args.profile, {
+            "TICKLET_SERVE__BACKFILL": "0", "TICKLET_SERVE__MAX_PENDING": "1000000"})
         try:
             ctx = mp.get_context("spawn")
             ready = [ctx.Event() for _ in range(args.client_procs)]

@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from realdata import SCRATCH
 
 
@@ -87,6 +88,23 @@ def run_flow(env: dict[str, str], *args: str, timeout: float = 300) -> subproces
                           cwd=SCRATCH, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
+
+
+def produce_all(bootstrap: str, topic: str, pairs: Iterable[tuple[bytes, bytes]]) -> int:
+    """Produce the (key, value) ``pairs`` into ``topic`` in order, as fast as
+    the producer takes them; how many, once all are acknowledged."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    n = 0
+    for key, value in pairs:
+        while True:
+            try:
+                p.produce(topic, value, key)
+                break
+            except BufferError:  # its queue is full: let it send
+                p.poll(0.05)
+        n += 1
+    assert p.flush(120) == 0, f"records of {topic} not acknowledged"
+    return n
 
 
 def publish_forecasts(bootstrap: str, topic: str, paths: list[Path | str], out_dir: Path) -> list[tuple]:

@@ -27,8 +27,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka import Producer
-from kafkautil import publish_forecasts, topic_name
+from kafkautil import produce_all, publish_forecasts, topic_name
 from realdata import SCRATCH
 from serveutil import Server, metric, rss_mb
 from websockets.exceptions import InvalidStatus
@@ -58,16 +57,8 @@ def deep(kafka_bootstrap, published):
     from Kafka for a while. (topic, values in offset order)."""
     topic = topic_name("serve-deep")
     ensure_topic({"bootstrap.servers": kafka_bootstrap}, topic, partitions=1)
-    p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
     values = [v for _, v, _, _ in published[1]] * 5
-    for v in values:
-        while True:
-            try:
-                p.produce(topic, v, b"BTCUSDT")
-                break
-            except BufferError:
-                p.poll(0.05)
-    assert p.flush(60) == 0
+    produce_all(kafka_bootstrap, topic, ((b"BTCUSDT", v) for v in values))
     return topic, values
 
 

@@ -421,7 +421,7 @@ class ServeConfig(BaseModel):
                              "them fast enough; past this it is dropped (close code 4008, counted) and may resume "
                              "with after=.")
     max_clients: int = Field(1000, ge=1, description="Most WebSocket clients at once; further ones get HTTP 503.")
-    max_resuming: int = Field(16, ge=1, le=1000, description="Most stream clients at once that resume further back "
+    max_resuming: int = Field(8, ge=1, le=1000, description="Most stream clients at once that resume further back "
                               "than the buffer (after=), each read from Kafka by a consumer of its own; further ones "
                               "get HTTP 503 in the handshake (close code 1013 if the buffer moved on during it) and "
                               "may try again.")

@@ -283,9 +283,12 @@ class Feed:
 
 class RangeReader:
     """The records of offsets ``[lo, hi)`` of some partitions of ``topic``,
-    read by a consumer of its own (:func:`reader_config`), chunk by chunk
-    (call :meth:`chunk` from a worker thread; :meth:`close` when done, from
-    any thread: it waits for a chunk being read, at most half a second)."""
+    read by a consumer of its own (:func:`reader_config`), chunk by chunk.
+    :meth:`chunk` takes what the consumer has fetched without waiting, so
+    it is called on the event loop (the caller waits a little when it gets
+    nothing): decoding in other threads would make the loop wait for the
+    GIL at every step. Build it and :meth:`close` it in a worker thread
+    (both wait on librdkafka)."""
 
     def __init__(self, config: dict[str, Any], topic: str, ranges: dict[int, tuple[int, int]],
                  timeout_s: float = 30.0):
@@ -293,8 +296,7 @@ class RangeReader:
         self._c = Consumer({**config, "enable.partition.eof": True})
         self._c.assign([TopicPartition(topic, p, ranges[p][0]) for p in self._left])
         self._timeout = timeout_s
-        self._lock = threading.Lock()  # the consumer is read or closed, never both at once
-        self._closed = False
+        self._deadline = time.monotonic() + timeout_s
         self._open = True
         self.bad: Counter = Counter()
 
@@ -303,19 +305,13 @@ class RangeReader:
         return not self._left
 
     def chunk(self, n: int = 1000) -> list[Entry]:
-        """The next records, in offset order per partition (empty once done)."""
+        """The next records fetched, at most ``n``, in offset order per
+        partition; empty when none has arrived yet (or once done).
+        :class:`TimeoutError` when none has for ``timeout_s``."""
+        if not self._open or not self._left:
+            return []
         out: list[Any] = []
-        deadline = time.monotonic() + self._timeout
-        with self._lock:
-            while self._left and not out and not self._closed:
-                out = self._next(n, deadline)
-        return _entries(out, self.bad)
-
-    def _next(self, n: int, deadline: float) -> list[Any]:
-        """One consume call's messages in the ranges (under the lock)."""
-        out: list[Any] = []
-        msgs = self._c.consume(n, 0.5)
-        for m in msgs:
+        for m in self._c.consume(n, 0):
             p = m.partition()
             if p not in self._left:
                 continue
@@ -331,14 +327,14 @@ class RangeReader:
             if m.offset() + 1 >= self._left[p]:
                 del self._left[p]
                 self._c.incremental_unassign([TopicPartition(m.topic(), p)])
-        if not msgs and time.monotonic() > deadline:
+        if out:
+            self._deadline = time.monotonic() + self._timeout
+        elif self._left and time.monotonic() > self._deadline:
             raise TimeoutError(f"no records of partitions {sorted(self._left)} within {self._timeout:g} s")
-        return out
+        return _entries(out, self.bad)
 
     def close(self) -> None:
-        """Close the consumer (once; a chunk being read returns first)."""
-        self._closed = True  # a chunk being read stops after its consume call
-        with self._lock:
-            if self._open:
-                self._open = False
-                self._c.close()
+        """Close the consumer (once), when nothing reads it any more."""
+        if self._open:
+            self._open = False
+            self._c.close()

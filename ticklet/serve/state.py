@@ -44,7 +44,7 @@ from sinks.records import SCHEMA_VERSION
 from sources.symbols import SYMBOL_PATTERN
 
 __all__ = ["INSTRUMENT_PATTERN", "MODEL_PATTERN", "TYPES", "BadRecord", "Entry", "LatestStore", "ResumeBuffer",
-           "StreamFilter", "check_instrument", "check_model", "decode_record", "frame_text", "parse_after",
+           "StreamFilter", "check_instrument", "check_model", "decode_record", "follows", "frame_text", "parse_after",
            "parse_backlog", "parse_types"]
 
 #: The record types of the output topic, in the order the dataflow makes them.
@@ -150,6 +150,13 @@ def decode_record(value: Optional[bytes], partition: int, offset: int, ts_kafka:
     ts = getattr(head, _TIME_FIELD[head.type])
     frame = f'{{"partition":{partition},"offset":{offset},"ts_kafka":{ts_kafka},"record":{text}}}'
     return Entry(partition, offset, ts_kafka, head.type, head.instrument, head.model, head.horizon, ts, value, frame)
+
+
+def follows(e: Entry, after: dict[int, int]) -> bool:
+    """Whether ``e`` comes after the last offsets a client saw (``after``:
+    partition -> offset; partitions it did not name are not followed)."""
+    seen = after.get(e.partition)
+    return seen is not None and e.offset > seen
 
 
 def frame_text(frames: Iterable[str]) -> str:
@@ -331,7 +338,8 @@ class ResumeBuffer:
     >>> ranges, held = b.plan({0: 9})
     >>> ranges, [e.offset for e in held]  # offset 10 fell out of the buffer: read it from Kafka
     ({0: (10, 11)}, [11, 12])
-    >>> b.plan({0: 11})[0], [e.offset for e in b.plan({0: 11})[1]]
+    >>> ranges, held = b.plan({0: 11})
+    >>> ranges, [e.offset for e in held if follows(e, {0: 11})]
     ({}, [12])
     """
 
@@ -369,10 +377,10 @@ class ResumeBuffer:
         return out
 
     def plan(self, after: dict[int, int]) -> tuple[dict[int, tuple[int, int]], list[Entry]]:
-        """:meth:`ranges`, and then the held records after those offsets, in
-        arrival order."""
-        held = [e for e in self._q if e.partition in after and e.offset > after[e.partition]]
-        return self.ranges(after), held
+        """:meth:`ranges`, and every record held now, in arrival order (a
+        copy of the buffer, made at C speed): those of them that
+        :func:`follow` the offsets come after the ranges."""
+        return self.ranges(after), list(self._q)
 
     def last(self, n: int, filt: StreamFilter) -> list[Entry]:
         """The last ``n`` held records that ``filt`` matches, in arrival order.
