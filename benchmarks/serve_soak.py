@@ -43,7 +43,6 @@ import math
 import multiprocessing as mp
 import os
 import random
-import re
 import sys
 import tempfile
 import time
@@ -62,6 +61,7 @@ import numpy as np
 from kafka_broker import kafka_broker
 from kafkautil import end_offsets, produce_all
 from serve_latency import _cpu_s, _http_load, _pct, _produce, _records, _start_server, _StreamReader
+from serveutil import metric, proc_status
 
 from sinks.kafka import ensure_topic
 
@@ -138,18 +138,6 @@ def _clients(url: str, live: int, resumers: int, seconds: float, hold: float, ol
     Path(out_path).write_text(json.dumps({"live": live_stats, "resume": resume_stats}))
 
 
-def _proc_stat(pid: int) -> tuple[float, int]:
-    """(RSS MiB, threads) of process ``pid`` now."""
-    text = Path(f"/proc/{pid}/status").read_text()
-    rss = int(re.search(r"^VmRSS:\s+(\d+)", text, re.M).group(1)) / 1024
-    return rss, int(re.search(r"^Threads:\s+(\d+)", text, re.M).group(1))
-
-
-def _metric(text: str, name: str) -> float:
-    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -178,7 +166,7 @@ def main() -> None:
             # per partition, the offsets that the buffer did not hold at start (nor will later)
             older = {p: n - math.ceil(buffer * n / total) - 1 for p, n in ends.items()}
             assert all(v > 0 for v in older.values()), f"--history {args.history} is within the buffer"
-            idle_rss, idle_threads = _proc_stat(server.pid)
+            idle_rss, idle_threads = proc_status(server.pid)
             ctx = mp.get_context("spawn")
             ready = [ctx.Event() for _ in range(args.client_procs)]
             share = [(args.live // args.client_procs + (i < args.live % args.client_procs),
@@ -201,7 +189,7 @@ def main() -> None:
             producer.start()
             peak_rss, peak_threads = idle_rss, idle_threads
             while any(p.is_alive() for p in [*clients, health, producer]):
-                rss, threads = _proc_stat(server.pid)
+                rss, threads = proc_status(server.pid)
                 peak_rss, peak_threads = max(peak_rss, rss), max(peak_threads, threads)
                 time.sleep(0.1)
             load_end = os.getloadavg()
@@ -210,7 +198,7 @@ def main() -> None:
                 p.join()
                 assert p.exitcode == 0, f"{p.name} exited with {p.exitcode}"
             time.sleep(5.0)
-            rss_after, threads_after = _proc_stat(server.pid)
+            rss_after, threads_after = proc_status(server.pid)
             metrics = httpx.get(base + "/metrics", timeout=10).text
         finally:
             server.terminate()
@@ -243,8 +231,8 @@ def main() -> None:
                                      and k not in ("status_101", "status_503")},
                     "records_received": resume["records"],
                     "closed_by_server": {k: v for k, v in resume.items() if k.startswith("closed_")},
-                    "server_refused": _metric(metrics, 'ticklet_serve_ws_rejected_total{reason="resuming"}'),
-                    "server_slow_clients_dropped": _metric(metrics, "ticklet_serve_ws_slow_clients_total")},
+                    "server_refused": metric(metrics, 'ticklet_serve_ws_rejected_total{reason="resuming"}'),
+                    "server_slow_clients_dropped": metric(metrics, "ticklet_serve_ws_slow_clients_total")},
         "targets": {"rss_mb_under": 500, "healthz_p99_ms_under": 50},
     }
     result["targets"]["met"] = bool(peak_rss < 500 and result["healthz"]["latency_ms"]["p99"] < 50)

@@ -146,12 +146,18 @@ class StreamClient:
         self._thread.join(10)
 
 
+def proc_status(pid: int) -> tuple[float, int]:
+    """(resident memory in MiB, threads) of process ``pid`` now."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    rss = re.search(r"^VmRSS:\s+(\d+)", text, re.M)
+    threads = re.search(r"^Threads:\s+(\d+)", text, re.M)
+    assert rss and threads, f"no VmRSS or Threads for process {pid}"
+    return int(rss.group(1)) / 1024, int(threads.group(1))
+
+
 def rss_mb(pid: int) -> float:
     """The resident memory of process ``pid`` now, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise ValueError(f"no VmRSS for process {pid}")
+    return proc_status(pid)[0]
 
 
 def metric(text: str, name: str) -> float:
