@@ -336,3 +336,139 @@ def test_metrics_listen_on_loopback_only(kafka_bootstrap, ws_dir):
     assert seen["listening"] == {("127.0.0.1", port)}
     assert "ticklet_collector_events_total" in str(seen["metrics"])
     assert seen["other_refused"], f"{other}:{port} accepted a connection"
+
+
+# --- a capture that cannot be written ------------------------------------------------------------------------
+
+def _collect_env(kafka_bootstrap: str, ex: ReplayExchange, ticks: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
+    env.update({"TICKLET_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, "TICKLET_KAFKA__TICKS_TOPIC": ticks,
+                "TICKLET_COLLECT__WS_URL": ex.url, "TICKLET_COLLECT__DEPTH_URL": ex.depth_url("spot"),
+                "TICKLET_COLLECT__STREAMS": json.dumps(list(STREAMS)),
+                "TICKLET_COLLECT__BOOK_TOPIC": ticks + ".book", "TICKLET_COLLECT__EVENTS_TOPIC": ticks + ".events"})
+    return env
+
+
+def _flushed_lines(path: Path) -> list[bytes]:
+    """The complete lines of a capture file that was cut off mid-write: what
+    its last sync flush made readable (the unfinished tail dropped)."""
+    import zlib
+
+    data = zlib.decompressobj(wbits=31).decompress(path.read_bytes())
+    return data.split(b"\n")[:-1]
+
+
+def _check_stopped_capture(proc: subprocess.CompletedProcess, cap: Path, kept: Path, errno_text: str,
+                           ex: ReplayExchange, kafka_bootstrap: str, ticks: str, moved: bool = False) -> None:
+    """One line naming the capture file and the OS error, status 74, no
+    counters on stdout; Kafka holds every message the collector took, in the
+    order the exchange sent them, and the capture's flushed lines are a
+    strict prefix of them (the message whose capture failed is in Kafka);
+    a file ``moved`` away holds them all (it was flushed, then found moved)."""
+    from runutil import one_line
+
+    from sources.wire import encode_tick
+
+    assert proc.returncode == 74, proc.stderr[-3000:]
+    assert proc.stdout == ""  # no counters claiming a finished session
+    line = one_line(proc.stderr)
+    (written,) = sorted(kept.rglob("*.gz"))
+    name = cap / written.relative_to(kept)
+    assert line.startswith(f"ticklet: cannot write {name}: {errno_text}. The collector stopped with status 74 "), line
+    assert f"every one of them is in Kafka ({ticks})" in line, line
+    got = [v for _, v, _, _ in consume_all(kafka_bootstrap, ticks)]
+    from_ws = [v for v in got if b'"stream":' in v]  # REST snapshots left out
+    assert 0 < len(from_ws) <= len(ex.sent)
+    sent = ex.sent[:len(from_ws)]
+    assert from_ws == [encode_tick(decode_tick(v)[0], "spot", p) for v, p in zip(from_ws, sent, strict=True)]
+    lines = _flushed_lines(written)
+    assert lines and (len(lines) == len(got) if moved else len(lines) < len(got))
+    assert [encode_tick(int(ln.split(b" ", 1)[0]), "spot", ln.split(b" ", 1)[1]) for ln in lines] == got[:len(lines)]
+
+
+def test_a_full_disk_stops_the_collector_after_kafka_has_everything(kafka_bootstrap, ws_dir, tmp_path):
+    """``ticklet collect --capture`` on a 64 kB tmpfs (a mount namespace of
+    its own) fills it up: one line naming the capture file and ENOSPC,
+    status 74, Kafka flushed first. Before: a traceback (OSError out of
+    asyncio.run) and status 1."""
+    from runutil import ticklet
+
+    mnt, kept = tmp_path / "mnt", tmp_path / "kept"
+    mnt.mkdir()
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=4k tmpfs '{mnt}'"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs in a mount namespace here (root and unshare -m needed): "
+                    f"{probe.stderr.strip()}")
+    script = ('mount -t tmpfs -o size=64k tmpfs "$1" || exit 99; shift; cap="$1"; shift; '
+              '"$@" --capture "$cap"; rc=$?; cp -a "$cap" "$KEPT"; exit $rc')
+    ex = ReplayExchange([ws_dir / "spot" / "ethusdt_20240808.gz"]).start()
+    ticks = topic_name("full")
+    try:
+        proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(mnt), str(mnt / "cap"), *ticklet(),
+                               "collect", "--symbols", "ETHUSDT", "--exit-when-idle", "5"], cwd=SCRATCH,
+                              env={**_collect_env(kafka_bootstrap, ex, ticks), "KEPT": str(kept)},
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        ex.stop()
+    _check_stopped_capture(proc, mnt / "cap", kept, "[Errno 28] No space left on device", ex, kafka_bootstrap,
+                           ticks)
+
+
+def test_a_capture_file_too_large_stops_the_collector(kafka_bootstrap, ws_dir, tmp_path):
+    """The same with a file size limit of 100 kB (RLIMIT_FSIZE: EFBIG)."""
+    import resource
+
+    from runutil import ticklet
+
+    cap = tmp_path / "cap"
+    ex = ReplayExchange([ws_dir / "spot" / "ethusdt_20240808.gz"]).start()
+    ticks = topic_name("efbig")
+    try:
+        proc = subprocess.run([*ticklet(), "collect", "--symbols", "ETHUSDT", "--capture", str(cap),
+                               "--exit-when-idle", "5"], cwd=SCRATCH, env=_collect_env(kafka_bootstrap, ex, ticks),
+                              capture_output=True, text=True, timeout=300,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)))
+    finally:
+        ex.stop()
+    _check_stopped_capture(proc, cap, cap, "[Errno 27] File too large", ex, kafka_bootstrap, ticks)
+
+
+def test_a_capture_directory_moved_away_stops_the_collector(kafka_bootstrap, ws_dir, tmp_path):
+    """The capture directory is renamed while the collector writes into it
+    (what it writes since goes to a file no longer at its path): the next
+    flush notices, here the one every second (trades alone, paced 5x: some
+    70 a second, fewer than the 256 lines that make one), and the collector stops with one line
+    and status 74. Before: it went on writing into the moved file to the end
+    (exit 0), and a failed timed flush was lost silently (its task died)."""
+    import time
+
+    from runutil import ticklet
+
+    cap, moved = tmp_path / "cap", tmp_path / "moved"
+    ex = ReplayExchange([ws_dir / "spot" / "ethusdt_20240808.gz"], speed=5).start()
+    ticks = topic_name("moved")
+    env = {**_collect_env(kafka_bootstrap, ex, ticks), "TICKLET_COLLECT__STREAMS": '["trade"]'}
+    try:
+        p = subprocess.Popen([*ticklet(), "collect", "--symbols", "ETHUSDT", "--capture", str(cap),
+                              "--exit-when-idle", "5"], cwd=SCRATCH, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not list(cap.rglob("*.gz")):
+                assert p.poll() is None, f"the collector ended before its first line: {p.stderr.read()[-3000:]}"
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            cap.rename(moved)
+            out, err = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    finally:
+        ex.stop()
+    proc = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    _check_stopped_capture(proc, cap, moved, "it was moved, removed or replaced while the collector wrote to it "
+                           "([Errno 2] No such file or directory): the lines written since are not at this path", ex,
+                           kafka_bootstrap, ticks, moved=True)
+    assert len(_flushed_lines(next(moved.rglob("*.gz")))) < 256  # found by the flush every second

@@ -37,16 +37,23 @@ on ``TICKLET_COLLECT__METRICS_ADDRESS``, 127.0.0.1 by default).
 
 At start, brokers that do not answer within ``TICKLET_KAFKA__CONNECT_TIMEOUT_S``
 and a metrics port that cannot be listened on are a
-:class:`~ticklet.settings.ConfigError` (one line, exit status 2).
+:class:`~ticklet.settings.ConfigError` (one line, exit status 2). A capture
+file that cannot be written during the run (disk full, file too large, its
+file or directory removed: :class:`sinks.capture.CaptureError`) stops the
+collector: it takes no further message, delivers what it published to Kafka
+(the message whose capture failed included), then writes one line naming
+the file and the OS error and exits with status 74
+(:func:`sinks.fatal.write_failed`): no traceback, no counters on stdout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import httpx
 import msgspec
@@ -58,7 +65,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from operators import orderbook, sequence
 from operators.orderbook import OrderBookConfig, OrderBookState
 from operators.sequence import SequenceEvent, SequenceGap, SequenceState
-from sinks.capture import CaptureWriter
+from sinks.capture import CaptureError, CaptureWriter
+from sinks.fatal import EXIT_WRITE_FAILED, write_failed
 from sinks.kafka import ensure_topic, produce, producer_config
 from sinks.records import kafka_record
 from sources.binance import parse_snapshot, parse_ws
@@ -141,9 +149,14 @@ class Collector:
         produce(self._producer, topic, value, key, on_delivery=self._on_delivery, timestamp=ts_ms)
 
     def _publish_raw(self, symbol: str, ts: int, message: bytes) -> None:
-        """Capture and publish one received message (or REST snapshot)."""
+        """Capture and publish one received message (or REST snapshot). A
+        capture that cannot be written stops the collector (:meth:`run`);
+        the message still goes to Kafka."""
         if self._capture is not None:
-            self._capture.write(symbol, ts, message)
+            try:
+                self._capture.write(symbol, ts, message)
+            except CaptureError:
+                self._stop.set()
         key = instrument_key(symbol, self.cfg.market)
         self._produce(self.kafka.ticks_topic, key.encode(), encode_tick(ts, self.cfg.market, message), ts // 1_000_000)
 
@@ -170,6 +183,8 @@ class Collector:
 
     def on_message(self, message: bytes) -> None:
         """Handle one websocket message (public for tests and tools)."""
+        if self._capture is not None and self._capture.failed is not None:
+            return  # stopping: nothing is taken after the message whose capture failed
         ts = self._stamp()
         self._last_msg = time.monotonic()
         self._count("messages")
@@ -327,7 +342,11 @@ class Collector:
             now = time.monotonic()
             if self._capture is not None and now - last_flush >= 1.0:  # at most 1 s of capture at risk
                 last_flush = now
-                self._capture.flush()
+                try:
+                    self._capture.flush()
+                except CaptureError:
+                    self._stop.set()
+                    return
             if now - last_log >= 60.0:
                 last_log = now
                 log.info("collector counters: %s", dict(sorted(self.counts.items())))
@@ -379,9 +398,23 @@ class Collector:
                 self._count("kafka_undelivered", left)
                 log.error("%d message(s) not delivered to Kafka", left)
             if self._capture is not None:
-                self._capture.close()
+                with contextlib.suppress(CaptureError):  # the line below says it
+                    self._capture.close()
+                if self._capture.failed is not None:
+                    self._capture_failed(self._capture.failed)
         log.info("collector stopped: %s", dict(sorted(self.counts.items())))
         return dict(self.counts)
+
+    def _capture_failed(self, ex: CaptureError) -> NoReturn:
+        """One line naming the capture file and the OS error, exit status 74
+        (Kafka was flushed first)."""
+        lost = self.counts.get("kafka_failed", 0) + self.counts.get("kafka_undelivered", 0)
+        kafka = (f"{lost:,} of them could not be delivered to Kafka either" if lost else
+                 f"every one of them is in Kafka ({self.kafka.ticks_topic})")
+        write_failed(ex.path, ex.error, then=(
+            f"The collector stopped with status {EXIT_WRITE_FAILED} after {self.counts.get('messages', 0):,} "
+            f"messages: {kafka}, and the capture holds those written before the failure, up to its last flush. Fix "
+            "the cause and start it again (the capture goes on in a new file beside this one)."))
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish (thread-safe through the loop)."""
