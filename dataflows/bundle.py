@@ -7,14 +7,19 @@ input ends, the feature and join steps hand each instrument's final state
 (the learners having trained offline, where they do) to
 :class:`sinks.bundle.BundleSink`, which writes them into ``DIR/states``.
 :func:`save_bundle` then writes ``DIR/manifest.json``: the ticklet version
-and bundle format, the run's config and its hash, the feature names, bar
+and bundle format, the run's config (without the settings that say only
+where outputs went and which servers were used: :data:`WHERE`, so that the
+same data, settings and seed give the same id wherever the run wrote) and
+its hash, the feature names, bar
 interval, horizons and models, the data learnt from (the input files with
 their size and SHA-256; per instrument the first and last bar end, the
 bars, the labels each learner learnt), the prequential metrics at the end
 of the run, what offline training did, and the SHA-256 of every state file;
 then the bundle id, made from all of it, and with ``TICKLET_BUNDLE__KEY``
 its signature. Each state file is read back as a warm start would read it
-(:func:`models.bundle.loads`) before the manifest is written.
+(:func:`models.bundle.loads`) before the manifest is written: states that
+refer to a class the loader does not allow (a ticklet bug) stop the command
+with one line and status 70, and no bundle.
 
 **Starting from one** (``TICKLET_FORECAST__WARM_START=DIR``):
 :func:`load_warm_start` verifies the bundle (:mod:`sources.bundle`: its id,
@@ -32,22 +37,25 @@ store has some, is used instead (:func:`dataflows.ops.run_step`).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from pickle import UnpicklingError
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
-from models.bundle import FORMAT, loads, mismatch, source_instrument, state_file
+from models.bundle import FORMAT, MANIFEST, loads, mismatch, source_instrument, state_file
 from operators import features as features_op
 from operators import forecast as forecast_op
-from sinks.bundle import file_sha256, write_manifest
+from sinks.bundle import clear_bundle, file_sha256, write_manifest
+from sinks.fatal import EXIT_SOFTWARE, stop_run, write_failed
 from sources.bundle import BundleError, load_states, read_manifest
 from ticklet.settings import ConfigError, Settings
 
-__all__ = ["WarmStart", "bar_interval_ms", "expected", "load_warm_start", "save_bundle"]
+__all__ = ["WHERE", "WarmStart", "bar_interval_ms", "expected", "learning_config", "load_warm_start", "save_bundle"]
 
 log = logging.getLogger("ticklet")
 
@@ -83,15 +91,44 @@ def expected(settings: Settings) -> dict[str, Any]:
 
 
 def _inputs(settings: Settings) -> list[dict[str, Any]]:
-    if settings.input.source != "replay":
-        k = settings.kafka
-        return [{"kafka": f"{k.bootstrap_servers}/{k.ticks_topic}"}]
+    if settings.input.source != "replay":  # the topic read, not the brokers that served it (see WHERE)
+        return [{"kafka": settings.kafka.ticks_topic}]
     from sources.files import discover
 
     out = []
     for p in discover(list(settings.input.paths)):
         path = Path(p)
         out.append({"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)})
+    return out
+
+
+#: The settings a bundle's recorded config leaves out: they say only where the run's outputs went and which
+#: servers it used or names, never what the learners learnt (section -> its fields; None: the whole section).
+#: The output directory, InfluxDB and the output topics, the Kafka connection, and the settings of the other
+#: commands (the collector, the API server, the downloader): the same data, model settings and seed give the
+#: same bundle, id included, wherever the run wrote.
+WHERE: Mapping[str, Optional[tuple[str, ...]]] = {
+    "output": None, "influx": None, "collect": None, "serve": None, "api": None, "download": None,
+    "kafka": ("bootstrap_servers", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password",
+              "output_topic", "dead_letter_topic", "linger_ms", "outage_timeout_s", "delivery_timeout_s",
+              "connect_timeout_s"),
+}
+
+
+def learning_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's config (:func:`dataflows.forecast.manifest`) without the
+    settings of :data:`WHERE`: what a bundle records, and its id covers.
+
+    >>> c = learning_config(Settings().model_dump(mode="json"))
+    >>> "output" in c, "bootstrap_servers" in c["kafka"], c["kafka"]["ticks_topic"], c["forecast"]["horizons"]
+    (False, False, 'ticklet.ticks', [1, 10])
+    """
+    out = {}
+    for section, values in config.items():
+        if section not in WHERE:
+            out[section] = values
+        elif (fields := WHERE[section]) is not None:
+            out[section] = {k: v for k, v in values.items() if k not in fields}
     return out
 
 
@@ -106,7 +143,11 @@ def _keys(d: Mapping[tuple[str, int], Any]) -> dict[str, dict[str, Any]]:
 def save_bundle(settings: Settings, directory: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """Write the manifest of the bundle whose states a run of ``settings``
     left in ``directory`` (``summary``: the run's, :func:`sinks.report.summarize`);
-    return it."""
+    return it. States that refer to a class the bundle loader does not allow
+    (a ticklet bug) stop the command with one line and status 70
+    (:data:`sinks.fatal.EXIT_SOFTWARE`), a manifest that cannot be written
+    with one line and status 74; either leaves no bundle."""
+    from dataflows.forecast import config_hash
     from dataflows.forecast import manifest as run_manifest
 
     run = run_manifest(settings)
@@ -116,7 +157,7 @@ def save_bundle(settings: Settings, directory: Path, summary: dict[str, Any]) ->
         try:
             states = loads(pkl.read_bytes())  # as a warm start will read it
         except UnpicklingError as ex:  # a learner holding a class the loader does not allow: a ticklet bug
-            raise RuntimeError(f"{pkl}: the states cannot be read back ({ex}): please report this") from None
+            _unsaveable(settings, directory, pkl.stem, run["ticklet_version"], ex)
         join: forecast_op.JoinState = states["join"]
         inst = pkl.stem
         data[inst] = {"ts_first": join.ts_first, "ts_last": join.ts_last, "bars": join.n_rows,
@@ -124,17 +165,41 @@ def save_bundle(settings: Settings, directory: Path, summary: dict[str, Any]) ->
         reports = {k: m.offline_report for k, m in join.models.items() if getattr(m, "offline_report", None)}
         if reports:
             offline[inst] = _keys(reports)
+    config = learning_config(run["config"])
     content = {
         **expected(settings),
         "ticklet_version": run["ticklet_version"],
-        "config": run["config"],
-        "config_hash": run["config_hash"],
+        "config": config,
+        "config_hash": config_hash(config),
         "models": list(settings.forecast.models),
         "data": {"inputs": _inputs(settings), "instruments": data},
         "metrics": summary.get("instruments", {}),
         "offline": offline,
     }
-    return write_manifest(directory, content, key=settings.bundle.key_bytes())
+    try:
+        return write_manifest(directory, content, key=settings.bundle.key_bytes())
+    except OSError as ex:
+        with contextlib.suppress(OSError):
+            clear_bundle(directory)
+        write_failed(directory / MANIFEST, ex, then=(
+            f"No model bundle was saved in {directory} (its states are removed); the run itself finished and its "
+            f"outputs in {settings.output.dir} are complete. Fix the cause, then run the command again."))
+
+
+def _unsaveable(settings: Settings, directory: Path, instrument: str, version: str, ex: Exception) -> NoReturn:
+    """Stop the command: the states of ``instrument`` refer to something the
+    bundle loader does not allow (``ex`` names it), so no warm start could
+    read them. A bug in ticklet (or a learner of one's own that
+    :data:`models.bundle.ALLOWED` lacks), not in the data or settings:
+    one line saying what to report, :data:`~sinks.fatal.EXIT_SOFTWARE`, and no
+    half-made bundle left (its states are removed; it never had a manifest)."""
+    clear_bundle(directory)
+    stop_run(f"cannot save the model bundle {directory}: the states of {instrument} refer to {ex}, which the bundle "
+             "loader does not allow (models.bundle.ALLOWED), so no warm start could read them. This is a bug in "
+             f"ticklet, not in your data or settings: please report it with this line, the ticklet version "
+             f"({version}) and TICKLET_FORECAST__MODELS={json.dumps(list(settings.forecast.models))} (a learner "
+             "class of your own must be added to models.bundle.ALLOWED). The run itself finished and its outputs in "
+             f"{settings.output.dir} are complete; no bundle was saved (status {EXIT_SOFTWARE}).", EXIT_SOFTWARE)
 
 
 @dataclass

@@ -84,9 +84,12 @@ def manifest(settings: Settings) -> dict[str, Any]:
     k = settings.kafka
     inputs = (list(settings.input.paths) if settings.input.source == "replay"
               else [f"kafka://{k.bootstrap_servers}/{k.ticks_topic}"])
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return {"ticklet_version": ticklet_version, "inputs": inputs, "config": config,
-            "config_hash": hashlib.sha256(canonical.encode()).hexdigest()}
+    return {"ticklet_version": ticklet_version, "inputs": inputs, "config": config, "config_hash": config_hash(config)}
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """The SHA-256 (hex) of a config as canonical JSON: sorted keys, no spaces."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def write_manifest(settings: Settings) -> None:
@@ -142,13 +145,16 @@ def priced_for_quotes(settings: Settings) -> Settings:
     return settings
 
 
-def build_flow(settings: Settings, save_models: Optional[Path] = None) -> Dataflow:
+def build_flow(settings: Settings, save_models: Optional[Path] = None,
+               summary: Optional[list[str]] = None) -> Dataflow:
     """Wire the dataflow for ``settings`` (and write the run's manifest,
     ``run.json``, in the output directory). With ``save_models``, the final
     states of the learners and features are pickled into that directory when
     the input ends (a model bundle: :mod:`dataflows.bundle`, whose
     :func:`~dataflows.bundle.save_bundle` writes its manifest after the run).
-    With ``TICKLET_FORECAST__WARM_START``, they start from a bundle."""
+    With ``TICKLET_FORECAST__WARM_START``, they start from a bundle. With
+    ``summary``, the end-of-run summary is appended to that list instead of
+    written on stderr (:class:`sinks.report.ReportSink`)."""
     out, kafka = settings.output.dir, settings.kafka
     warm = load_warm_start(settings)  # before anything is wired or written: a bad bundle is one line
     if settings.output.influx:  # a server that cannot take the points: one line now, not points lost at the end
@@ -183,7 +189,8 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None) -> Datafl
     forecasts = ops.join_forecasts("join_forecasts", features, settings.forecast,
                                    warm=None if warm is None else warm.join, export=save)
     if save_models is not None and feats.exports is not None and forecasts.exports is not None:
-        op.output("save_models", op.merge("merge_states", feats.exports, forecasts.exports), BundleSink(save_models))
+        op.output("save_models", op.merge("merge_states", feats.exports, forecasts.exports),
+                  BundleSink(save_models, withdraw=(out / COUNTERS_FILE,)))
     metrics = ops.score_forecasts("score_forecasts", forecasts.scored)
     if settings.output.economics:
         decisions = ops.make_signals("make_signals", forecasts.both, settings.signals)
@@ -225,7 +232,8 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None) -> Datafl
     if settings.output.summary:
         report = op.merge("merge_report", counts, ops.values("unkey_metrics", metrics))
         op.output("report", ops.key_records("key_report", report),
-                  ReportSink(total_bytes, _destinations(settings), progress=settings.output.progress))
+                  ReportSink(total_bytes, _destinations(settings), progress=settings.output.progress,
+                             hold=summary))
     write_manifest(settings)  # once the flow is wired: a bad input file writes nothing
     return flow
 

@@ -29,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ from typing import Any, Optional
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from models.bundle import FORMAT, MANIFEST, STATES, bundle_id, dumps, signature, state_file
+from sinks.fatal import EXIT_WRITE_FAILED, write_failed
 
 __all__ = ["BundleSink", "clear_bundle", "file_sha256", "write_manifest"]
 
@@ -52,9 +54,16 @@ def file_sha256(path: Path) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: an :class:`OSError` leaves
+    neither it nor the temporary file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def clear_bundle(directory: Path) -> None:
@@ -72,8 +81,9 @@ def clear_bundle(directory: Path) -> None:
 
 
 class _BundlePartition(StatefulSinkPartition[tuple[str, str, Any], None]):
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, withdraw: tuple[Path, ...]):
         self._dir = directory
+        self._withdraw = withdraw
         self._states: dict[str, dict[str, Any]] = {}
 
     def write_batch(self, values: list[tuple[str, str, Any]]) -> None:
@@ -86,18 +96,31 @@ class _BundlePartition(StatefulSinkPartition[tuple[str, str, Any], None]):
     def close(self) -> None:
         if not self._states:
             return
-        (self._dir / STATES).mkdir(parents=True, exist_ok=True)
-        for instrument, states in sorted(self._states.items()):
-            _atomic_write(self._dir / state_file(instrument), dumps(dict(sorted(states.items()))))
+        path = self._dir / STATES
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            for instrument, states in sorted(self._states.items()):
+                path = self._dir / state_file(instrument)
+                _atomic_write(path, dumps(dict(sorted(states.items()))))
+        except OSError as ex:
+            with contextlib.suppress(OSError):
+                clear_bundle(self._dir)
+            write_failed(path, ex, withdraw=self._withdraw, then=(
+                f"No model bundle was saved in {self._dir}; the run stopped with status {EXIT_WRITE_FAILED} and its "
+                "outputs are incomplete. Fix the cause, then run the command again."))
         self._states.clear()
 
 
 class BundleSink(FixedPartitionedSink[tuple[str, str, Any], None]):
     """The states of each instrument, written into ``directory/states`` when
-    the run ends (one partition: every worker's states go to it)."""
+    the run ends (one partition: every worker's states go to it). A state
+    file that cannot be written stops the run with one line and status 74
+    (:func:`sinks.fatal.write_failed`; the files of ``withdraw``, the run's
+    totals, are removed) and leaves no state file."""
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike, withdraw: tuple[Path, ...] = ()):
         self._dir = Path(directory)
+        self._withdraw = withdraw
 
     def list_parts(self) -> list[str]:
         return ["bundle"]
@@ -106,7 +129,7 @@ class BundleSink(FixedPartitionedSink[tuple[str, str, Any], None]):
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[None]) -> _BundlePartition:
-        return _BundlePartition(self._dir)
+        return _BundlePartition(self._dir, self._withdraw)
 
 
 def write_manifest(directory: Path, content: dict[str, Any], key: Optional[bytes] = None) -> dict[str, Any]:
@@ -114,7 +137,8 @@ def write_manifest(directory: Path, content: dict[str, Any], key: Optional[bytes
     ``format``, the SHA-256 of every state file (``files``), the
     ``bundle_id`` made from all of it and, with ``key``, its ``signature``
     (:func:`models.bundle.signature`); return it. The manifest is written last
-    and atomically: a directory without one is no bundle."""
+    and atomically: a directory without one is no bundle (an :class:`OSError`
+    if it cannot be written, leaving none)."""
     states = directory / STATES
     files = {f"{STATES}/{p.name}": file_sha256(p) for p in sorted(states.glob("*.pkl"))} if states.is_dir() else {}
     # as it reads back: the id is made of what a reader parses

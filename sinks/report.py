@@ -7,7 +7,9 @@ summary (:mod:`sinks.summary`) when it ends.
 tqdm bar over the input bytes read (``input_bytes`` counts; over ticks when
 the total is unknown, as with Kafka), only when stderr is a terminal. When
 the run ends it prints the totals, the last metrics per instrument, model and
-horizon, and where every output went. Its recovery state is the totals and
+horizon, and where every output went (or hands the text over, for a
+backtest that prints it only once its model bundle is saved). Its recovery
+state is the totals and
 the last metrics (bounded by instruments x models x horizons), so a resumed
 run reports the whole run.
 """
@@ -51,9 +53,10 @@ _WRITTEN_IF = {"forecasts": "forecasts", "metrics": "forecasts", "dead_letters":
 
 class _ReportPartition(StatefulSinkPartition[Any, _State]):
     def __init__(self, resume: Optional[_State], total_bytes: Optional[int], outputs: dict[str, str],
-                 progress: bool):
+                 progress: bool, hold: Optional[list[str]]):
         self._totals, self._last = (dict(resume[0]), dict(resume[1])) if resume else ({}, {})
         self._outputs = outputs
+        self._hold = hold
         self._t0 = time.perf_counter()  # display only: the run's wall time in the summary
         self._bar = None
         if progress and sys.stderr.isatty():
@@ -87,6 +90,9 @@ class _ReportPartition(StatefulSinkPartition[Any, _State]):
         outputs = {k: f"{v} (nothing to write)" if k in _WRITTEN_IF and not t.get(_WRITTEN_IF[k]) else v
                    for k, v in self._outputs.items()}
         text = format_summary(t, instruments_summary(self._last.values()), outputs, time.perf_counter() - self._t0)
+        if self._hold is not None:
+            self._hold.append(text + "\n")
+            return
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
@@ -103,12 +109,19 @@ class ReportSink(FixedPartitionedSink[Any, _State]):
         listed at the end.
     progress
         Draw the bar (only ever when stderr is a terminal).
+    hold
+        Append the summary's text to this list instead of writing it on
+        stderr: ``ticklet backtest --save-models`` writes it once the bundle
+        is saved, so that a bundle that cannot be saved stops the command
+        with one line and no summary (:func:`dataflows.bundle.save_bundle`).
     """
 
-    def __init__(self, total_bytes: Optional[int], outputs: dict[str, str], progress: bool = True):
+    def __init__(self, total_bytes: Optional[int], outputs: dict[str, str], progress: bool = True,
+                 hold: Optional[list[str]] = None):
         self._total = total_bytes
         self._outputs = dict(outputs)
         self._progress = progress
+        self._hold = hold
 
     def list_parts(self) -> list[str]:
         return ["report"]
@@ -117,7 +130,7 @@ class ReportSink(FixedPartitionedSink[Any, _State]):
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[_State]) -> _ReportPartition:
-        return _ReportPartition(resume_state, self._total, self._outputs, self._progress)
+        return _ReportPartition(resume_state, self._total, self._outputs, self._progress, self._hold)
 
 
 def summarize(out_dir: Path, wall_s: Optional[float] = None) -> dict[str, Any]:

@@ -25,7 +25,11 @@ that cannot be made or whose files cannot be replaced, brokers that do not
 answer at start) is one plain line on stderr naming the argument, setting or
 file, and exit status 2; never a traceback. A backtest whose output cannot be
 written during the run stops with one line naming the file and the OS error,
-exit status 74 and no summary (:mod:`sinks.fatal`).
+exit status 74 and no summary (:mod:`sinks.fatal`), and so does ``ticklet
+collect`` whose capture cannot be written (after flushing Kafka). With
+``--save-models``, learners whose states a bundle may not hold (a ticklet
+bug) stop the command with one line saying what to report, exit status 70
+and no summary (the summary is printed once the bundle is saved).
 """
 
 from __future__ import annotations
@@ -121,7 +125,8 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
         check_dir(save_models, "--save-models")
         clear_bundle(save_models)
     settings = priced_for_quotes(base.model_copy(update=update))
-    flow = build_flow(settings, save_models=save_models)
+    held: Optional[list[str]] = None if save_models is None else []  # the summary, once the bundle is saved
+    flow = build_flow(settings, save_models=save_models, summary=held)
     t0 = time.perf_counter()
     if workers == 1:
         run_main(flow)
@@ -130,8 +135,10 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     wall = time.perf_counter() - t0
     summary = summarize(out_dir, wall)
     if save_models is not None:
-        bundle = save_bundle(settings, save_models, summary)
+        bundle = save_bundle(settings, save_models, summary)  # states it cannot save: one line, status 70
         summary["bundle"] = {"path": str(save_models), "id": bundle["bundle_id"]}
+        sys.stderr.write("".join(held or ()))
+        sys.stderr.flush()
     return summary
 
 
