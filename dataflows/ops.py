@@ -125,6 +125,9 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
     passed on as an :class:`EventBatch` with their records. Records of events
     the step holds across batches are kept (at most ``_HELD_MAX``; not in
     snapshots: after a resume such an event's dead letter keeps its JSON).
+    A step whose state says which events it holds (``holding()``, as
+    :class:`operators.sanity.SanityState`) may also drop events (skip them):
+    their records are dropped too, and those of the events it holds kept.
     """
 
     def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[tuple[str, type]],
@@ -162,7 +165,7 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
             for v in values:
                 st, o = step(st, v)
                 if type(v) is EventBatch:
-                    o = self._carry(v, o)
+                    o = self._carry(v, o, st)
                 if o:
                     out.extend(o)
         self.state = st
@@ -181,14 +184,24 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
             main.append(_Side(errors, counts))
         return main, StatefulBatchLogic.RETAIN
 
-    def _carry(self, batch: EventBatch, out: Any) -> list:
+    def _carry(self, batch: EventBatch, out: Any, state: Any) -> list:
         """The outputs of a step fed ``batch``, with the input records carried
-        over (see the class docstring)."""
+        over (see the class docstring); ``state`` is the step's state after it."""
         held = self.held
         fmt = batch.fmt
         if (not held and len(out) == 1 and type(out[0]) is list and len(out[0]) == len(batch)
                 and all(map(is_, out[0], batch))):  # the common case: every event passed on
             return [EventBatch(fmt, out[0], batch.records)]  # type: ignore[arg-type]
+        holding = getattr(state, "holding", None)
+        if (not held and out and type(out[0]) is list and holding is not None and not holding()
+                and not any(type(x) is ErrorRecord for x in out)):  # some skipped, none held nor dead-lettered
+            acc, recs = out[0], []
+            n = len(acc)
+            for e, rec in zip(batch, batch.records, strict=True):
+                if len(recs) < n and acc[len(recs)] is e:
+                    recs.append(rec)
+            if len(recs) == n:
+                return [EventBatch(fmt, acc, recs), *out[1:]]
         for e, rec in zip(batch, batch.records, strict=False):
             held[id(e)] = (e, rec, fmt)
         res = []
@@ -210,7 +223,9 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
             else:
                 res.append(x)
         if len(held) > _HELD_MAX:
-            held.clear()
+            keep = {id(e) for e in holding()} if holding is not None else set()
+            for key in [k for k in held if k not in keep]:
+                del held[key]
         return res
 
     def on_eof(self) -> tuple[Iterable, bool]:

@@ -10,7 +10,9 @@ unchanged and in order. Each decision uses only what the instrument accepted
 before it (and, for a jump of the clock, the next event: see below), so the
 checks are causal and prefix-invariant.
 
-Checks, in order (the first that fails names the dead letter):
+First, an aggTrade of an instrument that has passed on a plain trade is
+skipped (counter ``aggtrades_skipped``; see *Trades and aggTrades* below).
+Then the checks, in order (the first that fails names the dead letter):
 
 ``duplicate``
     A trade whose id the instrument has already passed on, within the last
@@ -73,9 +75,11 @@ price or timestamp among them is outvoted). Until an instrument has had
 **Duplicates.** The same trade can arrive twice: two collectors feed one
 topic, a producer or a replay delivers again what it had delivered (Kafka
 is at least once), a recording is read twice. Binance numbers the trades of
-a symbol consecutively, so each instrument follows the ids of the trades it
-passed on as **sequences** (trade ids and aggTrade ids are two; at most
-four are followed, the least recently used forgotten first). A sequence is
+a symbol consecutively, and its aggTrades in a numbering of their own, so
+each instrument follows the ids of the trades it passed on as
+**sequences**, those of plain trades and those of aggTrades apart (told by
+:attr:`Trade.agg`, never by the ids; at most four of each kind, the least
+recently used forgotten first). A sequence is
 its first and latest ids and the gaps (runs of ids not passed on) between
 them, within its last ``duplicate_window`` ids: O(1) however many trades it
 has seen. A trade whose id a sequence has passed on is dead-lettered as a
@@ -96,11 +100,27 @@ trade never passed on is never taken for a duplicate: a copy that a check
 dead-letters (a line forged in the future with the id of the next trade)
 does not make the real trade a duplicate. A copy older than the window is
 not caught (the bar builder dead-letters it as late on the receive clock).
-The limit: two sequences of one instrument whose ids are within the window
-of each other (the trade and aggTrade ids of a symbol listed minutes ago,
-both streamed) can be mixed up after a gap, and a trade of one then taken
-for a duplicate of the other; the trade and aggTrade ids of any
-established symbol are millions apart.
+A trade id and an aggTrade id are never compared, however close they are
+(a symbol listed minutes ago numbers both from near 0).
+
+**Trades and aggTrades.** Binance reports the same fills twice to whoever
+streams both ``trade`` and ``aggTrade`` (``ticklet collect`` records both
+by default): each fill as a trade, and each run of fills of one taker
+order at one price and time as an aggTrade. Passed on both, they would
+count every fill twice in the bars (volume, VWAP, trade counts, buy and
+sell volume) and in every feature made from them. So once an instrument
+has passed on a plain trade, its aggTrades are skipped as they arrive,
+before any other check or hold, and counted (``aggtrades_skipped``); an
+aggTrade held (warm-up, clock) when the instrument passes on its first
+plain trade is skipped when its turn comes. The plain trades are kept:
+they are each fill, the aggTrades only their sums. An instrument that
+never has a plain trade (aggTrade streams or archives alone) keeps its
+aggTrades. The rule looks only at what the instrument passed on before,
+so it is causal and prefix-invariant. Its cost: aggTrades passed on before
+the first plain trade (the ``aggTrade`` stream started first) may hold
+fills that plain trades report again; a ``trade`` stream that stops while
+the ``aggTrade`` stream goes on loses those fills (``ticklet collect``
+reports them as ``gaps_trade``).
 
 Examples
 --------
@@ -230,15 +250,31 @@ class SanityState:
     kline_close: int = -1  # close of the last accepted kline
     ahead: list = field(default_factory=list)  # events ahead of the clock, waiting for confirmation
     held: Optional[list] = field(default_factory=list)  # the warm-up; None once it is over
-    ids: list = field(default_factory=list)  # ids passed on: sequences [first, latest, gaps], most recent first
+    ids: list = field(default_factory=list)  # trade ids passed on: sequences [first, latest, gaps], most recent first
     skew: int = field(init=False)
     sample: int = field(init=False)
     max_notional: float = field(init=False)
+    agg_ids: list = field(default_factory=list)  # aggTrade ids passed on: sequences, as ids
+    traded: bool = False  # a plain trade was passed on: aggTrades are skipped
 
     def __post_init__(self) -> None:
         self.skew = self.config.max_skew_ms * 1_000_000
         self.sample = self.config.sample_ms * 1_000_000
         self.max_notional = self.config.max_notional
+
+    def __setstate__(self, state: tuple[None, dict]) -> None:
+        """Unpickle (the state of a class with slots: ``(None, {slot:
+        value})``); a snapshot taken before ``agg_ids`` and ``traded``
+        existed resumes with their defaults (its sequences, of both kinds
+        then, taken as trade ids)."""
+        self.agg_ids, self.traded = [], False
+        for name, value in state[1].items():
+            setattr(self, name, value)
+
+    def holding(self) -> list:
+        """The events held, to be passed on or dead-lettered later: the
+        warm-up and those ahead of the clock, in order."""
+        return [*(self.held or ()), *self.ahead]
 
 
 def _dead(check: str, reason: str, ev: Event, counter: str = "") -> tuple[ErrorRecord, Count]:
@@ -338,8 +374,9 @@ def _note(seqs: list, t: int, window: int) -> None:
 
 
 def _duplicate(st: SanityState, ev: Trade) -> Optional[tuple[ErrorRecord, Count]]:
-    """The dead letter of a trade whose id was passed on already, else None."""
-    latest = _known(st.ids, ev.trade_id)
+    """The dead letter of a trade whose id was passed on already (among the
+    ids of its kind), else None."""
+    latest = _known(st.agg_ids if ev.agg else st.ids, ev.trade_id)
     if latest is None:
         return None
     return _dead("duplicate", f"duplicate trade: id {ev.trade_id} was passed on already (the latest id of its "
@@ -476,10 +513,15 @@ def _band(st: SanityState, ev: Event, out: list) -> bool:
 def _accept(st: SanityState, ev: Event, out: list) -> None:
     """Price-check an event that passed the clock; pass it on and move the
     clock if it is accepted. A trade held until now whose id was passed on
-    meanwhile is a duplicate."""
-    trade = type(ev) is Trade and st.config.duplicate_window
+    meanwhile is a duplicate; an aggTrade held until now while a plain
+    trade was passed on is skipped."""
+    trade = type(ev) is Trade
+    window = st.config.duplicate_window
     if trade:
-        dup = _duplicate(st, ev)  # type: ignore[arg-type]
+        if ev.agg and st.traded:  # type: ignore[union-attr]
+            out.append(_AGG_SKIPPED)
+            return
+        dup = _duplicate(st, ev) if window else None  # type: ignore[arg-type]
         if dup is not None:
             out.extend(dup)
             return
@@ -490,7 +532,11 @@ def _accept(st: SanityState, ev: Event, out: list) -> None:
         if type(ev) is Kline:
             st.kline_close = ev.ts_close
         elif trade:
-            _note(st.ids, ev.trade_id, st.config.duplicate_window)  # type: ignore[union-attr]
+            agg = ev.agg  # type: ignore[union-attr]
+            if window:
+                _note(st.agg_ids if agg else st.ids, ev.trade_id, window)  # type: ignore[union-attr]
+            if not agg:
+                st.traded = True
         out.append(ev)
 
 
@@ -579,17 +625,41 @@ def _end_warmup(st: SanityState, out: list) -> None:
 
 
 _NOTHING: tuple = ()
+_AGG_SKIPPED = Count("aggtrades_skipped", 1)
+_SKIP: tuple = (_AGG_SKIPPED,)
 
 
 def step(state: SanityState, event: Event) -> tuple[SanityState, Sequence[Out]]:
     """Check one event; return it if it is plausible (with any event it
-    released), else its dead letter and counter. ``state`` is updated in
-    place and returned."""
+    released), else its dead letter and counter; an aggTrade skipped
+    (*Trades and aggTrades*) is only counted. ``state`` is updated in place
+    and returned.
+
+    An aggTrade before the instrument's first plain trade is passed on; the
+    plain trades after it are too, their ids apart from the aggTrade ids
+    (the same numbers here: no duplicate); the aggTrade of two of them is
+    skipped:
+
+    >>> st = SanityState(SanityConfig(warmup=1))
+    >>> evs = [Trade("X", 1, 1, 100.0, 3.0, False, 900, agg=True),
+    ...        Trade("X", 2, 2, 100.0, 1.0, False, 900), Trade("X", 3, 2, 100.0, 2.0, False, 901),
+    ...        Trade("X", 4, 2, 100.0, 3.0, False, 901, agg=True)]
+    >>> for ev in evs:
+    ...     st, out = step(st, ev)
+    ...     print(ev.trade_id, ev.agg, list(out) == [ev] or out)
+    900 True True
+    900 False True
+    901 False True
+    901 True (Count(name='aggtrades_skipped', n=1),)
+    """
     st = state
-    if type(event) is Trade and st.config.duplicate_window:
-        dup = _duplicate(st, event)
-        if dup is not None:
-            return st, dup
+    if type(event) is Trade:
+        if event.agg and st.traded:
+            return st, _SKIP
+        if st.config.duplicate_window:
+            dup = _duplicate(st, event)
+            if dup is not None:
+                return st, dup
     out: list = []
     if st.held is not None:
         st.held.append(event)
@@ -603,14 +673,19 @@ def step(state: SanityState, event: Event) -> tuple[SanityState, Sequence[Out]]:
 
 def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, list]:
     """:func:`step` over a list of events; returns ``[accepted events]`` (one
-    list, omitted if empty), then the dead letters and counters. For the
-    dataflow, which passes events on in lists.
+    list, omitted if empty), then the dead letters and counters, the
+    aggTrades skipped counted once at the end (one
+    ``Count("aggtrades_skipped", n)``, where :func:`step` gives one per
+    aggTrade). For the dataflow, which passes events on in lists.
 
     >>> from ticklet.events import Trade
     >>> st = SanityState(SanityConfig(warmup=1))
     >>> st, out = step_batch(st, [Trade("X", 1, 1, 100.0, 1.0, False, 1), Trade("X", 2, 2, 5e-324, 1.0, False, 2)])
     >>> [len(out[0]), out[1].reason, out[2]]
     [1, 'not a normal float: price 5e-324 x 1.0', Count(name='implausible_float', n=1)]
+    >>> st, out = step_batch(st, [Trade("X", 3, 3, 100.0, 1.0, False, 1, agg=True)] * 3)
+    >>> out
+    [Count(name='aggtrades_skipped', n=3)]
     """
     st = state
     accepted: list = []
@@ -618,19 +693,26 @@ def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, li
     skew, mx, sample = st.skew, st.max_notional, st.sample
     window = st.config.duplicate_window
     dedup = window > 0
-    ids = st.ids
+    ids, aggs = st.ids, st.agg_ids
+    skipped = 0
     # The common case inline: a quote or trade in time, inside the band (so
     # its prices are normal floats: the band lies within them), with 0 or
     # normal quantities and a notional within the cap, after the warm-up; a
-    # trade also the next id of its instrument's one sequence of ids.
+    # trade also the next id of its instrument's one sequence of ids of its
+    # kind (a plain trade once the instrument has one: the first goes
+    # through step); an aggTrade skipped once the instrument has plain trades.
     # The state it reads is kept in locals, written back before any other
     # event and at the end; the result is step's (tested).
-    fast = not st.ahead and st.clock >= 0 and bool(st.ranked)
+    fast = st.held is None and not st.ahead and st.clock >= 0 and bool(st.ranked)
     clock, lo, hi, nxt = st.clock, st.lo, st.hi, st.next_sample
+    traded = st.traded
     for ev in events:
         ts = ev.ts_recv
+        cls = type(ev)
+        if cls is Trade and traded and ev.agg:  # type: ignore[union-attr]
+            skipped += 1
+            continue
         if fast and ts <= clock + skew:
-            cls = type(ev)
             if cls is Quote:
                 b, a, bq, aq = ev.bid, ev.ask, ev.bid_qty, ev.ask_qty  # type: ignore[union-attr]
                 if (lo <= b <= a <= hi and b * bq <= mx and a * aq <= mx and (bq >= _MIN or bq == 0.0)
@@ -646,10 +728,11 @@ def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, li
                     continue
             elif cls is Trade:
                 p, q = ev.price, ev.qty  # type: ignore[union-attr]
-                if lo <= p <= hi and p * q <= mx and (q >= _MIN or q == 0.0) and (
-                        not dedup or (len(ids) == 1 and ev.trade_id == ids[0][1] + 1)):  # type: ignore[union-attr]
+                seqs = aggs if ev.agg else ids  # type: ignore[union-attr]
+                if (traded or seqs is aggs) and lo <= p <= hi and p * q <= mx and (q >= _MIN or q == 0.0) and (
+                        not dedup or (len(seqs) == 1 and ev.trade_id == seqs[0][1] + 1)):  # type: ignore[union-attr]
                     if dedup:
-                        seq = ids[0]
+                        seq = seqs[0]
                         seq[1] += 1
                         if seq[1] - seq[0] >= window:
                             if seq[2]:
@@ -667,10 +750,13 @@ def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, li
                     continue
         st.clock, st.next_sample = clock, nxt
         st, out = step(st, ev)
-        fast = not st.ahead and st.clock >= 0 and bool(st.ranked)
+        fast = st.held is None and not st.ahead and st.clock >= 0 and bool(st.ranked)
         clock, lo, hi, nxt = st.clock, st.lo, st.hi, st.next_sample
+        traded = st.traded
         for o in out:
             kind = type(o)
             (side if kind is ErrorRecord or kind is Count else accepted).append(o)
     st.clock, st.next_sample = clock, nxt
+    if skipped:
+        side.append(Count("aggtrades_skipped", skipped))
     return st, ([accepted] + side if accepted else side)

@@ -463,7 +463,7 @@ def _depth(d: _WsDepth, ts: int, market: str, payload: bytes) -> Parsed:
 
 def _agg(d: _WsAggTrade, ts: int, market: str, payload: bytes) -> Parsed:
     s = d.s
-    t = Trade(instrument_key(s, market), ts, d.T * _MS, d.p, d.q, d.m, d.a)
+    t = Trade(instrument_key(s, market), ts, d.T * _MS, d.p, d.q, d.m, d.a, True)
     return _in_coins(t, s, market, payload) if "_" in s or market == "coinm" else t
 
 
@@ -800,7 +800,7 @@ def _csv_row(row: list[str], kind: str, key: str, raw: list[str]) -> Parsed:
     try:
         cols = _TRADE_COLUMNS.get(kind)
         if cols is not None:
-            return _csv_trade(row, key, *cols, raw)
+            return _csv_trade(row, key, *cols, raw, kind == "aggTrades")
         if kind == "klines":
             o, h, lo, c, v = (float(x) for x in row[1:6])
             open_ns = to_ns(int(row[0]))
@@ -840,14 +840,14 @@ def _coinm_row(row: list[str], kind: str, usd: float) -> list[str]:
 _TRADE_COLUMNS = {"trades": (4, 5), "aggTrades": (5, 6)}
 
 
-def _csv_trade(row: list[str], key: str, time_col: int, maker_col: int, raw: list[str]) -> Parsed:
-    """A row of a trades or aggTrades CSV file (``id, price, qty, ...``) with
-    the time and buyer-maker flag in the given columns."""
+def _csv_trade(row: list[str], key: str, time_col: int, maker_col: int, raw: list[str], agg: bool) -> Parsed:
+    """A row of a trades or aggTrades (``agg``) CSV file (``id, price, qty,
+    ...``) with the time and buyer-maker flag in the given columns."""
     p, q = float(row[1]), float(row[2])
     ts = to_ns(int(row[time_col]))
     if _bad_px_qty(p, q):
         return _row_err("non-positive or non-finite price/quantity", raw, key, ts)
-    return Trade(key, ts, ts, p, q, _bool(row[maker_col]), int(row[0]))
+    return Trade(key, ts, ts, p, q, _bool(row[maker_col]), int(row[0]), agg)
 
 
 def _row_err(reason: str, row: list[str], key: str, ts: int) -> ErrorRecord:

@@ -295,8 +295,8 @@ def operator_case(name: str, chain) -> tuple:
         pcfg, iv = pnl.ExecutionConfig(), chain.settings.bars.interval_ms
         _, ref = drive(pnl.step, pnl.PnlState(pcfg, iv), items)
         return pnl.step, lambda: pnl.PnlState(pcfg, iv), items, ref
-    if name == "sanity":  # the real events, with implausible copies and duplicates of some of them in between
-        import msgspec
+    if name == "sanity":  # the real events, with implausible copies and duplicates of some of them in between,
+        import msgspec  # and the aggTrades of some trades (skipped: the instrument has passed on trades)
 
         from operators import sanity
         from ticklet.events import Quote
@@ -311,6 +311,8 @@ def operator_case(name: str, chain) -> tuple:
                 items.append(msgspec.structs.replace(e, price=1e-320, trade_id=e.trade_id + 10**9))
             elif i % 499 == 300 and type(e) is Trade:  # the same trade again
                 items.append(e)
+            elif i % 499 == 100 and type(e) is Trade:  # its aggTrade
+                items.append(msgspec.structs.replace(e, agg=True, trade_id=e.trade_id - 10**9))
         scfg = sanity.SanityConfig()
         _, ref = drive(sanity.step, sanity.SanityState(scfg), items)
         return sanity.step, lambda: sanity.SanityState(scfg), items, ref

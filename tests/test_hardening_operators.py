@@ -458,11 +458,13 @@ def test_features_and_join_stay_finite_on_the_checked_stream(btc_spot_chain):
 RECORD_FILES = ("forecasts.csv", "metrics.csv", "signals.csv", "trades.csv", "equity.csv", "economics.csv")
 
 
-def _same_outputs(clean, run, copies: list[bytes]) -> None:
+def _same_outputs(clean, run, copies: list[bytes], skipped: int = 0) -> None:
     """Every record file of ``run`` equal to the clean run's byte for byte;
     its dead letters are the duplicate ``copies`` (their messages as
     received), each once, and its counters the clean ones plus the copies
-    (read, parsed, dead-lettered, counted as duplicates)."""
+    (read, parsed, dead-lettered, counted as duplicates) and ``skipped``
+    more aggTrades (read, parsed, skipped by check_ticks) than the clean
+    run's."""
     (sa, oa), (sb, ob, dead) = clean, run
     for name in RECORD_FILES:
         assert (oa / name).read_bytes() == (ob / name).read_bytes(), name
@@ -472,7 +474,9 @@ def _same_outputs(clean, run, copies: list[bytes]) -> None:
     got, want = (json.loads((o / "counters.json").read_text()) for o in (ob, oa))
     got.pop("input_bytes"), want.pop("input_bytes")  # of the gzip files
     n = len(copies)
-    assert got == want | {k: want.get(k, 0) + n for k in ("input_records", "ticks", "duplicate_trades", "dead_letters")}
+    more = {"input_records": n + skipped, "ticks": n + skipped, "duplicate_trades": n, "dead_letters": n,
+            "aggtrades_skipped": skipped}
+    assert got == want | {k: want.get(k, 0) + v for k, v in more.items() if v}
 
 
 def test_a_trade_arriving_50000_times_is_passed_on_once_and_changes_nothing(runs, real, kinds, clean):
@@ -512,55 +516,241 @@ def test_trades_delivered_twice_are_passed_on_once_and_change_nothing(runs, real
     _same_outputs(clean, runs(lines_), copies)
 
 
-def _agg_lines(real: list[bytes], first_id: int) -> list[bytes]:
+def _agg_lines(real: list[bytes], first_id: int, before: bool = False) -> list[bytes]:
     """The recording with the aggTrade messages of its real trades (as
     Binance groups them: consecutive trades filled at the same time and price
     with the same taker side), each received 1 µs after the last trade of its
-    group: ``ticklet collect``'s default streams carry both, with ids of
-    their own."""
+    group (``before``: 1 µs before the first): ``ticklet collect``'s default
+    streams carry both, with ids of their own, from ``first_id`` on."""
     trades = [json.loads(payload(ln))["data"] for ln in real if b'@trade"' in ln[:60]]
     recv = {json.loads(payload(ln))["data"]["t"]: recv_ns(ln) for ln in real if b'@trade"' in ln[:60]}
-    after: dict[int, bytes] = {}
+    at: dict[int, bytes] = {}
     for a, g in enumerate(aggregate_trades(trades), start=first_id):
         last = g[-1]
         qty = sum(Decimal(d["q"]) for d in g)
         data = {"e": "aggTrade", "E": last["E"], "s": "BTCUSDT", "a": a, "p": last["p"], "q": str(qty),
                 "f": g[0]["t"], "l": last["t"], "T": last["T"], "m": last["m"], "M": True}
         msg = {"stream": "btcusdt@aggTrade", "data": data}
-        after[last["t"]] = b"%d %s" % (recv[last["t"]] // 1000 + 1, _compact(msg))
+        t = g[0]["t"] if before else last["t"]
+        at[t] = b"%d %s" % (recv[t] // 1000 + (-1 if before else 1), _compact(msg))
     out = []
     for ln in real:
+        agg = at.get(json.loads(payload(ln))["data"]["t"]) if b'@trade"' in ln[:60] else None
+        if agg is not None and before:
+            out.append(agg)
         out.append(ln)
-        if b'@trade"' in ln[:60]:
-            agg = after.get(json.loads(payload(ln))["data"]["t"])
-            if agg is not None:
-                out.append(agg)
+        if agg is not None and not before:
+            out.append(agg)
     return out
 
 
-def test_trade_and_aggtrade_ids_are_separate_sequences(runs, real):
-    """The recording with the aggTrade messages of its trades (ids 2.2e9, the
-    trade ids 3.07e9): no trade of either stream is taken for a duplicate.
-    Then every 50th trade and every 50th aggTrade arrives twice, received
-    1 ms later: exactly those copies are duplicate dead letters, and the
-    outputs are those of the run without them."""
-    mixed = _agg_lines(real, 2_200_000_000)
-    summary, out, dead = runs(mixed)
-    assert dead == [] and "duplicate_trades" not in summary["counters"]
-    kinds_ = [b"@aggTrade" in ln[:60] for ln in mixed]
-    assert sum(kinds_) > 1000
-    copies, rows = [], []
-    trade_n = agg_n = 0
-    for ln, agg in zip(mixed, kinds_, strict=True):
-        rows.append(ln)
+def _is_agg(line: bytes) -> bool:
+    return b"@aggTrade" in line[:60]
+
+
+def _with_copies(rows: list[bytes]) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """``rows`` with every 50th trade and every 50th aggTrade again, received
+    1 ms later: (the rows, the trade copies, the aggTrade copies)."""
+    out, trades, aggs = [], [], []
+    n = {True: 0, False: 0}
+    for ln in rows:
+        out.append(ln)
+        agg = _is_agg(ln)
         if agg or b'@trade"' in ln[:60]:
-            k = agg_n if agg else trade_n
-            if k % 50 == 25:
-                copies.append(_at(ln, recv_ns(ln) + 1_000_000))
-                rows.append(copies[-1])
-            agg_n, trade_n = (agg_n + 1, trade_n) if agg else (agg_n, trade_n + 1)
-    assert {b"@aggTrade" in c[:60] for c in copies} == {True, False}
-    _same_outputs((summary, out), runs(rows), copies)
+            if n[agg] % 50 == 25:
+                out.append(_at(ln, recv_ns(ln) + 1_000_000))
+                (aggs if agg else trades).append(out[-1])
+            n[agg] += 1
+    return out, trades, aggs
+
+
+def test_a_recording_with_the_aggtrades_of_its_trades_gives_the_recordings_results(runs, real, clean):
+    """Issue 23: ``ticklet collect`` records ``trade`` and ``aggTrade``, and
+    both were passed on as trades: every fill counted twice in the bars. The
+    recording with the aggTrade messages of its own trades (received just
+    after them) now gives the recording's results, every record file byte for
+    byte: each aggTrade is skipped and counted (``aggtrades_skipped``).
+    Then every 50th trade and every 50th aggTrade arrives twice, received
+    1 ms later: the trade copies are duplicate dead letters, the aggTrade
+    copies are skipped like the rest."""
+    mixed = _agg_lines(real, 2_200_000_000)
+    n_agg = sum(map(_is_agg, mixed))
+    assert n_agg > 1000
+    mixed_run = runs(mixed)
+    assert mixed_run[2] == []
+    _same_outputs(clean, mixed_run, [], skipped=n_agg)
+    rows, trade_copies, agg_copies = _with_copies(mixed)
+    assert len(trade_copies) > 20 and len(agg_copies) > 20
+    _same_outputs(clean, runs(rows), trade_copies, skipped=n_agg + len(agg_copies))
+
+
+def test_aggtrades_received_before_their_trades_are_skipped_too(real):
+    """The aggTrade of each group received just before its trades: once the
+    instrument has passed on a plain trade, every aggTrade is skipped, in
+    whatever order the two streams arrive. The first aggTrade, received
+    before any plain trade, is the one passed on (the rule's cost, as
+    documented)."""
+    (clean_events,) = _parse_lines(real).values()
+    (evs,) = _parse_lines(_agg_lines(real, 2_200_000_000, before=True)).values()
+    acc, dead, counts = _sanity(evs)
+    aggs = [e for e in evs if type(e) is Trade and e.agg]
+    first = evs.index(aggs[0])
+    assert acc == clean_events[:first] + [aggs[0]] + clean_events[first:] and dead == []
+    assert sum(c.n for c in counts if c.name == "aggtrades_skipped") == len(aggs) - 1 > 1000
+
+
+def test_aggtrades_alone_are_the_trades_and_give_bars(runs, real, clean):
+    """An instrument without plain trades keeps its aggTrades: the
+    recording's quotes and depth with the aggTrades of its trades instead
+    of the trades give its bars and forecasts, and the aggTrade lines alone
+    (no quote: bars priced by the last trade) as many bars as its trade
+    lines alone; no aggTrade is skipped."""
+    agg_only = [ln for ln in _agg_lines(real, 2_200_000_000) if b'@trade"' not in ln[:60]]
+    n_agg = sum(map(_is_agg, agg_only))
+    summary, _, dead = runs(agg_only)
+    assert dead == [] and summary["bars"] == clean[0]["bars"] and summary["forecasts"] > 0
+    assert "aggtrades_skipped" not in summary["counters"]
+    assert summary["counters"]["ticks"] == clean[0]["counters"]["ticks"] - sum(b'@trade"' in ln[:60] for ln in real) \
+        + n_agg
+    trades_alone, _, _ = runs([ln for ln in real if b'@trade"' in ln[:60]])
+    aggs_alone, _, dead = runs([ln for ln in agg_only if _is_agg(ln)])
+    assert dead == [] and "aggtrades_skipped" not in aggs_alone["counters"]
+    assert aggs_alone["bars"] == trades_alone["bars"] > 300 and aggs_alone["forecasts"] > 0
+
+
+def test_skipped_aggtrades_keep_the_records_of_the_events_held(real):
+    """check_ticks in the dataflow (its step logic, as the dataflow drives
+    it, on the parser's batches): the input records follow the events, so
+    that a dead letter carries the message as received. Skipped aggTrades
+    leave no record behind, and the records of the events the check holds
+    are kept: a quote stamped an hour ahead, held at the end of a batch of
+    2,000 skipped aggTrades (more than the records the logic keeps at
+    most), is dead-lettered with its message in the next batch; every
+    event passed on comes with its own record."""
+    from dataflows.ops import _Side, _StepLogic
+    from sources.binance import _parse_line, parse_chunk
+    from ticklet.events import RawChunk
+
+    mixed = _agg_lines(real, 2_200_000_000)
+    k = [i for i, ln in enumerate(mixed) if _is_agg(ln)][2000]
+    quote = next(ln for ln in mixed[k:] if b"@bookTicker" in ln[:60])
+    forged = _at(quote, recv_ns(mixed[k]) + 3600 * S)
+    logic = _StepLogic(sanity.step_batch, sanity.SanityState(sanity.SanityConfig()), False, None, "sanity")
+    passed, dead, skipped = [], [], 0
+    for rows in (mixed[: k + 1] + [forged], mixed[k + 1 :]):
+        (batch,) = parse_chunk(RawChunk("ws", "spot", "BTCUSDT", rows))[0].values()
+        out, _ = logic.on_batch([batch])
+        for o in out:
+            if type(o) is _Side:
+                dead += o.errors
+                skipped += sum(c.n for c in o.counts if c.name == "aggtrades_skipped")
+            else:
+                assert [_parse_line(r, "spot") for r in o.records] == list(o)
+                passed += o
+    assert [(d.reason.startswith("from the future"), d.raw) for d in dead] == [(True, payload(forged).decode())]
+    assert passed == [e for e in _parse_lines(real)["BTCUSDT"]] and skipped == sum(map(_is_agg, mixed))
+    assert len(logic.held) <= 1024
+
+
+def test_a_snapshot_of_the_check_from_before_aggtrades_were_told_apart_resumes(real):
+    """A recovery snapshot holds the check's state as pickled by the
+    previous version, without ``agg_ids`` and ``traded``: it loads, with
+    their defaults, and the run goes on as the uninterrupted run does; the
+    aggTrades are skipped again from the next plain trade on."""
+    import copyreg
+    import io
+    import pickle
+
+    (evs,) = _parse_lines(_agg_lines(real, 2_200_000_000)).values()
+    k = next(i for i in range(len(evs) // 2, len(evs)) if type(evs[i]) is Trade and not evs[i].agg)
+    cfg = sanity.SanityConfig()
+    st, head = drive(sanity.step, sanity.SanityState(cfg), evs[:k])  # the next event is a plain trade
+
+    class Before(pickle.Pickler):  # pickles the state as the previous version did: its slots, without the new ones
+        def reducer_override(self, obj):
+            if type(obj) is not sanity.SanityState:
+                return NotImplemented
+            _, slots = obj.__reduce_ex__(2)[2]
+            return copyreg.__newobj__, (sanity.SanityState,), (None, {n: v for n, v in slots.items()
+                                                                      if n not in ("agg_ids", "traded")})
+
+    buf = io.BytesIO()
+    Before(buf).dump(st)
+    assert b"agg_ids" not in buf.getvalue() and b"traded" not in buf.getvalue()
+    old = pickle.loads(buf.getvalue())
+    assert type(old) is sanity.SanityState and old.agg_ids == [] and old.traded is False
+    assert old.ids == st.ids and old.clock == st.clock
+    _, tail = drive(sanity.step, old, evs[k:])
+    _, whole = drive(sanity.step, sanity.SanityState(cfg), evs)
+    assert head + tail == whole and Count("aggtrades_skipped", 1) in tail
+    assert old.traded is True
+
+
+@pytest.mark.parametrize("size", [1, 7, 500, 100_000])
+def test_the_check_over_batches_is_the_check_event_by_event_with_aggtrades(real, size):
+    """``step_batch`` (the dataflow's, with its fast paths for trades and
+    aggTrades of their own sequences, and for skipped aggTrades) over the
+    first third's aggTrades then both streams, every 50th of each twice,
+    in batches of ``size``: the events passed on, the dead letters and the
+    state of :func:`step`, and as many aggTrades skipped (counted once a
+    batch)."""
+    first_trade = next(json.loads(payload(ln))["data"]["t"] for ln in real if b'@trade"' in ln[:60])
+    mixed = _agg_lines(real, first_trade)
+    cut = len(mixed) // 3
+    rows, _, _ = _with_copies([ln for i, ln in enumerate(mixed) if i >= cut or b'@trade"' not in ln[:60]])
+    (evs,) = _parse_lines(rows).values()
+    one, ref = drive(sanity.step, sanity.SanityState(sanity.SanityConfig()), evs)
+    st, passed, side = sanity.SanityState(sanity.SanityConfig()), [], []
+    for i in range(0, len(evs), size):
+        st, out = sanity.step_batch(st, evs[i : i + size])
+        for o in out:
+            (passed.extend if type(o) is list else side.append)(o)
+    assert passed == [o for o in ref if type(o) not in (ErrorRecord, Count)]
+    assert [o for o in side if type(o) is ErrorRecord] == [o for o in ref if type(o) is ErrorRecord] != []
+    n_skipped = sum(o.n for o in ref if type(o) is Count and o.name == "aggtrades_skipped")
+    assert sum(o.n for o in side if type(o) is Count and o.name == "aggtrades_skipped") == n_skipped > 1000
+    assert st == one and st.traded and st.agg_ids and st.ids
+
+
+def _parse_lines(rows: list[bytes]) -> dict:
+    from sources.binance import parse_chunk
+    from ticklet.events import RawChunk
+
+    by_key, errors, _ = parse_chunk(RawChunk("ws", "spot", "BTCUSDT", list(rows)))
+    assert errors == []
+    return {k: list(v) for k, v in by_key.items()}
+
+
+def test_trade_and_aggtrade_ids_close_together_are_never_taken_for_each_other(runs, real):
+    """A newly listed symbol numbers its trades and its aggTrades from about
+    the same id, and the aggTrade stream can start before the trade stream.
+    Here the recording's first third has the aggTrades of its trades, not
+    the trades, then both streams, the aggTrade ids starting at the first
+    trade id. The duplicate check told the two sequences apart by how close
+    the ids were: it took real trades and aggTrades for duplicates of the
+    other stream's (dead letters). Now they are told apart by their kind:
+    no duplicate; the run is the one of the first third's aggTrades then the
+    trades alone, the aggTrades after the first trade skipped. Then every
+    50th of each again, 1 ms later: the copies of what was passed on (the
+    first third's aggTrades, the trades) are duplicates, the others skipped."""
+    first_trade = next(json.loads(payload(ln))["data"]["t"] for ln in real if b'@trade"' in ln[:60])
+    mixed = _agg_lines(real, first_trade)
+    cut = next(i for i in range(len(mixed) // 3, len(mixed)) if b'@trade"' in mixed[i][:60])
+    both = [ln for i, ln in enumerate(mixed) if i >= cut or b'@trade"' not in ln[:60]]
+    alone = [ln for i, ln in enumerate(mixed) if (i < cut and b'@trade"' not in ln[:60])
+             or (i >= cut and not _is_agg(ln))]
+    ref = runs(alone)
+    assert ref[2] == [] and "duplicate_trades" not in ref[0]["counters"]
+    later = sum(_is_agg(ln) for ln in mixed[cut:])
+    assert later > 1000
+    both_run = runs(both)
+    assert both_run[2] == []  # before: 1,452 real aggTrades dead-lettered as duplicates of trades
+    _same_outputs(ref[:2], both_run, [], skipped=later)
+    rows, trade_copies, agg_copies = _with_copies(both)
+    passed = {recv_ns(c) for c in trade_copies} | {recv_ns(c) for c in agg_copies if recv_ns(c) < recv_ns(mixed[cut])}
+    dups = [c for c in trade_copies + agg_copies if recv_ns(c) in passed]
+    assert len(dups) > len(trade_copies) > 20
+    _same_outputs(ref[:2], runs(rows), dups, skipped=later + len(trade_copies) + len(agg_copies) - len(dups))
 
 
 def test_a_copy_dead_lettered_for_another_reason_leaves_the_real_trade_alone(spot_events):

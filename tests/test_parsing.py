@@ -242,7 +242,7 @@ def test_agg_trade_messages_from_real_trades(ws_dir, rel, market):
         ts = t_recv + a
         recs.append(f"{ts} {msg}".encode())
         want.append(Trade(key_of(last["s"], market), ts, last["T"] * MS, float(last["p"]), float(qty),
-                          last["m"], a))
+                          last["m"], a, agg=True))
     assert sum(Decimal(d["q"]) for d in trades) == sum(Decimal(d["q"]) for g in groups for d in g)
     by_key, errors, counts = parse_chunk(RawChunk("ws", market, "BTCUSDT", recs))
     assert errors == [] and counts == {"input_records": len(recs), "ticks": len(groups)}
@@ -390,7 +390,8 @@ def test_agg_trades_archive(tmp_path, ws_dir, unit):
         last = g[-1]
         rows.append([str(a), last["p"], dec8(qty), str(g[0]["t"]), str(last["t"]), str(last["T"] * mult),
                      str(last["m"]), "True"])
-        want.append(Trade("BTCUSDT", last["T"] * MS, last["T"] * MS, float(last["p"]), float(qty), last["m"], a))
+        want.append(Trade("BTCUSDT", last["T"] * MS, last["T"] * MS, float(last["p"]), float(qty), last["m"], a,
+                          agg=True))
     path = write_archive(tmp_path / "BTCUSDT-aggTrades-2024-08-09.csv", rows)
     _, by_key, errors, counts = read_all([path])
     assert counts.pop("spec").fmt == "aggTrades"

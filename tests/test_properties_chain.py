@@ -35,7 +35,7 @@ from functools import cache
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from realdata import REPO, SCRATCH, drive, parse_paths
@@ -244,6 +244,7 @@ def test_check_accounts_for_every_event_and_its_clock_only_moves_forward(plan, b
 @PROFILE
 @given(plan=st.lists(injection(IMPLAUSIBLE + ["past"]), min_size=0, max_size=30), burst=BURST, jump=JUMP,
        cuts=st.lists(st.integers(0, N_EVENTS + 40), max_size=40), warmup=st.integers(1, 7))
+@example(plan=[], burst=(10, 3, 1.0), jump=None, cuts=[], warmup=7)  # a warm-up restarted by the burst (found once)
 def test_check_over_batches_equals_the_check_event_by_event(plan, burst, jump, cuts, warmup):
     """``step_batch`` (what the dataflow runs, with its own fast path) over
     the stream cut into any batches gives what ``step`` gives event by event,

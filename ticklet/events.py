@@ -155,8 +155,23 @@ def market_of(instrument: str) -> str:
     return "coinm" if _COINM.fullmatch(instrument) else "usdm"
 
 
-class Trade(msgspec.Struct, frozen=True, gc=False):
-    """One market trade."""
+class Trade(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """One market trade, or one aggregate trade.
+
+    ``agg`` is True for Binance's aggregate trades (the ``aggTrade`` stream,
+    ``aggTrades`` archives): the fills of one taker order at one price, with
+    their summed quantity, the last fill's price and time, and an aggTrade
+    id (``a``), a sequence of its own, never a trade id. False (omitted from
+    the JSON, the default of a snapshot taken before the field existed): a
+    plain trade (``trade`` stream, ``trades`` archives), ``trade_id`` its
+    trade id (``t``). The same fills reach ticklet once per stream when both
+    are recorded; ``check_ticks`` (:mod:`operators.sanity`) keeps one.
+
+    >>> msgspec.json.encode(Trade("BTCUSDT", 1_000, 990, 61837.63, 0.5, False, 2_200_000_000, agg=True))[-53:]
+    b'"buyer_maker":false,"trade_id":2200000000,"agg":true}'
+    >>> msgspec.json.encode(Trade("BTCUSDT", 1_000, 990, 61837.63, 0.02, True, 7))  # a plain trade: as before
+    b'{"instrument":"BTCUSDT","ts_recv":1000,"ts_event":990,"price":61837.63,"qty":0.02,"buyer_maker":true,"trade_id":7}'
+    """
 
     instrument: str
     ts_recv: int
@@ -164,7 +179,8 @@ class Trade(msgspec.Struct, frozen=True, gc=False):
     price: float
     qty: float
     buyer_maker: bool  # True: the taker sold (hit the bid)
-    trade_id: int
+    trade_id: int  # the trade id, or the aggTrade id where agg
+    agg: bool = False  # an aggregate trade (aggTrade), its id an aggTrade id
 
 
 class Quote(msgspec.Struct, frozen=True, gc=False):
