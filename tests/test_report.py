@@ -21,6 +21,7 @@ import pytest
 from cdp import Browser, png_size
 from pydantic import SecretStr
 
+from ticklet.events import market_of
 from ticklet.report import MAX_POINTS, NoRunError, build_report, cost_curve
 
 #: bayes_linear gives predictive intervals (the coverage plot), logistic a p_up of its own
@@ -270,7 +271,7 @@ def test_the_cost_line_of_every_book_goes_through_its_actual_net_return(run):
     ex = m["config"]["execution"]
     traded = 0
     for inst, books in summary["economics"].items():
-        fee = ex["usdm_fee_bps" if inst.endswith("-PERP") else "spot_fee_bps"] + ex["slippage_bps"]
+        fee = ex[f"{market_of(inst)}_fee_bps"] + ex["slippage_bps"]
         for hs in books.values():
             for e in hs.values():
                 c = cost_curve(e, ex["initial_equity"])
@@ -282,6 +283,82 @@ def test_the_cost_line_of_every_book_goes_through_its_actual_net_return(run):
                 assert c["break_even_bps"] == pytest.approx(e["break_even_bps"], rel=1e-9, abs=1e-12)
                 assert fee - 1e-9 <= c["paid_bps"] < fee + 10.0  # plus half the spread
     assert traded >= 3 * 7  # 4 models x 2 horizons less naive, and buy_and_hold, per instrument
+
+
+# --- the books of every market
+
+#: Each market's fee set apart (bps), and the slippage.
+MARKET_FEES = {"spot_fee_bps": 10.0, "usdm_fee_bps": 3.0, "coinm_fee_bps": 7.0, "slippage_bps": 1.0}
+
+
+def _renamed(src: Path, dst: Path, old: str, new: str) -> Path:
+    """The real lines of ``src``, of symbol ``old``, under the symbol ``new``."""
+    from realdata import lines, write_gz
+
+    o, n = old.encode(), new.encode()
+    return write_gz(dst, [ln.replace(o.lower() + b"@", n.lower() + b"@").replace(b'"s":"%s"' % o, b'"s":"%s"' % n)
+                          for ln in lines(src)])
+
+
+@pytest.fixture(scope="module")
+def markets_run(ws_dir, tmp_path_factory):
+    """A backtest of an instrument of every kind, the fees of each market set
+    apart (MARKET_FEES): spot BTCUSDT, the USD-M perpetual BTCUSDT-PERP and
+    delivery contract BTCUSDT_250328, the COIN-M perpetual BTCUSD_PERP and
+    delivery contract BTCUSD_211231 (real recordings; a delivery contract's
+    are its perpetual's lines under its symbol), and its report:
+    (summary, out_dir, report)."""
+    from realdata import REPO
+
+    from ticklet.cli import run_backtest
+    from ticklet.settings import Settings
+
+    tmp = tmp_path_factory.mktemp("markets")
+    usdm = ws_dir / "usdm" / "btcusdt_20230405.dat.gz"
+    coinm = REPO / "tests" / "data" / "fixtures" / "hftbacktest" / "cm" / "btcusd_perp_20240808.gz"
+    paths = [ws_dir / "spot" / "btcusdt_20230405.dat.gz", usdm,
+             _renamed(usdm, tmp / "in" / "usdm" / "btcusdt_250328.gz", "BTCUSDT", "BTCUSDT_250328"), coinm,
+             _renamed(coinm, tmp / "in" / "cm" / "btcusd_211231.gz", "BTCUSD_PERP", "BTCUSD_211231")]
+    s = Settings()
+    base = s.model_copy(update={"execution": s.execution.model_copy(update=MARKET_FEES)})
+    summary = run_backtest([str(p) for p in paths], tmp / "out", base=base)
+    return summary, tmp / "out", build_report(tmp / "out")
+
+
+def test_each_book_is_drawn_against_the_fee_of_its_market(markets_run):
+    """Issue 23: the report chose the fee by a ``-PERP`` ending, so USD-M
+    delivery and COIN-M contracts got spot's (11 bps here, fee and
+    slippage). Each instrument's cost plot now draws its market's
+    (:func:`ticklet.events.market_of`), which every book paid (plus at most
+    half the spread). COIN-M books are kept in the coin: their cost line and
+    equity curve are measured against their capital in the coin (it was the
+    USD of the configuration: 0 bps paid, -100%), so that the line goes
+    through the book's net return and the curve ends at it."""
+    from ticklet.report import _load
+
+    summary, out, report = markets_run
+    run = _load(out)
+    fees = {i: MARKET_FEES[f"{market_of(i)}_fee_bps"] + MARKET_FEES["slippage_bps"] for i in summary["economics"]}
+    assert fees == {"BTCUSDT": 11.0, "BTCUSDT-PERP": 4.0, "BTCUSDT_250328": 4.0, "BTCUSD_PERP": 8.0,
+                    "BTCUSD_211231": 8.0}
+    traded = 0
+    for inst, fee in fees.items():
+        assert run.fee_bps(inst) == fee
+        for model, hs in summary["economics"][inst].items():
+            for h, e in hs.items():
+                key = (inst, model, int(h))
+                init = run.initial_equity(inst, key)
+                assert run.equity.get(key, "equity")[-1] / init - 1.0 == pytest.approx(e["net_return"], abs=1e-12)
+                c = cost_curve(e, init)
+                if c is None:
+                    continue
+                traded += 1
+                assert abs(c["deviation"]) < 1e-12
+                assert fee - 1e-9 <= c["paid_bps"] < fee + 10.0
+    assert traded >= 5 * 5
+    html = report.read_text()
+    for fee in set(fees.values()):
+        assert html.count(f"fee + slippage {fee:g} bps (+ half spread)") == list(fees.values()).count(fee)
 
 
 def test_the_report_reads_the_summary_of_the_backtest(run):

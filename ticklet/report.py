@@ -256,24 +256,37 @@ class _Run:
                 names |= {k[0] for k in t.groups}
         return sorted(names)
 
-    def initial_equity(self, instrument: str) -> float:
+    def initial_equity(self, instrument: str, book: Optional[_Key] = None) -> float:
+        """The capital ``book`` (an ``(instrument, model, horizon)``; by default
+        the instrument's first) started with, in its currency: the
+        configuration's ``initial_equity``, in the quote currency; a COIN-M
+        book is kept in the coin, and started with that many USD worth of the
+        coin at its first mid (:mod:`operators.pnl`): its first equity point's
+        ``gross_equity``."""
+        from ticklet.events import market_of
+
         v = self.config.get("execution", {}).get("initial_equity")
-        if v:
+        if v and market_of(instrument) != "coinm":
             return float(v)
         if self.equity is not None:  # a book is marked at the mid before its first trade costs anything
-            for key in self.equity.groups:
-                if key[0] == instrument:
-                    return float(self.equity.get(key, "gross_equity")[0])
+            groups = self.equity.groups
+            for key in ([book] if book in groups else []) + [k for k in groups if k[0] == instrument]:
+                return float(self.equity.get(key, "gross_equity")[0])
         from operators.pnl import ExecutionConfig
 
-        return ExecutionConfig().initial_equity
+        return float(v) if v else ExecutionConfig().initial_equity
 
     def fee_bps(self, instrument: str) -> Optional[float]:
-        """Fee plus slippage per side in the configuration (the spread comes on top)."""
+        """Fee plus slippage per side in the configuration (the spread comes
+        on top): the fee of the instrument's market (:func:`market_of`:
+        ``spot_fee_bps``, ``usdm_fee_bps`` for USD-M perpetuals and delivery
+        contracts, ``coinm_fee_bps`` for COIN-M ones), as the books paid it."""
+        from ticklet.events import market_of
+
         ex = self.config.get("execution")
         if not ex:
             return None
-        fee = ex.get("usdm_fee_bps" if instrument.endswith("-PERP") else "spot_fee_bps")
+        fee = ex.get(f"{market_of(instrument)}_fee_bps")
         return None if fee is None else float(fee) + float(ex.get("slippage_bps") or 0.0)
 
 
@@ -617,10 +630,9 @@ def _equity_plot(run: _Run, instrument: str, style: _Style, gaps: _Gaps, max_poi
         return None
     e = run.equity
     assert e is not None
-    init = run.initial_equity(instrument)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.05)
     for k in keys:
-        ret = (e.get(k, "equity") / init - 1.0) * 100.0
+        ret = (e.get(k, "equity") / run.initial_equity(instrument, k) - 1.0) * 100.0
         dd = -e.get(k, "drawdown") * 100.0
         s = np.union1d(minmax_indices(ret, max_points // 2), minmax_indices(dd, max_points // 2))
         x = _ms(e.get(k, "ts_recv")[s])
@@ -640,9 +652,8 @@ def _cost_plot(run: _Run, instrument: str, style: _Style) -> Optional[tuple[Any,
     import plotly.graph_objects as go
 
     books = run.summary["economics"].get(instrument, {})
-    init = run.initial_equity(instrument)
     curves = [((model, int(h)), c) for model, hs in books.items() for h, entry in hs.items()
-              if (c := cost_curve(entry, init)) is not None]
+              if (c := cost_curve(entry, run.initial_equity(instrument, (instrument, model, int(h))))) is not None]
     if not curves:
         return None
     fee = run.fee_bps(instrument)
@@ -777,13 +788,13 @@ def _p(v: Any) -> str:
 def _results_table(run: _Run, instrument: str) -> str:
     metrics = run.summary["instruments"].get(instrument, {}).get("models", {})
     econ = run.summary["economics"].get(instrument, {})
-    init = run.initial_equity(instrument)
     keys = sorted({(m, int(h)) for m, hs in metrics.items() for h in hs} | {(m, int(h)) for m, hs in econ.items()
                                                                               for h in hs},
                   key=lambda k: (k[1] == 0, k[0], k[1]))
     rows = [(m, h, metrics.get(m, {}).get(str(h)), econ.get(m, {}).get(str(h))) for m, h in keys]
     ms = [r[2] for r in rows if r[2]]
     es = [r[3] for r in rows if r[3]]
+    init = {id(e): run.initial_equity(instrument, (instrument, m, h)) for m, h, _, e in rows if e}
 
     def has(entries: Iterable[dict[str, Any]], key: str) -> bool:
         return any(e.get(key) is not None for e in entries)
@@ -811,7 +822,7 @@ def _results_table(run: _Run, instrument: str) -> str:
         return big(e.get("sharpe")) + (f" ± {big(e['sharpe_se'])}" if e.get("sharpe_se") is not None else "")
 
     def paid(e: dict[str, Any]) -> str:
-        c = cost_curve(e, init)
+        c = cost_curve(e, init[id(e)])
         return "–" if c is None else f"{c['paid_bps']:.2f}"
 
     def signed(v: Any, spec: str, scale: float) -> str:
