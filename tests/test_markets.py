@@ -34,7 +34,7 @@ from operators.pnl import ExecutionConfig
 from sources.binance import parse_chunk
 from sources.files import InputFormatError, describe, group_streams, unquoted
 from sources.symbols import COINM_CONTRACT_USD
-from sources.wire import encode_tick
+from sources.wire import encode_tick, tick_head
 from ticklet.events import DepthUpdate, Kline, Quote, RawChunk, Trade
 
 DATA = REPO / "tests" / "data"
@@ -185,12 +185,17 @@ def test_unknown_coinm_contract_is_refused_with_one_line(tmp_path: Path):
 
 def test_coinm_over_kafka_is_read_like_the_file():
     """The ticks topic carries the market; COIN-M ticks give the events the
-    file gives, in the same order."""
+    file gives, in the same order. Their compact head is read by the wire
+    format's fast path, as spot and USD-M ones are (it knew only 4-letter
+    markets: a COIN-M tick was decoded whole, then its message again, the
+    slow way; benchmarks/parse_throughput.py --kafka)."""
     by_file, _, _ = parse_paths([CM_ETH])
     values = [encode_tick(int(ln[:19]), "coinm", ln[20:]) for ln in lines(CM_ETH)]
     by_kafka, errors, _ = parse_chunk(RawChunk("kafka", "", "", values))
     assert errors == [] and list(by_kafka) == ["ETHUSD_PERP"]
     assert list(by_kafka["ETHUSD_PERP"]) == list(by_file["ETHUSD_PERP"])
+    heads = [tick_head(v) for v in values]  # the end of the compact head (0: decoded whole)
+    assert all(h[1:] == ("coinm", len(b'{"ts_recv":%d,"market":"coinm"' % h[0])) for h in heads)
 
 
 def test_a_market_forced_against_the_symbols_is_refused(tmp_path: Path):
