@@ -14,19 +14,25 @@ user starts it (its default settings):
   another offset; refused (503: every place taken), it tries again a
   second later;
 - ``/healthz`` is asked ``--health-rate`` (100) times a second, paced
-  (open loop: each request's time counts from when it was due).
+  (open loop: each request's time counts from when it was due);
+- ``--slow`` (0) clients send a request head a byte every ``--slow-every``
+  (1) seconds (slowloris), each connecting anew once the server closes it
+  (408 after ``TICKLET_SERVE__HEADER_TIMEOUT_S``, or 503 when it makes room
+  past ``TICKLET_SERVE__MAX_CONNECTIONS``).
 
-Reported: the server's peak RSS and threads during the soak, its RSS and
-threads 5 s after every client left; ``/healthz`` p50/p99/max; records
+Reported: the server's peak RSS, threads and open files during the soak,
+the same 5 s after every client left; ``/healthz`` p50/p99/max; records
 delivered to the live clients of those produced; resumes served and
-refused (the clients' count and the server's); the machine's load average.
+refused (the clients' count and the server's); the slow clients'
+connections and what closed them (the clients' count and the server's);
+the machine's load average.
 The records are the forecast dataflow's output over the bundled sample,
 replayed in a loop; clients, producer and the health probe run in
 processes of their own, on the same machine as the server and the broker.
 
 Usage::
 
-    python benchmarks/serve_soak.py [--seconds 60] [--live 100] [--resumers 100] [--rate 1000]
+    python benchmarks/serve_soak.py [--seconds 60] [--live 100] [--resumers 100] [--rate 1000] [--slow 0]
 
 Uses ``$KAFKA_BOOTSTRAP_SERVERS`` or starts a broker with scripts/kafka.sh.
 The server's own settings may be given as TICKLET_SERVE__* variables
@@ -61,11 +67,14 @@ import numpy as np
 from kafka_broker import kafka_broker
 from kafkautil import end_offsets, produce_all
 from serve_latency import _cpu_s, _http_load, _pct, _produce, _records, _start_server, _StreamReader
-from serveutil import metric, proc_status
+from serveutil import SlowClients, metric, open_files, proc_status
 
 from sinks.kafka import ensure_topic
+from ticklet.serve.limits import REASONS
 
 _RECORD = b'{"partition":'
+#: What the slow clients send, a byte at a time: a request head of 150 bytes.
+_SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 110 + b"\r\n\r\n"
 
 
 class _Counting(_StreamReader):
@@ -138,6 +147,19 @@ def _clients(url: str, live: int, resumers: int, seconds: float, hold: float, ol
     Path(out_path).write_text(json.dumps({"live": live_stats, "resume": resume_stats}))
 
 
+def _slow(url: str, n: int, every_s: float, seconds: float, out_path: str, ready: mp.Event) -> None:
+    """``n`` slow clients for ``seconds``, each connecting anew when closed;
+    the connections the server closed, by the status it answered (JSON), to ``out_path``."""
+    clients = SlowClients(url, [_SLOW_HEAD] * n, every_s=every_s, again=True)
+    ready.set()
+    time.sleep(seconds)
+    clients.close()
+    statuses = Counter(got[9:12].decode() if got.startswith(b"HTTP/1.1 ") else "none" for _, got in clients.ended)
+    open_s = sorted(s for s, _ in clients.ended)
+    Path(out_path).write_text(json.dumps({"closed_by_server": len(clients.ended), "answers": statuses,
+                                          "seconds_open_p50": open_s[len(open_s) // 2] if open_s else None}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -149,6 +171,8 @@ def main() -> None:
     ap.add_argument("--history", type=int, default=200_000, help="records in the topic before the server starts")
     ap.add_argument("--health-rate", type=float, default=100.0, help="/healthz requests a second")
     ap.add_argument("--client-procs", type=int, default=2, help="processes the clients are spread over")
+    ap.add_argument("--slow", type=int, default=0, help="slow clients, each sending a request head a byte at a time")
+    ap.add_argument("--slow-every", type=float, default=1.0, help="seconds between two bytes of a slow client")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     load_before = os.getloadavg()
@@ -167,6 +191,7 @@ def main() -> None:
             older = {p: n - math.ceil(buffer * n / total) - 1 for p, n in ends.items()}
             assert all(v > 0 for v in older.values()), f"--history {args.history} is within the buffer"
             idle_rss, idle_threads = proc_status(server.pid)
+            idle_files = open_files(server.pid)
             ctx = mp.get_context("spawn")
             ready = [ctx.Event() for _ in range(args.client_procs)]
             share = [(args.live // args.client_procs + (i < args.live % args.client_procs),
@@ -178,6 +203,13 @@ def main() -> None:
                        for i, ((n_live, n_res), r) in enumerate(zip(share, ready, strict=True))]
             for c in clients:
                 c.start()
+            slow = None
+            if args.slow:
+                ready.append(ctx.Event())
+                slow = ctx.Process(target=_slow, args=(base, args.slow, args.slow_every, args.seconds,
+                                                       f"{tmp}/slow.json", ready[-1]))
+                slow.start()
+                clients.append(slow)
             for r in ready:
                 assert r.wait(120), "the clients did not connect"
             health = ctx.Process(target=_http_load, args=(base + "/healthz", args.health_rate, args.seconds, 1,
@@ -187,10 +219,11 @@ def main() -> None:
             cpu0, wall0 = _cpu_s(server.pid), time.monotonic()
             health.start()
             producer.start()
-            peak_rss, peak_threads = idle_rss, idle_threads
+            peak_rss, peak_threads, peak_files = idle_rss, idle_threads, idle_files
             while any(p.is_alive() for p in [*clients, health, producer]):
                 rss, threads = proc_status(server.pid)
                 peak_rss, peak_threads = max(peak_rss, rss), max(peak_threads, threads)
+                peak_files = max(peak_files, open_files(server.pid))
                 time.sleep(0.1)
             load_end = os.getloadavg()
             cpu = (_cpu_s(server.pid) - cpu0) / (time.monotonic() - wall0)
@@ -199,12 +232,14 @@ def main() -> None:
                 assert p.exitcode == 0, f"{p.name} exited with {p.exitcode}"
             time.sleep(5.0)
             rss_after, threads_after = proc_status(server.pid)
+            files_after = open_files(server.pid)
             metrics = httpx.get(base + "/metrics", timeout=10).text
         finally:
             server.terminate()
             server.wait(30)
         produced = len(np.load(f"{tmp}/sent.npy"))
         counts = [json.loads(Path(f"{tmp}/c{i}.json").read_text()) for i in range(args.client_procs)]
+        slow_counts = json.loads(Path(f"{tmp}/slow.json").read_text()) if args.slow else {}
         live, resume = Counter(), Counter()
         for c in counts:
             live.update(c["live"])
@@ -216,10 +251,13 @@ def main() -> None:
                     "loadavg_at_end": [round(x, 2) for x in load_end]},
         "setup": {"seconds": args.seconds, "live_clients": args.live, "resuming_clients": args.resumers,
                   "hold_s": args.hold, "resume_query": args.query, "rate_records_per_s": args.rate,
-                  "history_records": args.history, "server_settings": serve_env or "defaults"},
+                  "history_records": args.history, "slow_clients": args.slow, "slow_byte_every_s": args.slow_every,
+                  "server_settings": serve_env or "defaults"},
         "server": {"rss_mb_idle": round(idle_rss, 1), "rss_mb_peak": round(peak_rss, 1),
                    "rss_mb_after_clients_left": round(rss_after, 1), "threads_idle": idle_threads,
                    "threads_peak": peak_threads, "threads_after_clients_left": threads_after,
+                   "open_files_idle": idle_files, "open_files_peak": peak_files,
+                   "open_files_after_clients_left": files_after,
                    "cpu_cores_used": round(cpu, 2)},
         "healthz": {"requests": int(len(h)), "non_200": int((h[:, 1] != 200).sum()),
                     "latency_ms": _pct(h[:, 0] * 1000.0)},
@@ -233,6 +271,8 @@ def main() -> None:
                     "closed_by_server": {k: v for k, v in resume.items() if k.startswith("closed_")},
                     "server_refused": metric(metrics, 'ticklet_serve_ws_rejected_total{reason="resuming"}'),
                     "server_slow_clients_dropped": metric(metrics, "ticklet_serve_ws_slow_clients_total")},
+        "slow": {**slow_counts, "server_refused": {
+            r: metric(metrics, f'ticklet_serve_http_refused_total{{reason="{r}"}}') for r in REASONS}},
         "targets": {"rss_mb_under": 500, "healthz_p99_ms_under": 50},
     }
     result["targets"]["met"] = bool(peak_rss < 500 and result["healthz"]["latency_ms"]["p99"] < 50)

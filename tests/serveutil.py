@@ -1,11 +1,16 @@
 """Helpers for the tests of ``ticklet serve``: the server in a process of
-its own, and a stream client that follows it (and resumes when dropped)."""
+its own, a stream client that follows it (and resumes when dropped), and
+clients that send their request heads a byte at a time."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import resource
+import selectors
+import socket
 import subprocess
 import sys
 import threading
@@ -25,16 +30,19 @@ def exe() -> list[str]:
 
 
 class Server:
-    """``ticklet serve`` in a process of its own, on a free port."""
+    """``ticklet serve`` in a process of its own, on a free port; with
+    ``files``, started under that (soft, hard) open-file limit."""
 
-    def __init__(self, bootstrap: str, topic: str, log_path: Path, **settings: str):
+    def __init__(self, bootstrap: str, topic: str, log_path: Path, files: Optional[tuple[int, int]] = None,
+                 **settings: str):
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
         env.update({"TICKLET_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "TICKLET_KAFKA__OUTPUT_TOPIC": topic,
                     "TICKLET_SERVE__PORT": "0", **settings})
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 (open for the process's life)
+        limit = None if files is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, files)
         self.proc = subprocess.Popen([*exe(), "serve", "-v"], cwd=SCRATCH, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=limit)
         deadline = time.monotonic() + 90
         while True:
             m = re.search(r"serving (http://127\.0\.0\.1:\d+)", self.log)
@@ -164,3 +172,81 @@ def metric(text: str, name: str) -> float:
     """The value of the sample ``name`` (with its labels, as written) in a Prometheus text answer (0 if absent)."""
     m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
+
+
+def open_files(pid: int) -> int:
+    """The files (sockets included) process ``pid`` has open now."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class SlowClients:
+    """Connections to the server at ``url`` that each send their ``heads``
+    (one a connection) a byte every ``every_s`` seconds, and read what comes
+    back, in a thread (slowloris; an empty head sends nothing). ``ended``
+    holds, for each connection the server closed, (seconds it was open,
+    what it got). With ``again``, each connection closed is opened anew
+    until :meth:`close`."""
+
+    def __init__(self, url: str, heads: list[bytes], every_s: float = 0.2, again: bool = False):
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.addr = (host, int(port))
+        self.heads, self.every_s, self.again = heads, every_s, again
+        self.ended: list[tuple[float, bytes]] = []
+        self._sel = selectors.DefaultSelector()
+        self._stop = threading.Event()
+        for i in range(len(heads)):
+            self._open(i)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def open(self) -> int:
+        """Connections open now."""
+        return len(self._sel.get_map() or {})
+
+    def _open(self, i: int) -> None:
+        t = time.monotonic()  # before the server accepts it
+        sock = socket.create_connection(self.addr, timeout=30)
+        sock.setblocking(False)
+        self._sel.register(sock, selectors.EVENT_READ, [i, t, 0, b""])  # head, opened, sent, got
+
+    def _run(self) -> None:
+        due = time.monotonic()
+        while not self._stop.is_set() and self._sel.get_map():
+            for key, _ in self._sel.select(timeout=max(0.0, due - time.monotonic())):
+                sock, state = key.fileobj, key.data
+                assert isinstance(sock, socket.socket)
+                try:
+                    data = sock.recv(1 << 16)
+                except BlockingIOError:
+                    continue
+                except OSError:  # reset
+                    data = b""
+                if data:
+                    state[3] += data
+                    continue
+                self._sel.unregister(sock)
+                sock.close()
+                self.ended.append((time.monotonic() - state[1], state[3]))
+                if self.again and not self._stop.is_set():
+                    self._open(state[0])
+            if time.monotonic() >= due:
+                due += self.every_s
+                for key in list(self._sel.get_map().values()):
+                    state = key.data
+                    head = self.heads[state[0]]
+                    if state[2] < len(head):
+                        with contextlib.suppress(OSError):
+                            state[2] += key.fileobj.send(head[state[2]:state[2] + 1])  # type: ignore[union-attr]
+
+    def wait(self, timeout_s: float = 60.0) -> list[tuple[float, bytes]]:
+        """``ended``, once the server has closed every connection (or after ``timeout_s``)."""
+        self._thread.join(timeout_s)
+        return self.ended
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for key in list((self._sel.get_map() or {}).values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        self._sel.close()

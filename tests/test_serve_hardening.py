@@ -7,7 +7,10 @@ recording (issue 23, items 2, 5, 6 and 10):
   Kafka consumers fetch ahead, dropped when they take nothing, and the
   memory given back when they leave;
 - request heads: bounded in bytes and in fields (431), and ``/healthz``
-  answers while someone sends a 200 MB header;
+  answers while someone sends a 200 MB header; bounded in time (408: 200
+  clients sending their heads a byte at a time, or nothing), while
+  ``/healthz``, a stream and a slow download go on; the connections open
+  bounded, the slowest closed first (503);
 - the API key's cookie: only ever the server's own key;
 - the OpenAPI document states what the server enforces (patterns, the key,
   401 and 503), schemathesis finds nothing against it, and HEAD works on
@@ -16,6 +19,7 @@ recording (issue 23, items 2, 5, 6 and 10):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -29,7 +33,7 @@ import httpx
 import pytest
 from kafkautil import produce_all, publish_forecasts, topic_name
 from realdata import SCRATCH
-from serveutil import Server, metric, rss_mb
+from serveutil import Server, SlowClients, StreamClient, metric, open_files, rss_mb
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -301,6 +305,197 @@ def test_a_200_mb_header_is_cut_short_while_health_answers(server):
     assert sent[0] < 32 << 20, f"{sent[0] >> 20} MB went through"
     assert health and set(health) == {200}, health
     assert rss_mb(server.proc.pid) - before < 10
+
+
+# ---------------------------------------------------------------------------
+# slow request heads (slowloris) and the connections open
+
+#: A request head of 150 bytes: 30 s at a byte every 0.2 s.
+SLOW_GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 110 + b"\r\n\r\n"
+#: A WebSocket handshake of 150 bytes.
+SLOW_WS = (b"GET /v1/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def _statuses(answers: bytes) -> list[int]:
+    """The status of each answer in ``answers`` (what a connection got, in order)."""
+    return [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", answers)]
+
+
+def _connected(server: Server, *parts: bytes, pause_s: float = 0.0) -> tuple[socket.socket, bytes]:
+    """A connection that has sent ``parts``, ``pause_s`` apart, waiting for
+    the answer's head after each complete request: (socket, what it read)."""
+    sock = socket.create_connection(_hostport(server), timeout=30)
+    sent, got = b"", b""
+    for i, part in enumerate(parts):
+        if i:
+            time.sleep(pause_s)
+        sock.sendall(part)
+        sent += part
+        if sent.endswith(b"\r\n\r\n"):
+            got += _head(sock)
+    return sock, got
+
+
+def _stalled_download(server: Server) -> socket.socket:
+    """A connection that asks for plotly.js (4.6 MB) and reads nothing yet: its answer cannot end."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect(_hostport(server))
+    sock.sendall(b"GET /static/plotly.min.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    return sock
+
+
+def test_slow_request_heads_are_a_408_while_others_are_served(kafka_bootstrap, published, tmp_path):
+    """With TICKLET_SERVE__HEADER_TIMEOUT_S=2: 200 clients send their heads
+    a byte every 0.2 s (150 GETs, 40 WebSocket handshakes) or nothing (10);
+    each gets a 408 (a JSON problem) no sooner than 2 s after it connected,
+    and is closed, counted, in one warning line, while /healthz answers 200
+    on a keep-alive connection throughout; the server's open files and RSS
+    come back. A head that comes in three pieces within the time, a body
+    that comes after its answer and the next request within the time, and
+    a download read after 3 s are served; a connection idle since its
+    answer is closed without one, one that began its next head and stopped
+    gets the 408. A stream opened before them goes on (the records
+    produced afterwards, none missing)."""
+    topic = topic_name("serve-slow")
+    ensure_topic({"bootstrap.servers": kafka_bootstrap}, topic, partitions=1)
+    values = [v for _, v, _, _ in published[1]][:400]
+    produce_all(kafka_bootstrap, topic, ((b"BTCUSDT", v) for v in values[:200]))
+    server = Server(kafka_bootstrap, topic, tmp_path / "serve.log", TICKLET_SERVE__HEADER_TIMEOUT_S="2")
+    stream = slow = None
+    try:
+        server.wait_ready()
+        pid = server.proc.pid
+        stream = StreamClient(f"{server.ws_url}/v1/stream", partitions=1)
+        files, rss = open_files(pid), rss_mb(pid)
+        slow = SlowClients(server.url, [SLOW_GET] * 150 + [SLOW_WS] * 40 + [b""] * 10)
+        idle, idle_got = _connected(server, _request(1))
+        begun, begun_got = _connected(server, _request(1), b"GET /hea")
+        body, body_got = _connected(server, b"POST /v1/instruments HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
+                                    b"01234", b"56789", _request(1), pause_s=0.4)
+        pieces, pieces_got = _connected(server, b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n", pause_s=0.3)
+        peak, health = files, []
+        deadline = time.monotonic() + 60
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            while slow.open and time.monotonic() < deadline:
+                health.append(http.get("/healthz").status_code)
+                peak = max(peak, open_files(pid))
+                time.sleep(0.01)
+        ended = slow.wait()
+        assert len(ended) == 200
+        for seconds, got in ended:
+            assert _statuses(got) == [408], got
+            assert json.loads(got.partition(b"\r\n\r\n")[2]) == {
+                "detail": "request timeout", "message": "no complete request head within 2 s"}
+            assert seconds > 1.95, seconds  # not before the limit (the loop's clock: ms)
+        assert health and set(health) == {200}, health
+        # (each closed: the 408 for the one that began a head, none for those idle since their answer)
+        assert _statuses(idle_got + b"\r\n\r\n".join(_to_the_end(idle))) == [200]
+        assert _statuses(begun_got + b"\r\n\r\n".join(_to_the_end(begun))) == [200, 408]
+        assert _statuses(body_got + b"\r\n\r\n".join(_to_the_end(body))) == [405, 200]
+        assert _statuses(pieces_got + b"\r\n\r\n".join(_to_the_end(pieces))) == [200]
+        for sock in (idle, begun, body, pieces):
+            sock.close()
+        download = _stalled_download(server)
+        time.sleep(3)
+        with download:
+            head, got = _to_the_end(download)
+        assert head.startswith(b"HTTP/1.1 200") and len(got) == _plotly_size() > 4_000_000
+        text = _metrics(server)
+        assert metric(text, 'ticklet_serve_http_refused_total{reason="header_timeout"}') == 201
+        assert server.log.count("TICKLET_SERVE__HEADER_TIMEOUT_S") == 1, server.log[-3000:]
+        _until(lambda: open_files(pid) <= files, f"the files given back (peak {peak}, before {files})", server)
+        assert rss_mb(pid) - rss < 10
+        produce_all(kafka_bootstrap, topic, ((b"BTCUSDT", v) for v in values[200:]))
+        got_stream = stream.wait_for(200, server=server)
+        assert [e["record"] for e in got_stream] == [json.loads(v) for v in values[200:]]
+        assert stream.resumes == 0
+    finally:
+        for c in (stream, slow):
+            if c is not None:
+                c.close()
+        server.stop()
+
+
+def _plotly_size() -> int:
+    from ticklet.serve.app import _plotly_js
+
+    return _plotly_js().stat().st_size
+
+
+def test_open_connections_are_bounded_and_the_slowest_are_closed_first(kafka_bootstrap, published, tmp_path):
+    """With TICKLET_SERVE__MAX_CONNECTIONS=300 (and MAX_CLIENTS 8), started
+    under an open-file limit of 64 (hard: 272): the limit is raised to 272,
+    which holds 16 connections besides the 256 files kept, and a warning
+    says so. Two streams and a keep-alive client, then 100 slow heads at
+    once: the server holds 13 of them (16 connections in all) and closes the
+    one that has waited longest for its first request to let in the next
+    (503, counted, one warning line), so 87 are closed and the keep-alive
+    client is served again; every /healthz asked on a fresh connection then
+    answers 200 (closing one more when there is no room), and the streams
+    stay; with 8 streams and 8 answers under way (downloads read slowly),
+    no connection waits for a request: the new one gets the 503."""
+    server = Server(kafka_bootstrap, published[0], tmp_path / "serve.log", files=(64, 272),
+                    TICKLET_SERVE__MAX_CONNECTIONS="300", TICKLET_SERVE__MAX_CLIENTS="8",
+                    TICKLET_SERVE__HEADER_TIMEOUT_S="60")
+    slow = None
+    streams = contextlib.ExitStack()
+    try:
+        server.wait_ready()
+        pid = server.proc.pid
+        assert re.search(r"^Max open files\s+272\s+272 ", Path(f"/proc/{pid}/limits").read_text(), re.M)
+        assert "at most 16 connections at once, not TICKLET_SERVE__MAX_CONNECTIONS=300" in server.log
+        opened = [streams.enter_context(connect(f"{server.ws_url}/v1/stream", open_timeout=30)) for _ in range(2)]
+        files = open_files(pid)
+        peak, sampling = [files], threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                peak[0] = max(peak[0], open_files(pid))
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        kept, _ = _connected(server, _request(1))  # a keep-alive client, answered: kept while slow ones are there
+        slow = SlowClients(server.url, [SLOW_GET] * 100, every_s=0.5)
+        # (13 held, or 12 while the keep-alive connection of wait_ready is open)
+        _until(lambda: slow.open <= 13 and len(slow.ended) + slow.open == 100, "the slow ones closed", server)
+        with kept:
+            kept.sendall(_request(1))
+            assert _statuses(_head(kept)) == [200]
+        health = [httpx.get(f"{server.url}/healthz", timeout=30).status_code for _ in range(20)]
+        sampling.set()
+        sampler.join()
+        assert health == [200] * 20
+        ended = list(slow.ended)
+        assert len(ended) >= 87
+        assert all(_statuses(got) in ([503], []) for _, got in ended), [e for e in ended if _statuses(e[1]) != [503]]
+        assert sum(_statuses(got) == [503] for _, got in ended) > 80  # the others reset: a byte of theirs unread
+        assert peak[0] <= files + 14 + 2, f"{peak[0] - files} more files open (14 more connections allowed)"
+        _until(lambda: metric(_metrics(server), 'ticklet_serve_http_refused_total{reason="connections"}')
+               == len(slow.ended), "each counted", server)
+        assert server.log.count("refused: 503") == 1, server.log[-3000:]
+        slow.close()
+        for ws in opened:
+            assert ws.ping().wait(30)  # still open
+        # every place taken by something under way: the newcomer is refused
+        for _ in range(6):
+            streams.enter_context(connect(f"{server.ws_url}/v1/stream", open_timeout=30))
+        downloads = [_stalled_download(server) for _ in range(8)]
+        _until(lambda: metric(_metrics(server), "ticklet_serve_ws_clients") == 8, "8 streams", server)
+        with socket.create_connection(_hostport(server), timeout=30) as sock:  # (refused at once: it sends nothing,
+            head, body = _to_the_end(sock)  # or the request unread would make the close a reset)
+        assert _statuses(head + b"\r\n\r\n") == [503], head
+        assert json.loads(body)["message"] == "more than 16 connections are open"
+        downloads.pop().close()
+        _until(lambda: httpx.get(f"{server.url}/healthz", timeout=30).status_code == 200, "room again", server)
+        for sock in downloads:
+            sock.close()
+    finally:
+        streams.close()
+        if slow is not None:
+            slow.close()
+        server.stop()
 
 
 # ---------------------------------------------------------------------------

@@ -435,6 +435,16 @@ class ServeConfig(BaseModel):
                                   "the connection closed, before the rest is read.")
     max_headers: int = Field(100, ge=8, le=10_000, description="Most header fields in a request; past it: HTTP 431 "
                              "and the connection closed.")
+    header_timeout_s: float = Field(10.0, gt=0, le=3600, description="Seconds a connection has to send a complete "
+                                    "request head (the WebSocket handshake's too), from its accept or from the end "
+                                    "of its previous answer; past it: HTTP 408 and the connection closed (one idle "
+                                    "since an answer is closed without one; uvicorn closes those after 5 s). An "
+                                    "answer, a body the API reads and an open WebSocket are not timed.")
+    max_connections: int = Field(2048, ge=16, le=1_000_000, description="Most connections open at once, HTTP and "
+                                 "WebSocket (more than TICKLET_SERVE__MAX_CLIENTS); past it the connection that has "
+                                 "waited longest for its first request is closed (HTTP 503), else the one idle "
+                                 "longest since an answer, else the new one (503). "
+                                 "The open-file limit (ulimit -n) is raised to it and 256 more if need be.")
 
     @field_validator("address")
     @classmethod
@@ -464,6 +474,14 @@ class ServeConfig(BaseModel):
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", v):
             raise ValueError("not a consumer group name: 1 to 249 of the characters A-Z a-z 0-9 . _ -")
         return v
+
+    @model_validator(mode="after")
+    def _connections(self) -> ServeConfig:
+        if self.max_connections <= self.max_clients:
+            raise ValueError(f"TICKLET_SERVE__MAX_CONNECTIONS ({self.max_connections}) must be above "
+                             f"TICKLET_SERVE__MAX_CLIENTS ({self.max_clients}): stream clients are connections, "
+                             "and others must get in")
+        return self
 
 
 class Settings(BaseSettings):

@@ -26,7 +26,8 @@ a thread decoding holds the GIL, and the loop then waits for it at each step (me
 0.4 s with 16 such threads, 20 ms on the loop). What the buffer held when such a client joined is
 picked for it a slice at a time too, so no client holds up the loop for long.
 
-Requests are read by uvicorn's httptools protocol with limits on the head (:mod:`ticklet.serve.limits`).
+Requests are read by uvicorn's httptools protocol with limits on the head, in bytes, fields and time, and
+on the connections open (:mod:`ticklet.serve.limits`).
 """
 
 from __future__ import annotations
@@ -57,10 +58,11 @@ from starlette.websockets import WebSocketDisconnect
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, State
 
+from sinks.ratelimit import rate_limited
 from sinks.records import SCHEMA_VERSION
 from ticklet import events
 from ticklet.serve.feed import Feed, RangeReader, consumer_config, reader_config, release_memory
-from ticklet.serve.limits import bounded_http
+from ticklet.serve.limits import FILES_KEPT, bounded_http, open_files_for
 from ticklet.serve.state import (
     INSTRUMENT_PATTERN,
     MODEL_PATTERN,
@@ -81,6 +83,15 @@ from ticklet.settings import ConfigError, KafkaConfig, ServeConfig
 __all__ = ["Hub", "bind", "create_app", "serve"]
 
 log = logging.getLogger(__name__)
+#: Requests refused before the API sees them (ticklet.serve.limits): one line a kind every 10 s, the others counted
+_refusals = rate_limited(f"{__name__}.refused", 10.0)
+#: What that line says, by reason: (what was answered, the setting)
+_REFUSED = {"header_bytes": ("431, a request's head over", "TICKLET_SERVE__MAX_HEADER_BYTES"),
+            "header_fields": ("431, more header fields in a request than", "TICKLET_SERVE__MAX_HEADERS"),
+            "header_timeout": ("408, no complete request head on a connection within",
+                               "TICKLET_SERVE__HEADER_TIMEOUT_S"),
+            "connections": ("503, a connection waiting for a request closed to make room: more open than",
+                            "TICKLET_SERVE__MAX_CONNECTIONS")}
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: Most records in one WebSocket message (about 200 kB of JSON).
@@ -228,7 +239,9 @@ class Metrics:
         self.resuming = Gauge("ticklet_serve_ws_resuming", "Stream clients read from Kafka now (at most "
                               "TICKLET_SERVE__MAX_RESUMING)", registry=r)
         self.http_refused = Counter("ticklet_serve_http_refused", "Requests refused before they reach the API "
-                                    "(header_bytes, header_fields: a head over the limits)", ["reason"], registry=r)
+                                    "(header_bytes, header_fields: a head over the limits; header_timeout: no "
+                                    "complete head in time; connections: closed to make room)", ["reason"],
+                                    registry=r)
         self.requests = Histogram("ticklet_serve_http_request_seconds", "Time to answer an HTTP request",
                                   ["route", "status"], registry=r,
                                   buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1.0))
@@ -1057,6 +1070,14 @@ def serve(cfg: ServeConfig, kafka: KafkaConfig, check_kafka: bool = True) -> int
         handler.addFilter(redact)
     if check_kafka:
         kafka.check_reachable()
+    connections, files = open_files_for(cfg.max_connections)
+    if connections < cfg.max_connections:
+        if connections < 16:
+            raise ConfigError(f"this process may open {files} files: too few for TICKLET_SERVE__MAX_CONNECTIONS "
+                              f"(ulimit -n must be at least {16 + FILES_KEPT})")
+        log.warning("at most %d connections at once, not TICKLET_SERVE__MAX_CONNECTIONS=%d: this process may open "
+                    "%d files (ulimit -Hn), %d of them kept for Kafka and files", connections, cfg.max_connections,
+                    files, FILES_KEPT)
     sock = bind(cfg.address, cfg.port)
     host, port = sock.getsockname()[:2]
     app = create_app(cfg, kafka)
@@ -1064,10 +1085,10 @@ def serve(cfg: ServeConfig, kafka: KafkaConfig, check_kafka: bool = True) -> int
 
     def refused(reason: str, client: Any) -> None:
         metrics.http_refused.labels(reason).inc()
-        log.warning("request from %s refused: its head is over TICKLET_SERVE__%s", client and client[0],
-                    "MAX_HEADER_BYTES" if reason == "header_bytes" else "MAX_HEADERS")
+        _refusals.warning("refused: %s %s (from %s)", *_REFUSED[reason], client and client[0])
     config = uvicorn.Config(app, log_config=None, access_log=False, server_header=False, lifespan="on",
-                            http=bounded_http(cfg.max_header_bytes, cfg.max_headers, refused),
+                            http=bounded_http(cfg.max_header_bytes, cfg.max_headers, cfg.header_timeout_s,
+                                              connections, refused),
                             ws_per_message_deflate=False, ws_max_size=65536, timeout_graceful_shutdown=5,
                             proxy_headers=False)
     shown = f"[{host}]" if ":" in host else host
