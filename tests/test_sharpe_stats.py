@@ -86,7 +86,7 @@ def test_moments_stay_accurate_when_the_mean_dwarfs_the_spread():
     third and fourth central moments; the running central sums keep them."""
     rng = np.random.default_rng(7)
     r = 0.01 + 1e-7 * rng.standard_exponential(5000)
-    b = pnl._Book(0.0, 0.0)
+    b = pnl._Book(0.0, 0.0, 0.0)
     for x in r:
         pnl._moments(b, float(x))
     n = len(r)
@@ -115,7 +115,7 @@ def test_psr_and_se_by_hand():
     (2/3) / (2/3)^2 = 1.5. Lo: SE = sqrt((1 + 1/2) / 3) = 0.7071; PSR =
     Phi(1 x sqrt(2) / sqrt(1 - 0 + 0.5 / 4)) = Phi(4/3) = 0.908789."""
     r = np.array([0.002, 0.0, 0.001])
-    b = pnl._Book(0.0, 0.0)
+    b = pnl._Book(0.0, 0.0, 0.0)
     for x in r:
         pnl._moments(b, float(x))
     sr = b.mean / math.sqrt(b.m2 / 2)
