@@ -6,12 +6,17 @@
 #   scripts/influxdb.sh build          # build influxd $INFLUXDB_VERSION into the user cache (once)
 #   scripts/influxdb.sh path           # print the cached binary's path (exit 1 when not built)
 #   scripts/influxdb.sh start [PORT]   # start it on 127.0.0.1 (a free port by default), run the setup
-#                                      # (org, bucket, user, token), wait until ready, and print
-#                                      # INFLUX_URL=, INFLUX_ORG=, INFLUX_BUCKET=, INFLUX_TOKEN= lines;
+#                                      # (org, bucket, user, token), wait until ready, print its settings;
 #                                      # set up before: restarts with the same data, port and token
 #   scripts/influxdb.sh stop           # stop it (keeps its data)
 #   scripts/influxdb.sh wipe           # stop it and delete its data
-#   scripts/influxdb.sh status         # exit 0 and print those lines if running
+#   scripts/influxdb.sh status         # exit 0 and print its settings if running
+#
+# The settings printed are shell lines: INFLUX_URL=, INFLUX_ORG=, INFLUX_BUCKET=,
+# INFLUX_TOKEN= (what the tests read), then the same as ticklet's settings,
+#   export TICKLET_INFLUX__URL=... TICKLET_INFLUX__ORG=... TICKLET_INFLUX__BUCKET=... TICKLET_INFLUX__TOKEN=...
+# so that `eval "$(scripts/influxdb.sh start)"` points ticklet at the server (writing
+# to it is still TICKLET_OUTPUT__INFLUX=true).
 #
 # The binary lands in ${XDG_CACHE_HOME:-~/.cache}/ticklet/influxdb-VERSION/influxd;
 # the build's own caches (Go modules and build cache, cargo registry: about
@@ -127,7 +132,7 @@ start() {
   if [ -f "$run/env" ]; then  # set up before: the same data, port and token
     local url; url="$(sed -n 's/^INFLUX_URL=//p' "$run/env")"
     launch "${url##*:}"
-    cat "$run/env"; return 0
+    print_env; return 0
   fi
   local port="${1:-$(free_port)}"
   local org="${INFLUXDB_ORG:-ticklet}" bucket="${INFLUXDB_BUCKET:-ticklet}"
@@ -142,13 +147,23 @@ start() {
           "$password" "$org" "$bucket" "$token")"
   curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' --data "$body" "$url/api/v2/setup" \
     || { say "setup failed"; stop; return 1; }
-  (umask 077; printf 'INFLUX_URL=%s\nINFLUX_ORG=%s\nINFLUX_BUCKET=%s\nINFLUX_TOKEN=%s\n' \
+  (umask 077; printf 'INFLUX_URL=%q\nINFLUX_ORG=%q\nINFLUX_BUCKET=%q\nINFLUX_TOKEN=%q\n' \
                      "$url" "$org" "$bucket" "$token" > "$run/env")
+  print_env
+}
+
+# The server's settings (the INFLUX_* lines of $run/env), then as ticklet reads
+# them; eval-able. A hint on stderr when a person reads it on a terminal.
+print_env() {
   cat "$run/env"
+  sed -n 's/^INFLUX_\(URL\|ORG\|BUCKET\|TOKEN\)=/export TICKLET_INFLUX__\1=/p' "$run/env"
+  if [ -t 1 ]; then
+    say "to set these in this shell: eval \"\$($0 status)\"; TICKLET_OUTPUT__INFLUX=true turns the output on"
+  fi
 }
 
 status() {
-  [ -f "$run/pid" ] && kill -0 "$(cat "$run/pid")" 2>/dev/null && cat "$run/env"
+  [ -f "$run/pid" ] && kill -0 "$(cat "$run/pid")" 2>/dev/null && print_env
 }
 
 stop() {

@@ -3,12 +3,15 @@
 # JVM) on 127.0.0.1, for development and tests. No Docker.
 #
 #   scripts/kafka.sh fetch         # Kafka jars from Maven Central into .kafka/libs
-#   scripts/kafka.sh start [PORT]  # format storage, start, wait until ready;
-#                                  # prints the bootstrap address (free port by default)
+#   scripts/kafka.sh start [PORT]  # format storage, start, wait until ready (free port by default)
 #   scripts/kafka.sh stop          # stop it
-#   scripts/kafka.sh status        # exit 0 and print the address if running
+#   scripts/kafka.sh status        # exit 0 if running
 #   scripts/kafka.sh kill          # kill -9 it (a crash: configuration and data stay)
 #   scripts/kafka.sh restart       # start it again on the same ports with the same data
+#
+# start, status and restart print the setting that points ticklet at the broker,
+#   export TICKLET_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:PORT
+# so that `eval "$(scripts/kafka.sh start)"` sets it in the calling shell.
 #
 # KAFKA_HOME (default .kafka in the repository) holds the jars; KAFKA_RUN_DIR
 # (default $KAFKA_HOME/run) the configuration, data and log of the running broker.
@@ -101,7 +104,15 @@ launch() {
   pid=$!
   echo "$pid" > "$run/pid"
   wait_ready "$port" "$pid"
-  cat "$run/bootstrap"
+  print_env
+}
+
+# What to export (eval-able); a hint on stderr when a person reads it on a terminal.
+print_env() {
+  printf 'export TICKLET_KAFKA__BOOTSTRAP_SERVERS=%q\n' "$(cat "$run/bootstrap")"
+  if [ -t 1 ]; then
+    echo "kafka.sh: to set it in this shell: eval \"\$($0 status)\"" >&2
+  fi
 }
 
 # kill -9: the broker dies as in a crash, its configuration and data stay for restart.
@@ -124,7 +135,7 @@ restart() {
 }
 
 status() {
-  [ -f "$run/pid" ] && kill -0 "$(cat "$run/pid")" 2>/dev/null && cat "$run/bootstrap"
+  [ -f "$run/pid" ] && kill -0 "$(cat "$run/pid")" 2>/dev/null && print_env
 }
 
 stop() {

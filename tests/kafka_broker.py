@@ -75,9 +75,15 @@ def kafka_broker(run_dir: Optional[Path] = None, start_timeout_s: float = 600.0,
             raise BrokerStartError(f"the Kafka broker did not start (CI={os.environ.get('CI')!r}):\n"
                                    f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
         try:
-            yield proc.stdout.strip().splitlines()[-1]
+            yield _address(proc.stdout)
         finally:
             subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+
+
+def _address(stdout: str) -> str:
+    """The bootstrap address in what ``scripts/kafka.sh start`` printed
+    (``export TICKLET_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:PORT``)."""
+    return stdout.strip().splitlines()[-1].rsplit("=", 1)[-1]
 
 
 def _script(command: str, run_dir: Path, timeout_s: float) -> subprocess.CompletedProcess:
@@ -105,4 +111,4 @@ def restart_broker(run_dir: Path, timeout_s: float = 300.0) -> str:
     proc = _script("restart", run_dir, timeout_s)
     if proc.returncode != 0:
         raise BrokerStartError(f"the Kafka broker did not restart:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return proc.stdout.strip().splitlines()[-1]
+    return _address(proc.stdout)
