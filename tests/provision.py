@@ -80,7 +80,9 @@ def _influxdb(say: Callable[[str], None]) -> str | None:
     why it cannot be built, or None."""
     if influxd_path():
         return None
-    log = Path(tempfile.gettempdir()) / "ticklet-influxdb-build.log"
+    fd, name = tempfile.mkstemp(prefix="ticklet-influxdb-build-", suffix=".log")  # this user's, this run's
+    os.close(fd)
+    log = Path(name)
     say(f"building InfluxDB from source with Go and cargo (`scripts/influxdb.sh build`, once per machine, "
         f"about 10 min on 2 cores; full log: {log}) ...")
     with open(log, "w") as out:
