@@ -145,3 +145,28 @@ def test_compose_runs_the_influxdb_the_tests_run(compose):
                        .read_text(), re.M)
     assert pinned, "scripts/influxdb.sh pins no INFLUXDB_VERSION"
     assert compose["services"]["influxdb"]["image"] == f"influxdb:{pinned.group(1)}"
+
+
+#: what a documented command writes into the clone, and the command
+WRITTEN = {
+    "out/forecasts.csv": "python -m bytewax.run dataflows.forecast (TICKLET_OUTPUT__DIR)",
+    "out/backtest/report.html": "ticklet backtest data/sample --report (--out, report)",
+    "recovery/part-0.sqlite3": "python -m bytewax.recovery recovery/ 1 (Crash recovery)",
+    "bundles/btc/manifest.json": "ticklet backtest ... --save-models bundles/btc (Warm start)",
+    "capture/spot/btcusdt_20240808.gz": "ticklet collect (TICKLET_COLLECT__CAPTURE_DIR)",
+    "data/binance/spot/daily/trades/BTCUSDT/BTCUSDT-trades-2024-08-08.zip": "ticklet download (TICKLET_DOWNLOAD__DIR)",
+    ".kafka/run/kafka.log": "scripts/kafka.sh fetch / start (KAFKA_HOME, KAFKA_RUN_DIR)",
+    ".influxdb/run/influxd.log": "scripts/influxdb.sh start (INFLUXDB_RUN_DIR)",
+    "site/index.html": "mkdocs build",
+    ".env": "cp .env.example .env (secrets)",
+}
+
+
+def test_git_ignores_what_the_documented_commands_write():
+    """``git status`` in a clone stays clean after the documented commands:
+    each path they write is ignored (``git check-ignore``, by the rules alone)."""
+    proc = subprocess.run(["git", "check-ignore", "--no-index", "--verbose", "--non-matching", *WRITTEN],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode in (0, 1), proc.stderr
+    not_ignored = [line.split("\t")[1] for line in proc.stdout.splitlines() if line.startswith("::")]
+    assert not not_ignored, {p: WRITTEN[p] for p in not_ignored}
