@@ -8,6 +8,7 @@ WORKDIR /app
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch
 
 COPY pyproject.toml README.md ./
+COPY core core
 COPY ticklet ticklet
 COPY dataflows dataflows
 COPY operators operators

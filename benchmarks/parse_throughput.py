@@ -34,10 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.events import RawChunk  # noqa: E402
 from sources.binance import ParseState, parse_chunk, to_ns  # noqa: E402
 from sources.files import group_streams, read_stream  # noqa: E402
 from sources.wire import encode_tick  # noqa: E402
-from ticklet.events import RawChunk  # noqa: E402
 
 
 def _kafka_chunk(market: str, block: list) -> RawChunk:

@@ -36,11 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from operators import bars, features, fills, forecast, metrics, pnl, sanity, signals  # noqa: E402
-from sinks.records import csv_lines, header  # noqa: E402
-from sources.binance import parse_chunk  # noqa: E402
-from sources.files import group_streams, read_stream  # noqa: E402
-from ticklet.events import (  # noqa: E402
+from core.events import (  # noqa: E402
     Bar,
     EconomicsRecord,
     EquityPoint,
@@ -50,6 +46,10 @@ from ticklet.events import (  # noqa: E402
     RawChunk,
     Signal,
 )
+from operators import bars, features, fills, forecast, metrics, pnl, sanity, signals  # noqa: E402
+from sinks.records import csv_lines, header  # noqa: E402
+from sources.binance import parse_chunk  # noqa: E402
+from sources.files import group_streams, read_stream  # noqa: E402
 from ticklet.settings import Settings  # noqa: E402
 
 

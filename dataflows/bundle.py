@@ -25,7 +25,7 @@ with one line and status 70, and no bundle.
 :func:`load_warm_start` verifies the bundle (:mod:`sources.bundle`: its id,
 its signature when ``TICKLET_BUNDLE__KEY`` is set, every file), refuses one
 whose format, feature names, scaler, bar interval or horizons differ from
-the run's (a :class:`~ticklet.settings.ConfigError` naming the difference:
+the run's (a :class:`~core.config.ConfigError` naming the difference:
 one line, exit status 2), and only then reads its states, building nothing
 but the classes ticklet's learners are made of (:func:`models.bundle.loads`).
 Each instrument of the run starts from the states of its bundle instrument
@@ -47,13 +47,14 @@ from pathlib import Path
 from pickle import UnpicklingError
 from typing import Any, NoReturn, Optional
 
+from core.config import ConfigError
 from models.bundle import FORMAT, MANIFEST, loads, mismatch, source_instrument, state_file
 from operators import features as features_op
 from operators import forecast as forecast_op
 from sinks.bundle import clear_bundle, file_sha256, write_manifest
 from sinks.fatal import EXIT_SOFTWARE, stop_run, write_failed
 from sources.bundle import BundleError, load_states, read_manifest
-from ticklet.settings import ConfigError, Settings
+from ticklet.settings import Settings
 
 __all__ = ["WHERE", "WarmStart", "bar_interval_ms", "expected", "learning_config", "load_warm_start", "save_bundle"]
 
@@ -241,7 +242,7 @@ def load_warm_start(settings: Settings) -> Optional[WarmStart]:
     """The bundle of ``TICKLET_FORECAST__WARM_START``, verified and checked
     against ``settings`` (None when unset). A bundle that is missing,
     damaged, of another format or unfit for the run is a
-    :class:`~ticklet.settings.ConfigError` naming it and the difference."""
+    :class:`~core.config.ConfigError` naming it and the difference."""
     path = settings.forecast.warm_start
     if path is None:
         return None

@@ -33,6 +33,10 @@ from typing import Any, Optional
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from core.config import ConfigError, check_dir
+from core.events import Count, EconomicsRecord, EquityPoint, Fill, ForecastRecord, MetricsRecord, Signal
+from core.telemetry import serve_metrics
+from core.version import ticklet_version
 from dataflows import ops
 from dataflows.bundle import load_warm_start
 from sinks.bundle import BundleSink
@@ -44,9 +48,7 @@ from sinks.report import ReportSink
 from sources.files import InputFormatError, unquoted
 from sources.kafka import KafkaTickSource
 from sources.replay import ReplaySource
-from ticklet.events import Count, EconomicsRecord, EquityPoint, Fill, ForecastRecord, MetricsRecord, Signal
-from ticklet.settings import ConfigError, Settings, check_dir, read_settings
-from ticklet.telemetry import serve_metrics
+from ticklet.settings import Settings, read_settings
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +76,12 @@ def manifest(settings: Settings) -> dict[str, Any]:
     ...                                                separators=(",", ":")).encode()).hexdigest()
     True
     """
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ticklet_version = version("ticklet")
-    except PackageNotFoundError:  # a checkout that was never installed
-        ticklet_version = "unknown"
     config = settings.model_dump(mode="json")
     k = settings.kafka
     inputs = (list(settings.input.paths) if settings.input.source == "replay"
               else [f"kafka://{k.bootstrap_servers}/{k.ticks_topic}"])
-    return {"ticklet_version": ticklet_version, "inputs": inputs, "config": config, "config_hash": config_hash(config)}
+    return {"ticklet_version": ticklet_version(), "inputs": inputs, "config": config,
+            "config_hash": config_hash(config)}
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -295,7 +292,7 @@ def serve_api(settings: Settings, flow: Dataflow) -> None:
 
     Bytewax 0.21's own server always listens on every interface (0.0.0.0), so
     it is switched off (its variable removed before Bytewax reads it) and
-    :func:`ticklet.telemetry.serve_metrics` serves instead, without Bytewax's
+    :func:`core.telemetry.serve_metrics` serves instead, without Bytewax's
     ``bytewax_*`` metrics. Only an address of every interface (0.0.0.0 or
     ``::``) is left to Bytewax's server, on the same port.
     """

@@ -28,10 +28,7 @@ import msgspec
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
-from operators import bars, features, fills, forecast, metrics, pnl, sanity, signals
-from sinks.records import kafka_record
-from sources.binance import EventBatch, ParseLimits, ParseState, message_of, parse_chunk
-from ticklet.events import (
+from core.events import (
     Bar,
     Count,
     EconomicsRecord,
@@ -47,7 +44,10 @@ from ticklet.events import (
     RawChunk,
     Signal,
 )
-from ticklet.telemetry import STAGE_SECONDS
+from core.telemetry import STAGE_SECONDS
+from operators import bars, features, fills, forecast, metrics, pnl, sanity, signals
+from sinks.records import kafka_record
+from sources.binance import EventBatch, ParseLimits, ParseState, message_of, parse_chunk
 
 __all__ = [
     "ChunkOut",

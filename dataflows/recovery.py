@@ -10,7 +10,7 @@ routing map``). Under a supervisor that restarts the dataflow, every restart
 panics the same way.
 
 :func:`check_store` reads the store first, read-only (SQLite's
-``mode=ro``), and raises :class:`~ticklet.settings.ConfigError` with one
+``mode=ro``), and raises :class:`~core.config.ConfigError` with one
 line naming the file, what is wrong and what to do; the dataflow exits with
 status 2, which ``scripts/run-forecast.sh`` does not restart. A store that
 holds no snapshot yet is a fresh start: :func:`fresh_start_line` says so,
@@ -29,7 +29,7 @@ from typing import Any, Optional
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import FixedPartitionedSink
 
-from ticklet.settings import ConfigError
+from core.config import ConfigError
 
 __all__ = ["StoreState", "check_store", "fresh_start_line", "topic_records"]
 

@@ -21,7 +21,7 @@ price.
 
 Examples
 --------
->>> from ticklet.events import Trade, Quote
+>>> from core.events import Trade, Quote
 >>> cfg = BarConfig(interval_ms=1000, price="last")
 >>> st = BarState(cfg)
 >>> S = 10**9
@@ -45,7 +45,7 @@ from typing import Literal, Optional, Union
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
-from ticklet.events import Bar, Count, DepthUpdate, ErrorRecord, Event, Kline, Quote, Trade
+from core.events import Bar, Count, DepthUpdate, ErrorRecord, Event, Kline, Quote, Trade
 
 __all__ = ["BarConfig", "BarState", "step"]
 

@@ -29,7 +29,7 @@ Features (returns and prices in basis points of the bar price):
 
 Examples
 --------
->>> from ticklet.events import Bar
+>>> from core.events import Bar
 >>> cfg = FeatureConfig(return_lags=(1, 2), vol_window=4, flow_window=2,
 ...                     rsi_period=3, macd=(2, 4, 2), swt=SWTConfig(window=8, level=1))
 >>> st = FeatureState(cfg)
@@ -57,8 +57,8 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.events import Bar, FeatureRow
 from operators.swt import SWTConfig, denoise_last
-from ticklet.events import Bar, FeatureRow
 
 __all__ = ["FeatureConfig", "FeatureState", "feature_names", "step", "warm"]
 
@@ -175,7 +175,7 @@ def warm(bundle: FeatureState, config: FeatureConfig) -> FeatureState:
     scaled the same way from the first bar. The windows start empty, as after
     a gap. A scaler of another kind is not carried over.
 
-    >>> from ticklet.events import Bar
+    >>> from core.events import Bar
     >>> old = FeatureState(FeatureConfig())
     >>> for i in range(50):
     ...     p = 100.0 + i % 3

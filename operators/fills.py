@@ -6,7 +6,7 @@ reaches the exchange ``latency`` later, so it is filled against the first
 best bid/ask **received at or after** ``e + latency``: never a quote known
 before. This operator reads an instrument's events in arrival order (the
 same stream the bar builder reads) and emits, for every bar end, a
-:class:`~ticklet.events.FillQuote` with that quote, as soon as it arrives.
+:class:`~core.events.FillQuote` with that quote, as soon as it arrives.
 
 Events arrive in receive-time order, so a quote at ``ts`` is the first one at
 or after ``e + latency`` exactly for the bar ends ``e`` with
@@ -14,7 +14,7 @@ or after ``e + latency`` exactly for the bar ends ``e`` with
 than ``max_gap_bars`` bars (the bar builder restarts its series there, so no
 forecast is made in between) only the last ``max_gap_bars`` bar ends get a
 quote, which bounds the output of one event. Only best bid/ask updates
-(bookTicker :class:`~ticklet.events.Quote` s) are quotes; trades, depth
+(bookTicker :class:`~core.events.Quote` s) are quotes; trades, depth
 updates and klines are ignored, so kline and trade archives get no fills.
 
 The matching of decisions and fill quotes is done by :mod:`operators.pnl`
@@ -22,7 +22,7 @@ on ``(instrument, ts_forecast)``, whatever order the two streams arrive in.
 
 Examples
 --------
->>> from ticklet.events import Quote, Trade
+>>> from core.events import Quote, Trade
 >>> st = FillState(latency_ms=50, interval_ms=1000, max_gap_bars=300)
 >>> S = 10**9
 >>> evs = [Quote("X", 2 * S + 10**7, None, 99.0, 1.0, 101.0, 2.0, 1),  # 2.01 s
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ticklet.events import FillQuote, Quote
+from core.events import FillQuote, Quote
 
 __all__ = ["FillState", "step"]
 

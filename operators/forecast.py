@@ -18,7 +18,7 @@ gap) expires and is counted; so is one whose price ratio has no finite log
 
 Examples
 --------
->>> from ticklet.events import FeatureRow
+>>> from core.events import FeatureRow
 >>> cfg = ForecastConfig(horizons=(1, 2), models=("naive", "linear"))
 >>> st = JoinState(cfg)
 >>> out = []
@@ -50,9 +50,9 @@ from typing import Optional, Union
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.events import Count, FeatureRow, Forecast, ForecastRecord
 from models.base import OnlineModel
 from models.registry import ENSEMBLE, MODELS, LearnerConfig, build
-from ticklet.events import Count, FeatureRow, Forecast, ForecastRecord
 
 __all__ = ["COLD", "ForecastConfig", "JoinState", "Pending", "export", "predict", "step", "warm"]
 

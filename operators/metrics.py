@@ -46,7 +46,7 @@ model that always calls the same side).
 The plain binomial test of the hit rate is valid only at ``h = 1``; the
 summary (:mod:`sinks.summary`) reports it there alone.
 
->>> from ticklet.events import ForecastRecord
+>>> from core.events import ForecastRecord
 >>> st = MetricsState()
 >>> for pred, real in [(0.001, 0.002), (-0.001, 0.001), (0.002, 0.0)]:
 ...     st, out = step(st, ForecastRecord("X", "m", 1, 0, 1, pred, 0, real, 0, real - pred))
@@ -66,7 +66,7 @@ from typing import Optional
 
 from scipy.special import ndtr, stdtr
 
-from ticklet.events import ForecastRecord, MetricsRecord
+from core.events import ForecastRecord, MetricsRecord
 
 __all__ = ["HacMean", "MetricsState", "dm_test", "pt_test", "step"]
 

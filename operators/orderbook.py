@@ -3,9 +3,9 @@
 One :class:`OrderBookState` per instrument follows Binance's documented
 procedure ("How to manage a local order book correctly"), with the websocket
 and REST I/O left to the caller: the collector feeds every
-:class:`~ticklet.events.DepthUpdate` of the instrument in arrival order and,
-when asked by a :class:`~ticklet.events.SnapshotRequest`, the REST depth
-snapshot as a :class:`~ticklet.events.BookSnapshot` (see
+:class:`~core.events.DepthUpdate` of the instrument in arrival order and,
+when asked by a :class:`~core.events.SnapshotRequest`, the REST depth
+snapshot as a :class:`~core.events.BookSnapshot` (see
 :func:`sources.binance.parse_snapshot`), in the order in which it arrived between the diffs.
 
 States
@@ -20,7 +20,7 @@ States
     are dropped (spot ``u <= L``, USD-M ``u < L``; counted as
     ``depth_before_snapshot``). The first diff kept must cover the snapshot
     (spot ``U <= L + 1``, USD-M ``U <= L``); if it starts later, the snapshot
-    is older than the diffs at hand: a :class:`~ticklet.events.BookGap` of
+    is older than the diffs at hand: a :class:`~core.events.BookGap` of
     kind ``"snapshot"``, ``Count("stale_snapshots")`` and
     ``SnapshotRequest("stale_snapshot")``, back to ``waiting`` with that diff
     buffered.
@@ -35,10 +35,10 @@ States
 Applying a diff sets each level's quantity (absolute, not a delta); quantity
 0 removes the level. After every diff the book is checked: a crossed book
 (best bid >= best ask) is dead-lettered as an
-:class:`~ticklet.events.ErrorRecord` with ``Count("crossed_books")``,
+:class:`~core.events.ErrorRecord` with ``Count("crossed_books")``,
 ``Count("book_resyncs")`` and ``SnapshotRequest("crossed_book")``, and the
 book is dropped. Every diff applied while synced emits one
-:class:`~ticklet.events.BookQuote` (when the book has both sides). A
+:class:`~core.events.BookQuote` (when the book has both sides). A
 snapshot that brings the book in sync (applying the buffered diffs that
 follow it) emits one ``BookQuote`` stamped with the snapshot's receive time,
 because that is when that book became known; the buffered diffs emit none of
@@ -64,7 +64,7 @@ BTCUSDT spot quotes had a different ``depth_bid``.
 
 Examples
 --------
->>> from ticklet.events import BookSnapshot, DepthUpdate, Level
+>>> from core.events import BookSnapshot, DepthUpdate, Level
 >>> st = OrderBookState(OrderBookConfig(levels=2))
 >>> def diff(U, u, bids=(), asks=()):
 ...     return DepthUpdate("X", u, u, U, u, -1, tuple(Level(*b) for b in bids),
@@ -106,7 +106,7 @@ from typing import Optional, Union
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ticklet.events import (
+from core.events import (
     BookGap,
     BookQuote,
     BookSnapshot,
@@ -428,11 +428,11 @@ def step(state: OrderBookState, event) -> tuple[OrderBookState, Sequence[Out]]:
 
     Returns
     -------
-    The state and a sequence of :class:`~ticklet.events.BookQuote`,
-    :class:`~ticklet.events.BookGap`,
-    :class:`~ticklet.events.SnapshotRequest`,
-    :class:`~ticklet.events.ErrorRecord` (crossed book) and
-    :class:`~ticklet.events.Count` records, in that causal order.
+    The state and a sequence of :class:`~core.events.BookQuote`,
+    :class:`~core.events.BookGap`,
+    :class:`~core.events.SnapshotRequest`,
+    :class:`~core.events.ErrorRecord` (crossed book) and
+    :class:`~core.events.Count` records, in that causal order.
     """
     cls = type(event)
     if cls is DepthUpdate:

@@ -1,9 +1,9 @@
 """Execution and accounting: decisions filled against real quotes, after costs.
 
 Per instrument, each (model, horizon) keeps its own **book** (cash, a
-position in units of the instrument). A :class:`~ticklet.events.Signal`
+position in units of the instrument). A :class:`~core.events.Signal`
 taken at ``ts_forecast`` is executed against the
-:class:`~ticklet.events.FillQuote` of the same ``ts_forecast``
+:class:`~core.events.FillQuote` of the same ``ts_forecast``
 (:mod:`operators.fills`: the first best bid/ask received at or after the
 decision plus the order latency). The two are joined on ``ts_forecast``
 whatever order they arrive in: whichever comes first waits in the state.
@@ -29,7 +29,7 @@ would have had trading at the mid without fees; by construction
 ``equity = gross_equity - costs`` (the accounting identity, tested on the
 recordings).
 
-**Economics** (an :class:`~ticklet.events.EconomicsRecord` per decision),
+**Economics** (an :class:`~core.events.EconomicsRecord` per decision),
 with ``r_t = equity_t / equity_{t-1} - 1`` the net return of one bar and
 ``A = 365 x 86400 s / bar interval`` bars a year (crypto trades every day):
 
@@ -77,7 +77,7 @@ from these fields and :func:`probabilistic_sharpe`.
 
 Defaults are Binance's regular (VIP 0) taker fees: 0.10% on spot, 0.05% on
 USD-M and COIN-M futures (the market of an instrument is that of its name,
-:func:`ticklet.events.market_of`).
+:func:`core.events.market_of`).
 
 **COIN-M (inverse) contracts** (``BTCUSD_PERP``, ``BTCUSD_211231``): a
 contract is worth a fixed number of USD and settles in the coin, so such a
@@ -98,7 +98,7 @@ Worked example
 One book, 10,000 of equity, a decision to go 50% long; the fill quote is
 99.9 / 100.1, so mid 100, spread 0.2:
 
->>> from ticklet.events import Fill, FillQuote, Signal
+>>> from core.events import Fill, FillQuote, Signal
 >>> cfg = ExecutionConfig(spot_fee_bps=10.0, slippage_bps=0.0)
 >>> st = PnlState(cfg, interval_ms=1000)
 >>> st, out = step(st, Signal("X", "m", 1, 1_000, 1, 0.6, 0.001, 0.5))
@@ -169,7 +169,7 @@ from typing import Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ticklet.events import EconomicsRecord, EquityPoint, Fill, FillQuote, Signal, market_of
+from core.events import EconomicsRecord, EquityPoint, Fill, FillQuote, Signal, market_of
 
 __all__ = ["ExecutionConfig", "PnlState", "probabilistic_sharpe", "step"]
 

@@ -124,7 +124,7 @@ reports them as ``gaps_trade``).
 
 Examples
 --------
->>> from ticklet.events import Quote, Trade
+>>> from core.events import Quote, Trade
 >>> cfg = SanityConfig(warmup=3, reanchor_after=3)
 >>> st = SanityState(cfg)
 >>> S = 10**9
@@ -162,7 +162,7 @@ from typing import Optional, TypeVar, Union
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
-from ticklet.events import Count, DepthUpdate, ErrorRecord, Event, Kline, Quote, Trade
+from core.events import Count, DepthUpdate, ErrorRecord, Event, Kline, Quote, Trade
 
 __all__ = ["STAGE", "SanityConfig", "SanityState", "step", "step_batch"]
 
@@ -678,7 +678,7 @@ def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, li
     ``Count("aggtrades_skipped", n)``, where :func:`step` gives one per
     aggTrade). For the dataflow, which passes events on in lists.
 
-    >>> from ticklet.events import Trade
+    >>> from core.events import Trade
     >>> st = SanityState(SanityConfig(warmup=1))
     >>> st, out = step_batch(st, [Trade("X", 1, 1, 100.0, 1.0, False, 1), Trade("X", 2, 2, 5e-324, 1.0, False, 2)])
     >>> [len(out[0]), out[1].reason, out[2]]

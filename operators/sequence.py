@@ -34,7 +34,7 @@ from typing import Union
 
 import msgspec
 
-from ticklet.events import Count
+from core.events import Count
 
 __all__ = ["SequenceEvent", "SequenceGap", "SequenceState", "step"]
 

@@ -1,9 +1,9 @@
 """Signals: from each forecast to a decision and a position size.
 
 Fed with the time-travel join's output of one instrument, in order
-(:class:`~ticklet.events.ForecastRecord` s, the forecasts scored at a bar,
-come before the :class:`~ticklet.events.Forecast` s issued at it), this
-operator emits a :class:`~ticklet.events.Signal` for every issued forecast of
+(:class:`~core.events.ForecastRecord` s, the forecasts scored at a bar,
+come before the :class:`~core.events.Forecast` s issued at it), this
+operator emits a :class:`~core.events.Signal` for every issued forecast of
 the chosen models and horizons, using only what is known at its
 ``ts_forecast``.
 
@@ -31,7 +31,7 @@ fully long) and ``flat`` (never a position), with horizon 0.
 
 Examples
 --------
->>> from ticklet.events import Forecast
+>>> from core.events import Forecast
 >>> st = SignalState(SignalConfig(sizing="fixed", fixed_size=0.5))
 >>> st, out = step(st, Forecast("X", "logistic", 1, 1_000, 2_000, 2e-4, 100.0, 100.02, p_up=0.62))
 >>> [(s.model, s.side, s.target_position) for s in out]
@@ -50,7 +50,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ticklet.events import Forecast, ForecastRecord, Signal
+from core.events import Forecast, ForecastRecord, Signal
 
 __all__ = ["BASELINES", "SignalConfig", "SignalState", "step"]
 

@@ -34,10 +34,10 @@ from typing import NoReturn, Optional, TypeVar
 import msgspec
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from core.events import Count
+from core.telemetry import EVENTS
 from sinks.fatal import EXIT_BAD_SETUP, os_error, stop_run, write_failed
 from sinks.records import csv_lines, header, jsonl
-from ticklet.events import Count
-from ticklet.telemetry import EVENTS
 
 __all__ = ["COUNTERS_FILE", "CounterSink", "CsvSink", "JsonLinesSink"]
 

@@ -60,11 +60,11 @@ from influxdb_client.service.write_service import WriteService
 from reactivex.scheduler import NewThreadScheduler, ThreadPoolScheduler
 from urllib3.exceptions import HTTPError
 
+from core.events import Bar, Count, ErrorRecord, Forecast, ForecastRecord
 from sinks.fatal import EXIT_WRITE_FAILED, stop_run
 from sinks.influx_config import InfluxConfig
 from sinks.influx_points import Stamped, to_point
 from sinks.ratelimit import rate_limited
-from ticklet.events import Bar, Count, ErrorRecord, Forecast, ForecastRecord
 
 __all__ = ["InfluxConfig", "InfluxSink", "InfluxWriter", "describe", "unwritable"]
 

@@ -42,7 +42,7 @@ before the last stamp of its series (and not before the last time), that stamp
 plus 1 ns. The dataflow runs it per instrument as a stateful step, so a
 resumed run stamps the records it replays as the first life did.
 
->>> from ticklet.events import MetricsRecord
+>>> from core.events import MetricsRecord
 >>> p = to_point(MetricsRecord("BTCUSDT", "linear", 1, 1_000, 5, 0.1, 0.2, 0.05, 0.6, 4, 2))
 >>> p.to_line_protocol()
 'metrics,horizon=1,instrument=BTCUSDT,model=linear hit_rate=0.6,mae=0.1,n=5i,n_directional=4i,rmse=0.2,skill=0.05 1000'
@@ -56,7 +56,7 @@ from typing import Any, NamedTuple, Optional
 
 from influxdb_client import Point, WritePrecision
 
-from ticklet.events import Bar, EquityPoint, FeatureRow, Fill, Forecast, ForecastRecord, MetricsRecord, Signal
+from core.events import Bar, EquityPoint, FeatureRow, Fill, Forecast, ForecastRecord, MetricsRecord, Signal
 
 __all__ = ["MEASUREMENTS", "WHEN", "StampState", "Stamped", "stamp", "to_point"]
 
@@ -158,7 +158,7 @@ def stamp(state: StampState, rec: Any) -> tuple[StampState, list[Any]]:
     --------
     Four decisions of one book filled by the same quote, then the next quote:
 
-    >>> from ticklet.events import EquityPoint
+    >>> from core.events import EquityPoint
     >>> st, out = StampState(), []
     >>> for t in (100, 200, 200, 200, 200, 300):
     ...     st, o = stamp(st, EquityPoint("BTCUSDT", "naive", 1, t, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0))

@@ -1,6 +1,6 @@
 """Pure conversions of records to file rows (no I/O).
 
->>> from ticklet.events import Count
+>>> from core.events import Count
 >>> header(Count)
 ['name', 'n']
 >>> csv_line(Count("ticks", 3))
@@ -18,7 +18,7 @@ from typing import Optional
 
 import msgspec
 
-from ticklet.events import ErrorRecord
+from core.events import ErrorRecord
 
 __all__ = ["SCHEMA_VERSION", "csv_line", "csv_lines", "fit_dead_letter", "header", "jsonl", "kafka_record"]
 
@@ -72,7 +72,7 @@ def kafka_record(key: str, rec: msgspec.Struct) -> tuple[bytes, bytes]:
     """``(key, value)`` of a record for Kafka: the value is the record's JSON
     with ``schema`` and ``type`` first.
 
-    >>> from ticklet.events import ErrorRecord
+    >>> from core.events import ErrorRecord
     >>> kafka_record("BTCUSDT", ErrorRecord("parse", "bad json", "x"))[1][:106]
     b'{"schema":3,"type":"dead_letter","stage":"parse","reason":"bad json","raw":"x","instrument":"","ts_recv":0'
     """

@@ -2,8 +2,8 @@
 summary (:mod:`sinks.summary`) when it ends.
 
 :class:`ReportSink` is a single-partition sink fed with the pipeline's
-:class:`~ticklet.events.Count` increments and its
-:class:`~ticklet.events.MetricsRecord` s. While the run goes on it draws a
+:class:`~core.events.Count` increments and its
+:class:`~core.events.MetricsRecord` s. While the run goes on it draws a
 tqdm bar over the input bytes read (``input_bytes`` counts; over ticks when
 the total is unknown, as with Kafka), only when stderr is a terminal. When
 the run ends it prints the totals, the last metrics per instrument, model and
@@ -25,8 +25,8 @@ from typing import Any, Optional
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from core.events import Count, EconomicsRecord, MetricsRecord
 from sinks.summary import R, economics_summary, format_summary, instruments_summary, record_from_row
-from ticklet.events import Count, EconomicsRecord, MetricsRecord
 
 __all__ = ["ReportSink", "read_last", "summarize"]
 

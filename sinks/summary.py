@@ -3,7 +3,7 @@
 Used by the run report on stderr (:mod:`sinks.report`) and by
 ``ticklet backtest --json``.
 
->>> from ticklet.events import EconomicsRecord, MetricsRecord
+>>> from core.events import EconomicsRecord, MetricsRecord
 >>> m = MetricsRecord("BTCUSDT", "logistic", 1, 0, 938, 5e-5, 9.6e-5, 0.028, 0.73, 323, 236, hit_rate_se=0.0247,
 ...                   dm_stat=2.9, dm_p_value=0.0019, pt_stat=6.1, pt_p_value=5.3e-10, n_pt=320)
 >>> entry = metrics_entry(m)
@@ -33,43 +33,12 @@ from typing import Any, Optional, TypeVar
 
 import msgspec
 
-from ticklet.events import EconomicsRecord, MetricsRecord
+from core.events import EconomicsRecord, MetricsRecord
+from core.stats import holm, wilson_interval
 
-__all__ = ["economics_summary", "format_summary", "holm", "instruments_summary", "metrics_entry", "record_from_row",
-           "wilson_interval"]
+__all__ = ["economics_summary", "format_summary", "instruments_summary", "metrics_entry", "record_from_row"]
 
 R = TypeVar("R", bound=msgspec.Struct)
-
-
-def wilson_interval(p: float, n: float, z: float = 1.959963984540054) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``p`` over ``n`` trials (``n``
-    may be an effective, non-integer count); 95% by default.
-
-    >>> [round(v, 4) for v in wilson_interval(0.7, 100)]
-    [0.6042, 0.7811]
-    """
-    z2 = z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def holm(pvalues: list[Optional[float]], alpha: float = 0.05) -> list[Optional[bool]]:
-    """Which p-values are rejected by Holm's step-down procedure at
-    family-wise error ``alpha`` (None where the p-value is None; the family is
-    the p-values that exist).
-
-    >>> holm([0.01, 0.04, 0.03, None, 0.005])  # thresholds 0.05/4, 0.05/3, 0.05/2, 0.05
-    [True, False, False, None, True]
-    """
-    tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
-    out: list[Optional[bool]] = [None if p is None else False for p in pvalues]
-    m = len(tested)
-    for rank, (p, i) in enumerate(tested):
-        if p > alpha / (m - rank):
-            break
-        out[i] = True
-    return out
 
 
 def metrics_entry(m: MetricsRecord) -> dict[str, Any]:
@@ -201,7 +170,7 @@ def economics_summary(last: Iterable[EconomicsRecord]) -> dict[str, Any]:
     Phi^-1(1/2) + 0.5772 x Phi^-1(1 - 1/(2e))) = 0.02828 x 0.5772 x 0.9005 =
     0.01470``; normal returns (skewness 0, kurtosis 3) over 1,000 bars:
 
-    >>> from ticklet.events import EconomicsRecord
+    >>> from core.events import EconomicsRecord
     >>> def book(model, horizon, sr):
     ...     return EconomicsRecord("X", model, horizon, 0, 1000, 0.0, 0.0, 0.0, None, None, 0.0, None, 0, None,
     ...                            None, 0.0, 0.0, None, 0, None, sharpe_per_bar=sr, skew=0.0, kurt=3.0)

@@ -1,7 +1,7 @@
 """Pure parsers from Binance wire formats to normalized events.
 
 No I/O here: the functions take one raw record and return an event, an
-:class:`~ticklet.events.ErrorRecord`, or a *skip reason* (a ``str``) for input
+:class:`~core.events.ErrorRecord`, or a *skip reason* (a ``str``) for input
 that is valid but deliberately not used (mark-price streams, REST depth
 snapshots, non-market futures trades, unfinished klines, blank lines). The
 caller counts skips by reason, so nothing disappears silently.
@@ -65,9 +65,7 @@ from typing import Annotated, Optional, Union
 
 import msgspec
 
-from sources.symbols import coinm_contract, stream_symbol, symbol_of_stream, valid_symbol
-from sources.wire import tick_head
-from ticklet.events import (
+from core.events import (
     MARKETS,
     BookSnapshot,
     DepthUpdate,
@@ -80,6 +78,8 @@ from ticklet.events import (
     Trade,
     instrument_key,
 )
+from sources.symbols import coinm_contract, stream_symbol, symbol_of_stream, valid_symbol
+from sources.wire import tick_head
 
 __all__ = [
     "EVENT_STREAMS",
@@ -1061,7 +1061,7 @@ def parse_snapshot(ts: int, payload: bytes, instrument: str) -> Union[BookSnapsh
     """Decode a REST depth response body (spot ``/api/v3/depth``, USD-M
     ``/fapi/v1/depth``) received at ``ts`` (ns) for ``instrument``.
 
-    Invalid input becomes an :class:`~ticklet.events.ErrorRecord` (stage
+    Invalid input becomes an :class:`~core.events.ErrorRecord` (stage
     ``"parse"``) with the body as received.
 
     >>> s = parse_snapshot(5, b'{"lastUpdateId":7,"E":1680652700590,"T":1680652700580,'

@@ -43,7 +43,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from ticklet.events import coinm_pair
+from core.events import coinm_pair
 
 __all__ = ["BASE_URL", "INTERVALS", "KINDS", "MARKETS", "Archive", "parse_checksum", "parse_date", "plan"]
 

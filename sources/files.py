@@ -106,9 +106,9 @@ from typing import Any, Optional
 import msgspec
 from isal import igzip, isal_zlib
 
+from core.events import coinm_pair, instrument_key
 from sources.binance import EVENT_STREAMS, LONG_LINE_HEAD, MAX_LINE_BYTES, BadRow, LongLine, to_ns
 from sources.symbols import coinm_contract
-from ticklet.events import coinm_pair, instrument_key
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from core.events import ErrorRecord, RawChunk
 from sources.symbols import valid_symbol
-from ticklet.events import ErrorRecord, RawChunk
 
 __all__ = ["KafkaTickSource", "chunk_messages"]
 

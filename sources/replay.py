@@ -3,7 +3,7 @@
 One partition per stream (format, market, symbol; see
 :func:`sources.files.group_streams`), so different symbols and files are read
 in parallel when the dataflow runs with several workers or processes. Each
-partition yields :class:`~ticklet.events.RawChunk` batches; its recovery
+partition yields :class:`~core.events.RawChunk` batches; its recovery
 state is ``(records emitted, input bytes reported)``, so a resumed run
 continues exactly where the last snapshot left off, and the chunks'
 ``nbytes`` of the whole run, resumes included, add up to the input's size.
@@ -22,9 +22,9 @@ from typing import Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from core.events import RawChunk
 from sources.binance import MAX_LINE_BYTES
 from sources.files import InputFormatError, ReadProgress, StreamSpec, group_streams, read_stream
-from ticklet.events import RawChunk
 
 __all__ = ["ReplaySource"]
 

@@ -35,7 +35,7 @@ import re
 from types import MappingProxyType
 from typing import Optional, Union
 
-from ticklet.events import coinm_pair
+from core.events import coinm_pair
 
 __all__ = ["COINM_CONTRACT_USD", "SYMBOL_PATTERN", "coinm_contract", "stream_symbol", "valid_symbol"]
 

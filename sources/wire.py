@@ -28,10 +28,10 @@ from typing import Optional
 
 import msgspec
 
+from core.events import MARKETS
 from sources import symbols
 from sources.binance_live import symbol_span
 from sources.symbols import symbol_of_stream
-from ticklet.events import MARKETS
 
 __all__ = ["decode_tick", "encode_tick", "stream_symbol", "tick_head"]
 
@@ -78,7 +78,7 @@ def tick_head(value: bytes) -> Optional[tuple[int, str, int]]:
     so that the exchange's fields follow there, at the top level), else 0
     (the head was found by decoding the whole value: any layout).
 
-    Every market of :data:`~ticklet.events.MARKETS` has the compact layout's
+    Every market of :data:`~core.events.MARKETS` has the compact layout's
     fast path (one look-up of the 5 bytes after ``"market":"``):
 
     >>> [tick_head(encode_tick(5, m, b'{"stream":"x@trade","data":{}}')) for m in MARKETS]

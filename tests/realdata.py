@@ -93,9 +93,9 @@ def drive(step: Callable, state: Any, items: Iterable) -> tuple[Any, list]:
 
 def parse_paths(paths: list[str | Path]) -> tuple[dict, list, dict]:
     """Read paths as one stream with the project's reader and parse it."""
+    from core.events import RawChunk
     from sources.binance import parse_chunk
     from sources.files import group_streams, read_stream
-    from ticklet.events import RawChunk
 
     specs = group_streams([str(p) for p in paths])
     assert len(specs) == 1, specs
@@ -121,8 +121,8 @@ class Chain:
 
 
 def run_chain(paths: list[str | Path], settings: Any = None) -> Chain:
+    from core.events import Bar, ForecastRecord
     from operators import bars, features, forecast, metrics
-    from ticklet.events import Bar, ForecastRecord
     from ticklet.settings import Settings
 
     s = settings or Settings()
@@ -144,8 +144,8 @@ def book_stream(paths: tuple[str, ...], market: str) -> tuple[tuple, tuple]:
     """(depth diffs and REST snapshots, bookTicker quotes) of recordings read
     as one stream, each in file order, parsed with the project's parsers
     (``parse_ws``; ``sources.binance.parse_snapshot`` for snapshot lines)."""
+    from core.events import BookSnapshot, DepthUpdate, Quote, Trade, instrument_key
     from sources.binance import parse_snapshot, parse_ws
-    from ticklet.events import BookSnapshot, DepthUpdate, Quote, Trade, instrument_key
 
     book, quotes = [], []
     for path in paths:
@@ -234,7 +234,7 @@ def minute_klines(trades: list[dict]) -> list[dict]:
 def signals_of(chain: Chain, size: float = 0.5) -> list:
     """A plain rule on the chain's issued forecasts, for the execution tests:
     hold ``size`` of equity in the direction of the forecast, flat on a zero."""
-    from ticklet.events import Forecast, Signal
+    from core.events import Forecast, Signal
 
     out = []
     for f in chain.join_out:
@@ -264,8 +264,8 @@ def pnl_inputs(chain: Chain) -> list:
 def operator_case(name: str, chain) -> tuple:
     """(step, fresh state factory, real inputs, outputs of the reference run)
     of one pure operator over a :class:`Chain`."""
+    from core.events import Trade
     from operators import bars, features, forecast, metrics, orderbook, sequence
-    from ticklet.events import Trade
 
     if name == "sequence":  # the real trade ids, every 500th trade lost to make gaps
         trades = [e for e in chain.events if isinstance(e, Trade)]
@@ -298,8 +298,8 @@ def operator_case(name: str, chain) -> tuple:
     if name == "sanity":  # the real events, with implausible copies and duplicates of some of them in between,
         import msgspec  # and the aggTrades of some trades (skipped: the instrument has passed on trades)
 
+        from core.events import Quote
         from operators import sanity
-        from ticklet.events import Quote
 
         items = []
         for i, e in enumerate(chain.events):

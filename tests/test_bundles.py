@@ -449,9 +449,9 @@ def test_states_a_bundle_may_not_hold_stop_the_save_in_one_line(made, tmp_path):
 
 def test_model_age_in_every_output(warm_and_cold, manifest):
     """forecasts.csv (above), the Kafka records (schema 3) and the InfluxDB points carry the learner's age."""
+    from core.events import Forecast, ForecastRecord
     from sinks.influx_points import MEASUREMENTS, to_point
     from sinks.records import SCHEMA_VERSION, header, kafka_record
-    from ticklet.events import Forecast, ForecastRecord
 
     assert SCHEMA_VERSION == 3
     assert header(ForecastRecord)[-2:] == header(Forecast)[-2:] == ["bundle", "n_learnt"]

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from realdata import drive, lines, operator_case, read_csv, recv_ns, write_gz
 
+from core.events import Bar, ForecastRecord
 from operators import features
 from operators.features import FeatureConfig
 from operators.swt import denoise_last
 from ticklet.cli import run_backtest
-from ticklet.events import Bar, ForecastRecord
 
 SRC = "spot/btcusdt_20240809.gz"
 

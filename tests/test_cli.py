@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 import pytest
 from realdata import SCRATCH, csv_dicts, messages, run_chain, stream_kind
 
-from ticklet.events import ForecastRecord
+from core.events import ForecastRecord
 from ticklet.settings import SAMPLE_DIR, Settings
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from realdata import run_chain
 
+from core.events import Count
 from operators.forecast import ForecastConfig, predict
 from operators.metrics import HacMean, dm_test, pt_test
-from ticklet.events import Count
 
 MODELS = ("naive", "linear", "linear_conformal", "logistic", "pa", "hat", "arf", "bayes_linear", "snarimax",
           "cnn_gru")
@@ -174,7 +174,7 @@ def test_holm_matches_statsmodels_on_the_run_p_values(full_chain) -> None:
 def test_wilson_interval_matches_scipy() -> None:
     from scipy.stats import binomtest
 
-    from sinks.summary import wilson_interval
+    from core.stats import wilson_interval
 
     for k, n in ((236, 323), (0, 10), (10, 10), (51, 100)):
         ci = binomtest(k, n).proportion_ci(0.95, method="wilson")

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from realdata import aggregate_trades, dec8, lines, trade_dicts
 
+from core.events import RawChunk
 from sources.binance import parse_chunk
 from sources.files import InputFormatError, describe, discover, group_streams, read_stream
-from ticklet.events import RawChunk
 
 SPOT = "spot/btcusdt_20240808.gz"
 USDM = "usdm/btcusdt_20230404.dat.gz"

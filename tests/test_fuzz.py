@@ -42,8 +42,8 @@ from typing import Optional
 import pytest
 from realdata import RECORD_FILES, lines, payload, recv_ns, stream_kind, write_gz
 
+from core.events import ErrorRecord
 from ticklet.cli import run_backtest
-from ticklet.events import ErrorRecord
 from ticklet.settings import load_settings
 
 SEED = 15

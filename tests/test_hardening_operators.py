@@ -34,9 +34,9 @@ from realdata import (
     write_gz,
 )
 
+from core.events import Bar, Count, ErrorRecord, FeatureRow, ForecastRecord, Kline, Quote, Trade
 from operators import bars, features, forecast, sanity
 from ticklet.cli import run_backtest
-from ticklet.events import Bar, Count, ErrorRecord, FeatureRow, ForecastRecord, Kline, Quote, Trade
 from ticklet.settings import Settings
 
 SRC = "spot/btcusdt_20230405.dat.gz"
@@ -627,9 +627,9 @@ def test_skipped_aggtrades_keep_the_records_of_the_events_held(real):
     2,000 skipped aggTrades (more than the records the logic keeps at
     most), is dead-lettered with its message in the next batch; every
     event passed on comes with its own record."""
+    from core.events import RawChunk
     from dataflows.ops import _Side, _StepLogic
     from sources.binance import _parse_line, parse_chunk
-    from ticklet.events import RawChunk
 
     mixed = _agg_lines(real, 2_200_000_000)
     k = [i for i, ln in enumerate(mixed) if _is_agg(ln)][2000]
@@ -713,8 +713,8 @@ def test_the_check_over_batches_is_the_check_event_by_event_with_aggtrades(real,
 
 
 def _parse_lines(rows: list[bytes]) -> dict:
+    from core.events import RawChunk
     from sources.binance import parse_chunk
-    from ticklet.events import RawChunk
 
     by_key, errors, _ = parse_chunk(RawChunk("ws", "spot", "BTCUSDT", list(rows)))
     assert errors == []

@@ -36,12 +36,12 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from fluxcheck import CSV_OF, from_csv, read_back
 from realdata import REPO, SCRATCH, csv_dicts, run_chain
 
+from core.events import Bar, EquityPoint
 from dataflows import ops
 from sinks.influx import InfluxConfig, InfluxWriter
 from sinks.influx_points import MEASUREMENTS, Stamped, to_point
 from sinks.summary import record_from_row
 from ticklet.cli import run_backtest
-from ticklet.events import Bar, EquityPoint
 from ticklet.settings import OutputConfig, Settings
 
 

@@ -23,11 +23,11 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from kafkautil import consume_all, flow_env, run_flow, topic_name
 from realdata import RECORD_FILES, SCRATCH, lines, payload, recv_ns
 
+from core.events import ErrorRecord
 from sinks.kafka import KafkaRecordSink, producer_config, topic_limit
 from sinks.records import fit_dead_letter, kafka_record
 from sources.binance import MAX_LINE_BYTES
 from sources.wire import encode_tick
-from ticklet.events import ErrorRecord
 
 SRC = "spot/btcusdt_20240808.gz"
 N = 16_000  # about two minutes of ticks: bars, forecasts at both horizons, signals and fills

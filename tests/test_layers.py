@@ -10,8 +10,8 @@ reverse)::
     ticklet.settings
     sources | sinks           (connectors)
     operators : models        (pure logic)
-    ticklet.telemetry
-    ticklet.events            (record types)
+    core.telemetry
+    core.events            (record types)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from realdata import REPO
 
-PACKAGES = ("ticklet", "dataflows", "operators", "models", "sources", "sinks")
+PACKAGES = ("core", "operators", "models", "sources", "sinks", "dataflows", "ticklet")
 BIN = Path(sys.executable).parent
 
 
@@ -60,7 +60,7 @@ def test_a_forbidden_import_breaks_the_layers(tmp_path):
 
 
 def test_package_inits_import_nothing():
-    """Importing ``ticklet.events`` runs ``ticklet/__init__.py`` first: one
+    """Importing ``core.events`` runs ``ticklet/__init__.py`` first: one
     import there (of the settings, say) would pull every layer in below the
     record types and break ``import operators.bars`` with a circular import."""
     for pkg in PACKAGES:

@@ -30,12 +30,12 @@ from pathlib import Path
 import pytest
 from realdata import REPO, SCRATCH, csv_dicts, lines, messages, parse_paths, write_gz
 
+from core.events import DepthUpdate, Kline, Quote, RawChunk, Trade
 from operators.pnl import ExecutionConfig
 from sources.binance import parse_chunk
 from sources.files import InputFormatError, describe, group_streams, unquoted
 from sources.symbols import COINM_CONTRACT_USD
 from sources.wire import encode_tick, tick_head
-from ticklet.events import DepthUpdate, Kline, Quote, RawChunk, Trade
 
 DATA = REPO / "tests" / "data"
 FX = DATA / "fixtures"

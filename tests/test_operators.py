@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from realdata import drive, parse_paths
 
+from core.events import Bar, Count, Quote, Trade
 from operators import bars, features
 from operators.bars import BarConfig
 from operators.features import FeatureConfig
-from ticklet.events import Bar, Count, Quote, Trade
 
 
 def close(a: float, b: float) -> bool:

@@ -45,16 +45,7 @@ import pydantic
 import pytest
 from realdata import book_stream, drive, lines, payload, recv_ns
 
-from operators.orderbook import (
-    LOADED,
-    SYNCED,
-    WAITING,
-    OrderBookConfig,
-    OrderBookState,
-    step,
-)
-from sources.binance import parse_snapshot
-from ticklet.events import (
+from core.events import (
     BookGap,
     BookQuote,
     BookSnapshot,
@@ -65,6 +56,15 @@ from ticklet.events import (
     SnapshotRequest,
     Trade,
 )
+from operators.orderbook import (
+    LOADED,
+    SYNCED,
+    WAITING,
+    OrderBookConfig,
+    OrderBookState,
+    step,
+)
+from sources.binance import parse_snapshot
 
 RECORDINGS = {
     "spot": ("spot", ("spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz")),

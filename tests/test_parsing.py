@@ -30,10 +30,10 @@ from realdata import (
     trade_dicts,
 )
 
+from core.events import DepthUpdate, ErrorRecord, Kline, Quote, RawChunk, Trade
 from sources.binance import parse_chunk, parse_ws
 from sources.files import group_streams, read_stream
 from sources.symbols import valid_symbol
-from ticklet.events import DepthUpdate, ErrorRecord, Kline, Quote, RawChunk, Trade
 
 MS = 1_000_000
 

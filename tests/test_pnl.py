@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from realdata import drive, pnl_inputs, signals_of
 
+from core.events import EconomicsRecord, EquityPoint, Fill, FillQuote, Quote
 from operators import pnl
-from ticklet.events import EconomicsRecord, EquityPoint, Fill, FillQuote, Quote
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def _signals(chain, **cfg):
 def test_p_up_is_the_models_own_or_from_past_errors_only(chain):
     """logistic gives its own P(up); for a regressor it is Phi(pred / RMS of the
     errors scored by the decision time), recomputed here from the records."""
-    from ticklet.events import Forecast, ForecastRecord
+    from core.events import Forecast, ForecastRecord
 
     issued = {(f.model, f.horizon, f.ts_forecast): f for f in chain.join_out if type(f) is Forecast}
     scored = [r for r in chain.join_out if type(r) is ForecastRecord]
@@ -192,7 +192,7 @@ def test_a_gap_close_does_not_depend_on_arrival_order():
     quote before taking the first decision after the gap, in every arrival
     order (the quote after the gap may come before the last decision before
     it: decisions travel a longer path through the dataflow)."""
-    from ticklet.events import Signal
+    from core.events import Signal
 
     S = 10**9
     s1, s2 = (Signal("X", "m", 1, t, 1, 0.6, 1e-4, 1.0) for t in (5 * S, 5 * S + 400 * S))

@@ -35,11 +35,11 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from realdata import REPO, SCRATCH, lines, payload, recv_ns
 
+from core.events import ErrorRecord, RawChunk, Trade
 from sources.binance import LONG_LINE_HEAD, LongLine, ParseLimits, ParseState, parse_chunk, parse_ws
 from sources.files import _ws_blocks
 from sources.symbols import valid_symbol
 from sources.wire import encode_tick
-from ticklet.events import ErrorRecord, RawChunk, Trade
 
 set_hypothesis_home_dir(SCRATCH / "hypothesis")  # not .hypothesis/ in the checkout: tests write nothing there
 MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "100"))

@@ -40,8 +40,8 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from realdata import REPO, SCRATCH, drive, parse_paths
 
+from core.events import Count, ErrorRecord, FeatureRow, ForecastRecord, Kline, MetricsRecord, Quote, Signal, Trade
 from operators import bars, features, forecast, metrics, sanity, signals
-from ticklet.events import Count, ErrorRecord, FeatureRow, ForecastRecord, Kline, MetricsRecord, Quote, Signal, Trade
 from ticklet.settings import Settings
 
 set_hypothesis_home_dir(SCRATCH / "hypothesis")  # not .hypothesis/ in the checkout: tests write nothing there

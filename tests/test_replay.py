@@ -10,10 +10,10 @@ from itertools import pairwise
 import pytest
 from realdata import lines, recv_ns, write_gz
 
+from core.events import RawChunk
 from sources.binance import parse_chunk
 from sources.files import group_streams, line_ts, read_stream
 from sources.replay import ReplaySource
-from ticklet.events import RawChunk
 
 
 def flat(spec, skip: int = 0) -> list:

@@ -21,7 +21,7 @@ import pytest
 from cdp import Browser, png_size
 from pydantic import SecretStr
 
-from ticklet.events import market_of
+from core.events import market_of
 from ticklet.report import MAX_POINTS, NoRunError, build_report, cost_curve
 
 #: bayes_linear gives predictive intervals (the coverage plot), logistic a p_up of its own
@@ -329,7 +329,7 @@ def test_each_book_is_drawn_against_the_fee_of_its_market(markets_run):
     """Issue 23: the report chose the fee by a ``-PERP`` ending, so USD-M
     delivery and COIN-M contracts got spot's (11 bps here, fee and
     slippage). Each instrument's cost plot now draws its market's
-    (:func:`ticklet.events.market_of`), which every book paid (plus at most
+    (:func:`core.events.market_of`), which every book paid (plus at most
     half the spread). COIN-M books are kept in the coin: their cost line and
     equity curve are measured against their capital in the coin (it was the
     USD of the configuration: 0 bps paid, -100%), so that the line goes

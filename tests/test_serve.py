@@ -38,8 +38,8 @@ from serveutil import Server, StreamClient, exe
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from core.events import Fill, Forecast, ForecastRecord, MetricsRecord, Signal
 from sinks.records import SCHEMA_VERSION
-from ticklet.events import Fill, Forecast, ForecastRecord, MetricsRecord, Signal
 from ticklet.serve.state import TYPES
 
 INSTRUMENTS = ("BTCUSDT", "BTCUSDT-PERP", "ETHUSDT")
@@ -586,8 +586,8 @@ def test_a_consumer_that_cannot_go_on_says_why_and_the_server_stops(caplog):
 
 
 def test_values_that_are_not_served_records_are_refused_with_a_reason():
+    from core.events import ErrorRecord
     from sinks.records import kafka_record
-    from ticklet.events import ErrorRecord
     from ticklet.serve.state import BadRecord, decode_record
 
     cases = {b"": "json", b"{not json": "json", b'{"schema":1,"type":"forecast","instrument":"BTCUSDT"}': "schema",

@@ -188,7 +188,8 @@ def test_config_defaults_is_the_readme_table(monkeypatch, capsys):
 
 
 def test_several_bad_settings_make_two_lines(monkeypatch):
-    from ticklet.settings import ConfigError, read_settings
+    from core.config import ConfigError
+    from ticklet.settings import read_settings
 
     monkeypatch.setenv("TICKLET_BARS__INTERVAL_MS", "x")
     monkeypatch.setenv("TICKLET_BARS__PRICE", "y")

@@ -13,10 +13,10 @@ import pytest
 from realdata import csv_dicts, drive, pnl_inputs
 from scipy import stats
 
+from core.events import EconomicsRecord, EquityPoint
 from operators import pnl
 from sinks.report import read_last
 from sinks.summary import economics_summary
-from ticklet.events import EconomicsRecord, EquityPoint
 from ticklet.settings import Settings
 
 EULER_GAMMA = 0.5772156649

@@ -16,10 +16,10 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource, run_main
 from realdata import csv_dicts, lines, payload, recv_ns
 
+from core.events import Count, ErrorRecord, ForecastRecord, MetricsRecord, RawChunk, Trade
 from dataflows import ops
 from sinks.files import CounterSink, CsvSink, JsonLinesSink
 from sources.binance import parse_chunk, parse_ws
-from ticklet.events import Count, ErrorRecord, ForecastRecord, MetricsRecord, RawChunk, Trade
 
 _TYPES = {"int": int, "float": float, "str": str, "Optional[float]": Optional[float], "Optional[int]": Optional[int]}
 

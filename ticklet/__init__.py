@@ -1,7 +1,9 @@
-"""ticklet: the record types (``events``) and Prometheus metrics (``telemetry``)
-at the bottom of the layers, the settings, CLI, live collector and Kafka
-publisher at the top (see the README's design section).
+"""ticklet's apps, the top floor: the command line (``cli``), the backtest
+runner (``backtest``), the live collector, the Kafka publisher, the HTML
+report and ``ticklet serve`` (see the README's design section).
 
-This file imports nothing: ``ticklet.events`` is imported by every layer, and
-an import here would run first (``tests/test_layers.py`` checks it).
+Nothing in the project imports this package (tests and benchmarks may): the
+record types, telemetry and config base types are in :mod:`core`, the
+settings in :mod:`dataflows.settings`. This file imports nothing
+(``tests/test_layers.py`` checks it).
 """

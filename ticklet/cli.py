@@ -78,10 +78,10 @@ def _speed(text: str) -> Optional[float]:
 def _override(model: Any, options: dict[str, tuple[str, Any]]) -> Any:
     """``model`` (settings) with command-line options over some fields
     (``{field: (option, value)}``), validated like the settings: a bad value
-    is a :class:`~ticklet.settings.ConfigError` naming the option."""
+    is a :class:`~core.config.ConfigError` naming the option."""
     from pydantic import ValidationError
 
-    from ticklet.settings import ConfigError
+    from core.config import ConfigError
 
     try:
         return type(model).model_validate({**model.model_dump(), **{f: v for f, (_, v) in options.items()}})
@@ -103,10 +103,11 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     them from one."""
     from bytewax.testing import cluster_main, run_main
 
+    from core.config import check_dir
     from dataflows.bundle import save_bundle
     from dataflows.forecast import build_flow, check_output_files, priced_for_quotes
     from sinks.report import summarize
-    from ticklet.settings import check_dir, read_settings
+    from ticklet.settings import read_settings
 
     if workers < 1:
         raise ValueError(f"workers must be 1 or more, not {workers}")
@@ -151,9 +152,10 @@ def _download(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     summary's ``missing`` instead and the exit status is 0. Bad arguments
     (dates, symbol, interval) exit 2.
     """
+    from core.config import check_dir
     from sources.download import plan
     from sources.download_io import DownloadError, download
-    from ticklet.settings import check_dir, read_settings
+    from ticklet.settings import read_settings
 
     cfg = read_settings().download
     try:
@@ -178,8 +180,9 @@ def _collect(args: argparse.Namespace) -> int:
     """Run the live collector until interrupted; print its counters as JSON."""
     import asyncio
 
+    from core.config import check_dir
     from ticklet.collector import Collector
-    from ticklet.settings import check_dir, read_settings
+    from ticklet.settings import read_settings
 
     logging.getLogger("ticklet").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     s = read_settings()
@@ -247,8 +250,8 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     """The ``ticklet`` command; returns its exit status. Usage and
     configuration errors are one line on stderr and status 2."""
+    from core.config import ConfigError
     from sources.files import InputFormatError
-    from ticklet.settings import ConfigError
 
     try:
         return _main(argv)

@@ -19,7 +19,7 @@ For every message received, in order:
 3. the ticks topic gets it in ticklet's wire format (:mod:`sources.wire`),
    keyed by instrument: exactly what ``ticklet replay --to kafka`` publishes,
    so a live session and the replay of its capture give the same forecasts;
-4. the normalized event (:class:`~ticklet.events.Trade`, ``Quote``,
+4. the normalized event (:class:`~core.events.Trade`, ``Quote``,
    ``DepthUpdate`` or ``Kline``, as the dataflow's parser makes it) goes to
    the events topic as a JSON record (``type`` trade, quote, depth, kline);
 5. trade and aggTrade ids go through the gap detector, depth diffs through
@@ -62,17 +62,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponen
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from operators import orderbook, sequence
-from operators.orderbook import OrderBookConfig, OrderBookState
-from operators.sequence import SequenceEvent, SequenceGap, SequenceState
-from sinks.capture import CaptureError, CaptureWriter
-from sinks.fatal import EXIT_WRITE_FAILED, write_failed
-from sinks.kafka import ensure_topic, produce, producer_config
-from sinks.records import kafka_record
-from sources.binance import parse_snapshot, parse_ws
-from sources.binance_live import ENDPOINTS, MAX_STREAMS, connection_paths, stream_names, stream_of
-from sources.wire import encode_tick
-from ticklet.events import (
+from core.config import ConfigError
+from core.events import (
     BookSnapshot,
     Count,
     DepthUpdate,
@@ -83,8 +74,18 @@ from ticklet.events import (
     Trade,
     instrument_key,
 )
-from ticklet.settings import CollectConfig, ConfigError, KafkaConfig
-from ticklet.telemetry import COLLECTOR, serve_metrics
+from core.telemetry import COLLECTOR, serve_metrics
+from operators import orderbook, sequence
+from operators.orderbook import OrderBookConfig, OrderBookState
+from operators.sequence import SequenceEvent, SequenceGap, SequenceState
+from sinks.capture import CaptureError, CaptureWriter
+from sinks.fatal import EXIT_WRITE_FAILED, write_failed
+from sinks.kafka import ensure_topic, produce, producer_config
+from sinks.records import kafka_record
+from sources.binance import parse_snapshot, parse_ws
+from sources.binance_live import ENDPOINTS, MAX_STREAMS, connection_paths, stream_names, stream_of
+from sources.wire import encode_tick
+from ticklet.settings import CollectConfig, KafkaConfig
 
 __all__ = ["Collector"]
 

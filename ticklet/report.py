@@ -49,6 +49,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from core.version import ticklet_version
+
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_WINDOW", "NoRunError", "build_report", "cost_curve", "downsample", "minmax_indices",
@@ -263,7 +265,7 @@ class _Run:
         book is kept in the coin, and started with that many USD worth of the
         coin at its first mid (:mod:`operators.pnl`): its first equity point's
         ``gross_equity``."""
-        from ticklet.events import market_of
+        from core.events import market_of
 
         v = self.config.get("execution", {}).get("initial_equity")
         if v and market_of(instrument) != "coinm":
@@ -281,7 +283,7 @@ class _Run:
         on top): the fee of the instrument's market (:func:`market_of`:
         ``spot_fee_bps``, ``usdm_fee_bps`` for USD-M perpetuals and delivery
         contracts, ``coinm_fee_bps`` for COIN-M ones), as the books paid it."""
-        from ticklet.events import market_of
+        from core.events import market_of
 
         ex = self.config.get("execution")
         if not ex:
@@ -318,8 +320,8 @@ def _read_last(path: Path, cls: type) -> list[Any]:
 def _summary(out_dir: Path) -> dict[str, Any]:
     """What the report uses of the backtest summary (:func:`sinks.report.summarize`):
     the counters and the last metrics and economics."""
+    from core.events import EconomicsRecord, MetricsRecord
     from sinks.summary import economics_summary, instruments_summary
-    from ticklet.events import EconomicsRecord, MetricsRecord
 
     cpath = out_dir / "counters.json"
     return {"counters": json.loads(cpath.read_text()) if cpath.exists() else {},
@@ -949,12 +951,7 @@ def build_report(out_dir: Path, html_path: Optional[Path] = None, window: int = 
     all_keys += list(run.equity.groups) if run.equity is not None else []
     style = _Style(sorted({k[1] for k in all_keys}, key=lambda m: (m in ("buy_and_hold", "flat"), m)),
                    sorted({k[2] for k in all_keys}))
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        mine = version("ticklet")
-    except PackageNotFoundError:
-        mine = "unknown"
+    mine = ticklet_version()
     sections, nav, n_plots = [], [], 0
     for inst in run.instruments():
         sid = f"inst-{_slug(inst)}"

@@ -13,7 +13,6 @@ config objects.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from core.config import ConfigError, check_dir, ip_address, topic_name, url
 from operators.bars import BarConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
@@ -40,30 +40,6 @@ __all__ = ["ApiConfig", "CollectConfig", "ConfigError", "DownloadConfig", "Input
 
 #: The bundled real sample (see data/sample/NOTICE.md).
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
-
-
-class ConfigError(Exception):
-    """A bad setting, argument or input, or a server that cannot be reached at
-    start: the entry points print ``ticklet: <message>`` (one plain line,
-    naming the setting or file) and exit with status 2."""
-
-
-_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
-
-
-def _topic(v: Optional[str]) -> Optional[str]:
-    if v is not None and (not _TOPIC_RE.fullmatch(v) or v in (".", "..")):
-        raise ValueError("not a Kafka topic name: 1 to 249 of the characters A-Z a-z 0-9 . _ -")
-    return v
-
-
-def _ip(v: str) -> str:
-    if v != "localhost":
-        try:
-            ipaddress.ip_address(v)
-        except ValueError:
-            raise ValueError("not an IP address such as 127.0.0.1 or 0.0.0.0") from None
-    return v
 
 
 def kafka_unreachable(brokers: list[str], client_config: dict[str, Any], timeout_s: float) -> Optional[str]:
@@ -82,24 +58,6 @@ def kafka_unreachable(brokers: list[str], client_config: dict[str, Any], timeout
     except KafkaException as ex:
         return error_text(ex)
     return None
-
-
-def check_dir(path: Path, name: str) -> None:
-    """Create the output directory ``path`` if needed; :class:`ConfigError`
-    naming ``name`` (the setting or option) when it cannot be, or is not
-    writable."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as ex:
-        raise ConfigError(f"{name} {path}: cannot create the directory ({ex.strerror or ex})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"{name} {path}: the directory is not writable")
-
-
-def _url(v: Optional[str], schemes: tuple[str, ...]) -> Optional[str]:
-    if v is not None and not re.fullmatch(rf"(?:{'|'.join(schemes)})://[^/\s]+(?:/\S*)?", v):
-        raise ValueError(f"not a URL starting with {' or '.join(s + '://' for s in schemes)}")
-    return v
 
 
 class KafkaConfig(BaseModel):
@@ -150,7 +108,7 @@ class KafkaConfig(BaseModel):
     @field_validator("ticks_topic", "output_topic", "dead_letter_topic")
     @classmethod
     def _topics(cls, v: str) -> Optional[str]:
-        return _topic(v)
+        return topic_name(v)
 
     @property
     def brokers(self) -> list[str]:
@@ -234,7 +192,7 @@ class DownloadConfig(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http(cls, v: str) -> Optional[str]:
-        return _url(v, ("http", "https"))
+        return url(v, ("http", "https"))
 
 
 class OutputConfig(BaseModel):
@@ -329,22 +287,22 @@ class CollectConfig(BaseModel):
     @field_validator("ws_url")
     @classmethod
     def _ws(cls, v: Optional[str]) -> Optional[str]:
-        return _url(v, ("ws", "wss"))
+        return url(v, ("ws", "wss"))
 
     @field_validator("depth_url")
     @classmethod
     def _rest(cls, v: Optional[str]) -> Optional[str]:
-        return _url(v, ("http", "https"))
+        return url(v, ("http", "https"))
 
     @field_validator("events_topic", "book_topic")
     @classmethod
     def _topics(cls, v: Optional[str]) -> Optional[str]:
-        return _topic(v)
+        return topic_name(v)
 
     @field_validator("metrics_address")
     @classmethod
     def _address(cls, v: str) -> str:
-        return _ip(v)
+        return ip_address(v)
 
     @model_validator(mode="after")
     def _backoff(self) -> CollectConfig:
@@ -391,7 +349,7 @@ class ApiConfig(BaseModel):
     @field_validator("address")
     @classmethod
     def _address(cls, v: str) -> str:
-        return _ip(v)
+        return ip_address(v)
 
 
 class ServeConfig(BaseModel):
@@ -449,7 +407,7 @@ class ServeConfig(BaseModel):
     @field_validator("address")
     @classmethod
     def _address(cls, v: str) -> str:
-        return _ip(v)
+        return ip_address(v)
 
     @field_validator("api_key")
     @classmethod

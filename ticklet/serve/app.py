@@ -42,7 +42,6 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 from urllib.parse import parse_qsl, urlsplit
@@ -58,9 +57,11 @@ from starlette.websockets import WebSocketDisconnect
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, State
 
+from core import events
+from core.config import ConfigError
+from core.version import ticklet_version
 from sinks.ratelimit import rate_limited
 from sinks.records import SCHEMA_VERSION
-from ticklet import events
 from ticklet.serve.feed import Feed, RangeReader, consumer_config, reader_config, release_memory
 from ticklet.serve.limits import FILES_KEPT, bounded_http, open_files_for
 from ticklet.serve.state import (
@@ -78,7 +79,7 @@ from ticklet.serve.state import (
     parse_backlog,
     parse_types,
 )
-from ticklet.settings import ConfigError, KafkaConfig, ServeConfig
+from ticklet.settings import KafkaConfig, ServeConfig
 
 __all__ = ["Hub", "bind", "create_app", "serve"]
 
@@ -111,15 +112,8 @@ _OPEN = frozenset({"/healthz", "/readyz"})
 _COOKIE = "ticklet_api_key"
 
 
-def _version() -> str:
-    try:
-        return version("ticklet")
-    except PackageNotFoundError:  # pragma: no cover (a checkout that is not installed)
-        return "0"
-
-
 # ---------------------------------------------------------------------------
-# schemas (OpenAPI): the published record types, from ticklet.events
+# schemas (OpenAPI): the published record types, from core.events
 
 
 def _record_model(cls: type[msgspec.Struct], kind: str) -> type[BaseModel]:
@@ -830,7 +824,7 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
         finally:
             await asyncio.to_thread(feed.stop)
 
-    app = FastAPI(title="ticklet serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = FastAPI(title="ticklet serve", version=ticklet_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="The latest forecasts, scored forecasts, metrics and signals of ticklet's output "
                   "topic, and a live stream of them (WebSocket `/v1/stream`, see the README's *Serving* section). "
                   "Answers are the records exactly as published: `schema` (3) and `type` first, then the fields "

@@ -17,7 +17,7 @@ topic with ``message.timestamp.type=LogAppendTime``, else the producer's).
 Examples
 --------
 >>> from sinks.records import kafka_record
->>> from ticklet.events import Forecast
+>>> from core.events import Forecast
 >>> _, value = kafka_record("BTCUSDT", Forecast("BTCUSDT", "linear", 1, 1_000, 2_000, 1e-4, 61000.0, 61006.1))
 >>> e = decode_record(value, partition=2, offset=41, ts_kafka=1723161253000)
 >>> e.kind, e.instrument, e.model, e.horizon, e.ts
