@@ -134,7 +134,7 @@ def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int
 
 
 def dataflow_run(paths: list[str], out_dir: Path) -> dict:
-    from ticklet.cli import run_backtest
+    from ticklet.backtest import run_backtest
 
     return run_backtest(paths, out_dir)
 

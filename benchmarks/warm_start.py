@@ -52,7 +52,7 @@ DATA = Path(os.environ.get("TICKLET_DATA", ROOT.parent / "shared" / "data"))
 
 from models.registry import ENSEMBLE, MODELS  # noqa: E402
 from operators.forecast import ForecastConfig  # noqa: E402
-from ticklet.cli import run_backtest  # noqa: E402
+from ticklet.backtest import run_backtest  # noqa: E402
 from ticklet.settings import read_settings  # noqa: E402
 
 WS = DATA / "binance-ws"

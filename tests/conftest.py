@@ -112,7 +112,7 @@ def klines_dir(data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def full_run(ws_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The dataflow over every recording, once per session: (summary, out_dir)."""
-    from ticklet.cli import run_backtest
+    from ticklet.backtest import run_backtest
 
     out = tmp_path_factory.mktemp("full_run")
     summary = run_backtest([str(ws_dir)], out)
@@ -263,7 +263,7 @@ def influx_replay(influxd: str, tmp_path_factory: pytest.TempPathFactory):
     from fluxcheck import read_back
 
     from sinks.influx_points import MEASUREMENTS
-    from ticklet.cli import run_backtest
+    from ticklet.backtest import run_backtest
 
     server = start_influxdb(tmp_path_factory.mktemp("influx-replay"))
     try:

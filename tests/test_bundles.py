@@ -41,7 +41,7 @@ def _settings(**forecast) -> Settings:
 
 
 def _run(paths, out: Path, **kw) -> dict:
-    from ticklet.cli import run_backtest
+    from ticklet.backtest import run_backtest
 
     base = kw.pop("base", None) or _settings()
     return run_backtest([str(p) for p in paths], out, base=base, **kw)

@@ -18,7 +18,7 @@ from core.events import Bar, ForecastRecord
 from operators import features
 from operators.features import FeatureConfig
 from operators.swt import denoise_last
-from ticklet.cli import run_backtest
+from ticklet.backtest import run_backtest
 
 SRC = "spot/btcusdt_20240809.gz"
 

@@ -235,7 +235,7 @@ def test_short_input_reports_nothing_stale(ws_dir, full_run, tmp_path):
     import gzip
     import shutil
 
-    from ticklet.cli import run_backtest
+    from ticklet.backtest import run_backtest
 
     _, full_out = full_run
     out = tmp_path / "out"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 from realdata import RECORD_FILES, lines, payload, recv_ns, stream_kind, write_gz
 
-from ticklet.cli import run_backtest
+from ticklet.backtest import run_backtest
 from ticklet.settings import load_settings
 
 SRC = "spot/btcusdt_20240808.gz"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from realdata import RECORD_FILES
 
-from ticklet.cli import run_backtest
+from ticklet.backtest import run_backtest
 
 FILES = [*RECORD_FILES, "counters.json"]
 

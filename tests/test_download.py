@@ -51,7 +51,8 @@ from sources.binance import parse_csv_row
 from sources.download import plan
 from sources.download_io import ChecksumMismatch, DownloadError, MissingArchive, download, sha256_file
 from sources.files import group_streams, read_stream
-from ticklet.cli import main, run_backtest
+from ticklet.backtest import run_backtest
+from ticklet.cli import main
 
 TRADES = dict(symbol="BTCUSDT", kind="trades", start="2024-08-08", end="2024-08-09")
 KLINES = dict(symbol="BTCUSDT", kind="klines", start="2025-05-30", end="2025-07-02", interval="1m")

@@ -43,7 +43,7 @@ import pytest
 from realdata import RECORD_FILES, lines, payload, recv_ns, stream_kind, write_gz
 
 from core.events import ErrorRecord
-from ticklet.cli import run_backtest
+from ticklet.backtest import run_backtest
 from ticklet.settings import load_settings
 
 SEED = 15

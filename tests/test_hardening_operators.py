@@ -36,7 +36,7 @@ from realdata import (
 
 from core.events import Bar, Count, ErrorRecord, FeatureRow, ForecastRecord, Kline, Quote, Trade
 from operators import bars, features, forecast, sanity
-from ticklet.cli import run_backtest
+from ticklet.backtest import run_backtest
 from ticklet.settings import Settings
 
 SRC = "spot/btcusdt_20230405.dat.gz"

@@ -41,7 +41,7 @@ from dataflows import ops
 from sinks.influx import InfluxConfig, InfluxWriter
 from sinks.influx_points import MEASUREMENTS, Stamped, to_point
 from sinks.summary import record_from_row
-from ticklet.cli import run_backtest
+from ticklet.backtest import run_backtest
 from ticklet.settings import OutputConfig, Settings
 
 

@@ -129,7 +129,7 @@ def test_coinm_backtest_keeps_inverse_books_in_the_coin(tmp_path: Path):
     qty / price over its fills less their fees (N x (1/p1 - 1/p2) for one
     round trip of N USD of contracts), and a book starts with the initial
     equity's worth of the coin at its first mid."""
-    from ticklet.cli import run_backtest
+    from ticklet.backtest import run_backtest
 
     out = tmp_path / "out"
     summary = run_backtest([str(CM_BTC), str(CM_ETH)], out)
@@ -250,7 +250,7 @@ def test_each_stream_of_the_recordings_alone_tells_its_market(tmp_path: Path, ki
 def test_a_recording_of_trades_without_quotes_gets_last_trade_bars(tmp_path: Path, caplog):
     """The trade lines of a real recording alone: the run prices its bars by
     the last trade and says so, instead of making no bar at all."""
-    from ticklet.cli import run_backtest
+    from ticklet.backtest import run_backtest
 
     src = WS / "spot" / "btcusdt_20240808.gz"
     trades = write_gz(tmp_path / "in" / "btcusdt_20240808.gz", [ln for ln in lines(src) if b"@trade" in ln[:60]])

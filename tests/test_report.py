@@ -36,7 +36,7 @@ SCREENSHOT_COPY = Path("/tmp/ticklet_report_screenshot.png")  # for the engineer
 def run(ws_dir, tmp_path_factory):
     """A backtest over every recording with an interval model among the default ones, and a secret set:
     (summary, out_dir)."""
-    from ticklet.cli import run_backtest
+    from ticklet.backtest import run_backtest
     from ticklet.settings import Settings
 
     s = Settings()
@@ -310,7 +310,7 @@ def markets_run(ws_dir, tmp_path_factory):
     (summary, out_dir, report)."""
     from realdata import REPO
 
-    from ticklet.cli import run_backtest
+    from ticklet.backtest import run_backtest
     from ticklet.settings import Settings
 
     tmp = tmp_path_factory.mktemp("markets")

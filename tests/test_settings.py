@@ -12,7 +12,7 @@ from realdata import csv_dicts
 from operators.bars import BarConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
-from ticklet.cli import run_backtest
+from ticklet.backtest import run_backtest
 from ticklet.settings import SAMPLE_DIR, Settings, settings_table
 
 

@@ -219,7 +219,7 @@ def test_fields_in_economics_csv_and_the_backtest_json(full_run):
 def free_run(ws_dir, tmp_path_factory):
     """The backtest of every recording without fees nor slippage (the spread
     is still paid): books that make money."""
-    from ticklet.cli import run_backtest
+    from ticklet.backtest import run_backtest
 
     s = Settings()
     base = s.model_copy(update={"execution": s.execution.model_copy(

@@ -2,9 +2,10 @@
 
 ``ticklet backtest PATH... [--out DIR] [--json] [--workers N] [--report]
 [--save-models DIR] [--warm-start DIR]`` runs the forecasting dataflow
-(:mod:`dataflows.forecast`) on the given recordings or archives and
-summarizes the run; ``--save-models`` saves its learners as a model bundle,
-``--warm-start`` starts them from one (``ticklet train PATH...
+(:mod:`dataflows.forecast`) on the given recordings or archives
+(:func:`ticklet.backtest.run_backtest`) and summarizes the run;
+``--save-models`` saves its learners as a model bundle, ``--warm-start``
+starts them from one (``ticklet train PATH...
 --save-models DIR`` is the same command). With ``--json`` exactly one JSON object is
 printed on stdout (schema in the README); logs go to stderr. ``--report``
 also writes the run's HTML report (``DIR/report.html``).
@@ -39,16 +40,12 @@ import json
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Optional
-
-if TYPE_CHECKING:
-    from ticklet.settings import Settings
+from typing import Any, NoReturn, Optional
 
 log = logging.getLogger("ticklet")
 
-__all__ = ["main", "run_backtest"]
+__all__ = ["main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,57 +87,6 @@ def _override(model: Any, options: dict[str, tuple[str, Any]]) -> Any:
         field = str(e["loc"][0]) if e["loc"] else ""
         name = options[field][0] if field in options else "TICKLET_" + field.upper()
         raise ConfigError(f"{name}: {e['msg'].removeprefix('Value error, ')}") from None
-
-
-def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
-                 base: Optional[Settings] = None, save_models: Optional[Path] = None,
-                 warm_start: Optional[Path] = None) -> dict[str, Any]:
-    """Run the forecasting dataflow on ``paths`` (with ``base`` settings, by
-    default those of the environment) and return the summary. With
-    ``save_models``, the learners and feature states at the end are saved
-    there as a model bundle (the summary's ``bundle``: its ``path`` and
-    ``id``); ``warm_start`` (over ``TICKLET_FORECAST__WARM_START``) starts
-    them from one."""
-    from bytewax.testing import cluster_main, run_main
-
-    from core.config import check_dir
-    from dataflows.bundle import save_bundle
-    from dataflows.forecast import build_flow, check_output_files, priced_for_quotes
-    from sinks.report import summarize
-    from ticklet.settings import read_settings
-
-    if workers < 1:
-        raise ValueError(f"workers must be 1 or more, not {workers}")
-    check_dir(out_dir, "--out")
-    check_output_files(out_dir, "--out", remove=True)  # a fresh run: never report a previous run's files
-    base = base or read_settings()
-    update: dict[str, Any] = {
-        "input": base.input.model_copy(update={"paths": list(paths)}),
-        "output": base.output.model_copy(update={"dir": out_dir}),
-    }
-    if warm_start is not None:
-        update["forecast"] = base.forecast.model_copy(update={"warm_start": warm_start})
-    if save_models is not None:
-        from sinks.bundle import clear_bundle
-
-        check_dir(save_models, "--save-models")
-        clear_bundle(save_models)
-    settings = priced_for_quotes(base.model_copy(update=update))
-    held: Optional[list[str]] = None if save_models is None else []  # the summary, once the bundle is saved
-    flow = build_flow(settings, save_models=save_models, summary=held)
-    t0 = time.perf_counter()
-    if workers == 1:
-        run_main(flow)
-    else:
-        cluster_main(flow, [], 0, worker_count_per_proc=workers)
-    wall = time.perf_counter() - t0
-    summary = summarize(out_dir, wall)
-    if save_models is not None:
-        bundle = save_bundle(settings, save_models, summary)  # states it cannot save: one line, status 70
-        summary["bundle"] = {"path": str(save_models), "id": bundle["bundle_id"]}
-        sys.stderr.write("".join(held or ()))
-        sys.stderr.flush()
-    return summary
 
 
 def _download(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -359,6 +305,8 @@ def _main(argv: Optional[list[str]]) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command in ("backtest", "train"):
+        from ticklet.backtest import run_backtest
+
         summary = run_backtest(args.paths, args.out, args.workers, save_models=args.save_models,
                                warm_start=args.warm_start)
         if args.report:

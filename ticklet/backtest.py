@@ -1,0 +1,67 @@
+"""The backtest runner: ``ticklet backtest`` and ``ticklet train``.
+
+:func:`run_backtest` builds the forecasting dataflow (:mod:`dataflows.forecast`)
+on recordings or archives, runs it in this process with Bytewax's runner
+(one worker, or a cluster of threads), summarizes the run from its output
+files and, with ``save_models``, saves its learners as a model bundle. The
+command line around it is :mod:`ticklet.cli`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from bytewax.testing import cluster_main, run_main
+
+from core.config import check_dir
+from dataflows.bundle import save_bundle
+from dataflows.forecast import build_flow, check_output_files, priced_for_quotes
+from sinks.bundle import clear_bundle
+from sinks.report import summarize
+from ticklet.settings import Settings, read_settings
+
+__all__ = ["run_backtest"]
+
+
+def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
+                 base: Optional[Settings] = None, save_models: Optional[Path] = None,
+                 warm_start: Optional[Path] = None) -> dict[str, Any]:
+    """Run the forecasting dataflow on ``paths`` (with ``base`` settings, by
+    default those of the environment) and return the summary. With
+    ``save_models``, the learners and feature states at the end are saved
+    there as a model bundle (the summary's ``bundle``: its ``path`` and
+    ``id``); ``warm_start`` (over ``TICKLET_FORECAST__WARM_START``) starts
+    them from one."""
+    if workers < 1:
+        raise ValueError(f"workers must be 1 or more, not {workers}")
+    check_dir(out_dir, "--out")
+    check_output_files(out_dir, "--out", remove=True)  # a fresh run: never report a previous run's files
+    base = base or read_settings()
+    update: dict[str, Any] = {
+        "input": base.input.model_copy(update={"paths": list(paths)}),
+        "output": base.output.model_copy(update={"dir": out_dir}),
+    }
+    if warm_start is not None:
+        update["forecast"] = base.forecast.model_copy(update={"warm_start": warm_start})
+    if save_models is not None:
+        check_dir(save_models, "--save-models")
+        clear_bundle(save_models)
+    settings = priced_for_quotes(base.model_copy(update=update))
+    held: Optional[list[str]] = None if save_models is None else []  # the summary, once the bundle is saved
+    flow = build_flow(settings, save_models=save_models, summary=held)
+    t0 = time.perf_counter()
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    wall = time.perf_counter() - t0
+    summary = summarize(out_dir, wall)
+    if save_models is not None:
+        bundle = save_bundle(settings, save_models, summary)  # states it cannot save: one line, status 70
+        summary["bundle"] = {"path": str(save_models), "id": bundle["bundle_id"]}
+        sys.stderr.write("".join(held or ()))
+        sys.stderr.flush()
+    return summary
