@@ -9,6 +9,12 @@ JSON, so a panel added later is covered without a change here. The panels
 over measurements that the run also writes to CSV (forecasts, scored
 forecasts, metrics, signals, positions, equity) must return exactly the
 numbers the CSVs give.
+
+The dashboard opens on the last hour before now (live data); its links
+*Latest data* and *All data* open the time ranges that its hidden variables
+compute from the bars in the bucket, where replayed data (old event times)
+is drawn. Its ``bucket`` is a query over the org's buckets, the
+datasource's default bucket first.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import re
 import time
 from collections import defaultdict
 from datetime import datetime
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fluxcheck import (
+    MS,
     S,
     csv_points,
     expected_aggregate,
@@ -102,19 +110,34 @@ def _variable(dash: dict, name: str) -> dict:
     return next(v for v in dash["templating"]["list"] if v["name"] == name)
 
 
+def _datasource_macros(query: str, default_bucket: str, org: str) -> str:
+    """Grafana's server-side substitution of the datasource's own settings
+    (``pkg/tsdb/influxdb/flux/macros.go``): ``v.defaultBucket`` and
+    ``v.organization`` become the configured values, quoted."""
+    values = {"defaultBucket": default_bucket, "organization": org}
+    return re.sub(r"\b[a-zA-Z]+\.(defaultBucket|organization)\b", lambda m: json.dumps(values[m.group(1)]), query)
+
+
+_BUCKET: dict[tuple[str, str], str] = {}
+
+
 def _variables(dash: dict, server) -> dict[str, str]:
-    """The values of a dashboard's constant variables (``bucket``: the
-    server's, as a user who changed it would set it)."""
-    out = {}
-    for v in dash["templating"]["list"]:
-        if v["type"] == "constant":
-            out[v["name"]] = server.bucket if v["name"] == "bucket" else v["query"]
-    return out
+    """The dashboard's ``bucket`` as Grafana selects it when the dashboard
+    opens: the first its query lists, with the server's bucket as the
+    datasource's default bucket (as docker-compose.yml provisions it)."""
+    key = (dash["uid"], server.url)
+    if key not in _BUCKET:
+        _BUCKET[key] = _variable_values(dash, "bucket", server, 0, 0, {})[0]
+    return {"bucket": _BUCKET[key]}
 
 
-def _variable_values(dash: dict, name: str, server, start: int, stop: int) -> list[str]:
-    """Run a query variable's Flux over the time range as Grafana does."""
-    q = grafana_query(_variable(dash, name)["query"], _variables(dash, server), start, stop, 1000)
+def _variable_values(dash: dict, name: str, server, start: int, stop: int, variables: dict[str, str] | None = None,
+                     default_bucket: str | None = None) -> list[str]:
+    """Run a query variable's Flux over the time range as Grafana does
+    (``default_bucket``: the datasource's, by default the server's bucket)."""
+    query = _datasource_macros(_variable(dash, name)["query"],
+                               server.bucket if default_bucket is None else default_bucket, server.org)
+    q = grafana_query(query, _variables(dash, server) if variables is None else variables, start, stop, 1000)
     return [r["_value"] for r in server.rows(q)]
 
 
@@ -253,3 +276,75 @@ def test_the_panels_show_the_numbers_of_the_runs_csv_outputs(influx_replay, stre
         assert need in titles, need
     print(f"\n{len(checked)} panels checked against the CSV outputs, {windows} windows")
     assert min(wide) >= 5000  # wide: several one-second bars (and their points) in each window
+
+
+def test_the_bucket_variable_lists_the_orgs_buckets_the_datasources_default_first(influxdb):
+    """The bucket drop-down (a query, no longer the constant ``ticklet``):
+    every bucket of the org but InfluxDB's own (``_monitoring``,
+    ``_tasks``), the datasource's default bucket first (what Grafana selects
+    when the dashboard opens; the compose file provisions INFLUXDB_BUCKET),
+    the others by name; with no default bucket, all by name."""
+    from influxdb_client import InfluxDBClient
+
+    with InfluxDBClient(url=influxdb.url, token=influxdb.token, org=influxdb.org) as client:
+        for name in ("aaa", "zzz"):
+            client.buckets_api().create_bucket(bucket_name=name, org=influxdb.org)
+    for _, dash in _dashboards():
+        bucket = _variable(dash, "bucket")
+        assert bucket["type"] == "query" and not bucket["current"] and bucket["sort"] == 0, bucket
+
+        def listed(default: str, dash: dict = dash) -> list[str]:
+            return _variable_values(dash, "bucket", influxdb, 0, 0, {}, default_bucket=default)
+
+        assert listed(influxdb.bucket) == [influxdb.bucket, "aaa", "zzz"]
+        assert listed("zzz") == ["zzz", "aaa", influxdb.bucket]
+        assert listed("") == sorted(["aaa", "zzz", influxdb.bucket])
+
+
+def _link_range(dash: dict, title: str, variables: dict[str, str]) -> tuple[int, int]:
+    """The time range (ns) that the dashboard link ``title`` opens, its URL's
+    variables substituted as Grafana substitutes them."""
+    link = next(lk for lk in dash["links"] if lk["title"] == title)
+    assert link["includeVars"] and not link["keepTime"], link
+    url = grafana_query(link["url"], variables, 0, 0, 1000)
+    assert urlsplit(url).path == f"/d/{dash['uid']}", url
+    q = parse_qs(urlsplit(url).query)
+    return int(q["from"][0]) * MS, int(q["to"][0]) * MS
+
+
+def test_the_dashboard_opens_live_and_its_links_open_the_replayed_data(influx_replay):
+    """It opens on the last hour before now, refreshed every 5 s (live
+    data), where the replayed recordings (event times of 2023 and 2024) show
+    nothing: no instrument to choose. Its links, named in the note at the
+    top, open ranges set by the data in the bucket: *Latest data*, the last
+    hour of bars (to a minute after the last); *All data*, from a minute
+    before the first bar. Over each, the instrument drop-down lists the
+    instrument of the last bar, and every panel of what Grafana selects
+    then (the first instrument and horizon) draws (the health panels aside:
+    they are stamped with the wall clock)."""
+    server, _, _, points = influx_replay
+    bars = sorted((t, inst) for inst, t in points["bar"])
+    (first, _), (last, last_inst) = bars[0], bars[-1]
+    now = time.time_ns()
+    for name, dash in _dashboards():
+        assert dash["time"] == {"from": "now-1h", "to": "now"} and dash["refresh"] == "5s"
+        assert _variable_values(dash, "instrument", server, now - 3600 * S, now) == []
+        variables = _variables(dash, server)
+        for v in ("data_first", "data_recent", "data_end"):
+            (variables[v],) = _variable_values(dash, v, server, now - 3600 * S, now)
+        note = next(p for p in dash["panels"] if p["type"] == "text")["options"]["content"]
+        assert all(f"**{lk['title']}**" in note for lk in dash["links"]), note
+        ranges = {title: _link_range(dash, title, variables) for title in ("Latest data", "All data")}
+        end = last // MS * MS + 60 * S
+        assert ranges == {"Latest data": (end - 3660 * S, end), "All data": (first // MS * MS - 60 * S, end)}
+        for title, (start, stop) in ranges.items():
+            instruments = _variable_values(dash, "instrument", server, start, stop)
+            assert last_inst in instruments, (title, instruments)
+            inst = sorted(instruments)[0]
+            horizon = sorted(_variable_values(dash, "horizon", server, start, stop), key=int)[0]
+            for panel in dash["panels"]:
+                for target in panel.get("targets", []):
+                    if "health" in MEASUREMENT.findall(target["query"]):
+                        continue
+                    q, _, tables = _run_target(server, dash, panel, target, inst, horizon, start, stop)
+                    assert any(t.records for t in tables), (name, title, panel["title"], q)

@@ -91,12 +91,16 @@ def test_env_example_defines_every_interpolated_variable():
 
 
 def _queries() -> list[tuple[str, str]]:
+    """Every panel's queries, and the variables' that read a measurement."""
     out = []
     for path in DASHBOARDS:
         d = json.loads(path.read_text())
         for p in d["panels"]:
             for t in p.get("targets", []):
                 out.append((f"{path.name}: {p['title']}", t["query"]))
+        for v in d["templating"]["list"]:
+            if "r._measurement" in v.get("query", ""):
+                out.append((f"{path.name}: variable {v['name']}", v["query"]))
     return out
 
 
@@ -132,7 +136,11 @@ def test_dashboards_use_the_provisioned_datasource():
     for path in DASHBOARDS:
         d = json.loads(path.read_text())
         for p in d["panels"]:
-            assert p["datasource"]["uid"] == src["uid"], p["title"]
+            if p.get("targets"):  # not the text panel
+                assert p["datasource"]["uid"] == src["uid"], p["title"]
+        for v in d["templating"]["list"]:
+            if v["type"] == "query":
+                assert v["datasource"]["uid"] == src["uid"], v["name"]
         titles = " ".join(p["title"].lower() for p in d["panels"])
         for need in ("forecast", "delta", "hit rate", "skill", "error", "throughput", "lag", "dead letters"):
             assert need in titles, need
