@@ -32,13 +32,35 @@ def compose_cmd() -> list[str]:
     return [exe]
 
 
-def test_docker_compose_config_validates(compose_cmd):
-    """`docker compose config` accepts the file with the example environment."""
+@pytest.fixture(scope="module")
+def resolved(compose_cmd) -> dict:
+    """The compose file as `docker compose config` resolves it with the example environment."""
     proc = subprocess.run([*compose_cmd, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config"],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
-    resolved = yaml.safe_load(proc.stdout)
+    return yaml.safe_load(proc.stdout)
+
+
+def test_docker_compose_config_validates(resolved):
+    """`docker compose config` accepts the file with the example environment."""
     assert resolved["services"]["forecast"]["environment"]["TICKLET_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
+
+
+def test_forecast_is_restarted_on_failure_a_few_times_only(resolved):
+    """scripts/run-forecast.sh restarts the dataflow itself after a crash, a
+    kill or status 75, and exits only on 0 (input ended), 2 (bad setting or
+    store) and 74 (output not written), which a restart repeats: Docker
+    restarts the service after a failure, a few times at most (before:
+    `unless-stopped`, after every exit, forever). A reboot starts it beside
+    Kafka and InfluxDB (depends_on holds for `up` only), so it waits for them
+    longer than the 15 s default. (No Docker engine runs here: this checks the
+    policy as the compose CLI resolves it, not Docker restarting a container.)"""
+    forecast = resolved["services"]["forecast"]
+    name, _, tries = forecast["restart"].partition(":")
+    assert name == "on-failure" and 1 <= int(tries) <= 10, forecast["restart"]
+    assert "deploy" not in forecast  # deploy.restart_policy: ignored by docker-compose 1, overrides restart in 2
+    for k in ("TICKLET_KAFKA__CONNECT_TIMEOUT_S", "TICKLET_INFLUX__CONNECT_TIMEOUT_S"):
+        assert float(forecast["environment"][k]) >= 60, k
 
 
 @pytest.fixture(scope="module")
