@@ -115,18 +115,6 @@ def test_environment_drives_the_dataflow(monkeypatch, tmp_path, ws_dir):
     assert summary["bars"] > 2 * 400
 
 
-def test_readme_configuration_table_is_current():
-    """The README's configuration table is exactly what `ticklet config` prints."""
-    from realdata import REPO
-
-    from ticklet.settings import settings_table
-
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("<!-- settings-table -->\n") + len("<!-- settings-table -->\n")
-    end = readme.index("<!-- /settings-table -->")
-    assert readme[start:end] == settings_table()
-
-
 def _config(monkeypatch, capsys, tmp_path, env: dict[str, str], dotenv: str = "") -> tuple[int, str, str]:
     from ticklet.cli import main
 
@@ -180,7 +168,9 @@ def test_config_fails_on_what_is_invalid(monkeypatch, capsys, tmp_path, env, dot
     assert len(err.splitlines()) == 1 and err.startswith("ticklet: ") and named in err, err
 
 
-def test_config_defaults_is_the_readme_table(monkeypatch, capsys):
+def test_config_defaults_is_the_settings_table(monkeypatch, capsys):
+    """`ticklet config --defaults` prints the table the docs' settings page is built with
+    (docs/_hooks/generated.py; tests/test_docs.py builds the page)."""
     from ticklet.cli import main
 
     assert main(["config", "--defaults"]) == 0
