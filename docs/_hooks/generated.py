@@ -10,14 +10,20 @@
   table ``ticklet config --defaults`` prints).
 - **CLI**: the marker ``<!-- cli-help -->`` becomes the ``--help`` of ``ticklet`` and of each
   of its commands, taken from the installed ``ticklet`` console script.
+- **Layers**: the marker ``<!-- layers -->`` becomes the import-linter contracts of
+  ``pyproject.toml`` (the floors, top to bottom, each module with the first sentence of its
+  docstring), the contracts ``tests/test_layers.py`` runs.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import io
 import os
+import re
+import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -59,14 +65,41 @@ def _page(module: str) -> str:
 
 
 def _summary(module: str) -> str:
-    """The first line of a module's docstring, read without importing it."""
-    import ast
-
+    """The first sentence of a module's docstring (its first paragraph, up to a period), read
+    without importing it."""
     parts = module.split(".")
     path = ROOT.joinpath(*parts)
     path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    if not path.is_file():
+        return ""
     doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    first = " ".join(doc.strip().split("\n\n")[0].split())
+    sentence = re.split(r"(?<=[^.]\.)\s+(?=[A-Z`(])", first, maxsplit=1)[0]
+    sentence = re.sub(r":[\w:]+:`~?([^`]+)`", r"`\1`", sentence.replace("``", "`"))
+    return sentence.replace("|", "/")
+
+
+def layers() -> str:
+    """The import contracts of pyproject.toml as Markdown: the floors, then the other rules."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    rows = ["| floor | module | what it is |", "|---|---|---|"]
+    out: list[str] = []
+    for contract in contracts:
+        if contract["type"] == "layers":
+            floors = contract["layers"]
+            for i, floor in enumerate(floors):
+                for module in re.split(r"\s*[|:]\s*", floor):
+                    rows.append(f"| {len(floors) - i} | `{module}` | {_summary(module)} |")
+            out += [f"**{contract['name']}** (`{contract['id']}`): each floor imports only the floors below "
+                    "it. Modules of one floor that the contract separates with `|` import none of each "
+                    "other; `:` lets them.", "", *rows, ""]
+        elif contract["type"] == "forbidden":
+            forbidden = ", ".join(f"`{m}`" for m in contract["forbidden_modules"])
+            sources = ", ".join(f"`{m}`" for m in contract["source_modules"])
+            out += [f"**{contract['name']}** (`{contract['id']}`): {sources} import none of {forbidden}.", ""]
+        else:
+            out += [f"**{contract['name']}** (`{contract['id']}`, {contract['type']}).", ""]
+    return "\n".join(out)
 
 
 def _nav() -> list[Any]:
@@ -159,6 +192,8 @@ def cli_help() -> str:
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
     if "<!-- settings-table -->" in markdown:
         markdown = markdown.replace("<!-- settings-table -->", settings_table())
+    if "<!-- layers -->" in markdown:
+        markdown = markdown.replace("<!-- layers -->", layers())
     if "<!-- cli-help -->" in markdown:
         markdown = markdown.replace("<!-- cli-help -->", cli_help())
     return markdown
