@@ -275,3 +275,16 @@ def test_the_site_builds_strictly_and_offline(tmp_path):
         text = html.read_text()
         assert "fonts.googleapis.com" not in text and "fonts.gstatic.com" not in text, html
         assert not re.search(r'<(?:script|link)[^>]+(?:src|href)="https?://', text), html
+
+
+MAIN = "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && python -m bytewax.run dataflows.forecast"
+TESTS = "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]' && python -m pytest -q"
+
+
+def test_the_readme_is_a_front_page_with_the_two_commands():
+    """The README stays a front page (at most 250 lines) that holds the two commands, each
+    a block of its own, and .ci/run runs the second as it is written there."""
+    readme = REPO / "README.md"
+    assert len(readme.read_text(encoding="utf-8").splitlines()) <= 250
+    assert {MAIN, TESTS} <= {b.text.strip() for b in blocks(readme) if b.lang == "bash"}
+    assert TESTS in (REPO / ".ci" / "run").read_text().splitlines()
