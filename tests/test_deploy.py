@@ -187,6 +187,7 @@ WRITTEN = {
     "data/binance/spot/daily/trades/BTCUSDT/BTCUSDT-trades-2024-08-08.zip": "ticklet download (TICKLET_DOWNLOAD__DIR)",
     ".kafka/run/kafka.log": "scripts/kafka.sh fetch / start (KAFKA_HOME, KAFKA_RUN_DIR)",
     ".influxdb/run/influxd.log": "scripts/influxdb.sh start (INFLUXDB_RUN_DIR)",
+    ".test-exchange/exchange.log": "scripts/test-exchange.sh start (TEST_EXCHANGE_RUN_DIR)",
     "site/index.html": "mkdocs build",
     ".env": "cp .env.example .env (secrets)",
 }

@@ -1,6 +1,7 @@
-"""The development servers' scripts as the docs use them: ``eval "$(scripts/kafka.sh start)"``
-and ``eval "$(scripts/influxdb.sh start)"`` point the ticklet commands that follow, in
-the same shell, at the server just started (a free port, its own org, bucket and token).
+"""The development servers' scripts as the docs use them: ``eval "$(scripts/kafka.sh start)"``,
+``eval "$(scripts/influxdb.sh start)"`` and ``eval "$(scripts/test-exchange.sh start ...)"``
+point the ticklet commands that follow, in the same shell, at the server just started (a
+free port, its own org, bucket and token).
 
 Each test starts the real server through the script in a shell, evals what it printed,
 and runs the documented ticklet commands after it: they must reach that server. The
@@ -11,6 +12,7 @@ elsewhere, so a setting that was printed but not exported, or not printed, fails
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 from pathlib import Path
@@ -19,12 +21,17 @@ from realdata import REPO, csv_dicts
 from runutil import file_env
 
 RECORDING = REPO / "tests" / "data" / "binance-ws" / "spot" / "btcusdt_20230405.dat.gz"
+DAY = REPO / "tests" / "data" / "binance-ws" / "spot" / "btcusdt_20240808.gz"  # = data/sample/spot/
 
 
 def _shell(script: str, env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
     """``script`` in bash from the repository root, stopping at the first failed command."""
     return subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout_s)
+
+
+def _stop(script: str, env: dict[str, str]) -> None:
+    subprocess.run(["bash", str(REPO / "scripts" / script), "stop"], env=env, capture_output=True, timeout=120)
 
 
 def test_kafka_sh_start_exports_the_broker_for_the_commands_that_follow(tmp_path: Path):
@@ -45,8 +52,7 @@ TICKLET_INPUT__SOURCE=kafka TICKLET_OUTPUT__KAFKA=true TICKLET_KAFKA__TAIL=false
     try:
         proc = _shell(script, env, 600)
     finally:
-        subprocess.run(["bash", str(REPO / "scripts" / "kafka.sh"), "stop"], env=env, capture_output=True,
-                       timeout=120)
+        _stop("kafka.sh", env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["messages"] > 10_000 and summary["delivered"] == summary["messages"], summary
@@ -85,5 +91,38 @@ scripts/influxdb.sh status
             bars = sum(rec.get_value() for table in client.query_api().query(flux) for rec in table.records)
         assert n > bars > 0
     finally:
-        subprocess.run(["bash", str(REPO / "scripts" / "influxdb.sh"), "stop"], env=env, capture_output=True,
-                       timeout=120)
+        _stop("influxdb.sh", env)
+
+
+def test_test_exchange_sh_feeds_the_collector_like_binance(tmp_path: Path):
+    """*Running live* against the local exchange instead of Binance: after
+    ``eval "$(scripts/kafka.sh start)"`` and ``eval "$(scripts/test-exchange.sh
+    start --speed N RECORDING)"``, ``ticklet collect`` receives every recorded
+    message, syncs its book from the exchange's REST snapshot, captures them,
+    and the dataflow on Kafka reads every one of them as a tick."""
+    out = tmp_path / "out"
+    env = file_env(out, KAFKA_RUN_DIR=str(tmp_path / "kafka"), TEST_EXCHANGE_RUN_DIR=str(tmp_path / "exchange"),
+                   TICKLET_COLLECT__CAPTURE_DIR=str(tmp_path / "capture"))
+    script = f"""
+eval "$(scripts/kafka.sh start)"
+eval "$(scripts/test-exchange.sh start --speed 1000 {DAY})"
+ticklet collect --symbols BTCUSDT --market spot --exit-when-idle 3
+TICKLET_INPUT__SOURCE=kafka TICKLET_OUTPUT__KAFKA=true TICKLET_KAFKA__TAIL=false \\
+  python -m bytewax.run dataflows.forecast
+"""
+    try:
+        proc = _shell(script, env, 600)
+    finally:
+        _stop("test-exchange.sh", env)
+        _stop("kafka.sh", env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with gzip.open(DAY, "rb") as f:
+        recorded = sum(1 for line in f if b'"stream":' in line)
+    counts = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert counts["messages"] == recorded and counts["snapshots"] >= 1, counts
+    assert not any(k.startswith(("gaps_", "depth_gaps", "book_resyncs", "kafka_failed")) for k in counts), counts
+    (capture,) = (tmp_path / "capture" / "spot").glob("btcusdt_*.gz")
+    with gzip.open(capture, "rb") as f:
+        assert sum(1 for line in f if b'"stream":' in line) == recorded
+    counters = json.loads((out / "counters.json").read_text())  # (1,000 times faster: too few bars to forecast)
+    assert counters["ticks"] == recorded and counters.get("dead_letters", 0) == 0, counters
