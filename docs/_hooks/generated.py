@@ -7,7 +7,8 @@
   by the walk.
 - **Settings**: the marker ``<!-- settings-table -->`` in a page becomes the table of every
   ``TICKLET_*`` setting, rendered from the config classes (``settings_table()``, the same
-  table ``ticklet config --defaults`` prints).
+  table ``ticklet config --defaults`` prints); ``<!-- settings-groups -->`` the groups of the
+  root ``Settings`` and the config class (and module) that defines each.
 - **CLI**: the marker ``<!-- cli-help -->`` becomes the ``--help`` of ``ticklet`` and of each
   of its commands, taken from the installed ``ticklet`` console script.
 - **Layers**: the marker ``<!-- layers -->`` becomes the import-linter contracts of
@@ -158,6 +159,27 @@ def settings_table() -> str:
     raise ImportError("settings_table: not found in ticklet.settings_tables nor ticklet.settings")
 
 
+def root_settings() -> Any:
+    """The root ``Settings`` class, from its new home (issue 24), the old one while the move is
+    under way."""
+    for name in ("dataflows.settings", "ticklet.settings"):
+        with contextlib.suppress(ImportError, AttributeError):
+            return importlib.import_module(name).Settings
+    raise ImportError("Settings: not found in dataflows.settings nor ticklet.settings")
+
+
+def settings_groups() -> str:
+    """Each group of settings (a field of the root ``Settings``), its prefix and the config
+    class that defines it, where it lives beside its component."""
+    settings = root_settings()
+    rows = ["| variables | config class | defined in |", "|---|---|---|"]
+    for name, field in settings.model_fields.items():
+        cls = field.annotation
+        path = cls.__module__.replace(".", "/") + ".py"
+        rows.append(f"| `TICKLET_{name.upper()}__*` | `{cls.__module__}.{cls.__qualname__}` | `{path}` |")
+    return "\n".join(rows) + "\n"
+
+
 def cli_help() -> str:
     """``ticklet --help`` and every command's ``--help``, as the installed script prints them."""
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "ticklet"]
@@ -192,6 +214,8 @@ def cli_help() -> str:
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
     if "<!-- settings-table -->" in markdown:
         markdown = markdown.replace("<!-- settings-table -->", settings_table())
+    if "<!-- settings-groups -->" in markdown:
+        markdown = markdown.replace("<!-- settings-groups -->", settings_groups())
     if "<!-- layers -->" in markdown:
         markdown = markdown.replace("<!-- layers -->", layers())
     if "<!-- cli-help -->" in markdown:
