@@ -13,7 +13,8 @@
   of its commands, taken from the installed ``ticklet`` console script.
 - **Layers**: the marker ``<!-- layers -->`` becomes the import-linter contracts of
   ``pyproject.toml`` (the floors, top to bottom, each module with the first sentence of its
-  docstring), the contracts ``tests/test_layers.py`` runs.
+  docstring), the contracts ``tests/test_layers.py`` runs; ``<!-- packages -->`` every package
+  with its modules, bottom floor first.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 import importlib
 import io
 import os
+import posixpath
 import re
 import tomllib
 from importlib.metadata import entry_points
@@ -83,14 +85,14 @@ def _summary(module: str) -> str:
 def layers() -> str:
     """The import contracts of pyproject.toml as Markdown: the floors, then the other rules."""
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
-    rows = ["| floor | module | what it is |", "|---|---|---|"]
+    rows = ["| module | floor | what it is |", "|---|---|---|"]
     out: list[str] = []
     for contract in contracts:
         if contract["type"] == "layers":
             floors = contract["layers"]
             for i, floor in enumerate(floors):
                 for module in re.split(r"\s*[|:]\s*", floor):
-                    rows.append(f"| {len(floors) - i} | `{module}` | {_summary(module)} |")
+                    rows.append(f"| `{module}` | {len(floors) - i} | {_summary(module)} |")
             out += [f"**{contract['name']}** (`{contract['id']}`): each floor imports only the floors below "
                     "it. Modules of one floor that the contract separates with `|` import none of each "
                     "other; `:` lets them.", "", *rows, ""]
@@ -159,6 +161,28 @@ def settings_table() -> str:
     raise ImportError("settings_table: not found in ticklet.settings_tables nor ticklet.settings")
 
 
+def package_modules(page_dir: str = "") -> str:
+    """Every package with its modules, from the bottom floor up (the order of the layers
+    contract), each module with the first sentence of its docstring."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    order: list[str] = []
+    for contract in contracts:
+        if contract["type"] == "layers":
+            for floor in reversed(contract["layers"]):
+                for module in re.split(r"\s*[|:]\s*", floor):
+                    if module.split(".")[0] not in order:
+                        order.append(module.split(".")[0])
+    tops = order + [p for p in packages() if p not in order]
+    out: list[str] = []
+    for top in tops:
+        mods = [m for m in modules() if m == top or m.startswith(top + ".")]
+        out += [f"**`{top}/`** {_summary(top)}", "", "| module | what it is |", "|---|---|"]
+        out += [f"| [`{m}`]({posixpath.relpath(_page(m), page_dir or '.')}) | {_summary(m)} |"
+                for m in mods if m != top]
+        out.append("")
+    return "\n".join(out)
+
+
 def root_settings() -> Any:
     """The root ``Settings`` class, from its new home (issue 24), the old one while the move is
     under way."""
@@ -216,6 +240,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str
         markdown = markdown.replace("<!-- settings-table -->", settings_table())
     if "<!-- settings-groups -->" in markdown:
         markdown = markdown.replace("<!-- settings-groups -->", settings_groups())
+    if "<!-- packages -->" in markdown:
+        markdown = markdown.replace("<!-- packages -->", package_modules(posixpath.dirname(page.file.src_uri)))
     if "<!-- layers -->" in markdown:
         markdown = markdown.replace("<!-- layers -->", layers())
     if "<!-- cli-help -->" in markdown:
