@@ -226,7 +226,7 @@ def fresh_start_line(db_dir: Path, published: Optional[tuple[str, Optional[int]]
     >>> fresh_start_line(Path("recovery"), ("ticklet.forecasts", 12))  # doctest: +NORMALIZE_WHITESPACE
     "recovery store recovery holds no snapshot: a fresh start from the beginning of the input; the output topic
     'ticklet.forecasts' already holds 12 records, and this run publishes its records again (consumers
-    deduplicate: see the README, Crash recovery)"
+    deduplicate: see docs/explanation/recovery.md, Delivery guarantee)"
     """
     line = f"recovery store {db_dir} holds no snapshot: a fresh start from the beginning of the input"
     if published is not None:
@@ -236,5 +236,5 @@ def fresh_start_line(db_dir: Path, published: Optional[tuple[str, Optional[int]]
                      "are published again")
         elif n:
             line += (f"; the output topic {topic!r} already holds {n:,} records, and this run publishes its records "
-                     "again (consumers deduplicate: see the README, Crash recovery)")
+                     "again (consumers deduplicate: see docs/explanation/recovery.md, Delivery guarantee)")
     return line

@@ -1,6 +1,6 @@
 """ticklet's apps, the top floor: the command line (``cli``), the backtest
 runner (``backtest``), the live collector, the Kafka publisher, the HTML
-report and ``ticklet serve`` (see the README's design section).
+report and ``ticklet serve`` (see docs/explanation/layers.md).
 
 Nothing in the project imports this package (tests and benchmarks may): the
 record types, telemetry and config base types are in :mod:`core`, the
