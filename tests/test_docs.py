@@ -213,6 +213,7 @@ FIGURES = {"docs/benchmarks/forecast-quality.md": _forecast_quality,
 RUN = {str(p.relative_to(REPO)): [b for b in blocks(p) if b.mark == "run"] for p in pages()}
 
 
+@pytest.mark.integration  # it runs the dataflow and the CLI in subprocesses
 @pytest.mark.parametrize("page", [p for p, bs in RUN.items() if bs])
 def test_the_commands_of_a_page_run_as_shown(page, tmp_path):
     """The page's runnable blocks, in order, in one directory: a later block may use what
