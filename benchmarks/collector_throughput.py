@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from binance_server import ReplayExchange  # noqa: E402
 from kafka_broker import kafka_broker  # noqa: E402
 
+from dataflows.settings import CollectConfig, KafkaConfig  # noqa: E402
 from ticklet.collector import Collector  # noqa: E402
-from ticklet.settings import CollectConfig, KafkaConfig  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "binance-ws" / "spot"
 FILES = [DATA / f"{s}_{d}.gz" for s in ("btcusdt", "ethusdt") for d in ("20240808", "20240809")]

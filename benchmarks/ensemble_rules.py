@@ -38,11 +38,11 @@ DATA = ROOT.parent / "shared" / "data" / "binance-ws"
 
 from scipy.stats import binomtest  # noqa: E402
 
+from dataflows.settings import Settings  # noqa: E402
 from models.ensemble import EnsembleModel  # noqa: E402
 from models.registry import MODELS  # noqa: E402
 from operators.forecast import ForecastConfig  # noqa: E402
 from ticklet.backtest import run_backtest  # noqa: E402
-from ticklet.settings import Settings  # noqa: E402
 
 RULES = ("eg", "hedge", "direction", "stack")
 

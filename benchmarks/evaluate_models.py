@@ -41,11 +41,11 @@ DATA = ROOT.parent / "shared" / "data"
 
 from scipy.stats import binomtest  # noqa: E402
 
+from dataflows.settings import Settings  # noqa: E402
 from models.ensemble import EnsembleModel  # noqa: E402
 from models.registry import ENSEMBLE, MODELS, LearnerConfig, build  # noqa: E402
 from operators.forecast import ForecastConfig  # noqa: E402
 from ticklet.backtest import run_backtest  # noqa: E402
-from ticklet.settings import Settings  # noqa: E402
 
 DATASETS = {
     "recordings": ([DATA / "binance-ws"], (1, 10)),

@@ -34,8 +34,8 @@ from kafka_broker import kafka_broker  # noqa: E402
 
 import sources.kafka  # noqa: E402
 from dataflows.forecast import build_flow  # noqa: E402
+from dataflows.settings import InputConfig, KafkaConfig, OutputConfig, Settings  # noqa: E402
 from ticklet.publish import publish  # noqa: E402
-from ticklet.settings import InputConfig, KafkaConfig, OutputConfig, Settings  # noqa: E402
 
 _first_batch: list[float] = []
 

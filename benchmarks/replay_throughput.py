@@ -46,11 +46,11 @@ from core.events import (  # noqa: E402
     RawChunk,
     Signal,
 )
+from dataflows.settings import Settings  # noqa: E402
 from operators import bars, features, fills, forecast, metrics, pnl, sanity, signals  # noqa: E402
 from sinks.records import csv_lines, header  # noqa: E402
 from sources.binance import parse_chunk  # noqa: E402
 from sources.files import group_streams, read_stream  # noqa: E402
-from ticklet.settings import Settings  # noqa: E402
 
 
 def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int, int, float, list[float], list[float]]:

@@ -32,9 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dataflows.settings import Settings  # noqa: E402
 from ticklet.backtest import run_backtest  # noqa: E402
 from ticklet.report import build_report  # noqa: E402
-from ticklet.settings import Settings  # noqa: E402
 
 TARGET_S = 10.0
 

@@ -50,10 +50,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("TICKLET_DATA", ROOT.parent / "shared" / "data"))
 
+from dataflows.settings import read_settings  # noqa: E402
 from models.registry import ENSEMBLE, MODELS  # noqa: E402
 from operators.forecast import ForecastConfig  # noqa: E402
 from ticklet.backtest import run_backtest  # noqa: E402
-from ticklet.settings import read_settings  # noqa: E402
 
 WS = DATA / "binance-ws"
 

@@ -48,13 +48,13 @@ from pickle import UnpicklingError
 from typing import Any, NoReturn, Optional
 
 from core.config import ConfigError
+from dataflows.settings import Settings
 from models.bundle import FORMAT, MANIFEST, loads, mismatch, source_instrument, state_file
 from operators import features as features_op
 from operators import forecast as forecast_op
 from sinks.bundle import clear_bundle, file_sha256, write_manifest
 from sinks.fatal import EXIT_SOFTWARE, stop_run, write_failed
 from sources.bundle import BundleError, load_states, read_manifest
-from ticklet.settings import Settings
 
 __all__ = ["WHERE", "WarmStart", "bar_interval_ms", "expected", "learning_config", "load_warm_start", "save_bundle"]
 

@@ -39,6 +39,7 @@ from core.telemetry import serve_metrics
 from core.version import ticklet_version
 from dataflows import ops
 from dataflows.bundle import load_warm_start
+from dataflows.settings import Settings, read_settings
 from sinks.bundle import BundleSink
 from sinks.fatal import os_error
 from sinks.files import COUNTERS_FILE, CounterSink, CsvSink, JsonLinesSink
@@ -48,7 +49,6 @@ from sinks.report import ReportSink
 from sources.files import InputFormatError, unquoted
 from sources.kafka import KafkaTickSource
 from sources.replay import ReplaySource
-from ticklet.settings import Settings, read_settings
 
 log = logging.getLogger(__name__)
 

@@ -122,8 +122,8 @@ class Chain:
 
 def run_chain(paths: list[str | Path], settings: Any = None) -> Chain:
     from core.events import Bar, ForecastRecord
+    from dataflows.settings import Settings
     from operators import bars, features, forecast, metrics
-    from ticklet.settings import Settings
 
     s = settings or Settings()
     by_key, errors, _ = parse_paths(paths)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from realdata import REPO
 
-from ticklet.settings import Settings
+from dataflows.settings import Settings
 
 WS = REPO / "tests" / "data" / "binance-ws"
 CM = REPO / "tests" / "data" / "fixtures" / "hftbacktest" / "cm" / "btcusd_perp_20240808.gz"

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from realdata import SCRATCH, csv_dicts, run_chain
 
+from dataflows.settings import Settings
 from models.bundle import FORMAT, bundle_id, loads
 from operators import features as features_op
 from operators import forecast as forecast_op
 from operators.forecast import ForecastConfig
-from ticklet.settings import Settings
 
 DATA = Path(__file__).resolve().parent / "data" / "binance-ws"
 SPOT8 = DATA / "spot" / "btcusdt_20240808.gz"
@@ -426,7 +426,7 @@ def test_states_a_bundle_may_not_hold_stop_the_save_in_one_line(made, tmp_path):
     (d / "states").mkdir(parents=True)
     (d / "states" / "BTCUSDT.pkl").write_bytes(dumps(states))
     script = ("import sys; from pathlib import Path; from dataflows.bundle import save_bundle; "
-              "from sinks.report import summarize; from ticklet.settings import read_settings; "
+              "from sinks.report import summarize; from dataflows.settings import read_settings; "
               "s = read_settings(); save_bundle(s, Path(sys.argv[1]), summarize(s.output.dir)); print('saved')")
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("TICKLET_")}
     env.update({"TICKLET_INPUT__PATHS": json.dumps([str(SPOT8)]), "TICKLET_OUTPUT__DIR": str(out),

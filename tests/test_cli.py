@@ -14,7 +14,7 @@ import pytest
 from realdata import SCRATCH, csv_dicts, messages, run_chain, stream_kind
 
 from core.events import ForecastRecord
-from ticklet.settings import SAMPLE_DIR, Settings
+from dataflows.settings import SAMPLE_DIR, Settings
 
 
 @pytest.fixture(scope="module")

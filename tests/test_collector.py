@@ -27,9 +27,9 @@ from binance_server import ReplayExchange
 from kafkautil import consume_all, flow_env, run_flow, topic_name
 from realdata import SCRATCH
 
+from dataflows.settings import CollectConfig, KafkaConfig
 from sources.wire import decode_tick
 from ticklet.collector import Collector
-from ticklet.settings import CollectConfig, KafkaConfig
 
 SPOT = ("btcusdt_20240808.gz", "ethusdt_20240808.gz")
 STREAMS = ("trade", "bookTicker", "depth@100ms")

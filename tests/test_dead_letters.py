@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import pytest
 from realdata import RECORD_FILES, lines, payload, recv_ns, stream_kind, write_gz
 
+from dataflows.settings import load_settings
 from ticklet.backtest import run_backtest
-from ticklet.settings import load_settings
 
 SRC = "spot/btcusdt_20240808.gz"
 N = 15_000  # about two minutes: enough bars for warm-up and the 10-bar horizon

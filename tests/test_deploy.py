@@ -12,9 +12,9 @@ import pytest
 import yaml
 from realdata import REPO
 
+from dataflows.settings import Settings
 from sinks.influx import InfluxConfig
 from sinks.influx_points import MEASUREMENTS
-from ticklet.settings import Settings
 
 COMPOSE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"

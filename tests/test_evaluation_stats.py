@@ -25,7 +25,7 @@ MODELS = ("naive", "linear", "linear_conformal", "logistic", "pa", "hat", "arf",
 @pytest.fixture(scope="module")
 def full_chain(ws_dir):
     """Spot BTCUSDT 2024-08-08 -> 09 with every learner at horizons 1 and 10."""
-    from ticklet.settings import Settings
+    from dataflows.settings import Settings
 
     base = Settings()
     s = base.model_copy(update={"forecast": ForecastConfig(horizons=(1, 10), models=MODELS)})

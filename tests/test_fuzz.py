@@ -43,8 +43,8 @@ import pytest
 from realdata import RECORD_FILES, lines, payload, recv_ns, stream_kind, write_gz
 
 from core.events import ErrorRecord
+from dataflows.settings import load_settings
 from ticklet.backtest import run_backtest
-from ticklet.settings import load_settings
 
 SEED = 15
 N_MUTATED = 100_000

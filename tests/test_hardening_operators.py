@@ -35,9 +35,9 @@ from realdata import (
 )
 
 from core.events import Bar, Count, ErrorRecord, FeatureRow, ForecastRecord, Kline, Quote, Trade
+from dataflows.settings import Settings
 from operators import bars, features, forecast, sanity
 from ticklet.backtest import run_backtest
-from ticklet.settings import Settings
 
 SRC = "spot/btcusdt_20230405.dat.gz"
 S = 10**9

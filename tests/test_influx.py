@@ -38,11 +38,11 @@ from realdata import REPO, SCRATCH, csv_dicts, run_chain
 
 from core.events import Bar, EquityPoint
 from dataflows import ops
+from dataflows.settings import OutputConfig, Settings
 from sinks.influx import InfluxConfig, InfluxWriter
 from sinks.influx_points import MEASUREMENTS, Stamped, to_point
 from sinks.summary import record_from_row
 from ticklet.backtest import run_backtest
-from ticklet.settings import OutputConfig, Settings
 
 
 def test_every_measurement_is_read_back_with_its_values_tags_and_event_times(influx_replay):
@@ -224,7 +224,7 @@ def test_close_honours_max_close_wait_with_the_server_stopped(influxdb, caplog):
 def test_the_token_is_never_logged(caplog, monkeypatch):
     secret = "s3cr3t-t0ken-value"
     monkeypatch.setenv("TICKLET_INFLUX__TOKEN", secret)
-    from ticklet.settings import Settings
+    from dataflows.settings import Settings
 
     s = Settings()
     assert secret not in repr(s) and secret not in str(s.influx) and secret not in s.model_dump_json()

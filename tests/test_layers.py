@@ -7,7 +7,7 @@ reverse)::
     ticklet.cli
     ticklet.collector | ticklet.publish
     dataflows                 (the Bytewax wrappers and the wiring)
-    ticklet.settings
+    dataflows.settings
     sources | sinks           (connectors)
     operators : models        (pure logic)
     core.telemetry

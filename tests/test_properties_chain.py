@@ -41,8 +41,8 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from realdata import REPO, SCRATCH, drive, parse_paths
 
 from core.events import Count, ErrorRecord, FeatureRow, ForecastRecord, Kline, MetricsRecord, Quote, Signal, Trade
+from dataflows.settings import Settings
 from operators import bars, features, forecast, metrics, sanity, signals
-from ticklet.settings import Settings
 
 set_hypothesis_home_dir(SCRATCH / "hypothesis")  # not .hypothesis/ in the checkout: tests write nothing there
 EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "20"))  # not TICKLET_*: the tests clear those

@@ -36,8 +36,8 @@ SCREENSHOT_COPY = Path("/tmp/ticklet_report_screenshot.png")  # for the engineer
 def run(ws_dir, tmp_path_factory):
     """A backtest over every recording with an interval model among the default ones, and a secret set:
     (summary, out_dir)."""
+    from dataflows.settings import Settings
     from ticklet.backtest import run_backtest
-    from ticklet.settings import Settings
 
     s = Settings()
     base = s.model_copy(update={"forecast": s.forecast.model_copy(update={"models": MODELS}),
@@ -145,7 +145,7 @@ def test_the_manifest_redacts_secrets(run, report):
 def test_the_manifest_is_the_same_for_the_same_settings(run, tmp_path):
     """No wall-clock time in it: building the flow again rewrites the same bytes."""
     from dataflows.forecast import build_flow
-    from ticklet.settings import Settings
+    from dataflows.settings import Settings
 
     _, out = run
     m = json.loads((out / "run.json").read_text())
@@ -310,8 +310,8 @@ def markets_run(ws_dir, tmp_path_factory):
     (summary, out_dir, report)."""
     from realdata import REPO
 
+    from dataflows.settings import Settings
     from ticklet.backtest import run_backtest
-    from ticklet.settings import Settings
 
     tmp = tmp_path_factory.mktemp("markets")
     usdm = ws_dir / "usdm" / "btcusdt_20230405.dat.gz"

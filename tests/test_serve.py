@@ -550,9 +550,9 @@ def test_a_consumer_that_cannot_go_on_says_why_and_the_server_stops(caplog):
 
     import uvicorn
 
+    from dataflows.settings import KafkaConfig, ServeConfig
     from ticklet.serve.app import create_app
     from ticklet.serve.feed import Feed
-    from ticklet.settings import KafkaConfig, ServeConfig
 
     failed: list[str] = []
     feed = Feed({"bootstrap.servers": "127.0.0.1:9", "group.id": "g", "fetch.wait.max.ms": "soon"}, "t", 0,

@@ -9,11 +9,12 @@ import pydantic
 import pytest
 from realdata import csv_dicts
 
+from dataflows.settings import SAMPLE_DIR, Settings
 from operators.bars import BarConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
 from ticklet.backtest import run_backtest
-from ticklet.settings import SAMPLE_DIR, Settings, settings_table
+from ticklet.settings_tables import settings_table
 
 
 def test_defaults_without_environment():
@@ -179,7 +180,7 @@ def test_config_defaults_is_the_settings_table(monkeypatch, capsys):
 
 def test_several_bad_settings_make_two_lines(monkeypatch):
     from core.config import ConfigError
-    from ticklet.settings import read_settings
+    from dataflows.settings import read_settings
 
     monkeypatch.setenv("TICKLET_BARS__INTERVAL_MS", "x")
     monkeypatch.setenv("TICKLET_BARS__PRICE", "y")
@@ -193,7 +194,7 @@ def test_several_bad_settings_make_two_lines(monkeypatch):
 def test_variables_that_are_not_settings_are_left_alone(monkeypatch):
     """TICKLET_DATA (the benchmarks' data) and TICKLET_DATA_DIR (the compose
     file's) have no ``__``: they are not settings, and not errors."""
-    from ticklet.settings import read_settings
+    from dataflows.settings import read_settings
 
     monkeypatch.setenv("TICKLET_DATA", "../shared/data")
     monkeypatch.setenv("TICKLET_DATA_DIR", "./data/sample")

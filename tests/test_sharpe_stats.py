@@ -14,10 +14,10 @@ from realdata import csv_dicts, drive, pnl_inputs
 from scipy import stats
 
 from core.events import EconomicsRecord, EquityPoint
+from dataflows.settings import Settings
 from operators import pnl
 from sinks.report import read_last
 from sinks.summary import economics_summary
-from ticklet.settings import Settings
 
 EULER_GAMMA = 0.5772156649
 

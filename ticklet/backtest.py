@@ -19,9 +19,9 @@ from bytewax.testing import cluster_main, run_main
 from core.config import check_dir
 from dataflows.bundle import save_bundle
 from dataflows.forecast import build_flow, check_output_files, priced_for_quotes
+from dataflows.settings import Settings, read_settings
 from sinks.bundle import clear_bundle
 from sinks.report import summarize
-from ticklet.settings import Settings, read_settings
 
 __all__ = ["run_backtest"]
 

@@ -99,9 +99,9 @@ def _download(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     (dates, symbol, interval) exit 2.
     """
     from core.config import check_dir
+    from dataflows.settings import read_settings
     from sources.download import plan
     from sources.download_io import DownloadError, download
-    from ticklet.settings import read_settings
 
     cfg = read_settings().download
     try:
@@ -127,8 +127,8 @@ def _collect(args: argparse.Namespace) -> int:
     import asyncio
 
     from core.config import check_dir
+    from dataflows.settings import read_settings
     from ticklet.collector import Collector
-    from ticklet.settings import read_settings
 
     logging.getLogger("ticklet").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     s = read_settings()
@@ -158,8 +158,8 @@ def _collect(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     """``ticklet serve``: the HTTP/WebSocket API and the live page over the
     output topic (:mod:`ticklet.serve.app`), until SIGINT or SIGTERM."""
+    from dataflows.settings import read_settings
     from ticklet.serve.app import serve
-    from ticklet.settings import read_settings
 
     logging.getLogger("ticklet").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     s = read_settings()
@@ -277,15 +277,16 @@ def _main(argv: Optional[list[str]]) -> int:
     dl.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     if args.command == "config":
-        from ticklet.settings import config_table, read_settings, settings_table
+        from dataflows.settings import read_settings
+        from ticklet.settings_tables import config_table, settings_table
 
         sys.stdout.write(settings_table() if args.defaults else config_table(read_settings()))
         return 0
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
                         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "replay":
+        from dataflows.settings import read_settings
         from ticklet.publish import publish
-        from ticklet.settings import read_settings
 
         k = read_settings().kafka
         options = {"bootstrap_servers": ("--bootstrap-servers", args.bootstrap_servers),

@@ -37,7 +37,7 @@ on ``TICKLET_COLLECT__METRICS_ADDRESS``, 127.0.0.1 by default).
 
 At start, brokers that do not answer within ``TICKLET_KAFKA__CONNECT_TIMEOUT_S``
 and a metrics port that cannot be listened on are a
-:class:`~ticklet.settings.ConfigError` (one line, exit status 2). A capture
+:class:`~dataflows.settings.ConfigError` (one line, exit status 2). A capture
 file that cannot be written during the run (disk full, file too large, its
 file or directory removed: :class:`sinks.capture.CaptureError`) stops the
 collector: it takes no further message, delivers what it published to Kafka
@@ -75,6 +75,7 @@ from core.events import (
     instrument_key,
 )
 from core.telemetry import COLLECTOR, serve_metrics
+from dataflows.settings import CollectConfig, KafkaConfig
 from operators import orderbook, sequence
 from operators.orderbook import OrderBookConfig, OrderBookState
 from operators.sequence import SequenceEvent, SequenceGap, SequenceState
@@ -85,7 +86,6 @@ from sinks.records import kafka_record
 from sources.binance import parse_snapshot, parse_ws
 from sources.binance_live import ENDPOINTS, MAX_STREAMS, connection_paths, stream_names, stream_of
 from sources.wire import encode_tick
-from ticklet.settings import CollectConfig, KafkaConfig
 
 __all__ = ["Collector"]
 

@@ -60,6 +60,7 @@ from websockets.protocol import Protocol, State
 from core import events
 from core.config import ConfigError
 from core.version import ticklet_version
+from dataflows.settings import KafkaConfig, ServeConfig
 from sinks.ratelimit import rate_limited
 from sinks.records import SCHEMA_VERSION
 from ticklet.serve.feed import Feed, RangeReader, consumer_config, reader_config, release_memory
@@ -79,7 +80,6 @@ from ticklet.serve.state import (
     parse_backlog,
     parse_types,
 )
-from ticklet.settings import KafkaConfig, ServeConfig
 
 __all__ = ["Hub", "bind", "create_app", "serve"]
 
