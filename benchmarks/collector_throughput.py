@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from binance_server import ReplayExchange  # noqa: E402
 from kafka_broker import kafka_broker  # noqa: E402
 
-from dataflows.settings import CollectConfig, KafkaConfig  # noqa: E402
+from core.config import KafkaConfig  # noqa: E402
+from sources.binance_live import CollectConfig
 from ticklet.collector import Collector  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "binance-ws" / "spot"

@@ -33,8 +33,11 @@ from bytewax.testing import run_main  # noqa: E402
 from kafka_broker import kafka_broker  # noqa: E402
 
 import sources.kafka  # noqa: E402
+from core.config import KafkaConfig  # noqa: E402
 from dataflows.forecast import build_flow  # noqa: E402
-from dataflows.settings import InputConfig, KafkaConfig, OutputConfig, Settings  # noqa: E402
+from dataflows.settings import Settings
+from sinks.output_config import OutputConfig
+from sources.input_config import InputConfig
 from ticklet.publish import publish  # noqa: E402
 
 _first_batch: list[float] = []

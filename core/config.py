@@ -5,7 +5,14 @@ A component's config lives beside the component (``operators/bars.py``'s
 ``Settings`` that composes them and reads the environment is
 :mod:`dataflows.settings`. What they share is here: the one error a bad
 setting is (:class:`ConfigError`), the validators of topic names, addresses
-and URLs, and :func:`check_dir` for output directories.
+and URLs, :func:`check_dir` for output directories, the environment source
+that lets a bad JSON list be named (:class:`EnvSettings`), and
+:class:`KafkaConfig`: the cluster and topics that the Kafka input
+(:mod:`sources.kafka`) and outputs (:mod:`sinks.kafka`), siblings that may
+not import each other, and the collector, replay and server all use.
+
+Reading a config opens no connection: whether the brokers answer is checked
+by the code that connects (:func:`sinks.kafka.check_reachable`).
 """
 
 from __future__ import annotations
@@ -14,9 +21,12 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Any, Literal, Optional
 
-__all__ = ["ConfigError", "check_dir", "ip_address", "topic_name", "url"]
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+__all__ = ["ConfigError", "EnvSettings", "KafkaConfig", "check_dir", "ip_address", "topic_name", "url"]
 
 
 class ConfigError(Exception):
@@ -86,3 +96,97 @@ def check_dir(path: Path, name: str) -> None:
         raise ConfigError(f"{name} {path}: cannot create the directory ({ex.strerror or ex})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"{name} {path}: the directory is not writable")
+
+
+class EnvSettings(BaseSettings):
+    """The base of settings read from the environment: a list or group
+    variable whose value is not JSON is passed on as it is, so that
+    validation names that variable (pydantic-settings' own error would be
+    about the whole group)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment and ``.env`` sources, except that a value that is
+        not the JSON a list or group needs is passed on as it is: validation
+        then names the variable (instead of pydantic-settings' error about
+        the whole group)."""
+        for source in (env_settings, dotenv_settings):
+            decode = source.decode_complex_value
+
+            def lenient(field_name: str, field: Any, value: Any, decode: Any = decode) -> Any:
+                try:
+                    return decode(field_name, field, value)
+                except ValueError:
+                    return value
+            source.decode_complex_value = lenient  # type: ignore[method-assign]
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+
+class KafkaConfig(BaseModel):
+    """The Kafka cluster and ticklet's topics (layout in the README)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers.")
+    ticks_topic: str = Field("ticklet.ticks",
+        description="Raw ticks in: exchange messages with their receive time, keyed by instrument.")
+    output_topic: str = Field("ticklet.forecasts",
+        description="Forecasts (issued and scored) and metrics out, JSON, keyed by instrument.")
+    dead_letter_topic: str = Field("ticklet.dead-letters",
+        description="Dead letters out: reason and raw payload, JSON.")
+    tail: bool = Field(True,
+        description="Keep waiting for ticks at the end of the topic (live); false stops there (backtests).")
+    batch_size: int = Field(5000, ge=1, description="Most messages read from a partition per poll.")
+    linger_ms: int = Field(1, ge=0, description="Producer batching delay in ms (latency against throughput).")
+    outage_timeout_s: float = Field(300.0, gt=0,
+        description="Longest broker outage the dataflow waits out (writes wait, reads pause, nothing is dropped; "
+        "a log line at most every 30 s); past it the run stops with one error line and exit status 75, and the "
+        "same command resumes from the last snapshot.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="librdkafka security.protocol.")
+    sasl_mechanism: Optional[str] = Field(None, description="librdkafka sasl.mechanism, e.g. PLAIN or SCRAM-SHA-512.")
+    sasl_username: Optional[str] = Field(None, description="SASL user name.")
+    sasl_password: Optional[SecretStr] = Field(None, description="SASL password (a secret: never logged or printed).")
+    delivery_timeout_s: float = Field(30.0, gt=0, le=3600,
+        description="ticklet replay: how long a message may wait for the brokers' acknowledgement (librdkafka "
+        "message.timeout.ms) before it counts as undelivered. Brokers that are gone stop the replay after about "
+        "this long, with the undelivered count in its summary (exit status 1).")
+    connect_timeout_s: float = Field(15.0, gt=0, le=3600,
+        description="How long the dataflow (Kafka input or output) and the collector wait at start for the "
+        "brokers before they stop with one line (exit status 2); ticklet replay then produces anyway.")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _hosts(cls, v: str) -> str:
+        hosts = [b.strip() for b in v.split(",") if b.strip()]
+        if not hosts:
+            raise ValueError("no broker given: a comma-separated list of host:port")
+        for h in hosts:
+            host, sep, port = h.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"not host:port with a port in 1-65535: {h!r}")
+        return v
+
+    @field_validator("ticks_topic", "output_topic", "dead_letter_topic")
+    @classmethod
+    def _topics(cls, v: str) -> Optional[str]:
+        return topic_name(v)
+
+    @property
+    def brokers(self) -> list[str]:
+        return [b.strip() for b in self.bootstrap_servers.split(",") if b.strip()]
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings for security; holds the secret, pass it only to clients."""
+        cfg: dict[str, str] = {"security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            cfg["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            cfg["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            cfg["sasl.password"] = self.sasl_password.get_secret_value()
+        return cfg

@@ -35,15 +35,15 @@ from bytewax.dataflow import Dataflow
 
 from core.config import ConfigError, check_dir
 from core.events import Count, EconomicsRecord, EquityPoint, Fill, ForecastRecord, MetricsRecord, Signal
-from core.telemetry import serve_metrics
 from core.version import ticklet_version
 from dataflows import ops
+from dataflows.api import serve_api
 from dataflows.bundle import load_warm_start
 from dataflows.settings import Settings, read_settings
 from sinks.bundle import BundleSink
 from sinks.fatal import os_error
 from sinks.files import COUNTERS_FILE, CounterSink, CsvSink, JsonLinesSink
-from sinks.kafka import KafkaRecordSink, Outage, producer_config, rdkafka_logger
+from sinks.kafka import KafkaRecordSink, Outage, check_reachable, producer_config, rdkafka_logger
 from sinks.records import fit_dead_letter
 from sinks.report import ReportSink
 from sources.files import InputFormatError, unquoted
@@ -285,34 +285,6 @@ def check_recovery(settings: Settings, flow: Dataflow, recovery: Optional[tuple[
         log.warning("%s", fresh_start_line(db_dir, published))
 
 
-def serve_api(settings: Settings, flow: Dataflow) -> None:
-    """Serve the dataflow's API when it is on (``TICKLET_API__ENABLED``, or
-    Bytewax's ``BYTEWAX_DATAFLOW_API_ENABLED``): ``/metrics`` and
-    ``/dataflow`` on ``TICKLET_API__ADDRESS`` (127.0.0.1) and ``__PORT``.
-
-    Bytewax 0.21's own server always listens on every interface (0.0.0.0), so
-    it is switched off (its variable removed before Bytewax reads it) and
-    :func:`core.telemetry.serve_metrics` serves instead, without Bytewax's
-    ``bytewax_*`` metrics. Only an address of every interface (0.0.0.0 or
-    ``::``) is left to Bytewax's server, on the same port.
-    """
-    api = settings.api
-    if not (api.enabled or "BYTEWAX_DATAFLOW_API_ENABLED" in os.environ):
-        return
-    if api.address in ("0.0.0.0", "::"):
-        os.environ["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"
-        os.environ["BYTEWAX_DATAFLOW_API_PORT"] = str(api.port)
-        return
-    os.environ.pop("BYTEWAX_DATAFLOW_API_ENABLED", None)
-    from bytewax.visualize import to_json
-
-    try:
-        serve_metrics(api.address, api.port, to_json(flow))
-    except OSError as ex:
-        raise ConfigError(f"cannot serve the API on {api.address}:{api.port} (TICKLET_API__ADDRESS, "
-                          f"TICKLET_API__PORT): {ex.strerror or ex}") from None
-
-
 def __getattr__(name: str) -> Dataflow:
     """``flow``: the dataflow of the environment's settings, for
     ``python -m bytewax.run dataflows.forecast``. A bad setting, input file
@@ -327,11 +299,11 @@ def __getattr__(name: str) -> Dataflow:
         check_dir(settings.output.dir, "TICKLET_OUTPUT__DIR")
         check_output_files(settings.output.dir, "TICKLET_OUTPUT__DIR")
         if settings.input.source == "kafka" or settings.output.kafka:
-            settings.kafka.check_reachable()
+            check_reachable(settings.kafka)
         settings = priced_for_quotes(settings)
         flow = build_flow(settings)
         check_recovery(settings, flow)
-        serve_api(settings, flow)
+        serve_api(settings.api, flow)
         return flow
     except (ConfigError, InputFormatError) as ex:
         sys.stderr.write(f"ticklet: {ex}\n")

@@ -26,7 +26,8 @@ network as NumPy arrays, so no torch code is ever unpickled.
 field but the id and the signature, the SHA-256 of every state file
 included) as canonical JSON: rewriting any field of the manifest, or any
 state file, makes another id. With a key, :func:`signature` is an
-HMAC-SHA256 of that same content: it says who made the bundle.
+HMAC-SHA256 of that same content: it says who made the bundle. The key is
+a setting, ``TICKLET_BUNDLE__KEY`` (:class:`BundleConfig`).
 
 Examples
 --------
@@ -67,8 +68,10 @@ import types
 from collections.abc import Collection, Mapping
 from typing import Any, Optional
 
-__all__ = ["ALLOWED", "FORMAT", "MANIFEST", "METHODS", "STATES", "UnsafeState", "bundle_id", "digest", "dumps",
-           "format_problem", "loads", "mismatch", "signature", "signed_by", "source_instrument", "state_file"]
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+__all__ = ["ALLOWED", "FORMAT", "MANIFEST", "METHODS", "STATES", "BundleConfig", "UnsafeState", "bundle_id", "digest",
+           "dumps", "format_problem", "loads", "mismatch", "signature", "signed_by", "source_instrument", "state_file"]
 
 #: Version of the bundle layout and of the states in it; a bundle of another format is refused.
 #: Format 1 (states any pickle, the id made from the state files' hashes only) is no longer read.
@@ -284,3 +287,24 @@ def source_instrument(instrument: str, mapping: Mapping[str, str], available: Co
     """
     src = mapping.get(instrument, mapping.get("*", instrument))
     return src if src in available else None
+
+
+class BundleConfig(BaseModel):
+    """Model bundles: who made them (see README, "Warm start: model bundles")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: Optional[SecretStr] = Field(None, description="HMAC key of model bundles: a bundle made with it set is "
+                                     "signed, and a warm start with it set loads only bundles signed with it. At "
+                                     "least 16 characters (e.g. openssl rand -hex 32). A secret: never logged.")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
+        if v is not None and len(v.get_secret_value().encode()) < 16:
+            raise ValueError("too short: at least 16 characters (e.g. the output of openssl rand -hex 32)")
+        return v
+
+    def key_bytes(self) -> Optional[bytes]:
+        """The key as bytes (UTF-8), or None when unset."""
+        return None if self.key is None else self.key.get_secret_value().encode()

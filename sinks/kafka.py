@@ -28,6 +28,11 @@ large all the same (its limit could not be read, or was lowered during the
 run) are sent again, cut where they can be, with a producer made for the
 limit read again (or half the one before, down to 1 KiB), after the records
 that followed them.
+
+Whether the brokers answer at all is asked by the code that connects, at
+its start (:func:`check_reachable`: the dataflow with a Kafka input or
+output, the collector, ``ticklet serve``; ``ticklet replay`` uses
+:func:`kafka_unreachable`), never by reading the settings.
 """
 
 from __future__ import annotations
@@ -41,11 +46,13 @@ from typing import Any, NoReturn, Optional
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from core.config import ConfigError, KafkaConfig
 from sinks.fatal import EXIT_BAD_SETUP, EXIT_KAFKA_OUTAGE, stop_run
 from sinks.ratelimit import rate_limited
 
-__all__ = ["EXIT_KAFKA_OUTAGE", "KafkaOutageError", "KafkaRecordSink", "Outage", "RecordTooLargeError", "ensure_topic",
-           "error_text", "produce", "producer_config", "rdkafka_logger", "topic_limit"]
+__all__ = ["EXIT_KAFKA_OUTAGE", "KafkaOutageError", "KafkaRecordSink", "Outage", "RecordTooLargeError",
+           "check_reachable", "ensure_topic", "error_text", "kafka_unreachable", "produce", "producer_config",
+           "rdkafka_logger", "topic_limit"]
 
 log = logging.getLogger(__name__)
 
@@ -436,6 +443,31 @@ def topic_limit(config: dict[str, Any], topic: str, timeout_s: float = 10.0) -> 
                     "message.max.bytes, and what the broker refuses as too large is sent again in smaller "
                     "record batches", topic, ex)
         return None
+
+
+def kafka_unreachable(brokers: list[str], client_config: dict[str, Any], timeout_s: float) -> Optional[str]:
+    """Why the Kafka ``brokers`` did not answer a metadata request within
+    ``timeout_s`` seconds, or None when they did. librdkafka's own lines
+    about each failed attempt are kept off stderr."""
+    from confluent_kafka.admin import AdminClient
+
+    cfg = {k: v for k, v in client_config.items() if k == "security.protocol" or k.startswith(("sasl.", "ssl."))}
+    admin = AdminClient({**cfg, "bootstrap.servers": ",".join(brokers), "log_level": 0})
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as ex:
+        return error_text(ex)
+    return None
+
+
+def check_reachable(kafka: KafkaConfig) -> None:
+    """At the start of what connects to Kafka: a :class:`~core.config.ConfigError`
+    (one line naming the settings; exit status 2 at the entry points) when
+    the brokers of ``kafka`` do not answer within its ``connect_timeout_s``."""
+    why = kafka_unreachable(kafka.brokers, kafka.client_config(), kafka.connect_timeout_s)
+    if why is not None:
+        raise ConfigError(f"cannot reach Kafka at {kafka.bootstrap_servers} (TICKLET_KAFKA__BOOTSTRAP_SERVERS) "
+                          f"within {kafka.connect_timeout_s:g} s (TICKLET_KAFKA__CONNECT_TIMEOUT_S): {why}")
 
 
 def ensure_topic(config: dict[str, Any], topic: str, partitions: int = 4, replication: int = 1,

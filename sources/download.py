@@ -18,7 +18,8 @@ range, daily archives for the remaining days. An archive is stored locally at
 a place that :func:`sources.files.describe` reads, market included.
 
 The downloading itself (HTTP, resume, checksums on disk) is in
-:mod:`sources.download_io`.
+:mod:`sources.download_io`; its settings (``TICKLET_DOWNLOAD__*``) are
+:class:`DownloadConfig`.
 
 Examples
 --------
@@ -41,11 +42,16 @@ import calendar
 import datetime as dt
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.config import url as check_url
 from core.events import coinm_pair
 
-__all__ = ["BASE_URL", "INTERVALS", "KINDS", "MARKETS", "Archive", "parse_checksum", "parse_date", "plan"]
+__all__ = ["BASE_URL", "INTERVALS", "KINDS", "MARKETS", "Archive", "DownloadConfig", "parse_checksum", "parse_date",
+           "plan"]
 
 #: Binance's public-data host.
 BASE_URL = "https://data.binance.vision"
@@ -276,3 +282,24 @@ def parse_checksum(text: str, name: Optional[str] = None) -> str:
     if name is not None and m[2] != name:
         raise ValueError(f"checksum file is for {m[2]!r}, not {name!r}")
     return m[1].lower()
+
+
+class DownloadConfig(BaseModel):
+    """Binance's public-data archives (``ticklet download``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str = Field(BASE_URL,
+        description="Server of the archives (``--base-url`` overrides).")
+    dir: Path = Field(Path("data/binance"),
+        description="Directory the archives are stored under, in Binance's layout (``--out`` overrides).")
+    retries: int = Field(5, ge=0,
+        description="Retries of a transient failure (connection error, timeout, HTTP 5xx or 429), per request.")
+    backoff_s: float = Field(1.0, ge=0,
+        description="First retry delay in seconds; doubles with every retry, at most 60 s.")
+    timeout_s: float = Field(30.0, gt=0, description="Connect and read timeout of each HTTP request, in seconds.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, v: str) -> Optional[str]:
+        return check_url(v, ("http", "https"))

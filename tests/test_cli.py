@@ -14,7 +14,8 @@ import pytest
 from realdata import SCRATCH, csv_dicts, messages, run_chain, stream_kind
 
 from core.events import ForecastRecord
-from dataflows.settings import SAMPLE_DIR, Settings
+from dataflows.settings import Settings
+from sources.input_config import SAMPLE_DIR
 
 
 @pytest.fixture(scope="module")

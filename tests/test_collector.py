@@ -27,7 +27,8 @@ from binance_server import ReplayExchange
 from kafkautil import consume_all, flow_env, run_flow, topic_name
 from realdata import SCRATCH
 
-from dataflows.settings import CollectConfig, KafkaConfig
+from core.config import KafkaConfig
+from sources.binance_live import CollectConfig
 from sources.wire import decode_tick
 from ticklet.collector import Collector
 

@@ -38,9 +38,10 @@ from realdata import REPO, SCRATCH, csv_dicts, run_chain
 
 from core.events import Bar, EquityPoint
 from dataflows import ops
-from dataflows.settings import OutputConfig, Settings
+from dataflows.settings import Settings
 from sinks.influx import InfluxConfig, InfluxWriter
 from sinks.influx_points import MEASUREMENTS, Stamped, to_point
+from sinks.output_config import OutputConfig
 from sinks.summary import record_from_row
 from ticklet.backtest import run_backtest
 

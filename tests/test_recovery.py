@@ -37,7 +37,7 @@ from kafkautil import (
 from realdata import RECORD_FILES, REPO, SCRATCH
 from runutil import FLOW, file_env, one_line
 
-from dataflows.settings import SAMPLE_DIR
+from sources.input_config import SAMPLE_DIR
 
 KILLS = 10
 

@@ -22,7 +22,7 @@ from kafkautil import assert_files_match
 from realdata import RECORD_FILES, SCRATCH
 from runutil import FLOW, file_env, one_line, ticklet
 
-from dataflows.settings import SAMPLE_DIR
+from sources.input_config import SAMPLE_DIR
 
 #: The exit statuses the README documents (sinks.fatal).
 WRITE_FAILED, BAD_SETUP = 74, 2

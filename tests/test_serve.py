@@ -550,7 +550,8 @@ def test_a_consumer_that_cannot_go_on_says_why_and_the_server_stops(caplog):
 
     import uvicorn
 
-    from dataflows.settings import KafkaConfig, ServeConfig
+    from core.config import KafkaConfig
+    from sinks.serve_config import ServeConfig
     from ticklet.serve.app import create_app
     from ticklet.serve.feed import Feed
 

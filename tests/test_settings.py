@@ -4,15 +4,19 @@ change what the dataflow does."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pydantic
 import pytest
-from realdata import csv_dicts
+from realdata import REPO, csv_dicts
 
-from dataflows.settings import SAMPLE_DIR, Settings
+from dataflows.settings import Settings
 from operators.bars import BarConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
+from sources.input_config import SAMPLE_DIR
 from ticklet.backtest import run_backtest
 from ticklet.settings_tables import settings_table
 
@@ -199,3 +203,22 @@ def test_variables_that_are_not_settings_are_left_alone(monkeypatch):
     monkeypatch.setenv("TICKLET_DATA", "../shared/data")
     monkeypatch.setenv("TICKLET_DATA_DIR", "./data/sample")
     assert read_settings() == Settings()
+
+
+def test_reading_settings_opens_no_connection(tmp_path):
+    """Reading the settings of a run with Kafka input and output, whose
+    brokers answer nowhere, loads no network client at all: whether the
+    brokers answer is asked by the code that connects, at its start
+    (:func:`sinks.kafka.check_reachable`; tests/test_bad_config.py has its
+    one line and status 2). In a fresh process, so that no other test's
+    imports count."""
+    code = ("import sys\nfrom dataflows.settings import read_settings\ns = read_settings()\n"
+            "clients = {'confluent_kafka', 'httpx', 'websockets', 'requests', 'influxdb_client', 'uvicorn'}\n"
+            "print(s.input.source, s.output.kafka, s.kafka.bootstrap_servers, "
+            "sorted({m.split('.')[0] for m in sys.modules} & clients))")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TICKLET_INPUT__SOURCE": "kafka", "TICKLET_OUTPUT__KAFKA": "true",
+           "TICKLET_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["kafka", "True", "127.0.0.1:1", "[]"]

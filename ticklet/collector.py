@@ -37,7 +37,7 @@ on ``TICKLET_COLLECT__METRICS_ADDRESS``, 127.0.0.1 by default).
 
 At start, brokers that do not answer within ``TICKLET_KAFKA__CONNECT_TIMEOUT_S``
 and a metrics port that cannot be listened on are a
-:class:`~dataflows.settings.ConfigError` (one line, exit status 2). A capture
+:class:`~core.config.ConfigError` (one line, exit status 2). A capture
 file that cannot be written during the run (disk full, file too large, its
 file or directory removed: :class:`sinks.capture.CaptureError`) stops the
 collector: it takes no further message, delivers what it published to Kafka
@@ -62,7 +62,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponen
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from core.config import ConfigError
+from core.config import ConfigError, KafkaConfig
 from core.events import (
     BookSnapshot,
     Count,
@@ -75,16 +75,15 @@ from core.events import (
     instrument_key,
 )
 from core.telemetry import COLLECTOR, serve_metrics
-from dataflows.settings import CollectConfig, KafkaConfig
 from operators import orderbook, sequence
 from operators.orderbook import OrderBookConfig, OrderBookState
 from operators.sequence import SequenceEvent, SequenceGap, SequenceState
 from sinks.capture import CaptureError, CaptureWriter
 from sinks.fatal import EXIT_WRITE_FAILED, write_failed
-from sinks.kafka import ensure_topic, produce, producer_config
+from sinks.kafka import check_reachable, ensure_topic, produce, producer_config
 from sinks.records import kafka_record
 from sources.binance import parse_snapshot, parse_ws
-from sources.binance_live import ENDPOINTS, MAX_STREAMS, connection_paths, stream_names, stream_of
+from sources.binance_live import ENDPOINTS, MAX_STREAMS, CollectConfig, connection_paths, stream_names, stream_of
 from sources.wire import encode_tick
 
 __all__ = ["Collector"]
@@ -366,7 +365,7 @@ class Collector:
                 raise ConfigError(f"cannot serve metrics on {self.cfg.metrics_address}:{self.cfg.metrics_port} "
                                   f"(TICKLET_COLLECT__METRICS_ADDRESS, TICKLET_COLLECT__METRICS_PORT): "
                                   f"{ex.strerror or ex}") from None
-        self.kafka.check_reachable()
+        check_reachable(self.kafka)
         pcfg = producer_config(self.kafka.brokers, self.kafka.client_config(), self.kafka.linger_ms)
         for topic in (self.kafka.ticks_topic, self.cfg.book_topic, self.cfg.events_topic):
             if topic:

@@ -30,8 +30,7 @@ from typing import Any, Optional
 from confluent_kafka import KafkaError, Producer
 
 from core.events import instrument_key
-from dataflows.settings import kafka_unreachable
-from sinks.kafka import ensure_topic, produce, producer_config
+from sinks.kafka import ensure_topic, kafka_unreachable, produce, producer_config
 from sources.files import InputFormatError, group_streams, line_ts, read_stream
 from sources.wire import encode_tick, stream_symbol
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from dataflows.settings import SAMPLE_DIR, Settings
+from dataflows.settings import Settings
+from sources.input_config import SAMPLE_DIR
 
 __all__ = ["config_table", "settings_table"]
 

@@ -58,11 +58,12 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, State
 
 from core import events
-from core.config import ConfigError
+from core.config import ConfigError, KafkaConfig
 from core.version import ticklet_version
-from dataflows.settings import KafkaConfig, ServeConfig
+from sinks.kafka import check_reachable
 from sinks.ratelimit import rate_limited
 from sinks.records import SCHEMA_VERSION
+from sinks.serve_config import ServeConfig
 from ticklet.serve.feed import Feed, RangeReader, consumer_config, reader_config, release_memory
 from ticklet.serve.limits import FILES_KEPT, bounded_http, open_files_for
 from ticklet.serve.state import (
@@ -1063,7 +1064,7 @@ def serve(cfg: ServeConfig, kafka: KafkaConfig, check_kafka: bool = True) -> int
     for handler in logging.getLogger().handlers:
         handler.addFilter(redact)
     if check_kafka:
-        kafka.check_reachable()
+        check_reachable(kafka)
     connections, files = open_files_for(cfg.max_connections)
     if connections < cfg.max_connections:
         if connections < 16:
