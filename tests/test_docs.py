@@ -289,3 +289,50 @@ def test_the_readme_is_a_front_page_with_the_two_commands():
     assert len(readme.read_text(encoding="utf-8").splitlines()) <= 250
     assert {MAIN, TESTS} <= {b.text.strip() for b in blocks(readme) if b.lang == "bash"}
     assert TESTS in (REPO / ".ci" / "run").read_text().splitlines()
+
+
+#: Kafka topics, whose names look like modules.
+TOPICS = {"ticklet.ticks", "ticklet.forecasts", "ticklet.dead-letters", "ticklet.events", "ticklet.book"}
+
+
+def _defines(path: Path, name: str) -> bool:
+    """Whether a module's top level defines ``name`` (read, not imported)."""
+    import ast
+
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return True
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any((a.asname or a.name) == name for a in node.names):
+            return True
+    return False
+
+
+def test_the_modules_and_files_the_docs_name_exist():
+    """Every source file (`sinks/fatal.py`) and module or attribute (`models.bundle.ALLOWED`)
+    a page names in code exists: a module moved without the docs following fails here
+    (moves are listed old -> new as they are made)."""
+    packages = set(generated.packages())
+    missing = []
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        for path in set(re.findall(r"`((?:[a-z_]+/)+[a-z_]+\.py)`", text)):
+            if not (REPO / path).is_file():
+                missing.append(f"{page.name}: {path}")
+        for dotted in set(re.findall(r"`([a-z_]+(?:\.[A-Za-z_][\w-]*)+)`", text)):
+            parts = dotted.split(".")
+            if parts[0] not in packages or dotted in TOPICS:
+                continue
+            for i in range(len(parts), 0, -1):
+                base = REPO.joinpath(*parts[:i])
+                module = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+                if module.is_file():
+                    if i < len(parts) and not _defines(module, parts[i]):
+                        missing.append(f"{page.name}: {dotted}")
+                    break
+            else:
+                missing.append(f"{page.name}: {dotted}")
+    assert not missing, missing
