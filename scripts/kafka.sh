@@ -25,8 +25,12 @@ fetch() {
   if [ -f "$libs/.complete" ]; then return 0; fi
   command -v mvn >/dev/null || { echo "kafka.sh: Maven (mvn) is required to fetch Kafka" >&2; exit 1; }
   mkdir -p "$libs"
-  mvn -q -B -Dstyle.color=never -f "$root/scripts/kafka/pom.xml" dependency:copy-dependencies \
-      -DoutputDirectory="$libs" -DincludeScope=runtime >&2
+  # Maven's output goes to a log (it writes colour codes even when told not to), shown if it fails.
+  if ! mvn -q -B -Dstyle.color=never -f "$root/scripts/kafka/pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$libs" -DincludeScope=runtime >"$home/fetch.log" 2>&1; then
+    echo "kafka.sh: fetching Kafka's jars with Maven failed; the end of its log ($home/fetch.log):" >&2
+    tail -n 40 "$home/fetch.log" >&2; exit 1
+  fi
   touch "$libs/.complete"
 }
 
