@@ -48,6 +48,8 @@ from pickle import UnpicklingError
 from typing import Any, NoReturn, Optional
 
 from core.config import ConfigError
+from dataflows.run_manifest import config_hash
+from dataflows.run_manifest import manifest as run_manifest
 from dataflows.settings import Settings
 from models.bundle import FORMAT, MANIFEST, loads, mismatch, source_instrument, state_file
 from operators import features as features_op
@@ -117,7 +119,7 @@ WHERE: Mapping[str, Optional[tuple[str, ...]]] = {
 
 
 def learning_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's config (:func:`dataflows.forecast.manifest`) without the
+    """A run's config (:func:`dataflows.run_manifest.manifest`) without the
     settings of :data:`WHERE`: what a bundle records, and its id covers.
 
     >>> c = learning_config(Settings().model_dump(mode="json"))
@@ -148,9 +150,6 @@ def save_bundle(settings: Settings, directory: Path, summary: dict[str, Any]) ->
     (a ticklet bug) stop the command with one line and status 70
     (:data:`sinks.fatal.EXIT_SOFTWARE`), a manifest that cannot be written
     with one line and status 74; either leaves no bundle."""
-    from dataflows.forecast import config_hash
-    from dataflows.forecast import manifest as run_manifest
-
     run = run_manifest(settings)
     data: dict[str, Any] = {}
     offline: dict[str, Any] = {}
