@@ -6,8 +6,10 @@ in Rust, and a store it cannot use is a panic: a zero-length
 its place, a SQLite database of another schema, a directory with no
 partition, or a snapshot of sinks that this run does not have (the output
 directory changed between two lives: ``StateKey ... not in this worker's
-routing map``). Under a supervisor that restarts the dataflow, every restart
-panics the same way.
+routing map``), or a snapshot that names a module this ticklet no longer has
+(``ModuleNotFoundError: No module named 'ticklet.events'``: the record types
+moved to :mod:`core.events`). Under a supervisor that restarts the dataflow,
+every restart panics the same way.
 
 :func:`check_store` reads the store first, read-only (SQLite's
 ``mode=ro``), and raises :class:`~core.config.ConfigError` with one
@@ -20,6 +22,8 @@ and, with Kafka output, how many records the output topic already holds
 
 from __future__ import annotations
 
+import importlib.util
+import pickletools
 import re
 import sqlite3
 from dataclasses import dataclass, field
@@ -42,6 +46,9 @@ TABLES = {
     "snaps": {"step_id", "state_key", "snap_epoch", "ser_change"},
 }
 _PART = re.compile(r"part-(\d+)\.sqlite3")
+#: Where ticklet's modules were before they moved (issue 24: ``ticklet.events`` -> ``core.events``, ...): a
+#: snapshot whose state holds this is looked at for the classes it names (:func:`_missing_global`).
+_MOVED_FROM = b"ticklet."
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,18 @@ def _read_part(path: Path, db_dir: Path) -> tuple[int, int, bool, list[tuple[str
         if len(parts) != 1:
             raise damaged(f"not a Bytewax recovery partition ({len(parts)} rows in its table 'parts', not 1)")
         committed = db.execute("SELECT count(*) FROM commits").fetchone()[0] > 0
+        # the latest states that name a module ticklet's modules were moved from (read only then: SQLite looks)
+        for step, key, state in db.execute(
+                "SELECT step_id, state_key, ser_change FROM snaps AS s WHERE ser_change IS NOT NULL "
+                "AND instr(ser_change, ?) > 0 AND snap_epoch = (SELECT max(snap_epoch) FROM snaps "
+                "WHERE step_id = s.step_id AND state_key = s.state_key)", (_MOVED_FROM,)):
+            missing = _missing_global(state)
+            if missing is not None:
+                raise ConfigError(f"recovery store {path}: the snapshot of {step} ({key}) refers to {missing}, "
+                                  "which this version of ticklet does not have (an earlier version wrote it; the "
+                                  "record types are in core.events since): finish that run with the earlier "
+                                  f"version, or remove {db_dir} and create it again (mkdir {db_dir} && python -m "
+                                  f"bytewax.recovery {db_dir} 1) to start afresh")
         # the latest snapshot of each key, without its state (learners' states are large)
         snaps = db.execute("SELECT step_id, state_key, snap_epoch, ser_change IS NULL FROM snaps "
                            "ORDER BY snap_epoch").fetchall()
@@ -104,6 +123,47 @@ def _read_part(path: Path, db_dir: Path) -> tuple[int, int, bool, list[tuple[str
         raise damaged(f"not a SQLite database that can be read ({ex})") from None
     finally:
         db.close()
+
+
+def _missing_global(state: bytes) -> Optional[str]:
+    """The first class or function (``module.name``) that the pickle ``state``
+    refers to and whose module cannot be found, or None. The pickle is read,
+    never loaded: nothing in it runs.
+
+    >>> import pickle
+    >>> _missing_global(pickle.dumps([Path("a")])) is None
+    True
+    >>> _missing_global(pickle.dumps(Path("a")).replace(b"pathlib", b"pathlab"))
+    'pathlab.PosixPath'
+    """
+    strings: list[str] = []  # the strings pushed, in order (STACK_GLOBAL takes the last two)
+    memo: dict[int, str] = {}
+    refs: list[tuple[str, str]] = []
+    try:
+        for op, arg, _ in pickletools.genops(state):
+            if isinstance(arg, str) and op.name.endswith("UNICODE"):
+                strings.append(arg)
+            elif op.name == "MEMOIZE" and strings:
+                memo[len(memo)] = strings[-1]
+            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and isinstance(arg, int) and strings:
+                memo[arg] = strings[-1]
+            elif op.name in ("BINGET", "LONG_BINGET", "GET") and isinstance(arg, int) and arg in memo:
+                strings.append(memo[arg])
+            elif op.name == "GLOBAL":
+                module, name = str(arg).split(" ", 1)
+                refs.append((module, name))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                refs.append((strings[-2], strings[-1]))
+    except ValueError:  # not a whole pickle: Bytewax says so itself
+        return None
+    for module, name in refs:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return f"{module}.{name}"
+    return None
 
 
 def check_store(db_dir: Path, flow: Optional[Dataflow] = None, all_parts: bool = True) -> StoreState:
@@ -126,7 +186,8 @@ def check_store(db_dir: Path, flow: Optional[Dataflow] = None, all_parts: bool =
         One line naming the file, what is wrong and what to do: a missing or
         empty directory, an empty partition file, a file that is not a
         recovery partition (not SQLite, or another schema), partitions that
-        do not form one store, a snapshot of other output files.
+        do not form one store, a snapshot that names a module this ticklet
+        no longer has, a snapshot of other output files.
 
     Examples
     --------

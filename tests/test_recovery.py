@@ -8,7 +8,9 @@ missing, deleted, or made for another output directory, and
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import pickle
 import random
 import re
 import shutil
@@ -255,6 +257,48 @@ def test_a_deleted_store_is_a_logged_fresh_start(kafka_bootstrap, tmp_path):
     assert len(records) == 2 * published  # published again, as the line says ...
     assert len(dedup(records)) == published  # ... each record twice, identical (dedup checks the values)
     assert _record_files(out) == files
+
+
+class _Before(pickle._Pickler):
+    """Pickles as ticklet did before issue 24: the record types as ``ticklet.events.*``."""
+
+    def save_global(self, obj, name=None):
+        if getattr(obj, "__module__", None) == "core.events":
+            self.write(pickle.GLOBAL + b"ticklet.events\n" + obj.__qualname__.encode() + b"\n")
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+def test_a_store_of_an_earlier_version_is_one_line(sample_store, tmp_path):
+    """A store whose snapshots an earlier ticklet wrote, which named the record
+    types ticklet.events.* (now core.events): the states of the sample's run,
+    pickled as that version did. Resuming from it is one line naming the
+    step, the class and what to do, status 2, and the store is left as it was
+    (before the check: a Rust panic, ModuleNotFoundError: No module named
+    'ticklet.events')."""
+    rec = tmp_path / "recovery"
+    rec.mkdir()
+    shutil.copy(sample_store, rec / sample_store.name)
+    db = sqlite3.connect(rec / sample_store.name)
+    rows = db.execute("SELECT rowid, ser_change FROM snaps WHERE instr(ser_change, ?) > 0", (b"core.events",))
+    for rowid, state in rows.fetchall():
+        old = io.BytesIO()
+        _Before(old, protocol=5).dump(pickle.loads(state))
+        assert b"ticklet.events" in old.getvalue() and b"core.events" not in old.getvalue()
+        db.execute("UPDATE snaps SET ser_change = ? WHERE rowid = ?", (old.getvalue(), rowid))
+    db.commit()
+    db.close()
+    before = (rec / sample_store.name).read_bytes()
+    proc = _flow_with(rec, tmp_path / "out", SAMPLE_DIR)
+    assert proc.returncode == BAD_SETUP, proc.stderr[-3000:]
+    line = one_line(proc.stderr)
+    assert re.fullmatch(rf"ticklet: recovery store {re.escape(str(rec / sample_store.name))}: the snapshot of "
+                        r"ticklet_forecast\.[\w.]+ \(\w+\) refers to ticklet\.events\.\w+, which this version of "
+                        r"ticklet does not have .*: finish that run with the earlier version, or remove .* to start "
+                        r"afresh", line), line
+    assert (rec / sample_store.name).read_bytes() == before
+    assert not (tmp_path / "out").exists() or not _record_files(tmp_path / "out")
 
 
 def test_an_output_directory_changed_between_lives_is_one_line(tmp_path):
