@@ -3,9 +3,9 @@ client so that reading the settings never imports influxdb-client."""
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from core.config import url as check_url
 
 __all__ = ["InfluxConfig"]
 
@@ -47,6 +47,5 @@ class InfluxConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _http(cls, v: str) -> str:
-        if not re.fullmatch(r"https?://[^/\s]+(?:/\S*)?", v):
-            raise ValueError("not a URL starting with http:// or https://")
+        check_url(v, ("http", "https"))
         return v

@@ -829,7 +829,7 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
                   description="The latest forecasts, scored forecasts, metrics and signals of ticklet's output "
                   "topic, and a live stream of them (WebSocket `/v1/stream`, see the README's *Serving* section). "
                   "Answers are the records exactly as published: `schema` (3) and `type` first, then the fields "
-                  "of the record types in `ticklet/events.py`.")
+                  "of the record types in `core/events.py`.")
     app.state.hub = hub
     app.state.metrics = metrics
 
