@@ -85,14 +85,16 @@ def _summary(module: str) -> str:
 def layers() -> str:
     """The import contracts of pyproject.toml as Markdown: the floors, then the other rules."""
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
-    rows = ["| module | floor | what it is |", "|---|---|---|"]
     out: list[str] = []
     for contract in contracts:
         if contract["type"] == "layers":
+            rows = ["| module | floor | what it is |", "|---|---|---|"]
             floors = contract["layers"]
-            for i, floor in enumerate(floors):
-                for module in re.split(r"\s*[|:]\s*", floor):
-                    rows.append(f"| `{module}` | {len(floors) - i} | {_summary(module)} |")
+            for container in contract.get("containers", [""]):
+                for i, floor in enumerate(floors):
+                    for module in re.split(r"\s*[|:]\s*", floor):
+                        module = f"{container}.{module}" if container else module
+                        rows.append(f"| `{module}` | {len(floors) - i} | {_summary(module)} |")
             out += [f"**{contract['name']}** (`{contract['id']}`): each floor imports only the floors below "
                     "it. Modules of one floor that the contract separates with `|` import none of each "
                     "other; `:` lets them.", "", *rows, ""]
