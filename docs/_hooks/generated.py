@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import importlib
 import io
 import os
 import posixpath
@@ -152,15 +151,11 @@ def on_files(files: Files, config: Any) -> Files:
 
 
 def settings_table() -> str:
-    """The table of every setting, from the root ``Settings``.
+    """The table of every setting, rendered from the config classes by the renderer that
+    ``ticklet config --defaults`` uses."""
+    from ticklet.settings_tables import settings_table as render
 
-    The renderer moves with the settings (issue 24): the new home first, the old one while
-    the move is under way.
-    """
-    for name in ("ticklet.settings_tables", "ticklet.settings"):  # new home, then old (while moving)
-        with contextlib.suppress(ImportError, AttributeError):
-            return importlib.import_module(name).settings_table()
-    raise ImportError("settings_table: not found in ticklet.settings_tables nor ticklet.settings")
+    return render()
 
 
 def package_modules(page_dir: str = "") -> str:
@@ -186,12 +181,10 @@ def package_modules(page_dir: str = "") -> str:
 
 
 def root_settings() -> Any:
-    """The root ``Settings`` class, from its new home (issue 24), the old one while the move is
-    under way."""
-    for name in ("dataflows.settings", "ticklet.settings"):
-        with contextlib.suppress(ImportError, AttributeError):
-            return importlib.import_module(name).Settings
-    raise ImportError("Settings: not found in dataflows.settings nor ticklet.settings")
+    """The root ``Settings`` class, which composes the config classes."""
+    from dataflows.settings import Settings
+
+    return Settings
 
 
 def settings_groups() -> str:
