@@ -30,17 +30,20 @@ __all__ = ["ConfigError", "EnvSettings", "KafkaConfig", "check_dir", "ip_address
 
 
 class ConfigError(Exception):
-    """A bad setting, argument or input, or a server that cannot be reached at
-    start: the entry points print ``ticklet: <message>`` (one plain line,
-    naming the setting or file) and exit with status 2."""
+    """A bad setting, argument or input, or a server that cannot be reached at start.
+
+    The entry points print ``ticklet: <message>`` (one plain line, naming the
+    setting or file) and exit with status 2.
+    """
 
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 def topic_name(v: Optional[str]) -> Optional[str]:
-    """``v`` when it is a Kafka topic name (or None); a :class:`ValueError`
-    saying what one is otherwise (for a pydantic validator).
+    """``v`` when it is a Kafka topic name (or None); a :class:`ValueError` otherwise.
+
+    The error says what a topic name is (for a pydantic validator).
 
     >>> topic_name("ticklet.ticks")
     'ticklet.ticks'
@@ -54,8 +57,7 @@ def topic_name(v: Optional[str]) -> Optional[str]:
 
 
 def ip_address(v: str) -> str:
-    """``v`` when it is an IP address to listen on or ``localhost``; a
-    :class:`ValueError` otherwise.
+    """``v`` when it is an IP address to listen on or ``localhost``; a :class:`ValueError` otherwise.
 
     >>> ip_address("0.0.0.0"), ip_address("::1"), ip_address("localhost")
     ('0.0.0.0', '::1', 'localhost')
@@ -72,8 +74,9 @@ def ip_address(v: str) -> str:
 
 
 def url(v: Optional[str], schemes: tuple[str, ...]) -> Optional[str]:
-    """``v`` when it is a URL of one of ``schemes`` with a host (or None); a
-    :class:`ValueError` naming the schemes otherwise.
+    """``v`` when it is a URL of one of ``schemes`` with a host (or None); a :class:`ValueError` otherwise.
+
+    The error names the schemes.
 
     >>> url("wss://fstream.binance.com", ("ws", "wss"))
     'wss://fstream.binance.com'
@@ -87,9 +90,11 @@ def url(v: Optional[str], schemes: tuple[str, ...]) -> Optional[str]:
 
 
 def check_dir(path: Path, name: str) -> None:
-    """Create the output directory ``path`` if needed; :class:`ConfigError`
-    naming ``name`` (the setting or option) when it cannot be, or is not
-    writable."""
+    """Create the output directory ``path`` if needed.
+
+    Raises :class:`ConfigError`, naming ``name`` (the setting or option), when
+    the directory cannot be created or is not writable.
+    """
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as ex:
@@ -99,10 +104,12 @@ def check_dir(path: Path, name: str) -> None:
 
 
 class EnvSettings(BaseSettings):
-    """The base of settings read from the environment: a list or group
-    variable whose value is not JSON is passed on as it is, so that
-    validation names that variable (pydantic-settings' own error would be
-    about the whole group)."""
+    """The base of settings read from the environment, lenient with list and group variables.
+
+    A list or group variable whose value is not JSON is passed on as it is, so
+    that validation names that variable (pydantic-settings' own error would be
+    about the whole group).
+    """
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -110,10 +117,11 @@ class EnvSettings(BaseSettings):
                                    dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource,
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """The environment and ``.env`` sources, except that a value that is
-        not the JSON a list or group needs is passed on as it is: validation
-        then names the variable (instead of pydantic-settings' error about
-        the whole group)."""
+        """The environment and ``.env`` sources, with a list or group value that is not JSON passed on as it is.
+
+        Validation then names the variable (instead of pydantic-settings' error
+        about the whole group).
+        """
         for source in (env_settings, dotenv_settings):
             decode = source.decode_complex_value
 
@@ -178,10 +186,15 @@ class KafkaConfig(BaseModel):
 
     @property
     def brokers(self) -> list[str]:
+        """The brokers of ``bootstrap_servers``, one ``host:port`` each.
+
+        >>> KafkaConfig(bootstrap_servers="a:9092, b:9093").brokers
+        ['a:9092', 'b:9093']
+        """
         return [b.strip() for b in self.bootstrap_servers.split(",") if b.strip()]
 
     def client_config(self) -> dict[str, str]:
-        """librdkafka settings for security; holds the secret, pass it only to clients."""
+        """The librdkafka settings for security: they hold the secret, so pass them only to clients."""
         cfg: dict[str, str] = {"security.protocol": self.security_protocol}
         if self.sasl_mechanism:
             cfg["sasl.mechanism"] = self.sasl_mechanism

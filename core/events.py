@@ -131,9 +131,10 @@ def instrument_key(symbol: str, market: str) -> str:
 
 
 def coinm_pair(name: str) -> Optional[str]:
-    """The pair of a COIN-M contract (``BTCUSD`` of ``BTCUSD_PERP`` or
-    ``BTCUSD_211231``; a symbol and its instrument are the same), or None
-    for any other symbol or instrument.
+    """The pair of a COIN-M contract, or None for any other symbol or instrument.
+
+    ``BTCUSD`` of ``BTCUSD_PERP`` or ``BTCUSD_211231`` (a COIN-M contract's
+    symbol and its instrument are the same).
 
     >>> coinm_pair("BTCUSD_PERP"), coinm_pair("ETHUSD_210924"), coinm_pair("BTCUSDT_250328"), coinm_pair("BTCUSDT")
     ('BTCUSD', 'ETHUSD', None, None)
@@ -309,8 +310,7 @@ Event = Union[Trade, Quote, DepthUpdate, Kline]
 
 
 class ErrorRecord(msgspec.Struct, frozen=True, gc=False):
-    """A dead letter: input that could not be used, with the reason and the raw
-    payload exactly as received.
+    r"""A dead letter: input that could not be used, with the reason and the raw payload exactly as received.
 
     ``raw`` is the payload as text when its bytes are valid UTF-8. When they
     are not, ``raw_base64`` is true and ``raw`` is the standard base64 of the
@@ -323,9 +323,9 @@ class ErrorRecord(msgspec.Struct, frozen=True, gc=False):
     ``instrument`` is the instrument the input names, where it names a valid
     one (empty otherwise).
 
-    >>> e = ErrorRecord.of("parse", "bad json", b"\\xff{", "BTCUSDT", 5)
+    >>> e = ErrorRecord.of("parse", "bad json", b"\xff{", "BTCUSDT", 5)
     >>> e.raw, e.raw_base64, e.raw_bytes()
-    ('/3s=', True, b'\\xff{')
+    ('/3s=', True, b'\xff{')
     >>> ErrorRecord.of("parse", "bad json", b'{"a":').raw
     '{"a":'
     """
@@ -342,8 +342,10 @@ class ErrorRecord(msgspec.Struct, frozen=True, gc=False):
     @classmethod
     def of(cls, stage: str, reason: str, raw: bytes, instrument: str = "", ts_recv: int = 0,
            raw_size: Optional[int] = None, raw_sha256: Optional[str] = None) -> ErrorRecord:
-        """A dead letter of ``raw``, the input's bytes as received (kept
-        exactly: as text if they are UTF-8, else base64)."""
+        """A dead letter of ``raw``, the input's bytes as received.
+
+        The bytes are kept exactly: as text if they are UTF-8, else base64.
+        """
         try:
             return cls(stage, reason, raw.decode("utf-8"), instrument, ts_recv, False, raw_size, raw_sha256)
         except UnicodeDecodeError:
@@ -523,9 +525,11 @@ class Count(msgspec.Struct, frozen=True, gc=False):
 
 
 class Signal(msgspec.Struct, frozen=True, gc=False):
-    """A decision taken at ``ts_forecast`` (a bar's end) from one model's
-    forecast: the position to hold, as a signed fraction of the book's equity
-    (``side`` is +1 LONG, -1 SHORT, 0 NEUTRAL)."""
+    """A decision taken at ``ts_forecast`` (a bar's end) from one model's forecast: the position to hold.
+
+    The position is a signed fraction of the book's equity (``side`` is +1
+    LONG, -1 SHORT, 0 NEUTRAL).
+    """
 
     instrument: str
     model: str
@@ -538,9 +542,11 @@ class Signal(msgspec.Struct, frozen=True, gc=False):
 
 
 class FillQuote(msgspec.Struct, frozen=True, gc=False):
-    """The first best bid/ask received at or after the decision time
-    ``ts_forecast`` plus the order latency: the quote a market order sent at
-    the decision is filled against (received at ``ts_recv``)."""
+    """The quote that a market order sent at the decision time ``ts_forecast`` is filled against.
+
+    It is the first best bid/ask received (at ``ts_recv``) at or after
+    ``ts_forecast`` plus the order latency.
+    """
 
     instrument: str
     ts_forecast: int
@@ -552,11 +558,13 @@ class FillQuote(msgspec.Struct, frozen=True, gc=False):
 
 
 class Fill(msgspec.Struct, frozen=True, gc=False):
-    """A market order of one book filled at ``ts_recv``: ``qty`` units of the
-    instrument (signed: + bought, - sold) at ``price``, the opposite best quote
-    moved by the slippage. ``spread_cost`` (against the mid), ``slippage_cost``
-    and ``fee`` are in quote currency; ``position`` and ``cash`` are the
-    book's after the fill."""
+    """A market order of one book filled at ``ts_recv``.
+
+    ``qty`` units of the instrument (signed: + bought, - sold) at ``price``,
+    the opposite best quote moved by the slippage. ``spread_cost`` (against
+    the mid), ``slippage_cost`` and ``fee`` are in quote currency;
+    ``position`` and ``cash`` are the book's after the fill.
+    """
 
     instrument: str
     model: str
@@ -574,10 +582,12 @@ class Fill(msgspec.Struct, frozen=True, gc=False):
 
 
 class EquityPoint(msgspec.Struct, frozen=True, gc=False):
-    """A book marked to the mid at one decision (``ts_recv``: the fill quote's
-    time): its position in units, equity (net of every cost), the equity it
-    would have had trading at the mid without fees (``gross_equity``), the
-    costs paid so far, and the drawdown from the equity's running peak."""
+    """A book marked to the mid at one decision (``ts_recv``: the fill quote's time).
+
+    Its position in units, equity (net of every cost), the equity it would
+    have had trading at the mid without fees (``gross_equity``), the costs
+    paid so far, and the drawdown from the equity's running peak.
+    """
 
     instrument: str
     model: str
@@ -592,8 +602,7 @@ class EquityPoint(msgspec.Struct, frozen=True, gc=False):
 
 
 class EconomicsRecord(msgspec.Struct, frozen=True, gc=False):
-    """Running economics of one book (see :mod:`operators.pnl` for every
-    formula), as of ``ts_recv``."""
+    """Running economics of one book (see :mod:`operators.pnl` for every formula), as of ``ts_recv``."""
 
     instrument: str
     model: str

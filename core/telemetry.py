@@ -48,13 +48,15 @@ _SERVERS: dict[tuple[str, int], ThreadingHTTPServer] = {}
 
 
 def serve_metrics(address: str, port: int, dataflow_json: Optional[str] = None) -> ThreadingHTTPServer:
-    """Serve this process's Prometheus registry on ``GET /metrics`` (and
-    ``/``), and ``dataflow_json`` on ``GET /dataflow`` when given, on
-    ``address:port`` from a daemon thread, for the rest of the process (as
-    ``prometheus_client.start_http_server`` does; asked again for the same
-    address and port, the server already there is returned). ``port`` 0
-    picks a free one (``server.server_address``). Raises :class:`OSError`
-    when it cannot listen there.
+    """Serve this process's Prometheus registry over HTTP from a daemon thread.
+
+    The registry is served on ``GET /metrics`` (and ``/``), and
+    ``dataflow_json`` on ``GET /dataflow`` when given, on ``address:port``,
+    for the rest of the process (as ``prometheus_client.start_http_server``
+    does; asked again for the same address and port, the server already
+    there is returned). ``port`` 0 picks a free one
+    (``server.server_address``). Raises :class:`OSError` when it cannot
+    listen there.
     """
     if (address, port) in _SERVERS:
         return _SERVERS[address, port]

@@ -1,5 +1,7 @@
-"""The version of the installed ticklet distribution, for the run's and
-the bundles' manifests, the report and the API."""
+"""The version of the installed ticklet distribution.
+
+It goes into the run's and the bundles' manifests, the report and the API.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +11,9 @@ __all__ = ["ticklet_version"]
 
 
 def ticklet_version() -> str:
-    """The version of the installed ``ticklet`` distribution (its
-    ``pyproject.toml``), or ``"unknown"`` in a checkout that was never
-    installed.
+    """The version of the installed ``ticklet`` distribution (its ``pyproject.toml``).
+
+    ``"unknown"`` in a checkout that was never installed.
 
     >>> import re
     >>> bool(re.fullmatch(r"[0-9]+[.][0-9]+.*|unknown", ticklet_version()))
