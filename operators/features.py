@@ -158,8 +158,7 @@ class FeatureState:
 
 
 def feature_names(config: FeatureConfig) -> tuple[str, ...]:
-    """The names of the features of a row, in their order (as a learner sees
-    them; a model bundle records them).
+    """The names of the features of a row, in their order (as a learner sees them; a model bundle records them).
 
     >>> feature_names(FeatureConfig(return_lags=(1, 5)))[:3], len(feature_names(FeatureConfig()))
     (('ret_1', 'ret_5', 'rv'), 24)
@@ -170,10 +169,11 @@ def feature_names(config: FeatureConfig) -> tuple[str, ...]:
 
 
 def warm(bundle: FeatureState, config: FeatureConfig) -> FeatureState:
-    """A fresh state for ``config`` that keeps a copy of the online scaler of
-    ``bundle`` (a saved state): the features its learners were trained on are
-    scaled the same way from the first bar. The windows start empty, as after
-    a gap. A scaler of another kind is not carried over.
+    """A fresh state for ``config`` that keeps a copy of the online scaler of ``bundle`` (a saved state).
+
+    The features its learners were trained on are scaled the same way from
+    the first bar. The windows start empty, as after a gap. A scaler of
+    another kind is not carried over.
 
     >>> from core.events import Bar
     >>> old = FeatureState(FeatureConfig())

@@ -48,9 +48,12 @@ __all__ = ["FillState", "step"]
 
 @dataclass
 class FillState:
-    """Per instrument: the next bar end without a fill quote. ``latency_ms``
-    is the order latency (:class:`operators.pnl.ExecutionConfig`),
-    ``interval_ms`` and ``max_gap_bars`` the bar builder's."""
+    """Per instrument: the next bar end without a fill quote.
+
+    ``latency_ms`` is the order latency
+    (:class:`operators.pnl.ExecutionConfig`), ``interval_ms`` and
+    ``max_gap_bars`` the bar builder's.
+    """
 
     latency_ms: int
     interval_ms: int

@@ -126,8 +126,11 @@ class ForecastConfig(BaseModel):
 
 
 class Pending(msgspec.Struct, frozen=True, gc=False):
-    """A forecast waiting for its target time. ``x`` is what its model will
-    learn from: the features, or the members' forecasts for the ensemble."""
+    """A forecast waiting for its target time.
+
+    ``x`` is what its model will learn from: the features, or the members'
+    forecasts for the ensemble.
+    """
 
     model: str
     ts_forecast: int
@@ -176,8 +179,10 @@ class JoinState:
             self.record_offline()
 
     def record_offline(self) -> None:
-        """From now on, learners that can train offline (``record_offline``)
-        record what they need, until :func:`export`."""
+        """From now on, learners that can train offline (``record_offline``) record what they need.
+
+        They record until :func:`export`.
+        """
         self.record = True
         for model in self.models.values():
             rec = getattr(model, "record_offline", None)
@@ -196,10 +201,11 @@ Out = Union[Forecast, ForecastRecord, Count]
 
 
 def export(state: JoinState) -> JoinState:
-    """``state`` made ready to be saved in a model bundle at the end of a run:
-    learners that train offline (``fit_offline``) do so on what they recorded
-    and forget it, and no forecast is pending any more. Updated in place and
-    returned.
+    """``state`` made ready to be saved in a model bundle at the end of a run.
+
+    Learners that train offline (``fit_offline``) do so on what they
+    recorded and forget it, and no forecast is pending any more. Updated in
+    place and returned.
 
     >>> st = JoinState(ForecastConfig(horizons=(1,), models=("naive",)))
     >>> st.pending[1].append("a forecast"); st.n_pending = 1
@@ -217,12 +223,14 @@ def export(state: JoinState) -> JoinState:
 
 
 def warm(bundle: JoinState, config: ForecastConfig, origin: str) -> JoinState:
-    """A fresh state for ``config`` whose learners start from a copy of those
-    of ``bundle`` (a saved state, see :func:`export`), with their label
-    counts, and ``origin`` (the bundle's id) as their origin. A model or
-    horizon the bundle lacks starts cold; so does the ensemble when its
-    members differ from the bundle's. Learners with a ``reset_stream``
-    forget the bars they last saw (another time, or another instrument).
+    """A fresh state for ``config`` whose learners start from a copy of those of ``bundle``.
+
+    ``bundle`` is a saved state (see :func:`export`); the learners keep
+    their label counts, and take ``origin`` (the bundle's id) as their
+    origin. A model or horizon the bundle lacks starts cold; so does the
+    ensemble when its members differ from the bundle's. Learners with a
+    ``reset_stream`` forget the bars they last saw (another time, or another
+    instrument).
 
     >>> cfg = ForecastConfig(horizons=(1,), models=("naive", "linear"))
     >>> old = JoinState(ForecastConfig(horizons=(1,), models=("linear",)))
@@ -251,9 +259,10 @@ def warm(bundle: JoinState, config: ForecastConfig, origin: str) -> JoinState:
 
 def predict(model: OnlineModel, x: dict[str, float],
             lim: float) -> tuple[Optional[float], Optional[float], Optional[float]]:
-    """A learner's forecast of ``x`` and its interval, if it gives one (``lo``
-    and ``hi`` None otherwise); ``(None, None, None)`` when the forecast or a
-    bound is beyond ``lim`` or not finite (a diverged model).
+    """A learner's forecast of ``x`` and its interval, if it gives one (``lo`` and ``hi`` None otherwise).
+
+    ``(None, None, None)`` when the forecast or a bound is beyond ``lim`` or
+    not finite (a diverged model).
 
     >>> from models.base import NaiveModel
     >>> predict(NaiveModel(), {}, 1.0)

@@ -219,8 +219,9 @@ class OrderBookState:
         return bids, asks
 
     def to_snapshot(self, key: str, ts: int) -> BookSnapshot:
-        """The whole book as a :class:`BookSnapshot` at its update id (to hand
-        a book over, or to seed another book with it).
+        """The whole book as a :class:`BookSnapshot` at its update id.
+
+        For handing a book over, or seeding another book with it.
 
         >>> st = OrderBookState(OrderBookConfig())
         >>> snap = BookSnapshot("X", 0, 1, (Level(9.0, 1.0),), (Level(10.0, 3.0),))
@@ -316,9 +317,11 @@ def _request(st: OrderBookState, key: str, ts: int, reason: str, out: list) -> N
 
 def _resync(st: OrderBookState, key: str, ts: int, reason: str, out: list, records: tuple,
             keep: Optional[DepthUpdate] = None) -> None:
-    """Give the book up: emit ``records`` (what went wrong and its counts),
-    drop the book, buffer ``keep`` (the diff that showed it) and request a
-    snapshot for ``reason``."""
+    """Give the book up and request a snapshot for ``reason``.
+
+    Emit ``records`` (what went wrong and its counts), drop the book and
+    buffer ``keep`` (the diff that showed it).
+    """
     out.extend(records)
     _clear_book(st)
     if keep is not None:
@@ -345,8 +348,11 @@ def _after_apply(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit:
 
 
 def _on_diff(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: bool = True) -> None:
-    """Handle one diff; records are stamped ``now`` (the receive time of the
-    event being stepped: the diff itself, or a snapshot replaying its buffer)."""
+    """Handle one diff; records are stamped ``now``.
+
+    ``now`` is the receive time of the event being stepped: the diff itself,
+    or a snapshot replaying its buffer.
+    """
     status = st.status
     if status == SYNCED:
         last = st.last_id

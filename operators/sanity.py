@@ -263,17 +263,21 @@ class SanityState:
         self.max_notional = self.config.max_notional
 
     def __setstate__(self, state: tuple[None, dict]) -> None:
-        """Unpickle (the state of a class with slots: ``(None, {slot:
-        value})``); a snapshot taken before ``agg_ids`` and ``traded``
-        existed resumes with their defaults (its sequences, of both kinds
-        then, taken as trade ids)."""
+        """Unpickle (the state of a class with slots: ``(None, {slot: value})``).
+
+        A snapshot taken before ``agg_ids`` and ``traded`` existed resumes
+        with their defaults (its sequences, of both kinds then, taken as
+        trade ids).
+        """
         self.agg_ids, self.traded = [], False
         for name, value in state[1].items():
             setattr(self, name, value)
 
     def holding(self) -> list:
-        """The events held, to be passed on or dead-lettered later: the
-        warm-up and those ahead of the clock, in order."""
+        """The events held, to be passed on or dead-lettered later, in order.
+
+        The warm-up and those ahead of the clock.
+        """
         return [*(self.held or ()), *self.ahead]
 
 
@@ -292,9 +296,12 @@ def _first(gap: tuple[int, int]) -> int:
 
 
 def _forget(seq: list, window: int) -> None:
-    """Keep a sequence ``[first, latest, gaps]`` to its window: ``first`` at
-    most ``window - 1`` ids below ``latest``, and at most ``_GAPS`` gaps (the
-    ids up to the oldest one beyond them forgotten: unknown, as below ``first``)."""
+    """Keep a sequence ``[first, latest, gaps]`` to its window.
+
+    ``first`` stays at most ``window - 1`` ids below ``latest``, and at most
+    ``_GAPS`` gaps are kept (the ids up to the oldest one beyond them are
+    forgotten: unknown, as below ``first``).
+    """
     first, latest, gaps = seq
     first = max(first, latest - window + 1)
     k = 0
@@ -315,8 +322,7 @@ def _gap(gaps: list, t: int) -> int:
 
 
 def _known(seqs: list, t: int) -> Optional[int]:
-    """The latest id of the sequence that has passed on trade id ``t``, None
-    if none has (see *Duplicates*)."""
+    """The latest id of the sequence that has passed on trade id ``t``, None if none has (see *Duplicates*)."""
     for s in seqs:
         if s[0] <= t <= s[1] and (not s[2] or _gap(s[2], t) < 0):
             return s[1]
@@ -324,10 +330,11 @@ def _known(seqs: list, t: int) -> Optional[int]:
 
 
 def _note(seqs: list, t: int, window: int) -> None:
-    """Add trade id ``t``, which no sequence of ``seqs`` knows, to them (see
-    *Duplicates*). ``seqs``: sequences ``[first, latest, gaps]``, most
-    recently used first: every id from ``first`` to ``latest`` was passed on
-    but those in ``gaps``, sorted runs ``(first, last)``.
+    """Add trade id ``t``, which no sequence of ``seqs`` knows, to them (see *Duplicates*).
+
+    ``seqs``: sequences ``[first, latest, gaps]``, most recently used first:
+    every id from ``first`` to ``latest`` was passed on but those in
+    ``gaps``, sorted runs ``(first, last)``.
 
     >>> seqs = []
     >>> for t in (10, 11, 15, 13, 12, 9, 5000, 14, 4999):
@@ -374,8 +381,7 @@ def _note(seqs: list, t: int, window: int) -> None:
 
 
 def _duplicate(st: SanityState, ev: Trade) -> Optional[tuple[ErrorRecord, Count]]:
-    """The dead letter of a trade whose id was passed on already (among the
-    ids of its kind), else None."""
+    """The dead letter of a trade whose id was passed on already (among the ids of its kind), else None."""
     latest = _known(st.agg_ids if ev.agg else st.ids, ev.trade_id)
     if latest is None:
         return None
@@ -389,7 +395,9 @@ def _qty_bad(q: float) -> bool:
 
 def _static(ev: Event, max_notional: float) -> Optional[tuple[str, str]]:
     """(check, reason) of the first content check ``ev`` fails, None if none.
-    The comparisons are written so that NaN fails them."""
+
+    The comparisons are written so that NaN fails them.
+    """
     cls = type(ev)
     if cls is Quote:
         b, bq, a, aq = ev.bid, ev.bid_qty, ev.ask, ev.ask_qty  # type: ignore[union-attr]
@@ -511,10 +519,11 @@ def _band(st: SanityState, ev: Event, out: list) -> bool:
 
 
 def _accept(st: SanityState, ev: Event, out: list) -> None:
-    """Price-check an event that passed the clock; pass it on and move the
-    clock if it is accepted. A trade held until now whose id was passed on
-    meanwhile is a duplicate; an aggTrade held until now while a plain
-    trade was passed on is skipped."""
+    """Price-check an event that passed the clock; pass it on and move the clock if it is accepted.
+
+    A trade held until now whose id was passed on meanwhile is a duplicate;
+    an aggTrade held until now while a plain trade was passed on is skipped.
+    """
     trade = type(ev) is Trade
     window = st.config.duplicate_window
     if trade:
@@ -588,8 +597,11 @@ def _timed(st: SanityState, ev: Event, out: list) -> None:
 
 
 def _restart(st: SanityState, events: list[Event], out: list) -> None:
-    """Start the instrument afresh, as at its first events, with ``events``
-    (after a silence longer than ``stale_after_ms``: the reference is stale)."""
+    """Start the instrument afresh, as at its first events, with ``events``.
+
+    This follows a silence longer than ``stale_after_ms``: the reference is
+    stale.
+    """
     st.recent.clear()
     st.ranked.clear()
     st.outside.clear()
@@ -630,10 +642,11 @@ _SKIP: tuple = (_AGG_SKIPPED,)
 
 
 def step(state: SanityState, event: Event) -> tuple[SanityState, Sequence[Out]]:
-    """Check one event; return it if it is plausible (with any event it
-    released), else its dead letter and counter; an aggTrade skipped
-    (*Trades and aggTrades*) is only counted. ``state`` is updated in place
-    and returned.
+    """Check one event; return it if it is plausible (with any event it released), else its dead letter.
+
+    An implausible event gives its dead letter and counter; an aggTrade
+    skipped (*Trades and aggTrades*) is only counted. ``state`` is updated
+    in place and returned.
 
     An aggTrade before the instrument's first plain trade is passed on; the
     plain trades after it are too, their ids apart from the aggTrade ids
@@ -672,11 +685,12 @@ def step(state: SanityState, event: Event) -> tuple[SanityState, Sequence[Out]]:
 
 
 def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, list]:
-    """:func:`step` over a list of events; returns ``[accepted events]`` (one
-    list, omitted if empty), then the dead letters and counters, the
-    aggTrades skipped counted once at the end (one
+    """:func:`step` over a list of events, for the dataflow, which passes events on in lists.
+
+    Returns ``[accepted events]`` (one list, omitted if empty), then the dead
+    letters and counters, the aggTrades skipped counted once at the end (one
     ``Count("aggtrades_skipped", n)``, where :func:`step` gives one per
-    aggTrade). For the dataflow, which passes events on in lists.
+    aggTrade).
 
     >>> from core.events import Trade
     >>> st = SanityState(SanityConfig(warmup=1))

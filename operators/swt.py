@@ -81,10 +81,10 @@ def _thresholds(details: list[np.ndarray], sigma: float, n: int, rule: str) -> l
 
 
 def denoise_last_reference(window: np.ndarray, cfg: SWTConfig) -> tuple[float, list[float]]:
-    """Denoise ``window`` with :func:`pywt.swt`/:func:`pywt.iswt` directly and
-    return its last point and the mean detail energy of each level (coarsest
-    first). This is the definition; :func:`denoise_last` computes the same
-    thing faster.
+    """Denoise ``window`` with :func:`pywt.swt`/:func:`pywt.iswt` directly: the definition.
+
+    Returns its last point and the mean detail energy of each level
+    (coarsest first). :func:`denoise_last` computes the same thing faster.
 
     Parameters
     ----------
@@ -131,8 +131,7 @@ def _operators(cfg: SWTConfig) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def denoise_last(window: np.ndarray, cfg: SWTConfig) -> tuple[float, list[float]]:
-    """Denoise ``window`` and return its last point and the mean detail
-    energy of each level (coarsest first).
+    """Denoise ``window`` and return its last point and the mean detail energy of each level (coarsest first).
 
     Same result as :func:`denoise_last_reference` (to rounding), about 10x
     faster: the transform and the last point's reconstruction are applied as
