@@ -37,7 +37,9 @@ class NaiveModel:
     """Persistence of the price: always forecasts a zero return."""
 
     def predict_one(self, x: dict[str, float]) -> float:
+        """Forecast a zero log return, whatever the features ``x``."""
         return 0.0
 
     def learn_one(self, x: dict[str, float], y: float) -> None:
+        """Learn nothing: the price's persistence needs no training."""
         return None

@@ -154,13 +154,18 @@ _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class UnsafeState(pickle.UnpicklingError):
-    """A state that refers to something no ticklet bundle holds (the
-    message names it); nothing it refers to was called."""
+    """A state that refers to something no ticklet bundle holds (the message names it).
+
+    Nothing it refers to was called.
+    """
 
 
 def _method(obj: Any, name: Any) -> Any:
-    """``getattr(obj, name)`` for the bound methods of :data:`METHODS` only:
-    the method of the class, bound to ``obj`` (never an attribute of ``obj``)."""
+    """``getattr(obj, name)`` for the bound methods of :data:`METHODS` only.
+
+    It gives the method of the class, bound to ``obj`` (never an attribute of
+    ``obj``).
+    """
     cls = type(obj)
     if not isinstance(name, str) or (cls.__module__, cls.__qualname__, name) not in METHODS:
         raise UnsafeState(f"builtins.getattr({cls.__module__}.{cls.__qualname__}, {name!r})")
@@ -185,9 +190,12 @@ def dumps(states: Any) -> bytes:
 
 
 def loads(data: bytes) -> Any:
-    """The states that :func:`dumps` wrote; an :class:`UnsafeState` (a
-    :class:`pickle.UnpicklingError`) for a pickle that refers to anything
-    outside :data:`ALLOWED` and :data:`METHODS`, before it is called."""
+    """The states that :func:`dumps` wrote, refusing any pickle that refers to what a bundle never holds.
+
+    Raises :class:`UnsafeState` (a :class:`pickle.UnpicklingError`) for a
+    pickle that refers to anything outside :data:`ALLOWED` and
+    :data:`METHODS`, before it is called.
+    """
     return _Unpickler(io.BytesIO(data), fix_imports=False).load()
 
 
@@ -203,17 +211,22 @@ def state_file(instrument: str) -> str:
 
 
 def digest(manifest: Mapping[str, Any]) -> str:
-    """The SHA-256 (hex) of a manifest's content: every field but those of
-    :data:`UNSIGNED`, as canonical JSON (sorted keys, no spaces)."""
+    """The SHA-256 (hex) of a manifest's content.
+
+    The content is every field but those of :data:`UNSIGNED`, as canonical
+    JSON (sorted keys, no spaces).
+    """
     content = {k: v for k, v in manifest.items() if k not in UNSIGNED}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def bundle_id(manifest: Mapping[str, Any]) -> str:
-    """The id of a bundle: the first 16 hex digits of its manifest's
-    :func:`digest`, so that the same run gives the same id, and any other
-    manifest or state file another one."""
+    """The id of a bundle: the first 16 hex digits of its manifest's :func:`digest`.
+
+    The same run gives the same id, and any other manifest or state file
+    another one.
+    """
     return digest(manifest)[:16]
 
 
@@ -223,8 +236,7 @@ def signature(manifest: Mapping[str, Any], key: bytes) -> str:
 
 
 def signed_by(manifest: Mapping[str, Any], key: bytes) -> bool:
-    """Whether the manifest's ``signature`` is that of ``key`` (compared in
-    constant time)."""
+    """Whether the manifest's ``signature`` is that of ``key`` (compared in constant time)."""
     sig = manifest.get("signature")
     return isinstance(sig, str) and hmac.compare_digest(sig.encode(), signature(manifest, key).encode())
 
@@ -246,11 +258,13 @@ def format_problem(fmt: Any) -> Optional[str]:
 
 
 def mismatch(bundle: Mapping[str, Any], run: Mapping[str, Any]) -> Optional[str]:
-    """The first difference that makes a bundle unfit for a run, in words
-    (None if it fits): its format, its feature names, its bar interval, its
+    """The first difference that makes a bundle unfit for a run, in words (None if it fits).
+
+    Checked in turn: its format, its feature names, its bar interval, its
     feature scaler, its horizons. Both are dicts with the keys ``format``,
     ``features``, ``bar_interval_ms``, ``horizons`` and (optionally)
-    ``scaler``, as in the manifest."""
+    ``scaler``, as in the manifest.
+    """
     if bundle.get("format") != run["format"]:
         return format_problem(bundle.get("format"))
     fb, fr = list(bundle.get("features") or []), list(run["features"])
@@ -276,9 +290,10 @@ def mismatch(bundle: Mapping[str, Any], run: Mapping[str, Any]) -> Optional[str]
 
 
 def source_instrument(instrument: str, mapping: Mapping[str, str], available: Collection[str]) -> Optional[str]:
-    """The bundle instrument whose states start ``instrument``: its entry in
-    ``mapping``, else the entry ``"*"``, else itself; None when that one is
-    not in the bundle (``available``): it starts cold.
+    """The bundle instrument whose states start ``instrument``, or None: it starts cold.
+
+    That is its entry in ``mapping``, else the entry ``"*"``, else itself;
+    None when that one is not in the bundle (``available``).
 
     >>> source_instrument("ETHUSDT", {"*": "BTCUSDT"}, {"BTCUSDT", "ETHUSDT"})
     'BTCUSDT'

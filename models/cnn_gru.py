@@ -117,8 +117,10 @@ __all__ = ["CNNGRUConfig", "CNNGRUModel"]
 
 
 class _Net(nn.Module):
-    """Conv1d over time -> ReLU -> GRU -> Linear on the last hidden state;
-    with ``skip``, plus a linear term of the window's last feature vector."""
+    """Conv1d over time -> ReLU -> GRU -> Linear on the last hidden state.
+
+    With ``skip``, plus a linear term of the window's last feature vector.
+    """
 
     def __init__(self, n_features: int, channels: int, kernel: int, hidden: int, skip: bool = False):
         super().__init__()
@@ -223,8 +225,10 @@ class CNNGRUModel:
         return out * self._scale() + self.y_mean
 
     def proba_up(self, x: dict[str, float]) -> Optional[float]:
-        """P(up) of the forecast just made from ``x`` (0.5 while untrained)
-        with the direction objective; None with the return objective."""
+        """P(up) of the forecast just made from ``x`` (0.5 while untrained) with the direction objective.
+
+        None with the return objective.
+        """
         return self.p_up if self.config.objective == "direction" else None
 
     def learn_one(self, x: dict[str, float], y: float) -> None:
@@ -254,9 +258,11 @@ class CNNGRUModel:
             self._retrain()
 
     def reset_stream(self) -> None:
-        """Forget the feature vectors of the stream seen so far (the history
-        window and the forecasts waiting for a label), keeping what was
-        learnt: for a warm start on another day or instrument."""
+        """Forget the feature vectors of the stream seen so far, keeping what was learnt.
+
+        The history window and the forecasts waiting for a label are
+        forgotten: for a warm start on another day or instrument.
+        """
         self.history.clear()
         self.pending.clear()
         self.p_up = 0.5
@@ -264,8 +270,10 @@ class CNNGRUModel:
     # --- offline epochs (model bundles) ---------------------------------------
 
     def record_offline(self) -> None:
-        """Keep every feature vector and labelled example from now on, for
-        :meth:`fit_offline` (when a bundle is made)."""
+        """Keep every feature vector and labelled example from now on, for :meth:`fit_offline`.
+
+        :meth:`fit_offline` runs when a bundle is made.
+        """
         if self.config.offline_epochs > 0 and not self.recording:
             self.recording = True
             self.trace, self.examples, self.trace_start = [], [], self.n_seen
@@ -281,9 +289,11 @@ class CNNGRUModel:
             self.examples = [e for e in self.examples if e[0] >= first]
 
     def fit_offline(self, on_epoch: Optional[Callable[[int, dict[str, Any]], None]] = None) -> None:
-        """Train a fresh network on the recorded examples (see the module
-        docstring), keep the best epoch's, and drop the recording.
-        ``on_epoch(epoch, state_dict)`` is called after each epoch."""
+        """Train a fresh network on the recorded examples, keep the best epoch's, and drop the recording.
+
+        See the module docstring. ``on_epoch(epoch, state_dict)`` is called
+        after each epoch.
+        """
         if not self.recording:
             return
         self.recording = False
@@ -419,8 +429,7 @@ class CNNGRUModel:
         return self.names if self.cols is None else tuple(self.names[i] for i in self.cols)
 
     def _vector(self, x: dict[str, float]) -> tuple[bytes, np.ndarray]:
-        """(matching key, clean float32 vector of the network's features) of
-        ``x`` in ``names`` order."""
+        """(matching key, clean float32 vector of the network's features) of ``x`` in ``names`` order."""
         assert self.names is not None
         raw = np.array([x.get(n, 0.0) for n in self.names], dtype=np.float64)
         vec = np.nan_to_num(raw if self.cols is None else raw[self.cols], nan=0.0, posinf=0.0, neginf=0.0)
@@ -507,9 +516,11 @@ def _apply_threads(n: int) -> None:
 
 
 def _arrays(obj: Any) -> Any:
-    """A state dict with every tensor as a NumPy array (a copy, on the CPU):
-    what a pickle of the model holds, so that reading one (a model bundle,
-    :func:`models.bundle.loads`) never runs torch's own unpickling."""
+    """A state dict with every tensor as a NumPy array (a copy, on the CPU): what a pickle of the model holds.
+
+    Reading such a pickle (a model bundle, :func:`models.bundle.loads`) thus
+    never runs torch's own unpickling.
+    """
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu().numpy().copy()
     if isinstance(obj, dict):
@@ -520,8 +531,7 @@ def _arrays(obj: Any) -> Any:
 
 
 def _tensors(obj: Any) -> Any:
-    """The inverse of :func:`_arrays` (tensors, as in a snapshot of an older
-    version, pass as they are)."""
+    """The inverse of :func:`_arrays` (tensors, as in a snapshot of an older version, pass as they are)."""
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(np.array(obj))  # a writable copy
     if isinstance(obj, dict):

@@ -66,16 +66,26 @@ class EnsembleModel:
         return {m: self._unit(m, preds.get(m, 0.0)) for m in self.members}
 
     def predict_one(self, preds: dict[str, float]) -> float:
+        """The combined forecast of the members' forecasts ``preds`` (a member missing counts as 0).
+
+        The weighted sum of the forecasts, or for ``stack`` ``(2 P(up) - 1)``
+        times the running mean absolute return.
+
+        >>> EnsembleModel(("a", "b"), rule="eg").predict_one({"a": 2e-4, "b": 0.0})
+        0.0001
+        """
         if self.stacker is not None:
             p_up = self.stacker.predict_proba_one(self._units(preds)).get(True, 0.5)
             return (2.0 * p_up - 1.0) * self.abs_y.get()
         return sum(w * preds.get(m, 0.0) for m, w in self.weights.items())
 
     def proba_up(self, preds: dict[str, float]) -> Optional[float]:
-        """P(up) where the rule has one: the stacker's, or for ``direction``
-        the Hedge-weighted mixture of the members' ``sigmoid(unit forecast)``
-        (the probabilities whose log loss the weights follow); None for
-        ``eg`` and ``hedge``."""
+        """P(up) where the rule has one: the stacker's, or the Hedge-weighted mixture for ``direction``.
+
+        For ``direction``, the mixture is of the members' ``sigmoid(unit
+        forecast)`` (the probabilities whose log loss the weights follow);
+        None for ``eg`` and ``hedge``.
+        """
         if self.stacker is not None:
             return float(self.stacker.predict_proba_one(self._units(preds)).get(True, 0.5))
         if self.rule != "direction":
@@ -84,6 +94,7 @@ class EnsembleModel:
         return sum(w / (1.0 + math.exp(-max(min(units[m], 30.0), -30.0))) for m, w in self.weights.items())
 
     def learn_one(self, preds: dict[str, float], y: float) -> None:
+        """Update the weights (or the stacker) from the members' forecasts ``preds`` and the realized return ``y``."""
         self.y.update(y)
         if self.stacker is not None:
             units = self._units(preds)  # scaled with the magnitudes known at forecast time

@@ -67,8 +67,7 @@ class LearnerConfig(BaseModel):
 
 
 def _river() -> ModuleType:
-    """:mod:`models.river_models`, imported on first use: River and SciPy load
-    only when a River learner is built."""
+    """:mod:`models.river_models`, imported on first use: River and SciPy load only when a River learner is built."""
     from models import river_models
 
     return river_models

@@ -85,13 +85,24 @@ class JackknifeRegressor:
     # River types features as dict[Hashable, object]; dicts are invariant, hence the casts
 
     def predict_one(self, x: dict[str, float]) -> float:
+        """Forecast the log return from features ``x`` (the jackknife's point forecast)."""
         return float(self.model.predict_one(cast(dict[Hashable, object], x), with_interval=False))
 
     def predict_with_interval(self, x: dict[str, float]) -> tuple[float, float, float]:
+        """The regressor's forecast from features ``x``, and the jackknife+ interval around it.
+
+        >>> m = JackknifeRegressor(linear_regressor())
+        >>> for i in range(200):
+        ...     m.learn_one({"a": i % 7 - 3.0}, 1e-4 * (i % 7 - 3.0))
+        >>> pred, lo, hi = m.predict_with_interval({"a": 1.0})
+        >>> bool(lo <= pred <= hi)
+        True
+        """
         iv = self.model.predict_one(cast(dict[Hashable, object], x), with_interval=True)
         return float(self.model.regressor.predict_one(x)), float(iv.lower), float(iv.upper)
 
     def learn_one(self, x: dict[str, float], y: float) -> None:
+        """Learn that features ``x`` were followed by log return ``y``."""
         self.model.learn_one(cast(dict[Hashable, object], x), y)
 
 
@@ -112,6 +123,13 @@ class BayesianRegressor:
         return self.y.mean.get(), sd if sd > 0.0 else 1.0
 
     def predict_with_interval(self, x: dict[str, float]) -> tuple[float, float, float]:
+        """The predictive mean from features ``x`` and its central interval, in log-return units.
+
+        ``(0.0, 0.0, 0.0)`` until two returns were learnt.
+
+        >>> BayesianRegressor().predict_with_interval({"a": 1.0})
+        (0.0, 0.0, 0.0)
+        """
         if self.y.mean.n < 2:
             return 0.0, 0.0, 0.0
         mean, sd = self._scale()
@@ -120,9 +138,11 @@ class BayesianRegressor:
         return mu, mu - self.z * sigma, mu + self.z * sigma
 
     def predict_one(self, x: dict[str, float]) -> float:
+        """The predictive mean of the log return from features ``x``."""
         return self.predict_with_interval(x)[0]
 
     def learn_one(self, x: dict[str, float], y: float) -> None:
+        """Learn that features ``x`` were followed by log return ``y`` (standardized with past targets)."""
         self.y.update(y)
         mean, sd = self._scale()
         self.model.learn_one(x, (y - mean) / sd)
@@ -145,11 +165,19 @@ class SnarimaxForecaster:
         self.n = 0
 
     def predict_one(self, x: dict[str, float]) -> float:
+        """The series' forecast ``h`` steps ahead, as a log return; 0.0 until more than ``h`` were learnt.
+
+        The features ``x`` are ignored.
+
+        >>> SnarimaxForecaster(horizon=2).predict_one({})
+        0.0
+        """
         if self.n <= self.h:
             return 0.0
         return float(self.model.forecast(horizon=self.h)[-1]) / 1e4
 
     def learn_one(self, x: dict[str, float], y: float) -> None:
+        """Append the realized return ``y`` to the series (the features ``x`` are ignored)."""
         self.model.learn_one(y * 1e4)
         self.n += 1
 
@@ -169,14 +197,21 @@ class DirectionClassifier:
         self.n = 0
 
     def proba_up(self, x: dict[str, float]) -> float:
+        """The classifier's probability that the return following features ``x`` is positive.
+
+        >>> DirectionClassifier().proba_up({"a": 1.0})
+        0.5
+        """
         return self.clf.predict_proba_one(x).get(True, 0.5)
 
     def predict_one(self, x: dict[str, float]) -> float:
+        """The expected log return from features ``x``: ``(2 P(up) - 1) * E|r|`` (0.0 before any return)."""
         if self.n == 0:
             return 0.0
         return (2.0 * self.proba_up(x) - 1.0) * (self.abs_sum / self.n)
 
     def learn_one(self, x: dict[str, float], y: float) -> None:
+        """Learn the sign of log return ``y`` after features ``x``; a zero return only updates ``E|r|``."""
         self.abs_sum += abs(y)
         self.n += 1
         if y != 0.0:
