@@ -43,12 +43,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np
 import torch
-from realdata import run_chain
 
+from harness.realdata import run_chain
 from models.cnn_gru import CNNGRUConfig, CNNGRUModel
 
 TARGET_US = 5000.0

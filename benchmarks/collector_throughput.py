@@ -1,6 +1,6 @@
 """Messages per second through ``ticklet collect``, as JSON.
 
-The local exchange of the tests (``tests/binance_server.py``) serves the real
+The local exchange of the tests (``harness/binance_server.py``) serves the real
 spot recordings of BTCUSDT and ETHUSDT (2024-08-08/09) as fast as the socket
 takes them, and the collector takes every message through the whole path:
 receive-clock stamp, raw capture (gzip), Kafka produce (idempotent, acks=all,
@@ -28,12 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from binance_server import ReplayExchange  # noqa: E402
-from kafka_broker import kafka_broker  # noqa: E402
 
 from core.config import KafkaConfig  # noqa: E402
+from harness.binance_server import ReplayExchange  # noqa: E402
+from harness.kafka_broker import kafka_broker  # noqa: E402
 from sources.binance_live import CollectConfig
 from ticklet.collector import Collector  # noqa: E402
 

@@ -80,7 +80,7 @@ def evaluate(name: str, models: tuple[str, ...]) -> dict:
 
 def cost_per_bar(models: tuple[str, ...], max_rows: int = 3000) -> dict[str, float]:
     """µs per bar of predict_one + learn_one at horizon 1 on real feature rows."""
-    from realdata import run_chain
+    from harness.realdata import run_chain
 
     chain = run_chain([DATA / "binance-ws" / "spot" / "btcusdt_20240808.gz",
                        DATA / "binance-ws" / "spot" / "btcusdt_20240809.gz"])
@@ -134,7 +134,6 @@ def main() -> None:
     ap.add_argument("--models", default=",".join([*sorted(MODELS), ENSEMBLE]))
     ap.add_argument("--markdown", type=Path, help="also write the tables here")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "tests"))
     models = tuple(args.models.split(","))
     if "naive" in models:  # the reference first
         models = ("naive", *[m for m in models if m != "naive"])

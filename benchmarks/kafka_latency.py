@@ -34,12 +34,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
-from kafka_broker import kafka_broker  # noqa: E402
-from kafkautil import consume_all  # noqa: E402
 
+from harness.kafka_broker import kafka_broker  # noqa: E402
+from harness.kafkautil import consume_all  # noqa: E402
 from sinks.kafka import ensure_topic  # noqa: E402
 from ticklet.publish import publish  # noqa: E402
 

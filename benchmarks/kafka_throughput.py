@@ -27,15 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from bytewax.testing import run_main  # noqa: E402
-from kafka_broker import kafka_broker  # noqa: E402
 
 import sources.kafka  # noqa: E402
 from core.config import KafkaConfig  # noqa: E402
 from dataflows.forecast import build_flow  # noqa: E402
 from dataflows.settings import Settings
+from harness.kafka_broker import kafka_broker  # noqa: E402
 from sinks.output_config import OutputConfig
 from sources.input_config import InputConfig
 from ticklet.publish import publish  # noqa: E402

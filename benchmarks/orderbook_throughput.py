@@ -22,11 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from realdata import book_stream  # noqa: E402
 
 from core.events import DepthUpdate  # noqa: E402
+from harness.realdata import book_stream  # noqa: E402
 from operators import orderbook  # noqa: E402
 
 DATA = Path(os.environ.get("TICKLET_DATA", ROOT.parent / "shared" / "data")) / "binance-ws"

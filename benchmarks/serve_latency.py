@@ -53,13 +53,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
-from kafka_broker import kafka_broker
-from kafkautil import publish_forecasts
 
+from harness.kafka_broker import kafka_broker
+from harness.kafkautil import publish_forecasts
 from sinks.kafka import ensure_topic
 
 _ENV = re.compile(rb'\{"partition":(\d+),"offset":(\d+),"ts_kafka":(\d+),')

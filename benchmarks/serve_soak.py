@@ -60,15 +60,14 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import httpx
 import numpy as np
-from kafka_broker import kafka_broker
-from kafkautil import end_offsets, produce_all
 from serve_latency import _cpu_s, _http_load, _pct, _produce, _records, _start_server, _StreamReader
-from serveutil import SlowClients, metric, open_files, proc_status
 
+from harness.kafka_broker import kafka_broker
+from harness.kafkautil import end_offsets, produce_all
+from harness.serveutil import SlowClients, metric, open_files, proc_status
 from sinks.kafka import ensure_topic
 from ticklet.serve.limits import REASONS
 

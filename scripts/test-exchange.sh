@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A local stand-in for Binance on 127.0.0.1, for trying `ticklet collect` without an exchange:
-# the collector tests' exchange (tests/binance_server.py) serving recordings over the
+# the collector tests' exchange (harness/binance_server.py) serving recordings over the
 # combined-stream websocket and the REST depth endpoint (the true book: the recorded
 # snapshot plus every diff sent). Each collector connection gets the recording from its
 # start, paced by the recorded receive times divided by --speed.
@@ -41,14 +41,14 @@ start() {
   for f in "$@"; do [ -f "$f" ] || { say "$f: no such recording"; exit 2; }; done
   if status >/dev/null 2>&1; then say "already running (stop it first)"; status; return 0; fi
   rm -rf "$run"; mkdir -p "$run"
-  PYTHONPATH="$root/tests${PYTHONPATH:+:$PYTHONPATH}" nohup python3 - "$run/env" "$speed" "$@" \
+  PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" nohup python3 - "$run/env" "$speed" "$@" \
     >"$run/exchange.log" 2>&1 <<'PY' &
 import shlex
 import sys
 import threading
 from pathlib import Path
 
-from binance_server import ReplayExchange
+from harness.binance_server import ReplayExchange
 
 env, speed, files = Path(sys.argv[1]), float(sys.argv[2]), [Path(p) for p in sys.argv[3:]]
 market = "usdm" if files[0].parent.name == "usdm" else "spot"

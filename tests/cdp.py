@@ -2,7 +2,7 @@
 real headless Chromium: console errors, JavaScript evaluation, network
 requests and screenshots. No browser-automation package: Chromium's remote
 debugging protocol over a websocket (``websockets``, a ticklet dependency).
-Used by the tests (``tests/test_report.py``, ``tests/test_serve.py``) like
+Used by the tests (``tests/ticklet/test_report.py``, ``tests/ticklet/test_serve.py``) like
 this::
 
     with Browser(chromium_path) as b:

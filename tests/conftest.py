@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_broker import BrokerStartError, kafka_broker
 from provision import provision
-from realdata import REPO
+
+from harness.kafka_broker import BrokerStartError, kafka_broker
+from harness.realdata import REPO
 
 DATA = REPO / "tests" / "data"
 _SHARED = REPO.parent / "shared"
@@ -137,7 +138,7 @@ def cli_run(ws_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 def btc_spot_chain(ws_dir: Path):
     """Spot BTCUSDT 2024-08-08 -> 09 (one continuous window) through the pure
     operators with the default settings."""
-    from realdata import run_chain
+    from harness.realdata import run_chain
 
     return run_chain([ws_dir / "spot" / "btcusdt_20240808.gz", ws_dir / "spot" / "btcusdt_20240809.gz"])
 
@@ -145,7 +146,7 @@ def btc_spot_chain(ws_dir: Path):
 @pytest.fixture(scope="session")
 def perp_chain(ws_dir: Path):
     """USD-M BTCUSDT perpetual 2023-04-04 -> 05 through the pure operators."""
-    from realdata import run_chain
+    from harness.realdata import run_chain
 
     return run_chain([ws_dir / "usdm" / "btcusdt_20230404.dat.gz", ws_dir / "usdm" / "btcusdt_20230405.dat.gz"])
 

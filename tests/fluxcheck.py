@@ -23,8 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from realdata import csv_dicts
-
+from harness.realdata import csv_dicts
 from sinks.influx_points import MEASUREMENTS
 
 #: the run's CSV outputs that hold a measurement's points: (file, time column)

@@ -9,7 +9,7 @@
   shown as it goes. Where it cannot be built (a toolchain missing: the line
   says which), the run stops with that line.
 - **docker-compose** (to validate ``docker-compose.yml``) and **chromium**
-  (headless, to open the HTML report: ``tests/test_report.py``): Debian
+  (headless, to open the HTML report: ``tests/ticklet/test_report.py``): Debian
   packages, installed with ``apt-get`` when the tests run as root; otherwise
   the run stops with one line giving the command to run.
 

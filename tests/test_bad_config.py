@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from realdata import REPO
 
 from dataflows.settings import Settings
+from harness.realdata import REPO
 
 WS = REPO / "tests" / "data" / "binance-ws"
 CM = REPO / "tests" / "data" / "fixtures" / "hftbacktest" / "cm" / "btcusd_perp_20240808.gz"

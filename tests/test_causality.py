@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 import pytest
-from realdata import drive, lines, operator_case, read_csv, recv_ns, write_gz
 
 from core.events import Bar, ForecastRecord
+from harness.realdata import drive, lines, operator_case, read_csv, recv_ns, write_gz
 from operators import features
 from operators.features import FeatureConfig
 from operators.swt import denoise_last

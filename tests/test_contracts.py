@@ -19,8 +19,8 @@ import pkgutil
 from itertools import pairwise
 
 import pytest
-from realdata import drive, operator_case
 
+from harness.realdata import drive, operator_case
 from models.base import OnlineModel
 from models.registry import MODELS, LearnerConfig, build
 

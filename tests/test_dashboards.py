@@ -41,7 +41,8 @@ from fluxcheck import (
     panel_width_px,
     round_interval_ms,
 )
-from realdata import REPO, csv_dicts
+
+from harness.realdata import REPO, csv_dicts
 
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
 MEASUREMENT = re.compile(r'r\._measurement == "(\w+)"')

@@ -17,9 +17,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
-from realdata import RECORD_FILES, lines, payload, recv_ns, stream_kind, write_gz
 
 from dataflows.settings import load_settings
+from harness.realdata import RECORD_FILES, lines, payload, recv_ns, stream_kind, write_gz
 from ticklet.backtest import run_backtest
 
 SRC = "spot/btcusdt_20240808.gz"

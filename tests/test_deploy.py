@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 import yaml
-from realdata import REPO
 
 from dataflows.settings import Settings
+from harness.realdata import REPO
 from sinks.influx import InfluxConfig
 from sinks.influx_points import MEASUREMENTS
 

@@ -4,8 +4,8 @@ in the same process and in a fresh process with another hash seed."""
 from __future__ import annotations
 
 import pytest
-from realdata import RECORD_FILES
 
+from harness.realdata import RECORD_FILES
 from ticklet.backtest import run_backtest
 
 FILES = [*RECORD_FILES, "counters.json"]

@@ -17,8 +17,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from realdata import REPO, csv_dicts
 from runutil import file_env
+
+from harness.realdata import REPO, csv_dicts
 
 RECORDING = REPO / "tests" / "data" / "binance-ws" / "spot" / "btcusdt_20230405.dat.gz"
 DAY = REPO / "tests" / "data" / "binance-ws" / "spot" / "btcusdt_20240808.gz"  # = data/sample/spot/

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from realdata import REPO
+
+from harness.realdata import REPO
 
 DOCS = REPO / "docs"
 

@@ -12,11 +12,11 @@ import random
 
 import numpy as np
 import pytest
-from realdata import run_chain
 
 from core.events import Count
+from core.stats import HacMean, dm_test, pt_test
+from harness.realdata import run_chain
 from operators.forecast import ForecastConfig, predict
-from operators.metrics import HacMean, dm_test, pt_test
 
 MODELS = ("naive", "linear", "linear_conformal", "logistic", "pa", "hat", "arf", "bayes_linear", "snarimax",
           "cnn_gru")
@@ -155,7 +155,8 @@ def test_tests_are_undefined_until_they_can_be_computed() -> None:
 def test_holm_matches_statsmodels_on_the_run_p_values(full_chain) -> None:
     from statsmodels.stats.multitest import multipletests
 
-    from sinks.summary import holm, instruments_summary
+    from core.stats import holm
+    from sinks.summary import instruments_summary
 
     summary = instruments_summary(_last(full_chain).values())
     entries = [e for s in summary.values() for hs in s["models"].values() for e in hs.values()]
@@ -224,3 +225,21 @@ def test_prequential_errors_match_river_progressive_validation(full_chain) -> No
             assert m.n == len(data)
             assert math.isclose(metric[0].get(), m.mae, rel_tol=1e-12), (name, h)
             assert math.isclose(metric[1].get(), m.rmse, rel_tol=1e-12), (name, h)
+
+
+def test_one_wilson_interval_for_scalars_and_arrays() -> None:
+    """Issue 24: the report's bands and the summary's interval are one
+    function: on numpy arrays (the report's rolling hit rate, its
+    calibration bins) it gives, element by element, exactly what it gives on
+    floats (the summary), and scipy's Wilson interval."""
+    from scipy.stats import binomtest
+
+    from core.stats import wilson_interval
+
+    k, n = np.array([236, 0, 10, 51, 7]), np.array([323, 10, 10, 100, 9])
+    lo, hi = wilson_interval(k / n, n.astype(float))
+    for i in range(len(k)):
+        ci = binomtest(int(k[i]), int(n[i])).proportion_ci(0.95, method="wilson")
+        assert (lo[i], hi[i]) == wilson_interval(float(k[i] / n[i]), float(n[i]))
+        assert math.isclose(lo[i], ci.low, abs_tol=1e-12) and math.isclose(hi[i], ci.high, abs_tol=1e-12)
+

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka_broker import BrokerStartError, kafka_broker, kill_broker, restart_broker
-from kafkautil import (
+
+from harness.kafka_broker import BrokerStartError, kafka_broker, kill_broker, restart_broker
+from harness.kafkautil import (
     assert_files_match,
     consume_all,
     decoded,
@@ -24,7 +25,7 @@ from kafkautil import (
     run_flow,
     topic_name,
 )
-from realdata import SCRATCH
+from harness.realdata import SCRATCH
 
 #: How long the broker stays dead: longer than the 30 s that used to end the run.
 OUTAGE_S = 35.0

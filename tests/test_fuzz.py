@@ -40,10 +40,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import pytest
-from realdata import RECORD_FILES, lines, payload, recv_ns, stream_kind, write_gz
 
 from core.events import ErrorRecord
 from dataflows.settings import load_settings
+from harness.realdata import RECORD_FILES, lines, payload, recv_ns, stream_kind, write_gz
 from ticklet.backtest import run_backtest
 
 SEED = 15

@@ -21,7 +21,10 @@ from itertools import pairwise
 
 import msgspec
 import pytest
-from realdata import (
+
+from core.events import Bar, Count, ErrorRecord, FeatureRow, ForecastRecord, Kline, Quote, Trade
+from dataflows.settings import Settings
+from harness.realdata import (
     aggregate_trades,
     drive,
     lines,
@@ -33,9 +36,6 @@ from realdata import (
     trade_dicts,
     write_gz,
 )
-
-from core.events import Bar, Count, ErrorRecord, FeatureRow, ForecastRecord, Kline, Quote, Trade
-from dataflows.settings import Settings
 from operators import bars, features, forecast, sanity
 from ticklet.backtest import run_backtest
 
@@ -441,7 +441,7 @@ def test_features_and_join_stay_finite_on_the_checked_stream(btc_spot_chain):
     """The chain after the check, on the real events with the sanity
     contract case's implausible events injected: the same feature rows and
     forecasts as on the clean events."""
-    from realdata import operator_case
+    from harness.realdata import operator_case
 
     step, init, items, ref = operator_case("sanity", btc_spot_chain)
     assert len(items) > len(btc_spot_chain.events)

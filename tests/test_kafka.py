@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from kafkautil import consume_all, decoded, flow_env, replay, run_flow, topic_name
-from realdata import RECORD_FILES, csv_dicts, lines, payload, recv_ns, write_gz
 
+from harness.kafkautil import consume_all, decoded, flow_env, replay, run_flow, topic_name
+from harness.realdata import RECORD_FILES, csv_dicts, lines, payload, recv_ns, write_gz
 from sinks.records import SCHEMA_VERSION
 
 

@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from realdata import REPO
+
+from harness.realdata import REPO
 
 PACKAGES = ("core", "operators", "models", "sources", "sinks", "dataflows", "ticklet")
 BIN = Path(sys.executable).parent

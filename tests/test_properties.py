@@ -33,9 +33,9 @@ import msgspec
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
-from realdata import REPO, SCRATCH, lines, payload, recv_ns
 
 from core.events import ErrorRecord, RawChunk, Trade
+from harness.realdata import REPO, SCRATCH, lines, payload, recv_ns
 from sources.binance import LONG_LINE_HEAD, LongLine, ParseLimits, ParseState, parse_chunk, parse_ws
 from sources.files import _ws_blocks
 from sources.symbols import valid_symbol

@@ -38,10 +38,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
-from realdata import REPO, SCRATCH, drive, parse_paths
 
 from core.events import Count, ErrorRecord, FeatureRow, ForecastRecord, Kline, MetricsRecord, Quote, Signal, Trade
 from dataflows.settings import Settings
+from harness.realdata import REPO, SCRATCH, drive, parse_paths
 from operators import bars, features, forecast, metrics, sanity, signals
 
 set_hypothesis_home_dir(SCRATCH / "hypothesis")  # not .hypothesis/ in the checkout: tests write nothing there

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-from kafkautil import assert_files_match
-from realdata import RECORD_FILES, SCRATCH
 from runutil import FLOW, file_env, one_line, ticklet
 
+from harness.kafkautil import assert_files_match
+from harness.realdata import RECORD_FILES, SCRATCH
 from sources.input_config import SAMPLE_DIR
 
 #: The exit statuses the README documents (sinks.fatal).

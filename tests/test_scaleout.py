@@ -11,8 +11,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from kafkautil import flow_env, replay, run_flow, topic_name
-from realdata import RECORD_FILES, SCRATCH
+
+from harness.kafkautil import flow_env, replay, run_flow, topic_name
+from harness.realdata import RECORD_FILES, SCRATCH
 
 
 def _free_ports(n: int) -> list[int]:

@@ -10,11 +10,12 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from realdata import csv_dicts, drive, pnl_inputs
 from scipy import stats
 
 from core.events import EconomicsRecord, EquityPoint
+from core.stats import probabilistic_sharpe
 from dataflows.settings import Settings
+from harness.realdata import csv_dicts, drive, pnl_inputs
 from operators import pnl
 from sinks.report import read_last
 from sinks.summary import economics_summary
@@ -122,7 +123,7 @@ def test_psr_and_se_by_hand():
     skew, kurt = math.sqrt(3) * b.m3 / b.m2**1.5, 3 * b.m4 / b.m2**2
     assert math.isclose(sr, 1.0, rel_tol=1e-12) and abs(skew) < 1e-9 and math.isclose(kurt, 1.5, rel_tol=1e-12)
     assert math.isclose(lo_se(r, 1.0), math.sqrt(0.5), rel_tol=1e-12)
-    got = pnl.probabilistic_sharpe(sr, 0.0, 3, skew, kurt)
+    got = probabilistic_sharpe(sr, 0.0, 3, skew, kurt)
     assert round(got, 6) == 0.908789 and math.isclose(got, stats.norm.cdf(4 / 3), rel_tol=1e-9)
     assert math.isclose(got, psr(r), rel_tol=1e-9)
 

@@ -17,9 +17,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from realdata import aggregate_trades, dec8, lines, trade_dicts
 
 from core.events import RawChunk
+from harness.realdata import aggregate_trades, dec8, lines, trade_dicts
 from sources.binance import parse_chunk
 from sources.files import InputFormatError, describe, discover, group_streams, read_stream
 

@@ -43,7 +43,6 @@ from itertools import pairwise
 import msgspec
 import pydantic
 import pytest
-from realdata import book_stream, drive, lines, payload, recv_ns
 
 from core.events import (
     BookGap,
@@ -56,6 +55,7 @@ from core.events import (
     SnapshotRequest,
     Trade,
 )
+from harness.realdata import book_stream, drive, lines, payload, recv_ns
 from operators.orderbook import (
     LOADED,
     SYNCED,

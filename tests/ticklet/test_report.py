@@ -293,7 +293,7 @@ MARKET_FEES = {"spot_fee_bps": 10.0, "usdm_fee_bps": 3.0, "coinm_fee_bps": 7.0, 
 
 def _renamed(src: Path, dst: Path, old: str, new: str) -> Path:
     """The real lines of ``src``, of symbol ``old``, under the symbol ``new``."""
-    from realdata import lines, write_gz
+    from harness.realdata import lines, write_gz
 
     o, n = old.encode(), new.encode()
     return write_gz(dst, [ln.replace(o.lower() + b"@", n.lower() + b"@").replace(b'"s":"%s"' % o, b'"s":"%s"' % n)
@@ -308,9 +308,8 @@ def markets_run(ws_dir, tmp_path_factory):
     delivery contract BTCUSD_211231 (real recordings; a delivery contract's
     are its perpetual's lines under its symbol), and its report:
     (summary, out_dir, report)."""
-    from realdata import REPO
-
     from dataflows.settings import Settings
+    from harness.realdata import REPO
     from ticklet.backtest import run_backtest
 
     tmp = tmp_path_factory.mktemp("markets")

@@ -10,9 +10,9 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from realdata import drive, pnl_inputs, signals_of
 
 from core.events import EconomicsRecord, EquityPoint, Fill, FillQuote, Quote
+from harness.realdata import drive, pnl_inputs, signals_of
 from operators import pnl
 
 
@@ -213,7 +213,7 @@ def test_a_gap_close_does_not_depend_on_arrival_order():
 def coinm_run() -> tuple:
     """The COIN-M BTCUSD_PERP recording (hftbacktest's, tests/data/NOTICE.md)
     through the pure operators and the books."""
-    from realdata import REPO, run_chain
+    from harness.realdata import REPO, run_chain
 
     chain = run_chain([REPO / "tests" / "data" / "fixtures" / "hftbacktest" / "cm" / "btcusd_perp_20240808.gz"])
     assert chain.instrument == "BTCUSD_PERP"

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Optional
 
 import httpx
-from realdata import SCRATCH
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect
+
+from harness.realdata import SCRATCH
 
 
 def exe() -> list[str]:

@@ -10,9 +10,9 @@ import sys
 
 import pydantic
 import pytest
-from realdata import REPO, csv_dicts
 
 from dataflows.settings import Settings
+from harness.realdata import REPO, csv_dicts
 from operators.bars import BarConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig

@@ -34,11 +34,11 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 from fluxcheck import CSV_OF, from_csv, read_back
-from realdata import REPO, SCRATCH, csv_dicts, run_chain
 
 from core.events import Bar, EquityPoint
 from dataflows import ops
 from dataflows.settings import Settings
+from harness.realdata import REPO, SCRATCH, csv_dicts, run_chain
 from sinks.influx import InfluxConfig, InfluxWriter
 from sinks.influx_points import MEASUREMENTS, Stamped, to_point
 from sinks.output_config import OutputConfig

@@ -32,13 +32,13 @@ import httpx
 import pytest
 from cdp import Browser, png_size
 from confluent_kafka import Producer
-from kafkautil import consume_all, flow_env, replay, topic_name
-from realdata import SCRATCH
-from serveutil import Server, StreamClient, exe
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from core.events import Fill, Forecast, ForecastRecord, MetricsRecord, Signal
+from harness.kafkautil import consume_all, flow_env, replay, topic_name
+from harness.realdata import SCRATCH
+from harness.serveutil import Server, StreamClient, exe
 from sinks.records import SCHEMA_VERSION
 from ticklet.serve.state import TYPES
 

@@ -1,5 +1,5 @@
 """The live collector against a local exchange that serves the real
-recordings (tests/binance_server.py), with a real Kafka broker.
+recordings (harness/binance_server.py), with a real Kafka broker.
 
 The exchange drops messages, closes connections, loses what was published
 while the client was away, rejects handshakes and pings; the tests check
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from binance_server import ReplayExchange
-from kafkautil import consume_all, flow_env, run_flow, topic_name
-from realdata import SCRATCH
 
 from core.config import KafkaConfig
+from harness.binance_server import ReplayExchange
+from harness.kafkautil import consume_all, flow_env, run_flow, topic_name
+from harness.realdata import SCRATCH
 from sources.binance_live import CollectConfig
 from sources.wire import decode_tick
 from ticklet.collector import Collector

@@ -9,9 +9,9 @@ from itertools import pairwise
 import msgspec
 import numpy as np
 import pytest
-from realdata import drive, parse_paths
 
 from core.events import Bar, Count, Quote, Trade
+from harness.realdata import drive, parse_paths
 from operators import bars, features
 from operators.bars import BarConfig
 from operators.features import FeatureConfig

@@ -28,9 +28,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from realdata import REPO, SCRATCH, csv_dicts, lines, messages, parse_paths, write_gz
 
 from core.events import DepthUpdate, Kline, Quote, RawChunk, Trade
+from harness.realdata import REPO, SCRATCH, csv_dicts, lines, messages, parse_paths, write_gz
 from operators.pnl import ExecutionConfig
 from sources.binance import parse_chunk
 from sources.files import InputFormatError, describe, group_streams, unquoted

@@ -18,7 +18,9 @@ from pathlib import Path
 import msgspec
 import pandas as pd
 import pytest
-from realdata import (
+
+from core.events import DepthUpdate, ErrorRecord, Kline, Quote, RawChunk, Trade
+from harness.realdata import (
     aggregate_trades,
     dec8,
     lines,
@@ -29,8 +31,6 @@ from realdata import (
     stream_kind,
     trade_dicts,
 )
-
-from core.events import DepthUpdate, ErrorRecord, Kline, Quote, RawChunk, Trade
 from sources.binance import parse_chunk, parse_ws
 from sources.files import group_streams, read_stream
 from sources.symbols import valid_symbol

@@ -12,8 +12,9 @@ import time
 import urllib.request
 
 import prometheus_client as pc
-from kafkautil import flow_env, replay, topic_name
-from realdata import SCRATCH
+
+from harness.kafkautil import flow_env, replay, topic_name
+from harness.realdata import SCRATCH
 
 
 def test_counters_match_the_run_and_stages_are_timed(full_run):

@@ -8,9 +8,9 @@ import gzip
 from itertools import pairwise
 
 import pytest
-from realdata import lines, recv_ns, write_gz
 
 from core.events import RawChunk
+from harness.realdata import lines, recv_ns, write_gz
 from sources.binance import parse_chunk
 from sources.files import group_streams, line_ts, read_stream
 from sources.replay import ReplaySource

@@ -18,9 +18,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from realdata import SCRATCH, csv_dicts, run_chain
 
 from dataflows.settings import Settings
+from harness.realdata import SCRATCH, csv_dicts, run_chain
 from models.bundle import FORMAT, bundle_id, loads
 from operators import features as features_op
 from operators import forecast as forecast_op

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from realdata import SCRATCH
+
+from harness.realdata import SCRATCH
 
 
 def topic_name(prefix: str) -> str:
@@ -168,7 +169,7 @@ def assert_files_match(out: Path, ref: Path, note: str = "") -> None:
     instrument, the same lines in the same order (only the interleaving of
     instruments may differ); dead_letters.jsonl has the same lines;
     counters.json is equal."""
-    from realdata import RECORD_FILES
+    from harness.realdata import RECORD_FILES
 
     for name in RECORD_FILES:
         got, want = by_instrument(out / name), by_instrument(ref / name)

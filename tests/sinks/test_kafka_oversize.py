@@ -20,10 +20,10 @@ import time
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
-from kafkautil import consume_all, flow_env, run_flow, topic_name
-from realdata import RECORD_FILES, SCRATCH, lines, payload, recv_ns
 
 from core.events import ErrorRecord
+from harness.kafkautil import consume_all, flow_env, run_flow, topic_name
+from harness.realdata import RECORD_FILES, SCRATCH, lines, payload, recv_ns
 from sinks.kafka import KafkaRecordSink, producer_config, topic_limit
 from sinks.records import fit_dead_letter, kafka_record
 from sources.binance import MAX_LINE_BYTES

@@ -259,8 +259,7 @@ def test_the_direction_head_forecasts_from_p_up(ops):
 
 
 def test_p_up_reaches_the_forecasts_and_the_signals(btc_spot_chain):
-    from realdata import drive
-
+    from harness.realdata import drive
     from models.registry import LearnerConfig
     from operators import forecast, signals
 

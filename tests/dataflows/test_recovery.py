@@ -23,7 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafkautil import (
+from runutil import FLOW, file_env, one_line
+
+from harness.kafkautil import (
     assert_files_match,
     consume_all,
     consume_with_offsets,
@@ -36,9 +38,7 @@ from kafkautil import (
     run_flow,
     topic_name,
 )
-from realdata import RECORD_FILES, REPO, SCRATCH
-from runutil import FLOW, file_env, one_line
-
+from harness.realdata import RECORD_FILES, REPO, SCRATCH
 from sources.input_config import SAMPLE_DIR
 
 KILLS = 10

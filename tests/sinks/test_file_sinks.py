@@ -14,10 +14,10 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource, run_main
-from realdata import csv_dicts, lines, payload, recv_ns
 
 from core.events import Count, ErrorRecord, ForecastRecord, MetricsRecord, RawChunk, Trade
 from dataflows import ops
+from harness.realdata import csv_dicts, lines, payload, recv_ns
 from sinks.files import CounterSink, CsvSink, JsonLinesSink
 from sources.binance import parse_chunk, parse_ws
 

@@ -31,12 +31,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kafkautil import produce_all, publish_forecasts, topic_name
-from realdata import SCRATCH
-from serveutil import Server, SlowClients, StreamClient, metric, open_files, rss_mb
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from harness.kafkautil import produce_all, publish_forecasts, topic_name
+from harness.realdata import SCRATCH
+from harness.serveutil import Server, SlowClients, StreamClient, metric, open_files, rss_mb
 from sinks.kafka import ensure_topic
 
 API_KEY = "k3y-0f-the-server"

@@ -11,10 +11,10 @@ import sys
 from collections import Counter, defaultdict
 
 import pytest
-from realdata import SCRATCH, csv_dicts, messages, run_chain, stream_kind
 
 from core.events import ForecastRecord
 from dataflows.settings import Settings
+from harness.realdata import SCRATCH, csv_dicts, messages, run_chain, stream_kind
 from sources.input_config import SAMPLE_DIR
 
 
