@@ -52,10 +52,12 @@ class BundleError(ValueError):
 
 
 def _open_below(path: Path, rel: str, missing: str) -> int:
-    """A file descriptor of the bundle file ``rel`` (``manifest.json`` or
-    ``states/NAME``), every part of ``rel`` opened relative to the one
-    before without following a symbolic link; the caller closes it.
-    ``missing``: what the error says when a part does not exist."""
+    """A file descriptor of the bundle file ``rel``, opened without following a symbolic link.
+
+    ``rel`` is ``manifest.json`` or ``states/NAME``; every part of it is
+    opened relative to the one before. The caller closes the descriptor.
+    ``missing``: what the error says when a part does not exist.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
@@ -85,8 +87,7 @@ def _open_below(path: Path, rel: str, missing: str) -> int:
 
 
 def _read(path: Path, rel: str, missing: str = "") -> bytes:
-    """The bytes of the regular file ``rel`` of the bundle at ``path``
-    (see :func:`_open_below`)."""
+    """The bytes of the regular file ``rel`` of the bundle at ``path`` (see :func:`_open_below`)."""
     fd = _open_below(path, rel, missing)
     with open(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
@@ -100,9 +101,11 @@ def _check_hash(path: Path, rel: str, data: bytes, digest: Any) -> None:
 
 
 def read_manifest(path: Path, key: Optional[bytes] = None) -> dict[str, Any]:
-    """The verified manifest of the bundle at ``path`` (see the module
-    docstring), signed with ``key`` if one is given; a :class:`BundleError`
-    if anything is wrong."""
+    """The verified manifest of the bundle at ``path`` (see the module docstring).
+
+    Signed with ``key`` if one is given; a :class:`BundleError` if anything
+    is wrong.
+    """
     raw = _read(path, MANIFEST, missing=f"not a model bundle (no {MANIFEST})")
     mpath = path / MANIFEST
     try:
@@ -135,10 +138,11 @@ def read_manifest(path: Path, key: Optional[bytes] = None) -> dict[str, Any]:
 
 
 def load_states(path: Path, manifest: dict[str, Any], rel: str) -> dict[str, Any]:
-    """The states of one state file ``rel`` of a bundle whose manifest
-    :func:`read_manifest` verified, read with :func:`models.bundle.loads`;
-    its bytes are checked against the manifest again (the file may have
-    changed since)."""
+    """The states of one state file ``rel`` of a bundle whose manifest :func:`read_manifest` verified.
+
+    They are read with :func:`models.bundle.loads`; the file's bytes are
+    checked against the manifest again (the file may have changed since).
+    """
     digest = manifest["files"].get(rel)
     if digest is None:
         raise BundleError(f"{path}: {rel} is not in the manifest")

@@ -249,7 +249,7 @@ def plan(symbol: str, kind: str, start: str | dt.date, end: str | dt.date, marke
 
 
 def parse_checksum(text: str, name: Optional[str] = None) -> str:
-    """The sha256 (lower-case hex) in a ``.CHECKSUM`` file's text.
+    r"""The sha256 (lower-case hex) in a ``.CHECKSUM`` file's text.
 
     The text is ``<sha256hex>  <file name>`` (``sha256sum``'s format; a ``*``
     before the name, binary mode, is accepted). With ``name``, the file name
@@ -263,7 +263,7 @@ def parse_checksum(text: str, name: Optional[str] = None) -> str:
     Examples
     --------
     >>> h = "a3" * 32
-    >>> parse_checksum(h.upper() + "  BTCUSDT-1m-2025-06.zip\\n", "BTCUSDT-1m-2025-06.zip") == h
+    >>> parse_checksum(h.upper() + "  BTCUSDT-1m-2025-06.zip\n", "BTCUSDT-1m-2025-06.zip") == h
     True
     >>> parse_checksum(h + " *BTCUSDT-1m-2025-06.zip") == h
     True

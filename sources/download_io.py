@@ -147,8 +147,11 @@ class _Fetcher:
         self.resumed = False
 
     def call(self, archive: Archive, url: str, fn, *args):
-        """``fn(*args)`` under the retry policy; a final transient failure
-        becomes a :class:`DownloadError` naming the archive and URL."""
+        """``fn(*args)`` under the retry policy.
+
+        A final transient failure becomes a :class:`DownloadError` naming the
+        archive and URL.
+        """
         try:
             return self.retrying(fn, *args)
         except _RETRY_ON as ex:
@@ -172,7 +175,10 @@ class _Fetcher:
 
     def to_part(self, archive: Archive, part: Path) -> bool:
         """Download the archive into ``part``, resuming it if it exists.
-        Returns whether the finished file includes bytes from before this call."""
+
+        Returns whether the finished file includes bytes from before this
+        call.
+        """
         url = archive.url(self.base_url)
         self.resumed = False
         self.call(archive, url, self._get_into, archive, url, part)
@@ -225,8 +231,7 @@ def _complete(dest: Path, ck_path: Path, name: str) -> bool:
 
 
 def _fetch(f: _Fetcher, archive: Archive, dest: Path) -> bool:
-    """Make ``dest`` a verified copy of ``archive``; returns whether it was
-    already complete (nothing downloaded)."""
+    """Make ``dest`` a verified copy of ``archive``; returns whether it was already complete (nothing downloaded)."""
     ck_path = dest.with_name(dest.name + ".CHECKSUM")
     if _complete(dest, ck_path, archive.name):
         log.debug("%s: complete, skipped", dest)

@@ -215,8 +215,10 @@ class InputFormatError(ValueError):
 
 
 class _Named(InputFormatError):
-    """A file named like a Binance archive or Feather klines file that holds
-    something else (a broken download, most likely)."""
+    """A file named like a Binance archive or Feather klines file that holds something else.
+
+    A broken download, most likely.
+    """
 
 
 def _market_of(path: str) -> str:
@@ -225,9 +227,11 @@ def _market_of(path: str) -> str:
 
 
 def _market(forced: Optional[str], told: Optional[str], path: str, symbol: str) -> str:
-    """A file's market: the one forced, else COIN-M for a COIN-M contract's
-    symbol (no other market has one), else what the content tells, else the
-    path rule."""
+    """A file's market: the one forced, else that of a COIN-M symbol, else the content's, else the path's.
+
+    Only COIN-M contracts tell their market by their symbol; the content
+    tells it next, and the path rule last.
+    """
     if forced:
         return forced
     if coinm_pair(symbol) is not None:
@@ -236,9 +240,11 @@ def _market(forced: Optional[str], told: Optional[str], path: str, symbol: str) 
 
 
 class _Refused(InputFormatError):
-    """A file ticklet recognizes but cannot read right (a COIN-M contract of
-    unknown size, a market forced against its symbol): refused, also inside
-    a directory, rather than misread."""
+    """A file ticklet recognizes but cannot read right: refused, also inside a directory, rather than misread.
+
+    For instance a COIN-M contract of unknown size, or a market forced
+    against its symbol.
+    """
 
 
 def _checked(spec: FileSpec) -> FileSpec:
@@ -256,10 +262,10 @@ def _show(data: bytes, n: int = _SHOW) -> str:
 
 
 def _found(head: bytes, gz: bool = False) -> str:
-    """What a prefix holds, in a few words, for an error message.
+    r"""What a prefix holds, in a few words, for an error message.
 
-    >>> _found(b""), _found(b"\\n\\nhello world\\nmore"), _found(b"\\x89PNG\\r\\n\\x1a\\n\\x00")
-    ('empty file', "first line: b'hello world'", "first bytes: b'\\\\x89PNG\\\\r\\\\n\\\\x1a\\\\n\\\\x00'")
+    >>> _found(b""), _found(b"\n\nhello world\nmore"), _found(b"\x89PNG\r\n\x1a\n\x00")
+    ('empty file', "first line: b'hello world'", "first bytes: b'\\x89PNG\\r\\n\\x1a\\n\\x00'")
     """
     if not head:
         return "gzip inflating to nothing" if gz else "empty file"
@@ -317,8 +323,7 @@ def _lines(content: bytes, whole: bool) -> list[bytes]:
 
 
 def _first_line(content: bytes, whole: bool = True) -> tuple[bytes, bool]:
-    """The first non-empty line of a prefix, and whether it is complete
-    (rather than cut off at the bound)."""
+    """The first non-empty line of a prefix, and whether it is complete (rather than cut off at the bound)."""
     pos = 0
     while pos < len(content):
         end = content.find(b"\n", pos)
@@ -346,12 +351,14 @@ def _is_recording(content: bytes, whole: bool) -> bool:
 
 
 def _message(msg: dict) -> tuple[Optional[str], dict, Optional[str]]:
-    """``(kind, data, symbol)`` of one decoded recording message: the kind of
-    its stream (``trade``, ``aggTrade``, ``bookTicker``, ``depth``,
-    ``kline``, ``markPrice``...; ``snapshot`` for a REST depth snapshot),
-    its data, and its symbol in upper case; None where it has none. A raw
-    stream's message (no ``stream``: the data alone) is told by its event
-    type ``e``; spot bookTicker data, which has none, by its fields.
+    """``(kind, data, symbol)`` of one decoded recording message.
+
+    The kind of its stream (``trade``, ``aggTrade``, ``bookTicker``,
+    ``depth``, ``kline``, ``markPrice``...; ``snapshot`` for a REST depth
+    snapshot), its data, and its symbol in upper case; None where it has
+    none. A raw stream's message (no ``stream``: the data alone) is told by
+    its event type ``e``; spot bookTicker data, which has none, by its
+    fields.
 
     >>> _message({"stream": "btcusdt@kline_1m", "data": {"e": "kline"}})
     ('kline', {'e': 'kline'}, 'BTCUSDT')
@@ -390,8 +397,9 @@ def _decimals(number: object) -> int:
 
 
 def _vote(kind: Optional[str], data: dict) -> Optional[tuple[str, bool]]:
-    """``(market, strong)`` that one message tells, or None; ``usdm`` stands
-    for futures (a COIN-M contract is told by its symbol).
+    """``(market, strong)`` that one message tells, or None.
+
+    ``usdm`` stands for futures (a COIN-M contract is told by its symbol).
 
     Strong votes rest on what only that market's messages carry, weak ones
     on fields missing (spot bookTicker, depth and REST snapshot): futures
@@ -428,9 +436,11 @@ def _vote(kind: Optional[str], data: dict) -> Optional[tuple[str, bool]]:
 
 def _sniff_ws(path: str, content: bytes, whole: bool, quiet: bool
               ) -> tuple[Optional[str], Optional[str], frozenset[str]]:
-    """``(market, symbol, kinds)`` told by the messages in a recording's
-    prefix: the market and the first symbol (None where none tells) and
-    the kinds of stream seen. ``quiet``: do not warn about mixed markets."""
+    """``(market, symbol, kinds)`` told by the messages in a recording's prefix.
+
+    The market and the first symbol (None where none tells) and the kinds of
+    stream seen. ``quiet``: do not warn about mixed markets.
+    """
     strong: Counter[str] = Counter()
     weak: Counter[str] = Counter()
     symbols: dict[str, None] = {}
@@ -469,8 +479,10 @@ def _sniff_ws(path: str, content: bytes, whole: bool, quiet: bool
 
 
 def _csv_head(path: str, name: str, raw: bytes, content: bytes, gz: bool) -> bytes:
-    """The start of a named Binance CSV archive's (first) CSV file; raises
-    :class:`InputFormatError` where the file holds something else."""
+    """The start of a named Binance CSV archive's (first) CSV file.
+
+    Raises :class:`InputFormatError` where the file holds something else.
+    """
     if name.endswith(".zip"):
         if not raw.startswith(_ZIP_MAGICS):
             raise _Named(path, f"named like a Binance archive but not a zip archive ({_found(content, gz)})")
@@ -489,9 +501,10 @@ def _csv_head(path: str, name: str, raw: bytes, content: bytes, gz: bool) -> byt
 
 
 def _csv_market(path: str, name: str, kind: str, raw: bytes, content: bytes, gz: bool) -> Optional[str]:
-    """The market that a named Binance CSV's first row tells (None for
-    klines and unknown widths); raises :class:`InputFormatError` where the
-    file holds no CSV."""
+    """The market that a named Binance CSV's first row tells (None for klines and unknown widths).
+
+    Raises :class:`InputFormatError` where the file holds no CSV.
+    """
     head = _csv_head(path, name, raw, content, gz)
     first = _first_line(head)[0]
     if not first:
@@ -580,9 +593,11 @@ def _by_name(p: str, market: Optional[str], told: Optional[str], feather: Option
 
 
 def _expand(paths: list[str | os.PathLike]) -> dict[str, Optional[FileSpec]]:
-    """Paths given and files found under the directories given, sorted; the
-    files found under directories come described (market from content or
-    path), those given are described by the caller."""
+    """Paths given and files found under the directories given, sorted.
+
+    The files found under directories come described (market from content
+    or path); those given are described by the caller.
+    """
     out: dict[str, Optional[FileSpec]] = {}
     for p in paths:
         if os.path.isdir(p):
@@ -610,8 +625,11 @@ def _expand(paths: list[str | os.PathLike]) -> dict[str, Optional[FileSpec]]:
 
 
 def discover(paths: list[str | os.PathLike]) -> list[str]:
-    """Expand directories into the readable files under them, sorted; files
-    given explicitly are kept as they are (:func:`describe` judges them)."""
+    """Expand directories into the readable files under them, sorted.
+
+    Files given explicitly are kept as they are (:func:`describe` judges
+    them).
+    """
     return list(_expand(paths))
 
 
@@ -640,9 +658,10 @@ def _described(paths: list[str | os.PathLike], market: str | None) -> Iterator[F
 
 
 def unquoted(paths: list[str | os.PathLike], market: str | None = None) -> tuple[list[str], bool]:
-    """The instruments whose inputs hold trades but no quotes (best bid/ask,
-    ``bookTicker``), in input order, and whether any input holds quotes: a
-    mid-quote price leaves the former's trade bars without a price.
+    """The instruments whose inputs hold trades but no quotes, and whether any input holds quotes.
+
+    Quotes are best bid/ask (``bookTicker``); the instruments come in input
+    order. A mid-quote price leaves the former's trade bars without a price.
 
     An archive of trades or aggTrades holds no quotes; a recording holds the
     streams its first messages show (:attr:`FileSpec.kinds`), and an
@@ -663,8 +682,9 @@ def unquoted(paths: list[str | os.PathLike], market: str | None = None) -> tuple
 
 
 class ReadProgress:
-    """How far the readers of one stream have got in their files, in bytes as
-    stored (compressed bytes of gzip and zip files), for progress bars.
+    """How far the readers of one stream have got in their files, for progress bars.
+
+    In bytes as stored (compressed bytes of gzip and zip files).
 
     >>> p = ReadProgress()
     >>> p.at("a.gz", 100); p.at("b.gz", 50); p.at("a.gz", 80); p.nbytes
@@ -690,9 +710,10 @@ class ReadProgress:
 
 
 def _open_bytes(path: str) -> tuple[io.BufferedIOBase, io.BufferedReader]:
-    """Open plain or gzip files (gzip inflated by ISA-L, about 2x zlib):
-    ``(reader, the file on disk)``; the second's position is how far the
-    reader has got."""
+    """Open plain or gzip files (gzip inflated by ISA-L, about 2x zlib): ``(reader, the file on disk)``.
+
+    The second's position is how far the reader has got.
+    """
     raw = open(path, "rb")  # noqa: SIM115 (closed with the reader)
     if raw.read(2) == b"\x1f\x8b":
         raw.seek(0)
@@ -706,11 +727,13 @@ _GZIP_ERRORS = (EOFError, OSError, zlib.error, isal_zlib.error)
 
 
 def _salvage(path: str, skip: int, block_bytes: int) -> Iterator[bytes]:
-    """What a gzip file (one or more members) inflates to after its first
-    ``skip`` bytes, in blocks of at most ``block_bytes``, up to where it was
-    cut off or stops inflating (corrupt data, a bad checksum: what inflated
-    before is kept, the parser judges the lines). Reads the file in 64 KiB
-    pieces: bounded memory whatever the file."""
+    """What a gzip file (one or more members) inflates to after its first ``skip`` bytes.
+
+    In blocks of at most ``block_bytes``, up to where it was cut off or
+    stops inflating (corrupt data, a bad checksum: what inflated before is
+    kept, the parser judges the lines). Reads the file in 64 KiB pieces:
+    bounded memory whatever the file.
+    """
     with open(path, "rb") as f:
         data = b""
         d = zlib.decompressobj(31)
@@ -748,10 +771,10 @@ def _first(pieces: list[bytes], n: int) -> bytes:
 
 def _ws_blocks(path: str, block_bytes: int = 1 << 19, progress: Optional[ReadProgress] = None,
                max_line: int = MAX_LINE_BYTES, blank: bool = False) -> Iterator[list[bytes]]:
-    """Yield the lines of a recording in blocks, without their line endings.
+    r"""Yield the lines of a recording in blocks, without their line endings.
 
-    Lines end at ``\\n``; a ``\\r`` before it (CRLF files) is part of the
-    line ending, a ``\\r`` anywhere else part of the line. Blank lines are
+    Lines end at ``\n``; a ``\r`` before it (CRLF files) is part of the
+    line ending, a ``\r`` anywhere else part of the line. Blank lines are
     dropped, or kept with ``blank`` (the replay source keeps them, so that
     the parser counts them). A line longer than ``max_line`` bytes becomes a
     :class:`~sources.binance.LongLine` (its first bytes and its size) and is
@@ -914,10 +937,12 @@ def _merge_ws(paths: tuple[str, ...], out_lines: int = 4096, progress: Optional[
 
 
 def _csv_text(path: str, progress: Optional[ReadProgress]) -> Iterator[str]:
-    """The lines of a CSV file (plain, gzip, or the CSV members of a zip);
-    bytes that are not UTF-8 come as surrogates (``surrogateescape``), so
+    """The lines of a CSV file (plain, gzip, or the CSV members of a zip).
+
+    Bytes that are not UTF-8 come as surrogates (``surrogateescape``), so
     the parser dead-letters their row with its exact bytes. ``progress``
-    follows the bytes read from disk every 4096 lines."""
+    follows the bytes read from disk every 4096 lines.
+    """
     if path.endswith(".zip"):
         with zipfile.ZipFile(path) as z:
             raw = z.fp  # the members are read from it in order
@@ -980,8 +1005,7 @@ def _feather_rows(path: str, idx: int, progress: Optional[ReadProgress]) -> Iter
 
 def read_stream(spec: StreamSpec, skip: int = 0, progress: Optional[ReadProgress] = None,
                 max_line_bytes: int = MAX_LINE_BYTES, blank_lines: bool = False) -> Iterator[list]:
-    """Yield the stream's records in blocks, merged across its files in time
-    order, after skipping the first ``skip`` records.
+    """Yield the stream's records in blocks, merged across its files in time order, after the first ``skip``.
 
     Records are raw recording lines for ``ws`` streams (a line longer than
     ``max_line_bytes`` as a :class:`~sources.binance.LongLine`; blank lines

@@ -1,7 +1,9 @@
-"""Settings of the input connector (``TICKLET_INPUT__*``): recordings and
-archives replayed from files (:mod:`sources.replay`) or the ticks topic
-(:mod:`sources.kafka`), and what the parser admits
-(:class:`sources.binance.ParseLimits`)."""
+"""Settings of the input connector (``TICKLET_INPUT__*``): files or the ticks topic, and the parser's limits.
+
+Recordings and archives replayed from files (:mod:`sources.replay`) or the
+ticks topic (:mod:`sources.kafka`), and what the parser admits
+(:class:`sources.binance.ParseLimits`).
+"""
 
 from __future__ import annotations
 

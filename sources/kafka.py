@@ -43,8 +43,10 @@ class OutagePolicy(Protocol):
     """How long to wait out an unreachable broker (``sinks.kafka.Outage``)."""
 
     def waiting(self, detail: str, started: Optional[float] = None) -> float:
-        """Note a failed attempt (begun at ``started``, ``time.monotonic``);
-        the seconds to wait before the next (or give up)."""
+        """Note a failed attempt (begun at ``started``, ``time.monotonic``): the seconds to wait before the next.
+
+        Past the longest outage it waits out, the policy gives up instead.
+        """
 
     def over(self) -> None:
         """An attempt got through."""
@@ -61,9 +63,10 @@ def _key(m: Any) -> str:
 
 
 def chunk_messages(msgs: list[Any], source: str = "") -> tuple[list[Item], bool]:
-    """One chunk of the values of ``msgs`` (confluent-kafka messages) plus a
-    dead letter per error or empty message; and whether a partition EOF was
-    seen (pure). ``source`` names the partition on the chunk.
+    """One chunk of the values of ``msgs`` (confluent-kafka messages), and whether a partition EOF was seen.
+
+    A dead letter follows the chunk per error or empty message (pure).
+    ``source`` names the partition on the chunk.
     """
     values: list[bytes] = []
     out: list[Item] = []
@@ -187,6 +190,11 @@ class KafkaTickSource(FixedPartitionedSource[Item, int]):
         self._outage = outage
 
     def list_parts(self) -> list[str]:
+        """The topic's partitions, ``"<index>-<topic>"`` each, once the cluster answers.
+
+        An unreachable cluster is waited out as ``outage`` says; a topic that
+        does not exist is a :class:`RuntimeError`.
+        """
         admin = AdminClient({"bootstrap.servers": self._brokers, **self._config})
         while True:
             t0 = time.monotonic()
@@ -206,6 +214,11 @@ class KafkaTickSource(FixedPartitionedSource[Item, int]):
         return [f"{p}-{self._topic}" for p in sorted(md.partitions)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _Partition:
+        """A consumer of partition ``for_part`` from its recovered offset ``resume_state``, else the beginning.
+
+        A ``resume_state`` of another topic's partition is a
+        :class:`ValueError`.
+        """
         idx, topic = for_part.split("-", 1)
         if topic != self._topic:
             raise ValueError(f"recovery state is for topic {topic!r}, not {self._topic!r}")

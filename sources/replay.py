@@ -56,8 +56,7 @@ class _ReplayPartition(StatefulSourcePartition[RawChunk, tuple[int, int]]):
         return [RawChunk(spec.fmt, spec.market, spec.symbol, recs, spec.interval_ns, self._nbytes(), spec.name)]
 
     def _nbytes(self) -> int:
-        """Bytes read since the last report (none while a resumed run re-reads
-        what an earlier run reported)."""
+        """Bytes read since the last report (none while a resumed run re-reads what an earlier run reported)."""
         n = self._progress.nbytes - self._reported
         if n <= 0:
             return 0
@@ -94,6 +93,11 @@ class ReplaySource(FixedPartitionedSource[RawChunk, tuple[int, int]]):
 
     @property
     def streams(self) -> list[StreamSpec]:
+        """The streams replayed, one partition each (:func:`sources.files.group_streams`).
+
+        >>> [s.name for s in ReplaySource(["data/sample"]).streams]
+        ['ws:spot:BTCUSDT']
+        """
         return list(self._streams.values())
 
     @property
@@ -102,8 +106,14 @@ class ReplaySource(FixedPartitionedSource[RawChunk, tuple[int, int]]):
         return sum(os.path.getsize(f) for s in self._streams.values() for f in s.files)
 
     def list_parts(self) -> list[str]:
+        """The names of the streams, the partitions of this source.
+
+        >>> ReplaySource(["data/sample"]).list_parts()
+        ['ws:spot:BTCUSDT']
+        """
         return list(self._streams)
 
     def build_part(self, step_id: str, for_part: str,
                    resume_state: Optional[tuple[int, int]]) -> _ReplayPartition:
+        """The reader of stream ``for_part``, resumed past the records and bytes of ``resume_state``."""
         return _ReplayPartition(self._streams[for_part], resume_state, self._batch, self._max_line)
