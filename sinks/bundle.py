@@ -54,8 +54,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all: an :class:`OSError` leaves
-    neither it nor the temporary file."""
+    """Write ``path`` whole or not at all: an :class:`OSError` leaves neither it nor the temporary file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
@@ -67,10 +66,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def clear_bundle(directory: Path) -> None:
-    """Remove the files of a bundle from ``directory`` (its manifest and its
-    states; nothing else), so that a new bundle made there holds only its own.
-    A ``states`` that is a symbolic link is removed itself (never what it
-    points to), and the new states are written in a directory of their own."""
+    """Remove the files of a bundle from ``directory``, so that a new bundle made there holds only its own.
+
+    Only its manifest and its states are removed, nothing else. A ``states``
+    that is a symbolic link is removed itself (never what it points to), and
+    the new states are written in a directory of their own.
+    """
     (directory / MANIFEST).unlink(missing_ok=True)
     states = directory / STATES
     if states.is_symlink():
@@ -112,33 +113,44 @@ class _BundlePartition(StatefulSinkPartition[tuple[str, str, Any], None]):
 
 
 class BundleSink(FixedPartitionedSink[tuple[str, str, Any], None]):
-    """The states of each instrument, written into ``directory/states`` when
-    the run ends (one partition: every worker's states go to it). A state
-    file that cannot be written stops the run with one line and status 74
+    """The states of each instrument, written into ``directory/states`` when the run ends.
+
+    One partition: every worker's states go to it. A state file that cannot
+    be written stops the run with one line and status 74
     (:func:`sinks.fatal.write_failed`; the files of ``withdraw``, the run's
-    totals, are removed) and leaves no state file."""
+    totals, are removed) and leaves no state file.
+    """
 
     def __init__(self, directory: str | os.PathLike, withdraw: tuple[Path, ...] = ()):
         self._dir = Path(directory)
         self._withdraw = withdraw
 
     def list_parts(self) -> list[str]:
+        """The one partition, ``bundle``.
+
+        >>> BundleSink("bundles/x").list_parts()
+        ['bundle']
+        """
         return ["bundle"]
 
     def part_fn(self, item_key: str) -> int:
+        """Route every instrument's states to the one partition."""
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[None]) -> _BundlePartition:
+        """The partition that collects the states and writes them when the run ends."""
         return _BundlePartition(self._dir, self._withdraw)
 
 
 def write_manifest(directory: Path, content: dict[str, Any], key: Optional[bytes] = None) -> dict[str, Any]:
-    """Write ``directory/manifest.json``: ``content`` with the bundle
-    ``format``, the SHA-256 of every state file (``files``), the
-    ``bundle_id`` made from all of it and, with ``key``, its ``signature``
-    (:func:`models.bundle.signature`); return it. The manifest is written last
-    and atomically: a directory without one is no bundle (an :class:`OSError`
-    if it cannot be written, leaving none)."""
+    """Write ``directory/manifest.json`` and return it: ``content`` with what makes it a bundle.
+
+    ``content`` with the bundle ``format``, the SHA-256 of every state file
+    (``files``), the ``bundle_id`` made from all of it and, with ``key``,
+    its ``signature`` (:func:`models.bundle.signature`). The manifest is
+    written last and atomically: a directory without one is no bundle (an
+    :class:`OSError` if it cannot be written, leaving none).
+    """
     states = directory / STATES
     files = {f"{STATES}/{p.name}": file_sha256(p) for p in sorted(states.glob("*.pkl"))} if states.is_dir() else {}
     # as it reads back: the id is made of what a reader parses

@@ -86,9 +86,11 @@ class CaptureWriter:
         return self.failed
 
     def write(self, symbol: str, ts_ns: int, message: bytes) -> None:
-        """Write one message received at ``ts_ns`` for ``symbol``; a
-        :class:`CaptureError` if it cannot be written (then, and after it,
-        the writer takes nothing more)."""
+        """Write one message received at ``ts_ns`` for ``symbol``.
+
+        A :class:`CaptureError` if it cannot be written (then, and after it,
+        the writer takes nothing more).
+        """
         if self.failed is not None:
             raise self.failed
         day = ts_ns // _DAY_NS
@@ -118,9 +120,11 @@ class CaptureWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Sync-flush every open file: what was written is readable now. A
-        :class:`CaptureError` if a file cannot be written, or is no longer
-        the file at its path (removed, or replaced)."""
+        """Sync-flush every open file: what was written is readable now.
+
+        A :class:`CaptureError` if a file cannot be written, or is no longer
+        the file at its path (removed, or replaced).
+        """
         if self.failed is not None:
             raise self.failed
         for _, f, inode in self._files.values():
@@ -145,8 +149,10 @@ class CaptureWriter:
         return sorted(Path(f.name) for _, f, _ in self._files.values())
 
     def close(self, symbol: Optional[str] = None) -> None:
-        """Close the files (of ``symbol``, or all): each ends complete. A
-        :class:`CaptureError` if one cannot be written."""
+        """Close the files (of ``symbol``, or all): each ends complete.
+
+        A :class:`CaptureError` if one cannot be written.
+        """
         if self.failed is not None:
             raise self.failed
         for sym in [symbol] if symbol else list(self._files):

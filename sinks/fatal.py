@@ -1,5 +1,4 @@
-"""Stopping a run on a failure it cannot go on from: one line, a documented
-exit status, nothing else.
+"""Stopping a run on a failure it cannot go on from: one line, a documented exit status, nothing else.
 
 An exception raised in a Bytewax sink or source becomes a Rust panic: dozens
 of lines of backtraces, exit status 1 or 134 (a second panic while the first
@@ -58,20 +57,24 @@ def os_error(ex: OSError) -> str:
 
 
 def stop_run(message: str, status: int) -> NoReturn:
-    """Write ``ticklet: <message>`` as one line on stderr and end the process
-    now with ``status``: no traceback, no sink closed, no summary."""
+    """Write ``ticklet: <message>`` as one line on stderr and end the process now with ``status``.
+
+    No traceback, no sink closed, no summary.
+    """
     sys.stderr.write("ticklet: " + " ".join(message.split()) + "\n")
     sys.stderr.flush()
     os._exit(status)
 
 
 def write_failed(path: Path, ex: OSError, withdraw: tuple[Path, ...] = (), then: Optional[str] = None) -> NoReturn:
-    """Stop the run because ``path`` could not be written (``ex``), with
-    :data:`EXIT_WRITE_FAILED`. The files of ``withdraw`` (totals that would
-    claim a complete run, such as ``counters.json``) are removed first; a
-    resumed run writes them again from its snapshot. ``then`` replaces what
-    the line says after the OS error (by default, for the dataflow: the run
-    stopped, its outputs are incomplete, how to resume)."""
+    """Stop the run because ``path`` could not be written (``ex``), with :data:`EXIT_WRITE_FAILED`.
+
+    The files of ``withdraw`` (totals that would claim a complete run, such
+    as ``counters.json``) are removed first; a resumed run writes them again
+    from its snapshot. ``then`` replaces what the line says after the OS
+    error (by default, for the dataflow: the run stopped, its outputs are
+    incomplete, how to resume).
+    """
     for p in withdraw:
         with contextlib.suppress(OSError):  # the line below says the outputs are incomplete either way
             p.unlink(missing_ok=True)

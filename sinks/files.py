@@ -83,8 +83,10 @@ class _AppendPartition(StatefulSinkPartition[msgspec.Struct, int]):
         return st.st_dev, st.st_ino
 
     def _check_in_place(self) -> None:
-        """Stop the run if the file was removed or replaced: the lines written
-        to it since went to a file no one will read."""
+        """Stop the run if the file was removed or replaced.
+
+        The lines written to it since went to a file no one will read.
+        """
         try:
             here = self._inode(os.stat(self._path))
         except OSError as ex:
@@ -196,4 +198,5 @@ class CounterSink(_OneFileSink[Count, dict]):
     """Sum :class:`Count` increments by name into a JSON file."""
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[dict]) -> _CounterPartition:
+        """The partition that sums the counts, from the totals of ``resume_state``."""
         return _CounterPartition(self._path, resume_state)

@@ -98,8 +98,10 @@ class WriterClosed(Exception):
 
 
 def _failure(exc: BaseException) -> tuple[str, str, str]:
-    """(kind, what it means, the server's message or the error) of a failed
-    request; the kind is ``HTTP <status>`` or the error's type."""
+    """(kind, what it means, the server's message or the error) of a failed request.
+
+    The kind is ``HTTP <status>`` or the error's type.
+    """
     status = getattr(exc, "status", None)
     if status is None:
         reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError: the last cause
@@ -113,8 +115,9 @@ def _failure(exc: BaseException) -> tuple[str, str, str]:
 
 
 def describe(exc: BaseException) -> str:
-    """One line for a failed request: HTTP status, what it means, the
-    server's message. Never the request (its headers carry the token).
+    """One line for a failed request: HTTP status, what it means, the server's message.
+
+    Never the request (its headers carry the token).
 
     >>> describe(ConnectionRefusedError(111, "Connection refused"))
     'ConnectionRefusedError (the server did not answer): [Errno 111] Connection refused'
@@ -124,8 +127,10 @@ def describe(exc: BaseException) -> str:
 
 
 class _ClientBatchLines(logging.Filter):
-    """Drops influxdb-client's lines about each batch and each retry, and
-    urllib3's line about each retry of the writer's thread."""
+    """Drops influxdb-client's lines about each batch and each retry.
+
+    Also urllib3's line about each retry of the writer's thread.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "urllib3.connectionpool":
@@ -142,8 +147,9 @@ def _quiet_client() -> None:
 
 
 def unwritable(cfg: InfluxConfig) -> Optional[str]:
-    """Why the sink could not write to ``cfg``'s server, org and bucket, as
-    one line naming the settings, or None when it can.
+    """Why the sink could not write to ``cfg``'s server, org and bucket, as one line naming the settings.
+
+    None when it can.
 
     It writes no points: InfluxDB checks the token, the org, the bucket and
     the permission to write there, answers 204 and stores nothing. A server
@@ -175,10 +181,12 @@ def unwritable(cfg: InfluxConfig) -> Optional[str]:
 
 
 class _DaemonExecutor:
-    """The writer's one HTTP thread, in order (the submit() of an executor):
-    a daemon, so a write that close() gave up on never keeps the process
+    """The writer's one HTTP thread, in order (the submit() of an executor), a daemon.
+
+    As a daemon, a write that close() gave up on never keeps the process
     alive. (influxdb-client's default is one non-daemon pool thread shared
-    by every writer of the process.)"""
+    by every writer of the process.)
+    """
 
     def __init__(self, name: str):
         self._q: queue.SimpleQueue = queue.SimpleQueue()
@@ -214,9 +222,11 @@ class _WriteScheduler(NewThreadScheduler):
 
 
 class _Retry(WritesRetry):
-    """influxdb-client's retry (backoff, max retries, max retry time), whose
-    wait between two attempts ends, and whose next attempt is refused, as
-    soon as ``abort`` is set (the writer closed)."""
+    """influxdb-client's retry (backoff, max retries, max retry time), cut short when ``abort`` is set.
+
+    The wait between two attempts ends, and the next attempt is refused, as
+    soon as ``abort`` is set (the writer closed).
+    """
 
     def __init__(self, abort: threading.Event | None = None, **kw: Any):
         super().__init__(**kw)
@@ -240,8 +250,11 @@ class _Retry(WritesRetry):
 
 
 class _Options(WriteOptions):
-    """WriteOptions whose retries stop when ``abort`` is set. A write sent
-    again (after a read timeout) rewrites the same points: idempotent."""
+    """WriteOptions whose retries stop when ``abort`` is set.
+
+    A write sent again (after a read timeout) rewrites the same points:
+    idempotent.
+    """
 
     def __init__(self, abort: threading.Event, **kw: Any):
         super().__init__(**kw)
@@ -334,13 +347,17 @@ class InfluxWriter:
 
     @property
     def stats(self) -> dict[str, int]:
+        """The writer's point counts: written, dropped, failed, abandoned and pending."""
         with self._lock:
             return {"written": self.written, "dropped": self.dropped, "failed": self.failed,
                     "abandoned": self.abandoned, "pending": self.pending}
 
     def close(self) -> None:
-        """Flush what is pending, waiting at most ``max_close_wait_ms``; what
-        is still pending then is abandoned (counted) and its retries stop."""
+        """Flush what is pending, waiting at most ``max_close_wait_ms``.
+
+        What is still pending then is abandoned (counted) and its retries
+        stop.
+        """
         t0 = time.monotonic()
         self._api.close()  # flushes, then waits up to max_close_wait for the batches in flight
         self._abort.set()
@@ -358,9 +375,12 @@ class InfluxWriter:
 
 
 class _Verdict:
-    """The writers of one process's partitions: when the last one closes,
-    their totals are reported: one line, or, when points were not written,
-    :func:`~sinks.fatal.stop_run` with :data:`~sinks.fatal.EXIT_WRITE_FAILED`."""
+    """The writers of one process's partitions, whose totals are reported when the last one closes.
+
+    The report is one line, or, when points were not written,
+    :func:`~sinks.fatal.stop_run` with
+    :data:`~sinks.fatal.EXIT_WRITE_FAILED`.
+    """
 
     def __init__(self, cfg: InfluxConfig, report: bool):
         self._cfg, self._report = cfg, report
@@ -459,8 +479,9 @@ class _Partition(StatelessSinkPartition[Any]):
 
 
 class InfluxSink(DynamicSink[Any]):
-    """Write forecasts, scored forecasts, metrics, bars, chosen features and
-    pipeline health to InfluxDB (one writer per worker, built in ``build``).
+    """Write forecasts, scored forecasts, metrics, bars, chosen features and pipeline health to InfluxDB.
+
+    One writer per worker, built in ``build``.
 
     Items are records (see :mod:`sinks.influx_points`), as they are or
     :class:`~sinks.influx_points.Stamped`, plus :class:`Count` and
@@ -477,4 +498,5 @@ class InfluxSink(DynamicSink[Any]):
         self._verdict = _Verdict(cfg, report)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
+        """The writer of one worker, reporting to the process's totals."""
         return _Partition(InfluxWriter(self._cfg), self._cfg, worker_index, self._verdict)

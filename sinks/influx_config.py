@@ -1,5 +1,8 @@
-"""Settings of the InfluxDB v2 sink (:mod:`sinks.influx`), apart from the
-client so that reading the settings never imports influxdb-client."""
+"""Settings of the InfluxDB v2 sink (:mod:`sinks.influx`).
+
+They live apart from the client so that reading the settings never imports
+influxdb-client.
+"""
 
 from __future__ import annotations
 

@@ -115,8 +115,11 @@ _FIELDS: dict[type, Callable[[Any, Sequence[str]], dict[str, Any]]] = {
 
 
 def to_point(rec: Any, features: Sequence[str] = (), time_ns: Optional[int] = None) -> Optional[Point]:
-    """The point for one record (at ``time_ns``, by default the record's own
-    time: see :data:`WHEN`), or None for records that have none."""
+    """The point for one record, or None for records that have none.
+
+    The point is at ``time_ns``, by default the record's own time (see
+    :data:`WHEN`).
+    """
     t = type(rec)
     when = WHEN.get(t)
     if when is None or (t is FeatureRow and (not features or not rec.ready)):
@@ -140,19 +143,22 @@ class Stamped(NamedTuple):
 
 @dataclass
 class StampState:
-    """The last time and stamp of every series of one instrument:
+    """The last time and stamp of every series of one instrument.
+
     (measurement, model, horizon) -> (time, stamp). Bounded by the
-    measurements, models and horizons."""
+    measurements, models and horizons.
+    """
 
     last: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict)
 
 
 def stamp(state: StampState, rec: Any) -> tuple[StampState, list[Any]]:
-    """Pass ``rec`` on, as a :class:`Stamped` record when its point must go
-    later than its own time: at 1 ns after the last stamp of its series, when
-    its time is at or before that stamp (and not before the last time).
-    Stamps strictly increase within a series whose times do not go back, so
-    no point overwrites another; records that have no point pass unchanged.
+    """Pass ``rec`` on, as a :class:`Stamped` record when its point must go later than its own time.
+
+    It goes at 1 ns after the last stamp of its series, when its time is at
+    or before that stamp (and not before the last time). Stamps strictly
+    increase within a series whose times do not go back, so no point
+    overwrites another; records that have no point pass unchanged.
 
     Examples
     --------

@@ -80,11 +80,12 @@ _MIN_LIMIT = 1024
 
 
 def _room(limit: int) -> int:
-    """The most bytes of key and value that one record may have in a record
-    batch of at most ``limit`` bytes: the batch and record headers take less
-    than 128 bytes, and lz4 adds at most 1/255 to what it cannot compress
-    (measured: a record of 4,020 random bytes with a 1-byte key fits a topic
-    whose max.message.bytes is 4096).
+    """The most bytes of key and value that one record may have in a record batch of at most ``limit`` bytes.
+
+    The batch and record headers take less than 128 bytes, and lz4 adds at
+    most 1/255 to what it cannot compress (measured: a record of 4,020
+    random bytes with a 1-byte key fits a topic whose max.message.bytes is
+    4096).
 
     >>> _room(1_000_000), _room(65536)
     (992060, 64896)
@@ -93,8 +94,9 @@ def _room(limit: int) -> int:
 
 
 def rdkafka_logger(name: str = "ticklet.rdkafka", every_s: float = 30.0) -> logging.Logger:
-    """The logger to pass to confluent-kafka clients (their ``logger``
-    setting): librdkafka's own lines, at most one of a kind (facility and
+    """The logger to pass to confluent-kafka clients (their ``logger`` setting), rate-limited.
+
+    It passes librdkafka's own lines at most one of a kind (facility and
     client) every ``every_s`` seconds, instead of one per reconnect attempt.
     """
     return rate_limited(name, every_s)
@@ -135,9 +137,10 @@ while writing to 'out': 3 records waiting
         self._lock = threading.Lock()  # one Outage may serve the partitions of several workers
 
     def waiting(self, detail: str, started: Optional[float] = None) -> float:
-        """Note a failed attempt (``detail``: what is held up; ``started``:
-        when it began, on the same clock, if not now); the seconds to wait
-        before the next."""
+        """Note a failed attempt (``detail``: what is held up); the seconds to wait before the next.
+
+        ``started``: when the attempt began, on the same clock, if not now.
+        """
         with self._lock:
             now = self._clock()
             if self.since is None:
@@ -170,8 +173,7 @@ while writing to 'out': 3 records waiting
 
 
 def error_text(ex: KafkaException) -> str:
-    """The message of a client's exception: librdkafka's own text when it
-    carries a :class:`KafkaError`.
+    """The message of a client's exception: librdkafka's own text when it carries a :class:`KafkaError`.
 
     >>> error_text(KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down")))
     'broker down'
@@ -181,8 +183,10 @@ def error_text(ex: KafkaException) -> str:
 
 
 def is_transient(err: Any) -> bool:
-    """Whether a librdkafka error (:class:`KafkaError`) means the cluster
-    cannot be reached now (retry), rather than that a request is wrong."""
+    """Whether a librdkafka error (:class:`KafkaError`) means the cluster cannot be reached now (retry).
+
+    Otherwise a request is wrong.
+    """
     return err is not None and not err.fatal() and (err.retriable() or err.code() in TRANSIENT)
 
 
@@ -262,9 +266,11 @@ class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
         self._p = self._producer(limit)
 
     def _producer(self, limit: Optional[int]) -> Producer:
-        """A producer whose record batches fit in ``limit`` bytes (the
-        topic's max.message.bytes; None: not known) and in its own
-        message.max.bytes; sets the limit and the room of one record."""
+        """A producer whose record batches fit in ``limit`` bytes and in its own message.max.bytes.
+
+        ``limit`` is the topic's max.message.bytes (None: not known). Sets the
+        limit and the room of one record.
+        """
         own = int(self._config.get("message.max.bytes", _MESSAGE_MAX_BYTES))
         self._limit = own if limit is None else min(own, limit)
         self._room = _room(self._limit)
@@ -282,8 +288,7 @@ class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
                 self._failed.append(f"{err} (key {msg.key()!r})")
 
     def _fit(self, key: bytes, value: bytes) -> bytes:
-        """``value``, cut to fit the room of one record (see ``shrink``), or
-        the run stops (:meth:`_refuse`)."""
+        """``value``, cut to fit the room of one record (see ``shrink``), or the run stops (:meth:`_refuse`)."""
         fitted = None if self._shrink is None else self._shrink(value, self._room - len(key))
         if fitted is None:
             self._refuse(len(key) + len(value))
@@ -306,8 +311,10 @@ class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
         return self._outage.waiting(f"{left} record(s) not yet delivered (last error: {self._error})", started)
 
     def _hand_over(self, key: bytes, value: bytes) -> None:
-        """:meth:`Producer.produce` (the record cut to fit the topic where it
-        must be), waiting while librdkafka's queue is full."""
+        """:meth:`Producer.produce`, waiting while librdkafka's queue is full.
+
+        The record is cut to fit the topic where it must be.
+        """
         if len(key) + len(value) > self._room:
             value = self._fit(key, value)
         t0 = None
@@ -321,9 +328,11 @@ class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
                 self._p.poll(self._held_up(len(self._p), t0) if waited > self._patience else 0.1)
 
     def _deliver(self) -> None:
-        """Flush until every record is delivered; wait out an outage; send
-        again what the broker refused as too large (:meth:`_again`); raise on
-        a record the broker refused otherwise."""
+        """Flush until every record is delivered; wait out an outage.
+
+        What the broker refused as too large is sent again (:meth:`_again`);
+        a record the broker refused otherwise raises.
+        """
         while True:
             t0 = time.monotonic()
             left = self._p.flush(self._patience)
@@ -340,11 +349,14 @@ class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
             self._again()
 
     def _again(self) -> None:
-        """The broker refused records as too large: the topic takes less than
-        this sink knew (its limit could not be read at the start, or it was
-        lowered since). Read the limit again (half the one before if the
-        broker does not say less, down to 1 KiB) and hand the records over
-        again to a producer made for it, cut to fit where they must be."""
+        """Hand again the records the broker refused as too large to a producer made for a lower limit.
+
+        The topic takes less than this sink knew (its limit could not be read
+        at the start, or it was lowered since). Read the limit again (half
+        the one before if the broker does not say less, down to 1 KiB) and
+        hand the records over again to a producer made for it, cut to fit
+        where they must be.
+        """
         refused, self._too_large = self._too_large, []
         limit = topic_limit(self._config, self._topic)
         if limit is None or limit >= self._limit:
@@ -400,6 +412,7 @@ class KafkaRecordSink(DynamicSink[tuple[bytes, bytes]]):
         self._shrink = shrink
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
+        """The writer of one worker: an idempotent producer, once the brokers answer."""
         outage = Outage(f"writing to {self._topic!r}", self._outage_s, exit_process=self._exit)
         # Records never expire in librdkafka's queue (whatever the config says): the outage timeout is the
         # one bound, and a record is either delivered or the run stops.
@@ -429,9 +442,11 @@ def _admin(config: dict[str, Any]) -> Any:
 
 
 def topic_limit(config: dict[str, Any], topic: str, timeout_s: float = 10.0) -> Optional[int]:
-    """The largest record batch ``topic`` takes (its ``max.message.bytes``,
-    as the broker tells it), or None, with a warning, when the broker does
-    not tell (DescribeConfigs not allowed, no answer in ``timeout_s``)."""
+    """The largest record batch ``topic`` takes (its ``max.message.bytes``, as the broker tells it), or None.
+
+    None, with a warning, when the broker does not tell (DescribeConfigs not
+    allowed, no answer in ``timeout_s``).
+    """
     from confluent_kafka.admin import ConfigResource, ResourceType
 
     admin = _admin(config)  # held until the answer is in: a client that is gone cancels its requests
@@ -446,9 +461,11 @@ def topic_limit(config: dict[str, Any], topic: str, timeout_s: float = 10.0) -> 
 
 
 def kafka_unreachable(brokers: list[str], client_config: dict[str, Any], timeout_s: float) -> Optional[str]:
-    """Why the Kafka ``brokers`` did not answer a metadata request within
-    ``timeout_s`` seconds, or None when they did. librdkafka's own lines
-    about each failed attempt are kept off stderr."""
+    """Why the Kafka ``brokers`` did not answer a metadata request within ``timeout_s`` seconds, or None.
+
+    None when they did. librdkafka's own lines about each failed attempt are
+    kept off stderr.
+    """
     from confluent_kafka.admin import AdminClient
 
     cfg = {k: v for k, v in client_config.items() if k == "security.protocol" or k.startswith(("sasl.", "ssl."))}
@@ -461,9 +478,12 @@ def kafka_unreachable(brokers: list[str], client_config: dict[str, Any], timeout
 
 
 def check_reachable(kafka: KafkaConfig) -> None:
-    """At the start of what connects to Kafka: a :class:`~core.config.ConfigError`
-    (one line naming the settings; exit status 2 at the entry points) when
-    the brokers of ``kafka`` do not answer within its ``connect_timeout_s``."""
+    """Check, at the start of what connects to Kafka, that the brokers of ``kafka`` answer.
+
+    Raises a :class:`~core.config.ConfigError` (one line naming the
+    settings; exit status 2 at the entry points) when they do not answer
+    within ``kafka.connect_timeout_s``.
+    """
     why = kafka_unreachable(kafka.brokers, kafka.client_config(), kafka.connect_timeout_s)
     if why is not None:
         raise ConfigError(f"cannot reach Kafka at {kafka.bootstrap_servers} (TICKLET_KAFKA__BOOTSTRAP_SERVERS) "

@@ -1,7 +1,9 @@
-"""Settings of the dataflow's outputs (``TICKLET_OUTPUT__*``): which of the
-sinks a run wires (files, Kafka, InfluxDB, the summary, the simulated books)
-and the directory of its files, apart from the sinks' code so that reading
-the settings imports none of their clients."""
+"""Settings of the dataflow's outputs (``TICKLET_OUTPUT__*``): the sinks a run wires and its directory.
+
+Which of the sinks a run wires (files, Kafka, InfluxDB, the summary, the
+simulated books) and the directory of its files, apart from the sinks' code
+so that reading the settings imports none of their clients.
+"""
 
 from __future__ import annotations
 

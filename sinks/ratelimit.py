@@ -1,5 +1,6 @@
-"""Rate-limited log lines, for the connectors whose failures repeat (a broker
-or server that is down makes every attempt fail the same way).
+"""Rate-limited log lines, for the connectors whose failures repeat.
+
+A broker or server that is down makes every attempt fail the same way.
 
 A record's *kind* is its level and its first two arguments (librdkafka's
 facility and client name; for ticklet's own lines, what failed and how):
@@ -30,8 +31,10 @@ __all__ = ["RateLimit", "rate_limited"]
 
 
 class RateLimit(logging.Filter):
-    """Pass the first of a kind of log record, then at most one every
-    ``every_s`` seconds, noting how many were held back."""
+    """Pass the first of a kind of log record, then at most one every ``every_s`` seconds.
+
+    The one that passes notes how many were held back.
+    """
 
     def __init__(self, every_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
         super().__init__()
@@ -41,6 +44,7 @@ class RateLimit(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` passes; one that passes after others were held back says how many."""
         args = record.args if isinstance(record.args, tuple) else ()
         kind = (record.levelno, *args[:2])
         now = self._clock()
@@ -56,8 +60,11 @@ class RateLimit(logging.Filter):
 
 
 def rate_limited(name: str, every_s: float) -> logging.Logger:
-    """The logger ``name`` with a :class:`RateLimit` of ``every_s`` seconds
-    (added once; the filter applies to the records logged on that logger)."""
+    """The logger ``name`` with a :class:`RateLimit` of ``every_s`` seconds.
+
+    The filter is added once; it applies to the records logged on that
+    logger.
+    """
     logger = logging.getLogger(name)
     if not any(isinstance(f, RateLimit) for f in logger.filters):
         logger.addFilter(RateLimit(every_s))

@@ -1,5 +1,4 @@
-"""The run report on stderr: a progress bar while the dataflow runs, the
-summary (:mod:`sinks.summary`) when it ends.
+"""The run report on stderr: a progress bar while the dataflow runs, the summary (:mod:`sinks.summary`) when it ends.
 
 :class:`ReportSink` is a single-partition sink fed with the pipeline's
 :class:`~core.events.Count` increments and its
@@ -34,9 +33,11 @@ _Key = tuple[str, str, int]
 
 
 def read_last(path: Path, cls: type[R]) -> list[R]:
-    """The last row of every (instrument, model, horizon) of a record CSV
-    (none when the file does not exist: a sink's file appears with its first
-    record)."""
+    """The last row of every (instrument, model, horizon) of a record CSV.
+
+    None when the file does not exist: a sink's file appears with its first
+    record.
+    """
     last: dict[_Key, dict[str, Any]] = {}
     if path.exists():
         with open(path, newline="") as f:
@@ -124,12 +125,19 @@ class ReportSink(FixedPartitionedSink[Any, _State]):
         self._hold = hold
 
     def list_parts(self) -> list[str]:
+        """The one partition, ``report``.
+
+        >>> ReportSink(None, {}).list_parts()
+        ['report']
+        """
         return ["report"]
 
     def part_fn(self, item_key: str) -> int:
+        """Route every item to the one partition."""
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[_State]) -> _ReportPartition:
+        """The partition that counts the items and draws the bar, resumed from ``resume_state``."""
         return _ReportPartition(resume_state, self._total, self._outputs, self._progress, self._hold)
 
 

@@ -1,6 +1,6 @@
-"""Settings of ``ticklet serve`` (``TICKLET_SERVE__*``): the HTTP/WebSocket
-API and live page over the output topic (:mod:`ticklet.serve`).
+"""Settings of ``ticklet serve`` (``TICKLET_SERVE__*``): the API and live page over the output topic.
 
+The HTTP/WebSocket API and live page are served by :mod:`ticklet.serve`.
 The server is an app of the top floor, which nothing imports; its settings
 are here, among the outputs' settings, because the root ``Settings``
 (:mod:`dataflows.settings`), which the dataflow reads too, composes them,
