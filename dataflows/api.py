@@ -1,6 +1,8 @@
-"""The dataflow's HTTP API (``TICKLET_API__*``): Prometheus metrics and the
-dataflow's graph, served while ``python -m bytewax.run dataflows.forecast``
-runs (:func:`serve_api`)."""
+"""The dataflow's HTTP API (``TICKLET_API__*``): Prometheus metrics and the dataflow's graph.
+
+They are served while ``python -m bytewax.run dataflows.forecast`` runs
+(:func:`serve_api`).
+"""
 
 from __future__ import annotations
 
@@ -38,9 +40,11 @@ class ApiConfig(BaseModel):
 
 
 def serve_api(api: ApiConfig, flow: Dataflow) -> None:
-    """Serve the dataflow's API when it is on (``TICKLET_API__ENABLED``, or
-    Bytewax's ``BYTEWAX_DATAFLOW_API_ENABLED``) for ``flow``: ``/metrics`` and
-    ``/dataflow`` on ``TICKLET_API__ADDRESS`` (127.0.0.1) and ``__PORT``.
+    """Serve the dataflow's API for ``flow`` when it is on: ``/metrics`` and ``/dataflow``.
+
+    It is on with ``TICKLET_API__ENABLED``, or Bytewax's
+    ``BYTEWAX_DATAFLOW_API_ENABLED``, and listens on ``TICKLET_API__ADDRESS``
+    (127.0.0.1) and ``__PORT``.
 
     Bytewax 0.21's own server always listens on every interface (0.0.0.0), so
     it is switched off (its variable removed before Bytewax reads it) and

@@ -1,5 +1,4 @@
-"""Model bundles in the dataflow: what a run on history saves, and what a
-run starts from (see :mod:`models.bundle`).
+"""Model bundles in the dataflow: what a run on history saves, and what a run starts from (see :mod:`models.bundle`).
 
 **Saving** (``ticklet backtest PATH... --save-models DIR``): the dataflow is
 built with ``save_models`` (:func:`dataflows.forecast.build_flow`): when the
@@ -64,8 +63,9 @@ log = logging.getLogger("ticklet")
 
 
 def bar_interval_ms(settings: Settings) -> int:
-    """The bars' interval of a run: that of its klines when every input is
-    klines of one interval (kline bars keep their own), else
+    """The bars' interval of a run: that of its klines when every input is klines of one interval.
+
+    Kline bars keep their own interval; any other run has
     ``TICKLET_BARS__INTERVAL_MS``.
 
     >>> bar_interval_ms(Settings())  # the bundled sample: recordings
@@ -81,8 +81,7 @@ def bar_interval_ms(settings: Settings) -> int:
 
 
 def expected(settings: Settings) -> dict[str, Any]:
-    """What a bundle must agree on with a run of ``settings``
-    (:func:`models.bundle.mismatch`).
+    """What a bundle must agree on with a run of ``settings`` (:func:`models.bundle.mismatch`).
 
     >>> e = expected(Settings())
     >>> e["format"] == FORMAT, e["bar_interval_ms"], e["horizons"], e["scaler"], len(e["features"])
@@ -119,8 +118,9 @@ WHERE: Mapping[str, Optional[tuple[str, ...]]] = {
 
 
 def learning_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's config (:func:`dataflows.run_manifest.manifest`) without the
-    settings of :data:`WHERE`: what a bundle records, and its id covers.
+    """A run's config (:func:`dataflows.run_manifest.manifest`) without the settings of :data:`WHERE`.
+
+    It is what a bundle records, and what its id covers.
 
     >>> c = learning_config(Settings().model_dump(mode="json"))
     >>> "output" in c, "bootstrap_servers" in c["kafka"], c["kafka"]["ticks_topic"], c["forecast"]["horizons"]
@@ -144,12 +144,14 @@ def _keys(d: Mapping[tuple[str, int], Any]) -> dict[str, dict[str, Any]]:
 
 
 def save_bundle(settings: Settings, directory: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """Write the manifest of the bundle whose states a run of ``settings``
-    left in ``directory`` (``summary``: the run's, :func:`sinks.report.summarize`);
-    return it. States that refer to a class the bundle loader does not allow
-    (a ticklet bug) stop the command with one line and status 70
+    """Write and return the manifest of the bundle whose states a run of ``settings`` left in ``directory``.
+
+    ``summary``: the run's, :func:`sinks.report.summarize`. States that
+    refer to a class the bundle loader does not allow (a ticklet bug) stop
+    the command with one line and status 70
     (:data:`sinks.fatal.EXIT_SOFTWARE`), a manifest that cannot be written
-    with one line and status 74; either leaves no bundle."""
+    with one line and status 74; either leaves no bundle.
+    """
     run = run_manifest(settings)
     data: dict[str, Any] = {}
     offline: dict[str, Any] = {}
@@ -187,12 +189,14 @@ def save_bundle(settings: Settings, directory: Path, summary: dict[str, Any]) ->
 
 
 def _unsaveable(settings: Settings, directory: Path, instrument: str, version: str, ex: Exception) -> NoReturn:
-    """Stop the command: the states of ``instrument`` refer to something the
-    bundle loader does not allow (``ex`` names it), so no warm start could
-    read them. A bug in ticklet (or a learner of one's own that
-    :data:`models.bundle.ALLOWED` lacks), not in the data or settings:
-    one line saying what to report, :data:`~sinks.fatal.EXIT_SOFTWARE`, and no
-    half-made bundle left (its states are removed; it never had a manifest)."""
+    """Stop the command: the states of ``instrument`` refer to something the bundle loader does not allow.
+
+    ``ex`` names it, and no warm start could read them. A bug in ticklet (or
+    a learner of one's own that :data:`models.bundle.ALLOWED` lacks), not in
+    the data or settings: one line saying what to report,
+    :data:`~sinks.fatal.EXIT_SOFTWARE`, and no half-made bundle left (its
+    states are removed; it never had a manifest).
+    """
     clear_bundle(directory)
     stop_run(f"cannot save the model bundle {directory}: the states of {instrument} refer to {ex}, which the bundle "
              "loader does not allow (models.bundle.ALLOWED), so no warm start could read them. This is a bug in "
@@ -204,9 +208,11 @@ def _unsaveable(settings: Settings, directory: Path, instrument: str, version: s
 
 @dataclass
 class WarmStart:
-    """A verified bundle and the states a run starts from: :meth:`features`
-    and :meth:`join` give an instrument's starting state (None: it starts
-    cold), a fresh copy each time."""
+    """A verified bundle and the states a run starts from.
+
+    :meth:`features` and :meth:`join` give an instrument's starting state
+    (None: it starts cold), a fresh copy each time.
+    """
 
     path: Path
     manifest: dict[str, Any]
@@ -216,6 +222,7 @@ class WarmStart:
 
     @property
     def id(self) -> str:
+        """The bundle's id (its manifest's ``bundle_id``), the origin of the learners it starts."""
         return str(self.manifest["bundle_id"])
 
     def _source(self, instrument: str) -> Optional[dict[str, Any]]:
@@ -223,6 +230,7 @@ class WarmStart:
         return None if src is None else self.states[src]
 
     def features(self, instrument: str) -> Optional[features_op.FeatureState]:
+        """The feature state ``instrument`` starts from (:func:`operators.features.warm`), or None: cold."""
         src = self._source(instrument)
         if src is None or "features" not in src:
             return None
@@ -230,6 +238,7 @@ class WarmStart:
             return features_op.warm(src["features"], self.settings.features)
 
     def join(self, instrument: str) -> Optional[forecast_op.JoinState]:
+        """The learners' state ``instrument`` starts from (:func:`operators.forecast.warm`), or None: cold."""
         src = self._source(instrument)
         if src is None or "join" not in src:
             return None
@@ -238,10 +247,12 @@ class WarmStart:
 
 
 def load_warm_start(settings: Settings) -> Optional[WarmStart]:
-    """The bundle of ``TICKLET_FORECAST__WARM_START``, verified and checked
-    against ``settings`` (None when unset). A bundle that is missing,
-    damaged, of another format or unfit for the run is a
-    :class:`~core.config.ConfigError` naming it and the difference."""
+    """The bundle of ``TICKLET_FORECAST__WARM_START``, verified and checked against ``settings``.
+
+    None when unset. A bundle that is missing, damaged, of another format or
+    unfit for the run is a :class:`~core.config.ConfigError` naming it and
+    the difference.
+    """
     path = settings.forecast.warm_start
     if path is None:
         return None

@@ -78,9 +78,11 @@ W = TypeVar("W")
 
 @dataclass(frozen=True)
 class StepOut(Generic[W]):
-    """A step's main keyed output, its dead letters and its counter increments;
-    with ``export``, its final state per key (``(key, (key, kind, state))``)
-    when its input ends."""
+    """A step's main keyed output, its dead letters and its counter increments, and its exported states.
+
+    With ``export``, its final state per key (``(key, (key, kind, state))``)
+    goes out when its input ends.
+    """
 
     out: KeyedStream[W]
     errors: Stream[ErrorRecord]
@@ -89,8 +91,10 @@ class StepOut(Generic[W]):
 
 
 class _Side:
-    """Dead letters, counter increments and exported states of one batch,
-    carried as one item so that the main output needs a single branch."""
+    """Dead letters, counter increments and exported states of one batch, carried as one item.
+
+    As one item, the main output needs a single branch.
+    """
 
     __slots__ = ("counts", "errors", "exports")
 
@@ -185,8 +189,10 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
         return main, StatefulBatchLogic.RETAIN
 
     def _carry(self, batch: EventBatch, out: Any, state: Any) -> list:
-        """The outputs of a step fed ``batch``, with the input records carried
-        over (see the class docstring); ``state`` is the step's state after it."""
+        """The outputs of a step fed ``batch``, with the input records carried over (see the class docstring).
+
+        ``state`` is the step's state after it.
+        """
         held = self.held
         fmt = batch.fmt
         if (not held and len(out) == 1 and type(out[0]) is list and len(out[0]) == len(batch)
@@ -256,8 +262,10 @@ def _side_exports(kv: tuple[str, _Side]) -> list[tuple[str, tuple[str, str, Any]
 
 def _keyed_start(step: Callable[[S, V], tuple[S, list]], start: Callable[[str], S]
                  ) -> Callable[[Optional[S], V], tuple[S, list]]:
-    """``step``, with the state of a key made by ``start(instrument)`` from its
-    first item (Bytewax's builder does not know the key; the items do)."""
+    """``step``, with the state of a key made by ``start(instrument)`` from its first item.
+
+    Bytewax's builder does not know the key; the items do.
+    """
 
     def keyed(state: Optional[S], item: Any) -> tuple[S, list]:
         return step(start(item.instrument) if state is None else state, item)
@@ -275,12 +283,13 @@ def run_step(
     count_as: Optional[tuple[str, type]] = None,
     export: Optional[tuple[str, Callable[[S], Any]]] = None,
 ) -> StepOut:
-    """Run ``step`` per key, starting each key from ``init()`` (or its
-    recovered state: recovery always wins). With ``flatten``, each upstream
-    value is a list of items fed one by one. ``count_as = (name, type)``
-    counts main outputs of that type under that counter name. ``export =
-    (kind, fn)``: when the input ends, each key's ``fn(state)`` goes out on
-    ``exports`` as ``(key, (kind, ...))``."""
+    """Run ``step`` per key, starting each key from ``init()`` (or its recovered state: recovery always wins).
+
+    With ``flatten``, each upstream value is a list of items fed one by one.
+    ``count_as = (name, type)`` counts main outputs of that type under that
+    counter name. ``export = (kind, fn)``: when the input ends, each key's
+    ``fn(state)`` goes out on ``exports`` as ``(key, (kind, ...))``.
+    """
 
     def builder(resume: Optional[S]) -> _StepLogic:
         return _StepLogic(step, init() if resume is None else resume, flatten, count_as,
@@ -343,8 +352,7 @@ def parse_ticks(step_id: str, up: Stream[RawChunk], limits: Optional[ParseLimits
 
 @operator
 def check_ticks(step_id: str, up: KeyedStream[list[Event]], config: sanity.SanityConfig) -> StepOut:
-    """Per-instrument plausibility checks: lists of the plausible events, and
-    dead letters of the others."""
+    """Per-instrument plausibility checks: lists of the plausible events, and dead letters of the others."""
     return run_step("sanity", up, sanity.step_batch, lambda: sanity.SanityState(config))
 
 
@@ -359,10 +367,13 @@ def make_bars(step_id: str, up: KeyedStream[list[Event]], config: bars.BarConfig
 def compute_features(step_id: str, up: KeyedStream[Bar], config: features.FeatureConfig,
                      warm: Optional[Callable[[str], Optional[features.FeatureState]]] = None,
                      export: bool = False) -> StepOut:
-    """Per-instrument feature rows from bars. ``warm(instrument)``: the state
-    an instrument starts from (None: a fresh one), unless recovery has one.
-    With ``export``, each instrument's final state goes out on ``exports``
-    (kind ``"features"``) when the input ends, for a model bundle."""
+    """Per-instrument feature rows from bars.
+
+    ``warm(instrument)``: the state an instrument starts from (None: a fresh
+    one), unless recovery has one. With ``export``, each instrument's final
+    state goes out on ``exports`` (kind ``"features"``) when the input ends,
+    for a model bundle.
+    """
     if warm is None:
         return run_step("features", up, features.step, lambda: features.FeatureState(config),
                         export=("features", _same) if export else None)
@@ -385,8 +396,7 @@ def _none() -> None:
 
 @dataclass(frozen=True)
 class JoinOut:
-    """Forecasts as issued, forecasts paired with their realized value, and
-    the join's dead letters and counts."""
+    """Forecasts as issued, forecasts paired with their realized value, and the join's dead letters and counts."""
 
     issued: KeyedStream[Forecast]
     scored: KeyedStream[ForecastRecord]
@@ -404,12 +414,14 @@ def _is_scored(kv: tuple[str, Any]) -> bool:
 def join_forecasts(step_id: str, up: KeyedStream[FeatureRow], config: forecast.ForecastConfig,
                    warm: Optional[Callable[[str], Optional[forecast.JoinState]]] = None,
                    export: bool = False) -> JoinOut:
-    """Forecast, hold until the target time, pair with the realized value,
-    learn. ``warm(instrument)``: the state an instrument starts from (None: a
-    cold one), unless recovery has one. With ``export``, learners record what
+    """Forecast, hold until the target time, pair with the realized value, learn.
+
+    ``warm(instrument)``: the state an instrument starts from (None: a cold
+    one), unless recovery has one. With ``export``, learners record what
     they need to train offline, and when the input ends each instrument's
     final state (:func:`operators.forecast.export`) goes out on ``exports``
-    (kind ``"join"``), for a model bundle."""
+    (kind ``"join"``), for a model bundle.
+    """
     ex = ("join", forecast.export) if export else None
     if warm is None:
         s = run_step("join", up, forecast.step, lambda: forecast.JoinState(config, record=export),
@@ -493,9 +505,11 @@ def encode_for_kafka(step_id: str, up: KeyedStream[Any]) -> Stream[tuple[bytes, 
 
 @operator
 def stamp_points(step_id: str, up: KeyedStream[Any]) -> KeyedStream[Any]:
-    """Records with the time of their InfluxDB point, distinct within each
-    series (:func:`sinks.influx_points.stamp`); its state is snapshotted, so
-    a resumed run stamps the records it replays as the first life did."""
+    """Records with the time of their InfluxDB point, distinct within each series.
+
+    See :func:`sinks.influx_points.stamp`. Its state is snapshotted, so a
+    resumed run stamps the records it replays as the first life did.
+    """
     from sinks.influx_points import StampState, stamp  # influxdb-client loads only when the InfluxDB output is on
 
     return run_step("stamp", up, stamp, StampState).out

@@ -57,7 +57,8 @@ class StoreState:
 
     ``parts``: its partition files; ``fresh``: no epoch committed yet (a run
     from it starts from the beginning of the input); ``keys``: the state
-    keys that hold state, by step id."""
+    keys that hold state, by step id.
+    """
 
     parts: list[Path]
     fresh: bool
@@ -70,8 +71,7 @@ def _remedy(db_dir: Path) -> str:
 
 
 def _read_part(path: Path, db_dir: Path) -> tuple[int, int, bool, list[tuple[str, str, int, bool]]]:
-    """(part_index, part_count, committed, snaps) of one partition file;
-    :class:`ConfigError` when it is not one."""
+    """(part_index, part_count, committed, snaps) of one partition file; :class:`ConfigError` when it is not one."""
     def damaged(what: str) -> ConfigError:
         return ConfigError(f"recovery store {path}: {what}; {_remedy(db_dir)}")
 
@@ -126,9 +126,10 @@ def _read_part(path: Path, db_dir: Path) -> tuple[int, int, bool, list[tuple[str
 
 
 def _missing_global(state: bytes) -> Optional[str]:
-    """The first class or function (``module.name``) that the pickle ``state``
-    refers to and whose module cannot be found, or None. The pickle is read,
-    never loaded: nothing in it runs.
+    """The first class or function (``module.name``) that the pickle ``state`` refers to and cannot be found.
+
+    None when every module it refers to is found. The pickle is read, never
+    loaded: nothing in it runs.
 
     >>> import pickle
     >>> _missing_global(pickle.dumps([Path("a")])) is None
@@ -239,9 +240,10 @@ def check_store(db_dir: Path, flow: Optional[Dataflow] = None, all_parts: bool =
 
 
 def _check_sinks(db_dir: Path, flow: Dataflow, state: StoreState) -> None:
-    """The snapshot's state keys of each single-file sink (its path) must be
-    this run's: Bytewax cannot route a key that no partition of the sink
-    has."""
+    """Check that the snapshot's state keys of each single-file sink (its path) are this run's.
+
+    Bytewax cannot route a key that no partition of the sink has.
+    """
     for step in flow.substeps:
         sink = getattr(step, "sink", None)
         if not isinstance(sink, FixedPartitionedSink):
@@ -256,9 +258,11 @@ def _check_sinks(db_dir: Path, flow: Dataflow, state: StoreState) -> None:
 
 
 def topic_records(config: dict[str, Any], topic: str, timeout_s: float) -> Optional[int]:
-    """How many records ``topic`` holds (the sum over its partitions of
-    high less low watermark); 0 when it does not exist, None when the
-    brokers do not say within ``timeout_s``."""
+    """How many records ``topic`` holds (the sum over its partitions of high less low watermark).
+
+    0 when it does not exist, None when the brokers do not say within
+    ``timeout_s``.
+    """
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     c = Consumer({**config, "group.id": "ticklet-recovery-check", "enable.auto.commit": False, "log_level": 0})
@@ -278,9 +282,10 @@ def topic_records(config: dict[str, Any], topic: str, timeout_s: float) -> Optio
 
 
 def fresh_start_line(db_dir: Path, published: Optional[tuple[str, Optional[int]]] = None) -> str:
-    """The log line of a run that starts afresh from the store in
-    ``db_dir`` (no snapshot yet); ``published``: the output topic and how
-    many records it holds already (None: unknown).
+    """The log line of a run that starts afresh from the store in ``db_dir`` (no snapshot yet).
+
+    ``published``: the output topic and how many records it holds already
+    (None: unknown).
 
     >>> fresh_start_line(Path("recovery"))
     'recovery store recovery holds no snapshot: a fresh start from the beginning of the input'

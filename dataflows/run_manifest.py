@@ -1,8 +1,9 @@
-"""The run's manifest, ``run.json``: what a run was made of (the version,
-its inputs, every setting and their hash), written in the output directory
-when the flow is built (:func:`dataflows.forecast.build_flow`) and read
-again by a model bundle's manifest (:func:`dataflows.bundle.save_bundle`)
-and the report."""
+"""The run's manifest, ``run.json``: what a run was made of (the version, its inputs, every setting and their hash).
+
+It is written in the output directory when the flow is built
+(:func:`dataflows.forecast.build_flow`) and read again by a model bundle's
+manifest (:func:`dataflows.bundle.save_bundle`) and the report.
+"""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ MANIFEST = "run.json"
 
 
 def manifest(settings: Settings) -> dict[str, Any]:
-    """What a run was made of: ``ticklet_version``, ``inputs`` (the paths, or
-    the Kafka topic), ``config`` (every setting as JSON; secrets dump as
-    ``**********``) and ``config_hash``, the SHA-256 of the config as
-    canonical JSON (``json.dumps(config, sort_keys=True, separators=(",", ":"))``).
-    No wall-clock time: the same settings give the same manifest.
+    """What a run was made of: its version, inputs and config, and the config's hash.
+
+    ``ticklet_version``, ``inputs`` (the paths, or the Kafka topic),
+    ``config`` (every setting as JSON; secrets dump as ``**********``) and
+    ``config_hash``, the SHA-256 of the config as canonical JSON
+    (``json.dumps(config, sort_keys=True, separators=(",", ":"))``). No
+    wall-clock time: the same settings give the same manifest.
 
     >>> from pydantic import SecretStr
     >>> s = Settings()
@@ -53,9 +56,11 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def write_manifest(settings: Settings) -> None:
-    """Write :func:`manifest` to ``settings.output.dir/run.json`` (atomically:
-    the processes of a cluster each write the same file); a
-    :class:`ConfigError` naming the file when it cannot be written."""
+    """Write :func:`manifest` to ``settings.output.dir/run.json``, atomically.
+
+    The processes of a cluster each write the same file. A
+    :class:`ConfigError` naming the file when it cannot be written.
+    """
     out = settings.output.dir
     tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
     try:

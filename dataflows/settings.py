@@ -1,8 +1,8 @@
-"""The root of the configuration: one :class:`Settings`, read from the
-environment, that composes every component's config.
+"""The root of the configuration: one :class:`Settings`, read from the environment, that composes every config.
 
-Variables use the prefix ``TICKLET_`` and ``__`` between nested names, and
-may also come from a ``.env`` file in the working directory::
+Every component's config is a group of it. Variables use the prefix
+``TICKLET_`` and ``__`` between nested names, and may also come from a
+``.env`` file in the working directory::
 
     TICKLET_BARS__INTERVAL_MS=500
     TICKLET_FORECAST__HORIZONS='[1, 5, 30]'
@@ -101,9 +101,11 @@ _JSON_NEEDED = {"list_type": "a JSON list, e.g. [1, 10] or [\"a\", \"b\"]",
 
 
 def _dotenv() -> dict[str, str]:
-    """The ``TICKLET_*`` lines of the ``.env`` file that pydantic-settings reads
-    (in the working directory), upper-cased; a ``.env`` that cannot be read
-    raises :class:`ConfigError`."""
+    """The ``TICKLET_*`` lines of the ``.env`` file that pydantic-settings reads, upper-cased.
+
+    The file is the one in the working directory; a ``.env`` that cannot be
+    read raises :class:`ConfigError`.
+    """
     env_file = Settings.model_config.get("env_file")
     if not isinstance(env_file, (str, os.PathLike)) or not os.path.isfile(env_file):
         return {}
@@ -123,8 +125,10 @@ def _environ() -> dict[str, str]:
 
 
 def _setting_errors(ex: ValidationError, dotenv: Optional[dict[str, str]] = None) -> list[str]:
-    """Plain lines naming each bad variable (and ``.env`` when it comes from
-    there); the values of secrets are never shown."""
+    """Plain lines naming each bad variable (and ``.env`` when it comes from there).
+
+    The values of secrets are never shown.
+    """
     out = []
     environ = _environ()
     for e in ex.errors():
@@ -148,10 +152,11 @@ def _setting_errors(ex: ValidationError, dotenv: Optional[dict[str, str]] = None
 
 
 def _unknown_variables(names: set[str]) -> list[str]:
-    """``TICKLET_<GROUP>__...`` variables whose group is not a setting (a
-    typo, such as ``TICKLET_BAR__INTERVAL_MS``). Unknown keys inside a
-    group are validation errors; variables without ``__`` (``TICKLET_DATA``)
-    are not settings and left alone."""
+    """``TICKLET_<GROUP>__...`` variables whose group is not a setting (a typo, such as ``TICKLET_BAR__INTERVAL_MS``).
+
+    Unknown keys inside a group are validation errors; variables without
+    ``__`` (``TICKLET_DATA``) are not settings and left alone.
+    """
     groups = {n.upper() for n in Settings.model_fields}
     return sorted(n for n in names if "__" in n[8:] and n[8:].split("__", 1)[0] not in groups)
 
@@ -187,9 +192,10 @@ def read_settings() -> Settings:
 
 
 def load_settings() -> Settings:
-    """:func:`read_settings`, for the entry points: a bad setting prints
-    ``ticklet: bad setting TICKLET_...: why`` (one or two plain lines) on
-    stderr and exits with status 2."""
+    """:func:`read_settings`, for the entry points: a bad setting is one or two plain lines and exit status 2.
+
+    The lines, ``ticklet: bad setting TICKLET_...: why``, go to stderr.
+    """
     try:
         return read_settings()
     except ConfigError as ex:
