@@ -149,9 +149,11 @@ class Collector:
         produce(self._producer, topic, value, key, on_delivery=self._on_delivery, timestamp=ts_ms)
 
     def _publish_raw(self, symbol: str, ts: int, message: bytes) -> None:
-        """Capture and publish one received message (or REST snapshot). A
-        capture that cannot be written stops the collector (:meth:`run`);
-        the message still goes to Kafka."""
+        """Capture and publish one received message (or REST snapshot).
+
+        A capture that cannot be written stops the collector (:meth:`run`);
+        the message still goes to Kafka.
+        """
         if self._capture is not None:
             try:
                 self._capture.write(symbol, ts, message)
@@ -308,10 +310,13 @@ class Collector:
         await ws.close()
 
     async def _handover(self, old: Any, url: str) -> Any:
-        """Make before break: open the new connection, keep taking messages
-        from the old one until it delivers the new one's first message, then
-        close the old one. Nothing is lost or doubled when both connections
-        carry the same messages in the same order, as Binance's do."""
+        """Make before break: switch to a new connection without losing or doubling a message.
+
+        Open the new connection, keep taking messages from the old one until
+        it delivers the new one's first message, then close the old one.
+        Nothing is lost or doubled when both connections carry the same
+        messages in the same order, as Binance's do.
+        """
         new = await self._connect(url)
         timeout = self.cfg.handover_timeout_s
         try:
@@ -356,8 +361,11 @@ class Collector:
                 self._stop.set()
 
     async def run(self, duration_s: Optional[float] = None, idle_exit_s: Optional[float] = None) -> dict[str, int]:
-        """Collect until stopped (``duration_s`` elapsed, ``idle_exit_s``
-        without a message, or :meth:`stop`); return the counters."""
+        """Collect until stopped; return the counters.
+
+        It stops when ``duration_s`` has elapsed, after ``idle_exit_s``
+        without a message, or on :meth:`stop`.
+        """
         if self.cfg.metrics_port is not None:
             try:
                 serve_metrics(self.cfg.metrics_address, self.cfg.metrics_port)  # for the process's lifetime
@@ -406,8 +414,7 @@ class Collector:
         return dict(self.counts)
 
     def _capture_failed(self, ex: CaptureError) -> NoReturn:
-        """One line naming the capture file and the OS error, exit status 74
-        (Kafka was flushed first)."""
+        """One line naming the capture file and the OS error, exit status 74 (Kafka was flushed first)."""
         lost = self.counts.get("kafka_failed", 0) + self.counts.get("kafka_undelivered", 0)
         kafka = (f"{lost:,} of them could not be delivered to Kafka either" if lost else
                  f"every one of them is in Kafka ({self.kafka.ticks_topic})")

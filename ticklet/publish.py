@@ -40,8 +40,10 @@ log = logging.getLogger(__name__)
 
 
 class _Quiet:
-    """librdkafka's own lines (every failed connection attempt) at debug level:
-    the replay's summary and its one error line say what failed."""
+    """Move librdkafka's own lines (every failed connection attempt) to debug level.
+
+    The replay's summary and its one error line say what failed.
+    """
 
     def log(self, level: int, msg: str, *args: Any) -> None:
         log.debug(msg, *args)
@@ -61,11 +63,12 @@ def publish(paths: list[str], brokers: list[str], topic: str, *, speed: Optional
             partitions: int = 4, delivery_timeout_s: float = 30.0, connect_timeout_s: float = 15.0,
             linger_ms: int = 5,
             on_produce: Optional[Callable[[str, int, float], None]] = None) -> dict[str, Any]:
-    """Publish the recordings under ``paths``; return a summary:
-    ``messages`` (handed to the producer), ``delivered``, ``failed`` (with a
-    delivery error), ``undelivered`` (messages less delivered), ``stopped``
-    (why the replay stopped before the end of its input, or None), ``topic``,
-    ``wall_s``, ``messages_per_s``.
+    """Publish the recordings under ``paths``; return a summary.
+
+    The summary: ``messages`` (handed to the producer), ``delivered``,
+    ``failed`` (with a delivery error), ``undelivered`` (messages less
+    delivered), ``stopped`` (why the replay stopped before the end of its
+    input, or None), ``topic``, ``wall_s``, ``messages_per_s``.
 
     ``on_produce(key, ts_recv, wall)`` is called after each message is handed
     to the producer (``wall``: :func:`time.time`), e.g. to measure latency.

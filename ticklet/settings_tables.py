@@ -1,6 +1,8 @@
-"""``ticklet config``: the settings as Markdown tables, the defaults
-(:func:`settings_table`, the README's configuration reference) and what a
-run would use (:func:`config_table`)."""
+"""``ticklet config``: the settings as Markdown tables, the defaults and what a run would use.
+
+The defaults (:func:`settings_table`) are the configuration reference; what
+a run would use is :func:`config_table`.
+"""
 
 from __future__ import annotations
 
@@ -46,8 +48,9 @@ def _shown(value: Any) -> str:
 
 
 def settings_table() -> str:
-    """The configuration reference as a Markdown table of the defaults (kept
-    in the README; ``ticklet config --defaults``).
+    """The configuration reference as a Markdown table of the defaults (``ticklet config --defaults``).
+
+    The docs' settings page shows the same table.
 
     >>> print(settings_table().splitlines()[4][:61])
     | `TICKLET_INPUT__MARKET` | `(unset)` | Force the market of e
@@ -62,9 +65,11 @@ def settings_table() -> str:
 
 
 def config_table(settings: Settings) -> str:
-    """What a run would use (``ticklet config``): every setting's effective
-    value and where it comes from (``environment``, ``.env`` or
-    ``default``), as a Markdown table. Secrets show as ``**********``.
+    """What a run would use (``ticklet config``), as a Markdown table.
+
+    Every setting's effective value and where it comes from
+    (``environment``, ``.env`` or ``default``). Secrets show as
+    ``**********``.
 
     >>> print(config_table(Settings()).splitlines()[2][:48])
     | `TICKLET_INPUT__SOURCE` | `replay` | default |

@@ -1,5 +1,6 @@
-"""``ticklet serve``: the latest forecasts, metrics and signals over HTTP, a
-live WebSocket stream of the output topic, and a live page.
+"""``ticklet serve``: the latest forecasts, metrics and signals over HTTP, a live stream, and a live page.
+
+The live stream is a WebSocket stream of the output topic.
 
 - :mod:`ticklet.serve.state`: pure conversions (record decoding, the bounded
   latest-state store, the resume buffer, stream filters and query checks);

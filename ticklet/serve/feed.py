@@ -1,6 +1,7 @@
-"""The Kafka side of ``ticklet serve``: one consumer of the output topic, in
-its own thread, and short-lived readers of offset ranges for stream clients
-that resume further back than the server's buffer.
+"""The Kafka side of ``ticklet serve``: one consumer of the output topic, and short-lived range readers.
+
+The consumer runs in its own thread; the readers of offset ranges serve the
+stream clients that resume further back than the server's buffer.
 
 The consumer is built when the server starts (never at import). It joins no
 group rebalance: every partition is assigned to it, starting
@@ -41,25 +42,28 @@ _MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
 def release_memory() -> None:
-    """Give the memory that the process has freed back to the system
-    (glibc's malloc_trim): what a closed consumer's threads freed otherwise
-    stays in their malloc arenas, counted in the RSS."""
+    """Give the memory that the process has freed back to the system (glibc's malloc_trim).
+
+    What a closed consumer's threads freed otherwise stays in their malloc
+    arenas, counted in the RSS.
+    """
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 
 
 def consumer_config(brokers: list[str], group_id: str, client_config: Optional[dict[str, Any]] = None
                     ) -> dict[str, Any]:
-    """librdkafka settings of the server's consumers (security settings from ``client_config``)."""
+    """The librdkafka settings of the server's consumers (security settings from ``client_config``)."""
     return {"bootstrap.servers": ",".join(brokers), "group.id": group_id, "enable.auto.commit": False,
             "enable.auto.offset.store": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
             "reconnect.backoff.max.ms": 2000, "logger": rdkafka_logger(), **(client_config or {})}
 
 
 def reader_config(config: dict[str, Any], prefetch_kb: int) -> dict[str, Any]:
-    """``config`` for a :class:`RangeReader`: what librdkafka fetches ahead
-    of it bounded to about ``prefetch_kb`` KiB (its defaults: 64 MiB queued,
-    50 MiB a fetch, 100,000 messages a partition, for each consumer).
+    """``config`` for a :class:`RangeReader`, with what librdkafka fetches ahead bounded to about ``prefetch_kb`` KiB.
+
+    librdkafka's defaults are 64 MiB queued, 50 MiB a fetch, 100,000
+    messages a partition, for each consumer.
 
     >>> c = reader_config({"group.id": "g"}, 1024)
     >>> c["queued.max.messages.kbytes"], c["fetch.max.bytes"], c["max.partition.fetch.bytes"]
@@ -140,11 +144,13 @@ class Feed:
         self.alive = False
 
     def start(self) -> None:
+        """Start consuming, in a daemon thread of its own."""
         self._thread = threading.Thread(target=self._run, name="ticklet-serve-feed", daemon=True)
         self.alive = True
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop consuming, waiting at most ``timeout_s`` for the thread to end."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -185,10 +191,12 @@ class Feed:
         self.error = str(err.str())
 
     def _assign(self, c: Consumer) -> bool:
-        """Assign every partition of the topic, ``backfill`` records before
-        its end; False while the topic does not exist or is not served yet
-        (just created: a partition without a leader, whose offsets the
-        broker cannot give), and the consumer tries again."""
+        """Assign every partition of the topic, ``backfill`` records before its end; False when it cannot yet.
+
+        False while the topic does not exist or is not served yet (just
+        created: a partition without a leader, whose offsets the broker
+        cannot give), and the consumer tries again.
+        """
         try:
             md = c.list_topics(self._topic, timeout=5.0).topics.get(self._topic)
         except KafkaException as ex:
@@ -282,13 +290,15 @@ class Feed:
 
 
 class RangeReader:
-    """The records of offsets ``[lo, hi)`` of some partitions of ``topic``,
-    read by a consumer of its own (:func:`reader_config`), chunk by chunk.
+    """The records of offsets ``[lo, hi)`` of some partitions of ``topic``, read chunk by chunk.
+
+    They are read by a consumer of its own (:func:`reader_config`).
     :meth:`chunk` takes what the consumer has fetched without waiting, so
     it is called on the event loop (the caller waits a little when it gets
     nothing): decoding in other threads would make the loop wait for the
     GIL at every step. Build it and :meth:`close` it in a worker thread
-    (both wait on librdkafka)."""
+    (both wait on librdkafka).
+    """
 
     def __init__(self, config: dict[str, Any], topic: str, ranges: dict[int, tuple[int, int]],
                  timeout_s: float = 30.0):
@@ -302,12 +312,15 @@ class RangeReader:
 
     @property
     def done(self) -> bool:
+        """Whether every partition has been read up to the end of its range."""
         return not self._left
 
     def chunk(self, n: int = 1000) -> list[Entry]:
-        """The next records fetched, at most ``n``, in offset order per
-        partition; empty when none has arrived yet (or once done).
-        :class:`TimeoutError` when none has for ``timeout_s``."""
+        """The next records fetched, at most ``n``, in offset order per partition.
+
+        Empty when none has arrived yet (or once done); a
+        :class:`TimeoutError` when none has for ``timeout_s``.
+        """
         if not self._open or not self._left:
             return []
         out: list[Any] = []

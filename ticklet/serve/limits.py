@@ -72,10 +72,12 @@ REASONS = {"header_bytes": (431, "request header fields too large"),
 
 def bounded_http(max_bytes: int, max_fields: int, timeout_s: float, max_connections: int,
                  on_refused: Callable[[str, Any], None]) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol with those limits (pass it as
-    ``uvicorn.Config(http=...)``). ``on_refused(reason, client)`` is called
-    for each request or connection refused: ``reason`` is one of
-    :data:`REASONS`, ``client`` uvicorn's (host, port) of the peer."""
+    """The uvicorn httptools protocol with those limits (pass it as ``uvicorn.Config(http=...)``).
+
+    ``on_refused(reason, client)`` is called for each request or connection
+    refused: ``reason`` is one of :data:`REASONS`, ``client`` uvicorn's
+    (host, port) of the peer.
+    """
     # the connections waiting for a request: [0] for their first, [1] answered before (keep-alive); in each the
     # one that began waiting first first (dicts keep their order)
     waiting: tuple[dict[BoundedHttpTools, None], dict[BoundedHttpTools, None]] = ({}, {})
@@ -123,8 +125,11 @@ def bounded_http(max_bytes: int, max_fields: int, timeout_s: float, max_connecti
                 self._deadline = None
 
         def _give_up(self, reason: str, message: str) -> None:
-            """Close a connection waiting for a request: refused (``reason``),
-            or without an answer if it has been idle since its last one."""
+            """Close a connection waiting for a request: refused (``reason``), or idle since its last one.
+
+            A connection idle since its last request is closed without an
+            answer.
+            """
             self._stop_waiting()
             if self._refused:
                 return
@@ -191,12 +196,14 @@ def bounded_http(max_bytes: int, max_fields: int, timeout_s: float, max_connecti
                 super().handle_websocket_upgrade()
 
         def _refuse(self, reason: str, message: str) -> None:
-            """Answer as :data:`REASONS` says and close. The connection is
-            closed ``LINGER_S`` later, reading nothing meanwhile: closed at
-            once with the client's bytes unread, it would be reset, and a
-            client still sending would lose the answer. One closed to make
-            room for another (``connections``) is closed at once: what
-            lingers still holds its file."""
+            """Answer as :data:`REASONS` says and close.
+
+            The connection is closed ``LINGER_S`` later, reading nothing
+            meanwhile: closed at once with the client's bytes unread, it
+            would be reset, and a client still sending would lose the
+            answer. One closed to make room for another (``connections``) is
+            closed at once: what lingers still holds its file.
+            """
             self._refused = True
             self._stop_waiting()
             self.transport.pause_reading()
@@ -223,10 +230,11 @@ def bounded_http(max_bytes: int, max_fields: int, timeout_s: float, max_connecti
 
 
 def open_files_for(connections: int) -> tuple[int, int]:
-    """Raise this process's open-file limit (its soft limit, up to the hard
-    one) to hold ``connections`` and :data:`FILES_KEPT` more; (the
-    connections it holds, the limit now): fewer than asked when the hard
-    limit is lower."""
+    """Raise this process's open-file limit to hold ``connections`` and :data:`FILES_KEPT` more.
+
+    The soft limit is raised, up to the hard one. Returns (the connections
+    it holds, the limit now): fewer than asked when the hard limit is lower.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = connections + FILES_KEPT
     if soft != resource.RLIM_INFINITY and soft < want:
