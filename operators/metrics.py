@@ -17,18 +17,18 @@ running metrics of its (model, horizon) are emitted:
 consecutive targets overlap by ``h - 1`` bars and their outcomes are
 dependent. Every test below accounts for it.
 
-**Diebold-Mariano** (against the zero-return forecast, squared error). With
+**Diebold-Mariano** (:func:`core.stats.dm_test`; against the zero-return forecast, squared error). With
 the loss differential ``d_t = realized_t**2 - error_t**2`` (positive when
 the model did better), ``DM = mean(d) / sqrt(V / n)``, where ``V`` is the
 Newey-West long-run variance of ``d`` with Bartlett weights at lag
-``h - 1`` (:class:`HacMean`; at ``h = 1`` the plain variance). ``dm_stat``
+``h - 1`` (:class:`core.stats.HacMean`; at ``h = 1`` the plain variance). ``dm_stat``
 is DM with the Harvey-Leybourne-Newbold small-sample correction,
 ``DM x sqrt((n + 1 - 2h + h(h - 1)/n) / n)``, and ``dm_p_value`` its
 one-sided p-value (H1: the model's expected squared error is lower) from
 Student's t with ``n - 1`` degrees of freedom. None while ``V = 0`` (the
 naive model itself) or ``n <= 2h``.
 
-**Pesaran-Timmermann** (directional accuracy, allowing for how often the
+**Pesaran-Timmermann** (:func:`core.stats.pt_test`; directional accuracy, allowing for how often the
 market and the model go up): run on **non-overlapping** forecasts, the
 1st, (h+1)-th, (2h+1)-th... scored forecast of each (model, horizon), so
 that at ``h > 1`` no two outcomes share a bar; ``n_pt`` counts the pairs
@@ -60,125 +60,12 @@ summary (:mod:`sinks.summary`) reports it there alone.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional
-
-from scipy.special import ndtr, stdtr
 
 from core.events import ForecastRecord, MetricsRecord
+from core.stats import HacMean, dm_test, pt_test
 
-__all__ = ["HacMean", "MetricsState", "dm_test", "pt_test", "step"]
-
-
-@dataclass(slots=True)
-class HacMean:
-    """Running mean of a series and its Newey-West long-run variance at a
-    fixed ``lag``, exact, in O(lag) memory.
-
-    ``long_run_variance() = g0 + 2 sum_{k=1..lag} (1 - k/(lag+1)) g_k``, with
-    ``g_k = (1/n) sum_{t>k} (x_t - mean)(x_{t-k} - mean)`` (Bartlett weights;
-    the estimator of Newey and West, 1987). The centered sums are expanded
-    into running cross products, the first ``lag`` values and the last
-    ``lag`` values, so nothing else is kept.
-
-    >>> acc = HacMean(lag=1)
-    >>> for x in [1.0, 2.0, 4.0, 3.0]:
-    ...     acc.add(x)
-    >>> acc.mean
-    2.5
-    >>> # deviations -1.5, -0.5, 1.5, 0.5: g0 = 5/4, g1 = (0.75 - 0.75 + 0.75)/4
-    >>> acc.long_run_variance()  # g0 + 2 x 1/2 x g1
-    1.4375
-    """
-
-    lag: int
-    n: int = 0
-    total: float = 0.0
-    cross: list[float] = field(default_factory=list)  # cross[k] = sum_{t>k} x_t x_{t-k}
-    head: list[float] = field(default_factory=list)  # the first `lag` values
-    tail: deque = field(default_factory=deque)  # the last `lag` values, newest last
-
-    def __post_init__(self) -> None:
-        if not self.cross:
-            self.cross = [0.0] * (self.lag + 1)
-
-    def add(self, x: float) -> None:
-        """Append one observation."""
-        tail, cross = self.tail, self.cross
-        cross[0] += x * x
-        for k in range(1, len(tail) + 1):
-            cross[k] += x * tail[-k]
-        if self.lag:
-            if len(self.head) < self.lag:
-                self.head.append(x)
-            tail.append(x)
-            if len(tail) > self.lag:
-                tail.popleft()
-        self.n += 1
-        self.total += x
-
-    @property
-    def mean(self) -> float:
-        """The mean so far (NaN when empty)."""
-        return self.total / self.n if self.n else math.nan
-
-    def long_run_variance(self) -> float:
-        """The Newey-West long-run variance (``n x`` the HAC variance of the mean)."""
-        n, s, m = self.n, self.total, self.mean
-        v = self.cross[0] / n - m * m
-        head_sum = tail_sum = 0.0
-        tail = self.tail
-        for k in range(1, min(self.lag, n - 1) + 1):
-            head_sum += self.head[k - 1]
-            tail_sum += tail[-k]
-            g = (self.cross[k] - m * (s - head_sum) - m * (s - tail_sum) + (n - k) * m * m) / n
-            v += 2.0 * (1.0 - k / (self.lag + 1)) * g
-        return v
-
-
-def dm_test(acc: HacMean, horizon: int) -> tuple[Optional[float], Optional[float]]:
-    """The HLN-corrected Diebold-Mariano statistic of the loss differentials
-    in ``acc`` and its one-sided p-value; ``(None, None)`` while undefined.
-
-    >>> acc = HacMean(lag=0)
-    >>> for d in [1.0, 2.0, 0.5, 1.5, 1.0, 2.0]:
-    ...     acc.add(d)
-    >>> stat, p = dm_test(acc, 1)
-    >>> round(stat, 4), p < 0.01  # mean 1.333 / sqrt(0.3056 / 6) x sqrt(5/6)
-    (5.3936, True)
-    """
-    n = acc.n
-    if n <= 2 * horizon:
-        return None, None
-    v = acc.long_run_variance()
-    if not v > 0.0:
-        return None, None
-    stat = acc.mean / math.sqrt(v / n) * math.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
-    return stat, float(stdtr(n - 1, -stat))
-
-
-def pt_test(n: int, hits: int, up_real: int, up_pred: int) -> tuple[Optional[float], Optional[float]]:
-    """The Pesaran-Timmermann (1992) statistic of ``hits`` correct signs in
-    ``n`` calls, ``up_real`` realized and ``up_pred`` forecast ups, and its
-    one-sided p-value; ``(None, None)`` while undefined.
-
-    >>> stat, p = pt_test(100, 70, 50, 50)  # P* = 0.5: 0.2 / sqrt(0.25/100 - 0.25/100^2)
-    >>> round(stat, 4), round(p, 6)
-    (4.0202, 2.9e-05)
-    """
-    if n < 2:
-        return None, None
-    p, py, px = hits / n, up_real / n, up_pred / n
-    ps = py * px + (1 - py) * (1 - px)
-    var_p = ps * (1 - ps) / n
-    var_ps = ((2 * py - 1) ** 2 * px * (1 - px) / n + (2 * px - 1) ** 2 * py * (1 - py) / n
-              + 4 * py * px * (1 - py) * (1 - px) / (n * n))
-    var = var_p - var_ps
-    if not var > 0.0:
-        return None, None
-    stat = (p - ps) / math.sqrt(var)
-    return stat, float(ndtr(-stat))
+__all__ = ["MetricsState", "step"]
 
 
 @dataclass(slots=True)
@@ -244,7 +131,7 @@ def step(state: MetricsState, rec: ForecastRecord) -> tuple[MetricsState, list[M
     hit_rate = hit_se = None
     if a.calls and a.n_dir:
         hit_rate = a.hits / a.n_dir
-        hit_se = math.sqrt(max(a.hit_seq.long_run_variance(), 0.0) / a.n_dir)
+        hit_se = a.hit_seq.standard_error()
     coverage = a.covered / a.n_interval if a.n_interval else None
     dm, dm_p = dm_test(a.loss_diff, a.horizon)
     pt, pt_p = pt_test(a.pt_n, a.pt_hits, a.pt_up_real, a.pt_up_pred)

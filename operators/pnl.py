@@ -73,7 +73,7 @@ while ``sharpe`` is (the returns have no variance yet).
 
 The deflated Sharpe ratio (``dsr``), which needs every book of a run, is
 computed at the end of the run by :func:`sinks.summary.economics_summary`
-from these fields and :func:`probabilistic_sharpe`.
+from these fields and :func:`core.stats.probabilistic_sharpe`.
 
 Defaults are Binance's regular (VIP 0) taker fees: 0.10% on spot, 0.05% on
 USD-M and COIN-M futures (the market of an instrument is that of its name,
@@ -170,8 +170,9 @@ from typing import Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.events import EconomicsRecord, EquityPoint, Fill, FillQuote, Signal, market_of
+from core.stats import probabilistic_sharpe, sharpe_standard_error
 
-__all__ = ["ExecutionConfig", "PnlState", "probabilistic_sharpe", "step"]
+__all__ = ["ExecutionConfig", "PnlState", "step"]
 
 _YEAR_NS = 365 * 86_400 * 10**9
 
@@ -355,32 +356,6 @@ def _moments(b: _Book, x: float) -> None:
     b.m2 += t
 
 
-def probabilistic_sharpe(sr: float, sr0: float, n: int, skew: float, kurt: float) -> Optional[float]:
-    """``P[true SR > sr0]``: Bailey & López de Prado's probabilistic Sharpe
-    ratio of a per-bar Sharpe ratio ``sr`` estimated over ``n`` returns of
-    skewness ``skew`` and (non-excess) kurtosis ``kurt``; None with fewer
-    than two returns or a degenerate variance.
-
-    ``Phi((sr - sr0) x sqrt(n - 1) / sqrt(1 - skew x sr + (kurt - 1) / 4 x sr^2))``.
-
-    Bailey & López de Prado's (2014) numerical example of the deflated Sharpe
-    ratio: annualized SR 2.5 over 5 years of daily returns (T = 1,250,
-    ``sr = 2.5 / sqrt(250)``), skewness -3, kurtosis 10, against the expected
-    maximum of 100 trials with an annualized variance of 1/2, ``sr0 = 0.1132``
-    (:func:`sinks.summary.economics_summary`), a deflated Sharpe ratio of 0.9004:
-
-    >>> round(probabilistic_sharpe(2.5 / math.sqrt(250), 0.113172, 1250, -3.0, 10.0), 4)
-    0.9004
-    >>> round(probabilistic_sharpe(0.1, 0.0, 101, 0.0, 3.0), 6)  # normal returns: Phi(0.1 x 10 / sqrt(1.005))
-    0.840741
-    """
-    v = 1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr * sr
-    if n < 2 or not v > 0:
-        return None
-    z = (sr - sr0) * math.sqrt(n - 1) / math.sqrt(v)
-    return 0.5 * math.erfc(-z / math.sqrt(2))
-
-
 def _holding(b: _Book, was: float, now: float, equity: float, ts: int) -> None:
     """Close the holding period that a fill from ``was`` to ``now`` units ends
     (flat, or a flip), and open the one it starts."""
@@ -407,7 +382,7 @@ def _economics(state: PnlState, sig: Signal, ts: int, b: _Book, equity: float, g
     if var > 0:
         sr = mean / math.sqrt(var)
         sharpe = sr * math.sqrt(a)
-        se = math.sqrt(a * (1.0 + sr * sr / 2.0) / n)
+        se = sharpe_standard_error(sr, n, a)
         m2 = b.m2
         skew = math.sqrt(n) * b.m3 / (m2 * math.sqrt(m2))
         kurt = n * b.m4 / (m2 * m2)

@@ -34,7 +34,14 @@ from typing import Any, Optional, TypeVar
 import msgspec
 
 from core.events import EconomicsRecord, MetricsRecord
-from core.stats import holm, wilson_interval
+from core.stats import (
+    binomial_p_value,
+    effective_n,
+    expected_max_sharpe,
+    holm,
+    probabilistic_sharpe,
+    wilson_interval,
+)
 
 __all__ = ["economics_summary", "format_summary", "instruments_summary", "metrics_entry", "record_from_row"]
 
@@ -44,12 +51,13 @@ R = TypeVar("R", bound=msgspec.Struct)
 def metrics_entry(m: MetricsRecord) -> dict[str, Any]:
     """One model's last metrics at one horizon, as reported.
 
-    - ``hit_rate_ci95``: the Wilson interval over the *effective* number of
-      moves ``n_eff = hit (1 - hit) / hit_rate_se**2`` (``hit_rate_se`` is
-      HAC at lag h - 1, so overlapping moves count for less; at h = 1,
-      ``n_eff = n_directional``);
+    - ``hit_rate_ci95``: the Wilson interval (:func:`core.stats.wilson_interval`,
+      clamped to [0, 1]) over the *effective* number of moves ``n_eff = hit
+      (1 - hit) / hit_rate_se**2`` (:func:`core.stats.effective_n`;
+      ``hit_rate_se`` is HAC at lag h - 1, so overlapping moves count for
+      less; at h = 1, ``n_eff = n_directional``);
     - ``hit_rate_p_value``: the one-sided binomial p-value of the hit rate
-      against a coin, at h = 1 only (beyond, overlapping outcomes are not
+      against a coin (:func:`core.stats.binomial_p_value`), at h = 1 only (beyond, overlapping outcomes are not
       independent: see ``pt_p_value``);
     - the Diebold-Mariano and Pesaran-Timmermann tests of
       :mod:`operators.metrics`; the Holm flags are set by
@@ -57,14 +65,11 @@ def metrics_entry(m: MetricsRecord) -> dict[str, Any]:
     """
     p = ci = n_eff = None
     if m.hit_rate is not None and m.n_directional:
-        h = m.hit_rate
-        se = m.hit_rate_se
-        n_eff = h * (1 - h) / (se * se) if se else float(m.n_directional)
-        ci = [round(v, 6) for v in wilson_interval(h, n_eff)]
+        n_eff = effective_n(m.hit_rate, m.hit_rate_se, m.n_directional)
+        lo, hi = wilson_interval(m.hit_rate, n_eff)
+        ci = [round(max(0.0, lo), 6), round(min(1.0, hi), 6)]  # shown: clamped to [0, 1]
         if m.horizon == 1:
-            from scipy.stats import binomtest  # loaded once, at the end of a run
-
-            p = float(binomtest(m.hits, m.n_directional, 0.5, alternative="greater").pvalue)
+            p = binomial_p_value(m.hits, m.n_directional)
     return {
         "n": m.n, "mae": m.mae, "rmse": m.rmse, "skill": m.skill, "hit_rate": m.hit_rate,
         "n_directional": m.n_directional, "hits": m.hits, "hit_rate_se": m.hit_rate_se,
@@ -145,14 +150,11 @@ def economics_summary(last: Iterable[EconomicsRecord]) -> dict[str, Any]:
     records (the baselines have horizon 0), each with its deflated Sharpe
     ratio ``dsr`` and the number of trials ``n_trials`` it is deflated for.
 
-    The **deflated Sharpe ratio** (Bailey & López de Prado, 2014, "The
-    Deflated Sharpe Ratio: Correcting for Selection Bias, Backtest
-    Overfitting, and Non-Normality", *Journal of Portfolio Management*
-    40(5)) is the probabilistic Sharpe ratio
-    (:func:`operators.pnl.probabilistic_sharpe`) of a book against the
-    Sharpe ratio the best of ``N`` unskilled trials would show by chance,
-    ``SR0 = sqrt(V) x ((1 - gamma) x Phi^-1(1 - 1/N) + gamma x Phi^-1(1 -
-    1/(N e)))``, gamma the Euler-Mascheroni constant, all per bar:
+    The **deflated Sharpe ratio** (Bailey & López de Prado, 2014) is the
+    probabilistic Sharpe ratio (:func:`core.stats.probabilistic_sharpe`) of
+    a book against the Sharpe ratio the best of ``N`` unskilled trials would
+    show by chance, ``SR0`` (:func:`core.stats.expected_max_sharpe` of the
+    variance ``V`` of the trials' Sharpe ratios), all per bar:
 
     - the **trials** of an instrument are its model x horizon books, times
       the number of signal rules of the run (one: ``TICKLET_SIGNALS__RULE``).
@@ -180,8 +182,6 @@ def economics_summary(last: Iterable[EconomicsRecord]) -> dict[str, Any]:
     >>> econ["buy_and_hold"]["0"]["n_trials"], econ["buy_and_hold"]["0"]["dsr"]
     (None, None)
     """
-    from operators.pnl import probabilistic_sharpe
-
     out: dict[str, Any] = {}
     records = sorted(last, key=lambda r: (r.instrument, r.model, r.horizon))
     benchmarks = {}
@@ -189,7 +189,7 @@ def economics_summary(last: Iterable[EconomicsRecord]) -> dict[str, Any]:
         trials = [e for e in records if e.instrument == inst and e.horizon > 0]
         srs = [e.sharpe_per_bar for e in trials if e.sharpe_per_bar is not None]
         n = len(trials) * _SIGNAL_RULES
-        benchmarks[inst] = n, (_expected_max_sharpe(statistics.variance(srs), n) if n >= 2 and len(srs) >= 2
+        benchmarks[inst] = n, (expected_max_sharpe(statistics.variance(srs), n) if n >= 2 and len(srs) >= 2
                                else None)
     for e in records:
         entry = {k: v for k, v in msgspec.structs.asdict(e).items()
@@ -205,21 +205,3 @@ def economics_summary(last: Iterable[EconomicsRecord]) -> dict[str, Any]:
 
 #: Signal rules a run tries (``TICKLET_SIGNALS__RULE``: one per run).
 _SIGNAL_RULES = 1
-
-_EULER_GAMMA = 0.5772156649015329
-
-
-def _expected_max_sharpe(variance: float, n: int) -> float:
-    """``SR0``: the expected maximum of ``n`` independent Sharpe ratio
-    estimates of true Sharpe zero and variance ``variance`` (Bailey & López de
-    Prado, 2014, from the extreme value theory of the maximum of
-    normals).
-
-    Their numerical example: 100 trials, an annualized variance of 1/2 over
-    daily returns (250 a year):
-
-    >>> round(_expected_max_sharpe(0.5 / 250, 100), 4)
-    0.1132
-    """
-    inv = statistics.NormalDist().inv_cdf
-    return math.sqrt(variance) * ((1 - _EULER_GAMMA) * inv(1 - 1 / n) + _EULER_GAMMA * inv(1 - 1 / (n * math.e)))

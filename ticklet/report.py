@@ -49,12 +49,13 @@ from typing import Any, Optional
 
 import numpy as np
 
+from core.stats import wilson_interval
 from core.version import ticklet_version
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_WINDOW", "NoRunError", "build_report", "cost_curve", "downsample", "minmax_indices",
-           "rolling_mean", "wilson"]
+           "rolling_mean"]
 
 #: Bars of the price plot by default (``--window``).
 DEFAULT_WINDOW = 300
@@ -65,7 +66,6 @@ MAX_POINTS = 2000
 #: Equal-count bins of the calibration diagram.
 CALIBRATION_BINS = 10
 
-_Z95 = 1.959963984540054
 _Key = tuple[str, str, int]
 _Gaps = list[list[float]]  # [start, end] in ms
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -80,21 +80,6 @@ class NoRunError(FileNotFoundError):
 
 # ---------------------------------------------------------------------------
 # numerics (pure)
-
-
-def wilson(p: Any, n: Any, z: float = _Z95) -> tuple[Any, Any]:
-    """Wilson score interval of a proportion ``p`` observed over ``n`` trials
-    (scalars or arrays; ``n`` may be an effective sample size).
-
-    >>> lo, hi = wilson(236 / 323, 323)  # 236 hits in 323 moves
-    >>> round(float(lo), 4), round(float(hi), 4)
-    (0.6798, 0.7761)
-    """
-    p, n = np.asarray(p, dtype=float), np.asarray(n, dtype=float)
-    z2n = z * z / n
-    centre = (p + z2n / 2) / (1 + z2n)
-    half = z * np.sqrt(p * (1 - p) / n + z2n / (4 * n)) / (1 + z2n)
-    return centre - half, centre + half
 
 
 def rolling_mean(x: np.ndarray, w: int) -> np.ndarray:
@@ -484,7 +469,7 @@ def _hit_rate_plot(run: _Run, instrument: str, style: _Style, gaps: _Gaps, windo
         entry = models.get(k[1], {}).get(str(k[2]), {})
         n_eff = entry.get("hit_rate_n_eff")  # overlapping targets (h > 1) carry less information
         ratio = min(n_eff / entry["n_directional"], 1.0) if n_eff and entry.get("n_directional") else 1.0
-        lo, hi = wilson(rate, w * ratio)
+        lo, hi = wilson_interval(rate, w * ratio)
         s = downsample(len(rate), max_points)
         name, grp = _label(k[1], k[2]), f"{k[1]}-{k[2]}"
         fig.add_trace(go.Scatter(x=x[s], y=lo[s], mode="lines", line={"width": 0}, legendgroup=grp, showlegend=False,
@@ -549,7 +534,7 @@ def _calibration(run: _Run, key: _Key, bins: int) -> Optional[dict[str, np.ndarr
     used = n > 0
     mean_p = np.bincount(b, weights=p, minlength=len(n))[used] / n[used]
     freq = np.bincount(b, weights=up, minlength=len(n))[used] / n[used]
-    lo, hi = wilson(freq, n[used])
+    lo, hi = wilson_interval(freq, n[used])
     return {"p": mean_p, "freq": freq, "lo": lo, "hi": hi, "n": n[used]}
 
 
@@ -806,7 +791,7 @@ def _results_table(run: _Run, instrument: str) -> str:
             return "–"
         ci = e.get("hit_rate_ci95")
         if ci is None and e.get("n_directional"):
-            ci = [float(x) for x in wilson(e["hit_rate"], e["n_directional"])]
+            ci = [float(x) for x in wilson_interval(e["hit_rate"], e["n_directional"])]
         return f"{e['hit_rate']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
     def holm(e: dict[str, Any]) -> str:
