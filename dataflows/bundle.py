@@ -164,7 +164,7 @@ def save_bundle(settings: Settings, directory: Path, summary: dict[str, Any]) ->
         inst = pkl.stem
         data[inst] = {"ts_first": join.ts_first, "ts_last": join.ts_last, "bars": join.n_rows,
                       "labels": _keys(join.n_learnt)}
-        reports = {k: m.offline_report for k, m in join.models.items() if getattr(m, "offline_report", None)}
+        reports = {k: r for k, m in join.models.items() if (r := getattr(m, "offline_report", None))}
         if reports:
             offline[inst] = _keys(reports)
     config = learning_config(run["config"])

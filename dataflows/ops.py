@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import is_
 from time import perf_counter
@@ -201,7 +201,8 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
         holding = getattr(state, "holding", None)
         if (not held and out and type(out[0]) is list and holding is not None and not holding()
                 and not any(type(x) is ErrorRecord for x in out)):  # some skipped, none held nor dead-lettered
-            acc, recs = out[0], []
+            acc = out[0]
+            recs: list[Any] = []
             n = len(acc)
             for e, rec in zip(batch, batch.records, strict=True):
                 if len(recs) < n and acc[len(recs)] is e:
@@ -218,7 +219,7 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
                 for e in x:
                     h = held.pop(id(e), None)
                     recs.append(None if h is None else h[1])
-                res.append(EventBatch(fmt, x, recs))  # type: ignore[arg-type]
+                res.append(EventBatch(fmt, x, recs))
             elif cls is ErrorRecord:
                 for key, (e, rec, f) in held.items():
                     if _about(x, e):
@@ -277,11 +278,11 @@ def _keyed_start(step: Callable[[S, V], tuple[S, list]], start: Callable[[str], 
 def run_step(
     step_id: str,
     up: KeyedStream[V],
-    step: Callable[[S, V], tuple[S, list]],
+    step: Callable[[S, Any], tuple[S, Sequence[Any]]],  # Any: a value of ``up``, or an item of one (``flatten``)
     init: Callable[[], S],
     flatten: bool = False,
     count_as: Optional[tuple[str, type]] = None,
-    export: Optional[tuple[str, Callable[[S], Any]]] = None,
+    export: Optional[tuple[str, Callable[[Any], Any]]] = None,  # Any: S, or the Optional[S] of a _keyed_start step
 ) -> StepOut:
     """Run ``step`` per key, starting each key from ``init()`` (or its recovered state: recovery always wins).
 

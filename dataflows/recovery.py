@@ -213,7 +213,8 @@ def check_store(db_dir: Path, flow: Optional[Dataflow] = None, all_parts: bool =
         raise ConfigError(f"recovery store {db_dir}: no partition (part-*.sqlite3) in the directory; create the "
                           f"store with python -m bytewax.recovery {db_dir} 1 (a fresh start), or give the right -r "
                           "directory")
-    counts, indices, committed = set(), {}, False
+    counts, committed = set(), False
+    indices: dict[int, Path] = {}
     latest: dict[tuple[str, str], bool] = {}  # (step id, key) -> holds state
     for path in files:
         index, count, done, snaps = _read_part(path, db_dir)

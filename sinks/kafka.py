@@ -438,7 +438,9 @@ def _admin(config: dict[str, Any]) -> Any:
 
     admin_cfg = {k: v for k, v in config.items()
                  if k in ("bootstrap.servers", "security.protocol", "logger") or k.startswith(("sasl.", "ssl."))}
-    return AdminClient({"logger": rdkafka_logger(), **admin_cfg})
+    # AdminClient takes a logger object, which its stub's value types (str, int, float, bool) leave out
+    with_logger: dict[str, Any] = {"logger": rdkafka_logger(), **admin_cfg}
+    return AdminClient(with_logger)
 
 
 def topic_limit(config: dict[str, Any], topic: str, timeout_s: float = 10.0) -> Optional[int]:

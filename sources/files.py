@@ -97,7 +97,7 @@ import re
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -592,7 +592,7 @@ def _by_name(p: str, market: Optional[str], told: Optional[str], feather: Option
     return _checked(FileSpec(p, "klines", mkt, sym, interval_ns(kind), frozenset({"kline"})))
 
 
-def _expand(paths: list[str | os.PathLike]) -> dict[str, Optional[FileSpec]]:
+def _expand(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Optional[FileSpec]]:
     """Paths given and files found under the directories given, sorted.
 
     The files found under directories come described (market from content
@@ -624,7 +624,7 @@ def _expand(paths: list[str | os.PathLike]) -> dict[str, Optional[FileSpec]]:
     return dict(sorted(out.items()))
 
 
-def discover(paths: list[str | os.PathLike]) -> list[str]:
+def discover(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     """Expand directories into the readable files under them, sorted.
 
     Files given explicitly are kept as they are (:func:`describe` judges
@@ -633,7 +633,7 @@ def discover(paths: list[str | os.PathLike]) -> list[str]:
     return list(_expand(paths))
 
 
-def group_streams(paths: list[str | os.PathLike], market: str | None = None) -> list[StreamSpec]:
+def group_streams(paths: Sequence[str | os.PathLike[str]], market: str | None = None) -> list[StreamSpec]:
     """Group files into per-(format, market, symbol) streams, in a stable order.
 
     Each file is described (its prefix read) once. A file given explicitly
@@ -648,7 +648,7 @@ def group_streams(paths: list[str | os.PathLike], market: str | None = None) -> 
     ]
 
 
-def _described(paths: list[str | os.PathLike], market: str | None) -> Iterator[FileSpec]:
+def _described(paths: Sequence[str | os.PathLike[str]], market: str | None) -> Iterator[FileSpec]:
     """Every input file described, ``market`` forced over what it tells."""
     for p, s in _expand(paths).items():
         if s is None:
@@ -657,7 +657,7 @@ def _described(paths: list[str | os.PathLike], market: str | None) -> Iterator[F
             yield _checked(dataclasses.replace(s, market=market)) if market else s
 
 
-def unquoted(paths: list[str | os.PathLike], market: str | None = None) -> tuple[list[str], bool]:
+def unquoted(paths: Sequence[str | os.PathLike[str]], market: str | None = None) -> tuple[list[str], bool]:
     """The instruments whose inputs hold trades but no quotes, and whether any input holds quotes.
 
     Quotes are best bid/ask (``bookTicker``); the instruments come in input
@@ -709,7 +709,7 @@ class ReadProgress:
         self.at(path, os.path.getsize(path))
 
 
-def _open_bytes(path: str) -> tuple[io.BufferedIOBase, io.BufferedReader]:
+def _open_bytes(path: str) -> tuple[igzip.IGzipFile | io.BufferedReader, io.BufferedReader]:
     """Open plain or gzip files (gzip inflated by ISA-L, about 2x zlib): ``(reader, the file on disk)``.
 
     The second's position is how far the reader has got.
@@ -717,13 +717,15 @@ def _open_bytes(path: str) -> tuple[io.BufferedIOBase, io.BufferedReader]:
     raw = open(path, "rb")  # noqa: SIM115 (closed with the reader)
     if raw.read(2) == b"\x1f\x8b":
         raw.seek(0)
-        return igzip.IGzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[return-value]
+        return igzip.IGzipFile(fileobj=raw, mode="rb"), raw
     raw.seek(0)
     return raw, raw
 
 
 #: What reading a gzip stream raises where it is cut short or corrupt.
-_GZIP_ERRORS = (EOFError, OSError, zlib.error, isal_zlib.error)
+# isal's stub declares ``error: Exception`` (an instance); it is the class of its inflate errors
+_ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
+_GZIP_ERRORS = (EOFError, OSError, zlib.error, _ISAL_ERROR)
 
 
 def _salvage(path: str, skip: int, block_bytes: int) -> Iterator[bytes]:
@@ -948,9 +950,9 @@ def _csv_text(path: str, progress: Optional[ReadProgress]) -> Iterator[str]:
             raw = z.fp  # the members are read from it in order
             for name in sorted(z.namelist()):
                 if name.endswith(".csv"):
-                    with z.open(name) as f:
-                        yield from _tracked(io.TextIOWrapper(f, "utf-8", "surrogateescape", newline=""), path, raw,
-                                            progress)
+                    with z.open(name) as member:
+                        yield from _tracked(io.TextIOWrapper(member, "utf-8", "surrogateescape", newline=""), path,
+                                            raw, progress)
     else:
         f, raw = _open_bytes(path)
         with raw, f:

@@ -17,7 +17,7 @@ never held whole. Each chunk names its partition (``source``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -82,7 +82,7 @@ class ReplaySource(FixedPartitionedSource[RawChunk, tuple[int, int]]):
         Longest recording line read whole (``TICKLET_INPUT__MAX_LINE_BYTES``).
     """
 
-    def __init__(self, paths: list[str | os.PathLike], batch_size: int = 2048,
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], batch_size: int = 2048,
                  market: Optional[str] = None, max_line_bytes: int = MAX_LINE_BYTES):
         self._streams = {s.name: s for s in group_streams(list(paths), market)}
         if not self._streams:

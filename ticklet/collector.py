@@ -53,6 +53,7 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any, NoReturn, Optional
 
 import httpx
@@ -162,7 +163,7 @@ class Collector:
         key = instrument_key(symbol, self.cfg.market)
         self._produce(self.kafka.ticks_topic, key.encode(), encode_tick(ts, self.cfg.market, message), ts // 1_000_000)
 
-    def _publish_records(self, outputs: list[Any]) -> None:
+    def _publish_records(self, outputs: Iterable[Any]) -> None:
         for rec in outputs:
             if isinstance(rec, Count):
                 self._count(rec.name, rec.n)

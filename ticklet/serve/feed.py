@@ -120,7 +120,7 @@ class Feed:
     """
 
     def __init__(self, config: dict[str, Any], topic: str, backfill: int,
-                 post: Callable[[Callable[[Any], None], Any], None],
+                 post: Callable[[Callable[[Any], None], Any], object],
                  on_begin: Callable[[dict[int, int]], None], on_batch: Callable[[list[Entry]], None],
                  on_ready: Callable[[Any], None], on_bad: Optional[Callable[[str], None]] = None,
                  on_fail: Optional[Callable[[str], None]] = None, max_batch: int = 2000, max_in_flight: int = 8):
@@ -254,10 +254,12 @@ class Feed:
                 if m is not None:
                     msgs = [m, *c.consume(self._max_batch, 0)]
                     for x in msgs:
-                        if not x.error():
-                            self.positions[x.partition()] = x.offset() + 1
-                        elif x.error().code() != KafkaError._PARTITION_EOF:
-                            self.error = str(x.error().str())
+                        err, p, off = x.error(), x.partition(), x.offset()
+                        if err is None:
+                            if p is not None and off is not None:  # a message (not an error) has both
+                                self.positions[p] = off + 1
+                        elif err.code() != KafkaError._PARTITION_EOF:
+                            self.error = str(err.str())
                     entries = _entries(msgs, self.bad, self._on_bad)
                     self.consumed += len(entries)
                     if entries:
@@ -325,21 +327,23 @@ class RangeReader:
             return []
         out: list[Any] = []
         for m in self._c.consume(n, 0):
-            p = m.partition()
-            if p not in self._left:
+            p, err, off, topic = m.partition(), m.error(), m.offset(), m.topic()
+            if p is None or p not in self._left:
                 continue
-            if m.error():
-                if m.error().code() == KafkaError._PARTITION_EOF:
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
                     del self._left[p]  # the range reaches past what the partition holds
                 continue
-            if m.offset() >= self._left[p]:
+            if off is None or topic is None:  # never so for a message (not an error)
+                continue
+            if off >= self._left[p]:
                 del self._left[p]
-                self._c.incremental_unassign([TopicPartition(m.topic(), p)])
+                self._c.incremental_unassign([TopicPartition(topic, p)])
                 continue
             out.append(m)
-            if m.offset() + 1 >= self._left[p]:
+            if off + 1 >= self._left[p]:
                 del self._left[p]
-                self._c.incremental_unassign([TopicPartition(m.topic(), p)])
+                self._c.incremental_unassign([TopicPartition(topic, p)])
         if out:
             self._deadline = time.monotonic() + self._timeout
         elif self._left and time.monotonic() > self._deadline:
