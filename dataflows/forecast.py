@@ -157,11 +157,12 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
         producer = producer_config(kafka.brokers, kafka.client_config(), kafka.linger_ms)
         decided = [decisions, books.fills] if settings.output.economics else []
         published = op.merge("merge_published", forecasts.issued, forecasts.scored, metrics, *decided)
-        outage = {"outage_timeout_s": kafka.outage_timeout_s, "exit_process": True}
+        wait_s = kafka.outage_timeout_s
         op.output("publish_forecasts", ops.encode_for_kafka("encode_forecasts", published),
-                  KafkaRecordSink(kafka.output_topic, producer, **outage))
+                  KafkaRecordSink(kafka.output_topic, producer, outage_timeout_s=wait_s, exit_process=True))
         op.output("publish_dead_letters", ops.encode_for_kafka("encode_dead_letters", keyed_dead),
-                  KafkaRecordSink(kafka.dead_letter_topic, producer, shrink=fit_dead_letter, **outage))
+                  KafkaRecordSink(kafka.dead_letter_topic, producer, shrink=fit_dead_letter, outage_timeout_s=wait_s,
+                                  exit_process=True))
 
     dead_counts = op.map("count_dead_letters", dead, lambda e: Count("dead_letters", 1))
     counts = op.merge("merge_counts", ticks.counts, checked.counts, bars.counts, forecasts.counts, dead_counts)

@@ -116,8 +116,9 @@ class _Partition(StatefulSourcePartition[Item, int]):
             self._reachable()
         out, self._eof = chunk_messages(msgs, self._source)
         for m in reversed(msgs):
-            if m.error() is None:  # error events carry no offset of this partition
-                self._offset = m.offset() + 1
+            off = m.offset()
+            if m.error() is None and off is not None:  # error events carry no offset of this partition
+                self._offset = off + 1
                 break
         return out
 

@@ -43,6 +43,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
+from types import GenericAlias
 from typing import Annotated, Any, Literal, Optional
 from urllib.parse import parse_qsl, urlsplit
 
@@ -121,14 +122,14 @@ def _record_model(cls: type[msgspec.Struct], kind: str) -> type[BaseModel]:
     """A pydantic model of one published record type (for the OpenAPI
     document only: answers are the records' bytes as published)."""
     fields: dict[str, Any] = {
-        "schema_": (Literal[SCHEMA_VERSION], Field(alias="schema",  # type: ignore[valid-type]
+        "schema_": (Literal[SCHEMA_VERSION], Field(alias="schema",
                                                    description="Version of the record layout.")),
-        "type": (Literal[kind], Field(description="The record's type.")),  # type: ignore[valid-type]
+        "type": (Literal[kind], Field(description="The record's type.")),
     }
     for f in msgspec.structs.fields(cls):
         default = ... if f.default is msgspec.NODEFAULT else f.default
         fields[f.name] = (f.type, default)
-    return create_model(cls.__name__, __doc__=(cls.__doc__ or "").strip(),  # type: ignore[call-overload]
+    return create_model(cls.__name__, __doc__=(cls.__doc__ or "").strip(),
                         __config__=ConfigDict(populate_by_name=True), **fields)
 
 
@@ -704,7 +705,8 @@ class _Edge:
         if path in LATEST and scope["method"] == "GET":  # the hot routes, answered here when the query is plain
             query = _plain_query(scope.get("query_string", b""))
             if query is not None:
-                code, body = self.hub.answer(*LATEST[path], *query)
+                record_kind, what = LATEST[path]
+                code, body = self.hub.answer(record_kind, what, *query)
                 headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                 if set_cookie:
                     headers.append((b"set-cookie", self.cookie))
@@ -838,8 +840,14 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
         errors = [{k: v for k, v in e.items() if k in ("type", "loc", "msg", "input")} for e in ex.errors()]
         return _problem(errors, _validation_message(errors), 422)
 
-    not_found = {404: {"model": Problem, "description": "Nothing of that instrument (model, horizon) yet."},
-                 422: {"model": Problem, "description": "A bad query parameter."}}
+    not_found: dict[int | str, dict[str, Any]] = {
+        404: {"model": Problem, "description": "Nothing of that instrument (model, horizon) yet."},
+        422: {"model": Problem, "description": "A bad query parameter."}}
+
+    def listed(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+        """The answers of a ``latest`` route: a list of ``model`` (``list[model]``, which a type checker
+        takes for a type, and a model made at run time cannot be), or a problem."""
+        return {200: {"model": GenericAlias(list, (model,))}, **not_found}
 
     def latest(kind: str, what: str, instrument: str, model: Optional[str], horizon: Optional[int]) -> Response:
         status, body = hub.answer(kind, what, instrument, model, horizon)
@@ -850,32 +858,28 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
     async def instruments() -> Response:
         return Response(msgspec.json.encode(hub.store.instruments()), media_type="application/json")
 
-    @app.get("/v1/forecasts/latest", response_model=None, responses={200: {"model": list[ForecastModel]},
-                                                                     **not_found},  # type: ignore[valid-type]
+    @app.get("/v1/forecasts/latest", response_model=None, responses=listed(ForecastModel),
              summary="The latest forecast issued by each model at each horizon")
     async def forecasts_latest(instrument: InstrumentQ, model: ModelQ = None, horizon: HorizonQ = None) -> Response:
         return latest("forecast", "forecast", instrument, model, horizon)
 
     @app.get("/v1/forecasts/scored/latest", response_model=None,
-             responses={200: {"model": list[ScoredModel]}, **not_found},  # type: ignore[valid-type]
+             responses=listed(ScoredModel),
              summary="The latest scored forecast (paired with its realized value) of each model and horizon")
     async def scored_latest(instrument: InstrumentQ, model: ModelQ = None, horizon: HorizonQ = None) -> Response:
         return latest("scored", "scored forecast", instrument, model, horizon)
 
-    @app.get("/v1/metrics", response_model=None, responses={200: {"model": list[MetricsModel]},
-                                                            **not_found},  # type: ignore[valid-type]
+    @app.get("/v1/metrics", response_model=None, responses=listed(MetricsModel),
              summary="The latest prequential metrics of each model and horizon")
     async def metrics_latest(instrument: InstrumentQ, model: ModelQ = None, horizon: HorizonQ = None) -> Response:
         return latest("metrics", "metrics", instrument, model, horizon)
 
-    @app.get("/v1/signals/latest", response_model=None, responses={200: {"model": list[SignalModel]},
-                                                                   **not_found},  # type: ignore[valid-type]
+    @app.get("/v1/signals/latest", response_model=None, responses=listed(SignalModel),
              summary="The latest signal (decision) of each model and horizon")
     async def signals_latest(instrument: InstrumentQ, model: ModelQ = None, horizon: HorizonQ = None) -> Response:
         return latest("signal", "signal", instrument, model, horizon)
 
-    @app.get("/v1/fills/latest", response_model=None, responses={200: {"model": list[FillModel]},
-                                                                 **not_found},  # type: ignore[valid-type]
+    @app.get("/v1/fills/latest", response_model=None, responses=listed(FillModel),
              summary="The latest simulated fill of each book (model and horizon)")
     async def fills_latest(instrument: InstrumentQ, model: ModelQ = None, horizon: HorizonQ = None) -> Response:
         return latest("fill", "fill", instrument, model, horizon)
@@ -1014,17 +1018,18 @@ def _document_key(app: FastAPI) -> None:
     plain = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            spec = plain()
-            spec.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
-            for path, operations in spec["paths"].items():
-                if path in _OPEN:
-                    continue
-                for op in operations.values():
-                    op["security"] = [{name: []} for name in SECURITY_SCHEMES]
-                    op["responses"]["401"] = {"description": "No valid API key (or a wrong one given).", "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-        return app.openapi_schema
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = plain()  # it keeps the document as app.openapi_schema, completed here once
+        spec.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        for path, operations in spec["paths"].items():
+            if path in _OPEN:
+                continue
+            for op in operations.values():
+                op["security"] = [{name: []} for name in SECURITY_SCHEMES]
+                op["responses"]["401"] = {"description": "No valid API key (or a wrong one given).", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        return spec
     app.openapi = openapi  # type: ignore[method-assign]
 
 
