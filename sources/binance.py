@@ -6,6 +6,22 @@ that is valid but deliberately not used (mark-price streams, REST depth
 snapshots, non-market futures trades, unfinished klines, blank lines). The
 caller counts skips by reason, so nothing disappears silently.
 
+The path of a chunk
+-------------------
+A chunk's parse goes down one path, and no module on it imports one above
+it::
+
+    sources.binance      parse_chunk -> one record: _parse_line (a recording line: the receive
+                         time split off) or _parse_tick (a Kafka tick) -> parse_ws (the message
+                         decoded, its symbol checked) -> the event builders
+        sources.wire     tick_head (a Kafka tick's head), stream_symbol (a dead letter's
+                         instrument): heads and fields read from the bytes, nothing decoded
+            sources.symbols  valid_symbol, symbol_of_stream, coinm_contract: the symbol tables
+                core.events  the records
+
+:mod:`sources.binance_live` (the live collector's endpoints, streams and
+settings) is not on it: it uses :mod:`sources.wire` as this module does.
+
 JSON is decoded by :mod:`msgspec` straight into typed structs; Binance's
 decimal strings become floats during decoding (``strict=False``), and missing
 fields raise with the field's name, which becomes the error reason.
@@ -78,8 +94,8 @@ from core.events import (
     Trade,
     instrument_key,
 )
-from sources.symbols import coinm_contract, stream_symbol, symbol_of_stream, valid_symbol
-from sources.wire import tick_head
+from sources.symbols import coinm_contract, symbol_of_stream, valid_symbol
+from sources.wire import stream_symbol, tick_head
 
 __all__ = [
     "EVENT_STREAMS",

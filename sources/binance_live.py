@@ -39,9 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from core.config import ip_address, topic_name
 from core.config import url as check_url
+from sources.wire import symbol_span
 
-__all__ = ["ENDPOINTS", "MAX_STREAMS", "CollectConfig", "Endpoint", "connection_paths", "stream_names", "stream_of",
-           "symbol_span"]
+__all__ = ["ENDPOINTS", "MAX_STREAMS", "CollectConfig", "Endpoint", "connection_paths", "stream_names", "stream_of"]
 
 
 @dataclass(frozen=True)
@@ -81,33 +81,11 @@ _KINDS = {b"trade": "trade", b"aggTrade": "aggTrade", b"bookTicker": "bookTicker
           b"kline": "kline", b"markPrice": "markPrice"}
 
 
-def symbol_span(message: bytes) -> Optional[tuple[int, int]]:
-    """Where the symbol of a combined-stream message's stream name is, read
-    from the bytes without decoding: ``(start, at)``, the symbol being
-    ``message[start:at]`` and ``at`` the index of the ``@`` that follows it
-    (looked for within 70 bytes); None when there is no ``"stream":"`` or no
-    such ``@``.
-
-    Examples
-    --------
-    >>> m = b'{"stream":"btcusdt@depth@100ms","data":{}}'
-    >>> start, at = symbol_span(m)
-    >>> m[start:at], m[at:]
-    (b'btcusdt', b'@depth@100ms","data":{}}')
-    >>> symbol_span(b'{"lastUpdateId":1}') is None, symbol_span(b'{"stream":"btcusdt"}') is None
-    (True, True)
-    """
-    i = message.find(b'"stream":"')
-    if i < 0:
-        return None
-    at = message.find(b"@", i + 10, i + 80)
-    return None if at < 0 else (i + 10, at)
-
-
 def stream_of(message: bytes) -> Optional[tuple[str, str]]:
     """``(SYMBOL, kind)`` of a combined-stream message, kind one of
     ``trade``, ``aggTrade``, ``bookTicker``, ``depth``, ``kline``,
-    ``markPrice``; None for anything else (a REST snapshot, a reply)."""
+    ``markPrice``; None for anything else (a REST snapshot, a reply). The
+    stream name is found by :func:`sources.wire.symbol_span`."""
     span = symbol_span(message)
     if span is None:
         return None

@@ -1,5 +1,5 @@
-"""What a Binance symbol may look like, and where a message names its stream
-(pure, no I/O).
+"""The symbol tables: what a Binance symbol may look like, and the COIN-M
+contract sizes (pure, no I/O; imports nothing of ``sources``).
 
 A **symbol** is 2 to 20 characters, each an upper-case ASCII letter, an
 ASCII digit, ``_`` (delivery contracts: ``BTCUSDT_250328``; COIN-M
@@ -11,7 +11,8 @@ would collide with ticklet's ``-PERP`` suffix, so neither is accepted. Empty
 names, control and format characters (NUL, right-to-left overrides), spaces,
 lower-case and other scripts' letters (Cyrillic look-alikes of Latin
 capitals) are not symbols. Stream names spell the symbol in lower case
-(``btcusdt@trade``); :func:`stream_symbol` reads it back, upper-cased.
+(``btcusdt@trade``); :func:`symbol_of_stream` reads it back, upper-cased
+(and :func:`sources.wire.stream_symbol` finds it in a message's bytes).
 
 COIN-M quantities are **contracts** of a fixed USD value, not coins:
 :func:`coinm_contract` gives a COIN-M symbol's contract size
@@ -23,10 +24,8 @@ Examples
 [True, True, True, True]
 >>> [valid_symbol(s) for s in ("", "B", "btcusdt", "\\x00BTCUSDT", "BTC\\u202eUSDT", "ВТСUSDT", "BTC-PERP")]
 [False, False, False, False, False, False, False]
->>> stream_symbol(b'{"stream": "btcusdt@trade", "data": {}}')
-'BTCUSDT'
->>> stream_symbol(b'{"data":{},"stream":"\\x00btc@trade"}') is None
-True
+>>> symbol_of_stream("btcusdt"), symbol_of_stream("\\x00btc")
+('BTCUSDT', None)
 """
 
 from __future__ import annotations
@@ -37,15 +36,13 @@ from typing import Optional, Union
 
 from core.events import coinm_pair
 
-__all__ = ["COINM_CONTRACT_USD", "SYMBOL_PATTERN", "coinm_contract", "stream_symbol", "valid_symbol"]
+__all__ = ["COINM_CONTRACT_USD", "SYMBOL_PATTERN", "coinm_contract", "symbol_of_stream", "valid_symbol"]
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff"
 #: A Binance symbol (see the module docstring).
 SYMBOL_PATTERN = re.compile(f"[A-Z0-9_{_CJK}]{{2,20}}")
 #: The symbol of a stream name as Binance spells it (lower case).
 _STREAM_SYMBOL = re.compile(f"[A-Za-z0-9_{_CJK}]{{2,20}}")
-#: ``"stream": "<symbol>@`` anywhere, with the whitespace JSON allows around the colon.
-_STREAM_KEY = re.compile(rb'"stream"[ \t\r\n]*:[ \t\r\n]*"([^"\\@]{1,80})@')
 
 
 def valid_symbol(symbol: str) -> bool:
@@ -66,26 +63,6 @@ def symbol_of_stream(name: str) -> Optional[str]:
     ('BTCUSDT', None, None)
     """
     return name.upper() if _STREAM_SYMBOL.fullmatch(name) else None
-
-
-def stream_symbol(message: bytes) -> Optional[str]:
-    """The upper-cased symbol of a combined-stream message's stream name,
-    read from its bytes whatever the JSON's layout (the first
-    ``"stream": "<symbol>@`` found), or None where there is none or it
-    cannot be a symbol. For naming dead letters and Kafka keys; the parser
-    decodes the stream name exactly.
-
-    >>> stream_symbol(b'{"stream":"ethusdt@depth@100ms","data":{}}'), stream_symbol(b'not json')
-    ('ETHUSDT', None)
-    """
-    m = _STREAM_KEY.search(message)
-    if m is None:
-        return None
-    try:
-        name = m.group(1).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return symbol_of_stream(name)
 
 
 #: The USD value of one COIN-M contract, by pair: the ``contractSize`` of

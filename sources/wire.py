@@ -1,4 +1,10 @@
-"""ticklet's wire format for raw ticks on Kafka (pure, no I/O).
+"""Byte-level framing of ticks: ticklet's wire format for raw ticks on Kafka,
+and where a Binance combined-stream message names its stream (pure, no I/O).
+
+The bottom of the Binance input path (:mod:`sources.binance` states it):
+this module reads heads and fields from bytes and decodes no exchange
+payload; it imports nothing of ``sources.binance*``, only the symbol tables
+(:mod:`sources.symbols`).
 
 A tick is the exchange's message exactly as received, with the receive time
 (ns) and the market spliced in front as two more JSON fields::
@@ -24,16 +30,15 @@ True
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import msgspec
 
 from core.events import MARKETS
-from sources import symbols
-from sources.binance_live import symbol_span
 from sources.symbols import symbol_of_stream
 
-__all__ = ["decode_tick", "encode_tick", "stream_symbol", "tick_head"]
+__all__ = ["decode_tick", "encode_tick", "stream_symbol", "symbol_span", "tick_head"]
 
 
 class _Head(msgspec.Struct, gc=False):
@@ -107,23 +112,69 @@ def tick_head(value: bytes) -> Optional[tuple[int, str, int]]:
     return h.ts_recv, h.market, 0
 
 
-def stream_symbol(message: bytes) -> Optional[str]:
-    """The upper-cased symbol of a combined-stream message (``btcusdt@trade``
-    -> ``BTCUSDT``), from its bytes, or None where there is none or it is
-    not a valid symbol (see :mod:`sources.symbols`). Compact messages are
-    read at their start; any other JSON layout is searched.
+#: ``"stream": "<symbol>@`` anywhere, with the whitespace JSON allows around the colon.
+_STREAM_KEY = re.compile(rb'"stream"[ \t\r\n]*:[ \t\r\n]*"([^"\\@]{1,80})@')
 
-    >>> stream_symbol(b'{"stream": "ethusdt@trade", "data": {}}')
+
+def symbol_span(message: bytes) -> Optional[tuple[int, int]]:
+    """Where the symbol of a combined-stream message's stream name is, read
+    from the bytes without decoding: ``(start, at)``, the symbol being
+    ``message[start:at]`` and ``at`` the index of the ``@`` that follows it
+    (looked for within 70 bytes), for the first compact ``"stream":"``; None
+    when there is no ``"stream":"`` or no such ``@``.
+
+    Examples
+    --------
+    >>> m = b'{"stream":"btcusdt@depth@100ms","data":{}}'
+    >>> start, at = symbol_span(m)
+    >>> m[start:at], m[at:]
+    (b'btcusdt', b'@depth@100ms","data":{}}')
+    >>> symbol_span(b'{"lastUpdateId":1}') is None, symbol_span(b'{"stream":"btcusdt"}') is None
+    (True, True)
+    """
+    i = message.find(b'"stream":"')
+    if i < 0:
+        return None
+    at = message.find(b"@", i + 10, i + 80)
+    return None if at < 0 else (i + 10, at)
+
+
+def stream_symbol(message: bytes) -> Optional[str]:
+    """The upper-cased symbol of a combined-stream message's stream name
+    (``btcusdt@trade`` -> ``BTCUSDT``), read from its bytes whatever the
+    JSON's layout: that of the first ``"stream": "<symbol>@`` in it, or None
+    where there is none or it cannot be a symbol
+    (:func:`sources.symbols.symbol_of_stream`). For Kafka keys and for
+    naming dead letters; the parser decodes the stream name exactly.
+
+    A compact message (its first ``"stream"`` followed by ``:"``, as Binance
+    writes them) is read in place (:func:`symbol_span`); any other layout is
+    searched.
+
+    >>> stream_symbol(b'{"stream":"ethusdt@depth@100ms","data":{}}'), stream_symbol(b'not json')
+    ('ETHUSDT', None)
+    >>> stream_symbol(b'{"data": {}, "stream" : "btcusdt@trade"}')
+    'BTCUSDT'
+    >>> stream_symbol(b'{"stream": "ethusdt@trade", "data": {"stream":"btcusdt@trade"}}')  # the first one
     'ETHUSDT'
-    >>> stream_symbol(b'{"stream":"\\xe2\\x80\\xaebtc@trade","data":{}}') is None
+    >>> stream_symbol(b'{"stream":"\\\\u0062tc@trade","data":{}}') is None  # an escape is not read as a symbol
+    True
+    >>> stream_symbol(b'{"stream":"\\xe2\\x80\\xaebtc@trade","data":{}}') is None  # a right-to-left override
     True
     """
     span = symbol_span(message)
-    if span is not None:
+    if span is not None and message.find(b'"stream"', 0, span[0] - 10) < 0:  # the first "stream" is compact
         try:
             symbol = symbol_of_stream(message[span[0] : span[1]].decode("utf-8"))
         except UnicodeDecodeError:
             symbol = None
         if symbol is not None:
             return symbol
-    return symbols.stream_symbol(message)
+    m = _STREAM_KEY.search(message)
+    if m is None:
+        return None
+    try:
+        name = m.group(1).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return symbol_of_stream(name)

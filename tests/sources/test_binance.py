@@ -19,7 +19,7 @@ import msgspec
 import pandas as pd
 import pytest
 
-from core.events import DepthUpdate, ErrorRecord, Kline, Quote, RawChunk, Trade
+from core.events import DepthUpdate, ErrorRecord, Kline, Level, Quote, RawChunk, Trade
 from harness.realdata import (
     aggregate_trades,
     dec8,
@@ -82,9 +82,9 @@ def expected(ts: int, msg: dict, market: str):
         exch = d["E"] * MS if market == "usdm" else None
         return Quote(key, ts, exch, float(d["b"]), float(d["B"]), float(d["a"]), float(d["A"]), d["u"])
     if kind == "depth":
-        return DepthUpdate(key, ts, d["E"] * MS, d["U"], d["u"], d["pu"] if market == "usdm" else -1,
-                           tuple((float(p), float(q)) for p, q in d["b"]),
-                           tuple((float(p), float(q)) for p, q in d["a"]))
+        return norm(DepthUpdate(key, ts, d["E"] * MS, d["U"], d["u"], d["pu"] if market == "usdm" else -1,
+                                tuple(Level(float(p), float(q)) for p, q in d["b"]),
+                                tuple(Level(float(p), float(q)) for p, q in d["a"])))
     raise AssertionError(f"unexpected stream {msg.get('stream')}")
 
 
@@ -575,3 +575,58 @@ def test_an_archive_with_bytes_that_are_not_utf8_and_a_huge_field_is_dead_letter
     assert first.raw_bytes() == bad_utf8 and first.raw_base64 and first.reason.startswith("bad trades row: could not")
     assert second.reason == "bad trades row: field larger than field limit (131072)"
     assert [t.trade_id for t in by_key["BTCUSDT"]] == [d["t"] for i, d in enumerate(trades) if i not in (100, 200)]
+
+
+def test_one_stream_symbol_names_kafka_keys_and_dead_letters_alike(ws_dir):
+    """Issue 24: one ``stream_symbol`` (sources/wire.py). On every message of
+    a real recording it gives the instrument the parser decodes, compact as
+    recorded and re-encoded with spaces and the data first; where a message
+    names two streams, a spaced one first and a compact one inside its data,
+    it gives the first, which is also the instrument of the message's dead
+    letter (the Kafka key ``ticklet publish`` gives it came from another
+    function, which read the second)."""
+    import sources.symbols
+    from sources.wire import stream_symbol
+
+    assert not hasattr(sources.symbols, "stream_symbol")
+    n = 0
+    for ln in lines(ws_dir / "spot" / "btcusdt_20240808.gz")[:5000]:
+        msg = payload(ln)
+        ev = parse_ws(recv_ns(ln), msg, "spot")
+        if type(ev) is str:  # a REST snapshot: no stream
+            assert stream_symbol(msg) is None
+            continue
+        d = json.loads(msg)
+        data_first = json.dumps({"data": d["data"], "stream": d["stream"]}).encode()
+        assert stream_symbol(msg) == stream_symbol(data_first) == ev.instrument == "BTCUSDT"
+        n += 1
+    assert n > 4000
+    two = b'{"stream": "ethusdt@trade", "data": {"stream":"btcusdt@trade"}}'
+    letter = parse_ws(1, two, "spot")
+    assert type(letter) is ErrorRecord and letter.instrument == stream_symbol(two) == "ETHUSDT"
+
+
+def test_a_chunk_s_parse_goes_down_one_path():
+    """Issue 24: sources/binance.py decodes on top of sources/wire.py (heads
+    and fields read from the bytes), on top of sources/symbols.py (the symbol
+    tables); none imports a module above it (imports inside functions
+    included), and the live collector's module is beside the path, not on
+    it."""
+    import ast
+
+    from harness.realdata import REPO
+
+    def imports(name: str) -> set[str]:
+        tree = ast.parse((REPO / "sources" / f"{name}.py").read_text())
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found |= {node.module} if node.module != "sources" else {f"sources.{a.name}" for a in node.names}
+        return {m for m in found if m.split(".")[0] == "sources"}
+
+    assert imports("symbols") == set()
+    assert imports("wire") == {"sources.symbols"}
+    assert imports("binance") == {"sources.symbols", "sources.wire"}
+    assert imports("binance_live") == {"sources.wire"}
