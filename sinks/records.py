@@ -14,13 +14,28 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import msgspec
 
-from core.events import ErrorRecord
+from core.events import (
+    BookGap,
+    BookQuote,
+    DepthUpdate,
+    ErrorRecord,
+    Fill,
+    Forecast,
+    ForecastRecord,
+    Kline,
+    MetricsRecord,
+    Quote,
+    Signal,
+    Trade,
+)
+from operators.sequence import SequenceGap
 
-__all__ = ["SCHEMA_VERSION", "csv_line", "csv_lines", "fit_dead_letter", "header", "jsonl", "kafka_record"]
+__all__ = ["KINDS", "OUTPUT_KINDS", "SCHEMA_VERSION", "Kind", "csv_line", "csv_lines", "fit_dead_letter", "header",
+           "jsonl", "kafka_record"]
 
 _enc = msgspec.json.Encoder()
 
@@ -51,21 +66,47 @@ def jsonl(row: msgspec.Struct) -> bytes:
 #: 3: forecasts (issued and scored) carry the learner's age, ``bundle`` and ``n_learnt``.
 SCHEMA_VERSION = 3
 
-_KIND = {
-    "Forecast": b"forecast",
-    "ForecastRecord": b"scored",
-    "MetricsRecord": b"metrics",
-    "Signal": b"signal",
-    "Fill": b"fill",
-    "ErrorRecord": b"dead_letter",
-    "BookQuote": b"book_quote",
-    "Trade": b"trade",
-    "Quote": b"quote",
-    "DepthUpdate": b"depth",
-    "Kline": b"kline",
-    "BookGap": b"book_gap",
-    "SequenceGap": b"sequence_gap",
-}
+
+class Kind(NamedTuple):
+    """One record type ticklet publishes as JSON (:func:`kafka_record`).
+
+    >>> [k.name for k in OUTPUT_KINDS]
+    ['forecast', 'scored', 'metrics', 'signal', 'fill']
+    >>> next(k.name for k in KINDS if k.cls is ErrorRecord)
+    'dead_letter'
+    """
+
+    #: The record's class.
+    cls: type[msgspec.Struct]
+    #: The ``type`` its JSON carries.
+    name: str
+    #: The event time that orders the records of a type of the output topic
+    #: (the latest ``ticklet serve`` keeps is the one with the greatest); None
+    #: for the other topics' types.
+    time_field: Optional[str] = None
+
+
+#: Every record type ticklet publishes, the one table of them: the output
+#: topic's first, in the order the dataflow makes them, then the dead letters
+#: and what the collector publishes (events, book quotes, gaps).
+KINDS = (
+    Kind(Forecast, "forecast", "ts_forecast"),
+    Kind(ForecastRecord, "scored", "ts_forecast"),
+    Kind(MetricsRecord, "metrics", "ts_target"),
+    Kind(Signal, "signal", "ts_forecast"),
+    Kind(Fill, "fill", "ts_recv"),
+    Kind(ErrorRecord, "dead_letter"),
+    Kind(BookQuote, "book_quote"),
+    Kind(Trade, "trade"),
+    Kind(Quote, "quote"),
+    Kind(DepthUpdate, "depth"),
+    Kind(Kline, "kline"),
+    Kind(BookGap, "book_gap"),
+    Kind(SequenceGap, "sequence_gap"),
+)
+#: The record types of the output topic (what ``ticklet serve`` serves), in the order the dataflow makes them.
+OUTPUT_KINDS = tuple(k for k in KINDS if k.time_field is not None)
+_KIND = {k.cls: k.name.encode() for k in KINDS}
 
 
 def kafka_record(key: str, rec: msgspec.Struct) -> tuple[bytes, bytes]:
@@ -81,7 +122,7 @@ def kafka_record(key: str, rec: msgspec.Struct) -> tuple[bytes, bytes]:
 
 def _value(rec: msgspec.Struct) -> bytes:
     body = _enc.encode(rec)
-    head = b'{"schema":%d,"type":"%s"' % (SCHEMA_VERSION, _KIND[type(rec).__name__])
+    head = b'{"schema":%d,"type":"%s"' % (SCHEMA_VERSION, _KIND[type(rec)])
     return head + (b"," + body[1:] if len(body) > 2 else b"}")
 
 

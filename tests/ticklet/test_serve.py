@@ -623,3 +623,29 @@ def test_page_assets_are_local(tmp_path):
     srcs = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
     assert srcs == ["data:,", "static/plotly.min.js", "static/live.js"]
     assert "https://" not in (STATIC / "live.js").read_text()
+
+
+def test_one_table_of_record_kinds_names_what_is_published_served_and_documented(btc_spot_chain):
+    """Issue 24: sinks.records.KINDS is the one table of the record kinds:
+    the ``type`` kafka_record writes, the types ``ticklet serve`` serves and
+    the event time it orders each by, and its OpenAPI models read it (real
+    forecasts, scored forecasts and metrics of BTCUSDT)."""
+    from sinks.records import KINDS, OUTPUT_KINDS, kafka_record
+    from ticklet.serve import app
+    from ticklet.serve.state import TYPES, decode_record
+
+    assert len({k.cls for k in KINDS}) == len({k.name for k in KINDS}) == len(KINDS)
+    assert TYPES == tuple(k.name for k in OUTPUT_KINDS) == ("forecast", "scored", "metrics", "signal", "fill")
+    models = (app.ForecastModel, app.ScoredModel, app.MetricsModel, app.SignalModel, app.FillModel)
+    assert [m.model_json_schema()["properties"]["type"]["const"] for m in models] == list(TYPES)
+    assert [m.__name__ for m in models] == [k.cls.__name__ for k in OUTPUT_KINDS]
+    real = [r for r in btc_spot_chain.join_out[:2000] + btc_spot_chain.metrics[:100]
+            if type(r) in (Forecast, ForecastRecord, MetricsRecord)]
+    by_cls = {k.cls: k for k in KINDS}
+    seen = set()
+    for r in real:
+        k = by_cls[type(r)]
+        e = decode_record(kafka_record(r.instrument, r)[1], 0, 0, 0)
+        assert e.kind == k.name and e.ts == getattr(r, k.time_field)
+        seen.add(k.name)
+    assert seen == {"forecast", "scored", "metrics"}

@@ -63,7 +63,7 @@ from core.config import ConfigError, KafkaConfig
 from core.version import ticklet_version
 from sinks.kafka import check_reachable
 from sinks.ratelimit import rate_limited
-from sinks.records import SCHEMA_VERSION
+from sinks.records import OUTPUT_KINDS, SCHEMA_VERSION
 from sinks.serve_config import ServeConfig
 from ticklet.serve.feed import Feed, RangeReader, consumer_config, reader_config, release_memory
 from ticklet.serve.limits import FILES_KEPT, bounded_http, open_files_for
@@ -133,11 +133,12 @@ def _record_model(cls: type[msgspec.Struct], kind: str) -> type[BaseModel]:
                         __config__=ConfigDict(populate_by_name=True), **fields)
 
 
-ForecastModel = _record_model(events.Forecast, "forecast")
-ScoredModel = _record_model(events.ForecastRecord, "scored")
-MetricsModel = _record_model(events.MetricsRecord, "metrics")
-SignalModel = _record_model(events.Signal, "signal")
-FillModel = _record_model(events.Fill, "fill")
+_MODELS = {k.cls: _record_model(k.cls, k.name) for k in OUTPUT_KINDS}  # the kinds table of sinks.records
+ForecastModel = _MODELS[events.Forecast]
+ScoredModel = _MODELS[events.ForecastRecord]
+MetricsModel = _MODELS[events.MetricsRecord]
+SignalModel = _MODELS[events.Signal]
+FillModel = _MODELS[events.Fill]
 
 
 class InstrumentInfo(BaseModel):

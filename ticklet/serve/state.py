@@ -40,19 +40,18 @@ from typing import NamedTuple, Optional
 
 import msgspec
 
-from sinks.records import SCHEMA_VERSION
+from sinks.records import OUTPUT_KINDS, SCHEMA_VERSION
 from sources.symbols import SYMBOL_PATTERN
 
 __all__ = ["INSTRUMENT_PATTERN", "MODEL_PATTERN", "TYPES", "BadRecord", "Entry", "LatestStore", "ResumeBuffer",
            "StreamFilter", "check_instrument", "check_model", "decode_record", "follows", "frame_text", "parse_after",
            "parse_backlog", "parse_types"]
 
-#: The record types of the output topic, in the order the dataflow makes them.
-TYPES = ("forecast", "scored", "metrics", "signal", "fill")
+#: The record types of the output topic, in the order the dataflow makes them (:data:`sinks.records.KINDS`).
+TYPES = tuple(k.name for k in OUTPUT_KINDS)
 
 #: The event time that orders each type's records: the latest is the one with the greatest.
-_TIME_FIELD = {"forecast": "ts_forecast", "scored": "ts_forecast", "metrics": "ts_target", "signal": "ts_forecast",
-               "fill": "ts_recv"}
+_TIME_FIELD = {k.name: k.time_field for k in OUTPUT_KINDS if k.time_field is not None}
 
 #: An instrument as ticklet names them: a Binance symbol, ``-PERP`` for USD-M (what the API's
 #: ``instrument`` parameters accept; their pattern in the OpenAPI document).
