@@ -5,7 +5,8 @@ A component's config lives beside the component (``operators/bars.py``'s
 ``Settings`` that composes them and reads the environment is
 :mod:`dataflows.settings`. What they share is here: the one error a bad
 setting is (:class:`ConfigError`), the validators of topic names, addresses
-and URLs, :func:`check_dir` for output directories, the environment source
+and URLs, :func:`check_dir` for output directories (and
+:func:`remove_empty_dirs` for those a refused command made), the environment source
 that lets a bad JSON list be named (:class:`EnvSettings`), and
 :class:`KafkaConfig`: the cluster and topics that the Kafka input
 (:mod:`sources.kafka`) and outputs (:mod:`sinks.kafka`), siblings that may
@@ -26,7 +27,8 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-__all__ = ["ConfigError", "EnvSettings", "KafkaConfig", "check_dir", "ip_address", "topic_name", "url"]
+__all__ = ["ConfigError", "EnvSettings", "KafkaConfig", "check_dir", "ip_address", "remove_empty_dirs", "topic_name",
+           "url"]
 
 
 class ConfigError(Exception):
@@ -89,18 +91,60 @@ def url(v: Optional[str], schemes: tuple[str, ...]) -> Optional[str]:
     return v
 
 
-def check_dir(path: Path, name: str) -> None:
+def check_dir(path: Path, name: str) -> list[Path]:
     """Create the output directory ``path`` if needed.
 
     Raises :class:`ConfigError`, naming ``name`` (the setting or option), when
-    the directory cannot be created or is not writable.
+    the directory cannot be created or is not writable. Returns the
+    directories it created, ``path`` and the parents that were missing,
+    deepest first: a command refused later takes them away again with
+    :func:`remove_empty_dirs`.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> [p.relative_to(root).as_posix() for p in check_dir(root / "a" / "b", "--out")]
+    ['a/b', 'a']
+    >>> check_dir(root / "a" / "b", "--out")  # there already
+    []
     """
+    missing = []
+    p = path.absolute()
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        missing.append(p)
+        p = p.parent
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as ex:
+        remove_empty_dirs(missing)
         raise ConfigError(f"{name} {path}: cannot create the directory ({ex.strerror or ex})") from None
     if not os.access(path, os.W_OK | os.X_OK):
+        remove_empty_dirs(missing)
         raise ConfigError(f"{name} {path}: the directory is not writable")
+    return missing
+
+
+def remove_empty_dirs(dirs: list[Path]) -> None:
+    """Remove the directories ``dirs`` while they are empty, deepest first.
+
+    ``dirs`` as :func:`check_dir` returns them: a directory that holds
+    anything stays, and so do those above it.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> remove_empty_dirs(check_dir(root / "a" / "b", "--out"))
+    >>> list(root.iterdir())
+    []
+    >>> made = check_dir(root / "a" / "b", "--out")
+    >>> _ = (root / "a" / "b" / "kept.txt").write_text("x")
+    >>> remove_empty_dirs(made)
+    >>> [p.relative_to(root).as_posix() for p in root.rglob("*")]
+    ['a', 'a/b', 'a/b/kept.txt']
+    """
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:  # not empty, or not there any more: it and those above it stay
+            return
 
 
 class EnvSettings(BaseSettings):

@@ -192,6 +192,7 @@ def _destinations(settings: Settings) -> dict[str, str]:
     economics = ("signals.csv", "trades.csv", "equity.csv", "economics.csv")
     out = {name.split(".")[0]: str((o.dir / name).resolve()) for name in OUTPUT_FILES
            if (o.files and (o.economics or name not in economics)) or name == COUNTERS_FILE}
+    out["run"] = str((o.dir / MANIFEST).resolve())  # the manifest: every run writes it (build_flow)
     if o.kafka:
         out["kafka"] = f"{k.output_topic}, {k.dead_letter_topic} on {k.bootstrap_servers}"
     return out

@@ -20,11 +20,13 @@ config objects. Reading them opens no connection. The tables of
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
-from typing import Optional
+import typing
+from typing import Any, Optional
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict, SettingsError
 
 from core.config import ConfigError, EnvSettings, KafkaConfig
@@ -43,7 +45,7 @@ from sources.binance_live import CollectConfig
 from sources.download import DownloadConfig
 from sources.input_config import InputConfig
 
-__all__ = ["Settings", "load_settings", "read_settings"]
+__all__ = ["Settings", "load_settings", "nearest_setting", "read_settings"]
 
 
 class Settings(EnvSettings):
@@ -139,16 +141,68 @@ def _setting_errors(ex: ValidationError, dotenv: Optional[dict[str, str]] = None
             out.append(f"bad setting {msg}")
             continue
         env = "TICKLET_" + "__".join(names).upper()
+        where = " (in .env)" if env not in environ and env in (dotenv or {}) else ""
+        if e["type"] == "extra_forbidden":  # a misspelt setting in a known group; its value is not shown
+            out.append(f"unknown setting {env}{where}: {_no_such_setting(names)}")
+            continue
         secret = any(w in env for w in _SECRET_WORDS)
         value = e.get("input")
         if e["type"] in _JSON_NEEDED and isinstance(value, str):
             msg = f"should be {_JSON_NEEDED[e['type']]}"
         elif items:
             msg = f"item {items[0]}: {msg}"
-        where = " (in .env)" if env not in environ and env in (dotenv or {}) else ""
         got = "" if secret or e["type"] == "missing" or isinstance(value, dict) else f" (got {value!r:.80})"
         out.append(f"bad setting {env}{where}: {msg}{got}")
     return out
+
+
+def _group(annotation: Any) -> Optional[type[BaseModel]]:
+    """The config group a field's annotation holds (``Optional[Group]`` too), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        group = _group(arg)
+        if group is not None:
+            return group
+    return None
+
+
+def nearest_setting(names: list[str]) -> Optional[str]:
+    """The setting nearest to the misspelt one ``names`` (its nested names, lower case).
+
+    Each name that is no field of its group is replaced by the closest of
+    that group's fields (:func:`difflib.get_close_matches`); None when one
+    is close to none, or the names go deeper than the settings do.
+
+    >>> nearest_setting(["forecast", "horizon"])
+    'TICKLET_FORECAST__HORIZONS'
+    >>> nearest_setting(["bar", "interval_ms"]), nearest_setting(["features", "swt", "windw"])
+    ('TICKLET_BARS__INTERVAL_MS', 'TICKLET_FEATURES__SWT__WINDOW')
+    >>> print(nearest_setting(["bars", "nope"]))
+    None
+    """
+    group: Optional[type[BaseModel]] = Settings
+    found = []
+    for name in names:
+        if group is None:
+            return None
+        fields = group.model_fields
+        if name not in fields:
+            close = difflib.get_close_matches(name, list(fields), n=1)
+            if not close:
+                return None
+            name = close[0]
+        found.append(name)
+        group = _group(fields[name].annotation)
+    return "TICKLET_" + "__".join(found).upper()
+
+
+def _no_such_setting(names: list[str]) -> str:
+    """Why ``TICKLET_<names>`` (a field its group does not have) is no setting, and the nearest one."""
+    near = nearest_setting(names)
+    if near is not None:
+        return f"did you mean {near}? (`ticklet config` lists them all)"
+    return f"TICKLET_{'__'.join(names[:-1]).upper()} has no such setting (`ticklet config` lists them all)"
 
 
 def _unknown_variables(names: set[str]) -> list[str]:
@@ -169,14 +223,16 @@ def read_settings() -> Settings:
     ConfigError
         One line naming the first bad variable (a second line counts the
         others): a value of the wrong type or out of range, a list that is
-        not JSON, an unknown model, an unknown variable, an unreadable
-        ``.env``.
+        not JSON, an unknown model, an unknown variable (with the nearest
+        setting's name, :func:`nearest_setting`), an unreadable ``.env``.
     """
     dotenv = _dotenv()
     unknown = _unknown_variables(set(_environ()) | set(dotenv))
     if unknown:
         where = " (in .env)" if unknown[0] not in _environ() else ""
-        raise ConfigError(f"unknown setting {unknown[0]}{where}: no such group of settings (`ticklet config` "
+        near = nearest_setting(unknown[0][8:].lower().split("__"))
+        hint = f"; did you mean {near}?" if near else ""
+        raise ConfigError(f"unknown setting {unknown[0]}{where}: no such group of settings{hint} (`ticklet config` "
                           f"lists them all)" + (f"\n(and {len(unknown) - 1} more: {', '.join(unknown[1:4])})"
                                                 if len(unknown) > 1 else ""))
     try:

@@ -64,6 +64,8 @@ def _cases() -> list[Case]:
         Case("macd-inverted", flow, "TICKLET_FEATURES__MACD", {"TICKLET_FEATURES__MACD": "[26,12,9]"}),
         Case("swt-window", flow, "TICKLET_FEATURES__SWT", {"TICKLET_FEATURES__SWT__WINDOW": "60"}),
         Case("nested-key-unknown", flow, "TICKLET_BARS__NOPE", {"TICKLET_BARS__NOPE": "1"}),
+        Case("nested-key-misspelt", flow, "TICKLET_FORECAST__HORIZON: did you mean TICKLET_FORECAST__HORIZONS?",
+             {"TICKLET_FORECAST__HORIZON": "[1, 5]"}),
         Case("group-unknown", flow, "TICKLET_BAR__INTERVAL_MS", {"TICKLET_BAR__INTERVAL_MS": "500"}),
         Case("bool-bad", flow, "TICKLET_OUTPUT__SUMMARY", {"TICKLET_OUTPUT__SUMMARY": "maybe"}),
         Case("thresholds-crossed", flow, "TICKLET_SIGNALS", {"TICKLET_SIGNALS__P_LONG": "0.3"}),
@@ -249,6 +251,18 @@ def test_one_plain_line_and_status_2(results, case):
     assert 1 <= len(lines) <= 2, r.stderr[-3000:]
     assert lines[0].startswith("ticklet"), lines[0]
     assert case.names.replace("{d}", str(d)) in lines[0], lines[0]
+
+
+BACKTESTS = [c for c in CASES if c.argv[:1] == ("backtest",)]
+
+
+@pytest.mark.parametrize("case", BACKTESTS, ids=[c.id for c in BACKTESTS])
+def test_a_refused_backtest_leaves_no_output_directory(results, case):
+    """``ticklet backtest`` refused at start takes away the directory it made
+    for its outputs (``out/backtest`` in the case's working directory)."""
+    d, out = results
+    assert out[case.id].returncode == 2
+    assert not (d / "cwd" / case.id / "out").exists(), sorted((d / "cwd" / case.id).rglob("*"))
 
 
 def test_secrets_are_never_shown(tmp_path):

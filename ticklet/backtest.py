@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from bytewax.testing import cluster_main, run_main
 
-from core.config import check_dir
+from core.config import check_dir, remove_empty_dirs
 from dataflows.bundle import save_bundle
 from dataflows.forecast import build_flow, check_output_files, priced_for_quotes
 from dataflows.settings import Settings, read_settings
@@ -34,24 +34,32 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     ``save_models``, the learners and feature states at the end are saved
     there as a model bundle (the summary's ``bundle``: its ``path`` and
     ``id``); ``warm_start`` (over ``TICKLET_FORECAST__WARM_START``) starts
-    them from one."""
+    them from one. A run refused at start (a bad setting, input or bundle:
+    :class:`~core.config.ConfigError`) leaves no directory it made behind,
+    unless something was written in it."""
     if workers < 1:
         raise ValueError(f"workers must be 1 or more, not {workers}")
-    check_dir(out_dir, "--out")
-    check_output_files(out_dir, "--out", remove=True)  # a fresh run: never report a previous run's files
-    base = base or read_settings()
-    update: dict[str, Any] = {
-        "input": base.input.model_copy(update={"paths": list(paths)}),
-        "output": base.output.model_copy(update={"dir": out_dir}),
-    }
-    if warm_start is not None:
-        update["forecast"] = base.forecast.model_copy(update={"warm_start": warm_start})
-    if save_models is not None:
-        check_dir(save_models, "--save-models")
-        clear_bundle(save_models)
-    settings = priced_for_quotes(base.model_copy(update=update))
-    held: Optional[list[str]] = None if save_models is None else []  # the summary, once the bundle is saved
-    flow = build_flow(settings, save_models=save_models, summary=held)
+    base = base or read_settings()  # a bad setting first: nothing made, nothing removed
+    made = check_dir(out_dir, "--out")
+    made_bundle: list[Path] = []
+    try:
+        check_output_files(out_dir, "--out", remove=True)  # a fresh run: never report a previous run's files
+        update: dict[str, Any] = {
+            "input": base.input.model_copy(update={"paths": list(paths)}),
+            "output": base.output.model_copy(update={"dir": out_dir}),
+        }
+        if warm_start is not None:
+            update["forecast"] = base.forecast.model_copy(update={"warm_start": warm_start})
+        if save_models is not None:
+            made_bundle = check_dir(save_models, "--save-models")
+            clear_bundle(save_models)
+        settings = priced_for_quotes(base.model_copy(update=update))
+        held: Optional[list[str]] = None if save_models is None else []  # the summary, once the bundle is saved
+        flow = build_flow(settings, save_models=save_models, summary=held)
+    except BaseException:  # refused (an input, a bundle...): the directories made for the run go again, if empty
+        remove_empty_dirs(made_bundle)
+        remove_empty_dirs(made)
+        raise
     t0 = time.perf_counter()
     if workers == 1:
         run_main(flow)

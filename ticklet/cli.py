@@ -7,7 +7,7 @@
 ``--save-models`` saves its learners as a model bundle, ``--warm-start``
 starts them from one (``ticklet train PATH...
 --save-models DIR`` is the same command). With ``--json`` exactly one JSON object is
-printed on stdout (schema in the README); logs go to stderr. ``--report``
+printed on stdout (schema in docs/reference/outputs.md); logs go to stderr. ``--report``
 also writes the run's HTML report (``DIR/report.html``).
 
 ``ticklet report OUT_DIR [-o FILE] [--window N]`` writes the HTML report of a
@@ -17,8 +17,11 @@ finished run (:mod:`ticklet.report`) and prints its path.
 output topic over HTTP, a live WebSocket stream and a live page
 (:mod:`ticklet.serve.app`).
 
+``ticklet --version`` (``-V``) prints the installed version; ``ticklet
+--help`` says what ticklet is and shows the main job.
+
 ``ticklet config`` prints the settings a run would use (environment and
-``.env`` over the defaults; ``--defaults``: the README's table).
+``.env`` over the defaults; ``--defaults``: the table of docs/reference/settings.md).
 
 A usage or configuration error (a bad argument or ``TICKLET_*`` variable, an
 input that is missing, unreadable or not a known format, an output directory
@@ -46,6 +49,22 @@ from typing import Any, NoReturn, Optional
 log = logging.getLogger("ticklet")
 
 __all__ = ["main"]
+
+#: ``ticklet --help``: plain text (a terminal shows it as it is), the main job first, as in the README.
+_ABOUT = """\
+ticklet forecasts crypto market ticks with a Bytewax dataflow: Binance ticks become
+bars and features, online learners forecast the return over several horizons, each
+forecast is scored when its target time comes, and simulated books trade on them.
+
+The main job runs the dataflow on the bundled sample (11 minutes of Binance spot
+BTCUSDT) and ends with a summary on stderr:
+  python -m bytewax.run dataflows.forecast
+The same on the recordings or archives you name, with the HTML report of the run:
+  ticklet backtest data/sample --out out/sample --report"""
+_MORE = """\
+Settings are TICKLET_* environment variables ('ticklet config' lists them all). A
+bad setting, argument or input is one line on stderr and exit status 2. 'ticklet
+COMMAND --help' shows a command's options; the documentation is the site in docs/."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -207,16 +226,24 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _main(argv: Optional[list[str]]) -> int:
-    parser = _Parser(prog="ticklet", description=__doc__.split("\n\n")[0])
+    from core.version import ticklet_version
+
+    parser = _Parser(prog="ticklet", description=_ABOUT, epilog=_MORE,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-V", "--version", action="version", version=f"ticklet {ticklet_version()}",
+                        help="print the version of ticklet and exit")
     sub = parser.add_subparsers(dest="command", required=True)
-    bt = sub.add_parser("backtest", help="run the forecasting dataflow on recordings or archives")
+
+    def command(name: str, what: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=what, description=f"ticklet {name}: {what}.")
+    bt = command("backtest", "run the forecasting dataflow on recordings or archives")
     bt.add_argument("paths", nargs="+", help="recordings, Binance CSV/zip archives, Feather klines, or directories")
     bt.add_argument("--out", type=Path, default=Path("out/backtest"), help="output directory (default: out/backtest)")
     bt.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     bt.add_argument("--workers", type=_positive(int), default=1, help="Bytewax worker threads (default 1)")
     bt.add_argument("--report", action="store_true", help="also write the HTML report of the run (DIR/report.html)")
     bt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    tr = sub.add_parser("train", help="the same as backtest, saving the learners as a model bundle (--save-models)")
+    tr = command("train", "the same as backtest, saving the learners as a model bundle (--save-models)")
     for p in (bt, tr):
         p.add_argument("--save-models", type=Path, metavar="DIR", required=p is tr,
                        help="save the learners and feature scalers at the end as a model bundle in DIR")
@@ -226,13 +253,13 @@ def _main(argv: Optional[list[str]]) -> int:
     for a in bt._actions:
         if a.dest not in ("help", "save_models", "warm_start"):
             tr._add_action(a)
-    rep = sub.add_parser("report", help="write the self-contained HTML report of a finished run")
+    rep = command("report", "write the self-contained HTML report of a finished run")
     rep.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="the run's output directory")
     rep.add_argument("-o", "--output", type=Path, metavar="FILE", help="HTML file (default: OUT_DIR/report.html)")
     rep.add_argument("--window", type=int, default=None, metavar="N",
                      help="bars of the price plot, the last ones (default 300; 0: all)")
     rep.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    rp = sub.add_parser("replay", help="publish recordings to Kafka in receive-time order")
+    rp = command("replay", "publish recordings to Kafka in receive-time order")
     rp.add_argument("paths", nargs="+", help="websocket recordings or directories")
     rp.add_argument("--to", choices=["kafka"], default="kafka", help="destination (kafka)")
     rp.add_argument("--speed", type=_speed, default=None,
@@ -243,10 +270,11 @@ def _main(argv: Optional[list[str]]) -> int:
     rp.add_argument("--partitions", type=_positive(int), default=4,
                     help="partitions if the topic is created (default 4)")
     rp.add_argument("-v", "--verbose", action="store_true", help="debug logging (librdkafka's lines included)")
-    cf = sub.add_parser("config", help="print every setting (TICKLET_* variables) as a Markdown table: the values a "
-                        "run would use, and where each comes from")
-    cf.add_argument("--defaults", action="store_true", help="the defaults instead (the README's table)")
-    co = sub.add_parser("collect", help="collect live Binance streams into Kafka and a raw capture")
+    cf = command("config", "print every setting (TICKLET_* variables) as a Markdown table: the values a "
+                 "run would use, and where each comes from")
+    cf.add_argument("--defaults", action="store_true",
+                    help="the defaults instead (the table of the Settings page of the docs)")
+    co = command("collect", "collect live Binance streams into Kafka and a raw capture")
     co.add_argument("--symbols", help="comma-separated symbols (default: TICKLET_COLLECT__SYMBOLS)")
     co.add_argument("--market", choices=["spot", "usdm"],
                     help="spot or USD-M futures (default: TICKLET_COLLECT__MARKET)")
@@ -256,12 +284,12 @@ def _main(argv: Optional[list[str]]) -> int:
     co.add_argument("--exit-when-idle", type=_positive(float), metavar="S",
                     help="stop after S seconds without a message (for bounded captures)")
     co.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sv = sub.add_parser("serve", help="serve the latest forecasts, metrics and signals over HTTP, a live "
-                        "WebSocket stream of the output topic, and a live page")
+    sv = command("serve", "serve the latest forecasts, metrics and signals over HTTP, a live "
+                 "WebSocket stream of the output topic, and a live page")
     sv.add_argument("--address", help="address to listen on (default: TICKLET_SERVE__ADDRESS, 127.0.0.1)")
     sv.add_argument("--port", type=int, help="port (default: TICKLET_SERVE__PORT, 8000; 0: any free port)")
     sv.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    dl = sub.add_parser("download", help="download and verify Binance public-data archives (data.binance.vision)")
+    dl = command("download", "download and verify Binance public-data archives (data.binance.vision)")
     dl.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
     dl.add_argument("--kind", required=True, choices=["trades", "aggTrades", "klines"], help="archive kind")
     dl.add_argument("--interval", default="1m", help="kline interval (klines only; default 1m)")

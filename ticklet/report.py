@@ -772,6 +772,15 @@ def _p(v: Any) -> str:
     return _num(v, ".2g")
 
 
+def _annualized(run: _Run) -> str:
+    """How the Sharpe ratios of the run are annualized (:mod:`operators.pnl`), in words."""
+    ms = run.config.get("bars", {}).get("interval_ms")
+    bars = "A the bars in 365 days" if not ms else \
+        f"A = {365 * 86_400_000 / ms:,.0f} bars of {f'{ms // 1000} s' if ms % 1000 == 0 else f'{ms} ms'} a year"
+    return (f"the Sharpe ratio of one bar × √A, {bars} (crypto trades every day). Over a run of "
+            "minutes it is a large number by construction: its sign says more than its size.")
+
+
 def _results_table(run: _Run, instrument: str) -> str:
     metrics = run.summary["instruments"].get(instrument, {}).get("models", {})
     econ = run.summary["economics"].get(instrument, {})
@@ -816,11 +825,17 @@ def _results_table(run: _Run, instrument: str) -> str:
         text = _num(v, spec, scale)
         return text if v is None or v == 0 else f'<span class="{"good" if v > 0 else "bad"}">{text}</span>'
 
+    def break_even(e: dict[str, Any]) -> str:  # good news only above the cost the book paid: it made money
+        v, c = e.get("break_even_bps"), cost_curve(e, init[id(e)])
+        text = _num(v, ".2f")
+        return text if v is None or c is None else \
+            f'<span class="{"good" if v > c["paid_bps"] else "bad"}">{text}</span>'
+
     cols: list[tuple[str, str, str, Any]] = [  # header, tooltip, "m"etrics or "e"conomics, cell
         ("n", "forecasts scored", "m", lambda e: f"{e['n']:,}"),
         ("hit rate [95% CI]", "sign right on realized non-zero moves", "m", hit)]
     if has(ms, "hit_rate_p_value"):
-        cols.append(("p(hit)", "one-sided binomial p-value against a coin (h = 1)", "m",
+        cols.append(("p(binom)", "binomial test of the hit rate: one-sided p-value against a coin (h = 1 only)", "m",
                      lambda e: _p(e.get("hit_rate_p_value"))))
     cols.append(("skill", "1 - MSE / MSE of the zero-return forecast", "m", lambda e: signed(e.get("skill"), ".4f", 1)))
     if has(ms, "dm_p_value"):
@@ -835,15 +850,16 @@ def _results_table(run: _Run, instrument: str) -> str:
                      lambda e: _num(e.get("coverage"), ".3f")))
     if es:
         cols += [("net return", "net of every cost", "e", lambda e: signed(e.get("net_return"), ".3%", 1)),
-                 ("Sharpe" + (" ± SE" if has(es, "sharpe_se") else ""), "annualized", "e", sharpe)]
+                 ("Sharpe (annualized)" + (" ± SE" if has(es, "sharpe_se") else ""), f"annualized: {_annualized(run)}",
+                  "e", sharpe)]
         for key, head, tip in (("psr", "PSR", "probabilistic Sharpe ratio"),
                                ("dsr", "DSR", "deflated Sharpe ratio (over the trials of the run)")):
             if has(es, key):
                 cols.append((head, tip, "e", lambda e, key=key: _num(e.get(key), ".3f")))
         cols += [("max DD", "largest fall of equity from its peak", "e", lambda e: _num(e.get("max_drawdown"), ".2%")),
                  ("trades", "holding periods closed", "e", lambda e: f"{e.get('trades', 0):,}"),
-                 ("break-even bps", "cost per side at which the net PnL is zero", "e",
-                  lambda e: signed(e.get("break_even_bps"), ".2f", 1)),
+                 ("break-even bps", "cost per side at which the net PnL is zero; green above the cost paid (the "
+                  "book made money), red below it", "e", break_even),
                  ("paid bps", "cost paid per side: spread, slippage and fees / value traded", "e", paid)]
     head = '<th class="l">model</th><th>h</th>' + "".join(
         f'<th title="{_esc(tip)}">{_esc(h)}</th>' for h, tip, _, _ in cols)
@@ -855,7 +871,15 @@ def _results_table(run: _Run, instrument: str) -> str:
             cells.append(f"<td>{fn(e) if e else '–'}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     n_trials = next((e["n_trials"] for e in es if e.get("n_trials") is not None), None)
-    note = f'<p class="note">DSR deflated over {n_trials} trials.</p>' if n_trials else ""
+    legend = [f"DSR deflated over {n_trials} trials." if n_trials else ""]
+    if any(h == "p(binom)" for h, _, _, _ in cols):
+        legend.append("p(binom): binomial test of the hit rate against a coin, one-sided (h = 1 only), as in the "
+                      "terminal summary.")
+    if es:
+        legend.append(f"Sharpe (annualized): {_annualized(run)} Break-even bps: the cost per side at which the "
+                      "book's net return would be zero, green only above the cost it paid (paid bps), when it made "
+                      "money.")
+    note = f'<p class="note legend">{_esc(" ".join(x for x in legend if x))}</p>' if any(legend) else ""
     return (f'<div class="scroll"><table class="results" data-instrument="{_esc(instrument)}"><thead><tr>{head}'
             f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>{note}")
 

@@ -222,3 +222,30 @@ def test_reading_settings_opens_no_connection(tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["kafka", "True", "127.0.0.1:1", "[]"]
+
+
+@pytest.mark.parametrize("env,dotenv,line", [
+    ({"TICKLET_FORECAST__HORIZON": "[1, 5]"}, "",
+     "unknown setting TICKLET_FORECAST__HORIZON: did you mean TICKLET_FORECAST__HORIZONS?"),
+    ({"TICKLET_BARS__INTERVAL": "500"}, "", "unknown setting TICKLET_BARS__INTERVAL: did you mean "
+     "TICKLET_BARS__INTERVAL_MS?"),
+    ({"TICKLET_FEATURES__SWT__WINDW": "64"}, "",  # a nested group
+     "unknown setting TICKLET_FEATURES__SWT__WINDW: did you mean TICKLET_FEATURES__SWT__WINDOW?"),
+    ({"TICKLET_FORECAST__LEARNERS__INTERVAL_LEVL": "0.8"}, "",
+     "unknown setting TICKLET_FORECAST__LEARNERS__INTERVAL_LEVL: did you mean "
+     "TICKLET_FORECAST__LEARNERS__INTERVAL_LEVEL?"),
+    ({}, "TICKLET_SIGNALS__P_LONGG=0.6\n",
+     "unknown setting TICKLET_SIGNALS__P_LONGG (in .env): did you mean TICKLET_SIGNALS__P_LONG?"),
+    ({"TICKLET_FORECST__MODELS": '["naive"]'}, "",  # an unknown group, and the setting it was meant to be
+     "unknown setting TICKLET_FORECST__MODELS: no such group of settings; did you mean TICKLET_FORECAST__MODELS?"),
+    ({"TICKLET_BARS__NOPE": "1"}, "", "unknown setting TICKLET_BARS__NOPE: TICKLET_BARS has no such setting"),
+    ({"TICKLET_KAFKA__SASL_PASSWRD": "hunter2"}, "",  # the value of a misspelt secret is not shown either
+     "unknown setting TICKLET_KAFKA__SASL_PASSWRD: did you mean TICKLET_KAFKA__SASL_PASSWORD?"),
+])
+def test_a_misspelt_setting_gets_the_nearest_name(monkeypatch, capsys, tmp_path, env, dotenv, line):
+    """A setting its group does not have is one plain line (status 2) with the
+    nearest setting's name, at any depth, and never its value."""
+    rc, out, err = _config(monkeypatch, capsys, tmp_path, env, dotenv)
+    assert rc == 2 and out == ""
+    assert err == f"ticklet: {line} (`ticklet config` lists them all)\n", err
+    assert not any(v in err for v in env.values())

@@ -156,7 +156,7 @@ def test_human_readable_summary(ws_dir, tmp_path):
         assert int(n_) == max(int(m["n"]) for k, m in metrics.items() if k == (model, h))
     paths = dict(ln.split(None, 1) for ln in outputs)
     assert set(paths) == {"forecasts", "metrics", "signals", "trades", "equity", "economics", "dead_letters",
-                          "counters"}
+                          "counters", "run"}
     assert paths["metrics"] == str(tmp_path / "metrics.csv") and (tmp_path / "metrics.csv").exists()
 
 
@@ -366,3 +366,96 @@ def test_the_dataflow_api_listens_on_loopback_only(ws_dir, tmp_path, switch):
     assert seen == {("127.0.0.1", port)}, (seen, err[-2000:])
     assert "ticklet_events_total" in text
     assert other is None or other_refused, f"{other}:{port} accepted a connection"
+
+
+# --- the command itself, in this process ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_prints_the_installed_version(flag, capsys):
+    from core.version import ticklet_version
+    from ticklet.cli import main
+
+    with pytest.raises(SystemExit) as ex:
+        main([flag])
+    out, err = capsys.readouterr()
+    assert ex.value.code == 0 and err == ""
+    assert out == f"ticklet {ticklet_version()}\n" and ticklet_version() != "unknown"
+
+
+def _help(argv: list[str], capsys) -> str:
+    from ticklet.cli import main
+
+    with pytest.raises(SystemExit) as ex:
+        main([*argv, "--help"])
+    out, err = capsys.readouterr()
+    assert ex.value.code == 0 and err == "", err
+    return out
+
+
+def test_help_is_plain_text_and_shows_the_main_job(capsys):
+    """``ticklet --help`` says what ticklet is and shows the README's first
+    command (the dataflow on the bundled sample) and a backtest; no help
+    holds reStructuredText markup (a terminal shows it as it is), and every
+    command's help starts by saying what the command does."""
+    import re
+
+    rst = re.compile(r"``|:(?:mod|func|class|meth|attr|data|exc|obj):`")
+    top = _help([], capsys)
+    assert not rst.search(top), top
+    assert "\n  python -m bytewax.run dataflows.forecast\n" in top and "\n  ticklet backtest data/sample " in top, top
+    assert "-V, --version" in top
+    choices = next(ln.strip() for ln in top.splitlines() if ln.strip().startswith("{"))
+    commands = choices.strip("{}").split(",")
+    assert set(commands) == {"backtest", "train", "report", "replay", "config", "collect", "serve", "download"}
+    for command in commands:
+        text = _help([command], capsys)
+        assert not rst.search(text), (command, text)
+        assert text.split("\n\n")[1].startswith(f"ticklet {command}: "), (command, text)  # after the usage
+
+
+def _backtest(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``ticklet backtest ARGV`` in this process: (status, stdout, stderr)."""
+    from ticklet.cli import main
+
+    rc = main(["backtest", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_a_refused_backtest_leaves_no_directory_it_made(ws_dir, tmp_path, monkeypatch, capsys):
+    """A backtest refused at start (an input that is no recording, a bad
+    setting, a bundle that is not there) takes away the directories it made
+    for its outputs and bundle, parents included, and only those: a
+    directory that was there before stays, empty or not."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    rec = str(ws_dir / "spot" / "btcusdt_20230405.dat.gz")
+    new = tmp_path / "new"
+    rc, out, err = _backtest([str(notes), "--out", str(new / "out")], capsys)
+    assert rc == 2 and out == "" and err.startswith(f"ticklet: {notes}: not a recording"), err
+    assert not new.exists()
+    rc, _, err = _backtest([rec, "--out", str(new / "out"), "--save-models", str(new / "bundle"),
+                            "--warm-start", str(tmp_path / "no-bundle")], capsys)
+    assert rc == 2 and "TICKLET_FORECAST__WARM_START" in err and not new.exists(), err
+    monkeypatch.setenv("TICKLET_FORECAST__MODELS", "[]")
+    rc, _, err = _backtest([rec, "--out", str(new / "out")], capsys)
+    assert rc == 2 and "TICKLET_FORECAST__MODELS" in err and not new.exists(), err
+    monkeypatch.delenv("TICKLET_FORECAST__MODELS")
+    empty, kept = tmp_path / "empty", tmp_path / "kept"
+    empty.mkdir()
+    kept.mkdir()
+    (kept / "mine.txt").write_text("not ticklet's\n")
+    for out_dir in (empty, kept, empty / "sub"):
+        rc, _, err = _backtest([str(notes), "--out", str(out_dir)], capsys)
+        assert rc == 2 and err.startswith(f"ticklet: {notes}: "), err
+    assert empty.is_dir() and list(empty.iterdir()) == [] and [p.name for p in kept.iterdir()] == ["mine.txt"]
+
+
+def test_the_summary_lists_the_run_manifest(ws_dir, tmp_path, capsys):
+    """``run.json``, which every run writes, is among the outputs the summary lists."""
+    rc, out, err = _backtest([str(ws_dir / "spot" / "btcusdt_20230405.dat.gz"), "--out", str(tmp_path)], capsys)
+    assert rc == 0 and out == "", err
+    _, _, outputs = _summary_block(err)
+    paths = dict(ln.split(None, 1) for ln in outputs)
+    assert paths["run"] == str(tmp_path / "run.json") and (tmp_path / "run.json").is_file()

@@ -492,3 +492,47 @@ def test_backtest_with_report(ws_dir, tmp_path):
     assert (out / "report.html").stat().st_size > 4_000_000
     assert (out / "run.json").exists()
     assert f"ticklet: report {out / 'report.html'}" in proc.stderr
+
+
+def _results_table_cells(text: str) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """The first results table of a report: its header cells, and per row its cells as (text, class)."""
+    import re
+
+    table = text[text.index('<table class="results"'):]
+    table = table[:table.index("</table>")]
+    head = re.findall(r"<th[^>]*>(.*?)</th>", table)
+
+    def cell(html: str) -> tuple[str, str]:
+        m = re.fullmatch(r'<span class="(\w+)">(.*)</span>', html)
+        return (m.group(2), m.group(1)) if m else (html, "")
+
+    body = re.findall(r"<tr>(.*?)</tr>", table[table.index("<tbody>"):])
+    return head, [[cell(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)] for row in body]
+
+
+def test_the_results_table_says_what_its_figures_are(ws_dir, tmp_path):
+    """The binomial p-value has the terminal summary's name, ``p(binom)``;
+    the Sharpe ratio says it is annualized, and over how many bars a year;
+    a break-even cost is green only above the cost the book paid (when it
+    made money), never beside a book that lost: on this real recording with
+    the default costs every book loses, some with a positive break-even."""
+    from ticklet.backtest import run_backtest
+
+    out = tmp_path / "run"
+    run_backtest([str(ws_dir / "spot" / "btcusdt_20230405.dat.gz")], out)
+    text = build_report(out).read_text()
+    head, rows = _results_table_cells(text)
+    assert "p(hit)" not in text and "p(binom)" in head
+    assert "Sharpe (annualized) ± SE" in head
+    assert "A = 31,536,000 bars of 1 s a year" in text  # 365 x 86,400 one-second bars (TICKLET_BARS__INTERVAL_MS)
+    assert "p(binom): binomial test of the hit rate against a coin" in text
+    net, be, paid = (head.index(h) for h in ("net return", "break-even bps", "paid bps"))
+    positive_beside_a_loss = 0
+    for r in rows:
+        if r[be][0] == "–":
+            continue
+        made_money = float(r[be][0]) > float(r[paid][0])
+        assert r[be][1] == ("good" if made_money else "bad"), r
+        assert r[net][1] == ("good" if made_money else "bad"), r  # the net return says the same
+        positive_beside_a_loss += not made_money and float(r[be][0]) > 0
+    assert positive_beside_a_loss > 0  # green before: the issue's case
