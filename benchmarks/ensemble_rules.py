@@ -49,7 +49,7 @@ RULES = ("eg", "hedge", "direction", "stack")
 
 def hindsight_vote(by_t: dict[int, dict], moves: list[int], members: tuple[str, ...]) -> dict:
     """The best majority vote of 3 or 5 members, picked after seeing the outcomes."""
-    best = (-1, ())
+    best: tuple[int, tuple[str, ...]] = (-1, ())
     for k in (3, 5):
         for combo in itertools.combinations(members, k):
             hits = sum(sum((by_t[t][m] > 0.0) - (by_t[t][m] < 0.0) for m in combo) * by_t[t]["y"] > 0.0
@@ -80,7 +80,8 @@ def main() -> None:
         times = sorted(by_t)
         moves = [t for t in times if by_t[t]["y"] != 0.0]
         single = {m: sum(by_t[t][m] * by_t[t]["y"] > 0.0 for t in moves) for m in members}
-        rules, right = {}, {}
+        rules: dict[str, int] = {}
+        right: dict[str, set[int]] = {}
         for rule in RULES:
             ens = EnsembleModel(members, rule, args.eta, args.decay)
             hits, right[rule] = 0, set()
@@ -92,7 +93,7 @@ def main() -> None:
                     right[rule].add(t)
                 ens.learn_one(preds, y)
             rules[rule] = hits
-        best = max(single, key=single.get)
+        best = max(single, key=lambda m: single[m])
         best_right = {t for t in moves if by_t[t][best] * by_t[t]["y"] > 0.0}
         only_ens, only_best = len(right[args.rule] - best_right), len(best_right - right[args.rule])
         p = binomtest(only_ens, only_ens + only_best).pvalue if only_ens + only_best else 1.0

@@ -61,7 +61,7 @@ def evaluate(name: str, models: tuple[str, ...]) -> dict:
     s = base.model_copy(update={"forecast": ForecastConfig(horizons=horizons, models=models)})
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_backtest([str(p) for p in paths], Path(tmp), base=s)
-    out = {}
+    out: dict[str, dict[str, dict]] = {}  # symbol -> model -> horizon -> results
     for sym, body in summary["instruments"].items():
         for model, hs in body["models"].items():
             for h, m in hs.items():
@@ -137,10 +137,11 @@ def main() -> None:
     models = tuple(args.models.split(","))
     if "naive" in models:  # the reference first
         models = ("naive", *[m for m in models if m != "naive"])
-    report = {"models": models, "cost_us_per_bar": cost_per_bar(models), "datasets": {},
+    datasets: dict[str, dict] = {}
+    report = {"models": models, "cost_us_per_bar": cost_per_bar(models), "datasets": datasets,
               "anchor_15m_hit_rate": ANCHOR_15M}
     for ds in args.datasets.split(","):
-        report["datasets"][ds] = evaluate(ds, models)
+        datasets[ds] = evaluate(ds, models)
     sys.stdout.write(json.dumps(report, indent=1) + "\n")
     if args.markdown:
         args.markdown.write_text(markdown(report))

@@ -50,7 +50,7 @@ def _timed_next_batch(self):  # instrumentation: when did data start flowing?
 
 
 _orig_next_batch = sources.kafka._Partition.next_batch
-sources.kafka._Partition.next_batch = _timed_next_batch
+sources.kafka._Partition.next_batch = _timed_next_batch  # type: ignore[method-assign]  # instrumentation, on purpose
 
 
 def main() -> None:

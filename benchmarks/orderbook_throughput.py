@@ -40,7 +40,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     cfg = orderbook.OrderBookConfig()
-    result = {"python": platform.python_version(), "config": cfg.model_dump(), "windows": {}}
+    windows: dict[str, dict] = {}
+    result = {"python": platform.python_version(), "config": cfg.model_dump(), "windows": windows}
     for name, (market, files) in WINDOWS.items():
         items, _ = book_stream(tuple(str(DATA / f) for f in files), market)
         diffs = sum(1 for e in items if type(e) is DepthUpdate)
@@ -53,7 +54,7 @@ def main() -> None:
             for e in items:
                 st, _out = step(st, e)
             best = min(best, time.perf_counter() - t0)
-        result["windows"][name] = {
+        windows[name] = {
             "diffs": diffs,
             "levels": levels,
             "us_per_diff": round(best / diffs * 1e6, 2),

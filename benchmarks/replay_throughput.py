@@ -96,8 +96,8 @@ def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int
                         qs, quotes = fills.step(qs, ev)
                         for q in quotes:
                             ps, books = pnl.step(ps, q)
-                            for r in books:
-                                written[kinds[type(r)]].append(r)
+                            for x in books:
+                                written[kinds[type(x)]].append(x)
                         bs, out = bars.step(bs, ev)
                         for b in out:
                             if type(b) is not Bar:
@@ -125,9 +125,9 @@ def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int
                                     for x in books:
                                         written[kinds[type(x)]].append(x)
                             dlat.append(perf() - td)
-                    for name, recs in written.items():
-                        if recs:
-                            files[name].write(csv_lines(recs))
+                    for name, kept in written.items():
+                        if kept:
+                            files[name].write(csv_lines(kept))
     for f in files.values():
         f.close()
     return ticks, n_bars, perf() - t0, lat, dlat

@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import gc
 import json
 import multiprocessing as mp
@@ -49,6 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
+from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,12 +144,14 @@ class _StreamReader(asyncio.Protocol):
         """The server's close frame (its code)."""
 
 
-def _clients(url: str, n: int, seconds: float, out_path: str, ready: mp.Event) -> None:
+def _clients(url: str, n: int, seconds: float, out_path: str, ready: MpEvent) -> None:
     """``n`` stream clients in one process: per record, (partition, offset,
     ts_kafka ms, arrival s); written to ``out_path`` as .npy."""
     from urllib.parse import urlsplit
 
     u = urlsplit(url)
+    host, port = u.hostname, u.port
+    assert host is not None and port is not None, url
     rows: list[tuple[float, list]] = []
     gc.disable()  # millions of rows: a full collection would pause the clients, not the server
 
@@ -156,8 +160,8 @@ def _clients(url: str, n: int, seconds: float, out_path: str, ready: mp.Event) -
         conns = []
         for _ in range(n):
             opened = loop.create_future()
-            tr, _ = await loop.create_connection(lambda o=opened: _StreamReader(u.netloc, u.path, rows, o),
-                                                 u.hostname, u.port)
+            tr, _ = await loop.create_connection(functools.partial(_StreamReader, u.netloc, u.path, rows, opened),
+                                                 host, port)
             assert await opened == 101
             conns.append(tr)
         ready.set()
@@ -190,7 +194,7 @@ def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rat
         while owed >= 1:
             key, value = records[i % len(records)]
             t0 = time.time()
-            p.produce(topic, value, key, on_delivery=lambda err, msg, t0=t0: report(err, msg, t0))
+            p.produce(topic, value, key, on_delivery=functools.partial(report, t0=t0))
             i += 1
             owed -= 1
         p.poll(0)
@@ -202,7 +206,7 @@ def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rat
     np.save(out_path, np.array(sent, dtype=np.float64))
 
 
-def _bare_consumer(bootstrap: str, topic: str, seconds: float, out_path: str, ready: mp.Event) -> None:
+def _bare_consumer(bootstrap: str, topic: str, seconds: float, out_path: str, ready: MpEvent) -> None:
     """A bare Kafka consumer of ``topic`` with the server's consumer settings:
     per record (partition, offset, ts_kafka ms, time it was polled s), to
     ``out_path``. What Kafka itself takes to deliver a record, for comparison."""
@@ -212,7 +216,7 @@ def _bare_consumer(bootstrap: str, topic: str, seconds: float, out_path: str, re
     parts = sorted(c.list_topics(topic, timeout=30).topics[topic].partitions)
     c.assign([TopicPartition(topic, p, c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1])
               for p in parts])
-    rows: list[tuple[int, int, int, float]] = []
+    rows: list[tuple] = []  # (partition, offset, ts_kafka ms, polled s)
     ready.set()
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -251,7 +255,9 @@ def _http_load(url: str, rate: float, seconds: float, conns: int, out_path: str)
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
                 status = int(head[9:12])
-                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+                found = re.search(rb"(?i)content-length: *(\d+)", head)
+                assert found is not None, head
+                length = int(found.group(1))
                 await reader.readexactly(length)
                 out.append((time.perf_counter() - due, status))
         workers = [asyncio.create_task(worker()) for _ in range(conns)]
@@ -271,8 +277,9 @@ def _http_load(url: str, rate: float, seconds: float, conns: int, out_path: str)
     np.save(out_path, np.array(asyncio.run(main()), dtype=np.float64))
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far."""
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) a process (started: ``pid`` set) has used so far."""
+    assert pid is not None, "a process not started"
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -414,7 +421,9 @@ def main() -> None:
             text = __import__("httpx").get(base + "/metrics", timeout=10).text
             sent_msgs = sum(float(v) for v in re.findall(r"^ticklet_serve_ws_messages_sent_total\{[^}]*\} (\S+)", text,
                                                           re.M))
-            sent_recs = float(re.search(r"^ticklet_serve_ws_records_sent_total (\S+)", text, re.M).group(1))
+            recs_sent = re.search(r"^ticklet_serve_ws_records_sent_total (\S+)", text, re.M)
+            assert recs_sent is not None, text[-2000:]
+            sent_recs = float(recs_sent.group(1))
             stream["records_per_message"] = round(sent_recs / sent_msgs, 2) if sent_msgs else None
             # HTTP: the latest forecasts, while nothing else runs
             hp = ctx.Process(target=_http_load, args=(base + "/v1/forecasts/latest?instrument=BTCUSDT",

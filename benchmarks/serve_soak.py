@@ -54,7 +54,9 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,17 +100,19 @@ class _Counting(_StreamReader):
 
 
 def _clients(url: str, live: int, resumers: int, seconds: float, hold: float, older: dict[int, int], query: str,
-             seed: int, out_path: str, ready: mp.Event) -> None:
+             seed: int, out_path: str, ready: MpEvent) -> None:
     """``live`` clients following the stream and ``resumers`` resuming again
     and again for ``seconds``; their counts (JSON) to ``out_path``."""
     u = urlsplit(url)
-    live_stats, resume_stats = Counter(), Counter()
+    host, port = u.hostname, u.port
+    assert host is not None and port is not None, url
+    live_stats: Counter[str] = Counter()
+    resume_stats: Counter[str] = Counter()
 
     async def connect(path: str, stats: Counter) -> tuple[int, _Counting]:
         loop = asyncio.get_running_loop()
         opened = loop.create_future()
-        _, proto = await loop.create_connection(lambda: _Counting(u.netloc, path, opened, stats), u.hostname,
-                                                u.port)
+        _, proto = await loop.create_connection(lambda: _Counting(u.netloc, path, opened, stats), host, port)
         return await opened, proto
 
     async def resumer(k: int, end: float) -> None:
@@ -146,7 +150,7 @@ def _clients(url: str, live: int, resumers: int, seconds: float, hold: float, ol
     Path(out_path).write_text(json.dumps({"live": live_stats, "resume": resume_stats}))
 
 
-def _slow(url: str, n: int, every_s: float, seconds: float, out_path: str, ready: mp.Event) -> None:
+def _slow(url: str, n: int, every_s: float, seconds: float, out_path: str, ready: MpEvent) -> None:
     """``n`` slow clients for ``seconds``, each connecting anew when closed;
     the connections the server closed, by the status it answered (JSON), to ``out_path``."""
     clients = SlowClients(url, [_SLOW_HEAD] * n, every_s=every_s, again=True)
@@ -239,12 +243,13 @@ def main() -> None:
         produced = len(np.load(f"{tmp}/sent.npy"))
         counts = [json.loads(Path(f"{tmp}/c{i}.json").read_text()) for i in range(args.client_procs)]
         slow_counts = json.loads(Path(f"{tmp}/slow.json").read_text()) if args.slow else {}
-        live, resume = Counter(), Counter()
+        live: Counter[str] = Counter()
+        resume: Counter[str] = Counter()
         for c in counts:
             live.update(c["live"])
             resume.update(c["resume"])
         h = np.load(f"{tmp}/health.npy")
-    result = {
+    result: dict[str, Any] = {
         "benchmark": "serve_soak",
         "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_at_end": [round(x, 2) for x in load_end]},

@@ -70,8 +70,8 @@ class ReplayExchange:
             sym = f.name.split("_", 1)[0].upper()
             with gzip.open(f, "rb") as fh:
                 for ln in fh:
-                    ts, _, payload = ln.rstrip(b"\n").partition(b" ")
-                    lines.append((int(ts) * (1000 if len(ts) <= 16 else 1), sym, payload))
+                    recv, _, payload = ln.rstrip(b"\n").partition(b" ")
+                    lines.append((int(recv) * (1000 if len(recv) <= 16 else 1), sym, payload))
         lines.sort(key=lambda x: x[0])
         for ts, sym, payload in lines:
             stream = _stream_of(payload)
@@ -227,7 +227,10 @@ class ReplayExchange:
                 if path in self._pub_done:
                     break
                 async with self._pub_cond:
-                    await self._pub_cond.wait_for(lambda j=j: j < len(timeline) or path in self._pub_done)
+                    def more(seen: int = j) -> bool:
+                        return seen < len(timeline) or path in self._pub_done
+
+                    await self._pub_cond.wait_for(more)
         except ConnectionClosed:
             return
         await ws.wait_closed()

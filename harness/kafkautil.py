@@ -39,11 +39,13 @@ def consume_all(bootstrap: str, topic: str, timeout_s: float = 60.0,
                 empty_polls += 1
                 assert empty_polls < timeout_s, f"no end of partitions of {topic} within {timeout_s}s"
                 continue
-            if m.error():
-                assert m.error().code() == m.error()._PARTITION_EOF, m.error()
-                done.add(m.partition())
+            err, p = m.error(), m.partition()
+            if err is not None:
+                assert err.code() == err._PARTITION_EOF and p is not None, err
+                done.add(p)
                 continue
-            out[m.partition()].append((m.key(), m.value(), m.timestamp()[1], m.partition(), m.offset()))
+            assert p is not None, m
+            out[p].append((m.key(), m.value(), m.timestamp()[1], p, m.offset()))
         return [x[:4] for p in parts for x in out[p]] if not with_offsets else [x for p in parts for x in out[p]]
     finally:
         c.close()

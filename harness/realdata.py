@@ -8,7 +8,7 @@ import csv
 import gzip
 import json
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cache
@@ -91,7 +91,7 @@ def drive(step: Callable, state: Any, items: Iterable) -> tuple[Any, list]:
     return state, out
 
 
-def parse_paths(paths: list[str | Path]) -> tuple[dict, list, dict]:
+def parse_paths(paths: Sequence[str | Path]) -> tuple[dict, list, dict]:
     """Read paths as one stream with the project's reader and parse it."""
     from core.events import RawChunk
     from sources.binance import parse_chunk
@@ -120,7 +120,7 @@ class Chain:
     paths: tuple = ()  # the recordings read
 
 
-def run_chain(paths: list[str | Path], settings: Any = None) -> Chain:
+def run_chain(paths: Sequence[str | Path], settings: Any = None) -> Chain:
     from core.events import Bar, ForecastRecord
     from dataflows.settings import Settings
     from operators import bars, features, forecast, metrics
@@ -152,7 +152,7 @@ def book_stream(paths: tuple[str, ...], market: str) -> tuple[tuple, tuple]:
         key = instrument_key(Path(path).name.split("_", 1)[0].upper(), market)
         for ln in lines(path):
             ts, pl = recv_ns(ln), payload(ln)
-            r = parse_ws(ts, pl, market)
+            r: object = parse_ws(ts, pl, market)
             if r == "depth_snapshot":
                 r = parse_snapshot(ts, pl, key)
             cls = type(r)
@@ -200,9 +200,9 @@ def aggregate_trades(trades: list[dict]) -> list[list[dict]]:
     return groups
 
 
-def dec8(x: Decimal) -> str:
-    """A decimal with Binance's 8 fractional digits."""
-    return f"{x.quantize(Decimal('1e-8'), rounding=ROUND_HALF_EVEN):.8f}"
+def dec8(x: Decimal | int) -> str:
+    """A decimal with Binance's 8 fractional digits (``x``: a sum of decimals, 0 when empty)."""
+    return f"{Decimal(x).quantize(Decimal('1e-8'), rounding=ROUND_HALF_EVEN):.8f}"
 
 
 def minute_klines(trades: list[dict]) -> list[dict]:
@@ -269,8 +269,8 @@ def operator_case(name: str, chain) -> tuple:
 
     if name == "sequence":  # the real trade ids, every 500th trade lost to make gaps
         trades = [e for e in chain.events if isinstance(e, Trade)]
-        items = [sequence.SequenceEvent(e.instrument, "trade", e.trade_id, e.ts_recv)
-                 for i, e in enumerate(trades) if i % 500 != 499]
+        items: list[Any] = [sequence.SequenceEvent(e.instrument, "trade", e.trade_id, e.ts_recv)
+                            for i, e in enumerate(trades) if i % 500 != 499]
         _, ref = drive(sequence.step, sequence.SequenceState(), items)
         return sequence.step, sequence.SequenceState, items, ref
     if name == "fills":  # the fill quote of every bar end, from the same events as the bars
@@ -313,13 +313,13 @@ def operator_case(name: str, chain) -> tuple:
                 items.append(e)
             elif i % 499 == 100 and type(e) is Trade:  # its aggTrade
                 items.append(msgspec.structs.replace(e, agg=True, trade_id=e.trade_id - 10**9))
-        scfg = sanity.SanityConfig()
-        _, ref = drive(sanity.step, sanity.SanityState(scfg), items)
-        return sanity.step, lambda: sanity.SanityState(scfg), items, ref
+        sane = sanity.SanityConfig()
+        _, ref = drive(sanity.step, sanity.SanityState(sane), items)
+        return sanity.step, lambda: sanity.SanityState(sane), items, ref
     if name == "orderbook":  # the depth diffs and REST snapshot of the same recordings
-        items, ref = book_case(chain.paths, "usdm" if chain.instrument.endswith("-PERP") else "spot")
+        book, ref = book_case(chain.paths, "usdm" if chain.instrument.endswith("-PERP") else "spot")
         cfg = orderbook.OrderBookConfig()
-        return orderbook.step, lambda: orderbook.OrderBookState(cfg), list(items), ref
+        return orderbook.step, lambda: orderbook.OrderBookState(cfg), list(book), ref
     s = chain.settings
     return {
         "bars": (bars.step, lambda: bars.BarState(s.bars), chain.events, chain.bar_out),

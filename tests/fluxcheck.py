@@ -194,7 +194,9 @@ def expected_aggregate(query: str, points: list[dict[str, Any]], start_ns: int, 
     steps = [s.strip().split("(")[0] for s in query.split("|>")]
     if steps[1:] not in (["range", "filter", "aggregateWindow"], ["range", "filter", "group", "aggregateWindow"]):
         return None
-    fn = re.search(r"aggregateWindow\(every: [^,]+, fn: (\w+)", query).group(1)
+    agg = re.search(r"aggregateWindow\(every: [^,]+, fn: (\w+)", query)
+    assert agg is not None, query
+    fn = agg.group(1)
     g = re.search(r"group\(columns: \[([^\]]*)\]\)", query)
     pred = flux_predicate(query)
     series: dict[tuple, list[tuple[int, float]]] = defaultdict(list)

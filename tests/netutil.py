@@ -41,9 +41,9 @@ def listening(pid: Optional[int] = None) -> set[tuple[str, int]]:
         except OSError:
             continue
         for row in rows:
-            f = row.split()
-            if f[3] == "0A" and (inodes is None or f[9] in inodes):  # 0A: LISTEN
-                out.add(_hex_address(f[1]))
+            cols = row.split()
+            if cols[3] == "0A" and (inodes is None or cols[9] in inodes):  # 0A: LISTEN
+                out.add(_hex_address(cols[1]))
     return out
 
 

@@ -92,7 +92,8 @@ def stretches(influx_replay) -> dict[str, tuple[int, int]]:
             if b is None or b - a > GAP_NS:
                 if a - first > best[1] - best[0]:
                     best = (first, a)
-                first = b
+                if b is not None:  # None: past the last bar
+                    first = b
         out[inst] = (best[0] // (60 * S) * 60 * S, (best[1] // (60 * S) + 2) * 60 * S)
     return out
 

@@ -34,6 +34,7 @@ DOCS = REPO / "docs"
 
 # docs/_hooks/generated.py: the pages made from the code (API, settings, CLI).
 _spec = importlib.util.spec_from_file_location("docs_hooks_generated", DOCS / "_hooks" / "generated.py")
+assert _spec is not None and _spec.loader is not None
 generated = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(generated)
 SHELLS = {"bash", "console", "sh", "shell"}

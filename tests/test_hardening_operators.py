@@ -551,7 +551,9 @@ def _is_agg(line: bytes) -> bool:
 def _with_copies(rows: list[bytes]) -> tuple[list[bytes], list[bytes], list[bytes]]:
     """``rows`` with every 50th trade and every 50th aggTrade again, received
     1 ms later: (the rows, the trade copies, the aggTrade copies)."""
-    out, trades, aggs = [], [], []
+    out: list[bytes] = []
+    trades: list[bytes] = []
+    aggs: list[bytes] = []
     n = {True: 0, False: 0}
     for ln in rows:
         out.append(ln)

@@ -97,7 +97,7 @@ def test_invalid_values_raise(monkeypatch, var, value):
         Settings()
 
 
-def test_settings_are_frozen():
+def test_settings_are_frozen() -> None:  # annotated: mypy checks the body (a frozen field)
     s = Settings()
     with pytest.raises(pydantic.ValidationError):
         s.bars.interval_ms = 5  # type: ignore[misc]

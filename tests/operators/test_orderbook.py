@@ -107,8 +107,8 @@ def tally(out) -> Counter:
 
 def _load(ws_dir, name: str) -> Rec:
     market, files = RECORDINGS[name]
-    items, quotes = book_stream(tuple(str(ws_dir / f) for f in files), market)
-    items = list(items)
+    book, quotes = book_stream(tuple(str(ws_dir / f) for f in files), market)
+    items = list(book)
     chunks = per_item(items)
     return Rec(name, market, items[0].instrument, items, list(quotes), flat(chunks), chunks)
 
@@ -535,7 +535,7 @@ def test_state_is_bounded(rec):
     assert len(pickle.dumps(st)) < 10_000
 
 
-def test_config_is_frozen_and_checked():
+def test_config_is_frozen_and_checked() -> None:  # annotated: mypy checks the body (a frozen field)
     with pytest.raises(ValueError):
         OrderBookConfig(levels=20, max_depth=10)
     with pytest.raises(ValueError):

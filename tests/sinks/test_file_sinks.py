@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Optional, get_args
+from typing import Any, Optional, get_args
 
 import bytewax.operators as op
 import msgspec
@@ -21,7 +21,8 @@ from harness.realdata import csv_dicts, lines, payload, recv_ns
 from sinks.files import CounterSink, CsvSink, JsonLinesSink
 from sources.binance import parse_chunk, parse_ws
 
-_TYPES = {"int": int, "float": float, "str": str, "Optional[float]": Optional[float], "Optional[int]": Optional[int]}
+_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "Optional[float]": Optional[float],
+                          "Optional[int]": Optional[int]}
 
 
 def from_csv(cls, row: dict[str, str]):

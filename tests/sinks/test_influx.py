@@ -442,7 +442,9 @@ def one_run(influx_replay, tmp_path_factory) -> tuple[Any, int]:
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ticklet: InfluxDB")]
     assert len(lines) == 1, proc.stderr[-2000:]
-    written = int(re.fullmatch(r"ticklet: InfluxDB at \S+, bucket 'one-run': (\d+) points written", lines[0]).group(1))
+    said = re.fullmatch(r"ticklet: InfluxDB at \S+, bucket 'one-run': (\d+) points written", lines[0])
+    assert said is not None, lines[0]
+    written = int(said.group(1))
     assert written == _points_held(server, bucket) > 10_000
     return server, written
 

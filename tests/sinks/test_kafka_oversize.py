@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 from core.events import ErrorRecord
@@ -45,11 +45,16 @@ def _topic(bootstrap: str, prefix: str, max_message_bytes: int, partitions: int 
 def _publish(bootstrap: str, topic: str, values: list[bytes]) -> None:
     p = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": BIG, "linger.ms": 5,
                   "enable.idempotence": True})
-    failed: list = []
+    failed: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failed.append(err)
+
     for v in values:
         while True:
             try:
-                p.produce(topic, v, b"BTCUSDT", on_delivery=lambda err, _m: err and failed.append(err))
+                p.produce(topic, v, b"BTCUSDT", on_delivery=delivered)
                 break
             except BufferError:
                 p.poll(0.1)

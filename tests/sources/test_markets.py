@@ -87,9 +87,9 @@ def test_coinm_recordings_are_read_as_coinm(path: Path):
     by_key, errors, counts = parse_paths([path])
     assert errors == [] and list(by_key) == [symbol]
     usd = _contract_sizes()[symbol]
-    expected = []  # what each message says, in coins, computed here from the raw JSON
+    expected: list[tuple] = []  # what each message says, in coins, computed here from the raw JSON
     for _, _, m in msgs:
-        d, kind = m.get("data"), m.get("stream", "@snapshot").split("@")[1]
+        d, kind = m.get("data", {}), m.get("stream", "@snapshot").split("@")[1]
         if kind == "trade" or kind == "aggTrade":
             expected.append((Trade, float(d["p"]), float(d["q"]) * usd / float(d["p"])))
         elif kind == "bookTicker":
@@ -99,7 +99,7 @@ def test_coinm_recordings_are_read_as_coinm(path: Path):
             expected.append((DepthUpdate, *[(float(p), float(q) * usd / float(p)) for p, q in d["b"] + d["a"]]))
         elif kind.startswith("kline") and d["k"]["x"]:
             expected.append((Kline, float(d["k"]["q"]), float(d["k"]["v"]) * usd))
-    got = []
+    got: list[tuple] = []
     for e in by_key[symbol]:
         if type(e) is Trade:
             got.append((Trade, e.price, e.qty))
@@ -327,7 +327,7 @@ def test_nautilus_raw_futures_messages(name: str, kind):
     ev = parse_ws(1, body, "usdm")
     assert (type(ev) if isinstance(kind, type) else ev) == kind
     if isinstance(kind, type):
-        assert ev.instrument == json.loads(body)["s"] + "-PERP"
+        assert not isinstance(ev, str) and ev.instrument == json.loads(body)["s"] + "-PERP"
 
 
 def test_a_message_of_no_stream_names_the_combined_form():

@@ -108,7 +108,8 @@ def test_resume_yields_exactly_the_tail(btc_pair):
 def _drain(part) -> tuple[list, list, list]:
     """(records, each chunk's nbytes, snapshots after each batch) of a partition."""
     got: list = []
-    nbytes, snaps = [], []
+    nbytes: list[int] = []
+    snaps: list = []
     while True:
         try:
             batch = part.next_batch()

@@ -381,7 +381,8 @@ def _check_stopped_capture(proc: subprocess.CompletedProcess, cap: Path, kept: P
     from_ws = [v for v in got if b'"stream":' in v]  # REST snapshots left out
     assert 0 < len(from_ws) <= len(ex.sent)
     sent = ex.sent[:len(from_ws)]
-    assert from_ws == [encode_tick(decode_tick(v)[0], "spot", p) for v, p in zip(from_ws, sent, strict=True)]
+    assert from_ws == [encode_tick(head[0], "spot", p) for v, p in zip(from_ws, sent, strict=True)
+                       if (head := decode_tick(v)) is not None]  # a value without its head: one short
     lines = _flushed_lines(written)
     assert lines and (len(lines) == len(got) if moved else len(lines) < len(got))
     assert [encode_tick(int(ln.split(b" ", 1)[0]), "spot", ln.split(b" ", 1)[1]) for ln in lines] == got[:len(lines)]
