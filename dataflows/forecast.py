@@ -37,6 +37,7 @@ from dataflows.api import serve_api
 from dataflows.bundle import load_warm_start
 from dataflows.run_manifest import MANIFEST, write_manifest
 from dataflows.settings import Settings, read_settings
+from dataflows.stop import StoppableSource, StopRequest
 from sinks.bundle import BundleSink
 from sinks.fatal import os_error
 from sinks.files import COUNTERS_FILE, CounterSink, CsvSink, JsonLinesSink
@@ -91,7 +92,7 @@ def priced_for_quotes(settings: Settings) -> Settings:
 
 
 def build_flow(settings: Settings, save_models: Optional[Path] = None,
-               summary: Optional[list[str]] = None) -> Dataflow:
+               summary: Optional[list[str]] = None, stop: Optional[StopRequest] = None) -> Dataflow:
     """Wire the dataflow for ``settings`` (and write the run's manifest,
     ``run.json``, in the output directory). With ``save_models``, the final
     states of the learners and features are pickled into that directory when
@@ -99,7 +100,8 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
     :func:`~dataflows.bundle.save_bundle` writes its manifest after the run).
     With ``TICKLET_FORECAST__WARM_START``, they start from a bundle. With
     ``summary``, the end-of-run summary is appended to that list instead of
-    written on stderr (:class:`sinks.report.ReportSink`)."""
+    written on stderr (:class:`sinks.report.ReportSink`). With ``stop``, the
+    input ends when it is requested (:class:`dataflows.stop.StoppableSource`)."""
     out, kafka = settings.output.dir, settings.kafka
     warm = load_warm_start(settings)  # before anything is wired or written: a bad bundle is one line
     if settings.output.influx:  # a server that cannot take the points: one line now, not points lost at the end
@@ -114,15 +116,16 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
     if settings.input.source == "kafka":
         # A broker outage is waited out up to kafka.outage_timeout_s, then the process exits (status 75).
         reading = Outage(f"reading {kafka.ticks_topic!r}", kafka.outage_timeout_s, exit_process=True)
-        msgs = op.input("read_ticks", flow, KafkaTickSource(
-            kafka.brokers, kafka.ticks_topic, tail=kafka.tail, batch_size=kafka.batch_size,
-            config={"logger": rdkafka_logger(), **kafka.client_config()}, outage=reading))
+        consumed = KafkaTickSource(kafka.brokers, kafka.ticks_topic, tail=kafka.tail, batch_size=kafka.batch_size,
+                                   config={"logger": rdkafka_logger(), **kafka.client_config()}, outage=reading)
+        msgs = op.input("read_ticks", flow, consumed if stop is None else StoppableSource(consumed, stop))
         read = ops.split_read_errors("split_read_errors", msgs)
         raw, read_errors = read.chunks, [read.errors]
     else:
         files = ReplaySource(settings.input.paths, settings.input.batch_size, settings.input.market,
                              settings.input.max_line_bytes)
-        raw, read_errors = op.input("read_ticks", flow, files), []
+        raw = op.input("read_ticks", flow, files if stop is None else StoppableSource(files, stop))
+        read_errors = []
         total_bytes = files.total_bytes
     ticks = ops.parse_ticks("parse_ticks", raw, settings.input.limits())
     checked = ops.check_ticks("check_ticks", ticks.out, settings.sanity)  # implausible ticks: dead letters
@@ -198,18 +201,26 @@ def _destinations(settings: Settings) -> dict[str, str]:
     return out
 
 
+def _under_bytewax_run() -> bool:
+    """Whether this process runs ``python -m bytewax.run``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec is not None and spec.name == "bytewax.run"
+
+
 def _recovery_args() -> Optional[tuple[Path, bool]]:
     """``(-r directory, whether it holds every partition)`` of the
     ``python -m bytewax.run`` command this process runs, if it runs one with
     recovery (a cluster, ``-a``, spreads the partitions over its processes)."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is None or spec.name != "bytewax.run":
+    if not _under_bytewax_run():
         return None
     from bytewax.run import _parse_args  # what bytewax.run itself parsed
 
     args = _parse_args()
     return None if args.recovery_directory is None else (Path(args.recovery_directory), args.addresses is None)
+
+
+#: The step (its id's end) whose state keys are the instruments whose learners a recovery store resumes.
+_LEARNERS = ".join_forecasts.join.stateful_step"
 
 
 def check_recovery(settings: Settings, flow: Dataflow, recovery: Optional[tuple[Path, bool]] = None) -> None:
@@ -218,7 +229,9 @@ def check_recovery(settings: Settings, flow: Dataflow, recovery: Optional[tuple[
     command line): a store it cannot use is a :class:`ConfigError` naming the
     file and what to do (:func:`dataflows.recovery.check_store`); a store
     with no snapshot yet is logged as a fresh start, with, when the run
-    publishes to Kafka, how many records the output topic already holds."""
+    publishes to Kafka, how many records the output topic already holds. With
+    a model bundle (``TICKLET_FORECAST__WARM_START``), a store that holds
+    learners' state says that it wins over the bundle for those instruments."""
     from dataflows.recovery import check_store, fresh_start_line, topic_records
 
     recovery = recovery or _recovery_args()
@@ -226,6 +239,13 @@ def check_recovery(settings: Settings, flow: Dataflow, recovery: Optional[tuple[
         return
     db_dir, all_parts = recovery
     state = check_store(db_dir, flow, all_parts)
+    if settings.forecast.warm_start is not None and not state.fresh:
+        resumed = sorted(set().union(*(keys for step, keys in state.keys.items() if step.endswith(_LEARNERS))))
+        if resumed:
+            shown = ", ".join(resumed[:5]) + (f" and {len(resumed) - 5} more" if len(resumed) > 5 else "")
+            log.warning("recovery store %s holds the learners of %s: they resume from its snapshot, not from the "
+                        "bundle %s (TICKLET_FORECAST__WARM_START), which starts only the instruments the store has "
+                        "no state of", db_dir, shown, settings.forecast.warm_start)
     if state.fresh:
         k = settings.kafka
         published = None
@@ -235,13 +255,37 @@ def check_recovery(settings: Settings, flow: Dataflow, recovery: Optional[tuple[
         log.warning("%s", fresh_start_line(db_dir, published))
 
 
+def stopped_line(settings: Settings, recovery: Optional[tuple[Path, bool]]) -> str:
+    """The last line of a run stopped on request (Ctrl-C): where its outputs
+    and its recovery store stand (:mod:`dataflows.stop`).
+
+    >>> print(stopped_line(Settings(), None))  # doctest: +NORMALIZE_WHITESPACE
+    stopped on request (SIGINT): the ticks read until then are processed and their outputs written (the files
+    in out); with no recovery store (-r), the same command starts again from the beginning of the input
+    """
+    o, k = settings.output, settings.kafka
+    where = [f"the files in {o.dir}" if o.files else f"{COUNTERS_FILE} in {o.dir}"]
+    if o.kafka:
+        where.append(f"the topic {k.output_topic!r}")
+    if o.influx:
+        where.append(f"InfluxDB's bucket {settings.influx.bucket!r}")
+    line = (f"stopped on request (SIGINT): the ticks read until then are processed and their outputs written "
+            f"({', '.join(where)})")
+    if recovery is None:
+        return line + "; with no recovery store (-r), the same command starts again from the beginning of the input"
+    return line + (f"; the recovery store {recovery[0]} holds its last snapshot, and the same command goes on from "
+                   "there")
+
+
 def __getattr__(name: str) -> Dataflow:
     """``flow``: the dataflow of the environment's settings, for
     ``python -m bytewax.run dataflows.forecast``. A bad setting, input file
     or output directory, Kafka brokers that do not answer at start (with a
     Kafka input or output), an API port that is taken or a recovery store
     (``-r``) that cannot be used (:func:`check_recovery`) print one plain
-    line on stderr (naming the setting or file) and exit with status 2."""
+    line on stderr (naming the setting or file) and exit with status 2.
+    Under ``bytewax.run``, Ctrl-C ends the input and the run, with
+    :func:`stopped_line` and exit status 130 (:mod:`dataflows.stop`)."""
     if name != "flow":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
@@ -251,9 +295,13 @@ def __getattr__(name: str) -> Dataflow:
         if settings.input.source == "kafka" or settings.output.kafka:
             check_reachable(settings.kafka)
         settings = priced_for_quotes(settings)
-        flow = build_flow(settings)
+        stop = StopRequest() if _under_bytewax_run() else None
+        flow = build_flow(settings, stop=stop)
         check_recovery(settings, flow)
         serve_api(settings.api, flow)
+        if stop is not None:
+            recovery = _recovery_args()
+            stop.on_sigint(lambda: stopped_line(settings, recovery))
         return flow
     except (ConfigError, InputFormatError) as ex:
         sys.stderr.write(f"ticklet: {ex}\n")

@@ -13,11 +13,16 @@ consumers go on from where they were. With an ``outage`` (the dataflow gives
 one bounded by ``TICKLET_KAFKA__OUTAGE_TIMEOUT_S``), the source checks that
 the cluster answers again, with a growing wait between checks, logs at most
 a line every 30 s, and gives up when the outage lasts too long.
+
+Tailing (live), the source logs one line the first time it has read every
+partition to its end (``caught up with TOPIC at offsets ...; waiting for new
+ticks``), and never again: until then a run is reading the topic's history.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Optional, Protocol, Union
 
@@ -89,9 +94,36 @@ def chunk_messages(msgs: list[Any], source: str = "") -> tuple[list[Item], bool]
     return out, eof
 
 
+class _CatchUp:
+    """The partitions of a tailing source in this process, and the end
+    offset at which each first reached the end of its partition: one line
+    when every one has, once."""
+
+    def __init__(self, topic: str):
+        self._topic = topic
+        self._lock = threading.Lock()
+        self._ends: dict[int, Optional[int]] = {}
+        self._said = False
+
+    def built(self, part: int) -> None:
+        with self._lock:
+            self._ends.setdefault(part, None)
+
+    def reached(self, part: int, offset: int) -> None:
+        with self._lock:
+            if self._said or self._ends.get(part) is not None:
+                return
+            self._ends[part] = offset
+            if any(end is None for end in self._ends.values()):
+                return
+            self._said = True
+            ends = ", ".join(f"{p}:{end}" for p, end in sorted(self._ends.items()))
+        log.warning("caught up with %s at offsets %s (partition:offset); waiting for new ticks", self._topic, ends)
+
+
 class _Partition(StatefulSourcePartition[Item, int]):
     def __init__(self, config: dict[str, Any], topic: str, part: int, offset: int, batch_size: int,
-                 outage: Optional[OutagePolicy] = None):
+                 outage: Optional[OutagePolicy] = None, catch_up: Optional[_CatchUp] = None):
         self._consumer = Consumer({**config, "error_cb": self._on_error})
         self._consumer.assign([TopicPartition(topic, part, offset)])
         self._topic, self._part = topic, part
@@ -103,6 +135,9 @@ class _Partition(StatefulSourcePartition[Item, int]):
         self._next_probe = 0.0
         self._said = ""
         self._source = f"{part}-{topic}"
+        self._catch_up = catch_up  # tailing: the end of the partition is where it waits, not where it stops
+        if catch_up is not None:
+            catch_up.built(part)
 
     def next_batch(self) -> list[Item]:
         if self._eof:
@@ -114,12 +149,21 @@ class _Partition(StatefulSourcePartition[Item, int]):
             return []
         if self._down is not None:
             self._reachable()
-        out, self._eof = chunk_messages(msgs, self._source)
+        out, eof = chunk_messages(msgs, self._source)
+        if eof and self._catch_up is None:
+            self._eof = True
         for m in reversed(msgs):
             off = m.offset()
             if m.error() is None and off is not None:  # error events carry no offset of this partition
                 self._offset = off + 1
                 break
+        if eof and self._catch_up is not None:
+            end = max(self._offset, 0)  # the end event's offset, when it carries one
+            for m in msgs:
+                err = m.error()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF and m.offset() is not None:
+                    end = m.offset()
+            self._catch_up.reached(self._part, end)
         return out
 
     def _on_error(self, err: KafkaError) -> None:
@@ -189,6 +233,7 @@ class KafkaTickSource(FixedPartitionedSource[Item, int]):
         self._batch = batch_size
         self._config = dict(config or {})
         self._outage = outage
+        self._catch_up = _CatchUp(topic) if tail else None
 
     def list_parts(self) -> list[str]:
         """The topic's partitions, ``"<index>-<topic>"`` each, once the cluster answers.
@@ -227,11 +272,11 @@ class KafkaTickSource(FixedPartitionedSource[Item, int]):
             "bootstrap.servers": self._brokers,
             "group.id": "ticklet-unused",  # offsets live in Bytewax recovery, not in a group
             "enable.auto.commit": False,
-            "enable.partition.eof": not self._tail,
+            "enable.partition.eof": True,  # tailing, the end of each partition is only logged (_CatchUp)
             "fetch.wait.max.ms": 10,
             "max.partition.fetch.bytes": 8 << 20,  # fewer, larger fetches when catching up
             "reconnect.backoff.max.ms": 2000,  # back within 2 s of the broker
             **self._config,
         }
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _Partition(config, topic, int(idx), offset, self._batch, self._outage)
+        return _Partition(config, topic, int(idx), offset, self._batch, self._outage, self._catch_up)
