@@ -48,6 +48,9 @@ from typing import Any, NoReturn, Optional
 
 log = logging.getLogger("ticklet")
 
+#: The exit status of a command stopped on request (Ctrl-C, SIGINT): 128 + 2, as a shell reports it.
+EXIT_INTERRUPTED = 130
+
 __all__ = ["main"]
 
 #: ``ticklet --help``: plain text (a terminal shows it as it is), the main job first, as in the README.
@@ -89,6 +92,10 @@ def _positive(kind: type) -> Any:
 
 def _speed(text: str) -> Optional[float]:
     return None if text == "max" else _positive(float)(text)
+
+
+def _max_gap(text: str) -> Optional[float]:
+    return None if text == "none" else _positive(float)(text)
 
 
 def _override(model: Any, options: dict[str, tuple[str, Any]]) -> Any:
@@ -176,7 +183,9 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     """``ticklet serve``: the HTTP/WebSocket API and the live page over the
-    output topic (:mod:`ticklet.serve.app`), until SIGINT or SIGTERM."""
+    output topic (:mod:`ticklet.serve.app`), until SIGINT or SIGTERM. Ctrl-C
+    (SIGINT) is one line and exit status 130 once the server has shut down
+    (uvicorn raises it again when it is done), never a traceback."""
     from dataflows.settings import read_settings
     from ticklet.serve.app import serve
 
@@ -184,7 +193,11 @@ def _serve(args: argparse.Namespace) -> int:
     s = read_settings()
     update = {f: (o, v) for f, (o, v) in {"address": ("--address", args.address),
                                            "port": ("--port", args.port)}.items() if v is not None}
-    return serve(_override(s.serve, update) if update else s.serve, s.kafka)
+    try:
+        return serve(_override(s.serve, update) if update else s.serve, s.kafka)
+    except KeyboardInterrupt:
+        sys.stderr.write("ticklet: serve stopped on request (SIGINT): its connections closed\n")
+        return EXIT_INTERRUPTED
 
 
 def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -265,6 +278,9 @@ def _main(argv: Optional[list[str]]) -> int:
     rp.add_argument("--speed", type=_speed, default=None,
                     help="'max' (as fast as possible, the default) or a factor X: gaps between messages are "
                     "divided by X")
+    rp.add_argument("--max-gap-s", type=_max_gap, default=60.0, metavar="S",
+                    help="with --speed, skip a gap in event time longer than S seconds (recordings of different "
+                    "days), with a line saying so (default 60; 'none': wait through every gap)")
     rp.add_argument("--topic", help="topic (default: TICKLET_KAFKA__TICKS_TOPIC)")
     rp.add_argument("--bootstrap-servers", help="brokers (default: TICKLET_KAFKA__BOOTSTRAP_SERVERS)")
     rp.add_argument("--partitions", type=_positive(int), default=4,
@@ -322,8 +338,10 @@ def _main(argv: Optional[list[str]]) -> int:
         k = _override(k, {f: o for f, o in options.items() if o[1] is not None})
         summary = publish(args.paths, k.brokers, k.ticks_topic, speed=args.speed, client_config=k.client_config(),
                           partitions=args.partitions, delivery_timeout_s=k.delivery_timeout_s,
-                          connect_timeout_s=k.connect_timeout_s)
+                          connect_timeout_s=k.connect_timeout_s, max_gap_s=args.max_gap_s)
         sys.stdout.write(json.dumps(summary) + "\n")
+        if summary["interrupted"]:  # Ctrl-C: the summary of what was replayed, then the shell's status
+            return EXIT_INTERRUPTED
         return 0 if not summary["failed"] and not summary["undelivered"] else 1
     if args.command == "download":
         return _download(args, dl)

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -451,6 +452,37 @@ def test_a_port_in_use_is_one_line_and_exit_2(kafka_bootstrap):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == (f"ticklet: cannot listen on 127.0.0.1:{port} (TICKLET_SERVE__ADDRESS, "
                                    "TICKLET_SERVE__PORT): Address already in use"), proc.stderr
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_the_server_with_one_line_and_130(kafka_bootstrap, tmp_path):
+    """Ctrl-C (SIGINT) on a running ``ticklet serve``: it shuts down, says so
+    in one line and exits with status 130, the shell's convention. Before:
+    uvicorn raised the signal again once it had shut down, and the command
+    ended on a ``KeyboardInterrupt`` traceback."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
+    env = {**base, "TICKLET_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "TICKLET_KAFKA__OUTPUT_TOPIC": topic_name("serve.stop"), "TICKLET_SERVE__PORT": "0"}
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:  # SIGINT as a terminal delivers it (a shell may start commands ignoring it)
+        proc = subprocess.Popen([*exe(), "serve"], cwd=SCRATCH, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 90
+        while not (m := re.search(r"serving (http://127\.0\.0\.1:\d+)", log.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        assert httpx.get(f"{m.group(1)}/healthz", timeout=30).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert proc.returncode == 130, text[-3000:]
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    assert text.splitlines()[-1] == "ticklet: serve stopped on request (SIGINT): its connections closed", text
 
 
 # ---------------------------------------------------------------------------
