@@ -60,11 +60,13 @@ class StopRequest:
         self._event.set()
 
     def on_sigint(self, line: Callable[[], str]) -> None:
-        """Make Ctrl-C (SIGINT) a request, and at the end of the process
-        write ``ticklet: LINE`` on stderr and exit with
+        """Make Ctrl-C (SIGINT) a request, and at the end of the process write ``ticklet: LINE`` and exit.
+
+        The line goes to stderr and the exit status is
         :data:`EXIT_INTERRUPTED`; a second Ctrl-C writes the line and exits
         at once. For the main thread of ``bytewax.run`` only (Python runs
-        signal handlers there)."""
+        signal handlers there).
+        """
 
         def say_and_exit(at_once: bool) -> None:
             text = line()
@@ -110,9 +112,10 @@ class _StoppablePartition(StatefulSourcePartition[X, S]):
 
 
 class StoppableSource(FixedPartitionedSource[X, S], Generic[X, S]):
-    """``source``, whose every partition ends (as at the end of its input)
-    once ``stop`` is requested: its state is that of the last batch read, so
-    a run resumed from the recovery store goes on from there.
+    """``source``, whose every partition ends (as at the end of its input) once ``stop`` is requested.
+
+    Its state is that of the last batch read, so a run resumed from the
+    recovery store goes on from there.
 
     Parameters
     ----------
@@ -127,7 +130,9 @@ class StoppableSource(FixedPartitionedSource[X, S], Generic[X, S]):
         self._stop = stop
 
     def list_parts(self) -> list[str]:
+        """The partitions of ``source``, unchanged."""
         return self.source.list_parts()
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[S]) -> _StoppablePartition[X, S]:
+        """The partition of ``source``, made to end once the stop is requested."""
         return _StoppablePartition(self.source.build_part(step_id, for_part, resume_state), self._stop)

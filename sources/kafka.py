@@ -95,9 +95,10 @@ def chunk_messages(msgs: list[Any], source: str = "") -> tuple[list[Item], bool]
 
 
 class _CatchUp:
-    """The partitions of a tailing source in this process, and the end
-    offset at which each first reached the end of its partition: one line
-    when every one has, once."""
+    """The partitions of a tailing source in this process, and the end offset at which each first reached its end.
+
+    It logs one line when every one has, once.
+    """
 
     def __init__(self, topic: str):
         self._topic = topic

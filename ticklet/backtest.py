@@ -29,14 +29,16 @@ __all__ = ["run_backtest"]
 def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
                  base: Optional[Settings] = None, save_models: Optional[Path] = None,
                  warm_start: Optional[Path] = None) -> dict[str, Any]:
-    """Run the forecasting dataflow on ``paths`` (with ``base`` settings, by
-    default those of the environment) and return the summary. With
+    """Run the forecasting dataflow on ``paths`` and return the summary.
+
+    ``base`` settings, by default those of the environment. With
     ``save_models``, the learners and feature states at the end are saved
     there as a model bundle (the summary's ``bundle``: its ``path`` and
     ``id``); ``warm_start`` (over ``TICKLET_FORECAST__WARM_START``) starts
     them from one. A run refused at start (a bad setting, input or bundle:
     :class:`~core.config.ConfigError`) leaves no directory it made behind,
-    unless something was written in it."""
+    unless something was written in it.
+    """
     if workers < 1:
         raise ValueError(f"workers must be 1 or more, not {workers}")
     base = base or read_settings()  # a bad setting first: nothing made, nothing removed

@@ -99,9 +99,11 @@ def _max_gap(text: str) -> Optional[float]:
 
 
 def _override(model: Any, options: dict[str, tuple[str, Any]]) -> Any:
-    """``model`` (settings) with command-line options over some fields
-    (``{field: (option, value)}``), validated like the settings: a bad value
-    is a :class:`~core.config.ConfigError` naming the option."""
+    """``model`` (settings) with command-line options over some fields, validated like the settings.
+
+    The options are ``{field: (option, value)}``; a bad value is a
+    :class:`~core.config.ConfigError` naming the option.
+    """
     from pydantic import ValidationError
 
     from core.config import ConfigError
@@ -182,10 +184,12 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """``ticklet serve``: the HTTP/WebSocket API and the live page over the
-    output topic (:mod:`ticklet.serve.app`), until SIGINT or SIGTERM. Ctrl-C
+    """``ticklet serve``: the HTTP/WebSocket API and the live page over the output topic.
+
+    It serves :mod:`ticklet.serve.app` until SIGINT or SIGTERM. Ctrl-C
     (SIGINT) is one line and exit status 130 once the server has shut down
-    (uvicorn raises it again when it is done), never a traceback."""
+    (uvicorn raises it again when it is done), never a traceback.
+    """
     from dataflows.settings import read_settings
     from ticklet.serve.app import serve
 
@@ -201,9 +205,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """``ticklet report``: write the run's HTML report, print its path. An
-    OUT_DIR that is not a run's output directory, or whose files cannot be
-    read, gets one line on stderr and exit status 2."""
+    """``ticklet report``: write the run's HTML report, print its path.
+
+    An OUT_DIR that is not a run's output directory, or whose files cannot
+    be read, gets one line on stderr and exit status 2.
+    """
     from ticklet.report import DEFAULT_WINDOW, NoRunError, build_report
 
     window = DEFAULT_WINDOW if args.window is None else args.window
@@ -226,8 +232,10 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """The ``ticklet`` command; returns its exit status. Usage and
-    configuration errors are one line on stderr and status 2."""
+    """The ``ticklet`` command; returns its exit status.
+
+    Usage and configuration errors are one line on stderr and status 2.
+    """
     from core.config import ConfigError
     from sources.files import InputFormatError
 

@@ -96,9 +96,10 @@ def _first_ts(spec: StreamSpec, path: str) -> int:
 
 
 class _Files:
-    """Which file of its stream a message comes from, by its receive time (the
-    files of a stream are merged in time order): for the line that names a
-    skipped gap."""
+    """Which file of its stream a message comes from, by its receive time: for the line that names a skipped gap.
+
+    The files of a stream are merged in time order.
+    """
 
     def __init__(self, specs: list[StreamSpec]):
         self._specs = specs
