@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import logging
 import pickle
 import subprocess
 import sys
@@ -20,13 +21,13 @@ from pathlib import Path
 import pytest
 
 from dataflows.settings import Settings
-from harness.realdata import SCRATCH, csv_dicts, run_chain
+from harness.realdata import REPO, SCRATCH, csv_dicts, run_chain
 from models.bundle import FORMAT, bundle_id, loads
 from operators import features as features_op
 from operators import forecast as forecast_op
 from operators.forecast import ForecastConfig
 
-DATA = Path(__file__).resolve().parent / "data" / "binance-ws"
+DATA = REPO / "tests" / "data" / "binance-ws"
 SPOT8 = DATA / "spot" / "btcusdt_20240808.gz"
 SPOT9 = DATA / "spot" / "btcusdt_20240809.gz"
 ETH9 = DATA / "spot" / "ethusdt_20240809.gz"
@@ -233,13 +234,15 @@ def test_one_instrument_starts_another(made, tmp_path):
     assert {(r["instrument"], r["bundle"]) for r in rows} == {("BTCUSDT", bid), ("ETHUSDT", bid)}
 
 
-def test_recovery_state_takes_precedence_over_the_bundle(made, tmp_path):
+def test_recovery_state_takes_precedence_over_the_bundle(made, tmp_path, caplog):
     """A run with a recovery store resumes its own (cold) learners from the
-    store even when a bundle is given."""
+    store even when a bundle is given; it says so at start (the store wins
+    for BTCUSDT), and at the end that the bundle went unused (before: the
+    bundle was silently ignored)."""
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.testing import run_main
 
-    from dataflows.forecast import build_flow
+    from dataflows.forecast import build_flow, check_recovery
 
     bundle, _, _ = made
     rec = tmp_path / "recovery"
@@ -252,17 +255,48 @@ def test_recovery_state_takes_precedence_over_the_bundle(made, tmp_path):
                                  "output": s.output.model_copy(update={"dir": out, "summary": False})})
         from datetime import timedelta
 
-        run_main(build_flow(s), epoch_interval=timedelta(seconds=0.5), recovery_config=RecoveryConfig(str(rec)))
+        flow = build_flow(s)
+        check_recovery(s, flow, (rec, True))
+        run_main(flow, epoch_interval=timedelta(seconds=0.5), recovery_config=RecoveryConfig(str(rec)))
         return csv_dicts(out / "forecasts.csv")
 
     first = run([SPOT8], tmp_path / "out", warm=False)
     end = max(int(r["ts_target"]) for r in first)
+    caplog.clear()
     both = run([SPOT8, SPOT9], tmp_path / "out", warm=True)  # resumes after 2024-08-08, with a bundle
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    bundle_id = json.loads((bundle / "manifest.json").read_text())["bundle_id"]
+    assert said == [
+        f"recovery store {rec} holds the learners of BTCUSDT: they resume from its snapshot, not from the bundle "
+        f"{bundle} (TICKLET_FORECAST__WARM_START), which starts only the instruments the store has no state of",
+        f"bundle {bundle_id} ({bundle}, holding BTCUSDT) went unused: no instrument of this run started afresh: a "
+        "recovery store (-r) resumed every one from its snapshot, or the input held no ticks (a finished store "
+        "resumes at the end of its input; a warm start with recovery needs a store of its own); every learner "
+        "started cold"], said
     resumed = [r for r in both if int(r["ts_target"]) > end]
     assert len(resumed) > 1000 and {r["bundle"] for r in both} == {"cold"}
     lin = [r for r in resumed if r["model"] == "linear" and r["horizon"] == "1"]
     learnt = sum(1 for r in first if r["model"] == "linear" and r["horizon"] == "1")
     assert int(lin[0]["n_learnt"]) >= learnt  # the learner of the first run, not the bundle's nor a fresh one
+
+
+def test_a_bundle_no_instrument_of_the_run_starts_from_says_so(made, tmp_path, caplog):
+    """A bundle of BTCUSDT given to a run on ETHUSDT, with no instrument map:
+    every learner starts cold, and one warning at the end says the bundle
+    went unused and why; mapped (TICKLET_FORECAST__WARM_START_MAP), it is
+    used and nothing is said."""
+    bundle, _, _ = made
+    bundle_id = json.loads((bundle / "manifest.json").read_text())["bundle_id"]
+    cold = _run([ETH9], tmp_path / "eth", warm_start=bundle)
+    said = [r.getMessage() for r in caplog.records if "went unused" in r.getMessage()]
+    assert said == [f"bundle {bundle_id} ({bundle}, holding BTCUSDT) went unused: none of this run's instruments "
+                    "(ETHUSDT) is in it, and TICKLET_FORECAST__WARM_START_MAP maps none of them to one of its "
+                    "instruments; every learner started cold"], said
+    assert {r["bundle"] for r in csv_dicts(tmp_path / "eth" / "forecasts.csv")} == {"cold"} and cold
+    caplog.clear()
+    _run([ETH9], tmp_path / "mapped", base=_settings(warm_start=bundle, warm_start_map={"ETHUSDT": "BTCUSDT"}))
+    assert not [r for r in caplog.records if "went unused" in r.getMessage()]
+    assert {r["bundle"] for r in csv_dicts(tmp_path / "mapped" / "forecasts.csv")} == {bundle_id}
 
 
 # --- refusals and trust ---------------------------------------------------------------------------------------
@@ -312,7 +346,7 @@ def test_an_unfit_or_damaged_bundle_is_refused_in_one_line(made, tmp_path):
     # the environment variable and the entry point of Bytewax refuse the same way
     proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=SCRATCH,
                           capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
                                "TICKLET_FORECAST__WARM_START": str(tampered),
                                "TICKLET_OUTPUT__DIR": str(tmp_path / "out2")})
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "SHA-256" in proc.stderr, proc.stderr
@@ -465,7 +499,7 @@ def test_model_age_in_every_output(warm_and_cold, manifest):
                                                                                  int(r["n_learnt"]))
     assert f"n_learnt={r['n_learnt']}i" in to_point(rec).to_line_protocol()
     assert "n_learnt" in MEASUREMENTS["scored"][1] and "n_learnt" in MEASUREMENTS["forecast"][1]
-    dash = json.loads((Path(__file__).resolve().parent.parent / "grafana" / "dashboards" / "ticklet.json").read_text())
+    dash = json.loads((REPO / "grafana" / "dashboards" / "ticklet.json").read_text())
     age = [p for p in dash["panels"] if p["title"].startswith("Model age")]
     assert len(age) == 1 and '"n_learnt"' in age[0]["targets"][0]["query"]
 

@@ -92,7 +92,7 @@ def test_a_replay_overwrites_identical_points(influx_replay, tmp_path, monkeypat
     server, _, _, first = influx_replay
     for k, v in server.env().items():
         monkeypatch.setenv(k, v)
-    spot = Path(__file__).parent / "data" / "binance-ws" / "spot"
+    spot = REPO / "tests" / "data" / "binance-ws" / "spot"
     summary = run_backtest([str(spot / "ethusdt_20240808.gz"), str(spot / "ethusdt_20240809.gz")], tmp_path)
     assert summary["forecasts"] > 1000
     second = {m: read_back(server, m) for m in first}
@@ -103,7 +103,7 @@ def test_a_replay_overwrites_identical_points(influx_replay, tmp_path, monkeypat
 
 @functools.cache
 def _bars() -> list[Bar]:
-    ws = Path(__file__).parent / "data" / "binance-ws" / "spot"
+    ws = REPO / "tests" / "data" / "binance-ws" / "spot"
     chain = run_chain([ws / "btcusdt_20240808.gz", ws / "btcusdt_20240809.gz"])
     return [b for b in chain.bar_out if type(b) is Bar]
 
@@ -310,7 +310,7 @@ def test_a_resumed_run_stamps_shared_times_as_the_first_life_did(tmp_path):
     Bytewax recovery store, an epoch per record) and resumes gives the
     replayed records the stamps of an uninterrupted run: no shifted point,
     no second point for one row."""
-    usdm = Path(__file__).parent / "data" / "binance-ws" / "usdm"  # the day change: a quote fills 4 decisions
+    usdm = REPO / "tests" / "data" / "binance-ws" / "usdm"  # the day change: a quote fills 4 decisions
     run_backtest([str(usdm)], tmp_path / "run", base=Settings(output=OutputConfig(summary=False)))
     recs = _equity_records(tmp_path / "run")
     groups = Counter((r.model, r.horizon, r.ts_recv) for r in recs)
@@ -408,7 +408,7 @@ def test_the_check_at_start_waits_for_a_server_that_is_starting(influxdb, tmp_pa
 
 # --- whole runs whose points are not written -------------------------------------------------------------------
 
-REC = Path(__file__).parent / "data" / "binance-ws" / "spot" / "btcusdt_20230405.dat.gz"
+REC = REPO / "tests" / "data" / "binance-ws" / "spot" / "btcusdt_20230405.dat.gz"
 _FINAL = re.compile(r"^ticklet: InfluxDB at \S+, bucket '[^']+': (\d+) of (\d+) points not written \(dropped over "
                     r"TICKLET_INFLUX__MAX_BUFFERED_POINTS: (\d+), failed or rejected: (\d+), abandoned after "
                     r"TICKLET_INFLUX__MAX_CLOSE_WAIT_MS \(\d+ ms\): (\d+); see the lines above\)\. The run ends with "

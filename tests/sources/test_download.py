@@ -47,6 +47,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.realdata import REPO
 from sources.binance import parse_csv_row
 from sources.download import plan
 from sources.download_io import ChecksumMismatch, DownloadError, MissingArchive, download, sha256_file
@@ -134,7 +135,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, trades_by_day, klines_src) 
     return root
 
 
-CM_REC = Path(__file__).parent / "data" / "fixtures" / "hftbacktest" / "cm" / "btcusd_perp_20240808.gz"
+CM_REC = REPO / "tests" / "data" / "fixtures" / "hftbacktest" / "cm" / "btcusd_perp_20240808.gz"
 
 
 def _coinm_trades() -> list[dict]:
