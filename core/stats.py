@@ -288,7 +288,7 @@ def probabilistic_sharpe(sr: float, sr0: float, n: int, skew: float, kurt: float
     if n < 2 or not v > 0:
         return None
     z = (sr - sr0) * math.sqrt(n - 1) / math.sqrt(v)
-    return 0.5 * math.erfc(-z / math.sqrt(2))
+    return normal_cdf(z)
 
 
 def expected_max_sharpe(variance: float, n: int) -> float:

@@ -9,8 +9,9 @@ the chosen models and horizons, using only what is known at its
 
 **P(up).** The model's own where it has one (``logistic``, and the ensemble
 with the ``direction`` or ``stack`` rule: ``Forecast.p_up``). For a
-regressor, ``Phi(pred / s)`` with ``s`` the root mean square of the model's
-past errors at that horizon (scored forecasts only), 0.5 until it has one.
+regressor, ``Phi(pred / s)`` (:func:`core.stats.normal_cdf`) with ``s`` the
+root mean square of the model's past errors at that horizon (scored
+forecasts only), 0.5 until it has one.
 
 **Side.** ``rule="probability"``: LONG when ``p_up >= p_long`` (0.55), SHORT
 when ``p_up <= p_short`` (0.45), else NEUTRAL. ``rule="edge"``: the side of the
@@ -51,6 +52,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.events import Forecast, ForecastRecord, Signal
+from core.stats import normal_cdf
 
 __all__ = ["BASELINES", "SignalConfig", "SignalState", "step"]
 
@@ -112,10 +114,6 @@ class SignalState:
     last_ts: int = -1  # the last bar the baselines were decided at
 
 
-def _phi(z: float) -> float:
-    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
-
-
 def step(state: SignalState, item: object) -> tuple[SignalState, list[Signal]]:
     """Learn from a scored forecast, or decide on an issued one."""
     t = type(item)
@@ -136,7 +134,7 @@ def step(state: SignalState, item: object) -> tuple[SignalState, list[Signal]]:
     s = state.stats.setdefault((f.model, f.horizon), _Stats())
     p_up = f.p_up
     if p_up is None:
-        p_up = _phi(f.pred_return / math.sqrt(s.sq_err / s.n_err)) if s.n_err and s.sq_err > 0 else 0.5
+        p_up = normal_cdf(f.pred_return / math.sqrt(s.sq_err / s.n_err)) if s.n_err and s.sq_err > 0 else 0.5
     if c.rule == "probability":
         side = 1 if p_up >= c.p_long else -1 if p_up <= c.p_short else 0
     else:

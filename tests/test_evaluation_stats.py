@@ -243,3 +243,24 @@ def test_one_wilson_interval_for_scalars_and_arrays() -> None:
         assert (lo[i], hi[i]) == wilson_interval(float(k[i] / n[i]), float(n[i]))
         assert math.isclose(lo[i], ci.low, abs_tol=1e-12) and math.isclose(hi[i], ci.high, abs_tol=1e-12)
 
+
+
+def test_normal_cdf_is_accurate_in_the_tails_and_the_signals_use_it() -> None:
+    """Issue 24: one normal CDF. It keeps its relative precision far in the
+    lower tail (scipy's log-CDF as the reference), where ``(1 + erf) / 2``
+    rounds to 0; a regressor's P(up) 10 standard errors below zero is that
+    value, not 0 (operators/signals.py had the erf form)."""
+    from scipy.stats import norm
+
+    from core.events import Forecast, ForecastRecord
+    from core.stats import normal_cdf
+    from operators.signals import SignalConfig, SignalState, step
+
+    for x in np.linspace(-37.0, 8.0, 451):
+        assert math.isclose(normal_cdf(float(x)), math.exp(norm.logcdf(x)), rel_tol=1e-11)
+    st = SignalState(SignalConfig())
+    st, _ = step(st, Forecast("X", "linear", 1, 1_000, 2_000, 0.0, 100.0, 100.0))
+    st, _ = step(st, ForecastRecord("X", "linear", 1, 1_000, 2_000, 0.0, 100.0, 1e-4, 100.01, 1e-4))
+    st, out = step(st, Forecast("X", "linear", 1, 2_000, 3_000, -1e-3, 100.0, 99.9))
+    p_up = out[-1].p_up
+    assert p_up == normal_cdf(-1e-3 / math.sqrt(1e-4 * 1e-4)) and 7.6e-24 < p_up < 7.7e-24
