@@ -46,6 +46,8 @@ from pathlib import Path
 from pickle import UnpicklingError
 from typing import Any, NoReturn, Optional
 
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
 from core.config import ConfigError
 from dataflows.run_manifest import config_hash
 from dataflows.run_manifest import manifest as run_manifest
@@ -57,7 +59,8 @@ from sinks.bundle import clear_bundle, file_sha256, write_manifest
 from sinks.fatal import EXIT_SOFTWARE, stop_run, write_failed
 from sources.bundle import BundleError, load_states, read_manifest
 
-__all__ = ["WHERE", "WarmStart", "bar_interval_ms", "expected", "learning_config", "load_warm_start", "save_bundle"]
+__all__ = ["WHERE", "WarmStart", "WarmStartCheck", "bar_interval_ms", "expected", "learning_config", "load_warm_start",
+           "save_bundle"]
 
 log = logging.getLogger("ticklet")
 
@@ -219,6 +222,9 @@ class WarmStart:
     settings: Settings
     states: dict[str, dict[str, Any]]  # bundle instrument -> {"features": ..., "join": ...}
     lock: threading.Lock = field(default_factory=threading.Lock)
+    started: set[str] = field(default_factory=set)  # the run's instruments that started afresh (not resumed)
+    used: set[str] = field(default_factory=set)  # ... and of those, the ones that started from the bundle
+    said: bool = False  # whether unused() has said it
 
     @property
     def id(self) -> str:
@@ -227,7 +233,30 @@ class WarmStart:
 
     def _source(self, instrument: str) -> Optional[dict[str, Any]]:
         src = source_instrument(instrument, self.settings.forecast.warm_start_map, self.states)
+        with self.lock:
+            self.started.add(instrument)
+            if src is not None:
+                self.used.add(instrument)
         return None if src is None else self.states[src]
+
+    def unused(self) -> Optional[str]:
+        """Once, at the end of a run in which no instrument started from the
+        bundle: the warning line saying so and why (None otherwise, and after
+        the first time)."""
+        with self.lock:
+            if self.used or self.said:
+                return None
+            self.said = True
+            started = sorted(self.started)
+        held = ", ".join(sorted(self.states))
+        if not started:
+            why = ("no instrument of this run started afresh: a recovery store (-r) resumed every one from its "
+                   "snapshot, or the input held no ticks (a finished store resumes at the end of its input; a warm "
+                   "start with recovery needs a store of its own)")
+        else:
+            why = (f"none of this run's instruments ({', '.join(started)}) is in it, and "
+                   "TICKLET_FORECAST__WARM_START_MAP maps none of them to one of its instruments")
+        return f"bundle {self.id} ({self.path}, holding {held}) went unused: {why}; every learner started cold"
 
     def features(self, instrument: str) -> Optional[features_op.FeatureState]:
         """The feature state ``instrument`` starts from (:func:`operators.features.warm`), or None: cold."""
@@ -244,6 +273,32 @@ class WarmStart:
             return None
         with self.lock:
             return forecast_op.warm(src["join"], self.settings.forecast, self.id)
+
+
+class _Check(StatelessSinkPartition[Any]):
+    def __init__(self, warm: WarmStart):
+        self._warm = warm
+
+    def write_batch(self, items: list[Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        line = self._warm.unused()
+        if line is not None:
+            log.warning("%s", line)
+
+
+class WarmStartCheck(DynamicSink[Any]):
+    """A sink that takes nothing and, when the run ends, warns in one line if
+    no instrument started from the bundle (:meth:`WarmStart.unused`): every
+    one resumed from a recovery store, or none is in the bundle. Its input is
+    any stream downstream of the join, so that it closes after it."""
+
+    def __init__(self, warm: WarmStart):
+        self._warm = warm
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Check:
+        return _Check(self._warm)
 
 
 def load_warm_start(settings: Settings) -> Optional[WarmStart]:

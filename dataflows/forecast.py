@@ -34,7 +34,7 @@ from core.config import ConfigError, check_dir
 from core.events import Count, EconomicsRecord, EquityPoint, Fill, ForecastRecord, MetricsRecord, Signal
 from dataflows import ops
 from dataflows.api import serve_api
-from dataflows.bundle import load_warm_start
+from dataflows.bundle import WarmStartCheck, load_warm_start
 from dataflows.run_manifest import MANIFEST, write_manifest
 from dataflows.settings import Settings, read_settings
 from dataflows.stop import StoppableSource, StopRequest
@@ -140,6 +140,8 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
         op.output("save_models", op.merge("merge_states", feats.exports, forecasts.exports),
                   BundleSink(save_models, withdraw=(out / COUNTERS_FILE,)))
     metrics = ops.score_forecasts("score_forecasts", forecasts.scored)
+    if warm is not None:  # at the end: a warning if no instrument started from the bundle
+        op.output("check_warm_start", forecasts.counts, WarmStartCheck(warm))
     if settings.output.economics:
         decisions = ops.make_signals("make_signals", forecasts.both, settings.signals)
         quotes = ops.find_fill_quotes("find_fill_quotes", checked.out, settings.execution.latency_ms, settings.bars)

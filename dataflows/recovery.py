@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import FixedPartitionedSink
 
 from core.config import ConfigError
@@ -188,7 +189,8 @@ def check_store(db_dir: Path, flow: Optional[Dataflow] = None, all_parts: bool =
         empty directory, an empty partition file, a file that is not a
         recovery partition (not SQLite, or another schema), partitions that
         do not form one store, a snapshot that names a module this ticklet
-        no longer has, a snapshot of other output files.
+        no longer has, a snapshot of another input (a Kafka topic, files) or
+        of other output files.
 
     Examples
     --------
@@ -236,8 +238,50 @@ def check_store(db_dir: Path, flow: Optional[Dataflow] = None, all_parts: bool =
             keys.setdefault(step, set()).add(key)
     state = StoreState(files, not committed, keys)
     if flow is not None:
+        _check_sources(db_dir, flow, state)
         _check_sinks(db_dir, flow, state)
     return state
+
+
+_KAFKA_PART = re.compile(r"\d+-(.+)")
+
+
+def _input_of(parts: set[str]) -> str:
+    """What a set of partitions of the ticks source reads, in words.
+
+    >>> _input_of({"0-ticklet.ticks", "1-ticklet.ticks"})
+    "the Kafka topic 'ticklet.ticks'"
+    >>> _input_of({"ws:spot:BTCUSDT", "ws:usdm:BTCUSDT"})
+    'the files of ws:spot:BTCUSDT, ws:usdm:BTCUSDT'
+    """
+    topics = {m.group(1) if (m := _KAFKA_PART.fullmatch(p)) else None for p in parts}
+    if len(topics) == 1 and None not in topics:
+        return f"the Kafka topic {topics.pop()!r}"
+    shown = sorted(parts)
+    return "the files of " + ", ".join(shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
+
+
+def _check_sources(db_dir: Path, flow: Dataflow, state: StoreState) -> None:
+    """The snapshot's partitions of each input (a Kafka topic's partitions, or
+    the streams of the files read) must be this run's: Bytewax panics on a
+    partition it cannot route (``StateKey ... not in this worker's routing
+    map``). A run on Kafka reusing a store of a run on files, or the other
+    way, is refused in one line naming the store and what to do."""
+    for step in flow.substeps:
+        source = getattr(step, "source", None)
+        kept = state.keys.get(step.step_id, set())
+        if not isinstance(source, FixedPartitionedSource) or not kept:
+            continue
+        try:
+            now = set(source.list_parts())
+        except Exception:  # a topic that cannot be listed now: Bytewax says so itself when it lists it
+            continue
+        if kept - now:
+            raise ConfigError(f"recovery store {db_dir}: its snapshot is of a run that read {_input_of(kept)}, and "
+                              f"this run reads {_input_of(now)}: a store belongs to one input. Run with the input of "
+                              "the snapshot, or give this run a store and an output directory of its own "
+                              f"(mkdir -p recovery/other && python -m bytewax.recovery recovery/other 1, then -r "
+                              "recovery/other/ with another TICKLET_OUTPUT__DIR)")
 
 
 def _check_sinks(db_dir: Path, flow: Dataflow, state: StoreState) -> None:

@@ -301,6 +301,38 @@ def test_a_store_of_an_earlier_version_is_one_line(sample_store, tmp_path):
     assert not (tmp_path / "out").exists() or not _record_files(tmp_path / "out")
 
 
+@pytest.mark.integration
+def test_a_store_of_another_input_is_one_line(kafka_bootstrap, tmp_path):
+    """The runbook's store, made by a run over the sample's files, given to
+    the run on Kafka it shows next, and a Kafka run's store given to a run on
+    the files: one line naming the store, both inputs and what to do, status
+    2, the store as it was (before: a Rust panic, 'StateKey ... not in this
+    worker's routing map')."""
+    ticks = topic_name("rec.input")
+    proc, _ = replay(kafka_bootstrap, ticks, SAMPLE_DIR / "spot" / "btcusdt_20240808.gz")
+    assert proc.returncode == 0, proc.stderr
+    files_store, out = _new_store(tmp_path / "files"), tmp_path / "out"
+    assert _flow_with(files_store, out, SAMPLE_DIR).returncode == 0
+    before = (files_store / "part-0.sqlite3").read_bytes()
+    on_kafka = subprocess.run([*FLOW, "-r", str(files_store), "-s", "1", "-b", "0"], cwd=SCRATCH, capture_output=True,
+                              text=True, timeout=300, env=flow_env(kafka_bootstrap, ticks, out))
+    assert on_kafka.returncode == BAD_SETUP, on_kafka.stderr[-3000:]
+    assert one_line(on_kafka.stderr) == (
+        f"ticklet: recovery store {files_store}: its snapshot is of a run that read the files of ws:spot:BTCUSDT, and "
+        f"this run reads the Kafka topic {ticks!r}: a store belongs to one input. Run with the input of the snapshot, "
+        "or give this run a store and an output directory of its own (mkdir -p recovery/other && python -m "
+        "bytewax.recovery recovery/other 1, then -r recovery/other/ with another TICKLET_OUTPUT__DIR)")
+    assert (files_store / "part-0.sqlite3").read_bytes() == before
+
+    kafka_store, kafka_out = _new_store(tmp_path / "kafka"), tmp_path / "kafka_out"
+    run_flow(flow_env(kafka_bootstrap, ticks, kafka_out), "-r", str(kafka_store), "-s", "1", "-b", "0")
+    on_files = _flow_with(kafka_store, kafka_out, SAMPLE_DIR)
+    assert on_files.returncode == BAD_SETUP, on_files.stderr[-3000:]
+    line = one_line(on_files.stderr)
+    assert line.startswith(f"ticklet: recovery store {kafka_store}: its snapshot is of a run that read the Kafka "
+                           f"topic {ticks!r}, and this run reads the files of ws:spot:BTCUSDT: "), line
+
+
 def test_an_output_directory_changed_between_lives_is_one_line(tmp_path):
     """A run over the sample with recovery into ``a``; the same store with
     TICKLET_OUTPUT__DIR ``b``: one line naming both, status 2 (before: a
