@@ -8,7 +8,14 @@
 
 All three are single-partition :class:`FixedPartitionedSink` s whose recovery
 state is the file offset (or the totals), so a resumed run truncates what was
-written after the last snapshot and never duplicates a line.
+written after the last snapshot and never duplicates a line. With the offset,
+the state of a record file holds the SHA-256 of the bytes before it (a pair,
+bounded): a resumed run first checks that the file still begins with the
+bytes its store's run wrote, and when another run wrote over them (two
+recovery stores, or a run without one, sharing an output directory) stops
+with one line and exit status 2 instead of cutting the other run's file at
+its offset. (A snapshot taken before the digest was kept, a bare offset, is
+resumed unchecked.)
 
 A file that cannot be written (a full disk, a file too large, a directory in
 its place), or that was removed or replaced while the run wrote to it (what
@@ -23,13 +30,14 @@ snapshot.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, Optional, TypeVar
+from typing import BinaryIO, NoReturn, Optional, TypeVar, Union
 
 import msgspec
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -55,11 +63,31 @@ def _write_failed(path: Path, why: OSError) -> NoReturn:
     write_failed(path, why, withdraw=(path.with_name(COUNTERS_FILE),))
 
 
-class _AppendPartition(StatefulSinkPartition[msgspec.Struct, int]):
-    def __init__(self, path: Path, resume: Optional[int], head: bytes,
+#: The recovery state of a record file: its offset and the SHA-256 (hex) of the bytes before it (a bare offset
+#: in a snapshot taken before the digest was kept).
+Resume = Union[tuple[int, str], int]
+
+
+def _prefix_sha256(f: BinaryIO, n: int) -> hashlib._Hash:
+    """The SHA-256 (a hash object, to go on with) of the first ``n`` bytes of ``f``."""
+    h = hashlib.sha256()
+    f.seek(0)
+    while n > 0:
+        block = f.read(min(n, 1 << 20))
+        if not block:
+            break
+        h.update(block)
+        n -= len(block)
+    return h
+
+
+class _AppendPartition(StatefulSinkPartition[msgspec.Struct, tuple[int, str]]):
+    def __init__(self, path: Path, resume_state: Optional[Resume], head: bytes,
                  encode: Callable[[list], bytes]):
         self._path = path
         self._encode = encode
+        resume, digest = (resume_state, None) if not isinstance(resume_state, tuple) else resume_state
+        self._sha = hashlib.sha256()  # of every byte of the file, for the snapshot
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             size = path.stat().st_size if path.exists() else None
@@ -69,11 +97,20 @@ class _AppendPartition(StatefulSinkPartition[msgspec.Struct, int]):
                          "changed since the snapshot was taken (files removed or cut short). Put the run's files "
                          "back, or remove the recovery store to start afresh.", EXIT_BAD_SETUP)
             self._f = open(path, "r+b" if size is not None else "w+b")  # noqa: SIM115
+            if resume:
+                self._sha = _prefix_sha256(self._f, resume)
+                if digest is not None and self._sha.hexdigest() != digest:
+                    stop_run(f"{path}: the recovery snapshot resumes this file at byte {resume:,}, but its first "
+                             f"{resume:,} bytes are not the ones this store's run wrote: another run wrote over the "
+                             f"file since (two recovery stores, or a run without one, sharing the output directory "
+                             f"{path.parent}). Give each store an output directory of its own (TICKLET_OUTPUT__DIR), "
+                             "or remove the recovery store to start afresh.", EXIT_BAD_SETUP)
             self._f.truncate(resume or 0)
             self._f.seek(resume or 0)
             if not resume and head:
                 self._f.write(head)
                 self._f.flush()
+                self._sha.update(head)
             self._id = self._inode(os.fstat(self._f.fileno()))
         except OSError as ex:
             _write_failed(path, ex)
@@ -98,15 +135,17 @@ class _AppendPartition(StatefulSinkPartition[msgspec.Struct, int]):
                                               "written since are lost"))
 
     def write_batch(self, values: list[msgspec.Struct]) -> None:
+        data = self._encode(values)
         try:
-            self._f.write(self._encode(values))
+            self._f.write(data)
             self._f.flush()
         except OSError as ex:
             _write_failed(self._path, ex)
+        self._sha.update(data)
 
-    def snapshot(self) -> int:
+    def snapshot(self) -> tuple[int, str]:
         self._check_in_place()
-        return self._f.tell()
+        return self._f.tell(), self._sha.hexdigest()
 
     def close(self) -> None:
         self._check_in_place()
@@ -126,7 +165,7 @@ class _OneFileSink(FixedPartitionedSink[_X, _S]):
         return 0
 
 
-class _FileSink(_OneFileSink[msgspec.Struct, int]):
+class _FileSink(_OneFileSink[msgspec.Struct, tuple[int, str]]):
     def _head(self) -> bytes:
         return b""
 
@@ -134,7 +173,7 @@ class _FileSink(_OneFileSink[msgspec.Struct, int]):
     def _encode(self, values: list) -> bytes:
         """Encode a batch of records as bytes to append."""
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _AppendPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[Resume]) -> _AppendPartition:
         return _AppendPartition(self._path, resume_state, self._head(), self._encode)
 
 

@@ -333,6 +333,34 @@ def test_a_store_of_another_input_is_one_line(kafka_bootstrap, tmp_path):
                            f"topic {ticks!r}, and this run reads the files of ws:spot:BTCUSDT: "), line
 
 
+def test_two_stores_sharing_an_output_directory_is_one_line(tmp_path):
+    """A run over the sample's second day with its store ``a`` into ``out``,
+    then another over both days with its store ``b`` into the same ``out``
+    (it writes the files anew, longer). Resuming ``a`` would cut ``b``'s files
+    at ``a``'s offsets, leaving a mix of both runs: instead one line naming
+    the file and the directory, status 2 (the file's first bytes are not those
+    ``a``'s run wrote, by the digest in its snapshot). ``b`` resumed ends
+    normally, its files unchanged."""
+    day2 = SAMPLE_DIR / "spot" / "btcusdt_20240809.gz"
+    a, b, out = _new_store(tmp_path / "a"), _new_store(tmp_path / "b"), tmp_path / "out"
+    assert _flow_with(a, out, day2).returncode == 0
+    assert _flow_with(b, out, SAMPLE_DIR).returncode == 0
+    files = _record_files(out)
+
+    resumed = _flow_with(a, out, day2)
+    assert resumed.returncode == BAD_SETUP, resumed.stderr[-3000:]
+    line = one_line(resumed.stderr)
+    assert re.fullmatch(rf"ticklet: {re.escape(str(out))}/\w+\.csv: the recovery snapshot resumes this file at byte "
+                        r"[\d,]+, but its first [\d,]+ bytes are not the ones this store's run wrote: another run "
+                        rf"wrote over the file since \(two recovery stores, or a run without one, sharing the output "
+                        rf"directory {re.escape(str(out))}\)\. Give each store an output directory of its own "
+                        r"\(TICKLET_OUTPUT__DIR\), or remove the recovery store to start afresh\.", line), line
+
+    again = _flow_with(b, out, SAMPLE_DIR)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _record_files(out) == files
+
+
 def test_an_output_directory_changed_between_lives_is_one_line(tmp_path):
     """A run over the sample with recovery into ``a``; the same store with
     TICKLET_OUTPUT__DIR ``b``: one line naming both, status 2 (before: a

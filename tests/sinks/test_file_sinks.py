@@ -4,6 +4,7 @@ nothing written after the last snapshot is duplicated."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 from typing import Any, Optional, get_args
@@ -112,11 +113,12 @@ def test_resumed_partition_truncates_to_its_offset(btc_spot_chain, tmp_path, kin
     _writes(make(ref), None, [recs])
     path = tmp_path / "out"
     snap, _ = _writes(make(path), None, [recs[:100], recs[100:200]])  # crash after the 2nd batch
-    assert path.stat().st_size > snap
+    offset, digest = snap  # the offset, and the SHA-256 of the bytes before it
+    assert path.stat().st_size > offset and digest == hashlib.sha256(path.read_bytes()[:offset]).hexdigest()
     sink = make(path)
     (part,) = sink.list_parts()
     p = sink.build_part("out", part, snap)  # resume from the snapshot taken after 100 records
-    assert path.stat().st_size == snap  # what came after the snapshot is gone
+    assert path.stat().st_size == offset  # what came after the snapshot is gone
     p.write_batch(recs[100:])  # the replayed records
     p.close()
     assert path.read_bytes() == ref.read_bytes()
