@@ -255,8 +255,8 @@ class WarmStart:
                    "start with recovery needs a store of its own)")
         else:
             why = (f"none of this run's instruments ({', '.join(started)}) is in it, and "
-                   "TICKLET_FORECAST__WARM_START_MAP maps none of them to one of its instruments")
-        return f"bundle {self.id} ({self.path}, holding {held}) went unused: {why}; every learner started cold"
+                   "TICKLET_FORECAST__WARM_START_MAP maps none of them to one of its instruments: they started cold")
+        return f"bundle {self.id} ({self.path}, holding {held}) went unused: {why}"
 
     def features(self, instrument: str) -> Optional[features_op.FeatureState]:
         """The feature state ``instrument`` starts from (:func:`operators.features.warm`), or None: cold."""

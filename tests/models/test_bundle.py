@@ -271,8 +271,7 @@ def test_recovery_state_takes_precedence_over_the_bundle(made, tmp_path, caplog)
         f"{bundle} (TICKLET_FORECAST__WARM_START), which starts only the instruments the store has no state of",
         f"bundle {bundle_id} ({bundle}, holding BTCUSDT) went unused: no instrument of this run started afresh: a "
         "recovery store (-r) resumed every one from its snapshot, or the input held no ticks (a finished store "
-        "resumes at the end of its input; a warm start with recovery needs a store of its own); every learner "
-        "started cold"], said
+        "resumes at the end of its input; a warm start with recovery needs a store of its own)"], said
     resumed = [r for r in both if int(r["ts_target"]) > end]
     assert len(resumed) > 1000 and {r["bundle"] for r in both} == {"cold"}
     lin = [r for r in resumed if r["model"] == "linear" and r["horizon"] == "1"]
@@ -291,7 +290,7 @@ def test_a_bundle_no_instrument_of_the_run_starts_from_says_so(made, tmp_path, c
     said = [r.getMessage() for r in caplog.records if "went unused" in r.getMessage()]
     assert said == [f"bundle {bundle_id} ({bundle}, holding BTCUSDT) went unused: none of this run's instruments "
                     "(ETHUSDT) is in it, and TICKLET_FORECAST__WARM_START_MAP maps none of them to one of its "
-                    "instruments; every learner started cold"], said
+                    "instruments: they started cold"], said
     assert {r["bundle"] for r in csv_dicts(tmp_path / "eth" / "forecasts.csv")} == {"cold"} and cold
     caplog.clear()
     _run([ETH9], tmp_path / "mapped", base=_settings(warm_start=bundle, warm_start_map={"ETHUSDT": "BTCUSDT"}))
