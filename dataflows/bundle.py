@@ -240,9 +240,10 @@ class WarmStart:
         return None if src is None else self.states[src]
 
     def unused(self) -> Optional[str]:
-        """Once, at the end of a run in which no instrument started from the
-        bundle: the warning line saying so and why (None otherwise, and after
-        the first time)."""
+        """The warning line, once, at the end of a run in which no instrument started from the bundle.
+
+        It says so and why; None otherwise, and after the first time.
+        """
         with self.lock:
             if self.used or self.said:
                 return None
@@ -289,15 +290,18 @@ class _Check(StatelessSinkPartition[Any]):
 
 
 class WarmStartCheck(DynamicSink[Any]):
-    """A sink that takes nothing and, when the run ends, warns in one line if
-    no instrument started from the bundle (:meth:`WarmStart.unused`): every
-    one resumed from a recovery store, or none is in the bundle. Its input is
-    any stream downstream of the join, so that it closes after it."""
+    """A sink that takes nothing and, when the run ends, warns in one line if no instrument started from the bundle.
+
+    See :meth:`WarmStart.unused`: every instrument resumed from a recovery
+    store, or none is in the bundle. Its input is any stream downstream of
+    the join, so that it closes after it.
+    """
 
     def __init__(self, warm: WarmStart):
         self._warm = warm
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Check:
+        """The partition of one worker, which warns when it closes."""
         return _Check(self._warm)
 
 

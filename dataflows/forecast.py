@@ -54,10 +54,11 @@ log = logging.getLogger(__name__)
 OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "signals.csv", "trades.csv", "equity.csv", "economics.csv",
                 "dead_letters.jsonl", COUNTERS_FILE)
 def check_output_files(out: Path, name: str, remove: bool = False) -> None:
-    """At start: each file the run writes in ``out`` must be a file or not
-    exist yet; with ``remove``, the previous run's are removed (a fresh run
-    never reports a previous run's files). A :class:`ConfigError` naming
-    ``name`` (the option or setting) and the file otherwise (exit status 2).
+    """At start, check that each file the run writes in ``out`` is a file or does not exist yet.
+
+    With ``remove``, the previous run's are removed (a fresh run never
+    reports a previous run's files). A :class:`ConfigError` naming ``name``
+    (the option or setting) and the file otherwise (exit status 2).
     """
     for f in (*OUTPUT_FILES, MANIFEST):
         path = out / f
@@ -73,11 +74,13 @@ def check_output_files(out: Path, name: str, remove: bool = False) -> None:
 
 
 def priced_for_quotes(settings: Settings) -> Settings:
-    """``settings``, with bars priced by the last trade where a mid-quote
-    price would leave them all without a price: a replay of inputs that hold
-    trades but no quotes (``bookTicker``) at all (:func:`sources.files.unquoted`),
-    which a warning says. Where only some instruments have no quotes, a
-    warning names them and nothing changes (with the mid they get no bars)."""
+    """``settings``, with bars priced by the last trade where a mid-quote price would leave them all without one.
+
+    That is a replay of inputs that hold trades but no quotes
+    (``bookTicker``) at all (:func:`sources.files.unquoted`), which a
+    warning says. Where only some instruments have no quotes, a warning
+    names them and nothing changes (with the mid they get no bars).
+    """
     if settings.input.source != "replay" or settings.bars.price != "mid":
         return settings
     bare, quoted = unquoted(list(settings.input.paths), settings.input.market)
@@ -93,15 +96,18 @@ def priced_for_quotes(settings: Settings) -> Settings:
 
 def build_flow(settings: Settings, save_models: Optional[Path] = None,
                summary: Optional[list[str]] = None, stop: Optional[StopRequest] = None) -> Dataflow:
-    """Wire the dataflow for ``settings`` (and write the run's manifest,
-    ``run.json``, in the output directory). With ``save_models``, the final
-    states of the learners and features are pickled into that directory when
-    the input ends (a model bundle: :mod:`dataflows.bundle`, whose
-    :func:`~dataflows.bundle.save_bundle` writes its manifest after the run).
-    With ``TICKLET_FORECAST__WARM_START``, they start from a bundle. With
+    """Wire the dataflow for ``settings`` (and write the run's manifest, ``run.json``, in the output directory).
+
+    With ``save_models``, the final states of the learners and features are
+    pickled into that directory when the input ends (a model bundle:
+    :mod:`dataflows.bundle`, whose :func:`~dataflows.bundle.save_bundle`
+    writes its manifest after the run). With
+    ``TICKLET_FORECAST__WARM_START``, they start from a bundle. With
     ``summary``, the end-of-run summary is appended to that list instead of
     written on stderr (:class:`sinks.report.ReportSink`). With ``stop``, the
-    input ends when it is requested (:class:`dataflows.stop.StoppableSource`)."""
+    input ends when it is requested
+    (:class:`dataflows.stop.StoppableSource`).
+    """
     out, kafka = settings.output.dir, settings.kafka
     warm = load_warm_start(settings)  # before anything is wired or written: a bad bundle is one line
     if settings.output.influx:  # a server that cannot take the points: one line now, not points lost at the end
@@ -190,9 +196,11 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
 
 
 def _destinations(settings: Settings) -> dict[str, str]:
-    """Where the run's outputs go, for the end-of-run summary (InfluxDB
-    reports on its own line once its last points are confirmed:
-    :class:`sinks.influx.InfluxSink`)."""
+    """Where the run's outputs go, for the end-of-run summary.
+
+    InfluxDB reports on its own line once its last points are confirmed
+    (:class:`sinks.influx.InfluxSink`).
+    """
     o, k = settings.output, settings.kafka
     economics = ("signals.csv", "trades.csv", "equity.csv", "economics.csv")
     out = {name.split(".")[0]: str((o.dir / name).resolve()) for name in OUTPUT_FILES
@@ -210,9 +218,11 @@ def _under_bytewax_run() -> bool:
 
 
 def _recovery_args() -> Optional[tuple[Path, bool]]:
-    """``(-r directory, whether it holds every partition)`` of the
-    ``python -m bytewax.run`` command this process runs, if it runs one with
-    recovery (a cluster, ``-a``, spreads the partitions over its processes)."""
+    """``(-r directory, whether it holds every partition)`` of this process's ``bytewax.run`` command.
+
+    Only if it runs ``python -m bytewax.run`` with recovery (a cluster,
+    ``-a``, spreads the partitions over its processes).
+    """
     if not _under_bytewax_run():
         return None
     from bytewax.run import _parse_args  # what bytewax.run itself parsed
@@ -226,14 +236,17 @@ _LEARNERS = ".join_forecasts.join.stateful_step"
 
 
 def check_recovery(settings: Settings, flow: Dataflow, recovery: Optional[tuple[Path, bool]] = None) -> None:
-    """Before Bytewax resumes from its recovery store (``-r``; ``recovery``:
-    the directory and whether it holds every partition, by default from the
-    command line): a store it cannot use is a :class:`ConfigError` naming the
-    file and what to do (:func:`dataflows.recovery.check_store`); a store
-    with no snapshot yet is logged as a fresh start, with, when the run
-    publishes to Kafka, how many records the output topic already holds. With
-    a model bundle (``TICKLET_FORECAST__WARM_START``), a store that holds
-    learners' state says that it wins over the bundle for those instruments."""
+    """Check, before Bytewax resumes from its recovery store (``-r``), that it can use it.
+
+    ``recovery``: the directory and whether it holds every partition, by
+    default from the command line. A store it cannot use is a
+    :class:`ConfigError` naming the file and what to do
+    (:func:`dataflows.recovery.check_store`); a store with no snapshot yet
+    is logged as a fresh start, with, when the run publishes to Kafka, how
+    many records the output topic already holds. With a model bundle
+    (``TICKLET_FORECAST__WARM_START``), a store that holds learners' state
+    says that it wins over the bundle for those instruments.
+    """
     from dataflows.recovery import check_store, fresh_start_line, topic_records
 
     recovery = recovery or _recovery_args()
@@ -258,8 +271,9 @@ def check_recovery(settings: Settings, flow: Dataflow, recovery: Optional[tuple[
 
 
 def stopped_line(settings: Settings, recovery: Optional[tuple[Path, bool]]) -> str:
-    """The last line of a run stopped on request (Ctrl-C): where its outputs
-    and its recovery store stand (:mod:`dataflows.stop`).
+    """The last line of a run stopped on request (Ctrl-C): where its outputs and its recovery store stand.
+
+    See :mod:`dataflows.stop`.
 
     >>> print(stopped_line(Settings(), None))  # doctest: +NORMALIZE_WHITESPACE
     stopped on request (SIGINT): the ticks read until then are processed and their outputs written (the files
@@ -280,14 +294,16 @@ def stopped_line(settings: Settings, recovery: Optional[tuple[Path, bool]]) -> s
 
 
 def __getattr__(name: str) -> Dataflow:
-    """``flow``: the dataflow of the environment's settings, for
-    ``python -m bytewax.run dataflows.forecast``. A bad setting, input file
-    or output directory, Kafka brokers that do not answer at start (with a
-    Kafka input or output), an API port that is taken or a recovery store
-    (``-r``) that cannot be used (:func:`check_recovery`) print one plain
-    line on stderr (naming the setting or file) and exit with status 2.
-    Under ``bytewax.run``, Ctrl-C ends the input and the run, with
-    :func:`stopped_line` and exit status 130 (:mod:`dataflows.stop`)."""
+    """``flow``: the dataflow of the environment's settings, for ``python -m bytewax.run dataflows.forecast``.
+
+    A bad setting, input file or output directory, Kafka brokers that do not
+    answer at start (with a Kafka input or output), an API port that is
+    taken or a recovery store (``-r``) that cannot be used
+    (:func:`check_recovery`) print one plain line on stderr (naming the
+    setting or file) and exit with status 2. Under ``bytewax.run``, Ctrl-C
+    ends the input and the run, with :func:`stopped_line` and exit status
+    130 (:mod:`dataflows.stop`).
+    """
     if name != "flow":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:

@@ -262,11 +262,14 @@ def _input_of(parts: set[str]) -> str:
 
 
 def _check_sources(db_dir: Path, flow: Dataflow, state: StoreState) -> None:
-    """The snapshot's partitions of each input (a Kafka topic's partitions, or
-    the streams of the files read) must be this run's: Bytewax panics on a
-    partition it cannot route (``StateKey ... not in this worker's routing
-    map``). A run on Kafka reusing a store of a run on files, or the other
-    way, is refused in one line naming the store and what to do."""
+    """Check that the snapshot's partitions of each input are this run's.
+
+    An input's partitions are a Kafka topic's partitions, or the streams of
+    the files read: Bytewax panics on a partition it cannot route
+    (``StateKey ... not in this worker's routing map``). A run on Kafka
+    reusing a store of a run on files, or the other way, is refused in one
+    line naming the store and what to do.
+    """
     for step in flow.substeps:
         source = getattr(step, "source", None)
         kept = state.keys.get(step.step_id, set())
