@@ -161,9 +161,9 @@ class _Partition(StatefulSourcePartition[Item, int]):
         if eof and self._catch_up is not None:
             end = max(self._offset, 0)  # the end event's offset, when it carries one
             for m in msgs:
-                err = m.error()
-                if err is not None and err.code() == KafkaError._PARTITION_EOF and m.offset() is not None:
-                    end = m.offset()
+                err, at = m.error(), m.offset()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF and at is not None:
+                    end = at
             self._catch_up.reached(self._part, end)
         return out
 
