@@ -7,7 +7,10 @@ test that opens a file under the shared data directory (``$TICKLET_DATA`` or
 
 Before the first test, :mod:`provision` installs the servers and tools that
 the collected tests need (Kafka jars, InfluxDB 2 built from source,
-docker-compose, chromium).
+docker-compose, chromium): only integration tests need them, so the unit run,
+``python -m pytest -m "not integration"``, installs nothing. The
+``integration`` mark is kept true by :mod:`integration_mark`, whose hooks
+this conftest takes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from integration_mark import (  # noqa: F401 (the hooks that keep the integration mark true)
+    pytest_collection_modifyitems,
+    pytest_runtest_makereport,
+    pytest_runtest_protocol,
+)
 from provision import provision
 
 from harness.kafka_broker import BrokerStartError, kafka_broker

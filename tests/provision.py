@@ -34,6 +34,10 @@ APT_TOOLS = {"compose_cmd": ("docker-compose", "docker-compose"), "chromium": ("
 
 INFLUXDB_SH = REPO / "scripts" / "influxdb.sh"
 
+#: The fixtures whose tests need something installed here: only integration
+#: tests request them (tests/integration_mark.py), so the unit run installs nothing.
+PROVISIONED = frozenset({*APT_TOOLS, "influxd", "kafka_bootstrap"})
+
 #: why the InfluxDB tests cannot run here (set by :func:`provision`; the
 #: ``influxd`` fixture fails with it)
 influxdb_unavailable: str | None = None

@@ -27,6 +27,9 @@ import pytest
 from dataflows.settings import Settings
 from harness.realdata import REPO
 
+#: Integration tests (tests/integration_mark.py): every case runs the CLI or the dataflow in a subprocess.
+pytestmark = pytest.mark.integration
+
 WS = REPO / "tests" / "data" / "binance-ws"
 CM = REPO / "tests" / "data" / "fixtures" / "hftbacktest" / "cm" / "btcusd_perp_20240808.gz"
 REC = WS / "spot" / "btcusdt_20230405.dat.gz"

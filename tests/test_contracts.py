@@ -78,7 +78,13 @@ def test_operator_state_round_trip_mid_stream(chain, name, how):
     assert len(tail_restored) > 0
 
 
-@pytest.mark.parametrize("name", OPERATORS)
+#: The operators that pass every event on, whose copies at each step take 2 to 3 s on each chain:
+#: that check of theirs is an integration test, too slow for the unit run (tests/integration_mark.py).
+_EVERY_EVENT = ("bars", "fills", "sanity")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.integration) if n in _EVERY_EVENT else n
+                                  for n in OPERATORS])
 def test_operator_does_not_mutate_inputs_or_earlier_outputs(chain, name):
     step, init, items, ref = operator_case(name, chain)
     fed = _clone(items)
@@ -135,7 +141,13 @@ def _prequential(model, stream) -> list[float]:
     return preds
 
 
-@pytest.fixture(params=sorted(MODELS))
+#: Every learner. The contracts of two are integration tests, too slow for the unit run
+#: (tests/integration_mark.py): the CNN-GRU trains torch networks (about 20 s in all), the adaptive
+#: random forest grows trees (about 10 s).
+LEARNERS = [pytest.param(n, marks=pytest.mark.integration) if n in ("cnn_gru", "arf") else n for n in sorted(MODELS)]
+
+
+@pytest.fixture(params=LEARNERS)
 def learner_name(request) -> str:
     return request.param
 

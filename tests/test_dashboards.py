@@ -44,6 +44,9 @@ from fluxcheck import (
 
 from harness.realdata import REPO, csv_dicts
 
+#: Integration tests (tests/integration_mark.py): an InfluxDB server.
+pytestmark = pytest.mark.integration
+
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
 MEASUREMENT = re.compile(r'r\._measurement == "(\w+)"')
 CSV_MEASUREMENTS = {"forecast", "scored", "metrics", "signal", "position", "equity"}

@@ -279,6 +279,7 @@ def _rows(out, instrument: str) -> dict[str, list[str]]:
             for name in RECORD_FILES}
 
 
+@pytest.mark.integration  # slow: whole runs over every recording
 def test_instruments_beyond_the_limit_are_dead_lettered_and_counted(ws_dir, runs, tmp_path):
     """Item 5: the tester's 8,000 fake symbols; with TICKLET_INPUT__MAX_INSTRUMENTS=50
     the real instrument and the first 49 fakes are admitted, the other 7,951
@@ -295,6 +296,7 @@ def test_instruments_beyond_the_limit_are_dead_lettered_and_counted(ws_dir, runs
     assert _rows(tmp_path / "out", "BTCUSDT") == _rows(clean_out, "BTCUSDT")
 
 
+@pytest.mark.integration  # slow: whole runs over every recording, two workers
 def test_the_instrument_limit_holds_per_source_partition_with_two_workers(ws_dir, runs, tmp_path):
     """Item 5: each recording is a source partition with its own limit (3:
     its real instrument and 2 fakes), whatever worker parses it."""

@@ -41,11 +41,13 @@ def resolved(compose_cmd) -> dict:
     return yaml.safe_load(proc.stdout)
 
 
+@pytest.mark.integration  # docker compose in a subprocess
 def test_docker_compose_config_validates(resolved):
     """`docker compose config` accepts the file with the example environment."""
     assert resolved["services"]["forecast"]["environment"]["TICKLET_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
 
 
+@pytest.mark.integration  # docker compose in a subprocess
 def test_forecast_is_restarted_on_failure_a_few_times_only(resolved):
     """scripts/run-forecast.sh restarts the dataflow itself after a crash, a
     kill or status 75, and exits only on 0 (input ended), 2 (bad setting or
@@ -193,6 +195,7 @@ WRITTEN = {
 }
 
 
+@pytest.mark.integration  # git in a subprocess
 def test_git_ignores_what_the_documented_commands_write():
     """``git status`` in a clone stays clean after the documented commands:
     each path they write is ignored (``git check-ignore``, by the rules alone)."""

@@ -8,6 +8,10 @@ import pytest
 from harness.realdata import RECORD_FILES
 from ticklet.backtest import run_backtest
 
+#: Integration tests (tests/integration_mark.py): whole runs over every recording, twice and with two workers, and the
+#: CLI in a subprocess.
+pytestmark = pytest.mark.integration
+
 FILES = [*RECORD_FILES, "counters.json"]
 
 

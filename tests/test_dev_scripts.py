@@ -17,9 +17,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from runutil import file_env
 
 from harness.realdata import REPO, csv_dicts
+
+#: Integration tests (tests/integration_mark.py): the scripts/*.sh start servers (Kafka, InfluxDB, the test exchange).
+pytestmark = pytest.mark.integration
 
 RECORDING = REPO / "tests" / "data" / "binance-ws" / "spot" / "btcusdt_20230405.dat.gz"
 DAY = REPO / "tests" / "data" / "binance-ws" / "spot" / "btcusdt_20240808.gz"  # = data/sample/spot/

@@ -257,6 +257,7 @@ def test_the_tests_named_by_the_reliability_page_exist():
     assert not missing, missing
 
 
+@pytest.mark.integration  # mkdocs in a subprocess
 def test_the_site_builds_strictly_and_offline(tmp_path):
     """``mkdocs build --strict``: a broken link or anchor, a page missing from the nav, a
     docstring mkdocstrings cannot render fails it. Built into a temporary directory."""

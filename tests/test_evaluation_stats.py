@@ -54,6 +54,7 @@ def test_hac_mean_matches_a_direct_computation_at_every_lag() -> None:
             assert math.isclose(acc.long_run_variance(), v, rel_tol=1e-10, abs_tol=1e-12), (lag, n)
 
 
+@pytest.mark.integration  # slow: the operator chain over every recording
 def test_diebold_mariano_matches_statsmodels_hac_on_real_forecasts(full_chain) -> None:
     """DM / HLN factor = mean(d) / HAC standard error of statsmodels' OLS of
     d on a constant (Newey-West, Bartlett, maxlags h - 1), to 1e-9."""
@@ -77,6 +78,7 @@ def test_diebold_mariano_matches_statsmodels_hac_on_real_forecasts(full_chain) -
     assert checked == 2 * (len(MODELS) - 1)
 
 
+@pytest.mark.integration  # slow: the operator chain over every recording
 def test_hit_rate_standard_error_is_hac_and_wider_under_overlap(full_chain) -> None:
     """The hit indicator's HAC standard error equals statsmodels'; at h = 10
     overlapping moves carry less information than independent ones, on every
@@ -97,6 +99,7 @@ def test_hit_rate_standard_error_is_hac_and_wider_under_overlap(full_chain) -> N
             assert m.hit_rate_se > 1.5 * iid, (model, m.hit_rate_se, iid)
 
 
+@pytest.mark.integration  # slow: the operator chain over every recording
 def test_pesaran_timmermann_on_non_overlapping_real_forecasts(full_chain) -> None:
     """PT uses the 1st, (h+1)-th, ... scored forecast; its statistic equals a
     direct computation from those pairs, and its square is close to Pearson's
@@ -128,6 +131,7 @@ def test_pesaran_timmermann_on_non_overlapping_real_forecasts(full_chain) -> Non
     assert compared >= 5
 
 
+@pytest.mark.integration  # slow: the operator chain over every recording
 def test_a_significant_overlapping_hit_rate_is_not_significant_for_pt(full_chain) -> None:
     """At h = 10 the plain binomial test on overlapping moves calls some
     model's hit rate significant that the non-overlapping PT test does not:
@@ -152,6 +156,7 @@ def test_tests_are_undefined_until_they_can_be_computed() -> None:
     assert pt_test(1, 1, 1, 0) == (None, None)
 
 
+@pytest.mark.integration  # slow: the operator chain over every recording
 def test_holm_matches_statsmodels_on_the_run_p_values(full_chain) -> None:
     from statsmodels.stats.multitest import multipletests
 
@@ -183,6 +188,7 @@ def test_wilson_interval_matches_scipy() -> None:
         assert math.isclose(lo, ci.low, abs_tol=1e-12) and math.isclose(hi, ci.high, abs_tol=1e-12)
 
 
+@pytest.mark.integration  # slow: the operator chain over every recording
 def test_prequential_errors_match_river_progressive_validation(full_chain) -> None:
     """Every learner, fed the chain's real feature rows through River's
     ``evaluate.progressive_val_score(..., moment="ts", delay=h bars)``, gets

@@ -27,6 +27,10 @@ from harness.kafkautil import (
 )
 from harness.realdata import SCRATCH
 
+#: Integration tests (tests/integration_mark.py): a Kafka broker, killed and restarted, and the
+#: dataflow in subprocesses.
+pytestmark = pytest.mark.integration
+
 #: How long the broker stays dead: longer than the 30 s that used to end the run.
 OUTAGE_S = 35.0
 #: The kill interval that the README guarantees progress at (Crash recovery).

@@ -46,6 +46,10 @@ from dataflows.settings import load_settings
 from harness.realdata import RECORD_FILES, lines, payload, recv_ns, stream_kind, write_gz
 from ticklet.backtest import run_backtest
 
+#: Integration tests (tests/integration_mark.py): 100,000 mutated lines through whole runs, in the process, about 20
+#: s: too slow for the unit run.
+pytestmark = pytest.mark.integration
+
 SEED = 15
 N_MUTATED = 100_000
 FILES = ("spot/btcusdt_20240808.gz", "usdm/btcusdt_20230404.dat.gz")

@@ -294,6 +294,7 @@ def _sanity(events: list, **cfg) -> tuple[list, list, list]:
             [o for o in out if type(o) is Count])
 
 
+@pytest.mark.integration  # slow: every recording and kline file through the checks
 def test_every_real_recording_and_kline_file_passes_the_checks_unchanged(ws_dir, klines_dir):
     groups = [["spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz"],
               ["spot/ethusdt_20240808.gz", "spot/ethusdt_20240809.gz"], ["spot/btcusdt_20230405.dat.gz"],
@@ -479,6 +480,7 @@ def _same_outputs(clean, run, copies: list[bytes], skipped: int = 0) -> None:
     assert got == want | {k: want.get(k, 0) + v for k, v in more.items() if v}
 
 
+@pytest.mark.integration  # slow: a whole run with 50,000 copies of a trade
 def test_a_trade_arriving_50000_times_is_passed_on_once_and_changes_nothing(runs, real, kinds, clean):
     """Issue 23, item 7: the same trade line 50,000 times in a row changed
     1,198 of 3,489 forecasts of the quick-start sample, unseen. Now the

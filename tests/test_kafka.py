@@ -14,6 +14,9 @@ from harness.kafkautil import consume_all, decoded, flow_env, replay, run_flow, 
 from harness.realdata import RECORD_FILES, csv_dicts, lines, payload, recv_ns, write_gz
 from sinks.records import SCHEMA_VERSION
 
+#: Integration tests (tests/integration_mark.py): a Kafka broker, and the dataflow in subprocesses.
+pytestmark = pytest.mark.integration
+
 
 def _recordings(ws_dir: Path) -> list[Path]:
     return sorted(p for p in ws_dir.rglob("*") if p.is_file())

@@ -82,12 +82,14 @@ def _import_cycles(root: Path) -> list[list[str]]:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.integration  # Python (grimp) in a subprocess
 def test_no_import_cycle():
     """No module imports, even inside a function, a module that imports it back
     through any chain (dataflows.bundle and dataflows.forecast did)."""
     assert _import_cycles(REPO) == []
 
 
+@pytest.mark.integration  # Python (grimp) in a subprocess
 def test_an_import_cycle_is_found(tmp_path):
     """The check works: in a copy of the tree, the cycle that was removed
     (dataflows.bundle importing dataflows.forecast in a function) and one
@@ -103,6 +105,7 @@ def test_an_import_cycle_is_found(tmp_path):
                                         ["dataflows.bundle", "dataflows.forecast"]]
 
 
+@pytest.mark.integration  # lint-imports in a subprocess
 def test_the_layers_are_kept():
     proc = _lint_imports(REPO)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
@@ -133,6 +136,7 @@ def _contracts() -> dict[str, str]:
             ["contracts"]}
 
 
+@pytest.mark.integration  # lint-imports in a subprocess
 @pytest.mark.parametrize(("module", "line", "contract", "reported"), WRONG, ids=[w[3] for w in WRONG])
 def test_a_wrong_import_breaks_its_floor(tmp_path, module, line, contract, reported):
     """The check works: in a copy of the tree, one import against the floors
@@ -173,12 +177,14 @@ def test_package_inits_import_nothing():
         assert not imports, f"{pkg}/__init__.py imports {ast.unparse(imports[0])}"
 
 
+@pytest.mark.integration  # ruff in a subprocess
 def test_ruff_is_clean():
     proc = subprocess.run([str(BIN / "ruff"), "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:]
 
 
+@pytest.mark.integration  # mypy in a subprocess
 def test_mypy_is_clean_on_the_pure_packages(tmp_path):
     """core/, operators/ and models/ (files and settings in pyproject.toml)."""
     proc = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache")], cwd=REPO,

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from provision import _influxdb
 
+#: Integration tests (tests/integration_mark.py): it runs scripts/influxdb.sh build in a subprocess.
+pytestmark = pytest.mark.integration
+
 
 def test_each_influxdb_build_has_its_own_log_and_says_where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Two builds (two users, or two runs, sharing the temporary directory)

@@ -24,6 +24,9 @@ from harness.kafkautil import assert_files_match
 from harness.realdata import RECORD_FILES, SCRATCH
 from sources.input_config import SAMPLE_DIR
 
+#: Integration tests (tests/integration_mark.py): every test runs the CLI or the dataflow in a subprocess.
+pytestmark = pytest.mark.integration
+
 #: The exit statuses the README documents (sinks.fatal).
 WRITE_FAILED, BAD_SETUP = 74, 2
 

@@ -15,6 +15,9 @@ import pytest
 from harness.kafkautil import flow_env, replay, run_flow, topic_name
 from harness.realdata import RECORD_FILES, SCRATCH
 
+#: Integration tests (tests/integration_mark.py): a Kafka broker, and the dataflow in several processes.
+pytestmark = pytest.mark.integration
+
 
 def _free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]

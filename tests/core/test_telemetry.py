@@ -12,6 +12,7 @@ import time
 import urllib.request
 
 import prometheus_client as pc
+import pytest
 
 from harness.kafkautil import flow_env, replay, topic_name
 from harness.realdata import SCRATCH
@@ -26,6 +27,7 @@ def test_counters_match_the_run_and_stages_are_timed(full_run):
         assert pc.REGISTRY.get_sample_value("ticklet_stage_seconds_count", {"stage": stage}) > 0, stage
 
 
+@pytest.mark.integration  # a Kafka broker
 def test_metrics_endpoint_of_a_live_dataflow(kafka_bootstrap, ws_dir, tmp_path):
     """A dataflow tailing Kafka with BYTEWAX_DATAFLOW_API_ENABLED and
     TICKLET_API__ADDRESS=0.0.0.0 (Bytewax's own server, which listens on

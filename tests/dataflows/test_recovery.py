@@ -41,6 +41,10 @@ from harness.kafkautil import (
 from harness.realdata import RECORD_FILES, REPO, SCRATCH
 from sources.input_config import SAMPLE_DIR
 
+#: Integration tests (tests/integration_mark.py): a Kafka broker, and the dataflow and
+#: scripts/run-forecast.sh in subprocesses.
+pytestmark = pytest.mark.integration
+
 KILLS = 10
 
 

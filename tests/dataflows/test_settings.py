@@ -205,6 +205,7 @@ def test_variables_that_are_not_settings_are_left_alone(monkeypatch):
     assert read_settings() == Settings()
 
 
+@pytest.mark.integration  # Python in a subprocess
 def test_reading_settings_opens_no_connection(tmp_path):
     """Reading the settings of a run with Kafka input and output, whose
     brokers answer nowhere, loads no network client at all: whether the

@@ -27,6 +27,10 @@ from operators import features as features_op
 from operators import forecast as forecast_op
 from operators.forecast import ForecastConfig
 
+#: Integration tests (tests/integration_mark.py): whole runs that make and load bundles, in the process (about 25 s:
+#: too slow for the unit run) and through the CLI in subprocesses.
+pytestmark = pytest.mark.integration
+
 DATA = REPO / "tests" / "data" / "binance-ws"
 SPOT8 = DATA / "spot" / "btcusdt_20240808.gz"
 SPOT9 = DATA / "spot" / "btcusdt_20240809.gz"

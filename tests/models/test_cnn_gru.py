@@ -21,6 +21,10 @@ from pydantic import ValidationError
 from models.base import OnlineModel
 from models.cnn_gru import CNNGRUConfig, CNNGRUModel
 
+#: Integration tests (tests/integration_mark.py): the CNN-GRU trains torch networks, in the process, about 45 s in
+#: all: too slow for the unit run.
+pytestmark = pytest.mark.integration
+
 
 def horizon1_ops(rows) -> list[tuple]:
     """('learn', x, y, forecast op index) and ('predict', x) in join order."""

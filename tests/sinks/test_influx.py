@@ -46,6 +46,7 @@ from sinks.summary import record_from_row
 from ticklet.backtest import run_backtest
 
 
+@pytest.mark.integration  # an InfluxDB server
 def test_every_measurement_is_read_back_with_its_values_tags_and_event_times(influx_replay):
     server, summary, out, got = influx_replay
     for m in CSV_OF:  # scored, metrics, signal, position, equity: exactly the run's CSV rows
@@ -86,6 +87,7 @@ def test_every_measurement_is_read_back_with_its_values_tags_and_event_times(inf
     assert last["points_dropped"] == 0 and last["points_failed"] == 0
 
 
+@pytest.mark.integration  # an InfluxDB server
 def test_a_replay_overwrites_identical_points(influx_replay, tmp_path, monkeypatch):
     """Replaying an instrument (as after a recovery) rewrites its points: the
     server holds exactly what it held, nothing added."""
@@ -126,6 +128,7 @@ def _bar_times(server) -> list[int]:
     return sorted(k[-1] for k in read_back(server, "bar"))
 
 
+@pytest.mark.integration  # an InfluxDB server
 def test_outage_keeps_points_within_the_bound_and_counts_the_rest(influxdb):
     bars, points = _bar_points(620)
     w = InfluxWriter(influxdb.config(batch_size=50, flush_interval_ms=50, retry_interval_ms=100,
@@ -144,6 +147,7 @@ def test_outage_keeps_points_within_the_bound_and_counts_the_rest(influxdb):
     assert _bar_times(influxdb) == [b.ts_end for b in bars[:320]]  # the first 320: nothing within the bound lost
 
 
+@pytest.mark.integration  # an InfluxDB server
 def test_a_wrong_token_is_a_clear_error_counted_never_logged_and_never_retried(influxdb, caplog):
     _, points = _bar_points(30)
     wrong = "wrong-" + influxdb.token[::-1]
@@ -167,6 +171,7 @@ def test_a_wrong_token_is_a_clear_error_counted_never_logged_and_never_retried(i
     assert _bar_times(influxdb) == []
 
 
+@pytest.mark.integration  # an InfluxDB server
 def test_a_field_whose_type_changes_is_rejected_counted_and_not_retried(influxdb, caplog):
     """InfluxDB fixes a field's type at its first write in a shard: a batch
     with a point of another type is a partial write (2.7 answers 422 and
@@ -196,6 +201,7 @@ def test_a_field_whose_type_changes_is_rejected_counted_and_not_retried(influxdb
     assert {k[-1]: v["trades"] for k, v in got.items()} == {t: 12, t + 10**9: 13, t + 3 * 10**9: 15}
 
 
+@pytest.mark.integration  # an InfluxDB server
 def test_close_honours_max_close_wait_with_the_server_stopped(influxdb, caplog):
     """Shutdown with the server down and default retries (20, up to 10 min):
     close() returns after max_close_wait_ms, counts the points not written,
@@ -222,6 +228,7 @@ def test_close_honours_max_close_wait_with_the_server_stopped(influxdb, caplog):
     assert not alive, alive  # a non-daemon thread would hold the process at exit
 
 
+@pytest.mark.integration  # a socket: it connects to a closed local port
 def test_the_token_is_never_logged(caplog, monkeypatch):
     secret = "s3cr3t-t0ken-value"
     monkeypatch.setenv("TICKLET_INFLUX__TOKEN", secret)
@@ -270,6 +277,7 @@ def test_measurements_table_matches_the_points(ws_dir):
 
 # --- every row its own point ---------------------------------------------------------------------------------
 
+@pytest.mark.integration  # an InfluxDB server
 def test_every_csv_row_is_its_own_point_even_where_rows_share_a_time(influx_replay):
     """InfluxDB keeps one point per measurement, tags and time. Decisions
     filled by the same quote give rows of equity.csv and trades.csv that
@@ -366,6 +374,7 @@ def _read_only_token(server) -> str:
         return client.authorizations_api().create_authorization(org_id=org_id, permissions=[read]).token
 
 
+@pytest.mark.integration  # an InfluxDB server
 @pytest.mark.parametrize("bad", ["token", "read-only token", "org", "bucket"])
 def test_a_server_that_would_refuse_the_points_stops_the_run_at_start(influx_replay, tmp_path, bad):
     """A token, org or bucket the server refuses, or a token that may only
@@ -388,6 +397,7 @@ def test_a_server_that_would_refuse_the_points_stops_the_run_at_start(influx_rep
     assert read_back(server, "bar") == before
 
 
+@pytest.mark.integration  # an InfluxDB server
 def test_the_check_at_start_waits_for_a_server_that_is_starting(influxdb, tmp_path):
     """InfluxDB still starting (docker compose starts both at once): the
     check asks again until TICKLET_INFLUX__CONNECT_TIMEOUT_S, and the run
@@ -449,6 +459,7 @@ def one_run(influx_replay, tmp_path_factory) -> tuple[Any, int]:
     return server, written
 
 
+@pytest.mark.integration  # an InfluxDB server
 def test_a_run_whose_points_are_rejected_says_so_once_and_ends_with_status_74(one_run, tmp_path):
     """The server takes the check but rejects the points (a bucket whose
     retention is an hour: every event-time point is older, a 422 partial
@@ -520,6 +531,7 @@ class _DeadAfterCheck:
             c.close()
 
 
+@pytest.mark.integration  # an InfluxDB server
 def test_a_server_gone_after_the_check_ends_the_run_with_the_count_and_status_74(one_run, tmp_path):
     """The server answers the check, then hangs for the rest of the run:
     the writer retries, the close wait (2 s here) runs out, and the run ends

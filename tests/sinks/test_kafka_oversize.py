@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
@@ -28,6 +29,9 @@ from sinks.kafka import KafkaRecordSink, producer_config, topic_limit
 from sinks.records import fit_dead_letter, kafka_record
 from sources.binance import MAX_LINE_BYTES
 from sources.wire import encode_tick
+
+#: Integration tests (tests/integration_mark.py): a Kafka broker, and the dataflow in subprocesses.
+pytestmark = pytest.mark.integration
 
 SRC = "spot/btcusdt_20240808.gz"
 N = 16_000  # about two minutes of ticks: bars, forecasts at both horizons, signals and fills

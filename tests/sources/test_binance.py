@@ -107,6 +107,7 @@ def parsed(ws_dir: Path, rel: str) -> list:
 
 # --- websocket recordings -----------------------------------------------------
 
+@pytest.mark.integration  # slow: every line of every recording, about 10 s
 @pytest.mark.parametrize("rel", ALL_FILES)
 def test_every_recorded_line_parses_to_the_hand_built_event(ws_dir, rel):
     market = market_of(rel)

@@ -55,6 +55,9 @@ from sources.files import group_streams, read_stream
 from ticklet.backtest import run_backtest
 from ticklet.cli import main
 
+#: Integration tests (tests/integration_mark.py): a local archive server (HTTP on a socket).
+pytestmark = pytest.mark.integration
+
 TRADES = dict(symbol="BTCUSDT", kind="trades", start="2024-08-08", end="2024-08-09")
 KLINES = dict(symbol="BTCUSDT", kind="klines", start="2025-05-30", end="2025-07-02", interval="1m")
 FAST = dict(retries=3, backoff_s=0.0, timeout_s=10.0)  # no waiting between retries in tests

@@ -161,6 +161,7 @@ def test_coinm_backtest_keeps_inverse_books_in_the_coin(tmp_path: Path):
     assert periods > 20
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_unknown_coinm_contract_is_refused_with_one_line(tmp_path: Path):
     """A COIN-M contract whose size ticklet does not know is refused, never
     read with a guessed size: a file with exit status 2 and one line; on
@@ -198,6 +199,7 @@ def test_coinm_over_kafka_is_read_like_the_file():
     assert all(h[1:] == ("coinm", len(b'{"ts_recv":%d,"market":"coinm"' % h[0])) for h in heads)
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_a_market_forced_against_the_symbols_is_refused(tmp_path: Path):
     """TICKLET_INPUT__MARKET=coinm on a spot recording is a bad setting: one
     line and exit status 2 (not a dead letter per message)."""
@@ -263,6 +265,7 @@ def test_a_recording_of_trades_without_quotes_gets_last_trade_bars(tmp_path: Pat
                       "trade (TICKLET_BARS__PRICE=last)"]
 
 
+@pytest.mark.integration  # the dataflow in a subprocess
 def test_the_dataflow_entry_point_falls_back_too(tmp_path: Path):
     """python -m bytewax.run dataflows.forecast on the same trades alone:
     last-trade bars and forecasts, and the warning on stderr."""

@@ -24,6 +24,7 @@ def summary(cli_run) -> dict:
     return json.loads(proc.stdout)  # the entire stdout is one JSON document
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_stdout_is_exactly_one_json_object(cli_run, summary):
     proc, _ = cli_run
     assert isinstance(summary, dict)
@@ -36,6 +37,7 @@ def _is(v, *types) -> bool:
     return type(v) in types
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_summary_fields_and_types(summary):
     for k in ("ticks", "bars", "forecasts", "errors"):
         assert _is(summary[k], int) and summary[k] >= 0, k
@@ -58,6 +60,7 @@ def test_summary_fields_and_types(summary):
                     assert 0.0 <= m["hit_rate"] <= 1.0
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_summary_counts_match_the_output_files(cli_run, summary):
     _, out = cli_run
     rows = csv_dicts(out / "forecasts.csv")
@@ -74,6 +77,7 @@ def test_summary_counts_match_the_output_files(cli_run, summary):
     assert not (out / "dead_letters.jsonl").exists() or (out / "dead_letters.jsonl").read_text() == ""
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_ticks_and_skips_match_the_recordings(ws_dir, summary):
     """Every trade (market only), bookTicker and depth message is a tick."""
     kinds: Counter = Counter()
@@ -92,6 +96,7 @@ def test_ticks_and_skips_match_the_recordings(ws_dir, summary):
     assert c["skipped_non_market_trade"] == non_market == 1
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_metrics_recomputed_from_forecasts(cli_run, summary):
     """The summary's metrics from forecasts.csv alone: MAE, RMSE, skill against
     the zero forecast, hit rate over realized non-zero moves."""
@@ -136,6 +141,7 @@ def _summary_block(stderr: str) -> tuple[str, list[str], list[str]]:
     return lines[i], lines[i + 2 : j - 2], [ln for ln in lines[j + 1 :] if ln.startswith("  ")]
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_human_readable_summary(ws_dir, tmp_path):
     """Without --json nothing goes to stdout; stderr ends with the totals, one
     row per model and horizon, and where each output file is."""
@@ -192,6 +198,7 @@ def _run_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, 
     return proc.returncode, out.decode(), shown.decode(errors="replace")
 
 
+@pytest.mark.integration  # the dataflow in a subprocess
 def test_bytewax_run_on_the_bundled_sample(tmp_path):
     """The README's quick start, as a user at a terminal runs it: a progress
     bar over the input bytes while it runs, the summary at the end; the
@@ -266,6 +273,7 @@ def _heavy_modules(argv: list[str]) -> set[str]:
     return set(filter(None, proc.stdout.strip().splitlines()[-1].removeprefix("loaded:").split(",")))
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 @pytest.mark.parametrize("argv", [["--help"], ["config"], ["download", "--help"], ["backtest", "--help"]])
 def test_help_and_config_load_no_heavy_library(argv):
     """`ticklet --help`, `config` and `download --help` load neither torch, River,
@@ -273,6 +281,7 @@ def test_help_and_config_load_no_heavy_library(argv):
     assert _heavy_modules(argv) == set()
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_a_backtest_without_the_cnn_gru_does_not_load_torch(ws_dir, tmp_path):
     """The default models need River (and SciPy, for the summary's p-values), never
     torch; influxdb-client only loads when the InfluxDB output is on."""
@@ -280,6 +289,7 @@ def test_a_backtest_without_the_cnn_gru_does_not_load_torch(ws_dir, tmp_path):
     assert _heavy_modules(["backtest", src, "--out", str(tmp_path)]) == {"river", "scipy", "bytewax"}
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_economics_block_of_every_book(cli_run, summary):
     """``economics`` in the JSON: every instrument, every default model and
     horizon plus the two baselines (horizon 0), as the last rows of
@@ -302,6 +312,7 @@ def test_economics_block_of_every_book(cli_run, summary):
         assert books["flat"]["0"]["fills"] == 0 and books["buy_and_hold"]["0"]["fills"] >= 1
 
 
+@pytest.mark.integration  # a server on a local socket
 def test_replay_to_brokers_that_are_gone_stops_after_the_delivery_timeout(ws_dir, tmp_path):
     """A closed port on loopback (no broker): with a 1 s delivery timeout the
     replay stops after about a second, says what was not delivered in its
@@ -325,6 +336,7 @@ def test_replay_to_brokers_that_are_gone_stops_after_the_delivery_timeout(ws_dir
     assert "did not answer" in lines[0] and f"{summary['undelivered']} of {summary['messages']}" in lines[1]
 
 
+@pytest.mark.integration  # a server on a local socket
 @pytest.mark.parametrize("switch", ["TICKLET_API__ENABLED", "BYTEWAX_DATAFLOW_API_ENABLED"])
 def test_the_dataflow_api_listens_on_loopback_only(ws_dir, tmp_path, switch):
     """With the API on (ticklet's switch or Bytewax's), the dataflow's process

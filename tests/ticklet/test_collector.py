@@ -32,6 +32,9 @@ from sources.binance_live import CollectConfig
 from sources.wire import decode_tick
 from ticklet.collector import Collector
 
+#: Integration tests (tests/integration_mark.py): a Kafka broker and the test exchange (a websocket server).
+pytestmark = pytest.mark.integration
+
 SPOT = ("btcusdt_20240808.gz", "ethusdt_20240808.gz")
 STREAMS = ("trade", "bookTicker", "depth@100ms")
 DROP = {("btcusdt@depth@100ms", 300), ("btcusdt@trade", 2000), ("ethusdt@trade", 5000)}

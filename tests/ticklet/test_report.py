@@ -324,6 +324,7 @@ def markets_run(ws_dir, tmp_path_factory):
     return summary, tmp / "out", build_report(tmp / "out")
 
 
+@pytest.mark.integration  # slow: a whole run of an instrument of every market, about 5 s
 def test_each_book_is_drawn_against_the_fee_of_its_market(markets_run):
     """Issue 23: the report chose the fee by a ``-PERP`` ending, so USD-M
     delivery and COIN-M contracts got spot's (11 bps here, fee and
@@ -392,6 +393,7 @@ def test_calibration_bins_hold_every_joined_forecast(run):
 # in the browser
 
 
+@pytest.mark.integration  # a headless chromium
 def test_the_browser_check_sees_errors_and_requests(chromium, tmp_path):
     """The checks below can fail: a page that logs an error, throws, and asks for a remote script is caught
     at all three."""
@@ -407,11 +409,13 @@ def test_the_browser_check_sees_errors_and_requests(chromium, tmp_path):
     assert "http://127.0.0.1:9/x.js" in requests
 
 
+@pytest.mark.integration  # a headless chromium
 def test_the_page_logs_no_error_and_fetches_nothing(browsed, report):
     assert browsed["errors"] == []
     assert browsed["requests"] == [report.as_uri()]
 
 
+@pytest.mark.integration  # a headless chromium
 def test_every_plot_is_drawn_with_all_its_traces(browsed):
     plots = browsed["plots"]
     kinds = Counter((p["instrument"], p["kind"]) for p in plots)
@@ -436,10 +440,12 @@ def test_every_plot_is_drawn_with_all_its_traces(browsed):
         assert points >= 8 * 100  # markers of the forecasts in the window
 
 
+@pytest.mark.integration  # a headless chromium
 def test_the_tables_have_a_row_per_model_horizon_and_baseline(browsed):
     assert browsed["rows"] == {inst: len(MODELS) * 2 + 2 for inst in INSTRUMENTS}
 
 
+@pytest.mark.integration  # a headless chromium
 def test_the_screenshot_is_not_blank(browsed):
     png, px = browsed["png"], browsed["pixels"]
     print(f"\nreport screenshot: {browsed['shot']} (copied to {SCREENSHOT_COPY})")
@@ -460,6 +466,7 @@ def _ticklet(*args: str, **kw) -> subprocess.CompletedProcess:
                           **kw)
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 @pytest.mark.parametrize("where", ["missing", "empty"])
 def test_report_of_a_bad_directory_is_one_line_and_status_2(tmp_path, where):
     d = tmp_path / "nothing here" if where == "missing" else tmp_path
@@ -470,6 +477,7 @@ def test_report_of_a_bad_directory_is_one_line_and_status_2(tmp_path, where):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_report_writes_the_file_and_prints_its_path(run, tmp_path):
     _, out = run
     dest = tmp_path / "sub" / "r.html"
@@ -480,6 +488,7 @@ def test_report_writes_the_file_and_prints_its_path(run, tmp_path):
     assert "(last 50 bars)" in dest.read_text()
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_backtest_with_report(ws_dir, tmp_path):
     """``--report`` writes OUT/report.html; stdout stays one JSON object, which names the report."""
     out = tmp_path / "bt"

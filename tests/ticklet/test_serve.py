@@ -134,6 +134,7 @@ def live(kafka_bootstrap, ws_dir, chromium, tmp_path_factory):
         server.stop()
 
 
+@pytest.mark.integration  # a headless chromium, a Kafka broker
 def test_every_record_published_is_streamed_in_order_per_instrument(live):
     records = live["records"]
     assert {v["instrument"] for _, _, v in records} == set(INSTRUMENTS)
@@ -156,6 +157,7 @@ def test_every_record_published_is_streamed_in_order_per_instrument(live):
     assert direct > 0, text
 
 
+@pytest.mark.integration  # a headless chromium, a Kafka broker
 def test_the_latest_answers_are_the_topic_s_latest_records(live):
     http, records = live["server"].http, live["records"]
     expected = _expected_latest(records)
@@ -193,6 +195,7 @@ def test_the_latest_answers_are_the_topic_s_latest_records(live):
     assert r.status_code == 404 and r.json()["message"] == "no forecast of BTCUSDT, model 'prophet' yet"
 
 
+@pytest.mark.integration  # a headless chromium, a Kafka broker
 @pytest.mark.parametrize("route,params,named", [
     ("/v1/forecasts/latest", {"instrument": "BTCUSDT", "horizon": "abc"}, "'horizon'"),
     ("/v1/forecasts/latest", {"instrument": "BTCUSDT", "horizon": "0"}, "'horizon'"),
@@ -210,6 +213,7 @@ def test_a_bad_query_parameter_is_a_422_with_one_clear_line(live, route, params,
     assert body["detail"][0]["loc"][0] == "query"
 
 
+@pytest.mark.integration  # a headless chromium, a Kafka broker
 @pytest.mark.parametrize("query,named", [
     ("types=forecast,nope", "'types': unknown record type 'nope'"),
     ("instrument=eth", "'instrument': not an instrument"),
@@ -234,6 +238,7 @@ def _read(url: str, n: int, timeout_s: float = 60) -> list[dict]:
     return out
 
 
+@pytest.mark.integration  # a headless chromium, a Kafka broker
 def test_a_stream_resumes_after_the_offsets_it_saw(live):
     """After an offset the server no longer holds (read again from Kafka),
     after a recent one (its buffer), and the last records held (backlog=)."""
@@ -251,6 +256,7 @@ def test_a_stream_resumes_after_the_offsets_it_saw(live):
     assert got == held
 
 
+@pytest.mark.integration  # a headless chromium, a Kafka broker
 def test_health_readiness_metrics_and_docs(live):
     http, records = live["server"].http, live["records"]
     assert http.get("/healthz").json() == {"status": "ok"}
@@ -276,6 +282,7 @@ def test_health_readiness_metrics_and_docs(live):
         assert http.get(a).status_code == 200, a
 
 
+@pytest.mark.integration  # a headless chromium, a Kafka broker
 def test_the_live_page_draws_points_as_records_arrive(live):
     """Headless Chromium showed the page while the dataflow published: the
     points grew while it ran; at the end the price, each model's forecasts
@@ -299,6 +306,7 @@ def test_the_live_page_draws_points_as_records_arrive(live):
     assert SCREENSHOT_COPY.exists()
 
 
+@pytest.mark.integration  # a headless chromium, a Kafka broker
 def test_a_fresh_server_rebuilds_the_state_and_guards_it_with_a_key(live):
     """Started after the run, it reads the topic back (ready once caught up)
     and answers as the first one. With an API key: every route but health
@@ -340,6 +348,7 @@ def test_a_fresh_server_rebuilds_the_state_and_guards_it_with_a_key(live):
     assert API_KEY not in server.log
 
 
+@pytest.mark.integration  # a headless chromium, a Kafka broker
 def test_a_client_that_stops_reading_is_dropped_without_stalling_anyone(live, tmp_path):
     """A client that reads nothing after its handshake, while 40,000 real
     records arrive (10,000 a second): it is dropped (close code 4008,
@@ -415,6 +424,7 @@ def test_a_client_that_stops_reading_is_dropped_without_stalling_anyone(live, tm
         server.stop()
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 @pytest.mark.parametrize("env,named", [
     ({"TICKLET_SERVE__PORT": "http"}, "TICKLET_SERVE__PORT"),
     ({"TICKLET_SERVE__ADDRESS": "everywhere"}, "TICKLET_SERVE__ADDRESS"),
@@ -441,6 +451,7 @@ def test_bad_settings_are_one_line_and_exit_2(env, named):
     assert "with spaces" not in proc.stderr  # a key, even a bad one, is never shown
 
 
+@pytest.mark.integration  # a Kafka broker
 def test_a_port_in_use_is_one_line_and_exit_2(kafka_bootstrap):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -536,6 +547,7 @@ def test_what_the_loop_has_not_taken_yet_goes_out_as_one_batch_in_order():
     assert len(posted) == 1
 
 
+@pytest.mark.integration  # a Kafka broker
 def test_the_consumer_follows_a_topic_created_just_as_it_starts(kafka_bootstrap):
     """Right after a topic is created, its partitions have no leader for a
     moment, and the broker answers offset queries with NOT_LEADER (measured
@@ -573,6 +585,7 @@ def test_the_consumer_follows_a_topic_created_just_as_it_starts(kafka_bootstrap)
             feed.stop()
 
 
+@pytest.mark.integration  # a server on a local socket
 def test_a_consumer_that_cannot_go_on_says_why_and_the_server_stops(caplog):
     """A consumer that stops on an error (here a real client refusing its
     configuration) reports why; the server then stops (``ticklet serve``

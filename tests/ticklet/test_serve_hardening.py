@@ -39,6 +39,9 @@ from harness.realdata import SCRATCH
 from harness.serveutil import Server, SlowClients, StreamClient, metric, open_files, rss_mb
 from sinks.kafka import ensure_topic
 
+#: Integration tests (tests/integration_mark.py): a Kafka broker and ticklet serve in a subprocess.
+pytestmark = pytest.mark.integration
+
 API_KEY = "k3y-0f-the-server"
 RECORDING = Path("spot") / "btcusdt_20240808.gz"
 
