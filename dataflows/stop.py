@@ -65,8 +65,12 @@ class StopRequest:
         The line goes to stderr and the exit status is
         :data:`EXIT_INTERRUPTED`; a second Ctrl-C writes the line and exits
         at once. For the main thread of ``bytewax.run`` only (Python runs
-        signal handlers there).
+        signal handlers there). A SIGINT that the process inherited ignored
+        (a background job of a script, ``scripts/run-forecast.sh``, which
+        passes SIGTERM on instead) stays ignored.
         """
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return
 
         def say_and_exit(at_once: bool) -> None:
             text = line()
