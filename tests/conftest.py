@@ -9,8 +9,8 @@ Before the first test, :mod:`provision` installs the servers and tools that
 the collected tests need (Kafka jars, InfluxDB 2 built from source,
 docker-compose, chromium): only integration tests need them, so the unit run,
 ``python -m pytest -m "not integration"``, installs nothing. The
-``integration`` mark is kept true by :mod:`integration_mark`, whose hooks
-this conftest takes.
+``integration`` mark is kept true by :mod:`integration_mark`, a plugin this
+conftest registers.
 """
 
 from __future__ import annotations
@@ -22,12 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import integration_mark
 import pytest
-from integration_mark import (  # noqa: F401 (the hooks that keep the integration mark true)
-    pytest_collection_modifyitems,
-    pytest_runtest_makereport,
-    pytest_runtest_protocol,
-)
 from provision import provision
 
 from harness.kafka_broker import BrokerStartError, kafka_broker
@@ -52,6 +48,13 @@ def _no_outside_data(event: str, args: tuple) -> None:
 
 
 sys.addaudithook(_no_outside_data)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The hooks that keep the integration mark true, for every test of the
+    run (the doctests of the packages too, which are not under this folder)."""
+    if not config.pluginmanager.is_registered(integration_mark):
+        config.pluginmanager.register(integration_mark, "integration_mark")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

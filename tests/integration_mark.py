@@ -1,5 +1,5 @@
-"""The ``integration`` mark, kept true (a pytest plugin: ``tests/conftest.py``
-takes its hooks).
+"""The ``integration`` mark, kept true (a pytest plugin that ``tests/conftest.py``
+registers).
 
 A test is marked ``integration`` when it starts a server (Kafka, InfluxDB,
 ``ticklet serve``, the test exchange, any socket it listens or connects on), a
