@@ -93,8 +93,8 @@ def marked(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test not marked integration that requests a server, a browser or
     the CLI in a subprocess stops the run, before anything is installed."""
-    wrong = [f"{item.nodeid} ({', '.join(sorted(INTEGRATION_FIXTURES & set(item.fixturenames)))})"
-             for item in items if not marked(item) and INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    asked = {item: INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) for item in items if not marked(item)}
+    wrong = [f"{item.nodeid} ({', '.join(sorted(names))})" for item, names in asked.items() if names]
     if wrong:
         raise pytest.UsageError(f"ticklet tests: {len(wrong)} tests start a server, a browser or a subprocess but are "
                                 f"not marked integration (@pytest.mark.integration): {'; '.join(wrong)}")
