@@ -27,8 +27,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from scipy.special import ndtr, stdtr
-
 __all__ = ["EULER_GAMMA", "Z95", "HacMean", "binomial_p_value", "dm_test", "effective_n", "expected_max_sharpe",
            "holm", "normal_cdf", "probabilistic_sharpe", "pt_test", "sharpe_standard_error", "wilson_interval"]
 
@@ -50,6 +48,8 @@ def normal_cdf(x: float) -> float:
     >>> normal_cdf(0.0), round(normal_cdf(Z95), 12), normal_cdf(-10.0)
     (0.5, 0.975, 7.61985302416047e-24)
     """
+    from scipy.special import ndtr  # at the first call: ticklet's help and config load no SciPy
+
     return float(ndtr(x))
 
 
@@ -206,6 +206,8 @@ def dm_test(acc: HacMean, horizon: int) -> tuple[Optional[float], Optional[float
     if not v > 0.0:
         return None, None
     stat = acc.mean / math.sqrt(v / n) * math.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
+    from scipy.special import stdtr
+
     return stat, float(stdtr(n - 1, -stat))
 
 
