@@ -30,7 +30,7 @@ from typing import Optional
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from core.config import ConfigError, check_dir
+from core.config import ConfigError, check_dir, remove_empty_dirs
 from core.events import Count, EconomicsRecord, EquityPoint, Fill, ForecastRecord, MetricsRecord, Signal
 from dataflows import ops
 from dataflows.api import serve_api
@@ -53,14 +53,16 @@ log = logging.getLogger(__name__)
 #: Files the dataflow writes in ``settings.output.dir``.
 OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "signals.csv", "trades.csv", "equity.csv", "economics.csv",
                 "dead_letters.jsonl", COUNTERS_FILE)
-def check_output_files(out: Path, name: str, remove: bool = False) -> None:
+def check_output_files(out: Path, name: str, remove: bool = False, manifest: bool = True) -> None:
     """At start, check that each file the run writes in ``out`` is a file or does not exist yet.
 
     With ``remove``, the previous run's are removed (a fresh run never
-    reports a previous run's files). A :class:`ConfigError` naming ``name``
-    (the option or setting) and the file otherwise (exit status 2).
+    reports a previous run's files); the run manifest too unless
+    ``manifest`` is false (the run's own, once :func:`build_flow` wrote it).
+    A :class:`ConfigError` naming ``name`` (the option or setting) and the
+    file otherwise (exit status 2).
     """
-    for f in (*OUTPUT_FILES, MANIFEST):
+    for f in (*OUTPUT_FILES, *((MANIFEST,) if manifest else ())):
         path = out / f
         try:
             if remove:
@@ -306,9 +308,10 @@ def __getattr__(name: str) -> Dataflow:
     """
     if name != "flow":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    made: list[Path] = []
     try:
         settings = read_settings()
-        check_dir(settings.output.dir, "TICKLET_OUTPUT__DIR")
+        made = check_dir(settings.output.dir, "TICKLET_OUTPUT__DIR")
         check_output_files(settings.output.dir, "TICKLET_OUTPUT__DIR")
         if settings.input.source == "kafka" or settings.output.kafka:
             check_reachable(settings.kafka)
@@ -322,6 +325,9 @@ def __getattr__(name: str) -> Dataflow:
             stop.on_sigint(lambda: stopped_line(settings, recovery))
         return flow
     except (ConfigError, InputFormatError) as ex:
+        if made:  # the output directory is this run's: the manifest written in it goes too, then the directories
+            (made[0] / MANIFEST).unlink(missing_ok=True)
+        remove_empty_dirs(made)  # a refused run leaves no directory it made behind
         sys.stderr.write(f"ticklet: {ex}\n")
         raise SystemExit(2) from None
     except AttributeError as ex:  # not "no attribute 'flow'", which is what Bytewax would make of it

@@ -268,6 +268,18 @@ def test_a_refused_backtest_leaves_no_output_directory(results, case):
     assert not (d / "cwd" / case.id / "out").exists(), sorted((d / "cwd" / case.id).rglob("*"))
 
 
+FLOWS = [c for c in CASES if c.entry == "flow"]
+
+
+@pytest.mark.parametrize("case", FLOWS, ids=[c.id for c in FLOWS])
+def test_a_refused_dataflow_leaves_no_output_directory(results, case):
+    """``python -m bytewax.run dataflows.forecast`` refused at start takes away
+    the directory it made for its outputs (``TICKLET_OUTPUT__DIR``)."""
+    d, out = results
+    assert out[case.id].returncode == 2
+    assert not (d / "out" / case.id).exists(), sorted((d / "out" / case.id).rglob("*"))
+
+
 def test_secrets_are_never_shown(tmp_path):
     """A bad secret is named, its value is not."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}

@@ -37,7 +37,8 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     ``id``); ``warm_start`` (over ``TICKLET_FORECAST__WARM_START``) starts
     them from one. A run refused at start (a bad setting, input or bundle:
     :class:`~core.config.ConfigError`) leaves no directory it made behind,
-    unless something was written in it.
+    unless something was written in it, and removes no file of an earlier
+    run: those go once the run is accepted.
     """
     if workers < 1:
         raise ValueError(f"workers must be 1 or more, not {workers}")
@@ -45,7 +46,7 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     made = check_dir(out_dir, "--out")
     made_bundle: list[Path] = []
     try:
-        check_output_files(out_dir, "--out", remove=True)  # a fresh run: never report a previous run's files
+        check_output_files(out_dir, "--out")
         update: dict[str, Any] = {
             "input": base.input.model_copy(update={"paths": list(paths)}),
             "output": base.output.model_copy(update={"dir": out_dir}),
@@ -54,10 +55,14 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
             update["forecast"] = base.forecast.model_copy(update={"warm_start": warm_start})
         if save_models is not None:
             made_bundle = check_dir(save_models, "--save-models")
-            clear_bundle(save_models)
         settings = priced_for_quotes(base.model_copy(update=update))
         held: Optional[list[str]] = None if save_models is None else []  # the summary, once the bundle is saved
         flow = build_flow(settings, save_models=save_models, summary=held)
+        # accepted: only now go a previous run's files (a fresh run never reports them) and bundle,
+        # so a run refused for its input or bundle takes nothing away
+        check_output_files(out_dir, "--out", remove=True, manifest=False)  # run.json: this run's, just written
+        if save_models is not None:
+            clear_bundle(save_models)
     except BaseException:  # refused (an input, a bundle...): the directories made for the run go again, if empty
         remove_empty_dirs(made_bundle)
         remove_empty_dirs(made)
