@@ -87,7 +87,8 @@ UNSIGNED = ("bundle_id", "signature")
 
 #: Every global a bundle's states may refer to, as (module, qualified name): what ticklet's learners
 #: (every model of models.registry and the ensemble) and feature scalers are made of, no more
-#: (tests/test_bundle_safety.py checks that saving every one of them needs exactly these).
+#: (tests/models/test_bundle.py::test_the_allow_list_is_what_ticklet_writes checks that saving every one
+#: of them needs exactly these).
 ALLOWED: frozenset[tuple[str, str]] = frozenset({
     ("builtins", "float"), ("builtins", "int"),
     ("collections", "Counter"), ("collections", "OrderedDict"), ("collections", "defaultdict"),
