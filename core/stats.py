@@ -40,10 +40,11 @@ EULER_GAMMA = 0.5772156649015329
 
 
 def normal_cdf(x: float) -> float:
-    """``Phi(x)``, the standard normal's distribution function (scipy's
-    ``ndtr``): accurate in both tails, where it is ``erfc(|x| / sqrt 2) /
-    2`` (the form ``(1 + erf(x / sqrt 2)) / 2`` keeps only an absolute
-    precision of about 1e-16 in the lower tail, and is 0 below ``x = -8.38``).
+    """``Phi(x)``, the standard normal's distribution function (scipy's ``ndtr``), accurate in both tails.
+
+    In the lower tail it is ``erfc(|x| / sqrt 2) / 2`` (the form
+    ``(1 + erf(x / sqrt 2)) / 2`` keeps only an absolute precision of about
+    1e-16 in the lower tail, and is 0 below ``x = -8.38``).
 
     >>> normal_cdf(0.0), round(normal_cdf(Z95), 12), normal_cdf(-10.0)
     (0.5, 0.975, 7.61985302416047e-24)
@@ -57,10 +58,10 @@ def normal_cdf(x: float) -> float:
 
 
 def wilson_interval(p: Any, n: Any, z: float = Z95) -> tuple[Any, Any]:
-    """The Wilson score interval of a proportion ``p`` observed over ``n``
-    trials (``n`` may be an effective, non-integer count:
-    :func:`effective_n`); 95% by default. ``p`` and ``n`` are floats or numpy
-    arrays (an interval per element).
+    """The Wilson score interval of a proportion ``p`` observed over ``n`` trials; 95% by default.
+
+    ``n`` may be an effective, non-integer count (:func:`effective_n`).
+    ``p`` and ``n`` are floats or numpy arrays (an interval per element).
 
     The bounds are the formula's, unclamped: at ``p = 0`` or ``1`` rounding
     can put one a hair outside [0, 1] (``-1e-17``); a caller that shows
@@ -82,10 +83,10 @@ def wilson_interval(p: Any, n: Any, z: float = Z95) -> tuple[Any, Any]:
 
 
 def effective_n(p: float, se: Optional[float], n: int) -> float:
-    """How many independent trials give a proportion ``p`` the standard
-    error ``se`` it has, ``p (1 - p) / se^2``: fewer than ``n`` where ``se``
-    is HAC over overlapping outcomes (the hit rate at ``h > 1``); ``n``
-    itself without an ``se`` (None or 0).
+    """How many independent trials give a proportion ``p`` the standard error ``se`` it has: ``p (1 - p) / se^2``.
+
+    Fewer than ``n`` where ``se`` is HAC over overlapping outcomes (the hit
+    rate at ``h > 1``); ``n`` itself without an ``se`` (None or 0).
 
     >>> effective_n(0.6, 0.04, 300), effective_n(0.6, None, 300)
     (150.0, 300.0)
@@ -94,10 +95,11 @@ def effective_n(p: float, se: Optional[float], n: int) -> float:
 
 
 def binomial_p_value(k: int, n: int, p0: float = 0.5) -> float:
-    """The one-sided p-value of ``k`` successes in ``n`` independent trials
-    against a success rate of ``p0`` (H1: greater), ``P[X >= k]`` with X
-    binomial (scipy's exact test). Valid for independent trials only: the
-    hit rate at a horizon of one bar (beyond, use :func:`pt_test`).
+    """The one-sided p-value of ``k`` successes in ``n`` independent trials against a success rate of ``p0``.
+
+    H1: greater; ``P[X >= k]`` with X binomial (scipy's exact test). Valid
+    for independent trials only: the hit rate at a horizon of one bar
+    (beyond, use :func:`pt_test`).
 
     >>> round(binomial_p_value(60, 100), 6)  # P[X >= 60], X ~ B(100, 1/2)
     0.028444
@@ -111,8 +113,7 @@ def binomial_p_value(k: int, n: int, p0: float = 0.5) -> float:
 
 @dataclass(slots=True)
 class HacMean:
-    """Running mean of a series and its Newey-West long-run variance at a
-    fixed ``lag``, exact, in O(lag) memory.
+    """Running mean of a series and its Newey-West long-run variance at a fixed ``lag``, exact, in O(lag) memory.
 
     ``long_run_variance() = g0 + 2 sum_{k=1..lag} (1 - k/(lag+1)) g_k``, with
     ``g_k = (1/n) sum_{t>k} (x_t - mean)(x_{t-k} - mean)`` (Bartlett weights;
@@ -175,9 +176,9 @@ class HacMean:
         return v
 
     def standard_error(self) -> float:
-        """The HAC standard error of the mean, ``sqrt(max(V, 0) / n)``, ``V``
-        the :meth:`long_run_variance` (a rounding error can make it a hair
-        negative).
+        """The HAC standard error of the mean, ``sqrt(max(V, 0) / n)``, ``V`` the :meth:`long_run_variance`.
+
+        A rounding error can make ``V`` a hair negative.
 
         >>> acc = HacMean(lag=0)
         >>> for x in [1.0, 0.0, 1.0, 1.0]:
@@ -189,8 +190,9 @@ class HacMean:
 
 
 def dm_test(acc: HacMean, horizon: int) -> tuple[Optional[float], Optional[float]]:
-    """The HLN-corrected Diebold-Mariano statistic of the loss differentials
-    in ``acc`` and its one-sided p-value; ``(None, None)`` while undefined.
+    """The HLN-corrected Diebold-Mariano statistic of the loss differentials in ``acc``, and its p-value.
+
+    The p-value is one-sided; ``(None, None)`` while undefined.
 
     >>> acc = HacMean(lag=0)
     >>> for d in [1.0, 2.0, 0.5, 1.5, 1.0, 2.0]:
@@ -212,9 +214,10 @@ def dm_test(acc: HacMean, horizon: int) -> tuple[Optional[float], Optional[float
 
 
 def pt_test(n: int, hits: int, up_real: int, up_pred: int) -> tuple[Optional[float], Optional[float]]:
-    """The Pesaran-Timmermann (1992) statistic of ``hits`` correct signs in
-    ``n`` calls, ``up_real`` realized and ``up_pred`` forecast ups, and its
-    one-sided p-value; ``(None, None)`` while undefined.
+    """The Pesaran-Timmermann (1992) statistic of ``hits`` correct signs in ``n`` calls, and its p-value.
+
+    ``up_real`` ups were realized and ``up_pred`` forecast; the p-value is
+    one-sided; ``(None, None)`` while undefined.
 
     >>> stat, p = pt_test(100, 70, 50, 50)  # P* = 0.5: 0.2 / sqrt(0.25/100 - 0.25/100^2)
     >>> round(stat, 4), round(p, 6)
@@ -235,9 +238,9 @@ def pt_test(n: int, hits: int, up_real: int, up_pred: int) -> tuple[Optional[flo
 
 
 def holm(pvalues: list[Optional[float]], alpha: float = 0.05) -> list[Optional[bool]]:
-    """Which p-values are rejected by Holm's step-down procedure at
-    family-wise error ``alpha`` (None where the p-value is None; the family is
-    the p-values that exist).
+    """Which p-values are rejected by Holm's step-down procedure at family-wise error ``alpha``.
+
+    None where the p-value is None; the family is the p-values that exist.
 
     >>> holm([0.01, 0.04, 0.03, None, 0.005])  # thresholds 0.05/4, 0.05/3, 0.05/2, 0.05
     [True, False, False, None, True]
@@ -256,10 +259,10 @@ def holm(pvalues: list[Optional[float]], alpha: float = 0.05) -> list[Optional[b
 
 
 def sharpe_standard_error(sr: float, n: int, periods: float) -> float:
-    """The standard error of an annualized Sharpe ratio, from the per-bar
-    Sharpe ratio ``sr`` over ``n`` returns and ``periods`` bars a year
-    (Lo, 2002, "The Statistics of Sharpe Ratios", IID returns):
-    ``sqrt(periods (1 + sr^2 / 2) / n)``.
+    """The standard error of an annualized Sharpe ratio: ``sqrt(periods (1 + sr^2 / 2) / n)``.
+
+    From the per-bar Sharpe ratio ``sr`` over ``n`` returns and ``periods``
+    bars a year (Lo, 2002, "The Statistics of Sharpe Ratios", IID returns).
 
     >>> round(sharpe_standard_error(1.0, 3, 1.0), 6)  # sqrt(1.5 / 3)
     0.707107
@@ -268,10 +271,11 @@ def sharpe_standard_error(sr: float, n: int, periods: float) -> float:
 
 
 def probabilistic_sharpe(sr: float, sr0: float, n: int, skew: float, kurt: float) -> Optional[float]:
-    """``P[true SR > sr0]``: Bailey & López de Prado's probabilistic Sharpe
-    ratio of a per-bar Sharpe ratio ``sr`` estimated over ``n`` returns of
-    skewness ``skew`` and (non-excess) kurtosis ``kurt``; None with fewer
-    than two returns or a degenerate variance.
+    """``P[true SR > sr0]``: Bailey & López de Prado's probabilistic Sharpe ratio of a per-bar Sharpe ratio ``sr``.
+
+    ``sr`` is estimated over ``n`` returns of skewness ``skew`` and
+    (non-excess) kurtosis ``kurt``; None with fewer than two returns or a
+    degenerate variance.
 
     ``Phi((sr - sr0) x sqrt(n - 1) / sqrt(1 - skew x sr + (kurt - 1) / 4 x sr^2))``.
 
@@ -294,9 +298,10 @@ def probabilistic_sharpe(sr: float, sr0: float, n: int, skew: float, kurt: float
 
 
 def expected_max_sharpe(variance: float, n: int) -> float:
-    """``SR0``: the expected maximum of ``n`` independent Sharpe ratio
-    estimates of true Sharpe zero and variance ``variance`` (Bailey & López de
-    Prado, 2014, "The Deflated Sharpe Ratio: Correcting for Selection Bias,
+    """``SR0``: the expected maximum of ``n`` independent Sharpe ratio estimates of true Sharpe zero.
+
+    The estimates have variance ``variance`` (Bailey & López de Prado,
+    2014, "The Deflated Sharpe Ratio: Correcting for Selection Bias,
     Backtest Overfitting, and Non-Normality", *Journal of Portfolio
     Management* 40(5), from the extreme value theory of the maximum of
     normals): ``sqrt(variance) x ((1 - gamma) x Phi^-1(1 - 1/n) + gamma x

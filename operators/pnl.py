@@ -230,8 +230,7 @@ class _Book:
 
 @dataclass
 class PnlState:
-    """Per instrument: the books and the decisions and quotes waiting for
-    each other (bounded by ``max_pending``)."""
+    """Per instrument: the books and the decisions and quotes waiting for each other (bounded by ``max_pending``)."""
 
     config: ExecutionConfig
     interval_ms: int
@@ -340,10 +339,12 @@ def _execute(state: PnlState, sig: Signal, q: FillQuote, out: list[Out]) -> None
 
 
 def _moments(b: _Book, x: float) -> None:
-    """Add one return to the running mean and central sums ``m_k = sum((r -
-    mean)^k)``, k = 2, 3, 4 (Welford's update extended by Terriberry, as in
-    Pébay, 2008, "Formulas for robust, one-pass parallel computation of
-    covariances and arbitrary-order statistical moments", eq. 2.1)."""
+    """Add one return to the running mean and central sums ``m_k = sum((r - mean)^k)``, k = 2, 3, 4.
+
+    Welford's update extended by Terriberry, as in Pébay, 2008, "Formulas
+    for robust, one-pass parallel computation of covariances and
+    arbitrary-order statistical moments", eq. 2.1.
+    """
     n1 = b.n
     n = b.n = n1 + 1
     d = x - b.mean
@@ -357,8 +358,10 @@ def _moments(b: _Book, x: float) -> None:
 
 
 def _holding(b: _Book, was: float, now: float, equity: float, ts: int) -> None:
-    """Close the holding period that a fill from ``was`` to ``now`` units ends
-    (flat, or a flip), and open the one it starts."""
+    """Close the holding period that a fill from ``was`` to ``now`` units ends, and open the one it starts.
+
+    A holding period ends when the book goes flat, or flips.
+    """
     if was != 0.0 and (now == 0.0 or (now > 0) != (was > 0)):
         pnl = equity - b.open_equity
         b.trades += 1

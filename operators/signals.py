@@ -106,8 +106,10 @@ class _Stats:
 
 @dataclass
 class SignalState:
-    """Per instrument: error and outcome statistics per (model, horizon),
-    bounded by the horizons (sides wait at most one horizon)."""
+    """Per instrument: error and outcome statistics per (model, horizon).
+
+    Bounded by the horizons (sides wait at most one horizon).
+    """
 
     config: SignalConfig
     stats: dict[tuple[str, int], _Stats] = field(default_factory=dict)

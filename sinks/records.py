@@ -1,12 +1,12 @@
-"""Pure conversions of records to file rows (no I/O).
+r"""Pure conversions of records to file rows (no I/O).
 
 >>> from core.events import Count
 >>> header(Count)
 ['name', 'n']
 >>> csv_line(Count("ticks", 3))
-'ticks,3\\r\\n'
+'ticks,3\r\n'
 >>> jsonl(Count("ticks", 3))
-b'{"name":"ticks","n":3}\\n'
+b'{"name":"ticks","n":3}\n'
 """
 
 from __future__ import annotations
@@ -54,6 +54,12 @@ def csv_lines(rows: list[msgspec.Struct]) -> str:
 
 
 def csv_line(row: msgspec.Struct) -> str:
+    r"""One record as a CSV line (:func:`csv_lines` of one row).
+
+    >>> from core.events import Count
+    >>> csv_line(Count("ticks", 3))
+    'ticks,3\r\n'
+    """
     return csv_lines([row])
 
 
@@ -110,8 +116,7 @@ _KIND = {k.cls: k.name.encode() for k in KINDS}
 
 
 def kafka_record(key: str, rec: msgspec.Struct) -> tuple[bytes, bytes]:
-    """``(key, value)`` of a record for Kafka: the value is the record's JSON
-    with ``schema`` and ``type`` first.
+    """``(key, value)`` of a record for Kafka: the value is the record's JSON with ``schema`` and ``type`` first.
 
     >>> from core.events import ErrorRecord
     >>> kafka_record("BTCUSDT", ErrorRecord("parse", "bad json", "x"))[1][:106]
@@ -130,10 +135,11 @@ _dead_letter = msgspec.json.Decoder(ErrorRecord)  # the schema and type fields a
 
 
 def fit_dead_letter(value: bytes, room: int) -> Optional[bytes]:
-    """A dead letter's Kafka value (:func:`kafka_record`) in at most ``room``
-    bytes: ``value`` itself if it fits, else the same dead letter with the
-    first bytes of its payload that fit in ``raw``, the payload's whole size
-    in ``raw_size`` and the SHA-256 (hex) of the whole payload in
+    """A dead letter's Kafka value (:func:`kafka_record`) in at most ``room`` bytes, its payload cut to fit.
+
+    ``value`` itself if it fits, else the same dead letter with the first
+    bytes of its payload that fit in ``raw``, the payload's whole size in
+    ``raw_size`` and the SHA-256 (hex) of the whole payload in
     ``raw_sha256`` (where ``raw_size`` was already set, ``raw`` was already
     only the first bytes: those stay as they were). A text payload is cut
     between characters. None if ``value`` is not a dead letter, or does not

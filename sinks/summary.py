@@ -105,8 +105,7 @@ def _fmt(v: Optional[float], spec: str) -> str:
 
 def format_summary(counters: dict[str, int], instruments: dict[str, Any], outputs: dict[str, str],
                    wall_s: Optional[float] = None) -> str:
-    """The end-of-run summary as text: totals, a table of the last metrics,
-    and where the outputs are."""
+    """The end-of-run summary as text: totals, a table of the last metrics, and where the outputs are."""
     c = counters
     head = (f"ticklet: {c.get('ticks', 0):,} ticks, {c.get('bars', 0):,} bars, "
             f"{c.get('forecasts', 0):,} forecasts scored, {c.get('dead_letters', 0):,} dead letters")
@@ -146,9 +145,11 @@ def record_from_row(row: dict[str, str], cls: type[R]) -> R:
 
 
 def economics_summary(last: Iterable[EconomicsRecord]) -> dict[str, Any]:
-    """``{instrument: {model: {horizon: economics}}}`` of the books' last
-    records (the baselines have horizon 0), each with its deflated Sharpe
-    ratio ``dsr`` and the number of trials ``n_trials`` it is deflated for.
+    """``{instrument: {model: {horizon: economics}}}`` of the books' last records, with their deflated Sharpe ratios.
+
+    The baselines have horizon 0. Each book's economics carry its deflated
+    Sharpe ratio ``dsr`` and the number of trials ``n_trials`` it is
+    deflated for.
 
     The **deflated Sharpe ratio** (Bailey & López de Prado, 2014) is the
     probabilistic Sharpe ratio (:func:`core.stats.probabilistic_sharpe`) of

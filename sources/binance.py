@@ -273,13 +273,13 @@ class ParseLimits:
 
 
 class ParseState:
-    """The parser's state for one source partition (a replay stream or a
-    Kafka partition): its limits and the instruments admitted so far.
+    """The parser's state for one source partition (a replay stream or a Kafka partition).
 
-    An instrument is admitted when it is first seen if it is on the
-    allow-list (when there is one) and fewer than ``max_instruments`` are
-    admitted; it then stays admitted. Refused instruments are not
-    remembered, so the state holds at most ``max_instruments`` names.
+    Its limits and the instruments admitted so far. An instrument is
+    admitted when it is first seen if it is on the allow-list (when there is
+    one) and fewer than ``max_instruments`` are admitted; it then stays
+    admitted. Refused instruments are not remembered, so the state holds at
+    most ``max_instruments`` names.
 
     >>> st = ParseState(ParseLimits(max_instruments=2))
     >>> [st.admit(i) for i in ("BTCUSDT", "ETHUSDT", "BTCUSDT")]
@@ -319,9 +319,10 @@ class ParseState:
 
 
 class LongLine(bytes):
-    """The first bytes of an input line longer than the limit, with the
-    line's whole size in bytes (``size``). The reader makes one instead of
-    holding the line; :func:`parse_chunk` dead-letters it.
+    """The first bytes of an input line longer than the limit, with the line's whole size in bytes (``size``).
+
+    The reader makes one instead of holding the line; :func:`parse_chunk`
+    dead-letters it.
 
     >>> ln = LongLine(b"1723161254087891268 xxxx", 5_000_000)
     >>> ln.size, bytes(ln[:4])
@@ -331,6 +332,7 @@ class LongLine(bytes):
     size: int
 
     def __new__(cls, head: bytes, size: int) -> LongLine:
+        """The line's first bytes ``head``, of a line of ``size`` bytes."""
         self = super().__new__(cls, head)
         self.size = size
         return self
@@ -340,10 +342,12 @@ class LongLine(bytes):
 
 
 class EventBatch(list):
-    """Events of one instrument in input order, each with the input record
-    it was parsed from (``records``, in parallel) and their format (``fmt``),
-    so that a later stage can dead-letter an event with its input as
-    received (:func:`message_of`). Compares equal to the plain list."""
+    """Events of one instrument in input order, each with the input record it was parsed from.
+
+    The records (``records``, in parallel) and their format (``fmt``) let a
+    later stage dead-letter an event with its input as received
+    (:func:`message_of`). Compares equal to the plain list.
+    """
 
     __slots__ = ("fmt", "records")
 
@@ -361,9 +365,10 @@ def _event_batch(fmt: str, events: list, records: list) -> EventBatch:
 
 
 def message_of(record: object, fmt: str) -> bytes:
-    """The message an input record carries, as received: a recording line
-    after its receive timestamp (the whole line if it has none), a Kafka
-    value, a CSV row joined with commas, a kline row's repr.
+    """The message an input record carries, as received.
+
+    A recording line after its receive timestamp (the whole line if it has
+    none), a Kafka value, a CSV row joined with commas, a kline row's repr.
 
     >>> message_of(b'1723161254087891268 {"a":1}', "ws"), message_of(b'{"a":1}', "ws")
     (b'{"a":1}', b'{"a":1}')
@@ -383,8 +388,7 @@ def message_of(record: object, fmt: str) -> bytes:
 
 
 def _shown(text: str, n: int = 80) -> str:
-    """``text`` for a reason: as it is when short and printable, else a
-    shortened repr."""
+    """``text`` for a reason: as it is when short and printable, else a shortened repr."""
     return text if len(text) <= n and text.isprintable() else repr(text[:n]) + ("..." if len(text) > n else "")
 
 
@@ -434,9 +438,10 @@ def _kline_error(o: float, h: float, lo: float, c: float, v: float) -> str:
 
 
 def _in_coins(ev: Union[Trade, Quote, DepthUpdate], s: str, market: str, payload: bytes) -> Parsed:
-    """``ev`` (of symbol ``s``), its quantities in coins where they count
-    contracts (a COIN-M contract's), or the dead letter of a symbol that
-    cannot be read in ``market``."""
+    """``ev`` (of symbol ``s``), its quantities in coins where they count contracts (a COIN-M contract's).
+
+    Or the dead letter of a symbol that cannot be read in ``market``.
+    """
     usd = coinm_contract(s, market)
     if isinstance(usd, str):
         return _err(usd, payload, ev.ts_recv, ev.instrument)
@@ -604,10 +609,12 @@ def parse_ws(ts: int, payload: bytes, market: str, at: int = -1) -> Parsed:
 
 
 def _same_symbol(s: str, payload: bytes, at: int) -> bool:
-    """Whether the stream name at ``at`` is ``s`` in lower case followed by
-    ``@`` (``s`` one of the memo's valid symbols); it becomes the last
-    symbol seen, unless it is a contract's (with ``_``), whose messages take
-    their builders' slower path."""
+    """Whether the stream name at ``at`` is ``s`` in lower case followed by ``@``.
+
+    ``s`` is one of the memo's valid symbols; it becomes the last symbol
+    seen, unless it is a contract's (with ``_``), whose messages take their
+    builders' slower path.
+    """
     global _LAST
     low = _LOWER.get(s)
     if low is None or not payload.startswith(low, at):
@@ -618,8 +625,10 @@ def _same_symbol(s: str, payload: bytes, at: int) -> bool:
 
 
 def _parse_exact(ts: int, payload: bytes, market: str) -> Parsed:
-    """:func:`parse_ws` for any JSON layout: the stream name is decoded, not
-    read from the bytes, and the symbol checked."""
+    """:func:`parse_ws` for any JSON layout: the stream name is decoded, not read from the bytes.
+
+    The symbol is checked too.
+    """
     try:
         stream = _env_dec.decode(payload).stream
     except msgspec.ValidationError as ex:
@@ -684,9 +693,11 @@ _COMBINED = 'not a Binance stream message: no "stream" (the combined-stream form
 
 
 def _parse_raw(ts: int, payload: bytes, market: str) -> Parsed:
-    """A raw stream's message (``/ws/<symbol>@<kind>``: the data alone, without the
-    combined stream's envelope), told by its event type ``e``; spot
-    bookTicker data, which has none, by its fields."""
+    """A raw stream's message (``/ws/<symbol>@<kind>``: the data alone), told by its event type ``e``.
+
+    It comes without the combined stream's envelope; spot bookTicker data,
+    which has no event type, is told by its fields.
+    """
     try:
         e = _raw_head.decode(payload).e
     except (msgspec.ValidationError, msgspec.DecodeError) as ex:
@@ -722,8 +733,10 @@ def _utf8(payload: bytes) -> bool:
 
 
 def _not_utf8(payload: bytes, ts: int, market: str) -> ErrorRecord:
-    """JSON is UTF-8: msgspec checks the strings it decodes, not those of the
-    fields it skips, so the whole message is checked here."""
+    """JSON is UTF-8: the whole message is checked here.
+
+    msgspec checks the strings it decodes, not those of the fields it skips.
+    """
     try:
         payload.decode("utf-8")
     except UnicodeDecodeError as ex:
@@ -810,9 +823,10 @@ def parse_csv_row(row: list[str], kind: str, symbol: str, market: str) -> Parsed
 
 
 def _csv_row(row: list[str], kind: str, key: str, raw: list[str]) -> Parsed:
-    """A data row of a spot or USD-M archive (or one of a COIN-M archive
-    rewritten in coins, :func:`_coinm_row`); ``raw`` is the row as read, for
-    its dead letter."""
+    """A data row of a spot or USD-M archive (or one of a COIN-M archive rewritten in coins, :func:`_coinm_row`).
+
+    ``raw`` is the row as read, for its dead letter.
+    """
     try:
         cols = _TRADE_COLUMNS.get(kind)
         if cols is not None:
@@ -834,14 +848,15 @@ def _csv_row(row: list[str], kind: str, key: str, raw: list[str]) -> Parsed:
 
 
 def _coinm_row(row: list[str], kind: str, usd: float) -> list[str]:
-    """A row of a COIN-M archive (contracts of ``usd`` each) with its
-    quantities in coins, in the columns of a USD-M row. COIN-M trades are
-    ``id, price, qty, base_qty, time, is_buyer_maker`` (the quantity is
-    ``base_qty``); aggTrades are USD-M's, the quantity in contracts; klines
-    ``open_time, open, high, low, close, volume, close_time,
-    base_asset_volume, count, taker_buy_volume, taker_buy_base_asset_volume,
-    ignore``, volumes in contracts, base ones in coins (the quote volume is
-    the contracts' USD)."""
+    """A row of a COIN-M archive (contracts of ``usd`` each) with its quantities in coins, as a USD-M row.
+
+    The row gets the columns of a USD-M row. COIN-M trades are ``id, price,
+    qty, base_qty, time, is_buyer_maker`` (the quantity is ``base_qty``);
+    aggTrades are USD-M's, the quantity in contracts; klines ``open_time,
+    open, high, low, close, volume, close_time, base_asset_volume, count,
+    taker_buy_volume, taker_buy_base_asset_volume, ignore``, volumes in
+    contracts, base ones in coins (the quote volume is the contracts' USD).
+    """
     if kind == "trades":
         return [row[0], row[1], row[3], *row[3:]]
     if kind == "aggTrades":
@@ -857,8 +872,10 @@ _TRADE_COLUMNS = {"trades": (4, 5), "aggTrades": (5, 6)}
 
 
 def _csv_trade(row: list[str], key: str, time_col: int, maker_col: int, raw: list[str], agg: bool) -> Parsed:
-    """A row of a trades or aggTrades (``agg``) CSV file (``id, price, qty,
-    ...``) with the time and buyer-maker flag in the given columns."""
+    """A row of a trades or aggTrades (``agg``) CSV file (``id, price, qty, ...``).
+
+    The time and buyer-maker flag are in the given columns.
+    """
     p, q = float(row[1]), float(row[2])
     ts = to_ns(int(row[time_col]))
     if _bad_px_qty(p, q):
@@ -872,8 +889,7 @@ def _row_err(reason: str, row: list[str], key: str, ts: int) -> ErrorRecord:
 
 
 class BadRow(list):
-    """A CSV row the csv module could not read (a field over its size
-    limit...), with why; the parser dead-letters it.
+    """A CSV row the csv module could not read (a field over its size limit...), with why; the parser dead-letters it.
 
     >>> parse_csv_row(BadRow("field larger than field limit (131072)"), "trades", "BTCUSDT", "spot").reason
     'bad trades row: field larger than field limit (131072)'
@@ -890,8 +906,7 @@ class BadRow(list):
 
 
 def parse_kline_row(row: tuple, interval_ns: int, symbol: str, market: str) -> Parsed:
-    """Parse ``(open_time_ns, open, high, low, close, volume)``, e.g. a row of
-    the Feather kline files, into a closed :class:`Kline`.
+    """Parse ``(open_time_ns, open, high, low, close, volume)``, e.g. a Feather kline row, into a closed :class:`Kline`.
 
     >>> k = parse_kline_row((0, 1.0, 2.0, 0.5, 1.5, 10.0), 60_000_000_000, "BTCUSDT", "spot")
     >>> k.ts_close, k.close
@@ -908,8 +923,7 @@ def parse_kline_row(row: tuple, interval_ns: int, symbol: str, market: str) -> P
     return Kline(key, close_ns, t, close_ns, o, h, lo, c, v, 0.0, 0, 0.0, True)
 
 def _parse_line(line: bytes, market: str) -> Parsed:
-    """Split ``b"<receive ts> <json>"`` and parse the message; the receive
-    time is 16 digits (µs) or 19 (ns)."""
+    """Split ``b"<receive ts> <json>"`` and parse the message; the receive time is 16 digits (µs) or 19 (ns)."""
     sp = line.find(b" ", 0, 20)
     if sp == 19 or sp == 16:
         head = line[:sp]
@@ -946,9 +960,11 @@ def _parse_tick(value: bytes) -> Parsed:
 
 
 def _too_long(record: bytes, fmt: str, market: str, cap: int) -> ErrorRecord:
-    """The dead letter of a record longer than ``cap`` bytes (or of a
-    :class:`LongLine`): its first bytes, its size, and the receive time and
-    instrument its head gives."""
+    """The dead letter of a record longer than ``cap`` bytes (or of a :class:`LongLine`).
+
+    It holds the record's first bytes, its size, and the receive time and
+    instrument its head gives.
+    """
     size = record.size if type(record) is LongLine else len(record)
     head = bytes(record[: min(LONG_LINE_HEAD, cap)])
     ts, key, raw = 0, "", head
@@ -969,20 +985,20 @@ def _too_long(record: bytes, fmt: str, market: str, cap: int) -> ErrorRecord:
 
 def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
                 ) -> tuple[dict[str, list[Event]], list[ErrorRecord], dict[str, int]]:
-    """Parse a :class:`RawChunk` into events grouped by instrument key (in
-    input order), dead letters, and counts by outcome.
+    """Parse a :class:`RawChunk` into events grouped by instrument key (in input order), dead letters, and counts.
 
     ``state`` is the source partition's :class:`ParseState` (its limits and
     admitted instruments; updated in place); by default a fresh one with
     the default limits, for this chunk alone. The events of each instrument
     come as an :class:`EventBatch` (with their input records).
 
-    The counts hold ``"input_records"`` (records in the chunk), ``"ticks"``
-    (events produced), ``"parse_errors"`` (records dead-lettered here, if
-    any), ``"instruments_refused"`` (events of them dead-lettered for their
-    instrument, if any) and one ``"skipped_<reason>"`` entry per skip reason,
-    so ``input_records == ticks + parse_errors + the skips``. Dead letters are
-    also counted where they are written.
+    The counts, by outcome, hold ``"input_records"`` (records in the
+    chunk), ``"ticks"`` (events produced), ``"parse_errors"`` (records
+    dead-lettered here, if any), ``"instruments_refused"`` (events of them
+    dead-lettered for their instrument, if any) and one
+    ``"skipped_<reason>"`` entry per skip reason, so ``input_records ==
+    ticks + parse_errors + the skips``. Dead letters are also counted where
+    they are written.
 
     >>> rc = RawChunk("ws", "spot", "BTCUSDT", [
     ...     b'1723161254087891268 {"stream":"btcusdt@bookTicker","data":{"u":9,"s":"BTCUSDT",'
@@ -1074,11 +1090,11 @@ _rest_dec = msgspec.json.Decoder(_RestDepth, strict=False)
 
 
 def parse_snapshot(ts: int, payload: bytes, instrument: str) -> Union[BookSnapshot, ErrorRecord]:
-    """Decode a REST depth response body (spot ``/api/v3/depth``, USD-M
-    ``/fapi/v1/depth``) received at ``ts`` (ns) for ``instrument``.
+    """Decode a REST depth response body (spot ``/api/v3/depth``, USD-M ``/fapi/v1/depth``).
 
-    Invalid input becomes an :class:`~core.events.ErrorRecord` (stage
-    ``"parse"``) with the body as received.
+    The body was received at ``ts`` (ns) for ``instrument``. Invalid input
+    becomes an :class:`~core.events.ErrorRecord` (stage ``"parse"``) with
+    the body as received.
 
     >>> s = parse_snapshot(5, b'{"lastUpdateId":7,"E":1680652700590,"T":1680652700580,'
     ...                    b'"bids":[["28145.10","3.818"]],"asks":[["28145.20","1"]]}', "BTCUSDT-PERP")

@@ -82,10 +82,12 @@ _KINDS = {b"trade": "trade", b"aggTrade": "aggTrade", b"bookTicker": "bookTicker
 
 
 def stream_of(message: bytes) -> Optional[tuple[str, str]]:
-    """``(SYMBOL, kind)`` of a combined-stream message, kind one of
-    ``trade``, ``aggTrade``, ``bookTicker``, ``depth``, ``kline``,
-    ``markPrice``; None for anything else (a REST snapshot, a reply). The
-    stream name is found by :func:`sources.wire.symbol_span`."""
+    """``(SYMBOL, kind)`` of a combined-stream message; None for anything else (a REST snapshot, a reply).
+
+    The kind is one of ``trade``, ``aggTrade``, ``bookTicker``, ``depth``,
+    ``kline``, ``markPrice``. The stream name is found by
+    :func:`sources.wire.symbol_span`.
+    """
     span = symbol_span(message)
     if span is None:
         return None

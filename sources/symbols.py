@@ -1,5 +1,6 @@
-"""The symbol tables: what a Binance symbol may look like, and the COIN-M
-contract sizes (pure, no I/O; imports nothing of ``sources``).
+r"""The symbol tables: what a Binance symbol may look like, and the COIN-M contract sizes.
+
+Pure, no I/O; this module imports nothing of ``sources``.
 
 A **symbol** is 2 to 20 characters, each an upper-case ASCII letter, an
 ASCII digit, ``_`` (delivery contracts: ``BTCUSDT_250328``; COIN-M
@@ -22,9 +23,9 @@ Examples
 --------
 >>> [valid_symbol(s) for s in ("BTCUSDT", "1000SATSUSDT", "BTCUSDT_250328", "币安人生USDT")]
 [True, True, True, True]
->>> [valid_symbol(s) for s in ("", "B", "btcusdt", "\\x00BTCUSDT", "BTC\\u202eUSDT", "ВТСUSDT", "BTC-PERP")]
+>>> [valid_symbol(s) for s in ("", "B", "btcusdt", "\x00BTCUSDT", "BTC\u202eUSDT", "ВТСUSDT", "BTC-PERP")]
 [False, False, False, False, False, False, False]
->>> symbol_of_stream("btcusdt"), symbol_of_stream("\\x00btc")
+>>> symbol_of_stream("btcusdt"), symbol_of_stream("\x00btc")
 ('BTCUSDT', None)
 """
 
@@ -46,18 +47,16 @@ _STREAM_SYMBOL = re.compile(f"[A-Za-z0-9_{_CJK}]{{2,20}}")
 
 
 def valid_symbol(symbol: str) -> bool:
-    """Whether ``symbol`` is a Binance symbol as its messages' ``s`` field
-    spells it (upper case).
+    r"""Whether ``symbol`` is a Binance symbol as its messages' ``s`` field spells it (upper case).
 
-    >>> valid_symbol("ETHUSDT"), valid_symbol("ETHUSDT\\n")
+    >>> valid_symbol("ETHUSDT"), valid_symbol("ETHUSDT\n")
     (True, False)
     """
     return SYMBOL_PATTERN.fullmatch(symbol) is not None
 
 
 def symbol_of_stream(name: str) -> Optional[str]:
-    """The upper-cased symbol of a stream name's symbol part
-    (``btcusdt`` -> ``BTCUSDT``), or None if it cannot be one.
+    """The upper-cased symbol of a stream name's symbol part (``btcusdt`` -> ``BTCUSDT``), or None if it cannot be one.
 
     >>> symbol_of_stream("btcusdt"), symbol_of_stream("btcußdt"), symbol_of_stream("")
     ('BTCUSDT', None, None)
@@ -78,10 +77,11 @@ COINM_CONTRACT_USD = MappingProxyType({
 
 
 def coinm_contract(symbol: str, market: str) -> Union[float, str]:
-    """The USD value of one contract of ``symbol`` read in a ``market``
-    input: 0.0 for a linear instrument (spot, USD-M: quantities are
-    coins), the contract's size for a COIN-M contract (the symbol says so,
-    whatever the market), or why the symbol cannot be read (a str).
+    """The USD value of one contract of ``symbol`` read in a ``market`` input, or why the symbol cannot be read.
+
+    0.0 for a linear instrument (spot, USD-M: quantities are coins), the
+    contract's size for a COIN-M contract (the symbol says so, whatever the
+    market), or why the symbol cannot be read (a str).
 
     >>> [coinm_contract(*a) for a in (("BTCUSD_PERP", "coinm"), ("ETHUSD_210924", "usdm"), ("BTCUSDT", "spot"))]
     [100.0, 10.0, 0.0]

@@ -1,5 +1,7 @@
-"""Byte-level framing of ticks: ticklet's wire format for raw ticks on Kafka,
-and where a Binance combined-stream message names its stream (pure, no I/O).
+"""Byte-level framing of ticks: ticklet's wire format for raw ticks on Kafka, and where a message names its stream.
+
+Where a Binance combined-stream message names its stream is read from its
+bytes too; pure, no I/O.
 
 The bottom of the Binance input path (:mod:`sources.binance` states it):
 this module reads heads and fields from bytes and decodes no exchange
@@ -117,11 +119,12 @@ _STREAM_KEY = re.compile(rb'"stream"[ \t\r\n]*:[ \t\r\n]*"([^"\\@]{1,80})@')
 
 
 def symbol_span(message: bytes) -> Optional[tuple[int, int]]:
-    """Where the symbol of a combined-stream message's stream name is, read
-    from the bytes without decoding: ``(start, at)``, the symbol being
-    ``message[start:at]`` and ``at`` the index of the ``@`` that follows it
-    (looked for within 70 bytes), for the first compact ``"stream":"``; None
-    when there is no ``"stream":"`` or no such ``@``.
+    """Where the symbol of a combined-stream message's stream name is, read from the bytes without decoding.
+
+    ``(start, at)``, the symbol being ``message[start:at]`` and ``at`` the
+    index of the ``@`` that follows it (looked for within 70 bytes), for the
+    first compact ``"stream":"``; None when there is no ``"stream":"`` or no
+    such ``@``.
 
     Examples
     --------
@@ -140,10 +143,10 @@ def symbol_span(message: bytes) -> Optional[tuple[int, int]]:
 
 
 def stream_symbol(message: bytes) -> Optional[str]:
-    """The upper-cased symbol of a combined-stream message's stream name
-    (``btcusdt@trade`` -> ``BTCUSDT``), read from its bytes whatever the
-    JSON's layout: that of the first ``"stream": "<symbol>@`` in it, or None
-    where there is none or it cannot be a symbol
+    r"""The upper-cased symbol of a combined-stream message's stream name, read from its bytes whatever the layout.
+
+    ``btcusdt@trade`` -> ``BTCUSDT``: that of the first ``"stream": "<symbol>@``
+    in the message, or None where there is none or it cannot be a symbol
     (:func:`sources.symbols.symbol_of_stream`). For Kafka keys and for
     naming dead letters; the parser decodes the stream name exactly.
 
@@ -157,9 +160,9 @@ def stream_symbol(message: bytes) -> Optional[str]:
     'BTCUSDT'
     >>> stream_symbol(b'{"stream": "ethusdt@trade", "data": {"stream":"btcusdt@trade"}}')  # the first one
     'ETHUSDT'
-    >>> stream_symbol(b'{"stream":"\\\\u0062tc@trade","data":{}}') is None  # an escape is not read as a symbol
+    >>> stream_symbol(b'{"stream":"\\u0062tc@trade","data":{}}') is None  # an escape is not read as a symbol
     True
-    >>> stream_symbol(b'{"stream":"\\xe2\\x80\\xaebtc@trade","data":{}}') is None  # a right-to-left override
+    >>> stream_symbol(b'{"stream":"\xe2\x80\xaebtc@trade","data":{}}') is None  # a right-to-left override
     True
     """
     span = symbol_span(message)

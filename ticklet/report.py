@@ -74,8 +74,7 @@ _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 
 class NoRunError(FileNotFoundError):
-    """The directory is not a run's output directory (it does not exist, or
-    holds no ``forecasts.csv``)."""
+    """The directory is not a run's output directory (it does not exist, or holds no ``forecasts.csv``)."""
 
 
 # ---------------------------------------------------------------------------
@@ -83,9 +82,9 @@ class NoRunError(FileNotFoundError):
 
 
 def rolling_mean(x: np.ndarray, w: int) -> np.ndarray:
-    """Means of the full windows of ``w`` consecutive values: element ``i``
-    covers ``x[i : i + w]`` (``len(x) - w + 1`` values; none when
-    ``len(x) < w``).
+    """Means of the full windows of ``w`` consecutive values: element ``i`` covers ``x[i : i + w]``.
+
+    ``len(x) - w + 1`` values; none when ``len(x) < w``.
 
     >>> rolling_mean(np.array([1.0, 0.0, 1.0, 1.0]), 2).tolist()
     [0.5, 0.5, 1.0]
@@ -97,8 +96,7 @@ def rolling_mean(x: np.ndarray, w: int) -> np.ndarray:
 
 
 def downsample(n: int, max_points: int) -> np.ndarray:
-    """Indices of at most ``max_points`` evenly spaced points of ``n``, the
-    first and the last included.
+    """Indices of at most ``max_points`` evenly spaced points of ``n``, the first and the last included.
 
     >>> downsample(10, 4).tolist()
     [0, 3, 6, 9]
@@ -111,8 +109,9 @@ def downsample(n: int, max_points: int) -> np.ndarray:
 
 
 def minmax_indices(y: np.ndarray, max_points: int) -> np.ndarray:
-    """Indices of at most ``max_points`` points of ``y`` that keep its shape:
-    the minimum and the maximum of each of ``(max_points - 2) // 2`` equal
+    """Indices of at most ``max_points`` points of ``y`` that keep its shape.
+
+    The minimum and the maximum of each of ``(max_points - 2) // 2`` equal
     buckets, and the first and last point (a drawdown's trough is never
     thinned away).
 
@@ -165,8 +164,10 @@ def cost_curve(entry: dict[str, Any], initial_equity: float) -> Optional[dict[st
 
 @dataclass
 class _Csv:
-    """A record CSV as numpy columns, its rows grouped by (instrument, model,
-    horizon) and ordered in time within each group."""
+    """A record CSV as numpy columns, its rows grouped by (instrument, model, horizon) and ordered in time.
+
+    The rows are in time order within each group.
+    """
 
     cols: dict[str, np.ndarray]
     groups: dict[_Key, np.ndarray] = field(default_factory=dict)
@@ -176,8 +177,10 @@ class _Csv:
 
 
 def _read_csv(path: Path, types: dict[str, str], order: str) -> Optional[_Csv]:
-    """``path`` (None when it is missing or empty), numeric columns as numpy
-    arrays (empty cells as NaN), grouped by instrument, model and horizon."""
+    """``path`` as numpy arrays grouped by instrument, model and horizon; None when it is missing or empty.
+
+    Numeric columns become numpy arrays, empty cells NaN.
+    """
     import pyarrow as pa
     from pyarrow import csv as pacsv
 
@@ -244,12 +247,14 @@ class _Run:
         return sorted(names)
 
     def initial_equity(self, instrument: str, book: Optional[_Key] = None) -> float:
-        """The capital ``book`` (an ``(instrument, model, horizon)``; by default
-        the instrument's first) started with, in its currency: the
-        configuration's ``initial_equity``, in the quote currency; a COIN-M
-        book is kept in the coin, and started with that many USD worth of the
-        coin at its first mid (:mod:`operators.pnl`): its first equity point's
-        ``gross_equity``."""
+        """The capital ``book`` started with, in its currency.
+
+        ``book`` is an ``(instrument, model, horizon)``; by default the
+        instrument's first. The configuration's ``initial_equity``, in the
+        quote currency; a COIN-M book is kept in the coin, and started with
+        that many USD worth of the coin at its first mid
+        (:mod:`operators.pnl`): its first equity point's ``gross_equity``.
+        """
         from core.events import market_of
 
         v = self.config.get("execution", {}).get("initial_equity")
@@ -264,10 +269,12 @@ class _Run:
         return float(v) if v else ExecutionConfig().initial_equity
 
     def fee_bps(self, instrument: str) -> Optional[float]:
-        """Fee plus slippage per side in the configuration (the spread comes
-        on top): the fee of the instrument's market (:func:`market_of`:
+        """Fee plus slippage per side in the configuration, as the books paid it (the spread comes on top).
+
+        The fee is that of the instrument's market (:func:`market_of`:
         ``spot_fee_bps``, ``usdm_fee_bps`` for USD-M perpetuals and delivery
-        contracts, ``coinm_fee_bps`` for COIN-M ones), as the books paid it."""
+        contracts, ``coinm_fee_bps`` for COIN-M ones).
+        """
         from core.events import market_of
 
         ex = self.config.get("execution")
@@ -278,9 +285,11 @@ class _Run:
 
 
 def _read_last(path: Path, cls: type) -> list[Any]:
-    """The last row of every (instrument, model, horizon) of a record CSV, as
-    its record: :func:`sinks.report.read_last`, read with pyarrow (a long
-    run's metrics.csv holds a row per forecast)."""
+    """The last row of every (instrument, model, horizon) of a record CSV, as its record.
+
+    As :func:`sinks.report.read_last`, read with pyarrow (a long run's
+    metrics.csv holds a row per forecast).
+    """
     import pyarrow as pa
     from pyarrow import csv as pacsv
 
@@ -303,8 +312,10 @@ def _read_last(path: Path, cls: type) -> list[Any]:
 
 
 def _summary(out_dir: Path) -> dict[str, Any]:
-    """What the report uses of the backtest summary (:func:`sinks.report.summarize`):
-    the counters and the last metrics and economics."""
+    """What the report uses of the backtest summary (:func:`sinks.report.summarize`).
+
+    The counters and the last metrics and economics.
+    """
     from core.events import EconomicsRecord, MetricsRecord
     from sinks.summary import economics_summary, instruments_summary
 
@@ -372,11 +383,13 @@ GAP_NS = 10 * 60 * 10**9
 
 
 def _stretches(run: _Run, instrument: str) -> tuple[list[tuple[int, int]], _Gaps]:
-    """The stretches of data of ``instrument`` (first and last time, ns),
-    split where nothing came for over :data:`GAP_NS` (and 30 times the
-    typical step between two times: bars of klines), and the gaps between
-    them as ``[start, end]`` in ms (at most 50, the longest): time axes skip
-    the gaps, so a run over recordings months apart stays readable."""
+    """The stretches of data of ``instrument`` (first and last time, ns), and the gaps between them.
+
+    Stretches are split where nothing came for over :data:`GAP_NS` (and 30
+    times the typical step between two times: bars of klines); the gaps come
+    as ``[start, end]`` in ms (at most 50, the longest). Time axes skip the
+    gaps, so a run over recordings months apart stays readable.
+    """
     ts = []
     if run.forecasts is not None:
         ts += [run.forecasts.get(k, "ts_target") for k in _forecast_keys(run, instrument)]
@@ -395,8 +408,7 @@ def _stretches(run: _Run, instrument: str) -> tuple[list[tuple[int, int]], _Gaps
 
 
 def _time_axis(fig: Any, gaps: _Gaps, **kw: Any) -> None:
-    """A date axis that skips ``gaps``, each marked by a dotted line (those
-    within the data drawn)."""
+    """A date axis that skips ``gaps``, each marked by a dotted line (those within the data drawn)."""
     xs = [np.asarray(t.x, dtype=float) for t in fig.data if t.x is not None and len(t.x)]
     lo, hi = min(float(x.min()) for x in xs), max(float(x.max()) for x in xs)
     inside = [g for g in gaps if lo < g[0] and g[1] < hi]
@@ -512,8 +524,10 @@ def _dm_plot(run: _Run, instrument: str, style: _Style, gaps: _Gaps, max_points:
 
 
 def _calibration(run: _Run, key: _Key, bins: int) -> Optional[dict[str, np.ndarray]]:
-    """``p_up`` of the signals against the realized direction of the same
-    forecasts (non-zero moves), in equal-count bins."""
+    """``p_up`` of the signals against the realized direction of the same forecasts, in equal-count bins.
+
+    Only the forecasts of non-zero moves count.
+    """
     f, sg = run.forecasts, run.signals
     if f is None or sg is None or key not in sg.groups:
         return None
@@ -709,7 +723,8 @@ def _utc(ts_ns: int) -> str:
 
 
 def _duration(ns: float) -> str:
-    """
+    """A duration in ns as text, in the largest unit that keeps it above 2 (or a minute).
+
     >>> _duration(414e9), _duration(7200e9), _duration(3 * 86400e9)
     ('6.9 min', '2.0 h', '3.0 days')
     """

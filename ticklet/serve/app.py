@@ -119,8 +119,10 @@ _COOKIE = "ticklet_api_key"
 
 
 def _record_model(cls: type[msgspec.Struct], kind: str) -> type[BaseModel]:
-    """A pydantic model of one published record type (for the OpenAPI
-    document only: answers are the records' bytes as published)."""
+    """A pydantic model of one published record type, for the OpenAPI document only.
+
+    The answers are the records' bytes as published.
+    """
     fields: dict[str, Any] = {
         "schema_": (Literal[SCHEMA_VERSION], Field(alias="schema",
                                                    description="Version of the record layout.")),
@@ -293,16 +295,20 @@ class Hub:
     # -- fed by the consumer thread (through the loop)
 
     def begin(self, starts: dict[int, int]) -> None:
+        """Start the buffer of each partition at its first offset read, ``starts[partition]``."""
         for p, off in starts.items():
             self.buffer.begin(p, off)
 
     def caught_up(self, _: Any = None) -> None:
+        """The consumer reached the partitions' ends of the start: the server is ready."""
         self.ready = True
         self.metrics.ready.set(1)
 
     def fail(self, reason: str) -> None:
-        """The consumer stopped on an error: stop serving what can no longer
-        be kept up to date (a restart reads the topic again)."""
+        """The consumer stopped on an error: stop serving what can no longer be kept up to date.
+
+        A restart reads the topic again.
+        """
         self.failed = reason
         self.ready = False
         self.metrics.ready.set(0)
@@ -360,8 +366,10 @@ class Hub:
             c.wake.set()
 
     def drop(self, c: Client, why: str = "") -> None:
-        """Drop a client that does not keep up: it gets nothing more, its
-        sending task is cancelled (it may be waiting on a full socket)."""
+        """Drop a client that does not keep up: it gets nothing more, its sending task is cancelled.
+
+        The task may be waiting on a full socket.
+        """
         if c.dropped:
             return
         self.metrics.slow.inc()
@@ -375,8 +383,7 @@ class Hub:
 
     def answer(self, kind: str, what: str, instrument: str, model: Optional[str], horizon: Optional[int]
                ) -> tuple[int, bytes]:
-        """The answer of a ``latest`` route: (status, JSON body): the
-        records exactly as published, or a 404 problem."""
+        """The answer of a ``latest`` route: (status, JSON body): the records exactly as published, or a 404 problem."""
         if instrument not in self.store:
             msg = f"no records of instrument {instrument!r} yet"
             return 404, msgspec.json.encode({"detail": msg, "message": msg + " (GET /v1/instruments lists them)"})
@@ -390,6 +397,7 @@ class Hub:
     # -- clients
 
     def full(self) -> bool:
+        """Whether the stream has as many clients as ``TICKLET_SERVE__MAX_CLIENTS`` allows."""
         return self.clients >= self.cfg.max_clients
 
     def take_slot(self) -> bool:
@@ -408,11 +416,13 @@ class Hub:
             self.metrics.resuming.set(self.resuming)
 
     def join(self, c: Client) -> bool:
-        """Register ``c``; what it resumes after is planned in the same loop
-        step, so nothing falls between its backlog and its live records.
-        False (and ``c`` not registered) when it must be read from Kafka
-        and every place for that is taken: the buffer moved on since its
-        handshake found it needed none."""
+        """Register ``c``, planning what it resumes after in the same loop step; False when there is no place.
+
+        Planned in the same step, nothing falls between its backlog and its
+        live records. False (and ``c`` not registered) when it must be read
+        from Kafka and every place for that is taken: the buffer moved on
+        since its handshake found it needed none.
+        """
         if c.after:
             ranges, held = self.buffer.plan(c.after)
             if ranges and not c.slot:
@@ -444,12 +454,14 @@ class Hub:
         self.metrics.sent.inc(len(frames))
 
     async def _from_kafka(self, c: Client) -> None:
-        """Send ``c`` what it resumes after that the buffer no longer holds,
-        read by a consumer of its own, with bounded prefetch; the consumer is
-        closed, its memory given back to the system and ``c``'s place freed
-        as soon as it is done, or ``c`` leaves. A client that takes nothing
-        for ``TICKLET_SERVE__RESUME_STALL_S`` meanwhile is dropped (4008): it
-        would hold its place for ever."""
+        """Send ``c`` what it resumes after that the buffer no longer holds, read by a consumer of its own.
+
+        The consumer has a bounded prefetch; it is closed, its memory given
+        back to the system and ``c``'s place freed as soon as it is done, or
+        ``c`` leaves. A client that takes nothing for
+        ``TICKLET_SERVE__RESUME_STALL_S`` meanwhile is dropped (4008): it
+        would hold its place for ever.
+        """
         cfg = reader_config(consumer_config(self.kafka.brokers, self.cfg.group_id, self.kafka.client_config()),
                             self.cfg.resume_prefetch_kb)
         try:
@@ -475,10 +487,12 @@ class Hub:
             self.give_slot(c)
 
     async def _send_held(self, c: Client) -> None:
-        """Send ``c`` the held records that follow its offsets and match its
-        filter, picked from what the buffer held when it joined, a slice at
-        a time: a client resuming after old offsets never holds up the loop
-        (the whole buffer in one piece: 45 ms on the loaded test machine)."""
+        """Send ``c`` the held records that follow its offsets and match its filter, a slice at a time.
+
+        They are picked from what the buffer held when it joined; a slice at
+        a time, a client resuming after old offsets never holds up the loop
+        (the whole buffer in one piece: 45 ms on the loaded test machine).
+        """
         held, c.held = c.held, []
         frames: list[str] = []
         for i in range(0, len(held), HELD_SLICE):
@@ -565,8 +579,9 @@ _HORIZON = re.compile(r"[1-9][0-9]{0,6}")
 
 
 def _plain_query(qs: bytes) -> Optional[tuple[str, Optional[str], Optional[int]]]:
-    """(instrument, model, horizon) of a ``latest`` query that is valid as
-    it is; None for anything else (FastAPI then answers it, errors included).
+    """(instrument, model, horizon) of a ``latest`` query that is valid as it is; None for anything else.
+
+    FastAPI then answers anything else, errors included.
 
     >>> _plain_query(b"instrument=BTCUSDT&horizon=10"), _plain_query(b"instrument=btc"), _plain_query(b"x=1")
     (('BTCUSDT', None, 10), None, None)
@@ -594,8 +609,7 @@ def _query_keys(qs: bytes) -> list[str]:
 
 
 def key_cookie(key: str) -> bytes:
-    """The ``Set-Cookie`` value that carries the server's own key (made once:
-    never from what a request says).
+    """The ``Set-Cookie`` value that carries the server's own key (made once: never from what a request says).
 
     >>> key_cookie("k3y")
     b'ticklet_api_key=k3y; HttpOnly; Path=/; SameSite=Strict'
@@ -608,16 +622,16 @@ def key_cookie(key: str) -> bytes:
 
 
 def _direct_writer(send: Any) -> Optional[Callable[[bytes], bool]]:
-    """A function writing an encoded WebSocket message straight to the
-    connection of ``send`` (uvicorn's websockets protocol), or None when
-    ``send`` is not one. It writes only while the connection is open, sends
-    no extension (no compression) and has nothing waiting in its buffer, and
-    says whether it did: a client whose socket is full goes back to its
-    queue and its own sending task, where flow control and
-    ``TICKLET_SERVE__MAX_PENDING`` apply. What it saves is uvicorn's
-    per-client encoding and a task switch per client and message: the
-    stream's fan-out is one message built per batch and one ``write`` per
-    client.
+    """A function writing an encoded WebSocket message straight to the connection of ``send``, or None.
+
+    None when ``send`` is not uvicorn's websockets protocol. It writes only
+    while the connection is open, sends no extension (no compression) and
+    has nothing waiting in its buffer, and says whether it did: a client
+    whose socket is full goes back to its queue and its own sending task,
+    where flow control and ``TICKLET_SERVE__MAX_PENDING`` apply. What it
+    saves is uvicorn's per-client encoding and a task switch per client and
+    message: the stream's fan-out is one message built per batch and one
+    ``write`` per client.
     """
     proto = getattr(send, "__self__", None)
     conn, transport = getattr(proto, "conn", None), getattr(proto, "transport", None)
@@ -636,8 +650,10 @@ def _direct_writer(send: Any) -> Optional[Callable[[bytes], bool]]:
 
 
 class _Edge:
-    """Pure ASGI middleware: the API key on every route but health, and the
-    request-time histogram (by route template, so the labels stay few)."""
+    """Pure ASGI middleware: the API key on every route but health, and the request-time histogram.
+
+    The histogram is by route template, so the labels stay few.
+    """
 
     def __init__(self, app: Any, key: Optional[str], metrics: Metrics, hub: Hub):
         self.app, self.key, self.metrics, self.hub = app, key, metrics, hub
@@ -648,12 +664,14 @@ class _Edge:
         return hmac.compare_digest(given.encode(), self.key.encode())
 
     def _authorized(self, scope: dict[str, Any]) -> tuple[bool, bool]:
-        """(whether the request carries the key, whether its answer sets the
-        cookie). Every key the request states (header X-API-Key,
+        """(whether the request carries the key, whether its answer sets the cookie).
+
+        Every key the request states (header X-API-Key,
         ``Authorization: Bearer``, ``?api_key=``) must be the key, a wrong
         one is refused even beside the right one; the cookie counts only when
         it states none. The cookie is set when ``?api_key=`` was given, and
-        so checked: it carries the server's key, never the request's text."""
+        so checked: it carries the server's key, never the request's text.
+        """
         stated: list[str] = []
         cookie: Optional[str] = None
         for name, value in scope.get("headers", ()):
@@ -736,8 +754,10 @@ class _Edge:
 
 
 class RedactKey(logging.Filter):
-    """Keep the API key out of every log line (uvicorn's included): the key
-    itself and any ``api_key=`` query value become ``***``."""
+    """Keep the API key out of every log line (uvicorn's included).
+
+    The key itself and any ``api_key=`` query value become ``***``.
+    """
 
     _QUERY = re.compile(r"(api_key=)[^&\s\"']*")
 
@@ -795,8 +815,11 @@ def _docs_static() -> Optional[Path]:
 
 
 def _origin_ok(origin: Optional[str], host: Optional[str], allowed: list[str]) -> bool:
-    """A browser's WebSocket from ``origin`` may connect: no Origin (not a
-    browser), the server's own pages, or an allowed origin."""
+    """Whether a browser's WebSocket from ``origin`` may connect.
+
+    It may with no Origin (not a browser), from the server's own pages, or
+    from an allowed origin.
+    """
     if not origin:
         return True
     if "*" in allowed or origin in allowed:
@@ -805,8 +828,11 @@ def _origin_ok(origin: Optional[str], host: Optional[str], allowed: list[str]) -
 
 
 def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) -> FastAPI:
-    """The ASGI application. The Kafka consumer is built and started by the
-    app's lifespan (when the server starts, ``start_feed``), never here."""
+    """The ASGI application.
+
+    The Kafka consumer is built and started by the app's lifespan (when the
+    server starts, ``start_feed``), never here.
+    """
     metrics = Metrics()
     hub = Hub(cfg, kafka, metrics)
 
@@ -846,8 +872,11 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
         422: {"model": Problem, "description": "A bad query parameter."}}
 
     def listed(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
-        """The answers of a ``latest`` route: a list of ``model`` (``list[model]``, which a type checker
-        takes for a type, and a model made at run time cannot be), or a problem."""
+        """The answers of a ``latest`` route: a list of ``model``, or a problem.
+
+        ``list[model]`` would do, but a type checker takes it for a type,
+        and a model made at run time cannot be one.
+        """
         return {200: {"model": GenericAlias(list, (model,))}, **not_found}
 
     def latest(kind: str, what: str, instrument: str, model: Optional[str], horizon: Optional[int]) -> Response:
@@ -1014,8 +1043,10 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
 
 
 def _document_key(app: FastAPI) -> None:
-    """State in ``app``'s OpenAPI document that every route but health needs
-    the API key (the ways to give it, and the 401 without it)."""
+    """State in ``app``'s OpenAPI document that every route but health needs the API key.
+
+    The document gives the ways to give it, and the 401 without it.
+    """
     plain = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -1039,8 +1070,11 @@ def _document_key(app: FastAPI) -> None:
 
 
 def bind(address: str, port: int) -> socket.socket:
-    """A listening socket on ``address:port``; :class:`ConfigError` naming the
-    settings when it cannot be had (in use, no such address)."""
+    """A listening socket on ``address:port``.
+
+    A :class:`ConfigError` naming the settings when it cannot be had (in
+    use, no such address).
+    """
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -1056,11 +1090,13 @@ def bind(address: str, port: int) -> socket.socket:
 
 
 def serve(cfg: ServeConfig, kafka: KafkaConfig, check_kafka: bool = True) -> int:
-    """Run the server until SIGINT or SIGTERM (exit status 0), or until its
-    Kafka consumer stops on an error (1, the reason logged: a supervisor
-    restarts it, and it reads the topic again). A bad setting (brokers that
-    do not answer, an address that cannot be had) raises :class:`ConfigError`
-    before anything starts."""
+    """Run the server until SIGINT or SIGTERM (exit status 0), or until its Kafka consumer stops on an error.
+
+    On an error the status is 1, the reason logged: a supervisor restarts
+    it, and it reads the topic again. A bad setting (brokers that do not
+    answer, an address that cannot be had) raises :class:`ConfigError`
+    before anything starts.
+    """
     import uvicorn
 
     key = cfg.api_key.get_secret_value() if cfg.api_key else None

@@ -1,8 +1,9 @@
-"""What ``ticklet serve`` keeps and answers, as pure conversions (no server,
-no Kafka): each consumed record decoded once into an :class:`Entry`, the
-bounded :class:`LatestStore` behind the ``latest`` routes, the
-:class:`ResumeBuffer` that lets a WebSocket client resume after the last
-offset it saw, and the checks of the query parameters.
+"""What ``ticklet serve`` keeps and answers, as pure conversions (no server, no Kafka).
+
+Each consumed record is decoded once into an :class:`Entry`; the bounded
+:class:`LatestStore` is behind the ``latest`` routes, the
+:class:`ResumeBuffer` lets a WebSocket client resume after the last offset
+it saw, and the query parameters are checked here.
 
 A record is served exactly as it was published (its JSON value on the output
 topic, ``schema`` and ``type`` first, see :func:`sinks.records.kafka_record`).
@@ -63,9 +64,11 @@ _MODEL = re.compile(MODEL_PATTERN)
 
 
 class BadRecord(ValueError):
-    """A value of the output topic that is not a record ticklet serves;
-    ``reason`` is one word (for the counter): ``json``, ``schema``, ``type``,
-    ``instrument``."""
+    """A value of the output topic that is not a record ticklet serves.
+
+    ``reason`` is one word (for the counter): ``json``, ``schema``,
+    ``type``, ``instrument``.
+    """
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
@@ -89,8 +92,10 @@ _head = msgspec.json.Decoder(_Head)
 
 
 class Entry:
-    """One consumed record: where it is in the topic, what it is about, its
-    value exactly as published, and its stream envelope (``frame``, text)."""
+    """One consumed record: where it is in the topic, what it is about, its value exactly as published.
+
+    It also holds its stream envelope (``frame``, text).
+    """
 
     __slots__ = ("frame", "horizon", "instrument", "kind", "model", "offset", "partition", "ts", "ts_kafka", "value")
 
@@ -106,8 +111,9 @@ class Entry:
 
 
 def check_instrument(text: str) -> str:
-    """``text`` if it is an instrument as ticklet names them (``BTCUSDT``,
-    ``BTCUSDT-PERP``), else :class:`ValueError` saying what one looks like.
+    """``text`` if it is an instrument as ticklet names them (``BTCUSDT``, ``BTCUSDT-PERP``).
+
+    Otherwise a :class:`ValueError` saying what one looks like.
 
     >>> check_instrument("BTCUSDT-PERP")
     'BTCUSDT-PERP'
@@ -130,9 +136,12 @@ def check_model(text: str) -> str:
 
 
 def decode_record(value: Optional[bytes], partition: int, offset: int, ts_kafka: int) -> Entry:
-    """The :class:`Entry` of one message of the output topic; :class:`BadRecord`
-    for a value that is not a record of the current schema, of a type in :data:`TYPES`
-    about a valid instrument (dead letters go to their own topic)."""
+    """The :class:`Entry` of one message of the output topic.
+
+    :class:`BadRecord` for a value that is not a record of the current
+    schema, of a type in :data:`TYPES` about a valid instrument (dead
+    letters go to their own topic).
+    """
     if not value:
         raise BadRecord("json", "empty value")
     try:
@@ -152,8 +161,11 @@ def decode_record(value: Optional[bytes], partition: int, offset: int, ts_kafka:
 
 
 def follows(e: Entry, after: dict[int, int]) -> bool:
-    """Whether ``e`` comes after the last offsets a client saw (``after``:
-    partition -> offset; partitions it did not name are not followed)."""
+    """Whether ``e`` comes after the last offsets a client saw.
+
+    ``after``: partition -> offset; partitions it did not name are not
+    followed.
+    """
     seen = after.get(e.partition)
     return seen is not None and e.offset > seen
 
@@ -168,8 +180,7 @@ def frame_text(frames: Iterable[str]) -> str:
 
 
 def parse_types(text: Optional[str]) -> frozenset[str]:
-    """The record types of a ``types`` parameter (comma-separated); all of
-    them when it is missing or empty.
+    """The record types of a ``types`` parameter (comma-separated); all of them when it is missing or empty.
 
     >>> sorted(parse_types("forecast, signal"))
     ['forecast', 'signal']
@@ -189,9 +200,9 @@ def parse_types(text: Optional[str]) -> frozenset[str]:
 
 
 def parse_backlog(text: Optional[str], most: int) -> int:
-    """The number of a ``backlog`` parameter: how many of the latest held
-    records a new stream client gets first (at most ``most``, what the
-    buffer holds).
+    """The number of a ``backlog`` parameter: how many of the latest held records a new stream client gets first.
+
+    At most ``most``, what the buffer holds.
 
     >>> parse_backlog("500", 1000), parse_backlog("5000", 1000), parse_backlog(None, 1000)
     (500, 1000, 0)
@@ -204,9 +215,10 @@ def parse_backlog(text: Optional[str], most: int) -> int:
 
 
 def parse_after(text: Optional[str]) -> dict[int, int]:
-    """The last offset a client saw in each partition, from an ``after``
-    parameter ``PARTITION:OFFSET[,PARTITION:OFFSET...]`` (offset -1: nothing
-    yet, start at the partition's beginning).
+    """The last offset a client saw in each partition, from an ``after`` parameter.
+
+    The parameter is ``PARTITION:OFFSET[,PARTITION:OFFSET...]`` (offset -1:
+    nothing yet, start at the partition's beginning).
 
     >>> parse_after("0:1234,3:-1")
     {0: 1234, 3: -1}
@@ -229,8 +241,7 @@ def parse_after(text: Optional[str]) -> dict[int, int]:
 
 
 class StreamFilter(NamedTuple):
-    """What a stream client asked for: one instrument (None: every one) and
-    some record types.
+    """What a stream client asked for: one instrument (None: every one) and some record types.
 
     >>> f = StreamFilter("BTCUSDT", frozenset({"metrics"}))
     >>> f.match(Entry(0, 1, 0, "metrics", "BTCUSDT", "naive", 1, 0, b"", "")), f.match(
@@ -242,14 +253,16 @@ class StreamFilter(NamedTuple):
     types: frozenset[str]
 
     def match(self, e: Entry) -> bool:
+        """Whether the stream client of this filter gets ``e``: its type, and its instrument if one is set."""
         return e.kind in self.types and (self.instrument is None or e.instrument == self.instrument)
 
 
 class LatestStore:
-    """The latest record of every type, instrument, model and horizon: the
-    one with the greatest event time (``ts_forecast``; ``ts_target`` for
-    metrics, ``ts_recv`` for fills), so a duplicate that a restarted
-    dataflow publishes again never takes an answer back in time.
+    """The latest record of every type, instrument, model and horizon: the one with the greatest event time.
+
+    The event time is ``ts_forecast`` (``ts_target`` for metrics, ``ts_recv``
+    for fills), so a duplicate that a restarted dataflow publishes again
+    never takes an answer back in time.
 
     Bounded: at most ``max_instruments`` instruments (in order of first
     appearance) and ``max_series`` (type, model, horizon) series per
@@ -302,16 +315,20 @@ class LatestStore:
 
     def latest(self, kind: str, instrument: str, model: Optional[str] = None,
                horizon: Optional[int] = None) -> list[Entry]:
-        """The latest ``kind`` records of ``instrument`` (one per model and
-        horizon, ordered by them), of one model and/or horizon if given."""
+        """The latest ``kind`` records of ``instrument``, one per model and horizon, ordered by them.
+
+        Only those of one model and/or horizon if given.
+        """
         series = self._by.get(instrument, {})
         return [series[k] for k in sorted(series) if k[0] == kind and (model is None or k[1] == model)
                 and (horizon is None or k[2] == horizon)]
 
     def instruments(self) -> list[dict[str, object]]:
-        """Per instrument: its partition, the offset and Kafka time of its
-        last record, how many records of each type were consumed, and the
-        models and horizons it has forecasts of."""
+        """Per instrument: its partition, the offset and Kafka time of its last record, and what it has.
+
+        What it has: how many records of each type were consumed, and the
+        models and horizons it has forecasts of.
+        """
         out = []
         for inst in sorted(self._by):
             keys = [k for k in self._by[inst] if k[0] == "forecast"] or list(self._by[inst])
@@ -321,9 +338,9 @@ class LatestStore:
 
 
 class ResumeBuffer:
-    """The last ``size`` records consumed (all partitions together), for
-    clients that resume after an offset; what it no longer holds is read
-    again from Kafka.
+    """The last ``size`` records consumed (all partitions together), for clients that resume after an offset.
+
+    What it no longer holds is read again from Kafka.
 
     :meth:`begin` is told where the consumer starts in each partition;
     :meth:`plan` then says, for a client that saw up to some offset in some
@@ -352,6 +369,7 @@ class ResumeBuffer:
         self._start[partition] = offset
 
     def append(self, e: Entry) -> None:
+        """Hold ``e``, the record consumed next; the oldest held falls out past ``size``."""
         if self.size <= 0:
             self._start[e.partition] = e.offset + 1
             return
@@ -365,9 +383,11 @@ class ResumeBuffer:
         return len(self._q)
 
     def ranges(self, after: dict[int, int]) -> dict[int, tuple[int, int]]:
-        """For a client that saw up to ``after[p]`` in each partition ``p``:
-        the Kafka offset ranges ``[lo, hi)`` it must read first, per
-        partition (what the buffer no longer holds)."""
+        """The Kafka offset ranges ``[lo, hi)`` a client must read first, per partition.
+
+        For a client that saw up to ``after[p]`` in each partition ``p``:
+        what the buffer no longer holds.
+        """
         out = {}
         for p, seen in after.items():
             start = self._start.get(p)
@@ -376,9 +396,11 @@ class ResumeBuffer:
         return out
 
     def plan(self, after: dict[int, int]) -> tuple[dict[int, tuple[int, int]], list[Entry]]:
-        """:meth:`ranges`, and every record held now, in arrival order (a
-        copy of the buffer, made at C speed): those of them that
-        :func:`follow` the offsets come after the ranges."""
+        """:meth:`ranges`, and every record held now, in arrival order.
+
+        The records are a copy of the buffer, made at C speed: those of them
+        that :func:`follows` the offsets come after the ranges.
+        """
         return self.ranges(after), list(self._q)
 
     def last(self, n: int, filt: StreamFilter) -> list[Entry]:
