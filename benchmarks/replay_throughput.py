@@ -79,7 +79,7 @@ def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int
                                  block[i : i + settings.input.batch_size], spec.interval_ns)
                 by_key, _errors, counts = parse_chunk(chunk)
                 ticks += counts["ticks"]
-                for key, events in by_key.items():
+                for key, batch in by_key.items():
                     st = states.get(key)
                     if st is None:
                         st = states[key] = (sanity.SanityState(settings.sanity),
@@ -89,7 +89,7 @@ def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int
                                             fills.FillState(x_cfg.latency_ms, b_cfg.interval_ms, b_cfg.max_gap_bars),
                                             pnl.PnlState(x_cfg, b_cfg.interval_ms, b_cfg.max_gap_bars))
                     cs, bs, fs, js, ms, ss, qs, ps = st
-                    cs, checked = sanity.step_batch(cs, events)
+                    cs, checked = sanity.step_batch(cs, batch)
                     events = checked[0] if checked and type(checked[0]) is list else []
                     written: dict[str, list] = {name: [] for name in files}
                     for ev in events:

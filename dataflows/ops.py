@@ -197,7 +197,7 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
         fmt = batch.fmt
         if (not held and len(out) == 1 and type(out[0]) is list and len(out[0]) == len(batch)
                 and all(map(is_, out[0], batch))):  # the common case: every event passed on
-            return [EventBatch(fmt, out[0], batch.records)]  # type: ignore[arg-type]
+            return [EventBatch(fmt, out[0], batch.records)]
         holding = getattr(state, "holding", None)
         if (not held and out and type(out[0]) is list and holding is not None and not holding()
                 and not any(type(x) is ErrorRecord for x in out)):  # some skipped, none held nor dead-lettered
