@@ -185,6 +185,38 @@ def test_ruff_is_clean():
     assert proc.returncode == 0, proc.stdout[-4000:]
 
 
+def test_ruff_checks_the_packages_docstrings():
+    """ruff's docstring rules (pydocstyle, numpy convention) on every package: only
+    the tests' and scripts' code is exempt, and each rule left out says why beside it."""
+    import tomllib
+
+    text = (REPO / "pyproject.toml").read_text()
+    lint = tomllib.loads(text)["tool"]["ruff"]["lint"]
+    assert "D" in lint["select"] and lint["pydocstyle"]["convention"] == "numpy"
+    off = sorted(r for r in lint["ignore"] if r.startswith("D"))
+    assert off == ["D105", "D401"]
+    for rule in off:
+        line = next(ln for ln in text.splitlines() if f'"{rule}"' in ln)
+        assert "#" in line and line.split("#", 1)[1].strip(), line
+    exempt = sorted(p for p, rules in lint["per-file-ignores"].items() if "D" in rules)
+    assert exempt == ["benchmarks/*", "docs/_hooks/*", "harness/*", "tests/*"]
+
+
+@pytest.mark.integration  # ruff in a subprocess
+def test_a_docstring_of_the_wrong_shape_breaks_ruff():
+    """A summary over two lines, as much of the code had before the rules: ruff
+    fails it in a package, and lets it be in the tests."""
+    bad = 'def f():\n    """Two lines\n    of summary."""\n'
+
+    def ruff(path: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "ruff"), "check", "--no-cache", "--stdin-filename", path, "-"], cwd=REPO,
+                              input=bad, capture_output=True, text=True, timeout=60)
+
+    proc = ruff("core/new_module.py")
+    assert proc.returncode == 1 and "D205" in proc.stdout and "D209" in proc.stdout, proc.stdout
+    assert ruff("tests/core/test_new_module.py").returncode == 0
+
+
 @pytest.mark.integration  # mypy in a subprocess
 def test_mypy_is_clean_on_the_pure_packages(tmp_path):
     """core/, operators/ and models/ (files and settings in pyproject.toml)."""
