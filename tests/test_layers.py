@@ -1,5 +1,5 @@
 """The house rules that tools check: the floors (import-linter contracts in
-pyproject.toml), no import cycle (grimp), ruff, and mypy on the pure packages.
+pyproject.toml), no import cycle (grimp), ruff, and mypy over the whole tree.
 
 The floors, top to bottom (an upper floor may import a lower one, never the
 reverse; "|": siblings that import neither; ":": one floor)::
@@ -217,9 +217,30 @@ def test_a_docstring_of_the_wrong_shape_breaks_ruff():
     assert ruff("tests/core/test_new_module.py").returncode == 0
 
 
-@pytest.mark.integration  # mypy in a subprocess
-def test_mypy_is_clean_on_the_pure_packages(tmp_path):
-    """core/, operators/ and models/ (files and settings in pyproject.toml)."""
+def test_mypy_covers_the_whole_tree():
+    """``mypy`` with no argument checks every package strictly (every function
+    body, annotated or not: a new package cannot be left out, nor checked
+    leniently), and the tests' and scripts' code (harness/, tests/,
+    benchmarks/, the docs' hooks) for what is annotated."""
+    import tomllib
+
+    lenient = ["harness", "tests", "benchmarks", "docs/_hooks"]
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]
+    packages = sorted(p.name for p in REPO.iterdir() if (p / "__init__.py").is_file())
+    assert packages == sorted([*PACKAGES, "harness"])
+    assert sorted(cfg["files"]) == sorted([*PACKAGES, *lenient])
+    left_out = [p for p in REPO.glob("[!.]*/**/*.py") if "build" not in p.parts
+                and not any(p.is_relative_to(REPO / f) for f in cfg["files"])]
+    assert not left_out, left_out
+    strict = [o for o in cfg["overrides"] if o.get("check_untyped_defs")]
+    assert len(strict) == 1 and sorted(strict[0]["module"]) == sorted(m for p in PACKAGES for m in (p, f"{p}.*"))
+    assert not cfg.get("check_untyped_defs")  # the lenient code: under the global settings
+
+
+@pytest.mark.integration  # about 40 s: mypy over the whole tree, with no cache
+def test_mypy_is_clean(tmp_path):
+    """The whole tree, as ``mypy`` with no argument checks it (files and
+    settings in pyproject.toml): no error."""
     proc = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache")], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:]
