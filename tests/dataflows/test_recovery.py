@@ -208,7 +208,7 @@ def test_a_damaged_store_stops_run_forecast_with_one_line(kind, sample_store, tm
     assert "start afresh" in line and "python -m bytewax.recovery" in line, line
     assert "not restarting" in proc.stderr and "restarting it from" not in proc.stderr, proc.stderr  # one life
     assert {p.name: p.read_bytes() for p in rec.glob("part-*.sqlite3")} == before  # read only (SQLite may add -shm)
-    assert not _record_files(out)
+    assert not out.exists()  # refused: no record file, and the output directory it made taken away
 
 
 @pytest.mark.parametrize("kind", ["no directory", "no partition"])
@@ -382,7 +382,7 @@ def test_an_output_directory_changed_between_lives_is_one_line(tmp_path):
     line = one_line(moved.stderr)
     assert line.startswith(f"ticklet: recovery store {rec}: its snapshot is of a run that wrote {a}/"), line
     assert f"{b}/" in line and "TICKLET_OUTPUT__DIR" in line, line
-    assert not _record_files(b)
+    assert not b.exists()  # refused: no record file, and the output directory it made taken away
 
     a.rename(tmp_path / "kept")
     gone = _flow_with(rec, a, SAMPLE_DIR)
