@@ -21,6 +21,7 @@ import pytest
 from runutil import FLOW
 
 from harness.kafkautil import assert_files_match, end_offsets, flow_env, recovery_progress, replay, run_flow, topic_name
+from harness.procs import interrupt, reaped
 from harness.realdata import SCRATCH
 
 pytestmark = pytest.mark.integration
@@ -64,7 +65,7 @@ def test_ctrl_c_on_a_tailing_run_is_one_line_and_130_and_the_same_command_goes_o
     with open(log, "w") as err:
         flow = subprocess.Popen(args, cwd=SCRATCH, env=env, stdout=subprocess.DEVNULL, stderr=err,
                                 preexec_fn=_ctrl_c_ready)
-    try:
+    with reaped(flow):
         _wait_for("caught-up line", lambda: "caught up with" in log.read_text(), flow, log)
         first = end_offsets(kafka_bootstrap, ticks)
         line = next(ln for ln in log.read_text().splitlines() if "caught up with" in ln)
@@ -75,12 +76,7 @@ def test_ctrl_c_on_a_tailing_run_is_one_line_and_130_and_the_same_command_goes_o
         assert proc.returncode == 0, proc.stderr
         total = sum(end_offsets(kafka_bootstrap, ticks).values())
         _wait_for("snapshot of the whole topic", lambda: recovery_progress(rec)["offsets"] >= total, flow, log)
-        flow.send_signal(signal.SIGINT)
-        flow.wait(timeout=120)
-    finally:
-        if flow.poll() is None:
-            flow.kill()
-            flow.wait()
+        interrupt(flow, timeout=120)
     stderr = log.read_text()
     assert flow.returncode == EXIT_INTERRUPTED, stderr[-3000:]
     assert stderr.count("caught up with") == 1, stderr[-3000:]  # said once, not at every end of a partition
@@ -111,14 +107,9 @@ def test_ctrl_c_on_a_run_without_a_store_says_it_starts_again(kafka_bootstrap, w
     with open(log, "w") as err:
         flow = subprocess.Popen(FLOW, cwd=SCRATCH, env=env, stdout=subprocess.DEVNULL, stderr=err,
                                 preexec_fn=_ctrl_c_ready)
-    try:
+    with reaped(flow):
         _wait_for("caught-up line", lambda: "caught up with" in log.read_text(), flow, log)
-        flow.send_signal(signal.SIGINT)
-        flow.wait(timeout=120)
-    finally:
-        if flow.poll() is None:
-            flow.kill()
-            flow.wait()
+        interrupt(flow, timeout=120)
     stderr = log.read_text()
     assert flow.returncode == EXIT_INTERRUPTED, stderr[-3000:]
     assert "Traceback" not in stderr and "panicked" not in stderr, stderr[-3000:]

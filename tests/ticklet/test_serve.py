@@ -38,6 +38,7 @@ from websockets.sync.client import connect
 
 from core.events import Fill, Forecast, ForecastRecord, MetricsRecord, Signal
 from harness.kafkautil import consume_all, flow_env, replay, topic_name
+from harness.procs import interrupt, reaped
 from harness.realdata import SCRATCH
 from harness.serveutil import Server, StreamClient, exe
 from sinks.records import SCHEMA_VERSION
@@ -478,18 +479,13 @@ def test_ctrl_c_stops_the_server_with_one_line_and_130(kafka_bootstrap, tmp_path
     with open(log, "w") as out:  # SIGINT as a terminal delivers it (a shell may start commands ignoring it)
         proc = subprocess.Popen([*exe(), "serve"], cwd=SCRATCH, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 90
         while not (m := re.search(r"serving (http://127\.0\.0\.1:\d+)", log.read_text())):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.1)
         assert httpx.get(f"{m.group(1)}/healthz", timeout=30).status_code == 200
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        interrupt(proc, timeout=60)
     text = log.read_text()
     assert proc.returncode == 130, text[-3000:]
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
