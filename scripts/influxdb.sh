@@ -28,6 +28,7 @@
 # set what the setup creates (default ticklet, ticklet, a random token).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+. "$root/scripts/pidfile.sh"
 INFLUXDB_VERSION="${INFLUXDB_VERSION:-2.7.12}"
 PKG_CONFIG_VERSION=v0.3.0            # influxdata/pkg-config: builds libflux with cargo
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/ticklet"
@@ -166,16 +167,7 @@ status() {
   [ -f "$run/pid" ] && kill -0 "$(cat "$run/pid")" 2>/dev/null && print_env
 }
 
-stop() {
-  [ -f "$run/pid" ] || return 0
-  local pid; pid="$(cat "$run/pid")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$run/pid"
-}
+stop() { stop_pid "$run/pid" 100; }
 
 wipe() {
   stop

@@ -17,6 +17,7 @@
 # (default $KAFKA_HOME/run) the configuration, data and log of the running broker.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+. "$root/scripts/pidfile.sh"
 home="${KAFKA_HOME:-$root/.kafka}"
 libs="$home/libs"
 run="${KAFKA_RUN_DIR:-$home/run}"
@@ -142,16 +143,7 @@ status() {
   [ -f "$run/pid" ] && kill -0 "$(cat "$run/pid")" 2>/dev/null && print_env
 }
 
-stop() {
-  [ -f "$run/pid" ] || return 0
-  local pid; pid="$(cat "$run/pid")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$run/pid"
-}
+stop() { stop_pid "$run/pid" 300; }
 
 case "${1:-}" in
   fetch) fetch ;;

@@ -18,6 +18,7 @@
 # .test-exchange in the repository) holds its pid, settings and log.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+. "$root/scripts/pidfile.sh"
 run="${TEST_EXCHANGE_RUN_DIR:-$root/.test-exchange}"
 
 say() { echo "test-exchange.sh: $*" >&2; }
@@ -71,16 +72,7 @@ PY
   stop; return 1
 }
 
-stop() {
-  [ -f "$run/pid" ] || return 0
-  local pid; pid="$(cat "$run/pid")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$run/pid"
-}
+stop() { stop_pid "$run/pid" 100; }
 
 case "${1:-}" in
   start) shift; start "$@" ;;
