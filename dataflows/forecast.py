@@ -1,7 +1,9 @@
 """The forecasting dataflow.
 
-    read_ticks (files or Kafka) -> parse_ticks -> check_ticks -> make_bars -> compute_features
-        -> join_forecasts -> score_forecasts
+    read_ticks (files or Kafka), and where each partition is read, per instrument:
+        parse -> check_ticks -> make_bars -> compute_features -> join_forecasts -> score_forecasts
+                                                                               -> make_signals -> trade
+                 check_ticks -> find_fill_quotes                                               -> trade
     forecasts, metrics, dead letters -> files in settings.output.dir and/or Kafka
     bars, features, forecasts, metrics, health -> InfluxDB (optional)
     counters -> settings.output.dir/counters.json
@@ -29,10 +31,11 @@ from typing import Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource
 
 from core.config import ConfigError, check_dir, remove_empty_dirs
-from core.events import Count, EconomicsRecord, EquityPoint, Fill, ForecastRecord, MetricsRecord, Signal
-from dataflows import ops
+from core.events import Count, EconomicsRecord, EquityPoint, Fill, Forecast, ForecastRecord, MetricsRecord, Signal
+from dataflows import local, ops
 from dataflows.api import serve_api
 from dataflows.bundle import WarmStartCheck, load_warm_start
 from dataflows.run_manifest import MANIFEST, write_manifest
@@ -40,7 +43,7 @@ from dataflows.settings import Settings, read_settings
 from dataflows.stop import StoppableSource, StopRequest
 from sinks.bundle import BundleSink
 from sinks.fatal import os_error
-from sinks.files import COUNTERS_FILE, CounterSink, CsvSink, JsonLinesSink
+from sinks.files import COUNTERS_FILE, CounterSink, JsonLinesSink
 from sinks.kafka import KafkaRecordSink, Outage, check_reachable, producer_config, rdkafka_logger
 from sinks.records import fit_dead_letter
 from sinks.report import ReportSink
@@ -121,55 +124,62 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
     flow = Dataflow("ticklet_forecast")
 
     total_bytes = None  # of the input files, for the progress bar
+    source: FixedPartitionedSource
     if settings.input.source == "kafka":
         # A broker outage is waited out up to kafka.outage_timeout_s, then the process exits (status 75).
         reading = Outage(f"reading {kafka.ticks_topic!r}", kafka.outage_timeout_s, exit_process=True)
-        consumed = KafkaTickSource(kafka.brokers, kafka.ticks_topic, tail=kafka.tail, batch_size=kafka.batch_size,
-                                   config={"logger": rdkafka_logger(), **kafka.client_config()}, outage=reading)
-        msgs = op.input("read_ticks", flow, consumed if stop is None else StoppableSource(consumed, stop))
-        read = ops.split_read_errors("split_read_errors", msgs)
-        raw, read_errors = read.chunks, [read.errors]
+        source = KafkaTickSource(kafka.brokers, kafka.ticks_topic, tail=kafka.tail, batch_size=kafka.batch_size,
+                                 config={"logger": rdkafka_logger(), **kafka.client_config()}, outage=reading)
     else:
-        files = ReplaySource(settings.input.paths, settings.input.batch_size, settings.input.market,
-                             settings.input.max_line_bytes)
-        raw = op.input("read_ticks", flow, files if stop is None else StoppableSource(files, stop))
-        read_errors = []
-        total_bytes = files.total_bytes
-    ticks = ops.parse_ticks("parse_ticks", raw, settings.input.limits())
-    checked = ops.check_ticks("check_ticks", ticks.out, settings.sanity)  # implausible ticks: dead letters
-    bars = ops.make_bars("make_bars", checked.out, settings.bars)
-    save = save_models is not None
-    feats = ops.compute_features("compute_features", bars.out, settings.features,
-                                 warm=None if warm is None else warm.features, export=save)
-    features = feats.out
-    forecasts = ops.join_forecasts("join_forecasts", features, settings.forecast,
-                                   warm=None if warm is None else warm.join, export=save)
-    if save_models is not None and feats.exports is not None and forecasts.exports is not None:
-        op.output("save_models", op.merge("merge_states", feats.exports, forecasts.exports),
+        source = ReplaySource(settings.input.paths, settings.input.batch_size, settings.input.market,
+                              settings.input.max_line_bytes)
+        total_bytes = source.total_bytes
+    save, influx, economics = save_models is not None, settings.output.influx, settings.output.economics
+    steps = [  # each instrument's steps, where its ticks are read: only their outputs cross workers (dataflows.local)
+        local.check_ticks(settings.sanity),  # implausible ticks: dead letters
+        local.make_bars(settings.bars, after="check_ticks", emit=influx),
+        local.compute_features(settings.features, after="make_bars", warm=None if warm is None else warm.features,
+                               export=save, emit=influx),
+        local.join_forecasts(settings.forecast, after="compute_features", warm=None if warm is None else warm.join,
+                             export=save),
+        local.score_forecasts(after="join_forecasts"),
+        *([local.make_signals(settings.signals, after="join_forecasts"),
+           local.find_fill_quotes(settings.execution.latency_ms, settings.bars, after="check_ticks"),
+           local.trade(settings.execution, settings.bars, after=("make_signals", "find_fill_quotes"))]
+          if economics else []),
+    ]
+    read = local.TickSource(source if stop is None else StoppableSource(source, stop), settings.input.limits(), steps)
+    ticks = op.input("read_ticks", flow, read)
+    issued = local.outputs_of("issued", ticks, "join_forecasts", Forecast)
+    scored = local.outputs_of("scored", ticks, "join_forecasts", ForecastRecord)
+    metrics = local.outputs_of("metrics", ticks, "score_forecasts")
+    if economics:
+        decisions = local.outputs_of("decisions", ticks, "make_signals")
+        fills = local.outputs_of("fills", ticks, "trade", Fill)
+        equity = local.outputs_of("equity", ticks, "trade", EquityPoint)
+        economy = local.outputs_of("economics", ticks, "trade", EconomicsRecord)
+    if save_models is not None:
+        op.output("save_models", local.exports_of("exports", ticks),
                   BundleSink(save_models, withdraw=(out / COUNTERS_FILE,)))
-    metrics = ops.score_forecasts("score_forecasts", forecasts.scored)
     if warm is not None:  # at the end: a warning if no instrument started from the bundle
-        op.output("check_warm_start", forecasts.counts, WarmStartCheck(warm))
-    if settings.output.economics:
-        decisions = ops.make_signals("make_signals", forecasts.both, settings.signals)
-        quotes = ops.find_fill_quotes("find_fill_quotes", checked.out, settings.execution.latency_ms, settings.bars)
-        books = ops.trade("trade", decisions, quotes, settings.execution, settings.bars)
-    dead = op.merge("merge_dead_letters", *read_errors, ticks.errors, checked.errors, bars.errors, forecasts.errors)
+        op.output("check_warm_start", scored, WarmStartCheck(warm))
+    side = local.side_of("side", ticks)
+    dead = op.merge("merge_dead_letters", side.errors, local.one_reader("one_reader", ticks))
     keyed_dead = ops.key_records("key_dead_letters", dead)
 
     if settings.output.files:
-        op.output("write_forecasts", forecasts.scored, CsvSink(out / "forecasts.csv", ForecastRecord))
-        op.output("write_metrics", metrics, CsvSink(out / "metrics.csv", MetricsRecord))
+        ops.write_csv("write_forecasts", scored, out / "forecasts.csv", ForecastRecord)
+        ops.write_csv("write_metrics", metrics, out / "metrics.csv", MetricsRecord)
         op.output("write_dead_letters", keyed_dead, JsonLinesSink(out / "dead_letters.jsonl"))
-        if settings.output.economics:
-            op.output("write_signals", decisions, CsvSink(out / "signals.csv", Signal))
-            op.output("write_trades", books.fills, CsvSink(out / "trades.csv", Fill))
-            op.output("write_equity", books.equity, CsvSink(out / "equity.csv", EquityPoint))
-            op.output("write_economics", books.economics, CsvSink(out / "economics.csv", EconomicsRecord))
+        if economics:
+            ops.write_csv("write_signals", decisions, out / "signals.csv", Signal)
+            ops.write_csv("write_trades", fills, out / "trades.csv", Fill)
+            ops.write_csv("write_equity", equity, out / "equity.csv", EquityPoint)
+            ops.write_csv("write_economics", economy, out / "economics.csv", EconomicsRecord)
     if settings.output.kafka:
         producer = producer_config(kafka.brokers, kafka.client_config(), kafka.linger_ms)
-        decided = [decisions, books.fills] if settings.output.economics else []
-        published = op.merge("merge_published", forecasts.issued, forecasts.scored, metrics, *decided)
+        decided = [decisions, fills] if economics else []
+        published = op.merge("merge_published", issued, scored, metrics, *decided)
         wait_s = kafka.outage_timeout_s
         op.output("publish_forecasts", ops.encode_for_kafka("encode_forecasts", published),
                   KafkaRecordSink(kafka.output_topic, producer, outage_timeout_s=wait_s, exit_process=True))
@@ -178,12 +188,14 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
                                   exit_process=True))
 
     dead_counts = op.map("count_dead_letters", dead, lambda e: Count("dead_letters", 1))
-    counts = op.merge("merge_counts", ticks.counts, checked.counts, bars.counts, forecasts.counts, dead_counts)
-    if settings.output.influx:
+    counts = op.merge("merge_counts", side.counts, dead_counts)
+    if influx:
         from sinks.influx import InfluxSink  # influxdb-client loads only when it is used
 
-        decided = [decisions, books.fills, books.equity] if settings.output.economics else []
-        records = op.merge("merge_influx", bars.out, features, forecasts.issued, forecasts.scored, metrics, *decided)
+        decided = [decisions, fills, equity] if economics else []
+        bars = local.outputs_of("bars", ticks, "make_bars")
+        features = local.outputs_of("features", ticks, "compute_features")
+        records = op.merge("merge_influx", bars, features, issued, scored, metrics, *decided)
         stamped = ops.values("unkey_influx", ops.stamp_points("stamp_influx", records))
         op.output("write_influx", op.merge("merge_influx_health", stamped, counts, dead),
                   InfluxSink(settings.influx, report=settings.output.summary))  # its result: a line of its own

@@ -10,16 +10,16 @@ Events come from the parser in :class:`~sources.binance.EventBatch` lists
 that carry each event's input record. A step that dead-letters an event puts
 the event's JSON in the dead letter's ``raw``; the wrapper swaps it for the
 input as received (:func:`sources.binance.message_of`), and lists of events
-a step passes on keep their records (see :class:`_StepLogic`).
+a step passes on keep their records (see :class:`StepLogic`).
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import is_
+from pathlib import Path
 from time import perf_counter
 from typing import Any, Generic, Optional, TypeVar
 
@@ -34,7 +34,6 @@ from core.events import (
     EconomicsRecord,
     EquityPoint,
     ErrorRecord,
-    Event,
     FeatureRow,
     Fill,
     FillQuote,
@@ -45,30 +44,30 @@ from core.events import (
     Signal,
 )
 from core.telemetry import STAGE_SECONDS
-from operators import bars, features, fills, forecast, metrics, pnl, sanity, signals
-from sinks.records import kafka_record
-from sources.binance import EventBatch, ParseLimits, ParseState, message_of, parse_chunk
+from operators import bars, features, forecast, metrics, pnl, signals
+from sinks.files import CsvSink
+from sinks.records import csv_lines, kafka_record
+from sources.binance import EventBatch, message_of
 
 __all__ = [
     "ChunkOut",
+    "Side",
+    "StepLogic",
     "JoinOut",
     "PnlOut",
     "StepOut",
-    "check_ticks",
     "compute_features",
     "encode_for_kafka",
-    "find_fill_quotes",
     "join_forecasts",
     "key_records",
-    "make_bars",
     "make_signals",
-    "parse_ticks",
     "run_step",
     "score_forecasts",
     "split_read_errors",
     "stamp_points",
     "trade",
     "values",
+    "write_csv",
 ]
 
 S = TypeVar("S")
@@ -90,7 +89,7 @@ class StepOut(Generic[W]):
     exports: Optional[KeyedStream[tuple[str, str, Any]]] = None
 
 
-class _Side:
+class Side:
     """Dead letters, counter increments and exported states of one batch, carried as one item.
 
     As one item, the main output needs a single branch.
@@ -120,7 +119,7 @@ def _with_raw(err: ErrorRecord, rec: Any, fmt: str) -> ErrorRecord:
     return ErrorRecord.of(err.stage, err.reason, message_of(rec, fmt), err.instrument, err.ts_recv)
 
 
-class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
+class StepLogic(StatefulBatchLogic[Any, Any, Any]):
     """Drive a pure step function over a batch of values for one key.
 
     When the values are :class:`EventBatch` lists, the input records follow
@@ -145,6 +144,7 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
         self.held: dict[int, tuple[Any, Any, str]] = {}  # id(event) -> (event, record, fmt)
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
+        """Feed the values of one key; the outputs, with a :class:`Side` of dead letters and counts if any."""
         t0 = perf_counter()
         step = self.step
         st = self.state
@@ -185,7 +185,7 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
             if n:
                 counts.append(Count(name, n))
         if errors or counts:
-            main.append(_Side(errors, counts))
+            main.append(Side(errors, counts))
         return main, StatefulBatchLogic.RETAIN
 
     def _carry(self, batch: EventBatch, out: Any, state: Any) -> list:
@@ -236,28 +236,30 @@ class _StepLogic(StatefulBatchLogic[Any, Any, Any]):
         return res
 
     def on_eof(self) -> tuple[Iterable, bool]:
+        """At the end of the input: the exported state, if the step exports one."""
         if self.export is None or self.state is None:
             return [], StatefulBatchLogic.RETAIN
         kind, fn = self.export
-        return [_Side([], [], ((kind, fn(self.state)),))], StatefulBatchLogic.RETAIN
+        return [Side([], [], ((kind, fn(self.state)),))], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Any:
+        """A copy of the state, for the recovery store."""
         return copy.deepcopy(self.state)
 
 
 def _is_main(kv: tuple[str, Any]) -> bool:
-    return type(kv[1]) is not _Side
+    return type(kv[1]) is not Side
 
 
-def _side_errors(kv: tuple[str, _Side]) -> list[ErrorRecord]:
+def _side_errors(kv: tuple[str, Side]) -> list[ErrorRecord]:
     return kv[1].errors
 
 
-def _side_counts(kv: tuple[str, _Side]) -> list[Count]:
+def _side_counts(kv: tuple[str, Side]) -> list[Count]:
     return kv[1].counts
 
 
-def _side_exports(kv: tuple[str, _Side]) -> list[tuple[str, tuple[str, str, Any]]]:
+def _side_exports(kv: tuple[str, Side]) -> list[tuple[str, tuple[str, str, Any]]]:
     return [(kv[0], (kv[0], *e)) for e in kv[1].exports]
 
 
@@ -292,8 +294,8 @@ def run_step(
     ``fn(state)`` goes out on ``exports`` as ``(key, (kind, ...))``.
     """
 
-    def builder(resume: Optional[S]) -> _StepLogic:
-        return _StepLogic(step, init() if resume is None else resume, flatten, count_as,
+    def builder(resume: Optional[S]) -> StepLogic:
+        return StepLogic(step, init() if resume is None else resume, flatten, count_as,
                           step_id.rsplit(".", 1)[-1], export)
 
     s = op.stateful_batch("stateful_step", up, builder)
@@ -304,64 +306,6 @@ def run_step(
         op.flat_map("side_counts", b.falses, _side_counts),
         op.flat_map("side_exports", b.falses, _side_exports) if export is not None else None,
     )
-
-
-_PARSE_SECONDS = STAGE_SECONDS.labels("parse")
-
-
-def _source_of(chunk: RawChunk) -> str:
-    """The source partition a chunk comes from (the key of the parser's state)."""
-    return chunk.source or f"{chunk.fmt}:{chunk.market}:{chunk.symbol}"
-
-
-def _chunk_items(limits: ParseLimits, state: Optional[ParseState], chunk: RawChunk) -> tuple[ParseState, list]:
-    t0 = perf_counter()
-    if state is None:
-        state = ParseState(limits)
-    elif state.limits != limits:  # resumed with other settings: the new limits, the instruments admitted
-        state.limits = limits
-    by_key, errors, counts = parse_chunk(chunk, state)
-    _PARSE_SECONDS.observe(perf_counter() - t0)
-    items: list = list(by_key.items())
-    items.extend(errors)
-    items.extend(Count(k, v) for k, v in counts.items() if v)
-    if chunk.nbytes:
-        items.append(Count("input_bytes", chunk.nbytes))
-    return state, items
-
-
-def _is_keyed(kv: tuple[str, Any]) -> bool:
-    return type(kv[1]) is tuple
-
-
-@operator
-def parse_ticks(step_id: str, up: Stream[RawChunk], limits: Optional[ParseLimits] = None) -> StepOut:
-    """Raw chunks -> per-instrument lists of events, dead letters, counts.
-
-    The parser's state (the instruments admitted under ``limits``) is kept
-    per source partition, so the instrument bound holds per partition
-    whatever the number of workers, and is recovered on resume.
-    """
-    keyed_chunks = op.key_on("key_by_source", up, _source_of)
-    items = op.stateful_flat_map("parse_chunk", keyed_chunks,
-                                 functools.partial(_chunk_items, limits or ParseLimits()))
-    keyed = op.branch("split_events", items, _is_keyed)
-    rest = op.flat_map("unkey_rest", keyed.falses, lambda kv: (kv[1],))
-    split = op.branch("split_errors", rest, lambda x: type(x) is ErrorRecord)
-    return StepOut(op.map("unkey_events", keyed.trues, lambda kv: kv[1]), split.trues, split.falses)
-
-
-@operator
-def check_ticks(step_id: str, up: KeyedStream[list[Event]], config: sanity.SanityConfig) -> StepOut:
-    """Per-instrument plausibility checks: lists of the plausible events, and dead letters of the others."""
-    return run_step("sanity", up, sanity.step_batch, lambda: sanity.SanityState(config))
-
-
-@operator
-def make_bars(step_id: str, up: KeyedStream[list[Event]], config: bars.BarConfig) -> StepOut:
-    """Per-instrument event-time bars from lists of events."""
-    return run_step("bars", up, bars.step, lambda: bars.BarState(config), flatten=True,
-                    count_as=("bars", Bar))
 
 
 @operator
@@ -454,14 +398,6 @@ def make_signals(step_id: str, up: KeyedStream[Any], config: signals.SignalConfi
     return run_step("signals", up, signals.step, lambda: signals.SignalState(config)).out
 
 
-@operator
-def find_fill_quotes(step_id: str, up: KeyedStream[list[Event]], latency_ms: int, bar_config: bars.BarConfig
-                     ) -> KeyedStream[FillQuote]:
-    """The first best bid/ask after every bar end plus the order latency."""
-    iv, gap = bar_config.interval_ms, bar_config.max_gap_bars
-    return run_step("fills", up, fills.step, lambda: fills.FillState(latency_ms, iv, gap), flatten=True).out
-
-
 @dataclass(frozen=True)
 class PnlOut:
     """Fills, equity points and running economics of the simulated books."""
@@ -502,6 +438,21 @@ def split_read_errors(step_id: str, up: Stream[Any]) -> ChunkOut:
 def encode_for_kafka(step_id: str, up: KeyedStream[Any]) -> Stream[tuple[bytes, bytes]]:
     """Keyed records to Kafka ``(key, value)`` bytes (see sinks.records)."""
     return op.map("encode", up, lambda kv: kafka_record(*kv))
+
+
+def _csv_blob(batch: list[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+    return [("all", csv_lines([kv[1] for kv in batch]).encode())]
+
+
+@operator
+def write_csv(step_id: str, up: KeyedStream[Any], path: Path, cls: type[msgspec.Struct]) -> None:
+    """Write records of type ``cls`` to the CSV file ``path`` (:class:`~sinks.files.CsvSink`).
+
+    They are encoded on the worker that made them (a ``bytes`` per batch):
+    encoding is most of what writing a record file costs, and so it is
+    spread over the workers, and the one that holds the file only writes.
+    """
+    op.output("write", op.flat_map_batch("encode", up, _csv_blob), CsvSink(path, cls))
 
 
 @operator

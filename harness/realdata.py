@@ -320,6 +320,13 @@ def operator_case(name: str, chain) -> tuple:
         book, ref = book_case(chain.paths, "usdm" if chain.instrument.endswith("-PERP") else "spot")
         cfg = orderbook.OrderBookConfig()
         return orderbook.step, lambda: orderbook.OrderBookState(cfg), list(book), ref
+    if name == "owner":  # the recordings' bars, claimed by their files in turn, as two partitions would
+        from operators import owner
+
+        parts = [Path(p).name for p in chain.paths]
+        items = [(parts[(i // 50) % len(parts)], b) for i, b in enumerate(chain.bars)]
+        _, ref = drive(owner.step, owner.OwnerState(), items)
+        return owner.step, owner.OwnerState, items, ref
     s = chain.settings
     return {
         "bars": (bars.step, lambda: bars.BarState(s.bars), chain.events, chain.bar_out),
@@ -327,3 +334,35 @@ def operator_case(name: str, chain) -> tuple:
         "forecast": (forecast.step, lambda: forecast.JoinState(s.forecast), chain.rows, chain.join_out),
         "metrics": (metrics.step, metrics.MetricsState, chain.forecasts, chain.metrics),
     }[name]
+
+
+def replicate(src: Path, dest: Path, copies: int) -> list[Path]:
+    """Copies of the recordings under ``src`` with their symbols renamed, for a set of more instruments.
+
+    Copy ``k`` of a recording of ``btcusdt`` holds ``BTC<k>USDT`` (stream names
+    ``btc<k>usdt@...`` and the ``"s"`` field of the messages), under
+    ``dest/<market>/``: ``copies`` times the instruments and ticks of ``src``,
+    each copy the real recording's ticks under another name. Files already
+    there are kept (the set is made once per ``dest``). Returns the files.
+    """
+    out: list[Path] = []
+    for path in sorted(Path(src).rglob("*.gz")):
+        sym = path.name.split("_", 1)[0]  # btcusdt_20240808.gz -> btcusdt
+        data = None
+        for k in range(copies):
+            new = f"{sym[:-4]}{k}{sym[-4:]}"  # btcusdt -> btc0usdt
+            target = dest / path.parent.name / path.name.replace(sym, new, 1)
+            out.append(target)
+            if target.exists():
+                continue
+            if data is None:
+                with gzip.open(path, "rb") as f:
+                    data = f.read()
+            renamed = data.replace(f"{sym}@".encode(), f"{new}@".encode()).replace(
+                f'"s":"{sym.upper()}"'.encode(), f'"s":"{new.upper()}"'.encode())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".part")
+            with gzip.open(tmp, "wb", compresslevel=1) as f:
+                f.write(renamed)
+            tmp.rename(target)
+    return out

@@ -178,7 +178,13 @@ class _FileSink(_OneFileSink[msgspec.Struct, tuple[int, str]]):
 
 
 class CsvSink(_FileSink):
-    """Records of type ``cls`` as CSV, one row each, with a header line."""
+    """Records of type ``cls`` as CSV, one row each, with a header line.
+
+    Items that are ``bytes`` are CSV rows encoded already, where the records
+    were made (:func:`dataflows.ops.encode_csv`: the encoding then runs on
+    every worker instead of the one that holds the file), and are written
+    as they are.
+    """
 
     def __init__(self, path: str | os.PathLike, cls: type[msgspec.Struct]):
         super().__init__(path)
@@ -188,6 +194,8 @@ class CsvSink(_FileSink):
         return (",".join(header(self._cls)) + "\r\n").encode()
 
     def _encode(self, values: list) -> bytes:
+        if type(values[0]) is bytes:
+            return b"".join(values)
         return csv_lines(values).encode()
 
 

@@ -119,9 +119,12 @@ __all__ = [
     "StreamSpec",
     "describe",
     "discover",
+    "group_name",
     "group_streams",
+    "instrument_groups",
     "line_ts",
     "read_stream",
+    "read_streams",
     "unquoted",
 ]
 
@@ -1033,3 +1036,84 @@ def read_stream(spec: StreamSpec, skip: int = 0, progress: Optional[ReadProgress
         if skip:
             block, skip = block[skip:], 0
         yield block
+
+
+
+def instrument_groups(specs: Sequence[StreamSpec]) -> list[tuple[StreamSpec, ...]]:
+    """The streams grouped by the instrument they hold (market and symbol), in order of first appearance.
+
+    A group is what one reader reads in time order (:func:`read_streams`):
+    an instrument's trades archive and klines, say, or its recordings. Its
+    name (:func:`group_name`) is its streams' names joined by ``+``, so
+    that an instrument read from one stream keeps its stream's name.
+
+    >>> specs = group_streams(["tests/data/fixtures/binance-public-data"])
+    >>> [s.name for s in specs]
+    ['klines:coinm:BTCUSD_PERP:60000000000', 'trades:coinm:BTCUSD_PERP']
+    >>> [group_name(g) for g in instrument_groups(specs)]
+    ['klines:coinm:BTCUSD_PERP:60000000000+trades:coinm:BTCUSD_PERP']
+    """
+    groups: dict[str, list[StreamSpec]] = {}
+    for s in specs:
+        groups.setdefault(instrument_key(s.symbol, s.market), []).append(s)
+    return [tuple(g) for g in groups.values()]
+
+
+def group_name(group: Sequence[StreamSpec]) -> str:
+    """The name of a group of streams (:func:`instrument_groups`): their names joined by ``+``."""
+    return "+".join(s.name for s in group)
+
+
+def _timed(spec: StreamSpec, idx: int, progress: Optional[ReadProgress], max_line_bytes: int,
+           blank_lines: bool) -> Iterator[tuple[int, int, Any]]:
+    """The records of a stream as ``(time, idx, record)``, in the stream's order.
+
+    A recording line's time is the running maximum of the receive times
+    (see :func:`_merge_ws`), an archive row's and a Feather kline's their own.
+    """
+    if spec.fmt == "ws":
+        c = -1
+        for block in _merge_ws(spec.files, progress=progress, max_line=max_line_bytes, blank=blank_lines):
+            for ln in block:
+                t = line_ts(ln)
+                c = t if t > c else c
+                yield (c, idx, ln)
+        return
+    its = [
+        _feather_rows(path, idx, progress) if spec.fmt == "kline_rows" else _csv_rows(path, idx, spec.fmt, progress)
+        for path in spec.files
+    ]
+    yield from its[0] if len(its) == 1 else heapq.merge(*its, key=lambda r: r[0])
+
+
+def read_streams(specs: Sequence[StreamSpec], skip: int = 0, progress: Optional[ReadProgress] = None,
+                 max_line_bytes: int = MAX_LINE_BYTES, blank_lines: bool = False,
+                 block: int = 4096) -> Iterator[tuple[int, list]]:
+    """Yield the records of several streams merged in time order, after the first ``skip``.
+
+    Records come in runs of one stream: ``(index of the stream in specs,
+    records)``, at most ``block`` records each. One stream is read as
+    :func:`read_stream` reads it; several are merged by record time (see
+    :func:`_timed`), ties broken by stream order, so the merge is
+    deterministic and ``skip`` (records of the merge) resumes it exactly.
+
+    >>> specs = group_streams(["tests/data/fixtures/binance-public-data"])  # klines, trades of one contract
+    >>> [(i, len(recs)) for i, recs in read_streams(specs)]  # the trade came before the kline closed
+    [(1, 1), (0, 1)]
+    """
+    if len(specs) == 1:
+        for b in read_stream(specs[0], skip, progress, max_line_bytes, blank_lines):
+            yield 0, b
+        return
+    its = [_timed(s, i, progress, max_line_bytes, blank_lines) for i, s in enumerate(specs)]
+    merged = islice(heapq.merge(*its, key=lambda r: (r[0], r[1])), skip, None)
+    run: list = []
+    at = -1
+    for _, i, rec in merged:
+        if i != at or len(run) >= block:
+            if run:
+                yield at, run
+            run, at = [], i
+        run.append(rec)
+    if run:
+        yield at, run

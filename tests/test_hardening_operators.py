@@ -632,20 +632,20 @@ def test_skipped_aggtrades_keep_the_records_of_the_events_held(real):
     most), is dead-lettered with its message in the next batch; every
     event passed on comes with its own record."""
     from core.events import RawChunk
-    from dataflows.ops import _Side, _StepLogic
+    from dataflows.ops import Side, StepLogic
     from sources.binance import _parse_line, parse_chunk
 
     mixed = _agg_lines(real, 2_200_000_000)
     k = [i for i, ln in enumerate(mixed) if _is_agg(ln)][2000]
     quote = next(ln for ln in mixed[k:] if b"@bookTicker" in ln[:60])
     forged = _at(quote, recv_ns(mixed[k]) + 3600 * S)
-    logic = _StepLogic(sanity.step_batch, sanity.SanityState(sanity.SanityConfig()), False, None, "sanity")
+    logic = StepLogic(sanity.step_batch, sanity.SanityState(sanity.SanityConfig()), False, None, "sanity")
     passed, dead, skipped = [], [], 0
     for rows in (mixed[: k + 1] + [forged], mixed[k + 1 :]):
         (batch,) = parse_chunk(RawChunk("ws", "spot", "BTCUSDT", rows))[0].values()
         out, _ = logic.on_batch([batch])
         for o in out:
-            if type(o) is _Side:
+            if type(o) is Side:
                 dead += o.errors
                 skipped += sum(c.n for c in o.counts if c.name == "aggtrades_skipped")
             else:
