@@ -38,7 +38,7 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any, Generic, NamedTuple, Optional, TypeVar
+from typing import Any, NamedTuple, Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -72,9 +72,6 @@ __all__ = [
     "side_of",
     "trade",
 ]
-
-X = TypeVar("X")
-S = TypeVar("S")
 
 _PARSE_SECONDS = STAGE_SECONDS.labels("parse")
 
@@ -354,7 +351,7 @@ CLAIMS = "claims"
 EXPORTS = "exports"
 
 
-class TickSource(FixedPartitionedSource[Any, tuple[Any, TickState]], Generic[X, S]):
+class TickSource(FixedPartitionedSource[Any, tuple[Any, TickState]]):
     """``source``, with the per-instrument steps run in each of its partitions (see the module docstring).
 
     It emits :class:`Emitted` outputs of the emitting steps, dead letters
@@ -376,7 +373,7 @@ class TickSource(FixedPartitionedSource[Any, tuple[Any, TickState]], Generic[X, 
         The steps, each after those it takes its inputs from.
     """
 
-    def __init__(self, source: FixedPartitionedSource[Any, S], limits: ParseLimits, steps: Sequence[TickStep]):
+    def __init__(self, source: FixedPartitionedSource[Any, Any], limits: ParseLimits, steps: Sequence[TickStep]):
         names: list[str] = []
         for s in steps:
             if s.name in (*names, CLAIMS, EXPORTS):

@@ -1,8 +1,10 @@
-"""Thin Bytewax wrappers around the pure operators, all in one place.
+"""Thin Bytewax wrappers around the pure operators and the sinks.
 
-Each wrapper runs a pure ``step(state, item) -> (state, outputs)`` function
-from :mod:`operators` per key with :func:`bytewax.operators.stateful_batch`,
-so state is kept per instrument, snapshotted for recovery, and restored on
+:class:`StepLogic` drives a pure ``step(state, item) -> (state, outputs)``
+function from :mod:`operators` over the items of one key: in the input's
+partitions for each instrument's steps (:mod:`dataflows.local`), and per key
+with :func:`bytewax.operators.stateful_batch` for a keyed step
+(:func:`run_step`), whose state is snapshotted for recovery and restored on
 resume. Outputs that are :class:`ErrorRecord` or :class:`Count` are split off
 into the dead-letter and counter streams.
 
@@ -29,43 +31,22 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from core.events import (
-    Bar,
     Count,
-    EconomicsRecord,
-    EquityPoint,
     ErrorRecord,
-    FeatureRow,
-    Fill,
-    FillQuote,
-    Forecast,
-    ForecastRecord,
-    MetricsRecord,
-    RawChunk,
-    Signal,
 )
 from core.telemetry import STAGE_SECONDS
-from operators import bars, features, forecast, metrics, pnl, signals
 from sinks.files import CsvSink
 from sinks.records import csv_lines, kafka_record
 from sources.binance import EventBatch, message_of
 
 __all__ = [
-    "ChunkOut",
     "Side",
     "StepLogic",
-    "JoinOut",
-    "PnlOut",
     "StepOut",
-    "compute_features",
     "encode_for_kafka",
-    "join_forecasts",
     "key_records",
-    "make_signals",
     "run_step",
-    "score_forecasts",
-    "split_read_errors",
     "stamp_points",
-    "trade",
     "values",
     "write_csv",
 ]
@@ -263,19 +244,6 @@ def _side_exports(kv: tuple[str, Side]) -> list[tuple[str, tuple[str, str, Any]]
     return [(kv[0], (kv[0], *e)) for e in kv[1].exports]
 
 
-def _keyed_start(step: Callable[[S, V], tuple[S, list]], start: Callable[[str], S]
-                 ) -> Callable[[Optional[S], V], tuple[S, list]]:
-    """``step``, with the state of a key made by ``start(instrument)`` from its first item.
-
-    Bytewax's builder does not know the key; the items do.
-    """
-
-    def keyed(state: Optional[S], item: Any) -> tuple[S, list]:
-        return step(start(item.instrument) if state is None else state, item)
-
-    return keyed
-
-
 @operator
 def run_step(
     step_id: str,
@@ -309,132 +277,6 @@ def run_step(
 
 
 @operator
-def compute_features(step_id: str, up: KeyedStream[Bar], config: features.FeatureConfig,
-                     warm: Optional[Callable[[str], Optional[features.FeatureState]]] = None,
-                     export: bool = False) -> StepOut:
-    """Per-instrument feature rows from bars.
-
-    ``warm(instrument)``: the state an instrument starts from (None: a fresh
-    one), unless recovery has one. With ``export``, each instrument's final
-    state goes out on ``exports`` (kind ``"features"``) when the input ends,
-    for a model bundle.
-    """
-    if warm is None:
-        return run_step("features", up, features.step, lambda: features.FeatureState(config),
-                        export=("features", _same) if export else None)
-
-    def start(instrument: str) -> features.FeatureState:
-        st = warm(instrument)
-        return features.FeatureState(config) if st is None else st
-
-    return run_step("features", up, _keyed_start(features.step, start), _none,
-                    export=("features", _same) if export else None)
-
-
-def _same(state: Any) -> Any:
-    return state
-
-
-def _none() -> None:
-    return None
-
-
-@dataclass(frozen=True)
-class JoinOut:
-    """Forecasts as issued, forecasts paired with their realized value, and the join's dead letters and counts."""
-
-    issued: KeyedStream[Forecast]
-    scored: KeyedStream[ForecastRecord]
-    errors: Stream[ErrorRecord]
-    counts: Stream[Count]
-    both: KeyedStream[Any]  # issued and scored, in the order the join emitted them
-    exports: Optional[KeyedStream[tuple[str, str, Any]]] = None  # the final states, with export
-
-
-def _is_scored(kv: tuple[str, Any]) -> bool:
-    return type(kv[1]) is ForecastRecord
-
-
-@operator
-def join_forecasts(step_id: str, up: KeyedStream[FeatureRow], config: forecast.ForecastConfig,
-                   warm: Optional[Callable[[str], Optional[forecast.JoinState]]] = None,
-                   export: bool = False) -> JoinOut:
-    """Forecast, hold until the target time, pair with the realized value, learn.
-
-    ``warm(instrument)``: the state an instrument starts from (None: a cold
-    one), unless recovery has one. With ``export``, learners record what
-    they need to train offline, and when the input ends each instrument's
-    final state (:func:`operators.forecast.export`) goes out on ``exports``
-    (kind ``"join"``), for a model bundle.
-    """
-    ex = ("join", forecast.export) if export else None
-    if warm is None:
-        s = run_step("join", up, forecast.step, lambda: forecast.JoinState(config, record=export),
-                     count_as=("forecasts", ForecastRecord), export=ex)
-    else:
-        def start(instrument: str) -> forecast.JoinState:
-            st = warm(instrument)
-            if st is None:
-                return forecast.JoinState(config, record=export)
-            if export:
-                st.record_offline()
-            return st
-
-        s = run_step("join", up, _keyed_start(forecast.step, start), _none,
-                     count_as=("forecasts", ForecastRecord), export=ex)
-    b = op.branch("split_scored", s.out, _is_scored)
-    return JoinOut(b.falses, b.trues, s.errors, s.counts, s.out, s.exports)
-
-
-@operator
-def score_forecasts(step_id: str, up: KeyedStream[ForecastRecord]) -> KeyedStream[MetricsRecord]:
-    """Prequential metrics per instrument, model and horizon."""
-    return run_step("metrics", up, metrics.step, metrics.MetricsState).out
-
-
-@operator
-def make_signals(step_id: str, up: KeyedStream[Any], config: signals.SignalConfig) -> KeyedStream[Signal]:
-    """Decisions and sizes from the join's output (scored, then issued forecasts)."""
-    return run_step("signals", up, signals.step, lambda: signals.SignalState(config)).out
-
-
-@dataclass(frozen=True)
-class PnlOut:
-    """Fills, equity points and running economics of the simulated books."""
-
-    fills: KeyedStream[Fill]
-    equity: KeyedStream[EquityPoint]
-    economics: KeyedStream[EconomicsRecord]
-
-
-@operator
-def trade(step_id: str, decisions: KeyedStream[Signal], quotes: KeyedStream[FillQuote],
-          config: pnl.ExecutionConfig, bar_config: bars.BarConfig) -> PnlOut:
-    """Fill the decisions against their quotes; mark and account the books."""
-    iv, gap = bar_config.interval_ms, bar_config.max_gap_bars
-    s = run_step("pnl", op.merge("merge_decisions_quotes", decisions, quotes), pnl.step,
-                 lambda: pnl.PnlState(config, iv, gap))
-    f = op.branch("split_fills", s.out, lambda kv: type(kv[1]) is Fill)
-    e = op.branch("split_equity", f.falses, lambda kv: type(kv[1]) is EquityPoint)
-    return PnlOut(f.trues, e.trues, e.falses)
-
-
-@dataclass(frozen=True)
-class ChunkOut:
-    """Chunks of raw ticks and the dead letters of reading them."""
-
-    chunks: Stream[RawChunk]
-    errors: Stream[ErrorRecord]
-
-
-@operator
-def split_read_errors(step_id: str, up: Stream[Any]) -> ChunkOut:
-    """Separate raw chunks from the dead letters of reading them."""
-    b = op.branch("split_errors", up, lambda x: type(x) is RawChunk)
-    return ChunkOut(b.trues, b.falses)
-
-
-@operator
 def encode_for_kafka(step_id: str, up: KeyedStream[Any]) -> Stream[tuple[bytes, bytes]]:
     """Keyed records to Kafka ``(key, value)`` bytes (see sinks.records)."""
     return op.map("encode", up, lambda kv: kafka_record(*kv))
@@ -452,7 +294,8 @@ def write_csv(step_id: str, up: KeyedStream[Any], path: Path, cls: type[msgspec.
     encoding is most of what writing a record file costs, and so it is
     spread over the workers, and the one that holds the file only writes.
     """
-    op.output("write", op.flat_map_batch("encode", up, _csv_blob), CsvSink(path, cls))
+    blobs: KeyedStream[bytes] = op.flat_map_batch("encode", up, _csv_blob)
+    op.output("write", blobs, CsvSink(path, cls))
 
 
 @operator

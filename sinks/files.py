@@ -81,7 +81,7 @@ def _prefix_sha256(f: BinaryIO, n: int) -> hashlib._Hash:
     return h
 
 
-class _AppendPartition(StatefulSinkPartition[msgspec.Struct, tuple[int, str]]):
+class _AppendPartition(StatefulSinkPartition[Union[msgspec.Struct, bytes], tuple[int, str]]):
     def __init__(self, path: Path, resume_state: Optional[Resume], head: bytes,
                  encode: Callable[[list], bytes]):
         self._path = path
@@ -134,7 +134,7 @@ class _AppendPartition(StatefulSinkPartition[msgspec.Struct, tuple[int, str]]):
             _write_failed(self._path, OSError(f"it was removed or replaced during the run ({err}), and the lines "
                                               "written since are lost"))
 
-    def write_batch(self, values: list[msgspec.Struct]) -> None:
+    def write_batch(self, values: list[Union[msgspec.Struct, bytes]]) -> None:
         data = self._encode(values)
         try:
             self._f.write(data)
@@ -165,7 +165,7 @@ class _OneFileSink(FixedPartitionedSink[_X, _S]):
         return 0
 
 
-class _FileSink(_OneFileSink[msgspec.Struct, tuple[int, str]]):
+class _FileSink(_OneFileSink[Union[msgspec.Struct, bytes], tuple[int, str]]):
     def _head(self) -> bytes:
         return b""
 
