@@ -245,8 +245,8 @@ def _recovery_args() -> Optional[tuple[Path, bool]]:
     return None if args.recovery_directory is None else (Path(args.recovery_directory), args.addresses is None)
 
 
-#: The step (its id's end) whose state keys are the instruments whose learners a recovery store resumes.
-_LEARNERS = ".join_forecasts.join.stateful_step"
+#: The step (its id's end) whose state keys are the input partitions whose instruments' learners a store resumes.
+_LEARNERS = ".read_ticks"  # each instrument's learners are in the state of the input partition that reads it
 
 
 def check_recovery(settings: Settings, flow: Dataflow, recovery: Optional[tuple[Path, bool]] = None) -> None:
@@ -272,9 +272,9 @@ def check_recovery(settings: Settings, flow: Dataflow, recovery: Optional[tuple[
         resumed = sorted(set().union(*(keys for step, keys in state.keys.items() if step.endswith(_LEARNERS))))
         if resumed:
             shown = ", ".join(resumed[:5]) + (f" and {len(resumed) - 5} more" if len(resumed) > 5 else "")
-            log.warning("recovery store %s holds the learners of %s: they resume from its snapshot, not from the "
-                        "bundle %s (TICKLET_FORECAST__WARM_START), which starts only the instruments the store has "
-                        "no state of", db_dir, shown, settings.forecast.warm_start)
+            log.warning("recovery store %s holds the learners of the instruments of %s: they resume from its "
+                        "snapshot, not from the bundle %s (TICKLET_FORECAST__WARM_START), which starts only the "
+                        "instruments the store has no state of", db_dir, shown, settings.forecast.warm_start)
     if state.fresh:
         k = settings.kafka
         published = None

@@ -139,18 +139,26 @@ def _missing_global(state: bytes) -> Optional[str]:
     'pathlab.PosixPath'
     """
     strings: list[str] = []  # the strings pushed, in order (STACK_GLOBAL takes the last two)
-    memo: dict[int, str] = {}
+    memo: dict[int, Optional[str]] = {}  # what was memoized: the string pushed just before, or None (an object)
     refs: list[tuple[str, str]] = []
+    pushed: Optional[str] = None  # the string the previous opcode pushed, if it pushed one
     try:
         for op, arg, _ in pickletools.genops(state):
+            top, pushed = pushed, None
             if isinstance(arg, str) and op.name.endswith("UNICODE"):
                 strings.append(arg)
-            elif op.name == "MEMOIZE" and strings:
-                memo[len(memo)] = strings[-1]
-            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and isinstance(arg, int) and strings:
-                memo[arg] = strings[-1]
-            elif op.name in ("BINGET", "LONG_BINGET", "GET") and isinstance(arg, int) and arg in memo:
-                strings.append(memo[arg])
+                pushed = arg
+            elif op.name == "MEMOIZE":
+                memo[len(memo)] = top
+                pushed = top
+            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and isinstance(arg, int):
+                memo[arg] = top
+                pushed = top
+            elif op.name in ("BINGET", "LONG_BINGET", "GET") and isinstance(arg, int) and memo.get(arg) is not None:
+                got = memo[arg]
+                assert got is not None
+                strings.append(got)
+                pushed = got
             elif op.name == "GLOBAL":
                 module, name = str(arg).split(" ", 1)
                 refs.append((module, name))
@@ -159,13 +167,16 @@ def _missing_global(state: bytes) -> Optional[str]:
     except ValueError:  # not a whole pickle: Bytewax says so itself
         return None
     for module, name in refs:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            return f"{module}.{name}"
+        if not _found(module) and (module.startswith(_MOVED_FROM.decode()) or not _found(module.split(".", 1)[0])):
+            return f"{module}.{name}"  # (a class of a compiled module may name a submodule that has no spec)
     return None
+
+
+def _found(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def check_store(db_dir: Path, flow: Optional[Dataflow] = None, all_parts: bool = True) -> StoreState:
@@ -238,9 +249,29 @@ def check_store(db_dir: Path, flow: Optional[Dataflow] = None, all_parts: bool =
             keys.setdefault(step, set()).add(key)
     state = StoreState(files, not committed, keys)
     if flow is not None:
+        _check_steps(db_dir, flow, state)
         _check_sources(db_dir, flow, state)
         _check_sinks(db_dir, flow, state)
     return state
+
+
+#: The keyed steps that held each instrument's state before issue 25 (it is now in the input's partitions).
+_PER_INSTRUMENT_STEPS = ("parse_ticks", "check_ticks", "make_bars", "compute_features", "join_forecasts",
+                         "score_forecasts", "make_signals", "find_fill_quotes", "trade")
+
+
+def _check_steps(db_dir: Path, flow: Dataflow, state: StoreState) -> None:
+    """Check that the store is not of a version of ticklet that kept each instrument's state in keyed steps.
+
+    Before issue 25, each instrument's steps were keyed Bytewax steps; they
+    now run in the input's partitions (:mod:`dataflows.local`), and their
+    states are kept with the reader's. Such a store cannot be resumed.
+    """
+    old = sorted(step for step in state.keys if step.split(".")[1:2] and step.split(".")[1] in _PER_INSTRUMENT_STEPS)
+    if old:
+        raise ConfigError(f"recovery store {db_dir}: its snapshot is of an earlier version of ticklet, which kept each "
+                          f"instrument's state in steps of its own ({old[0]}), where this one keeps it with the input "
+                          f"partition that reads it. Finish that run with the earlier version, or {_remedy(db_dir)}")
 
 
 _KAFKA_PART = re.compile(r"\d+-(.+)")

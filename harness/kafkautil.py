@@ -211,4 +211,7 @@ def recovery_progress(rec_dir: Path) -> dict[str, int]:
     for key, snap_epoch, ser in snaps:
         if key not in latest or snap_epoch > latest[key][0]:
             latest[key] = (snap_epoch, ser)
-    return {"epoch": epoch, "offsets": sum(max(0, pickle.loads(ser)) for _, ser in latest.values() if ser)}
+    def offset(state: Any) -> int:  # the reader's, beside the per-instrument steps' states (dataflows.local)
+        return max(0, state[0] if isinstance(state, tuple) else state)
+
+    return {"epoch": epoch, "offsets": sum(offset(pickle.loads(ser)) for _, ser in latest.values() if ser)}

@@ -1,19 +1,29 @@
 """The backtest runner: ``ticklet backtest`` and ``ticklet train``.
 
 :func:`run_backtest` builds the forecasting dataflow (:mod:`dataflows.forecast`)
-on recordings or archives, runs it in this process with Bytewax's runner
-(one worker, or a cluster of threads), summarizes the run from its output
-files and, with ``save_models``, saves its learners as a model bundle. The
-command line around it is :mod:`ticklet.cli`.
+on recordings or archives, runs it with Bytewax's runner, summarizes the run
+from its output files and, with ``save_models``, saves its learners as a
+model bundle. The command line around it is :mod:`ticklet.cli`.
+
+With ``workers`` above 1, the run is a cluster of that many processes on
+this machine (loopback addresses), one Bytewax worker each: this process is
+process 0, and the others (``python -m ticklet.backtest``, which read the
+run's settings from their stdin, secrets included, never from the command
+line) build the same dataflow. Processes, not threads: the workers of one
+process share its interpreter lock, so threads do not make a run faster.
 """
 
 from __future__ import annotations
 
+import pickle
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+from bytewax.dataflow import Dataflow
 from bytewax.testing import cluster_main, run_main
 
 from core.config import check_dir, remove_empty_dirs
@@ -71,7 +81,7 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     if workers == 1:
         run_main(flow)
     else:
-        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+        _run_cluster(flow, settings, save_models, workers)
     wall = time.perf_counter() - t0
     summary = summarize(out_dir, wall)
     if save_models is not None:
@@ -80,3 +90,53 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
         sys.stderr.write("".join(held or ()))
         sys.stderr.flush()
     return summary
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` loopback ports free now (the system's choice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _run_cluster(flow: Dataflow, settings: Settings, save_models: Optional[Path], processes: int) -> None:
+    """Run ``flow`` as process 0 of a cluster of ``processes`` on loopback, starting the others.
+
+    The others start first and build their dataflow while this one, built
+    already, listens: they connect once it does. A process that fails ends
+    the run with its status (:class:`SystemExit`), the others stopped.
+    """
+    addresses = [f"127.0.0.1:{p}" for p in _free_ports(processes)]
+    job = pickle.dumps((settings, save_models, addresses))
+    children = []
+    try:
+        for i in range(1, processes):
+            child = subprocess.Popen([sys.executable, "-m", "ticklet.backtest", str(i)], stdin=subprocess.PIPE)
+            assert child.stdin is not None
+            child.stdin.write(job)
+            child.stdin.close()
+            children.append(child)
+        cluster_main(flow, addresses, 0)
+        failed = [c.returncode for c in children if c.wait() != 0]
+        if failed:
+            raise SystemExit(failed[0])
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.kill()
+                c.wait()
+
+
+def _process(index: int) -> None:
+    """Process ``index`` of a backtest's cluster: the run's settings from stdin, the same dataflow."""
+    settings, save_models, addresses = pickle.loads(sys.stdin.buffer.read())
+    cluster_main(build_flow(settings, save_models=save_models), addresses, index)
+
+
+if __name__ == "__main__":
+    _process(int(sys.argv[1]))

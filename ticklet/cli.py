@@ -261,7 +261,8 @@ def _main(argv: Optional[list[str]]) -> int:
     bt.add_argument("paths", nargs="+", help="recordings, Binance CSV/zip archives, Feather klines, or directories")
     bt.add_argument("--out", type=Path, default=Path("out/backtest"), help="output directory (default: out/backtest)")
     bt.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
-    bt.add_argument("--workers", type=_positive(int), default=1, help="Bytewax worker threads (default 1)")
+    bt.add_argument("--workers", type=_positive(int), default=1,
+                    help="processes of the run on this machine, one Bytewax worker each (default 1)")
     bt.add_argument("--report", action="store_true", help="also write the HTML report of the run (DIR/report.html)")
     bt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     tr = command("train", "the same as backtest, saving the learners as a model bundle (--save-models)")

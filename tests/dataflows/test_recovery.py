@@ -298,11 +298,38 @@ def test_a_store_of_an_earlier_version_is_one_line(sample_store, tmp_path):
     assert proc.returncode == BAD_SETUP, proc.stderr[-3000:]
     line = one_line(proc.stderr)
     assert re.fullmatch(rf"ticklet: recovery store {re.escape(str(rec / sample_store.name))}: the snapshot of "
-                        r"ticklet_forecast\.[\w.]+ \(\w+\) refers to ticklet\.events\.\w+, which this version of "
+                        r"ticklet_forecast\.[\w.]+ \([\w:]+\) refers to ticklet\.events\.\w+, which this version of "
                         r"ticklet does not have .*: finish that run with the earlier version, or remove .* to start "
                         r"afresh", line), line
     assert (rec / sample_store.name).read_bytes() == before
     assert not (tmp_path / "out").exists() or not _record_files(tmp_path / "out")
+
+
+def test_a_store_of_the_per_instrument_steps_is_one_line(sample_store, tmp_path):
+    """A store of a version before issue 25, whose per-instrument steps were
+    keyed Bytewax steps (``check_ticks``, ``join_forecasts``...) with the
+    reader's position alone as the input's state: the sample's store with
+    such a step's snapshot in it. Resuming is one line naming the step and
+    what to do, status 2, and the store is left as it was."""
+    rec = tmp_path / "recovery"
+    rec.mkdir()
+    shutil.copy(sample_store, rec / sample_store.name)
+    db = sqlite3.connect(rec / sample_store.name)
+    epoch, = db.execute("SELECT MAX(snap_epoch) FROM snaps").fetchone()
+    db.execute("INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, ?, ?, ?)",
+               ("ticklet_forecast.join_forecasts.join.stateful_step",
+                "BTCUSDT", epoch, pickle.dumps(None)))
+    db.commit()
+    db.close()
+    before = (rec / sample_store.name).read_bytes()
+    proc = _flow_with(rec, tmp_path / "out", SAMPLE_DIR)
+    assert proc.returncode == BAD_SETUP, proc.stderr[-3000:]
+    line = one_line(proc.stderr)
+    assert line.startswith(f"ticklet: recovery store {rec}: its snapshot is of an earlier version of ticklet, which "
+                           "kept each instrument's state in steps of its own (ticklet_forecast.join_forecasts.join."
+                           "stateful_step), where this one keeps it with the input partition that reads it. Finish "
+                           "that run with the earlier version, or restore the store from a backup"), line
+    assert (rec / sample_store.name).read_bytes() == before
 
 
 @pytest.mark.integration

@@ -271,8 +271,9 @@ def test_recovery_state_takes_precedence_over_the_bundle(made, tmp_path, caplog)
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     bundle_id = json.loads((bundle / "manifest.json").read_text())["bundle_id"]
     assert said == [
-        f"recovery store {rec} holds the learners of BTCUSDT: they resume from its snapshot, not from the bundle "
-        f"{bundle} (TICKLET_FORECAST__WARM_START), which starts only the instruments the store has no state of",
+        f"recovery store {rec} holds the learners of the instruments of ws:spot:BTCUSDT: they resume from its "
+        f"snapshot, not from the bundle {bundle} (TICKLET_FORECAST__WARM_START), which starts only the instruments "
+        "the store has no state of",
         f"bundle {bundle_id} ({bundle}, holding BTCUSDT) went unused: no instrument of this run started afresh: a "
         "recovery store (-r) resumed every one from its snapshot, or the input held no ticks (a finished store "
         "resumes at the end of its input; a warm start with recovery needs a store of its own)"], said
