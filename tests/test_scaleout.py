@@ -1,51 +1,74 @@
-"""Scale-out: several workers (-w 2) and several processes (-i/-a) give the
-same per-symbol forecasts as one worker, from Kafka and from files."""
+"""Scale-out: several workers (-w 2), several processes (-i/-a) and
+``ticklet backtest --workers 2`` give every output of one worker, byte for
+byte per instrument and in order, from files and from Kafka; a 2-process
+cluster killed with ``kill -9`` resumes from its recovery store with the same
+outputs; an instrument that two Kafka partitions hold is a dead letter."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
+from runutil import FLOW, file_env, ticklet
 
 from harness.kafkautil import flow_env, replay, run_flow, topic_name
-from harness.realdata import RECORD_FILES, SCRATCH
+from harness.realdata import RECORD_FILES, SCRATCH, lines
 
 #: Integration tests (tests/integration_mark.py): a Kafka broker, and the dataflow in several processes.
 pytestmark = pytest.mark.integration
 
 
-def _free_ports(n: int) -> list[int]:
+def _addresses(n: int) -> str:
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
         s.bind(("127.0.0.1", 0))
     ports = [s.getsockname()[1] for s in socks]
     for s in socks:
         s.close()
-    return ports
+    return ";".join(f"127.0.0.1:{p}" for p in ports)
+
+
+def _processes(env: dict[str, str], n: int = 2, *extra: str) -> list[subprocess.Popen]:
+    addrs = _addresses(n)
+    return [subprocess.Popen([*FLOW, "-i", str(i), "-a", addrs, *extra], cwd=SCRATCH, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]
 
 
 def _two_processes(env: dict[str, str]) -> None:
-    addrs = ";".join(f"127.0.0.1:{p}" for p in _free_ports(2))
-    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.forecast",
-                               "-i", str(i), "-a", addrs], cwd=SCRATCH, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    for p in procs:
+    for p in _processes(env):
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
 
 
-def _per_symbol(out: Path, name: str) -> dict[str, list[str]]:
-    rows = (out / name).read_text().splitlines()
-    by: dict[str, list[str]] = defaultdict(list)
-    for r in rows[1:]:
-        by[r.split(",", 1)[0]].append(r)
-    return {k: sorted(v) for k, v in by.items()}
+def _per_instrument(out: Path) -> dict[str, dict[str, list[bytes]]]:
+    """Every record file's rows (bytes as written) per instrument, in the order written."""
+    got: dict[str, dict[str, list[bytes]]] = {}
+    for name in RECORD_FILES:
+        rows = (out / name).read_bytes().split(b"\r\n")
+        by: dict[str, list[bytes]] = defaultdict(list)
+        for r in rows[1:]:
+            if r:
+                by[r.split(b",", 1)[0].decode()].append(r)
+        got[name] = dict(by)
+    return got
+
+
+def _same(one: Path, other: Path, instruments: set[str], note: str) -> None:
+    a, b = _per_instrument(one), _per_instrument(other)
+    assert set(a["forecasts.csv"]) == instruments
+    for name in RECORD_FILES:
+        assert a[name], name
+        assert a[name] == b[name], f"{note}: {name}"
+    assert json.loads((one / "counters.json").read_text()) == json.loads((other / "counters.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +81,7 @@ def two_symbol_topic(kafka_bootstrap, ws_dir):
 
 
 @pytest.mark.parametrize("mode", ["workers", "processes"])
-def test_kafka_scale_out_gives_the_same_forecasts(kafka_bootstrap, two_symbol_topic, tmp_path, mode):
+def test_kafka_scale_out_gives_the_same_outputs(kafka_bootstrap, two_symbol_topic, tmp_path, mode):
     one = tmp_path / "one"
     run_flow(flow_env(kafka_bootstrap, two_symbol_topic, one))
     many = tmp_path / mode
@@ -67,18 +90,82 @@ def test_kafka_scale_out_gives_the_same_forecasts(kafka_bootstrap, two_symbol_to
         run_flow(env, "-w", "2")
     else:
         _two_processes(env)
-    for name in RECORD_FILES:
-        a, b = _per_symbol(one, name), _per_symbol(many, name)
-        assert set(a) == {"BTCUSDT", "ETHUSDT"}
-        assert a == b, name
+    _same(one, many, {"BTCUSDT", "ETHUSDT"}, mode)
 
 
-def test_file_replay_across_two_processes(ws_dir, tmp_path):
-    env_base = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
-    paths = f'["{ws_dir / "spot"}", "{ws_dir / "usdm"}"]'
-    one, two = tmp_path / "one", tmp_path / "two"
-    run_flow({**env_base, "TICKLET_INPUT__PATHS": paths, "TICKLET_OUTPUT__DIR": str(one)})
-    _two_processes({**env_base, "TICKLET_INPUT__PATHS": paths, "TICKLET_OUTPUT__DIR": str(two)})
-    a, b = _per_symbol(one, "forecasts.csv"), _per_symbol(two, "forecasts.csv")
-    assert set(a) == {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}
-    assert a == b
+@pytest.mark.parametrize("mode", ["workers", "processes", "backtest"])
+def test_file_scale_out_gives_the_same_outputs(ws_dir, tmp_path, mode):
+    inputs = (ws_dir / "spot", ws_dir / "usdm")
+    one, many = tmp_path / "one", tmp_path / mode
+    run_flow(file_env(one, *inputs))
+    if mode == "workers":
+        run_flow(file_env(many, *inputs), "-w", "2")
+    elif mode == "processes":
+        _two_processes(file_env(many, *inputs))
+    else:
+        proc = subprocess.run([*ticklet(), "backtest", *map(str, inputs), "--out", str(many), "--workers", "2"],
+                              cwd=SCRATCH, env=file_env(many), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stderr.count("forecasts scored") == 1  # one summary, from process 0
+    _same(one, many, {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}, mode)
+
+
+def test_a_two_process_cluster_killed_resumes_with_the_same_outputs(ws_dir, tmp_path):
+    """Both processes of a cluster with a recovery store (a partition each)
+    killed with SIGKILL once the first snapshot is committed, then started
+    again on the same store, to the end: the outputs are those of one
+    uninterrupted process."""
+    inputs = (ws_dir / "spot", ws_dir / "usdm")
+    ref = tmp_path / "ref"
+    run_flow(file_env(ref, *inputs))
+    rec = tmp_path / "recovery"
+    rec.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec), "2"], check=True, cwd=SCRATCH)
+    out = tmp_path / "out"
+    env = file_env(out, *inputs)
+    args = ("-r", str(rec), "-s", "0.2", "-b", "0")
+    procs = _processes(env, 2, *args)
+    deadline = time.monotonic() + 120
+    forecasts = out / "forecasts.csv"
+    while time.monotonic() < deadline and (not forecasts.exists() or forecasts.stat().st_size < 200_000):
+        assert all(p.poll() is None for p in procs), "the run ended before the kill"
+        time.sleep(0.05)
+    for p in procs:
+        os.kill(p.pid, signal.SIGKILL)
+        p.communicate()
+    size_at_kill = forecasts.stat().st_size
+    assert 0 < size_at_kill < (ref / "forecasts.csv").stat().st_size
+    for p in _processes(env, 2, *args):
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    _same(ref, out, {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}, "killed and resumed")
+
+
+def test_an_instrument_in_two_kafka_partitions_is_a_dead_letter(kafka_bootstrap, ws_dir, tmp_path):
+    """A topic whose producer does not key by instrument: the ticks of one
+    recording written to partitions 0 and 1 in turn. Each partition makes its
+    own bars of BTCUSDT; a dead letter of stage one_reader names both and
+    what to do, and the run goes on."""
+    from sources.wire import encode_tick
+
+    topic = topic_name("split")
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+    p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
+    for i, ln in enumerate(lines(ws_dir / "spot" / "btcusdt_20240808.gz")):
+        ts, msg = ln.split(b" ", 1)
+        p.produce(topic, encode_tick(int(ts), "spot", msg), b"BTCUSDT", partition=(i // 1000) % 2)
+        if not i % 1000:
+            p.poll(0)
+    assert p.flush(60) == 0
+    out = tmp_path / "out"
+    run_flow(flow_env(kafka_bootstrap, topic, out))
+    dead = [json.loads(ln) for ln in (out / "dead_letters.jsonl").read_text().splitlines()]
+    split = [d for d in dead if d["stage"] == "one_reader"]
+    assert len(split) == 1 and split[0]["instrument"] == "BTCUSDT", dead[:3]
+    assert split[0]["reason"].startswith(f"read from two input partitions, 0-{topic} (first) and 1-{topic}") or \
+        split[0]["reason"].startswith(f"read from two input partitions, 1-{topic} (first) and 0-{topic}")
+    assert "key the Kafka records by instrument" in split[0]["reason"]
+    assert json.loads((out / "counters.json").read_text())["dead_letters"] >= 1

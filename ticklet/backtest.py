@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import pickle
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,13 +31,15 @@ from dataflows.forecast import build_flow, check_output_files, priced_for_quotes
 from dataflows.settings import Settings, read_settings
 from sinks.bundle import clear_bundle
 from sinks.report import summarize
+from ticklet.cluster import Helpers
+from ticklet.cluster import start as start_cluster
 
 __all__ = ["run_backtest"]
 
 
 def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
                  base: Optional[Settings] = None, save_models: Optional[Path] = None,
-                 warm_start: Optional[Path] = None) -> dict[str, Any]:
+                 warm_start: Optional[Path] = None, helpers: Optional[Helpers] = None) -> dict[str, Any]:
     """Run the forecasting dataflow on ``paths`` and return the summary.
 
     ``base`` settings, by default those of the environment. With
@@ -52,6 +53,16 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     """
     if workers < 1:
         raise ValueError(f"workers must be 1 or more, not {workers}")
+    if helpers is None or len(helpers) != workers - 1:  # (the command line starts them before it imports this)
+        helpers = start_cluster(workers)
+    try:
+        return _run(paths, out_dir, workers, base, save_models, warm_start, helpers)
+    finally:
+        helpers.stop()
+
+
+def _run(paths: list[str], out_dir: Path, workers: int, base: Optional[Settings], save_models: Optional[Path],
+         warm_start: Optional[Path], helpers: Helpers) -> dict[str, Any]:
     base = base or read_settings()  # a bad setting first: nothing made, nothing removed
     made = check_dir(out_dir, "--out")
     made_bundle: list[Path] = []
@@ -81,7 +92,7 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     if workers == 1:
         run_main(flow)
     else:
-        _run_cluster(flow, settings, save_models, workers)
+        _run_cluster(flow, settings, save_models, helpers)
     wall = time.perf_counter() - t0
     summary = summarize(out_dir, wall)
     if save_models is not None:
@@ -104,37 +115,30 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _run_cluster(flow: Dataflow, settings: Settings, save_models: Optional[Path], processes: int) -> None:
-    """Run ``flow`` as process 0 of a cluster of ``processes`` on loopback, starting the others.
+def _run_cluster(flow: Dataflow, settings: Settings, save_models: Optional[Path], helpers: Helpers) -> None:
+    """Run ``flow`` as process 0 of a cluster on loopback, with ``helpers`` as the other processes.
 
-    The others start first and build their dataflow while this one, built
-    already, listens: they connect once it does. A process that fails ends
-    the run with its status (:class:`SystemExit`), the others stopped.
+    They were started first (:mod:`ticklet.cluster`) and have built their
+    dataflow by the time this one listens, or build it and connect then. A
+    process that fails ends the run with its status (:class:`SystemExit`).
     """
-    addresses = [f"127.0.0.1:{p}" for p in _free_ports(processes)]
-    job = pickle.dumps((settings, save_models, addresses))
-    children = []
-    try:
-        for i in range(1, processes):
-            child = subprocess.Popen([sys.executable, "-m", "ticklet.backtest", str(i)], stdin=subprocess.PIPE)
-            assert child.stdin is not None
-            child.stdin.write(job)
-            child.stdin.close()
-            children.append(child)
-        cluster_main(flow, addresses, 0)
-        failed = [c.returncode for c in children if c.wait() != 0]
-        if failed:
-            raise SystemExit(failed[0])
-    finally:
-        for c in children:
-            if c.poll() is None:
-                c.kill()
-                c.wait()
+    addresses = [f"127.0.0.1:{p}" for p in _free_ports(len(helpers) + 1)]
+    helpers.give(pickle.dumps((settings, save_models, addresses)))
+    cluster_main(flow, addresses, 0)
+    failed = [code for code in helpers.wait() if code != 0]
+    if failed:
+        raise SystemExit(failed[0])
 
 
 def _process(index: int) -> None:
-    """Process ``index`` of a backtest's cluster: the run's settings from stdin, the same dataflow."""
-    settings, save_models, addresses = pickle.loads(sys.stdin.buffer.read())
+    """Process ``index`` of a backtest's cluster: the run's settings from stdin, the same dataflow.
+
+    Nothing on stdin: the run was refused, and the process ends quietly.
+    """
+    job = sys.stdin.buffer.read()
+    if not job:
+        return
+    settings, save_models, addresses = pickle.loads(job)
     cluster_main(build_flow(settings, save_models=save_models), addresses, index)
 
 

@@ -361,10 +361,13 @@ def _main(argv: Optional[list[str]]) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command in ("backtest", "train"):
+        from ticklet.cluster import start
+
+        helpers = start(args.workers)  # the other processes import while this one does
         from ticklet.backtest import run_backtest
 
         summary = run_backtest(args.paths, args.out, args.workers, save_models=args.save_models,
-                               warm_start=args.warm_start)
+                               warm_start=args.warm_start, helpers=helpers)
         if args.report:
             from ticklet.report import NoRunError, build_report
 

@@ -185,3 +185,61 @@ def test_blank_lines_and_crlf_are_tolerated(tmp_path, btc_pair):
     with gzip.open(p, "wb") as f:
         f.write(b"\r\n".join(src[:1500]) + b"\r\n\r\n\n" + b"\n".join(src[1500:]))  # no final newline
     assert flat(one_stream([p])) == src
+
+
+@pytest.fixture(scope="module")
+def recording_and_klines(ws_dir, tmp_path_factory):
+    """Two streams of one instrument: a spot BTCUSDT recording and the 1-minute
+    klines of its trades as a Binance CSV archive (computed from them,
+    :func:`harness.realdata.minute_klines`)."""
+    from harness.realdata import minute_klines, trade_dicts
+
+    rec = ws_dir / "spot" / "btcusdt_20240808.gz"
+    d = tmp_path_factory.mktemp("two_streams")
+    rows = [",".join(map(str, (k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["T"], k["q"], k["n"], k["V"],
+                                k["Q"], 0))) for k in minute_klines(trade_dicts(rec))]
+    (d / "BTCUSDT-1m-2024-08-08.csv").write_text("\n".join(rows) + "\n")
+    return [str(rec), str(d / "BTCUSDT-1m-2024-08-08.csv")]
+
+
+def test_the_streams_of_one_instrument_are_one_partition_merged_in_time_order(recording_and_klines):
+    from sources.files import instrument_groups, read_streams
+
+    src = ReplaySource(recording_and_klines)
+    (part,) = src.list_parts()
+    assert part == "klines:spot:BTCUSDT:60000000000+ws:spot:BTCUSDT"
+    specs = src.streams
+    (group,) = instrument_groups(specs)
+    runs = list(read_streams(group))
+    merged = [(i, r) for i, recs in runs for r in recs]
+    # every record of both streams, each stream in its own order
+    for i, spec in enumerate(specs):
+        assert [r for j, r in merged if j == i] == flat(spec)
+    assert {i for i, _ in runs} == {0, 1} and len(runs) > 2  # interleaved, not one stream after the other
+
+    def t(i: int, r) -> int:
+        return line_ts(r) if specs[i].fmt == "ws" else int(r[6]) * 10**6  # a kline's close time
+
+    times = [t(i, r) for i, r in merged]
+    kl = [k for k, (i, _) in enumerate(merged) if specs[i].fmt == "klines"]
+    assert all(times[k - 1] <= times[k] for k in kl if k)  # each kline comes after the lines before its close
+    # resumed at any record of the merge, the rest comes exactly
+    for skip in (1, len(merged) // 3, len(merged) - 1):
+        assert [(i, r) for i, recs in read_streams(group, skip=skip) for r in recs] == merged[skip:]
+
+
+def test_a_partition_of_two_streams_gives_chunks_of_one_stream_each(recording_and_klines):
+    src = ReplaySource(recording_and_klines, batch_size=500)
+    (part,) = src.list_parts()
+    reader = src.build_part("read_ticks", part, None)
+    chunks: list[RawChunk] = []
+    while True:
+        try:
+            chunks.extend(reader.next_batch())
+        except StopIteration:
+            break
+    assert {c.fmt for c in chunks if c.records} == {"ws", "klines"}
+    assert all(c.source == part and len(c.records) <= 500 for c in chunks)
+    assert sum(len(c.records) for c in chunks) == sum(len(flat(s)) for s in src.streams)
+    klines = [e for c in chunks if c.fmt == "klines" for e in parse_chunk(c)[0]["BTCUSDT"]]
+    assert len(klines) == len(flat(src.streams[0])) > 3  # every kline parsed, for the same instrument
