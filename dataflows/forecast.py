@@ -188,7 +188,7 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
                                   exit_process=True))
 
     dead_counts = op.map("count_dead_letters", dead, lambda e: Count("dead_letters", 1))
-    counts = op.merge("merge_counts", side.counts, dead_counts)
+    counts = ops.sum_counts("sum_counts", op.merge("merge_counts", side.counts, dead_counts))
     if influx:
         from sinks.influx import InfluxSink  # influxdb-client loads only when it is used
 
@@ -201,7 +201,7 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
                   InfluxSink(settings.influx, report=settings.output.summary))  # its result: a line of its own
     op.output("write_counters", ops.key_records("key_counters", counts), CounterSink(out / COUNTERS_FILE))
     if settings.output.summary:
-        report = op.merge("merge_report", counts, ops.values("unkey_metrics", metrics))
+        report = op.merge("merge_report", counts, ops.latest_metrics("latest_metrics", metrics))
         op.output("report", ops.key_records("key_report", report),
                   ReportSink(total_bytes, _destinations(settings), progress=settings.output.progress,
                              hold=summary))

@@ -30,10 +30,7 @@ import msgspec
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
-from core.events import (
-    Count,
-    ErrorRecord,
-)
+from core.events import Count, ErrorRecord, MetricsRecord
 from core.telemetry import STAGE_SECONDS
 from sinks.files import CsvSink
 from sinks.records import csv_lines, kafka_record
@@ -45,8 +42,10 @@ __all__ = [
     "StepOut",
     "encode_for_kafka",
     "key_records",
+    "latest_metrics",
     "run_step",
     "stamp_points",
+    "sum_counts",
     "values",
     "write_csv",
 ]
@@ -308,6 +307,36 @@ def stamp_points(step_id: str, up: KeyedStream[Any]) -> KeyedStream[Any]:
     from sinks.influx_points import StampState, stamp  # influxdb-client loads only when the InfluxDB output is on
 
     return run_step("stamp", up, stamp, StampState).out
+
+
+def _last_of_batch(batch: list[tuple[str, MetricsRecord]]) -> list[MetricsRecord]:
+    last: dict[tuple[str, str, int], MetricsRecord] = {}
+    for _, m in batch:
+        last[(m.instrument, m.model, m.horizon)] = m
+    return list(last.values())
+
+
+@operator
+def latest_metrics(step_id: str, up: KeyedStream[MetricsRecord]) -> Stream[MetricsRecord]:
+    """Of each batch of metrics, the last per instrument, model and horizon (for the summary, which keeps the last).
+
+    It runs on the worker that made them: the others do not cross to the
+    worker that holds the summary.
+    """
+    return op.flat_map_batch("last", up, _last_of_batch)
+
+
+def _sum_batch(batch: list[Count]) -> list[Count]:
+    total: dict[str, int] = {}
+    for c in batch:
+        total[c.name] = total.get(c.name, 0) + c.n
+    return [Count(k, n) for k, n in total.items()]
+
+
+@operator
+def sum_counts(step_id: str, up: Stream[Count]) -> Stream[Count]:
+    """Counter increments summed by name over each batch, on the worker that made them (fewer cross workers)."""
+    return op.flat_map_batch("sum", up, _sum_batch)
 
 
 @operator

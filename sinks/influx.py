@@ -33,13 +33,16 @@ At start, :func:`unwritable` asks the server to write no points, which
 checks the URL, token, org, bucket and write permission without storing
 anything (the dataflow stops with one line and exit status 2 when it fails).
 At the end of a run, a sink whose points were not all written (dropped,
-failed or abandoned) stops the process with one line and
+failed or abandoned) ends the process with one line and
 :data:`~sinks.fatal.EXIT_WRITE_FAILED` (:func:`sinks.fatal.stop_run`), so
-that no summary lists InfluxDB as written.
+that no summary lists InfluxDB as written: once the dataflow has ended
+(at the process's exit), so that the other sinks, which may close after it,
+are complete.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import queue
@@ -402,12 +405,13 @@ class _Verdict:
                 return
         cfg, where = self._cfg, f"InfluxDB at {self._cfg.url}, bucket {self._cfg.bucket!r}"
         lost = t["dropped"] + t["failed"] + t["abandoned"]
-        if lost:  # the other outputs are complete; nothing may list InfluxDB as written
-            stop_run(f"{where}: {lost} of {t['handed']} points not written (dropped over "
-                     f"TICKLET_INFLUX__MAX_BUFFERED_POINTS: {t['dropped']}, failed or rejected: {t['failed']}, "
-                     f"abandoned after TICKLET_INFLUX__MAX_CLOSE_WAIT_MS ({cfg.max_close_wait_ms} ms): "
-                     f"{t['abandoned']}; see the lines above). The run ends with status {EXIT_WRITE_FAILED}.",
-                     EXIT_WRITE_FAILED)
+        if lost:  # at the exit, once the other outputs are complete; nothing may list InfluxDB as written
+            atexit.register(stop_run, f"{where}: {lost} of {t['handed']} points not written (dropped over "
+                            f"TICKLET_INFLUX__MAX_BUFFERED_POINTS: {t['dropped']}, failed or rejected: {t['failed']}, "
+                            f"abandoned after TICKLET_INFLUX__MAX_CLOSE_WAIT_MS ({cfg.max_close_wait_ms} ms): "
+                            f"{t['abandoned']}; see the lines above). The run ends with status {EXIT_WRITE_FAILED}.",
+                            EXIT_WRITE_FAILED)
+            return
         if self._report:  # the end-of-run report, beside the summary (sinks.report)
             sys.stderr.write(f"ticklet: {where}: {t['written']} points written\n")
             sys.stderr.flush()
