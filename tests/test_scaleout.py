@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 from runutil import FLOW, file_env, ticklet
 
 from harness.kafkautil import flow_env, replay, run_flow, topic_name
-from harness.realdata import RECORD_FILES, SCRATCH, lines
+from harness.realdata import RECORD_FILES, SCRATCH, lines, replicate
 
 #: Integration tests (tests/integration_mark.py): a Kafka broker, and the dataflow in several processes.
 pytestmark = pytest.mark.integration
@@ -110,12 +110,29 @@ def test_file_scale_out_gives_the_same_outputs(ws_dir, tmp_path, mode):
     _same(one, many, {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}, mode)
 
 
+def _committed(rec: Path) -> int:
+    """The latest epoch every partition of the recovery store ``rec`` has committed (0: none yet)."""
+    import sqlite3
+
+    epochs = []
+    for part in rec.glob("part-*.sqlite3"):
+        con = sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=30)
+        try:
+            epochs.append(con.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()[0] or 0)
+        except sqlite3.OperationalError:  # being created
+            epochs.append(0)
+        finally:
+            con.close()
+    return min(epochs, default=0)
+
+
 def test_a_two_process_cluster_killed_resumes_with_the_same_outputs(ws_dir, tmp_path):
     """Both processes of a cluster with a recovery store (a partition each)
-    killed with SIGKILL once the first snapshot is committed, then started
+    killed with SIGKILL mid-run, once a snapshot is committed, then started
     again on the same store, to the end: the outputs are those of one
-    uninterrupted process."""
-    inputs = (ws_dir / "spot", ws_dir / "usdm")
+    uninterrupted process. On two copies of the recordings (6 instruments),
+    so that the run lasts a few snapshots."""
+    inputs = tuple(sorted({p.parent for p in replicate(ws_dir, tmp_path / "set", 2)}))
     ref = tmp_path / "ref"
     run_flow(file_env(ref, *inputs))
     rec = tmp_path / "recovery"
@@ -123,13 +140,17 @@ def test_a_two_process_cluster_killed_resumes_with_the_same_outputs(ws_dir, tmp_
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec), "2"], check=True, cwd=SCRATCH)
     out = tmp_path / "out"
     env = file_env(out, *inputs)
-    args = ("-r", str(rec), "-s", "0.2", "-b", "0")
+    args = ("-r", str(rec), "-s", "1", "-b", "0")
     procs = _processes(env, 2, *args)
     deadline = time.monotonic() + 120
     forecasts = out / "forecasts.csv"
-    while time.monotonic() < deadline and (not forecasts.exists() or forecasts.stat().st_size < 200_000):
-        assert all(p.poll() is None for p in procs), "the run ended before the kill"
-        time.sleep(0.05)
+    full = (ref / "forecasts.csv").stat().st_size
+    while time.monotonic() < deadline and (_committed(rec) < 2 or not forecasts.exists()
+                                           or forecasts.stat().st_size < full // 3):
+        ended = [p for p in procs if p.poll() is not None]
+        assert not ended, f"the run ended before the kill: {ended[0].communicate()[1][-3000:]}"
+        time.sleep(0.02)
+    assert _committed(rec) >= 2  # a snapshot to resume from
     for p in procs:
         os.kill(p.pid, signal.SIGKILL)
         p.communicate()
@@ -138,7 +159,8 @@ def test_a_two_process_cluster_killed_resumes_with_the_same_outputs(ws_dir, tmp_
     for p in _processes(env, 2, *args):
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
-    _same(ref, out, {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}, "killed and resumed")
+    _same(ref, out, {f"{s}{k}USDT{m}" for s in ("BTC", "ETH") for k in range(2) for m in ("", "-PERP")}
+          - {"ETH0USDT-PERP", "ETH1USDT-PERP"}, "killed and resumed")
 
 
 def test_an_instrument_in_two_kafka_partitions_is_a_dead_letter(kafka_bootstrap, ws_dir, tmp_path):
