@@ -185,9 +185,32 @@ class _Unpickler(pickle.Unpickler):
         raise UnsafeState("a persistent id")
 
 
+class _Canonical(pickle._Pickler):
+    """A pickler that writes equal strings once, whichever objects hold them.
+
+    Pickle memoizes by identity: a state that went from one process to
+    another (its learners ran where its ticks were read) holds as separate
+    objects strings that the same state in one process shares, and would
+    pickle to other bytes. With every string written once, the bytes depend
+    on the values alone, and a bundle is the same whatever the number of
+    processes.
+    """
+
+    def __init__(self, file: io.BytesIO, protocol: int):
+        super().__init__(file, protocol)
+        self._strings: dict[str, str] = {}
+
+    def save(self, obj: Any, save_persistent_id: bool = True) -> None:
+        if type(obj) is str:
+            obj = self._strings.setdefault(obj, obj)
+        super().save(obj, save_persistent_id)  # type: ignore[misc]  # pickle._Pickler.save: typeshed has it not
+
+
 def dumps(states: Any) -> bytes:
-    """The bytes of a state file: ``states`` pickled (protocol 5)."""
-    return pickle.dumps(states, protocol=PROTOCOL)
+    """The bytes of a state file: ``states`` pickled (protocol 5), each distinct string once (:class:`_Canonical`)."""
+    out = io.BytesIO()
+    _Canonical(out, PROTOCOL).dump(states)
+    return out.getvalue()
 
 
 def loads(data: bytes) -> Any:

@@ -110,6 +110,22 @@ def test_file_scale_out_gives_the_same_outputs(ws_dir, tmp_path, mode):
     _same(one, many, {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}, mode)
 
 
+def test_a_bundle_trained_in_two_processes_is_the_one_trained_in_one(ws_dir, tmp_path):
+    """``ticklet train --workers 2``: the learners of the instruments of
+    process 1 cross to process 0, which writes the bundle; every file of it
+    is byte for byte the one a single process writes (models.bundle.dumps
+    writes the states so that their bytes depend on their values alone)."""
+    bundles = []
+    for n in (1, 2):
+        out, bundle = tmp_path / f"out{n}", tmp_path / f"bundle{n}"
+        proc = subprocess.run([*ticklet(), "train", str(ws_dir), "--out", str(out), "--save-models", str(bundle),
+                               "--workers", str(n)], cwd=SCRATCH, env=file_env(out), capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        bundles.append({p.relative_to(bundle): p.read_bytes() for p in sorted(bundle.rglob("*")) if p.is_file()})
+    assert len(bundles[0]) == 4 and bundles[0] == bundles[1]  # the manifest and 3 instruments' states
+
+
 def _committed(rec: Path) -> int:
     """The latest epoch every partition of the recovery store ``rec`` has committed (0: none yet)."""
     import sqlite3
