@@ -57,30 +57,24 @@ W = TypeVar("W")
 
 @dataclass(frozen=True)
 class StepOut(Generic[W]):
-    """A step's main keyed output, its dead letters and its counter increments, and its exported states.
-
-    With ``export``, its final state per key (``(key, (key, kind, state))``)
-    goes out when its input ends.
-    """
+    """A step's main keyed output, its dead letters and its counter increments."""
 
     out: KeyedStream[W]
     errors: Stream[ErrorRecord]
     counts: Stream[Count]
-    exports: Optional[KeyedStream[tuple[str, str, Any]]] = None
 
 
 class Side:
-    """Dead letters, counter increments and exported states of one batch, carried as one item.
+    """Dead letters and counter increments of one batch, carried as one item.
 
     As one item, the main output needs a single branch.
     """
 
-    __slots__ = ("counts", "errors", "exports")
+    __slots__ = ("counts", "errors")
 
-    def __init__(self, errors: list[ErrorRecord], counts: list[Count], exports: tuple = ()):
+    def __init__(self, errors: list[ErrorRecord], counts: list[Count]):
         self.errors = errors
         self.counts = counts
-        self.exports = exports
 
 
 #: Most events a step may hold across batches whose input records are kept
@@ -113,13 +107,11 @@ class StepLogic(StatefulBatchLogic[Any, Any, Any]):
     their records are dropped too, and those of the events it holds kept.
     """
 
-    def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[tuple[str, type]],
-                 stage: str, export: Optional[tuple[str, Callable[[Any], Any]]] = None):
+    def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[tuple[str, type]], stage: str):
         self.step = step
         self.state = state
         self.flatten = flatten
         self.count_as = count_as
-        self.export = export
         self.timer = STAGE_SECONDS.labels(stage)
         self.held: dict[int, tuple[Any, Any, str]] = {}  # id(event) -> (event, record, fmt)
 
@@ -215,13 +207,6 @@ class StepLogic(StatefulBatchLogic[Any, Any, Any]):
                 del held[key]
         return res
 
-    def on_eof(self) -> tuple[Iterable, bool]:
-        """At the end of the input: the exported state, if the step exports one."""
-        if self.export is None or self.state is None:
-            return [], StatefulBatchLogic.RETAIN
-        kind, fn = self.export
-        return [Side([], [], ((kind, fn(self.state)),))], StatefulBatchLogic.RETAIN
-
     def snapshot(self) -> Any:
         """A copy of the state, for the recovery store."""
         return copy.deepcopy(self.state)
@@ -239,10 +224,6 @@ def _side_counts(kv: tuple[str, Side]) -> list[Count]:
     return kv[1].counts
 
 
-def _side_exports(kv: tuple[str, Side]) -> list[tuple[str, tuple[str, str, Any]]]:
-    return [(kv[0], (kv[0], *e)) for e in kv[1].exports]
-
-
 @operator
 def run_step(
     step_id: str,
@@ -251,19 +232,16 @@ def run_step(
     init: Callable[[], S],
     flatten: bool = False,
     count_as: Optional[tuple[str, type]] = None,
-    export: Optional[tuple[str, Callable[[Any], Any]]] = None,  # Any: S, or the Optional[S] of a _keyed_start step
 ) -> StepOut:
     """Run ``step`` per key, starting each key from ``init()`` (or its recovered state: recovery always wins).
 
     With ``flatten``, each upstream value is a list of items fed one by one.
     ``count_as = (name, type)`` counts main outputs of that type under that
-    counter name. ``export = (kind, fn)``: when the input ends, each key's
-    ``fn(state)`` goes out on ``exports`` as ``(key, (kind, ...))``.
+    counter name.
     """
 
     def builder(resume: Optional[S]) -> StepLogic:
-        return StepLogic(step, init() if resume is None else resume, flatten, count_as,
-                          step_id.rsplit(".", 1)[-1], export)
+        return StepLogic(step, init() if resume is None else resume, flatten, count_as, step_id.rsplit(".", 1)[-1])
 
     s = op.stateful_batch("stateful_step", up, builder)
     b = op.branch("split_side", s, _is_main)
@@ -271,7 +249,6 @@ def run_step(
         b.trues,
         op.flat_map("side_errors", b.falses, _side_errors),
         op.flat_map("side_counts", b.falses, _side_counts),
-        op.flat_map("side_exports", b.falses, _side_exports) if export is not None else None,
     )
 
 
