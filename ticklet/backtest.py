@@ -49,12 +49,17 @@ def run_backtest(paths: list[str], out_dir: Path, workers: int = 1,
     them from one. A run refused at start (a bad setting, input or bundle:
     :class:`~core.config.ConfigError`) leaves no directory it made behind,
     unless something was written in it, and removes no file of an earlier
-    run: those go once the run is accepted.
+    run: those go once the run is accepted. ``workers`` processes run it
+    (see the module docstring); ``helpers``, processes 1 to ``workers - 1``
+    started already (:func:`ticklet.cluster.start`), or they are started
+    here.
     """
     if workers < 1:
         raise ValueError(f"workers must be 1 or more, not {workers}")
-    if helpers is None or len(helpers) != workers - 1:  # (the command line starts them before it imports this)
+    if helpers is None:  # (the command line starts them before it imports this module)
         helpers = start_cluster(workers)
+    elif len(helpers) != workers - 1:
+        raise ValueError(f"{workers} workers need {workers - 1} other processes, not {len(helpers)}")
     try:
         return _run(paths, out_dir, workers, base, save_models, warm_start, helpers)
     finally:
