@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,19 +53,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.realdata import RECORD_FILES, replicate  # noqa: E402
+from ticklet.cluster import loopback_addresses  # noqa: E402
 
 PY = sys.executable
 FLOW = [PY, "-m", "bytewax.run", "dataflows.forecast"]
-
-
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _listening(port: int) -> bool:
@@ -136,7 +126,7 @@ def _file_runs(paths: list[str], halves: tuple[list[str], list[str]] | None) -> 
         return {**base, "TICKLET_INPUT__PATHS": json.dumps(p), "TICKLET_OUTPUT__DIR": str(out)}
 
     def two(out: Path) -> float:
-        addrs = ";".join(f"127.0.0.1:{p}" for p in _ports(2))
+        addrs = ";".join(loopback_addresses(2))
         return _run([[*FLOW, "-i", str(i), "-a", addrs] for i in range(2)], env(out), stagger=True)
 
     def backtest(n: int) -> Callable[[Path], float]:
@@ -173,7 +163,7 @@ def _kafka_runs(bootstrap: str, topic: str) -> dict[str, Callable[[Path], float]
         return {**flow_env(bootstrap, topic, out), "TICKLET_OUTPUT__PROGRESS": "false"}
 
     def two(out: Path) -> float:
-        addrs = ";".join(f"127.0.0.1:{p}" for p in _ports(2))
+        addrs = ";".join(loopback_addresses(2))
         return _run([[*FLOW, "-i", str(i), "-a", addrs] for i in range(2)], env(out), stagger=True)
 
     return {

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,23 +21,14 @@ from runutil import FLOW, file_env, ticklet
 
 from harness.kafkautil import flow_env, replay, run_flow, topic_name
 from harness.realdata import RECORD_FILES, SCRATCH, lines, replicate
+from ticklet.cluster import loopback_addresses
 
 #: Integration tests (tests/integration_mark.py): a Kafka broker, and the dataflow in several processes.
 pytestmark = pytest.mark.integration
 
 
-def _addresses(n: int) -> str:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ";".join(f"127.0.0.1:{p}" for p in ports)
-
-
 def _processes(env: dict[str, str], n: int = 2, *extra: str) -> list[subprocess.Popen]:
-    addrs = _addresses(n)
+    addrs = ";".join(loopback_addresses(n))
     return [subprocess.Popen([*FLOW, "-i", str(i), "-a", addrs, *extra], cwd=SCRATCH, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]
 

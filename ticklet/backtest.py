@@ -16,7 +16,6 @@ process share its interpreter lock, so threads do not make a run faster.
 from __future__ import annotations
 
 import pickle
-import socket
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from dataflows.forecast import build_flow, check_output_files, priced_for_quotes
 from dataflows.settings import Settings, read_settings
 from sinks.bundle import clear_bundle
 from sinks.report import summarize
-from ticklet.cluster import Helpers
+from ticklet.cluster import Helpers, loopback_addresses
 from ticklet.cluster import start as start_cluster
 
 __all__ = ["run_backtest"]
@@ -108,18 +107,6 @@ def _run(paths: list[str], out_dir: Path, workers: int, base: Optional[Settings]
     return summary
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` loopback ports free now (the system's choice)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _run_cluster(flow: Dataflow, settings: Settings, save_models: Optional[Path], helpers: Helpers) -> None:
     """Run ``flow`` as process 0 of a cluster on loopback, with ``helpers`` as the other processes.
 
@@ -127,7 +114,7 @@ def _run_cluster(flow: Dataflow, settings: Settings, save_models: Optional[Path]
     dataflow by the time this one listens, or build it and connect then. A
     process that fails ends the run with its status (:class:`SystemExit`).
     """
-    addresses = [f"127.0.0.1:{p}" for p in _free_ports(len(helpers) + 1)]
+    addresses = loopback_addresses(len(helpers) + 1)
     helpers.give(pickle.dumps((settings, save_models, addresses)))
     cluster_main(flow, addresses, 0)
     failed = [code for code in helpers.wait() if code != 0]

@@ -11,10 +11,23 @@ exits quietly: the run was refused. This module imports nothing heavy.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
-__all__ = ["Helpers", "start"]
+__all__ = ["Helpers", "loopback_addresses", "start"]
+
+
+def loopback_addresses(n: int) -> list[str]:
+    """``n`` addresses ``127.0.0.1:PORT`` of ports free now (the system's choice), for the processes of a cluster."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class Helpers:

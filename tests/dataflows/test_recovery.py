@@ -19,7 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -274,6 +274,27 @@ class _Before(pickle._Pickler):
         super().save_global(obj, name)
 
 
+def _edited_store(sample_store: Path, tmp_path: Path, edit: Callable[[sqlite3.Connection], None]) -> Path:
+    """A copy of the sample's store in ``tmp_path/recovery``, its database changed by ``edit(connection)``."""
+    rec = tmp_path / "recovery"
+    rec.mkdir()
+    shutil.copy(sample_store, rec / sample_store.name)
+    db = sqlite3.connect(rec / sample_store.name)
+    edit(db)
+    db.commit()
+    db.close()
+    return rec
+
+
+def _refused_line(rec: Path, store: Path, tmp_path: Path) -> str:
+    """The one line of a run resumed from the store in ``rec``: status 2, and its file ``store`` as it was."""
+    before = store.read_bytes()
+    proc = _flow_with(rec, tmp_path / "out", SAMPLE_DIR)
+    assert proc.returncode == BAD_SETUP, proc.stderr[-3000:]
+    assert store.read_bytes() == before
+    return one_line(proc.stderr)
+
+
 def test_a_store_of_an_earlier_version_is_one_line(sample_store, tmp_path):
     """A store whose snapshots an earlier ticklet wrote, which named the record
     types ticklet.events.* (now core.events): the states of the sample's run,
@@ -281,27 +302,20 @@ def test_a_store_of_an_earlier_version_is_one_line(sample_store, tmp_path):
     step, the class and what to do, status 2, and the store is left as it was
     (before the check: a Rust panic, ModuleNotFoundError: No module named
     'ticklet.events')."""
-    rec = tmp_path / "recovery"
-    rec.mkdir()
-    shutil.copy(sample_store, rec / sample_store.name)
-    db = sqlite3.connect(rec / sample_store.name)
-    rows = db.execute("SELECT rowid, ser_change FROM snaps WHERE instr(ser_change, ?) > 0", (b"core.events",))
-    for rowid, state in rows.fetchall():
-        old = io.BytesIO()
-        _Before(old, protocol=5).dump(pickle.loads(state))
-        assert b"ticklet.events" in old.getvalue() and b"core.events" not in old.getvalue()
-        db.execute("UPDATE snaps SET ser_change = ? WHERE rowid = ?", (old.getvalue(), rowid))
-    db.commit()
-    db.close()
-    before = (rec / sample_store.name).read_bytes()
-    proc = _flow_with(rec, tmp_path / "out", SAMPLE_DIR)
-    assert proc.returncode == BAD_SETUP, proc.stderr[-3000:]
-    line = one_line(proc.stderr)
+    def as_before(db: sqlite3.Connection) -> None:
+        rows = db.execute("SELECT rowid, ser_change FROM snaps WHERE instr(ser_change, ?) > 0", (b"core.events",))
+        for rowid, state in rows.fetchall():
+            old = io.BytesIO()
+            _Before(old, protocol=5).dump(pickle.loads(state))
+            assert b"ticklet.events" in old.getvalue() and b"core.events" not in old.getvalue()
+            db.execute("UPDATE snaps SET ser_change = ? WHERE rowid = ?", (old.getvalue(), rowid))
+
+    rec = _edited_store(sample_store, tmp_path, as_before)
+    line = _refused_line(rec, rec / sample_store.name, tmp_path)
     assert re.fullmatch(rf"ticklet: recovery store {re.escape(str(rec / sample_store.name))}: the snapshot of "
                         r"ticklet_forecast\.[\w.]+ \([\w:]+\) refers to ticklet\.events\.\w+, which this version of "
                         r"ticklet does not have .*: finish that run with the earlier version, or remove .* to start "
                         r"afresh", line), line
-    assert (rec / sample_store.name).read_bytes() == before
     assert not (tmp_path / "out").exists() or not _record_files(tmp_path / "out")
 
 
@@ -311,25 +325,17 @@ def test_a_store_of_the_per_instrument_steps_is_one_line(sample_store, tmp_path)
     reader's position alone as the input's state: the sample's store with
     such a step's snapshot in it. Resuming is one line naming the step and
     what to do, status 2, and the store is left as it was."""
-    rec = tmp_path / "recovery"
-    rec.mkdir()
-    shutil.copy(sample_store, rec / sample_store.name)
-    db = sqlite3.connect(rec / sample_store.name)
-    epoch, = db.execute("SELECT MAX(snap_epoch) FROM snaps").fetchone()
-    db.execute("INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, ?, ?, ?)",
-               ("ticklet_forecast.join_forecasts.join.stateful_step",
-                "BTCUSDT", epoch, pickle.dumps(None)))
-    db.commit()
-    db.close()
-    before = (rec / sample_store.name).read_bytes()
-    proc = _flow_with(rec, tmp_path / "out", SAMPLE_DIR)
-    assert proc.returncode == BAD_SETUP, proc.stderr[-3000:]
-    line = one_line(proc.stderr)
+    def with_old_step(db: sqlite3.Connection) -> None:
+        epoch, = db.execute("SELECT MAX(snap_epoch) FROM snaps").fetchone()
+        db.execute("INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, ?, ?, ?)",
+                   ("ticklet_forecast.join_forecasts.join.stateful_step", "BTCUSDT", epoch, pickle.dumps(None)))
+
+    rec = _edited_store(sample_store, tmp_path, with_old_step)
+    line = _refused_line(rec, rec / sample_store.name, tmp_path)
     assert line.startswith(f"ticklet: recovery store {rec}: its snapshot is of an earlier version of ticklet, which "
                            "kept each instrument's state in steps of its own (ticklet_forecast.join_forecasts.join."
                            "stateful_step), where this one keeps it with the input partition that reads it. Finish "
                            "that run with the earlier version, or restore the store from a backup"), line
-    assert (rec / sample_store.name).read_bytes() == before
 
 
 @pytest.mark.integration
