@@ -388,11 +388,6 @@ class TickSource(FixedPartitionedSource[Any, tuple[Any, TickState]]):
         self._limits = limits
         self._steps = tuple(steps)
 
-    @property
-    def steps(self) -> tuple[TickStep, ...]:
-        """The steps run in each partition."""
-        return self._steps
-
     def list_parts(self) -> list[str]:
         """The partitions of ``source``, unchanged."""
         return self.source.list_parts()

@@ -1022,12 +1022,7 @@ def read_stream(spec: StreamSpec, skip: int = 0, progress: Optional[ReadProgress
     if spec.fmt == "ws":
         blocks: Iterator[list] = _merge_ws(spec.files, progress=progress, max_line=max_line_bytes, blank=blank_lines)
     else:
-        its = [
-            _feather_rows(path, idx, progress) if spec.fmt == "kline_rows" else _csv_rows(path, idx, spec.fmt, progress)
-            for idx, path in enumerate(spec.files)
-        ]
-        merged = its[0] if len(its) == 1 else heapq.merge(*its, key=lambda r: (r[0], r[1]))
-        recs = (rec for _, _, rec in merged)
+        recs = (rec for _, _, rec in _timed(spec, 0, progress, max_line_bytes, blank_lines))
         blocks = iter(lambda: list(islice(recs, 4096)), [])
     for block in blocks:
         if skip >= len(block):
@@ -1070,6 +1065,8 @@ def _timed(spec: StreamSpec, idx: int, progress: Optional[ReadProgress], max_lin
 
     A recording line's time is the running maximum of the receive times
     (see :func:`_merge_ws`), an archive row's and a Feather kline's their own.
+    The files of the stream are merged in time order, ties in path order
+    (:func:`heapq.merge` is stable).
     """
     if spec.fmt == "ws":
         c = -1
@@ -1083,7 +1080,11 @@ def _timed(spec: StreamSpec, idx: int, progress: Optional[ReadProgress], max_lin
         _feather_rows(path, idx, progress) if spec.fmt == "kline_rows" else _csv_rows(path, idx, spec.fmt, progress)
         for path in spec.files
     ]
-    yield from its[0] if len(its) == 1 else heapq.merge(*its, key=lambda r: r[0])
+    yield from its[0] if len(its) == 1 else heapq.merge(*its, key=_time)
+
+
+def _time(r: tuple[int, int, Any]) -> int:
+    return r[0]
 
 
 def read_streams(specs: Sequence[StreamSpec], skip: int = 0, progress: Optional[ReadProgress] = None,
