@@ -327,6 +327,35 @@ def operator_case(name: str, chain) -> tuple:
         items = [(parts[(i // 50) % len(parts)], b) for i, b in enumerate(chain.bars)]
         _, ref = drive(owner.step, owner.OwnerState(), items)
         return owner.step, owner.OwnerState, items, ref
+    if name == "cross":  # the chain's rows lead another real instrument's over the same time (spot: ETHUSDT of the
+        # same days; perpetual: the spot market of the same day), the leader's rows from 8 bars behind the
+        # follower's to 8 ahead and back (a turn every 32 bars), each instrument's in its own order
+        import heapq
+
+        from core.events import Bar
+        from operators import cross
+
+        if chain.instrument.endswith("-PERP"):
+            other = [Path(chain.paths[-1]).parent.parent / "spot" / "btcusdt_20230405.dat.gz"]
+        else:
+            other = [Path(p).with_name(Path(p).name.replace("btcusdt", "ethusdt")) for p in chain.paths]
+        by_key, _, _ = parse_paths(other)
+        (follower, fevents), = by_key.items()
+        _, fbars = drive(bars.step, bars.BarState(chain.settings.bars), fevents)
+        _, frows = drive(features.step, features.FeatureState(chain.settings.features),
+                         [b for b in fbars if type(b) is Bar])
+        ccfg = cross.CrossConfig(pairs=(f"{chain.instrument}->{follower}",))
+        iv = frows[0].interval
+
+        def turn(it) -> tuple:
+            lead = type(it) is cross.LeaderRow
+            k = (it.row if lead else it).ts_end // iv
+            shift = abs(k % 32 - 16) - 8 if lead else 0
+            return (k + shift, k % 2 != lead)
+
+        items = list(heapq.merge([cross.LeaderRow(follower, r) for r in chain.rows], frows, key=turn))
+        _, ref = drive(cross.step, cross.CrossState(ccfg), items)
+        return cross.step, lambda: cross.CrossState(ccfg), items, ref
     s = chain.settings
     return {
         "bars": (bars.step, lambda: bars.BarState(s.bars), chain.events, chain.bar_out),
