@@ -55,6 +55,7 @@ import msgspec
 __all__ = [
     "Bar",
     "BookGap",
+    "BookStats",
     "BookQuote",
     "BookSnapshot",
     "Count",
@@ -306,7 +307,7 @@ class Kline(msgspec.Struct, frozen=True, gc=False):
     closed: bool
 
 
-Event = Union[Trade, Quote, DepthUpdate, Kline]
+Event = Union[Trade, Quote, DepthUpdate, BookSnapshot, Kline]
 
 
 class ErrorRecord(msgspec.Struct, frozen=True, gc=False):
@@ -385,13 +386,53 @@ class RawChunk(msgspec.Struct, frozen=True, gc=False):
     source: str = ""
 
 
+class BookStats(msgspec.Struct, frozen=True, gc=False):
+    """The local order book over one bar (:mod:`operators.depth`).
+
+    ``ready`` is False while the instrument carries depth but has no usable
+    book (no snapshot yet, or a resync in progress): every other field is
+    then empty. Per level ``m = 1..L`` (best first): ``ofi`` sums the
+    multi-level order-flow imbalance of the bar's diffs (Xu, Gould & Howison)
+    and ``level_depth`` is the level's mean depth ``(bid + ask) / 2`` over
+    them (the book's at the bar's end where no diff came). The top ``L``
+    levels are those at the bar's end. ``within_bid``/``within_ask``: quote
+    notional within each configured distance of the mid (bps).
+    ``walk_buy``/``walk_sell``: the cost in bps of the mid of a market order
+    of the configured notional walked through the book (None: the book kept
+    is thinner). ``adds``, ``cancels`` and ``changes`` count the levels of
+    the bar's diffs, within the top ``L``, that appeared, went, or changed
+    quantity, per side. ``updates``: diffs applied in the bar.
+    """
+
+    ready: bool
+    ofi: tuple[float, ...] = ()
+    level_depth: tuple[float, ...] = ()
+    bid_px: tuple[float, ...] = ()
+    bid_qty: tuple[float, ...] = ()
+    ask_px: tuple[float, ...] = ()
+    ask_qty: tuple[float, ...] = ()
+    within_bid: tuple[float, ...] = ()
+    within_ask: tuple[float, ...] = ()
+    walk_buy: Optional[float] = None
+    walk_sell: Optional[float] = None
+    adds_bid: int = 0
+    adds_ask: int = 0
+    cancels_bid: int = 0
+    cancels_ask: int = 0
+    changes_bid: int = 0
+    changes_ask: int = 0
+    updates: int = 0
+
+
 class Bar(msgspec.Struct, frozen=True, gc=False):
     """An event-time bar over ``[start, end)`` on the receive clock.
 
     ``price`` is the bar's reference price for returns (mid-quote or last
     trade, as configured). A bar with ``n_events == 0`` was carried forward
     across an empty interval. ``reset`` marks the first bar after a gap too
-    long to carry forward: windows restart there.
+    long to carry forward: windows restart there. ``depth`` is the order
+    book over the bar where the instrument carries depth and the bars keep
+    its book (:mod:`operators.depth`), else None.
     """
 
     instrument: str
@@ -416,6 +457,7 @@ class Bar(msgspec.Struct, frozen=True, gc=False):
     price: float
     n_events: int
     reset: bool = False
+    depth: Optional[BookStats] = None
 
 
 class FeatureRow(msgspec.Struct, frozen=True, gc=False):

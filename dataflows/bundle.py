@@ -88,7 +88,7 @@ def expected(settings: Settings) -> dict[str, Any]:
 
     >>> e = expected(Settings())
     >>> e["format"] == FORMAT, e["bar_interval_ms"], e["horizons"], e["scaler"], len(e["features"])
-    (True, 1000, [1, 10], 'standard', 24)
+    (True, 1000, [1, 10], 'standard', 53)
     """
     return {"format": FORMAT, "features": list(features_op.feature_names(settings.features)),
             "bar_interval_ms": bar_interval_ms(settings), "horizons": list(settings.forecast.horizons),

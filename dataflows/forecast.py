@@ -137,7 +137,7 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
     save, influx, economics = save_models is not None, settings.output.influx, settings.output.economics
     steps = [  # each instrument's steps, where its ticks are read: only their outputs cross workers (dataflows.local)
         local.check_ticks(settings.sanity),  # implausible ticks: dead letters
-        local.make_bars(settings.bars, after="check_ticks", emit=influx),
+        local.make_bars(settings.bars, after="check_ticks", emit=influx, book=settings.features.depth),
         local.compute_features(settings.features, after="make_bars", warm=None if warm is None else warm.features,
                                export=save, emit=influx),
         local.join_forecasts(settings.forecast, after="compute_features", warm=None if warm is None else warm.join,

@@ -3,7 +3,7 @@
 ::
 
     a partition of the input (an instrument's files, or a Kafka partition)
-        -> parse -> check_ticks -> make_bars          -> bars        (keyed by instrument)
+        -> parse -> check_ticks -> make_bars (the book) -> bars      (keyed by instrument)
                                 -> find_fill_quotes   -> fill quotes (keyed by instrument)
         dead letters and counts of every step          -> their streams
 
@@ -48,7 +48,7 @@ from bytewax.operators import KeyedStream
 from core.events import Bar, Count, ErrorRecord, ForecastRecord, RawChunk
 from core.telemetry import STAGE_SECONDS
 from dataflows.ops import Side, StepLogic, run_step
-from operators import bars, features, fills, forecast, metrics, owner, pnl, sanity, signals
+from operators import bars, depth, features, fills, forecast, metrics, owner, pnl, sanity, signals
 from sources.binance import ParseLimits, ParseState, parse_chunk
 
 __all__ = [
@@ -131,8 +131,15 @@ def check_ticks(config: sanity.SanityConfig) -> TickStep:
                     stage="sanity")
 
 
-def make_bars(config: bars.BarConfig, after: str, emit: bool = False) -> TickStep:
-    """Event-time bars from the events of step ``after``."""
+def make_bars(config: bars.BarConfig, after: str, emit: bool = False,
+              book: Optional[depth.DepthConfig] = None) -> TickStep:
+    """Event-time bars from the events of step ``after``; with ``book`` enabled, each with its order book over the bar.
+
+    The book is kept from the depth diffs and snapshots (:mod:`operators.depth`).
+    """
+    if book is not None and book.enabled:
+        return TickStep("make_bars", depth.step, _fresh(functools.partial(depth.DepthState, config, book)), (after,),
+                        stage="bars", flatten=True, count_as=("bars", Bar), emit=emit)
     return TickStep("make_bars", bars.step, _fresh(functools.partial(bars.BarState, config)), (after,),
                     stage="bars", flatten=True, count_as=("bars", Bar), emit=emit)
 

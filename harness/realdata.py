@@ -123,20 +123,29 @@ class Chain:
 def run_chain(paths: Sequence[str | Path], settings: Any = None) -> Chain:
     from core.events import Bar, ForecastRecord
     from dataflows.settings import Settings
-    from operators import bars, features, forecast, metrics
+    from operators import features, forecast, metrics
 
     s = settings or Settings()
     by_key, errors, _ = parse_paths(paths)
     assert not errors, errors[:3]
     assert len(by_key) == 1, list(by_key)
     (key, events), = by_key.items()
-    _, bar_out = drive(bars.step, bars.BarState(s.bars), events)
+    _, bar_out = drive(*bar_step(s), events)
     bar_list = [b for b in bar_out if type(b) is Bar]
     _, rows = drive(features.step, features.FeatureState(s.features), bar_list)
     _, join_out = drive(forecast.step, forecast.JoinState(s.forecast), rows)
     fcs = [r for r in join_out if type(r) is ForecastRecord]
     _, mets = drive(metrics.step, metrics.MetricsState(), fcs)
     return Chain(s, key, events, bar_out, bar_list, rows, join_out, fcs, mets, tuple(str(p) for p in paths))
+
+
+def bar_step(settings: Any) -> tuple:
+    """(step, fresh state) of the bars as the dataflow makes them: with the order book where depth is on."""
+    from operators import bars, depth
+
+    if settings.features.depth.enabled:
+        return depth.step, depth.DepthState(settings.bars, settings.features.depth)
+    return bars.step, bars.BarState(settings.bars)
 
 
 @cache
@@ -265,7 +274,7 @@ def operator_case(name: str, chain) -> tuple:
     """(step, fresh state factory, real inputs, outputs of the reference run)
     of one pure operator over a :class:`Chain`."""
     from core.events import Trade
-    from operators import bars, features, forecast, metrics, orderbook, sequence
+    from operators import bars, depth, features, forecast, metrics, orderbook, sequence
 
     if name == "sequence":  # the real trade ids, every 500th trade lost to make gaps
         trades = [e for e in chain.events if isinstance(e, Trade)]
@@ -358,7 +367,9 @@ def operator_case(name: str, chain) -> tuple:
         return cross.step, lambda: cross.CrossState(ccfg), items, ref
     s = chain.settings
     return {
-        "bars": (bars.step, lambda: bars.BarState(s.bars), chain.events, chain.bar_out),
+        "bars": (bars.step, lambda: bars.BarState(s.bars), chain.events,
+                 drive(bars.step, bars.BarState(s.bars), chain.events)[1]),
+        "depth": (depth.step, lambda: depth.DepthState(s.bars, s.features.depth), chain.events, chain.bar_out),
         "features": (features.step, lambda: features.FeatureState(s.features), chain.bars, chain.rows),
         "forecast": (forecast.step, lambda: forecast.JoinState(s.forecast), chain.rows, chain.join_out),
         "metrics": (metrics.step, metrics.MetricsState, chain.forecasts, chain.metrics),

@@ -45,7 +45,7 @@ from typing import Literal, Optional, Union
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.events import Bar, Count, DepthUpdate, ErrorRecord, Event, Kline, Quote, Trade
+from core.events import Bar, BookSnapshot, Count, DepthUpdate, ErrorRecord, Event, Kline, Quote, Trade
 
 __all__ = ["BarConfig", "BarState", "step"]
 
@@ -267,6 +267,6 @@ def step(state: BarState, event: Event) -> tuple[BarState, Sequence[Out]]:
         st.bid, st.bid_qty, st.ask, st.ask_qty = b, bq, a, aq
         st.depth_sum += (bq + aq) * 0.5
         st.n_quotes += 1
-    elif cls is not DepthUpdate:
+    elif cls is not DepthUpdate and cls is not BookSnapshot:
         raise TypeError(f"not an event: {event!r}")
     return st, out

@@ -27,6 +27,32 @@ Features (returns and prices in basis points of the bar price):
 ``swt_e<j>``       log(1 + mean detail energy) of level j (1 = coarsest)
 =================  ==========================================================
 
+Depth features, from the order book over the bar (:mod:`operators.depth`),
+where the instrument carries depth and ``depth.enabled``; missing (absent
+from the row, never zero) while its book is not ready:
+
+===================  ========================================================
+``ofi_l<m>``         multi-level OFI of level m (1..L) over the bar / the
+                     level's mean depth (Xu, Gould & Howison)
+``ofi_int``          integrated OFI: the level OFIs projected on their first
+                     principal component (Cont, Cucuringu & Zhang), whose
+                     weights (L1-normalized, summing to +1) come from an
+                     exponentially weighted covariance of the bars so far,
+                     this one included; missing for ``pca_warmup`` bars
+``depth_imb_<k>``    depth imbalance (bid - ask) / (bid + ask) of the top k
+                     levels, at the bar's end
+``depth_b_<d>bp``    log(1 + bid quote notional within d bps of the mid)
+``depth_a_<d>bp``    the same on the ask side
+``walk_buy``         cost in bps of the mid of buying ``walk_notional``
+                     through the book (missing: the book kept is thinner)
+``walk_sell``        the same for selling
+``book_<e>_<s>``     log(1 + book events e of side s in the bar): e in adds,
+                     cancels, changes; s in b (bid), a (ask)
+``lob_<f><i>``       with ``depth.book_in_row``, the book itself, level i:
+                     ``ap``/``bp`` the ask/bid price in bps from the mid,
+                     ``aq``/``bq`` log(1 + size)
+===================  ========================================================
+
 Examples
 --------
 >>> from core.events import Bar
@@ -57,7 +83,8 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.events import Bar, FeatureRow
+from core.events import Bar, BookStats, FeatureRow
+from operators.depth import DepthConfig, book_names
 from operators.swt import SWTConfig, denoise_last
 
 __all__ = ["FeatureConfig", "FeatureState", "feature_names", "step", "warm"]
@@ -84,6 +111,8 @@ class FeatureConfig(BaseModel):
         0.05, gt=0, lt=1,
         description="Fading factor of the adaptive scaler: closer to 1 forgets old bars faster.")
     clip: float = Field(5.0, gt=0, description="Scaled features are clipped to [-clip, clip].")
+    depth: DepthConfig = Field(default_factory=DepthConfig,
+        description="The order book kept per instrument and its depth features (operators.depth).")
 
     @field_validator("return_lags")
     @classmethod
@@ -117,6 +146,35 @@ def _ema(prev: Optional[float], x: float, span: int) -> float:
 
 
 @dataclass(slots=True)
+class LevelPCA:
+    """An exponentially weighted mean and covariance of the level-OFI vectors, and their first principal component."""
+
+    n: int
+    mean: np.ndarray
+    cov: np.ndarray
+
+    def update(self, x: np.ndarray, alpha: float) -> None:
+        """Add a vector: ``mean += a d``, ``cov = (1 - a) (cov + a d d')`` with ``d = x - mean``."""
+        if self.n == 0:
+            self.mean = x.copy()
+        else:
+            d = x - self.mean
+            self.mean += alpha * d
+            self.cov = (1.0 - alpha) * (self.cov + alpha * np.outer(d, d))
+        self.n += 1
+
+    def weights(self) -> Optional[np.ndarray]:
+        """The first principal component, L1-normalized with a positive sum; None where it is not defined."""
+        vals, vecs = np.linalg.eigh(self.cov)
+        w = vecs[:, -1]
+        norm = float(np.abs(w).sum())
+        if not vals[-1] > 0.0 or not norm > 0.0:
+            return None
+        w = w / norm
+        return -w if w.sum() < 0.0 else w
+
+
+@dataclass(slots=True)
 class FeatureState:
     """Per-instrument feature windows, indicator recursions and scaler."""
 
@@ -133,6 +191,7 @@ class FeatureState:
     macd_signal: Optional[float] = None
     prev_denoised: Optional[float] = None
     scaler: Any = None  # a River scaler (learn_one, transform_one), or None
+    pca: Optional[LevelPCA] = None  # of the level OFIs (integrated OFI); kept across gaps, like the scaler
 
     def __post_init__(self) -> None:
         c = self.config
@@ -161,11 +220,32 @@ def feature_names(config: FeatureConfig) -> tuple[str, ...]:
     """The names of the features of a row, in their order (as a learner sees them; a model bundle records them).
 
     >>> feature_names(FeatureConfig(return_lags=(1, 5)))[:3], len(feature_names(FeatureConfig()))
-    (('ret_1', 'ret_5', 'rv'), 24)
+    (('ret_1', 'ret_5', 'rv'), 53)
+    >>> len(feature_names(FeatureConfig(depth=DepthConfig(enabled=False))))  # top of the book only
+    24
     """
     return (*(f"ret_{k}" for k in config.return_lags), "rv", "flow_imb", "flow_imb_w", "ofi", "ofi_w",
             "micro_dev", "spread", "book_imb", "last_vs_mid", "vwap_dev", "log_volume", "rsi", "macd",
-            "macd_signal", "macd_hist", "swt_dev", "swt_slope", *(f"swt_e{j}" for j in range(1, config.swt.level + 1)))
+            "macd_signal", "macd_hist", "swt_dev", "swt_slope", *(f"swt_e{j}" for j in range(1, config.swt.level + 1)),
+            *depth_names(config.depth))
+
+
+def depth_names(config: DepthConfig) -> tuple[str, ...]:
+    """The names of the depth features, in their order (none where depth is off); a row lacks those missing.
+
+    >>> depth_names(DepthConfig(levels=2, imbalance_levels=(1,), within_bps=(5,)))  # doctest: +NORMALIZE_WHITESPACE
+    ('ofi_l1', 'ofi_l2', 'ofi_int', 'depth_imb_1', 'depth_b_5bp', 'depth_a_5bp', 'walk_buy', 'walk_sell',
+     'book_adds_b', 'book_adds_a', 'book_cancels_b', 'book_cancels_a', 'book_changes_b', 'book_changes_a')
+    """
+    if not config.enabled:
+        return ()
+    return (*(f"ofi_l{m}" for m in range(1, config.levels + 1)), "ofi_int",
+            *(f"depth_imb_{k}" for k in config.imbalance_levels),
+            *(n for d in config.within_bps for n in (f"depth_b_{d:g}bp", f"depth_a_{d:g}bp")),
+            "walk_buy", "walk_sell", *_EVENT_NAMES, *(book_names(config.levels) if config.book_in_row else ()))
+
+
+_EVENT_NAMES = ("book_adds_b", "book_adds_a", "book_cancels_b", "book_cancels_a", "book_changes_b", "book_changes_a")
 
 
 def warm(bundle: FeatureState, config: FeatureConfig) -> FeatureState:
@@ -186,7 +266,51 @@ def warm(bundle: FeatureState, config: FeatureConfig) -> FeatureState:
     (0, True, False)
     """
     same = bundle.config.scaler == config.scaler and bundle.config.scaler_fading == config.scaler_fading
-    return FeatureState(config, scaler=copy.deepcopy(bundle.scaler) if same else None)
+    pca = getattr(bundle, "pca", None)  # a bundle's state from before depth features has none
+    same_pca = pca is not None and len(pca.mean) == config.depth.levels
+    return FeatureState(config, scaler=copy.deepcopy(bundle.scaler) if same else None,
+                        pca=copy.deepcopy(pca) if same_pca else None)
+
+
+def _depth_features(st: FeatureState, d: BookStats, x: dict[str, float]) -> None:
+    """Add the depth features of a ready book ``d`` to ``x`` (see the module docstring)."""
+    c = st.config.depth
+    ofi, level_depth = d.ofi, d.level_depth
+    k = len(ofi)
+    norm = [ofi[m] / level_depth[m] if level_depth[m] > 0.0 else 0.0 for m in range(k)]
+    for m in range(k):
+        x[f"ofi_l{m + 1}"] = norm[m]
+    if k == c.levels:
+        if st.pca is None:
+            st.pca = LevelPCA(0, np.zeros(k), np.zeros((k, k)))
+        v = np.array(norm)
+        st.pca.update(v, 1.0 - 0.5 ** (1.0 / c.pca_halflife))
+        if st.pca.n >= c.pca_warmup:
+            w = st.pca.weights()
+            if w is not None:
+                x["ofi_int"] = float(w @ v)
+    bq, aq = d.bid_qty, d.ask_qty
+    for n in c.imbalance_levels:
+        if n <= len(bq) and n <= len(aq):
+            b, a = sum(bq[:n]), sum(aq[:n])
+            x[f"depth_imb_{n}"] = (b - a) / (b + a)
+    for dist, wb, wa in zip(c.within_bps, d.within_bid, d.within_ask, strict=True):
+        x[f"depth_b_{dist:g}bp"] = math.log1p(wb)
+        x[f"depth_a_{dist:g}bp"] = math.log1p(wa)
+    if d.walk_buy is not None:
+        x["walk_buy"] = d.walk_buy
+    if d.walk_sell is not None:
+        x["walk_sell"] = d.walk_sell
+    for name, e in zip(_EVENT_NAMES, (d.adds_bid, d.adds_ask, d.cancels_bid, d.cancels_ask, d.changes_bid,
+                                      d.changes_ask), strict=True):
+        x[name] = math.log1p(e)
+    if c.book_in_row:
+        mid = (d.bid_px[0] + d.ask_px[0]) * 0.5
+        for i in range(min(c.levels, len(d.bid_px), len(d.ask_px))):
+            x[f"lob_ap{i + 1}"] = (d.ask_px[i] - mid) / mid * _BPS
+            x[f"lob_aq{i + 1}"] = math.log1p(d.ask_qty[i])
+            x[f"lob_bp{i + 1}"] = (mid - d.bid_px[i]) / mid * _BPS
+            x[f"lob_bq{i + 1}"] = math.log1p(d.bid_qty[i])
 
 
 def _raw_features(st: FeatureState, bar: Bar, lp: float) -> dict[str, float]:
@@ -269,6 +393,9 @@ def step(state: FeatureState, bar: Bar) -> tuple[FeatureState, list[FeatureRow]]
     st.logp.append(lp)
     st.n += 1
     x = _raw_features(st, bar, lp)
+    d = bar.depth
+    if d is not None and d.ready and c.depth.enabled:
+        _depth_features(st, d, x)
     if st.scaler is not None:
         st.scaler.learn_one(x)
         x = st.scaler.transform_one(x)

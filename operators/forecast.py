@@ -8,7 +8,8 @@ with the realized return, emitted as a :class:`ForecastRecord` (its
 prediction and error are fixed at that moment), and only then does the model
 learn from ``(features at forecast time, realized return)``. The target is
 always the raw realized log return of the bar price, never a denoised or
-scaled value.
+scaled value. The book itself in a row (``lob_*``, :mod:`operators.depth`)
+goes only to the learners that read it (``reads_book``).
 
 A forecast whose target bar never comes (the series restarted after a long
 gap) expires and is counted; so is one whose price ratio has no finite log
@@ -321,6 +322,7 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
         out.append(Count("forecasts_unscorable", unscorable))
     if row.ready:
         x = row.x
+        plain = {k: v for k, v in x.items() if not k.startswith("lob_")} if "lob_ap1" in x else x
         bad = 0
         ensemble = ENSEMBLE in st.config.models
         lim = st.config.max_abs_return
@@ -329,16 +331,17 @@ def step(state: JoinState, row: FeatureRow) -> tuple[JoinState, list[Out]]:
             preds: dict[str, float] = {}
             for m in st.config.members:
                 model = st.models[(m, h)]
-                pred, lo, hi = predict(model, x, lim)
+                xm = x if getattr(model, "reads_book", False) else plain  # the book itself: for book learners
+                pred, lo, hi = predict(model, xm, lim)
                 if pred is None:
                     pred, lo, hi = 0.0, None, None
                     bad += 1
                 preds[m] = pred
                 n = n_learnt.get((m, h), 0)
-                dq.append(Pending(m, t, target, pred, row.price, x, lo, hi, n))
+                dq.append(Pending(m, t, target, pred, row.price, xm, lo, hi, n))
                 proba = getattr(model, "proba_up", None)
                 out.append(Forecast(row.instrument, m, h, t, target, pred, row.price,
-                                    row.price * math.exp(pred), lo, hi, None if proba is None else proba(x),
+                                    row.price * math.exp(pred), lo, hi, None if proba is None else proba(xm),
                                     origin.get((m, h), COLD), n))
             if ensemble:
                 pred = float(st.models[(ENSEMBLE, h)].predict_one(preds))

@@ -162,7 +162,7 @@ from typing import Optional, TypeVar, Union
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.events import Count, DepthUpdate, ErrorRecord, Event, Kline, Quote, Trade
+from core.events import BookSnapshot, Count, DepthUpdate, ErrorRecord, Event, Kline, Quote, Trade
 
 __all__ = ["STAGE", "SanityConfig", "SanityState", "step", "step_batch"]
 
@@ -413,7 +413,7 @@ def _static(ev: Event, max_notional: float) -> Optional[tuple[str, str]]:
         if not p * q <= max_notional:
             return "notional", f"notional above {max_notional:g}: price {p!r} x {q!r}"
         return None
-    if cls is DepthUpdate:  # dozens of levels: one inlined test per level
+    if cls is DepthUpdate or cls is BookSnapshot:  # dozens of levels: one inlined test per level
         for side in (ev.bids, ev.asks):  # type: ignore[union-attr]
             for lv in side:
                 p, q = lv.price, lv.qty
@@ -482,7 +482,7 @@ def _price(ev: Event) -> Optional[float]:
 def _band(st: SanityState, ev: Event, out: list) -> bool:
     """Whether ``ev`` is inside the price band (or re-anchors it); dead-letters it if not."""
     cls = type(ev)
-    if cls is DepthUpdate:
+    if cls is DepthUpdate or cls is BookSnapshot:
         return True
     p: float = _price(ev)  # type: ignore[assignment]
     if not st.ranked:  # no reference yet

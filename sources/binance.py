@@ -437,7 +437,7 @@ def _kline_error(o: float, h: float, lo: float, c: float, v: float) -> str:
 # (a delivery or COIN-M contract) or a COIN-M input takes that slower path.
 
 
-def _in_coins(ev: Union[Trade, Quote, DepthUpdate], s: str, market: str, payload: bytes) -> Parsed:
+def _in_coins(ev: Union[Trade, Quote, DepthUpdate, BookSnapshot], s: str, market: str, payload: bytes) -> Parsed:
     """``ev`` (of symbol ``s``), its quantities in coins where they count contracts (a COIN-M contract's).
 
     Or the dead letter of a symbol that cannot be read in ``market``.
@@ -754,7 +754,7 @@ def _snapshot_skip(ts: int, payload: bytes) -> Parsed:
         _rest_dec.decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError) as ex:
         return _err(f"invalid snapshot: {ex}", payload, ts)
-    return "depth_snapshot"
+    return _SNAPSHOT
 
 
 def to_ns(t: int) -> int:
@@ -1027,6 +1027,8 @@ def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
                        else _parse_line(r, market) if fmt == "ws" else _parse_tick(r) for r in recs]
         else:
             results = [_parse_line(r, market) for r in recs] if fmt == "ws" else [_parse_tick(r) for r in recs]
+        if _SNAPSHOT in results:  # rare: a REST depth snapshot, the start of a book (operators.depth)
+            results = _snapshots(results, recs, fmt, market, symbol)
     elif fmt == "kline_rows":
         iv = chunk.interval_ns
         results = [parse_kline_row(r, iv, symbol, market) for r in recs]
@@ -1089,6 +1091,48 @@ class _RestDepth(msgspec.Struct, gc=False):
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
     E: Optional[int] = None  # USD-M only (ms)
+    symbol: Optional[str] = None  # COIN-M's; spliced in by ticklet's collector and replay (sources.wire.with_symbol)
+
+
+class _RestSymbol(msgspec.Struct, gc=False):
+    symbol: Optional[str] = None
+
+
+_rest_symbol_dec = msgspec.json.Decoder(_RestSymbol, strict=False)
+_SNAPSHOT = "depth_snapshot"
+
+
+def _snapshots(results: list, recs: list, fmt: str, market: str, symbol: str) -> list:
+    """``results`` with each REST depth snapshot skipped by the parser read as a :class:`BookSnapshot`.
+
+    Its instrument is the symbol it carries (a COIN-M snapshot's own, or
+    the one ticklet's collector and replay splice into the ticks they
+    publish), else that of the recording it is in (``symbol``, for ``ws``
+    chunks); a snapshot of no known instrument stays skipped.
+    """
+    out = list(results)
+    for i, r in enumerate(results):
+        if r != _SNAPSHOT:
+            continue
+        rec = recs[i]
+        if fmt == "ws":
+            sp = rec.find(b" ", 0, 20)
+            ts = int(rec[:sp]) if sp == 19 else int(rec[:sp]) * 1000
+            payload, mkt = rec[sp + 1 :], market
+        else:
+            head = tick_head(rec)
+            assert head is not None  # parsed as a snapshot: it has one
+            ts, mkt, payload = head[0], head[1], rec
+        try:
+            sym = _rest_symbol_dec.decode(payload).symbol or (symbol if fmt == "ws" else None)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            sym = None
+        if sym and valid_symbol(sym.upper()):
+            sym = sym.upper()
+            snap = parse_snapshot(ts, payload, instrument_key(sym, mkt))
+            out[i] = _in_coins(snap, sym, mkt, payload) if type(snap) is BookSnapshot and (
+                "_" in sym or mkt == "coinm") else snap
+    return out
 
 
 _rest_dec = msgspec.json.Decoder(_RestDepth, strict=False)

@@ -40,7 +40,7 @@ import msgspec
 from core.events import MARKETS
 from sources.symbols import symbol_of_stream
 
-__all__ = ["decode_tick", "encode_tick", "stream_symbol", "symbol_span", "tick_head"]
+__all__ = ["decode_tick", "encode_tick", "stream_symbol", "symbol_span", "tick_head", "with_symbol"]
 
 
 class _Head(msgspec.Struct, gc=False):
@@ -65,6 +65,25 @@ def encode_tick(ts_recv: int, market: str, payload: bytes) -> bytes:
         return head + b"}"
     # Not a JSON object: keep it whole so that the parser dead-letters it.
     return head + b',"raw":' + msgspec.json.encode(body.decode("utf-8", "replace")) + b"}"
+
+
+def with_symbol(payload: bytes, symbol: str) -> bytes:
+    """A REST depth snapshot that names its symbol, so that a tick of it says whose book it is.
+
+    Binance's spot and USD-M depth snapshots do not name their symbol (a
+    recording's file does); on Kafka the snapshot is read among the ticks of
+    many instruments, so the collector and ``ticklet replay`` splice it in.
+    Anything else, and a snapshot that names one already, is returned as it is.
+
+    >>> with_symbol(b'{"lastUpdateId":7,"bids":[],"asks":[]}', "BTCUSDT")
+    b'{"symbol":"BTCUSDT","lastUpdateId":7,"bids":[],"asks":[]}'
+    >>> with_symbol(b'{"stream":"btcusdt@trade","data":{}}', "BTCUSDT")
+    b'{"stream":"btcusdt@trade","data":{}}'
+    """
+    body = payload.strip()
+    if not body.startswith(b'{"lastUpdateId":') or b'"symbol"' in body:
+        return payload
+    return b'{"symbol":%s,%s' % (msgspec.json.encode(symbol), body[1:])
 
 
 def decode_tick(value: bytes) -> Optional[tuple[int, str, bytes]]:

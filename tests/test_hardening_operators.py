@@ -26,6 +26,7 @@ from core.events import Bar, Count, ErrorRecord, FeatureRow, ForecastRecord, Kli
 from dataflows.settings import Settings
 from harness.realdata import (
     aggregate_trades,
+    bar_step,
     drive,
     lines,
     minute_klines,
@@ -449,7 +450,7 @@ def test_features_and_join_stay_finite_on_the_checked_stream(btc_spot_chain):
     accepted = [o for o in ref if type(o) not in (ErrorRecord, Count)]
     assert accepted == btc_spot_chain.events
     s = btc_spot_chain.settings
-    _, b = drive(bars.step, bars.BarState(s.bars), accepted)
+    _, b = drive(*bar_step(s), accepted)
     _, rows = drive(features.step, features.FeatureState(s.features), [x for x in b if type(x) is Bar])
     assert rows == btc_spot_chain.rows and all(type(r) is FeatureRow for r in rows)
 

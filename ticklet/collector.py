@@ -26,10 +26,10 @@ For every message received, in order:
    the local order book, whose book quotes, depth features, gaps and resync
    requests go to the book topic as JSON records.
 
-REST depth snapshots are captured and published like messages (the
-forecast dataflow counts and skips them), so the book can be rebuilt from
-either. Counters: ``messages``, ``messages_<stream>``, ``gaps_<stream>``,
-``reconnects``, ``reconnects_scheduled``, ``handovers_unmatched``,
+REST depth snapshots are captured and published like messages (on Kafka
+with their symbol spliced in: :func:`sources.wire.with_symbol`), so the
+forecast dataflow rebuilds the book from either. Counters: ``messages``,
+``messages_<stream>``, ``gaps_<stream>``, ``reconnects``, ``reconnects_scheduled``, ``handovers_unmatched``,
 ``book_resyncs``, ``snapshots``, ``crossed_books``, Kafka delivery failures;
 logged every minute, returned at the end, and exported as
 ``ticklet_collector_events_total{name}`` when a metrics port is set (served
@@ -85,7 +85,7 @@ from sinks.kafka import check_reachable, ensure_topic, produce, producer_config
 from sinks.records import kafka_record
 from sources.binance import parse_snapshot, parse_ws
 from sources.binance_live import ENDPOINTS, MAX_STREAMS, CollectConfig, connection_paths, stream_names, stream_of
-from sources.wire import encode_tick
+from sources.wire import encode_tick, with_symbol
 
 __all__ = ["Collector"]
 
@@ -161,7 +161,8 @@ class Collector:
             except CaptureError:
                 self._stop.set()
         key = instrument_key(symbol, self.cfg.market)
-        self._produce(self.kafka.ticks_topic, key.encode(), encode_tick(ts, self.cfg.market, message), ts // 1_000_000)
+        tick = encode_tick(ts, self.cfg.market, with_symbol(message, symbol))  # a snapshot says whose book it is
+        self._produce(self.kafka.ticks_topic, key.encode(), tick, ts // 1_000_000)
 
     def _publish_records(self, outputs: Iterable[Any]) -> None:
         for rec in outputs:

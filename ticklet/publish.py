@@ -41,7 +41,7 @@ from confluent_kafka import KafkaError, Producer
 from core.events import instrument_key
 from sinks.kafka import ensure_topic, kafka_unreachable, produce, producer_config
 from sources.files import InputFormatError, StreamSpec, group_streams, line_ts, read_stream
-from sources.wire import encode_tick, stream_symbol
+from sources.wire import encode_tick, stream_symbol, with_symbol
 
 __all__ = ["duration", "publish"]
 
@@ -195,7 +195,10 @@ def publish(paths: list[str], brokers: list[str], topic: str, *, speed: Optional
             sp = line.find(b" ")
             has_ts = sp > 0 and line[:sp].isdigit()
             payload = line[sp + 1 :] if has_ts else line
-            key = instrument_key(stream_symbol(payload) or spec.symbol, spec.market)
+            named = stream_symbol(payload)
+            key = instrument_key(named or spec.symbol, spec.market)
+            if named is None:  # a REST depth snapshot says whose book it is
+                payload = with_symbol(payload, spec.symbol)
             value = encode_tick(ts, spec.market, payload) if has_ts else line
             produce(producer, topic, value, key.encode(), on_delivery=on_delivery, timestamp=ts // 1_000_000)
             if on_produce is not None:

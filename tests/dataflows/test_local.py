@@ -20,7 +20,7 @@ from sources.replay import ReplaySource
 def _steps(s: Settings) -> list[local.TickStep]:
     """Bars straight from the parsed events (no checks: as :func:`harness.realdata.run_chain` chains them)."""
     return [
-        dataclasses.replace(local.make_bars(s.bars, after="parsed", emit=True), after=()),
+        dataclasses.replace(local.make_bars(s.bars, after="parsed", emit=True, book=s.features.depth), after=()),
         local.compute_features(s.features, after="make_bars"),
         local.join_forecasts(s.forecast, after="compute_features"),
         local.score_forecasts(after="join_forecasts"),

@@ -605,7 +605,7 @@ def test_loading_a_bundle_runs_no_code_of_its_own(made, tmp_path, payload, names
     bundle, _, _ = made
     marker = tmp_path / "pwned"
     real = loads((bundle / "states" / "BTCUSDT.pkl").read_bytes())
-    evil = pickle.dumps({"features": real["features"], "join": payload(marker)})
+    evil = pickle.dumps({"features": real["features"], "join": payload(marker)}, protocol=5)  # as bundles are
     pickle.loads(evil)  # the payload is real: Python's unpickler runs it
     assert marker.exists()
     marker.unlink()

@@ -14,6 +14,7 @@ from core.events import Bar, Count, Quote, Trade
 from harness.realdata import drive, parse_paths
 from operators import bars, features
 from operators.bars import BarConfig
+from operators.depth import DepthConfig
 from operators.features import FeatureConfig
 
 
@@ -158,4 +159,11 @@ def test_raw_features_from_bars(chain):
 def test_scaled_features_are_clipped_and_finite(chain):
     lim = chain.settings.features.clip
     assert all(all(math.isfinite(v) and -lim <= v <= lim for v in r.x.values()) for r in chain.rows)
-    assert len({frozenset(r.x) for r in chain.rows}) == 1  # same feature names on every row
+    names = features.feature_names(chain.settings.features)
+    assert all(tuple(r.x) == tuple(n for n in names if n in r.x) for r in chain.rows)  # in the order named
+    top = set(features.feature_names(chain.settings.features.model_copy(update={"depth": DepthConfig(enabled=False)})))
+    assert all(top <= set(r.x) for r in chain.rows)  # the top-of-book features on every row
+    # the depth features on every row once the book and the integrated OFI's PCA are warm (a snapshot is at the start)
+    warm = chain.settings.features.depth.pca_warmup
+    assert all(set(r.x) == set(names) for r in chain.rows[warm:])
+    assert "ofi_int" not in chain.rows[0].x  # missing, not zero, before

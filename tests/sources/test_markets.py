@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from core.events import DepthUpdate, Kline, Quote, RawChunk, Trade
+from core.events import BookSnapshot, DepthUpdate, Kline, Quote, RawChunk, Trade
 from harness.realdata import REPO, SCRATCH, csv_dicts, lines, messages, parse_paths, write_gz
 from operators.pnl import ExecutionConfig
 from sources.binance import parse_chunk
@@ -97,6 +97,8 @@ def test_coinm_recordings_are_read_as_coinm(path: Path):
                              float(d["a"]), float(d["A"]) * usd / float(d["a"])))
         elif kind == "depth":
             expected.append((DepthUpdate, *[(float(p), float(q) * usd / float(p)) for p, q in d["b"] + d["a"]]))
+        elif kind == "snapshot":  # the REST depth snapshot: the start of the book
+            expected.append((BookSnapshot, *[(float(p), float(q) * usd / float(p)) for p, q in m["bids"] + m["asks"]]))
         elif kind.startswith("kline") and d["k"]["x"]:
             expected.append((Kline, float(d["k"]["q"]), float(d["k"]["v"]) * usd))
     got: list[tuple] = []
@@ -107,6 +109,8 @@ def test_coinm_recordings_are_read_as_coinm(path: Path):
             got.append((Quote, e.bid, e.bid_qty, e.ask, e.ask_qty))
         elif type(e) is DepthUpdate:
             got.append((DepthUpdate, *[(lv.price, lv.qty) for lv in e.bids + e.asks]))
+        elif type(e) is BookSnapshot:  # the REST snapshot, in contracts too
+            got.append((BookSnapshot, *[(lv.price, lv.qty) for lv in e.bids + e.asks]))
         else:
             got.append((Kline, e.volume, e.quote_volume))
     assert len(got) == len(expected) == counts["ticks"] > 0
@@ -179,7 +183,7 @@ def test_unknown_coinm_contract_is_refused_with_one_line(tmp_path: Path):
     values = [encode_tick(int(ln[:19]), "coinm", ln[20:]) for ln in renamed]
     by_key, errors, counts = parse_chunk(RawChunk("kafka", "", "", values))
     assert by_key == {} and counts["ticks"] == 0
-    assert len(errors) == counts["parse_errors"] == len(values) - counts.get("skipped_depth_snapshot", 0)
+    assert len(errors) == counts["parse_errors"] == len(values)  # the REST snapshot too: it names its contract
     assert {e.reason.split(":")[0] for e in errors} == {"unknown COIN-M contract size"}
     assert {e.instrument for e in errors} == {"SOLUSD_PERP"}
 

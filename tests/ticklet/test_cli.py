@@ -257,7 +257,7 @@ def test_short_input_reports_nothing_stale(ws_dir, full_run, tmp_path):
         g.writelines(head)
     summary = run_backtest([str(rec.parent)], out)
     assert summary["forecasts"] == 0 and summary["instruments"] == {}
-    assert summary["ticks"] == 199  # 200 lines, the first is the REST depth snapshot
+    assert summary["ticks"] == 200  # 200 lines, the first the REST depth snapshot
     assert not (out / "forecasts.csv").exists() and not (out / "metrics.csv").exists()
 
 

@@ -1,0 +1,355 @@
+"""Bars that keep the order book: event-time bars with the book over each bar.
+
+The whole event stream of an instrument goes through :mod:`operators.bars`
+as before, and its depth diffs and REST snapshots also through a checked
+local order book, the collector's (:mod:`operators.orderbook`: Binance's
+sequence rules for spot ``U``/``u`` and USD-M ``pu``; a gap or a crossed
+book drops the book and waits for a snapshot, counted; a crossed book is a
+dead letter with the diff that crossed it). Each bar then carries a
+:class:`~core.events.BookStats`, what :mod:`operators.features` makes the
+depth features of:
+
+- **multi-level order-flow imbalance** (Xu, Gould & Howison 2019): for each
+  level ``m = 1..L`` and each diff ``n`` applied, with ``P``/``q`` the price
+  and quantity of the ``m``-th best level before and after the diff,
+
+  .. code-block:: text
+
+      e_m(n) = q^b_m(n) 1{P^b_m(n) >= P^b_m(n-1)} - q^b_m(n-1) 1{P^b_m(n) <= P^b_m(n-1)}
+             - q^a_m(n) 1{P^a_m(n) <= P^a_m(n-1)} + q^a_m(n-1) 1{P^a_m(n) >= P^a_m(n-1)}
+
+  summed over the bar, with each level's mean depth ``(q^b_m + q^a_m) / 2``
+  over the same diffs (the book's at the bar's end in a bar without diffs);
+- the top ``L`` levels at the bar's end, the quote notional within each of
+  ``within_bps`` of the mid on each side, and the cost of walking a market
+  order of ``walk_notional`` through the book;
+- **book events** per side: the levels of the bar's diffs, at or better than
+  the ``L``-th level before the diff, that appeared (adds), went (cancels) or
+  changed quantity (changes).
+
+The book's state is causal: an event updates the book after the bars it
+closes are emitted, so a bar's book is the one of the events received
+before its end. A diff that :mod:`operators.bars` dead-letters as late is
+not applied either (the next diff then shows a gap, and the book resyncs).
+
+Until an instrument's book is ready (no snapshot yet, or a resync), its bars
+carry ``BookStats(ready=False)``, counted (``depth_features_missing``), and
+:mod:`operators.features` leaves the depth features out of their rows. An instrument without any depth event has
+``depth=None``: no depth features at all. State per instrument: the bars'
+(O(1)), the book (at most ``max_depth`` levels per side and ``max_buffer``
+diffs waiting for a snapshot) and O(``L``) accumulators.
+
+Examples
+--------
+>>> from core.events import BookSnapshot, DepthUpdate, Level, Quote, Trade
+>>> from operators.bars import BarConfig
+>>> S = 10**9
+>>> cfg = DepthConfig(levels=2, imbalance_levels=(1, 2), within_bps=(5.0,), walk_notional=150.0)
+>>> st = DepthState(BarConfig(), cfg)
+>>> snap = BookSnapshot("X", 0, 10, (Level(99.0, 1.0), Level(98.0, 2.0)), (Level(101.0, 1.0), Level(102.0, 3.0)))
+>>> st, out = step(st, snap)
+>>> st, out = step(st, Quote("X", 1, None, 99.0, 1.0, 101.0, 1.0, 1))
+>>> st, out = step(st, Trade("X", 2, 2, 101.0, 0.5, False, 1))
+>>> st, out = step(st, DepthUpdate("X", S // 2, 0, 11, 11, -1, (Level(99.0, 3.0),), ()))  # the bid grows
+>>> st, out = step(st, Quote("X", S + 1, None, 99.0, 3.0, 101.0, 1.0, 2))  # closes the bar [0, 1 s)
+>>> d = out[0].depth
+>>> d.ready, d.ofi, d.level_depth, d.bid_qty, d.updates, d.changes_bid
+(True, (2.0, 0.0), (2.0, 2.5), (3.0, 2.0), 1, 1)
+>>> d.within_bid, round(d.walk_buy, 2)  # nothing within 5 bps of 100; 150 buys 1 at 101 and 49/102 at 102
+((0.0,), 132.45)
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from core.events import Bar, BookSnapshot, BookStats, Count, DepthUpdate, ErrorRecord, Event
+from operators import bars, orderbook
+from operators.bars import BarConfig, BarState
+from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
+
+__all__ = ["DepthConfig", "DepthState", "book_names", "step"]
+
+Out = Union[Bar, ErrorRecord, Count]
+_NOT_READY = BookStats(False)
+_BPS = 1e4
+
+
+class DepthConfig(BaseModel):
+    """The order book kept per instrument, and the depth features made of it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(
+        True,
+        description="Keep a checked order book per instrument from the depth diffs and REST snapshots of the input, "
+        "and make depth features of it (wherever the input carries depth). False: top-of-book features only.")
+    levels: int = Field(10, ge=1, le=100,
+        description="L: the levels per side of the multi-level order-flow imbalance, the depth imbalances and the "
+        "book a book learner reads.")
+    imbalance_levels: tuple[int, ...] = Field(
+        (1, 3, 5, 10), description="Depth imbalance (bid - ask) / (bid + ask) over the top k levels, for each k "
+        "(at most L).")
+    within_bps: tuple[float, ...] = Field(
+        (5.0, 10.0, 25.0), description="Quote notional on each side within these distances of the mid (bps).")
+    walk_notional: float = Field(
+        100_000.0, gt=0,
+        description="Quote notional (e.g. USDT) of the market order whose cost, walked through the book, is a "
+        "feature (bps of the mid, per side).")
+    max_depth: int = Field(
+        1000, ge=1,
+        description="Price levels kept per side; the levels farthest from the top are trimmed beyond this, which "
+        "bounds the state (the features read at most L levels, and the levels within the largest within_bps).")
+    max_buffer: int = Field(
+        1000, ge=1,
+        description="Depth diffs held per instrument while waiting for a snapshot (the oldest dropped beyond "
+        "this, counted as depth_buffer_overflow).")
+    pca_halflife: int = Field(
+        1800, ge=2,
+        description="Half-life in bars of the exponentially weighted covariance of the level OFIs whose first "
+        "principal component integrates them (integrated OFI).")
+    pca_warmup: int = Field(
+        30, ge=2, description="Bars with a ready book before the integrated OFI is given (missing before).")
+    book_in_row: bool = Field(
+        False,
+        description="Put the top L levels themselves into the feature row (lob_ap<i>, lob_aq<i>, lob_bp<i>, "
+        "lob_bq<i>), for a learner that reads the book; on when one is among the models.")
+
+    @field_validator("imbalance_levels")
+    @classmethod
+    def _ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(k < 1 for k in v) or len(set(v)) != len(v):
+            raise ValueError("level counts must be distinct positive integers")
+        return v
+
+    @field_validator("within_bps")
+    @classmethod
+    def _bps(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < b < 10_000 for b in v) or len(set(v)) != len(v):
+            raise ValueError("distances must be distinct, in (0, 10000) bps")
+        return tuple(sorted(v))
+
+    @model_validator(mode="after")
+    def _within_levels(self) -> DepthConfig:
+        if self.imbalance_levels and max(self.imbalance_levels) > self.levels:
+            raise ValueError(f"imbalance_levels {list(self.imbalance_levels)} go beyond levels ({self.levels})")
+        if self.max_depth < self.levels:
+            raise ValueError(f"max_depth ({self.max_depth}) must be at least levels ({self.levels})")
+        return self
+
+    def book(self) -> OrderBookConfig:
+        """The configuration of the order book kept."""
+        return OrderBookConfig(levels=self.levels, max_depth=self.max_depth, max_buffer=self.max_buffer)
+
+
+def book_names(levels: int) -> tuple[str, ...]:
+    """The names of the book itself in a feature row, level by level (see :attr:`DepthConfig.book_in_row`).
+
+    >>> book_names(2)
+    ('lob_ap1', 'lob_aq1', 'lob_bp1', 'lob_bq1', 'lob_ap2', 'lob_aq2', 'lob_bp2', 'lob_bq2')
+    """
+    return tuple(f"lob_{k}{i}" for i in range(1, levels + 1) for k in ("ap", "aq", "bp", "bq"))
+
+
+@dataclass(slots=True)
+class DepthState:
+    """Per-instrument bars, order book and the accumulators of the open bar."""
+
+    config: BarConfig
+    depth: DepthConfig
+    bars: BarState = field(init=False)
+    book: OrderBookState = field(init=False)
+    seen: bool = False  # the instrument has had a depth event
+    prev: Optional[tuple[list, list, list, list]] = None  # top L (bid px, bid qty, ask px, ask qty) of a live book
+    ofi: list = field(init=False)
+    depth_sum: list = field(init=False)
+    updates: int = 0
+    events: list = field(init=False)  # adds, cancels, changes: bid then ask
+
+    def __post_init__(self) -> None:
+        self.bars = BarState(self.config)
+        self.book = OrderBookState(self.depth.book())
+        n = self.depth.levels
+        self.ofi = [0.0] * n
+        self.depth_sum = [0.0] * n
+        self.events = [0] * 6
+
+
+def _top(book: OrderBookState, n: int) -> tuple[list, list, list, list]:
+    bpx = book.bid_px[-n:][::-1]
+    apx = book.ask_px[:n]
+    bq, aq = book.bid_qty, book.ask_qty
+    return bpx, [bq[p] for p in bpx], apx, [aq[p] for p in apx]
+
+
+def _count_events(st: DepthState, ev: DepthUpdate) -> None:
+    """Count the diff's levels at or better than the ``L``-th level of the book before it."""
+    book, n, e = st.book, st.depth.levels, st.events
+    px = book.bid_px
+    if ev.bids and px:
+        worst = px[-n] if len(px) >= n else px[0]
+        qty = book.bid_qty
+        for lv in ev.bids:
+            p = lv.price
+            if p >= worst:
+                old = qty.get(p)
+                if not lv.qty:
+                    if old is not None:
+                        e[1] += 1
+                elif old is None:
+                    e[0] += 1
+                elif old != lv.qty:
+                    e[2] += 1
+    px = book.ask_px
+    if ev.asks and px:
+        worst = px[n - 1] if len(px) >= n else px[-1]
+        qty = book.ask_qty
+        for lv in ev.asks:
+            p = lv.price
+            if p <= worst:
+                old = qty.get(p)
+                if not lv.qty:
+                    if old is not None:
+                        e[4] += 1
+                elif old is None:
+                    e[3] += 1
+                elif old != lv.qty:
+                    e[5] += 1
+
+
+def _accumulate(st: DepthState, now: tuple[list, list, list, list]) -> None:
+    """Add one applied diff's level OFIs and level depths (``now``: the top ``L`` after it)."""
+    bp1, bq1, ap1, aq1 = now
+    n = min(len(bp1), len(ap1))
+    prev = st.prev
+    ofi, dsum = st.ofi, st.depth_sum
+    if prev is not None:
+        bp0, bq0, ap0, aq0 = prev
+        n = min(n, len(bp0), len(ap0))
+        for m in range(n):
+            b1, b0, a1, a0 = bp1[m], bp0[m], ap1[m], ap0[m]
+            e = 0.0
+            if b1 >= b0:
+                e += bq1[m]
+            if b1 <= b0:
+                e -= bq0[m]
+            if a1 <= a0:
+                e -= aq1[m]
+            if a1 >= a0:
+                e += aq0[m]
+            ofi[m] += e
+    for m in range(n):
+        dsum[m] += (bq1[m] + aq1[m]) * 0.5
+    st.updates += 1
+
+
+def _within(px: list, qty: dict, lo: float, hi: float) -> float:
+    i, j = bisect_left(px, lo), bisect_right(px, hi)
+    return sum((p * qty[p] for p in px[i:j]), 0.0)
+
+
+def _walk(levels: Sequence[float], qty: dict, notional: float, mid: float, sign: float) -> Optional[float]:
+    """The cost (bps of ``mid``) of taking ``notional`` from ``levels``, best first; None if they hold less."""
+    left, base = notional, 0.0
+    for p in levels:
+        v = p * qty[p]
+        if v >= left:
+            base += left / p
+            return sign * (notional / base / mid - 1.0) * _BPS
+        left -= v
+        base += qty[p]
+    return None
+
+
+def _stats(st: DepthState, first: bool) -> BookStats:
+    """The book over the bar now closing; ``first``: the bar that had the accumulated diffs (not a carried one)."""
+    book = st.book
+    if book.status != LOADED and book.status != SYNCED or not book.bid_px or not book.ask_px:
+        return _NOT_READY
+    c = st.depth
+    bpx, bq, apx, aq = st.prev if st.prev is not None else _top(book, c.levels)
+    k = min(len(bpx), len(apx))
+    if first and st.updates:
+        u = st.updates
+        ofi = tuple(st.ofi[:k])
+        level_depth = tuple(d / u for d in st.depth_sum[:k])
+        e = st.events
+    else:
+        ofi = (0.0,) * k
+        level_depth = tuple((bq[m] + aq[m]) * 0.5 for m in range(k))
+        e = [0] * 6
+    mid = (bpx[0] + apx[0]) * 0.5
+    within_b = tuple(_within(book.bid_px, book.bid_qty, mid * (1.0 - b / _BPS), mid) for b in c.within_bps)
+    within_a = tuple(_within(book.ask_px, book.ask_qty, mid, mid * (1.0 + b / _BPS)) for b in c.within_bps)
+    w = c.walk_notional
+    buy = _walk(book.ask_px, book.ask_qty, w, mid, 1.0)
+    sell = _walk(reversed(book.bid_px), book.bid_qty, w, mid, -1.0)  # type: ignore[arg-type]
+    return BookStats(True, ofi, level_depth, tuple(bpx), tuple(bq), tuple(apx), tuple(aq), within_b, within_a,
+                     buy, sell, e[0], e[3], e[1], e[4], e[2], e[5], st.updates if first else 0)
+
+
+def _clear(st: DepthState) -> None:
+    n = st.depth.levels
+    st.ofi = [0.0] * n
+    st.depth_sum = [0.0] * n
+    st.events = [0] * 6
+    st.updates = 0
+
+
+def _with_depth(st: DepthState, out: Sequence[Out], start: int) -> list:
+    """The bars' outputs, each bar with the book over it (``start``: the start of the bar the diffs went to).
+
+    The bars without a ready book are counted (``depth_features_missing``).
+    """
+    res: list = []
+    missing = 0
+    for o in out:
+        if type(o) is Bar:
+            d = _stats(st, o.ts_start == start)
+            missing += not d.ready
+            o = msgspec.structs.replace(o, depth=d)
+        res.append(o)
+    if missing:
+        res.append(Count("depth_features_missing", missing))
+    return res
+
+
+def step(state: DepthState, event: Event) -> tuple[DepthState, Sequence[Out]]:
+    """Feed one event; return the bars it closes, with the book over each, and the book's dead letters and counts.
+
+    ``state`` is updated in place and returned. The book's own records
+    (quotes, gaps, snapshot requests) stay inside: its counts and dead
+    letters go out.
+    """
+    st = state
+    bst = st.bars
+    start = bst.start
+    late = event.ts_recv < bst.max_ts - bst.lateness
+    st.bars, out = bars.step(bst, event)
+    if st.seen and out:
+        out = _with_depth(st, out, start)
+    if bst.start != start:
+        _clear(st)
+    cls = type(event)
+    if late or (cls is not DepthUpdate and cls is not BookSnapshot):
+        return st, out
+    st.seen = True
+    book = st.book
+    if cls is DepthUpdate and (book.status == SYNCED or book.status == LOADED):
+        _count_events(st, event)  # type: ignore[arg-type]
+    _, recs = orderbook.step(book, event)
+    if book.status == SYNCED or book.status == LOADED:
+        now = _top(book, st.depth.levels)
+        if cls is DepthUpdate and st.prev is not None and book.last_id == event.last_id:  # type: ignore[union-attr]
+            _accumulate(st, now)
+        st.prev = now
+    else:
+        st.prev = None
+    side = [r for r in recs if type(r) is Count or type(r) is ErrorRecord]
+    return st, [*out, *side] if side else out
