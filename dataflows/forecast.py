@@ -1,9 +1,11 @@
 """The forecasting dataflow.
 
     read_ticks (files or Kafka), and where each partition is read, per instrument:
-        parse -> check_ticks -> make_bars -> compute_features -> join_forecasts -> score_forecasts
-                                                                               -> make_signals -> trade
-                 check_ticks -> find_fill_quotes                                               -> trade
+        parse -> check_ticks -> make_bars (its order book) -> compute_features -> join_forecasts -> score_forecasts
+                                                                                                -> make_signals -> trade
+                 check_ticks -> find_fill_quotes                                                                -> trade
+    with TICKLET_CROSS__PAIRS, the steps after compute_features run keyed by instrument (dataflows.cross):
+        compute_features -> follow_leaders (each follower's rows with its leaders') -> join_forecasts -> ...
     forecasts, metrics, dead letters -> files in settings.output.dir and/or Kafka
     bars, features, forecasts, metrics, health -> InfluxDB (optional)
     counters -> settings.output.dir/counters.json
@@ -35,7 +37,7 @@ from bytewax.inputs import FixedPartitionedSource
 
 from core.config import ConfigError, check_dir, remove_empty_dirs
 from core.events import Count, EconomicsRecord, EquityPoint, Fill, Forecast, ForecastRecord, MetricsRecord, Signal
-from dataflows import local, ops
+from dataflows import cross, local, ops
 from dataflows.api import serve_api
 from dataflows.bundle import WarmStartCheck, load_warm_start
 from dataflows.run_manifest import MANIFEST, write_manifest
@@ -135,36 +137,67 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
                               settings.input.max_line_bytes)
         total_bytes = source.total_bytes
     save, influx, economics = save_models is not None, settings.output.influx, settings.output.economics
+    follow = bool(settings.cross.pairs)  # cross-asset features: the steps after them run keyed (dataflows.cross)
+    if follow and save:
+        raise ConfigError("--save-models with TICKLET_CROSS__PAIRS: a model bundle of learners that read other "
+                          "instruments' features is not supported yet; unset one of them")
+    forecast_steps = [
+        local.join_forecasts(settings.forecast, after="compute_features", warm=None if warm is None else warm.join,
+                             export=save),
+        local.score_forecasts(after="join_forecasts"),
+        *([local.make_signals(settings.signals, after="join_forecasts")] if economics else []),
+    ]
+    fill_quotes = local.find_fill_quotes(settings.execution.latency_ms, settings.bars, after="check_ticks", emit=follow)
+    trading = local.trade(settings.execution, settings.bars, after=("make_signals", "find_fill_quotes"))
     steps = [  # each instrument's steps, where its ticks are read: only their outputs cross workers (dataflows.local)
         local.check_ticks(settings.sanity),  # implausible ticks: dead letters
         local.make_bars(settings.bars, after="check_ticks", emit=influx, book=settings.features.depth),
         local.compute_features(settings.features, after="make_bars", warm=None if warm is None else warm.features,
-                               export=save, emit=influx),
-        local.join_forecasts(settings.forecast, after="compute_features", warm=None if warm is None else warm.join,
-                             export=save),
-        local.score_forecasts(after="join_forecasts"),
-        *([local.make_signals(settings.signals, after="join_forecasts"),
-           local.find_fill_quotes(settings.execution.latency_ms, settings.bars, after="check_ticks"),
-           local.trade(settings.execution, settings.bars, after=("make_signals", "find_fill_quotes"))]
-          if economics else []),
+                               export=save, emit=influx or follow),
+        *([] if follow else forecast_steps),
+        *([fill_quotes] if economics else []),
+        *([trading] if economics and not follow else []),
     ]
     read = local.TickSource(source if stop is None else StoppableSource(source, stop), settings.input.limits(), steps)
     ticks = op.input("read_ticks", flow, read)
-    issued = local.outputs_of("issued", ticks, "join_forecasts", Forecast)
-    scored = local.outputs_of("scored", ticks, "join_forecasts", ForecastRecord)
-    metrics = local.outputs_of("metrics", ticks, "score_forecasts")
+    side = local.side_of("side", ticks)
+    errors, side_counts = [side.errors], [side.counts]
+    rows = local.outputs_of("features", ticks, "compute_features")
+    if not follow:
+        issued = local.outputs_of("issued", ticks, "join_forecasts", Forecast)
+        scored = local.outputs_of("scored", ticks, "join_forecasts", ForecastRecord)
+        metrics = local.outputs_of("metrics", ticks, "score_forecasts")
+        if economics:
+            decisions = local.outputs_of("decisions", ticks, "make_signals")
+            traded = local.outputs_of("traded", ticks, "trade")
+    else:  # each follower's rows with its leaders', then the same steps keyed by instrument
+        crossed = cross.follow_leaders("follow_leaders", rows, settings.cross)
+        rows = crossed.out
+        joined = cross.keyed_step("join_forecasts", rows, forecast_steps[0])
+        issued = op.filter("issued", joined.out, lambda kv: type(kv[1]) is Forecast)
+        scored = op.filter("scored", joined.out, lambda kv: type(kv[1]) is ForecastRecord)
+        scoring = cross.keyed_step("score_forecasts", scored, forecast_steps[1])
+        metrics = scoring.out
+        done = [crossed, joined, scoring]
+        if economics:
+            deciding = cross.keyed_step("make_signals", joined.out, forecast_steps[2])
+            decisions = deciding.out
+            quotes = local.outputs_of("fill_quotes", ticks, "find_fill_quotes")
+            trades = cross.keyed_step("trade", op.merge("merge_trade", decisions, quotes), trading)
+            traded = trades.out
+            done += [deciding, trades]
+        errors += [s.errors for s in done]
+        side_counts += [s.counts for s in done]
     if economics:
-        decisions = local.outputs_of("decisions", ticks, "make_signals")
-        fills = local.outputs_of("fills", ticks, "trade", Fill)
-        equity = local.outputs_of("equity", ticks, "trade", EquityPoint)
-        economy = local.outputs_of("economics", ticks, "trade", EconomicsRecord)
+        fills = op.filter("fills", traded, lambda kv: type(kv[1]) is Fill)
+        equity = op.filter("equity", traded, lambda kv: type(kv[1]) is EquityPoint)
+        economy = op.filter("economics", traded, lambda kv: type(kv[1]) is EconomicsRecord)
     if save_models is not None:
         op.output("save_models", local.exports_of("exports", ticks),
                   BundleSink(save_models, withdraw=(out / COUNTERS_FILE,)))
     if warm is not None:  # at the end: a warning if no instrument started from the bundle
         op.output("check_warm_start", scored, WarmStartCheck(warm))
-    side = local.side_of("side", ticks)
-    dead = op.merge("merge_dead_letters", side.errors, local.one_reader("one_reader", ticks))
+    dead = op.merge("merge_dead_letters", *errors, local.one_reader("one_reader", ticks))
     keyed_dead = ops.key_records("key_dead_letters", dead)
 
     if settings.output.files:
@@ -188,14 +221,13 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
                                   exit_process=True))
 
     dead_counts = op.map("count_dead_letters", dead, lambda e: Count("dead_letters", 1))
-    counts = ops.sum_counts("sum_counts", op.merge("merge_counts", side.counts, dead_counts))
+    counts = ops.sum_counts("sum_counts", op.merge("merge_counts", *side_counts, dead_counts))
     if influx:
         from sinks.influx import InfluxSink  # influxdb-client loads only when it is used
 
         decided = [decisions, fills, equity] if economics else []
         bars = local.outputs_of("bars", ticks, "make_bars")
-        features = local.outputs_of("features", ticks, "compute_features")
-        records = op.merge("merge_influx", bars, features, issued, scored, metrics, *decided)
+        records = op.merge("merge_influx", bars, rows, issued, scored, metrics, *decided)
         stamped = ops.values("unkey_influx", ops.stamp_points("stamp_influx", records))
         op.output("write_influx", op.merge("merge_influx_health", stamped, counts, dead),
                   InfluxSink(settings.influx, report=settings.output.summary))  # its result: a line of its own

@@ -33,6 +33,7 @@ from core.config import ConfigError, EnvSettings, KafkaConfig
 from dataflows.api import ApiConfig
 from models.bundle import BundleConfig
 from operators.bars import BarConfig
+from operators.cross import CrossConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
 from operators.pnl import ExecutionConfig
@@ -65,6 +66,9 @@ class Settings(EnvSettings):
         description="Plausibility checks on the ticks (price band, clock skew, kline consistency).")
     bars: BarConfig = Field(default_factory=BarConfig, description="Event-time bars.")
     features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features, SWT and scaling.")
+    cross: CrossConfig = Field(default_factory=CrossConfig,
+        description="Cross-asset features: leader -> follower pairs whose follower rows gain the leader's lagged "
+        "features (operators.cross).")
     forecast: ForecastConfig = Field(default_factory=ForecastConfig,
         description="Models, horizons and the time-travel join.")
     bundle: BundleConfig = Field(default_factory=BundleConfig,

@@ -113,6 +113,9 @@ class FeatureConfig(BaseModel):
     clip: float = Field(5.0, gt=0, description="Scaled features are clipped to [-clip, clip].")
     depth: DepthConfig = Field(default_factory=DepthConfig,
         description="The order book kept per instrument and its depth features (operators.depth).")
+    drop: tuple[str, ...] = Field(
+        (), description="Features left out of every row (an ablation): names, or prefixes ending in '*' "
+        "(e.g. [\"ofi_l*\", \"walk_buy\"]).")
 
     @field_validator("return_lags")
     @classmethod
@@ -224,10 +227,15 @@ def feature_names(config: FeatureConfig) -> tuple[str, ...]:
     >>> len(feature_names(FeatureConfig(depth=DepthConfig(enabled=False))))  # top of the book only
     24
     """
-    return (*(f"ret_{k}" for k in config.return_lags), "rv", "flow_imb", "flow_imb_w", "ofi", "ofi_w",
-            "micro_dev", "spread", "book_imb", "last_vs_mid", "vwap_dev", "log_volume", "rsi", "macd",
-            "macd_signal", "macd_hist", "swt_dev", "swt_slope", *(f"swt_e{j}" for j in range(1, config.swt.level + 1)),
-            *depth_names(config.depth))
+    names = (*(f"ret_{k}" for k in config.return_lags), "rv", "flow_imb", "flow_imb_w", "ofi", "ofi_w",
+             "micro_dev", "spread", "book_imb", "last_vs_mid", "vwap_dev", "log_volume", "rsi", "macd",
+             "macd_signal", "macd_hist", "swt_dev", "swt_slope", *(f"swt_e{j}" for j in range(1, config.swt.level + 1)),
+             *depth_names(config.depth))
+    return tuple(n for n in names if not _dropped(n, config.drop)) if config.drop else names
+
+
+def _dropped(name: str, drop: tuple[str, ...]) -> bool:
+    return any(name == d or (d.endswith("*") and name.startswith(d[:-1])) for d in drop)
 
 
 def depth_names(config: DepthConfig) -> tuple[str, ...]:
@@ -400,6 +408,8 @@ def step(state: FeatureState, bar: Bar) -> tuple[FeatureState, list[FeatureRow]]
         st.scaler.learn_one(x)
         x = st.scaler.transform_one(x)
     lim = c.clip
+    if c.drop:
+        x = {k: v for k, v in x.items() if not _dropped(k, c.drop)}
     x = {k: (lim if v > lim else -lim if v < -lim else v) for k, v in x.items()}
     return st, [FeatureRow(bar.instrument, bar.ts_end, bar.ts_end - bar.ts_start, bar.price, x,
                            st.n >= c.warmup, bar.reset)]
