@@ -9,23 +9,37 @@ standardized internally with the running mean and standard deviation of the
 targets learned so far (past targets only), and the network's output is
 mapped back with them.
 
+The online machinery is :class:`WindowLearner`'s, which the book learner
+(:class:`models.deeplob.DeepLOBModel`) shares: only the network and how a
+feature dict becomes one row of the window differ.
+
 Online protocol (see :mod:`models.base`). ``learn_one(x, y)`` only receives
 the features ``x`` of the forecast time, not the window the forecast was
-made from, so every window used by ``predict_one`` is kept in a bounded FIFO
-keyed by the values of ``x`` (sorted by name); ``learn_one`` pops windows
-from the left until it finds the one for ``x`` (windows of forecasts that
-expired without a target are dropped on the way) and moves it, with ``y``,
-into a rolling memory of ``buffer`` labelled examples. Every
-``retrain_every`` labelled examples the network takes ``steps`` Adam steps on
-mini-batches of ``batch`` examples drawn from that memory with a seeded
-generator: the cost of retraining is bounded by ``steps``, never by the wall
-clock, so runs are reproducible. A ``learn_one`` whose ``x`` matches no
-pending forecast (it was never forecast, or its window fell out of the FIFO)
-is counted in ``n_unmatched`` and otherwise ignored.
+made from, so every forecast of ``predict_one`` is kept in a bounded FIFO, in
+forecast order: the ``x`` it was made from (the object itself), its values,
+and its window (none for a forecast made before the window was full).
+``learn_one`` labels the forecast made from that very ``x`` object (the
+time-travel join passes back the dict it forecast from); only when no pending
+forecast holds that object (a learner restored alone from a pickle, whose
+copies of ``x`` are not the caller's) does it fall back to the oldest one
+with equal values. Forecasts before it in the FIFO expired without a target
+and are dropped. Its window, with ``y``, goes into a rolling memory of
+``buffer`` labelled examples. Matching by values alone paired labels with the
+wrong window whenever two forecasts had equal feature vectors (quiet,
+carried-forward bars): an expired forecast's stale window, or, at ``h > 1``,
+the window of a *later* forecast, which already holds part of the target's
+path (``tests/models/test_cnn_gru.py::test_equal_feature_vectors_keep_each_label_with_its_window``).
+Every ``retrain_every`` labelled examples the network takes ``steps`` Adam
+steps on mini-batches of ``batch`` examples drawn from that memory with a
+seeded generator: the cost of retraining is bounded by ``steps``, never by
+the wall clock, so runs are reproducible. A label of a forecast made without
+a window is counted in ``n_skipped``, and one whose ``x`` matches no pending
+forecast (it was never forecast, or fell out of the FIFO) in
+``n_unmatched``; neither is learnt from.
 
 Until the window is full and the network has trained at least once the
 forecast is ``0.0`` (the zero-return baseline). A network that has trained
-and whose stream started afresh (:meth:`CNNGRUModel.reset_stream`, a warm
+and whose stream started afresh (:meth:`WindowLearner.reset_stream`, a warm
 start) forecasts at once, the missing part of its window zeros (the mean
 of the scaled features).
 
@@ -34,17 +48,17 @@ logit of an up move, trained with binary cross-entropy on the sign of the
 realized return (zero returns carry no direction: they update the mean
 absolute return but are not trained on). The forecast is ``(2 p_up - 1) *
 mean|r|``, as :class:`models.river_models.DirectionClassifier` does, and
-:meth:`CNNGRUModel.proba_up` gives ``p_up`` to the signals (None with the
+:meth:`WindowLearner.proba_up` gives ``p_up`` to the signals (None with the
 ``return`` objective, whose signals use the forecast and its past errors).
 
 Features whose names start with a prefix in ``exclude`` are not fed to the
 network (``exclude=("swt_",)``: the SWT ablation).
 
 Offline epochs. In a run that makes a model bundle, the join calls
-:meth:`CNNGRUModel.record_offline` at the start: from then on every feature
+:meth:`WindowLearner.record_offline` at the start: from then on every feature
 vector given to ``predict_one`` and every labelled example (the index of its
 window's last vector, and its target) is kept (at most ``offline_max``
-vectors). When the run ends, :meth:`CNNGRUModel.fit_offline` trains a fresh
+vectors). When the run ends, :meth:`WindowLearner.fit_offline` trains a fresh
 network (seeded like the first) on them, in time order: the earliest
 ``1 - offline_val`` of the examples train for up to ``offline_epochs``
 epochs (mini-batches of ``offline_batch``, shuffled by a seeded generator),
@@ -69,11 +83,12 @@ the whole process, so the last learner created decides it for all.
 Instances pickle (and ``copy.deepcopy``, which Bytewax uses for snapshots):
 the state holds the config, the network's and the optimizer's state dicts
 (their tensors as NumPy arrays: no torch object is pickled),
-the memory, the history window, the pending FIFO, the counters, the target
-statistics and the generator's state, so a restored copy continues exactly
-like the original. A snapshot holds up to ``buffer + max_pending`` windows
-of ``window x features`` float32 values (about 3 MB with the defaults and 24
-features).
+the memory, the history window, the pending FIFO (with the ``x`` of each
+forecast: pickled together with the join's state, they stay the join's
+objects), the counters, the target statistics and the generator's state,
+so a restored copy continues exactly like the original. A snapshot holds up
+to ``buffer + max_pending`` windows of ``window x features`` float32 values
+(about 3 MB with the defaults and 24 features).
 
 The history window is the sequence of ``x`` given to ``predict_one``; it does
 not know about gaps in the bar series (a window may span one).
@@ -105,15 +120,15 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-from models.cnn_gru_config import CNNGRUConfig
+from models.cnn_gru_config import CNNGRUConfig, WindowLearnerConfig
 
-__all__ = ["CNNGRUConfig", "CNNGRUModel"]
+__all__ = ["CNNGRUConfig", "CNNGRUModel", "WindowLearner"]
 
 
 class _Net(nn.Module):
@@ -139,40 +154,58 @@ class _Net(nn.Module):
         return out.squeeze(-1)
 
 
-class CNNGRUModel:
-    """CNN-GRU regressor of the future log return (see the module docstring).
+class _Pending(NamedTuple):
+    """A forecast waiting for its label."""
+
+    x: dict[str, float]  # the dict forecast from (the caller's object)
+    key: bytes  # its values, to match a learner restored alone
+    win: Optional[np.ndarray]  # the window forecast from; None before the window was full
+    idx: int  # the index (in n_seen) of the window's last vector
+
+
+class WindowLearner:
+    """An online regressor of the future log return from a window of the last bars (see the module docstring).
+
+    The machinery the CNN-GRU and the book learner share. A subclass gives
+    ``config_class``, and :meth:`_input_names`, :meth:`_vector` and
+    :meth:`_make_net`: which names it reads, how a feature dict becomes one
+    row of the window, and its network (any module from (batch, window,
+    row) to (batch,)).
 
     Parameters
     ----------
-    config : CNNGRUConfig, optional
-        Hyper-parameters; the defaults when omitted.
+    config : WindowLearnerConfig, optional
+        Hyper-parameters (of the subclass's ``config_class``); the defaults when omitted.
 
     Attributes
     ----------
     names : tuple of str or None
-        Feature names (sorted), fixed by the first ``predict_one``.
-    n_labelled, n_retrains, n_unmatched, n_dropped : int
+        The names the rows are read from, fixed by the first ``predict_one``.
+    n_labelled, n_retrains, n_unmatched, n_dropped, n_skipped : int
         Labelled examples learned, retrains run, ``learn_one`` calls that
-        matched no pending forecast, pending windows dropped (expired or
-        beyond ``max_pending``).
+        matched no pending forecast, pending forecasts dropped (expired or
+        beyond ``max_pending``), labels of forecasts made without a window
+        (not learnt from).
     """
 
-    def __init__(self, config: CNNGRUConfig | None = None):
-        self.config = config if config is not None else CNNGRUConfig()
+    config_class: type[WindowLearnerConfig] = WindowLearnerConfig
+
+    def __init__(self, config: WindowLearnerConfig | None = None):
+        self.config: Any = config if config is not None else self.config_class()
         c = self.config
         _apply_threads(c.threads)
         self.names: tuple[str, ...] | None = None
-        self.cols: Optional[np.ndarray] = None  # indices (in names) of the features fed to the network
-        self.net: _Net | None = None
+        self.net: nn.Module | None = None
         self.opt: torch.optim.Adam | None = None
         self.history: deque = deque(maxlen=c.window)
-        self.pending: deque = deque()
+        self.pending: deque[_Pending] = deque()
         self.memory: deque = deque(maxlen=c.buffer)
         self.rng = np.random.default_rng(c.seed)
         self.n_labelled = 0
         self.n_retrains = 0
         self.n_unmatched = 0
         self.n_dropped = 0
+        self.n_skipped = 0
         # Welford statistics of the targets learned so far, and their mean absolute value
         self.y_n = 0
         self.y_mean = 0.0
@@ -187,22 +220,40 @@ class CNNGRUModel:
         self.examples: list[tuple[int, float]] = []  # (index of the window's last vector, target)
         self.offline_report: Optional[dict[str, Any]] = None
 
+    # --- what a subclass gives -----------------------------------------------
+
+    def _input_names(self, x: dict[str, float]) -> tuple[str, ...]:
+        """The names the rows are read from, given the first ``x``."""
+        raise NotImplementedError
+
+    def _vector(self, x: dict[str, float]) -> tuple[bytes, Optional[np.ndarray]]:
+        """(matching key, float32 row of the window) of ``x``; the row is None when ``x`` has nothing to read."""
+        raise NotImplementedError
+
+    def _make_net(self) -> nn.Module:
+        """A fresh network (the torch RNG is seeded by the caller)."""
+        raise NotImplementedError
+
     # --- the online protocol -------------------------------------------------
 
     def predict_one(self, x: dict[str, float]) -> float:
         """Append ``x`` to the history window and forecast the log return."""
         if self.names is None:
-            self._build(tuple(sorted(x)))
+            self._build(self._input_names(x))
         key, vec = self._vector(x)
+        self.p_up = 0.5
+        if vec is None:  # nothing to read: a zero forecast, and the window skips the bar
+            self._pend(_Pending(x, key, None, -1))
+            return 0.0
         self.history.append(vec)
         idx = self.n_seen
         self.n_seen += 1
         if self.recording:
             self._record(vec)
         c = self.config
-        self.p_up = 0.5
         if len(self.history) < c.window:
             if self.n_retrains == 0:
+                self._pend(_Pending(x, key, None, idx))
                 return 0.0
             # a trained network whose stream started afresh (a warm start): the missing past is
             # zeros, the mean of the scaled features
@@ -210,10 +261,7 @@ class CNNGRUModel:
             win[c.window - len(self.history):] = np.stack(self.history)
         else:
             win = np.stack(self.history)
-        self.pending.append((key, win, idx))
-        if len(self.pending) > c.pending_limit:
-            self.pending.popleft()
-            self.n_dropped += 1
+        self._pend(_Pending(x, key, win, idx))
         if self.n_retrains == 0:
             return 0.0
         net, _ = self._network()
@@ -235,19 +283,21 @@ class CNNGRUModel:
         """Label the pending forecast made from ``x`` with ``y``; maybe retrain."""
         if self.names is None or not math.isfinite(y):
             return
-        key, _ = self._vector(x)
-        pos = next((i for i, p in enumerate(self.pending) if p[0] == key), None)
+        pos = self._find(x)
         if pos is None:
             self.n_unmatched += 1
             return
         for _ in range(pos):  # forecasts that expired without a target
             self.pending.popleft()
         self.n_dropped += pos
-        _, win, idx = self.pending.popleft()
+        p = self.pending.popleft()
+        if p.win is None:
+            self.n_skipped += 1
+            return
         if self.config.objective == "return" or y != 0.0:
-            self.memory.append((win, float(y)))
-        if self.recording and idx >= self.trace_start:
-            self.examples.append((idx, float(y)))
+            self.memory.append((p.win, float(y)))
+        if self.recording and p.idx >= self.trace_start:
+            self.examples.append((p.idx, float(y)))
         self.y_n += 1
         d = y - self.y_mean
         self.y_mean += d / self.y_n
@@ -266,6 +316,24 @@ class CNNGRUModel:
         self.history.clear()
         self.pending.clear()
         self.p_up = 0.5
+
+    def _pend(self, p: _Pending) -> None:
+        self.pending.append(p)
+        if len(self.pending) > self.config.pending_limit:
+            self.pending.popleft()
+            self.n_dropped += 1
+
+    def _find(self, x: dict[str, float]) -> Optional[int]:
+        """The position in the FIFO of the forecast made from ``x``: that very object, else equal values."""
+        key, _ = self._vector(x)
+        first = None
+        for i, p in enumerate(self.pending):
+            if p.key == key:
+                if p.x is x:
+                    return i
+                if first is None:
+                    first = i
+        return first
 
     # --- offline epochs (model bundles) ---------------------------------------
 
@@ -329,9 +397,7 @@ class CNNGRUModel:
             wins = vecs[ends[idx][:, None] + offs[None, :]]
             return torch.from_numpy(wins).to(c.device), torch.from_numpy(targets[idx]).to(c.device)
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c.seed)
-            net = _Net(len(self._columns()), c.channels, c.kernel, c.hidden, c.skip).to(c.device)
+        net = self._seeded_net()
         opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         rng = np.random.default_rng(c.seed + 1)
         params = list(net.parameters())
@@ -403,39 +469,34 @@ class CNNGRUModel:
 
     # --- internals -----------------------------------------------------------
 
-    def _network(self) -> tuple[_Net, torch.optim.Adam]:
+    def _network(self) -> tuple[nn.Module, torch.optim.Adam]:
         """The network and its optimizer, built by the first ``predict_one``."""
         assert self.net is not None and self.opt is not None, "no forecast made yet"
         return self.net, self.opt
 
     def _build(self, names: tuple[str, ...]) -> None:
-        c = self.config
         self.names = names
-        self.cols = np.array([i for i, n in enumerate(names) if not n.startswith(c.exclude)], dtype=np.int64) \
-            if c.exclude else None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c.seed)
-            self.net = _Net(len(self._columns()), c.channels, c.kernel, c.hidden, c.skip).to(c.device)
+        self.net = self._seeded_net()
         self.opt = self._online_optimizer(self.net)
 
-    def _online_optimizer(self, net: _Net) -> torch.optim.Adam:
+    def _seeded_net(self) -> nn.Module:
+        """A fresh network initialized from ``seed``, the global torch RNG left as it was."""
+        c = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            return self._make_net().to(c.device)
+
+    def _online_optimizer(self, net: nn.Module) -> torch.optim.Adam:
         c = self.config
         return torch.optim.Adam(net.parameters(), lr=c.online_lr if c.online_lr is not None else c.lr,
                                 weight_decay=c.weight_decay)
 
-    def _columns(self) -> tuple[str, ...]:
-        """The names of the features fed to the network, in order."""
-        assert self.names is not None
-        return self.names if self.cols is None else tuple(self.names[i] for i in self.cols)
-
-    def _vector(self, x: dict[str, float]) -> tuple[bytes, np.ndarray]:
-        """(matching key, clean float32 vector of the network's features) of ``x`` in ``names`` order."""
-        assert self.names is not None
-        raw = np.array([x.get(n, 0.0) for n in self.names], dtype=np.float64)
-        vec = np.nan_to_num(raw if self.cols is None else raw[self.cols], nan=0.0, posinf=0.0, neginf=0.0)
+    def _clean(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` values as the network's float32 row: non-finite ones 0, clipped to ``clip_x``."""
+        vec = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
         lim = self.config.clip_x
         np.clip(vec, -lim, lim, out=vec)
-        return raw.tobytes(), vec.astype(np.float32)
+        return vec.astype(np.float32)
 
     def _scale(self) -> float:
         if self.y_n < 2:
@@ -481,10 +542,10 @@ class CNNGRUModel:
             "net": net,
             "opt": opt,
             "history": list(self.history),
-            "pending": list(self.pending),
+            "pending": [tuple(p) for p in self.pending],
             "memory": list(self.memory),
             "rng": self.rng.bit_generator.state,
-            "counters": (self.n_labelled, self.n_retrains, self.n_unmatched, self.n_dropped),
+            "counters": (self.n_labelled, self.n_retrains, self.n_unmatched, self.n_dropped, self.n_skipped),
             "y_stats": (self.y_n, self.y_mean, self.y_m2, self.abs_sum),
             "p_up": self.p_up,
             "offline": (self.n_seen, self.recording, list(self.trace), self.trace_start, list(self.examples),
@@ -492,21 +553,72 @@ class CNNGRUModel:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        CNNGRUModel.__init__(self, CNNGRUConfig(**state["config"]))
+        WindowLearner.__init__(self, self.config_class(**state["config"]))
         if state["names"] is not None:
             self._build(tuple(state["names"]))
             model, adam = self._network()
             model.load_state_dict(_tensors(state["net"]))
             adam.load_state_dict(_tensors(state["opt"]))
         self.history.extend(state["history"])
-        self.pending.extend(state["pending"])
+        # an older state's pending forecasts are (key, window, index), of full windows only
+        self.pending.extend(_Pending(*p) if len(p) == 4 else _Pending({}, *p) for p in state["pending"])
         self.memory.extend(state["memory"])
         self.rng.bit_generator.state = state["rng"]
-        self.n_labelled, self.n_retrains, self.n_unmatched, self.n_dropped = state["counters"]
+        counters = state["counters"]
+        self.n_labelled, self.n_retrains, self.n_unmatched, self.n_dropped = counters[:4]
+        self.n_skipped = counters[4] if len(counters) > 4 else 0
         self.y_n, self.y_mean, self.y_m2, self.abs_sum = state["y_stats"]
         self.p_up = state["p_up"]
         (self.n_seen, self.recording, trace, self.trace_start, examples, self.offline_report) = state["offline"]
         self.trace, self.examples = list(trace), list(examples)
+
+
+class CNNGRUModel(WindowLearner):
+    """CNN-GRU regressor of the future log return (see the module docstring).
+
+    Parameters
+    ----------
+    config : CNNGRUConfig, optional
+        Hyper-parameters; the defaults when omitted.
+
+    Attributes
+    ----------
+    names : tuple of str or None
+        Feature names (sorted), fixed by the first ``predict_one``.
+    cols : numpy.ndarray or None
+        Indices (in ``names``) of the features fed to the network; None: all of them.
+    """
+
+    config_class = CNNGRUConfig
+    config: CNNGRUConfig
+
+    def __init__(self, config: CNNGRUConfig | None = None):
+        super().__init__(config)
+        self.cols: Optional[np.ndarray] = None
+
+    def _input_names(self, x: dict[str, float]) -> tuple[str, ...]:
+        return tuple(sorted(x))
+
+    def _build(self, names: tuple[str, ...]) -> None:
+        ex = self.config.exclude
+        self.cols = np.array([i for i, n in enumerate(names) if not n.startswith(ex)], dtype=np.int64) \
+            if ex else None
+        super()._build(names)
+
+    def _make_net(self) -> nn.Module:
+        c = self.config
+        return _Net(len(self._columns()), c.channels, c.kernel, c.hidden, c.skip)
+
+    def _columns(self) -> tuple[str, ...]:
+        """The names of the features fed to the network, in order."""
+        assert self.names is not None
+        return self.names if self.cols is None else tuple(self.names[i] for i in self.cols)
+
+    def _vector(self, x: dict[str, float]) -> tuple[bytes, np.ndarray]:
+        """(matching key, clean float32 vector of the network's features) of ``x`` in ``names`` order."""
+        assert self.names is not None
+        raw = np.array([x.get(n, 0.0) for n in self.names], dtype=np.float64)
+        return raw.tobytes(), self._clean(raw if self.cols is None else raw[self.cols])
 
 
 def _apply_threads(n: int) -> None:

@@ -1,7 +1,11 @@
-"""Hyper-parameters of the CNN-GRU learner (:mod:`models.cnn_gru`).
+"""Hyper-parameters of the window learners: the CNN-GRU (:mod:`models.cnn_gru`) and what they share.
 
-Kept apart from the network so that reading the settings never imports torch:
-torch is imported only when a CNN-GRU learner is built.
+Kept apart from the networks so that reading the settings never imports
+torch: torch is imported only when such a learner is built.
+:class:`WindowLearnerConfig` holds what every learner over a rolling window
+of bars has (the window, the online schedule, the target, the offline
+epochs); :class:`CNNGRUConfig` adds the CNN-GRU's network, and
+:class:`models.deeplob_config.DeepLOBConfig` the book network's.
 
 >>> CNNGRUConfig(window=8, kernel=3).pending_limit
 32
@@ -13,17 +17,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["CNNGRUConfig"]
+__all__ = ["CNNGRUConfig", "WindowLearnerConfig"]
 
 
-class CNNGRUConfig(BaseModel):
-    """Hyper-parameters of :class:`CNNGRUModel`."""
+class WindowLearnerConfig(BaseModel):
+    """What every window learner (:class:`models.cnn_gru.WindowLearner`) is configured with."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     window: int = Field(60, ge=2, description="Bars of feature vectors the network reads per forecast.")
-    channels: int = Field(16, ge=1, description="Output channels of the 1-D convolution over time.")
-    kernel: int = Field(3, ge=1, description="Kernel size (bars) of the convolution; at most window.")
     hidden: int = Field(32, ge=1, description="Hidden size of the GRU.")
     buffer: int = Field(300, ge=1, description="Rolling memory of labelled (window, target) examples trained on.")
     retrain_every: int = Field(20, ge=1, description="Retrain after every this many labelled examples.")
@@ -40,20 +42,15 @@ class CNNGRUConfig(BaseModel):
     clip_grad: float = Field(1.0, ge=0, description="Max gradient norm per step; 0 disables clipping.")
     clip_x: float = Field(10.0, gt=0, description="Feature values are clipped to [-clip_x, clip_x]; "
                           "non-finite ones become 0.")
-    max_pending: int | None = Field(None, ge=1, description="Most forecast windows kept waiting for "
+    max_pending: int | None = Field(None, ge=1, description="Most forecasts kept waiting for "
                                        "their target (the oldest are dropped); None means 4 * window. "
                                        "Must exceed the horizon in bars.")
-    skip: bool = Field(False, description="Add to the network's output a linear term of the last feature vector "
-                       "(a logistic or linear regression inside the network, which the GRU's part adds to).")
     online_lr: float | None = Field(None, gt=0, description="Adam learning rate of the online steps; None: lr. "
                                     "Lower keeps more of what offline epochs learnt.")
     objective: Literal["return", "direction"] = Field(
         "return", description="'return': squared error on the standardized return. 'direction': binary "
         "cross-entropy on its sign (zero returns skipped), like the logistic learner: the forecast is "
         "(2 P(up) - 1) x the mean absolute return, and P(up) goes to the signals.")
-    exclude: tuple[str, ...] = Field(
-        (), description="Features not fed to the network, by name prefix (e.g. [\"swt_\"] leaves out the SWT "
-        "features).")
     offline_epochs: int = Field(
         20, ge=0, description="When a model bundle is made (ticklet backtest --save-models), epochs of training "
         "from a fresh network on every labelled example of the run, in time order: the earlier part trains, "
@@ -67,13 +64,25 @@ class CNNGRUConfig(BaseModel):
                              "oldest are dropped beyond it): at most this x features float32 values in memory, "
                              "only while a bundle is being made.")
 
+    @property
+    def pending_limit(self) -> int:
+        """The effective bound of the pending-forecast FIFO."""
+        return self.max_pending if self.max_pending is not None else 4 * self.window
+
+
+class CNNGRUConfig(WindowLearnerConfig):
+    """Hyper-parameters of :class:`CNNGRUModel`: the window learner's, and its network's."""
+
+    channels: int = Field(16, ge=1, description="Output channels of the 1-D convolution over time.")
+    kernel: int = Field(3, ge=1, description="Kernel size (bars) of the convolution; at most window.")
+    skip: bool = Field(False, description="Add to the network's output a linear term of the last feature vector "
+                       "(a logistic or linear regression inside the network, which the GRU's part adds to).")
+    exclude: tuple[str, ...] = Field(
+        (), description="Features not fed to the network, by name prefix (e.g. [\"swt_\"] leaves out the SWT "
+        "features).")
+
     @model_validator(mode="after")
     def _kernel_fits(self) -> CNNGRUConfig:
         if self.kernel > self.window:
             raise ValueError(f"kernel ({self.kernel}) must not exceed window ({self.window})")
         return self
-
-    @property
-    def pending_limit(self) -> int:
-        """The effective bound of the pending-forecast FIFO."""
-        return self.max_pending if self.max_pending is not None else 4 * self.window
