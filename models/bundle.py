@@ -104,6 +104,8 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset({
     ("models.base", "NaiveModel"),
     ("models.cnn_gru", "CNNGRUModel"),
     ("models.cnn_gru_config", "CNNGRUConfig"),
+    ("models.deeplob", "DeepLOBModel"),
+    ("models.deeplob_config", "DeepLOBConfig"),
     ("models.ensemble", "EnsembleModel"),
     ("models.registry", "LearnerConfig"),
     *(("models.river_models", c) for c in ("BayesianRegressor", "DirectionClassifier", "JackknifeRegressor",

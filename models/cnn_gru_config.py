@@ -27,6 +27,7 @@ class WindowLearnerConfig(BaseModel):
 
     window: int = Field(60, ge=2, description="Bars of feature vectors the network reads per forecast.")
     hidden: int = Field(32, ge=1, description="Hidden size of the GRU.")
+    kernel: int = Field(3, ge=1, description="Kernel size (bars) of the convolution over time; at most window.")
     buffer: int = Field(300, ge=1, description="Rolling memory of labelled (window, target) examples trained on.")
     retrain_every: int = Field(20, ge=1, description="Retrain after every this many labelled examples.")
     steps: int = Field(4, ge=1, description="Adam steps per retrain (bounds its cost; no wall-clock limit).")
@@ -64,6 +65,12 @@ class WindowLearnerConfig(BaseModel):
                              "oldest are dropped beyond it): at most this x features float32 values in memory, "
                              "only while a bundle is being made.")
 
+    @model_validator(mode="after")
+    def _kernel_fits(self) -> WindowLearnerConfig:
+        if self.kernel > self.window:
+            raise ValueError(f"kernel ({self.kernel}) must not exceed window ({self.window})")
+        return self
+
     @property
     def pending_limit(self) -> int:
         """The effective bound of the pending-forecast FIFO."""
@@ -74,15 +81,8 @@ class CNNGRUConfig(WindowLearnerConfig):
     """Hyper-parameters of :class:`CNNGRUModel`: the window learner's, and its network's."""
 
     channels: int = Field(16, ge=1, description="Output channels of the 1-D convolution over time.")
-    kernel: int = Field(3, ge=1, description="Kernel size (bars) of the convolution; at most window.")
     skip: bool = Field(False, description="Add to the network's output a linear term of the last feature vector "
                        "(a logistic or linear regression inside the network, which the GRU's part adds to).")
     exclude: tuple[str, ...] = Field(
         (), description="Features not fed to the network, by name prefix (e.g. [\"swt_\"] leaves out the SWT "
         "features).")
-
-    @model_validator(mode="after")
-    def _kernel_fits(self) -> CNNGRUConfig:
-        if self.kernel > self.window:
-            raise ValueError(f"kernel ({self.kernel}) must not exceed window ({self.window})")
-        return self

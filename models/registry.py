@@ -7,7 +7,8 @@ horizon in bars. ``ensemble`` is not in the table: the time-travel join
 builds it over the other models it runs (:mod:`models.ensemble`).
 
 >>> sorted(MODELS)  # doctest: +NORMALIZE_WHITESPACE
-['arf', 'bayes_linear', 'cnn_gru', 'hat', 'linear', 'linear_conformal', 'logistic', 'naive', 'pa', 'snarimax']
+['arf', 'bayes_linear', 'cnn_gru', 'deeplob', 'hat', 'linear', 'linear_conformal', 'logistic', 'naive',
+ 'pa', 'snarimax']
 >>> type(build("linear", LearnerConfig(), 1)).__name__
 'TargetStandardScaler'
 """
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.base import NaiveModel, OnlineModel
 from models.cnn_gru_config import CNNGRUConfig
+from models.deeplob_config import DeepLOBConfig
 
 __all__ = ["ENSEMBLE", "LearnerConfig", "MODELS", "build"]
 
@@ -64,6 +66,9 @@ class LearnerConfig(BaseModel):
     ensemble_eta: float = Field(0.05, gt=0, description="Learning rate of the ensemble weights.")
     ensemble_decay: float = Field(0.995, gt=0, le=1, description="Discount of past losses (Hedge).")
     cnn_gru: CNNGRUConfig = Field(default_factory=CNNGRUConfig, description="Hyper-parameters of the CNN-GRU learner.")
+    deeplob: DeepLOBConfig = Field(default_factory=DeepLOBConfig,
+                                   description="Hyper-parameters of the DeepLOB-style book learner (it reads the "
+                                   "book's top levels, lob_*, and forecasts 0 while the row has none).")
 
 
 def _river() -> ModuleType:
@@ -79,6 +84,12 @@ def _cnn_gru(cfg: CNNGRUConfig) -> OnlineModel:
     return CNNGRUModel(cfg)
 
 
+def _deeplob(cfg: DeepLOBConfig) -> OnlineModel:
+    from models.deeplob import DeepLOBModel  # torch loads only when a book learner is built
+
+    return DeepLOBModel(cfg)
+
+
 MODELS: Mapping[str, Callable[[LearnerConfig, int], OnlineModel]] = MappingProxyType({
     "naive": lambda c, h: NaiveModel(),
     "linear": lambda c, h: _river().linear_regressor(c.linear_lr, c.linear_l2),
@@ -91,6 +102,7 @@ MODELS: Mapping[str, Callable[[LearnerConfig, int], OnlineModel]] = MappingProxy
     "bayes_linear": lambda c, h: _river().BayesianRegressor(c.bayes_alpha, c.bayes_beta, c.interval_level),
     "snarimax": lambda c, h: _river().SnarimaxForecaster(h, *c.snarimax_order),
     "cnn_gru": lambda c, h: _cnn_gru(c.cnn_gru),
+    "deeplob": lambda c, h: _deeplob(c.deeplob),
 })
 
 

@@ -419,38 +419,11 @@ def test_skip_term_and_online_rate(ops):
 # --- each label with the window of its own forecast, through the time-travel join -------------------------------
 
 
-def join_checked(rows, cfg: CNNGRUConfig, h: int) -> tuple[CNNGRUModel, int, int]:
-    """Drive ``rows`` through the time-travel join (:func:`operators.forecast.step`) with one CNN-GRU at
-    horizon ``h``, and check that every example it learns is the window it forecast from (rebuilt here
-    from the rows it saw) with that forecast's realized return. (the model, examples checked, forecasts
-    expired)."""
+def checked_cnn_gru(join_checked, rows, cfg: CNNGRUConfig, h: int) -> tuple[CNNGRUModel, int, int]:
+    """The CNN-GRU through the join, every example checked (``join_checked`` in conftest.py)."""
     from models.registry import LearnerConfig
-    from operators import forecast
 
-    st = forecast.JoinState(forecast.ForecastConfig(horizons=(h,), models=("cnn_gru",),
-                                                    learners=LearnerConfig(cnn_gru=cfg)))
-    m = st.models[("cnn_gru", h)]
-    assert isinstance(m, CNNGRUModel)
-    history: list[list[float]] = []
-    windows: dict[int, np.ndarray] = {}  # ts_forecast -> the window forecast from
-    checked = expired = 0
-    for r in rows:
-        before = m.n_labelled
-        st, out = forecast.step(st, r)
-        expired += sum(o.n for o in out if type(o).__name__ == "Count" and o.name == "forecasts_expired")
-        done = [o for o in out if type(o).__name__ == "ForecastRecord"]
-        assert len(done) <= 1
-        if m.n_labelled > before:
-            win, y = m.memory[-1]
-            assert np.array_equal(win, windows[done[0].ts_forecast]), done[0].ts_forecast
-            assert y == done[0].realized_return
-            checked += 1
-        if r.ready:
-            history.append([r.x.get(n, 0.0) for n in sorted(r.x)])
-            if len(history) >= cfg.window:
-                windows[r.ts_end] = np.clip(np.array(history[-cfg.window:]), -cfg.clip_x, cfg.clip_x).astype(
-                    np.float32)
-    return m, checked, expired
+    return join_checked(rows, "cnn_gru", LearnerConfig(cnn_gru=cfg), h, lambda x: [x.get(n, 0.0) for n in sorted(x)])
 
 
 def quiet_copies(rows, drop: float, seed: int) -> list:
@@ -470,7 +443,7 @@ def quiet_copies(rows, drop: float, seed: int) -> list:
     return out
 
 
-def test_equal_feature_vectors_keep_each_label_with_its_window():
+def test_equal_feature_vectors_keep_each_label_with_its_window(join_checked):
     """Synthetic: one feature of two values, so most forecasts share their feature vector with others.
     Labels of forecasts made while the window filled, and of forecasts whose target bar is missing, used
     to take the first pending window of equal values: a later forecast's window (holding part of the
@@ -486,18 +459,18 @@ def test_equal_feature_vectors_keep_each_label_with_its_window():
             continue  # a missing bar
         rows.append(FeatureRow("X", t, 1, price, {"a": float(rnd.random() < 0.5)}, True))
     cfg = CNNGRUConfig(window=6, kernel=2, channels=2, hidden=4, retrain_every=10, steps=1, batch=4)
-    m, checked, expired = join_checked(rows, cfg, h=3)
+    m, checked, expired = checked_cnn_gru(join_checked, rows, cfg, h=3)
     assert checked > 400 and expired > 50
     assert m.n_unmatched == 0 and m.n_skipped == cfg.window - 1
 
 
-def test_quiet_real_bars_keep_each_label_with_its_window(perp_chain):
+def test_quiet_real_bars_keep_each_label_with_its_window(perp_chain, join_checked):
     """Real USD-M rows with carried-forward quiet bars (equal feature vectors, as a bar with no event
     gives when the features carry forward) and missing bars, at horizons 1 and 5."""
     rows = quiet_copies(perp_chain.rows, drop=0.08, seed=5)
     cfg = CNNGRUConfig(**SMALL)
     for h in (1, 5):
-        m, checked, expired = join_checked(rows, cfg, h)
+        m, checked, expired = checked_cnn_gru(join_checked, rows, cfg, h)
         assert checked > 1000 and expired > 50, (h, checked, expired)
         assert m.n_unmatched == 0, h
 
