@@ -49,6 +49,8 @@ def test_replay_publishes_every_message_with_its_receive_time(kafka_bootstrap, w
         d = json.loads(value)
         recv, market = d.pop("ts_recv"), d.pop("market")
         assert ts_ms == recv // 1_000_000  # the Kafka timestamp is the receive time too
+        if "lastUpdateId" in d:  # a REST depth snapshot says whose book it is: the key's (sources.wire.with_symbol)
+            assert d.pop("symbol") + ("-PERP" if market == "usdm" else "") == key.decode()
         got[(recv, market, json.dumps(d, sort_keys=True))] += 1
         sym = d["stream"].split("@")[0].upper() if "stream" in d else None
         if sym:
