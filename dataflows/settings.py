@@ -32,6 +32,7 @@ from pydantic_settings import SettingsConfigDict, SettingsError
 from core.config import ConfigError, EnvSettings, KafkaConfig
 from dataflows.api import ApiConfig
 from models.bundle import BundleConfig
+from models.registry import BOOK_LEARNERS
 from operators.bars import BarConfig
 from operators.cross import CrossConfig
 from operators.features import FeatureConfig
@@ -80,6 +81,15 @@ class Settings(EnvSettings):
     api: ApiConfig = Field(default_factory=ApiConfig, description="The dataflow's metrics API.")
     serve: ServeConfig = Field(default_factory=ServeConfig,
                                description="ticklet serve: the HTTP/WebSocket API and the live page.")
+
+    @model_validator(mode="after")
+    def _book_for_book_learners(self) -> Settings:
+        """With a learner that reads the book itself among the models, feature rows carry the book."""
+        d = self.features.depth
+        if d.enabled and not d.book_in_row and BOOK_LEARNERS.intersection(self.forecast.models):
+            depth = d.model_copy(update={"book_in_row": True})  # frozen: set while validating, as pydantic does
+            object.__setattr__(self, "features", self.features.model_copy(update={"depth": depth}))
+        return self
 
     @model_validator(mode="after")
     def _signals_trade_forecasts(self) -> Settings:

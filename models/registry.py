@@ -25,10 +25,12 @@ from models.base import NaiveModel, OnlineModel
 from models.cnn_gru_config import CNNGRUConfig
 from models.deeplob_config import DeepLOBConfig
 
-__all__ = ["ENSEMBLE", "LearnerConfig", "MODELS", "build"]
+__all__ = ["BOOK_LEARNERS", "ENSEMBLE", "LearnerConfig", "MODELS", "build"]
 
 #: The name of the ensemble over the other models.
 ENSEMBLE = "ensemble"
+#: The learners that read the book itself (``reads_book``): with one of them, feature rows carry the book.
+BOOK_LEARNERS = frozenset({"deeplob"})
 
 
 class LearnerConfig(BaseModel):
