@@ -130,7 +130,8 @@ def run_chain(paths: Sequence[str | Path], settings: Any = None) -> Chain:
     assert not errors, errors[:3]
     assert len(by_key) == 1, list(by_key)
     (key, events), = by_key.items()
-    _, bar_out = drive(*bar_step(s), events)
+    step, state = bar_step(s)
+    _, bar_out = drive(step, state, events)
     bar_list = [b for b in bar_out if type(b) is Bar]
     _, rows = drive(features.step, features.FeatureState(s.features), bar_list)
     _, join_out = drive(forecast.step, forecast.JoinState(s.forecast), rows)

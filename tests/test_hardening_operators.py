@@ -450,7 +450,8 @@ def test_features_and_join_stay_finite_on_the_checked_stream(btc_spot_chain):
     accepted = [o for o in ref if type(o) not in (ErrorRecord, Count)]
     assert accepted == btc_spot_chain.events
     s = btc_spot_chain.settings
-    _, b = drive(*bar_step(s), accepted)
+    step, state = bar_step(s)
+    _, b = drive(step, state, accepted)
     _, rows = drive(features.step, features.FeatureState(s.features), [x for x in b if type(x) is Bar])
     assert rows == btc_spot_chain.rows and all(type(r) is FeatureRow for r in rows)
 
