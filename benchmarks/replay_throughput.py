@@ -47,7 +47,8 @@ from core.events import (  # noqa: E402
     Signal,
 )
 from dataflows.settings import Settings  # noqa: E402
-from operators import bars, features, fills, forecast, metrics, pnl, sanity, signals  # noqa: E402
+from harness.realdata import bar_step  # noqa: E402
+from operators import features, fills, forecast, metrics, pnl, sanity, signals  # noqa: E402
 from sinks.records import csv_lines, header  # noqa: E402
 from sources.binance import parse_chunk  # noqa: E402
 from sources.files import group_streams, read_stream  # noqa: E402
@@ -71,6 +72,7 @@ def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int
     dlat: list[float] = []
     perf = time.perf_counter
     b_cfg, x_cfg = settings.bars, settings.execution
+    bstep = bar_step(settings)[0]  # the bars with their order book, as in the dataflow
     t0 = perf()
     for spec in group_streams(paths, settings.input.market):
         for block in read_stream(spec):
@@ -83,7 +85,7 @@ def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int
                     st = states.get(key)
                     if st is None:
                         st = states[key] = (sanity.SanityState(settings.sanity),
-                                            bars.BarState(b_cfg), features.FeatureState(settings.features),
+                                            bar_step(settings)[1], features.FeatureState(settings.features),
                                             forecast.JoinState(settings.forecast), metrics.MetricsState(),
                                             signals.SignalState(settings.signals),
                                             fills.FillState(x_cfg.latency_ms, b_cfg.interval_ms, b_cfg.max_gap_bars),
@@ -98,7 +100,7 @@ def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int
                             ps, books = pnl.step(ps, q)
                             for x in books:
                                 written[kinds[type(x)]].append(x)
-                        bs, out = bars.step(bs, ev)
+                        bs, out = bstep(bs, ev)
                         for b in out:
                             if type(b) is not Bar:
                                 continue

@@ -395,8 +395,8 @@ class BookStats(msgspec.Struct, frozen=True, gc=False):
     multi-level order-flow imbalance of the bar's diffs (Xu, Gould & Howison)
     and ``level_depth`` is the level's mean depth ``(bid + ask) / 2`` over
     them (the book's at the bar's end where no diff came). The top ``L``
-    levels are those at the bar's end. ``within_bid``/``within_ask``: quote
-    notional within each configured distance of the mid (bps).
+    levels are those at the bar's end. ``within_bid``/``within_ask``: the
+    quantity within each configured distance of the mid (bps).
     ``walk_buy``/``walk_sell``: the cost in bps of the mid of a market order
     of the configured notional walked through the book (None: the book kept
     is thinner). ``adds``, ``cancels`` and ``changes`` count the levels of

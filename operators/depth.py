@@ -20,7 +20,7 @@ depth features of:
 
   summed over the bar, with each level's mean depth ``(q^b_m + q^a_m) / 2``
   over the same diffs (the book's at the bar's end in a bar without diffs);
-- the top ``L`` levels at the bar's end, the quote notional within each of
+- the top ``L`` levels at the bar's end, the quantity within each of
   ``within_bps`` of the mid on each side, and the cost of walking a market
   order of ``walk_notional`` through the book;
 - **book events** per side: the levels of the bar's diffs, at or better than
@@ -97,7 +97,7 @@ class DepthConfig(BaseModel):
         (1, 3, 5, 10), description="Depth imbalance (bid - ask) / (bid + ask) over the top k levels, for each k "
         "(at most L).")
     within_bps: tuple[float, ...] = Field(
-        (5.0, 10.0, 25.0), description="Quote notional on each side within these distances of the mid (bps).")
+        (5.0, 10.0, 25.0), description="Quantity on each side within these distances of the mid (bps).")
     walk_notional: float = Field(
         100_000.0, gt=0,
         description="Quote notional (e.g. USDT) of the market order whose cost, walked through the book, is a "
@@ -145,7 +145,7 @@ class DepthConfig(BaseModel):
 
     def book(self) -> OrderBookConfig:
         """The configuration of the order book kept."""
-        return OrderBookConfig(levels=self.levels, max_depth=self.max_depth, max_buffer=self.max_buffer)
+        return OrderBookConfig(levels=self.levels, max_depth=self.max_depth, max_buffer=self.max_buffer, quotes=False)
 
 
 def book_names(levels: int) -> tuple[str, ...]:
@@ -226,32 +226,25 @@ def _count_events(st: DepthState, ev: DepthUpdate) -> None:
 def _accumulate(st: DepthState, now: tuple[list, list, list, list]) -> None:
     """Add one applied diff's level OFIs and level depths (``now``: the top ``L`` after it)."""
     bp1, bq1, ap1, aq1 = now
-    n = min(len(bp1), len(ap1))
-    prev = st.prev
     ofi, dsum = st.ofi, st.depth_sum
-    if prev is not None:
-        bp0, bq0, ap0, aq0 = prev
-        n = min(n, len(bp0), len(ap0))
-        for m in range(n):
-            b1, b0, a1, a0 = bp1[m], bp0[m], ap1[m], ap0[m]
-            e = 0.0
-            if b1 >= b0:
-                e += bq1[m]
-            if b1 <= b0:
-                e -= bq0[m]
-            if a1 <= a0:
-                e -= aq1[m]
-            if a1 >= a0:
-                e += aq0[m]
-            ofi[m] += e
-    for m in range(n):
-        dsum[m] += (bq1[m] + aq1[m]) * 0.5
+    prev = st.prev
+    if prev is not None:  # zip stops at the shallowest side of either book
+        levels = zip(bp1, prev[0], bq1, prev[1], ap1, prev[2], aq1, prev[3], strict=False)
+        for m, (b1, b0, q1, q0, a1, a0, r1, r0) in enumerate(levels):
+            if b1 == b0 and a1 == a0:  # the common case: the level's prices stay
+                if q1 != q0 or r1 != r0:
+                    ofi[m] += q1 - q0 - r1 + r0
+            else:
+                ofi[m] += ((q1 if b1 >= b0 else 0.0) - (q0 if b1 <= b0 else 0.0) - (r1 if a1 <= a0 else 0.0)
+                           + (r0 if a1 >= a0 else 0.0))
+    for m, (q1, r1) in enumerate(zip(bq1, aq1, strict=False)):
+        dsum[m] += (q1 + r1) * 0.5
     st.updates += 1
 
 
 def _within(px: list, qty: dict, lo: float, hi: float) -> float:
     i, j = bisect_left(px, lo), bisect_right(px, hi)
-    return sum((p * qty[p] for p in px[i:j]), 0.0)
+    return sum(map(qty.__getitem__, px[i:j]), 0.0)
 
 
 def _walk(levels: Sequence[float], qty: dict, notional: float, mid: float, sign: float) -> Optional[float]:

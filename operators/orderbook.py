@@ -156,6 +156,9 @@ class OrderBookConfig(BaseModel):
         "beyond this, which bounds the state. Binance REST snapshots hold up to 5000 (spot) or "
         "1000 (USD-M) levels; diffs touch levels at any distance.",
     )
+    quotes: bool = Field(
+        True, description="Emit a BookQuote for every diff applied (the collector's book topic); off where only "
+        "the book itself is read (operators.depth).")
     max_buffer: int = Field(
         1000, gt=0,
         description="Depth diffs buffered per instrument while waiting for a snapshot; beyond "
@@ -341,7 +344,7 @@ def _after_apply(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit:
                           msgspec.json.encode(ev).decode(), ev.instrument, now)
         _resync(st, ev.instrument, now, "crossed_book", out,
                 (err, Count("crossed_books", 1), Count("book_resyncs", 1)))
-    elif emit:
+    elif emit and st.config.quotes:
         q = _quote(st, ev.instrument, now)
         if q is not None:
             out.append(q)
@@ -420,7 +423,7 @@ def _on_snapshot(st: OrderBookState, snap: BookSnapshot, out: list) -> None:
         if st.status == WAITING:  # stale snapshot, gap or crossed: keep what follows
             st.buffer.extend(pending[i + 1:])
             return
-    q = _quote(st, snap.instrument, snap.ts_recv)
+    q = _quote(st, snap.instrument, snap.ts_recv) if st.config.quotes else None
     if q is not None:
         out.append(q)
 
