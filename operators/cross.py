@@ -149,10 +149,10 @@ class CrossConfig(BaseModel):
         for p in v:
             sides = p.split("->")
             if len(sides) != 2 or not sides[0].strip() or not sides[1].strip():
-                raise ValueError(f"a pair is 'LEADER->FOLLOWER', two non-empty instruments (got {p!r})")
+                raise ValueError(f"a pair is 'LEADER->FOLLOWER', two non-empty instruments, not {p!r}")
             lead, fol = sides[0].strip(), sides[1].strip()
             if lead == fol:
-                raise ValueError(f"an instrument cannot lead itself (got {p!r})")
+                raise ValueError(f"an instrument cannot lead itself ({p!r})")
             pair = f"{lead}->{fol}"
             if pair in out:
                 raise ValueError(f"the pair {pair} is given twice")
