@@ -7,6 +7,7 @@
     with TICKLET_CROSS__PAIRS, the steps after compute_features run keyed by instrument (dataflows.cross):
         compute_features -> follow_leaders (each follower's rows with its leaders') -> join_forecasts -> ...
     forecasts, metrics, dead letters -> files in settings.output.dir and/or Kafka
+    chosen features (TICKLET_OUTPUT__FEATURES) -> settings.output.dir/features.csv (optional)
     bars, features, forecasts, metrics, health -> InfluxDB (optional)
     counters -> settings.output.dir/counters.json
     the run's manifest (inputs, settings, their hash) -> settings.output.dir/run.json
@@ -45,7 +46,7 @@ from dataflows.settings import Settings, read_settings
 from dataflows.stop import StoppableSource, StopRequest
 from sinks.bundle import BundleSink
 from sinks.fatal import os_error
-from sinks.files import COUNTERS_FILE, CounterSink, JsonLinesSink
+from sinks.files import COUNTERS_FILE, FEATURES_FILE, CounterSink, FeatureCsvSink, JsonLinesSink, feature_csv_blobs
 from sinks.kafka import KafkaRecordSink, Outage, check_reachable, producer_config, rdkafka_logger
 from sinks.records import fit_dead_letter
 from sinks.report import ReportSink
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 
 #: Files the dataflow writes in ``settings.output.dir``.
 OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "signals.csv", "trades.csv", "equity.csv", "economics.csv",
-                "dead_letters.jsonl", COUNTERS_FILE)
+                "dead_letters.jsonl", COUNTERS_FILE, FEATURES_FILE)
 def check_output_files(out: Path, name: str, remove: bool = False, manifest: bool = True) -> None:
     """At start, check that each file the run writes in ``out`` is a file or does not exist yet.
 
@@ -137,6 +138,7 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
                               settings.input.max_line_bytes)
         total_bytes = source.total_bytes
     save, influx, economics = save_models is not None, settings.output.influx, settings.output.economics
+    features_csv = _feature_columns(settings)  # features.csv: its columns, none without it
     follow = bool(settings.cross.pairs)  # cross-asset features: the steps after them run keyed (dataflows.cross)
     if follow and save:
         raise ConfigError("--save-models with TICKLET_CROSS__PAIRS: a model bundle of learners that read other "
@@ -153,7 +155,7 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
         local.check_ticks(settings.sanity),  # implausible ticks: dead letters
         local.make_bars(settings.bars, after="check_ticks", emit=influx, book=settings.features.depth),
         local.compute_features(settings.features, after="make_bars", warm=None if warm is None else warm.features,
-                               export=save, emit=influx or follow),
+                               export=save, emit=influx or follow or bool(features_csv)),
         *([] if follow else forecast_steps),
         *([fill_quotes] if economics else []),
         *([trading] if economics and not follow else []),
@@ -163,6 +165,7 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
     side = local.side_of("side", ticks)
     errors, side_counts = [side.errors], [side.counts]
     rows = local.outputs_of("features", ticks, "compute_features")
+    own_rows = rows  # each instrument's own features (features.csv), without its leaders'
     if not follow:
         issued = local.outputs_of("issued", ticks, "join_forecasts", Forecast)
         scored = local.outputs_of("scored", ticks, "join_forecasts", ForecastRecord)
@@ -204,6 +207,9 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
         ops.write_csv("write_forecasts", scored, out / "forecasts.csv", ForecastRecord)
         ops.write_csv("write_metrics", metrics, out / "metrics.csv", MetricsRecord)
         op.output("write_dead_letters", keyed_dead, JsonLinesSink(out / "dead_letters.jsonl"))
+        if features_csv:
+            op.output("write_features", op.flat_map_batch("encode_features", own_rows, feature_csv_blobs(features_csv)),
+                      FeatureCsvSink(out / FEATURES_FILE, features_csv))
         if economics:
             ops.write_csv("write_signals", decisions, out / "signals.csv", Signal)
             ops.write_csv("write_trades", fills, out / "trades.csv", Fill)
@@ -241,6 +247,25 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
     return flow
 
 
+def _feature_columns(settings: Settings) -> tuple[str, ...]:
+    """The features of ``features.csv`` (``TICKLET_OUTPUT__FEATURES``), none when the run writes no files.
+
+    A name that is no feature of the rows (:func:`operators.features.feature_names`) is a
+    :class:`ConfigError`: its column would never hold a value.
+    """
+    from operators.features import feature_names
+
+    if not settings.output.files:
+        return ()
+    known = feature_names(settings.features)
+    unknown = [n for n in settings.output.features if n not in known]
+    if unknown:
+        raise ConfigError(f"TICKLET_OUTPUT__FEATURES: {', '.join(map(repr, unknown))} "
+                          f"{'is no feature' if len(unknown) == 1 else 'are no features'} of the rows; "
+                          f"they have {', '.join(known)}")
+    return settings.output.features
+
+
 def _destinations(settings: Settings) -> dict[str, str]:
     """Where the run's outputs go, for the end-of-run summary.
 
@@ -250,7 +275,8 @@ def _destinations(settings: Settings) -> dict[str, str]:
     o, k = settings.output, settings.kafka
     economics = ("signals.csv", "trades.csv", "equity.csv", "economics.csv")
     out = {name.split(".")[0]: str((o.dir / name).resolve()) for name in OUTPUT_FILES
-           if (o.files and (o.economics or name not in economics)) or name == COUNTERS_FILE}
+           if (o.files and (o.economics or name not in economics) and (o.features or name != FEATURES_FILE))
+           or name == COUNTERS_FILE}
     out["run"] = str((o.dir / MANIFEST).resolve())  # the manifest: every run writes it (build_flow)
     if o.kafka:
         out["kafka"] = f"{k.output_topic}, {k.dead_letter_topic} on {k.bootstrap_servers}"

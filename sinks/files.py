@@ -2,11 +2,13 @@
 
 - :class:`CsvSink` writes records as CSV with a header (open with pandas or
   DuckDB: ``duckdb.sql("select * from 'out/forecasts.csv'")``);
+- :class:`FeatureCsvSink` writes chosen features of the feature rows as CSV
+  (``features.csv``, :func:`feature_csv_lines`);
 - :class:`JsonLinesSink` writes records as JSON lines (dead letters);
 - :class:`CounterSink` keeps pipeline counters and rewrites a small JSON file
   at every snapshot (epoch) and at the end of the run.
 
-All three are single-partition :class:`FixedPartitionedSink` s whose recovery
+All four are single-partition :class:`FixedPartitionedSink` s whose recovery
 state is the file offset (or the totals), so a resumed run truncates what was
 written after the last snapshot and never duplicates a line. With the offset,
 the state of a record file holds the SHA-256 of the bytes before it (a pair,
@@ -30,24 +32,27 @@ snapshot.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import logging
 import os
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, NoReturn, Optional, TypeVar, Union
 
 import msgspec
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from core.events import Count
+from core.events import Count, FeatureRow
 from core.telemetry import EVENTS
 from sinks.fatal import EXIT_BAD_SETUP, os_error, stop_run, write_failed
 from sinks.records import csv_lines, header, jsonl
 
-__all__ = ["COUNTERS_FILE", "CounterSink", "CsvSink", "JsonLinesSink"]
+__all__ = ["COUNTERS_FILE", "FEATURES_FILE", "CounterSink", "CsvSink", "FeatureCsvSink", "JsonLinesSink",
+           "feature_csv_blobs", "feature_csv_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,8 @@ _S = TypeVar("_S")
 
 #: The totals of a run, beside its record files: removed when one of them cannot be written.
 COUNTERS_FILE = "counters.json"
+#: The chosen features of every ready feature row (``TICKLET_OUTPUT__FEATURES``).
+FEATURES_FILE = "features.csv"
 
 
 def _write_failed(path: Path, why: OSError) -> NoReturn:
@@ -197,6 +204,79 @@ class CsvSink(_FileSink):
         if type(values[0]) is bytes:
             return b"".join(values)
         return csv_lines(values).encode()
+
+
+def feature_csv_lines(rows: Sequence[FeatureRow], names: Sequence[str]) -> str:
+    r"""The ready rows of ``rows`` as CSV lines: ``instrument, ts_end`` and the features ``names``.
+
+    A feature the row lacks (a depth feature while the instrument's book is
+    not ready) is an empty cell, never a zero; floats are in their shortest
+    round-trip form. Rows still warming up (not ready) have no line, as they
+    have no InfluxDB point.
+
+    Parameters
+    ----------
+    rows
+        Feature rows, as :func:`operators.features.step` makes them.
+    names
+        The features, one column each (``TICKLET_OUTPUT__FEATURES``).
+
+    Returns
+    -------
+    str
+        The lines, each ending in ``\r\n``.
+
+    Examples
+    --------
+    >>> rows = [FeatureRow("BTCUSDT", 1_000, 1_000, 100.0, {"ofi": 0.5}, False),
+    ...         FeatureRow("BTCUSDT", 2_000, 1_000, 100.0, {"ofi": 0.25, "depth_imb_5": -1.5}, True),
+    ...         FeatureRow("BTCUSDT", 3_000, 1_000, 100.0, {"ofi": 0.125}, True)]
+    >>> feature_csv_lines(rows, ("depth_imb_5", "ofi")).splitlines()
+    ['BTCUSDT,2000,-1.5,0.25', 'BTCUSDT,3000,,0.125']
+    """
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerows([r.instrument, r.ts_end, *(r.x.get(n, "") for n in names)] for r in rows if r.ready)
+    return buf.getvalue()
+
+
+def feature_csv_blobs(names: Sequence[str]) -> Callable[[list[tuple[str, FeatureRow]]], list[tuple[str, bytes]]]:
+    r"""A batch of keyed feature rows as one keyed ``bytes`` of CSV lines (:func:`feature_csv_lines`).
+
+    For ``flat_map_batch`` on the worker that made the rows, before a
+    :class:`FeatureCsvSink` (as :func:`dataflows.ops.write_csv` does for
+    records).
+
+    >>> blobs = feature_csv_blobs(("ofi",))
+    >>> blobs([("BTCUSDT", FeatureRow("BTCUSDT", 2_000, 1_000, 100.0, {"ofi": 0.25}, True))])
+    [('all', b'BTCUSDT,2000,0.25\r\n')]
+    """
+    names = tuple(names)
+
+    def encode(batch: list[tuple[str, FeatureRow]]) -> list[tuple[str, bytes]]:
+        return [("all", feature_csv_lines([kv[1] for kv in batch], names).encode())]
+
+    return encode
+
+
+class FeatureCsvSink(CsvSink):
+    """Chosen features of the feature rows as CSV (:func:`feature_csv_lines`), with a header line.
+
+    The header is ``instrument, ts_end`` and the features ``names``. Items
+    that are ``bytes`` are lines encoded already, where the rows were made.
+    """
+
+    def __init__(self, path: str | os.PathLike, names: Sequence[str]):
+        super().__init__(path, FeatureRow)
+        self._names = tuple(names)
+
+    def _head(self) -> bytes:
+        return (",".join(("instrument", "ts_end", *self._names)) + "\r\n").encode()
+
+    def _encode(self, values: list) -> bytes:
+        if type(values[0]) is bytes:
+            return b"".join(values)
+        return feature_csv_lines(values, self._names).encode()
 
 
 class JsonLinesSink(_FileSink):

@@ -23,8 +23,10 @@ class InfluxConfig(BaseModel):
     bucket: str = Field("ticklet", description="InfluxDB bucket.")
     token: SecretStr = Field(SecretStr(""), description="InfluxDB API token (a secret: never logged or printed).")
     features: tuple[str, ...] = Field(
-        ("micro_dev", "ofi", "book_imb", "spread", "swt_dev", "swt_slope", "rv"),
-        description="Features written to the 'features' measurement (scaled, as models see them).")
+        ("micro_dev", "ofi", "book_imb", "spread", "swt_dev", "swt_slope", "rv",
+         "depth_imb_1", "depth_imb_5", "ofi_int", "ofi_l1", "walk_buy", "walk_sell"),
+        description="Features written to the 'features' measurement (scaled, as models see them); a feature "
+        "missing from a row (the depth features while a book is not ready) is not written for that bar.")
     batch_size: int = Field(1000, ge=1, description="Points per write request.")
     flush_interval_ms: int = Field(1000, ge=1, description="Longest wait before a partial batch is written.")
     retry_interval_ms: int = Field(1000, ge=1, description="First retry delay of a failed batch; doubles each time.")

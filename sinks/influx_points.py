@@ -19,6 +19,8 @@ measurement        tags                          fields
 ``bar``            instrument                    open, high, low, close, price, volume, vwap,
                                                  trades, buy_volume, sell_volume, bid, ask
 ``features``       instrument                    the configured features (scaled, as models see them)
+                                                 that the row has: a missing one (a depth feature
+                                                 while the book is not ready) is no field
 ``signal``         instrument, model, horizon    side, p_up, expected_return, target_position
                                                  (at the decision time)
 ``position``       instrument, model, horizon    position, qty, price, mid, fee, cash (a fill,
@@ -118,7 +120,38 @@ def to_point(rec: Any, features: Sequence[str] = (), time_ns: Optional[int] = No
     """The point for one record, or None for records that have none.
 
     The point is at ``time_ns``, by default the record's own time (see
-    :data:`WHEN`).
+    :data:`WHEN`). A feature row has a point only once it is ready, with
+    those of ``features`` that it has: a feature missing from the row (a
+    depth feature while the instrument's book is not ready) is no field of
+    the point, never a zero. A record left with no field at all has no point
+    (InfluxDB stores no point without a field).
+
+    Parameters
+    ----------
+    rec
+        A record of a type in :data:`WHEN`; any other has no point.
+    features
+        The features of a :class:`~core.events.FeatureRow` to write
+        (:attr:`sinks.influx_config.InfluxConfig.features`).
+    time_ns
+        The point's time (ns), instead of the record's own
+        (:class:`Stamped`).
+
+    Returns
+    -------
+    Point or None
+        The point, or None where the record has none.
+
+    Examples
+    --------
+    A ready row without its depth features (a book not ready yet), then one
+    with none of those asked for:
+
+    >>> row = FeatureRow("BTCUSDT", 1_000, 1_000, 100.0, {"ofi": 0.5, "book_imb": -0.25}, True)
+    >>> to_point(row, ("ofi", "depth_imb_5", "ofi_int")).to_line_protocol()
+    'features,instrument=BTCUSDT ofi=0.5 1000'
+    >>> print(to_point(row, ("depth_imb_5", "ofi_int")))
+    None
     """
     t = type(rec)
     when = WHEN.get(t)
@@ -128,9 +161,13 @@ def to_point(rec: Any, features: Sequence[str] = (), time_ns: Optional[int] = No
     p = Point(measurement)
     for k in MEASUREMENTS[measurement][0]:
         p.tag(k, str(getattr(rec, k)))
+    n = 0
     for k, v in _FIELDS[t](rec, features).items():
         if v is not None:
             p.field(k, v)
+            n += 1
+    if not n:
+        return None
     return p.time(getattr(rec, time_field) if time_ns is None else time_ns, WritePrecision.NS)
 
 

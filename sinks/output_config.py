@@ -8,10 +8,15 @@ so that reading the settings imports none of their clients.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["OutputConfig"]
+__all__ = ["FEATURE_COLUMNS", "OutputConfig"]
+
+#: The features of ``features.csv`` with ``TICKLET_OUTPUT__FEATURES=true``: depth imbalance, order flow and the
+#: cost of walking the book.
+FEATURE_COLUMNS = ("depth_imb_1", "depth_imb_5", "ofi", "ofi_l1", "ofi_int", "walk_buy", "walk_sell")
 
 
 class OutputConfig(BaseModel):
@@ -33,3 +38,24 @@ class OutputConfig(BaseModel):
                             "books: signals.csv, trades.csv, equity.csv, economics.csv.")
     progress: bool = Field(True, description="Show a progress bar on stderr while the run goes on (only ever when "
                            "stderr is a terminal, and with summary on).")
+    features: tuple[str, ...] = Field((), description="Features written to features.csv in dir, a row per "
+        "instrument and bar once its features are ready (scaled, as models see them; an empty cell where the row "
+        "lacks one, as a depth feature while the book is not ready): a list of names, or true for "
+        f"{', '.join(FEATURE_COLUMNS)}; empty (false): no features.csv.")
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features(cls, v: Any) -> Any:
+        """``true``: :data:`FEATURE_COLUMNS`; ``false``: none."""
+        if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+            v = v.strip().lower() == "true"
+        if isinstance(v, bool):
+            return FEATURE_COLUMNS if v else ()
+        return v
+
+    @field_validator("features")
+    @classmethod
+    def _distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v) or not all(v):
+            raise ValueError("features must be distinct, non-empty names")
+        return v

@@ -8,7 +8,9 @@ dashboard's own variable queries list. Panels are read from the dashboard
 JSON, so a panel added later is covered without a change here. The panels
 over measurements that the run also writes to CSV (forecasts, scored
 forecasts, metrics, signals, positions, equity) must return exactly the
-numbers the CSVs give.
+numbers the CSVs give; the panel of depth features, the numbers the
+operators compute on the recordings (their order books: each recording but
+one has a REST snapshot), and nothing where the book was never ready.
 
 The dashboard opens on the last hour before now (live data); its links
 *Latest data* and *All data* open the time ranges that its hidden variables
@@ -42,7 +44,7 @@ from fluxcheck import (
     round_interval_ms,
 )
 
-from harness.realdata import REPO, csv_dicts
+from harness.realdata import REPO, csv_dicts, run_chain
 
 #: Integration tests (tests/integration_mark.py): an InfluxDB server.
 pytestmark = pytest.mark.integration
@@ -281,6 +283,70 @@ def test_the_panels_show_the_numbers_of_the_runs_csv_outputs(influx_replay, stre
         assert need in titles, need
     print(f"\n{len(checked)} panels checked against the CSV outputs, {windows} windows")
     assert min(wide) >= 5000  # wide: several one-second bars (and their points) in each window
+
+
+#: The recordings of each instrument, as the dataflow reads them.
+_FILES = {"BTCUSDT": ("spot", "btcusdt_"), "ETHUSDT": ("spot", "ethusdt_"), "BTCUSDT-PERP": ("usdm", "btcusdt_")}
+#: Recordings before this time (ns): 2023-04-04/05; after: 2024-08-08/09.
+Y2024 = 1_700_000_000 * S
+
+
+def _feature_points() -> list[dict]:
+    """Every ``features`` point as InfluxDB stores it (a row per field), from the feature rows that the
+    operators alone (no dataflow, no sink) compute on each instrument's recordings: a ready row's features,
+    those it has."""
+    ws = REPO / "tests" / "data" / "binance-ws"
+    out = []
+    for inst, (market, prefix) in _FILES.items():
+        chain = run_chain(sorted((ws / market).glob(f"{prefix}*")))
+        assert chain.instrument == inst
+        for r in chain.rows:
+            if r.ready:
+                out += [{"_measurement": "features", "_time": r.ts_end, "instrument": inst, "_field": f,
+                         "_value": v} for f, v in r.x.items()]
+    return out
+
+
+def test_the_depth_panel_draws_the_books_features_and_nothing_where_there_is_no_book(influx_replay, stretches):
+    """The panel of depth imbalance and integrated OFI, for every instrument
+    over its longest stretch (each has a REST snapshot there: spot BTCUSDT
+    and ETHUSDT on 2024-08-08, the USD-M BTCUSDT-PERP on 2023-04-04), zoomed
+    and wide: each window's value, per field, is the mean of the rows that
+    the operators compute on the recordings, depth imbalance of the top 1
+    and 5 levels and integrated OFI all there. Over the spot BTCUSDT
+    recording of 2023-04-05, which has no snapshot (its book is never
+    ready), it draws nothing, no zeros, while the panel of the top-of-book
+    features draws every window."""
+    server, _, _, _ = influx_replay
+    (dash,) = [d for name, d in _dashboards() if name == "ticklet.json"]
+    (panel,) = [p for p in dash["panels"] if p["title"].startswith("Depth imbalance")]
+    (target,) = panel["targets"]
+    fields = set(re.findall(r'r\._field == "(\w+)"', target["query"]))
+    assert fields == {"depth_imb_1", "depth_imb_5", "ofi_int"}
+    points = _feature_points()
+    windows = 0
+    for view, inst, start, stop in _views(stretches):
+        q, interval_ms, tables = _run_target(server, dash, panel, target, inst, "1", start, stop)
+        want = expected_aggregate(q, points, start, stop, interval_ms * 1_000_000)
+        assert want is not None and want.keys() == {(f,) for f in fields}, (view, inst, want and want.keys())
+        got = _actual(tables, ["_field"])
+        assert got.keys() == want.keys(), (view, inst, sorted(got))
+        for k in want:
+            assert len(want[k]) > 10 and got[k].keys() == want[k].keys(), (view, inst, k, len(got[k]), len(want[k]))
+            bad = [t for t in want[k] if not math.isclose(got[k][t], want[k][t], rel_tol=1e-12, abs_tol=1e-15)]
+            assert not bad, (view, inst, k, bad[0], got[k][bad[0]], want[k][bad[0]])
+            windows += len(want[k])
+    old = sorted(p["_time"] for p in points if p["instrument"] == "BTCUSDT" and p["_time"] < Y2024)
+    start, stop = old[0] // (60 * S) * 60 * S, (old[-1] // (60 * S) + 2) * 60 * S
+    assert not any(p["_field"] in fields for p in points if p["instrument"] == "BTCUSDT" and start <= p["_time"] < stop)
+    _, _, tables = _run_target(server, dash, panel, target, "BTCUSDT", "1", start, stop)
+    assert [r for t in tables for r in t.records] == []
+    (top,) = [p for p in dash["panels"] if p["title"].startswith("Order-flow and book features")]
+    q, interval_ms, tables = _run_target(server, dash, top, top["targets"][0], "BTCUSDT", "1", start, stop)
+    want = expected_aggregate(q, points, start, stop, interval_ms * 1_000_000)
+    assert want is not None and len(want) == 3
+    assert {k: len(v) for k, v in _actual(tables, ["_field"]).items()} == {k: len(v) for k, v in want.items()}
+    print(f"\ndepth panel: {windows} windows checked against the operators' rows; none over the book-less recording")
 
 
 def test_the_bucket_variable_lists_the_orgs_buckets_the_datasources_default_first(influxdb):

@@ -2,7 +2,8 @@
 
 :func:`build_report` reads a run's output directory (``forecasts.csv``,
 ``metrics.csv``, ``signals.csv``, ``equity.csv``, ``economics.csv``,
-``counters.json`` and the manifest ``run.json``) and writes one HTML file
+``features.csv`` where the run wrote it, ``counters.json`` and the manifest
+``run.json``) and writes one HTML file
 that opens offline: plotly.js is embedded once, nothing is fetched. It holds
 
 - the **run**: inputs, the time range of the data, ticklet's version, the
@@ -19,11 +20,15 @@ that opens offline: plotly.js is embedded once, nothing is fetched. It holds
   rolling hit rate with its Wilson band; the cumulative squared-error gain
   over the zero-return forecast (the Diebold-Mariano picture); the
   calibration of ``p_up``; the rolling coverage of predictive intervals;
-  equity and drawdown of every book; and each book's net return as a
-  function of the cost per side.
+  equity and drawdown of every book; each book's net return as a
+  function of the cost per side; and, where the run wrote ``features.csv``
+  (``TICKLET_OUTPUT__FEATURES``), the **depth features** over time: depth
+  imbalance, order-flow imbalance (multi-level and integrated) and the cost
+  of walking the book, as the models saw them, with a gap where a feature
+  was missing (the instrument's book was not ready).
 
 Long series are thinned to at most ``max_points`` points per trace
-(:func:`downsample`, :func:`minmax_indices`), so the file stays small and
+(:func:`downsample`, :func:`minmax_indices`, :func:`gap_minmax_indices`), so the file stays small and
 the build fast whatever the length of the run. The same output directory
 gives the same HTML, byte for byte (no time of generation in it).
 
@@ -54,8 +59,8 @@ from core.version import ticklet_version
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_WINDOW", "NoRunError", "build_report", "cost_curve", "downsample", "minmax_indices",
-           "rolling_mean"]
+__all__ = ["DEFAULT_WINDOW", "NoRunError", "build_report", "cost_curve", "downsample", "gap_minmax_indices",
+           "minmax_indices", "rolling_mean"]
 
 #: Bars of the price plot by default (``--window``).
 DEFAULT_WINDOW = 300
@@ -128,6 +133,46 @@ def minmax_indices(y: np.ndarray, max_points: int) -> np.ndarray:
     order = np.lexsort((np.nan_to_num(y), bucket))  # by bucket, then by value
     picks = np.concatenate((order[edges[:-1]], order[edges[1:] - 1], [0, n - 1]))
     return np.unique(picks)
+
+
+def gap_minmax_indices(y: np.ndarray, max_points: int) -> np.ndarray:
+    """Indices of at most ``max_points`` points of ``y`` that keep its shape and its gaps (NaN).
+
+    :func:`minmax_indices` of the values that are there, and the first NaN
+    of each run of them, so that a line drawn through the points breaks
+    where values are missing instead of joining across (at most a quarter
+    of the points go to the gaps; beyond, gaps are thinned evenly).
+
+    Parameters
+    ----------
+    y
+        The series, NaN where a value is missing.
+    max_points
+        The most indices returned.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted indices into ``y``.
+
+    Examples
+    --------
+    >>> y = np.array([0.0, 5.0, np.nan, np.nan, 2.0, -3.0, 0.0, 1.0])
+    >>> gap_minmax_indices(y, 8).tolist()
+    [0, 1, 2, 3, 4, 5, 6, 7]
+    >>> gap_minmax_indices(y, 5).tolist()
+    [0, 1, 2, 5, 7]
+    """
+    ok = np.isfinite(y)
+    if ok.all() or len(y) <= max_points:
+        return minmax_indices(y, max_points) if ok.all() else np.arange(len(y))
+    starts = np.flatnonzero(~ok & np.concatenate(([True], ok[:-1])))
+    room = max(max_points // 4, 1)
+    if len(starts) > room:
+        starts = starts[downsample(len(starts), room)]
+    there = np.flatnonzero(ok)
+    kept = there[minmax_indices(y[there], max_points - len(starts))] if len(there) else np.empty(0, np.int64)
+    return np.union1d(kept, starts)
 
 
 def cost_curve(entry: dict[str, Any], initial_equity: float) -> Optional[dict[str, float]]:
@@ -226,6 +271,33 @@ _EQUITY = {"instrument": "s", "model": "s", "horizon": "i", "ts_recv": "i", "equ
            "drawdown": "f"}
 
 
+#: Per instrument, ``features.csv``'s columns in time order: ``ts_end`` (ns) and each feature (NaN where missing).
+_Features = dict[str, dict[str, np.ndarray]]
+
+
+def _read_features(path: Path) -> tuple[Optional[_Features], list[str]]:
+    """``features.csv`` (``TICKLET_OUTPUT__FEATURES``) per instrument, and its columns; None when the run wrote none."""
+    import pyarrow as pa
+    from pyarrow import csv as pacsv
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return None, []
+    with open(path, newline="") as f:
+        names = f.readline().strip().split(",")
+    types = {c: pa.float64() for c in names} | {"instrument": pa.string(), "ts_end": pa.int64()}
+    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
+    enc = table.column("instrument").combine_chunks().dictionary_encode()
+    inst = enc.indices.to_numpy(zero_copy_only=False)
+    cols = {c: table.column(c).to_numpy().astype(float) if c != "ts_end" else table.column(c).to_numpy()
+            for c in names if c != "instrument"}
+    out: _Features = {}
+    for i, name in enumerate(enc.dictionary.to_pylist()):
+        rows = np.flatnonzero(inst == i)
+        rows = rows[np.argsort(cols["ts_end"][rows], kind="stable")]
+        out[name] = {c: v[rows] for c, v in cols.items()}
+    return out, names[2:]
+
+
 @dataclass
 class _Run:
     out_dir: Path
@@ -234,6 +306,8 @@ class _Run:
     forecasts: Optional[_Csv]
     signals: Optional[_Csv]
     equity: Optional[_Csv]
+    features: Optional[_Features] = None
+    features_columns: list[str] = field(default_factory=list)  # features.csv's, in its order
 
     @property
     def config(self) -> dict[str, Any]:
@@ -335,7 +409,8 @@ def _load(out_dir: Path) -> _Run:
     return _Run(out_dir, manifest, _summary(out_dir),
                 _read_csv(out_dir / "forecasts.csv", _FORECASTS, "ts_target"),
                 _read_csv(out_dir / "signals.csv", _SIGNALS, "ts_forecast"),
-                _read_csv(out_dir / "equity.csv", _EQUITY, "ts_recv"))
+                _read_csv(out_dir / "equity.csv", _EQUITY, "ts_recv"),
+                *_read_features(out_dir / "features.csv"))
 
 
 # ---------------------------------------------------------------------------
@@ -648,6 +723,65 @@ def _equity_plot(run: _Run, instrument: str, style: _Style, gaps: _Gaps, max_poi
     return fig
 
 
+#: The rows of the features plot: its title and the features of features.csv it draws (by name or prefix).
+_FEATURE_ROWS = (("depth imbalance", lambda c: c.startswith("depth_imb_")),
+                 ("order-flow imbalance", lambda c: c == "ofi" or c.startswith("ofi_")),
+                 ("other features", lambda c: True))
+
+
+def _features_plot(run: _Run, instrument: str, gaps: _Gaps,
+                   max_points: int) -> tuple[Optional[Any], str, list[str]]:
+    """The features of ``features.csv`` over time, a row of subplots per family.
+
+    Depth imbalance (``depth_imb_<k>``), order flow (``ofi``, ``ofi_l<m>``,
+    ``ofi_int``), and the other features asked for (the walk costs...)
+    below. A missing value (a depth feature while the book is not ready)
+    is a gap in its line. Returns the figure (None: why not, in words) and
+    the features that have no value at all for ``instrument``.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if run.features is None:
+        return None, ("No features plot: the run wrote no features.csv (TICKLET_OUTPUT__FEATURES=true writes "
+                      "depth imbalance, order-flow imbalance and walk costs there, for this plot)."), []
+    cols = run.features.get(instrument, {})
+    asked = [c for c in run.features_columns if c != "ts_end"]
+    names = [c for c in asked if c in cols and np.isfinite(cols[c]).any()]
+    absent = [c for c in asked if c not in names]
+    if not names:
+        return None, (f"No features plot: features.csv holds no value of {instrument}'s "
+                      f"{', '.join(absent)} (its order book was never ready: no REST snapshot in its input, "
+                      "or no depth at all)."), absent
+    rows: list[tuple[str, list[str]]] = []
+    left = list(names)
+    for title, wanted in _FEATURE_ROWS:
+        mine = [c for c in left if wanted(c)]
+        left = [c for c in left if c not in mine]
+        if mine:
+            rows.append((title, mine))
+    fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.06)
+    t = _ms(cols["ts_end"])
+    for i, (_, group) in enumerate(rows):
+        for c in group:
+            y = cols[c]
+            s = gap_minmax_indices(y, max_points)
+            missing = float(np.isnan(y).mean())
+            name = c if missing == 0.0 else f"{c} ({missing:.0%} of bars missing)"
+            fig.add_trace(go.Scatter(x=t[s], y=y[s], mode="lines", name=name, connectgaps=False,
+                                     line={"color": _PALETTE[asked.index(c) % len(_PALETTE)], "width": 1}),
+                          row=i + 1, col=1)
+    n = len(cols["ts_end"])
+    _layout(fig, f"{instrument}: depth and order-flow features ({n:,} bars, scaled as the models see them)",
+            rows[0][0])
+    for i, (title, _) in enumerate(rows[1:], start=2):
+        fig.update_yaxes(title_text=title, row=i, col=1)
+    if len(rows) > 2:
+        fig.update_layout(height=520)
+    _time_axis(fig, gaps)
+    return fig, "", absent
+
+
 def _cost_plot(run: _Run, instrument: str, style: _Style) -> Optional[tuple[Any, float]]:
     """The plot and the largest deviation of a book's actual net return from its line."""
     import plotly.graph_objects as go
@@ -929,6 +1063,11 @@ _CAPTIONS = {
               "capital; its drawdown below. buy_and_hold and flat are the baselines.",
     "cost": "net(c) = gross return − c × turnover: the net return each book would have made paying c bps of the "
             "value traded per side. The diamond is its actual net return at the cost it paid.",
+    "features": "The features of features.csv at each bar's end, scaled online as the models see them (z-scores, "
+             "clipped): depth imbalance (bid − ask) / (bid + ask) of the top k levels; order-flow imbalance of "
+             "the top of the book (ofi), of level m (ofi_l<m>) and integrated over the levels (ofi_int, the "
+             "first principal component's projection); the cost of walking the book. A gap: the feature was "
+             "missing at those bars (the book not ready, ofi_int in its warm-up).",
 }
 
 
@@ -1001,6 +1140,12 @@ def build_report(out_dir: Path, html_path: Optional[Path] = None, window: int = 
             verdict = ("every diamond lies on its line" if worst < 1e-9 else
                        f'<span class="bad">a book\'s actual net return is off its line by {worst:.3g}</span>')
             figs.append(("cost", fig, f"{_CAPTIONS['cost']} Check: {verdict} (largest deviation {worst:.1e})."))
+        feats, why, absent = _features_plot(run, inst, gaps, max_points)
+        if feats is not None:
+            none = (f" No value at all of {', '.join(absent)} here: the book was never ready." if absent else "")
+            figs.append(("features", feats, _esc(_CAPTIONS["features"] + none)))
+        else:
+            notes.append(f'<p class="note" data-missing="features">{_esc(why)}</p>')
         parts = [f'<section class="instrument" id="{sid}"><h2>{_esc(inst)}</h2>', _stretches_html(stretches),
                  _results_table(run, inst),
                  *notes, '<div class="grid">']

@@ -35,7 +35,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 from fluxcheck import CSV_OF, from_csv, read_back
 
-from core.events import Bar, EquityPoint
+from core.events import Bar, EquityPoint, FeatureRow
 from dataflows import ops
 from dataflows.settings import Settings
 from harness.realdata import REPO, SCRATCH, csv_dicts, run_chain
@@ -74,11 +74,19 @@ def test_every_measurement_is_read_back_with_its_values_tags_and_event_times(inf
         assert bars[(r["instrument"], int(r["ts_target"]))]["price"] == float(r["realized_price"]), k
         assert bars[(r["instrument"], int(r["ts_forecast"]))]["price"] == issued[k]["price"], k
     assert all({"open", "high", "low", "close", "price", "volume", "trades"} <= v.keys() for v in bars.values())
-    # features: the configured ones, at bar times, finite
+    # features: at bar times, the configured ones that each row has, exactly as the operators compute them on
+    # the recordings: a depth feature missing from a row (no book yet) is no field, never a zero
     feats = got["features"]
     assert 0 < len(feats) <= len(bars) and feats.keys() <= bars.keys()
-    for v in feats.values():
-        assert v.keys() == set(InfluxConfig().features) and all(math.isfinite(x) for x in v.values())
+    assert feats == _feature_points(InfluxConfig().features)
+    depth = {"depth_imb_1", "depth_imb_5", "ofi_int", "ofi_l1", "walk_buy", "walk_sell"}
+    assert depth <= set(InfluxConfig().features)
+    with_depth = Counter(k[0] for k, v in feats.items() if {"depth_imb_5", "ofi_int"} <= v.keys())
+    assert with_depth["BTCUSDT-PERP"] > 400 and with_depth["ETHUSDT"] > 500 and with_depth["BTCUSDT"] > 500
+    without = [k for k, v in feats.items() if not v.keys() & depth]  # spot BTCUSDT of 2023-04-05: no snapshot
+    assert {k[0] for k in without} == {"BTCUSDT"} and len(without) > 300
+    assert all(v.keys() >= {"micro_dev", "ofi", "book_imb"} for v in feats.values())
+    assert all(math.isfinite(x) for v in feats.values() for x in v.values())
     # health, on the wall clock: the final totals of the run
     health = server.rows(f'from(bucket: "{server.bucket}") |> range(start: 0, stop: 2100-01-01T00:00:00Z) '
                          '|> filter(fn: (r) => r._measurement == "health") |> last()')
@@ -101,6 +109,34 @@ def test_a_replay_overwrites_identical_points(influx_replay, tmp_path, monkeypat
     for m, pts in first.items():
         assert len(pts) > 0, m
         assert second[m] == pts, (m, len(pts), len(second[m]))
+
+
+#: The recordings of each instrument, as the dataflow reads them.
+_FILES = {"BTCUSDT": ("spot", "btcusdt_"), "ETHUSDT": ("spot", "ethusdt_"), "BTCUSDT-PERP": ("usdm", "btcusdt_")}
+
+
+@functools.cache
+def _feature_rows() -> dict[str, list[FeatureRow]]:
+    """Each instrument's feature rows over all its recordings, from the operators alone (no dataflow)."""
+    ws = REPO / "tests" / "data" / "binance-ws"
+    out = {}
+    for inst, (market, prefix) in _FILES.items():
+        chain = run_chain(sorted((ws / market).glob(f"{prefix}*")))
+        assert chain.instrument == inst
+        out[inst] = chain.rows
+    return out
+
+
+def _feature_points(features: tuple[str, ...]) -> dict[tuple, dict[str, float]]:
+    """The ``features`` points the sink should write: {(instrument, time): {feature: value}}, a point per
+    ready row with those of ``features`` that it has, none for a row that has none of them."""
+    out = {}
+    for inst, rows in _feature_rows().items():
+        for r in rows:
+            fields = {f: r.x[f] for f in features if f in r.x}
+            if r.ready and fields:
+                out[(inst, r.ts_end)] = fields
+    return out
 
 
 @functools.cache
@@ -273,6 +309,25 @@ def test_measurements_table_matches_the_points(ws_dir):
             assert fields <= set(want_fields) and len(fields) >= len(want_fields) - 2, (name, fields)
     assert set(seen) == {"bar", "features", "forecast", "scored", "metrics"}
     json.dumps(MEASUREMENTS)  # plain data, usable by tools
+
+
+def test_a_row_without_the_features_asked_for_has_no_point():
+    """A feature missing from a row is no field of its point; a row that has none of the features asked for
+    (the depth features, on the spot recording of 2023-04-05, which has no REST snapshot: its book is never
+    ready) has no point at all: a point without a field is no point to InfluxDB, and would be counted written
+    while nothing was stored."""
+    rows = [r for r in _feature_rows()["BTCUSDT"] if r.ready]
+    old = [r for r in rows if r.ts_end < 1_700_000_000 * 10**9]  # 2023-04-05
+    assert len(old) > 300 and not any("depth_imb_5" in r.x for r in old)
+    assert all(to_point(r, ("depth_imb_5", "ofi_int")) is None for r in old)
+    for r in old[::50]:
+        line = to_point(r, ("depth_imb_5", "book_imb", "ofi_int")).to_line_protocol()
+        assert line == f"features,instrument=BTCUSDT book_imb={r.x['book_imb']!r} {r.ts_end}", line
+    new = [r for r in rows if r.ts_end >= 1_700_000_000 * 10**9 and "ofi_int" in r.x]
+    assert len(new) > 500
+    line = to_point(new[-1], ("depth_imb_5", "ofi_int")).to_line_protocol()
+    assert line == (f"features,instrument=BTCUSDT depth_imb_5={new[-1].x['depth_imb_5']!r},"
+                    f"ofi_int={new[-1].x['ofi_int']!r} {new[-1].ts_end}"), line
 
 
 # --- every row its own point ---------------------------------------------------------------------------------
@@ -457,6 +512,36 @@ def one_run(influx_replay, tmp_path_factory) -> tuple[Any, int]:
     written = int(said.group(1))
     assert written == _points_held(server, bucket) > 10_000
     return server, written
+
+
+@pytest.mark.integration  # an InfluxDB server
+def test_a_run_writes_no_point_for_a_row_without_the_features_asked_for(influx_replay, tmp_path):
+    """``ticklet backtest`` of the spot recording without a snapshot (no book: no depth feature in any row)
+    and a USD-M one with its snapshot, writing only depth features: the spot rows give no ``features``
+    point, the USD-M rows one each with the depth features they have, and every point the run says it
+    wrote is in the bucket (a point without a field would be counted written and stored nowhere)."""
+    server = influx_replay[0]
+    bucket = _new_bucket(server, "depth-only")
+    usdm = REPO / "tests" / "data" / "binance-ws" / "usdm" / "btcusdt_20230404.dat.gz"
+    env = _cli_env(server, bucket=bucket, health_interval_s="3600", features='["depth_imb_5", "ofi_int"]')
+    proc = _backtest(env, tmp_path, REC, usdm)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = re.search(r"^ticklet: InfluxDB at \S+, bucket 'depth-only': (\d+) points written$", proc.stderr, re.M)
+    assert said is not None, proc.stderr[-2000:]
+    assert int(said.group(1)) == _points_held(server, bucket)
+    rows = server.rows(f'from(bucket: "{bucket}") |> range(start: 0, stop: 2100-01-01T00:00:00Z) '
+                       '|> filter(fn: (r) => r._measurement == "features") '
+                       '|> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value") '
+                       '|> map(fn: (r) => ({r with t: int(v: r._time)}))')
+    got = {(r["instrument"], r["t"]): {f: r[f] for f in ("depth_imb_5", "ofi_int") if r.get(f) is not None}
+           for r in rows}
+    assert {k[0] for k in got} == {"BTCUSDT-PERP"} and len(got) > 30
+    want = _feature_points(("depth_imb_5", "ofi_int"))  # both USD-M days: the first one's rows are the same
+    last = max(got)  # but for the bar the end of the input closed
+    assert all(got[k] == want[k] for k in got if k != last)
+    bars = server.rows(f'from(bucket: "{bucket}") |> range(start: 0, stop: 2100-01-01T00:00:00Z) '
+                       '|> filter(fn: (r) => r._measurement == "bar" and r._field == "close") |> group() |> count()')
+    assert bars[0]["_value"] > len(got)  # the spot bars are there, their feature rows wrote nothing
 
 
 @pytest.mark.integration  # an InfluxDB server

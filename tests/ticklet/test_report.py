@@ -1,5 +1,7 @@
-"""The run manifest (``run.json``) and the HTML report (``ticklet report``) of a
-real backtest over every bundled recording, opened in a real headless
+"""The run manifest (``run.json``), the features file (``features.csv``) and
+the HTML report (``ticklet report``) of a real backtest over every bundled
+recording (their order books: every recording but the spot one of
+2023-04-05 has a REST snapshot), opened in a real headless
 Chromium (Debian's ``chromium``, driven over the DevTools protocol:
 :mod:`cdp`): no console error, no request off the machine, every plot drawn
 with its traces, and a full-page screenshot that is not blank."""
@@ -17,31 +19,35 @@ from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cdp import Browser, png_size
 from pydantic import SecretStr
 
+from core.config import ConfigError
 from core.events import market_of
+from sinks.output_config import FEATURE_COLUMNS
 from ticklet.report import MAX_POINTS, NoRunError, build_report, cost_curve
 
 #: bayes_linear gives predictive intervals (the coverage plot), logistic a p_up of its own
 MODELS = ("naive", "linear", "logistic", "bayes_linear")
 INSTRUMENTS = ("BTCUSDT", "BTCUSDT-PERP", "ETHUSDT")
-KINDS = {"price", "hit_rate", "dm", "calibration", "coverage", "equity", "cost"}
+KINDS = {"price", "hit_rate", "dm", "calibration", "coverage", "equity", "cost", "features"}
 SECRET = "s3cret-influx-token"
 SCREENSHOT_COPY = Path("/tmp/ticklet_report_screenshot.png")  # for the engineers to look at
 
 
 @pytest.fixture(scope="module")
 def run(ws_dir, tmp_path_factory):
-    """A backtest over every recording with an interval model among the default ones, and a secret set:
-    (summary, out_dir)."""
+    """A backtest over every recording with an interval model among the default ones, a secret set and
+    features.csv on (TICKLET_OUTPUT__FEATURES=true): (summary, out_dir)."""
     from dataflows.settings import Settings
     from ticklet.backtest import run_backtest
 
     s = Settings()
     base = s.model_copy(update={"forecast": s.forecast.model_copy(update={"models": MODELS}),
-                                "influx": s.influx.model_copy(update={"token": SecretStr(SECRET)})})
+                                "influx": s.influx.model_copy(update={"token": SecretStr(SECRET)}),
+                                "output": s.output.model_copy(update={"features": FEATURE_COLUMNS})})
     out = tmp_path_factory.mktemp("report_run")
     return run_backtest([str(ws_dir)], out, base=base), out
 
@@ -389,6 +395,127 @@ def test_calibration_bins_hold_every_joined_forecast(run):
     assert _calibration(r, ("BTCUSDT", "naive", 1), 10) is None  # a constant p_up: nothing to calibrate
 
 
+# --- the features: features.csv and its plot
+
+#: The recordings of each instrument, as the dataflow reads them.
+_FILES = {"BTCUSDT": ("spot", "btcusdt_"), "ETHUSDT": ("spot", "ethusdt_"), "BTCUSDT-PERP": ("usdm", "btcusdt_")}
+
+
+def test_features_csv_holds_the_rows_the_operators_compute(run, ws_dir):
+    """features.csv has a row per instrument and bar once its features are ready, and in it exactly the
+    features that the operators alone (no dataflow) compute on the recordings: a depth feature missing from
+    a row (the spot BTCUSDT recording of 2023-04-05 has no REST snapshot: no book) is an empty cell, never
+    a zero."""
+    from harness.realdata import run_chain
+
+    _, out = run
+    with open(out / "features.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["instrument", "ts_end", *FEATURE_COLUMNS]
+    got = {(r[0], int(r[1])): r[2:] for r in rows[1:]}
+    assert len(got) == len(rows) - 1
+    want = {}
+    for inst, (market, prefix) in _FILES.items():
+        chain = run_chain(sorted((ws_dir / market).glob(f"{prefix}*")))
+        for r in chain.rows:
+            if r.ready:
+                want[(inst, r.ts_end)] = [repr(r.x[c]) if c in r.x else "" for c in FEATURE_COLUMNS]
+    assert got == want
+    empty = Counter(k[0] for k, v in got.items() if v[FEATURE_COLUMNS.index("depth_imb_5")] == "")
+    assert empty["BTCUSDT"] > 300 and empty["ETHUSDT"] == empty["BTCUSDT-PERP"] == 0, empty
+    assert all(v[FEATURE_COLUMNS.index("ofi")] != "" for v in got.values())  # a top-of-book feature: always
+
+
+def test_the_features_plot_draws_features_csv_with_its_gaps(run):
+    """Each trace of an instrument's features plot is its column of features.csv, thinned to at most
+    MAX_POINTS points that keep each stretch's extremes; where the feature is missing (the 2023 spot
+    BTCUSDT recording: no book) the line breaks (a NaN) instead of joining across, and the legend says how
+    much is missing."""
+    from ticklet.report import _features_plot, _load, _stretches
+
+    _, out = run
+    r = _load(out)
+    assert r.features is not None and r.features_columns == list(FEATURE_COLUMNS)
+    for inst in INSTRUMENTS:
+        cols = r.features[inst]
+        fig, why, absent = _features_plot(r, inst, _stretches(r, inst)[1], MAX_POINTS)
+        assert fig is not None and why == "" and absent == [], (inst, why)
+        assert [t.name.split(" ")[0] for t in fig.data] == list(FEATURE_COLUMNS)
+        t_ms = cols["ts_end"] / 1e6
+        for trace in fig.data:
+            name = trace.name.split(" ")[0]
+            y, x = np.asarray(trace.y, dtype=float), np.asarray(trace.x, dtype=float)
+            full = cols[name]
+            idx = np.searchsorted(t_ms, x)
+            assert len(x) <= MAX_POINTS and (t_ms[idx] == x).all()
+            assert np.array_equal(y, full[idx], equal_nan=True)  # the file's values at those bars
+            assert np.nanmax(y) == np.nanmax(full) and np.nanmin(y) == np.nanmin(full)
+            missing = np.isnan(full)
+            assert np.isnan(y).any() == missing.any(), (inst, name)
+            assert ("missing" in trace.name) == missing.any(), trace.name
+            if inst == "BTCUSDT" and name.startswith("depth_imb"):
+                assert 0.3 < missing.mean() < 0.5  # the 2023 recording's bars, out of both years'
+
+
+def test_the_report_without_features_csv_says_how_to_get_it(run, tmp_path):
+    """A run without TICKLET_OUTPUT__FEATURES (the default) writes no features.csv; its report has no
+    features plot, and says, per instrument, how to get one."""
+    _, out = run
+    old = tmp_path / "no_features"
+    shutil.copytree(out, old, ignore=shutil.ignore_patterns("features.csv", "*.html"))
+    text = build_report(old).read_text()
+    assert 'data-kind="features"' not in text
+    assert text.count('<p class="note" data-missing="features">No features plot: the run wrote no features.csv '
+                      "(TICKLET_OUTPUT__FEATURES=true") == len(INSTRUMENTS)
+    assert text.count('class="plot"') == len(INSTRUMENTS) * (len(KINDS) - 1)
+
+
+def test_an_instrument_whose_book_was_never_ready_has_no_depth_in_its_plot(ws_dir, tmp_path):
+    """The spot recording without a REST snapshot: its depth features are all missing. With a top-of-book
+    feature asked for too, the plot draws that one and its caption names the depth features that have no
+    value; with only depth features (features.csv without the ofi column: what a run asking for those
+    writes, the same rows), no plot, and a note saying why."""
+    from dataflows.settings import Settings
+    from ticklet.backtest import run_backtest
+
+    s = Settings()
+    out = tmp_path / "run"
+    run_backtest([str(ws_dir / "spot" / "btcusdt_20230405.dat.gz")], out,
+                 base=s.model_copy(update={"output": s.output.model_copy(
+                     update={"features": ("depth_imb_5", "ofi_int", "ofi")})}))
+    with open(out / "features.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["instrument", "ts_end", "depth_imb_5", "ofi_int", "ofi"] and len(rows) > 300
+    assert all(r[2] == r[3] == "" and r[4] != "" for r in rows[1:])
+    text = build_report(out).read_text()
+    assert text.count('data-kind="features"') == 1 and 'data-missing="features"' not in text
+    assert "No value at all of depth_imb_5, ofi_int here: the book was never ready." in text
+    with open(out / "features.csv", "w", newline="") as f:
+        csv.writer(f).writerows(r[:4] for r in rows)
+    text = build_report(out).read_text()
+    assert 'data-kind="features"' not in text
+    assert ('data-missing="features">No features plot: features.csv holds no value of BTCUSDT&#x27;s '
+            "depth_imb_5, ofi_int (its order book was never ready") in text
+
+
+def test_features_csv_takes_true_or_names_and_refuses_a_name_that_is_no_feature(tmp_path):
+    """TICKLET_OUTPUT__FEATURES=true is the default set; a name that is no feature of the rows is one line
+    (ConfigError: exit status 2) before anything runs, naming the setting and the name."""
+    from dataflows.forecast import build_flow
+    from dataflows.settings import Settings
+    from sinks.output_config import OutputConfig
+
+    assert OutputConfig(features=True).features == FEATURE_COLUMNS and OutputConfig(features=False).features == ()
+    assert {"depth_imb_5", "ofi_int"} <= set(FEATURE_COLUMNS) and OutputConfig().features == ()
+    s = Settings()
+    bad = s.model_copy(update={"output": s.output.model_copy(update={"dir": tmp_path,
+                                                                     "features": ("depth_imb_5", "depth_imb_7")})})
+    with pytest.raises(ConfigError, match=r"^TICKLET_OUTPUT__FEATURES: 'depth_imb_7' is no feature of the rows; "
+                                          r"they have ret_1, .*depth_imb_5"):
+        build_flow(bad)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------
 # in the browser
 
@@ -436,6 +563,7 @@ def test_every_plot_is_drawn_with_all_its_traces(browsed):
         assert by[(inst, "hit_rate")]["data"] == 3 * (len(MODELS) - 1) * 2  # band (2) and rate
         assert by[(inst, "coverage")]["data"] == 2  # bayes_linear at both horizons
         assert by[(inst, "equity")]["data"] == 2 * (len(MODELS) * 2 + 2)  # equity and drawdown, baselines too
+        assert by[(inst, "features")]["data"] == len(FEATURE_COLUMNS)  # every one has values for each
         points = sum(t["points"] for t in by[(inst, "price")]["traces"])
         assert points >= 8 * 100  # markers of the forecasts in the window
 
