@@ -11,11 +11,13 @@ passes follow, each with a fresh model. Reported: ``avg_us_per_bar``,
 ``steady_avg_us_per_bar`` (after the first retrain), ``retrain_ms`` (a
 learn_one that retrains), the parameters, and the hit rate over the non-zero
 1-second mid moves (a zero forecast a miss, as the metrics count it) and
-over those it called.
+over those it called. ``--seeds K`` adds the hit rates of seeds ``0 ..
+K-1`` (one untimed pass each): on a few hundred labels the figure of one
+seed says little.
 
 Usage::
 
-    python benchmarks/book_learner.py [--repeats 3] [--data DIR] [--config JSON]
+    python benchmarks/book_learner.py [--repeats 3] [--seeds 10] [--data DIR] [--config JSON]
 """
 
 from __future__ import annotations
@@ -69,11 +71,19 @@ def one_pass(rows: list, cfg: DeepLOBConfig) -> tuple[list[float], list[float], 
     return costs, retrains, scored, first
 
 
+def _hits(scored: list[tuple[float, float]]) -> tuple[list, list, int]:
+    """(the non-zero moves, those with a non-zero forecast, the moves whose sign the forecast got)."""
+    moves = [(p, y) for p, y in scored if y != 0.0]
+    called = [(p, y) for p, y in moves if p != 0.0]
+    return moves, called, sum(1 for p, y in moves if p * y > 0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--data", type=Path, default=ROOT / "tests" / "data" / "binance-ws")
     ap.add_argument("--config", default="{}", help="DeepLOBConfig fields as JSON")
+    ap.add_argument("--seeds", type=int, default=0, help="also the hit rates of seeds 0 .. SEEDS-1")
     args = ap.parse_args()
     cfg = DeepLOBConfig(**json.loads(args.config))
     rows = rows_with_book(args.data)
@@ -87,9 +97,12 @@ def main() -> None:
         costs += c
         steady += c[first + 1:] if first >= 0 else []
         retrain_ms += rt
-    moves = [(p, y) for p, y in scored if y != 0.0]
-    called = [(p, y) for p, y in moves if p != 0.0]
-    hits = sum(1 for p, y in moves if p * y > 0)
+    moves, called, hits = _hits(scored)
+    by_seed = {}
+    for seed in range(args.seeds):
+        m, c, h = _hits(one_pass(rows, cfg.model_copy(update={"seed": seed}))[2])
+        by_seed[seed] = {"hit_rate": round(h / len(m), 4) if m else None,
+                         "hit_rate_called": round(h / len(c), 4) if c else None}
     net = DeepLOBModel(cfg)._make_net()
     report = {
         "config": cfg.model_dump(), "rows": len(rows), "rows_with_book": n_book, "repeats": args.repeats,
@@ -101,6 +114,10 @@ def main() -> None:
         "moves": len(moves), "hits": hits, "hit_rate": round(hits / len(moves), 4) if moves else None,
         "called": len(called), "hit_rate_called": round(hits / len(called), 4) if called else None,
     }
+    if by_seed:
+        rates = [v["hit_rate"] for v in by_seed.values() if v["hit_rate"] is not None]
+        report["hit_rate_by_seed"] = by_seed
+        report["hit_rate_seeds_mean"] = round(float(np.mean(rates)), 4) if rates else None
     sys.stdout.write(json.dumps(report, indent=1) + "\n")
 
 
