@@ -67,10 +67,11 @@ from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling, as mypy names it (a file of the tree)
 
+from evaluate_models import DATA, _p  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from benchmarks.evaluate_models import DATA, _p  # noqa: E402
 from core.stats import HacMean, dm_test, holm  # noqa: E402
 from dataflows.settings import Settings  # noqa: E402
 from models.registry import ENSEMBLE, MODELS  # noqa: E402

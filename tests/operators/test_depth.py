@@ -60,9 +60,8 @@ def _reference(events, interval_ns: int) -> dict[int, tuple[np.ndarray, np.ndarr
     prev = None
     for e in events:
         if type(e) is BookSnapshot:
-            book, prev = _Book(e), None
-            book_top = book.top()
-            prev = book_top
+            book = _Book(e)
+            prev = book.top()
             continue
         if type(e) is not DepthUpdate or book is None:
             continue
@@ -74,6 +73,7 @@ def _reference(events, interval_ns: int) -> dict[int, tuple[np.ndarray, np.ndarr
             continue
         book.apply(e)
         now = book.top()
+        assert prev is not None  # a book has a top once loaded
         bp0, bq0, ap0, aq0 = prev.T
         bp1, bq1, ap1, aq1 = now.T
         ofi = (np.where(bp1 >= bp0, bq1, 0) - np.where(bp1 <= bp0, bq0, 0)
