@@ -19,7 +19,7 @@ import msgspec
 import pandas as pd
 import pytest
 
-from core.events import DepthUpdate, ErrorRecord, Kline, Level, Quote, RawChunk, Trade
+from core.events import BookSnapshot, DepthUpdate, ErrorRecord, Kline, Level, Quote, RawChunk, Trade
 from harness.realdata import (
     aggregate_trades,
     dec8,
@@ -94,10 +94,17 @@ def pairs(levels) -> tuple[tuple[float, float], ...]:
 
 
 def norm(ev):
-    """Depth updates with their levels as plain pairs, for comparison."""
-    if type(ev) is DepthUpdate:
+    """Depth updates and snapshots with their levels as plain pairs, for comparison."""
+    if type(ev) is DepthUpdate or type(ev) is BookSnapshot:
         return msgspec.structs.replace(ev, bids=pairs(ev.bids), asks=pairs(ev.asks))
     return ev
+
+
+def snapshot_of(ts: int, msg: dict, key: str) -> BookSnapshot:
+    """The book a REST snapshot line starts, built from the JSON: the recording's instrument's."""
+    e = msg.get("E")
+    return BookSnapshot(key, ts, msg["lastUpdateId"], tuple((float(p), float(q)) for p, q in msg["bids"]),
+                        tuple((float(p), float(q)) for p, q in msg["asks"]), None if e is None else e * MS)
 
 
 def parsed(ws_dir: Path, rel: str) -> list:
@@ -122,8 +129,10 @@ def test_every_recorded_line_parses_to_the_hand_built_event(ws_dir, rel):
     # input order, skips counted by reason, no dead letters on real data.
     sym = Path(rel).name.split("_")[0].upper()
     by_key, errors, counts = parse_chunk(RawChunk("ws", market, sym, list(lines(ws_dir / rel))))
-    events = [w for w in want if not isinstance(w, str)]
-    skips = Counter(w for w in want if isinstance(w, str))
+    key = key_of(sym, market)  # a REST snapshot line is the start of the recording's instrument's book
+    events = [snapshot_of(ts, m, key) if w == "depth_snapshot" else w
+              for (ts, _, m), w in zip(msgs, want, strict=True) if not isinstance(w, str) or w == "depth_snapshot"]
+    skips = Counter(w for w in want if isinstance(w, str) and w != "depth_snapshot")
     assert errors == []
     assert list(by_key) == [key_of(sym, market)]
     assert [norm(e) for e in by_key[key_of(sym, market)]] == events
