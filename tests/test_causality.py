@@ -21,19 +21,21 @@ from operators.features import FeatureConfig
 from operators.swt import denoise_last
 from ticklet.backtest import run_backtest
 
-SRC = "spot/btcusdt_20240809.gz"
-
-
 # --- (a) end to end ------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def prefix_and_full(ws_dir, tmp_path_factory):
+#: A recording without a REST snapshot (no book: top-of-book features), and one that starts with one (depth features).
+SOURCES = ["spot/btcusdt_20240809.gz", "spot/ethusdt_20240808.gz"]
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def prefix_and_full(ws_dir, tmp_path_factory, request):
+    src = request.param
     base = tmp_path_factory.mktemp("causality")
-    real = lines(ws_dir / SRC)
+    real = lines(ws_dir / src)
     cut = int(len(real) * 0.4)
-    prefix = write_gz(base / "prefix" / "spot" / "btcusdt_20240809.gz", real[:cut])
+    prefix = write_gz(base / "prefix" / src, real[:cut])
     run_backtest([str(prefix)], base / "prefix_out")
-    run_backtest([str(ws_dir / SRC)], base / "full_out")
+    run_backtest([str(ws_dir / src)], base / "full_out")
     return recv_ns(real[cut - 1]), base / "prefix_out", base / "full_out"
 
 
