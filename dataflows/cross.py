@@ -64,6 +64,10 @@ def _none() -> None:
 
 @operator
 def keyed_step(step_id: str, up: KeyedStream[Any], step: TickStep) -> StepOut:
-    """A tick step (:class:`~dataflows.local.TickStep`) run keyed by instrument, on the worker that owns it."""
+    """A tick step (:class:`~dataflows.local.TickStep`) run keyed by instrument, on the worker that owns it.
+
+    A step that exports its states (:attr:`~dataflows.local.TickStep.export`) exports them once the input ends
+    (:attr:`~dataflows.ops.StepOut.exports`).
+    """
     return run_step(step.name, up, functools.partial(_started, step.init, step.step), _none, step.flatten,
-                    step.count_as)
+                    step.count_as, step.export)

@@ -140,9 +140,6 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
     save, influx, economics = save_models is not None, settings.output.influx, settings.output.economics
     features_csv = _feature_columns(settings)  # features.csv: its columns, none without it
     follow = bool(settings.cross.pairs)  # cross-asset features: the steps after them run keyed (dataflows.cross)
-    if follow and save:
-        raise ConfigError("--save-models with TICKLET_CROSS__PAIRS: a model bundle of learners that read other "
-                          "instruments' features is not supported yet; unset one of them")
     forecast_steps = [
         local.join_forecasts(settings.forecast, after="compute_features", warm=None if warm is None else warm.join,
                              export=save),
@@ -176,7 +173,7 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
     else:  # each follower's rows with its leaders', then the same steps keyed by instrument
         crossed = cross.follow_leaders("follow_leaders", rows, settings.cross)
         rows = crossed.out
-        joined = cross.keyed_step("join_forecasts", rows, forecast_steps[0])
+        joined = cross.keyed_step("join_forecasts", rows, forecast_steps[0])  # exports its states with a bundle
         issued = op.filter("issued", joined.out, lambda kv: type(kv[1]) is Forecast)
         scored = op.filter("scored", joined.out, lambda kv: type(kv[1]) is ForecastRecord)
         scoring = cross.keyed_step("score_forecasts", scored, forecast_steps[1])
@@ -196,8 +193,11 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
         equity = op.filter("equity", traded, lambda kv: type(kv[1]) is EquityPoint)
         economy = op.filter("economics", traded, lambda kv: type(kv[1]) is EconomicsRecord)
     if save_models is not None:
-        op.output("save_models", local.exports_of("exports", ticks),
-                  BundleSink(save_models, withdraw=(out / COUNTERS_FILE,)))
+        exports = local.exports_of("exports", ticks)
+        if follow:  # the features' states from where the ticks are read, the learners' from the keyed join
+            assert joined.exports is not None
+            exports = op.merge("merge_exports", exports, joined.exports)
+        op.output("save_models", exports, BundleSink(save_models, withdraw=(out / COUNTERS_FILE,)))
     if warm is not None:  # at the end: a warning if no instrument started from the bundle
         op.output("check_warm_start", scored, WarmStartCheck(warm))
     dead = op.merge("merge_dead_letters", *errors, local.one_reader("one_reader", ticks))

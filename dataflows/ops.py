@@ -37,6 +37,7 @@ from sinks.records import csv_lines, kafka_record
 from sources.binance import EventBatch, message_of
 
 __all__ = [
+    "Exported",
     "Side",
     "StepLogic",
     "StepOut",
@@ -57,11 +58,26 @@ W = TypeVar("W")
 
 @dataclass(frozen=True)
 class StepOut(Generic[W]):
-    """A step's main keyed output, its dead letters and its counter increments."""
+    """A step's main keyed output, its dead letters and its counter increments.
+
+    ``exports``: with an ``export`` (:func:`run_step`), each key's exported
+    state once the input ends, as ``(key, (key, kind, state))``.
+    """
 
     out: KeyedStream[W]
     errors: Stream[ErrorRecord]
     counts: Stream[Count]
+    exports: Optional[KeyedStream[tuple[str, str, Any]]] = None
+
+
+class Exported:
+    """A key's exported state (``kind``, ``value``), from :meth:`StepLogic.on_eof`."""
+
+    __slots__ = ("kind", "value")
+
+    def __init__(self, kind: str, value: Any):
+        self.kind = kind
+        self.value = value
 
 
 class Side:
@@ -107,8 +123,10 @@ class StepLogic(StatefulBatchLogic[Any, Any, Any]):
     their records are dropped too, and those of the events it holds kept.
     """
 
-    def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[tuple[str, type]], stage: str):
+    def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[tuple[str, type]], stage: str,
+                 export: Optional[tuple[str, Callable[[Any], Any]]] = None):
         self.step = step
+        self.export = export
         self.state = state
         self.flatten = flatten
         self.count_as = count_as
@@ -207,6 +225,13 @@ class StepLogic(StatefulBatchLogic[Any, Any, Any]):
                 del held[key]
         return res
 
+    def on_eof(self) -> tuple[Iterable, bool]:
+        """With an ``export = (kind, fn)``, ``fn(state)`` once the input ends (:class:`Exported`); else nothing."""
+        if self.export is None or self.state is None:
+            return (), StatefulBatchLogic.RETAIN
+        kind, fn = self.export
+        return [Exported(kind, fn(self.state))], StatefulBatchLogic.RETAIN
+
     def snapshot(self) -> Any:
         """A copy of the state, for the recovery store."""
         return copy.deepcopy(self.state)
@@ -232,24 +257,41 @@ def run_step(
     init: Callable[[], S],
     flatten: bool = False,
     count_as: Optional[tuple[str, type]] = None,
+    export: Optional[tuple[str, Callable[[Any], Any]]] = None,
 ) -> StepOut:
     """Run ``step`` per key, starting each key from ``init()`` (or its recovered state: recovery always wins).
 
     With ``flatten``, each upstream value is a list of items fed one by one.
     ``count_as = (name, type)`` counts main outputs of that type under that
-    counter name.
+    counter name. With ``export = (kind, fn)``, each key's ``fn(state)``
+    goes out once the input ends (:attr:`StepOut.exports`, for a model bundle).
     """
 
     def builder(resume: Optional[S]) -> StepLogic:
-        return StepLogic(step, init() if resume is None else resume, flatten, count_as, step_id.rsplit(".", 1)[-1])
+        return StepLogic(step, init() if resume is None else resume, flatten, count_as, step_id.rsplit(".", 1)[-1],
+                         export)
 
     s = op.stateful_batch("stateful_step", up, builder)
     b = op.branch("split_side", s, _is_main)
+    main, exports = b.trues, None
+    if export is not None:
+        e = op.branch("split_exports", main, _not_exported)
+        main, exports = e.trues, op.map("exports", e.falses, _export_record)
     return StepOut(
-        b.trues,
+        main,
         op.flat_map("side_errors", b.falses, _side_errors),
         op.flat_map("side_counts", b.falses, _side_counts),
+        exports,
     )
+
+
+def _not_exported(kv: tuple[str, Any]) -> bool:
+    return type(kv[1]) is not Exported
+
+
+def _export_record(kv: tuple[str, Exported]) -> tuple[str, tuple[str, str, Any]]:
+    key, x = kv
+    return key, (key, x.kind, x.value)
 
 
 @operator

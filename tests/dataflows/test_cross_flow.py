@@ -1,18 +1,18 @@
 """Cross-asset features in the dataflow (dataflows/cross.py), on the real
 BTCUSDT and ETHUSDT spot recordings of the same window: the follower's
 forecasts use the leader's features; one worker, two worker processes and a
-prefix of both recordings agree; a bundle cannot be saved with pairs set."""
+prefix of both recordings agree; a model bundle saved with pairs set starts a run."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-from core.config import ConfigError
 from dataflows.settings import Settings
-from harness.realdata import RECORD_FILES, lines, recv_ns, write_gz
+from harness.realdata import RECORD_FILES, csv_dicts, lines, recv_ns, write_gz
 from ticklet.backtest import run_backtest
 
 #: Integration tests (tests/integration_mark.py): the dataflow in two processes.
@@ -78,6 +78,16 @@ def test_a_prefix_of_both_recordings_gives_a_prefix_of_the_outputs(runs, ws_dir,
         assert rows == full["forecasts.csv"][inst][: len(rows)], inst
 
 
-def test_a_bundle_is_refused_with_pairs(ws_dir, tmp_path):
-    with pytest.raises(ConfigError, match="TICKLET_CROSS__PAIRS"):
-        run_backtest([str(ws_dir / FILES[0])], tmp_path / "out", base=PAIRS, save_models=tmp_path / "b")
+def test_a_bundle_of_a_run_with_pairs_warm_starts_one(ws_dir, tmp_path):
+    """The learners of a run with pairs, keyed where the leader's rows meet the follower's, are saved when
+    the input ends, both instruments' with their features; a run started from the bundle uses them."""
+    paths = [str(ws_dir / f) for f in FILES]
+    saved = run_backtest(paths, tmp_path / "out", base=PAIRS, save_models=tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert saved["bundle"]["id"] == manifest["bundle_id"]
+    assert sorted(manifest["data"]["instruments"]) == ["BTCUSDT", "ETHUSDT"]
+    warm = run_backtest(paths, tmp_path / "warm", base=PAIRS, warm_start=tmp_path / "b")
+    rows = [r for r in csv_dicts(tmp_path / "warm" / "forecasts.csv") if r["model"] == "logistic"]
+    assert rows and all(r["bundle"] == manifest["bundle_id"] for r in rows)
+    assert {r["instrument"] for r in rows} == {"BTCUSDT", "ETHUSDT"}
+    assert warm["forecasts"] == saved["forecasts"]

@@ -101,10 +101,10 @@ def norm(ev):
 
 
 def snapshot_of(ts: int, msg: dict, key: str) -> BookSnapshot:
-    """The book a REST snapshot line starts, built from the JSON: the recording's instrument's."""
+    """The book a REST snapshot line starts, built from the JSON: the recording's instrument's (normalized)."""
     e = msg.get("E")
-    return BookSnapshot(key, ts, msg["lastUpdateId"], tuple((float(p), float(q)) for p, q in msg["bids"]),
-                        tuple((float(p), float(q)) for p, q in msg["asks"]), None if e is None else e * MS)
+    return norm(BookSnapshot(key, ts, msg["lastUpdateId"], tuple(Level(float(p), float(q)) for p, q in msg["bids"]),
+                             tuple(Level(float(p), float(q)) for p, q in msg["asks"]), None if e is None else e * MS))
 
 
 def parsed(ws_dir: Path, rel: str) -> list:
