@@ -30,7 +30,9 @@ States
     ``BookGap("depth")``, ``Count("depth_gaps")``, ``Count("book_resyncs")``,
     ``SnapshotRequest("gap")``; the book is dropped and the diff buffered
     (back to ``waiting``). A diff with ``u`` at or below the book's update id
-    is old (a replay) and is ignored (``depth_stale_updates``).
+    is old (a replay): it cannot apply, and is a dead letter
+    (:class:`~core.events.ErrorRecord` with the diff) counted as
+    ``depth_stale_updates``; the book is unchanged.
 
 Applying a diff sets each level's quantity (absolute, not a delta); quantity
 0 removes the level. After every diff the book is checked: a crossed book
@@ -360,6 +362,9 @@ def _on_diff(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: boo
     if status == SYNCED:
         last = st.last_id
         if ev.last_id <= last:
+            out.append(ErrorRecord("orderbook", f"depth update {ev.first_id}..{ev.last_id} is not newer than the "
+                                   f"book (update id {last}): a repeat, not applied",
+                                   msgspec.json.encode(ev).decode(), ev.instrument, now))
             out.append(Count("depth_stale_updates", 1))
             return
         pu = ev.prev_last_id

@@ -7,6 +7,7 @@ missing, never zero, without a snapshot."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -192,3 +193,22 @@ def test_integrated_ofi_uses_only_the_bars_so_far(ws_dir):
         assert math.isclose(r.x["ofi_int"], float(w @ v), rel_tol=1e-6, abs_tol=1e-9)
         checked += 1
     assert checked > 400
+
+
+def test_a_repeated_depth_diff_is_one_dead_letter_with_its_line_and_changes_nothing(ws_dir, tmp_path):
+    """A depth message received twice (a replay) cannot apply to the book: the dataflow dead-letters the
+    repeat with its exact bytes and counts it, and every output is that of the clean recording."""
+    from harness.realdata import RECORD_FILES, lines, payload, write_gz
+    from ticklet.backtest import run_backtest
+
+    real = list(lines(ws_dir / USDM[0]))
+    k = next(i for i in range(len(real) // 2, len(real)) if b"@depth" in real[i][:80])
+    dup = real[: k + 3] + [real[k]] + real[k + 3 :]
+    run_backtest([str(write_gz(tmp_path / "clean" / USDM[0], real))], tmp_path / "clean_out")
+    summary = run_backtest([str(write_gz(tmp_path / "dup" / USDM[0], dup))], tmp_path / "dup_out")
+    dead = [json.loads(ln) for ln in (tmp_path / "dup_out" / "dead_letters.jsonl").read_text().splitlines()]
+    assert [(d["stage"], d["raw"]) for d in dead] == [("orderbook", payload(real[k]).decode())]
+    assert "not newer than the book" in dead[0]["reason"]
+    assert summary["counters"]["depth_stale_updates"] == 1 == summary["counters"]["dead_letters"]
+    for name in RECORD_FILES:
+        assert (tmp_path / "dup_out" / name).read_bytes() == (tmp_path / "clean_out" / name).read_bytes(), name

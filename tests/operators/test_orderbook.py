@@ -444,8 +444,11 @@ def test_old_diffs_and_old_snapshots_are_ignored(rec):
     k = _diff_index(rec, 0.3)
     st, _ = drive(step, fresh(), items[: k + 1])
     before = pickle.dumps(st)
-    st, out = step(st, items[k - 3])  # a replayed diff
-    assert out == [Count("depth_stale_updates", 1)]
+    st, out = step(st, items[k - 3])  # a replayed diff: a dead letter with the diff, counted
+    err, count = out
+    assert count == Count("depth_stale_updates", 1)
+    assert type(err) is ErrorRecord and err.stage == "orderbook" and "not newer than the book" in err.reason
+    assert err.raw == msgspec.json.encode(items[k - 3]).decode() and err.instrument == items[k - 3].instrument
     old = _snapshot_of_reference(rec, k - 1, items[k].ts_recv)
     st, out = step(st, old)
     assert out == [Count("book_snapshots_ignored", 1)]
