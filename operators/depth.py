@@ -64,6 +64,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import add, sub
 from typing import Optional, Union
 
 import msgspec
@@ -168,7 +169,7 @@ class DepthState:
     seen: bool = False  # the instrument has had a depth event
     prev: Optional[tuple[list, list, list, list]] = None  # top L (bid px, bid qty, ask px, ask qty) of a live book
     ofi: list = field(init=False)
-    depth_sum: list = field(init=False)
+    depth_sum: list = field(init=False)  # per level, bid + ask quantity summed over the bar's diffs
     updates: int = 0
     events: list = field(init=False)  # adds, cancels, changes: bid then ask
 
@@ -184,8 +185,7 @@ class DepthState:
 def _top(book: OrderBookState, n: int) -> tuple[list, list, list, list]:
     bpx = book.bid_px[-n:][::-1]
     apx = book.ask_px[:n]
-    bq, aq = book.bid_qty, book.ask_qty
-    return bpx, [bq[p] for p in bpx], apx, [aq[p] for p in apx]
+    return bpx, list(map(book.bid_qty.__getitem__, bpx)), apx, list(map(book.ask_qty.__getitem__, apx))
 
 
 def _count_events(st: DepthState, ev: DepthUpdate) -> None:
@@ -224,21 +224,37 @@ def _count_events(st: DepthState, ev: DepthUpdate) -> None:
 
 
 def _accumulate(st: DepthState, now: tuple[list, list, list, list]) -> None:
-    """Add one applied diff's level OFIs and level depths (``now``: the top ``L`` after it)."""
+    """Add one applied diff's level OFIs and level depths (``now``: the top ``L`` after it).
+
+    The common cases run as C-level maps over the levels: a side whose
+    level prices did not move adds its quantity changes (the OFI's terms
+    then reduce to ``q^b_m(n) - q^b_m(n-1)`` and ``-(q^a_m(n) - q^a_m(n-1))``).
+    """
     bp1, bq1, ap1, aq1 = now
-    ofi, dsum = st.ofi, st.depth_sum
+    n = st.depth.levels
+    ofi = st.ofi
     prev = st.prev
-    if prev is not None:  # zip stops at the shallowest side of either book
-        levels = zip(bp1, prev[0], bq1, prev[1], ap1, prev[2], aq1, prev[3], strict=False)
-        for m, (b1, b0, q1, q0, a1, a0, r1, r0) in enumerate(levels):
-            if b1 == b0 and a1 == a0:  # the common case: the level's prices stay
-                if q1 != q0 or r1 != r0:
-                    ofi[m] += q1 - q0 - r1 + r0
-            else:
-                ofi[m] += ((q1 if b1 >= b0 else 0.0) - (q0 if b1 <= b0 else 0.0) - (r1 if a1 <= a0 else 0.0)
-                           + (r0 if a1 >= a0 else 0.0))
-    for m, (q1, r1) in enumerate(zip(bq1, aq1, strict=False)):
-        dsum[m] += (q1 + r1) * 0.5
+    if prev is not None:
+        bp0, bq0, ap0, aq0 = prev
+        if bp1 == bp0 and len(bq1) == n:
+            if bq1 != bq0:
+                ofi = list(map(add, ofi, map(sub, bq1, bq0)))
+        else:  # zip stops at the shallowest of the two books
+            for m, (b1, b0, q1, q0) in enumerate(zip(bp1, bp0, bq1, bq0, strict=False)):
+                ofi[m] += (q1 if b1 >= b0 else 0.0) - (q0 if b1 <= b0 else 0.0)
+        if ap1 == ap0 and len(aq1) == n:
+            if aq1 != aq0:
+                ofi = list(map(add, ofi, map(sub, aq0, aq1)))
+        else:
+            for m, (a1, a0, r1, r0) in enumerate(zip(ap1, ap0, aq1, aq0, strict=False)):
+                ofi[m] += (r0 if a1 >= a0 else 0.0) - (r1 if a1 <= a0 else 0.0)
+        st.ofi = ofi
+    dsum = st.depth_sum
+    if len(bq1) == n and len(aq1) == n:
+        st.depth_sum = list(map(add, map(add, dsum, bq1), aq1))
+    else:
+        for m, (q1, r1) in enumerate(zip(bq1, aq1, strict=False)):
+            dsum[m] += q1 + r1
     st.updates += 1
 
 
@@ -271,7 +287,7 @@ def _stats(st: DepthState, first: bool) -> BookStats:
     if first and st.updates:
         u = st.updates
         ofi = tuple(st.ofi[:k])
-        level_depth = tuple(d / u for d in st.depth_sum[:k])
+        level_depth = tuple(d * 0.5 / u for d in st.depth_sum[:k])
         e = st.events
     else:
         ofi = (0.0,) * k
@@ -321,16 +337,23 @@ def step(state: DepthState, event: Event) -> tuple[DepthState, Sequence[Out]]:
     letters go out.
     """
     st = state
-    bst = st.bars
+    bst = st.bars  # bars.step updates it in place
     start = bst.start
+    cls = type(event)
+    if cls is not DepthUpdate and cls is not BookSnapshot:
+        out = bars.step(bst, event)[1]
+        if out and st.seen:
+            out = _with_depth(st, out, start)
+        if bst.start != start:
+            _clear(st)
+        return st, out
     late = event.ts_recv < bst.max_ts - bst.lateness
-    st.bars, out = bars.step(bst, event)
-    if st.seen and out:
+    out = bars.step(bst, event)[1]
+    if out and st.seen:
         out = _with_depth(st, out, start)
     if bst.start != start:
         _clear(st)
-    cls = type(event)
-    if late or (cls is not DepthUpdate and cls is not BookSnapshot):
+    if late:
         return st, out
     st.seen = True
     book = st.book
