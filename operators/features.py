@@ -75,6 +75,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -247,13 +248,25 @@ def depth_names(config: DepthConfig) -> tuple[str, ...]:
     """
     if not config.enabled:
         return ()
-    return (*(f"ofi_l{m}" for m in range(1, config.levels + 1)), "ofi_int",
-            *(f"depth_imb_{k}" for k in config.imbalance_levels),
-            *(n for d in config.within_bps for n in (f"depth_b_{d:g}bp", f"depth_a_{d:g}bp")),
-            "walk_buy", "walk_sell", *_EVENT_NAMES, *(book_names(config.levels) if config.book_in_row else ()))
+    ofi, imb, within, book = _depth_keys(config)
+    return (*ofi, "ofi_int", *imb, *(n for pair in within for n in pair), "walk_buy", "walk_sell", *_EVENT_NAMES,
+            *(book if config.book_in_row else ()))
 
 
 _EVENT_NAMES = ("book_adds_b", "book_adds_a", "book_cancels_b", "book_cancels_a", "book_changes_b", "book_changes_a")
+
+
+@functools.lru_cache(maxsize=16)
+def _depth_keys(config: DepthConfig) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...],
+                                              tuple[str, ...]]:
+    """The names of the level OFIs, the depth imbalances, the (bid, ask) depths within bps and the book itself.
+
+    Made once per configuration (a pure memo), not for every bar.
+    """
+    return (tuple(f"ofi_l{m}" for m in range(1, config.levels + 1)),
+            tuple(f"depth_imb_{k}" for k in config.imbalance_levels),
+            tuple((f"depth_b_{d:g}bp", f"depth_a_{d:g}bp") for d in config.within_bps),
+            book_names(config.levels))
 
 
 def warm(bundle: FeatureState, config: FeatureConfig) -> FeatureState:
@@ -283,11 +296,11 @@ def warm(bundle: FeatureState, config: FeatureConfig) -> FeatureState:
 def _depth_features(st: FeatureState, d: BookStats, x: dict[str, float]) -> None:
     """Add the depth features of a ready book ``d`` to ``x`` (see the module docstring)."""
     c = st.config.depth
+    ofi_names, imb_names, within_names, book = _depth_keys(c)
     ofi, level_depth = d.ofi, d.level_depth
     k = len(ofi)
-    norm = [ofi[m] / level_depth[m] if level_depth[m] > 0.0 else 0.0 for m in range(k)]
-    for m in range(k):
-        x[f"ofi_l{m + 1}"] = norm[m]
+    norm = [o / ld if ld > 0.0 else 0.0 for o, ld in zip(ofi, level_depth, strict=True)]
+    x.update(zip(ofi_names, norm, strict=False))  # as many as the book has levels
     if k == c.levels:
         if st.pca is None:
             st.pca = LevelPCA(0, np.zeros(k), np.zeros((k, k)))
@@ -298,13 +311,13 @@ def _depth_features(st: FeatureState, d: BookStats, x: dict[str, float]) -> None
             if w is not None:
                 x["ofi_int"] = float(w @ v)
     bq, aq = d.bid_qty, d.ask_qty
-    for n in c.imbalance_levels:
+    for n, name in zip(c.imbalance_levels, imb_names, strict=True):
         if n <= len(bq) and n <= len(aq):
             b, a = sum(bq[:n]), sum(aq[:n])
-            x[f"depth_imb_{n}"] = (b - a) / (b + a)
-    for dist, wb, wa in zip(c.within_bps, d.within_bid, d.within_ask, strict=True):
-        x[f"depth_b_{dist:g}bp"] = math.log1p(wb)
-        x[f"depth_a_{dist:g}bp"] = math.log1p(wa)
+            x[name] = (b - a) / (b + a)
+    for (nb, na), wb, wa in zip(within_names, d.within_bid, d.within_ask, strict=True):
+        x[nb] = math.log1p(wb)
+        x[na] = math.log1p(wa)
     if d.walk_buy is not None:
         x["walk_buy"] = d.walk_buy
     if d.walk_sell is not None:
@@ -315,10 +328,11 @@ def _depth_features(st: FeatureState, d: BookStats, x: dict[str, float]) -> None
     if c.book_in_row:
         mid = (d.bid_px[0] + d.ask_px[0]) * 0.5
         for i in range(min(c.levels, len(d.bid_px), len(d.ask_px))):
-            x[f"lob_ap{i + 1}"] = (d.ask_px[i] - mid) / mid * _BPS
-            x[f"lob_aq{i + 1}"] = math.log1p(d.ask_qty[i])
-            x[f"lob_bp{i + 1}"] = (mid - d.bid_px[i]) / mid * _BPS
-            x[f"lob_bq{i + 1}"] = math.log1p(d.bid_qty[i])
+            ap, aq_, bp, bq_ = book[4 * i : 4 * i + 4]
+            x[ap] = (d.ask_px[i] - mid) / mid * _BPS
+            x[aq_] = math.log1p(d.ask_qty[i])
+            x[bp] = (mid - d.bid_px[i]) / mid * _BPS
+            x[bq_] = math.log1p(d.bid_qty[i])
 
 
 def _raw_features(st: FeatureState, bar: Bar, lp: float) -> dict[str, float]:
