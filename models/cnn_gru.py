@@ -118,6 +118,7 @@ True
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple, Optional
@@ -163,7 +164,7 @@ class _Pending(NamedTuple):
     idx: int  # the index (in n_seen) of the window's last vector
 
 
-class WindowLearner:
+class WindowLearner(ABC):
     """An online regressor of the future log return from a window of the last bars (see the module docstring).
 
     The machinery the CNN-GRU and the book learner share. A subclass gives
@@ -222,17 +223,17 @@ class WindowLearner:
 
     # --- what a subclass gives -----------------------------------------------
 
+    @abstractmethod
     def _input_names(self, x: dict[str, float]) -> tuple[str, ...]:
         """The names the rows are read from, given the first ``x``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _vector(self, x: dict[str, float]) -> tuple[bytes, Optional[np.ndarray]]:
         """(matching key, float32 row of the window) of ``x``; the row is None when ``x`` has nothing to read."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _make_net(self) -> nn.Module:
         """A fresh network (the torch RNG is seeded by the caller)."""
-        raise NotImplementedError
 
     # --- the online protocol -------------------------------------------------
 
