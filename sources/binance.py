@@ -1091,11 +1091,10 @@ class _RestDepth(msgspec.Struct, gc=False):
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
     E: Optional[int] = None  # USD-M only (ms)
-    symbol: Optional[str] = None  # COIN-M's; spliced in by ticklet's collector and replay (sources.wire.with_symbol)
 
 
 class _RestSymbol(msgspec.Struct, gc=False):
-    symbol: Optional[str] = None
+    symbol: Optional[str] = None  # COIN-M's; spliced in by ticklet's collector and replay (sources.wire.with_symbol)
 
 
 _rest_symbol_dec = msgspec.json.Decoder(_RestSymbol, strict=False)
