@@ -207,8 +207,8 @@ def make_signals(config: signals.SignalConfig, after: str) -> TickStep:
 def find_fill_quotes(latency_ms: int, bar_config: bars.BarConfig, after: str, emit: bool = False) -> TickStep:
     """The first best bid/ask after every bar end plus the order latency, from the events of ``after``."""
     iv, gap = bar_config.interval_ms, bar_config.max_gap_bars
-    return TickStep("find_fill_quotes", fills.step, _fresh(functools.partial(fills.FillState, latency_ms, iv, gap)),
-                    (after,), stage="fills", flatten=True, emit=emit)
+    return TickStep("find_fill_quotes", fills.step_batch,
+                    _fresh(functools.partial(fills.FillState, latency_ms, iv, gap)), (after,), stage="fills", emit=emit)
 
 
 def trade(config: pnl.ExecutionConfig, bar_config: bars.BarConfig, after: tuple[str, str]) -> TickStep:

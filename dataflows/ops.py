@@ -33,7 +33,7 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 from core.events import Count, ErrorRecord, MetricsRecord
 from core.telemetry import STAGE_SECONDS
 from sinks.files import CsvSink
-from sinks.records import csv_lines, kafka_record
+from sinks.records import csv_bytes, kafka_record
 from sources.binance import EventBatch, message_of
 
 __all__ = [
@@ -185,10 +185,13 @@ class StepLogic(StatefulBatchLogic[Any, Any, Any]):
         """
         held = self.held
         fmt = batch.fmt
+        holding = getattr(state, "holding", None)
+        if (not held and holding is not None and not holding()
+                and not any(type(x) is list or type(x) is EventBatch or type(x) is ErrorRecord for x in out)):
+            return out  # no event passed on nor held, none dead-lettered: no record to carry
         if (not held and len(out) == 1 and type(out[0]) is list and len(out[0]) == len(batch)
                 and all(map(is_, out[0], batch))):  # the common case: every event passed on
             return [EventBatch(fmt, out[0], batch.records)]
-        holding = getattr(state, "holding", None)
         if (not held and out and type(out[0]) is list and holding is not None and not holding()
                 and not any(type(x) is ErrorRecord for x in out)):  # some skipped, none held nor dead-lettered
             acc = out[0]
@@ -301,7 +304,7 @@ def encode_for_kafka(step_id: str, up: KeyedStream[Any]) -> Stream[tuple[bytes, 
 
 
 def _csv_blob(batch: list[tuple[str, Any]]) -> list[tuple[str, bytes]]:
-    return [("all", csv_lines([kv[1] for kv in batch]).encode())]
+    return [("all", csv_bytes([kv[1] for kv in batch]))]
 
 
 @operator

@@ -188,43 +188,94 @@ def _top(book: OrderBookState, n: int) -> tuple[list, list, list, list]:
     return bpx, list(map(book.bid_qty.__getitem__, bpx)), apx, list(map(book.ask_qty.__getitem__, apx))
 
 
-def _count_events(st: DepthState, ev: DepthUpdate) -> None:
-    """Count the diff's levels at or better than the ``L``-th level of the book before it."""
+def _scan(st: DepthState, ev: DepthUpdate) -> Optional[list]:
+    """Count the diff's levels at or better than the ``L``-th level of the book before it (book events).
+
+    Returns the quantity changes it makes to the top ``L`` levels, as
+    ``(side, m, old, new)`` (side 0 bid, 1 ask; ``m`` the level, 0 the
+    best), if it leaves their prices as they were; None if it may move them
+    (it adds or removes one of those levels, or a side it updates has fewer
+    than ``L``).
+    """
     book, n, e = st.book, st.depth.levels, st.events
+    changes: Optional[list] = []
     px = book.bid_px
-    if ev.bids and px:
-        worst = px[-n] if len(px) >= n else px[0]
-        qty = book.bid_qty
-        for lv in ev.bids:
-            p = lv.price
-            if p >= worst:
-                old = qty.get(p)
-                if not lv.qty:
-                    if old is not None:
-                        e[1] += 1
-                elif old is None:
-                    e[0] += 1
-                elif old != lv.qty:
-                    e[2] += 1
+    if ev.bids:
+        if len(px) >= n:
+            worst = px[-n]
+        else:
+            changes = None
+            worst = px[0] if px else 0.0
+        if px:
+            qty = book.bid_qty
+            for lv in ev.bids:
+                p = lv.price
+                if p >= worst:
+                    old, q = qty.get(p), lv.qty
+                    if not q:
+                        if old is not None:
+                            e[1] += 1
+                            changes = None
+                    elif old is None:
+                        e[0] += 1
+                        changes = None
+                    elif old != q:
+                        e[2] += 1
+                        if changes is not None:
+                            changes.append((0, len(px) - 1 - bisect_left(px, p), old, q))
     px = book.ask_px
-    if ev.asks and px:
-        worst = px[n - 1] if len(px) >= n else px[-1]
-        qty = book.ask_qty
-        for lv in ev.asks:
-            p = lv.price
-            if p <= worst:
-                old = qty.get(p)
-                if not lv.qty:
-                    if old is not None:
-                        e[4] += 1
-                elif old is None:
-                    e[3] += 1
-                elif old != lv.qty:
-                    e[5] += 1
+    if ev.asks:
+        if len(px) >= n:
+            worst = px[n - 1]
+        else:
+            changes = None
+            worst = px[-1] if px else 0.0
+        if px:
+            qty = book.ask_qty
+            for lv in ev.asks:
+                p = lv.price
+                if p <= worst:
+                    old, q = qty.get(p), lv.qty
+                    if not q:
+                        if old is not None:
+                            e[4] += 1
+                            changes = None
+                    elif old is None:
+                        e[3] += 1
+                        changes = None
+                    elif old != q:
+                        e[5] += 1
+                        if changes is not None:
+                            changes.append((1, bisect_left(px, p), old, q))
+    return changes
 
 
-def _accumulate(st: DepthState, now: tuple[list, list, list, list]) -> None:
+def _requantify(st: DepthState, top: tuple[list, list, list, list], changes: list) -> bool:
+    """Apply quantity changes (:func:`_scan`'s) to the top ``L`` and add their level OFIs; False if a level repeats.
+
+    The OFI's terms of a level whose price stays are ``q^b_m(n) - q^b_m(n-1)``
+    and ``-(q^a_m(n) - q^a_m(n-1))``, 0 for the levels the diff leaves.
+    """
+    if len(changes) > 1 and len({c[:2] for c in changes}) < len(changes):
+        return False  # one price twice in a diff: the top is read again
+    _, bq, _, aq = top
+    ofi = st.ofi
+    for side, m, old, q in changes:
+        if side:
+            aq[m] = q
+            ofi[m] -= q - old
+        else:
+            bq[m] = q
+            ofi[m] += q - old
+    return True
+
+
+def _accumulate(st: DepthState, now: tuple[list, list, list, list], moved: bool = True) -> None:
     """Add one applied diff's level OFIs and level depths (``now``: the top ``L`` after it).
+
+    ``moved``: whether the top ``L``'s prices may differ from the ones before
+    the diff (if not, the diff's level OFIs were added by
+    :func:`_requantify`).
 
     The common cases run as C-level maps over the levels: a side whose
     level prices did not move adds its quantity changes (the OFI's terms
@@ -234,7 +285,7 @@ def _accumulate(st: DepthState, now: tuple[list, list, list, list]) -> None:
     n = st.depth.levels
     ofi = st.ofi
     prev = st.prev
-    if prev is not None:
+    if prev is not None and moved:
         bp0, bq0, ap0, aq0 = prev
         if bp1 == bp0 and len(bq1) == n:
             if bq1 != bq0:
@@ -258,9 +309,30 @@ def _accumulate(st: DepthState, now: tuple[list, list, list, list]) -> None:
     st.updates += 1
 
 
-def _within(px: list, qty: dict, lo: float, hi: float) -> float:
-    i, j = bisect_left(px, lo), bisect_right(px, hi)
-    return sum(map(qty.__getitem__, px[i:j]), 0.0)
+def _within(px: list, qty: dict, mid: float, bps: tuple[float, ...], sign: float) -> tuple[float, ...]:
+    """The quantity on one side within each of ``bps`` (ascending) of ``mid``, the touch included.
+
+    ``sign``: -1 for the bids (below ``mid``), 1 for the asks. The bands are
+    nested, so each level is read once: summed from the touch outward, one
+    band after the other.
+    """
+    get = qty.__getitem__
+    total, res = 0.0, []
+    if sign < 0:
+        end = bisect_right(px, mid)
+        for b in bps:
+            i = bisect_left(px, mid * (1.0 - b / _BPS), 0, end)
+            total = sum(map(get, px[i:end][::-1]), total)
+            res.append(total)
+            end = i
+    else:
+        start = bisect_left(px, mid)
+        for b in bps:
+            k = bisect_right(px, mid * (1.0 + b / _BPS), start)
+            total = sum(map(get, px[start:k]), total)
+            res.append(total)
+            start = k
+    return tuple(res)
 
 
 def _walk(levels: Sequence[float], qty: dict, notional: float, mid: float, sign: float) -> Optional[float]:
@@ -294,8 +366,8 @@ def _stats(st: DepthState, first: bool) -> BookStats:
         level_depth = tuple((bq[m] + aq[m]) * 0.5 for m in range(k))
         e = [0] * 6
     mid = (bpx[0] + apx[0]) * 0.5
-    within_b = tuple(_within(book.bid_px, book.bid_qty, mid * (1.0 - b / _BPS), mid) for b in c.within_bps)
-    within_a = tuple(_within(book.ask_px, book.ask_qty, mid, mid * (1.0 + b / _BPS)) for b in c.within_bps)
+    within_b = _within(book.bid_px, book.bid_qty, mid, c.within_bps, -1.0)
+    within_a = _within(book.ask_px, book.ask_qty, mid, c.within_bps, 1.0)
     w = c.walk_notional
     buy = _walk(book.ask_px, book.ask_qty, w, mid, 1.0)
     sell = _walk(reversed(book.bid_px), book.bid_qty, w, mid, -1.0)  # type: ignore[arg-type]
@@ -357,14 +429,22 @@ def step(state: DepthState, event: Event) -> tuple[DepthState, Sequence[Out]]:
         return st, out
     st.seen = True
     book = st.book
+    changes = None
     if cls is DepthUpdate and (book.status == SYNCED or book.status == LOADED):
-        _count_events(st, event)  # type: ignore[arg-type]
+        changes = _scan(st, event)  # type: ignore[arg-type]
     _, recs = orderbook.step(book, event)
     if book.status == SYNCED or book.status == LOADED:
-        now = _top(book, st.depth.levels)
-        if cls is DepthUpdate and st.prev is not None and book.last_id == event.last_id:  # type: ignore[union-attr]
-            _accumulate(st, now)
-        st.prev = now
+        prev = st.prev
+        applied = cls is DepthUpdate and prev is not None and book.last_id == event.last_id  # type: ignore[union-attr]
+        # a diff that leaves the top L's prices: its quantity changes are applied to the top L kept, not read again
+        if changes is not None and prev is not None and (not applied or not changes or _requantify(st, prev, changes)):
+            if applied:
+                _accumulate(st, prev, moved=False)
+        else:
+            now = _top(book, st.depth.levels)
+            if applied:
+                _accumulate(st, now)
+            st.prev = now
     else:
         st.prev = None
     side = [r for r in recs if type(r) is Count or type(r) is ErrorRecord]

@@ -49,7 +49,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from core.events import Count, FeatureRow
 from core.telemetry import EVENTS
 from sinks.fatal import EXIT_BAD_SETUP, os_error, stop_run, write_failed
-from sinks.records import csv_lines, header, jsonl
+from sinks.records import csv_bytes, header, jsonl
 
 __all__ = ["COUNTERS_FILE", "FEATURES_FILE", "CounterSink", "CsvSink", "FeatureCsvSink", "JsonLinesSink",
            "feature_csv_blobs", "feature_csv_lines"]
@@ -203,7 +203,7 @@ class CsvSink(_FileSink):
     def _encode(self, values: list) -> bytes:
         if type(values[0]) is bytes:
             return b"".join(values)
-        return csv_lines(values).encode()
+        return csv_bytes(values)
 
 
 def feature_csv_lines(rows: Sequence[FeatureRow], names: Sequence[str]) -> str:

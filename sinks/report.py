@@ -38,12 +38,17 @@ def read_last(path: Path, cls: type[R]) -> list[R]:
     None when the file does not exist: a sink's file appears with its first
     record.
     """
-    last: dict[_Key, dict[str, Any]] = {}
+    last: dict[_Key, list[str]] = {}
+    head: list[str] = []
     if path.exists():
         with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                last[(row["instrument"], row["model"], int(row["horizon"]))] = row
-    return [record_from_row(row, cls) for row in last.values()]
+            rows = csv.reader(f)
+            head = next(rows, [])
+            if head:
+                i, m, h = head.index("instrument"), head.index("model"), head.index("horizon")
+                for row in rows:
+                    last[(row[i], row[m], int(row[h]))] = row
+    return [record_from_row(dict(zip(head, row, strict=True)), cls) for row in last.values()]
 
 
 _State = tuple[dict[str, int], dict[_Key, MetricsRecord]]

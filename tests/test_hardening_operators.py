@@ -818,3 +818,37 @@ def test_late_trades_fill_gaps_copies_do_not_and_the_state_stays_bounded(spot_ev
         t = msgspec.structs.replace(base, trade_id=rng.randrange(10**10), ts_recv=base.ts_recv + n)
         st, _ = sanity.step(st, t)
     assert len(st.ids) <= 4 and all(len(s[2]) <= 256 and s[1] - s[0] < 10_000 for s in st.ids)
+
+
+@pytest.mark.parametrize("size", [1, 64, 100_000])
+def test_the_check_over_batches_is_the_check_event_by_event_with_depth(ws_dir, size):
+    """``step_batch``'s fast path for depth diffs (their levels checked inline)
+    over the USD-M recording, with implausible levels forged into every 97th
+    diff (a subnormal quantity, a notional beyond the cap, a subnormal price,
+    in turn): in batches of ``size``, the events passed on, the dead letters
+    (their reasons those of :func:`step`) and the state of :func:`step`."""
+    from core.events import DepthUpdate, Level
+
+    by_key, _, _ = parse_paths([ws_dir / "usdm" / "btcusdt_20230404.dat.gz"])
+    (evs,) = by_key.values()
+    forged = [Level(100.0, 5e-324), Level(1e9, 1e6), Level(5e-324, 1.0)]  # 1e15 > the cap, 1e12
+    n_depth = 0
+    for i, e in enumerate(evs):
+        if type(e) is DepthUpdate:
+            n_depth += 1
+            if n_depth % 97 == 0:
+                bad = forged[n_depth // 97 % 3]
+                evs[i] = msgspec.structs.replace(e, bids=(*e.bids, bad)) if n_depth % 2 else \
+                    msgspec.structs.replace(e, asks=(bad, *e.asks))
+    one, ref = drive(sanity.step, sanity.SanityState(sanity.SanityConfig()), evs)
+    dead = [o for o in ref if type(o) is ErrorRecord]
+    assert {d.reason.split(":")[0] for d in dead} == {"not a normal float", "notional above 1e+12"}
+    assert len(dead) == n_depth // 97
+    st, passed, side = sanity.SanityState(sanity.SanityConfig()), [], []
+    for i in range(0, len(evs), size):
+        st, out = sanity.step_batch(st, evs[i : i + size])
+        for o in out:
+            (passed.extend if type(o) is list else side.append)(o)
+    assert passed == [o for o in ref if type(o) not in (ErrorRecord, Count)]
+    assert [o for o in side if type(o) is ErrorRecord] == dead
+    assert st == one

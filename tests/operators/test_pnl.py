@@ -256,3 +256,21 @@ def test_coinm_books_are_inverse_and_kept_in_the_coin(coinm_run):
             assert math.isclose(r.costs, costs[key], rel_tol=1e-12, abs_tol=1e-15)
             assert r.position == pos[key]
     assert n_fill > 100 and n_eq > 1000
+
+
+@pytest.mark.parametrize("size", [1, 13, 4096])
+def test_fill_quotes_over_batches_are_the_fill_quotes_event_by_event(run, size):
+    """``fills.step_batch`` (what the dataflow runs: only the quotes due go
+    through ``step``) over the real events in batches of ``size`` gives what
+    ``step`` gives event by event, and leaves the same state."""
+    from operators import fills
+
+    chain, _, _ = run
+    evs = chain.events
+    one, ref = drive(fills.step, fills.FillState(50, 1000, 300), evs)
+    st, got = fills.FillState(50, 1000, 300), []
+    for i in range(0, len(evs), size):
+        st, out = fills.step_batch(st, evs[i : i + size])
+        got.extend(out)
+    assert got == ref and len(ref) > 100
+    assert st == one
