@@ -12,9 +12,11 @@ b'{"name":"ticks","n":3}\n'
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import math
+import typing
 from typing import NamedTuple, Optional
 
 import msgspec
@@ -51,11 +53,12 @@ def csv_bytes(rows: list[msgspec.Struct]) -> bytes:
 
     Floats are written as msgspec writes them in JSON (``1e-6``, ``0.0001``;
     ``nan``, ``inf`` and ``-inf`` as Python writes them), in the same form on
-    both paths here. The common rows (no string that needs quoting, no bool,
-    every float finite) are encoded by msgspec in one call and turned into
-    CSV with a few C-level replacements; the others go through
-    :mod:`csv`. Both give the bytes that :func:`csv.reader` reads back
-    into the records' values.
+    both paths here. Rows of one record type whose fields are all ints,
+    floats, strings or None (:func:`_plain`), with no string that needs
+    quoting and every float finite, are encoded by msgspec in one call and
+    turned into CSV with a few C-level replacements; the others go through
+    :mod:`csv`. Both give the bytes that :func:`csv.reader` reads back into
+    the records' values.
 
     >>> from core.events import Count, ErrorRecord
     >>> csv_bytes([Count("ticks", 3), Count("bars", 1)])
@@ -66,20 +69,32 @@ def csv_bytes(rows: list[msgspec.Struct]) -> bytes:
     rows_t = [msgspec.structs.astuple(r) for r in rows]
     if not rows_t:
         return b""
+    cls = type(rows[0])
+    if not _plain(cls) or any(type(r) is not cls for r in rows):
+        return _csv_module(rows_t)
     try:
         blob = _enc.encode(rows_t)
     except (TypeError, ValueError):  # a value msgspec cannot encode (a NumPy scalar...): csv's str() of it
         return _csv_module(rows_t)
-    nulls = blob.count(b"null")
-    if (nulls and nulls != sum(t.count(None) for t in rows_t)  # a NaN or inf (null in JSON), or "null" in a string
-            or b"\\" in blob  # an escaped character: a quote, a control character
-            or blob.count(b",") != sum(map(len, rows_t)) - 1  # a comma in a string
-            or blob.count(b"[") != len(rows_t) + 1  # a list among the values, or a bracket in a string
-            or b"true" in blob or b"false" in blob):  # a bool (csv writes True / False), or the word in a string
+    if b"\\" in blob or blob.count(b",") != len(rows_t) * len(cls.__struct_fields__) - 1:
+        return _csv_module(rows_t)  # an escaped character (a quote, a control character) or a comma in a string
+    out = blob.replace(b",null", b",").replace(b"[null", b"[")
+    nulls = (len(blob) - len(out)) // 4
+    if nulls and nulls != sum(t.count(None) for t in rows_t):  # a NaN or inf, which JSON writes null
         return _csv_module(rows_t)
-    if nulls:
-        blob = blob.replace(b",null", b",").replace(b"[null", b"[")
-    return blob[2:-2].replace(b"],[", b"\r\n").replace(b'"', b"") + b"\r\n"
+    return out[2:-2].replace(b"],[", b"\r\n").replace(b'"', b"") + b"\r\n"
+
+
+@functools.cache
+def _plain(cls: type[msgspec.Struct]) -> bool:
+    """Whether every field of ``cls`` is an int, a float, a string or None: one CSV cell each, as JSON writes them.
+
+    >>> from core.events import Count, ErrorRecord
+    >>> _plain(Count), _plain(ErrorRecord)  # a bool: csv writes True
+    (True, False)
+    """
+    cells = {int, float, str, type(None)}
+    return all(set(typing.get_args(f.type) or (f.type,)) <= cells for f in msgspec.structs.fields(cls))
 
 
 def _csv_cell(x: object) -> object:

@@ -827,7 +827,7 @@ def _ws_blocks(path: str, block_bytes: int = 1 << 19, progress: Optional[ReadPro
                 if len(buf) > max_line:  # a line of this block alone may be too long
                     lines = [LongLine(ln[:keep], len(ln)) if len(ln) > max_line and type(ln) is bytes else ln
                              for ln in lines]
-                if b"\r\n" in buf:
+                if b"\r" in buf:  # (one memchr: cheaper than looking for b"\r\n"; a line ending in \r had \r\n)
                     lines = [ln[:-1] if ln.endswith(b"\r") and type(ln) is bytes else ln for ln in lines]
                 if not blank and b"" in lines:
                     lines = [ln for ln in lines if ln]
