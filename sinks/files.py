@@ -32,9 +32,7 @@ snapshot.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -49,7 +47,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from core.events import Count, FeatureRow
 from core.telemetry import EVENTS
 from sinks.fatal import EXIT_BAD_SETUP, os_error, stop_run, write_failed
-from sinks.records import csv_bytes, header, jsonl
+from sinks.records import csv_bytes, csv_cells, header, jsonl
 
 __all__ = ["COUNTERS_FILE", "FEATURES_FILE", "CounterSink", "CsvSink", "FeatureCsvSink", "JsonLinesSink",
            "feature_csv_blobs", "feature_csv_lines"]
@@ -211,7 +209,7 @@ def feature_csv_lines(rows: Sequence[FeatureRow], names: Sequence[str]) -> str:
 
     A feature the row lacks (a depth feature while the instrument's book is
     not ready) is an empty cell, never a zero; floats are in their shortest
-    round-trip form. Rows still warming up (not ready) have no line, as they
+    round-trip form (:func:`~sinks.records.csv_cells`). Rows still warming up (not ready) have no line, as they
     have no InfluxDB point.
 
     Parameters
@@ -234,10 +232,7 @@ def feature_csv_lines(rows: Sequence[FeatureRow], names: Sequence[str]) -> str:
     >>> feature_csv_lines(rows, ("depth_imb_5", "ofi")).splitlines()
     ['BTCUSDT,2000,-1.5,0.25', 'BTCUSDT,3000,,0.125']
     """
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerows([r.instrument, r.ts_end, *(r.x.get(n, "") for n in names)] for r in rows if r.ready)
-    return buf.getvalue()
+    return csv_cells([(r.instrument, r.ts_end, *(r.x.get(n) for n in names)) for r in rows if r.ready]).decode()
 
 
 def feature_csv_blobs(names: Sequence[str]) -> Callable[[list[tuple[str, FeatureRow]]], list[tuple[str, bytes]]]:

@@ -37,8 +37,8 @@ from core.events import (
 )
 from operators.sequence import SequenceGap
 
-__all__ = ["KINDS", "OUTPUT_KINDS", "SCHEMA_VERSION", "Kind", "csv_bytes", "csv_line", "csv_lines", "fit_dead_letter",
-           "header", "jsonl", "kafka_record"]
+__all__ = ["KINDS", "OUTPUT_KINDS", "SCHEMA_VERSION", "Kind", "csv_bytes", "csv_cells", "csv_line", "csv_lines",
+           "fit_dead_letter", "header", "jsonl", "kafka_record"]
 
 _enc = msgspec.json.Encoder()
 
@@ -72,12 +72,25 @@ def csv_bytes(rows: list[msgspec.Struct]) -> bytes:
     cls = type(rows[0])
     if not _plain(cls) or any(type(r) is not cls for r in rows):
         return _csv_module(rows_t)
+    return csv_cells(rows_t)
+
+
+def csv_cells(rows_t: list[tuple]) -> bytes:
+    r"""Rows of ints, floats, strings and None as CSV lines, as :func:`csv_bytes` writes records.
+
+    >>> csv_cells([("BTCUSDT", 2000, -1.5e-05, ""), ("BTCUSDT", 3000, None, 0.125)])
+    b'BTCUSDT,2000,-0.000015,\r\nBTCUSDT,3000,,0.125\r\n'
+    """
+    if not rows_t:
+        return b""
+    if min(map(len, rows_t)) < 2:  # a row of one empty cell: csv writes "" (an empty line is no row)
+        return _csv_module(rows_t)
     try:
         blob = _enc.encode(rows_t)
     except (TypeError, ValueError):  # a value msgspec cannot encode (a NumPy scalar...): csv's str() of it
         return _csv_module(rows_t)
-    if b"\\" in blob or blob.count(b",") != len(rows_t) * len(cls.__struct_fields__) - 1:
-        return _csv_module(rows_t)  # an escaped character (a quote, a control character) or a comma in a string
+    if b"\\" in blob or blob.count(b",") != sum(map(len, rows_t)) - 1 or blob.count(b"[") != len(rows_t) + 1:
+        return _csv_module(rows_t)  # an escaped character (a quote...), a comma in a string, a list among the cells
     out = blob.replace(b",null", b",").replace(b"[null", b"[")
     nulls = (len(blob) - len(out)) // 4
     if nulls and nulls != sum(t.count(None) for t in rows_t):  # a NaN or inf, which JSON writes null

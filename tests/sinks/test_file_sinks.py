@@ -175,8 +175,8 @@ def test_dataflow_resume_after_abort_duplicates_nothing(btc_spot_chain, tmp_path
 
 
 _CELLS = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=6), st.sampled_from(["null", "true", "a,b", 'q"x', "x]", "[y", "l\nm", "\\", "é"]))
+    st.none(), st.integers(-(10**20), 10**20), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=6),
+    st.sampled_from(["null", "true", "a,b", 'q"x', "x]", "[y", "],[", "l\nm", "\\", "é", ""]))
 
 
 class _Row(msgspec.Struct):
@@ -185,33 +185,67 @@ class _Row(msgspec.Struct):
     c: Any
 
 
-@settings(max_examples=400, deadline=None, derandomize=True, database=None)
-@given(rows=st.lists(st.tuples(_CELLS, _CELLS, _CELLS), min_size=1, max_size=5))
-def test_csv_bytes_read_back_as_the_csv_module_writes_them(rows):
-    """``csv_bytes`` (msgspec's encoding turned into CSV, or the csv module
-    where a row needs it) reads back with ``csv.reader`` as the rows the csv
-    module writes: the same cells, floats equal as floats (their text may
-    differ: ``1e-6`` for ``1e-06``)."""
+def _read_back(text: str) -> list:
+    """The cells of CSV text as ``csv.reader`` reads them, numbers as floats (NaN as ``"nan"``)."""
     import csv
     import io
     import math
 
-    from sinks.records import csv_bytes
+    def norm(v: str) -> Any:
+        try:
+            f = float(v)
+        except ValueError:
+            return v
+        return "nan" if math.isnan(f) else f
+    return [[norm(v) for v in r] for r in csv.reader(io.StringIO(text, newline=""))]
 
-    def cells(text: str) -> list:
-        def norm(v: str) -> Any:
-            try:
-                f = float(v)
-            except ValueError:
-                return v
-            return "nan" if math.isnan(f) else f
-        return [[norm(v) for v in r] for r in csv.reader(io.StringIO(text, newline=""))]
+
+def _csv_module(rows: list) -> str:
+    import csv
+    import io
 
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
-    got = csv_bytes([_Row(*r) for r in rows])
+    return buf.getvalue()
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(rows=st.lists(st.lists(_CELLS, min_size=1, max_size=4), min_size=1, max_size=5))
+def test_csv_cells_read_back_as_the_csv_module_writes_them(rows):
+    """``csv_cells`` (msgspec's JSON turned into CSV, or the csv module where a
+    row needs it: a comma or quote in a string, a NaN) reads back with
+    ``csv.reader`` as the rows the csv module writes: the same cells, floats
+    equal as floats (their text may differ: ``1e-6`` for ``1e-06``)."""
+    from sinks.records import csv_cells
+
+    got = csv_cells([tuple(r) for r in rows])
     assert got.endswith(b"\r\n")
-    assert cells(got.decode()) == cells(buf.getvalue())
+    assert _read_back(got.decode()) == _read_back(_csv_module(rows))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(rows=st.lists(st.tuples(st.one_of(_CELLS, st.booleans(), st.just((1, 2))), _CELLS, _CELLS), min_size=1,
+                     max_size=5))
+def test_csv_bytes_of_records_read_back_as_the_csv_module_writes_them(rows):
+    """``csv_bytes`` of records whose fields may hold anything (a bool, a
+    tuple: the csv module's path) reads back as the csv module's rows."""
+    from sinks.records import csv_bytes
+
+    got = csv_bytes([_Row(*r) for r in rows])
+    assert _read_back(got.decode()) == _read_back(_csv_module(rows))
+
+
+def test_real_records_take_the_fast_path_and_read_back_as_they_were(btc_spot_chain):
+    """The records a run writes (forecasts, metrics: None cells among them)
+    take msgspec's path, and read back as the csv module's rows."""
+    from sinks import records
+
+    recs = btc_spot_chain.metrics[:500]
+    assert records._plain(MetricsRecord) and any(r.hit_rate is None for r in recs)
+    rows = [msgspec.structs.astuple(r) for r in recs]
+    got = records.csv_bytes(recs)
+    assert got == records.csv_cells(rows) and b"null" not in got and b'"' not in got
+    assert _read_back(got.decode()) == _read_back(_csv_module(rows))
 
 
 def test_csv_bytes_floats_are_msgspecs_on_both_paths():

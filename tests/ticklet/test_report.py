@@ -412,16 +412,16 @@ def test_features_csv_holds_the_rows_the_operators_compute(run, ws_dir):
     with open(out / "features.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["instrument", "ts_end", *FEATURE_COLUMNS]
-    got = {(r[0], int(r[1])): r[2:] for r in rows[1:]}
+    got = {(r[0], int(r[1])): [float(v) if v else None for v in r[2:]] for r in rows[1:]}  # floats read back exactly
     assert len(got) == len(rows) - 1
     want = {}
     for inst, (market, prefix) in _FILES.items():
         chain = run_chain(sorted((ws_dir / market).glob(f"{prefix}*")))
         for r in chain.rows:
             if r.ready:
-                want[(inst, r.ts_end)] = [repr(r.x[c]) if c in r.x else "" for c in FEATURE_COLUMNS]
+                want[(inst, r.ts_end)] = [r.x.get(c) for c in FEATURE_COLUMNS]
     assert got == want
-    empty = Counter(k[0] for k, v in got.items() if v[FEATURE_COLUMNS.index("depth_imb_5")] == "")
+    empty = Counter(k[0] for k, v in got.items() if v[FEATURE_COLUMNS.index("depth_imb_5")] is None)
     assert empty["BTCUSDT"] > 300 and empty["ETHUSDT"] == empty["BTCUSDT-PERP"] == 0, empty
     assert all(v[FEATURE_COLUMNS.index("ofi")] != "" for v in got.values())  # a top-of-book feature: always
 
