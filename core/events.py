@@ -202,7 +202,9 @@ class DepthUpdate(msgspec.Struct, frozen=True, gc=False):
     """An incremental order-book update (``depthUpdate``).
 
     ``prev_last_id`` is the futures ``pu`` field, ``-1`` on spot.
-    A level with quantity 0 removes that price.
+    A level with quantity 0 removes that price. ``ts_event`` is the
+    matching engine's time of the change (``T``) where the message has one
+    (USD-M, COIN-M; trades carry theirs too), else its event time (``E``).
     """
 
     instrument: str
@@ -220,7 +222,8 @@ class BookSnapshot(msgspec.Struct, frozen=True, gc=False):
 
     ``last_update_id`` is Binance's ``lastUpdateId``: the book as of that
     update id. ``ts_recv`` is when the response was in hand; ``ts_event`` is the
-    response's ``E`` where it has one (USD-M), else None. Levels with quantity
+    response's ``T`` (the matching engine's time), else its ``E``, where it has
+    them (futures), else None. Levels with quantity
     0 are ignored. Consumed by :mod:`operators.orderbook`.
     """
 

@@ -211,6 +211,7 @@ class _WsDepth(msgspec.Struct, gc=False):
     b: tuple[Level, ...]
     a: tuple[Level, ...]
     pu: int = -1  # futures only
+    T: Optional[_Ms] = None  # futures only: the matching engine's time, the diff's ts_event
 
 
 class _WsKlineBody(msgspec.Struct, gc=False):
@@ -478,7 +479,8 @@ def _trade(d: _WsTrade, ts: int, market: str, payload: bytes) -> Parsed:
 
 def _depth(d: _WsDepth, ts: int, market: str, payload: bytes) -> Parsed:
     s = d.s
-    u = DepthUpdate(s if market == "spot" else instrument_key(s, market), ts, d.E * _MS, d.U, d.u, d.pu, d.b, d.a)
+    u = DepthUpdate(s if market == "spot" else instrument_key(s, market), ts, (d.E if d.T is None else d.T) * _MS,
+                    d.U, d.u, d.pu, d.b, d.a)
     return _in_coins(u, s, market, payload) if "_" in s or market == "coinm" else u
 
 
@@ -1090,7 +1092,8 @@ class _RestDepth(msgspec.Struct, gc=False):
     lastUpdateId: int
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
-    E: Optional[int] = None  # USD-M only (ms)
+    E: Optional[int] = None  # futures only (ms)
+    T: Optional[int] = None  # futures only (ms): the matching engine's time, the snapshot's ts_event
 
 
 class _RestSymbol(msgspec.Struct, gc=False):
@@ -1146,8 +1149,8 @@ def parse_snapshot(ts: int, payload: bytes, instrument: str) -> Union[BookSnapsh
 
     >>> s = parse_snapshot(5, b'{"lastUpdateId":7,"E":1680652700590,"T":1680652700580,'
     ...                    b'"bids":[["28145.10","3.818"]],"asks":[["28145.20","1"]]}', "BTCUSDT-PERP")
-    >>> s.last_update_id, s.bids[0], s.ts_event
-    (7, Level(price=28145.1, qty=3.818), 1680652700590000000)
+    >>> s.last_update_id, s.bids[0], s.ts_event  # T, the matching engine's time
+    (7, Level(price=28145.1, qty=3.818), 1680652700580000000)
     >>> parse_snapshot(5, b'{"lastUpdateId":7,"bids":[["-1","1"]],"asks":[]}', "X").reason
     'invalid snapshot: Expected `float` > 0.0 - at `$.bids[0][0]`'
     """
@@ -1155,4 +1158,5 @@ def parse_snapshot(ts: int, payload: bytes, instrument: str) -> Union[BookSnapsh
         d = _rest_dec.decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError) as ex:
         return ErrorRecord.of("parse", f"invalid snapshot: {ex}", payload, instrument, ts)
-    return BookSnapshot(instrument, ts, d.lastUpdateId, d.bids, d.asks, None if d.E is None else d.E * 1_000_000)
+    t = d.T if d.T is not None else d.E
+    return BookSnapshot(instrument, ts, d.lastUpdateId, d.bids, d.asks, None if t is None else t * 1_000_000)

@@ -257,6 +257,18 @@ def influxd() -> str:
     return exe
 
 
+@pytest.fixture(scope="session")
+def hftbacktest_python() -> Path:
+    """The interpreter of hftbacktest's own virtualenv, made once per machine by
+    :mod:`provision` (a missing real component is never a skip)."""
+    import provision as prov
+
+    exe = prov.hftbacktest_python()
+    if exe is None:
+        pytest.fail(f"hftbacktest {prov.HFTBACKTEST} is not installed in {prov.HFTBACKTEST_VENV}")
+    return exe
+
+
 def start_influxdb(run_dir: Path) -> InfluxDB2:
     """A fresh server in ``run_dir``; one that cannot start fails the test."""
     server = InfluxDB2(run_dir)

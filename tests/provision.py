@@ -8,6 +8,10 @@
   cache (``~/.cache/ticklet/influxdb-VERSION/``), once per machine, its steps
   shown as it goes. Where it cannot be built (a toolchain missing: the line
   says which), the run stops with that line.
+- **hftbacktest** (the reference for resting-order fills,
+  ``tests/operators/test_maker.py``): ``hftbacktest==HFTBACKTEST`` from PyPI in
+  a virtualenv of its own (``~/.cache/ticklet/hftbacktest-VERSION/``), since it
+  pins NumPy below ticklet's; created once per machine.
 - **docker-compose** (to validate ``docker-compose.yml``) and **chromium**
   (headless, to open the HTML report: ``tests/ticklet/test_report.py``): Debian
   packages, installed with ``apt-get`` when the tests run as root; otherwise
@@ -34,9 +38,13 @@ APT_TOOLS = {"compose_cmd": ("docker-compose", "docker-compose"), "chromium": ("
 
 INFLUXDB_SH = REPO / "scripts" / "influxdb.sh"
 
+#: The hftbacktest release the maker fills are checked against, and its virtualenv.
+HFTBACKTEST = "2.4.4"
+HFTBACKTEST_VENV = Path.home() / ".cache" / "ticklet" / f"hftbacktest-{HFTBACKTEST}"
+
 #: The fixtures whose tests need something installed here: only integration
 #: tests request them (tests/integration_mark.py), so the unit run installs nothing.
-PROVISIONED = frozenset({*APT_TOOLS, "influxd", "kafka_bootstrap"})
+PROVISIONED = frozenset({*APT_TOOLS, "influxd", "kafka_bootstrap", "hftbacktest_python"})
 
 #: why the InfluxDB tests cannot run here (set by :func:`provision`; the
 #: ``influxd`` fixture fails with it)
@@ -106,6 +114,31 @@ def _influxdb(say: Callable[[str], None]) -> str | None:
     return None
 
 
+def hftbacktest_python() -> Path | None:
+    """The interpreter of hftbacktest's virtualenv, if hftbacktest is installed there."""
+    exe = HFTBACKTEST_VENV / "bin" / "python"
+    if not exe.exists():
+        return None
+    proc = subprocess.run([str(exe), "-c", "import hftbacktest, importlib.metadata as m; "
+                           "print(m.version('hftbacktest'))"], capture_output=True, text=True)
+    return exe if proc.returncode == 0 and proc.stdout.strip() == HFTBACKTEST else None
+
+
+def _hftbacktest(say: Callable[[str], None]) -> str | None:
+    """Create hftbacktest's virtualenv once per machine. Returns why it cannot be, or None."""
+    if hftbacktest_python():
+        return None
+    say(f"installing hftbacktest {HFTBACKTEST} from PyPI into a virtualenv of its own ({HFTBACKTEST_VENV}; "
+        "it pins NumPy below ticklet's) ...")
+    HFTBACKTEST_VENV.parent.mkdir(parents=True, exist_ok=True)
+    for cmd in (["python3.11", "-m", "venv", "--clear", str(HFTBACKTEST_VENV)],
+                [str(HFTBACKTEST_VENV / "bin" / "pip"), "install", "-q", f"hftbacktest=={HFTBACKTEST}"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return f"hftbacktest could not be installed: `{' '.join(cmd)}` failed: {proc.stderr.strip()[-300:]}"
+    return None if hftbacktest_python() else "hftbacktest could not be installed (its import fails)"
+
+
 def provision(fixtures: Iterable[str], say: Callable[[str], None]) -> str | None:
     """Install what tests using ``fixtures`` need; ``say`` shows progress.
     Returns None when all is there, else one line saying what to do."""
@@ -120,6 +153,10 @@ def provision(fixtures: Iterable[str], say: Callable[[str], None]) -> str | None
         influxdb_unavailable = _influxdb(say)
         if influxdb_unavailable:
             return influxdb_unavailable
+    if "hftbacktest_python" in used:
+        err = _hftbacktest(say)
+        if err:
+            return err
     if "kafka_bootstrap" in used:
         return _kafka(say)
     return None

@@ -77,7 +77,7 @@ def test_a_unit_test_that_starts_a_subprocess_or_a_server_fails(pytester):
 def test_the_servers_that_are_installed_are_integration_fixtures():
     """What :mod:`provision` installs (for the fixtures it knows) is only
     for integration tests, so the unit run installs nothing."""
-    assert {"kafka_bootstrap", "influxd", "chromium", "compose_cmd"} == PROVISIONED
+    assert {"kafka_bootstrap", "influxd", "chromium", "compose_cmd", "hftbacktest_python"} == PROVISIONED
     assert PROVISIONED <= INTEGRATION_FIXTURES
 
 

@@ -552,6 +552,6 @@ def test_parse_snapshot_of_a_recorded_usdm_body(ws_dir):
     ln = lines(ws_dir / "usdm/btcusdt_20230404.dat.gz")[16]
     snap = parse_snapshot(recv_ns(ln), payload(ln), "BTCUSDT-PERP")
     assert (snap.last_update_id, snap.ts_event, len(snap.bids), len(snap.asks)) == (
-        2710246765483, 1680652700590 * 10**6, 1000, 1000)
+        2710246765483, 1680652700580 * 10**6, 1000, 1000)  # T, the matching engine's time (E: ...590)
     bad = parse_snapshot(1, b'{"lastUpdateId":1,"bids":[["1","x"]],"asks":[]}', "X")
     assert type(bad) is ErrorRecord and bad.raw.startswith('{"lastUpdateId"')

@@ -1,0 +1,246 @@
+"""Resting orders (operators/maker.py): the exchange side's rules on hand-made
+books, the fills of a fixed quoting strategy on the real USD-M recordings
+checked against the raw lines, and against hftbacktest itself."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.maker_replay import quote_every_second
+from operators import maker
+from operators.maker import Book, MakerConfig, MakerState, cancel, on_depth, on_time, on_trade, submit
+
+MS = 1_000_000
+S = 1_000_000_000
+BOOK = Book(best_bid=100.0, best_ask=101.0, bid_qty={100.0: 5.0, 99.0: 2.0}, ask_qty={101.0: 3.0})
+
+
+def _state(**cfg) -> MakerState:
+    return MakerState(MakerConfig(**{"latency_ms": 10.0, "lot": 1.0, **cfg}))
+
+
+def test_a_post_only_order_that_would_take_is_refused_and_counted():
+    """On arrival a buy at or above the best ask (a sell at or below the best
+    bid) is refused, as GTX refuses it; one inside the spread rests."""
+    st = _state()
+    submit(st, 1, 1, 101.0, 1.0, 0)   # at the ask
+    submit(st, 2, -1, 99.5, 1.0, 0)   # below the bid
+    submit(st, 3, 1, 100.5, 1.0, 0)   # inside the spread: a new best bid
+    on_time(st, BOOK, 11 * MS)
+    assert st.refused == 2 and list(st.orders) == [3]
+    assert st.orders[3].live and st.orders[3].queue == 0.0  # nobody ahead at a new price
+
+
+def test_an_order_is_not_there_before_its_latency_and_the_market_goes_first_at_a_tie():
+    """Sent at 0 with 10 ms latency: a trade stamped at 10 ms (the arrival
+    time: the market's event goes first) does not touch it, one at 11 ms does."""
+    st = _state(queue="risk_averse")
+    submit(st, 1, 1, 100.0, 1.0, 0)
+    on_time(st, BOOK, 10 * MS)
+    assert not st.orders[1].live
+    assert on_trade(st, BOOK, 100.0, 9.0, True, 10 * MS) == []
+    on_time(st, BOOK, 11 * MS)
+    assert st.orders[1].live and st.orders[1].front == 5.0
+    assert on_trade(st, BOOK, 100.0, 4.0, True, 11 * MS) == [] and st.orders[1].front == 1.0
+
+
+def test_risk_averse_queue_fills_in_lots_and_partially():
+    """Only trades at its price advance it; a level's decrease caps it; it fills
+    as many whole lots as the queue ahead went negative, the rest stays."""
+    st = _state(lot=1.0)
+    submit(st, 1, 1, 100.0, 3.0, 0)
+    on_time(st, BOOK, 11 * MS)
+    assert on_depth(st, BOOK, 1, 100.0, 5.0, 2.0, 12 * MS) == [] and st.orders[1].front == 2.0  # cancels ahead
+    assert on_depth(st, BOOK, 1, 100.0, 2.0, 8.0, 13 * MS) == [] and st.orders[1].front == 2.0  # joins behind
+    fills = on_trade(st, BOOK, 100.0, 4.0, True, 14 * MS)  # 2 ahead, 4 sold: 2 lots of it
+    assert [(f.qty, f.price, f.queue) for f in fills] == [(2.0, 100.0, 5.0)] and st.orders[1].qty == 1.0
+    assert on_trade(st, BOOK, 100.0, 1.0, False, 15 * MS) == []  # a buy at 100 does not hit bids
+    assert [f.qty for f in on_trade(st, BOOK, 100.0, 1.0, True, 16 * MS)] == [1.0] and st.orders == {}
+
+
+def test_probabilistic_queue_is_hftbacktests_formula():
+    """A decrease of the level is split with the probability ``f(back) /
+    (f(back) + f(front))`` (hftbacktest's ``ProbQueueModel``), the trades
+    already counted taken out of it first."""
+    st = _state(queue="power", power_n=2.0)
+    submit(st, 1, 1, 100.0, 1.0, 0)
+    on_time(st, BOOK, 11 * MS)          # 5 ahead, nobody behind yet
+    on_depth(st, BOOK, 1, 100.0, 5.0, 9.0, 12 * MS)   # 4 join behind: front 5, back 4
+    on_trade(st, BOOK, 100.0, 1.0, True, 13 * MS)     # front 4, 1 traded
+    on_depth(st, BOOK, 1, 100.0, 9.0, 5.0, 14 * MS)   # -4, of which 1 the trade: 3 cancelled
+    front, back, chg = 4.0, 9.0 - 4.0, 3.0
+    p = back**2 / (back**2 + front**2)
+    assert st.orders[1].front == pytest.approx(min(front - (1 - p) * chg + min(back - p * chg, 0.0), 5.0))
+    st = _state(queue="log")
+    submit(st, 1, 1, 100.0, 1.0, 0)
+    on_time(st, BOOK, 11 * MS)
+    on_depth(st, BOOK, 1, 100.0, 5.0, 7.0, 12 * MS)
+    on_depth(st, BOOK, 1, 100.0, 7.0, 4.0, 13 * MS)
+    p = maker.math.log1p(2.0) / (maker.math.log1p(2.0) + maker.math.log1p(5.0))
+    assert st.orders[1].front == pytest.approx(min(5.0 - (1 - p) * 3.0 + min(2.0 - p * 3.0, 0.0), 4.0))
+
+
+def test_a_fill_lands_while_the_cancel_is_in_flight_and_late_events_are_matched_on_the_exchange_clock():
+    """A cancel sent at 20 ms reaches the exchange at 30 ms: a trade stamped
+    before that fills the order, even when it is received after a later
+    event (a lagging trade stream); one stamped after does not, and the
+    order goes ``late_ms`` after its cancel arrived."""
+    st = _state(late_ms=100.0)
+    submit(st, 1, -1, 101.0, 2.0, 0)
+    on_time(st, BOOK, 11 * MS)
+    cancel(st, 1, 20 * MS)
+    on_time(st, BOOK, 40 * MS)          # a depth diff stamped 40 ms, received first
+    assert on_trade(st, BOOK, 102.0, 1.0, False, 35 * MS) == []  # stamped after the cancel: not matched
+    fills = on_trade(st, BOOK, 101.5, 1.0, False, 25 * MS)      # stamped before it: bought through the ask
+    assert [(f.qty, f.ts_exch) for f in fills] == [(2.0, 25 * MS)]
+    st = _state(late_ms=100.0)
+    submit(st, 1, -1, 101.0, 2.0, 0)
+    on_time(st, BOOK, 11 * MS)
+    cancel(st, 1, 20 * MS)
+    on_time(st, BOOK, 131 * MS)
+    assert st.orders == {} and st.cancelled == 1
+
+
+def test_the_other_side_coming_to_its_price_fills_it():
+    """An ask falling to a resting bid's price fills the bid (hftbacktest's
+    ``on_best_ask_update``)."""
+    st = _state()
+    submit(st, 1, 1, 100.0, 1.0, 0)
+    on_time(st, BOOK, 11 * MS)
+    crossed = Book(99.0, 100.0, {99.0: 2.0}, {100.0: 1.0, 101.0: 3.0})
+    assert [(f.oid, f.price) for f in on_depth(st, crossed, -1, 100.0, 0.0, 1.0, 12 * MS)] == [(1, 100.0)]
+
+
+# --- the fixed strategy on the real USD-M recordings
+
+USDM = ("usdm/btcusdt_20230404.dat.gz", "usdm/btcusdt_20230405.dat.gz")
+
+
+@pytest.fixture(scope="module")
+def usdm(ws_dir) -> list[Path]:
+    return [ws_dir / f for f in USDM]
+
+
+def _raw(paths: list[Path]) -> tuple[list, list]:
+    """The market trades (exchange ns, price, buyer-maker) and depth diffs (by exchange ns) of the raw lines."""
+    trades, diffs = [], []
+    for p in paths:
+        with gzip.open(p, "rb") as f:
+            for ln in f.read().split(b"\n"):
+                if not ln:
+                    continue
+                msg = json.loads(ln.split(b" ", 1)[1])
+                d = msg.get("data", {})
+                if d.get("e") == "trade" and d.get("X", "MARKET") == "MARKET":
+                    trades.append((d["T"] * MS, float(d["p"]), d["m"]))
+                elif d.get("e") == "depthUpdate":
+                    diffs.append((d["T"] * MS, d))
+    return trades, diffs
+
+
+def test_every_fill_is_on_a_raw_trade_at_or_through_its_price_or_a_book_at_it(usdm):
+    """On the USD-M recordings, every fill of the fixed strategy (quote one
+    lot at the best bid and ask every second, 10 ms latency) has, in the raw
+    lines, a trade at or through its price stamped after the order went
+    live and by the fill, or else (the book came to it) a diff stamped at
+    the fill that put the other side at its price; and a trade at or
+    through its price follows it."""
+    arrivals: dict[int, int] = {}
+    real_submit = maker.submit
+
+    def spy(st, oid, side, price, qty, t_local):
+        real_submit(st, oid, side, price, qty, t_local)
+        arrivals[oid] = st.orders[oid].arrival
+
+    maker.submit = spy
+    try:
+        res = quote_every_second(usdm, MakerConfig(latency_ms=10.0, lot=0.001))
+    finally:
+        maker.submit = real_submit
+    trades, diffs = _raw(usdm)
+    at_diff = {}
+    for t, d in diffs:
+        at_diff.setdefault(t, []).append(d)
+    on_trade_fills = on_book_fills = 0
+    assert len(res["fills"]) > 100 and res["decisions"] > 500
+    for f in res["fills"]:
+        hits = [t for t, p, m in trades if t > arrivals[f.oid] and (
+            (f.side > 0 and m and p <= f.price) or (f.side < 0 and not m and p >= f.price))]
+        assert hits, f
+        if hits[0] <= f.ts_exch:
+            on_trade_fills += 1
+            continue
+        other = "a" if f.side > 0 else "b"
+        assert any(float(q) > 0 and (float(p) <= f.price if f.side > 0 else float(p) >= f.price)
+                   for d in at_diff.get(f.ts_exch, ()) for p, q in d[other]), f
+        on_book_fills += 1
+    assert on_trade_fills > 100 and on_book_fills <= 5
+
+
+def test_fills_are_prefix_invariant(usdm):
+    """The fills made by the first N events are those of the whole run (N at a third and two thirds)."""
+    whole = quote_every_second(usdm, MakerConfig(latency_ms=10.0, lot=0.001))["fills"]
+    n = len(whole)
+    for frac in (3, 2):
+        part = quote_every_second(usdm, MakerConfig(latency_ms=10.0, lot=0.001), upto=70_000 // frac)["fills"]
+        assert 0 < len(part) < n and part == whole[: len(part)]
+
+
+# --- against hftbacktest
+
+def _hftbacktest(python: Path, paths: list[Path], queue: str, tmp: Path) -> dict:
+    out = tmp / f"hbt-{queue}.json"
+    proc = subprocess.run([str(python), str(Path(__file__).resolve().parents[2] / "harness" / "hftbacktest_ref.py"),
+                           str(out), *map(str, paths), "--latency-ms", "10", "--lot", "0.001", "--tick", "0.1",
+                           "--queue", queue], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+_QUEUES = {"risk_averse": {"queue": "risk_averse"}, "power2": {"queue": "power", "power_n": 2.0},
+           "power3": {"queue": "power", "power_n": 3.0}, "log": {"queue": "log"}}
+
+
+@pytest.mark.integration  # hftbacktest runs in its own virtualenv
+@pytest.mark.parametrize("queue", list(_QUEUES))
+def test_the_fills_are_hftbacktests(hftbacktest_python, usdm, queue, tmp_path):
+    """The fixed strategy in hftbacktest 2.4.4 and in ticklet, on the same
+    USD-M recordings (queue model, 10 ms entry and response latency, one
+    lot, no fees, no forecast): the same orders fill, at the same prices and
+    quantities, to the same final position.
+
+    Tolerances, and why:
+
+    - **the local clock.** hftbacktest's conversion moves every receive time
+      by the largest amount the recording received an event before the
+      exchange stamped it (26.9 ms here: the capture's clock was behind).
+      With the same shift, the fills are identical; with ticklet's own
+      clock, a few decisions see a book 26.9 ms older, and 6 more orders
+      fill (every one of hftbacktest's fills is among ticklet's);
+    - **the time of a fill**, within 50 ms: ticklet makes an order live at
+      the book's first diff stamped after its arrival, hftbacktest at the
+      arrival, so a trade between the two fills it there first (7 fills,
+      by 7 to 32 ms).
+    """
+    ref = _hftbacktest(hftbacktest_python, usdm, queue, tmp_path)
+    cfg = MakerConfig(latency_ms=10.0, lot=0.001, **_QUEUES[queue])
+    ours = quote_every_second(usdm, cfg, local_offset_ns=ref["local_shift_ns"])
+    assert ref["local_shift_ns"] == 26_932_000 and len(ref["fills"]) > 100
+    theirs = {(f["order_id"], 1 if f["side"] == 1 else -1): f for f in ref["fills"]}
+    mine = {(f.oid, f.side): f for f in ours["fills"]}
+    assert mine.keys() == theirs.keys()
+    for k, f in mine.items():
+        assert f.price == pytest.approx(theirs[k]["price"], abs=1e-6)
+        assert f.qty == pytest.approx(theirs[k]["qty"], abs=1e-9)
+        assert abs(f.ts_exch - theirs[k]["exch_ts"]) <= 50 * MS
+    late = sum(abs(f.ts_exch - theirs[k]["exch_ts"]) > 1_000 for k, f in mine.items())
+    assert late <= 10
+    assert ours["position"] == pytest.approx(ref["position"], abs=1e-9)
+    if queue == "risk_averse":  # ticklet's own clock: hftbacktest's fills and a few more
+        own = {(f.oid, f.side) for f in quote_every_second(usdm, cfg)["fills"]}
+        assert theirs.keys() <= own and len(own - theirs.keys()) <= 10
