@@ -13,7 +13,7 @@ time written in ns first, as it expects), the diffs older than the REST
 snapshot dropped (Binance's rule: the snapshot replaces them), and the
 snapshot given as the initial book.
 
-The strategy: at every whole second of the local (receive) clock, cancel
+The strategy: at every whole second of the recording's receive clock, cancel
 the resting orders, then quote one lot, post-only (GTX), at the best bid
 and at the best ask of the local book. A constant order latency (entry
 and response), no fees, the queue model asked for. Out: every fill (order
@@ -150,7 +150,9 @@ def main() -> None:
                  "power3": lambda a: a.power_prob_queue_model(3.0),
                  "log": lambda a: a.log_prob_queue_model()}[args.queue](asset)
         hbt = HashMapMarketDepthBacktest([asset])
-        first = (int(events[0]["local_ts"]) // S + 1) * S
+        # decisions at the whole seconds of the recording's own receive clock (hftbacktest's local clock less
+        # the shift its conversion added), as ticklet's bars end
+        first = ((int(events[0]["local_ts"]) - shift) // S + 1) * S + shift
         fills = List()
         fills.append((0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
         fills.pop()

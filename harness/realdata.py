@@ -326,6 +326,12 @@ def operator_case(name: str, chain) -> tuple:
         sane = sanity.SanityConfig()
         _, ref = drive(sanity.step, sanity.SanityState(sane), items)
         return sanity.step, lambda: sanity.SanityState(sane), items, ref
+    if name == "maker":  # the fixed quoting strategy over the same events: its own book, resting orders, fills
+        from operators import maker
+
+        mcfg = maker.MakerConfig()
+        _, ref = drive(maker.step, maker.QuoterState(mcfg), chain.events)
+        return maker.step, lambda: maker.QuoterState(mcfg), chain.events, ref
     if name == "orderbook":  # the depth diffs and REST snapshot of the same recordings
         book, ref = book_case(chain.paths, "usdm" if chain.instrument.endswith("-PERP") else "spot")
         cfg = orderbook.OrderBookConfig()

@@ -58,8 +58,12 @@ from typing import Literal, NamedTuple, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Book", "MakerConfig", "MakerFill", "MakerState", "Order", "cancel", "on_depth", "on_time", "on_trade",
-           "submit"]
+from core.events import BookSnapshot, DepthUpdate, Event, Trade
+from operators import orderbook
+from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
+
+__all__ = ["Book", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "on_depth", "on_time",
+           "on_trade", "step", "submit"]
 
 _MS = 1_000_000
 
@@ -81,6 +85,12 @@ class MakerConfig(BaseModel):
         5000.0, ge=0.0,
         description="How long (exchange clock) a cancelled order is kept for market events stamped before its "
         "cancel arrived that are received late (a lagging stream).")
+    clock_offset_ms: float = Field(
+        0.0, ge=0.0,
+        description="How far the local (receive) clock is behind the exchange's: an order sent at local time t "
+        "reaches the exchange at t + clock_offset + latency on the exchange clock.")
+    interval_ms: int = Field(1000, ge=1, description="Quotes are replaced at every multiple of this, receive clock.")
+    quote_lots: int = Field(1, ge=1, description="Size of each quote, in lots.")
 
 
 @dataclass(slots=True)
@@ -129,16 +139,21 @@ class MakerState:
     cancelled: int = 0
 
 
+def _at_exchange(c: MakerConfig, t_local: int) -> int:
+    """When something sent at local time ``t_local`` reaches the exchange, on the exchange clock."""
+    return t_local + round((c.clock_offset_ms + c.latency_ms) * _MS)
+
+
 def submit(st: MakerState, oid: int, side: int, price: float, qty: float, t_local: int) -> None:
     """Send a post-only limit order at local time ``t_local`` (ns)."""
-    st.orders[oid] = Order(oid, side, price, qty, t_local + round(st.config.latency_ms * _MS))
+    st.orders[oid] = Order(oid, side, price, qty, _at_exchange(st.config, t_local))
 
 
 def cancel(st: MakerState, oid: int, t_local: int) -> None:
     """Send the cancel of order ``oid`` at local time ``t_local``; it takes effect when it reaches the exchange."""
     o = st.orders.get(oid)
     if o is not None and o.cancel_at is None:
-        o.cancel_at = t_local + round(st.config.latency_ms * _MS)
+        o.cancel_at = _at_exchange(st.config, t_local)
 
 
 def on_time(st: MakerState, book: Book, ts_exch: int) -> None:
@@ -213,14 +228,26 @@ def on_trade(st: MakerState, book: Book, price: float, qty: float, buyer_maker: 
     return out
 
 
-def _prob(st: MakerState, front: float, back: float) -> float:
-    c = st.config
+def _f(c: MakerConfig, x: float) -> float:
+    """The queue model's ``f``, with IEEE results where the math has none (NaN, as hftbacktest's Rust gives)."""
     if c.queue == "power":
-        fb, ff = back ** c.power_n, front ** c.power_n
-    else:
-        fb, ff = math.log1p(back), math.log1p(front)
-    p = fb / (fb + ff) if fb + ff > 0.0 else 1.0
-    return 1.0 if math.isinf(p) or math.isnan(p) else p
+        if x < 0.0 and not c.power_n.is_integer():
+            return math.nan
+        return x**c.power_n
+    return math.log1p(x) if x > -1.0 else (-math.inf if x == -1.0 else math.nan)
+
+
+def _fmin(a: float, b: float) -> float:
+    """``min`` that ignores a NaN, as Rust's ``f64::min``."""
+    return b if a != a else a if b != b else min(a, b)
+
+
+def _prob(st: MakerState, front: float, back: float) -> float:
+    """The probability that a level's decrease came from behind the order: ``f(back) / (f(back) + f(front))``."""
+    fb, ff = _f(st.config, back), _f(st.config, front)
+    den = fb + ff
+    p = fb / den if den != 0.0 else (math.nan if fb == 0.0 else math.inf)  # IEEE's 0/0 and x/0
+    return 1.0 if math.isinf(p) else p
 
 
 def on_depth(st: MakerState, book: Book, side: int, price: float, prev_qty: float, new_qty: float,
@@ -236,18 +263,121 @@ def on_depth(st: MakerState, book: Book, side: int, price: float, prev_qty: floa
             continue
         if o.side == side and o.price == price:
             if st.config.queue == "risk_averse":
-                o.front = min(o.front, new_qty)
+                o.front = _fmin(o.front, new_qty)
                 continue
             chg = prev_qty - new_qty - o.traded
             o.traded = 0.0
             if chg < 0.0:
-                o.front = min(o.front, new_qty)
+                o.front = _fmin(o.front, new_qty)
                 continue
             front = o.front
             back = prev_qty - front
             p = _prob(st, front, back)
-            o.front = min(front - (1.0 - p) * chg + min(back - p * chg, 0.0), new_qty)
+            o.front = _fmin(front - (1.0 - p) * chg + _fmin(back - p * chg, 0.0), new_qty)
         elif (o.side < 0 and side > 0 and o.price <= book.best_bid) or (
                 o.side > 0 and side < 0 and o.price >= book.best_ask):
             _fill(st, o, o.qty, ts_exch, out)
     return out
+
+
+# --- the step over an instrument's events: its book, the quotes, the fills ----------------------------------
+
+
+@dataclass(slots=True)
+class QuoterState:
+    """Per instrument: a checked order book (:mod:`operators.orderbook`), the resting orders, the position.
+
+    The quotes are replaced at every multiple of ``interval_ms`` of the
+    receive clock: the resting ones cancelled, one bid at the best bid and
+    one ask at the best ask of the book as received by then, ``quote_lots``
+    each, post-only.
+    """
+
+    config: MakerConfig
+    book: OrderBookState = field(init=False)
+    maker: MakerState = field(init=False)
+    next_quote: int = -1  # the next time quotes are replaced; -1: none yet (no book)
+    next_oid: int = 1
+    position: float = 0.0
+    quotes: int = 0  # times quotes were replaced
+
+    def __post_init__(self) -> None:
+        self.book = OrderBookState(OrderBookConfig(quotes=False, max_depth=100_000))
+        self.maker = MakerState(self.config)
+
+
+def _view(b: OrderBookState) -> Book:
+    return Book(b.bid_px[-1] if b.bid_px else -math.inf, b.ask_px[0] if b.ask_px else math.inf, b.bid_qty, b.ask_qty)
+
+
+def _requote(st: QuoterState, t: int) -> None:
+    """Replace the quotes at local time ``t``: cancel the resting orders, quote at the touch."""
+    m, c = st.maker, st.config
+    for o in list(m.orders.values()):
+        cancel(m, o.oid, t)
+    b = _view(st.book)
+    qty = c.quote_lots * c.lot
+    submit(m, st.next_oid, 1, b.best_bid, qty, t)
+    submit(m, st.next_oid + 1, -1, b.best_ask, qty, t)
+    st.next_oid += 2
+    st.quotes += 1
+
+
+def step(state: QuoterState, event: Event) -> tuple[QuoterState, list]:
+    """Feed one event of the instrument; return the fills (:class:`MakerFill`) it makes.
+
+    ``state`` is updated in place and returned. Quotes due at or before
+    the event's receive time are replaced first, on the book as received
+    by then; the orders that reached the exchange before the event's
+    exchange time join the book it changes.
+
+    >>> from core.events import BookSnapshot, DepthUpdate, Level, Trade
+    >>> S, MS = 10**9, 10**6
+    >>> st = QuoterState(MakerConfig(latency_ms=10, lot=1.0))
+    >>> st, _ = step(st, BookSnapshot("X", S // 2, 5, (Level(100.0, 3.0),), (Level(101.0, 2.0),), S // 2))
+    >>> st, _ = step(st, Trade("X", S // 2 + 1, S // 2, 100.5, 1.0, True, 0))   # the book is there: quotes from 1 s
+    >>> st, _ = step(st, DepthUpdate("X", S + 20 * MS, S + 20 * MS, 4, 6, 3, (Level(100.0, 1.0),), ()))
+    >>> st.maker.orders[1].queue, st.maker.orders[2].queue   # quoted at 1 s: live at 1.01 s, before this diff
+    (3.0, 2.0)
+    >>> st, fills = step(st, Trade("X", S + 30 * MS, S + 30 * MS, 100.0, 2.0, True, 1))  # 1 ahead, 2 sold
+    >>> [(f.oid, f.side, f.price, f.qty) for f in fills], st.position
+    ([(1, 1, 100.0, 1.0)], 1.0)
+    """
+    st = state
+    c = st.config
+    cls = type(event)
+    book = st.book
+    ready = (book.status == SYNCED or book.status == LOADED) and bool(book.bid_px) and bool(book.ask_px)
+    if ready:
+        t = event.ts_recv
+        if st.next_quote < 0:
+            st.next_quote = (t // (c.interval_ms * _MS) + 1) * c.interval_ms * _MS
+        while st.next_quote <= t:
+            _requote(st, st.next_quote)
+            st.next_quote += c.interval_ms * _MS
+    fills: list = []
+    m = st.maker
+    if cls is DepthUpdate:
+        ev: DepthUpdate = event  # type: ignore[assignment]
+        if ready:
+            changes = [(1, lv.price, book.bid_qty.get(lv.price, 0.0), lv.qty) for lv in ev.bids]
+            changes += [(-1, lv.price, book.ask_qty.get(lv.price, 0.0), lv.qty) for lv in ev.asks]
+            on_time(m, _view(book), ev.ts_event)  # orders that arrived before it join the book it changes
+            last = book.last_id
+            orderbook.step(book, ev)
+            if book.last_id != last and book.status == SYNCED:
+                after = _view(book)
+                for side, p, prev, new in changes:
+                    fills += on_depth(m, after, side, p, prev, new, ev.ts_event)
+        else:
+            orderbook.step(book, ev)
+    elif cls is BookSnapshot:
+        orderbook.step(book, event)
+    elif cls is Trade and ready:
+        tr: Trade = event  # type: ignore[assignment]
+        view = _view(book)
+        on_time(m, view, tr.ts_event)
+        fills = on_trade(m, view, tr.price, tr.qty, tr.buyer_maker, tr.ts_event)
+    for f in fills:
+        st.position += f.side * f.qty
+    return st, fills
