@@ -54,16 +54,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Optional
+from typing import Literal, NamedTuple, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.events import BookSnapshot, DepthUpdate, Event, Trade
+from core.events import BookSnapshot, DepthUpdate, Event, Signal, Trade
 from operators import orderbook
 from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
 
 __all__ = ["Book", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "on_depth", "on_time",
-           "on_trade", "step", "submit"]
+           "interleave", "on_trade", "quote_prices", "step", "submit"]
 
 _MS = 1_000_000
 
@@ -89,8 +89,23 @@ class MakerConfig(BaseModel):
         0.0, ge=0.0,
         description="How far the local (receive) clock is behind the exchange's: an order sent at local time t "
         "reaches the exchange at t + clock_offset + latency on the exchange clock.")
-    interval_ms: int = Field(1000, ge=1, description="Quotes are replaced at every multiple of this, receive clock.")
+    interval_ms: int = Field(
+        1000, ge=1, description="The baseline book's quotes are replaced at every multiple of this, receive clock "
+        "(the forecast books' at each of their decisions).")
     quote_lots: int = Field(1, ge=1, description="Size of each quote, in lots.")
+    forecast_scale: float = Field(
+        1.0, description="How far a forecast moves a book's quotes: their centre is the mid times (1 + scale x the "
+        "forecast's expected log return). 0: the forecast is not used.")
+    skew_ticks: float = Field(
+        0.0, ge=0.0, description="Inventory skew: the centre moves this many ticks down per lot held (up per lot "
+        "short).")
+    distance_ticks: int = Field(0, ge=0, description="Quotes this many ticks behind the prices the centre gives.")
+    max_inventory_lots: int = Field(
+        10, ge=1, description="No bid while a book holds this many lots, no ask while it is this many short.")
+    sides: Literal["both", "bid", "ask"] = Field("both", description="The sides a book quotes.")
+    baseline: bool = Field(
+        True, description="Also run the unskewed book (model 'touch', horizon 0): the same quoting without a "
+        "forecast, the benchmark of the forecast books.")
 
 
 @dataclass(slots=True)
@@ -110,8 +125,14 @@ class Order:
 
 
 class MakerFill(NamedTuple):
-    """A fill of a resting order: at the order's price, on the exchange clock; ``queue``: ahead of it when live."""
+    """A fill of a book's resting order, at the order's price, on the exchange clock.
 
+    The book is a model's at a horizon (the baseline: ``"touch"``, 0);
+    ``queue`` was ahead of the order when it went live.
+    """
+
+    model: str
+    horizon: int
     oid: int
     side: int
     price: float
@@ -134,9 +155,12 @@ class MakerState:
     """Per instrument and book: the orders in flight or resting, by id, and the refusals counted."""
 
     config: MakerConfig
+    model: str = "touch"
+    horizon: int = 0
     orders: dict = field(default_factory=dict)
     refused: int = 0  # post-only orders that would have crossed
     cancelled: int = 0
+    position: float = 0.0  # filled, signed
 
 
 def _at_exchange(c: MakerConfig, t_local: int) -> int:
@@ -191,7 +215,8 @@ def _rests(o: Order, ts_exch: int) -> bool:
 
 def _fill(st: MakerState, o: Order, qty: float, ts_exch: int, out: list) -> None:
     qty = min(qty, o.qty)
-    out.append(MakerFill(o.oid, o.side, o.price, qty, ts_exch, o.queue))
+    out.append(MakerFill(st.model, st.horizon, o.oid, o.side, o.price, qty, ts_exch, o.queue))
+    st.position += o.side * qty
     o.qty -= qty
     if round(o.qty / st.config.lot) <= 0:
         del st.orders[o.oid]
@@ -285,51 +310,121 @@ def on_depth(st: MakerState, book: Book, side: int, price: float, prev_qty: floa
 
 @dataclass(slots=True)
 class QuoterState:
-    """Per instrument: a checked order book (:mod:`operators.orderbook`), the resting orders, the position.
+    """Per instrument: a checked order book (:mod:`operators.orderbook`) and the quoting books.
 
-    The quotes are replaced at every multiple of ``interval_ms`` of the
-    receive clock: the resting ones cancelled, one bid at the best bid and
-    one ask at the best ask of the book as received by then, ``quote_lots``
-    each, post-only.
+    Each book rests a bid and an ask, replaced at each of its decisions: the
+    resting ones cancelled, new ones placed around a centre (the mid, moved
+    by the book's forecast and its inventory, :func:`quote_prices`),
+    ``quote_lots`` each, post-only. The baseline book (``touch``) decides at
+    every multiple of ``interval_ms`` of the receive clock without a
+    forecast; a model's book at each of its :class:`~core.events.Signal` s.
     """
 
     config: MakerConfig
     book: OrderBookState = field(init=False)
-    maker: MakerState = field(init=False)
-    next_quote: int = -1  # the next time quotes are replaced; -1: none yet (no book)
+    books: dict = field(default_factory=dict)  # (model, horizon) -> MakerState
+    next_quote: int = -1  # the baseline's next decision; -1: none yet (no book)
     next_oid: int = 1
-    position: float = 0.0
-    quotes: int = 0  # times quotes were replaced
+    clock: int = -1  # the receive time of the latest event
+    tick: float = 0.0  # the price grid, from the first book (0: not known yet)
+    decimals: int = 0
+    quotes: int = 0  # decisions taken
+    late_signals: int = 0  # decisions received after the events at their time: not taken (no look-ahead)
 
     def __post_init__(self) -> None:
         self.book = OrderBookState(OrderBookConfig(quotes=False, max_depth=100_000))
-        self.maker = MakerState(self.config)
+        if self.config.baseline:
+            self.books[("touch", 0)] = MakerState(self.config)
+
+    @property
+    def maker(self) -> MakerState:
+        """The baseline book."""
+        return self.books[("touch", 0)]
+
+    @property
+    def position(self) -> float:
+        """The baseline book's position."""
+        return self.maker.position
 
 
 def _view(b: OrderBookState) -> Book:
     return Book(b.bid_px[-1] if b.bid_px else -math.inf, b.ask_px[0] if b.ask_px else math.inf, b.bid_qty, b.ask_qty)
 
 
-def _requote(st: QuoterState, t: int) -> None:
-    """Replace the quotes at local time ``t``: cancel the resting orders, quote at the touch."""
-    m, c = st.maker, st.config
+def _grid(st: QuoterState) -> None:
+    """The price grid: the smallest step between the book's first 50 levels on each side, and its decimals."""
+    b = st.book
+    px = sorted({*b.bid_px[-50:], *b.ask_px[:50]})
+    steps = [round(q - p, 10) for p, q in zip(px, px[1:], strict=False) if q > p]
+    if steps:
+        st.tick = min(steps)
+        st.decimals = max(0, -math.floor(math.log10(st.tick) + 1e-9))
+
+
+def quote_prices(c: MakerConfig, tick: float, decimals: int, best_bid: float, best_ask: float,
+                 expected_return: float, lots: float) -> tuple[Optional[float], Optional[float]]:
+    """A book's bid and ask (None: no quote on that side) around its centre.
+
+    The centre is ``mid (1 + forecast_scale x expected_return) - skew_ticks x
+    lots x tick`` (``lots``: the book's position); the bid is the centre less
+    half the spread, rounded down to the grid, ``distance_ticks`` further; the
+    ask likewise up. Without forecast, skew or distance: the best bid and ask.
+
+    >>> c = MakerConfig(lot=1.0, skew_ticks=1.0)
+    >>> quote_prices(c, 0.1, 1, 100.0, 100.2, 0.0, 0.0)       # at the touch
+    (100.0, 100.2)
+    >>> quote_prices(c, 0.1, 1, 100.0, 100.2, 0.002, 0.0)     # +20 bps expected: centre 100.3002, rounded out
+    (100.2, 100.5)
+    >>> quote_prices(c, 0.1, 1, 100.0, 100.2, 0.0, 3.0)       # 3 lots long: 3 ticks down
+    (99.7, 99.9)
+    >>> quote_prices(c, 0.1, 1, 100.0, 100.2, 0.0, 10.0)      # at the inventory limit: no bid
+    (None, 99.2)
+    """
+    mid = (best_bid + best_ask) * 0.5
+    half = (best_ask - best_bid) * 0.5
+    centre = mid * (1.0 + c.forecast_scale * expected_return) - c.skew_ticks * lots * tick
+    bid_t = math.floor((centre - half) / tick + 1e-6) - c.distance_ticks
+    ask_t = math.ceil((centre + half) / tick - 1e-6) + c.distance_ticks
+    bid = round(bid_t * tick, decimals) if c.sides != "ask" and lots < c.max_inventory_lots else None
+    ask = round(ask_t * tick, decimals) if c.sides != "bid" and lots > -c.max_inventory_lots else None
+    return bid, ask
+
+
+def _requote(st: QuoterState, m: MakerState, t: int, expected_return: float) -> None:
+    """Book ``m`` decides at local time ``t``: cancel its resting orders, place its quotes."""
+    c = st.config
     for o in list(m.orders.values()):
         cancel(m, o.oid, t)
     b = _view(st.book)
+    if not st.tick:
+        _grid(st)
+    if not st.tick:
+        return
+    bid, ask = quote_prices(c, st.tick, st.decimals, b.best_bid, b.best_ask, expected_return,
+                            round(m.position / c.lot))
     qty = c.quote_lots * c.lot
-    submit(m, st.next_oid, 1, b.best_bid, qty, t)
-    submit(m, st.next_oid + 1, -1, b.best_ask, qty, t)
+    for i, (side, price) in enumerate(((1, bid), (-1, ask))):  # each decision takes two ids: bid, then ask
+        if price is not None:
+            submit(m, st.next_oid + i, side, price, qty, t)
     st.next_oid += 2
     st.quotes += 1
 
 
-def step(state: QuoterState, event: Event) -> tuple[QuoterState, list]:
-    """Feed one event of the instrument; return the fills (:class:`MakerFill`) it makes.
+def _ready(book: OrderBookState) -> bool:
+    return (book.status == SYNCED or book.status == LOADED) and bool(book.bid_px) and bool(book.ask_px)
 
-    ``state`` is updated in place and returned. Quotes due at or before
-    the event's receive time are replaced first, on the book as received
-    by then; the orders that reached the exchange before the event's
-    exchange time join the book it changes.
+
+def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, list]:
+    """Feed one event of the instrument, or a decision of a model's book; return the fills it makes.
+
+    ``state`` is updated in place and returned. A :class:`~core.events.Signal`
+    is the decision of the book of its model and horizon at its
+    ``ts_forecast``, on the book as received by then: it must come before
+    the events received at or after that time (the dataflow puts it there),
+    or it is not taken (counted: ``late_signals``). An event: the baseline's
+    decisions due at or before its receive time are taken first; the orders
+    that reached the exchange before its exchange time join the book it
+    changes; then its fills (:class:`MakerFill`).
 
     >>> from core.events import BookSnapshot, DepthUpdate, Level, Trade
     >>> S, MS = 10**9, 10**6
@@ -340,35 +435,51 @@ def step(state: QuoterState, event: Event) -> tuple[QuoterState, list]:
     >>> st.maker.orders[1].queue, st.maker.orders[2].queue   # quoted at 1 s: live at 1.01 s, before this diff
     (3.0, 2.0)
     >>> st, fills = step(st, Trade("X", S + 30 * MS, S + 30 * MS, 100.0, 2.0, True, 1))  # 1 ahead, 2 sold
-    >>> [(f.oid, f.side, f.price, f.qty) for f in fills], st.position
-    ([(1, 1, 100.0, 1.0)], 1.0)
+    >>> [(f.model, f.oid, f.side, f.price, f.qty) for f in fills], st.position
+    ([('touch', 1, 1, 100.0, 1.0)], 1.0)
     """
     st = state
     c = st.config
-    cls = type(event)
+    cls = type(item)
     book = st.book
-    ready = (book.status == SYNCED or book.status == LOADED) and bool(book.bid_px) and bool(book.ask_px)
-    if ready:
-        t = event.ts_recv
+    if cls is Signal:
+        sig: Signal = item  # type: ignore[assignment]
+        if sig.ts_forecast <= st.clock or not _ready(book):
+            st.late_signals += sig.ts_forecast <= st.clock
+            return st, []
+        key = (sig.model, sig.horizon)
+        m = st.books.get(key)
+        if m is None:
+            m = st.books[key] = MakerState(c, sig.model, sig.horizon)
+        _requote(st, m, sig.ts_forecast, sig.expected_return)
+        return st, []
+    event: Event = item  # type: ignore[assignment]
+    ready = _ready(book)
+    if ready and c.baseline:
+        t, iv = event.ts_recv, c.interval_ms * _MS
         if st.next_quote < 0:
-            st.next_quote = (t // (c.interval_ms * _MS) + 1) * c.interval_ms * _MS
+            st.next_quote = (t // iv + 1) * iv
         while st.next_quote <= t:
-            _requote(st, st.next_quote)
-            st.next_quote += c.interval_ms * _MS
+            _requote(st, st.maker, st.next_quote, 0.0)
+            st.next_quote += iv
+    if event.ts_recv > st.clock:
+        st.clock = event.ts_recv
     fills: list = []
-    m = st.maker
     if cls is DepthUpdate:
         ev: DepthUpdate = event  # type: ignore[assignment]
         if ready:
             changes = [(1, lv.price, book.bid_qty.get(lv.price, 0.0), lv.qty) for lv in ev.bids]
             changes += [(-1, lv.price, book.ask_qty.get(lv.price, 0.0), lv.qty) for lv in ev.asks]
-            on_time(m, _view(book), ev.ts_event)  # orders that arrived before it join the book it changes
+            before = _view(book)
+            for m in st.books.values():
+                on_time(m, before, ev.ts_event)  # orders that arrived before it join the book it changes
             last = book.last_id
             orderbook.step(book, ev)
             if book.last_id != last and book.status == SYNCED:
                 after = _view(book)
-                for side, p, prev, new in changes:
-                    fills += on_depth(m, after, side, p, prev, new, ev.ts_event)
+                for m in st.books.values():
+                    for side, p, prev, new in changes:
+                        fills += on_depth(m, after, side, p, prev, new, ev.ts_event)
         else:
             orderbook.step(book, ev)
     elif cls is BookSnapshot:
@@ -376,8 +487,31 @@ def step(state: QuoterState, event: Event) -> tuple[QuoterState, list]:
     elif cls is Trade and ready:
         tr: Trade = event  # type: ignore[assignment]
         view = _view(book)
-        on_time(m, view, tr.ts_event)
-        fills = on_trade(m, view, tr.price, tr.qty, tr.buyer_maker, tr.ts_event)
-    for f in fills:
-        st.position += f.side * f.qty
+        for m in st.books.values():
+            on_time(m, view, tr.ts_event)
+            fills += on_trade(m, view, tr.price, tr.qty, tr.buyer_maker, tr.ts_event)
     return st, fills
+
+
+def interleave(events: list, signals: list) -> list:
+    """``events`` (in receive order) with each signal put before the first event received at or after its time.
+
+    The order :func:`step` takes them in: a decision at a bar's end ``e``
+    sees the book as received before ``e``.
+
+    >>> from core.events import Signal, Trade
+    >>> evs = [Trade("X", t, t, 100.0, 1.0, True, t) for t in (5, 10, 15)]
+    >>> sig = Signal("X", "linear", 1, 10, 1, None, 0.0, 0.5)
+    >>> [type(x).__name__ + str(x.ts_recv if type(x) is Trade else x.ts_forecast) for x in interleave(evs, [sig])]
+    ['Trade5', 'Signal10', 'Trade10', 'Trade15']
+    """
+    out: list = []
+    sigs = sorted(signals, key=lambda s: s.ts_forecast)
+    i = 0
+    for ev in events:
+        while i < len(sigs) and sigs[i].ts_forecast <= ev.ts_recv:
+            out.append(sigs[i])
+            i += 1
+        out.append(ev)
+    out.extend(sigs[i:])
+    return out

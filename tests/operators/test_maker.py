@@ -17,6 +17,8 @@ from operators.maker import Book, MakerConfig, MakerState, cancel, on_depth, on_
 
 MS = 1_000_000
 S = 1_000_000_000
+#: the fixed strategy's settings: one lot, 10 ms, no inventory limit (hftbacktest's side has none)
+FIXED = {"latency_ms": 10.0, "lot": 0.001, "max_inventory_lots": 10**6}
 BOOK = Book(best_bid=100.0, best_ask=101.0, bid_qty={100.0: 5.0, 99.0: 2.0}, ask_qty={101.0: 3.0})
 
 
@@ -116,7 +118,64 @@ def test_the_other_side_coming_to_its_price_fills_it():
     assert [(f.oid, f.price) for f in on_depth(st, crossed, -1, 100.0, 0.0, 1.0, 12 * MS)] == [(1, 100.0)]
 
 
-# --- the fixed strategy on the real USD-M recordings
+def _ready_state(**cfg) -> maker.QuoterState:
+    """A quoting state whose book holds 100.0 x 3 / 100.2 x 2 (grid 0.1) from 0.5 s."""
+    from core.events import BookSnapshot, Level, Trade
+
+    st = maker.QuoterState(MakerConfig(**{"latency_ms": 10.0, "lot": 1.0, **cfg}))
+    st, _ = maker.step(st, BookSnapshot("X", S // 2, 5, (Level(100.0, 3.0), Level(99.9, 1.0)),
+                                        (Level(100.2, 2.0), Level(100.3, 1.0)), S // 2))
+    st, _ = maker.step(st, Trade("X", S // 2 + 1, S // 2, 100.1, 1.0, True, 0))
+    return st
+
+
+def test_a_models_decision_quotes_its_book_around_its_forecast_and_a_late_one_is_not_taken():
+    """A signal at 0.8 s quotes its model's book around its forecast (+20 bps:
+    one tick up and rounded out); one at 0.5 s, after an event received at
+    0.5 s, would need the book as it was then: it is not taken, and counted."""
+    from core.events import Signal
+
+    st = _ready_state(baseline=False)
+    st, _ = maker.step(st, Signal("X", "linear", 1, int(0.8 * S), 1, None, 0.002, 0.5))
+    orders = st.books[("linear", 1)].orders
+    assert [(o.side, o.price) for o in orders.values()] == [(1, 100.2), (-1, 100.5)]
+    st, _ = maker.step(st, Signal("X", "linear", 1, S // 2, 1, None, 0.0, 0.5))
+    assert st.late_signals == 1 and len(orders) == 2 and all(o.cancel_at is None for o in orders.values())
+
+
+def test_quotes_skew_with_inventory_and_stop_at_its_limit():
+    c = MakerConfig(lot=1.0, skew_ticks=2.0, max_inventory_lots=2, distance_ticks=1)
+    assert maker.quote_prices(c, 0.1, 1, 100.0, 100.2, 0.0, 0.0) == (99.9, 100.3)
+    assert maker.quote_prices(c, 0.1, 1, 100.0, 100.2, 0.0, 1.0) == (99.7, 100.1)   # long: both lower
+    assert maker.quote_prices(c, 0.1, 1, 100.0, 100.2, 0.0, 2.0) == (None, 99.9)    # at the limit: no bid
+    assert maker.quote_prices(c, 0.1, 1, 100.0, 100.2, 0.0, -2.0) == (100.3, None)  # short: no ask
+    one = c.model_copy(update={"sides": "ask"})
+    assert maker.quote_prices(one, 0.1, 1, 100.0, 100.2, 0.0, 0.0) == (None, 100.3)
+
+
+def test_a_book_with_a_zero_forecast_is_the_baseline_on_real_signals(perp_chain):
+    """On the USD-M recordings with the chain's real signals put in time order
+    (:func:`operators.maker.interleave`), no decision comes late, every model's
+    book fills, and ``naive`` (whose forecast is always 0) fills exactly as the
+    baseline does once it decides (no inventory limit: the books start at
+    different times, and so hold different positions)."""
+    from core.events import Signal
+    from harness.realdata import drive, signals_of
+
+    sigs = [s for s in signals_of(perp_chain) if type(s) is Signal]
+    items = maker.interleave(perp_chain.events, sigs)
+    st, fills = drive(maker.step, maker.QuoterState(MakerConfig(**FIXED)), items)
+    assert st.late_signals == 0
+    books = {(f.model, f.horizon) for f in fills}
+    assert books == {("touch", 0)} | {(s.model, s.horizon) for s in sigs}
+    first = min(s.ts_forecast for s in sigs if s.model == "naive") + 2 * S  # its orders are live
+    touch = [f[3:] for f in fills if f.model == "touch" and f.ts_exch > first]
+    naive = [f[3:] for f in fills if (f.model, f.horizon) == ("naive", 1) and f.ts_exch > first]
+    assert len(touch) > 100 and naive == touch
+
+
+# --- the fixed strategy on the real USD-M recordings (no inventory limit, as hftbacktest's side has none)
+
 
 USDM = ("usdm/btcusdt_20230404.dat.gz", "usdm/btcusdt_20230405.dat.gz")
 
@@ -159,7 +218,7 @@ def test_every_fill_is_on_a_raw_trade_at_or_through_its_price_or_a_book_at_it(us
 
     maker.submit = spy
     try:
-        res = quote_every_second(usdm, MakerConfig(latency_ms=10.0, lot=0.001))
+        res = quote_every_second(usdm, MakerConfig(**FIXED))
     finally:
         maker.submit = real_submit
     trades, diffs = _raw(usdm)
@@ -184,10 +243,10 @@ def test_every_fill_is_on_a_raw_trade_at_or_through_its_price_or_a_book_at_it(us
 
 def test_fills_are_prefix_invariant(usdm):
     """The fills made by the first N events are those of the whole run (N at a third and two thirds)."""
-    whole = quote_every_second(usdm, MakerConfig(latency_ms=10.0, lot=0.001))["fills"]
+    whole = quote_every_second(usdm, MakerConfig(**FIXED))["fills"]
     n = len(whole)
     for frac in (3, 2):
-        part = quote_every_second(usdm, MakerConfig(latency_ms=10.0, lot=0.001), upto=70_000 // frac)["fills"]
+        part = quote_every_second(usdm, MakerConfig(**FIXED), upto=70_000 // frac)["fills"]
         assert 0 < len(part) < n and part == whole[: len(part)]
 
 
@@ -225,7 +284,7 @@ def test_the_fills_are_hftbacktests(hftbacktest_python, usdm, queue, tmp_path):
     ref = _hftbacktest(hftbacktest_python, usdm, queue, tmp_path)
     offset = ref["local_shift_ns"] / MS
     assert offset == 26.932 and len(ref["fills"]) > 100
-    cfg = MakerConfig(latency_ms=10.0, lot=0.001, clock_offset_ms=offset, **_QUEUES[queue])
+    cfg = MakerConfig(latency_ms=10.0, lot=0.001, clock_offset_ms=offset, max_inventory_lots=10**6, **_QUEUES[queue])
     ours = quote_every_second(usdm, cfg)
     theirs = {(f["order_id"], 1 if f["side"] == 1 else -1): f for f in ref["fills"]}
     mine = {(f.oid, f.side): f for f in ours["fills"]}
