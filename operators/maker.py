@@ -5,13 +5,14 @@ This is the exchange side of passive execution, as hftbacktest models it
 on ticklet's event clock:
 
 - **Entry and cancel latency.** An order sent at local time ``t`` reaches
-  the exchange at ``t + latency`` on the exchange clock; a cancel too, so a
-  fill can land while a cancel is in flight. An order rests on the
-  exchange clock from its arrival to its cancel's: a market event stamped
-  by the exchange (``ts_event``) inside that span sees it, whenever it is
-  received. Feeds lag (a trade stream seconds behind the depth stream), so
-  an order whose cancel has arrived is kept for ``late_ms`` of exchange
-  time more, for the events stamped before the cancel that come late.
+  the exchange at ``t + clock_offset + latency`` on the exchange clock; a
+  cancel too, so a fill can land while a cancel is in flight. An order
+  rests on the exchange clock from its arrival to its cancel's: a market
+  event stamped by the exchange (``ts_event``) inside that span sees it,
+  whenever it is received. Feeds lag (a trade stream seconds behind the
+  depth stream), so an order whose cancel has arrived is kept until both
+  streams have passed its cancel (at most ``late_ms``), for the events
+  stamped before the cancel that come late.
 - **Post-only.** On arrival, a buy at or above the best ask (a sell at or
   below the best bid) would take liquidity: refused, as Binance's GTX
   refuses it, and counted.
@@ -62,10 +63,11 @@ from core.events import BookSnapshot, DepthUpdate, Event, Signal, Trade
 from operators import orderbook
 from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
 
-__all__ = ["Book", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "on_depth", "on_time",
-           "interleave", "on_trade", "quote_prices", "step", "submit"]
+__all__ = ["Book", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "interleave", "on_depth",
+           "on_diff", "on_time", "on_trade", "quote_prices", "step", "submit"]
 
 _MS = 1_000_000
+_NEVER = 2**63 - 1
 
 
 class MakerConfig(BaseModel):
@@ -161,6 +163,7 @@ class MakerState:
     refused: int = 0  # post-only orders that would have crossed
     cancelled: int = 0
     position: float = 0.0  # filled, signed
+    wake: int = _NEVER  # the earliest exchange time at which an order in flight or cancelled has to be looked at
 
 
 def _at_exchange(c: MakerConfig, t_local: int) -> int:
@@ -170,7 +173,8 @@ def _at_exchange(c: MakerConfig, t_local: int) -> int:
 
 def submit(st: MakerState, oid: int, side: int, price: float, qty: float, t_local: int) -> None:
     """Send a post-only limit order at local time ``t_local`` (ns)."""
-    st.orders[oid] = Order(oid, side, price, qty, _at_exchange(st.config, t_local))
+    o = st.orders[oid] = Order(oid, side, price, qty, _at_exchange(st.config, t_local))
+    st.wake = min(st.wake, o.arrival)
 
 
 def cancel(st: MakerState, oid: int, t_local: int) -> None:
@@ -178,30 +182,43 @@ def cancel(st: MakerState, oid: int, t_local: int) -> None:
     o = st.orders.get(oid)
     if o is not None and o.cancel_at is None:
         o.cancel_at = _at_exchange(st.config, t_local)
+        st.wake = min(st.wake, o.cancel_at)
 
 
-def on_time(st: MakerState, book: Book, ts_exch: int) -> None:
-    """The orders that reached the exchange by ``ts_exch`` go live (or are refused); cancelled ones past ``late_ms`` go.
+def on_time(st: MakerState, book: Book, ts_exch: int, settled: int = -1) -> None:
+    """The orders that reached the exchange by ``ts_exch`` go live (or are refused); cancelled ones go once settled.
 
     Call it with the book as it stands *before* a market event stamped
     ``ts_exch`` changes it: an order that arrived before the event joins
-    the queue the event then changes.
+    the queue the event then changes. A cancelled order is kept while a
+    market event stamped before its cancel can still come: until every
+    stream has passed its cancel (``settled``: the earliest of the streams'
+    latest exchange stamps), and at most ``late_ms``.
     """
+    if ts_exch <= st.wake and settled <= st.wake:
+        return
     gone = []
     late = round(st.config.late_ms * _MS)
+    wake = _NEVER
     for o in st.orders.values():
-        if o.cancel_at is not None and o.cancel_at + late < ts_exch:
+        if o.cancel_at is not None and (o.cancel_at < settled or o.cancel_at + late < ts_exch):
             gone.append(o.oid)
             st.cancelled += 1
-        elif not o.live and _rests(o, ts_exch):
+            continue
+        if not o.live and _rests(o, ts_exch):
             if (o.side > 0 and o.price >= book.best_ask) or (o.side < 0 and o.price <= book.best_bid):
                 gone.append(o.oid)
                 st.refused += 1
                 continue
             o.live = True
             o.front = o.queue = (book.bid_qty if o.side > 0 else book.ask_qty).get(o.price, 0.0)
+        if not o.live:
+            wake = min(wake, o.arrival)
+        if o.cancel_at is not None:
+            wake = min(wake, o.cancel_at)
     for oid in gone:
         del st.orders[oid]
+    st.wake = wake
 
 
 def _rests(o: Order, ts_exch: int) -> bool:
@@ -275,34 +292,48 @@ def _prob(st: MakerState, front: float, back: float) -> float:
     return 1.0 if math.isinf(p) else p
 
 
-def on_depth(st: MakerState, book: Book, side: int, price: float, prev_qty: float, new_qty: float,
-             ts_exch: int) -> list:
-    """The level ``price`` of ``side`` went from ``prev_qty`` to ``new_qty``; return the fills.
+def _requeue(st: MakerState, o: Order, prev_qty: float, new_qty: float) -> None:
+    """The level of ``o`` went from ``prev_qty`` to ``new_qty``: the queue model's new quantity ahead of it."""
+    if st.config.queue == "risk_averse":
+        o.front = _fmin(o.front, new_qty)
+        return
+    chg = prev_qty - new_qty - o.traded
+    o.traded = 0.0
+    if chg < 0.0:
+        o.front = _fmin(o.front, new_qty)
+        return
+    front = o.front
+    back = prev_qty - front
+    p = _prob(st, front, back)
+    o.front = _fmin(front - (1.0 - p) * chg + _fmin(back - p * chg, 0.0), new_qty)
 
-    ``book`` is the book after the change: an order on the other side at or
-    through its best price is filled (the book came to it).
+
+def on_diff(st: MakerState, book: Book, bids: dict, asks: dict, ts_exch: int) -> list:
+    """A depth diff changed the levels ``bids`` and ``asks`` (``price -> (before, after)``); return the fills.
+
+    ``book`` is the book after the diff: an order whose level changed gets
+    its new place in the queue; then an order on one side, when the other
+    side changed, is filled if that side's best is at or through its price
+    (the book came to it).
     """
     out: list = []
     for o in list(st.orders.values()):
         if not o.live or not _rests(o, ts_exch):
             continue
-        if o.side == side and o.price == price:
-            if st.config.queue == "risk_averse":
-                o.front = _fmin(o.front, new_qty)
-                continue
-            chg = prev_qty - new_qty - o.traded
-            o.traded = 0.0
-            if chg < 0.0:
-                o.front = _fmin(o.front, new_qty)
-                continue
-            front = o.front
-            back = prev_qty - front
-            p = _prob(st, front, back)
-            o.front = _fmin(front - (1.0 - p) * chg + _fmin(back - p * chg, 0.0), new_qty)
-        elif (o.side < 0 and side > 0 and o.price <= book.best_bid) or (
-                o.side > 0 and side < 0 and o.price >= book.best_ask):
+        mine, other = (bids, asks) if o.side > 0 else (asks, bids)
+        ch = mine.get(o.price)
+        if ch is not None:
+            _requeue(st, o, ch[0], ch[1])
+        if other and (o.price <= book.best_bid if o.side < 0 else o.price >= book.best_ask):
             _fill(st, o, o.qty, ts_exch, out)
     return out
+
+
+def on_depth(st: MakerState, book: Book, side: int, price: float, prev_qty: float, new_qty: float,
+             ts_exch: int) -> list:
+    """:func:`on_diff` of a diff that changed one level, ``price`` of ``side``, from ``prev_qty`` to ``new_qty``."""
+    ch = {price: (prev_qty, new_qty)}
+    return on_diff(st, book, ch if side > 0 else {}, {} if side > 0 else ch, ts_exch)
 
 
 # --- the step over an instrument's events: its book, the quotes, the fills ----------------------------------
@@ -330,6 +361,8 @@ class QuoterState:
     decimals: int = 0
     quotes: int = 0  # decisions taken
     late_signals: int = 0  # decisions received after the events at their time: not taken (no look-ahead)
+    depth_ts: int = -1  # the latest exchange stamps of the depth and trade streams
+    trade_ts: int = -1
 
     def __post_init__(self) -> None:
         self.book = OrderBookState(OrderBookConfig(quotes=False, max_depth=100_000))
@@ -467,29 +500,38 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
     fills: list = []
     if cls is DepthUpdate:
         ev: DepthUpdate = event  # type: ignore[assignment]
+        if ev.ts_event > st.depth_ts:
+            st.depth_ts = ev.ts_event
         if ready:
-            changes = [(1, lv.price, book.bid_qty.get(lv.price, 0.0), lv.qty) for lv in ev.bids]
-            changes += [(-1, lv.price, book.ask_qty.get(lv.price, 0.0), lv.qty) for lv in ev.asks]
+            bq, aq = book.bid_qty, book.ask_qty
+            bids = {lv.price: (bq.get(lv.price, 0.0), lv.qty) for lv in ev.bids}
+            asks = {lv.price: (aq.get(lv.price, 0.0), lv.qty) for lv in ev.asks}
             before = _view(book)
+            settled = min(st.depth_ts, st.trade_ts)
             for m in st.books.values():
-                on_time(m, before, ev.ts_event)  # orders that arrived before it join the book it changes
+                on_time(m, before, ev.ts_event, settled)  # orders that arrived before it join the book it changes
             last = book.last_id
             orderbook.step(book, ev)
             if book.last_id != last and book.status == SYNCED:
                 after = _view(book)
                 for m in st.books.values():
-                    for side, p, prev, new in changes:
-                        fills += on_depth(m, after, side, p, prev, new, ev.ts_event)
+                    if m.orders:
+                        fills += on_diff(m, after, bids, asks, ev.ts_event)
         else:
             orderbook.step(book, ev)
     elif cls is BookSnapshot:
         orderbook.step(book, event)
-    elif cls is Trade and ready:
+    elif cls is Trade:
         tr: Trade = event  # type: ignore[assignment]
-        view = _view(book)
-        for m in st.books.values():
-            on_time(m, view, tr.ts_event)
-            fills += on_trade(m, view, tr.price, tr.qty, tr.buyer_maker, tr.ts_event)
+        if tr.ts_event > st.trade_ts:
+            st.trade_ts = tr.ts_event
+        if ready:
+            view = _view(book)
+            settled = min(st.depth_ts, st.trade_ts)
+            for m in st.books.values():
+                on_time(m, view, tr.ts_event, settled)
+                if m.orders:
+                    fills += on_trade(m, view, tr.price, tr.qty, tr.buyer_maker, tr.ts_event)
     return st, fills
 
 

@@ -1,0 +1,94 @@
+"""What resting (maker) orders cost per event, on the real recordings, as JSON.
+
+For each window of the recordings, over the same parsed events (parsing
+excluded), best of ``--repeat`` runs from fresh states:
+
+- ``book_us_per_depth_update``: the quoting step's own checked order book
+  (:mod:`operators.orderbook`, what :func:`operators.maker.step` keeps) per
+  depth diff;
+- ``quoting_us_per_depth_update_baseline``: the whole quoting step
+  (:func:`operators.maker.step`: its book, the baseline book quoting at
+  every second, the queues and fills) less its book, per depth diff;
+- ``quoting_us_per_bar_with_models``: the same with one more book per model
+  and horizon of the run's signals (the chain's forecasts, a plain rule),
+  less the baseline alone, per bar and book.
+
+Usage::
+
+    python benchmarks/maker_cost.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.events import BookSnapshot, DepthUpdate, Signal  # noqa: E402
+from harness.realdata import drive, run_chain, signals_of  # noqa: E402
+from operators import maker, orderbook  # noqa: E402
+
+DATA = Path(os.environ.get("TICKLET_DATA", ROOT.parent / "shared" / "data")) / "binance-ws"
+WINDOWS = {
+    "BTCUSDT USD-M 2023-04-04/05": ("usdm/btcusdt_20230404.dat.gz", "usdm/btcusdt_20230405.dat.gz"),
+    "BTCUSDT spot 2024-08-08/09": ("spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz"),
+}
+
+
+def _best(repeat: int, fn) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _window(name: str, files: tuple[str, ...], repeat: int) -> dict:
+    chain = run_chain([DATA / f for f in files])
+    events = chain.events
+    book_events = [e for e in events if type(e) is DepthUpdate or type(e) is BookSnapshot]
+    n_depth = sum(type(e) is DepthUpdate for e in events)
+    sigs = [s for s in signals_of(chain) if type(s) is Signal]
+    items = maker.interleave(events, sigs)
+    cfg = maker.MakerConfig(lot=0.001)
+    books = len({(s.model, s.horizon) for s in sigs})
+    n_bars = len(chain.bars)
+
+    def book_only() -> None:
+        st = orderbook.OrderBookState(orderbook.OrderBookConfig(quotes=False, max_depth=100_000))
+        for e in book_events:
+            orderbook.step(st, e)
+
+    t_book = _best(repeat, book_only)
+    t_base = _best(repeat, lambda: drive(maker.step, maker.QuoterState(cfg), events))
+    t_all = _best(repeat, lambda: drive(maker.step, maker.QuoterState(cfg), items))
+    _, fills = drive(maker.step, maker.QuoterState(cfg), items)
+    return {
+        "window": name, "events": len(events), "depth_updates": n_depth, "bars": n_bars, "model_books": books,
+        "fills": len(fills),
+        "book_us_per_depth_update": round(t_book / n_depth * 1e6, 2),
+        "quoting_us_per_depth_update_baseline": round((t_base - t_book) / n_depth * 1e6, 2),
+        "quoting_us_per_bar_with_models": round((t_all - t_base) / n_bars / max(books, 1) * 1e6, 1),
+        "wall_s_book": round(t_book, 4), "wall_s_baseline": round(t_base, 4), "wall_s_with_models": round(t_all, 4),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    res = [_window(name, files, args.repeat) for name, files in WINDOWS.items()]
+    print(json.dumps({"benchmark": "maker_cost", "python": platform.python_version(), "cpus": os.cpu_count(),
+                      "repeat": args.repeat, "windows": res}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
