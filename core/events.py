@@ -646,6 +646,27 @@ class EquityPoint(msgspec.Struct, frozen=True, gc=False):
     drawdown: float  # 1 - equity / its running peak
 
 
+class MakerFillRecord(msgspec.Struct, frozen=True, gc=False):
+    """A fill of a resting (maker) order of a book: a model's at a horizon, or the baseline's (``touch``, 0).
+
+    It is at the order's ``price`` (``side`` +1 bought, -1 sold, ``qty``
+    units), at ``ts_exch`` on the exchange clock, made by the market event
+    received at ``ts_recv``; ``queue`` was ahead of the order when it went
+    live. See :mod:`operators.maker`.
+    """
+
+    instrument: str
+    model: str
+    horizon: int
+    order_id: int
+    side: int
+    price: float
+    qty: float
+    ts_exch: int
+    ts_recv: int
+    queue: float
+
+
 class EconomicsRecord(msgspec.Struct, frozen=True, gc=False):
     """Running economics of one book (see :mod:`operators.pnl` for every formula), as of ``ts_recv``."""
 

@@ -37,7 +37,17 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
 
 from core.config import ConfigError, check_dir, remove_empty_dirs
-from core.events import Count, EconomicsRecord, EquityPoint, Fill, Forecast, ForecastRecord, MetricsRecord, Signal
+from core.events import (
+    Count,
+    EconomicsRecord,
+    EquityPoint,
+    Fill,
+    Forecast,
+    ForecastRecord,
+    MakerFillRecord,
+    MetricsRecord,
+    Signal,
+)
 from dataflows import cross, local, ops
 from dataflows.api import serve_api
 from dataflows.bundle import WarmStartCheck, load_warm_start
@@ -57,8 +67,10 @@ from sources.replay import ReplaySource
 log = logging.getLogger(__name__)
 
 #: Files the dataflow writes in ``settings.output.dir``.
+#: The maker books' fills (TICKLET_MAKER__ENABLED).
+MAKER_FILLS_FILE = "maker_fills.csv"
 OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "signals.csv", "trades.csv", "equity.csv", "economics.csv",
-                "dead_letters.jsonl", COUNTERS_FILE, FEATURES_FILE)
+                "dead_letters.jsonl", COUNTERS_FILE, FEATURES_FILE, MAKER_FILLS_FILE)
 def check_output_files(out: Path, name: str, remove: bool = False, manifest: bool = True) -> None:
     """At start, check that each file the run writes in ``out`` is a file or does not exist yet.
 
@@ -148,6 +160,7 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
     ]
     fill_quotes = local.find_fill_quotes(settings.execution.latency_ms, settings.bars, after="check_ticks", emit=follow)
     trading = local.trade(settings.execution, settings.bars, after=("make_signals", "find_fill_quotes"))
+    quoting = settings.maker.enabled and economics  # resting quotes beside the taker books (operators.maker)
     steps = [  # each instrument's steps, where its ticks are read: only their outputs cross workers (dataflows.local)
         local.check_ticks(settings.sanity),  # implausible ticks: dead letters
         local.make_bars(settings.bars, after="check_ticks", emit=influx, book=settings.features.depth),
@@ -156,6 +169,7 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
         *([] if follow else forecast_steps),
         *([fill_quotes] if economics else []),
         *([trading] if economics and not follow else []),
+        *([local.rest_quotes(settings.maker, after=("check_ticks", "make_signals"))] if quoting else []),
     ]
     read = local.TickSource(source if stop is None else StoppableSource(source, stop), settings.input.limits(), steps)
     ticks = op.input("read_ticks", flow, read)
@@ -215,6 +229,9 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
             ops.write_csv("write_trades", fills, out / "trades.csv", Fill)
             ops.write_csv("write_equity", equity, out / "equity.csv", EquityPoint)
             ops.write_csv("write_economics", economy, out / "economics.csv", EconomicsRecord)
+        if quoting:
+            ops.write_csv("write_maker_fills", local.outputs_of("maker_fills", ticks, "rest_quotes", MakerFillRecord),
+                          out / MAKER_FILLS_FILE, MakerFillRecord)
     if settings.output.kafka:
         producer = producer_config(kafka.brokers, kafka.client_config(), kafka.linger_ms)
         decided = [decisions, fills] if economics else []
@@ -274,8 +291,10 @@ def _destinations(settings: Settings) -> dict[str, str]:
     """
     o, k = settings.output, settings.kafka
     economics = ("signals.csv", "trades.csv", "equity.csv", "economics.csv")
+    maker = o.economics and settings.maker.enabled
     out = {name.split(".")[0]: str((o.dir / name).resolve()) for name in OUTPUT_FILES
-           if (o.files and (o.economics or name not in economics) and (o.features or name != FEATURES_FILE))
+           if (o.files and (o.economics or name not in economics) and (o.features or name != FEATURES_FILE)
+               and (maker or name != MAKER_FILLS_FILE))
            or name == COUNTERS_FILE}
     out["run"] = str((o.dir / MANIFEST).resolve())  # the manifest: every run writes it (build_flow)
     if o.kafka:

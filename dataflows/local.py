@@ -45,10 +45,10 @@ from bytewax.dataflow import Stream, operator
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import KeyedStream
 
-from core.events import Bar, Count, ErrorRecord, ForecastRecord, RawChunk
+from core.events import Bar, Count, ErrorRecord, ForecastRecord, MakerFillRecord, RawChunk
 from core.telemetry import STAGE_SECONDS
 from dataflows.ops import Side, StepLogic, run_step
-from operators import bars, depth, features, fills, forecast, metrics, owner, pnl, sanity, signals
+from operators import bars, depth, features, fills, forecast, maker, metrics, owner, pnl, sanity, signals
 from sources.binance import ParseLimits, ParseState, parse_chunk
 
 __all__ = [
@@ -99,6 +99,9 @@ class TickStep:
         Its label in ``ticklet_stage_seconds``.
     flatten
         Whether each input is a list of items fed one by one.
+    whole
+        Whether the step takes all its inputs of a chunk at once, as one list
+        (events and decisions to be put in time order).
     count_as
         ``(name, type)``: outputs of that type counted under that name.
     emit
@@ -115,6 +118,7 @@ class TickStep:
     accept: Optional[type] = None
     stage: str = ""
     flatten: bool = False
+    whole: bool = False
     count_as: Optional[tuple[str, type]] = None
     emit: bool = False
     export: Optional[tuple[str, Callable[[Any], Any]]] = None
@@ -209,6 +213,17 @@ def find_fill_quotes(latency_ms: int, bar_config: bars.BarConfig, after: str, em
     iv, gap = bar_config.interval_ms, bar_config.max_gap_bars
     return TickStep("find_fill_quotes", fills.step_batch,
                     _fresh(functools.partial(fills.FillState, latency_ms, iv, gap)), (after,), stage="fills", emit=emit)
+
+
+def rest_quotes(config: maker.MakerConfig, after: tuple[str, str]) -> TickStep:
+    """Resting quotes: the baseline's and each model's, filled from the book and trades (:mod:`operators.maker`).
+
+    It takes the events of ``after[0]`` and the decisions of ``after[1]`` of
+    a chunk at once, and puts each decision before the events received at
+    its time.
+    """
+    return TickStep("rest_quotes", maker.step_batch, lambda instrument: maker.QuoterState(config, instrument), after,
+                    stage="maker", emit=True, whole=True, count_as=("maker_fills", MakerFillRecord))
 
 
 def trade(config: pnl.ExecutionConfig, bar_config: bars.BarConfig, after: tuple[str, str]) -> TickStep:
@@ -313,6 +328,8 @@ class _TickPartition(StatefulSourcePartition[Any, tuple[Any, TickState]]):
                 values = main[""]
             if not values:
                 continue
+            if s.whole:
+                values = [values]
             logic = self._logic[s.name].get(inst)
             if logic is None:
                 logic = self._logic[s.name][inst] = self._logic_of(s, s.init(inst))

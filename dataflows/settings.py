@@ -37,6 +37,7 @@ from operators.bars import BarConfig
 from operators.cross import CrossConfig
 from operators.features import FeatureConfig
 from operators.forecast import ForecastConfig
+from operators.maker import MakerConfig
 from operators.pnl import ExecutionConfig
 from operators.sanity import SanityConfig
 from operators.signals import SignalConfig
@@ -77,6 +78,8 @@ class Settings(EnvSettings):
     signals: SignalConfig = Field(default_factory=SignalConfig, description="Decisions and sizes from the forecasts.")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig,
                                        description="Simulated fills, costs and books (paper trading).")
+    maker: MakerConfig = Field(default_factory=MakerConfig,
+                               description="Maker books: resting post-only quotes with queue position and latency.")
     collect: CollectConfig = Field(default_factory=CollectConfig, description="The live Binance collector.")
     api: ApiConfig = Field(default_factory=ApiConfig, description="The dataflow's metrics API.")
     serve: ServeConfig = Field(default_factory=ServeConfig,
@@ -89,6 +92,13 @@ class Settings(EnvSettings):
         if d.enabled and not d.book_in_row and BOOK_LEARNERS.intersection(self.forecast.models):
             depth = d.model_copy(update={"book_in_row": True})  # frozen: set while validating, as pydantic does
             object.__setattr__(self, "features", self.features.model_copy(update={"depth": depth}))
+        return self
+
+    @model_validator(mode="after")
+    def _maker_without_cross(self) -> Settings:
+        if self.maker.enabled and self.cross.pairs:
+            raise ValueError("maker books (TICKLET_MAKER__ENABLED) do not run with cross-asset pairs "
+                             "(TICKLET_CROSS__PAIRS) yet: the decisions are made where the ticks are not read")
         return self
 
     @model_validator(mode="after")

@@ -59,12 +59,12 @@ from typing import Literal, NamedTuple, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.events import BookSnapshot, DepthUpdate, Event, Signal, Trade
+from core.events import BookSnapshot, Count, DepthUpdate, Event, MakerFillRecord, Signal, Trade
 from operators import orderbook
 from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
 
 __all__ = ["Book", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "interleave", "on_depth",
-           "on_diff", "on_time", "on_trade", "quote_prices", "step", "submit"]
+           "on_diff", "on_time", "on_trade", "quote_prices", "step", "step_batch", "submit"]
 
 _MS = 1_000_000
 _NEVER = 2**63 - 1
@@ -75,6 +75,9 @@ class MakerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    enabled: bool = Field(
+        False, description="Run the maker books (resting post-only quotes, filled from the book and the trades) "
+        "beside the taker books: maker_fills.csv.")
     queue: Literal["risk_averse", "power", "log"] = Field(
         "risk_averse",
         description="Queue model: risk_averse (only trades at the price advance an order), power (a level's "
@@ -352,6 +355,7 @@ class QuoterState:
     """
 
     config: MakerConfig
+    instrument: str = ""
     book: OrderBookState = field(init=False)
     books: dict = field(default_factory=dict)  # (model, horizon) -> MakerState
     next_quote: int = -1  # the baseline's next decision; -1: none yet (no book)
@@ -557,3 +561,48 @@ def interleave(events: list, signals: list) -> list:
         out.append(ev)
     out.extend(sigs[i:])
     return out
+
+
+def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
+    """:func:`step` over a chunk's events (lists of them) and decisions (``Signal`` s), for the dataflow.
+
+    The decisions are put before the events received at their time
+    (:func:`interleave`). Returns the fills as
+    :class:`~core.events.MakerFillRecord` s, and counts: the post-only
+    orders refused, and decisions that came too late to be taken. The own
+    book's dead letters and counts are not repeated: the bars' book reports
+    them.
+
+    >>> from core.events import BookSnapshot, Level, Signal, Trade
+    >>> S = 10**9
+    >>> st = QuoterState(MakerConfig(latency_ms=10, lot=1.0, baseline=False), "X")
+    >>> snap = BookSnapshot("X", S // 2, 5, (Level(100.0, 1.0),), (Level(100.2, 1.0),), S // 2)
+    >>> evs = [snap, Trade("X", S // 2 + 1, S // 2, 100.1, 1.0, True, 1),
+    ...        Trade("X", S + 2 * 10**7, S + 15 * 10**6, 99.9, 1.0, True, 2)]   # stamped 5 ms after the bid arrived
+    >>> st, out = step_batch(st, [evs, Signal("X", "linear", 1, S, 1, None, 0.0, 0.5)])
+    >>> [(r.model, r.side, r.price, r.qty, r.queue) for r in out]   # the bid at 100.0, sold through at 99.9
+    [('linear', 1, 100.0, 1.0, 1.0)]
+    """
+    st = state
+    events: list = []
+    signals: list = []
+    for v in values:
+        if type(v) is Signal:
+            signals.append(v)
+        elif isinstance(v, list):
+            events.extend(v)
+    refused = sum(m.refused for m in st.books.values())
+    late = st.late_signals
+    out: list = []
+    inst = st.instrument
+    for item in interleave(events, signals) if signals else events:
+        st, fills = step(st, item)
+        for f in fills:
+            out.append(MakerFillRecord(inst, f.model, f.horizon, f.oid, f.side, f.price, f.qty, f.ts_exch,
+                                       item.ts_recv, f.queue))
+    refused = sum(m.refused for m in st.books.values()) - refused
+    if refused:
+        out.append(Count("maker_orders_refused", refused))
+    if st.late_signals > late:
+        out.append(Count("maker_late_decisions", st.late_signals - late))
+    return st, out

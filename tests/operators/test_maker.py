@@ -9,6 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from harness.maker_replay import quote_every_second
@@ -298,3 +299,39 @@ def test_the_fills_are_hftbacktests(hftbacktest_python, usdm, queue, tmp_path):
         own = {(f.oid, f.side) for f in quote_every_second(usdm, cfg.model_copy(update={"clock_offset_ms": 0.0}))[
             "fills"]}
         assert len(own & theirs.keys()) >= 0.95 * len(theirs) and len(own ^ theirs.keys()) <= 20
+
+
+# --- in the dataflow
+
+@pytest.mark.integration  # runs the dataflow
+def test_the_dataflows_maker_fills_are_the_steps_over_the_whole_recording(usdm, perp_chain, tmp_path):
+    """``ticklet backtest`` with the maker books on (TICKLET_MAKER__ENABLED),
+    on the USD-M recordings: ``maker_fills.csv`` is, row for row, what the
+    quoting step gives over the whole recording in one batch with the
+    run's own decisions (the dataflow's chunks and their order change
+    nothing), for the baseline and every model's book; the counters agree."""
+    import csv
+
+    from core.events import Count, MakerFillRecord, Signal
+    from dataflows.settings import Settings
+    from harness.realdata import drive
+    from operators import signals
+    from ticklet.backtest import run_backtest
+
+    base = Settings().model_copy(update={"maker": MakerConfig(enabled=True)})
+    run_backtest([str(p) for p in usdm], tmp_path / "out", base=base)
+    with open(tmp_path / "out" / "maker_fills.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == list(MakerFillRecord.__struct_fields__)
+    _, decided = drive(signals.step, signals.SignalState(base.signals), perp_chain.join_out)
+    sigs = [s for s in decided if type(s) is Signal]
+    _, want = maker.step_batch(maker.QuoterState(base.maker, perp_chain.instrument), [perp_chain.events, *sigs])
+    fills = [r for r in want if type(r) is MakerFillRecord]
+    assert len(fills) > 300 and {(r.model, r.horizon) for r in fills} >= {("touch", 0), ("linear", 1)}
+    types = (str, str, int, int, int, float, float, int, int, float)  # the record's fields, read back
+    assert [tuple(t(v) for t, v in zip(types, r, strict=True)) for r in rows[1:]] == [
+        msgspec.structs.astuple(r) for r in fills]
+    counters = json.loads((tmp_path / "out" / "counters.json").read_text())
+    assert counters["maker_fills"] == len(fills)
+    assert counters.get("maker_orders_refused", 0) == sum(r.n for r in want if type(r) is Count
+                                                          and r.name == "maker_orders_refused")
