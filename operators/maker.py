@@ -166,6 +166,7 @@ class MakerState:
     refused: int = 0  # post-only orders that would have crossed
     cancelled: int = 0
     position: float = 0.0  # filled, signed
+    next_oid: int = 1  # order ids are the book's own: each decision takes two, bid then ask
     wake: int = _NEVER  # the earliest exchange time at which an order in flight or cancelled has to be looked at
 
 
@@ -359,7 +360,6 @@ class QuoterState:
     book: OrderBookState = field(init=False)
     books: dict = field(default_factory=dict)  # (model, horizon) -> MakerState
     next_quote: int = -1  # the baseline's next decision; -1: none yet (no book)
-    next_oid: int = 1
     clock: int = -1  # the receive time of the latest event
     tick: float = 0.0  # the price grid, from the first book (0: not known yet)
     decimals: int = 0
@@ -442,8 +442,8 @@ def _requote(st: QuoterState, m: MakerState, t: int, expected_return: float) -> 
     qty = c.quote_lots * c.lot
     for i, (side, price) in enumerate(((1, bid), (-1, ask))):  # each decision takes two ids: bid, then ask
         if price is not None:
-            submit(m, st.next_oid + i, side, price, qty, t)
-    st.next_oid += 2
+            submit(m, m.next_oid + i, side, price, qty, t)
+    m.next_oid += 2
     st.quotes += 1
 
 

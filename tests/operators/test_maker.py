@@ -299,6 +299,18 @@ def test_the_fills_are_hftbacktests(hftbacktest_python, usdm, queue, tmp_path):
         own = {(f.oid, f.side) for f in quote_every_second(usdm, cfg.model_copy(update={"clock_offset_ms": 0.0}))[
             "fills"]}
         assert len(own & theirs.keys()) >= 0.95 * len(theirs) and len(own ^ theirs.keys()) <= 20
+    # the same through `ticklet backtest` (the baseline book of maker_fills.csv), the models' books beside it
+    import csv
+
+    from dataflows.settings import Settings
+    from ticklet.backtest import run_backtest
+
+    base = Settings().model_copy(update={"maker": cfg.model_copy(update={"enabled": True})})
+    run_backtest([str(p) for p in usdm], tmp_path / "out", base=base)
+    with open(tmp_path / "out" / "maker_fills.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["model"] == "touch"]
+    assert {(int(r["order_id"]), int(r["side"])) for r in rows} == theirs.keys()
+    assert all(float(r["price"]) == mine[(int(r["order_id"]), int(r["side"]))].price for r in rows)
 
 
 # --- in the dataflow
