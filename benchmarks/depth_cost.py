@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.events import Bar, DepthUpdate  # noqa: E402
 from dataflows.settings import Settings  # noqa: E402
-from harness.realdata import drive, parse_paths  # noqa: E402
+from harness.realdata import best_of, drive, parse_paths  # noqa: E402
 from operators import bars, depth, features  # noqa: E402
 from operators.depth import DepthConfig  # noqa: E402
 
@@ -48,28 +48,19 @@ WINDOWS = {
 }
 
 
-def _best(repeat: int, fn) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def _window(name: str, files: tuple[str, ...], repeat: int) -> dict:
     paths = [DATA / f for f in files]
     by_key, _, counts = parse_paths(paths)
     (events,) = by_key.values()
     s = Settings()
     n_depth = sum(type(e) is DepthUpdate for e in events)
-    t_bars = _best(repeat, lambda: drive(bars.step, bars.BarState(s.bars), events))
-    t_book = _best(repeat, lambda: drive(depth.step, depth.DepthState(s.bars, s.features.depth), events))
+    t_bars = best_of(repeat, lambda: drive(bars.step, bars.BarState(s.bars), events))
+    t_book = best_of(repeat, lambda: drive(depth.step, depth.DepthState(s.bars, s.features.depth), events))
     _, with_book = drive(depth.step, depth.DepthState(s.bars, s.features.depth), events)
     bar_list = [b for b in with_book if type(b) is Bar]
     top = s.features.model_copy(update={"depth": DepthConfig(enabled=False)})
-    t_feat = _best(repeat, lambda: drive(features.step, features.FeatureState(s.features), bar_list))
-    t_top = _best(repeat, lambda: drive(features.step, features.FeatureState(top), bar_list))
+    t_feat = best_of(repeat, lambda: drive(features.step, features.FeatureState(s.features), bar_list))
+    t_top = best_of(repeat, lambda: drive(features.step, features.FeatureState(top), bar_list))
 
     from ticklet.backtest import run_backtest
 

@@ -25,14 +25,13 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.events import BookSnapshot, DepthUpdate, Signal  # noqa: E402
-from harness.realdata import drive, run_chain, signals_of  # noqa: E402
+from harness.realdata import best_of, drive, run_chain, signals_of  # noqa: E402
 from operators import maker, orderbook  # noqa: E402
 
 DATA = Path(os.environ.get("TICKLET_DATA", ROOT.parent / "shared" / "data")) / "binance-ws"
@@ -40,15 +39,6 @@ WINDOWS = {
     "BTCUSDT USD-M 2023-04-04/05": ("usdm/btcusdt_20230404.dat.gz", "usdm/btcusdt_20230405.dat.gz"),
     "BTCUSDT spot 2024-08-08/09": ("spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz"),
 }
-
-
-def _best(repeat: int, fn) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _window(name: str, files: tuple[str, ...], repeat: int) -> dict:
@@ -67,9 +57,9 @@ def _window(name: str, files: tuple[str, ...], repeat: int) -> dict:
         for e in book_events:
             orderbook.step(st, e)
 
-    t_book = _best(repeat, book_only)
-    t_base = _best(repeat, lambda: drive(maker.step, maker.QuoterState(cfg), events))
-    t_all = _best(repeat, lambda: drive(maker.step, maker.QuoterState(cfg), items))
+    t_book = best_of(repeat, book_only)
+    t_base = best_of(repeat, lambda: drive(maker.step, maker.QuoterState(cfg), events))
+    t_all = best_of(repeat, lambda: drive(maker.step, maker.QuoterState(cfg), items))
     _, fills = drive(maker.step, maker.QuoterState(cfg), items)
     return {
         "window": name, "events": len(events), "depth_updates": n_depth, "bars": n_bars, "model_books": books,

@@ -47,7 +47,8 @@ def read_last(path: Path, cls: type[R]) -> list[R]:
             if head:
                 i, m, h = head.index("instrument"), head.index("model"), head.index("horizon")
                 for row in rows:
-                    last[(row[i], row[m], int(row[h]))] = row
+                    if len(row) == len(head):  # (a torn last line of a killed run is not a record)
+                        last[(row[i], row[m], int(row[h]))] = row
     return [record_from_row(dict(zip(head, row, strict=True)), cls) for row in last.values()]
 
 

@@ -692,6 +692,18 @@ def test_a_snapshot_of_the_check_from_before_aggtrades_were_told_apart_resumes(r
     assert old.traded is True
 
 
+def _in_batches(evs: list, size: int) -> tuple:
+    """``sanity.step_batch`` over ``evs`` in batches of ``size``: its state, the events passed on, the rest."""
+    st = sanity.SanityState(sanity.SanityConfig())
+    passed: list = []
+    side: list = []
+    for i in range(0, len(evs), size):
+        st, out = sanity.step_batch(st, evs[i : i + size])
+        for o in out:
+            (passed.extend if type(o) is list else side.append)(o)
+    return st, passed, side
+
+
 @pytest.mark.parametrize("size", [1, 7, 500, 100_000])
 def test_the_check_over_batches_is_the_check_event_by_event_with_aggtrades(real, size):
     """``step_batch`` (the dataflow's, with its fast paths for trades and
@@ -706,11 +718,7 @@ def test_the_check_over_batches_is_the_check_event_by_event_with_aggtrades(real,
     rows, _, _ = _with_copies([ln for i, ln in enumerate(mixed) if i >= cut or b'@trade"' not in ln[:60]])
     (evs,) = _parse_lines(rows).values()
     one, ref = drive(sanity.step, sanity.SanityState(sanity.SanityConfig()), evs)
-    st, passed, side = sanity.SanityState(sanity.SanityConfig()), [], []
-    for i in range(0, len(evs), size):
-        st, out = sanity.step_batch(st, evs[i : i + size])
-        for o in out:
-            (passed.extend if type(o) is list else side.append)(o)
+    st, passed, side = _in_batches(evs, size)
     assert passed == [o for o in ref if type(o) not in (ErrorRecord, Count)]
     assert [o for o in side if type(o) is ErrorRecord] == [o for o in ref if type(o) is ErrorRecord] != []
     n_skipped = sum(o.n for o in ref if type(o) is Count and o.name == "aggtrades_skipped")
@@ -844,11 +852,7 @@ def test_the_check_over_batches_is_the_check_event_by_event_with_depth(ws_dir, s
     dead = [o for o in ref if type(o) is ErrorRecord]
     assert {d.reason.split(":")[0] for d in dead} == {"not a normal float", "notional above 1e+12"}
     assert len(dead) == n_depth // 97
-    st, passed, side = sanity.SanityState(sanity.SanityConfig()), [], []
-    for i in range(0, len(evs), size):
-        st, out = sanity.step_batch(st, evs[i : i + size])
-        for o in out:
-            (passed.extend if type(o) is list else side.append)(o)
+    st, passed, side = _in_batches(evs, size)
     assert passed == [o for o in ref if type(o) not in (ErrorRecord, Count)]
     assert [o for o in side if type(o) is ErrorRecord] == dead
     assert st == one
