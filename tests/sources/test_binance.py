@@ -82,7 +82,8 @@ def expected(ts: int, msg: dict, market: str):
         exch = d["E"] * MS if market == "usdm" else None
         return Quote(key, ts, exch, float(d["b"]), float(d["B"]), float(d["a"]), float(d["A"]), d["u"])
     if kind == "depth":
-        return norm(DepthUpdate(key, ts, d["E"] * MS, d["U"], d["u"], d["pu"] if market == "usdm" else -1,
+        exch = d.get("T", d["E"]) * MS  # the matching engine's time where the diff has it (futures)
+        return norm(DepthUpdate(key, ts, exch, d["U"], d["u"], d["pu"] if market == "usdm" else -1,
                                 tuple(Level(float(p), float(q)) for p, q in d["b"]),
                                 tuple(Level(float(p), float(q)) for p, q in d["a"])))
     raise AssertionError(f"unexpected stream {msg.get('stream')}")
@@ -102,7 +103,7 @@ def norm(ev):
 
 def snapshot_of(ts: int, msg: dict, key: str) -> BookSnapshot:
     """The book a REST snapshot line starts, built from the JSON: the recording's instrument's (normalized)."""
-    e = msg.get("E")
+    e = msg.get("T", msg.get("E"))  # the matching engine's time, else the event time, where it has them
     return norm(BookSnapshot(key, ts, msg["lastUpdateId"], tuple(Level(float(p), float(q)) for p, q in msg["bids"]),
                              tuple(Level(float(p), float(q)) for p, q in msg["asks"]), None if e is None else e * MS))
 
