@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -131,7 +132,7 @@ def _hftbacktest(say: Callable[[str], None]) -> str | None:
     say(f"installing hftbacktest {HFTBACKTEST} from PyPI into a virtualenv of its own ({HFTBACKTEST_VENV}; "
         "it pins NumPy below ticklet's) ...")
     HFTBACKTEST_VENV.parent.mkdir(parents=True, exist_ok=True)
-    for cmd in (["python3.11", "-m", "venv", "--clear", str(HFTBACKTEST_VENV)],
+    for cmd in ([sys.executable, "-m", "venv", "--clear", str(HFTBACKTEST_VENV)],  # this Python (3.11), its own venv
                 [str(HFTBACKTEST_VENV / "bin" / "pip"), "install", "-q", f"hftbacktest=={HFTBACKTEST}"]):
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
