@@ -53,7 +53,7 @@ def _window(name: str, files: tuple[str, ...], repeat: int) -> dict:
     n_bars = len(chain.bars)
 
     def book_only() -> None:
-        st = orderbook.OrderBookState(orderbook.OrderBookConfig(quotes=False, max_depth=100_000))
+        st = orderbook.OrderBookState(orderbook.OrderBookConfig(quotes=False))  # as the quoting step keeps it
         for e in book_events:
             orderbook.step(st, e)
 

@@ -66,9 +66,9 @@ from sources.replay import ReplaySource
 
 log = logging.getLogger(__name__)
 
-#: Files the dataflow writes in ``settings.output.dir``.
 #: The maker books' fills (TICKLET_MAKER__ENABLED).
 MAKER_FILLS_FILE = "maker_fills.csv"
+#: Files the dataflow writes in ``settings.output.dir``.
 OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "signals.csv", "trades.csv", "equity.csv", "economics.csv",
                 "dead_letters.jsonl", COUNTERS_FILE, FEATURES_FILE, MAKER_FILLS_FILE)
 def check_output_files(out: Path, name: str, remove: bool = False, manifest: bool = True) -> None:

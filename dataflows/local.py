@@ -101,7 +101,8 @@ class TickStep:
         Whether each input is a list of items fed one by one.
     whole
         Whether the step takes all its inputs of a chunk at once, as one list
-        (events and decisions to be put in time order).
+        (a step that passes no event on: events and decisions to be put in
+        time order, or events it only reads).
     count_as
         ``(name, type)``: outputs of that type counted under that name.
     emit
@@ -212,7 +213,8 @@ def find_fill_quotes(latency_ms: int, bar_config: bars.BarConfig, after: str, em
     """The first best bid/ask after every bar end plus the order latency, from the events of ``after``."""
     iv, gap = bar_config.interval_ms, bar_config.max_gap_bars
     return TickStep("find_fill_quotes", fills.step_batch,
-                    _fresh(functools.partial(fills.FillState, latency_ms, iv, gap)), (after,), stage="fills", emit=emit)
+                    _fresh(functools.partial(fills.FillState, latency_ms, iv, gap)), (after,), stage="fills", emit=emit,
+                    whole=True)
 
 
 def rest_quotes(config: maker.MakerConfig, after: tuple[str, str]) -> TickStep:

@@ -185,13 +185,10 @@ class StepLogic(StatefulBatchLogic[Any, Any, Any]):
         """
         held = self.held
         fmt = batch.fmt
-        holding = getattr(state, "holding", None)
-        if (not held and holding is not None and not holding()
-                and not any(type(x) is list or type(x) is EventBatch or type(x) is ErrorRecord for x in out)):
-            return out  # no event passed on nor held, none dead-lettered: no record to carry
         if (not held and len(out) == 1 and type(out[0]) is list and len(out[0]) == len(batch)
                 and all(map(is_, out[0], batch))):  # the common case: every event passed on
             return [EventBatch(fmt, out[0], batch.records)]
+        holding = getattr(state, "holding", None)
         if (not held and out and type(out[0]) is list and holding is not None and not holding()
                 and not any(type(x) is ErrorRecord for x in out)):  # some skipped, none held nor dead-lettered
             acc = out[0]

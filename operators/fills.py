@@ -66,10 +66,6 @@ class FillState:
         self.interval = self.interval_ms * 1_000_000
         self.latency = self.latency_ms * 1_000_000
 
-    def holding(self) -> tuple:
-        """The events held for later: none (the step passes no event on)."""
-        return ()
-
 
 def step(state: FillState, event: object) -> tuple[FillState, list[FillQuote]]:
     """Feed one event; emit the fill quotes it is the first quote for."""
@@ -89,8 +85,8 @@ def step(state: FillState, event: object) -> tuple[FillState, list[FillQuote]]:
     return state, out
 
 
-def step_batch(state: FillState, events: list) -> tuple[FillState, list[FillQuote]]:
-    """:func:`step` over a list of events, for the dataflow, which passes events on in lists.
+def step_batch(state: FillState, batches: list) -> tuple[FillState, list[FillQuote]]:
+    """:func:`step` over a chunk's lists of events, for the dataflow, which passes events on in lists.
 
     Only the quotes received at or after the next bar end plus the latency
     go through :func:`step`: the others give nothing (tested to give what
@@ -100,17 +96,18 @@ def step_batch(state: FillState, events: list) -> tuple[FillState, list[FillQuot
     >>> S = 10**9
     >>> st = FillState(latency_ms=50, interval_ms=1000, max_gap_bars=300)
     >>> evs = [Quote("X", t, None, 99.0, 1.0, 101.0, 1.0, 1) for t in (S, 2 * S, 2 * S + 6 * 10**7)]
-    >>> st, out = step_batch(st, evs)
+    >>> st, out = step_batch(st, [evs[:1], evs[1:]])
     >>> [(q.ts_forecast // S, q.ts_recv) for q in out]
     [(1, 2000000000), (2, 2060000000)]
     """
     st = state
     out: list[FillQuote] = []
     due = st.next_end + st.latency if st.next_end >= 0 else -1  # (ts - latency) // iv * iv >= next_end
-    for ev in events:
-        if type(ev) is Quote and ev.ts_recv >= due:
-            st, o = step(st, ev)
-            if o:
-                out.extend(o)
-            due = st.next_end + st.latency
+    for events in batches:
+        for ev in events:
+            if type(ev) is Quote and ev.ts_recv >= due:
+                st, o = step(st, ev)
+                if o:
+                    out.extend(o)
+                due = st.next_end + st.latency
     return st, out

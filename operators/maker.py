@@ -115,7 +115,7 @@ class MakerConfig(BaseModel):
 
 @dataclass(slots=True)
 class Order:
-    """One resting order: sent at ``sent`` (local clock), at the exchange from ``arrival`` (exchange clock)."""
+    """One order of a book: at the exchange from ``arrival`` until its cancel arrives (``cancel_at``)."""
 
     oid: int
     side: int  # 1 buy, -1 sell
@@ -365,11 +365,12 @@ class QuoterState:
     decimals: int = 0
     quotes: int = 0  # decisions taken
     late_signals: int = 0  # decisions received after the events at their time: not taken (no look-ahead)
+    without_book: int = 0  # decisions while the instrument had no book (no snapshot yet, a resync): not taken
     depth_ts: int = -1  # the latest exchange stamps of the depth and trade streams
     trade_ts: int = -1
 
     def __post_init__(self) -> None:
-        self.book = OrderBookState(OrderBookConfig(quotes=False, max_depth=100_000))
+        self.book = OrderBookState(OrderBookConfig(quotes=False))  # bounded: max_depth levels a side
         if self.config.baseline:
             self.books[("touch", 0)] = MakerState(self.config)
 
@@ -458,7 +459,8 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
     is the decision of the book of its model and horizon at its
     ``ts_forecast``, on the book as received by then: it must come before
     the events received at or after that time (the dataflow puts it there),
-    or it is not taken (counted: ``late_signals``). An event: the baseline's
+    or it is not taken (counted: ``late_signals``); nor is one while the
+    instrument has no book (``without_book``). An event: the baseline's
     decisions due at or before its receive time are taken first; the orders
     that reached the exchange before its exchange time join the book it
     changes; then its fills (:class:`MakerFill`).
@@ -481,8 +483,11 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
     book = st.book
     if cls is Signal:
         sig: Signal = item  # type: ignore[assignment]
-        if sig.ts_forecast <= st.clock or not _ready(book):
-            st.late_signals += sig.ts_forecast <= st.clock
+        if sig.ts_forecast <= st.clock:
+            st.late_signals += 1
+            return st, []
+        if not _ready(book):
+            st.without_book += 1
             return st, []
         key = (sig.model, sig.horizon)
         m = st.books.get(key)
@@ -569,7 +574,7 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
     The decisions are put before the events received at their time
     (:func:`interleave`). Returns the fills as
     :class:`~core.events.MakerFillRecord` s, and counts: the post-only
-    orders refused, and decisions that came too late to be taken. The own
+    orders refused, and decisions not taken (too late, or without a book). The own
     book's dead letters and counts are not repeated: the bars' book reports
     them.
 
@@ -592,7 +597,7 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
         elif isinstance(v, list):
             events.extend(v)
     refused = sum(m.refused for m in st.books.values())
-    late = st.late_signals
+    late, unbooked = st.late_signals, st.without_book
     out: list = []
     inst = st.instrument
     for item in interleave(events, signals) if signals else events:
@@ -605,4 +610,6 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
         out.append(Count("maker_orders_refused", refused))
     if st.late_signals > late:
         out.append(Count("maker_late_decisions", st.late_signals - late))
+    if st.without_book > unbooked:
+        out.append(Count("maker_decisions_without_book", st.without_book - unbooked))
     return st, out

@@ -347,3 +347,14 @@ def test_the_dataflows_maker_fills_are_the_steps_over_the_whole_recording(usdm, 
     assert counters["maker_fills"] == len(fills)
     assert counters.get("maker_orders_refused", 0) == sum(r.n for r in want if type(r) is Count
                                                           and r.name == "maker_orders_refused")
+
+
+def test_a_decision_without_a_book_is_not_taken_and_counted():
+    """Before the instrument's first snapshot there is no book to quote on: the
+    decision is counted (``maker_decisions_without_book``), no book is made."""
+    from core.events import Count, Signal, Trade
+
+    st = maker.QuoterState(MakerConfig(**FIXED), "X")
+    st, out = maker.step_batch(st, [[Trade("X", S + 1, S, 100.0, 1.0, True, 1)],
+                                    Signal("X", "linear", 1, S, 1, None, 0.0, 0.5)])
+    assert out == [Count("maker_decisions_without_book", 1)] and ("linear", 1) not in st.books

@@ -270,7 +270,7 @@ def test_fill_quotes_over_batches_are_the_fill_quotes_event_by_event(run, size):
     one, ref = drive(fills.step, fills.FillState(50, 1000, 300), evs)
     st, got = fills.FillState(50, 1000, 300), []
     for i in range(0, len(evs), size):
-        st, out = fills.step_batch(st, evs[i : i + size])
+        st, out = fills.step_batch(st, [evs[i : i + size]])
         got.extend(out)
     assert got == ref and len(ref) > 100
     assert st == one
