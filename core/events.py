@@ -71,6 +71,8 @@ __all__ = [
     "Quote",
     "RawChunk",
     "EconomicsRecord",
+    "MakerEconomicsRecord",
+    "MakerFillRecord",
     "EquityPoint",
     "Fill",
     "FillQuote",
@@ -624,6 +626,10 @@ class Fill(msgspec.Struct, frozen=True, gc=False):
     fee: float
     position: float
     cash: float
+    #: The liquidity it took: always "taker" here (a market order); resting
+    #: orders' fills are :class:`MakerFillRecord` s, "maker". Default: older
+    #: CSVs load.
+    liquidity: str = "taker"
 
 
 class EquityPoint(msgspec.Struct, frozen=True, gc=False):
@@ -652,7 +658,12 @@ class MakerFillRecord(msgspec.Struct, frozen=True, gc=False):
     It is at the order's ``price`` (``side`` +1 bought, -1 sold, ``qty``
     units), at ``ts_exch`` on the exchange clock, made by the market event
     received at ``ts_recv``; ``queue`` was ahead of the order when it went
-    live. See :mod:`operators.maker`.
+    live. ``fee`` is the maker fee paid, in quote currency (negative: a
+    rebate), ``position`` the book's after it. ``mid`` is the book's mid
+    just before ``ts_exch``, ``mid_1s`` and ``mid_10s`` the mid 1 s and
+    10 s later on the exchange clock (raw values, for adverse selection;
+    None when the input ended before). The record goes out once the book
+    has passed ``ts_exch`` + 10 s. See :mod:`operators.maker`.
     """
 
     instrument: str
@@ -665,6 +676,51 @@ class MakerFillRecord(msgspec.Struct, frozen=True, gc=False):
     ts_exch: int
     ts_recv: int
     queue: float
+    liquidity: str
+    fee: float
+    position: float
+    mid: Optional[float]
+    mid_1s: Optional[float]
+    mid_10s: Optional[float]
+
+
+class MakerEconomicsRecord(msgspec.Struct, frozen=True, gc=False):
+    """Running economics of one maker book, as of ``ts_exch`` (the book's latest exchange stamp).
+
+    Over the fills that have gone out (:class:`MakerFillRecord`; the last
+    10 s of fills join once their moves are known, all of them when the
+    input ends): ``orders`` sent, ``filled_orders`` (with at least one
+    fill) and ``fill_rate`` (their share), post-only orders ``refused``;
+    ``fills``, the quantity and value (``traded``, at the fill prices)
+    filled; the ``position``; ``gross_pnl`` (cash plus the position at the
+    mid, without fees), the ``fees`` at ``fee_bps``, ``net_pnl``; in bps of
+    the value traded, ``break_even_bps`` (the maker fee at which the net
+    PnL is zero: ``gross_pnl / traded``) and ``net_bps``; the mean adverse
+    selection of the fills, in bps of the mid (``-side x (mid_T - mid) /
+    mid``: positive when the mid moved against the fill) at 1 s and 10 s.
+    See :mod:`operators.maker`.
+    """
+
+    instrument: str
+    model: str
+    horizon: int
+    ts_exch: int
+    orders: int
+    filled_orders: int
+    fill_rate: Optional[float]
+    refused: int
+    fills: int
+    qty: float
+    traded: float
+    position: float
+    gross_pnl: float
+    fees: float
+    net_pnl: float
+    fee_bps: float
+    break_even_bps: Optional[float]
+    net_bps: Optional[float]
+    adverse_1s_bps: Optional[float]
+    adverse_10s_bps: Optional[float]
 
 
 class EconomicsRecord(msgspec.Struct, frozen=True, gc=False):

@@ -44,6 +44,7 @@ from core.events import (
     Fill,
     Forecast,
     ForecastRecord,
+    MakerEconomicsRecord,
     MakerFillRecord,
     MetricsRecord,
     Signal,
@@ -66,11 +67,13 @@ from sources.replay import ReplaySource
 
 log = logging.getLogger(__name__)
 
-#: The maker books' fills (TICKLET_MAKER__ENABLED).
+#: The maker books' fills and running economics (TICKLET_MAKER__ENABLED).
 MAKER_FILLS_FILE = "maker_fills.csv"
+MAKER_ECONOMICS_FILE = "maker_economics.csv"
+MAKER_FILES = (MAKER_FILLS_FILE, MAKER_ECONOMICS_FILE)
 #: Files the dataflow writes in ``settings.output.dir``.
 OUTPUT_FILES = ("forecasts.csv", "metrics.csv", "signals.csv", "trades.csv", "equity.csv", "economics.csv",
-                "dead_letters.jsonl", COUNTERS_FILE, FEATURES_FILE, MAKER_FILLS_FILE)
+                "dead_letters.jsonl", COUNTERS_FILE, FEATURES_FILE, *MAKER_FILES)
 def check_output_files(out: Path, name: str, remove: bool = False, manifest: bool = True) -> None:
     """At start, check that each file the run writes in ``out`` is a file or does not exist yet.
 
@@ -206,6 +209,9 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
         fills = op.filter("fills", traded, lambda kv: type(kv[1]) is Fill)
         equity = op.filter("equity", traded, lambda kv: type(kv[1]) is EquityPoint)
         economy = op.filter("economics", traded, lambda kv: type(kv[1]) is EconomicsRecord)
+    if quoting:
+        maker_fills = local.outputs_of("maker_fills", ticks, "rest_quotes", MakerFillRecord)
+        maker_economy = local.outputs_of("maker_economics", ticks, "rest_quotes", MakerEconomicsRecord)
     if save_models is not None:
         exports = local.exports_of("exports", ticks)
         if follow:  # the features' states from where the ticks are read, the learners' from the keyed join
@@ -230,12 +236,13 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
             ops.write_csv("write_equity", equity, out / "equity.csv", EquityPoint)
             ops.write_csv("write_economics", economy, out / "economics.csv", EconomicsRecord)
         if quoting:
-            ops.write_csv("write_maker_fills", local.outputs_of("maker_fills", ticks, "rest_quotes", MakerFillRecord),
-                          out / MAKER_FILLS_FILE, MakerFillRecord)
+            ops.write_csv("write_maker_fills", maker_fills, out / MAKER_FILLS_FILE, MakerFillRecord)
+            ops.write_csv("write_maker_economics", maker_economy, out / MAKER_ECONOMICS_FILE, MakerEconomicsRecord)
     if settings.output.kafka:
         producer = producer_config(kafka.brokers, kafka.client_config(), kafka.linger_ms)
         decided = [decisions, fills] if economics else []
-        published = op.merge("merge_published", issued, scored, metrics, *decided)
+        made = [maker_fills, maker_economy] if quoting else []
+        published = op.merge("merge_published", issued, scored, metrics, *decided, *made)
         wait_s = kafka.outage_timeout_s
         op.output("publish_forecasts", ops.encode_for_kafka("encode_forecasts", published),
                   KafkaRecordSink(kafka.output_topic, producer, outage_timeout_s=wait_s, exit_process=True))
@@ -249,8 +256,9 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
         from sinks.influx import InfluxSink  # influxdb-client loads only when it is used
 
         decided = [decisions, fills, equity] if economics else []
+        made = [maker_fills, maker_economy] if quoting else []
         bars = local.outputs_of("bars", ticks, "make_bars")
-        records = op.merge("merge_influx", bars, rows, issued, scored, metrics, *decided)
+        records = op.merge("merge_influx", bars, rows, issued, scored, metrics, *decided, *made)
         stamped = ops.values("unkey_influx", ops.stamp_points("stamp_influx", records))
         op.output("write_influx", op.merge("merge_influx_health", stamped, counts, dead),
                   InfluxSink(settings.influx, report=settings.output.summary))  # its result: a line of its own
@@ -294,7 +302,7 @@ def _destinations(settings: Settings) -> dict[str, str]:
     maker = o.economics and settings.maker.enabled
     out = {name.split(".")[0]: str((o.dir / name).resolve()) for name in OUTPUT_FILES
            if (o.files and (o.economics or name not in economics) and (o.features or name != FEATURES_FILE)
-               and (maker or name != MAKER_FILLS_FILE))
+               and (maker or name not in MAKER_FILES))
            or name == COUNTERS_FILE}
     out["run"] = str((o.dir / MANIFEST).resolve())  # the manifest: every run writes it (build_flow)
     if o.kafka:

@@ -110,6 +110,10 @@ class TickStep:
     export
         ``(kind, fn)``: when the input ends, each instrument's ``fn(state)``
         goes out (for a model bundle: :func:`exports_of`).
+    finish
+        ``fn(state) -> (state, outputs)``: when the input ends, each
+        instrument's last outputs (what was waiting for later events), as
+        the step's own (with ``emit``).
     """
 
     name: str
@@ -123,6 +127,7 @@ class TickStep:
     count_as: Optional[tuple[str, type]] = None
     emit: bool = False
     export: Optional[tuple[str, Callable[[Any], Any]]] = None
+    finish: Optional[Callable[[Any], tuple[Any, Sequence[Any]]]] = None
 
 
 def _fresh(make: Callable[[], Any]) -> Callable[[str], Any]:
@@ -225,7 +230,8 @@ def rest_quotes(config: maker.MakerConfig, after: tuple[str, str]) -> TickStep:
     its time.
     """
     return TickStep("rest_quotes", maker.step_batch, lambda instrument: maker.QuoterState(config, instrument), after,
-                    stage="maker", emit=True, whole=True, count_as=("maker_fills", MakerFillRecord))
+                    stage="maker", emit=True, whole=True, count_as=("maker_fills", MakerFillRecord),
+                    finish=maker.finish)
 
 
 def trade(config: pnl.ExecutionConfig, bar_config: bars.BarConfig, after: tuple[str, str]) -> TickStep:
@@ -301,9 +307,9 @@ class _TickPartition(StatefulSourcePartition[Any, tuple[Any, TickState]]):
             raise StopIteration()
         try:
             items = self._inner.next_batch()
-        except StopIteration:  # the end of the input: the exported states go out first
+        except StopIteration:  # the end of the input: the exported states go out first, then the last outputs
             self._ended = True
-            return self._exports()
+            return self._exports() + self._finish()
         out: list[Any] = []
         for item in items:
             if type(item) is not RawChunk:  # a dead letter of reading
@@ -358,6 +364,25 @@ class _TickPartition(StatefulSourcePartition[Any, tuple[Any, TickState]]):
             kind, fn = s.export
             for inst, logic in self._logic[s.name].items():
                 out.append(Emitted(EXPORTS, self._name, inst, [(inst, kind, fn(logic.state))]))
+        return out
+
+    def _finish(self) -> list[Any]:
+        """The last outputs of the steps that have some once the input ends (see :attr:`TickStep.finish`)."""
+        out: list[Any] = []
+        for s in self._steps:
+            if s.finish is None:
+                continue
+            for inst, logic in self._logic[s.name].items():
+                logic.state, res = s.finish(logic.state)
+                kept = [r for r in res if type(r) is not Count and type(r) is not ErrorRecord]
+                out.extend(r for r in res if type(r) is Count or type(r) is ErrorRecord)
+                if s.count_as is not None:
+                    name, cls = s.count_as
+                    n = sum(1 for r in kept if type(r) is cls)
+                    if n:
+                        out.append(Count(name, n))
+                if s.emit and kept:
+                    out.append(Emitted(s.name, self._name, inst, kept))
         return out
 
     def next_awake(self) -> Any:

@@ -54,17 +54,29 @@ Examples
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.events import BookSnapshot, Count, DepthUpdate, Event, MakerFillRecord, Signal, Trade
+from core.events import (
+    BookSnapshot,
+    Count,
+    DepthUpdate,
+    Event,
+    MakerEconomicsRecord,
+    MakerFillRecord,
+    Signal,
+    Trade,
+    market_of,
+)
 from operators import orderbook
 from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
 
-__all__ = ["Book", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "interleave", "on_depth",
-           "on_diff", "on_time", "on_trade", "quote_prices", "step", "step_batch", "submit"]
+__all__ = ["Book", "Ledger", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "finish",
+           "interleave", "on_depth", "on_diff", "on_time", "on_trade", "quote_prices", "step", "step_batch", "submit"]
 
 _MS = 1_000_000
 _NEVER = 2**63 - 1
@@ -111,6 +123,29 @@ class MakerConfig(BaseModel):
     baseline: bool = Field(
         True, description="Also run the unskewed book (model 'touch', horizon 0): the same quoting without a "
         "forecast, the benchmark of the forecast books.")
+    latency_model: Literal["constant", "feed"] = Field(
+        "constant",
+        description="Order entry latency: constant (latency_ms), or feed: latency_ms plus feed_latency_mul times "
+        "the recording's own feed latency (the latest depth message's receive time minus its exchange time), as "
+        "hftbacktest's latency generated from the feed.")
+    feed_latency_mul: float = Field(1.0, ge=0.0, description="The feed latency model's multiplier.")
+    spot_fee_bps: float = Field(
+        10.0, ge=-10.0, le=100.0,
+        description="Maker fee on spot, bps of the filled value; negative: a rebate (Binance VIP 0: 0.10%).")
+    usdm_fee_bps: float = Field(
+        2.0, ge=-10.0, le=100.0,
+        description="Maker fee on USD-M futures, bps of the filled value; negative: a rebate (Binance VIP 0: 0.02%).")
+    coinm_fee_bps: float = Field(
+        2.0, ge=-10.0, le=100.0,
+        description="Maker fee on COIN-M futures, bps; negative: a rebate (Binance VIP 0: 0.02%). COIN-M books are "
+        "accounted in quote terms (USD) like the others.")
+    max_pending_fills: int = Field(
+        10_000, ge=1, description="Most fills of an instrument waiting for their mid 10 s later (the oldest go out "
+        "without it, counted: maker_fills_without_moves).")
+
+    def fee_bps(self, market: str) -> float:
+        """The maker fee of a market (``spot``, ``usdm``, ``coinm``: :func:`core.events.market_of`)."""
+        return {"spot": self.spot_fee_bps, "usdm": self.usdm_fee_bps}.get(market, self.coinm_fee_bps)
 
 
 @dataclass(slots=True)
@@ -127,6 +162,7 @@ class Order:
     queue: float = 0.0  # quantity ahead when it went live
     traded: float = 0.0  # traded at its price since the level last changed (probabilistic models)
     cancel_at: Optional[int] = None  # exchange time its cancel arrives
+    hit: bool = False  # filled at least once
 
 
 class MakerFill(NamedTuple):
@@ -144,6 +180,7 @@ class MakerFill(NamedTuple):
     qty: float
     ts_exch: int
     queue: float
+    position: float  # the book's, after the fill
 
 
 class Book(NamedTuple):
@@ -166,26 +203,41 @@ class MakerState:
     refused: int = 0  # post-only orders that would have crossed
     cancelled: int = 0
     position: float = 0.0  # filled, signed
+    sent: int = 0  # orders sent
+    filled_orders: int = 0  # orders with at least one fill
     next_oid: int = 1  # order ids are the book's own: each decision takes two, bid then ask
     wake: int = _NEVER  # the earliest exchange time at which an order in flight or cancelled has to be looked at
 
 
-def _at_exchange(c: MakerConfig, t_local: int) -> int:
-    """When something sent at local time ``t_local`` reaches the exchange, on the exchange clock."""
-    return t_local + round((c.clock_offset_ms + c.latency_ms) * _MS)
+def _at_exchange(c: MakerConfig, t_local: int, feed: int = 0) -> int:
+    """When something sent at local time ``t_local`` reaches the exchange, on the exchange clock.
+
+    ``feed``: the feed latency (ns) the feed latency model scales; the
+    latency is never negative.
+
+    >>> _at_exchange(MakerConfig(latency_ms=10.0), 0, feed=5_000_000)
+    10000000
+    >>> _at_exchange(MakerConfig(latency_ms=1.0, latency_model="feed", feed_latency_mul=2.0), 0, feed=5_000_000)
+    11000000
+    """
+    lat = c.latency_ms * _MS
+    if c.latency_model == "feed":
+        lat = max(0.0, lat + c.feed_latency_mul * feed)
+    return t_local + round(c.clock_offset_ms * _MS + lat)
 
 
-def submit(st: MakerState, oid: int, side: int, price: float, qty: float, t_local: int) -> None:
-    """Send a post-only limit order at local time ``t_local`` (ns)."""
-    o = st.orders[oid] = Order(oid, side, price, qty, _at_exchange(st.config, t_local))
+def submit(st: MakerState, oid: int, side: int, price: float, qty: float, t_local: int, feed: int = 0) -> None:
+    """Send a post-only limit order at local time ``t_local`` (ns); ``feed``: the feed latency then (ns)."""
+    o = st.orders[oid] = Order(oid, side, price, qty, _at_exchange(st.config, t_local, feed))
+    st.sent += 1
     st.wake = min(st.wake, o.arrival)
 
 
-def cancel(st: MakerState, oid: int, t_local: int) -> None:
+def cancel(st: MakerState, oid: int, t_local: int, feed: int = 0) -> None:
     """Send the cancel of order ``oid`` at local time ``t_local``; it takes effect when it reaches the exchange."""
     o = st.orders.get(oid)
     if o is not None and o.cancel_at is None:
-        o.cancel_at = _at_exchange(st.config, t_local)
+        o.cancel_at = _at_exchange(st.config, t_local, feed)
         st.wake = min(st.wake, o.cancel_at)
 
 
@@ -236,8 +288,11 @@ def _rests(o: Order, ts_exch: int) -> bool:
 
 def _fill(st: MakerState, o: Order, qty: float, ts_exch: int, out: list) -> None:
     qty = min(qty, o.qty)
-    out.append(MakerFill(st.model, st.horizon, o.oid, o.side, o.price, qty, ts_exch, o.queue))
     st.position += o.side * qty
+    if not o.hit:
+        o.hit = True
+        st.filled_orders += 1
+    out.append(MakerFill(st.model, st.horizon, o.oid, o.side, o.price, qty, ts_exch, o.queue, st.position))
     o.qty -= qty
     if round(o.qty / st.config.lot) <= 0:
         del st.orders[o.oid]
@@ -368,9 +423,17 @@ class QuoterState:
     without_book: int = 0  # decisions while the instrument had no book (no snapshot yet, a resync): not taken
     depth_ts: int = -1  # the latest exchange stamps of the depth and trade streams
     trade_ts: int = -1
+    feed: int = 0  # the latest depth message's feed latency (receive time - exchange time), ns
+    fee_bps: float = field(init=False)  # the instrument's market's maker fee
+    mid_ts: list = field(default_factory=list)  # the mid's changes (exchange time, mid or NaN without a book),
+    mid_px: list = field(default_factory=list)  # kept for _KEEP_NS behind the depth stream
+    pending: deque = field(default_factory=deque)  # (MakerFill, ts_recv): fills waiting for their mid 10 s on
+    ledgers: dict = field(default_factory=dict)  # (model, horizon) -> Ledger, over the fills gone out
+    unmoved: int = 0  # fills that went out without their moves (too many waiting)
 
     def __post_init__(self) -> None:
         self.book = OrderBookState(OrderBookConfig(quotes=False))  # bounded: max_depth levels a side
+        self.fee_bps = self.config.fee_bps(market_of(self.instrument)) if self.instrument else 0.0
         if self.config.baseline:
             self.books[("touch", 0)] = MakerState(self.config)
 
@@ -383,6 +446,109 @@ class QuoterState:
     def position(self) -> float:
         """The baseline book's position."""
         return self.maker.position
+
+
+@dataclass(slots=True)
+class Ledger:
+    """A maker book's accounts over its fills gone out: cash and position at the fill prices, fees, adverse moves."""
+
+    fills: int = 0
+    qty: float = 0.0
+    traded: float = 0.0  # value filled, at the fill prices
+    position: float = 0.0
+    cash: float = 0.0
+    fees: float = 0.0
+    adverse_1s: float = 0.0  # sums of the fills' adverse moves (bps), and how many fills had one
+    n_1s: int = 0
+    adverse_10s: float = 0.0
+    n_10s: int = 0
+
+
+#: how far behind the depth stream the mid's changes are kept: the 10 s of the moves, the late trades' fills
+_HORIZONS = (1_000 * _MS, 10_000 * _MS)
+_KEEP_NS = 70_000 * _MS
+_KEEP_MAX = 1_000_000  # and at most this many changes
+
+
+def _mid_at(st: QuoterState, t: int, strict: bool = False) -> Optional[float]:
+    """The mid at exchange time ``t`` (``strict``: just before it); None without a book then, or not kept."""
+    ts = st.mid_ts
+    i = (bisect_left if strict else bisect_right)(ts, t) - 1
+    if i < 0:
+        return None
+    m = st.mid_px[i]
+    return None if m != m else m
+
+
+def _note_mid(st: QuoterState, ts_exch: int) -> None:
+    """Record the mid after a book change stamped ``ts_exch`` (NaN without a book), if it changed."""
+    b = st.book
+    mid = (b.bid_px[-1] + b.ask_px[0]) * 0.5 if _ready(b) else math.nan
+    px = st.mid_px
+    if px and (px[-1] == mid or (mid != mid and px[-1] != px[-1])):
+        return
+    ts = st.mid_ts
+    if ts and ts_exch < ts[-1]:
+        ts_exch = ts[-1]  # the depth stream's stamps never go back on the book's changes (bisect stays sorted)
+    ts.append(ts_exch)
+    px.append(mid)
+    if len(ts) > 64 and (ts[len(ts) // 2] < ts_exch - _KEEP_NS or len(ts) > _KEEP_MAX):
+        k = len(ts) // 2
+        del ts[:k]
+        del px[:k]
+
+
+def _settle(st: QuoterState, waiting: tuple[MakerFill, int], out: list) -> None:
+    """A fill (and the receive time of the event that made it) goes out with its mids (known or None).
+
+    Out: its record, and its book's running economics.
+    """
+    f, ts_recv = waiting
+    mid = _mid_at(st, f.ts_exch, strict=True)
+    known = st.depth_ts
+    moves = [_mid_at(st, f.ts_exch + h) if f.ts_exch + h < known else None for h in _HORIZONS]
+    value = f.price * f.qty
+    fee = value * st.fee_bps * 1e-4
+    out.append(MakerFillRecord(st.instrument, f.model, f.horizon, f.oid, f.side, f.price, f.qty, f.ts_exch, ts_recv,
+                               f.queue, "maker", fee, f.position, mid, moves[0], moves[1]))
+    key = (f.model, f.horizon)
+    g = st.ledgers.get(key)
+    if g is None:
+        g = st.ledgers[key] = Ledger()
+    g.fills += 1
+    g.qty += f.qty
+    g.traded += value
+    g.position += f.side * f.qty
+    g.cash -= f.side * value
+    g.fees += fee
+    if mid is not None:
+        if moves[0] is not None:
+            g.adverse_1s += -f.side * (moves[0] - mid) / mid * 1e4
+            g.n_1s += 1
+        if moves[1] is not None:
+            g.adverse_10s += -f.side * (moves[1] - mid) / mid * 1e4
+            g.n_10s += 1
+    out.append(_economics(st, key))
+
+
+def _economics(st: QuoterState, key: tuple) -> MakerEconomicsRecord:
+    """A book's economics as of the depth stream's latest stamp, its position marked to the latest mid."""
+    g = st.ledgers.get(key) or Ledger()
+    m = st.books.get(key)
+    i = len(st.mid_px) - 1
+    while i >= 0 and st.mid_px[i] != st.mid_px[i]:  # without a book now: the last mid there was
+        i -= 1
+    mark = st.mid_px[i] if i >= 0 else 0.0
+    gross = g.cash + g.position * mark
+    net = gross - g.fees
+    sent = m.sent if m is not None else 0
+    hit = m.filled_orders if m is not None else 0
+    traded = g.traded
+    return MakerEconomicsRecord(
+        st.instrument, key[0], key[1], st.depth_ts, sent, hit, hit / sent if sent else None,
+        m.refused if m is not None else 0, g.fills, g.qty, traded, g.position, gross, g.fees, net, st.fee_bps,
+        gross / traded * 1e4 if traded else None, net / traded * 1e4 if traded else None,
+        g.adverse_1s / g.n_1s if g.n_1s else None, g.adverse_10s / g.n_10s if g.n_10s else None)
 
 
 def _view(b: OrderBookState) -> Book:
@@ -431,8 +597,9 @@ def quote_prices(c: MakerConfig, tick: float, decimals: int, best_bid: float, be
 def _requote(st: QuoterState, m: MakerState, t: int, expected_return: float) -> None:
     """Book ``m`` decides at local time ``t``: cancel its resting orders, place its quotes."""
     c = st.config
+    feed = st.feed
     for o in list(m.orders.values()):
-        cancel(m, o.oid, t)
+        cancel(m, o.oid, t, feed)
     b = _view(st.book)
     if not st.tick:
         _grid(st)
@@ -443,7 +610,7 @@ def _requote(st: QuoterState, m: MakerState, t: int, expected_return: float) -> 
     qty = c.quote_lots * c.lot
     for i, (side, price) in enumerate(((1, bid), (-1, ask))):  # each decision takes two ids: bid, then ask
         if price is not None:
-            submit(m, m.next_oid + i, side, price, qty, t)
+            submit(m, m.next_oid + i, side, price, qty, t, feed)
     m.next_oid += 2
     st.quotes += 1
 
@@ -511,6 +678,7 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
         ev: DepthUpdate = event  # type: ignore[assignment]
         if ev.ts_event > st.depth_ts:
             st.depth_ts = ev.ts_event
+        st.feed = ev.ts_recv - ev.ts_event
         if ready:
             bq, aq = book.bid_qty, book.ask_qty
             bids = {lv.price: (bq.get(lv.price, 0.0), lv.qty) for lv in ev.bids}
@@ -528,8 +696,11 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
                         fills += on_diff(m, after, bids, asks, ev.ts_event)
         else:
             orderbook.step(book, ev)
+        _note_mid(st, ev.ts_event)
     elif cls is BookSnapshot:
-        orderbook.step(book, event)
+        snap: BookSnapshot = event  # type: ignore[assignment]
+        orderbook.step(book, snap)
+        _note_mid(st, snap.ts_event if snap.ts_event is not None else st.depth_ts)  # spot's: no exchange time
     elif cls is Trade:
         tr: Trade = event  # type: ignore[assignment]
         if tr.ts_event > st.trade_ts:
@@ -572,21 +743,31 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
     """:func:`step` over a chunk's events (lists of them) and decisions (``Signal`` s), for the dataflow.
 
     The decisions are put before the events received at their time
-    (:func:`interleave`). Returns the fills as
-    :class:`~core.events.MakerFillRecord` s, and counts: the post-only
-    orders refused, and decisions not taken (too late, or without a book). The own
+    (:func:`interleave`). A fill goes out once the depth stream has passed
+    its time plus 10 s, with its mids then known: a
+    :class:`~core.events.MakerFillRecord`, and its book's running
+    :class:`~core.events.MakerEconomicsRecord`. Also counts: the post-only
+    orders refused, decisions not taken (too late, or without a book), and
+    fills that went out without their moves (too many waiting). The own
     book's dead letters and counts are not repeated: the bars' book reports
     them.
 
-    >>> from core.events import BookSnapshot, Level, Signal, Trade
+    >>> from core.events import BookSnapshot, DepthUpdate, Level, Signal, Trade
     >>> S = 10**9
     >>> st = QuoterState(MakerConfig(latency_ms=10, lot=1.0, baseline=False), "X")
     >>> snap = BookSnapshot("X", S // 2, 5, (Level(100.0, 1.0),), (Level(100.2, 1.0),), S // 2)
     >>> evs = [snap, Trade("X", S // 2 + 1, S // 2, 100.1, 1.0, True, 1),
     ...        Trade("X", S + 2 * 10**7, S + 15 * 10**6, 99.9, 1.0, True, 2)]   # stamped 5 ms after the bid arrived
     >>> st, out = step_batch(st, [evs, Signal("X", "linear", 1, S, 1, None, 0.0, 0.5)])
-    >>> [(r.model, r.side, r.price, r.qty, r.queue) for r in out]   # the bid at 100.0, sold through at 99.9
-    [('linear', 1, 100.0, 1.0, 1.0)]
+    >>> out, len(st.pending)        # the bid at 100.0, sold through at 99.9: it waits for the mid 10 s on
+    ([], 1)
+    >>> later = DepthUpdate("X", 12 * S, 12 * S, 4, 6, 3, (Level(100.0, 0.0), Level(99.8, 1.0)), ())
+    >>> st, out = step_batch(st, [[later]])
+    >>> fill, econ = out
+    >>> (fill.model, fill.side, fill.price, fill.qty, fill.queue, fill.mid, fill.mid_1s, fill.mid_10s)
+    ('linear', 1, 100.0, 1.0, 1.0, 100.1, 100.1, 100.1)
+    >>> econ.fills, econ.position, round(econ.gross_pnl, 9), econ.fill_rate   # marked at the mid now, 100.0; 1 of 2
+    (1, 1.0, 0.0, 0.5)
     """
     st = state
     events: list = []
@@ -597,14 +778,21 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
         elif isinstance(v, list):
             events.extend(v)
     refused = sum(m.refused for m in st.books.values())
-    late, unbooked = st.late_signals, st.without_book
+    late, unbooked, unmoved = st.late_signals, st.without_book, st.unmoved
     out: list = []
-    inst = st.instrument
+    pending = st.pending
+    cap = st.config.max_pending_fills
+    last = _HORIZONS[-1]
     for item in interleave(events, signals) if signals else events:
         st, fills = step(st, item)
-        for f in fills:
-            out.append(MakerFillRecord(inst, f.model, f.horizon, f.oid, f.side, f.price, f.qty, f.ts_exch,
-                                       item.ts_recv, f.queue))
+        if fills:
+            t = item.ts_recv
+            pending.extend((f, t) for f in fills)
+            while len(pending) > cap:
+                st.unmoved += 1
+                _settle(st, pending.popleft(), out)
+        while pending and pending[0][0].ts_exch + last < st.depth_ts:
+            _settle(st, pending.popleft(), out)
     refused = sum(m.refused for m in st.books.values()) - refused
     if refused:
         out.append(Count("maker_orders_refused", refused))
@@ -612,4 +800,26 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
         out.append(Count("maker_late_decisions", st.late_signals - late))
     if st.without_book > unbooked:
         out.append(Count("maker_decisions_without_book", st.without_book - unbooked))
+    if st.unmoved > unmoved:
+        out.append(Count("maker_fills_without_moves", st.unmoved - unmoved))
+    return st, out
+
+
+def finish(state: QuoterState) -> tuple[QuoterState, list]:
+    """When the input ends: the fills still waiting go out, then every book's economics.
+
+    The fills' moves are None where the input ended before them; the
+    positions are marked to the last mid.
+
+    >>> st = QuoterState(MakerConfig(lot=1.0), "BTCUSDT-PERP")
+    >>> st, out = finish(st)
+    >>> [(r.model, r.fills, r.fee_bps, r.break_even_bps) for r in out]     # the baseline, which never quoted
+    [('touch', 0, 2.0, None)]
+    """
+    st = state
+    out: list = []
+    while st.pending:
+        _settle(st, st.pending.popleft(), out)
+    for key in sorted(st.books.keys() | st.ledgers.keys()):
+        out.append(_economics(st, key))
     return st, out

@@ -58,7 +58,18 @@ from typing import Any, NamedTuple, Optional
 
 from influxdb_client import Point, WritePrecision
 
-from core.events import Bar, EquityPoint, FeatureRow, Fill, Forecast, ForecastRecord, MetricsRecord, Signal
+from core.events import (
+    Bar,
+    EquityPoint,
+    FeatureRow,
+    Fill,
+    Forecast,
+    ForecastRecord,
+    MakerEconomicsRecord,
+    MakerFillRecord,
+    MetricsRecord,
+    Signal,
+)
 
 __all__ = ["MEASUREMENTS", "WHEN", "StampState", "Stamped", "stamp", "to_point"]
 
@@ -78,6 +89,11 @@ MEASUREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "signal": (("instrument", "model", "horizon"), ("side", "p_up", "expected_return", "target_position")),
     "position": (("instrument", "model", "horizon"), ("position", "qty", "price", "mid", "fee", "cash")),
     "equity": (("instrument", "model", "horizon"), ("equity", "gross_equity", "costs", "drawdown", "position", "mid")),
+    "maker_fill": (("instrument", "model", "horizon"),
+                   ("side", "price", "qty", "queue", "fee", "position", "mid", "mid_1s", "mid_10s")),
+    "maker_economics": (("instrument", "model", "horizon"),
+                        ("orders", "fill_rate", "fills", "traded", "position", "gross_pnl", "fees", "net_pnl",
+                         "break_even_bps", "net_bps", "adverse_1s_bps", "adverse_10s_bps")),
     "health": (("worker",), ("ticks_total", "ticks_per_s", "dead_letters_total", "lag_s",
                              "points_dropped", "points_failed")),
 }
@@ -87,6 +103,7 @@ WHEN: dict[type, tuple[str, str]] = {
     ForecastRecord: ("scored", "ts_target"), Forecast: ("forecast", "ts_target"),
     MetricsRecord: ("metrics", "ts_target"), Bar: ("bar", "ts_end"), FeatureRow: ("features", "ts_end"),
     Signal: ("signal", "ts_forecast"), Fill: ("position", "ts_recv"), EquityPoint: ("equity", "ts_recv"),
+    MakerFillRecord: ("maker_fill", "ts_exch"), MakerEconomicsRecord: ("maker_economics", "ts_exch"),
 }
 
 _FIELDS: dict[type, Callable[[Any, Sequence[str]], dict[str, Any]]] = {
@@ -113,6 +130,13 @@ _FIELDS: dict[type, Callable[[Any, Sequence[str]], dict[str, Any]]] = {
     EquityPoint: lambda r, _: {
         "equity": r.equity, "gross_equity": r.gross_equity, "costs": r.costs, "drawdown": r.drawdown,
         "position": r.position, "mid": r.mid},
+    MakerFillRecord: lambda r, _: {
+        "side": r.side, "price": r.price, "qty": r.qty, "queue": r.queue, "fee": r.fee, "position": r.position,
+        "mid": r.mid, "mid_1s": r.mid_1s, "mid_10s": r.mid_10s},
+    MakerEconomicsRecord: lambda r, _: {
+        "orders": r.orders, "fill_rate": r.fill_rate, "fills": r.fills, "traded": r.traded, "position": r.position,
+        "gross_pnl": r.gross_pnl, "fees": r.fees, "net_pnl": r.net_pnl, "break_even_bps": r.break_even_bps,
+        "net_bps": r.net_bps, "adverse_1s_bps": r.adverse_1s_bps, "adverse_10s_bps": r.adverse_10s_bps},
 }
 
 

@@ -30,6 +30,8 @@ from core.events import (
     Forecast,
     ForecastRecord,
     Kline,
+    MakerEconomicsRecord,
+    MakerFillRecord,
     MetricsRecord,
     Quote,
     Signal,
@@ -152,7 +154,7 @@ class Kind(NamedTuple):
     """One record type ticklet publishes as JSON (:func:`kafka_record`).
 
     >>> [k.name for k in OUTPUT_KINDS]
-    ['forecast', 'scored', 'metrics', 'signal', 'fill']
+    ['forecast', 'scored', 'metrics', 'signal', 'fill', 'maker_fill', 'maker_economics']
     >>> next(k.name for k in KINDS if k.cls is ErrorRecord)
     'dead_letter'
     """
@@ -176,6 +178,8 @@ KINDS = (
     Kind(MetricsRecord, "metrics", "ts_target"),
     Kind(Signal, "signal", "ts_forecast"),
     Kind(Fill, "fill", "ts_recv"),
+    Kind(MakerFillRecord, "maker_fill", "ts_exch"),
+    Kind(MakerEconomicsRecord, "maker_economics", "ts_exch"),
     Kind(ErrorRecord, "dead_letter"),
     Kind(BookQuote, "book_quote"),
     Kind(Trade, "trade"),

@@ -24,8 +24,8 @@ from typing import Any, Optional
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from core.events import Count, EconomicsRecord, MetricsRecord
-from sinks.summary import R, economics_summary, format_summary, instruments_summary, record_from_row
+from core.events import Count, EconomicsRecord, MakerEconomicsRecord, MetricsRecord
+from sinks.summary import R, economics_summary, format_summary, instruments_summary, maker_summary, record_from_row
 
 __all__ = ["ReportSink", "read_last", "summarize"]
 
@@ -152,6 +152,7 @@ def summarize(out_dir: Path, wall_s: Optional[float] = None) -> dict[str, Any]:
     cpath = out_dir / "counters.json"
     counters = json.loads(cpath.read_text()) if cpath.exists() else {}
     ticks = counters.get("ticks", 0)
+    taker = read_last(out_dir / "economics.csv", EconomicsRecord)
     return {
         "ticks": ticks,
         "bars": counters.get("bars", 0),
@@ -161,5 +162,6 @@ def summarize(out_dir: Path, wall_s: Optional[float] = None) -> dict[str, Any]:
         "ticks_per_s": round(ticks / wall_s, 1) if wall_s else None,
         "counters": counters,
         "instruments": instruments_summary(read_last(out_dir / "metrics.csv", MetricsRecord)),
-        "economics": economics_summary(read_last(out_dir / "economics.csv", EconomicsRecord)),
+        "economics": economics_summary(taker),
+        "maker": maker_summary(read_last(out_dir / "maker_economics.csv", MakerEconomicsRecord), taker),
     }

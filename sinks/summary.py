@@ -33,7 +33,7 @@ from typing import Any, Optional, TypeVar
 
 import msgspec
 
-from core.events import EconomicsRecord, MetricsRecord
+from core.events import EconomicsRecord, MakerEconomicsRecord, MetricsRecord
 from core.stats import (
     binomial_p_value,
     effective_n,
@@ -43,7 +43,7 @@ from core.stats import (
     wilson_interval,
 )
 
-__all__ = ["economics_summary", "format_summary", "instruments_summary", "metrics_entry", "record_from_row"]
+__all__ = ["economics_summary", "format_summary", "instruments_summary", "maker_summary", "metrics_entry", "record_from_row"]
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -200,6 +200,43 @@ def economics_summary(last: Iterable[EconomicsRecord]) -> dict[str, Any]:
         if e.horizon > 0 and sr0 is not None and sr is not None and skew is not None and kurt is not None:
             dsr = probabilistic_sharpe(sr, sr0, e.n_bars, skew, kurt)
         entry["dsr"], entry["n_trials"] = dsr, (n if e.horizon > 0 else None)
+        out.setdefault(e.instrument, {}).setdefault(e.model, {})[str(e.horizon)] = entry
+    return out
+
+
+def maker_summary(last: Iterable[MakerEconomicsRecord], taker: Iterable[EconomicsRecord] = ()) -> dict[str, Any]:
+    """``{instrument: {model: {horizon: economics}}}`` of the maker books' last records (:mod:`operators.maker`).
+
+    Each carries the ``maker_share`` of its model and horizon's fills: its
+    maker fills over those and the taker book's (``economics.csv``) fills of
+    the same model and horizon (1.0 without a taker book of it: the maker
+    books only rest post-only orders). With the baseline (``touch``) in the
+    run, each forecast book also carries ``vs_touch_bps``: its break-even
+    maker fee less the baseline's, what the forecast adds to passive
+    quoting.
+
+    >>> def maker(model, h, be):
+    ...     return MakerEconomicsRecord("X", model, h, 0, 100, 10, 0.1, 0, 10, 0.01, 300.0, 0.0, be * 0.03, 0.06,
+    ...                                 be * 0.03 - 0.06, 2.0, be, be - 2.0, 0.5, 0.7)
+    >>> taker = EconomicsRecord("X", "linear", 1, 0, 9, 0.0, 0.0, 0.0, None, None, 0.0, None, 0, None, None, 0.0,
+    ...                         0.0, None, 30, None)
+    >>> out = maker_summary([maker("touch", 0, -0.3), maker("linear", 1, 0.2)], [taker])["X"]
+    >>> out["linear"]["1"]["maker_share"], round(out["linear"]["1"]["vs_touch_bps"], 6)
+    (0.25, 0.5)
+    >>> out["touch"]["0"]["maker_share"], out["touch"]["0"]["vs_touch_bps"]
+    (1.0, None)
+    """
+    fills = {(e.instrument, e.model, e.horizon): e.fills for e in taker}
+    records = sorted(last, key=lambda r: (r.instrument, r.model, r.horizon))
+    touch = {e.instrument: e.break_even_bps for e in records if e.model == "touch" and e.horizon == 0}
+    out: dict[str, Any] = {}
+    for e in records:
+        entry = {k: v for k, v in msgspec.structs.asdict(e).items() if k not in ("instrument", "model", "horizon")}
+        n = e.fills + fills.get((e.instrument, e.model, e.horizon), 0)
+        entry["maker_share"] = e.fills / n if n else None
+        base = touch.get(e.instrument)
+        entry["vs_touch_bps"] = (e.break_even_bps - base if e.model != "touch" and base is not None
+                                 and e.break_even_bps is not None else None)
         out.setdefault(e.instrument, {}).setdefault(e.model, {})[str(e.horizon)] = entry
     return out
 

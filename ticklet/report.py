@@ -390,13 +390,15 @@ def _summary(out_dir: Path) -> dict[str, Any]:
 
     The counters and the last metrics and economics.
     """
-    from core.events import EconomicsRecord, MetricsRecord
-    from sinks.summary import economics_summary, instruments_summary
+    from core.events import EconomicsRecord, MakerEconomicsRecord, MetricsRecord
+    from sinks.summary import economics_summary, instruments_summary, maker_summary
 
     cpath = out_dir / "counters.json"
+    taker = _read_last(out_dir / "economics.csv", EconomicsRecord)
     return {"counters": json.loads(cpath.read_text()) if cpath.exists() else {},
             "instruments": instruments_summary(_read_last(out_dir / "metrics.csv", MetricsRecord)),
-            "economics": economics_summary(_read_last(out_dir / "economics.csv", EconomicsRecord))}
+            "economics": economics_summary(taker),
+            "maker": maker_summary(_read_last(out_dir / "maker_economics.csv", MakerEconomicsRecord), taker)}
 
 
 def _load(out_dir: Path) -> _Run:
@@ -1033,6 +1035,53 @@ def _results_table(run: _Run, instrument: str) -> str:
             f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>{note}")
 
 
+def _maker_table(run: _Run, instrument: str) -> str:
+    """The maker books' economics (``maker_economics.csv``), or nothing when the run had none."""
+    books = run.summary.get("maker", {}).get(instrument, {})
+    rows = sorted(((m, int(h), e) for m, hs in books.items() for h, e in hs.items()),
+                  key=lambda r: (r[0] != "touch", r[0], r[1]))
+    if not rows:
+        return ""
+    fee = rows[0][2]["fee_bps"]
+    touch = books.get("touch", {}).get("0", {}).get("break_even_bps")
+
+    def be(e: dict[str, Any]) -> str:  # green above the baseline's: the forecast helped
+        v = e.get("break_even_bps")
+        text = _num(v, ".3f")
+        return text if v is None or touch is None or e is books.get("touch", {}).get("0") else \
+            f'<span class="{"good" if v > touch else "bad"}">{text}</span>'
+
+    cols: list[tuple[str, str, Any]] = [
+        ("orders", "post-only orders sent", lambda e: f"{e['orders']:,}"),
+        ("fill rate", "share of the orders sent that filled at least in part",
+         lambda e: _num(e.get("fill_rate"), ".3f")),
+        ("refused", "post-only orders refused: they would have crossed", lambda e: f"{e['refused']:,}"),
+        ("fills", "maker fills", lambda e: f"{e['fills']:,}"),
+        ("maker share", "maker fills over this model and horizon's fills, taker book's included",
+         lambda e: _num(e.get("maker_share"), ".3f")),
+        ("adverse 1 s bps", "mean move of the mid against the fill 1 s after it, bps", lambda e: _num(
+            e.get("adverse_1s_bps"), ".3f")),
+        ("adverse 10 s bps", "mean move of the mid against the fill 10 s after it, bps", lambda e: _num(
+            e.get("adverse_10s_bps"), ".3f")),
+        ("position", "held at the end, marked to the last mid", lambda e: _num(e.get("position"), ".6g")),
+        ("break-even fee bps", "the maker fee at which the net PnL is zero; green above the baseline's (touch)",
+         be),
+        (f"net bps at {fee:g}", "net PnL / value filled at the run's maker fee",
+         lambda e: _num(e.get("net_bps"), ".3f")),
+        ("net PnL", "in quote currency, after fees", lambda e: _num(e.get("net_pnl"), ".4g")),
+    ]
+    head = '<th class="l">maker book</th><th>h</th>' + "".join(
+        f'<th title="{_esc(tip)}">{_esc(h)}</th>' for h, tip, _ in cols)
+    body = "".join('<tr><td class="l">' + _esc(m) + f"</td><td>{h if h else '–'}</td>"
+                   + "".join(f"<td>{fn(e)}</td>" for _, _, fn in cols) + "</tr>" for m, h, e in rows)
+    note = ("Maker books: post-only quotes that rest in the book, filled from the recorded book and trades with a "
+            "queue model and latency (operators/maker.py); touch is the unskewed baseline at the best bid and ask. "
+            "Break-even fee: what the books' gross PnL per value filled covers.")
+    return (f'<h3>Resting quotes (maker fee {fee:g} bps)</h3><div class="scroll"><table class="maker" '
+            f'data-instrument="{_esc(instrument)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+            f'<p class="note">{_esc(note)}</p>')
+
+
 def _slug(s: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in s).strip("-").lower()
 
@@ -1147,7 +1196,7 @@ def build_report(out_dir: Path, html_path: Optional[Path] = None, window: int = 
         else:
             notes.append(f'<p class="note" data-missing="features">{_esc(why)}</p>')
         parts = [f'<section class="instrument" id="{sid}"><h2>{_esc(inst)}</h2>', _stretches_html(stretches),
-                 _results_table(run, inst),
+                 _results_table(run, inst), _maker_table(run, inst),
                  *notes, '<div class="grid">']
         for kind, fig, caption in figs:
             parts.append(_figure_html(fig, f"plot-{_slug(inst)}-{kind}", kind, inst, caption))

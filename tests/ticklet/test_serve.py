@@ -676,8 +676,10 @@ def test_one_table_of_record_kinds_names_what_is_published_served_and_documented
     from ticklet.serve.state import TYPES, decode_record
 
     assert len({k.cls for k in KINDS}) == len({k.name for k in KINDS}) == len(KINDS)
-    assert TYPES == tuple(k.name for k in OUTPUT_KINDS) == ("forecast", "scored", "metrics", "signal", "fill")
-    models = (app.ForecastModel, app.ScoredModel, app.MetricsModel, app.SignalModel, app.FillModel)
+    assert TYPES == tuple(k.name for k in OUTPUT_KINDS) == ("forecast", "scored", "metrics", "signal", "fill",
+                                                              "maker_fill", "maker_economics")
+    models = (app.ForecastModel, app.ScoredModel, app.MetricsModel, app.SignalModel, app.FillModel, app.MakerFillModel,
+              app.MakerEconomicsModel)
     assert [m.model_json_schema()["properties"]["type"]["const"] for m in models] == list(TYPES)
     assert [m.__name__ for m in models] == [k.cls.__name__ for k in OUTPUT_KINDS]
     real = [r for r in btc_spot_chain.join_out[:2000] + btc_spot_chain.metrics[:100]

@@ -141,6 +141,8 @@ ScoredModel = _MODELS[events.ForecastRecord]
 MetricsModel = _MODELS[events.MetricsRecord]
 SignalModel = _MODELS[events.Signal]
 FillModel = _MODELS[events.Fill]
+MakerFillModel = _MODELS[events.MakerFillRecord]
+MakerEconomicsModel = _MODELS[events.MakerEconomicsRecord]
 
 
 class InstrumentInfo(BaseModel):
@@ -913,6 +915,17 @@ def create_app(cfg: ServeConfig, kafka: KafkaConfig, start_feed: bool = True) ->
              summary="The latest simulated fill of each book (model and horizon)")
     async def fills_latest(instrument: InstrumentQ, model: ModelQ = None, horizon: HorizonQ = None) -> Response:
         return latest("fill", "fill", instrument, model, horizon)
+
+    @app.get("/v1/maker/fills/latest", response_model=None, responses=listed(MakerFillModel),
+             summary="The latest fill of each maker book's resting orders (model and horizon; the baseline: touch)")
+    async def maker_fills_latest(instrument: InstrumentQ, model: ModelQ = None, horizon: HorizonQ = None) -> Response:
+        return latest("maker_fill", "maker fill", instrument, model, horizon)
+
+    @app.get("/v1/maker/economics/latest", response_model=None, responses=listed(MakerEconomicsModel),
+             summary="The latest running economics of each maker book: fill rate, adverse selection, break-even fee")
+    async def maker_economics_latest(instrument: InstrumentQ, model: ModelQ = None,
+                                     horizon: HorizonQ = None) -> Response:
+        return latest("maker_economics", "maker economics", instrument, model, horizon)
 
     def _status() -> dict[str, Any]:
         feed = hub.feed

@@ -86,6 +86,7 @@ class _Head(msgspec.Struct):
     ts_forecast: int = 0
     ts_target: int = 0
     ts_recv: int = 0
+    ts_exch: int = 0
 
 
 _head = msgspec.json.Decoder(_Head)
