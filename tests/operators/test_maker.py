@@ -371,3 +371,44 @@ def test_a_decision_without_a_book_is_not_taken_and_counted():
     st, out = maker.step_batch(st, [[Trade("X", S + 1, S, 100.0, 1.0, True, 1)],
                                     Signal("X", "linear", 1, S, 1, None, 0.0, 0.5)])
     assert out == [Count("maker_decisions_without_book", 1)] and ("linear", 1) not in st.books
+
+
+def test_the_feed_latency_model_sends_orders_with_the_recordings_own_feed_latency(usdm):
+    """With ``latency_model="feed"``, on the USD-M recordings, every order
+    reaches the exchange ``latency_ms + feed_latency_mul x`` the feed latency
+    of the latest depth message received before it was sent (its receive time
+    minus its exchange time, read from the raw lines), after the clock offset:
+    its arrival follows the recording's own latency, not a constant."""
+    from harness.realdata import parse_paths
+
+    sent: list[tuple[int, int, int]] = []  # (oid, t_local, arrival)
+    real_submit = maker.submit
+
+    def spy(st, oid, side, price, qty, t_local, feed=0):
+        real_submit(st, oid, side, price, qty, t_local, feed)
+        sent.append((oid, t_local, st.orders[oid].arrival))
+
+    cfg = MakerConfig(**{**FIXED, "latency_ms": 2.0, "latency_model": "feed", "feed_latency_mul": 1.5,
+                         "clock_offset_ms": 26.932})
+    maker.submit = spy
+    try:
+        res = quote_every_second(usdm, cfg)
+    finally:
+        maker.submit = real_submit
+    (events,) = parse_paths(usdm)[0].values()
+    from core.events import DepthUpdate
+
+    depth = [(e.ts_recv, e.ts_recv - e.ts_event) for e in events if type(e) is DepthUpdate]
+    import bisect
+
+    times = [t for t, _ in depth]
+    lags = set()
+    for _, t_local, arrival in sent:
+        i = bisect.bisect_left(times, t_local) - 1  # the latest depth message received before the decision
+        feed = depth[i][1]
+        assert arrival == t_local + round(26.932 * MS + max(0.0, 2.0 * MS + 1.5 * feed)), (t_local, feed)
+        lags.add(feed)
+    assert len(sent) > 1000 and len(lags) > 100  # the latency varies with the feed's
+    const = quote_every_second(usdm, MakerConfig(**{**FIXED, "latency_ms": 2.0, "clock_offset_ms": 26.932}))
+    assert len(res["fills"]) > 100 and {(f.oid, f.side) for f in res["fills"]} != {
+        (f.oid, f.side) for f in const["fills"]}
