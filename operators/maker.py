@@ -75,8 +75,9 @@ from core.events import (
 from operators import orderbook
 from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
 
-__all__ = ["Book", "Ledger", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "finish",
-           "interleave", "on_depth", "on_diff", "on_time", "on_trade", "quote_prices", "step", "step_batch", "submit"]
+__all__ = ["Book", "Ledger", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "economics",
+           "finish", "interleave", "on_depth", "on_diff", "on_time", "on_trade", "quote_prices", "step", "step_batch",
+           "submit"]
 
 _MS = 1_000_000
 _NEVER = 2**63 - 1
@@ -528,10 +529,10 @@ def _settle(st: QuoterState, waiting: tuple[MakerFill, int], out: list) -> None:
         if moves[1] is not None:
             g.adverse_10s += -f.side * (moves[1] - mid) / mid * 1e4
             g.n_10s += 1
-    out.append(_economics(st, key))
+    out.append(economics(st, key))
 
 
-def _economics(st: QuoterState, key: tuple) -> MakerEconomicsRecord:
+def economics(st: QuoterState, key: tuple) -> MakerEconomicsRecord:
     """A book's economics as of the depth stream's latest stamp, its position marked to the latest mid."""
     g = st.ledgers.get(key) or Ledger()
     m = st.books.get(key)
@@ -821,5 +822,5 @@ def finish(state: QuoterState) -> tuple[QuoterState, list]:
     while st.pending:
         _settle(st, st.pending.popleft(), out)
     for key in sorted(st.books.keys() | st.ledgers.keys()):
-        out.append(_economics(st, key))
+        out.append(economics(st, key))
     return st, out

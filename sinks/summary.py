@@ -43,7 +43,8 @@ from core.stats import (
     wilson_interval,
 )
 
-__all__ = ["economics_summary", "format_summary", "instruments_summary", "maker_summary", "metrics_entry", "record_from_row"]
+__all__ = ["economics_summary", "format_summary", "instruments_summary", "maker_summary", "metrics_entry",
+           "record_from_row"]
 
 R = TypeVar("R", bound=msgspec.Struct)
 

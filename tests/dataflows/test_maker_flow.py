@@ -42,7 +42,8 @@ def _rows(out: Path) -> dict[str, tuple[str, dict[str, list[str]]]]:
 
 @pytest.fixture(scope="module")
 def maker_topic(kafka_bootstrap, ws_dir) -> str:
-    """The USD-M recordings of 2023-04-04/05 and the spot ETHUSDT ones of 2024-08-08/09 on a ticks topic, as ``ticklet replay`` publishes them."""
+    """The USD-M recordings of 2023-04-04/05 and the spot ETHUSDT ones of 2024-08-08/09 on a ticks topic, as
+    ``ticklet replay`` publishes them."""
     topic = topic_name("maker")
     proc, _ = replay(kafka_bootstrap, topic, *sorted((ws_dir / "usdm").glob("btcusdt_2023040*.gz")),
                      *sorted((ws_dir / "spot").glob("ethusdt_2024080*.gz")))
