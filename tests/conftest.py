@@ -284,8 +284,9 @@ def start_influxdb(run_dir: Path) -> InfluxDB2:
 def influx_replay(influxd: str, tmp_path_factory: pytest.TempPathFactory):
     """A server holding the dataflow's output over every recording, written
     with the server, org, bucket and token set as users set them
-    (``TICKLET_INFLUX__*``): (server, summary, out_dir, every measurement but
-    health read back right after the run, see :func:`fluxcheck.read_back`)."""
+    (``TICKLET_INFLUX__*``), the maker books on (``TICKLET_MAKER__ENABLED``):
+    (server, summary, out_dir, every measurement but health read back right
+    after the run, see :func:`fluxcheck.read_back`)."""
     from fluxcheck import read_back
 
     from sinks.influx_points import MEASUREMENTS
@@ -294,7 +295,7 @@ def influx_replay(influxd: str, tmp_path_factory: pytest.TempPathFactory):
     server = start_influxdb(tmp_path_factory.mktemp("influx-replay"))
     try:
         with pytest.MonkeyPatch.context() as mp:
-            for k, v in server.env().items():
+            for k, v in {**server.env(), "TICKLET_MAKER__ENABLED": "true"}.items():
                 mp.setenv(k, v)
             out = tmp_path_factory.mktemp("influx-run")
             summary = run_backtest([str(DATA / "binance-ws")], out)

@@ -29,7 +29,8 @@ from sinks.influx_points import MEASUREMENTS
 #: the run's CSV outputs that hold a measurement's points: (file, time column)
 CSV_OF = {"scored": ("forecasts.csv", "ts_target"), "metrics": ("metrics.csv", "ts_target"),
           "signal": ("signals.csv", "ts_forecast"), "position": ("trades.csv", "ts_recv"),
-          "equity": ("equity.csv", "ts_recv")}
+          "equity": ("equity.csv", "ts_recv"), "maker_fill": ("maker_fills.csv", "ts_exch"),
+          "maker_economics": ("maker_economics.csv", "ts_exch")}
 _NOT_COLUMNS = {"result", "table", "_start", "_stop", "_time", "_measurement", "t"}
 MS = 1_000_000
 S = 1_000_000_000

@@ -7,10 +7,11 @@ each instrument over its longest stretch of data and each horizon that the
 dashboard's own variable queries list. Panels are read from the dashboard
 JSON, so a panel added later is covered without a change here. The panels
 over measurements that the run also writes to CSV (forecasts, scored
-forecasts, metrics, signals, positions, equity) must return exactly the
-numbers the CSVs give; the panel of depth features, the numbers the
-operators compute on the recordings (their order books: each recording but
-one has a REST snapshot), and nothing where the book was never ready.
+forecasts, metrics, signals, positions, equity, and the maker books'
+economics: the replay runs them) must return exactly the numbers the CSVs
+give; the panel of depth features, the numbers the operators compute on the
+recordings (their order books: each recording but one has a REST snapshot),
+and nothing where the book was never ready.
 
 The dashboard opens on the last hour before now (live data); its links
 *Latest data* and *All data* open the time ranges that its hidden variables
@@ -51,7 +52,7 @@ pytestmark = pytest.mark.integration
 
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
 MEASUREMENT = re.compile(r'r\._measurement == "(\w+)"')
-CSV_MEASUREMENTS = {"forecast", "scored", "metrics", "signal", "position", "equity"}
+CSV_MEASUREMENTS = {"forecast", "scored", "metrics", "signal", "position", "equity", "maker_economics"}
 GAP_NS = 3600 * S  # a silence this long splits an instrument's data into stretches
 WIDE_NS = 3 * 3600 * S  # the wide view: the stretch and three hours on either side
 
@@ -224,10 +225,12 @@ def _same(a: float, b: float) -> bool:
 
 def test_the_panels_show_the_numbers_of_the_runs_csv_outputs(influx_replay, stretches):
     """The forecast-vs-actual, delta, hit-rate (rolling and prequential),
-    skill, error, equity, drawdown, position and signal panels, for every
-    instrument and horizon, zoomed and wide: each window's value is the one
-    computed from the run's CSV files (last or mean of the window, as the
-    query says; the rolling hit rate recomputed from forecasts.csv)."""
+    skill, error, equity, drawdown, position and signal panels, and those of
+    the maker books (break-even fee, adverse selection, fill rate, net PnL:
+    maker_economics.csv), for every instrument and horizon, zoomed and
+    wide: each window's value is the one computed from the run's CSV files
+    (last or mean of the window, as the query says; the rolling hit rate
+    recomputed from forecasts.csv)."""
     server, _, out, points = influx_replay
     csv = {m: csv_points(out, m) for m in CSV_MEASUREMENTS}
     # issued forecasts that were never scored (expired in a gap, or beyond the data): not in any CSV
@@ -279,7 +282,8 @@ def test_the_panels_show_the_numbers_of_the_runs_csv_outputs(influx_replay, stre
                             wide.add(interval_ms)
     titles = " / ".join(sorted(checked)).lower()
     for need in ("forecast at its target time", "hit rate (10 min)", "prequential hit rate", "skill", "rmse",
-                 "equity", "drawdown", "position", "signals", "delta", "absolute error"):
+                 "equity", "drawdown", "position", "signals", "delta", "absolute error", "break-even maker fee",
+                 "adverse selection of maker fills", "fill rate of each maker book", "net pnl of each maker book"):
         assert need in titles, need
     print(f"\n{len(checked)} panels checked against the CSV outputs, {windows} windows")
     assert min(wide) >= 5000  # wide: several one-second bars (and their points) in each window
