@@ -103,10 +103,12 @@ class MakerConfig(BaseModel):
         5000.0, ge=0.0,
         description="How long (exchange clock) a cancelled order is kept for market events stamped before its "
         "cancel arrived that are received late (a lagging stream).")
-    clock_offset_ms: float = Field(
-        0.0, ge=0.0,
+    clock_offset_ms: Optional[float] = Field(
+        None, ge=0.0,
         description="How far the local (receive) clock is behind the exchange's: an order sent at local time t "
-        "reaches the exchange at t + clock_offset + latency on the exchange clock.")
+        "reaches the exchange at t + clock_offset + latency on the exchange clock. None: measured as it goes, the "
+        "most that a depth message received so far was received before its exchange time (hftbacktest's shift of "
+        "the local clock, over the messages received by then).")
     interval_ms: int = Field(
         1000, ge=1, description="The baseline book's quotes are replaced at every multiple of this, receive clock "
         "(the forecast books' at each of their decisions).")
@@ -127,8 +129,8 @@ class MakerConfig(BaseModel):
     latency_model: Literal["constant", "feed"] = Field(
         "constant",
         description="Order entry latency: constant (latency_ms), or feed: latency_ms plus feed_latency_mul times "
-        "the recording's own feed latency (the latest depth message's receive time minus its exchange time), as "
-        "hftbacktest's latency generated from the feed.")
+        "the recording's own feed latency (the latest depth message's receive time minus its exchange time, on "
+        "clocks aligned by clock_offset_ms), as hftbacktest's latency generated from the feed.")
     feed_latency_mul: float = Field(1.0, ge=0.0, description="The feed latency model's multiplier.")
     spot_fee_bps: float = Field(
         10.0, ge=-10.0, le=100.0,
@@ -210,35 +212,43 @@ class MakerState:
     wake: int = _NEVER  # the earliest exchange time at which an order in flight or cancelled has to be looked at
 
 
-def _at_exchange(c: MakerConfig, t_local: int, feed: int = 0) -> int:
+def _at_exchange(c: MakerConfig, t_local: int, feed: int = 0, ahead: int = 0) -> int:
     """When something sent at local time ``t_local`` reaches the exchange, on the exchange clock.
 
-    ``feed``: the feed latency (ns) the feed latency model scales; the
-    latency is never negative.
+    ``feed``: the latest depth message's receive time less its exchange
+    time (ns, raw); ``ahead``: the most a message was received before its
+    exchange time so far, the clock offset when ``clock_offset_ms`` is None.
+    The feed latency model scales ``feed`` on the aligned clocks (``feed``
+    plus the offset); the latency is never negative.
 
-    >>> _at_exchange(MakerConfig(latency_ms=10.0), 0, feed=5_000_000)
+    >>> _at_exchange(MakerConfig(latency_ms=10.0, clock_offset_ms=0.0), 0, feed=5_000_000)
     10000000
-    >>> _at_exchange(MakerConfig(latency_ms=1.0, latency_model="feed", feed_latency_mul=2.0), 0, feed=5_000_000)
-    11000000
+    >>> _at_exchange(MakerConfig(latency_ms=10.0), 0, ahead=3_000_000)                  # the offset measured: 3 ms
+    13000000
+    >>> c = MakerConfig(latency_ms=1.0, latency_model="feed", feed_latency_mul=2.0)
+    >>> _at_exchange(c, 0, feed=-1_000_000, ahead=3_000_000)                       # 3 + 1 + 2 x (-1 + 3) ms
+    8000000
     """
+    off = c.clock_offset_ms * _MS if c.clock_offset_ms is not None else max(0, ahead)
     lat = c.latency_ms * _MS
     if c.latency_model == "feed":
-        lat = max(0.0, lat + c.feed_latency_mul * feed)
-    return t_local + round(c.clock_offset_ms * _MS + lat)
+        lat = max(0.0, lat + c.feed_latency_mul * (feed + off))
+    return t_local + round(off + lat)
 
 
-def submit(st: MakerState, oid: int, side: int, price: float, qty: float, t_local: int, feed: int = 0) -> None:
-    """Send a post-only limit order at local time ``t_local`` (ns); ``feed``: the feed latency then (ns)."""
-    o = st.orders[oid] = Order(oid, side, price, qty, _at_exchange(st.config, t_local, feed))
+def submit(st: MakerState, oid: int, side: int, price: float, qty: float, t_local: int, feed: int = 0,
+           ahead: int = 0) -> None:
+    """Send a post-only limit order at local time ``t_local`` (ns); ``feed``, ``ahead``: see :func:`_at_exchange`."""
+    o = st.orders[oid] = Order(oid, side, price, qty, _at_exchange(st.config, t_local, feed, ahead))
     st.sent += 1
     st.wake = min(st.wake, o.arrival)
 
 
-def cancel(st: MakerState, oid: int, t_local: int, feed: int = 0) -> None:
+def cancel(st: MakerState, oid: int, t_local: int, feed: int = 0, ahead: int = 0) -> None:
     """Send the cancel of order ``oid`` at local time ``t_local``; it takes effect when it reaches the exchange."""
     o = st.orders.get(oid)
     if o is not None and o.cancel_at is None:
-        o.cancel_at = _at_exchange(st.config, t_local, feed)
+        o.cancel_at = _at_exchange(st.config, t_local, feed, ahead)
         st.wake = min(st.wake, o.cancel_at)
 
 
@@ -425,6 +435,7 @@ class QuoterState:
     depth_ts: int = -1  # the latest exchange stamps of the depth and trade streams
     trade_ts: int = -1
     feed: int = 0  # the latest depth message's feed latency (receive time - exchange time), ns
+    ahead: int = 0  # the most a depth message was received before its exchange time, ns (the clock offset)
     fee_bps: float = field(init=False)  # the instrument's market's maker fee
     mid_ts: list = field(default_factory=list)  # the mid's changes (exchange time, mid or NaN without a book),
     mid_px: list = field(default_factory=list)  # kept for _KEEP_NS behind the depth stream
@@ -598,9 +609,9 @@ def quote_prices(c: MakerConfig, tick: float, decimals: int, best_bid: float, be
 def _requote(st: QuoterState, m: MakerState, t: int, expected_return: float) -> None:
     """Book ``m`` decides at local time ``t``: cancel its resting orders, place its quotes."""
     c = st.config
-    feed = st.feed
+    feed, ahead = st.feed, st.ahead
     for o in list(m.orders.values()):
-        cancel(m, o.oid, t, feed)
+        cancel(m, o.oid, t, feed, ahead)
     b = _view(st.book)
     if not st.tick:
         _grid(st)
@@ -611,7 +622,7 @@ def _requote(st: QuoterState, m: MakerState, t: int, expected_return: float) -> 
     qty = c.quote_lots * c.lot
     for i, (side, price) in enumerate(((1, bid), (-1, ask))):  # each decision takes two ids: bid, then ask
         if price is not None:
-            submit(m, m.next_oid + i, side, price, qty, t, feed)
+            submit(m, m.next_oid + i, side, price, qty, t, feed, ahead)
     m.next_oid += 2
     st.quotes += 1
 
@@ -628,7 +639,9 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
     ``ts_forecast``, on the book as received by then: it must come before
     the events received at or after that time (the dataflow puts it there),
     or it is not taken (counted: ``late_signals``); nor is one while the
-    instrument has no book (``without_book``). An event: the baseline's
+    instrument has no book (``without_book``). The taker books' benchmarks'
+    decisions (horizon 0: ``buy_and_hold``, ``flat``) make no maker book:
+    the maker's benchmark is ``touch``. An event: the baseline's
     decisions due at or before its receive time are taken first; the orders
     that reached the exchange before its exchange time join the book it
     changes; then its fills (:class:`MakerFill`).
@@ -651,6 +664,8 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
     book = st.book
     if cls is Signal:
         sig: Signal = item  # type: ignore[assignment]
+        if not sig.horizon:  # the taker books' benchmarks (buy_and_hold, flat): no forecast; the maker's is touch
+            return st, []
         if sig.ts_forecast <= st.clock:
             st.late_signals += 1
             return st, []
@@ -679,7 +694,9 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
         ev: DepthUpdate = event  # type: ignore[assignment]
         if ev.ts_event > st.depth_ts:
             st.depth_ts = ev.ts_event
-        st.feed = ev.ts_recv - ev.ts_event
+        st.feed = feed = ev.ts_recv - ev.ts_event
+        if -feed > st.ahead:
+            st.ahead = -feed
         if ready:
             bq, aq = book.bid_qty, book.ask_qty
             bids = {lv.price: (bq.get(lv.price, 0.0), lv.qty) for lv in ev.bids}
