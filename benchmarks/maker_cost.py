@@ -1,4 +1,4 @@
-"""What resting (maker) orders cost per event, on the real recordings, as JSON.
+"""What resting (maker) orders cost, on the real recordings, as JSON.
 
 For each window of the recordings, over the same parsed events (parsing
 excluded), best of ``--repeat`` runs from fresh states:
@@ -6,12 +6,18 @@ excluded), best of ``--repeat`` runs from fresh states:
 - ``book_us_per_depth_update``: the quoting step's own checked order book
   (:mod:`operators.orderbook`, what :func:`operators.maker.step` keeps) per
   depth diff;
-- ``quoting_us_per_depth_update_baseline``: the whole quoting step
-  (:func:`operators.maker.step`: its book, the baseline book quoting at
-  every second, the queues and fills) less its book, per depth diff;
+- ``quoting_us_per_event_baseline`` and ``quoting_us_per_depth_update_baseline``:
+  the whole quoting step as the dataflow runs it (:func:`operators.maker.step_batch`
+  and :func:`operators.maker.finish`: its book, the baseline book quoting at
+  every second, the queues, fills, their moves and economics) less its
+  book, per event and per depth diff;
 - ``quoting_us_per_bar_with_models``: the same with one more book per model
   and horizon of the run's signals (the chain's forecasts, a plain rule),
-  less the baseline alone, per bar and book.
+  less the baseline alone, per bar and book;
+- ``dataflow_lines_per_s_maker`` / ``dataflow_lines_per_s_no_maker``: the
+  whole forecasting dataflow (``ticklet.backtest.run_backtest``, one worker,
+  every output file) on the window's recordings, input lines per second of
+  wall time, with the maker books on (``maker.enabled``) and off.
 
 Usage::
 
@@ -25,13 +31,16 @@ import json
 import os
 import platform
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.events import BookSnapshot, DepthUpdate, Signal  # noqa: E402
-from harness.realdata import best_of, drive, run_chain, signals_of  # noqa: E402
+from core.events import BookSnapshot, DepthUpdate, MakerFillRecord, Signal  # noqa: E402
+from dataflows.settings import Settings  # noqa: E402
+from harness.realdata import best_of, run_chain, signals_of  # noqa: E402
 from operators import maker, orderbook  # noqa: E402
 
 DATA = Path(os.environ.get("TICKLET_DATA", ROOT.parent / "shared" / "data")) / "binance-ws"
@@ -47,7 +56,6 @@ def _window(name: str, files: tuple[str, ...], repeat: int) -> dict:
     book_events = [e for e in events if type(e) is DepthUpdate or type(e) is BookSnapshot]
     n_depth = sum(type(e) is DepthUpdate for e in events)
     sigs = [s for s in signals_of(chain) if type(s) is Signal]
-    items = maker.interleave(events, sigs)
     cfg = maker.MakerConfig(lot=0.001)
     books = len({(s.model, s.horizon) for s in sigs})
     n_bars = len(chain.bars)
@@ -57,17 +65,42 @@ def _window(name: str, files: tuple[str, ...], repeat: int) -> dict:
         for e in book_events:
             orderbook.step(st, e)
 
+    def quoting(values: list) -> list:
+        st, out = maker.step_batch(maker.QuoterState(cfg, chain.instrument), values)
+        return out + maker.finish(st)[1]
+
     t_book = best_of(repeat, book_only)
-    t_base = best_of(repeat, lambda: drive(maker.step, maker.QuoterState(cfg), events))
-    t_all = best_of(repeat, lambda: drive(maker.step, maker.QuoterState(cfg), items))
-    _, fills = drive(maker.step, maker.QuoterState(cfg), items)
+    t_base = best_of(repeat, lambda: quoting([events]))
+    t_all = best_of(repeat, lambda: quoting([events, *sigs]))
+    fills = [r for r in quoting([events, *sigs]) if type(r) is MakerFillRecord]
+
+    from ticklet.backtest import run_backtest
+
+    s = Settings()
+    lines = 0
+    walls = {}
+    for label, on in (("maker", True), ("no_maker", False)):
+        base = s.model_copy(update={"maker": s.maker.model_copy(update={"enabled": on}),
+                                    "output": s.output.model_copy(update={"summary": False})})
+        best = float("inf")
+        for _ in range(repeat):
+            with tempfile.TemporaryDirectory() as out:
+                t0 = time.perf_counter()
+                run_backtest([str(DATA / f) for f in files], Path(out), base=base)
+                best = min(best, time.perf_counter() - t0)
+                lines = json.loads((Path(out) / "counters.json").read_text())["input_records"]
+        walls[label] = best
     return {
-        "window": name, "events": len(events), "depth_updates": n_depth, "bars": n_bars, "model_books": books,
-        "fills": len(fills),
+        "window": name, "events": len(events), "input_lines": lines, "depth_updates": n_depth, "bars": n_bars,
+        "model_books": books, "fills": len(fills),
         "book_us_per_depth_update": round(t_book / n_depth * 1e6, 2),
+        "quoting_us_per_event_baseline": round((t_base - t_book) / len(events) * 1e6, 2),
         "quoting_us_per_depth_update_baseline": round((t_base - t_book) / n_depth * 1e6, 2),
         "quoting_us_per_bar_with_models": round((t_all - t_base) / n_bars / max(books, 1) * 1e6, 1),
         "wall_s_book": round(t_book, 4), "wall_s_baseline": round(t_base, 4), "wall_s_with_models": round(t_all, 4),
+        "dataflow_lines_per_s_maker": round(lines / walls["maker"]),
+        "dataflow_lines_per_s_no_maker": round(lines / walls["no_maker"]),
+        "dataflow_wall_s_maker": round(walls["maker"], 3), "dataflow_wall_s_no_maker": round(walls["no_maker"], 3),
     }
 
 

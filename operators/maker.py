@@ -68,6 +68,7 @@ from core.events import (
     Event,
     MakerEconomicsRecord,
     MakerFillRecord,
+    Quote,
     Signal,
     Trade,
     market_of,
@@ -209,7 +210,8 @@ class MakerState:
     sent: int = 0  # orders sent
     filled_orders: int = 0  # orders with at least one fill
     next_oid: int = 1  # order ids are the book's own: each decision takes two, bid then ask
-    wake: int = _NEVER  # the earliest exchange time at which an order in flight or cancelled has to be looked at
+    wake: int = _NEVER  # no order to look at while the market's events are stamped at or before this
+    wake_settled: int = _NEVER  # and every stream has passed no further than this (a cancelled order's cancel)
 
 
 def _at_exchange(c: MakerConfig, t_local: int, feed: int = 0, ahead: int = 0) -> int:
@@ -249,7 +251,8 @@ def cancel(st: MakerState, oid: int, t_local: int, feed: int = 0, ahead: int = 0
     o = st.orders.get(oid)
     if o is not None and o.cancel_at is None:
         o.cancel_at = _at_exchange(st.config, t_local, feed, ahead)
-        st.wake = min(st.wake, o.cancel_at)
+        st.wake = min(st.wake, o.cancel_at + round(st.config.late_ms * _MS))
+        st.wake_settled = min(st.wake_settled, o.cancel_at)
 
 
 def on_time(st: MakerState, book: Book, ts_exch: int, settled: int = -1) -> None:
@@ -262,11 +265,11 @@ def on_time(st: MakerState, book: Book, ts_exch: int, settled: int = -1) -> None
     stream has passed its cancel (``settled``: the earliest of the streams'
     latest exchange stamps), and at most ``late_ms``.
     """
-    if ts_exch <= st.wake and settled <= st.wake:
+    if ts_exch <= st.wake and settled <= st.wake_settled:
         return
     gone = []
     late = round(st.config.late_ms * _MS)
-    wake = _NEVER
+    wake = wake_settled = _NEVER
     for o in st.orders.values():
         if o.cancel_at is not None and (o.cancel_at < settled or o.cancel_at + late < ts_exch):
             gone.append(o.oid)
@@ -282,10 +285,12 @@ def on_time(st: MakerState, book: Book, ts_exch: int, settled: int = -1) -> None
         if not o.live:
             wake = min(wake, o.arrival)
         if o.cancel_at is not None:
-            wake = min(wake, o.cancel_at)
+            wake = min(wake, o.cancel_at + late)
+            wake_settled = min(wake_settled, o.cancel_at)
     for oid in gone:
         del st.orders[oid]
     st.wake = wake
+    st.wake_settled = wake_settled
 
 
 def _rests(o: Order, ts_exch: int) -> bool:
@@ -329,15 +334,20 @@ def on_trade(st: MakerState, book: Book, price: float, qty: float, buyer_maker: 
     for o in list(st.orders.values()):
         if not o.live or o.side != side or not _rests(o, ts_exch):
             continue
-        if (side > 0 and o.price > price) or (side < 0 and o.price < price):  # traded through
-            _fill(st, o, o.qty, ts_exch, out)
-        elif o.price == price:
-            o.front -= qty
-            o.traded += qty
-            q = _lots(st, o)
-            if q > 0.0:
-                _fill(st, o, q, ts_exch, out)
+        _trade_order(st, o, price, qty, ts_exch, out)
     return out
+
+
+def _trade_order(st: MakerState, o: Order, price: float, qty: float, ts_exch: int, out: list) -> None:
+    """A trade at ``price`` against the side of ``o``, a live order of book ``st`` resting then."""
+    if (o.side > 0 and o.price > price) or (o.side < 0 and o.price < price):  # traded through
+        _fill(st, o, o.qty, ts_exch, out)
+    elif o.price == price:
+        o.front -= qty
+        o.traded += qty
+        q = _lots(st, o)
+        if q > 0.0:
+            _fill(st, o, q, ts_exch, out)
 
 
 def _f(c: MakerConfig, x: float) -> float:
@@ -378,25 +388,40 @@ def _requeue(st: MakerState, o: Order, prev_qty: float, new_qty: float) -> None:
     o.front = _fmin(front - (1.0 - p) * chg + _fmin(back - p * chg, 0.0), new_qty)
 
 
-def on_diff(st: MakerState, book: Book, bids: dict, asks: dict, ts_exch: int) -> list:
+def on_diff(st: MakerState, book: Book, bids: dict, asks: dict, ts_exch: int,
+            changed: Optional[tuple[bool, bool]] = None) -> list:
     """A depth diff changed the levels ``bids`` and ``asks`` (``price -> (before, after)``); return the fills.
 
     ``book`` is the book after the diff: an order whose level changed gets
     its new place in the queue; then an order on one side, when the other
     side changed, is filled if that side's best is at or through its price
-    (the book came to it).
+    (the book came to it). ``changed``: whether each side (bids, asks)
+    changed, when ``bids`` and ``asks`` hold only the levels of some prices
+    (by default: whether they hold any).
     """
     out: list = []
+    any_b, any_a = (bool(bids), bool(asks)) if changed is None else changed
     for o in list(st.orders.values()):
-        if not o.live or not _rests(o, ts_exch):
-            continue
-        mine, other = (bids, asks) if o.side > 0 else (asks, bids)
-        ch = mine.get(o.price)
+        if o.live and _rests(o, ts_exch):
+            _diff_order(st, o, book, bids, asks, any_b, any_a, ts_exch, out)
+    return out
+
+
+def _diff_order(st: MakerState, o: Order, book: Book, bids: dict, asks: dict, any_b: bool, any_a: bool,
+                ts_exch: int, out: list) -> None:
+    """A diff (see :func:`on_diff`) against ``o``, a live order of book ``st`` resting then."""
+    if o.side > 0:
+        ch = bids.get(o.price)
         if ch is not None:
             _requeue(st, o, ch[0], ch[1])
-        if other and (o.price <= book.best_bid if o.side < 0 else o.price >= book.best_ask):
+        if any_a and o.price >= book.best_ask:
             _fill(st, o, o.qty, ts_exch, out)
-    return out
+    else:
+        ch = asks.get(o.price)
+        if ch is not None:
+            _requeue(st, o, ch[0], ch[1])
+        if any_b and o.price <= book.best_bid:
+            _fill(st, o, o.qty, ts_exch, out)
 
 
 def on_depth(st: MakerState, book: Book, side: int, price: float, prev_qty: float, new_qty: float,
@@ -434,6 +459,14 @@ class QuoterState:
     without_book: int = 0  # decisions while the instrument had no book (no snapshot yet, a resync): not taken
     depth_ts: int = -1  # the latest exchange stamps of the depth and trade streams
     trade_ts: int = -1
+    wake: int = _NEVER  # the books' earliest wakes (MakerState.wake, .wake_settled): no order to look at before
+    wake_settled: int = _NEVER
+    dirty: bool = True  # the live orders changed since watch_b, watch_a, hi_b and lo_a were taken
+    live: list = field(default_factory=list)  # (book, order): the books' live orders, book by book
+    watch_b: set = field(default_factory=set)  # the prices of the books' live bids and asks
+    watch_a: set = field(default_factory=set)
+    hi_b: float = -math.inf  # the highest live bid, the lowest live ask
+    lo_a: float = math.inf
     feed: int = 0  # the latest depth message's feed latency (receive time - exchange time), ns
     ahead: int = 0  # the most a depth message was received before its exchange time, ns (the clock offset)
     fee_bps: float = field(init=False)  # the instrument's market's maker fee
@@ -625,6 +658,39 @@ def _requote(st: QuoterState, m: MakerState, t: int, expected_return: float) -> 
             submit(m, m.next_oid + i, side, price, qty, t, feed, ahead)
     m.next_oid += 2
     st.quotes += 1
+    if m.wake < st.wake:
+        st.wake = m.wake
+    if m.wake_settled < st.wake_settled:
+        st.wake_settled = m.wake_settled
+
+
+def _wake(st: QuoterState, view: Book, ts_exch: int, settled: int) -> None:
+    """:func:`on_time` for every book (a market event stamped ``ts_exch``, the book ``view`` before it)."""
+    wake = wake_settled = _NEVER
+    for m in st.books.values():
+        on_time(m, view, ts_exch, settled)
+        if m.wake < wake:
+            wake = m.wake
+        if m.wake_settled < wake_settled:
+            wake_settled = m.wake_settled
+    st.wake, st.wake_settled = wake, wake_settled
+    st.dirty = True
+
+
+def _watch(st: QuoterState) -> None:
+    """Take the prices of the books' live orders: which market events can touch them."""
+    wb: set = set()
+    wa: set = set()
+    live = []
+    for m in st.books.values():
+        for o in m.orders.values():
+            if o.live:
+                (wb if o.side > 0 else wa).add(o.price)
+                live.append((m, o))
+    st.live, st.watch_b, st.watch_a = live, wb, wa
+    st.hi_b = max(wb) if wb else -math.inf
+    st.lo_a = min(wa) if wa else math.inf
+    st.dirty = False
 
 
 def _ready(book: OrderBookState) -> bool:
@@ -698,20 +764,32 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
         if -feed > st.ahead:
             st.ahead = -feed
         if ready:
-            bq, aq = book.bid_qty, book.ask_qty
-            bids = {lv.price: (bq.get(lv.price, 0.0), lv.qty) for lv in ev.bids}
-            asks = {lv.price: (aq.get(lv.price, 0.0), lv.qty) for lv in ev.asks}
-            before = _view(book)
+            ts = ev.ts_event
             settled = min(st.depth_ts, st.trade_ts)
-            for m in st.books.values():
-                on_time(m, before, ev.ts_event, settled)  # orders that arrived before it join the book it changes
+            if ts > st.wake or settled > st.wake_settled:  # orders that arrived before it join the book it changes
+                _wake(st, _view(book), ts, settled)
+            if st.dirty:
+                _watch(st)
+            wb, wa = st.watch_b, st.watch_a
+            bids = asks = None
+            if wb:
+                bq = book.bid_qty
+                bids = {p: (bq.get(p, 0.0), lv.qty) for lv in ev.bids if (p := lv.price) in wb}
+            if wa:
+                aq = book.ask_qty
+                asks = {p: (aq.get(p, 0.0), lv.qty) for lv in ev.asks if (p := lv.price) in wa}
             last = book.last_id
             orderbook.step(book, ev)
-            if book.last_id != last and book.status == SYNCED:
+            if (wb or wa) and book.last_id != last and book.status == SYNCED:
                 after = _view(book)
-                for m in st.books.values():
-                    if m.orders:
-                        fills += on_diff(m, after, bids, asks, ev.ts_event)
+                if bids or asks or (ev.asks and after.best_ask <= st.hi_b) or (ev.bids and after.best_bid >= st.lo_a):
+                    any_b, any_a = bool(ev.bids), bool(ev.asks)
+                    bids, asks = bids or {}, asks or {}
+                    for m, o in st.live:
+                        if _rests(o, ts):
+                            _diff_order(m, o, after, bids, asks, any_b, any_a, ts, fills)
+                    if fills:
+                        st.dirty = True
         else:
             orderbook.step(book, ev)
         _note_mid(st, ev.ts_event)
@@ -724,12 +802,24 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
         if tr.ts_event > st.trade_ts:
             st.trade_ts = tr.ts_event
         if ready:
-            view = _view(book)
+            ts = tr.ts_event
             settled = min(st.depth_ts, st.trade_ts)
-            for m in st.books.values():
-                on_time(m, view, tr.ts_event, settled)
-                if m.orders:
-                    fills += on_trade(m, view, tr.price, tr.qty, tr.buyer_maker, tr.ts_event)
+            if ts > st.wake or settled > st.wake_settled:
+                _wake(st, _view(book), ts, settled)
+            if st.dirty:
+                _watch(st)
+            price = tr.price
+            if tr.buyer_maker:  # a sale: the bids at or above its price
+                if price <= st.hi_b:
+                    for m, o in st.live:
+                        if o.side > 0 and o.price >= price and _rests(o, ts):
+                            _trade_order(m, o, price, tr.qty, ts, fills)
+            elif price >= st.lo_a:
+                for m, o in st.live:
+                    if o.side < 0 and o.price <= price and _rests(o, ts):
+                        _trade_order(m, o, price, tr.qty, ts, fills)
+            if fills:
+                    st.dirty = True
     return st, fills
 
 
@@ -801,7 +891,15 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
     pending = st.pending
     cap = st.config.max_pending_fills
     last = _HORIZONS[-1]
+    iv = st.config.interval_ms * _MS
     for item in interleave(events, signals) if signals else events:
+        if type(item) is Quote:  # it changes nothing of the book here: its time only (step's outputs unchanged)
+            t = item.ts_recv
+            if t > st.clock:
+                st.clock = t
+            if st.next_quote < 0 and st.config.baseline and _ready(st.book):
+                st.next_quote = (t // iv + 1) * iv
+            continue
         st, fills = step(st, item)
         if fills:
             t = item.ts_recv
