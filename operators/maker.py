@@ -785,8 +785,11 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
                 if bids or asks or (ev.asks and after.best_ask <= st.hi_b) or (ev.bids and after.best_bid >= st.lo_a):
                     any_b, any_a = bool(ev.bids), bool(ev.asks)
                     bids, asks = bids or {}, asks or {}
-                    for m, o in st.live:
-                        if _rests(o, ts):
+                    best_b, best_a = after.best_bid, after.best_ask
+                    for m, o in st.live:  # an order whose level changed, or that the other side came to
+                        p = o.price
+                        if ((p in bids or (any_a and p >= best_a)) if o.side > 0 else
+                                (p in asks or (any_b and p <= best_b))) and _rests(o, ts):
                             _diff_order(m, o, after, bids, asks, any_b, any_a, ts, fills)
                     if fills:
                         st.dirty = True

@@ -36,7 +36,7 @@ from confluent_kafka import Producer
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from core.events import Fill, Forecast, ForecastRecord, MetricsRecord, Signal
+from core.events import Fill, Forecast, ForecastRecord, MakerEconomicsRecord, MakerFillRecord, MetricsRecord, Signal
 from harness.kafkautil import consume_all, flow_env, replay, topic_name
 from harness.procs import interrupt, reaped
 from harness.realdata import SCRATCH
@@ -47,7 +47,7 @@ from ticklet.serve.state import TYPES
 INSTRUMENTS = ("BTCUSDT", "BTCUSDT-PERP", "ETHUSDT")
 SCREENSHOT_COPY = Path("/tmp/ticklet_live_screenshot.png")  # for the engineers to look at
 _TIME = {"forecast": "ts_forecast", "scored": "ts_forecast", "metrics": "ts_target", "signal": "ts_forecast",
-         "fill": "ts_recv"}
+         "fill": "ts_recv", "maker_fill": "ts_exch", "maker_economics": "ts_exch"}
 API_KEY = "k3y-that-must-never-be-logged"
 
 
@@ -102,7 +102,8 @@ def live(kafka_bootstrap, ws_dir, chromium, tmp_path_factory):
         browser = Browser(chromium, width=1300, height=1000).__enter__()
         page = browser.open(f"{server.url}/?instrument=BTCUSDT")
         flow = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=SCRATCH,
-                                env=flow_env(kafka_bootstrap, ticks, tmp / "flow", out), stdout=subprocess.DEVNULL,
+                                env=flow_env(kafka_bootstrap, ticks, tmp / "flow", out, TICKLET_MAKER__ENABLED="true"),
+                                stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         samples = []
         while flow.poll() is None:  # the page while the dataflow publishes
@@ -170,7 +171,8 @@ def test_the_latest_answers_are_the_topic_s_latest_records(live):
         assert (info["partition"], info["offset"]) == mine[-1][:2]
         assert info["models"] == sorted({v["model"] for _, _, v in mine if v["type"] == "forecast"})
     routes = {"forecast": "/v1/forecasts/latest", "scored": "/v1/forecasts/scored/latest", "metrics": "/v1/metrics",
-              "signal": "/v1/signals/latest", "fill": "/v1/fills/latest"}
+              "signal": "/v1/signals/latest", "fill": "/v1/fills/latest", "maker_fill": "/v1/maker/fills/latest",
+              "maker_economics": "/v1/maker/economics/latest"}
     for inst in INSTRUMENTS:
         for kind, route in routes.items():
             r = http.get(route, params={"instrument": inst})
@@ -185,7 +187,8 @@ def test_the_latest_answers_are_the_topic_s_latest_records(live):
     r = http.get("/v1/metrics", params={"instrument": "ETHUSDT", "model": "logistic", "horizon": 10}).json()
     assert r == [expected[("metrics", "ETHUSDT", "logistic", 10)]]
     # the answers have the published record types' fields
-    fields = {Forecast: "forecast", ForecastRecord: "scored", MetricsRecord: "metrics", Signal: "signal", Fill: "fill"}
+    fields = {Forecast: "forecast", ForecastRecord: "scored", MetricsRecord: "metrics", Signal: "signal", Fill: "fill",
+              MakerFillRecord: "maker_fill", MakerEconomicsRecord: "maker_economics"}
     for cls, kind in fields.items():
         v = http.get(routes[kind], params={"instrument": "BTCUSDT"}).json()[0]
         assert list(v) == ["schema", "type", *cls.__struct_fields__]

@@ -185,10 +185,10 @@ def parse_types(text: Optional[str]) -> frozenset[str]:
 
     >>> sorted(parse_types("forecast, signal"))
     ['forecast', 'signal']
-    >>> parse_types("forecasts")
+    >>> parse_types("forecasts")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown record type 'forecasts': a comma-separated list of forecast, scored, metrics, signal, fill
+    ValueError: unknown record type 'forecasts': a comma-separated list of forecast, scored, metrics, signal, fill, ...
     """
     if not text or not text.strip():
         return frozenset(TYPES)
