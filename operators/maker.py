@@ -113,7 +113,13 @@ class MakerConfig(BaseModel):
     interval_ms: int = Field(
         1000, ge=1, description="The baseline book's quotes are replaced at every multiple of this, receive clock "
         "(the forecast books' at each of their decisions).")
-    quote_lots: int = Field(1, ge=1, description="Size of each quote, in lots.")
+    quote_lots: int = Field(1, ge=1, description="Size of each quote, in lots (sizing lots; the baseline's always).")
+    sizing: Literal["lots", "signal"] = Field(
+        "lots", description="A model book's quote size: lots (quote_lots), or signal: the decision's own size, "
+        "|target_position| x equity / mid, in whole lots (at least one). Either way a quote is cut to what the "
+        "inventory limit leaves.")
+    equity: float = Field(10_000.0, gt=0.0, description="With sizing signal: the capital a decision's "
+                          "target_position is a fraction of, in quote currency.")
     forecast_scale: float = Field(
         1.0, description="How far a forecast moves a book's quotes: their centre is the mid times (1 + scale x the "
         "forecast's expected log return). 0: the forecast is not used.")
@@ -639,8 +645,12 @@ def quote_prices(c: MakerConfig, tick: float, decimals: int, best_bid: float, be
     return bid, ask
 
 
-def _requote(st: QuoterState, m: MakerState, t: int, expected_return: float) -> None:
-    """Book ``m`` decides at local time ``t``: cancel its resting orders, place its quotes."""
+def _requote(st: QuoterState, m: MakerState, t: int, expected_return: float, size: Optional[float] = None) -> None:
+    """Book ``m`` decides at local time ``t``: cancel its resting orders, place its quotes.
+
+    ``size``: the decision's target position (a fraction of ``equity``),
+    the quotes' size with ``sizing="signal"``.
+    """
     c = st.config
     feed, ahead = st.feed, st.ahead
     for o in list(m.orders.values()):
@@ -650,12 +660,16 @@ def _requote(st: QuoterState, m: MakerState, t: int, expected_return: float) -> 
         _grid(st)
     if not st.tick:
         return
-    bid, ask = quote_prices(c, st.tick, st.decimals, b.best_bid, b.best_ask, expected_return,
-                            round(m.position / c.lot))
-    qty = c.quote_lots * c.lot
+    held = round(m.position / c.lot)
+    bid, ask = quote_prices(c, st.tick, st.decimals, b.best_bid, b.best_ask, expected_return, held)
+    lots = c.quote_lots
+    if size is not None and c.sizing == "signal":
+        lots = max(1, round(abs(size) * c.equity / ((b.best_bid + b.best_ask) * 0.5) / c.lot))
+    room = (c.max_inventory_lots - held, c.max_inventory_lots + held)  # what the limit leaves each side
     for i, (side, price) in enumerate(((1, bid), (-1, ask))):  # each decision takes two ids: bid, then ask
-        if price is not None:
-            submit(m, m.next_oid + i, side, price, qty, t, feed, ahead)
+        n = min(lots, room[i])
+        if price is not None and n > 0:
+            submit(m, m.next_oid + i, side, price, n * c.lot, t, feed, ahead)
     m.next_oid += 2
     st.quotes += 1
     if m.wake < st.wake:
@@ -742,7 +756,7 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
         m = st.books.get(key)
         if m is None:
             m = st.books[key] = MakerState(c, sig.model, sig.horizon)
-        _requote(st, m, sig.ts_forecast, sig.expected_return)
+        _requote(st, m, sig.ts_forecast, sig.expected_return, sig.target_position)
         return st, []
     event: Event = item  # type: ignore[assignment]
     ready = _ready(book)

@@ -418,3 +418,23 @@ def test_the_feed_latency_model_sends_orders_with_the_recordings_own_feed_latenc
     const = quote_every_second(usdm, MakerConfig(**{**FIXED, "latency_ms": 2.0, "clock_offset_ms": 26.932}))
     assert len(res["fills"]) > 100 and {(f.oid, f.side) for f in res["fills"]} != {
         (f.oid, f.side) for f in const["fills"]}
+
+
+def test_signal_sizing_quotes_the_decisions_size_cut_to_the_inventory_limit():
+    """With ``sizing="signal"`` a model book quotes its decision's size,
+    ``|target_position| x equity / mid`` in whole lots; each side is cut to
+    what the inventory limit leaves; the baseline keeps ``quote_lots``."""
+    from core.events import BookSnapshot, Level, Signal, Trade
+
+    cfg = MakerConfig(latency_ms=10.0, lot=1.0, sizing="signal", equity=10_000.0, max_inventory_lots=30)
+    st = maker.QuoterState(cfg, "X")
+    snap = BookSnapshot("X", S // 2, 5, (Level(99.9, 1.0),), (Level(100.1, 1.0),), S // 2)
+    st, _ = maker.step_batch(st, [[snap, Trade("X", S // 2 + 1, S // 2, 100.0, 1.0, True, 1)],
+                                  Signal("X", "linear", 1, S // 2 + 10, 1, None, 0.0, -0.25)])
+    orders = sorted((o.side, o.qty) for o in st.books[("linear", 1)].orders.values())
+    assert orders == [(-1, 25.0), (1, 25.0)]  # 0.25 x 10,000 / 100 = 25 lots a side
+    st.books[("linear", 1)].position = 20.0  # 20 long: 10 lots of room to buy, 50 to sell
+    st, _ = maker.step_batch(st, [[Trade("X", S // 2 + 20, S // 2, 100.0, 1.0, True, 2)],
+                                  Signal("X", "linear", 1, S // 2 + 30, 1, None, 0.0, 0.25)])
+    live = sorted((o.side, o.qty) for o in st.books[("linear", 1)].orders.values() if o.cancel_at is None)
+    assert live == [(-1, 25.0), (1, 10.0)]
