@@ -8,6 +8,13 @@ forecast is appended to the output topic (the topic is created with
 ``message.timestamp.type=LogAppendTime``, so the broker stamps the append;
 same machine, same clock, millisecond resolution).
 
+Where the time goes: the ticks topic is created with ``LogAppendTime``
+too, so each bar's latency splits into ``to_broker_ms`` (the closing tick's
+produce call to its append to the ticks topic: the producer's linger and
+the network) and ``through_dataflow_ms`` (that append to the forecast's:
+the source's fetch and batching, the steps, the output producer). Both are
+p50/p99/max over the bars, at the broker's millisecond resolution.
+
 Usage::
 
     python benchmarks/kafka_latency.py [PATH ...] [--speed 10]
@@ -40,6 +47,7 @@ import numpy as np  # noqa: E402
 from harness.kafka_broker import kafka_broker  # noqa: E402
 from harness.kafkautil import consume_all  # noqa: E402
 from sinks.kafka import ensure_topic  # noqa: E402
+from sources.wire import tick_head  # noqa: E402
 from ticklet.publish import publish  # noqa: E402
 
 
@@ -52,7 +60,7 @@ def main() -> None:
     with kafka_broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
         ticks, out_topic = f"lat.ticks.{uuid.uuid4().hex[:8]}", f"lat.out.{uuid.uuid4().hex[:8]}"
         cfg = {"bootstrap.servers": bootstrap}
-        ensure_topic(cfg, ticks, partitions=4)
+        ensure_topic(cfg, ticks, partitions=4, topic_config={"message.timestamp.type": "LogAppendTime"})
         ensure_topic(cfg, out_topic, partitions=4, topic_config={"message.timestamp.type": "LogAppendTime"})
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
         env.update({
@@ -77,17 +85,31 @@ def main() -> None:
             flow.terminate()
             flow.wait(30)
         records = [(ts_ms, json.loads(value)) for _, value, ts_ms, _ in consume_all(bootstrap, out_topic)]
+        tick_append: dict[tuple[str, int], float] = {}
+        for key, value, ts_ms, _ in consume_all(bootstrap, ticks):
+            head = tick_head(value)
+            if head is not None:
+                tick_append.setdefault((key.decode(), head[0]), ts_ms / 1e3)
     first_append: dict[tuple[str, int], float] = {}
     for ts_ms, v in records:
         if v["type"] == "forecast":
             k = (v["instrument"], v["ts_forecast"])
             first_append[k] = min(first_append.get(k, ts_ms / 1e3), ts_ms / 1e3)
-    lat_ms = []
+    lat_ms, to_broker, through = [], [], []
     for (sym, t), appended in first_append.items():
         rows = produced[sym]
         i = bisect.bisect_left(rows, (t, -1.0))  # the first tick at or after the bar's end
         if i < len(rows):
             lat_ms.append((appended - rows[i][1]) * 1e3)
+            landed = tick_append.get((sym, rows[i][0]))
+            if landed is not None:
+                to_broker.append((landed - rows[i][1]) * 1e3)
+                through.append((appended - landed) * 1e3)
+
+    def spread(xs: list[float]) -> dict[str, float]:
+        return {"p50": round(statistics.median(xs), 2), "p99": round(float(np.percentile(xs, 99, method="higher")), 2),
+                "max": round(max(xs), 2), "min": round(min(xs), 2)}
+
     result = {
         "benchmark": "kafka_latency",
         "inputs": args.paths,
@@ -95,12 +117,10 @@ def main() -> None:
         "ticks_replayed": rep["messages"],
         "replay_failed": rep["failed"],
         "bars_measured": len(lat_ms),
-        "latency_ms": {
-            "p50": round(statistics.median(lat_ms), 2),
-            "p99": round(float(np.percentile(lat_ms, 99, method="higher")), 2),
-            "max": round(max(lat_ms), 2),
-            "min": round(min(lat_ms), 2),
-        },
+        "latency_ms": spread(lat_ms),
+        "bars_split": len(through),
+        "to_broker_ms": spread(to_broker) if to_broker else None,
+        "through_dataflow_ms": spread(through) if through else None,
         "measured_from": "produce call of the tick that closes the bar",
         "measured_to": "broker append time (LogAppendTime, ms) of the bar's first forecast",
     }
