@@ -478,6 +478,7 @@ class QuoterState:
     fee_bps: float = field(init=False)  # the instrument's market's maker fee
     mid_ts: list = field(default_factory=list)  # the mid's changes (exchange time, mid or NaN without a book),
     mid_px: list = field(default_factory=list)  # kept for _KEEP_NS behind the depth stream
+    last_mid: float = 0.0  # the last mid there was (0: none yet), the positions' mark
     pending: deque = field(default_factory=deque)  # (MakerFill, ts_recv): fills waiting for their mid 10 s on
     ledgers: dict = field(default_factory=dict)  # (model, horizon) -> Ledger, over the fills gone out
     unmoved: int = 0  # fills that went out without their moves (too many waiting)
@@ -535,6 +536,8 @@ def _note_mid(st: QuoterState, ts_exch: int) -> None:
     """Record the mid after a book change stamped ``ts_exch`` (NaN without a book), if it changed."""
     b = st.book
     mid = (b.bid_px[-1] + b.ask_px[0]) * 0.5 if _ready(b) else math.nan
+    if mid == mid:
+        st.last_mid = mid
     px = st.mid_px
     if px and (px[-1] == mid or (mid != mid and px[-1] != px[-1])):
         return
@@ -586,11 +589,7 @@ def economics(st: QuoterState, key: tuple) -> MakerEconomicsRecord:
     """A book's economics as of the depth stream's latest stamp, its position marked to the latest mid."""
     g = st.ledgers.get(key) or Ledger()
     m = st.books.get(key)
-    i = len(st.mid_px) - 1
-    while i >= 0 and st.mid_px[i] != st.mid_px[i]:  # without a book now: the last mid there was
-        i -= 1
-    mark = st.mid_px[i] if i >= 0 else 0.0
-    gross = g.cash + g.position * mark
+    gross = g.cash + g.position * st.last_mid  # without a book now: the last mid there was
     net = gross - g.fees
     sent = m.sent if m is not None else 0
     hit = m.filled_orders if m is not None else 0
