@@ -110,14 +110,15 @@ def produce_all(bootstrap: str, topic: str, pairs: Iterable[tuple[bytes, bytes]]
     return n
 
 
-def publish_forecasts(bootstrap: str, topic: str, paths: list[Path | str], out_dir: Path) -> list[tuple]:
+def publish_forecasts(bootstrap: str, topic: str, paths: list[Path | str], out_dir: Path,
+                      **extra: str) -> list[tuple]:
     """The forecast dataflow over the recordings ``paths`` (read as files),
     publishing its records to ``topic``: those records, as :func:`consume_all`
-    gives them."""
+    gives them. ``extra``: more settings (``TICKLET_...`` variables)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
     env.update({"TICKLET_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "TICKLET_KAFKA__OUTPUT_TOPIC": topic,
                 "TICKLET_OUTPUT__KAFKA": "true", "TICKLET_OUTPUT__FILES": "false", "TICKLET_OUTPUT__DIR": str(out_dir),
-                "TICKLET_OUTPUT__SUMMARY": "false", "TICKLET_INPUT__PATHS": json.dumps([str(p) for p in paths])})
+                "TICKLET_OUTPUT__SUMMARY": "false", "TICKLET_INPUT__PATHS": json.dumps([str(p) for p in paths]), **extra})
     run_flow(env, timeout=600)
     return consume_all(bootstrap, topic)
 

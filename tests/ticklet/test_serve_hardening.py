@@ -52,9 +52,11 @@ RECORDING = Path("spot") / "btcusdt_20240808.gz"
 
 @pytest.fixture(scope="module")
 def published(kafka_bootstrap, ws_dir, tmp_path_factory):
-    """The dataflow's records over one real recording, in a topic: (topic, [(key, value, ts, partition)])."""
+    """The dataflow's records over one real recording, the maker books' too, in a topic: (topic, [(key, value, ts,
+    partition)])."""
     topic = topic_name("serve-hard")
-    return topic, publish_forecasts(kafka_bootstrap, topic, [ws_dir / RECORDING], tmp_path_factory.mktemp("flow"))
+    return topic, publish_forecasts(kafka_bootstrap, topic, [ws_dir / RECORDING], tmp_path_factory.mktemp("flow"),
+                                    TICKLET_MAKER__ENABLED="true")
 
 
 @pytest.fixture(scope="module")
@@ -604,4 +606,4 @@ def test_schemathesis_finds_nothing_against_the_server(server, keyed):
     for srv, headers in ((server, ()), (keyed, (f"X-API-Key: {API_KEY}",))):
         proc = _schemathesis(srv, *headers)
         assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
-        assert re.search(r"Tested: 9\b", proc.stdout) and "No issues found" in proc.stdout, proc.stdout[-3000:]
+        assert re.search(r"Tested: 11\b", proc.stdout) and "No issues found" in proc.stdout, proc.stdout[-3000:]
