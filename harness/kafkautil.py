@@ -118,7 +118,8 @@ def publish_forecasts(bootstrap: str, topic: str, paths: list[Path | str], out_d
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
     env.update({"TICKLET_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "TICKLET_KAFKA__OUTPUT_TOPIC": topic,
                 "TICKLET_OUTPUT__KAFKA": "true", "TICKLET_OUTPUT__FILES": "false", "TICKLET_OUTPUT__DIR": str(out_dir),
-                "TICKLET_OUTPUT__SUMMARY": "false", "TICKLET_INPUT__PATHS": json.dumps([str(p) for p in paths]), **extra})
+                "TICKLET_OUTPUT__SUMMARY": "false", "TICKLET_INPUT__PATHS": json.dumps([str(p) for p in paths])})
+    env.update(extra)
     run_flow(env, timeout=600)
     return consume_all(bootstrap, topic)
 
