@@ -56,12 +56,14 @@ def main() -> None:
     spot = ROOT.parent / "shared" / "data" / "binance-ws" / "spot"
     ap.add_argument("paths", nargs="*", default=[str(spot / "btcusdt_20240808.gz"), str(spot / "ethusdt_20240808.gz")])
     ap.add_argument("--speed", type=float, default=10.0)
+    ap.add_argument("--partitions", type=int, default=4, help="partitions of the ticks and output topics")
     args = ap.parse_args()
     with kafka_broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
         ticks, out_topic = f"lat.ticks.{uuid.uuid4().hex[:8]}", f"lat.out.{uuid.uuid4().hex[:8]}"
         cfg = {"bootstrap.servers": bootstrap}
-        ensure_topic(cfg, ticks, partitions=4, topic_config={"message.timestamp.type": "LogAppendTime"})
-        ensure_topic(cfg, out_topic, partitions=4, topic_config={"message.timestamp.type": "LogAppendTime"})
+        ensure_topic(cfg, ticks, partitions=args.partitions, topic_config={"message.timestamp.type": "LogAppendTime"})
+        ensure_topic(cfg, out_topic, partitions=args.partitions,
+                     topic_config={"message.timestamp.type": "LogAppendTime"})
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLET_")}
         env.update({
             "TICKLET_INPUT__SOURCE": "kafka", "TICKLET_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
@@ -96,11 +98,14 @@ def main() -> None:
             k = (v["instrument"], v["ts_forecast"])
             first_append[k] = min(first_append.get(k, ts_ms / 1e3), ts_ms / 1e3)
     lat_ms, to_broker, through = [], [], []
+    slowest: list[tuple[float, float, str, int]] = []
+    t_first = min((rows[0][1] for rows in produced.values() if rows), default=0.0)
     for (sym, t), appended in first_append.items():
         rows = produced[sym]
         i = bisect.bisect_left(rows, (t, -1.0))  # the first tick at or after the bar's end
         if i < len(rows):
             lat_ms.append((appended - rows[i][1]) * 1e3)
+            slowest.append((lat_ms[-1], rows[i][1] - t_first, sym, t))
             landed = tick_append.get((sym, rows[i][0]))
             if landed is not None:
                 to_broker.append((landed - rows[i][1]) * 1e3)
@@ -114,6 +119,7 @@ def main() -> None:
         "benchmark": "kafka_latency",
         "inputs": args.paths,
         "speed": args.speed,
+        "partitions": args.partitions,
         "ticks_replayed": rep["messages"],
         "replay_failed": rep["failed"],
         "bars_measured": len(lat_ms),
@@ -121,6 +127,8 @@ def main() -> None:
         "bars_split": len(through),
         "to_broker_ms": spread(to_broker) if to_broker else None,
         "through_dataflow_ms": spread(through) if through else None,
+        "slowest_bars": [{"latency_ms": round(ms, 2), "at_s": round(at, 2), "instrument": sym, "ts_forecast": t}
+                         for ms, at, sym, t in sorted(slowest, reverse=True)[:10]],
         "measured_from": "produce call of the tick that closes the bar",
         "measured_to": "broker append time (LogAppendTime, ms) of the bar's first forecast",
     }

@@ -143,7 +143,7 @@ class _Partition(StatefulSourcePartition[Item, int]):
     def next_batch(self) -> list[Item]:
         if self._eof:
             raise StopIteration()
-        msgs = self._consumer.consume(self._batch, 0.001)
+        msgs = self._consumer.consume(self._batch, 0)  # never blocks: Bytewax waits 1 ms after an empty batch
         if not msgs:
             if self._down is not None and self._outage is not None:
                 self._probe()
