@@ -38,6 +38,7 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -80,6 +81,7 @@ def main() -> None:
                 time.sleep(0.1)  # the sinks are built: the dataflow is up
             time.sleep(1.0)
             produced: dict[str, list[tuple[int, float]]] = defaultdict(list)
+            started = time.time()
             rep = publish(args.paths, [bootstrap], ticks, speed=args.speed, linger_ms=0,
                           on_produce=lambda key, ts, wall: produced[key].append((ts, wall)))
             time.sleep(3.0)  # let the last bars through
@@ -98,15 +100,16 @@ def main() -> None:
             k = (v["instrument"], v["ts_forecast"])
             first_append[k] = min(first_append.get(k, ts_ms / 1e3), ts_ms / 1e3)
     lat_ms, to_broker, through = [], [], []
-    slowest: list[tuple[float, float, str, int]] = []
+    slowest: list[tuple[float, float, str, int, Optional[float]]] = []
     t_first = min((rows[0][1] for rows in produced.values() if rows), default=0.0)
     for (sym, t), appended in first_append.items():
         rows = produced[sym]
         i = bisect.bisect_left(rows, (t, -1.0))  # the first tick at or after the bar's end
         if i < len(rows):
             lat_ms.append((appended - rows[i][1]) * 1e3)
-            slowest.append((lat_ms[-1], rows[i][1] - t_first, sym, t))
             landed = tick_append.get((sym, rows[i][0]))
+            slowest.append((lat_ms[-1], rows[i][1] - t_first, sym, t,
+                            None if landed is None else round((landed - rows[i][1]) * 1e3, 1)))
             if landed is not None:
                 to_broker.append((landed - rows[i][1]) * 1e3)
                 through.append((appended - landed) * 1e3)
@@ -127,8 +130,9 @@ def main() -> None:
         "bars_split": len(through),
         "to_broker_ms": spread(to_broker) if to_broker else None,
         "through_dataflow_ms": spread(through) if through else None,
-        "slowest_bars": [{"latency_ms": round(ms, 2), "at_s": round(at, 2), "instrument": sym, "ts_forecast": t}
-                         for ms, at, sym, t in sorted(slowest, reverse=True)[:10]],
+        "replay_started_unix_s": round(started, 3),
+        "slowest_bars": [{"latency_ms": round(ms, 2), "to_broker_ms": tb, "at_s": round(at, 2), "instrument": sym,
+                          "ts_forecast": t} for ms, at, sym, t, tb in sorted(slowest, reverse=True)[:10]],
         "measured_from": "produce call of the tick that closes the bar",
         "measured_to": "broker append time (LogAppendTime, ms) of the bar's first forecast",
     }

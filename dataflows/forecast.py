@@ -140,6 +140,8 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
         if why is not None:
             raise ConfigError(why)
     flow = Dataflow("ticklet_forecast")
+    if settings.input.source == "kafka":  # live: what the first bars need is loaded now, not while ticks wait
+        _warm_up(settings)
 
     total_bytes = None  # of the input files, for the progress bar
     source: FixedPartitionedSource
@@ -270,6 +272,20 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
                              hold=summary))
     write_manifest(settings)  # once the flow is wired: a bad input file writes nothing
     return flow
+
+
+def _warm_up(settings: Settings) -> None:
+    """Build an instrument's feature and learner states once and drop them.
+
+    The libraries they load on first use (River and SciPy, torch for the
+    CNN-GRU) then load before the first tick is read: on a live run they
+    would hold up the first bars by a second or more, and the ticks queued
+    behind them.
+    """
+    from operators import features, forecast
+
+    features.FeatureState(settings.features)
+    forecast.JoinState(settings.forecast)
 
 
 def _feature_columns(settings: Settings) -> tuple[str, ...]:

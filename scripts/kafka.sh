@@ -99,6 +99,9 @@ PROPS
 }
 
 jopts=(-Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true "-Dlog4j.configuration=file:$run/log4j.properties")
+# More JVM options, e.g. KAFKA_JVM_OPTS="-Xlog:gc:file=/tmp/kafka-gc.log" to see the broker's pauses.
+read -r -a extra_jopts <<< "${KAFKA_JVM_OPTS:-}"
+jopts+=("${extra_jopts[@]}")
 
 # Start the JVM on the configuration and data in $run; wait until it serves.
 launch() {
