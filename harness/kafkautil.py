@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +190,28 @@ def assert_files_match(out: Path, ref: Path, note: str = "") -> None:
     assert dead[0] == dead[1], note  # the same lines, or no file in either (no dead letters)
     counters = [json.loads((d / "counters.json").read_text()) for d in (out, ref)]
     assert counters[0] == counters[1], note
+
+
+def kill_when(args: list[str], env: dict[str, str], rec_dir: Path, reached: Callable[[], bool],
+              timeout_s: float = 120, fresh: bool = False) -> None:
+    """Run the dataflow (``args``) and ``kill -9`` it once ``reached()`` and its recovery store has a snapshot.
+
+    The first snapshot (epoch past 1) makes every restart resume from one;
+    with ``fresh``, the run is killed only after a snapshot of its own (the
+    store's epoch past the one it resumed from), so that each life gets
+    somewhere. An assertion error if the run ends before.
+    """
+    floor = max(1, recovery_progress(rec_dir)["epoch"]) if fresh else 1
+    p = subprocess.Popen(args, cwd=SCRATCH, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout_s
+    while p.poll() is None and time.monotonic() < deadline and (
+            not reached() or recovery_progress(rec_dir)["epoch"] <= floor):
+        time.sleep(0.005)
+    assert p.poll() is None, f"the run ended before the kill: {p.stderr.read()[-2000:] if p.stderr else ''}"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    if p.stderr:
+        p.stderr.close()
 
 
 def recovery_progress(rec_dir: Path) -> dict[str, int]:

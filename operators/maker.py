@@ -482,6 +482,7 @@ class QuoterState:
     pending: deque = field(default_factory=deque)  # (MakerFill, ts_recv): fills waiting for their mid 10 s on
     ledgers: dict = field(default_factory=dict)  # (model, horizon) -> Ledger, over the fills gone out
     unmoved: int = 0  # fills that went out without their moves (too many waiting)
+    finished: bool = False  # the input ended and finish() gave its outputs (once, a recovery after it included)
 
     def __post_init__(self) -> None:
         self.book = OrderBookState(OrderBookConfig(quotes=False))  # bounded: max_depth levels a side
@@ -941,15 +942,21 @@ def finish(state: QuoterState) -> tuple[QuoterState, list]:
     """When the input ends: the fills still waiting go out, then every book's economics.
 
     The fills' moves are None where the input ended before them; the
-    positions are marked to the last mid.
+    positions are marked to the last mid. Once only: a run resumed from a
+    snapshot taken after the end gets nothing more.
 
     >>> st = QuoterState(MakerConfig(lot=1.0), "BTCUSDT-PERP")
     >>> st, out = finish(st)
     >>> [(r.model, r.fills, r.fee_bps, r.break_even_bps) for r in out]     # the baseline, which never quoted
     [('touch', 0, 2.0, None)]
+    >>> finish(st)[1]
+    []
     """
     st = state
     out: list = []
+    if st.finished:
+        return st, out
+    st.finished = True
     while st.pending:
         _settle(st, st.pending.popleft(), out)
     for key in sorted(st.books.keys() | st.ledgers.keys()):

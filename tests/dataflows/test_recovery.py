@@ -33,7 +33,7 @@ from harness.kafkautil import (
     dedup,
     end_offsets,
     flow_env,
-    recovery_progress,
+    kill_when,
     replay,
     run_flow,
     topic_name,
@@ -84,15 +84,7 @@ def test_kill_minus_nine_ten_times_loses_and_changes_nothing(kafka_bootstrap, ws
     # resume from; a later run may be killed before its own first snapshot).
     for target in sorted(rng.uniform(0.02, 0.9) for _ in range(KILLS)):
         starts.append(end_offsets(kafka_bootstrap, topic))
-        p = subprocess.Popen(args, cwd=SCRATCH, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while p.poll() is None and time.monotonic() < deadline and (
-                progress() < target * full_size or recovery_progress(rec_dir)["epoch"] <= 1):
-            time.sleep(0.01)
-        assert p.poll() is None, f"the run ended before the kill at {target:.2f}: {p.stderr.read()[-2000:]}"
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-        p.stderr.close()
+        kill_when(args, env, rec_dir, lambda t=target: progress() >= t * full_size)
         kills.append(round(progress() / full_size, 3))
     assert len(kills) == KILLS and all(0 < k < 1 for k in kills), (kills, seed_note)
     starts.append(end_offsets(kafka_bootstrap, topic))
