@@ -326,7 +326,8 @@ def test_the_dataflows_maker_fills_are_the_steps_over_the_whole_recording(usdm, 
     quoting step gives over the whole recording in one batch with the
     run's own decisions (the dataflow's chunks and their order change
     nothing), with what goes out when the input ends (:func:`operators.maker.finish`), for the
-    baseline and every model's book; ``maker_economics.csv`` likewise; the counters agree."""
+    baseline and every model's book; ``maker_economics.csv`` likewise; the counters agree; the
+    backtest summary and the HTML report show each book's last economics."""
     import csv
 
     from core.events import Count, MakerEconomicsRecord, MakerFillRecord, Signal
@@ -355,6 +356,25 @@ def test_the_dataflows_maker_fills_are_the_steps_over_the_whole_recording(usdm, 
     assert [tuple(r) for r in econ[1:]] == [_cells(r) for r in want if type(r) is MakerEconomicsRecord]
     counters = json.loads((tmp_path / "out" / "counters.json").read_text())
     assert counters["maker_fills"] == len(fills)
+    # the backtest summary (--json) and the HTML report carry each book's last economics
+    from core.events import EconomicsRecord
+    from sinks.report import read_last, summarize
+    from ticklet.report import build_report
+
+    last = {(r.model, r.horizon): r for r in want if type(r) is MakerEconomicsRecord}
+    taker = {(e.model, e.horizon): e.fills for e in read_last(tmp_path / "out" / "economics.csv", EconomicsRecord)}
+    books = summarize(tmp_path / "out")["maker"][perp_chain.instrument]
+    assert {(m, int(h)) for m, hs in books.items() for h in hs} == set(last)
+    for (m, h), r in last.items():
+        entry = books[m][str(h)]
+        assert entry["break_even_bps"] == r.break_even_bps and entry["fills"] == r.fills
+        assert entry["maker_share"] == r.fills / (r.fills + taker.get((m, h), 0))
+    assert books["linear"]["1"]["vs_touch_bps"] == last[("linear", 1)].break_even_bps - last[
+        ("touch", 0)].break_even_bps
+    html = build_report(tmp_path / "out").read_text()
+    table = html[html.index('<table class="maker"'):]
+    table = table[:table.index("</table>")]
+    assert table.count("<tr>") == len(last) + 1 and f"{last[('touch', 0)].break_even_bps:.3f}" in table
     assert counters.get("maker_orders_refused", 0) == sum(r.n for r in want if type(r) is Count
                                                           and r.name == "maker_orders_refused")
 
