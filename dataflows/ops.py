@@ -295,9 +295,13 @@ def _export_record(kv: tuple[str, Exported]) -> tuple[str, tuple[str, str, Any]]
 
 
 @operator
-def encode_for_kafka(step_id: str, up: KeyedStream[Any]) -> Stream[tuple[bytes, bytes]]:
-    """Keyed records to Kafka ``(key, value)`` bytes (see sinks.records)."""
-    return op.map("encode", up, lambda kv: kafka_record(*kv))
+def encode_for_kafka(step_id: str, up: KeyedStream[Any]) -> KeyedStream[tuple[bytes, bytes]]:
+    """Keyed records to keyed Kafka ``(key, value)`` bytes (sinks.records): :class:`~sinks.kafka.KafkaRecordSink`."""
+    return op.map("encode", up, _kafka_pair)
+
+
+def _kafka_pair(kv: tuple[str, Any]) -> tuple[str, tuple[bytes, bytes]]:
+    return kv[0], kafka_record(*kv)
 
 
 def _csv_blob(batch: list[tuple[str, Any]]) -> list[tuple[str, bytes]]:

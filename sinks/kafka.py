@@ -2,10 +2,19 @@
 
 The producer is built in :meth:`KafkaRecordSink.build` (never pickled), with
 ``enable.idempotence=true`` and ``acks=all``: librdkafka retries transient
-errors without duplicating or reordering. Every batch is flushed before the
-dataflow moves on; a message that could not be delivered raises, so the
-dataflow stops instead of losing output, and a restart from the last
-snapshot re-publishes it (at-least-once; see the README on deduplication).
+errors without duplicating or reordering. A batch is handed to the producer,
+which sends it in its own thread within ``linger.ms``; the dataflow does not
+wait for the broker's acknowledgement there (a flush per batch held the
+worker 4 to 9 ms per bar). It waits at each snapshot instead: the sink is a
+:class:`~bytewax.outputs.FixedPartitionedSink` whose partition flushes in
+:meth:`~bytewax.outputs.StatefulSinkPartition.snapshot`, so every record
+written before a snapshot is on the broker before that snapshot can be
+resumed from. A message that could not be delivered raises (at the next
+batch or snapshot), so the dataflow stops instead of losing output, and a
+restart from the last snapshot re-publishes it (at-least-once; see the
+README on deduplication). The sink has one partition: one producer per
+topic writes every record, in the order the worker that owns it receives
+them.
 
 A broker outage is ridden out: messages never time out in librdkafka
 (``message.timeout.ms=0``) and the flush waits, with a growing wait between
@@ -43,7 +52,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn, Optional
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from core.config import ConfigError, KafkaConfig
@@ -249,7 +258,7 @@ def produce(producer: Producer, topic: str, value: bytes, key: bytes, *,
 _cut_log = rate_limited(f"{__name__}.cut", 30.0)
 
 
-class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
+class _Partition(StatefulSinkPartition[tuple[bytes, bytes], None]):
     def __init__(self, config: dict[str, Any], topic: str, outage: Outage, patience_s: float = 5.0,
                  limit: Optional[int] = None, shrink: Optional[Callable[[bytes, int], Optional[bytes]]] = None,
                  exit_process: bool = False):
@@ -370,17 +379,30 @@ class _Partition(StatelessSinkPartition[tuple[bytes, bytes]]):
             self._hand_over(key, value)
 
     def write_batch(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Hand the records to the producer, which sends them in its own thread; no wait for the broker.
+
+        The delivery reports so far are served: a failure raises here, and
+        records refused as too large are sent again (:meth:`_deliver`).
+        """
         for key, value in items:
             self._hand_over(key, value)
-            self._p.poll(0)
+        self._p.poll(0)
+        if self._failed or self._too_large:
+            self._deliver()
+
+    def snapshot(self) -> None:
+        """Wait until every record written so far is delivered: a snapshot never gets ahead of the topic."""
         self._deliver()
 
     def close(self) -> None:
         self._deliver()
 
 
-class KafkaRecordSink(DynamicSink[tuple[bytes, bytes]]):
-    """Write ``(key, value)`` byte pairs to ``topic``; one producer per worker.
+class KafkaRecordSink(FixedPartitionedSink[tuple[bytes, bytes], None]):
+    """Write ``(key, value)`` byte pairs to ``topic`` with one producer, flushed at each snapshot.
+
+    It takes them keyed (``(instrument, (key, value))``: :func:`dataflows.ops.encode_for_kafka`);
+    its one partition is the topic's name.
 
     Parameters
     ----------
@@ -410,14 +432,34 @@ class KafkaRecordSink(DynamicSink[tuple[bytes, bytes]]):
         self._outage_s = outage_timeout_s
         self._exit = exit_process
         self._shrink = shrink
+        self._lock = threading.Lock()  # the workers of a process share this sink
+        self._ready: Optional[_Partition] = None  # the writer made when the parts were listed
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        """The writer of one worker: an idempotent producer, once the brokers answer."""
-        outage = Outage(f"writing to {self._topic!r}", self._outage_s, exit_process=self._exit)
+    def list_parts(self) -> list[str]:
+        """One partition, the topic: every worker can write it.
+
+        Called when the dataflow starts, where Bytewax builds the partition
+        only when its first record comes: the writer is made here, once per
+        process (the topic created if missing, its record limit read, the
+        producer connected), so that the first record does not wait for
+        them (an idempotent producer's first delivery waits for its
+        producer id: 0.5 to 1 s on a broker just started). In a cluster, the
+        processes that do not own the partition keep an idle producer.
+        """
+        with self._lock:
+            if self._ready is None:
+                self._ready = self._writer()
+        return [self._topic]
+
+    def _client_config(self) -> dict[str, Any]:
         # Records never expire in librdkafka's queue (whatever the config says): the outage timeout is the
         # one bound, and a record is either delivered or the run stops.
-        config = {"reconnect.backoff.max.ms": 2000, "logger": rdkafka_logger(), **self._config,
-                  "message.timeout.ms": 0}
+        return {"reconnect.backoff.max.ms": 2000, "logger": rdkafka_logger(), **self._config, "message.timeout.ms": 0}
+
+    def _checked(self) -> Optional[int]:
+        """Create the topic if missing, once the brokers answer; its max.message.bytes (None: not known)."""
+        outage = Outage(f"writing to {self._topic!r}", self._outage_s, exit_process=self._exit)
+        config = self._client_config()
         while True:
             t0 = time.monotonic()
             try:
@@ -428,8 +470,20 @@ class KafkaRecordSink(DynamicSink[tuple[bytes, bytes]]):
                     raise
                 time.sleep(outage.waiting(f"cannot create the topic: {ex.args[0].str()}", t0))
         outage.over()
-        limit = topic_limit(config, self._topic, timeout_s=min(10.0, self._outage_s))
-        return _Partition(config, self._topic, outage, limit=limit, shrink=self._shrink, exit_process=self._exit)
+        return topic_limit(config, self._topic, timeout_s=min(10.0, self._outage_s))
+
+    def _writer(self) -> _Partition:
+        """An idempotent producer for the topic, once the brokers answer and the topic is there."""
+        limit = self._checked()
+        outage = Outage(f"writing to {self._topic!r}", self._outage_s, exit_process=self._exit)
+        return _Partition(self._client_config(), self._topic, outage, limit=limit, shrink=self._shrink,
+                          exit_process=self._exit)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition:
+        """The writer made when the parts were listed, or a new one (nothing to resume: at-least-once)."""
+        with self._lock:
+            ready, self._ready = self._ready, None
+        return ready if ready is not None else self._writer()
 
 
 def _admin(config: dict[str, Any]) -> Any:

@@ -225,5 +225,5 @@ def test_the_kafka_source_and_sink_give_up_after_the_outage_timeout():
     sink = KafkaRecordSink("out", {"bootstrap.servers": brokers[0], "log_level": 0}, outage_timeout_s=2.0)
     t0 = time.monotonic()
     with pytest.raises(KafkaOutageError, match="writing to 'out'"):
-        sink.build("publish", 0, 1)
+        sink.build_part("publish", "out", None)
     assert 2 <= time.monotonic() - t0 < 60

@@ -197,7 +197,7 @@ def test_records_refused_as_too_large_are_sent_again_in_smaller_batches_cut_to_f
     arrives, the others whole."""
     topic = _topic(kafka_bootstrap, "cut.lowered", 1_000_000)
     sink = KafkaRecordSink(topic, producer_config([kafka_bootstrap], linger_ms=50), shrink=fit_dead_letter)
-    part = sink.build("publish_dead_letters", 0, 1)
+    part = sink.build_part("publish_dead_letters", topic, None)
     limit = 8 << 10
     _lower_limit(kafka_bootstrap, topic, limit)
     real = [ln for ln in lines(ws_dir / SRC)[:1000] if len(ln) < 2000][:400]  # no snapshot, no large depth update
