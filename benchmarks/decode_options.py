@@ -14,7 +14,14 @@ pipeline changes, this measures the candidate decoders on the same lines
   ``msgspec`` call into typed structs, then turned into NumPy columns;
 - ``pyarrow_json``: the same groups read by ``pyarrow.json.read_json``
   (Arrow's C++ reader) with an explicit schema, numbers cast to float64 by
-  Arrow: columns without a Python object per message.
+  Arrow: columns without a Python object per message;
+- ``numba_columns``: ticklet's compiled scanner (:mod:`sources.columns`),
+  per chunk of 2,048 lines: the best bid/ask and trade lines in Binance's
+  own layouts become columns, checked as the parser checks them (its
+  ``decoded`` count: the lines it took; the depth diffs and the rest are
+  left to the per-line parser, not counted). Its first call compiles, or
+  loads the compiled code from numba's cache: not counted either (the
+  best of ``--repeat`` runs).
 
 Only the trade, best bid/ask and depth streams are decoded by the bulk
 decoders (the others are counted); they check nothing, so they are upper
@@ -182,6 +189,20 @@ def pyarrow_json(blocks: list[bytes]) -> int:
     return n
 
 
+def numba_columns(blocks: list[bytes]) -> int:
+    """The compiled scanner (:func:`sources.columns.scan`) over chunks of 2,048 lines: the lines it takes."""
+    from sources.columns import OTHER, scan
+
+    n = 0
+    for data in blocks:
+        lines = data.split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()
+        for i in range(0, len(lines), 2048):
+            n += int((scan(lines[i:i + 2048], "BTCUSDT").kind != OTHER).sum())
+    return n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="*", type=Path)
@@ -193,7 +214,8 @@ def main() -> None:
                            "cpus": os.cpu_count(), "repeat": args.repeat,
                            "files": [str(p) for p in (args.paths or DEFAULT)], "lines": lines, "decoders": {}}
     fns: dict[str, Callable[[list[bytes]], int]] = {"per_line_msgspec": per_line, "parse_chunk": ticklet_parse,
-                                                    "bulk_msgspec": bulk_msgspec, "pyarrow_json": pyarrow_json}
+                                                    "bulk_msgspec": bulk_msgspec, "pyarrow_json": pyarrow_json,
+                                                    "numba_columns": numba_columns}
     for name, fn in fns.items():
         best, n = float("inf"), 0
         for _ in range(args.repeat):

@@ -17,7 +17,17 @@ otherwise):
   (``pipeline_lines_per_s_maker``; issue 27's target: above 100,000);
 - ``backtest_process_s`` and ``backtest_peak_rss_mib``: ``ticklet backtest``
   of the first file alone as a new process, wall time and peak resident
-  memory (the process's ``ru_maxrss``), best of ``--repeat``.
+  memory (the process's ``ru_maxrss``), best of ``--repeat``;
+- ``stage_s``: where the best pipeline run's time went, per step
+  (``ticklet_stage_seconds``: parse, sanity, bars and the book, features,
+  join, metrics, signals, pnl, fills, maker), and ``other_s``, the rest
+  (reading, Bytewax, the output files, set-up);
+- ``inflate_s``: gunzipping the files alone (ISA-L, as the reader does), and
+  ``per_bar_s``: the steps that run once per bar or forecast (features,
+  join, metrics, signals, pnl). Their sum is a floor of any design that keeps
+  today's per-bar work and reads these files: ``lines_per_s_ceiling`` is the
+  input lines over it, what the pipeline would reach if parsing, checks,
+  bars, books, Bytewax and the outputs took no time at all.
 
 Usage::
 
@@ -64,7 +74,33 @@ def bare_decode(paths: list[Path]) -> int:
     return n
 
 
-def _pipeline(paths: list[Path], maker: bool) -> tuple[float, int]:
+#: The steps that run once per bar or per forecast, not per tick.
+PER_BAR = ("features", "join", "metrics", "signals", "pnl")
+
+
+def _stages() -> dict[str, float]:
+    """Seconds spent so far in each step of the dataflow (``ticklet_stage_seconds``)."""
+    from core.telemetry import STAGE_SECONDS
+
+    return {m.labels["stage"]: m.value for metric in STAGE_SECONDS.collect() for m in metric.samples
+            if m.name.endswith("_sum")}
+
+
+def inflate(paths: list[Path]) -> float:
+    """Seconds to gunzip the files whole with ISA-L (best of 3)."""
+    from isal import igzip
+
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for p in paths:
+            with igzip.open(p, "rb") as f:
+                f.read()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _pipeline(paths: list[Path], maker: bool) -> tuple[float, int, dict[str, float]]:
     from dataflows.settings import Settings
     from ticklet.backtest import run_backtest
 
@@ -72,11 +108,13 @@ def _pipeline(paths: list[Path], maker: bool) -> tuple[float, int]:
     base = s.model_copy(update={"maker": s.maker.model_copy(update={"enabled": maker}),
                                 "output": s.output.model_copy(update={"summary": False})})
     with tempfile.TemporaryDirectory() as out:
+        before = _stages()
         t0 = time.perf_counter()
         run_backtest([str(p) for p in paths], Path(out), base=base)
         wall = time.perf_counter() - t0
+        after = _stages()
         lines = json.loads((Path(out) / "counters.json").read_text())["input_records"]
-    return wall, lines
+    return wall, lines, {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
 
 
 def _process(path: Path) -> tuple[float, float]:
@@ -111,8 +149,11 @@ def main() -> None:
     if args.maker:
         runs["maker"] = [_pipeline(paths, True) for _ in range(args.repeat)]
     procs = [_process(paths[0]) for _ in range(args.repeat)]
-    best = {k: min(w for w, _ in v) for k, v in runs.items()}
+    best = {k: min(w for w, _, _ in v) for k, v in runs.items()}
     n = runs["pipeline"][0][1]
+    wall, _, stages = min(runs["pipeline"], key=lambda r: r[0])
+    per_bar = sum(stages.get(k, 0.0) for k in PER_BAR)
+    gunzip = inflate(paths)
     out = {
         "benchmark": "throughput", "python": platform.python_version(), "cpus": os.cpu_count(),
         "repeat": args.repeat, "files": [str(p) for p in paths], "input_lines": n, "lines_decoded": lines,
@@ -121,6 +162,10 @@ def main() -> None:
         "ratio_to_bare_decode": round((n / best["pipeline"]) / (lines / bare), 3),
         **({"pipeline_lines_per_s_maker": round(n / best["maker"]), "pipeline_s_maker": round(best["maker"], 3)}
            if "maker" in best else {}),
+        "stage_s": {k: round(v, 4) for k, v in sorted(stages.items())},
+        "other_s": round(wall - sum(stages.values()), 4),
+        "inflate_s": round(gunzip, 4), "per_bar_s": round(per_bar, 4),
+        "lines_per_s_ceiling": round(n / (gunzip + per_bar)),
         "backtest_process_file": str(paths[0]),
         "backtest_process_s": round(min(w for w, _ in procs), 3),
         "backtest_peak_rss_mib": round(max(r for _, r in procs), 1),
