@@ -54,7 +54,13 @@ class InputConfig(BaseModel):
         1 << 20, ge=64, description="Longest input line (recording) or message (Kafka) in bytes; a longer one is "
         "dead-lettered with its first 1 KiB and its size, and is never held whole in memory.")
 
+    path: Literal["auto", "chunk", "message"] = Field(
+        "auto", description="How recording lines are parsed: 'message', one by one (the reference); 'chunk', each "
+        "chunk by a compiled scanner first (numba), which decodes the best bid/ask and trade lines into columns and "
+        "leaves the rest to the per-line parser; 'auto', the chunk path once an input partition has read 500,000 "
+        "lines (loading the compiled code takes about 0.45 s). The outputs are the same.")
+
     def limits(self) -> ParseLimits:
-        """What the parser admits, for :func:`dataflows.ops.parse_ticks`."""
+        """What the parser admits, and how it parses, for :func:`dataflows.ops.parse_ticks`."""
         allowed = None if self.instruments is None else frozenset(self.instruments)
-        return ParseLimits(allowed, self.max_instruments, self.max_line_bytes)
+        return ParseLimits(allowed, self.max_instruments, self.max_line_bytes, self.path)

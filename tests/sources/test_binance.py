@@ -620,9 +620,10 @@ def test_one_stream_symbol_names_kafka_keys_and_dead_letters_alike(ws_dir):
 def test_a_chunk_s_parse_goes_down_one_path():
     """Issue 24: sources/binance.py decodes on top of sources/wire.py (heads
     and fields read from the bytes), on top of sources/symbols.py (the symbol
-    tables); none imports a module above it (imports inside functions
-    included), and the live collector's module is beside the path, not on
-    it."""
+    tables), and beside them the chunk path's compiled scanner
+    (sources/columns.py, issue 28), which imports no other source module;
+    none imports a module above it (imports inside functions included), and
+    the live collector's module is beside the path, not on it."""
     import ast
 
     from harness.realdata import REPO
@@ -639,5 +640,6 @@ def test_a_chunk_s_parse_goes_down_one_path():
 
     assert imports("symbols") == set()
     assert imports("wire") == {"sources.symbols"}
-    assert imports("binance") == {"sources.symbols", "sources.wire"}
+    assert imports("columns") == set()
+    assert imports("binance") == {"sources.symbols", "sources.wire", "sources.columns"}
     assert imports("binance_live") == {"sources.wire"}
