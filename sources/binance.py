@@ -1076,7 +1076,8 @@ def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
     recs = chunk.records
     cap = state.limits.max_line_bytes
     if fmt == "ws" or fmt == "kafka":
-        chunked = fmt == "ws" and state.chunked(len(recs)) and market in ("spot", "usdm") and symbol.isalnum()
+        chunked = (fmt == "ws" and state.chunked(len(recs)) and market in ("spot", "usdm") and symbol.isalnum()
+                   and valid_symbol(symbol))
         if recs and max(map(len, recs)) > cap:  # a LongLine is caught below
             results = [_too_long(r, fmt, market, cap) if len(r) > cap
                        else _parse_line(r, market) if fmt == "ws" else _parse_tick(r) for r in recs]

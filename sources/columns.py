@@ -13,7 +13,9 @@ with the same fields, so that the columns are the reference's events:
 
 - the receive time has 16 digits (µs) or 19 (ns, below 2**63);
 - the stream name is the chunk's symbol in lower case, and the data's
-  ``s`` the symbol itself (``[A-Z0-9]``: no delivery or COIN-M contract);
+  ``s`` the symbol itself, a valid one (``[A-Z0-9]``, 2 to 20 of them, as
+  :data:`sources.symbols.SYMBOL_PATTERN` allows: no delivery or COIN-M
+  contract);
 - integers are JSON integers (no sign, no leading zero) of at most 18
   digits; the exchange times (``E``, ``T``) are within what the reference
   takes (``sources.binance._MAX_MS``);
@@ -319,7 +321,7 @@ def scan(lines: Sequence[bytes], symbol: str) -> Columns:
     ts_event = np.zeros(n, np.int64)
     ids = np.zeros(n, np.int64)
     values = np.zeros((n, 4))
-    if symbol.isascii() and symbol.isalnum() and symbol.upper() == symbol and n:
+    if symbol.isascii() and symbol.isalnum() and symbol.upper() == symbol and 2 <= len(symbol) <= 20 and n:
         up = np.frombuffer(symbol.encode(), np.uint8)
         low = np.frombuffer(symbol.lower().encode(), np.uint8)
         _scan(buf, starts, ends, up, low, _OPS, _KINDS, _EVENT_SLOT, _LIT_AT, _LIT_BYTES, _POW10, _MAX_MS, _MAX_TS,

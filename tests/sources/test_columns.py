@@ -105,3 +105,12 @@ def test_edits_just_outside_the_layouts_go_to_the_parser_or_give_its_event(ws_di
     assert seen["left: other"] > 1000  # the invalid ones: the parser's dead letters or skips
     assert seen["left: event"] > 100  # valid in another form ("1e3", a space in the JSON): the parser's too
     assert seen["quote"] > 100 and seen["trade"] > 100  # valid in the layouts (other numbers): taken, and right
+
+
+def test_a_symbol_the_parser_would_refuse_takes_no_line():
+    """A chunk's symbol outside what the parser accepts (one character, 21) makes the scanner take nothing."""
+    for sym in ("A", "X" * 21, "btcusdt", "BTC_USDT"):
+        low = sym.lower().encode()
+        line = (b'1723161254087891268 {"stream":"' + low + b'@bookTicker","data":{"u":9,"s":"' + sym.encode()
+                + b'","b":"1.0","B":"1","a":"2.0","A":"1"}}')
+        assert scan([line], sym).kind.tolist() == [OTHER]
