@@ -268,13 +268,13 @@ class ParseLimits:
     max_line_bytes
         Longest record parsed; a longer one is dead-lettered.
     path
-        How recording lines are parsed (``TICKLET_INPUT__PATH``):
-        ``"message"``, each by :func:`parse_ws` (the reference);
-        ``"chunk"``, each chunk first by the compiled scanner
-        (:mod:`sources.columns`), the lines it leaves by :func:`parse_ws`;
-        ``"auto"``, the chunk path once the partition has parsed
-        :data:`AUTO_CHUNK_LINES` lines (before that, loading the compiled
-        code costs more than it saves). The events are the same.
+        How recording lines and Kafka ticks are parsed
+        (``TICKLET_INPUT__PATH``): ``"message"``, each by :func:`parse_ws`
+        (the reference); ``"chunk"``, each chunk first by the compiled
+        scanner (:mod:`sources.columns`), the lines it leaves by
+        :func:`parse_ws`; ``"auto"``, the chunk path once the partition has
+        parsed :data:`AUTO_CHUNK_LINES` lines or ticks (before that, loading
+        the compiled code costs more than it saves). The events are the same.
     """
 
     instruments: Optional[frozenset[str]] = None
@@ -311,7 +311,7 @@ class ParseState:
     def __init__(self, limits: Optional[ParseLimits] = None) -> None:
         self.limits = limits if limits is not None else ParseLimits()
         self.admitted: set[str] = set()
-        self.lines = 0  # recording lines parsed (for ParseLimits.path "auto")
+        self.lines = 0  # recording lines and Kafka ticks parsed (for ParseLimits.path "auto")
 
     def admit(self, instrument: str) -> str:
         """Admit ``instrument``; return ``""``, or why it is refused."""
@@ -336,7 +336,7 @@ class ParseState:
         self.lines = state[2] if len(state) > 2 else 0  # a snapshot taken before the count
 
     def chunked(self, n: int) -> bool:
-        """Whether the next ``n`` recording lines go the chunk path (see :attr:`ParseLimits.path`); counts them.
+        """Whether the next ``n`` lines or ticks go the chunk path (see :attr:`ParseLimits.path`); counts them.
 
         >>> st = ParseState(ParseLimits(path="auto"))
         >>> st.chunked(AUTO_CHUNK_LINES), st.chunked(10), ParseState(ParseLimits(path="chunk")).chunked(1)
@@ -1041,6 +1041,36 @@ def _parse_columns(recs: list, market: str, symbol: str) -> list[Parsed]:
     return results
 
 
+def _parse_tick_columns(recs: list) -> list[Parsed]:
+    """:func:`_parse_tick` of each Kafka message of ``recs``, by the compiled scanner first (:mod:`sources.columns`).
+
+    The best bid/ask and trade ticks of spot and USD-M in :mod:`sources.wire`'s
+    compact layout are decoded by the scanner, the others by
+    :func:`_parse_tick`: the same events.
+    """
+    from sources.columns import scan_ticks
+
+    c = scan_ticks(recs)
+    kind = c.kind.tolist()
+    results: list[Parsed] = [_parse_tick(r) if not k else "" for r, k in zip(recs, kind, strict=True)]
+    rows = [i for i, k in enumerate(kind) if k]
+    if rows:
+        keys: dict[tuple[bytes, int], str] = {}
+        data = c.data
+        for i, m, at, n, t, te, u, (a, b, c2, d) in zip(rows, c.market[rows].tolist(), c.sym_at[rows].tolist(),
+                                                          c.sym_len[rows].tolist(), c.ts_recv[rows].tolist(),
+                                                          c.ts_event[rows].tolist(), c.ids[rows].tolist(),
+                                                          c.values[rows].tolist(), strict=True):
+            raw = data[at:at + n]
+            key = keys.get((raw, m))
+            if key is None:
+                sym = raw.decode()
+                key = keys[(raw, m)] = sym if m == 0 else instrument_key(sym, "usdm")
+            results[i] = (Quote(key, t, None if te < 0 else te, a, b, c2, d, u) if kind[i] == 1
+                          else Trade(key, t, te, a, b, c2 != 0.0, u))
+    return results
+
+
 def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
                 ) -> tuple[dict[str, EventBatch], list[ErrorRecord], dict[str, int]]:
     """Parse a :class:`RawChunk` into events grouped by instrument key (in input order), dead letters, and counts.
@@ -1076,13 +1106,13 @@ def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
     recs = chunk.records
     cap = state.limits.max_line_bytes
     if fmt == "ws" or fmt == "kafka":
-        chunked = (fmt == "ws" and state.chunked(len(recs)) and market in ("spot", "usdm") and symbol.isalnum()
-                   and valid_symbol(symbol))
+        chunked = state.chunked(len(recs)) and (fmt == "kafka" or (market in ("spot", "usdm") and symbol.isalnum()
+                                                                   and valid_symbol(symbol)))
         if recs and max(map(len, recs)) > cap:  # a LongLine is caught below
             results = [_too_long(r, fmt, market, cap) if len(r) > cap
                        else _parse_line(r, market) if fmt == "ws" else _parse_tick(r) for r in recs]
         elif chunked:
-            results = _parse_columns(recs, market, symbol)
+            results = _parse_columns(recs, market, symbol) if fmt == "ws" else _parse_tick_columns(recs)
         elif fmt == "ws":
             results = [_parse_line(r, market) for r in recs]
         else:

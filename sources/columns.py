@@ -68,7 +68,7 @@ import numpy as np
 
 from core.events import Quote, Trade
 
-__all__ = ["OTHER", "QUOTE", "TRADE", "Columns", "event", "scan"]
+__all__ = ["OTHER", "QUOTE", "TRADE", "Columns", "event", "scan", "scan_ticks"]
 
 #: ``Columns.kind`` of a line left to the per-line parser.
 OTHER = 0
@@ -139,15 +139,26 @@ class Columns:
 
     ``ts_recv``: the receive time (ns); ``ts_event``: the exchange time (ns;
     -1: none, a spot best bid/ask); ``ids``: the update or trade id;
-    ``values``: four floats per line (see :data:`QUOTE`, :data:`TRADE`).
-    Rows of :data:`OTHER` lines hold nothing.
+    ``values``: four floats per line (see :data:`QUOTE`, :data:`TRADE`);
+    ``market``: a tick's market (0 spot, 1 USD-M; :func:`scan_ticks`);
+    ``sym_at``/``sym_len``: where the symbol is in ``data``, the lines
+    joined. Rows of :data:`OTHER` lines hold nothing.
     """
+
+    def symbol(self, i: int) -> str:
+        """The symbol of row ``i``."""
+        at = int(self.sym_at[i])
+        return self.data[at:at + int(self.sym_len[i])].decode()
 
     kind: np.ndarray
     ts_recv: np.ndarray
     ts_event: np.ndarray
     ids: np.ndarray
     values: np.ndarray
+    market: np.ndarray
+    sym_at: np.ndarray
+    sym_len: np.ndarray
+    data: bytes
 
 
 @numba.njit(cache=True, nogil=True)
@@ -198,33 +209,72 @@ def _dec(buf: np.ndarray, i: int, end: int, pow10: np.ndarray) -> tuple[float, i
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, sym: np.ndarray, low: np.ndarray,
+def _match(buf: np.ndarray, j: int, end: int, text: np.ndarray) -> bool:  # pragma: no cover - compiled
+    """Whether ``text`` is at ``j``."""
+    if j + len(text) > end:
+        return False
+    for q in range(len(text)):  # noqa: SIM110 - compiled: a loop, not a generator
+        if buf[j + q] != text[q]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, sym: np.ndarray, low: np.ndarray, kafka: bool,
           ops: np.ndarray, kinds: np.ndarray, event_slot: np.ndarray, lit_at: np.ndarray, lit: np.ndarray,
           pow10: np.ndarray, max_ms: int, max_ts: np.uint64, kind: np.ndarray, ts_recv: np.ndarray,
-          ts_event: np.ndarray, ids: np.ndarray, values: np.ndarray) -> None:  # pragma: no cover - compiled
+          ts_event: np.ndarray, ids: np.ndarray, values: np.ndarray, market: np.ndarray, sym_at: np.ndarray,
+          sym_len: np.ndarray) -> None:  # pragma: no cover - compiled
     ints = np.zeros(4, np.int64)
     decs = np.zeros(4)
     bools = np.zeros(2, np.int64)
+    k_ts = np.frombuffer(b'{"ts_recv":', np.uint8)
+    k_market = np.frombuffer(b',"market":"', np.uint8)
+    k_spot = np.frombuffer(b'spot","stream":"', np.uint8)
+    k_usdm = np.frombuffer(b'usdm","stream":"', np.uint8)
     for li in range(len(starts)):
         s, end = starts[li], ends[li]
         kind[li] = 0
         j = s
         t = np.uint64(0)
-        while j < end and 48 <= buf[j] <= 57 and j - s < 20:
-            t = t * np.uint64(10) + np.uint64(buf[j] - 48)
-            j += 1
-        nd = j - s
-        if nd == 16:
-            t = t * np.uint64(1000)
-        elif nd != 19:
-            continue
-        if t >= max_ts or j >= end or buf[j] != 32:
-            continue
+        first = 0  # the first op of the layouts: the recording line's head, or after a tick's
+        if kafka:  # {"ts_recv":N,"market":"spot|usdm","stream":"
+            if not _match(buf, j, end, k_ts):
+                continue
+            j += len(k_ts)
+            d0 = j
+            while j < end and 48 <= buf[j] <= 57 and j - d0 < 20:
+                t = t * np.uint64(10) + np.uint64(buf[j] - 48)
+                j += 1
+            nd = j - d0
+            if nd == 0 or nd > 19 or (nd > 1 and buf[d0] == 48) or t >= max_ts or not _match(buf, j, end, k_market):
+                continue
+            j += len(k_market)
+            if _match(buf, j, end, k_spot):
+                market[li] = 0
+            elif _match(buf, j, end, k_usdm):
+                market[li] = 1
+            else:
+                continue
+            j += len(k_spot)
+            first = 1
+        else:
+            while j < end and 48 <= buf[j] <= 57 and j - s < 20:
+                t = t * np.uint64(10) + np.uint64(buf[j] - 48)
+                j += 1
+            nd = j - s
+            if nd == 16:
+                t = t * np.uint64(1000)
+            elif nd != 19:
+                continue
+            if t >= max_ts or j >= end or buf[j] != 32:
+                continue
         at = j
+        lo_at, lo_n = 0, 0
         for lay in range(ops.shape[0]):
             j = at
             ok = True
-            for o in range(ops.shape[1]):
+            for o in range(first, ops.shape[1]):
                 op, arg = ops[lay, o, 0], ops[lay, o, 1]
                 if op < 0:
                     break
@@ -263,18 +313,37 @@ def _scan(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, sym: np.ndarray
                     else:
                         ok = False
                         break
-                elif op == 4 or op == 5:
+                elif (op == 4 or op == 5) and len(sym):  # the chunk's symbol
                     ref = low if op == 4 else sym
-                    if j + len(ref) > end:
+                    if not _match(buf, j, end, ref):
                         ok = False
                         break
-                    for q in range(len(ref)):
-                        if buf[j + q] != ref[q]:
+                    if op == 5:
+                        sym_at[li] = j
+                        sym_len[li] = len(ref)
+                    j += len(ref)
+                elif op == 4:  # any symbol: 2 to 20 of [a-z0-9] in the stream name
+                    lo_at = j
+                    while j < end and (48 <= buf[j] <= 57 or 97 <= buf[j] <= 122) and j - lo_at <= 20:
+                        j += 1
+                    lo_n = j - lo_at
+                    if lo_n < 2 or lo_n > 20:
+                        ok = False
+                        break
+                elif op == 5:  # and the same in upper case in the data's "s"
+                    if j + lo_n > end:
+                        ok = False
+                        break
+                    for q in range(lo_n):
+                        c = buf[lo_at + q]
+                        if buf[j + q] != (c - 32 if c >= 97 else c):
                             ok = False
                             break
                     if not ok:
                         break
-                    j += len(ref)
+                    sym_at[li] = j
+                    sym_len[li] = lo_n
+                    j += lo_n
                 else:  # the end of the line
                     if j != end:
                         ok = False
@@ -312,21 +381,47 @@ def scan(lines: Sequence[bytes], symbol: str) -> Columns:
     ``lines`` are recording lines without their line endings (as
     :class:`~core.events.RawChunk` holds them).
     """
+    valid = symbol.isascii() and symbol.isalnum() and symbol.upper() == symbol and 2 <= len(symbol) <= 20
+    return _run(lines, symbol if valid else "", False, valid)
+
+
+def scan_ticks(values: Sequence[bytes]) -> Columns:
+    """Decode the best bid/ask and trade ticks of a Kafka batch (:mod:`sources.wire`'s compact layout), any symbol.
+
+    A tick is ``{"ts_recv":N,"market":"M",`` then a recording line's
+    message from its ``"stream"`` on; it is taken as a line is (see the
+    module docstring), for the markets ``spot`` and ``usdm``, its symbol
+    (2 to 20 of ``[A-Z0-9]``) read from it.
+
+    >>> c = scan_ticks([b'{"ts_recv":5,"market":"usdm","stream":"ethusdt@bookTicker","data":{"e":"bookTicker",'
+    ...                 b'"u":7,"s":"ETHUSDT","b":"1.5","B":"2","a":"1.6","A":"3","T":1,"E":2}}'])
+    >>> c.kind.tolist(), c.symbol(0), int(c.market[0]), int(c.ts_event[0])
+    ([1], 'ETHUSDT', 1, 2000000)
+    """
+    return _run(values, "", True, True)
+
+
+def _run(lines: Sequence[bytes], symbol: str, kafka: bool, go: bool) -> Columns:
     n = len(lines)
-    buf = np.frombuffer(b"".join(lines), np.uint8)
-    ends = np.cumsum(np.fromiter(map(len, lines), np.int64, n))
-    starts = ends - np.fromiter(map(len, lines), np.int64, n)
+    data = b"".join(lines)
+    buf = np.frombuffer(data, np.uint8)
+    sizes = np.fromiter(map(len, lines), np.int64, n)
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
     kind = np.zeros(n, np.int8)
     ts_recv = np.zeros(n, np.int64)
     ts_event = np.zeros(n, np.int64)
     ids = np.zeros(n, np.int64)
     values = np.zeros((n, 4))
-    if symbol.isascii() and symbol.isalnum() and symbol.upper() == symbol and 2 <= len(symbol) <= 20 and n:
+    market = np.zeros(n, np.int8)
+    sym_at = np.zeros(n, np.int64)
+    sym_len = np.zeros(n, np.int64)
+    if go and n:
         up = np.frombuffer(symbol.encode(), np.uint8)
         low = np.frombuffer(symbol.lower().encode(), np.uint8)
-        _scan(buf, starts, ends, up, low, _OPS, _KINDS, _EVENT_SLOT, _LIT_AT, _LIT_BYTES, _POW10, _MAX_MS, _MAX_TS,
-              kind, ts_recv, ts_event, ids, values)
-    return Columns(kind, ts_recv, ts_event, ids, values)
+        _scan(buf, starts, ends, up, low, kafka, _OPS, _KINDS, _EVENT_SLOT, _LIT_AT, _LIT_BYTES, _POW10, _MAX_MS,
+              _MAX_TS, kind, ts_recv, ts_event, ids, values, market, sym_at, sym_len)
+    return Columns(kind, ts_recv, ts_event, ids, values, market, sym_at, sym_len, data)
 
 
 def event(c: Columns, i: int, key: str) -> Union[Quote, Trade]:

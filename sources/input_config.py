@@ -55,10 +55,11 @@ class InputConfig(BaseModel):
         "dead-lettered with its first 1 KiB and its size, and is never held whole in memory.")
 
     path: Literal["auto", "chunk", "message"] = Field(
-        "auto", description="How recording lines are parsed: 'message', one by one (the reference); 'chunk', each "
-        "chunk by a compiled scanner first (numba), which decodes the best bid/ask and trade lines into columns and "
-        "leaves the rest to the per-line parser; 'auto', the chunk path once an input partition has read 500,000 "
-        "lines (loading the compiled code takes about 0.45 s). The outputs are the same.")
+        "auto", description="How recording lines and Kafka ticks are parsed: 'message', one by one (the reference); "
+        "'chunk', each chunk or Kafka batch by a compiled scanner first (numba), which decodes the spot and USD-M best "
+        "bid/ask and trade messages into columns and leaves the rest to the per-line parser; 'auto', the chunk path "
+        "once an input partition has read 500,000 lines or ticks (loading the compiled code takes about 0.45 s). The "
+        "outputs are the same.")
 
     def limits(self) -> ParseLimits:
         """What the parser admits, and how it parses, for :func:`dataflows.ops.parse_ticks`."""

@@ -1,5 +1,8 @@
 """The compiled line scanner (:mod:`sources.columns`) against the per-line parser, the reference.
 
+Recording lines (:func:`~sources.columns.scan`) and Kafka ticks
+(:func:`~sources.columns.scan_ticks`) alike.
+
 The invariant: every line the scanner takes becomes the event the parser
 makes of it, field for field and byte for byte in JSON; every other line is
 left to the parser. Checked on every repository recording (where the
@@ -17,11 +20,12 @@ from collections import Counter
 import msgspec
 import pytest
 
-from core.events import Quote, Trade, instrument_key
+from core.events import Quote, RawChunk, Trade, instrument_key
 from harness.fuzz import build
-from harness.realdata import lines
-from sources.binance import _parse_line
-from sources.columns import OTHER, QUOTE, event, scan
+from harness.realdata import lines, payload, recv_ns
+from sources.binance import ParseLimits, ParseState, _parse_line, _parse_tick, parse_chunk
+from sources.columns import OTHER, QUOTE, event, scan, scan_ticks
+from sources.wire import encode_tick
 
 RECORDINGS = ("spot/btcusdt_20230405.dat.gz", "spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz",
               "spot/ethusdt_20240808.gz", "spot/ethusdt_20240809.gz", "usdm/btcusdt_20230404.dat.gz",
@@ -114,3 +118,69 @@ def test_a_symbol_the_parser_would_refuse_takes_no_line():
         line = (b'1723161254087891268 {"stream":"' + low + b'@bookTicker","data":{"u":9,"s":"' + sym.encode()
                 + b'","b":"1.0","B":"1","a":"2.0","A":"1"}}')
         assert scan([line], sym).kind.tolist() == [OTHER]
+
+
+def _ticks(ws_dir) -> list[bytes]:
+    """Every line of every repository recording as a Kafka tick, the instruments and markets interleaved."""
+    per_file = [[encode_tick(recv_ns(ln), rel.split("/")[0], payload(ln)) for ln in lines(ws_dir / rel)]
+                for rel in RECORDINGS]
+    out: list[bytes] = []
+    for i in range(max(map(len, per_file))):
+        out.extend(f[i] for f in per_file if i < len(f))
+    return out
+
+
+def test_every_best_bid_ask_and_trade_tick_of_a_kafka_batch_becomes_the_parsers_event(ws_dir):
+    """Ticks of five instruments of two markets in one batch: the scanner reads each one's symbol and market."""
+    ticks = _ticks(ws_dir)
+    c = scan_ticks(ticks)
+    seen: Counter = Counter()
+    for i, value in enumerate(ticks):
+        ref = _parse_tick(value)
+        if c.kind[i] == OTHER:
+            seen["left: event" if type(ref) in (Quote, Trade) else "left: other"] += 1
+            continue
+        market = "spot" if c.market[i] == 0 else "usdm"
+        got = event(c, i, c.symbol(i) if market == "spot" else instrument_key(c.symbol(i), market))
+        assert got == ref and msgspec.json.encode(got) == msgspec.json.encode(ref), (value, got, ref)
+        seen[got.instrument] += 1
+    assert seen["left: event"] == 0
+    assert {k for k in seen if not k.startswith("left")} == {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}
+
+
+def _as_tick(line: bytes, market: str) -> bytes:
+    """A fuzzed line as a Kafka tick where its receive time is one (16 or 19 digits), else as it is (not a tick)."""
+    head, sep, body = line.partition(b" ")
+    if sep and head.isdigit() and len(head) in (16, 19) and recv_ns(line) < 1 << 63:
+        return encode_tick(recv_ns(line), market, body)
+    return line
+
+
+def _parsed(chunks: list[RawChunk], path: str) -> list:
+    st = ParseState(ParseLimits(path=path))
+    return [parse_chunk(ch, st) for ch in chunks]
+
+
+def test_parse_chunk_gives_the_same_events_dead_letters_and_counts_on_both_paths(ws_dir):
+    """parse_chunk, chunk path against per-message path, on chunks of 2,048: every recording's lines, the same
+    as Kafka ticks, and the fuzzed lines of two of them (as lines and as ticks)."""
+    rng = random.Random(280)
+    chunks: list[RawChunk] = []
+    for rel in RECORDINGS:
+        rows = list(lines(ws_dir / rel))
+        chunks += [RawChunk("ws", rel.split("/")[0], _symbol(rel), rows[i:i + 2048]) for i in range(0, len(rows), 2048)]
+    for rel in ("spot/btcusdt_20240808.gz", "usdm/btcusdt_20230404.dat.gz"):
+        market = rel.split("/")[0]
+        dirty, *_ = build(rng, lines(ws_dir / rel), market, 5_000, 1)
+        chunks += [RawChunk("ws", market, "BTCUSDT", dirty[i:i + 2048]) for i in range(0, len(dirty), 2048)]
+        as_ticks = [_as_tick(ln, market) for ln in dirty]
+        chunks += [RawChunk("kafka", "", "", as_ticks[i:i + 2048]) for i in range(0, len(as_ticks), 2048)]
+    ticks = _ticks(ws_dir)
+    chunks += [RawChunk("kafka", "", "", ticks[i:i + 2048]) for i in range(0, len(ticks), 2048)]
+    fast, ref = _parsed(chunks, "chunk"), _parsed(chunks, "message")
+    assert len(fast) == len(ref) and "sources.columns" in __import__("sys").modules
+    for (by_f, err_f, cnt_f), (by_r, err_r, cnt_r) in zip(fast, ref, strict=True):
+        assert cnt_f == cnt_r and err_f == err_r
+        assert by_f.keys() == by_r.keys()
+        for key in by_r:
+            assert list(by_f[key]) == list(by_r[key]) and by_f[key].records == by_r[key].records
