@@ -1,6 +1,7 @@
 """Publish records to Kafka with an idempotent producer, failures reported.
 
-The producer is built in :meth:`KafkaRecordSink.build` (never pickled), with
+The producer is built when the sink's parts are listed, at the start
+(:meth:`KafkaRecordSink.list_parts`; never pickled), with
 ``enable.idempotence=true`` and ``acks=all``: librdkafka retries transient
 errors without duplicating or reordering. A batch is handed to the producer,
 which sends it in its own thread within ``linger.ms``; the dataflow does not

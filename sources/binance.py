@@ -73,6 +73,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Callable, Iterable
@@ -1027,18 +1028,8 @@ def _parse_columns(recs: list, market: str, symbol: str) -> list[Parsed]:
     """
     from sources.columns import scan  # numba loads only when a chunk goes this path
 
-    c = scan(recs, symbol)
-    kind = c.kind.tolist()
-    results: list[Parsed] = [_parse_line(r, market) if not k else "" for r, k in zip(recs, kind, strict=True)]
-    rows = [i for i, k in enumerate(kind) if k]
-    if rows:
-        key = symbol if market == "spot" else instrument_key(symbol, market)
-        for i, k, t, te, u, (a, b, c2, d) in zip(rows, [kind[i] for i in rows], c.ts_recv[rows].tolist(),
-                                                   c.ts_event[rows].tolist(), c.ids[rows].tolist(),
-                                                   c.values[rows].tolist(), strict=True):
-            results[i] = (Quote(key, t, None if te < 0 else te, a, b, c2, d, u) if k == 1
-                          else Trade(key, t, te, a, b, c2 != 0.0, u))
-    return results
+    key = symbol if market == "spot" else instrument_key(symbol, market)
+    return _events_of(scan(recs, symbol), recs, functools.partial(_parse_line, market=market), key)
 
 
 def _parse_tick_columns(recs: list) -> list[Parsed]:
@@ -1050,22 +1041,35 @@ def _parse_tick_columns(recs: list) -> list[Parsed]:
     """
     from sources.columns import scan_ticks
 
-    c = scan_ticks(recs)
+    keys: dict[tuple[bytes, int], str] = {}
+
+    def key_of(raw: bytes, m: int) -> str:
+        key = keys.get((raw, m))
+        if key is None:
+            sym = raw.decode()
+            key = keys[(raw, m)] = sym if m == 0 else instrument_key(sym, "usdm")
+        return key
+
+    return _events_of(scan_ticks(recs), recs, _parse_tick, key_of)
+
+
+def _events_of(c: Any, recs: list, one: Callable[[bytes], Parsed],
+               key_of: Union[str, Callable[[bytes, int], str]]) -> list[Parsed]:
+    """Each record's event: from the scanner's columns ``c`` where it took the record, else ``one(record)``.
+
+    ``key_of``: the instrument of every row, or ``key_of(symbol bytes,
+    market code)`` the instrument of a row.
+    """
     kind = c.kind.tolist()
-    results: list[Parsed] = [_parse_tick(r) if not k else "" for r, k in zip(recs, kind, strict=True)]
+    results: list[Parsed] = [one(r) if not k else "" for r, k in zip(recs, kind, strict=True)]
     rows = [i for i, k in enumerate(kind) if k]
     if rows:
-        keys: dict[tuple[bytes, int], str] = {}
         data = c.data
         for i, m, at, n, t, te, u, (a, b, c2, d) in zip(rows, c.market[rows].tolist(), c.sym_at[rows].tolist(),
                                                           c.sym_len[rows].tolist(), c.ts_recv[rows].tolist(),
                                                           c.ts_event[rows].tolist(), c.ids[rows].tolist(),
                                                           c.values[rows].tolist(), strict=True):
-            raw = data[at:at + n]
-            key = keys.get((raw, m))
-            if key is None:
-                sym = raw.decode()
-                key = keys[(raw, m)] = sym if m == 0 else instrument_key(sym, "usdm")
+            key = key_of if isinstance(key_of, str) else key_of(data[at:at + n], m)
             results[i] = (Quote(key, t, None if te < 0 else te, a, b, c2, d, u) if kind[i] == 1
                           else Trade(key, t, te, a, b, c2 != 0.0, u))
     return results
