@@ -280,15 +280,14 @@ def _warm_up(settings: Settings) -> None:
     The libraries they load on first use (River and SciPy, torch for the
     CNN-GRU) then load before the first tick is read: on a live run they
     would hold up the first bars by a second or more, and the ticks queued
-    behind them. So does the chunk path's compiled scanner, where it may be
-    used (``TICKLET_INPUT__PATH`` ``chunk``, or ``auto``, which takes it
-    after 500,000 ticks: about 0.45 s in the middle of a live run).
+    behind them. So does the chunk path's compiled scanner
+    (``TICKLET_INPUT__PATH=chunk``: about 0.45 s).
     """
     from operators import features, forecast
 
     features.FeatureState(settings.features)
     forecast.JoinState(settings.forecast)
-    if settings.input.path != "message":
+    if settings.input.path == "chunk":
         from sources.columns import scan_ticks
 
         scan_ticks([b"{}"])  # the compiled code loaded from numba's cache (compiled the first time)

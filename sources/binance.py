@@ -99,7 +99,6 @@ from sources.symbols import coinm_contract, symbol_of_stream, valid_symbol
 from sources.wire import stream_symbol, tick_head
 
 __all__ = [
-    "AUTO_CHUNK_LINES",
     "EVENT_STREAMS",
     "IGNORED_STREAMS",
     "LONG_LINE_HEAD",
@@ -273,20 +272,13 @@ class ParseLimits:
         (``TICKLET_INPUT__PATH``): ``"message"``, each by :func:`parse_ws`
         (the reference); ``"chunk"``, each chunk first by the compiled
         scanner (:mod:`sources.columns`), the lines it leaves by
-        :func:`parse_ws`; ``"auto"``, the chunk path once the partition has
-        parsed :data:`AUTO_CHUNK_LINES` lines or ticks (before that, loading
-        the compiled code costs more than it saves). The events are the same.
+        :func:`parse_ws`. The events are the same.
     """
 
     instruments: Optional[frozenset[str]] = None
     max_instruments: int = 1000
     max_line_bytes: int = MAX_LINE_BYTES
     path: str = "message"
-
-
-#: Recording lines a partition parses one by one before ``TICKLET_INPUT__PATH=auto`` takes the chunk path: loading
-#: the compiled scanner costs about 0.45 s once per process, and it saves about 0.7 µs per best bid/ask or trade line.
-AUTO_CHUNK_LINES = 500_000
 
 
 class ParseState:
@@ -307,12 +299,11 @@ class ParseState:
     'instrument not allowed: ETHUSDT (TICKLET_INPUT__INSTRUMENTS)'
     """
 
-    __slots__ = ("admitted", "limits", "lines")
+    __slots__ = ("admitted", "limits")
 
     def __init__(self, limits: Optional[ParseLimits] = None) -> None:
         self.limits = limits if limits is not None else ParseLimits()
         self.admitted: set[str] = set()
-        self.lines = 0  # recording lines and Kafka ticks parsed (for ParseLimits.path "auto")
 
     def admit(self, instrument: str) -> str:
         """Admit ``instrument``; return ``""``, or why it is refused."""
@@ -330,23 +321,10 @@ class ParseState:
         return ""
 
     def __getstate__(self) -> tuple:
-        return self.limits, self.admitted, self.lines
+        return self.limits, self.admitted
 
     def __setstate__(self, state: tuple) -> None:
-        self.limits, self.admitted = state[:2]
-        self.lines = state[2] if len(state) > 2 else 0  # a snapshot taken before the count
-
-    def chunked(self, n: int) -> bool:
-        """Whether the next ``n`` lines or ticks go the chunk path (see :attr:`ParseLimits.path`); counts them.
-
-        >>> st = ParseState(ParseLimits(path="auto"))
-        >>> st.chunked(AUTO_CHUNK_LINES), st.chunked(10), ParseState(ParseLimits(path="chunk")).chunked(1)
-        (False, True, True)
-        """
-        before = self.lines
-        self.lines += n
-        path = self.limits.path
-        return path == "chunk" or (path == "auto" and before >= AUTO_CHUNK_LINES)
+        self.limits, self.admitted = state
 
 
 class LongLine(bytes):
@@ -1110,8 +1088,8 @@ def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
     recs = chunk.records
     cap = state.limits.max_line_bytes
     if fmt == "ws" or fmt == "kafka":
-        chunked = state.chunked(len(recs)) and (fmt == "kafka" or (market in ("spot", "usdm") and symbol.isalnum()
-                                                                   and valid_symbol(symbol)))
+        chunked = state.limits.path == "chunk" and (fmt == "kafka" or (market in ("spot", "usdm")
+                                                                       and symbol.isalnum() and valid_symbol(symbol)))
         if recs and max(map(len, recs)) > cap:  # a LongLine is caught below
             results = [_too_long(r, fmt, market, cap) if len(r) > cap
                        else _parse_line(r, market) if fmt == "ws" else _parse_tick(r) for r in recs]

@@ -54,12 +54,11 @@ class InputConfig(BaseModel):
         1 << 20, ge=64, description="Longest input line (recording) or message (Kafka) in bytes; a longer one is "
         "dead-lettered with its first 1 KiB and its size, and is never held whole in memory.")
 
-    path: Literal["auto", "chunk", "message"] = Field(
-        "auto", description="How recording lines and Kafka ticks are parsed: 'message', one by one (the reference); "
-        "'chunk', each chunk or Kafka batch by a compiled scanner first (numba), which decodes the spot and USD-M best "
-        "bid/ask and trade messages into columns and leaves the rest to the per-line parser; 'auto', the chunk path "
-        "once an input partition has read 500,000 lines or ticks (loading the compiled code takes about 0.45 s). The "
-        "outputs are the same.")
+    path: Literal["chunk", "message"] = Field(
+        "message", description="How recording lines and Kafka ticks are parsed: 'message', one by one (the reference, "
+        "and today as fast); 'chunk', each chunk or Kafka batch by a compiled scanner first (numba; about 0.45 s to "
+        "load), which decodes the spot and USD-M best bid/ask and trade messages into columns and leaves the rest to "
+        "the per-line parser. The outputs are the same.")
 
     def limits(self) -> ParseLimits:
         """What the parser admits, and how it parses, for :func:`dataflows.ops.parse_ticks`."""
