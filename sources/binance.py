@@ -1088,8 +1088,8 @@ def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
     recs = chunk.records
     cap = state.limits.max_line_bytes
     if fmt == "ws" or fmt == "kafka":
-        chunked = state.limits.path == "chunk" and (fmt == "kafka" or (market in ("spot", "usdm")
-                                                                       and symbol.isalnum() and valid_symbol(symbol)))
+        # the scanner checks the symbol itself (a chunk's that the parser would refuse: no line taken)
+        chunked = state.limits.path == "chunk" and (fmt == "kafka" or market in ("spot", "usdm"))
         if recs and max(map(len, recs)) > cap:  # a LongLine is caught below
             results = [_too_long(r, fmt, market, cap) if len(r) > cap
                        else _parse_line(r, market) if fmt == "ws" else _parse_tick(r) for r in recs]
