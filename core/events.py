@@ -48,11 +48,13 @@ from __future__ import annotations
 import re
 import sys
 from base64 import b64decode, b64encode
-from typing import Annotated, Optional, Union
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, Optional, Union
 
 import msgspec
 
 __all__ = [
+    "ENCODER",
     "Bar",
     "BookGap",
     "BookStats",
@@ -67,6 +69,7 @@ __all__ = [
     "ForecastRecord",
     "Kline",
     "Level",
+    "Levels",
     "MetricsRecord",
     "Quote",
     "RawChunk",
@@ -81,6 +84,7 @@ __all__ = [
     "Trade",
     "MARKETS",
     "coinm_pair",
+    "event_json",
     "instrument_key",
     "market_of",
 ]
@@ -102,6 +106,77 @@ class Level(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
     price: _Positive
     qty: _NonNegative
+
+
+class Levels(Sequence):
+    """The levels of one side of a depth diff, held in arrays: what the chunk path's decoder makes.
+
+    ``px[lo:hi]`` and ``qty[lo:hi]`` (NumPy float64 arrays, often a whole
+    chunk's) are the levels, in the message's order. It reads as the tuple
+    of :class:`Level` the per-message parser makes: equal to it, the same
+    repr, hash, pickle and JSON (:func:`event_json`), a :class:`Level` made
+    only when one is read; compiled code reads the arrays themselves
+    (:mod:`operators.flatbook`). A pickle holds its own levels, not the
+    arrays they are a part of.
+
+    >>> import numpy as np, pickle
+    >>> px, qty = np.array([1.0, 100.0, 99.5]), np.array([9.0, 2.0, 0.0])
+    >>> bids = Levels(px, qty, 1, 3)
+    >>> bids == (Level(100.0, 2.0), Level(99.5, 0.0)), len(bids), bids[1]
+    (True, 2, Level(price=99.5, qty=0.0))
+    >>> pickle.loads(pickle.dumps(bids)).px.tolist()
+    [100.0, 99.5]
+    """
+
+    __slots__ = ("hi", "lo", "px", "qty")
+
+    def __init__(self, px: Any, qty: Any, lo: int, hi: int) -> None:
+        self.px, self.qty, self.lo, self.hi = px, qty, lo, hi
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def __bool__(self) -> bool:
+        return self.hi > self.lo
+
+    def __iter__(self) -> Iterator[Level]:
+        return map(Level, self.px[self.lo:self.hi].tolist(), self.qty[self.lo:self.hi].tolist())
+
+    def __getitem__(self, i: Any) -> Any:
+        return tuple(self)[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (tuple, Levels)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+    def __reduce__(self) -> tuple:
+        return Levels, (self.px[self.lo:self.hi].copy(), self.qty[self.lo:self.hi].copy(), 0, self.hi - self.lo)
+
+
+def _enc_hook(obj: Any) -> Any:
+    if type(obj) is Levels:
+        return tuple(obj)
+    raise NotImplementedError(f"Objects of type {type(obj).__name__} are not supported")
+
+
+#: Encodes records, events included (a depth diff's :class:`Levels` as the ``[price, qty]`` pairs they are).
+ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+
+def event_json(record: Any) -> str:
+    """A record as JSON text, as :data:`ENCODER` writes it: the raw of the dead letter of an event.
+
+    >>> event_json(Level(100.5, 2.0))
+    '[100.5,2.0]'
+    """
+    return ENCODER.encode(record).decode()
 
 
 #: Binance's markets: spot, USD-M futures (linear: quantities in coins, prices
@@ -207,6 +282,8 @@ class DepthUpdate(msgspec.Struct, frozen=True, gc=False):
     A level with quantity 0 removes that price. ``ts_event`` is the
     matching engine's time of the change (``T``) where the message has one
     (USD-M, COIN-M; trades carry theirs too), else its event time (``E``).
+    The chunk path's decoder gives ``bids`` and ``asks`` as :class:`Levels`,
+    which read as these tuples.
     """
 
     instrument: str

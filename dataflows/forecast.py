@@ -166,15 +166,17 @@ def build_flow(settings: Settings, save_models: Optional[Path] = None,
     fill_quotes = local.find_fill_quotes(settings.execution.latency_ms, settings.bars, after="check_ticks", emit=follow)
     trading = local.trade(settings.execution, settings.bars, after=("make_signals", "find_fill_quotes"))
     quoting = settings.maker.enabled and economics  # resting quotes beside the taker books (operators.maker)
+    chunk = settings.input.path == "chunk"  # the chunk path: the books in compiled code too
     steps = [  # each instrument's steps, where its ticks are read: only their outputs cross workers (dataflows.local)
         local.check_ticks(settings.sanity),  # implausible ticks: dead letters
-        local.make_bars(settings.bars, after="check_ticks", emit=influx, book=settings.features.depth),
+        local.make_bars(settings.bars, after="check_ticks", emit=influx, book=settings.features.depth, compiled=chunk),
         local.compute_features(settings.features, after="make_bars", warm=None if warm is None else warm.features,
                                export=save, emit=influx or follow or bool(features_csv)),
         *([] if follow else forecast_steps),
         *([fill_quotes] if economics else []),
         *([trading] if economics and not follow else []),
-        *([local.rest_quotes(settings.maker, after=("check_ticks", "make_signals"))] if quoting else []),
+        *([local.rest_quotes(settings.maker, after=("check_ticks", "make_signals"), compiled=chunk)]
+          if quoting else []),
     ]
     read = local.TickSource(source if stop is None else StoppableSource(source, stop), settings.input.limits(), steps)
     ticks = op.input("read_ticks", flow, read)

@@ -142,13 +142,15 @@ def check_ticks(config: sanity.SanityConfig) -> TickStep:
 
 
 def make_bars(config: bars.BarConfig, after: str, emit: bool = False,
-              book: Optional[depth.DepthConfig] = None) -> TickStep:
+              book: Optional[depth.DepthConfig] = None, compiled: bool = False) -> TickStep:
     """Event-time bars from the events of step ``after``; with ``book`` enabled, each with its order book over the bar.
 
-    The book is kept from the depth diffs and snapshots (:mod:`operators.depth`).
+    The book is kept from the depth diffs and snapshots (:mod:`operators.depth`); ``compiled``: in
+    :mod:`operators.flatbook`'s arrays (the chunk path's).
     """
     if book is not None and book.enabled:
-        return TickStep("make_bars", depth.step, _fresh(functools.partial(depth.DepthState, config, book)), (after,),
+        make = functools.partial(depth.DepthState, config, book, compiled)
+        return TickStep("make_bars", depth.step, _fresh(make), (after,),
                         stage="bars", flatten=True, count_as=("bars", Bar), emit=emit)
     return TickStep("make_bars", bars.step, _fresh(functools.partial(bars.BarState, config)), (after,),
                     stage="bars", flatten=True, count_as=("bars", Bar), emit=emit)
@@ -222,14 +224,15 @@ def find_fill_quotes(latency_ms: int, bar_config: bars.BarConfig, after: str, em
                     whole=True)
 
 
-def rest_quotes(config: maker.MakerConfig, after: tuple[str, str]) -> TickStep:
+def rest_quotes(config: maker.MakerConfig, after: tuple[str, str], compiled: bool = False) -> TickStep:
     """Resting quotes: the baseline's and each model's, filled from the book and trades (:mod:`operators.maker`).
 
     It takes the events of ``after[0]`` and the decisions of ``after[1]`` of
     a chunk at once, and puts each decision before the events received at
-    its time.
+    its time. ``compiled``: its book in :mod:`operators.flatbook`'s arrays (the chunk path's).
     """
-    return TickStep("rest_quotes", maker.step_batch, lambda instrument: maker.QuoterState(config, instrument), after,
+    return TickStep("rest_quotes", maker.step_batch,
+                    lambda instrument: maker.QuoterState(config, instrument, compiled=compiled), after,
                     stage="maker", emit=True, whole=True, count_as=("maker_fills", MakerFillRecord),
                     finish=maker.finish)
 

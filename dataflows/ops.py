@@ -30,7 +30,7 @@ import msgspec
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
-from core.events import Count, ErrorRecord, MetricsRecord
+from core.events import Count, ErrorRecord, MetricsRecord, event_json
 from core.telemetry import STAGE_SECONDS
 from sinks.files import CsvSink
 from sinks.records import csv_bytes, kafka_record
@@ -101,7 +101,7 @@ _HELD_MAX = 1024
 def _about(err: ErrorRecord, ev: Any) -> bool:
     """Whether a dead letter is the dead letter of event ``ev`` (its raw is the event's JSON)."""
     return (err.ts_recv == ev.ts_recv and err.instrument == ev.instrument and not err.raw_base64
-            and err.raw == msgspec.json.encode(ev).decode())
+            and err.raw == event_json(ev))
 
 
 def _with_raw(err: ErrorRecord, rec: Any, fmt: str) -> ErrorRecord:

@@ -103,17 +103,27 @@ def best_of(repeat: int, fn: Callable[[], Any]) -> float:
     return best
 
 
-def parse_paths(paths: Sequence[str | Path]) -> tuple[dict, list, dict]:
-    """Read paths as one stream with the project's reader and parse it."""
+def parse_paths(paths: Sequence[str | Path], path: str = "message") -> tuple[dict, list, dict]:
+    """Read paths as one stream with the project's reader and parse it (``path``: the parser's, message or chunk)."""
     from core.events import RawChunk
-    from sources.binance import parse_chunk
+    from sources.binance import ParseLimits, ParseState, parse_chunk
     from sources.files import group_streams, read_stream
 
     specs = group_streams([str(p) for p in paths])
     assert len(specs) == 1, specs
     spec = specs[0]
     recs = [r for block in read_stream(spec) for r in block]
-    return parse_chunk(RawChunk(spec.fmt, spec.market, spec.symbol, recs, spec.interval_ns))
+    return parse_chunk(RawChunk(spec.fmt, spec.market, spec.symbol, recs, spec.interval_ns),
+                       ParseState(ParseLimits(path=path)))
+
+
+@cache
+def chunk_events(paths: tuple[str, ...]) -> list:
+    """The events of the recordings as the chunk path parses them (a depth diff's levels in arrays)."""
+    by_key, errors, _ = parse_paths(paths, "chunk")
+    assert not errors and len(by_key) == 1, (errors[:3], list(by_key))
+    (events,) = by_key.values()
+    return list(events)
 
 
 @dataclass
@@ -289,6 +299,8 @@ def operator_case(name: str, chain) -> tuple:
     from core.events import Trade
     from operators import bars, depth, features, forecast, metrics, orderbook, sequence
 
+    if name.endswith("[chunk]"):  # the operator on the chunk path: its events from the compiled scanner, its
+        return _chunk_case(name.removesuffix("[chunk]"), chain)  # book in compiled code where it keeps one
     if name == "sequence":  # the real trade ids, every 500th trade lost to make gaps
         trades = [e for e in chain.events if isinstance(e, Trade)]
         items: list[Any] = [sequence.SequenceEvent(e.instrument, "trade", e.trade_id, e.ts_recv)
@@ -317,24 +329,10 @@ def operator_case(name: str, chain) -> tuple:
         pcfg, iv = pnl.ExecutionConfig(), chain.settings.bars.interval_ms
         _, ref = drive(pnl.step, pnl.PnlState(pcfg, iv), items)
         return pnl.step, lambda: pnl.PnlState(pcfg, iv), items, ref
-    if name == "sanity":  # the real events, with implausible copies and duplicates of some of them in between,
-        import msgspec  # and the aggTrades of some trades (skipped: the instrument has passed on trades)
-
-        from core.events import Quote
+    if name == "sanity":
         from operators import sanity
 
-        items = []
-        for i, e in enumerate(chain.events):
-            items.append(e)
-            if i % 997 == 500 and type(e) is Quote:  # out of the band, then stamped an hour ahead
-                items.append(msgspec.structs.replace(e, bid=e.bid * 1.5, ask=e.ask * 1.5))
-                items.append(msgspec.structs.replace(e, ts_recv=e.ts_recv + 3600 * 10**9))
-            elif i % 997 == 500 and type(e) is Trade:  # a subnormal price (an id of its own: not a duplicate)
-                items.append(msgspec.structs.replace(e, price=1e-320, trade_id=e.trade_id + 10**9))
-            elif i % 499 == 300 and type(e) is Trade:  # the same trade again
-                items.append(e)
-            elif i % 499 == 100 and type(e) is Trade:  # its aggTrade
-                items.append(msgspec.structs.replace(e, agg=True, trade_id=e.trade_id - 10**9))
+        items = sanity_items(chain.events)
         sane = sanity.SanityConfig()
         _, ref = drive(sanity.step, sanity.SanityState(sane), items)
         return sanity.step, lambda: sanity.SanityState(sane), items, ref
@@ -393,6 +391,55 @@ def operator_case(name: str, chain) -> tuple:
         "forecast": (forecast.step, lambda: forecast.JoinState(s.forecast), chain.rows, chain.join_out),
         "metrics": (metrics.step, metrics.MetricsState, chain.forecasts, chain.metrics),
     }[name]
+
+
+def sanity_items(events: list) -> list:
+    """The real events, with implausible copies and duplicates of some of them in between, and the aggTrades of
+    some trades (skipped: the instrument has passed on trades): the sanity checks' case."""
+    import msgspec
+
+    from core.events import Quote, Trade
+
+    items = []
+    for i, e in enumerate(events):
+        items.append(e)
+        if i % 997 == 500 and type(e) is Quote:  # out of the band, then stamped an hour ahead
+            items.append(msgspec.structs.replace(e, bid=e.bid * 1.5, ask=e.ask * 1.5))
+            items.append(msgspec.structs.replace(e, ts_recv=e.ts_recv + 3600 * 10**9))
+        elif i % 997 == 500 and type(e) is Trade:  # a subnormal price (an id of its own: not a duplicate)
+            items.append(msgspec.structs.replace(e, price=1e-320, trade_id=e.trade_id + 10**9))
+        elif i % 499 == 300 and type(e) is Trade:  # the same trade again
+            items.append(e)
+        elif i % 499 == 100 and type(e) is Trade:  # its aggTrade
+            items.append(msgspec.structs.replace(e, agg=True, trade_id=e.trade_id - 10**9))
+    return items
+
+
+def _chunk_case(name: str, chain) -> tuple:
+    """:func:`operator_case` of ``name`` on the chunk path (the same recordings)."""
+    from core.events import BookSnapshot, DepthUpdate
+    from operators import depth, maker, orderbook, sanity
+
+    events = chunk_events(chain.paths)
+    s = chain.settings
+    if name == "orderbook":
+        cfg = orderbook.OrderBookConfig(compiled=True)
+        items = [e for e in events if type(e) is DepthUpdate or type(e) is BookSnapshot]
+        return orderbook.step, lambda: orderbook.OrderBookState(cfg), items, drive(
+            orderbook.step, orderbook.OrderBookState(cfg), items)[1]
+    if name == "depth":
+        return depth.step, lambda: depth.DepthState(s.bars, s.features.depth, True), events, drive(
+            depth.step, depth.DepthState(s.bars, s.features.depth, True), events)[1]
+    if name == "maker":
+        mcfg = maker.MakerConfig()
+        return maker.step, lambda: maker.QuoterState(mcfg, compiled=True), events, drive(
+            maker.step, maker.QuoterState(mcfg, compiled=True), events)[1]
+    if name == "sanity":
+        sane = sanity.SanityConfig()
+        items = sanity_items(events)
+        return sanity.step, lambda: sanity.SanityState(sane), items, drive(
+            sanity.step, sanity.SanityState(sane), items)[1]
+    raise KeyError(f"no chunk-path case of operator {name}")
 
 
 def replicate(src: Path, dest: Path, copies: int) -> list[Path]:

@@ -42,10 +42,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
-import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.events import Bar, BookSnapshot, Count, DepthUpdate, ErrorRecord, Event, Kline, Quote, Trade
+from core.events import Bar, BookSnapshot, Count, DepthUpdate, ErrorRecord, Event, Kline, Quote, Trade, event_json
 
 __all__ = ["BarConfig", "BarState", "step"]
 
@@ -176,11 +175,11 @@ def _close_bars(st: BarState, key: str, ts: int, out: list) -> None:
 def _kline(st: BarState, k: Kline, out: list) -> None:
     if k.ts_close <= k.ts_open:  # a kline must cover time: its length is the interval of its gaps
         out.append(ErrorRecord("make_bars", f"kline without duration: open time {k.ts_open} not before "
-                               f"close time {k.ts_close}", msgspec.json.encode(k).decode(), k.instrument, k.ts_recv))
+                               f"close time {k.ts_close}", event_json(k), k.instrument, k.ts_recv))
         return
     if k.ts_close <= st.kline_end:
         out.append(ErrorRecord("make_bars", "kline out of order or duplicated",
-                               msgspec.json.encode(k).decode(), k.instrument, k.ts_recv))
+                               event_json(k), k.instrument, k.ts_recv))
         return
     iv = k.ts_close - k.ts_open
     if st.kline_end >= 0 and k.ts_open > st.kline_end:
@@ -220,7 +219,7 @@ def step(state: BarState, event: Event) -> tuple[BarState, Sequence[Out]]:
     elif ts < st.max_ts - st.lateness:
         late_ms = (st.max_ts - ts) / 1e6
         return st, [ErrorRecord("make_bars", f"late by {late_ms:.3f} ms",
-                                msgspec.json.encode(event).decode(), event.instrument, ts)]
+                                event_json(event), event.instrument, ts)]
     cls = type(event)
     if cls is Kline:
         out = []

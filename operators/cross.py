@@ -95,7 +95,7 @@ from typing import Optional, Union
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.events import Count, ErrorRecord, FeatureRow
+from core.events import Count, ErrorRecord, FeatureRow, event_json
 
 __all__ = ["STAGE", "CrossConfig", "CrossState", "LeaderRow", "LeaderTrack", "step"]
 
@@ -235,7 +235,7 @@ class CrossState:
 
 def _dead(reason: str, event: object, inst: str, ts: int) -> ErrorRecord:
     try:
-        raw = msgspec.json.encode(event).decode()
+        raw = event_json(event)
     except (TypeError, msgspec.EncodeError):  # not a record: its repr
         raw = repr(event)
     return ErrorRecord(STAGE, reason, raw, inst, ts)

@@ -68,10 +68,11 @@ from operator import add, sub
 from typing import Optional, Union
 
 import msgspec
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.events import Bar, BookSnapshot, BookStats, Count, DepthUpdate, ErrorRecord, Event
-from operators import bars, orderbook
+from operators import bars, flatbook, orderbook
 from operators.bars import BarConfig, BarState
 from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
 
@@ -144,9 +145,10 @@ class DepthConfig(BaseModel):
             raise ValueError(f"max_depth ({self.max_depth}) must be at least levels ({self.levels})")
         return self
 
-    def book(self) -> OrderBookConfig:
-        """The configuration of the order book kept."""
-        return OrderBookConfig(levels=self.levels, max_depth=self.max_depth, max_buffer=self.max_buffer, quotes=False)
+    def book(self, compiled: bool = False) -> OrderBookConfig:
+        """The configuration of the order book kept (``compiled``: in :mod:`operators.flatbook`'s arrays)."""
+        return OrderBookConfig(levels=self.levels, max_depth=self.max_depth, max_buffer=self.max_buffer, quotes=False,
+                               compiled=compiled)
 
 
 def book_names(levels: int) -> tuple[str, ...]:
@@ -160,10 +162,19 @@ def book_names(levels: int) -> tuple[str, ...]:
 
 @dataclass(slots=True)
 class DepthState:
-    """Per-instrument bars, order book and the accumulators of the open bar."""
+    """Per-instrument bars, order book and the accumulators of the open bar.
+
+    ``compiled``: the book in :mod:`operators.flatbook`'s arrays, and the
+    accumulators with it (``flat``: rows of the top ``L`` prices and
+    quantities, bids then asks, then the level OFIs and depth sums;
+    ``counts``: the top ``L`` levels per side, then the book events), each
+    diff's part made by compiled code; the same bars as the reference's
+    Python, to the bit.
+    """
 
     config: BarConfig
     depth: DepthConfig
+    compiled: bool = False
     bars: BarState = field(init=False)
     book: OrderBookState = field(init=False)
     seen: bool = False  # the instrument has had a depth event
@@ -172,14 +183,20 @@ class DepthState:
     depth_sum: list = field(init=False)  # per level, bid + ask quantity summed over the bar's diffs
     updates: int = 0
     events: list = field(init=False)  # adds, cancels, changes: bid then ask
+    flat: Optional[np.ndarray] = None  # compiled: (6, L) top prices, quantities, level OFIs, depth sums
+    counts: Optional[np.ndarray] = None  # compiled: top levels per side (2), book events (6)
+    live: bool = False  # compiled: the top L in flat is a live book's (the reference's prev is not None)
 
     def __post_init__(self) -> None:
         self.bars = BarState(self.config)
-        self.book = OrderBookState(self.depth.book())
+        self.book = OrderBookState(self.depth.book(self.compiled))
         n = self.depth.levels
         self.ofi = [0.0] * n
         self.depth_sum = [0.0] * n
         self.events = [0] * 6
+        if self.compiled:
+            self.flat = np.zeros((6, n))
+            self.counts = np.zeros(8, dtype=np.int64)
 
 
 def _top(book: OrderBookState, n: int) -> tuple[list, list, list, list]:
@@ -348,8 +365,43 @@ def _walk(levels: Sequence[float], qty: dict, notional: float, mid: float, sign:
     return None
 
 
+def _flat_stats(st: DepthState, first: bool) -> BookStats:
+    """:func:`_stats` of a compiled book."""
+    book, f = st.book, st.book.flat
+    assert f is not None and st.flat is not None and st.counts is not None
+    if book.status != LOADED and book.status != SYNCED or not flatbook.count(f, 0) or not flatbook.count(f, 1):
+        return _NOT_READY
+    c = st.depth
+    if st.live:
+        nb, na = st.counts[:2].tolist()
+        top = st.flat[:4].tolist()
+        bpx, bq, apx, aq = top[0][:nb], top[1][:nb], top[2][:na], top[3][:na]
+    else:
+        bpx, bq = flatbook.levels(f, 0, c.levels)
+        apx, aq = flatbook.levels(f, 1, c.levels)
+    k = min(len(bpx), len(apx))
+    if first and st.updates:
+        u = st.updates
+        ofi = tuple(st.flat[4, :k].tolist())
+        level_depth = tuple(d * 0.5 / u for d in st.flat[5, :k].tolist())
+        e = st.counts[2:].tolist()
+    else:
+        ofi = (0.0,) * k
+        level_depth = tuple((bq[m] + aq[m]) * 0.5 for m in range(k))
+        e = [0] * 6
+    mid = (bpx[0] + apx[0]) * 0.5
+    bps = np.array(c.within_bps, dtype=np.float64)
+    w = c.walk_notional
+    return BookStats(True, ofi, level_depth, tuple(bpx), tuple(bq), tuple(apx), tuple(aq),
+                     flatbook.within(f, 0, mid, bps), flatbook.within(f, 1, mid, bps),
+                     flatbook.walk(f, 1, w, mid), flatbook.walk(f, 0, w, mid),
+                     e[0], e[3], e[1], e[4], e[2], e[5], st.updates if first else 0)
+
+
 def _stats(st: DepthState, first: bool) -> BookStats:
     """The book over the bar now closing; ``first``: the bar that had the accumulated diffs (not a carried one)."""
+    if st.compiled:
+        return _flat_stats(st, first)
     book = st.book
     if book.status != LOADED and book.status != SYNCED or not book.bid_px or not book.ask_px:
         return _NOT_READY
@@ -376,6 +428,11 @@ def _stats(st: DepthState, first: bool) -> BookStats:
 
 
 def _clear(st: DepthState) -> None:
+    if st.flat is not None and st.counts is not None:
+        st.flat[4:] = 0.0
+        st.counts[2:] = 0
+        st.updates = 0
+        return
     n = st.depth.levels
     st.ofi = [0.0] * n
     st.depth_sum = [0.0] * n
@@ -429,6 +486,8 @@ def step(state: DepthState, event: Event) -> tuple[DepthState, Sequence[Out]]:
         return st, out
     st.seen = True
     book = st.book
+    if st.compiled:
+        return st, _flat_diff(st, event, out)  # type: ignore[arg-type]
     changes = None
     if cls is DepthUpdate and (book.status == SYNCED or book.status == LOADED):
         changes = _scan(st, event)  # type: ignore[arg-type]
@@ -449,3 +508,25 @@ def step(state: DepthState, event: Event) -> tuple[DepthState, Sequence[Out]]:
         st.prev = None
     side = [r for r in recs if type(r) is Count or type(r) is ErrorRecord]
     return st, [*out, *side] if side else out
+
+
+def _flat_diff(st: DepthState, event: Union[DepthUpdate, BookSnapshot], out: list) -> list:
+    """The book's part of :func:`step` with a compiled book: the same counts and accumulators as the reference's."""
+    book = st.book
+    f, flat, counts = book.flat, st.flat, st.counts
+    assert f is not None and flat is not None and counts is not None
+    n = st.depth.levels
+    diff = type(event) is DepthUpdate
+    if diff and (book.status == SYNCED or book.status == LOADED):
+        flatbook.events(f, *orderbook.flat_levels(event), n, counts[2:])  # type: ignore[arg-type]
+    _, recs = orderbook.step(book, event)
+    if book.status == SYNCED or book.status == LOADED:
+        applied = diff and st.live and book.last_id == event.last_id  # type: ignore[union-attr]
+        flatbook.accumulate(f, n, flat, counts, applied)
+        st.live = True
+        if applied:
+            st.updates += 1
+    else:
+        st.live = False
+    side = [r for r in recs if type(r) is Count or type(r) is ErrorRecord]
+    return [*out, *side] if side else out

@@ -56,8 +56,9 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Optional, Union
+from typing import Literal, NamedTuple, Optional, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,6 +67,7 @@ from core.events import (
     Count,
     DepthUpdate,
     Event,
+    Levels,
     MakerEconomicsRecord,
     MakerFillRecord,
     Quote,
@@ -73,7 +75,7 @@ from core.events import (
     Trade,
     market_of,
 )
-from operators import orderbook
+from operators import flatbook, orderbook
 from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
 
 __all__ = ["Book", "Ledger", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "economics",
@@ -193,13 +195,17 @@ class MakerFill(NamedTuple):
     position: float  # the book's, after the fill
 
 
+class _Quantities(Protocol):
+    def get(self, price: float, default: float, /) -> float: ...
+
+
 class Book(NamedTuple):
-    """What the exchange side reads of the book: the best prices and the quantity at each price."""
+    """What the exchange side reads of the book: the best prices and the quantity at each price (``get``)."""
 
     best_bid: float
     best_ask: float
-    bid_qty: dict
-    ask_qty: dict
+    bid_qty: _Quantities
+    ask_qty: _Quantities
 
 
 @dataclass(slots=True)
@@ -483,9 +489,10 @@ class QuoterState:
     ledgers: dict = field(default_factory=dict)  # (model, horizon) -> Ledger, over the fills gone out
     unmoved: int = 0  # fills that went out without their moves (too many waiting)
     finished: bool = False  # the input ended and finish() gave its outputs (once, a recovery after it included)
+    compiled: bool = False  # the book in operators.flatbook's arrays (the chunk path's)
 
     def __post_init__(self) -> None:
-        self.book = OrderBookState(OrderBookConfig(quotes=False))  # bounded: max_depth levels a side
+        self.book = OrderBookState(OrderBookConfig(quotes=False, compiled=self.compiled))  # max_depth levels a side
         self.fee_bps = self.config.fee_bps(market_of(self.instrument)) if self.instrument else 0.0
         if self.config.baseline:
             self.books[("touch", 0)] = MakerState(self.config)
@@ -536,7 +543,10 @@ def _mid_at(st: QuoterState, t: int, strict: bool = False) -> Optional[float]:
 def _note_mid(st: QuoterState, ts_exch: int) -> None:
     """Record the mid after a book change stamped ``ts_exch`` (NaN without a book), if it changed."""
     b = st.book
-    mid = (b.bid_px[-1] + b.ask_px[0]) * 0.5 if _ready(b) else math.nan
+    if b.flat is not None:
+        mid = (b.flat.bid + b.flat.ask) * 0.5 if _ready(b) else math.nan
+    else:
+        mid = (b.bid_px[-1] + b.ask_px[0]) * 0.5 if _ready(b) else math.nan
     if mid == mid:
         st.last_mid = mid
     px = st.mid_px
@@ -602,14 +612,45 @@ def economics(st: QuoterState, key: tuple) -> MakerEconomicsRecord:
         g.adverse_1s / g.n_1s if g.n_1s else None, g.adverse_10s / g.n_10s if g.n_10s else None)
 
 
+class _Side(NamedTuple):
+    """A side of a compiled book as :class:`Book` reads it: the quantity at a price."""
+
+    book: OrderBookState
+    side: int
+
+    def get(self, price: float, default: float = 0.0) -> float:
+        q = self.book.qty(self.side, price)
+        return q if q else default
+
+
 def _view(b: OrderBookState) -> Book:
+    f = b.flat
+    if f is not None:
+        bb, ba = f.bid, f.ask
+        return Book(-math.inf if bb != bb else bb, math.inf if ba != ba else ba, _Side(b, 1), _Side(b, -1))
     return Book(b.bid_px[-1] if b.bid_px else -math.inf, b.ask_px[0] if b.ask_px else math.inf, b.bid_qty, b.ask_qty)
+
+
+def _changed(book: OrderBookState, levels: Sequence, watch: set, side: int) -> dict:
+    """The levels of a diff's side at prices in ``watch``: ``price -> (quantity before, quantity of the diff)``."""
+    if book.flat is None and type(levels) is not Levels:
+        had = book.bid_qty if side > 0 else book.ask_qty
+        return {p: (had.get(p, 0.0), lv.qty) for lv in levels if (p := lv.price) in watch}
+    if type(levels) is Levels:  # the chunk path's: read from its arrays
+        lo, hi = levels.lo, levels.hi
+        pairs: Iterable = zip(levels.px[lo:hi].tolist(), levels.qty[lo:hi].tolist(), strict=True)
+    else:
+        pairs = ((lv.price, lv.qty) for lv in levels)
+    return {p: (book.qty(side, p), q) for p, q in pairs if p in watch}
 
 
 def _grid(st: QuoterState) -> None:
     """The price grid: the smallest step between the book's first 50 levels on each side, and its decimals."""
     b = st.book
-    px = sorted({*b.bid_px[-50:], *b.ask_px[:50]})
+    if b.flat is not None:
+        px = sorted({*flatbook.levels(b.flat, 0, 50)[0], *flatbook.levels(b.flat, 1, 50)[0]})
+    else:
+        px = sorted({*b.bid_px[-50:], *b.ask_px[:50]})
     steps = [round(q - p, 10) for p, q in zip(px, px[1:], strict=False) if q > p]
     if steps:
         st.tick = min(steps)
@@ -708,6 +749,9 @@ def _watch(st: QuoterState) -> None:
 
 
 def _ready(book: OrderBookState) -> bool:
+    f = book.flat
+    if f is not None:  # both sides have a best price
+        return (book.status == SYNCED or book.status == LOADED) and f.bid == f.bid and f.ask == f.ask
     return (book.status == SYNCED or book.status == LOADED) and bool(book.bid_px) and bool(book.ask_px)
 
 
@@ -787,11 +831,9 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
             wb, wa = st.watch_b, st.watch_a
             bids = asks = None
             if wb:
-                bq = book.bid_qty
-                bids = {p: (bq.get(p, 0.0), lv.qty) for lv in ev.bids if (p := lv.price) in wb}
+                bids = _changed(book, ev.bids, wb, 1)
             if wa:
-                aq = book.ask_qty
-                asks = {p: (aq.get(p, 0.0), lv.qty) for lv in ev.asks if (p := lv.price) in wa}
+                asks = _changed(book, ev.asks, wa, -1)
             last = book.last_id
             orderbook.step(book, ev)
             if (wb or wa) and book.last_id != last and book.status == SYNCED:

@@ -105,7 +105,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-import msgspec
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.events import (
@@ -117,10 +117,13 @@ from core.events import (
     ErrorRecord,
     Kline,
     Level,
+    Levels,
     Quote,
     SnapshotRequest,
     Trade,
+    event_json,
 )
+from operators import flatbook
 
 __all__ = [
     "LOADED",
@@ -167,6 +170,9 @@ class OrderBookConfig(BaseModel):
         "this the oldest is dropped and counted (depth_buffer_overflow). Spot sends about 10 "
         "diffs a second at 100 ms, USD-M up to about 40 at 0 ms.",
     )
+    compiled: bool = Field(
+        False, description="Keep the sides in sorted arrays changed by compiled code (operators.flatbook: the "
+        "chunk path's book) rather than in Python dicts and lists (the reference); the same book.")
 
     @model_validator(mode="after")
     def _depth_covers_levels(self) -> OrderBookConfig:
@@ -183,7 +189,9 @@ class OrderBookState:
     (ascending on both sides: the best bid is ``bid_px[-1]``, the best ask
     ``ask_px[0]``). Everything is plain Python containers: picklable and
     deep-copyable, bounded by ``max_depth`` levels per side and
-    ``max_buffer`` buffered diffs.
+    ``max_buffer`` buffered diffs. With ``config.compiled`` the sides are
+    ``flat`` instead (:class:`operators.flatbook.FlatSides`, NumPy arrays)
+    and the dicts and lists stay empty.
     """
 
     config: OrderBookConfig
@@ -196,19 +204,42 @@ class OrderBookState:
     ask_qty: dict[float, float] = field(default_factory=dict)
     ask_px: list[float] = field(default_factory=list)
     buffer: deque = field(init=False)
+    flat: Optional[flatbook.FlatSides] = None
 
     def __post_init__(self) -> None:
         self.buffer = deque(maxlen=self.config.max_buffer)
+        if self.config.compiled and self.flat is None:
+            self.flat = flatbook.new(self.config.max_depth)
 
     @property
     def best_bid(self) -> Optional[float]:
         """The best bid price, None when the bid side is empty."""
+        f = self.flat
+        if f is not None:
+            return None if f.bid != f.bid else f.bid
         return self.bid_px[-1] if self.bid_px else None
 
     @property
     def best_ask(self) -> Optional[float]:
         """The best ask price, None when the ask side is empty."""
+        f = self.flat
+        if f is not None:
+            return None if f.ask != f.ask else f.ask
         return self.ask_px[0] if self.ask_px else None
+
+    def sizes(self) -> tuple[int, int]:
+        """The levels on each side: bids, asks."""
+        f = self.flat
+        if f is not None:
+            return flatbook.count(f, 0), flatbook.count(f, 1)
+        return len(self.bid_px), len(self.ask_px)
+
+    def qty(self, side: int, price: float) -> float:
+        """The quantity at ``price`` on a side (1 bids, -1 asks), 0 where it has no level."""
+        f = self.flat
+        if f is not None:
+            return flatbook.qty_at(f, 0 if side > 0 else 1, price)
+        return (self.bid_qty if side > 0 else self.ask_qty).get(price, 0.0)
 
     def top(self, n: int) -> tuple[tuple[Level, ...], tuple[Level, ...]]:
         """The best ``n`` levels of each side, best first.
@@ -218,6 +249,11 @@ class OrderBookState:
         >>> st.top(1)
         ((Level(price=9.0, qty=1.0),), (Level(price=10.0, qty=3.0),))
         """
+        f = self.flat
+        if f is not None:
+            bp, bq_ = flatbook.levels(f, 0, max(n, 0))
+            ap, aq_ = flatbook.levels(f, 1, max(n, 0))
+            return tuple(map(Level, bp, bq_)), tuple(map(Level, ap, aq_))
         bq, aq = self.bid_qty, self.ask_qty
         bids = tuple(Level(p, bq[p]) for p in reversed(self.bid_px[-n:])) if n > 0 else ()
         asks = tuple(Level(p, aq[p]) for p in self.ask_px[:n])
@@ -234,7 +270,7 @@ class OrderBookState:
         >>> st.to_snapshot("X", 0) == snap
         True
         """
-        bids, asks = self.top(len(self.bid_px) + len(self.ask_px))
+        bids, asks = self.top(sum(self.sizes()))
         return BookSnapshot(key, ts, self.last_id, bids, asks, self.ts_event)
 
 
@@ -252,6 +288,32 @@ def _apply(qty: dict, px: list, levels: tuple) -> None:
             qty[p] = q
         elif qty.pop(p, None) is not None:
             del px[bisect_left(px, p)]
+
+
+def flat_levels(ev: DepthUpdate) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    """A diff's levels in arrays: prices, quantities, and where its bids start, its asks start and end in them.
+
+    The arrays the chunk path's decoder made them in (:class:`~core.events.Levels`), or new ones.
+    """
+    bids, asks = ev.bids, ev.asks
+    if type(bids) is Levels and type(asks) is Levels and bids.px is asks.px and bids.hi == asks.lo:
+        return bids.px, bids.qty, bids.lo, bids.hi, asks.hi
+    px = [lv.price for lv in bids]
+    px.extend(lv.price for lv in asks)
+    qt = [lv.qty for lv in bids]
+    qt.extend(lv.qty for lv in asks)
+    return np.array(px, dtype=np.float64), np.array(qt, dtype=np.float64), 0, len(bids), len(px)
+
+
+def _apply_diff(st: OrderBookState, ev: DepthUpdate) -> bool:
+    """Apply a diff's levels to both sides and trim them; whether the book is then crossed."""
+    f = st.flat
+    if f is not None:
+        return flatbook.apply(f, *flat_levels(ev))
+    _apply(st.bid_qty, st.bid_px, ev.bids)
+    _apply(st.ask_qty, st.ask_px, ev.asks)
+    _trim(st)
+    return bool(st.bid_px) and bool(st.ask_px) and st.bid_px[-1] >= st.ask_px[0]
 
 
 def _trim(st: OrderBookState) -> None:
@@ -278,6 +340,8 @@ def _clear_book(st: OrderBookState) -> None:
     st.bid_px = []
     st.ask_qty = {}
     st.ask_px = []
+    if st.flat is not None:
+        flatbook.load(st.flat, (), (), (), ())
     st.status = WAITING
     st.last_id = -1
     st.ts_event = None
@@ -286,9 +350,13 @@ def _clear_book(st: OrderBookState) -> None:
 def _load(st: OrderBookState, snap: BookSnapshot) -> None:
     bq = {lv.price: lv.qty for lv in snap.bids if lv.qty > 0.0}
     aq = {lv.price: lv.qty for lv in snap.asks if lv.qty > 0.0}
-    st.bid_qty, st.bid_px = bq, sorted(bq)
-    st.ask_qty, st.ask_px = aq, sorted(aq)
-    _trim(st)
+    if st.flat is not None:
+        bp, ap = sorted(bq, reverse=True), sorted(aq)
+        flatbook.load(st.flat, bp, [bq[p] for p in bp], ap, [aq[p] for p in ap])
+    else:
+        st.bid_qty, st.bid_px = bq, sorted(bq)
+        st.ask_qty, st.ask_px = aq, sorted(aq)
+        _trim(st)
     st.status = LOADED
     st.last_id = snap.last_update_id
     st.ts_event = snap.ts_event
@@ -296,6 +364,18 @@ def _load(st: OrderBookState, snap: BookSnapshot) -> None:
 
 
 def _quote(st: OrderBookState, key: str, ts: int) -> Optional[BookQuote]:
+    n = st.config.levels
+    f = st.flat
+    if f is not None:
+        if not flatbook.count(f, 0) or not flatbook.count(f, 1):
+            return None
+        bpx, bqs = flatbook.levels(f, 0, n)
+        apx, aqs = flatbook.levels(f, 1, n)
+        b, bv, a, av = bpx[0], bqs[0], apx[0], aqs[0]
+        db = sum(reversed(bqs))  # summed from the n-th level to the best, as the reference's slice
+        da = sum(aqs)
+        return BookQuote(key, ts, st.ts_event, b, bv, a, av, st.last_id, db, da,
+                         (db - da) / (db + da), (b * av + a * bv) / (bv + av), a - b)
     bp, ap = st.bid_px, st.ask_px
     if not bp or not ap:
         return None
@@ -304,7 +384,6 @@ def _quote(st: OrderBookState, key: str, ts: int) -> Optional[BookQuote]:
     a = ap[0]
     bv = bq[b]
     av = aq[a]
-    n = st.config.levels
     db = sum(map(bq.__getitem__, bp[-n:]))
     da = sum(map(aq.__getitem__, ap[:n]))
     return BookQuote(key, ts, st.ts_event, b, bv, a, av, st.last_id, db, da,
@@ -312,6 +391,9 @@ def _quote(st: OrderBookState, key: str, ts: int) -> Optional[BookQuote]:
 
 
 def _crossed(st: OrderBookState) -> bool:
+    if st.flat is not None:
+        b, a = st.best_bid, st.best_ask
+        return b is not None and a is not None and b >= a
     return bool(st.bid_px) and bool(st.ask_px) and st.bid_px[-1] >= st.ask_px[0]
 
 
@@ -337,13 +419,13 @@ def _resync(st: OrderBookState, key: str, ts: int, reason: str, out: list, recor
 # --- events ---------------------------------------------------------------------------
 
 
-def _after_apply(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: bool) -> None:
-    """Check the book just changed by ``ev``; quote it or drop it."""
-    if _crossed(st):
-        b, a = st.bid_px[-1], st.ask_px[0]
+def _after_apply(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: bool, crossed: bool) -> None:
+    """Check the book just changed by ``ev`` (``crossed``: whether it is); quote it or drop it."""
+    if crossed:
+        b, a = st.best_bid, st.best_ask
         log.warning("%s: crossed book after update %d (bid %s >= ask %s); resyncing", ev.instrument, ev.last_id, b, a)
         err = ErrorRecord("orderbook", f"crossed book after update {ev.last_id}: bid {b} >= ask {a}",
-                          msgspec.json.encode(ev).decode(), ev.instrument, now)
+                          event_json(ev), ev.instrument, now)
         _resync(st, ev.instrument, now, "crossed_book", out,
                 (err, Count("crossed_books", 1), Count("book_resyncs", 1)))
     elif emit and st.config.quotes:
@@ -364,7 +446,7 @@ def _on_diff(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: boo
         if ev.last_id <= last:
             out.append(ErrorRecord("orderbook", f"depth update {ev.first_id}..{ev.last_id} is not newer than the "
                                    f"book (update id {last}): a repeat, not applied",
-                                   msgspec.json.encode(ev).decode(), ev.instrument, now))
+                                   event_json(ev), ev.instrument, now))
             out.append(Count("depth_stale_updates", 1))
             return
         pu = ev.prev_last_id
@@ -402,12 +484,10 @@ def _on_diff(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: boo
         if not st.requested:
             _request(st, ev.instrument, now, "no_snapshot", out)
         return
-    _apply(st.bid_qty, st.bid_px, ev.bids)
-    _apply(st.ask_qty, st.ask_px, ev.asks)
-    _trim(st)
+    crossed = _apply_diff(st, ev)
     st.last_id = ev.last_id
     st.ts_event = ev.ts_event
-    _after_apply(st, ev, out, now, emit)
+    _after_apply(st, ev, out, now, emit, crossed)
 
 
 def _on_snapshot(st: OrderBookState, snap: BookSnapshot, out: list) -> None:
@@ -416,9 +496,9 @@ def _on_snapshot(st: OrderBookState, snap: BookSnapshot, out: list) -> None:
         return
     _load(st, snap)
     if _crossed(st):
-        b, a = st.bid_px[-1], st.ask_px[0]
+        b, a = st.best_bid, st.best_ask
         err = ErrorRecord("orderbook", f"crossed snapshot {snap.last_update_id}: bid {b} >= ask {a}",
-                          msgspec.json.encode(snap).decode(), snap.instrument, snap.ts_recv)
+                          event_json(snap), snap.instrument, snap.ts_recv)
         _resync(st, snap.instrument, snap.ts_recv, "crossed_book", out, (err, Count("crossed_books", 1)))
         return
     pending = list(st.buffer)

@@ -159,10 +159,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional, TypeVar, Union
 
-import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.events import BookSnapshot, Count, DepthUpdate, ErrorRecord, Event, Kline, Quote, Trade
+from core.events import BookSnapshot, Count, DepthUpdate, ErrorRecord, Event, Kline, Levels, Quote, Trade, event_json
+from operators import flatbook
 
 __all__ = ["STAGE", "SanityConfig", "SanityState", "step", "step_batch"]
 
@@ -282,7 +282,7 @@ class SanityState:
 
 
 def _dead(check: str, reason: str, ev: Event, counter: str = "") -> tuple[ErrorRecord, Count]:
-    return (ErrorRecord(STAGE, reason, msgspec.json.encode(ev).decode(), ev.instrument, ev.ts_recv),
+    return (ErrorRecord(STAGE, reason, event_json(ev), ev.instrument, ev.ts_recv),
             Count(counter or f"implausible_{check}", 1))
 
 
@@ -402,6 +402,8 @@ def _levels_fine(levels: tuple, max_notional: float) -> bool:
     >>> _levels_fine((Level(100.0, 0.0), Level(101.0, 2.0)), 1e9), _levels_fine((Level(100.0, 5e-324),), 1e9)
     (True, False)
     """
+    if type(levels) is Levels:  # the chunk path's: checked in its arrays
+        return flatbook.levels_fine(levels.px, levels.qty, levels.lo, levels.hi, max_notional)
     for lv in levels:
         p, q = lv.price, lv.qty
         if not (_MIN <= p <= _MAX and (_MIN <= q <= _MAX or q == 0.0) and p * q <= max_notional):

@@ -22,6 +22,7 @@ from typing import NamedTuple, Optional
 import msgspec
 
 from core.events import (
+    ENCODER,
     BookGap,
     BookQuote,
     DepthUpdate,
@@ -42,7 +43,7 @@ from operators.sequence import SequenceGap
 __all__ = ["KINDS", "OUTPUT_KINDS", "SCHEMA_VERSION", "Kind", "csv_bytes", "csv_cells", "csv_line", "csv_lines",
            "fit_dead_letter", "header", "jsonl", "kafka_record"]
 
-_enc = msgspec.json.Encoder()
+_enc = ENCODER  # events' depth levels as the pairs they are
 
 
 def header(cls: type[msgspec.Struct]) -> list[str]:

@@ -90,6 +90,7 @@ from core.events import (
     Event,
     Kline,
     Level,
+    Levels,
     Quote,
     RawChunk,
     Trade,
@@ -1041,15 +1042,31 @@ def _events_of(c: Any, recs: list, one: Callable[[bytes], Parsed],
     kind = c.kind.tolist()
     results: list[Parsed] = [one(r) if not k else "" for r, k in zip(recs, kind, strict=True)]
     rows = [i for i, k in enumerate(kind) if k]
-    if rows:
-        data = c.data
-        for i, m, at, n, t, te, u, (a, b, c2, d) in zip(rows, c.market[rows].tolist(), c.sym_at[rows].tolist(),
-                                                          c.sym_len[rows].tolist(), c.ts_recv[rows].tolist(),
-                                                          c.ts_event[rows].tolist(), c.ids[rows].tolist(),
-                                                          c.values[rows].tolist(), strict=True):
-            key = key_of if isinstance(key_of, str) else key_of(data[at:at + n], m)
-            results[i] = (Quote(key, t, None if te < 0 else te, a, b, c2, d, u) if kind[i] == 1
-                          else Trade(key, t, te, a, b, c2 != 0.0, u))
+    if not rows:
+        return results
+    # whole columns as lists (one C loop each), read at the rows taken
+    t_recv, t_event, ids = c.ts_recv.tolist(), c.ts_event.tolist(), c.ids.tolist()
+    v0, v1, v2, v3 = c.values.T.tolist()
+    if not isinstance(key_of, str):
+        data, market, sym_at, sym_len = c.data, c.market.tolist(), c.sym_at.tolist(), c.sym_len.tolist()
+    drows = [i for i in rows if kind[i] == 3]  # the depth diffs' own fields, in order
+    depth = zip(c.first_ids[drows].tolist(), c.prev_ids[drows].tolist(), c.levels[drows].tolist(), strict=True)
+    px, qty = c.lv_px, c.lv_qty  # a depth diff's levels stay in the chunk's arrays
+    key = key_of if isinstance(key_of, str) else ""
+    for i in rows:
+        if not isinstance(key_of, str):
+            at = sym_at[i]
+            key = key_of(data[at:at + sym_len[i]], market[i])
+        k = kind[i]
+        if k == 1:
+            te = t_event[i]
+            results[i] = Quote(key, t_recv[i], None if te < 0 else te, v0[i], v1[i], v2[i], v3[i], ids[i])
+        elif k == 2:
+            results[i] = Trade(key, t_recv[i], t_event[i], v0[i], v1[i], v2[i] != 0.0, ids[i])
+        else:
+            first, prev, (lo, mid, hi) = next(depth)
+            results[i] = DepthUpdate(key, t_recv[i], t_event[i], first, ids[i], prev,  # levels read as the tuples
+                                     Levels(px, qty, lo, mid), Levels(px, qty, mid, hi))  # type: ignore[arg-type]
     return results
 
 

@@ -66,9 +66,9 @@ from typing import Union
 import numba
 import numpy as np
 
-from core.events import Quote, Trade
+from core.events import DepthUpdate, Levels, Quote, Trade
 
-__all__ = ["OTHER", "QUOTE", "TRADE", "Columns", "event", "scan", "scan_ticks"]
+__all__ = ["DEPTH", "OTHER", "QUOTE", "TRADE", "Columns", "event", "scan", "scan_ticks"]
 
 #: ``Columns.kind`` of a line left to the per-line parser.
 OTHER = 0
@@ -76,13 +76,19 @@ OTHER = 0
 QUOTE = 1
 #: ``Columns.kind`` of a trade: ``values`` are price, quantity, buyer maker (1.0 or 0.0), 0; ``ids`` its trade id.
 TRADE = 2
+#: ``Columns.kind`` of a depth diff: ``ids`` its ``u``, ``first_ids`` its ``U``, ``prev_ids`` its ``pu`` (-1 on
+#: spot), its levels ``levels[i]`` (``lo, mid, hi``: bids in ``[lo, mid)``, asks in ``[mid, hi)`` of ``lv_px`` and
+#: ``lv_qty``).
+DEPTH = 3
 
 # The layouts as programs: (op, argument) pairs. Ops: a literal (the argument: its index in _LITERALS),
 # an integer field (the argument: its slot), a decimal field (its slot), a boolean field (its slot), the
-# symbol in lower case, the symbol, and the end of the line.
-_LIT, _INT, _DEC, _BOOL, _SYM_LOW, _SYM, _END = range(7)
-# integer slots: 0 the id (u or t), 1 the exchange time in ms (the quote's E, the trade's T), 2 the trade's E and 3 the
-# quote's T (checked only), 3 also the order ids of an old spot trade (ignored, as the parser ignores them)
+# symbol in lower case, the symbol, the end of the line, a depth stream's optional speed (``@100ms``), and
+# a depth diff's levels (its slot: 0 bids, 1 asks).
+_LIT, _INT, _DEC, _BOOL, _SYM_LOW, _SYM, _END, _SPEED, _LEVELS = range(9)
+# integer slots: 0 the id (u or t), 1 the exchange time in ms (the quote's E, the trade's T, the depth diff's T or
+# spot's E), 2 the trade's and USD-M depth diff's E and 3 the quote's T (checked only), 3 also the order ids of an
+# old spot trade (ignored, as the parser ignores them), 4 the depth diff's U and 5 its pu
 # decimal slots: 0..3; boolean slots: 0 (m), 1 (M, checked only)
 _HEAD = b' {"stream":"'
 _LITERALS: list[bytes] = []
@@ -117,9 +123,20 @@ _LAYOUTS = [
                      (_SYM, 0), _lit(b'","t":'), (_INT, 0), _lit(b',"p":"'), (_DEC, 0), _lit(b'","q":"'), (_DEC, 1),
                      _lit(b'","b":'), (_INT, 3), _lit(b',"a":'), (_INT, 3), _lit(b',"T":'), (_INT, 1), _lit(b',"m":'),
                      (_BOOL, 0), _lit(b',"M":'), (_BOOL, 1), _lit(b"}}"), (_END, 0))),
+    (DEPTH, _program(_H, (_SYM_LOW, 0), _lit(b"@depth"), (_SPEED, 0), _lit(b'","data":{"e":"depthUpdate","E":'),
+                     (_INT, 2), _lit(b',"T":'), (_INT, 1), _lit(b',"s":"'), (_SYM, 0), _lit(b'","U":'), (_INT, 4),
+                     _lit(b',"u":'), (_INT, 0), _lit(b',"pu":'), (_INT, 5), _lit(b',"b":'), (_LEVELS, 0),
+                     _lit(b',"a":'), (_LEVELS, 1), _lit(b"}}"), (_END, 0))),
+    (DEPTH, _program(_H, (_SYM_LOW, 0), _lit(b"@depth"), (_SPEED, 0), _lit(b'","data":{"e":"depthUpdate","E":'),
+                     (_INT, 1), _lit(b',"s":"'), (_SYM, 0), _lit(b'","U":'), (_INT, 4), _lit(b',"u":'), (_INT, 0),
+                     _lit(b',"b":'), (_LEVELS, 0), _lit(b',"a":'), (_LEVELS, 1), _lit(b"}}"), (_END, 0))),
 ]
 # Which integer slot holds the exchange time of each layout (the quote's E; the trade's T); the spot quote has none.
-_EVENT_SLOT = np.array([1, -1, 1, 1, 1], np.int64)
+_EVENT_SLOT = np.array([1, -1, 1, 1, 1, 1, 1], np.int64)
+# Whether a layout's E is in slot 2 (checked against the limit); the spot depth diff's is its exchange time (slot 1).
+_HAS_E2 = np.array([0, 0, 1, 1, 1, 1, 0], np.int64)
+# Whether a layout has a pu (slot 5): USD-M depth diffs.
+_HAS_PU = np.array([0, 0, 0, 0, 0, 1, 0], np.int64)
 _KINDS = np.array([k for k, _ in _LAYOUTS], np.int8)
 _NOPS = max(len(p) for _, p in _LAYOUTS)
 _OPS = np.full((len(_LAYOUTS), _NOPS, 2), -1, np.int64)
@@ -142,7 +159,10 @@ class Columns:
     ``values``: four floats per line (see :data:`QUOTE`, :data:`TRADE`);
     ``market``: a tick's market (0 spot, 1 USD-M; :func:`scan_ticks`);
     ``sym_at``/``sym_len``: where the symbol is in ``data``, the lines
-    joined. Rows of :data:`OTHER` lines hold nothing.
+    joined; a depth diff's ``first_ids`` (``U``), ``prev_ids`` (``pu``,
+    -1 on spot) and ``levels`` (see :data:`DEPTH`), in ``lv_px`` and
+    ``lv_qty``, all the chunk's levels. Rows of :data:`OTHER` lines hold
+    nothing.
     """
 
     def symbol(self, i: int) -> str:
@@ -159,6 +179,11 @@ class Columns:
     sym_at: np.ndarray
     sym_len: np.ndarray
     data: bytes
+    first_ids: np.ndarray
+    prev_ids: np.ndarray
+    levels: np.ndarray
+    lv_px: np.ndarray
+    lv_qty: np.ndarray
 
 
 @numba.njit(cache=True, nogil=True)
@@ -176,8 +201,9 @@ def _int(buf: np.ndarray, i: int, end: int) -> tuple[int, int]:  # pragma: no co
 
 
 @numba.njit(cache=True, nogil=True)
-def _dec(buf: np.ndarray, i: int, end: int, pow10: np.ndarray) -> tuple[float, int]:  # pragma: no cover
-    """A plain decimal above zero at ``i`` (see the module docstring): (value, next index), -1 if none."""
+def _dec(buf: np.ndarray, i: int, end: int, pow10: np.ndarray,
+         zero: bool = False) -> tuple[float, int]:  # pragma: no cover - compiled
+    """A plain decimal above zero (or 0 too, with ``zero``) at ``i`` (the module docstring): (value, next index)."""
     j = i
     m = 0
     digits = 0
@@ -203,9 +229,43 @@ def _dec(buf: np.ndarray, i: int, end: int, pow10: np.ndarray) -> tuple[float, i
         k = j - f
         if k == 0 or k > 22:
             return -1.0, -1
-    if digits > 15 or m == 0:
+    if digits > 15 or (m == 0 and not zero):
         return -1.0, -1
     return m / pow10[k], j
+
+
+@numba.njit(cache=True, nogil=True)
+def _levels(buf: np.ndarray, j: int, end: int, pow10: np.ndarray, px: np.ndarray, qty: np.ndarray,
+            n: int) -> tuple[int, int]:  # pragma: no cover - compiled
+    """A JSON array of ``["price","qty"]`` pairs at ``j`` into ``px``, ``qty`` from ``n`` on: (next index, new ``n``).
+
+    The next index is -1 where there is none such: no space, each price
+    a plain decimal above zero and each quantity one of zero or more.
+    """
+    if j >= end or buf[j] != 91:  # [
+        return -1, n
+    j += 1
+    if j < end and buf[j] == 93:  # ]
+        return j + 1, n
+    while True:
+        if j + 2 > end or buf[j] != 91 or buf[j + 1] != 34:  # ["
+            return -1, n
+        p, j = _dec(buf, j + 2, end, pow10)
+        if j < 0 or j + 3 > end or buf[j] != 34 or buf[j + 1] != 44 or buf[j + 2] != 34:  # ","
+            return -1, n
+        q, j = _dec(buf, j + 3, end, pow10, True)
+        if j < 0 or j + 2 > end or buf[j] != 34 or buf[j + 1] != 93:  # "]
+            return -1, n
+        px[n] = p
+        qty[n] = q
+        n += 1
+        j += 2
+        if j < end and buf[j] == 44:  # ,
+            j += 1
+        elif j < end and buf[j] == 93:  # ]
+            return j + 1, n
+        else:
+            return -1, n
 
 
 @numba.njit(cache=True, nogil=True)
@@ -222,10 +282,13 @@ def _match(buf: np.ndarray, j: int, end: int, text: np.ndarray) -> bool:  # prag
 @numba.njit(cache=True, nogil=True)
 def _scan(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, sym: np.ndarray, low: np.ndarray, kafka: bool,
           ops: np.ndarray, kinds: np.ndarray, event_slot: np.ndarray, lit_at: np.ndarray, lit: np.ndarray,
-          pow10: np.ndarray, max_ms: int, max_ts: np.uint64, kind: np.ndarray, ts_recv: np.ndarray,
-          ts_event: np.ndarray, ids: np.ndarray, values: np.ndarray, market: np.ndarray, sym_at: np.ndarray,
-          sym_len: np.ndarray) -> None:  # pragma: no cover - compiled
-    ints = np.zeros(4, np.int64)
+          pow10: np.ndarray, max_ms: int, max_ts: np.uint64, has_e2: np.ndarray, has_pu: np.ndarray,
+          kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: np.ndarray, values: np.ndarray,
+          market: np.ndarray, sym_at: np.ndarray, sym_len: np.ndarray, first_ids: np.ndarray, prev_ids: np.ndarray,
+          levels: np.ndarray, lv_px: np.ndarray, lv_qty: np.ndarray) -> None:  # pragma: no cover - compiled
+    ints = np.zeros(6, np.int64)
+    nl = 0  # the levels taken so far
+    lv = np.zeros(3, np.int64)
     decs = np.zeros(4)
     bools = np.zeros(2, np.int64)
     k_ts = np.frombuffer(b'{"ts_recv":', np.uint8)
@@ -274,6 +337,7 @@ def _scan(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, sym: np.ndarray
         for lay in range(ops.shape[0]):
             j = at
             ok = True
+            lv[0] = lv[1] = lv[2] = nl
             for o in range(first, ops.shape[1]):
                 op, arg = ops[lay, o, 0], ops[lay, o, 1]
                 if op < 0:
@@ -302,6 +366,24 @@ def _scan(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, sym: np.ndarray
                         ok = False
                         break
                     decs[arg] = x
+                elif op == 8:  # a depth diff's levels: bids, then asks
+                    j, m = _levels(buf, j, end, pow10, lv_px, lv_qty, lv[2])
+                    if j < 0:
+                        ok = False
+                        break
+                    if not arg:
+                        lv[1] = m
+                    lv[2] = m
+                elif op == 7:  # a depth stream's speed: nothing, or @ digits ms
+                    if j < end and buf[j] == 64:
+                        d0 = j + 1
+                        j = d0
+                        while j < end and 48 <= buf[j] <= 57:
+                            j += 1
+                        if j == d0 or j + 2 > end or buf[j] != 109 or buf[j + 1] != 115:
+                            ok = False
+                            break
+                        j += 2
                 elif op == 3:
                     if j + 4 <= end and buf[j] == 116 and buf[j + 1] == 114 and buf[j + 2] == 117 and buf[j + 3] == 101:
                         bools[arg] = 1
@@ -361,6 +443,15 @@ def _scan(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, sym: np.ndarray
                 values[li, 1] = decs[1]
                 values[li, 2] = decs[2]
                 values[li, 3] = decs[3]
+            elif k == 3:
+                if ints[1] > max_ms or (has_e2[lay] and ints[2] > max_ms):
+                    break
+                first_ids[li] = ints[4]
+                prev_ids[li] = ints[5] if has_pu[lay] else -1
+                levels[li, 0] = lv[0]
+                levels[li, 1] = lv[1]
+                levels[li, 2] = lv[2]
+                nl = lv[2]
             else:
                 if ints[1] > max_ms or ints[2] > max_ms:
                     break
@@ -416,16 +507,24 @@ def _run(lines: Sequence[bytes], symbol: str, kafka: bool, go: bool) -> Columns:
     market = np.zeros(n, np.int8)
     sym_at = np.zeros(n, np.int64)
     sym_len = np.zeros(n, np.int64)
+    first_ids = np.zeros(n, np.int64)
+    prev_ids = np.zeros(n, np.int64)
+    levels = np.zeros((n, 3), np.int64)
+    cap = len(data) // 9 + 1  # a level takes 9 bytes at least: ["1","0"]
+    lv_px = np.zeros(cap)
+    lv_qty = np.zeros(cap)
     if go and n:
         up = np.frombuffer(symbol.encode(), np.uint8)
         low = np.frombuffer(symbol.lower().encode(), np.uint8)
         _scan(buf, starts, ends, up, low, kafka, _OPS, _KINDS, _EVENT_SLOT, _LIT_AT, _LIT_BYTES, _POW10, _MAX_MS,
-              _MAX_TS, kind, ts_recv, ts_event, ids, values, market, sym_at, sym_len)
-    return Columns(kind, ts_recv, ts_event, ids, values, market, sym_at, sym_len, data)
+              _MAX_TS, _HAS_E2, _HAS_PU, kind, ts_recv, ts_event, ids, values, market, sym_at, sym_len, first_ids,
+              prev_ids, levels, lv_px, lv_qty)
+    return Columns(kind, ts_recv, ts_event, ids, values, market, sym_at, sym_len, data, first_ids, prev_ids, levels,
+                   lv_px, lv_qty)
 
 
-def event(c: Columns, i: int, key: str) -> Union[Quote, Trade]:
-    """The event of row ``i`` (a :data:`QUOTE` or :data:`TRADE` row) of instrument ``key``, as the parser makes it."""
+def event(c: Columns, i: int, key: str) -> Union[Quote, Trade, DepthUpdate]:
+    """The event of row ``i`` (:data:`QUOTE`, :data:`TRADE`, :data:`DEPTH`) of instrument ``key``, as the parser's."""
     v = c.values[i]
     if c.kind[i] == QUOTE:
         te = int(c.ts_event[i])
@@ -433,4 +532,9 @@ def event(c: Columns, i: int, key: str) -> Union[Quote, Trade]:
                      float(v[3]), int(c.ids[i]))
     if c.kind[i] == TRADE:
         return Trade(key, int(c.ts_recv[i]), int(c.ts_event[i]), float(v[0]), float(v[1]), bool(v[2]), int(c.ids[i]))
+    if c.kind[i] == DEPTH:
+        lo, mid, hi = c.levels[i].tolist()
+        return DepthUpdate(key, int(c.ts_recv[i]), int(c.ts_event[i]), int(c.first_ids[i]), int(c.ids[i]),
+                           int(c.prev_ids[i]), Levels(c.lv_px, c.lv_qty, lo, mid),  # type: ignore[arg-type]
+                           Levels(c.lv_px, c.lv_qty, mid, hi))  # type: ignore[arg-type]
     raise ValueError(f"row {i} holds no event")

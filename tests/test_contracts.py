@@ -28,11 +28,16 @@ from models.registry import MODELS, LearnerConfig, build
 def _discover_operators() -> list[str]:
     """Every module of ``operators/`` that defines a pure ``step``: a new
     operator is under these contracts as soon as it exists (and fails them
-    until ``realdata.operator_case`` feeds it real data)."""
+    until ``realdata.operator_case`` feeds it real data). Each one that
+    reads the chunk path's arrays (it imports :mod:`operators.flatbook`)
+    is also there as ``<name>[chunk]``: fed the compiled scanner's events,
+    with its book in compiled code where it keeps one."""
     import operators
 
     names = (m.name for m in pkgutil.iter_modules(operators.__path__))
-    return sorted(n for n in names if callable(getattr(importlib.import_module(f"operators.{n}"), "step", None)))
+    mods = {n: importlib.import_module(f"operators.{n}") for n in names}
+    ops = sorted(n for n, m in mods.items() if callable(getattr(m, "step", None)))
+    return ops + [f"{n}[chunk]" for n in ops if "flatbook" in vars(mods[n])]
 
 
 OPERATORS = _discover_operators()
@@ -40,6 +45,7 @@ OPERATORS = _discover_operators()
 
 def test_every_operator_is_discovered():
     assert {"bars", "features", "forecast", "metrics", "orderbook", "sequence"} <= set(OPERATORS)
+    assert {"depth[chunk]", "maker[chunk]", "orderbook[chunk]", "sanity[chunk]"} <= set(OPERATORS)
 
 
 def _clone(obj):
@@ -67,8 +73,8 @@ def test_operator_state_round_trip_mid_stream(chain, name, how):
         assert st.n_pending > 0  # forecasts are waiting in the state
     if name == "bars":
         assert st.n_events > 0  # an open bar is being accumulated
-    if name == "orderbook":
-        assert st.status == "synced" and st.bid_px  # a live book
+    if name.startswith("orderbook"):
+        assert st.status == "synced" and all(st.sizes())  # a live book
     restored = pickle.loads(pickle.dumps(st)) if how == "pickle" else copy.deepcopy(st)
     assert type(restored) is type(st)
     _, tail_restored = drive(step, restored, items[k:])
@@ -80,7 +86,7 @@ def test_operator_state_round_trip_mid_stream(chain, name, how):
 
 #: The operators that pass every event on, whose copies at each step take 2 to 3 s on each chain:
 #: that check of theirs is an integration test, too slow for the unit run (tests/integration_mark.py).
-_EVERY_EVENT = ("bars", "fills", "sanity")
+_EVERY_EVENT = ("bars", "fills", "sanity", "sanity[chunk]")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.integration) if n in _EVERY_EVENT else n

@@ -14,17 +14,18 @@ to sit just outside what the scanner may take.
 
 from __future__ import annotations
 
+import pickle
 import random
 from collections import Counter
 
 import msgspec
 import pytest
 
-from core.events import Quote, RawChunk, Trade, instrument_key
+from core.events import DepthUpdate, Quote, RawChunk, Trade, event_json, instrument_key
 from harness.fuzz import build
 from harness.realdata import lines, payload, recv_ns
 from sources.binance import ParseLimits, ParseState, _parse_line, _parse_tick, parse_chunk
-from sources.columns import OTHER, QUOTE, event, scan, scan_ticks
+from sources.columns import DEPTH, OTHER, QUOTE, event, scan, scan_ticks
 from sources.wire import encode_tick
 
 RECORDINGS = ("spot/btcusdt_20230405.dat.gz", "spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz",
@@ -36,20 +37,30 @@ def _symbol(rel: str) -> str:
     return rel.split("/")[1].split("_")[0].upper()
 
 
+_EVENTS = (Quote, Trade, DepthUpdate)
+
+
+def _same(got: object, ref: object) -> None:
+    """``got`` is ``ref``: equal, and the same JSON, repr, hash and pickle (a depth diff's levels in arrays too)."""
+    assert got == ref and ref == got, (got, ref)
+    assert event_json(got) == msgspec.json.encode(ref).decode()
+    assert repr(got) == repr(ref) and hash(got) == hash(ref)
+    assert pickle.loads(pickle.dumps(got)) == ref
+
+
 def _check(rows: list[bytes], market: str, symbol: str) -> Counter:
-    """Assert the invariant on ``rows``; count the outcomes (taken quotes and trades, events left, lines left)."""
+    """Assert the invariant on ``rows``; count the outcomes (taken quotes, trades, depth diffs; events and lines
+    left)."""
     c = scan(rows, symbol)
     key = symbol if market == "spot" else instrument_key(symbol, market)
     seen: Counter = Counter()
     for i, line in enumerate(rows):
         ref = _parse_line(line, market)
         if c.kind[i] == OTHER:
-            seen["left: event" if type(ref) in (Quote, Trade) else "left: other"] += 1
+            seen["left: event" if type(ref) in _EVENTS else "left: other"] += 1
             continue
-        got = event(c, i, key)
-        assert got == ref, (line, got, ref)
-        assert msgspec.json.encode(got) == msgspec.json.encode(ref)
-        seen["quote" if c.kind[i] == QUOTE else "trade"] += 1
+        _same(event(c, i, key), ref)
+        seen["quote" if c.kind[i] == QUOTE else "depth" if c.kind[i] == DEPTH else "trade"] += 1
     return seen
 
 
@@ -57,8 +68,8 @@ def _check(rows: list[bytes], market: str, symbol: str) -> Counter:
 def test_every_best_bid_ask_and_trade_line_of_a_recording_becomes_the_parsers_event(ws_dir, rel):
     rows = list(lines(ws_dir / rel))
     seen = _check(rows, rel.split("/")[0], _symbol(rel))
-    assert seen["quote"] > 1000 and seen["trade"] > 100
-    assert seen["left: event"] == 0  # depth diffs and snapshots are "other": the parser's
+    assert seen["quote"] > 1000 and seen["trade"] > 100 and seen["depth"] > 1000
+    assert seen["left: event"] == 0  # snapshots are "other": the parser's
 
 
 def test_the_fuzzed_lines_are_taken_only_where_they_give_the_parsers_event(ws_dir):
@@ -67,7 +78,8 @@ def test_the_fuzzed_lines_are_taken_only_where_they_give_the_parsers_event(ws_di
         market = rel.split("/")[0]
         dirty, _, fed, replaced = build(rng, lines(ws_dir / rel), market, 20_000, 0)
         seen = _check(dirty, market, _symbol(rel))
-        assert seen["quote"] + seen["trade"] > 5_000 and seen["left: other"] >= len(fed)
+        assert seen["quote"] + seen["trade"] > 5_000 and seen["depth"] > 1_000
+        assert seen["left: other"] + seen["left: event"] >= len(fed)  # the fuzzer's lines: none in the layouts
 
 
 def _edits(line: bytes) -> list[bytes]:
@@ -97,6 +109,33 @@ def _edits(line: bytes) -> list[bytes]:
             edits.append(line[:start] + value + line[end:])
     edits += [line.replace(b'"m":true', b'"m":1'), line.replace(b'"m":false', b'"m":"false"'),
               line.replace(b'"X":"MARKET"', b'"X":"INSURANCE_FUND"'), line.replace(b'"M":true', b'"M":null')]
+    for field in (b'"U":', b'"pu":'):
+        at = line.find(field)
+        if at >= 0:
+            start = at + len(field)
+            end = start
+            while line[end:end + 1].isdigit():
+                end += 1
+            edits += [line[:start] + v + line[end:] for v in (b"0", b"01", b"-1", b"1.0", b"1234567890123456789")]
+    for side in (b'"b":[', b'"a":['):  # a depth diff's levels: the first one's price and quantity, the array
+        at = line.find(side)
+        if at < 0 or line[at + len(side):at + len(side) + 1] == b"]":
+            continue
+        start = at + len(side)
+        end = line.index(b"]", start) + 1  # the first level
+        for price, qty in ((b"0", b"1"), (b"0.0", b"1"), (b"1", b"0"), (b"1", b"0.0"), (b"1", b"00"), (b"1", b"-0"),
+                           (b"1", b"0.00000000000000000000001"), (b"1", b"0.0000000000000000000000"), (b"1e3", b"1"),
+                           (b"1", b"1234567890123456"), (b"99999999999999.9", b"0.5"), (b"07", b"1")):
+            edits.append(line[:start] + b'["' + price + b'","' + qty + b'"]' + line[end:])
+        edits += [line[:start] + line[end:].lstrip(b","),  # one level fewer
+                  line[:start] + b"]" + line[line.index(b"]]", start) + 2:],  # none: []
+                  line[:start] + b'["1","2"],' + line[start:],  # one more
+                  line[:start] + b'["1","2"] ,' + line[start:], line[:start] + b'["1","2",3],' + line[start:],
+                  line[:start] + b'["1",2],' + line[start:], line[:start] + b"[]," + line[start:],
+                  line[:start] + b'["1","2"],]' + line[line.index(b"]]", start) + 2:]]
+    edits += [line.replace(b"@depth@100ms", b"@depth"), line.replace(b"@depth@0ms", b"@depth@250ms"),
+              line.replace(b"@depth@100ms", b"@depth@ms"), line.replace(b"@depth@0ms", b"@depth@0s"),
+              line.replace(b'"e":"depthUpdate"', b'"e":"depth"'), line.replace(b',"pu":', b',"pU":')]
     return edits
 
 
@@ -104,11 +143,13 @@ def _edits(line: bytes) -> list[bytes]:
 def test_edits_just_outside_the_layouts_go_to_the_parser_or_give_its_event(ws_dir, rel):
     rows = list(lines(ws_dir / rel))
     picked = [ln for ln in rows if b"@bookTicker" in ln[:60]][:40] + [ln for ln in rows if b"@trade" in ln[:60]][:40]
+    picked += [ln for ln in rows if b"@depth" in ln[:60]][:40]
     edited = [e for ln in picked for e in _edits(ln)]
     seen = _check(edited, rel.split("/")[0], "BTCUSDT")
     assert seen["left: other"] > 1000  # the invalid ones: the parser's dead letters or skips
     assert seen["left: event"] > 100  # valid in another form ("1e3", a space in the JSON): the parser's too
     assert seen["quote"] > 100 and seen["trade"] > 100  # valid in the layouts (other numbers): taken, and right
+    assert seen["depth"] > 500
 
 
 def test_a_symbol_the_parser_would_refuse_takes_no_line():
@@ -138,14 +179,15 @@ def test_every_best_bid_ask_and_trade_tick_of_a_kafka_batch_becomes_the_parsers_
     for i, value in enumerate(ticks):
         ref = _parse_tick(value)
         if c.kind[i] == OTHER:
-            seen["left: event" if type(ref) in (Quote, Trade) else "left: other"] += 1
+            seen["left: event" if type(ref) in _EVENTS else "left: other"] += 1
             continue
         market = "spot" if c.market[i] == 0 else "usdm"
         got = event(c, i, c.symbol(i) if market == "spot" else instrument_key(c.symbol(i), market))
-        assert got == ref and msgspec.json.encode(got) == msgspec.json.encode(ref), (value, got, ref)
+        _same(got, ref)
         seen[got.instrument] += 1
-    assert seen["left: event"] == 0
-    assert {k for k in seen if not k.startswith("left")} == {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}
+        seen[type(got).__name__] += 1
+    assert seen["left: event"] == 0 and seen["DepthUpdate"] > 10_000
+    assert {k for k in seen if not k.startswith("left") and k.isupper()} == {"BTCUSDT", "ETHUSDT", "BTCUSDT-PERP"}
 
 
 def _as_tick(line: bytes, market: str) -> bytes:

@@ -1,0 +1,405 @@
+"""The sides of an order book in sorted NumPy arrays, changed by compiled code: the chunk path's book (issue 28).
+
+:mod:`operators.orderbook` keeps each side as a dict of quantities and a
+sorted list of prices, in Python: the reference. With
+``OrderBookConfig(compiled=True)`` it keeps them here instead, and a depth
+diff's levels are applied by one call of a kernel compiled with numba; the
+book's rules (sequence checks, snapshots, resyncs) stay in
+:mod:`operators.orderbook`, once. The books are the same, level for level
+(``tests/operators/test_flatbook.py`` checks it over the recordings).
+
+Layout: per side (0 bids, 1 asks) a row of keys and a row of quantities,
+sorted by key, the best level last. A bid's key is its price and an ask's is
+minus its price (negation is exact), so both sides are one code. The levels
+of a side lie in ``[lo, hi)`` of a row with room on both ends: a level
+joins or leaves by moving the shorter part of the row, and the levels beyond
+``max_depth`` (the farthest from the top, at the front) go by moving ``lo``.
+
+>>> import numpy as np
+>>> s = new(3)
+>>> load(s, [99.0, 98.0], [1.0, 2.0], [101.0], [3.0])
+>>> apply(s, np.array([99.5, 98.0, 100.5]), np.array([4.0, 0.0, 1.0]), 0, 2, 3)   # a bid joins, one goes; an ask
+False
+>>> best(s, 0), best(s, 1), levels(s, 0), levels(s, 1)
+(99.5, 100.5, ([99.5, 99.0], [4.0, 1.0]), ([100.5, 101.0], [1.0, 3.0]))
+>>> qty_at(s, 1, 101.0), qty_at(s, 1, 102.0)
+(3.0, 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+__all__ = ["FlatSides", "accumulate", "apply", "best", "count", "events", "levels", "levels_fine", "load", "new",
+           "qty_at", "walk", "within"]
+
+
+@dataclass(slots=True)
+class FlatSides:
+    """Both sides of a book: ``keys`` and ``qty`` of shape (2, capacity), ``ix`` the ``lo, hi`` of each side.
+
+    ``bid`` and ``ask``: the best prices, NaN for an empty side.
+    """
+
+    keys: np.ndarray
+    qty: np.ndarray
+    ix: np.ndarray
+    max_depth: int
+    bid: float = math.nan
+    ask: float = math.nan
+
+
+def _capacity(n: int) -> int:
+    return 2 * n + 64
+
+
+def new(max_depth: int) -> FlatSides:
+    """Two empty sides keeping at most ``max_depth`` levels each."""
+    cap = _capacity(max_depth)
+    mid = cap // 2
+    return FlatSides(np.zeros((2, cap)), np.zeros((2, cap)), np.array([mid, mid, mid, mid], dtype=np.int64),
+                     max_depth)
+
+
+def load(s: FlatSides, bid_px: Sequence[float], bid_qty: Sequence[float], ask_px: Sequence[float],
+         ask_qty: Sequence[float]) -> None:
+    """Replace both sides: each given best first, positive quantities, distinct prices."""
+    n = max(len(bid_px), len(ask_px))
+    cap = max(_capacity(s.max_depth), _capacity(n))
+    if cap != s.keys.shape[1]:
+        s.keys, s.qty = np.zeros((2, cap)), np.zeros((2, cap))
+    for side, px, qt, sign in ((0, bid_px, bid_qty, 1.0), (1, ask_px, ask_qty, -1.0)):
+        m = len(px)
+        lo = (cap - m) // 2
+        s.keys[side, lo:lo + m] = np.asarray(px[::-1], dtype=np.float64) * sign
+        s.qty[side, lo:lo + m] = np.asarray(qt[::-1], dtype=np.float64)
+        s.ix[2 * side], s.ix[2 * side + 1] = lo, lo + m
+    _trim(s.ix, s.max_depth)
+    s.bid = float(bid_px[0]) if len(bid_px) else math.nan
+    s.ask = float(ask_px[0]) if len(ask_px) else math.nan
+
+
+def count(s: FlatSides, side: int) -> int:
+    """The levels of a side (0 bids, 1 asks)."""
+    return int(s.ix[2 * side + 1] - s.ix[2 * side])
+
+
+def best(s: FlatSides, side: int) -> float:
+    """The best price of a side, NaN if it is empty."""
+    return s.bid if side == 0 else s.ask
+
+
+def levels(s: FlatSides, side: int, n: int = -1) -> tuple[list[float], list[float]]:
+    """The prices and quantities of a side's best ``n`` levels (all: -1), best first."""
+    lo, hi = int(s.ix[2 * side]), int(s.ix[2 * side + 1])
+    if n >= 0:
+        lo = max(lo, hi - n)
+    keys = s.keys[side, lo:hi][::-1]
+    return (keys if side == 0 else -keys).tolist(), s.qty[side, lo:hi][::-1].tolist()
+
+
+def qty_at(s: FlatSides, side: int, price: float) -> float:
+    """The quantity at ``price`` on a side, 0 where it has no level."""
+    return float(_qty_at(s.keys[side], s.qty[side], s.ix[2 * side], s.ix[2 * side + 1],
+                         price if side == 0 else -price))
+
+
+def apply(s: FlatSides, prices: np.ndarray, qty: np.ndarray, lo: int, mid: int, hi: int) -> bool:
+    """Set a diff's levels and trim the sides; whether the book is then crossed.
+
+    The bids are ``[lo, mid)`` of the arrays, the asks ``[mid, hi)``. A
+    quantity sets the level, 0 removes it, as
+    :func:`operators.orderbook._apply` does.
+    """
+    r, s.bid, s.ask = _apply(s.keys, s.qty, s.ix, prices, qty, lo, mid, hi, s.max_depth)
+    if r == 2:  # rows too short for this diff: longer ones
+        _grow(s, max(count(s, 0), count(s, 1)) + hi - lo + 2)
+        r, s.bid, s.ask = _apply(s.keys, s.qty, s.ix, prices, qty, lo, mid, hi, s.max_depth)
+    return r == 1
+
+
+def _grow(s: FlatSides, need: int) -> None:
+    bp, bq = levels(s, 0)
+    ap, aq = levels(s, 1)
+    max_depth = s.max_depth
+    s.max_depth = max(max_depth, need)  # load() sizes the rows; the levels are trimmed as before
+    load(s, bp, bq, ap, aq)
+    s.max_depth = max_depth
+
+
+def _trim(ix: np.ndarray, max_depth: int) -> None:
+    for side in range(2):
+        if ix[2 * side + 1] - ix[2 * side] > max_depth:
+            ix[2 * side] = ix[2 * side + 1] - max_depth
+
+
+# --- kernels -----------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _find(k: np.ndarray, lo: int, hi: int, key: float) -> int:  # pragma: no cover - compiled
+    """``bisect_left(k, key, lo, hi)``."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if k[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _qty_at(k: np.ndarray, q: np.ndarray, lo: int, hi: int, key: float) -> float:  # pragma: no cover - compiled
+    i = _find(k, lo, hi, key)
+    return q[i] if i < hi and k[i] == key else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _recenter(k: np.ndarray, q: np.ndarray, lo: int, hi: int) -> int:  # pragma: no cover - compiled
+    """Move ``[lo, hi)`` to the middle of the row; its new ``lo``."""
+    n = hi - lo
+    to = (k.shape[0] - n) // 2
+    if to < lo:
+        for t in range(n):
+            k[to + t] = k[lo + t]
+            q[to + t] = q[lo + t]
+    elif to > lo:
+        for t in range(n - 1, -1, -1):
+            k[to + t] = k[lo + t]
+            q[to + t] = q[lo + t]
+    return to
+
+
+@numba.njit(cache=True, nogil=True)
+def _apply_side(k: np.ndarray, q: np.ndarray, ix: np.ndarray, side: int, prices: np.ndarray, qty: np.ndarray,
+                a: int, b: int, sign: float) -> None:  # pragma: no cover - compiled
+    lo = ix[2 * side]
+    hi = ix[2 * side + 1]
+    cap = k.shape[0]
+    if lo < b - a or cap - hi < b - a:  # not room for every level on each end: to the middle
+        to = _recenter(k, q, lo, hi)
+        hi += to - lo
+        lo = to
+    for j in range(a, b):
+        key = prices[j] * sign
+        x = qty[j]
+        i = _find(k, lo, hi, key)
+        found = i < hi and k[i] == key
+        if x != 0.0:
+            if found:
+                q[i] = x
+            else:
+                if i - lo < hi - i:  # the levels below it move down one
+                    for t in range(lo, i):
+                        k[t - 1] = k[t]
+                        q[t - 1] = q[t]
+                    lo -= 1
+                    i -= 1
+                else:  # the levels from it up move up one
+                    t = hi
+                    while t > i:
+                        k[t] = k[t - 1]
+                        q[t] = q[t - 1]
+                        t -= 1
+                    hi += 1
+                k[i] = key
+                q[i] = x
+        elif found:
+            if i - lo < hi - 1 - i:
+                t = i
+                while t > lo:
+                    k[t] = k[t - 1]
+                    q[t] = q[t - 1]
+                    t -= 1
+                lo += 1
+            else:
+                for t in range(i, hi - 1):
+                    k[t] = k[t + 1]
+                    q[t] = q[t + 1]
+                hi -= 1
+    ix[2 * side] = lo
+    ix[2 * side + 1] = hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _apply(keys: np.ndarray, qty: np.ndarray, ix: np.ndarray, prices: np.ndarray, q: np.ndarray, lo: int, mid: int,
+           hi: int, max_depth: int) -> tuple[int, float, float]:  # pragma: no cover - compiled
+    """Whether the book is then crossed (1, 0; 2: the rows are too short for the diff, nothing done), its best prices.
+
+    The best bid and ask are NaN where a side is empty.
+    """
+    if 2 * (max(ix[1] - ix[0], ix[3] - ix[2]) + hi - lo + 2) > keys.shape[1]:
+        return 2, np.nan, np.nan  # a side centred must have room on both ends for every level
+    _apply_side(keys[0], qty[0], ix, 0, prices, q, lo, mid, 1.0)
+    _apply_side(keys[1], qty[1], ix, 1, prices, q, mid, hi, -1.0)
+    for side in range(2):
+        if ix[2 * side + 1] - ix[2 * side] > max_depth:
+            ix[2 * side] = ix[2 * side + 1] - max_depth
+    bid = keys[0, ix[1] - 1] if ix[1] > ix[0] else np.nan
+    ask = -keys[1, ix[3] - 1] if ix[3] > ix[2] else np.nan
+    return (1 if bid >= ask else 0), bid, ask
+
+
+# --- the depth features' part (operators.depth) ------------------------------------------------------------
+
+
+def events(s: FlatSides, prices: np.ndarray, qty: np.ndarray, lo: int, mid: int, hi: int, n: int,
+           counts: np.ndarray) -> None:
+    """Count a diff's book events against the book before it, as :func:`operators.depth._scan` does.
+
+    ``counts``: adds, cancels, changes of the bids, then of the asks, for
+    the diff's levels at or better than the ``n``-th level of their side.
+    """
+    _events(s.keys, s.qty, s.ix, prices, qty, lo, mid, hi, n, counts)
+
+
+def accumulate(s: FlatSides, n: int, acc: np.ndarray, lens: np.ndarray, applied: bool) -> None:
+    """Read the top ``n`` levels into ``acc``, after adding, if ``applied``, their change's level OFIs and depths.
+
+    ``acc``'s rows: the top's bid prices, bid quantities, ask prices, ask
+    quantities (``lens[0]``, ``lens[1]`` of them), then the level OFIs and
+    the depth sums, added to as :func:`operators.depth._accumulate` adds.
+    """
+    _accumulate(s.keys, s.qty, s.ix, n, acc, lens, applied)
+
+
+def within(s: FlatSides, side: int, mid: float, bps: np.ndarray) -> tuple[float, ...]:
+    """The quantity on a side within each of ``bps`` (ascending) of ``mid``, as :func:`operators.depth._within`."""
+    out = np.zeros(len(bps))
+    _within(s.keys[side], s.qty[side], s.ix[2 * side], s.ix[2 * side + 1], 1.0 if side == 0 else -1.0, mid, bps, out)
+    return tuple(out.tolist())
+
+
+def walk(s: FlatSides, side: int, notional: float, mid: float) -> float | None:
+    """The cost (bps of ``mid``) of taking ``notional`` from a side, best first; None if it holds less."""
+    x = _walk(s.keys[side], s.qty[side], s.ix[2 * side], s.ix[2 * side + 1], 1.0 if side == 0 else -1.0,
+              notional, mid)
+    return None if x != x else float(x)
+
+
+@numba.njit(cache=True, nogil=True)
+def _events_side(k: np.ndarray, q: np.ndarray, lo: int, hi: int, prices: np.ndarray, qty: np.ndarray, a: int,
+                 b: int, sign: float, n: int, counts: np.ndarray, c: int) -> None:  # pragma: no cover - compiled
+    if a == b or hi == lo:
+        return
+    worst = k[hi - n] if hi - lo >= n else k[lo]
+    for j in range(a, b):
+        key = prices[j] * sign
+        if key >= worst:
+            i = _find(k, lo, hi, key)
+            found = i < hi and k[i] == key
+            x = qty[j]
+            if x == 0.0:
+                if found:
+                    counts[c + 1] += 1
+            elif not found:
+                counts[c] += 1
+            elif q[i] != x:
+                counts[c + 2] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _events(keys: np.ndarray, qty: np.ndarray, ix: np.ndarray, prices: np.ndarray, q: np.ndarray, lo: int, mid: int,
+            hi: int, n: int, counts: np.ndarray) -> None:  # pragma: no cover - compiled
+    _events_side(keys[0], qty[0], ix[0], ix[1], prices, q, lo, mid, 1.0, n, counts, 0)
+    _events_side(keys[1], qty[1], ix[2], ix[3], prices, q, mid, hi, -1.0, n, counts, 3)
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate(keys: np.ndarray, qty: np.ndarray, ix: np.ndarray, n: int, prev: np.ndarray, lens: np.ndarray,
+                applied: bool) -> None:  # pragma: no cover - compiled
+    ofi = prev[4]
+    dsum = prev[5]
+    nb = min(n, ix[1] - ix[0])
+    na = min(n, ix[3] - ix[2])
+    if applied:
+        m0 = min(nb, lens[0])
+        for m in range(m0):  # bids: e = q1 1{b1 >= b0} - q0 1{b1 <= b0}
+            b1, b0 = keys[0, ix[1] - 1 - m], prev[0, m]
+            ofi[m] += (qty[0, ix[1] - 1 - m] if b1 >= b0 else 0.0) - (prev[1, m] if b1 <= b0 else 0.0)
+        m0 = min(na, lens[1])
+        for m in range(m0):  # asks: e = q0 1{a1 >= a0} - q1 1{a1 <= a0}
+            a1, a0 = -keys[1, ix[3] - 1 - m], prev[2, m]
+            ofi[m] += (prev[3, m] if a1 >= a0 else 0.0) - (qty[1, ix[3] - 1 - m] if a1 <= a0 else 0.0)
+        full = nb == n and na == n
+        for m in range(min(nb, na)):
+            q1, r1 = qty[0, ix[1] - 1 - m], qty[1, ix[3] - 1 - m]
+            if full:
+                dsum[m] = dsum[m] + q1 + r1
+            else:
+                dsum[m] = dsum[m] + (q1 + r1)
+    for m in range(nb):
+        prev[0, m] = keys[0, ix[1] - 1 - m]
+        prev[1, m] = qty[0, ix[1] - 1 - m]
+    for m in range(na):
+        prev[2, m] = -keys[1, ix[3] - 1 - m]
+        prev[3, m] = qty[1, ix[3] - 1 - m]
+    lens[0] = nb
+    lens[1] = na
+
+
+@numba.njit(cache=True, nogil=True)
+def _within(k: np.ndarray, q: np.ndarray, lo: int, hi: int, sign: float, mid: float, bps: np.ndarray,
+            out: np.ndarray) -> None:  # pragma: no cover - compiled
+    t = hi - 1
+    while t >= lo and (k[t] > mid if sign > 0 else -k[t] < mid):  # beyond the mid: not on this side's way out
+        t -= 1
+    total = 0.0
+    for j in range(bps.shape[0]):
+        if sign > 0:
+            bound = mid * (1.0 - bps[j] / 10_000.0)
+            while t >= lo and k[t] >= bound:
+                total += q[t]
+                t -= 1
+        else:
+            bound = mid * (1.0 + bps[j] / 10_000.0)
+            while t >= lo and -k[t] <= bound:
+                total += q[t]
+                t -= 1
+        out[j] = total
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk(k: np.ndarray, q: np.ndarray, lo: int, hi: int, sign: float, notional: float,
+          mid: float) -> float:  # pragma: no cover - compiled
+    left, base = notional, 0.0
+    for t in range(hi - 1, lo - 1, -1):
+        p = k[t] * sign
+        v = p * q[t]
+        if v >= left:
+            base += left / p
+            return -sign * (notional / base / mid - 1.0) * 10_000.0
+        left -= v
+        base += q[t]
+    return np.nan
+
+
+_MIN = sys.float_info.min  # the smallest positive normal float
+_MAX = sys.float_info.max
+
+
+def levels_fine(px: np.ndarray, qty: np.ndarray, lo: int, hi: int, max_notional: float) -> bool:
+    """Whether every level in ``[lo, hi)`` has a normal price, a 0 or normal quantity and a notional within the cap.
+
+    :func:`operators.sanity._levels_fine` on arrays.
+
+    >>> levels_fine(np.array([100.0, 101.0]), np.array([0.0, 5e-324]), 0, 2, 1e9)
+    False
+    """
+    return bool(_levels_fine(px, qty, lo, hi, max_notional))
+
+
+@numba.njit(cache=True, nogil=True)
+def _levels_fine(px: np.ndarray, qty: np.ndarray, lo: int, hi: int,
+                 max_notional: float) -> bool:  # pragma: no cover - compiled
+    for i in range(lo, hi):
+        p, q = px[i], qty[i]
+        if not (_MIN <= p <= _MAX and (_MIN <= q <= _MAX or q == 0.0) and p * q <= max_notional):
+            return False
+    return True
