@@ -72,7 +72,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.events import Bar, BookSnapshot, BookStats, Count, DepthUpdate, ErrorRecord, Event
-from operators import bars, flatbook, orderbook
+from operators import bars, orderbook
 from operators.bars import BarConfig, BarState
 from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
 
@@ -369,7 +369,7 @@ def _flat_stats(st: DepthState, first: bool) -> BookStats:
     """:func:`_stats` of a compiled book."""
     book, f = st.book, st.book.flat
     assert f is not None and st.flat is not None and st.counts is not None
-    if book.status != LOADED and book.status != SYNCED or not flatbook.count(f, 0) or not flatbook.count(f, 1):
+    if book.status != LOADED and book.status != SYNCED or f.bid != f.bid or f.ask != f.ask:
         return _NOT_READY
     c = st.depth
     if st.live:
@@ -377,8 +377,8 @@ def _flat_stats(st: DepthState, first: bool) -> BookStats:
         top = st.flat[:4].tolist()
         bpx, bq, apx, aq = top[0][:nb], top[1][:nb], top[2][:na], top[3][:na]
     else:
-        bpx, bq = flatbook.levels(f, 0, c.levels)
-        apx, aq = flatbook.levels(f, 1, c.levels)
+        bpx, bq = f.levels(0, c.levels)
+        apx, aq = f.levels(1, c.levels)
     k = min(len(bpx), len(apx))
     if first and st.updates:
         u = st.updates
@@ -393,8 +393,7 @@ def _flat_stats(st: DepthState, first: bool) -> BookStats:
     bps = np.array(c.within_bps, dtype=np.float64)
     w = c.walk_notional
     return BookStats(True, ofi, level_depth, tuple(bpx), tuple(bq), tuple(apx), tuple(aq),
-                     flatbook.within(f, 0, mid, bps), flatbook.within(f, 1, mid, bps),
-                     flatbook.walk(f, 1, w, mid), flatbook.walk(f, 0, w, mid),
+                     f.within(0, mid, bps), f.within(1, mid, bps), f.walk(1, w, mid), f.walk(0, w, mid),
                      e[0], e[3], e[1], e[4], e[2], e[5], st.updates if first else 0)
 
 
@@ -518,11 +517,11 @@ def _flat_diff(st: DepthState, event: Union[DepthUpdate, BookSnapshot], out: lis
     n = st.depth.levels
     diff = type(event) is DepthUpdate
     if diff and (book.status == SYNCED or book.status == LOADED):
-        flatbook.events(f, *orderbook.flat_levels(event), n, counts[2:])  # type: ignore[arg-type]
+        f.events(*orderbook.flat_levels(event), n, counts[2:])  # type: ignore[arg-type]
     _, recs = orderbook.step(book, event)
     if book.status == SYNCED or book.status == LOADED:
         applied = diff and st.live and book.last_id == event.last_id  # type: ignore[union-attr]
-        flatbook.accumulate(f, n, flat, counts, applied)
+        f.accumulate(n, flat, counts, applied)
         st.live = True
         if applied:
             st.updates += 1

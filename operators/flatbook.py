@@ -17,13 +17,17 @@ joins or leaves by moving the shorter part of the row, and the levels beyond
 
 >>> import numpy as np
 >>> s = new(3)
->>> load(s, [99.0, 98.0], [1.0, 2.0], [101.0], [3.0])
->>> apply(s, np.array([99.5, 98.0, 100.5]), np.array([4.0, 0.0, 1.0]), 0, 2, 3)   # a bid joins, one goes; an ask
+>>> s.load([99.0, 98.0], [1.0, 2.0], [101.0], [3.0])
+>>> s.apply(np.array([99.5, 98.0, 100.5]), np.array([4.0, 0.0, 1.0]), 0, 2, 3)   # a bid joins, one goes; an ask
 False
->>> best(s, 0), best(s, 1), levels(s, 0), levels(s, 1)
+>>> s.bid, s.ask, s.levels(0), s.levels(1)
 (99.5, 100.5, ([99.5, 99.0], [4.0, 1.0]), ([100.5, 101.0], [1.0, 3.0]))
->>> qty_at(s, 1, 101.0), qty_at(s, 1, 102.0)
+>>> s.qty_at(1, 101.0), s.qty_at(1, 102.0)
 (3.0, 0.0)
+
+Only the chunk path imports this module (and numba with it): the
+per-message path's operators reach it through the compiled states they
+make, never at their own import.
 """
 
 from __future__ import annotations
@@ -32,19 +36,20 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 import numba
 import numpy as np
 
-__all__ = ["FlatSides", "accumulate", "apply", "best", "count", "events", "levels", "levels_fine", "load", "new",
-           "qty_at", "walk", "within"]
+__all__ = ["FlatSides", "levels_fine", "new", "warm"]
 
 
 @dataclass(slots=True)
 class FlatSides:
     """Both sides of a book: ``keys`` and ``qty`` of shape (2, capacity), ``ix`` the ``lo, hi`` of each side.
 
-    ``bid`` and ``ask``: the best prices, NaN for an empty side.
+    ``bid`` and ``ask``: the best prices, NaN for an empty side. A side is
+    0 (bids) or 1 (asks).
     """
 
     keys: np.ndarray
@@ -53,6 +58,130 @@ class FlatSides:
     max_depth: int
     bid: float = math.nan
     ask: float = math.nan
+
+    def load(self, bid_px: Sequence[float], bid_qty: Sequence[float], ask_px: Sequence[float],
+             ask_qty: Sequence[float]) -> None:
+        """Replace both sides: each given best first, positive quantities, distinct prices."""
+        n = max(len(bid_px), len(ask_px))
+        cap = max(_capacity(self.max_depth), _capacity(n))
+        if cap != self.keys.shape[1]:
+            self.keys, self.qty = np.zeros((2, cap)), np.zeros((2, cap))
+        for side, px, qt, sign in ((0, bid_px, bid_qty, 1.0), (1, ask_px, ask_qty, -1.0)):
+            m = len(px)
+            lo = (cap - m) // 2
+            self.keys[side, lo:lo + m] = np.asarray(px[::-1], dtype=np.float64) * sign
+            self.qty[side, lo:lo + m] = np.asarray(qt[::-1], dtype=np.float64)
+            self.ix[2 * side], self.ix[2 * side + 1] = lo, lo + m
+        for side in range(2):
+            if self.ix[2 * side + 1] - self.ix[2 * side] > self.max_depth:
+                self.ix[2 * side] = self.ix[2 * side + 1] - self.max_depth
+        self.bid = float(bid_px[0]) if len(bid_px) else math.nan
+        self.ask = float(ask_px[0]) if len(ask_px) else math.nan
+
+    def count(self, side: int) -> int:
+        """The levels of a side."""
+        return int(self.ix[2 * side + 1] - self.ix[2 * side])
+
+    def levels(self, side: int, n: int = -1) -> tuple[list[float], list[float]]:
+        """The prices and quantities of a side's best ``n`` levels (all: -1), best first."""
+        lo, hi = int(self.ix[2 * side]), int(self.ix[2 * side + 1])
+        if n >= 0:
+            lo = max(lo, hi - n)
+        keys = self.keys[side, lo:hi][::-1]
+        return (keys if side == 0 else -keys).tolist(), self.qty[side, lo:hi][::-1].tolist()
+
+    def qty_at(self, side: int, price: float) -> float:
+        """The quantity at ``price`` on a side, 0 where it has no level."""
+        return float(_qty_at(self.keys[side], self.qty[side], self.ix[2 * side], self.ix[2 * side + 1],
+                             price if side == 0 else -price))
+
+    def apply(self, prices: np.ndarray, qty: np.ndarray, lo: int, mid: int, hi: int) -> bool:
+        """Set a diff's levels and trim the sides; whether the book is then crossed.
+
+        The bids are ``[lo, mid)`` of the arrays, the asks ``[mid, hi)``. A
+        quantity sets the level, 0 removes it, as
+        :func:`operators.orderbook._apply` does.
+        """
+        r, self.bid, self.ask = _apply(self.keys, self.qty, self.ix, prices, qty, lo, mid, hi, self.max_depth)
+        if r == 2:  # rows too short for this diff: longer ones, the levels as they are
+            need = max(self.count(0), self.count(1)) + hi - lo + 2
+            (bp, bq), (ap, aq) = self.levels(0), self.levels(1)
+            depth, self.max_depth = self.max_depth, max(self.max_depth, need)  # load() sizes the rows by it
+            self.load(bp, bq, ap, aq)
+            self.max_depth = depth
+            r, self.bid, self.ask = _apply(self.keys, self.qty, self.ix, prices, qty, lo, mid, hi, self.max_depth)
+        return r == 1
+
+    # --- the depth features' part (operators.depth) ----------------------------------------------------
+
+    def events(self, prices: np.ndarray, qty: np.ndarray, lo: int, mid: int, hi: int, n: int,
+               counts: np.ndarray) -> None:
+        """Count a diff's book events against the book before it, as :func:`operators.depth._scan` does.
+
+        ``counts``: adds, cancels, changes of the bids, then of the asks, for
+        the diff's levels at or better than the ``n``-th level of their side.
+        """
+        _events(self.keys, self.qty, self.ix, prices, qty, lo, mid, hi, n, counts)
+
+    def accumulate(self, n: int, acc: np.ndarray, lens: np.ndarray, applied: bool) -> None:
+        """Read the top ``n`` levels into ``acc``, after adding, if ``applied``, their change's level OFIs and depths.
+
+        ``acc``'s rows: the top's bid prices, bid quantities, ask prices, ask
+        quantities (``lens[0]``, ``lens[1]`` of them), then the level OFIs and
+        the depth sums, added to as :func:`operators.depth._accumulate` adds.
+        """
+        _accumulate(self.keys, self.qty, self.ix, n, acc, lens, applied)
+
+    def within(self, side: int, mid: float, bps: np.ndarray) -> tuple[float, ...]:
+        """The quantity on a side within each of ``bps`` (ascending) of ``mid``, as :func:`operators.depth._within`."""
+        out = np.zeros(len(bps))
+        _within(self.keys[side], self.qty[side], self.ix[2 * side], self.ix[2 * side + 1], 1.0 if side == 0 else -1.0,
+                mid, bps, out)
+        return tuple(out.tolist())
+
+    def walk(self, side: int, notional: float, mid: float) -> Optional[float]:
+        """The cost (bps of ``mid``) of taking ``notional`` from a side, best first; None if it holds less."""
+        x = _walk(self.keys[side], self.qty[side], self.ix[2 * side], self.ix[2 * side + 1],
+                  1.0 if side == 0 else -1.0, notional, mid)
+        return None if x != x else float(x)
+
+    # --- the maker's part (operators.maker) ------------------------------------------------------------
+
+    def watched(self, side: int, px: np.ndarray, qty: np.ndarray, lo: int, hi: int,
+                watch: np.ndarray) -> dict[float, tuple[float, float]]:
+        """A diff's levels ``[lo, hi)`` of one side at the prices in ``watch``: ``price -> (quantity now, the diff's)``.
+
+        What the maker reads of a diff before it is applied: the levels of its
+        resting orders (``watch``, few). A price the diff gives twice keeps its
+        last quantity.
+
+        >>> s = new(3)
+        >>> s.load([99.0, 98.0], [1.0, 2.0], [101.0], [3.0])
+        >>> s.watched(0, np.array([98.0, 97.0, 98.0]), np.array([5.0, 1.0, 4.0]), 0, 3, np.array([98.0, 99.0]))
+        {98.0: (2.0, 4.0)}
+        """
+        out = np.empty((3, hi - lo))
+        n = _watched(self.keys[side], self.qty[side], self.ix[2 * side], self.ix[2 * side + 1],
+                     1.0 if side == 0 else -1.0, px, qty, lo, hi, watch, out)
+        if not n:
+            return {}
+        p, before, after = out[:, :n].tolist()
+        return {x: (b, a) for x, b, a in zip(p, before, after, strict=True)}
+
+
+def warm() -> None:
+    """Load every kernel (from numba's cache; compiled the first time), as a live run does before its first tick."""
+    s = new(2)
+    s.load([1.0], [1.0], [2.0], [1.0])
+    px, qty = np.array([1.5, 2.5]), np.array([1.0, 0.0])
+    s.events(px, qty, 0, 1, 2, 2, np.zeros(6, np.int64))
+    s.apply(px, qty, 0, 1, 2)
+    s.accumulate(2, np.zeros((6, 2)), np.zeros(2, np.int64), True)
+    s.within(0, 2.0, np.array([5.0]))
+    s.walk(1, 1.0, 2.0)
+    s.watched(0, px, qty, 0, 2, px)
+    s.qty_at(0, 1.0)
+    levels_fine(px, qty, 0, 2, 1.0)
 
 
 def _capacity(n: int) -> int:
@@ -65,78 +194,6 @@ def new(max_depth: int) -> FlatSides:
     mid = cap // 2
     return FlatSides(np.zeros((2, cap)), np.zeros((2, cap)), np.array([mid, mid, mid, mid], dtype=np.int64),
                      max_depth)
-
-
-def load(s: FlatSides, bid_px: Sequence[float], bid_qty: Sequence[float], ask_px: Sequence[float],
-         ask_qty: Sequence[float]) -> None:
-    """Replace both sides: each given best first, positive quantities, distinct prices."""
-    n = max(len(bid_px), len(ask_px))
-    cap = max(_capacity(s.max_depth), _capacity(n))
-    if cap != s.keys.shape[1]:
-        s.keys, s.qty = np.zeros((2, cap)), np.zeros((2, cap))
-    for side, px, qt, sign in ((0, bid_px, bid_qty, 1.0), (1, ask_px, ask_qty, -1.0)):
-        m = len(px)
-        lo = (cap - m) // 2
-        s.keys[side, lo:lo + m] = np.asarray(px[::-1], dtype=np.float64) * sign
-        s.qty[side, lo:lo + m] = np.asarray(qt[::-1], dtype=np.float64)
-        s.ix[2 * side], s.ix[2 * side + 1] = lo, lo + m
-    _trim(s.ix, s.max_depth)
-    s.bid = float(bid_px[0]) if len(bid_px) else math.nan
-    s.ask = float(ask_px[0]) if len(ask_px) else math.nan
-
-
-def count(s: FlatSides, side: int) -> int:
-    """The levels of a side (0 bids, 1 asks)."""
-    return int(s.ix[2 * side + 1] - s.ix[2 * side])
-
-
-def best(s: FlatSides, side: int) -> float:
-    """The best price of a side, NaN if it is empty."""
-    return s.bid if side == 0 else s.ask
-
-
-def levels(s: FlatSides, side: int, n: int = -1) -> tuple[list[float], list[float]]:
-    """The prices and quantities of a side's best ``n`` levels (all: -1), best first."""
-    lo, hi = int(s.ix[2 * side]), int(s.ix[2 * side + 1])
-    if n >= 0:
-        lo = max(lo, hi - n)
-    keys = s.keys[side, lo:hi][::-1]
-    return (keys if side == 0 else -keys).tolist(), s.qty[side, lo:hi][::-1].tolist()
-
-
-def qty_at(s: FlatSides, side: int, price: float) -> float:
-    """The quantity at ``price`` on a side, 0 where it has no level."""
-    return float(_qty_at(s.keys[side], s.qty[side], s.ix[2 * side], s.ix[2 * side + 1],
-                         price if side == 0 else -price))
-
-
-def apply(s: FlatSides, prices: np.ndarray, qty: np.ndarray, lo: int, mid: int, hi: int) -> bool:
-    """Set a diff's levels and trim the sides; whether the book is then crossed.
-
-    The bids are ``[lo, mid)`` of the arrays, the asks ``[mid, hi)``. A
-    quantity sets the level, 0 removes it, as
-    :func:`operators.orderbook._apply` does.
-    """
-    r, s.bid, s.ask = _apply(s.keys, s.qty, s.ix, prices, qty, lo, mid, hi, s.max_depth)
-    if r == 2:  # rows too short for this diff: longer ones
-        _grow(s, max(count(s, 0), count(s, 1)) + hi - lo + 2)
-        r, s.bid, s.ask = _apply(s.keys, s.qty, s.ix, prices, qty, lo, mid, hi, s.max_depth)
-    return r == 1
-
-
-def _grow(s: FlatSides, need: int) -> None:
-    bp, bq = levels(s, 0)
-    ap, aq = levels(s, 1)
-    max_depth = s.max_depth
-    s.max_depth = max(max_depth, need)  # load() sizes the rows; the levels are trimmed as before
-    load(s, bp, bq, ap, aq)
-    s.max_depth = max_depth
-
-
-def _trim(ix: np.ndarray, max_depth: int) -> None:
-    for side in range(2):
-        if ix[2 * side + 1] - ix[2 * side] > max_depth:
-            ix[2 * side] = ix[2 * side + 1] - max_depth
 
 
 # --- kernels -----------------------------------------------------------------------------------------------
@@ -246,41 +303,7 @@ def _apply(keys: np.ndarray, qty: np.ndarray, ix: np.ndarray, prices: np.ndarray
     return (1 if bid >= ask else 0), bid, ask
 
 
-# --- the depth features' part (operators.depth) ------------------------------------------------------------
-
-
-def events(s: FlatSides, prices: np.ndarray, qty: np.ndarray, lo: int, mid: int, hi: int, n: int,
-           counts: np.ndarray) -> None:
-    """Count a diff's book events against the book before it, as :func:`operators.depth._scan` does.
-
-    ``counts``: adds, cancels, changes of the bids, then of the asks, for
-    the diff's levels at or better than the ``n``-th level of their side.
-    """
-    _events(s.keys, s.qty, s.ix, prices, qty, lo, mid, hi, n, counts)
-
-
-def accumulate(s: FlatSides, n: int, acc: np.ndarray, lens: np.ndarray, applied: bool) -> None:
-    """Read the top ``n`` levels into ``acc``, after adding, if ``applied``, their change's level OFIs and depths.
-
-    ``acc``'s rows: the top's bid prices, bid quantities, ask prices, ask
-    quantities (``lens[0]``, ``lens[1]`` of them), then the level OFIs and
-    the depth sums, added to as :func:`operators.depth._accumulate` adds.
-    """
-    _accumulate(s.keys, s.qty, s.ix, n, acc, lens, applied)
-
-
-def within(s: FlatSides, side: int, mid: float, bps: np.ndarray) -> tuple[float, ...]:
-    """The quantity on a side within each of ``bps`` (ascending) of ``mid``, as :func:`operators.depth._within`."""
-    out = np.zeros(len(bps))
-    _within(s.keys[side], s.qty[side], s.ix[2 * side], s.ix[2 * side + 1], 1.0 if side == 0 else -1.0, mid, bps, out)
-    return tuple(out.tolist())
-
-
-def walk(s: FlatSides, side: int, notional: float, mid: float) -> float | None:
-    """The cost (bps of ``mid``) of taking ``notional`` from a side, best first; None if it holds less."""
-    x = _walk(s.keys[side], s.qty[side], s.ix[2 * side], s.ix[2 * side + 1], 1.0 if side == 0 else -1.0,
-              notional, mid)
-    return None if x != x else float(x)
+# --- the depth features' kernels ----------------------------------------------------------------------------
 
 
 @numba.njit(cache=True, nogil=True)
@@ -403,3 +426,19 @@ def _levels_fine(px: np.ndarray, qty: np.ndarray, lo: int, hi: int,
         if not (_MIN <= p <= _MAX and (_MIN <= q <= _MAX or q == 0.0) and p * q <= max_notional):
             return False
     return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _watched(k: np.ndarray, q: np.ndarray, blo: int, bhi: int, sign: float, px: np.ndarray, qty: np.ndarray, lo: int,
+             hi: int, watch: np.ndarray, out: np.ndarray) -> int:  # pragma: no cover - compiled
+    n = 0
+    for j in range(lo, hi):
+        p = px[j]
+        for w in range(watch.shape[0]):
+            if watch[w] == p:
+                out[0, n] = p
+                out[1, n] = _qty_at(k, q, blo, bhi, p * sign)
+                out[2, n] = qty[j]
+                n += 1
+                break
+    return n

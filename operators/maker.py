@@ -56,10 +56,11 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Optional, Protocol, Union
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.events import (
@@ -75,7 +76,7 @@ from core.events import (
     Trade,
     market_of,
 )
-from operators import flatbook, orderbook
+from operators import orderbook
 from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
 
 __all__ = ["Book", "Ledger", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "economics",
@@ -477,6 +478,7 @@ class QuoterState:
     live: list = field(default_factory=list)  # (book, order): the books' live orders, book by book
     watch_b: set = field(default_factory=set)  # the prices of the books' live bids and asks
     watch_a: set = field(default_factory=set)
+    watch_px: tuple = ()  # compiled: the same as arrays, bids and asks
     hi_b: float = -math.inf  # the highest live bid, the lowest live ask
     lo_a: float = math.inf
     feed: int = 0  # the latest depth message's feed latency (receive time - exchange time), ns
@@ -631,24 +633,24 @@ def _view(b: OrderBookState) -> Book:
     return Book(b.bid_px[-1] if b.bid_px else -math.inf, b.ask_px[0] if b.ask_px else math.inf, b.bid_qty, b.ask_qty)
 
 
-def _changed(book: OrderBookState, levels: Sequence, watch: set, side: int) -> dict:
+def _changed(st: QuoterState, levels: Sequence, watch: set, side: int) -> dict:
     """The levels of a diff's side at prices in ``watch``: ``price -> (quantity before, quantity of the diff)``."""
-    if book.flat is None and type(levels) is not Levels:
+    book = st.book
+    f = book.flat
+    if f is not None and type(levels) is Levels:  # the chunk path's: in compiled code
+        return f.watched(0 if side > 0 else 1, levels.px, levels.qty, levels.lo, levels.hi,
+                         st.watch_px[0 if side > 0 else 1])
+    if f is None:
         had = book.bid_qty if side > 0 else book.ask_qty
         return {p: (had.get(p, 0.0), lv.qty) for lv in levels if (p := lv.price) in watch}
-    if type(levels) is Levels:  # the chunk path's: read from its arrays
-        lo, hi = levels.lo, levels.hi
-        pairs: Iterable = zip(levels.px[lo:hi].tolist(), levels.qty[lo:hi].tolist(), strict=True)
-    else:
-        pairs = ((lv.price, lv.qty) for lv in levels)
-    return {p: (book.qty(side, p), q) for p, q in pairs if p in watch}
+    return {p: (book.qty(side, p), lv.qty) for lv in levels if (p := lv.price) in watch}
 
 
 def _grid(st: QuoterState) -> None:
     """The price grid: the smallest step between the book's first 50 levels on each side, and its decimals."""
     b = st.book
     if b.flat is not None:
-        px = sorted({*flatbook.levels(b.flat, 0, 50)[0], *flatbook.levels(b.flat, 1, 50)[0]})
+        px = sorted({*b.flat.levels(0, 50)[0], *b.flat.levels(1, 50)[0]})
     else:
         px = sorted({*b.bid_px[-50:], *b.ask_px[:50]})
     steps = [round(q - p, 10) for p, q in zip(px, px[1:], strict=False) if q > p]
@@ -743,6 +745,8 @@ def _watch(st: QuoterState) -> None:
                 (wb if o.side > 0 else wa).add(o.price)
                 live.append((m, o))
     st.live, st.watch_b, st.watch_a = live, wb, wa
+    if st.compiled:
+        st.watch_px = (np.array(sorted(wb), dtype=np.float64), np.array(sorted(wa), dtype=np.float64))
     st.hi_b = max(wb) if wb else -math.inf
     st.lo_a = min(wa) if wa else math.inf
     st.dirty = False
@@ -831,9 +835,9 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
             wb, wa = st.watch_b, st.watch_a
             bids = asks = None
             if wb:
-                bids = _changed(book, ev.bids, wb, 1)
+                bids = _changed(st, ev.bids, wb, 1)
             if wa:
-                asks = _changed(book, ev.asks, wa, -1)
+                asks = _changed(st, ev.asks, wa, -1)
             last = book.last_id
             orderbook.step(book, ev)
             if (wb or wa) and book.last_id != last and book.status == SYNCED:

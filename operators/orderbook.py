@@ -103,7 +103,7 @@ from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -123,7 +123,9 @@ from core.events import (
     Trade,
     event_json,
 )
-from operators import flatbook
+
+if TYPE_CHECKING:
+    from operators.flatbook import FlatSides
 
 __all__ = [
     "LOADED",
@@ -204,11 +206,13 @@ class OrderBookState:
     ask_qty: dict[float, float] = field(default_factory=dict)
     ask_px: list[float] = field(default_factory=list)
     buffer: deque = field(init=False)
-    flat: Optional[flatbook.FlatSides] = None
+    flat: Optional[FlatSides] = None
 
     def __post_init__(self) -> None:
         self.buffer = deque(maxlen=self.config.max_buffer)
         if self.config.compiled and self.flat is None:
+            from operators import flatbook  # numba loads with the first compiled book, never on the reference's path
+
             self.flat = flatbook.new(self.config.max_depth)
 
     @property
@@ -231,14 +235,14 @@ class OrderBookState:
         """The levels on each side: bids, asks."""
         f = self.flat
         if f is not None:
-            return flatbook.count(f, 0), flatbook.count(f, 1)
+            return f.count(0), f.count(1)
         return len(self.bid_px), len(self.ask_px)
 
     def qty(self, side: int, price: float) -> float:
         """The quantity at ``price`` on a side (1 bids, -1 asks), 0 where it has no level."""
         f = self.flat
         if f is not None:
-            return flatbook.qty_at(f, 0 if side > 0 else 1, price)
+            return f.qty_at(0 if side > 0 else 1, price)
         return (self.bid_qty if side > 0 else self.ask_qty).get(price, 0.0)
 
     def top(self, n: int) -> tuple[tuple[Level, ...], tuple[Level, ...]]:
@@ -251,8 +255,8 @@ class OrderBookState:
         """
         f = self.flat
         if f is not None:
-            bp, bq_ = flatbook.levels(f, 0, max(n, 0))
-            ap, aq_ = flatbook.levels(f, 1, max(n, 0))
+            bp, bq_ = f.levels(0, max(n, 0))
+            ap, aq_ = f.levels(1, max(n, 0))
             return tuple(map(Level, bp, bq_)), tuple(map(Level, ap, aq_))
         bq, aq = self.bid_qty, self.ask_qty
         bids = tuple(Level(p, bq[p]) for p in reversed(self.bid_px[-n:])) if n > 0 else ()
@@ -309,7 +313,7 @@ def _apply_diff(st: OrderBookState, ev: DepthUpdate) -> bool:
     """Apply a diff's levels to both sides and trim them; whether the book is then crossed."""
     f = st.flat
     if f is not None:
-        return flatbook.apply(f, *flat_levels(ev))
+        return f.apply(*flat_levels(ev))
     _apply(st.bid_qty, st.bid_px, ev.bids)
     _apply(st.ask_qty, st.ask_px, ev.asks)
     _trim(st)
@@ -341,7 +345,7 @@ def _clear_book(st: OrderBookState) -> None:
     st.ask_qty = {}
     st.ask_px = []
     if st.flat is not None:
-        flatbook.load(st.flat, (), (), (), ())
+        st.flat.load((), (), (), ())
     st.status = WAITING
     st.last_id = -1
     st.ts_event = None
@@ -352,7 +356,7 @@ def _load(st: OrderBookState, snap: BookSnapshot) -> None:
     aq = {lv.price: lv.qty for lv in snap.asks if lv.qty > 0.0}
     if st.flat is not None:
         bp, ap = sorted(bq, reverse=True), sorted(aq)
-        flatbook.load(st.flat, bp, [bq[p] for p in bp], ap, [aq[p] for p in ap])
+        st.flat.load(bp, [bq[p] for p in bp], ap, [aq[p] for p in ap])
     else:
         st.bid_qty, st.bid_px = bq, sorted(bq)
         st.ask_qty, st.ask_px = aq, sorted(aq)
@@ -367,10 +371,10 @@ def _quote(st: OrderBookState, key: str, ts: int) -> Optional[BookQuote]:
     n = st.config.levels
     f = st.flat
     if f is not None:
-        if not flatbook.count(f, 0) or not flatbook.count(f, 1):
+        if f.bid != f.bid or f.ask != f.ask:
             return None
-        bpx, bqs = flatbook.levels(f, 0, n)
-        apx, aqs = flatbook.levels(f, 1, n)
+        bpx, bqs = f.levels(0, n)
+        apx, aqs = f.levels(1, n)
         b, bv, a, av = bpx[0], bqs[0], apx[0], aqs[0]
         db = sum(reversed(bqs))  # summed from the n-th level to the best, as the reference's slice
         da = sum(aqs)

@@ -162,7 +162,6 @@ from typing import Optional, TypeVar, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.events import BookSnapshot, Count, DepthUpdate, ErrorRecord, Event, Kline, Levels, Quote, Trade, event_json
-from operators import flatbook
 
 __all__ = ["STAGE", "SanityConfig", "SanityState", "step", "step_batch"]
 
@@ -402,8 +401,10 @@ def _levels_fine(levels: tuple, max_notional: float) -> bool:
     >>> _levels_fine((Level(100.0, 0.0), Level(101.0, 2.0)), 1e9), _levels_fine((Level(100.0, 5e-324),), 1e9)
     (True, False)
     """
-    if type(levels) is Levels:  # the chunk path's: checked in its arrays
-        return flatbook.levels_fine(levels.px, levels.qty, levels.lo, levels.hi, max_notional)
+    if type(levels) is Levels:  # the chunk path's: checked in its arrays, in compiled code
+        from operators.flatbook import levels_fine
+
+        return levels_fine(levels.px, levels.qty, levels.lo, levels.hi, max_notional)
     for lv in levels:
         p, q = lv.price, lv.qty
         if not (_MIN <= p <= _MAX and (_MIN <= q <= _MAX or q == 0.0) and p * q <= max_notional):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import math
 import pickle
 import pkgutil
@@ -29,7 +30,7 @@ def _discover_operators() -> list[str]:
     """Every module of ``operators/`` that defines a pure ``step``: a new
     operator is under these contracts as soon as it exists (and fails them
     until ``realdata.operator_case`` feeds it real data). Each one that
-    reads the chunk path's arrays (it imports :mod:`operators.flatbook`)
+    reads the chunk path's arrays (its code uses :mod:`operators.flatbook`)
     is also there as ``<name>[chunk]``: fed the compiled scanner's events,
     with its book in compiled code where it keeps one."""
     import operators
@@ -37,7 +38,7 @@ def _discover_operators() -> list[str]:
     names = (m.name for m in pkgutil.iter_modules(operators.__path__))
     mods = {n: importlib.import_module(f"operators.{n}") for n in names}
     ops = sorted(n for n, m in mods.items() if callable(getattr(m, "step", None)))
-    return ops + [f"{n}[chunk]" for n in ops if "flatbook" in vars(mods[n])]
+    return ops + [f"{n}[chunk]" for n in ops if "flatbook" in inspect.getsource(mods[n])]
 
 
 OPERATORS = _discover_operators()

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import pickle
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +146,28 @@ def test_levels_read_as_the_tuple_they_hold():
     assert not Levels(px, qty, 2, 2) and bids != asks and bids != [tup[0], tup[1]]
     copy = pickle.loads(pickle.dumps(bids))
     assert copy == tup and copy.px.tolist() == [100.0, 99.5] and copy.px is not px
+
+
+@pytest.mark.integration
+def test_the_per_message_path_never_loads_numba():
+    """The reference's books, bars and maker, and its sanity checks, run without numba (and its 0.3 s load)."""
+    code = """
+import sys
+from harness.realdata import parse_paths
+from operators import depth, maker, orderbook, sanity
+from dataflows.settings import Settings
+import glob
+s = Settings()
+(events,) = parse_paths(sorted(glob.glob("tests/data/binance-ws/usdm/*.gz")))[0].values()
+st, mk, sn = depth.DepthState(s.bars, s.features.depth), maker.QuoterState(maker.MakerConfig()), sanity.SanityState(
+    sanity.SanityConfig())
+for e in events:
+    st, _ = depth.step(st, e)
+    mk, _ = maker.step(mk, e)
+    sn, _ = sanity.step(sn, e)
+assert st.book.status == "synced" and mk.book.status == "synced"
+print("numba" in sys.modules)
+"""
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
