@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numba
@@ -58,6 +58,9 @@ class FlatSides:
     max_depth: int
     bid: float = math.nan
     ask: float = math.nan
+    watch: Optional[np.ndarray] = None  # the maker's: prices per side (2, n; NaN pads) whose levels apply() notes
+    seen: dict = field(default_factory=dict)  # what apply() noted: (side, price) -> (quantity before, after)
+    notes: np.ndarray = field(default_factory=lambda: np.empty((4, 64)))  # apply()'s room for them
 
     def load(self, bid_px: Sequence[float], bid_qty: Sequence[float], ask_px: Sequence[float],
              ask_qty: Sequence[float]) -> None:
@@ -102,14 +105,30 @@ class FlatSides:
         quantity sets the level, 0 removes it, as
         :func:`operators.orderbook._apply` does.
         """
-        r, self.bid, self.ask = _apply(self.keys, self.qty, self.ix, prices, qty, lo, mid, hi, self.max_depth)
+        watch = self.watch
+        if watch is None:
+            watch, out = _NO_WATCH, _NO_SEEN
+        else:
+            out = self.notes
+            if out.shape[1] < hi - lo:
+                out = self.notes = np.empty((4, hi - lo))
+        r, self.bid, self.ask, n = _apply(self.keys, self.qty, self.ix, prices, qty, lo, mid, hi, self.max_depth,
+                                          watch, out)
         if r == 2:  # rows too short for this diff: longer ones, the levels as they are
             need = max(self.count(0), self.count(1)) + hi - lo + 2
             (bp, bq), (ap, aq) = self.levels(0), self.levels(1)
             depth, self.max_depth = self.max_depth, max(self.max_depth, need)  # load() sizes the rows by it
             self.load(bp, bq, ap, aq)
             self.max_depth = depth
-            r, self.bid, self.ask = _apply(self.keys, self.qty, self.ix, prices, qty, lo, mid, hi, self.max_depth)
+            r, self.bid, self.ask, n = _apply(self.keys, self.qty, self.ix, prices, qty, lo, mid, hi, self.max_depth,
+                                              watch, out)
+        if self.watch is not None:
+            seen: dict = {}
+            if n:
+                for side, p, before, after in zip(*out[:, :n].tolist(), strict=True):
+                    key = (int(side), p)
+                    seen[key] = (seen[key][0] if key in seen else before, after)
+            self.seen = seen
         return r == 1
 
     # --- the depth features' part (operators.depth) ----------------------------------------------------
@@ -145,29 +164,6 @@ class FlatSides:
                   1.0 if side == 0 else -1.0, notional, mid)
         return None if x != x else float(x)
 
-    # --- the maker's part (operators.maker) ------------------------------------------------------------
-
-    def watched(self, side: int, px: np.ndarray, qty: np.ndarray, lo: int, hi: int,
-                watch: np.ndarray) -> dict[float, tuple[float, float]]:
-        """A diff's levels ``[lo, hi)`` of one side at the prices in ``watch``: ``price -> (quantity now, the diff's)``.
-
-        What the maker reads of a diff before it is applied: the levels of its
-        resting orders (``watch``, few). A price the diff gives twice keeps its
-        last quantity.
-
-        >>> s = new(3)
-        >>> s.load([99.0, 98.0], [1.0, 2.0], [101.0], [3.0])
-        >>> s.watched(0, np.array([98.0, 97.0, 98.0]), np.array([5.0, 1.0, 4.0]), 0, 3, np.array([98.0, 99.0]))
-        {98.0: (2.0, 4.0)}
-        """
-        out = np.empty((3, hi - lo))
-        n = _watched(self.keys[side], self.qty[side], self.ix[2 * side], self.ix[2 * side + 1],
-                     1.0 if side == 0 else -1.0, px, qty, lo, hi, watch, out)
-        if not n:
-            return {}
-        p, before, after = out[:, :n].tolist()
-        return {x: (b, a) for x, b, a in zip(p, before, after, strict=True)}
-
 
 def warm() -> None:
     """Load every kernel (from numba's cache; compiled the first time), as a live run does before its first tick."""
@@ -176,12 +172,17 @@ def warm() -> None:
     px, qty = np.array([1.5, 2.5]), np.array([1.0, 0.0])
     s.events(px, qty, 0, 1, 2, 2, np.zeros(6, np.int64))
     s.apply(px, qty, 0, 1, 2)
+    s.watch = np.array([[1.5], [2.5]])
+    s.apply(px, qty, 0, 1, 2)
     s.accumulate(2, np.zeros((6, 2)), np.zeros(2, np.int64), True)
     s.within(0, 2.0, np.array([5.0]))
     s.walk(1, 1.0, 2.0)
-    s.watched(0, px, qty, 0, 2, px)
     s.qty_at(0, 1.0)
     levels_fine(px, qty, 0, 2, 1.0)
+
+
+_NO_WATCH = np.full((2, 1), np.nan)
+_NO_SEEN = np.empty((4, 0))
 
 
 def _capacity(n: int) -> int:
@@ -235,7 +236,13 @@ def _recenter(k: np.ndarray, q: np.ndarray, lo: int, hi: int) -> int:  # pragma:
 
 @numba.njit(cache=True, nogil=True)
 def _apply_side(k: np.ndarray, q: np.ndarray, ix: np.ndarray, side: int, prices: np.ndarray, qty: np.ndarray,
-                a: int, b: int, sign: float) -> None:  # pragma: no cover - compiled
+                a: int, b: int, sign: float, watch: np.ndarray, out: np.ndarray,
+                n_out: int) -> int:  # pragma: no cover - compiled
+    """The levels ``[a, b)`` set on one side; the number noted in ``out`` then.
+
+    Those at the prices of ``watch[side]`` are noted in ``out`` from
+    ``n_out`` on: side, price, quantity before, after.
+    """
     lo = ix[2 * side]
     hi = ix[2 * side + 1]
     cap = k.shape[0]
@@ -248,6 +255,15 @@ def _apply_side(k: np.ndarray, q: np.ndarray, ix: np.ndarray, side: int, prices:
         x = qty[j]
         i = _find(k, lo, hi, key)
         found = i < hi and k[i] == key
+        if out.shape[1]:
+            for w in range(watch.shape[1]):
+                if watch[side, w] == prices[j]:
+                    out[0, n_out] = side
+                    out[1, n_out] = prices[j]
+                    out[2, n_out] = q[i] if found else 0.0
+                    out[3, n_out] = x
+                    n_out += 1
+                    break
         if x != 0.0:
             if found:
                 q[i] = x
@@ -282,25 +298,28 @@ def _apply_side(k: np.ndarray, q: np.ndarray, ix: np.ndarray, side: int, prices:
                 hi -= 1
     ix[2 * side] = lo
     ix[2 * side + 1] = hi
+    return n_out
 
 
 @numba.njit(cache=True, nogil=True)
 def _apply(keys: np.ndarray, qty: np.ndarray, ix: np.ndarray, prices: np.ndarray, q: np.ndarray, lo: int, mid: int,
-           hi: int, max_depth: int) -> tuple[int, float, float]:  # pragma: no cover - compiled
-    """Whether the book is then crossed (1, 0; 2: the rows are too short for the diff, nothing done), its best prices.
+           hi: int, max_depth: int, watch: np.ndarray,
+           out: np.ndarray) -> tuple[int, float, float, int]:  # pragma: no cover - compiled
+    """Whether the book is then crossed (1, 0; 2: rows too short for the diff, nothing done), best prices, notes.
 
-    The best bid and ask are NaN where a side is empty.
+    The best bid and ask are NaN where a side is empty; the notes: the
+    number of levels noted at the prices of ``watch`` (:func:`_apply_side`).
     """
     if 2 * (max(ix[1] - ix[0], ix[3] - ix[2]) + hi - lo + 2) > keys.shape[1]:
-        return 2, np.nan, np.nan  # a side centred must have room on both ends for every level
-    _apply_side(keys[0], qty[0], ix, 0, prices, q, lo, mid, 1.0)
-    _apply_side(keys[1], qty[1], ix, 1, prices, q, mid, hi, -1.0)
+        return 2, np.nan, np.nan, 0  # a side centred must have room on both ends for every level
+    n = _apply_side(keys[0], qty[0], ix, 0, prices, q, lo, mid, 1.0, watch, out, 0)
+    n = _apply_side(keys[1], qty[1], ix, 1, prices, q, mid, hi, -1.0, watch, out, n)
     for side in range(2):
         if ix[2 * side + 1] - ix[2 * side] > max_depth:
             ix[2 * side] = ix[2 * side + 1] - max_depth
     bid = keys[0, ix[1] - 1] if ix[1] > ix[0] else np.nan
     ask = -keys[1, ix[3] - 1] if ix[3] > ix[2] else np.nan
-    return (1 if bid >= ask else 0), bid, ask
+    return (1 if bid >= ask else 0), bid, ask, n
 
 
 # --- the depth features' kernels ----------------------------------------------------------------------------
@@ -426,19 +445,3 @@ def _levels_fine(px: np.ndarray, qty: np.ndarray, lo: int, hi: int,
         if not (_MIN <= p <= _MAX and (_MIN <= q <= _MAX or q == 0.0) and p * q <= max_notional):
             return False
     return True
-
-
-@numba.njit(cache=True, nogil=True)
-def _watched(k: np.ndarray, q: np.ndarray, blo: int, bhi: int, sign: float, px: np.ndarray, qty: np.ndarray, lo: int,
-             hi: int, watch: np.ndarray, out: np.ndarray) -> int:  # pragma: no cover - compiled
-    n = 0
-    for j in range(lo, hi):
-        p = px[j]
-        for w in range(watch.shape[0]):
-            if watch[w] == p:
-                out[0, n] = p
-                out[1, n] = _qty_at(k, q, blo, bhi, p * sign)
-                out[2, n] = qty[j]
-                n += 1
-                break
-    return n

@@ -56,9 +56,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Optional, Protocol, Union
+from typing import TYPE_CHECKING, Literal, NamedTuple, Optional, Protocol, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,7 +67,6 @@ from core.events import (
     Count,
     DepthUpdate,
     Event,
-    Levels,
     MakerEconomicsRecord,
     MakerFillRecord,
     Quote,
@@ -78,6 +76,9 @@ from core.events import (
 )
 from operators import orderbook
 from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
+
+if TYPE_CHECKING:
+    from operators.flatbook import FlatSides
 
 __all__ = ["Book", "Ledger", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "economics",
            "finish", "interleave", "on_depth", "on_diff", "on_time", "on_trade", "quote_prices", "step", "step_batch",
@@ -478,7 +479,6 @@ class QuoterState:
     live: list = field(default_factory=list)  # (book, order): the books' live orders, book by book
     watch_b: set = field(default_factory=set)  # the prices of the books' live bids and asks
     watch_a: set = field(default_factory=set)
-    watch_px: tuple = ()  # compiled: the same as arrays, bids and asks
     hi_b: float = -math.inf  # the highest live bid, the lowest live ask
     lo_a: float = math.inf
     feed: int = 0  # the latest depth message's feed latency (receive time - exchange time), ns
@@ -492,9 +492,12 @@ class QuoterState:
     unmoved: int = 0  # fills that went out without their moves (too many waiting)
     finished: bool = False  # the input ended and finish() gave its outputs (once, a recovery after it included)
     compiled: bool = False  # the book in operators.flatbook's arrays (the chunk path's)
+    sides: tuple = ()  # compiled: the book's sides as Book reads them
 
     def __post_init__(self) -> None:
         self.book = OrderBookState(OrderBookConfig(quotes=False, compiled=self.compiled))  # max_depth levels a side
+        if self.compiled:
+            self.sides = (_Side(self.book, 1), _Side(self.book, -1))
         self.fee_bps = self.config.fee_bps(market_of(self.instrument)) if self.instrument else 0.0
         if self.config.baseline:
             self.books[("touch", 0)] = MakerState(self.config)
@@ -625,25 +628,21 @@ class _Side(NamedTuple):
         return q if q else default
 
 
-def _view(b: OrderBookState) -> Book:
+def _view(st: QuoterState) -> Book:
+    b = st.book
     f = b.flat
     if f is not None:
         bb, ba = f.bid, f.ask
-        return Book(-math.inf if bb != bb else bb, math.inf if ba != ba else ba, _Side(b, 1), _Side(b, -1))
+        return Book(-math.inf if bb != bb else bb, math.inf if ba != ba else ba, *st.sides)
     return Book(b.bid_px[-1] if b.bid_px else -math.inf, b.ask_px[0] if b.ask_px else math.inf, b.bid_qty, b.ask_qty)
 
 
-def _changed(st: QuoterState, levels: Sequence, watch: set, side: int) -> dict:
-    """The levels of a diff's side at prices in ``watch``: ``price -> (quantity before, quantity of the diff)``."""
-    book = st.book
-    f = book.flat
-    if f is not None and type(levels) is Levels:  # the chunk path's: in compiled code
-        return f.watched(0 if side > 0 else 1, levels.px, levels.qty, levels.lo, levels.hi,
-                         st.watch_px[0 if side > 0 else 1])
-    if f is None:
-        had = book.bid_qty if side > 0 else book.ask_qty
-        return {p: (had.get(p, 0.0), lv.qty) for lv in levels if (p := lv.price) in watch}
-    return {p: (book.qty(side, p), lv.qty) for lv in levels if (p := lv.price) in watch}
+def _noted(f: FlatSides) -> tuple[dict, dict]:
+    """What a compiled book noted of the diff it applied at the watched prices, bids and asks, as :func:`step` reads."""
+    seen = f.seen
+    if not seen:
+        return {}, {}
+    return ({p: v for (sd, p), v in seen.items() if sd == 0}, {p: v for (sd, p), v in seen.items() if sd == 1})
 
 
 def _grid(st: QuoterState) -> None:
@@ -698,7 +697,7 @@ def _requote(st: QuoterState, m: MakerState, t: int, expected_return: float, siz
     feed, ahead = st.feed, st.ahead
     for o in list(m.orders.values()):
         cancel(m, o.oid, t, feed, ahead)
-    b = _view(st.book)
+    b = _view(st)
     if not st.tick:
         _grid(st)
     if not st.tick:
@@ -745,8 +744,12 @@ def _watch(st: QuoterState) -> None:
                 (wb if o.side > 0 else wa).add(o.price)
                 live.append((m, o))
     st.live, st.watch_b, st.watch_a = live, wb, wa
-    if st.compiled:
-        st.watch_px = (np.array(sorted(wb), dtype=np.float64), np.array(sorted(wa), dtype=np.float64))
+    f = st.book.flat
+    if f is not None:  # the compiled book notes the levels of these prices as it applies a diff
+        watch = np.full((2, max(len(wb), len(wa), 1)), np.nan)
+        watch[0, :len(wb)] = sorted(wb)
+        watch[1, :len(wa)] = sorted(wa)
+        f.watch = watch
     st.hi_b = max(wb) if wb else -math.inf
     st.lo_a = min(wa) if wa else math.inf
     st.dirty = False
@@ -829,19 +832,25 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
             ts = ev.ts_event
             settled = min(st.depth_ts, st.trade_ts)
             if ts > st.wake or settled > st.wake_settled:  # orders that arrived before it join the book it changes
-                _wake(st, _view(book), ts, settled)
+                _wake(st, _view(st), ts, settled)
             if st.dirty:
                 _watch(st)
             wb, wa = st.watch_b, st.watch_a
             bids = asks = None
-            if wb:
-                bids = _changed(st, ev.bids, wb, 1)
-            if wa:
-                asks = _changed(st, ev.asks, wa, -1)
+            f = book.flat
+            if f is None:  # the levels at the watched prices: (quantity before, the diff's)
+                if wb:
+                    bq = book.bid_qty
+                    bids = {p: (bq.get(p, 0.0), lv.qty) for lv in ev.bids if (p := lv.price) in wb}
+                if wa:
+                    aq = book.ask_qty
+                    asks = {p: (aq.get(p, 0.0), lv.qty) for lv in ev.asks if (p := lv.price) in wa}
             last = book.last_id
             orderbook.step(book, ev)
+            if f is not None and book.last_id != last:  # the compiled book noted them as it applied the diff
+                bids, asks = _noted(f)
             if (wb or wa) and book.last_id != last and book.status == SYNCED:
-                after = _view(book)
+                after = _view(st)
                 if bids or asks or (ev.asks and after.best_ask <= st.hi_b) or (ev.bids and after.best_bid >= st.lo_a):
                     any_b, any_a = bool(ev.bids), bool(ev.asks)
                     bids, asks = bids or {}, asks or {}
@@ -868,7 +877,7 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
             ts = tr.ts_event
             settled = min(st.depth_ts, st.trade_ts)
             if ts > st.wake or settled > st.wake_settled:
-                _wake(st, _view(book), ts, settled)
+                _wake(st, _view(st), ts, settled)
             if st.dirty:
                 _watch(st)
             price = tr.price
