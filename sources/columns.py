@@ -510,9 +510,9 @@ def _run(lines: Sequence[bytes], symbol: str, kafka: bool, go: bool) -> Columns:
     first_ids = np.zeros(n, np.int64)
     prev_ids = np.zeros(n, np.int64)
     levels = np.zeros((n, 3), np.int64)
-    cap = len(data) // 9 + 1  # a level takes 9 bytes at least: ["1","0"]
-    lv_px = np.zeros(cap)
-    lv_qty = np.zeros(cap)
+    cap = len(data) // 9 + 1  # a level takes 9 bytes at least: ["1","0"]; only the levels taken are written
+    lv_px = np.empty(cap)
+    lv_qty = np.empty(cap)
     if go and n:
         up = np.frombuffer(symbol.encode(), np.uint8)
         low = np.frombuffer(symbol.lower().encode(), np.uint8)
