@@ -128,10 +128,13 @@ class Levels(Sequence):
     [100.0, 99.5]
     """
 
-    __slots__ = ("hi", "lo", "px", "qty")
+    __slots__ = ("hi", "lo", "notional", "px", "qty")
 
-    def __init__(self, px: Any, qty: Any, lo: int, hi: int) -> None:
+    def __init__(self, px: Any, qty: Any, lo: int, hi: int, notional: Optional[float] = None) -> None:
         self.px, self.qty, self.lo, self.hi = px, qty, lo, hi
+        #: the largest price x quantity of the levels, where the decoder vouches that every price is a normal
+        #: float and every quantity 0 or one (the scanner's decimals are): all the sanity checks then need
+        self.notional = notional
 
     def __len__(self) -> int:
         return self.hi - self.lo
@@ -157,7 +160,8 @@ class Levels(Sequence):
         return repr(tuple(self))
 
     def __reduce__(self) -> tuple:
-        return Levels, (self.px[self.lo:self.hi].copy(), self.qty[self.lo:self.hi].copy(), 0, self.hi - self.lo)
+        return Levels, (self.px[self.lo:self.hi].copy(), self.qty[self.lo:self.hi].copy(), 0, self.hi - self.lo,
+                        self.notional)
 
 
 def _enc_hook(obj: Any) -> Any:

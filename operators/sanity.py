@@ -401,8 +401,10 @@ def _levels_fine(levels: tuple, max_notional: float) -> bool:
     >>> _levels_fine((Level(100.0, 0.0), Level(101.0, 2.0)), 1e9), _levels_fine((Level(100.0, 5e-324),), 1e9)
     (True, False)
     """
-    if type(levels) is Levels:  # the chunk path's: checked in its arrays, in compiled code
-        from operators.flatbook import levels_fine
+    if type(levels) is Levels:  # the chunk path's
+        if levels.notional is not None:  # normal floats, vouched for by the scanner: the notionals are left
+            return levels.notional <= max_notional
+        from operators.flatbook import levels_fine  # else checked in its arrays, in compiled code
 
         return levels_fine(levels.px, levels.qty, levels.lo, levels.hi, max_notional)
     for lv in levels:

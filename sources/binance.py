@@ -1066,7 +1066,7 @@ def _events_of(c: Any, recs: list, one: Callable[[bytes], Parsed],
         else:
             first, prev, (lo, mid, hi) = next(depth)
             results[i] = DepthUpdate(key, t_recv[i], t_event[i], first, ids[i], prev,  # levels read as the tuples
-                                     Levels(px, qty, lo, mid), Levels(px, qty, mid, hi))  # type: ignore[arg-type]
+                                     Levels(px, qty, lo, mid, v0[i]), Levels(px, qty, mid, hi, v1[i]))  # type: ignore[arg-type]
     return results
 
 

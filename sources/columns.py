@@ -78,7 +78,7 @@ QUOTE = 1
 TRADE = 2
 #: ``Columns.kind`` of a depth diff: ``ids`` its ``u``, ``first_ids`` its ``U``, ``prev_ids`` its ``pu`` (-1 on
 #: spot), its levels ``levels[i]`` (``lo, mid, hi``: bids in ``[lo, mid)``, asks in ``[mid, hi)`` of ``lv_px`` and
-#: ``lv_qty``).
+#: ``lv_qty``); ``values`` the largest notional (price x quantity) of its bids, of its asks.
 DEPTH = 3
 
 # The layouts as programs: (op, argument) pairs. Ops: a literal (the argument: its index in _LITERALS),
@@ -451,6 +451,11 @@ def _scan(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, sym: np.ndarray
                 levels[li, 0] = lv[0]
                 levels[li, 1] = lv[1]
                 levels[li, 2] = lv[2]
+                for sd in range(2):  # each side's largest notional (price x quantity) for the sanity checks
+                    top = 0.0
+                    for q in range(lv[sd], lv[sd + 1]):
+                        top = max(top, lv_px[q] * lv_qty[q])
+                    values[li, sd] = top
                 nl = lv[2]
             else:
                 if ints[1] > max_ms or ints[2] > max_ms:
@@ -535,6 +540,6 @@ def event(c: Columns, i: int, key: str) -> Union[Quote, Trade, DepthUpdate]:
     if c.kind[i] == DEPTH:
         lo, mid, hi = c.levels[i].tolist()
         return DepthUpdate(key, int(c.ts_recv[i]), int(c.ts_event[i]), int(c.first_ids[i]), int(c.ids[i]),
-                           int(c.prev_ids[i]), Levels(c.lv_px, c.lv_qty, lo, mid),  # type: ignore[arg-type]
-                           Levels(c.lv_px, c.lv_qty, mid, hi))  # type: ignore[arg-type]
+                           int(c.prev_ids[i]), Levels(c.lv_px, c.lv_qty, lo, mid, float(v[0])),  # type: ignore[arg-type]
+                           Levels(c.lv_px, c.lv_qty, mid, hi, float(v[1])))  # type: ignore[arg-type]
     raise ValueError(f"row {i} holds no event")

@@ -173,3 +173,27 @@ print("numba" in sys.modules)
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_depth_level_over_the_notional_cap_is_the_same_dead_letter_on_both_paths(ws_dir):
+    """The scanner vouches for its levels' floats and gives each side's largest notional: the sanity checks of a
+    diff then read that alone, with the same outcome as the reference's level by level."""
+    from harness.realdata import lines
+    from operators import sanity
+    from sources.binance import _parse_line
+    from sources.columns import DEPTH, event, scan
+
+    rows = [ln for ln in lines(ws_dir / "usdm/btcusdt_20230404.dat.gz") if b"@depth" in ln[:60]][:50]
+    big = [rows[i].replace(b'"b":[["', b'"b":[["99999999999.9","99999"],["', 1) for i in range(0, 50, 2)]
+    big += [rows[i].replace(b'"a":[["', b'"a":[["1.5","0"],["99999999.9","99999"],["', 1) for i in range(1, 50, 2)]
+    c = scan(rows + big, "BTCUSDT")
+    assert (c.kind == DEPTH).all()
+    fast = [event(c, i, "BTCUSDT-PERP") for i in range(len(rows) + len(big))]
+    ref = [_parse_line(ln, "usdm") for ln in rows + big]
+    assert all(type(e.bids) is Levels and e.bids.notional is not None for e in fast)
+    for cap in (1e12, 1e9, 1e5):
+        cfg = sanity.SanityConfig(max_notional=cap)
+        _, want = drive(sanity.step, sanity.SanityState(cfg), ref)
+        _, got = drive(sanity.step, sanity.SanityState(cfg), fast)
+        assert got == want
+        assert sum(type(r).__name__ == "ErrorRecord" for r in want) >= 25  # the edited lines: dead letters
