@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("paths", nargs="*", default=[str(spot / "btcusdt_20240808.gz"), str(spot / "ethusdt_20240808.gz")])
     ap.add_argument("--speed", type=float, default=10.0)
     ap.add_argument("--partitions", type=int, default=4, help="partitions of the ticks and output topics")
+    ap.add_argument("--path", choices=("auto", "chunk", "message"), default="auto",
+                    help="TICKLET_INPUT__PATH of the dataflow (auto, the default, takes the chunk path on Kafka)")
     args = ap.parse_args()
     with kafka_broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
         ticks, out_topic = f"lat.ticks.{uuid.uuid4().hex[:8]}", f"lat.out.{uuid.uuid4().hex[:8]}"
@@ -71,7 +73,7 @@ def main() -> None:
             "TICKLET_KAFKA__TICKS_TOPIC": ticks, "TICKLET_KAFKA__TAIL": "true",
             "TICKLET_KAFKA__OUTPUT_TOPIC": out_topic, "TICKLET_KAFKA__LINGER_MS": "0",
             "TICKLET_OUTPUT__KAFKA": "true", "TICKLET_OUTPUT__FILES": "false",
-            "TICKLET_OUTPUT__DIR": tmp,
+            "TICKLET_OUTPUT__DIR": tmp, "TICKLET_INPUT__PATH": args.path,
         })
         flow = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.forecast"], cwd=ROOT,
                                 env=env, stderr=subprocess.PIPE)
@@ -123,6 +125,7 @@ def main() -> None:
         "inputs": args.paths,
         "speed": args.speed,
         "partitions": args.partitions,
+        "path": args.path,
         "ticks_replayed": rep["messages"],
         "replay_failed": rep["failed"],
         "bars_measured": len(lat_ms),

@@ -57,6 +57,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="*", default=[str(ROOT.parent / "shared" / "data" / "binance-ws")])
     ap.add_argument("--repeat", type=int, default=3, help="dataflow runs; the best is reported")
+    ap.add_argument("--path", choices=("auto", "chunk", "message"), default="auto",
+                    help="TICKLET_INPUT__PATH (auto, the default, takes the chunk path on Kafka)")
     args = ap.parse_args()
     with kafka_broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
         topic = f"bench.ticks.{uuid.uuid4().hex[:8]}"
@@ -66,7 +68,7 @@ def main() -> None:
         for i in range(args.repeat):
             s = Settings()
             settings = s.model_copy(update={
-                "input": InputConfig(source="kafka"),
+                "input": InputConfig(source="kafka", path=args.path),
                 "kafka": KafkaConfig(bootstrap_servers=bootstrap, ticks_topic=topic, tail=False,
                                      output_topic=f"bench.out.{uuid.uuid4().hex[:8]}"),
                 "output": OutputConfig(dir=Path(tmp) / str(i), kafka=True),
@@ -94,6 +96,7 @@ def main() -> None:
         "startup_s": round(min(r - s for r, s in zip(runs, sustained, strict=True)), 4),
         "sustained_ticks_per_s": round(counters.get("ticks", 0) / min(sustained)),
         "workers": 1,
+        "path": args.path,
         "repeat": args.repeat,
     }
     sys.stdout.write(json.dumps(result, indent=1) + "\n")
