@@ -235,6 +235,19 @@ def _recenter(k: np.ndarray, q: np.ndarray, lo: int, hi: int) -> int:  # pragma:
 
 
 @numba.njit(cache=True, nogil=True)
+def _shift(k: np.ndarray, q: np.ndarray, a: int, b: int, d: int) -> None:  # pragma: no cover - compiled
+    """Move the levels ``[a, b)`` by ``d`` places (1 up or -1 down), into the free place beside them."""
+    if d > 0:
+        for t in range(b - 1, a - 1, -1):
+            k[t + 1] = k[t]
+            q[t + 1] = q[t]
+    else:
+        for t in range(a, b):
+            k[t - 1] = k[t]
+            q[t - 1] = q[t]
+
+
+@numba.njit(cache=True, nogil=True)
 def _apply_side(k: np.ndarray, q: np.ndarray, ix: np.ndarray, side: int, prices: np.ndarray, qty: np.ndarray,
                 a: int, b: int, sign: float, watch: np.ndarray, out: np.ndarray,
                 n_out: int) -> int:  # pragma: no cover - compiled
@@ -269,32 +282,20 @@ def _apply_side(k: np.ndarray, q: np.ndarray, ix: np.ndarray, side: int, prices:
                 q[i] = x
             else:
                 if i - lo < hi - i:  # the levels below it move down one
-                    for t in range(lo, i):
-                        k[t - 1] = k[t]
-                        q[t - 1] = q[t]
+                    _shift(k, q, lo, i, -1)
                     lo -= 1
                     i -= 1
                 else:  # the levels from it up move up one
-                    t = hi
-                    while t > i:
-                        k[t] = k[t - 1]
-                        q[t] = q[t - 1]
-                        t -= 1
+                    _shift(k, q, i, hi, 1)
                     hi += 1
                 k[i] = key
                 q[i] = x
-        elif found:
+        elif found:  # it goes: the shorter part closes the gap
             if i - lo < hi - 1 - i:
-                t = i
-                while t > lo:
-                    k[t] = k[t - 1]
-                    q[t] = q[t - 1]
-                    t -= 1
+                _shift(k, q, lo, i, 1)
                 lo += 1
             else:
-                for t in range(i, hi - 1):
-                    k[t] = k[t + 1]
-                    q[t] = q[t + 1]
+                _shift(k, q, i + 1, hi, -1)
                 hi -= 1
     ix[2 * side] = lo
     ix[2 * side + 1] = hi
