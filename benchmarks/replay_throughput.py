@@ -13,6 +13,10 @@ Measures, on the same input and settings:
 - ``decision_us_per_bar``: compute per closed bar of the decision layer
   (signals and the simulated books), p50/p99/max, from the loop.
 
+Both take the path the settings take for these inputs (``path``:
+``TICKLET_INPUT__PATH``, ``auto`` by default: the chunk path from about
+150,000 lines).
+
 Usage::
 
     python benchmarks/replay_throughput.py [PATH ...] [--repeat N]
@@ -50,7 +54,7 @@ from dataflows.settings import Settings  # noqa: E402
 from harness.realdata import bar_step  # noqa: E402
 from operators import features, fills, forecast, metrics, pnl, sanity, signals  # noqa: E402
 from sinks.records import csv_lines, header  # noqa: E402
-from sources.binance import parse_chunk  # noqa: E402
+from sources.binance import ParseLimits, ParseState, parse_chunk  # noqa: E402
 from sources.files import group_streams, read_stream  # noqa: E402
 
 
@@ -72,20 +76,23 @@ def plain_loop(paths: list[str], settings: Settings, out_dir: Path) -> tuple[int
     dlat: list[float] = []
     perf = time.perf_counter
     b_cfg, x_cfg = settings.bars, settings.execution
-    bstep = bar_step(settings)[0]  # the bars with their order book, as in the dataflow
+    path = settings.input.model_copy(update={"paths": list(paths)}).parse_path()
+    parse_state = ParseState(ParseLimits(path=path))
+    compiled = path == "chunk"
+    bstep = bar_step(settings, compiled)[0]  # the bars with their order book, as in the dataflow
     t0 = perf()
     for spec in group_streams(paths, settings.input.market):
         for block in read_stream(spec):
             for i in range(0, len(block), settings.input.batch_size):
                 chunk = RawChunk(spec.fmt, spec.market, spec.symbol,
                                  block[i : i + settings.input.batch_size], spec.interval_ns)
-                by_key, _errors, counts = parse_chunk(chunk)
+                by_key, _errors, counts = parse_chunk(chunk, parse_state)
                 ticks += counts["ticks"]
                 for key, batch in by_key.items():
                     st = states.get(key)
                     if st is None:
                         st = states[key] = (sanity.SanityState(settings.sanity),
-                                            bar_step(settings)[1], features.FeatureState(settings.features),
+                                            bar_step(settings, compiled)[1], features.FeatureState(settings.features),
                                             forecast.JoinState(settings.forecast), metrics.MetricsState(),
                                             signals.SignalState(settings.signals),
                                             fills.FillState(x_cfg.latency_ms, b_cfg.interval_ms, b_cfg.max_gap_bars),
@@ -171,6 +178,7 @@ def main() -> None:
         "inputs": args.paths,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "path": settings.input.model_copy(update={"paths": list(args.paths)}).parse_path(),
         "ticks": ticks,
         "bars": n_bars,
         "forecasts": summary["forecasts"],

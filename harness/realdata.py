@@ -162,12 +162,13 @@ def run_chain(paths: Sequence[str | Path], settings: Any = None) -> Chain:
     return Chain(s, key, events, bar_out, bar_list, rows, join_out, fcs, mets, tuple(str(p) for p in paths))
 
 
-def bar_step(settings: Any) -> tuple:
-    """(step, fresh state) of the bars as the dataflow makes them: with the order book where depth is on."""
+def bar_step(settings: Any, compiled: bool = False) -> tuple:
+    """(step, fresh state) of the bars as the dataflow makes them: with the order book where depth is on
+    (``compiled``: the chunk path's)."""
     from operators import bars, depth
 
     if settings.features.depth.enabled:
-        return depth.step, depth.DepthState(settings.bars, settings.features.depth)
+        return depth.step, depth.DepthState(settings.bars, settings.features.depth, compiled)
     return bars.step, bars.BarState(settings.bars)
 
 
