@@ -167,6 +167,8 @@ class Levels(Sequence):
 def _enc_hook(obj: Any) -> Any:
     if type(obj) is Levels:
         return tuple(obj)
+    # msgspec's protocol for an enc_hook: NotImplementedError for a type it does not take, which msgspec raises as
+    # its TypeError ("Encoding objects of type X is unsupported"), as its default encoder does
     raise NotImplementedError(f"Objects of type {type(obj).__name__} are not supported")
 
 
