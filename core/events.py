@@ -64,6 +64,7 @@ __all__ = [
     "DepthUpdate",
     "ErrorRecord",
     "Event",
+    "EventColumns",
     "FeatureRow",
     "Forecast",
     "ForecastRecord",
@@ -162,6 +163,39 @@ class Levels(Sequence):
     def __reduce__(self) -> tuple:
         return Levels, (self.px[self.lo:self.hi].copy(), self.qty[self.lo:self.hi].copy(), 0, self.hi - self.lo,
                         self.notional)
+
+
+class EventColumns:
+    """The fields of a batch's events in arrays, one row per event: what the chunk path's decoder gives with them.
+
+    Row ``i`` is event ``i`` of the batch. ``kind`` says what the row
+    holds: 1 a best bid/ask, 2 a trade, 3 a depth diff, 0 nothing (an event
+    the per-message parser made: its fields are only in the event).
+    ``values``: a quote's bid, bid quantity, ask, ask quantity; a trade's
+    price, quantity and buyer-maker flag (1.0 or 0.0); a diff's largest
+    notional per side. ``ids``: the update or trade id; ``first_ids`` and
+    ``prev_ids``: a diff's ``U`` and ``pu`` (-1 on spot); ``levels``: a
+    diff's bids ``[lo, mid)`` and asks ``[mid, hi)`` of ``lv_px`` and
+    ``lv_qty``. ``ts_event`` is -1 where an event has no exchange time.
+    Compiled steps read these instead of the events (``dataflows.ops.StepLogic``).
+
+    >>> import numpy as np
+    >>> z = np.zeros(1, np.int64)
+    >>> c = EventColumns(np.array([2], np.int8), np.array([5]), np.array([4]), np.array([7]),
+    ...                  np.array([[100.0, 0.5, 1.0, 0.0]]), z, z, np.zeros((1, 3), np.int64), np.zeros(0), np.zeros(0))
+    >>> len(c), int(c.kind[0]), c.values[0, :2].tolist()      # a trade: 0.5 at 100.0, the buyer the maker
+    (1, 2, [100.0, 0.5])
+    """
+
+    __slots__ = ("first_ids", "ids", "kind", "levels", "lv_px", "lv_qty", "prev_ids", "ts_event", "ts_recv", "values")
+
+    def __init__(self, kind: Any, ts_recv: Any, ts_event: Any, ids: Any, values: Any, first_ids: Any, prev_ids: Any,
+                 levels: Any, lv_px: Any, lv_qty: Any) -> None:
+        self.kind, self.ts_recv, self.ts_event, self.ids, self.values = kind, ts_recv, ts_event, ids, values
+        self.first_ids, self.prev_ids, self.levels, self.lv_px, self.lv_qty = first_ids, prev_ids, levels, lv_px, lv_qty
+
+    def __len__(self) -> int:
+        return len(self.kind)
 
 
 def _enc_hook(obj: Any) -> Any:

@@ -290,11 +290,12 @@ def _warm_up(settings: Settings) -> None:
     features.FeatureState(settings.features)
     forecast.JoinState(settings.forecast)
     if settings.input.parse_path() == "chunk":
-        from operators import flatbook
+        from operators import depth, flatbook
         from sources.columns import scan_ticks
 
         scan_ticks([b"{}"])  # the compiled code loaded from numba's cache (compiled the first time)
         flatbook.warm()
+        depth.warm()
 
 
 def _feature_columns(settings: Settings) -> tuple[str, ...]:

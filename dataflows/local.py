@@ -114,6 +114,12 @@ class TickStep:
         ``fn(state) -> (state, outputs)``: when the input ends, each
         instrument's last outputs (what was waiting for later events), as
         the step's own (with ``emit``).
+    run
+        With ``flatten``: ``run(state, events, cols, i) -> (state, j,
+        outputs)``, the step over a batch's events from ``i`` on in compiled
+        code, where the batch has its fields in arrays (``cols``); the
+        events up to ``j`` stepped, the outputs those of the last (as
+        :func:`operators.depth.run`).
     """
 
     name: str
@@ -128,6 +134,7 @@ class TickStep:
     emit: bool = False
     export: Optional[tuple[str, Callable[[Any], Any]]] = None
     finish: Optional[Callable[[Any], tuple[Any, Sequence[Any]]]] = None
+    run: Optional[Callable[[Any, Any, Any, int], tuple[Any, int, Sequence[Any]]]] = None
 
 
 def _fresh(make: Callable[[], Any]) -> Callable[[str], Any]:
@@ -150,8 +157,8 @@ def make_bars(config: bars.BarConfig, after: str, emit: bool = False,
     """
     if book is not None and book.enabled:
         make = functools.partial(depth.DepthState, config, book, compiled)
-        return TickStep("make_bars", depth.step, _fresh(make), (after,),
-                        stage="bars", flatten=True, count_as=("bars", Bar), emit=emit)
+        return TickStep("make_bars", depth.step, _fresh(make), (after,), stage="bars", flatten=True,
+                        count_as=("bars", Bar), emit=emit, run=depth.run if compiled else None)
     return TickStep("make_bars", bars.step, _fresh(functools.partial(bars.BarState, config)), (after,),
                     stage="bars", flatten=True, count_as=("bars", Bar), emit=emit)
 
@@ -303,7 +310,7 @@ class _TickPartition(StatefulSourcePartition[Any, tuple[Any, TickState]]):
 
     @staticmethod
     def _logic_of(s: TickStep, state: Any) -> StepLogic:
-        return StepLogic(s.step, state, s.flatten, s.count_as, s.stage)
+        return StepLogic(s.step, state, s.flatten, s.count_as, s.stage, run=s.run)
 
     def next_batch(self) -> list[Any]:
         if self._ended:

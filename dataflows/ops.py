@@ -124,8 +124,9 @@ class StepLogic(StatefulBatchLogic[Any, Any, Any]):
     """
 
     def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[tuple[str, type]], stage: str,
-                 export: Optional[tuple[str, Callable[[Any], Any]]] = None):
+                 export: Optional[tuple[str, Callable[[Any], Any]]] = None, run: Optional[Callable] = None):
         self.step = step
+        self.run = run
         self.export = export
         self.state = state
         self.flatten = flatten
@@ -143,13 +144,13 @@ class StepLogic(StatefulBatchLogic[Any, Any, Any]):
             for chunk in values:
                 if type(chunk) is EventBatch and len(chunk.records) == len(chunk):
                     fmt = chunk.fmt
+                    if self.run is not None and chunk.cols is not None:
+                        st = self._run(st, chunk, out)
+                        continue
                     for v, rec in zip(chunk, chunk.records, strict=True):
                         st, o = step(st, v)
                         if o:
-                            if any(type(x) is ErrorRecord for x in o):
-                                o = [_with_raw(x, rec, fmt) if type(x) is ErrorRecord and rec is not None
-                                     and _about(x, v) else x for x in o]
-                            out.extend(o)
+                            out.extend(_raw_in(o, v, rec, fmt))
                     continue
                 for v in chunk:
                     st, o = step(st, v)
@@ -178,6 +179,24 @@ class StepLogic(StatefulBatchLogic[Any, Any, Any]):
             main.append(Side(errors, counts))
         return main, StatefulBatchLogic.RETAIN
 
+    def _run(self, state: Any, batch: EventBatch, out: list) -> Any:
+        """The step over ``batch``, its runs of events by the step's compiled ``run``, the others one by one."""
+        run, step, cols, recs, fmt = self.run, self.step, batch.cols, batch.records, batch.fmt
+        assert run is not None
+        st = state
+        i, n = 0, len(batch)
+        while i < n:
+            st, j, o = run(st, batch, cols, i)
+            if o:
+                out.extend(_raw_in(o, batch[j - 1], recs[j - 1], fmt))
+            if j < n:
+                v = batch[j]
+                st, o = step(st, v)
+                if o:
+                    out.extend(_raw_in(o, v, recs[j], fmt))
+            i = j + 1
+        return st
+
     def _carry(self, batch: EventBatch, out: Any, state: Any) -> list:
         """The outputs of a step fed ``batch``, with the input records carried over (see the class docstring).
 
@@ -187,7 +206,7 @@ class StepLogic(StatefulBatchLogic[Any, Any, Any]):
         fmt = batch.fmt
         if (not held and len(out) == 1 and type(out[0]) is list and len(out[0]) == len(batch)
                 and all(map(is_, out[0], batch))):  # the common case: every event passed on
-            return [EventBatch(fmt, out[0], batch.records)]
+            return [EventBatch(fmt, out[0], batch.records, batch.cols)]
         holding = getattr(state, "holding", None)
         if (not held and out and type(out[0]) is list and holding is not None and not holding()
                 and not any(type(x) is ErrorRecord for x in out)):  # some skipped, none held nor dead-lettered
@@ -235,6 +254,13 @@ class StepLogic(StatefulBatchLogic[Any, Any, Any]):
     def snapshot(self) -> Any:
         """A copy of the state, for the recovery store."""
         return copy.deepcopy(self.state)
+
+
+def _raw_in(out: Sequence[Any], ev: Any, rec: Any, fmt: str) -> Sequence[Any]:
+    """The outputs of stepping ``ev``, its dead letters about it with the raw input ``rec`` (see :class:`StepLogic`)."""
+    if rec is None or not any(type(x) is ErrorRecord for x in out):
+        return out
+    return [_with_raw(x, rec, fmt) if type(x) is ErrorRecord and _about(x, ev) else x for x in out]
 
 
 def _is_main(kv: tuple[str, Any]) -> bool:

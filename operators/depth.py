@@ -65,18 +65,18 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import add, sub
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import msgspec
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.events import Bar, BookSnapshot, BookStats, Count, DepthUpdate, ErrorRecord, Event
+from core.events import Bar, BookSnapshot, BookStats, Count, DepthUpdate, ErrorRecord, Event, EventColumns
 from operators import bars, orderbook
 from operators.bars import BarConfig, BarState
 from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
 
-__all__ = ["DepthConfig", "DepthState", "book_names", "step"]
+__all__ = ["DepthConfig", "DepthState", "book_names", "run", "step", "warm"]
 
 Out = Union[Bar, ErrorRecord, Count]
 _NOT_READY = BookStats(False)
@@ -511,17 +511,21 @@ def step(state: DepthState, event: Event) -> tuple[DepthState, Sequence[Out]]:
 
 def _flat_diff(st: DepthState, event: Union[DepthUpdate, BookSnapshot], out: list) -> list:
     """The book's part of :func:`step` with a compiled book: the same counts and accumulators as the reference's."""
-    book = st.book
-    f, flat, counts = book.flat, st.flat, st.counts
-    assert f is not None and flat is not None and counts is not None
-    n = st.depth.levels
-    diff = type(event) is DepthUpdate
-    if diff and (book.status == SYNCED or book.status == LOADED):
-        f.events(*orderbook.flat_levels(event), n, counts[2:])  # type: ignore[arg-type]
+    book, counts = st.book, st.counts
+    assert book.flat is not None and counts is not None
+    if type(event) is DepthUpdate and (book.status == SYNCED or book.status == LOADED):
+        book.flat.events(*orderbook.flat_levels(event), st.depth.levels, counts[2:])
     _, recs = orderbook.step(book, event)
+    return _flat_tail(st, event, out, recs)
+
+
+def _flat_tail(st: DepthState, event: Union[DepthUpdate, BookSnapshot], out: list, recs: Sequence[Any]) -> list:
+    """The rest of :func:`_flat_diff` once the book has taken ``event`` (its records ``recs``)."""
+    book, flat, counts = st.book, st.flat, st.counts
+    assert book.flat is not None and flat is not None and counts is not None
     if book.status == SYNCED or book.status == LOADED:
-        applied = diff and st.live and book.last_id == event.last_id  # type: ignore[union-attr]
-        f.accumulate(n, flat, counts, applied)
+        applied = type(event) is DepthUpdate and st.live and book.last_id == event.last_id
+        book.flat.accumulate(st.depth.levels, flat, counts, applied)
         st.live = True
         if applied:
             st.updates += 1
@@ -529,3 +533,37 @@ def _flat_diff(st: DepthState, event: Union[DepthUpdate, BookSnapshot], out: lis
         st.live = False
     side = [r for r in recs if type(r) is Count or type(r) is ErrorRecord]
     return [*out, *side] if side else out
+
+
+def warm() -> None:
+    """Load the compiled code of :func:`run` (from numba's cache; compiled the first time), as a live run does."""
+    from operators import flatbars
+
+    z = np.zeros(1, np.int64)
+    cols = EventColumns(np.ones(1, np.int8), z, z, z, np.zeros((1, 4)), z, z, np.zeros((1, 3), np.int64),
+                        np.zeros(0), np.zeros(0))
+    flatbars.advance(DepthState(BarConfig(), DepthConfig(), True), cols, 0, False)
+
+
+def run(state: DepthState, events: Sequence[Event], cols: EventColumns, i: int) -> tuple[DepthState, int, list]:
+    """:func:`step` over ``events`` from ``i`` on, as far as compiled code takes them (:mod:`operators.flatbars`).
+
+    ``cols`` are the events' fields in arrays. Returns the state and
+    ``(j, out)``: the events ``i`` to ``j - 1`` were stepped, and ``out``
+    is what the last of them gave (the others gave nothing); the caller
+    steps event ``j`` with :func:`step`. A state without a compiled book
+    takes none (``j == i``).
+    """
+    st = state
+    if not st.compiled:
+        return st, i, []
+    from operators import flatbars  # numba: the chunk path's
+
+    j, code = flatbars.advance(st, cols, i, st.book.status == SYNCED)
+    if code != flatbars.CROSSED:
+        return st, j, []
+    ev = events[j - 1]  # a diff applied that left the book crossed: the book's rules, then the rest of the step
+    assert type(ev) is DepthUpdate
+    recs: list = []
+    orderbook.after_diff(st.book, ev, recs, ev.ts_recv, True, True)
+    return st, j, _flat_tail(st, ev, [], recs)

@@ -488,7 +488,15 @@ def _on_diff(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: boo
         if not st.requested:
             _request(st, ev.instrument, now, "no_snapshot", out)
         return
-    crossed = _apply_diff(st, ev)
+    after_diff(st, ev, out, now, emit, _apply_diff(st, ev))
+
+
+def after_diff(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: bool, crossed: bool) -> None:
+    """The rest of :func:`_on_diff` once ``ev``'s levels are applied (``crossed``: whether the book is then crossed).
+
+    The book takes its update id and time, then is checked (a crossed book
+    resyncs) and quoted; records are stamped ``now``.
+    """
     st.last_id = ev.last_id
     st.ts_event = ev.ts_event
     _after_apply(st, ev, out, now, emit, crossed)

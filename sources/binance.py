@@ -81,6 +81,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Optional, Union, cast
 
 import msgspec
+import numpy as np
 
 from core.events import (
     MARKETS,
@@ -88,6 +89,7 @@ from core.events import (
     DepthUpdate,
     ErrorRecord,
     Event,
+    EventColumns,
     Kline,
     Level,
     Levels,
@@ -356,15 +358,19 @@ class EventBatch(list):
 
     The records (``records``, in parallel) and their format (``fmt``) let a
     later stage dead-letter an event with its input as received
-    (:func:`message_of`). Compares equal to the plain list.
+    (:func:`message_of`). Compares equal to the plain list. ``cols``: the
+    events' fields in arrays (:class:`~core.events.EventColumns`), where the
+    chunk path's decoder gave them; not pickled.
     """
 
-    __slots__ = ("fmt", "records")
+    __slots__ = ("cols", "fmt", "records")
 
-    def __init__(self, fmt: str = "", events: Iterable[Any] = (), records: Optional[list] = None) -> None:
+    def __init__(self, fmt: str = "", events: Iterable[Any] = (), records: Optional[list] = None,
+                 cols: Optional[EventColumns] = None) -> None:
         super().__init__(events)
         self.fmt = fmt
         self.records: list = records if records is not None else []
+        self.cols = cols
 
     def __reduce__(self) -> tuple:
         return _event_batch, (self.fmt, list(self), self.records)
@@ -998,25 +1004,26 @@ def _too_long(record: bytes, fmt: str, market: str, cap: int) -> ErrorRecord:
                           "(TICKLET_INPUT__MAX_LINE_BYTES)", raw, key, ts, size)
 
 
-def _parse_columns(recs: list, market: str, symbol: str) -> list[Parsed]:
+def _parse_columns(recs: list, market: str, symbol: str) -> tuple[list[Parsed], Any]:
     """:func:`_parse_line` of each line of ``recs``, by the compiled scanner first (:mod:`sources.columns`).
 
-    The best bid/ask and trade lines of ``symbol`` in Binance's own layouts
-    are decoded by the scanner, the others by :func:`_parse_line`: the same
-    events.
+    The best bid/ask, trade and depth lines of ``symbol`` in Binance's own
+    layouts are decoded by the scanner, the others by :func:`_parse_line`:
+    the same events. Also the scanner's columns.
     """
     from sources.columns import scan  # numba loads only when a chunk goes this path
 
     key = symbol if market == "spot" else instrument_key(symbol, market)
-    return _events_of(scan(recs, symbol), recs, functools.partial(_parse_line, market=market), key)
+    c = scan(recs, symbol)
+    return _events_of(c, recs, functools.partial(_parse_line, market=market), key), c
 
 
-def _parse_tick_columns(recs: list) -> list[Parsed]:
+def _parse_tick_columns(recs: list) -> tuple[list[Parsed], Any]:
     """:func:`_parse_tick` of each Kafka message of ``recs``, by the compiled scanner first (:mod:`sources.columns`).
 
     The best bid/ask and trade ticks of spot and USD-M in :mod:`sources.wire`'s
     compact layout are decoded by the scanner, the others by
-    :func:`_parse_tick`: the same events.
+    :func:`_parse_tick`: the same events. Also the scanner's columns.
     """
     from sources.columns import scan_ticks
 
@@ -1029,7 +1036,18 @@ def _parse_tick_columns(recs: list) -> list[Parsed]:
             key = keys[(raw, m)] = sym if m == 0 else instrument_key(sym, "usdm")
         return key
 
-    return _events_of(scan_ticks(recs), recs, _parse_tick, key_of)
+    c = scan_ticks(recs)
+    return _events_of(c, recs, _parse_tick, key_of), c
+
+
+def _columns_of(c: Any, rows: Optional[list[int]]) -> EventColumns:
+    """The scanner's columns ``c`` at ``rows`` (all of them: None), as :class:`~core.events.EventColumns`."""
+    if rows is None:
+        return EventColumns(c.kind, c.ts_recv, c.ts_event, c.ids, c.values, c.first_ids, c.prev_ids, c.levels,
+                            c.lv_px, c.lv_qty)
+    at = np.array(rows, dtype=np.int64)
+    return EventColumns(c.kind[at], c.ts_recv[at], c.ts_event[at], c.ids[at], c.values[at], c.first_ids[at],
+                        c.prev_ids[at], c.levels[at], c.lv_px, c.lv_qty)
 
 
 def _events_of(c: Any, recs: list, one: Callable[[bytes], Parsed],
@@ -1039,34 +1057,34 @@ def _events_of(c: Any, recs: list, one: Callable[[bytes], Parsed],
     ``key_of``: the instrument of every row, or ``key_of(symbol bytes,
     market code)`` the instrument of a row.
     """
-    kind = c.kind.tolist()
-    results: list[Parsed] = [one(r) if not k else "" for r, k in zip(recs, kind, strict=True)]
-    rows = [i for i, k in enumerate(kind) if k]
-    if not rows:
-        return results
-    # whole columns as lists (one C loop each), read at the rows taken
-    t_recv, t_event, ids = c.ts_recv.tolist(), c.ts_event.tolist(), c.ids.tolist()
-    v0, v1, v2, v3 = c.values.T.tolist()
-    if not isinstance(key_of, str):
-        data, market, sym_at, sym_len = c.data, c.market.tolist(), c.sym_at.tolist(), c.sym_len.tolist()
-    drows = [i for i in rows if kind[i] == 3]  # the depth diffs' own fields, in order
-    depth = zip(c.first_ids[drows].tolist(), c.prev_ids[drows].tolist(), c.levels[drows].tolist(), strict=True)
+    kinds = c.kind
+    results: list[Parsed] = [one(r) if not k else "" for r, k in zip(recs, kinds.tolist(), strict=True)]
     px, qty = c.lv_px, c.lv_qty  # a depth diff's levels stay in the chunk's arrays
-    key = key_of if isinstance(key_of, str) else ""
-    for i in rows:
-        if not isinstance(key_of, str):
-            at = sym_at[i]
-            key = key_of(data[at:at + sym_len[i]], market[i])
-        k = kind[i]
-        if k == 1:
-            te = t_event[i]
-            results[i] = Quote(key, t_recv[i], None if te < 0 else te, v0[i], v1[i], v2[i], v3[i], ids[i])
-        elif k == 2:
-            results[i] = Trade(key, t_recv[i], t_event[i], v0[i], v1[i], v2[i] != 0.0, ids[i])
+    for k in (1, 2, 3):  # each kind's events made by one C-level map over its columns
+        at = np.flatnonzero(kinds == k)
+        if not len(at):
+            continue
+        rows = at.tolist()
+        if isinstance(key_of, str):
+            keys: list[str] = [key_of] * len(rows)
         else:
-            first, prev, (lo, mid, hi) = next(depth)
-            results[i] = DepthUpdate(key, t_recv[i], t_event[i], first, ids[i], prev,  # levels read as the tuples
-                                     Levels(px, qty, lo, mid, v0[i]), Levels(px, qty, mid, hi, v1[i]))  # type: ignore[arg-type]
+            data, sym_at, sym_len, market = c.data, c.sym_at[at].tolist(), c.sym_len[at].tolist(), c.market[at].tolist()
+            keys = [key_of(data[a:a + n], m) for a, n, m in zip(sym_at, sym_len, market, strict=True)]
+        t_recv, t_event, ids, v = c.ts_recv[at].tolist(), c.ts_event[at], c.ids[at].tolist(), c.values[at]
+        if k == 1:  # a spot quote has no exchange time (-1 in the column)
+            te = t_event.tolist() if t_event.min() >= 0 else [None if t < 0 else t for t in t_event.tolist()]
+            made: Iterable[Event] = map(Quote, keys, t_recv, te, *v.T.tolist(), ids)
+        elif k == 2:
+            made = map(Trade, keys, t_recv, t_event.tolist(), v[:, 0].tolist(), v[:, 1].tolist(),
+                       (v[:, 2] != 0.0).tolist(), ids)
+        else:
+            made = (DepthUpdate(key, tr, te, first, u, prev,  # levels read as the tuples the parser makes
+                                Levels(px, qty, lo, mid, nb), Levels(px, qty, mid, hi, na))  # type: ignore[arg-type]
+                    for key, tr, te, first, u, prev, (lo, mid, hi), nb, na in zip(
+                        keys, t_recv, t_event.tolist(), c.first_ids[at].tolist(), ids, c.prev_ids[at].tolist(),
+                        c.levels[at].tolist(), v[:, 0].tolist(), v[:, 1].tolist(), strict=True))
+        for i, ev in zip(rows, made, strict=True):
+            results[i] = ev
     return results
 
 
@@ -1104,6 +1122,7 @@ def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
     fmt, market, symbol = chunk.fmt, chunk.market, chunk.symbol
     recs = chunk.records
     cap = state.limits.max_line_bytes
+    cols = None  # the scanner's columns, on the chunk path
     if fmt == "ws" or fmt == "kafka":
         # the scanner checks the symbol itself (a chunk's that the parser would refuse: no line taken)
         chunked = state.limits.path == "chunk" and (fmt == "kafka" or market in ("spot", "usdm"))
@@ -1111,7 +1130,7 @@ def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
             results = [_too_long(r, fmt, market, cap) if len(r) > cap
                        else _parse_line(r, market) if fmt == "ws" else _parse_tick(r) for r in recs]
         elif chunked:
-            results = _parse_columns(recs, market, symbol) if fmt == "ws" else _parse_tick_columns(recs)
+            results, cols = _parse_columns(recs, market, symbol) if fmt == "ws" else _parse_tick_columns(recs)
         elif fmt == "ws":
             results = [_parse_line(r, market) for r in recs]
         else:
@@ -1137,24 +1156,33 @@ def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
         else:
             add(r)
     n = len(events)
+    rows: Optional[list[int]] = None  # the records of the events, by index (None: all)
     if n == len(recs):  # every record an event: the records are the chunk's
         raws = events.records = recs
     else:
-        raws = events.records = [rec for r, rec in zip(results, recs, strict=True)
-                                 if type(r) is not str and type(r) is not ErrorRecord]
+        rows = [i for i, r in enumerate(results) if type(r) is not str and type(r) is not ErrorRecord]
+        raws = events.records = [recs[i] for i in rows]
         if errors and fmt in ("ws", "kafka"):  # a LongLine's dead letter says so
             errors = [_too_long(rec, fmt, market, cap) if type(rec) is LongLine else r
                       for r, rec in zip(results, recs, strict=True) if type(r) is ErrorRecord]
     by_key: dict[str, EventBatch] = {}
     if n and events[0].instrument == events[-1].instrument and len({e.instrument for e in events}) == 1:
         by_key[events[0].instrument] = events
+        if cols is not None:
+            events.cols = _columns_of(cols, rows)
     else:
-        for e, rec in zip(events, raws, strict=True):
+        at: dict[str, list[int]] = {}
+        for i, e, rec in zip(range(n) if rows is None else rows, events, raws, strict=True):
             b = by_key.get(e.instrument)
             if b is None:
                 b = by_key[e.instrument] = EventBatch(fmt)
+                at[e.instrument] = []
             b.append(e)
             b.records.append(rec)
+            at[e.instrument].append(i)
+        if cols is not None:
+            for key, b in by_key.items():
+                b.cols = _columns_of(cols, at[key])
     refused = 0
     for key in [k for k in by_key if k not in state.admitted]:  # in order of first appearance
         why = state.admit(key)

@@ -203,33 +203,39 @@ def _int(buf: np.ndarray, i: int, end: int) -> tuple[int, int]:  # pragma: no co
 @numba.njit(cache=True, nogil=True)
 def _dec(buf: np.ndarray, i: int, end: int, pow10: np.ndarray,
          zero: bool = False) -> tuple[float, int]:  # pragma: no cover - compiled
-    """A plain decimal above zero (or 0 too, with ``zero``) at ``i`` (the module docstring): (value, next index)."""
+    """A plain decimal above zero (or 0 too, with ``zero``) at ``i`` (the module docstring): (value, next index).
+
+    Its digits make the mantissa ``m``; its significant digits (from the
+    first that is not 0) are at most 15 exactly where ``m < 10**15``, which
+    also keeps ``m`` from overflowing.
+    """
     j = i
     m = 0
-    digits = 0
-    while j < end and 48 <= buf[j] <= 57:
-        m = m * 10 + (buf[j] - 48)
+    while j < end:
+        d = int(buf[j]) - 48
+        if d < 0 or d > 9:
+            break
+        m = m * 10 + d
         j += 1
     n = j - i
-    if n == 0 or (n > 1 and buf[i] == 48):
+    if n == 0 or n > 15 or (n > 1 and buf[i] == 48):  # more than 15 digits before the point: as many significant
         return -1.0, -1
-    digits = n if m > 0 else 0
     k = 0
     if j < end and buf[j] == 46:
         j += 1
         f = j
-        while j < end and 48 <= buf[j] <= 57:
-            d = buf[j] - 48
-            if m > 0 or d > 0:
-                digits += 1
+        while j < end:
+            d = int(buf[j]) - 48
+            if d < 0 or d > 9:
+                break
             m = m * 10 + d
-            j += 1
-            if digits > 15:
+            if m >= 1_000_000_000_000_000:
                 return -1.0, -1
+            j += 1
         k = j - f
         if k == 0 or k > 22:
             return -1.0, -1
-    if digits > 15 or (m == 0 and not zero):
+    if m == 0 and not zero:
         return -1.0, -1
     return m / pow10[k], j
 
