@@ -121,6 +121,10 @@ class StepLogic(StatefulBatchLogic[Any, Any, Any]):
     A step whose state says which events it holds (``holding()``, as
     :class:`operators.sanity.SanityState`) may also drop events (skip them):
     their records are dropped too, and those of the events it holds kept.
+    A batch that every event passed goes on with its columns
+    (:class:`~core.events.EventColumns`), which a flattening step with a
+    ``run`` (as :func:`operators.depth.run`) reads to take its events in
+    runs of compiled code, the others stepped one by one.
     """
 
     def __init__(self, step: Callable, state: Any, flatten: bool, count_as: Optional[tuple[str, type]], stage: str,
