@@ -60,8 +60,9 @@ class InputConfig(BaseModel):
     path: Literal["auto", "chunk", "message"] = Field(
         "auto", description="How recording lines and Kafka ticks are parsed and books kept: 'message', one by one "
         "in Python (the reference); 'chunk', each chunk or Kafka batch by a compiled scanner first, which decodes "
-        "the spot and USD-M best bid/ask, trade and depth messages into arrays, with the order books in compiled "
-        "code (numba: about 0.35 s to load, then 25 to 35% faster); 'auto', the chunk path for Kafka and for replays "
+        "the spot and USD-M best bid/ask, trade and depth messages into arrays, with the order books and the bars "
+        "in compiled code (numba: 0.35 to 0.9 s to load, then 55 to 70% faster); 'auto', the chunk path for Kafka "
+        "and for replays "
         "of about 150,000 lines or more (estimated from the files' sizes), the per-message path for less. The "
         "outputs are the same.")
 
@@ -85,8 +86,9 @@ class InputConfig(BaseModel):
         return ParseLimits(allowed, self.max_instruments, self.max_line_bytes, self.parse_path())
 
 
-#: ``auto`` takes the chunk path from about this many input lines: where its faster parsing and books (about
-#: 2.5 µs a line, ``benchmarks/throughput.py``) outweigh loading its compiled code (about 0.35 s).
+#: ``auto`` takes the chunk path from about this many input lines: where its faster parsing, books and bars
+#: (about 5 µs a line, ``benchmarks/throughput.py``) outweigh loading its compiled code (0.35 to 0.9 s as the
+#: machine runs; ``ticklet backtest`` of 73,765 lines took as long on either path, 2026-12-07).
 AUTO_CHUNK_LINES = 150_000
 
 
