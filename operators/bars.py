@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.events import Bar, BookSnapshot, Count, DepthUpdate, ErrorRecord, Event, Kline, Quote, Trade, event_json
 
-__all__ = ["BarConfig", "BarState", "step"]
+__all__ = ["BarConfig", "BarState", "ofi_term", "step"]
 
 Out = Union[Bar, ErrorRecord, Count]
 _UNSET = -(1 << 62)
@@ -203,6 +203,27 @@ def _kline(st: BarState, k: Kline, out: list) -> None:
     st.last_trade = k.close
 
 
+def ofi_term(b: float, bq: float, a: float, aq: float, pb: float, pbq: float, pa: float, paq: float) -> float:
+    """Cont, Kukanov & Stoikov's ``e_n`` of a best bid/ask after the one before it (the module docstring).
+
+    Plain arithmetic, so that :mod:`operators.flatbars` compiles this same
+    function for its kernel.
+
+    >>> ofi_term(100.0, 2.0, 101.0, 1.0, 100.0, 1.0, 101.0, 3.0)   # the bid grew by 1, the ask shrank by 2
+    3.0
+    """
+    e = 0.0
+    if b >= pb:
+        e += bq
+    if b <= pb:
+        e -= pbq
+    if a <= pa:
+        e -= aq
+    if a >= pa:
+        e += paq
+    return e
+
+
 _NOTHING: tuple = ()
 
 
@@ -252,17 +273,7 @@ def step(state: BarState, event: Event) -> tuple[BarState, Sequence[Out]]:
     elif cls is Quote:
         b, bq, a, aq = event.bid, event.bid_qty, event.ask, event.ask_qty  # type: ignore[union-attr]
         if st.ask > 0.0:
-            pb, pbq, pa, paq = st.bid, st.bid_qty, st.ask, st.ask_qty
-            e = 0.0
-            if b >= pb:
-                e += bq
-            if b <= pb:
-                e -= pbq
-            if a <= pa:
-                e -= aq
-            if a >= pa:
-                e += paq
-            st.ofi += e
+            st.ofi += ofi_term(b, bq, a, aq, st.bid, st.bid_qty, st.ask, st.ask_qty)
         st.bid, st.bid_qty, st.ask, st.ask_qty = b, bq, a, aq
         st.depth_sum += (bq + aq) * 0.5
         st.n_quotes += 1

@@ -29,11 +29,13 @@ import numba
 import numpy as np
 
 from core.events import EventColumns
-from operators.bars import BarState
+from operators.bars import BarState, ofi_term
 from operators.flatbook import _NO_SEEN, _NO_WATCH, _accumulate, _apply, _events
 from operators.orderbook import OrderBookState
 
 __all__ = ["CROSSED", "BarsAndBook", "advance"]
+
+_ofi_term = numba.njit(cache=True, nogil=True)(ofi_term)  # the reference's own function, compiled
 
 #: :func:`advance`'s code for a run that ended with a diff that left the book crossed (applied, and counted).
 CROSSED = 1
@@ -148,16 +150,7 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
         elif k == 1:  # a best bid/ask: operators.bars.step
             b, bq, a_, aq = values[j, 0], values[j, 1], values[j, 2], values[j, 3]
             if ask > 0.0:
-                e = 0.0
-                if b >= bid:
-                    e += bq
-                if b <= bid:
-                    e -= bid_qty
-                if a_ <= ask:
-                    e -= aq
-                if a_ >= ask:
-                    e += ask_qty
-                ofi += e
+                ofi += _ofi_term(b, bq, a_, aq, bid, bid_qty, ask, ask_qty)
             bid, bid_qty, ask, ask_qty = b, bq, a_, aq
             depth_sum += (bq + aq) * 0.5
             n_quotes += 1
