@@ -59,7 +59,7 @@ class FlatSides:
     bid: float = math.nan
     ask: float = math.nan
     watch: Optional[np.ndarray] = None  # the maker's: prices per side (2, n; NaN pads) whose levels apply() notes
-    seen: dict = field(default_factory=dict)  # what apply() noted: (side, price) -> (quantity before, after)
+    noted: tuple = field(default_factory=lambda: ({}, {}))  # what apply() noted: bids, asks; price -> (before, after)
     notes: np.ndarray = field(default_factory=lambda: np.empty((4, 64)))  # apply()'s room for them
 
     def load(self, bid_px: Sequence[float], bid_qty: Sequence[float], ask_px: Sequence[float],
@@ -123,12 +123,14 @@ class FlatSides:
             r, self.bid, self.ask, n = _apply(self.keys, self.qty, self.ix, prices, qty, lo, mid, hi, self.max_depth,
                                               watch, out)
         if self.watch is not None:
-            seen: dict = {}
+            bids: dict = {}
+            asks: dict = {}
             if n:
                 for side, p, before, after in zip(*out[:, :n].tolist(), strict=True):
-                    key = (int(side), p)
-                    seen[key] = (seen[key][0] if key in seen else before, after)
-            self.seen = seen
+                    d = bids if side == 0.0 else asks
+                    was = d.get(p)
+                    d[p] = (before if was is None else was[0], after)
+            self.noted = (bids, asks)
         return r == 1
 
     # --- the depth features' part (operators.depth) ----------------------------------------------------

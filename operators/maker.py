@@ -57,7 +57,7 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, NamedTuple, Optional, Protocol, Union
+from typing import Literal, NamedTuple, Optional, Protocol, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,9 +76,6 @@ from core.events import (
 )
 from operators import orderbook
 from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
-
-if TYPE_CHECKING:
-    from operators.flatbook import FlatSides
 
 __all__ = ["Book", "Ledger", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "economics",
            "finish", "interleave", "on_depth", "on_diff", "on_time", "on_trade", "quote_prices", "step", "step_batch",
@@ -637,14 +634,6 @@ def _view(st: QuoterState) -> Book:
     return Book(b.bid_px[-1] if b.bid_px else -math.inf, b.ask_px[0] if b.ask_px else math.inf, b.bid_qty, b.ask_qty)
 
 
-def _noted(f: FlatSides) -> tuple[dict, dict]:
-    """What a compiled book noted of the diff it applied at the watched prices, bids and asks, as :func:`step` reads."""
-    seen = f.seen
-    if not seen:
-        return {}, {}
-    return ({p: v for (sd, p), v in seen.items() if sd == 0}, {p: v for (sd, p), v in seen.items() if sd == 1})
-
-
 def _grid(st: QuoterState) -> None:
     """The price grid: the smallest step between the book's first 50 levels on each side, and its decimals."""
     b = st.book
@@ -848,7 +837,7 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
             last = book.last_id
             orderbook.step(book, ev)
             if f is not None and book.last_id != last:  # the compiled book noted them as it applied the diff
-                bids, asks = _noted(f)
+                bids, asks = f.noted
             if (wb or wa) and book.last_id != last and book.status == SYNCED:
                 after = _view(st)
                 if bids or asks or (ev.asks and after.best_ask <= st.hi_b) or (ev.bids and after.best_bid >= st.lo_a):

@@ -31,6 +31,9 @@ from harness.realdata import SCRATCH
 pytestmark = pytest.mark.integration
 
 MAKER = {"TICKLET_MAKER__ENABLED": "true"}
+#: The crash test's runs read the topic 10 messages a poll: each life must outlast a snapshot of its own (one a
+#: second at the least), and at the default 5,000 the whole topic goes through in about as long.
+SMALL_POLLS = {**MAKER, "TICKLET_KAFKA__BATCH_SIZE": "10"}
 FILES = ("maker_fills.csv", "maker_economics.csv")
 
 
@@ -90,12 +93,12 @@ def test_kill_minus_nine_keeps_the_resting_orders(kafka_bootstrap, maker_topic, 
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
     note = f"random state {rng.getstate()[1][:2]}"
     ref = tmp_path / "ref"
-    run_flow(flow_env(kafka_bootstrap, maker_topic, ref, **MAKER))
+    run_flow(flow_env(kafka_bootstrap, maker_topic, ref, **SMALL_POLLS))
     full = (ref / "maker_fills.csv").stat().st_size
     rec_dir, out = tmp_path / "recovery", tmp_path / "crash"
     rec_dir.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec_dir), "1"], check=True, cwd=SCRATCH)
-    env = flow_env(kafka_bootstrap, maker_topic, out, RUST_BACKTRACE="0", **MAKER)
+    env = flow_env(kafka_bootstrap, maker_topic, out, RUST_BACKTRACE="0", **SMALL_POLLS)
     args = [sys.executable, "-m", "bytewax.run", "dataflows.forecast", "-r", str(rec_dir), "-s", "1", "-b", "0"]
 
     def progress() -> int:
