@@ -161,7 +161,19 @@ from typing import Optional, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.events import BookSnapshot, Count, DepthUpdate, ErrorRecord, Event, Kline, Levels, Quote, Trade, event_json
+from core.events import (
+    BookSnapshot,
+    Count,
+    DepthUpdate,
+    ErrorRecord,
+    Event,
+    EventColumns,
+    Kline,
+    Levels,
+    Quote,
+    Trade,
+    event_json,
+)
 
 __all__ = ["STAGE", "SanityConfig", "SanityState", "step", "step_batch"]
 
@@ -707,6 +719,49 @@ def step(state: SanityState, event: Event) -> tuple[SanityState, Sequence[Out]]:
     return st, out
 
 
+def _one(st: SanityState, ev: Event, accepted: list, side: list) -> SanityState:
+    """:func:`step` of one event, its outputs sorted: what passes on to ``accepted``, dead letters and counts aside."""
+    st, out = step(st, ev)
+    for o in out:
+        kind = type(o)
+        (side if kind is ErrorRecord or kind is Count else accepted).append(o)
+    return st
+
+
+def _by_runs(st: SanityState, events: list[Event], cols: EventColumns) -> tuple[SanityState, list]:
+    """:func:`step_batch` of a batch with its columns: its fast path taken by runs of compiled code.
+
+    :func:`operators.flatsanity.run` passes on the events the fast path
+    would, from where it is called, and stops at the first it would not;
+    that one is stepped (:func:`step`), and the run goes on after it.
+    """
+    from operators.flatsanity import run  # numba loads only when a batch comes with columns
+
+    accepted: list = []
+    side: list = []
+    skipped = 0
+    i, n = 0, len(events)
+    while i < n:
+        j = i
+        if st.held is None and not st.ahead and st.clock >= 0 and st.ranked:
+            j, priced = run(st, cols, i, n)
+            if j > i:
+                accepted.extend(events[i:j])
+                if priced and st.outside:
+                    st.outside.clear()
+            if j == n:
+                break
+        ev = events[j]
+        if type(ev) is Trade and st.traded and ev.agg:
+            skipped += 1
+        else:
+            st = _one(st, ev, accepted, side)
+        i = j + 1
+    if skipped:
+        side.append(Count("aggtrades_skipped", skipped))
+    return st, ([accepted] + side if accepted else side)
+
+
 def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, list]:
     """:func:`step` over a list of events, for the dataflow, which passes events on in lists.
 
@@ -727,6 +782,9 @@ def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, li
     st = state
     accepted: list = []
     side: list = []
+    cols = getattr(events, "cols", None)  # the chunk path's arrays (an EventBatch's): the fast path compiled
+    if cols is not None:
+        return _by_runs(st, events, cols)
     skew, mx, sample = st.skew, st.max_notional, st.sample
     window = st.config.duplicate_window
     dedup = window > 0
@@ -793,13 +851,10 @@ def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, li
                     accepted.append(ev)
                     continue
         st.clock, st.next_sample = clock, nxt
-        st, out = step(st, ev)
+        st = _one(st, ev, accepted, side)
         fast = st.held is None and not st.ahead and st.clock >= 0 and bool(st.ranked)
         clock, lo, hi, nxt = st.clock, st.lo, st.hi, st.next_sample
         traded = st.traded
-        for o in out:
-            kind = type(o)
-            (side if kind is ErrorRecord or kind is Count else accepted).append(o)
     st.clock, st.next_sample = clock, nxt
     if skipped:
         side.append(Count("aggtrades_skipped", skipped))
