@@ -26,7 +26,7 @@ import numpy as np
 
 from core.events import EventColumns
 
-__all__ = ["run"]
+__all__ = ["run", "warm"]
 
 _MIN = sys.float_info.min
 _MAX = sys.float_info.max
@@ -151,3 +151,14 @@ def run(st: Any, cols: EventColumns, i: int, n: int) -> tuple[int, bool]:
         st.reference = float(floats[3])
         st.lo, st.hi = float(floats[0]), float(floats[1])
     return j, bool(ints[12])
+
+
+def warm() -> None:
+    """Load the kernel (from numba's cache; compiled the first time), as a live run does before its first tick."""
+    from operators.sanity import SanityConfig, SanityState
+
+    st = SanityState(SanityConfig())
+    st.held, st.clock, st.ranked, st.recent = None, 0, [1.0], deque([1.0])
+    z = np.zeros(1, np.int64)
+    run(st, EventColumns(np.ones(1, np.int8), z, z, z, np.ones((1, 4)), z, z, np.zeros((1, 3), np.int64),
+                         np.zeros(0), np.zeros(0)), 0, 1)
