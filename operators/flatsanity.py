@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from core.events import EventColumns
+from operators.sanity import _GAPS as GAPS
 
 __all__ = ["run", "warm"]
 
@@ -64,13 +65,14 @@ def _run(kind: np.ndarray, ts_recv: np.ndarray, values: np.ndarray, ids: np.ndar
     """The fast path over events ``[i, n)`` while it applies; the index of the first it does not.
 
     ``ints``: clock, skew, next sample, sample, traded, dedup window (0:
-    off), sequences, the sequence's first and latest ids, whether it has
-    gaps, the samples' count, samples taken, a quote or trade taken;
+    off), sequences, the sequence's first and latest ids, its gaps, the
+    samples' count, samples taken, a quote or trade taken, the first id
+    of its first gap, the most gaps kept;
     ``floats``: the band's low and high, the notional cap, the reference.
     Both are updated.
     """
     clock, skew, nxt, sample, traded, dedup = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]
-    nseq, s0, s1, gaps, m = ints[6], ints[7], ints[8], ints[9], ints[10]
+    nseq, s0, s1, ngaps, m, gap0, most_gaps = ints[6], ints[7], ints[8], ints[9], ints[10], ints[13], ints[14]
     lo, hi, mx = floats[0], floats[1], floats[2]
     pushed = 0
     priced = 0
@@ -100,11 +102,12 @@ def _run(kind: np.ndarray, ts_recv: np.ndarray, values: np.ndarray, ids: np.ndar
             if dedup:
                 if not (nseq == 1 and ids[j] == s1 + 1):
                     break
-                if s1 + 1 - s0 >= dedup and gaps:  # the sequence's gaps to forget: in Python
-                    break
+                if s1 + 1 - s0 >= dedup:  # the window moves on: its first id (operators.sanity._forget)
+                    first = s1 + 2 - dedup
+                    if ngaps and (first > gap0 or ngaps > most_gaps):  # a gap to cut or drop: in Python
+                        break
+                    s0 = first
                 s1 += 1
-                if s1 - s0 >= dedup:
-                    s0 = s1 - dedup + 1
             priced = 1
             if ts >= nxt:
                 m, floats[3], lo, hi = _push(p, rec, rk, m, window, band)
@@ -130,10 +133,10 @@ def run(st: Any, cols: EventColumns, i: int, n: int) -> tuple[int, bool]:
     """
     c = st.config
     seqs = st.ids
-    s0, s1, gaps = (seqs[0][0], seqs[0][1], int(bool(seqs[0][2]))) if seqs else (0, 0, 0)
+    s0, s1, gaps = (seqs[0][0], seqs[0][1], seqs[0][2]) if seqs else (0, 0, ())
     m = len(st.ranked)
     ints = np.array([st.clock, st.skew, st.next_sample, st.sample, int(st.traded), c.duplicate_window, len(seqs), s0,
-                     s1, gaps, m, 0, 0], dtype=np.int64)
+                     s1, len(gaps), m, 0, 0, gaps[0][0] if gaps else 0, GAPS], dtype=np.int64)
     floats = np.array([st.lo, st.hi, st.max_notional, st.reference])
     rec = np.empty(c.window + 1)
     rk = np.empty(c.window + 1)

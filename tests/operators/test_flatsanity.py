@@ -42,8 +42,8 @@ def _state_of(st: SanityState) -> tuple:
     return tuple(repr(getattr(st, k)) for k in st.__slots__ if k != "config")
 
 
-def _compare(market: str, symbol: str, rows: list[bytes], cfg: SanityConfig,
-             monkeypatch: pytest.MonkeyPatch) -> tuple[int, int, dict[str, int]]:
+def _compare(market: str, symbol: str, rows: list[bytes], cfg: SanityConfig, monkeypatch: pytest.MonkeyPatch,
+             size: int = 2048) -> tuple[int, int, dict[str, int]]:
     """Both paths over the chunk path's batches: (events, events the kernel passed, the counts)."""
     taken = [0]
     run = flatsanity.run
@@ -57,7 +57,7 @@ def _compare(market: str, symbol: str, rows: list[bytes], cfg: SanityConfig,
     ref, got = SanityState(cfg), SanityState(cfg)
     n = 0
     counts: dict[str, int] = {}
-    for batch in _batches(market, symbol, rows):
+    for batch in _batches(market, symbol, rows, size):
         assert batch.cols is not None and len(batch.cols) == len(batch)
         ref, want = step_batch(ref, list(batch))  # a plain list: the Python path
         got, have = step_batch(got, batch)
@@ -108,7 +108,8 @@ def _edited() -> list[bytes]:
     SanityConfig(max_notional=50_000.0),  # a cap that some trades, quotes and depth levels pass
 ], ids=["default", "small-window", "tight-band", "low-cap"])
 def test_runs_give_the_python_paths_outputs_where_the_checks_fire(cfg, monkeypatch):
-    n, taken, counts = _compare("usdm", "BTCUSDT", _edited(), cfg, monkeypatch)
+    # in batches of 97 lines: the states compared after each, so that a difference lasting a few events shows
+    n, taken, counts = _compare("usdm", "BTCUSDT", _edited(), cfg, monkeypatch, size=97)
     assert 0 < taken < n
     assert counts.get("duplicate_trades", 0) >= 1, counts
     assert any(k.startswith("implausible_") for k in counts), counts
