@@ -438,6 +438,12 @@ def _after_apply(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit:
             out.append(q)
 
 
+def _follows(ev: DepthUpdate, last: int) -> bool:
+    """Whether a diff follows the book's update ``last``: ``pu`` is ``last`` (futures), or ``U`` the next (spot)."""
+    pu = ev.prev_last_id
+    return pu == last if pu >= 0 else ev.first_id == last + 1
+
+
 def _on_diff(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: bool = True) -> None:
     """Handle one diff; records are stamped ``now``.
 
@@ -453,14 +459,9 @@ def _on_diff(st: OrderBookState, ev: DepthUpdate, out: list, now: int, emit: boo
                                    event_json(ev), ev.instrument, now))
             out.append(Count("depth_stale_updates", 1))
             return
-        pu = ev.prev_last_id
-        if pu >= 0:
-            ok = pu == last
-            expected, got = last, pu
-        else:
-            ok = ev.first_id == last + 1
-            expected, got = last + 1, ev.first_id
-        if not ok:
+        if not _follows(ev, last):
+            pu = ev.prev_last_id
+            expected, got = (last, pu) if pu >= 0 else (last + 1, ev.first_id)
             log.warning("%s: depth gap, expected %d got %d; resyncing", ev.instrument, expected, got)
             _resync(st, ev.instrument, now, "gap", out,
                     (BookGap(ev.instrument, now, "depth", expected, got), Count("depth_gaps", 1),
@@ -543,6 +544,16 @@ def step(state: OrderBookState, event) -> tuple[OrderBookState, Sequence[Out]]:
     cls = type(event)
     if cls is DepthUpdate:
         out: list = []
+        f = state.flat
+        if (f is not None and state.status == SYNCED and event.last_id > state.last_id and not state.config.quotes
+                and _follows(event, state.last_id)):  # the common case of a compiled book, as _on_diff takes it
+            crossed = f.apply(*flat_levels(event))
+            if not crossed:
+                state.last_id = event.last_id
+                state.ts_event = event.ts_event
+                return state, _NOTHING
+            after_diff(state, event, out, event.ts_recv, True, crossed)
+            return state, out
         _on_diff(state, event, out, event.ts_recv)
         return state, out
     if cls is BookSnapshot:

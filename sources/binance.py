@@ -75,9 +75,11 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Annotated, Any, Optional, Union, cast
 
 import msgspec
@@ -1058,12 +1060,15 @@ def _events_of(c: Any, recs: list, one: Callable[[bytes], Parsed],
     market code)`` the instrument of a row.
     """
     kinds = c.kind
-    results: list[Parsed] = [one(r) if not k else "" for r, k in zip(recs, kinds.tolist(), strict=True)]
     px, qty = c.lv_px, c.lv_qty  # a depth diff's levels stay in the chunk's arrays
+    at = np.flatnonzero(kinds == 0)
+    made_all: list[Parsed] = [one(recs[i]) for i in at.tolist()]  # the records the scanner left to the parser
+    order = [at]
     for k in (1, 2, 3):  # each kind's events made by one C-level map over its columns
         at = np.flatnonzero(kinds == k)
         if not len(at):
             continue
+        order.append(at)
         rows = at.tolist()
         if isinstance(key_of, str):
             keys: list[str] = [key_of] * len(rows)
@@ -1078,14 +1083,18 @@ def _events_of(c: Any, recs: list, one: Callable[[bytes], Parsed],
             made = map(Trade, keys, t_recv, t_event.tolist(), v[:, 0].tolist(), v[:, 1].tolist(),
                        (v[:, 2] != 0.0).tolist(), ids)
         else:
-            made = (DepthUpdate(key, tr, te, first, u, prev,  # levels read as the tuples the parser makes
-                                Levels(px, qty, lo, mid, nb), Levels(px, qty, mid, hi, na))  # type: ignore[arg-type]
-                    for key, tr, te, first, u, prev, (lo, mid, hi), nb, na in zip(
-                        keys, t_recv, t_event.tolist(), c.first_ids[at].tolist(), ids, c.prev_ids[at].tolist(),
-                        c.levels[at].tolist(), v[:, 0].tolist(), v[:, 1].tolist(), strict=True))
-        for i, ev in zip(rows, made, strict=True):
-            results[i] = ev
-    return results
+            lo, mid, hi = c.levels[at].T.tolist()
+            m = len(rows)
+            made = map(DepthUpdate, keys, t_recv, t_event.tolist(), c.first_ids[at].tolist(), ids,
+                       c.prev_ids[at].tolist(),  # the levels read as the tuples the parser makes
+                       map(Levels, repeat(px, m), repeat(qty, m), lo, mid, v[:, 0].tolist()),
+                       map(Levels, repeat(px, m), repeat(qty, m), mid, hi, v[:, 1].tolist()))
+        made_all.extend(made)
+    if len(made_all) < 2:
+        return made_all
+    where = np.empty(len(made_all), np.int64)  # each record's event: its place in made_all
+    where[np.concatenate(order)] = np.arange(len(made_all))
+    return list(operator.itemgetter(*where.tolist())(made_all))  # in the records' order, by one C-level gather
 
 
 def parse_chunk(chunk: RawChunk, state: Optional[ParseState] = None
