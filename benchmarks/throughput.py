@@ -20,6 +20,10 @@ otherwise):
 - ``backtest_process_s`` and ``backtest_peak_rss_mib``: ``ticklet backtest``
   of the first file alone as a new process, wall time and peak resident
   memory (the process's ``ru_maxrss``), best of ``--repeat``;
+  ``river_import_s``: a new Python process that only imports what the
+  default learners are made of (``river.linear_model``, ``river.preprocessing``,
+  which import ``scipy.stats``), best of ``--repeat``: a floor of that
+  process time which no change to ticklet moves;
 - ``stage_s``: where the best pipeline run's time went, per step
   (``ticklet_stage_seconds``: parse, sanity, bars and the book, features,
   join, metrics, signals, pnl, fills, maker), and ``other_s``, the rest
@@ -135,6 +139,13 @@ def _process(path: Path) -> tuple[float, float]:
     return wall, rss_kib / 1024
 
 
+def _river_import() -> float:
+    """Wall seconds of a new process that imports the River modules of the default learners, and nothing else."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import river.linear_model, river.preprocessing"], check=True)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="*", type=Path)
@@ -145,6 +156,7 @@ def main() -> None:
     # The new processes first, while this one is small: a child's peak RSS counts the parent's pages it was forked
     # with, before it runs ticklet.
     procs = [_process(paths[0]) for _ in range(args.repeat)]
+    river = min(_river_import() for _ in range(args.repeat))
     bare = float("inf")
     lines = 0
     for _ in range(args.repeat):
@@ -182,6 +194,7 @@ def main() -> None:
         "backtest_process_file": str(paths[0]),
         "backtest_process_s": round(min(w for w, _ in procs), 3),
         "backtest_peak_rss_mib": round(max(r for _, r in procs), 1),
+        "river_import_s": round(river, 3),
     }
     print(json.dumps(out, indent=1))
 
