@@ -62,6 +62,18 @@ class FlatSides:
     noted: tuple = field(default_factory=lambda: ({}, {}))  # what apply() noted: bids, asks; price -> (before, after)
     notes: np.ndarray = field(default_factory=lambda: np.empty((4, 64)))  # apply()'s room for them
 
+    def __setstate__(self, state: tuple[None, dict]) -> None:
+        """Unpickle (the state of a class with slots: ``(None, {slot: value})``).
+
+        A snapshot taken when the notes were one map, ``seen``: ``(side,
+        price) -> (before, after)``, resumes with them as the bids' and the
+        asks' (``noted``).
+        """
+        for name, value in state[1].items():
+            if name == "seen":
+                name, value = "noted", tuple({p: v for (sd, p), v in value.items() if sd == side} for side in (0, 1))
+            setattr(self, name, value)
+
     def load(self, bid_px: Sequence[float], bid_qty: Sequence[float], ask_px: Sequence[float],
              ask_qty: Sequence[float]) -> None:
         """Replace both sides: each given best first, positive quantities, distinct prices."""

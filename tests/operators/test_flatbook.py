@@ -197,3 +197,21 @@ def test_a_depth_level_over_the_notional_cap_is_the_same_dead_letter_on_both_pat
         _, got = drive(sanity.step, sanity.SanityState(cfg), fast)
         assert got == want
         assert sum(type(r).__name__ == "ErrorRecord" for r in want) >= 25  # the edited lines: dead letters
+
+
+def test_a_book_pickled_with_its_notes_in_one_map_resumes():
+    """A snapshot taken when a compiled book noted the maker's levels in one map, ``(side, price) -> (before,
+    after)`` (its ``seen``), resumes with them as the bids' and the asks' maps (``noted``)."""
+    f = flatbook.new(10)
+    f.load([100.0, 99.0], [1.0, 2.0], [101.0], [3.0])
+    f.watch = np.array([[100.0], [101.0]])
+    f.apply(np.array([100.0, 101.0]), np.array([4.0, 0.0]), 0, 1, 2)
+    assert f.noted == ({100.0: (1.0, 4.0)}, {101.0: (3.0, 0.0)})
+    back = pickle.loads(pickle.dumps(f))
+    assert back.noted == f.noted and back.levels(0) == f.levels(0) and back.levels(1) == f.levels(1)
+    _, slots = f.__getstate__()
+    del slots["noted"]
+    slots["seen"] = {(0, 100.0): (1.0, 4.0), (1, 101.0): (3.0, 0.0)}  # the state as it was pickled before
+    resumed = flatbook.FlatSides.__new__(flatbook.FlatSides)
+    resumed.__setstate__((None, slots))
+    assert resumed.noted == f.noted and resumed.levels(0) == f.levels(0)
