@@ -117,6 +117,20 @@ def parse_paths(paths: Sequence[str | Path], path: str = "message") -> tuple[dic
                        ParseState(ParseLimits(path=path)))
 
 
+def chunk_batches(market: str, symbol: str, rows: Sequence[bytes], size: int = 2048) -> list:
+    """The events of recording lines ``rows`` as the chunk path parses them, ``size`` lines a chunk: each chunk's
+    batch per instrument (an ``EventBatch``, with its columns)."""
+    from core.events import RawChunk
+    from sources.binance import ParseLimits, ParseState, parse_chunk
+
+    ps = ParseState(ParseLimits(path="chunk"))
+    out: list = []
+    for i in range(0, len(rows), size):
+        by_key, _, _ = parse_chunk(RawChunk("ws", market, symbol, list(rows[i:i + size])), ps)
+        out.extend(by_key.values())
+    return out
+
+
 @cache
 def chunk_events(paths: tuple[str, ...]) -> list:
     """The events of the recordings as the chunk path parses them (a depth diff's levels in arrays)."""

@@ -16,13 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from core.events import RawChunk
 from dataflows.ops import Side, StepLogic
-from harness.realdata import lines
+from harness.realdata import chunk_batches, lines
 from operators import depth
 from operators.bars import BarConfig
 from operators.depth import DepthConfig, DepthState
-from sources.binance import ParseLimits, ParseState, parse_chunk
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "binance-ws"
 RECORDINGS = [("usdm", "BTCUSDT", DATA / "usdm" / "btcusdt_20230404.dat.gz"),
@@ -38,16 +36,6 @@ def _state_of(st: DepthState) -> tuple:
     bars = tuple(getattr(b, k) for k in b.__slots__ if k != "config")
     return (bars, book.status, book.last_id, book.ts_event, book.requested, len(book.buffer), f.levels(0), f.levels(1),
             repr(f.bid), repr(f.ask), st.seen, st.live, st.updates, st.flat.tobytes(), st.counts.tobytes())
-
-
-def _batches(market: str, symbol: str, rows: list[bytes], size: int = 2048) -> list:
-    """The events of ``rows`` as the chunk path parses them, chunk by chunk: one batch (with its columns) each."""
-    ps = ParseState(ParseLimits(path="chunk"))
-    out: list = []
-    for i in range(0, len(rows), size):
-        by_key, _, _ = parse_chunk(RawChunk("ws", market, symbol, list(rows[i:i + size])), ps)
-        out.extend(by_key.values())
-    return out
 
 
 def _outputs(res: Iterable) -> list:
@@ -68,7 +56,7 @@ def _compare(market: str, symbol: str, rows: list[bytes], bars: BarConfig) -> tu
     ref = StepLogic(depth.step, DepthState(bars, cfg, True), True, None, "test")
     logic = StepLogic(depth.step, DepthState(bars, cfg, True), True, None, "test", run=counted)
     n = 0
-    for batch in _batches(market, symbol, rows):
+    for batch in chunk_batches(market, symbol, rows):
         assert batch.cols is not None and len(batch.cols) == len(batch)
         want, _ = ref.on_batch([batch])
         got, _ = logic.on_batch([batch])
@@ -116,7 +104,7 @@ def test_runs_give_the_steps_outputs_and_state_where_every_kind_of_stop_happens(
     ref = DepthState(bars, DepthConfig(), True)
     counts: dict = {}
     reasons = []
-    for batch in _batches("usdm", "BTCUSDT", rows):
+    for batch in chunk_batches("usdm", "BTCUSDT", rows):
         for ev in batch:
             ref, out = depth.step(ref, ev)
             for o in out:
@@ -132,7 +120,7 @@ def test_runs_give_the_steps_outputs_and_state_where_every_kind_of_stop_happens(
 
 def test_a_run_ends_before_the_first_event_a_bar_closes_on():
     rows = list(lines(DATA / "usdm" / "btcusdt_20230404.dat.gz"))[:3000]
-    (batch, *_) = _batches("usdm", "BTCUSDT", rows, size=3000)
+    (batch, *_) = chunk_batches("usdm", "BTCUSDT", rows, size=3000)
     st = DepthState(BarConfig(), DepthConfig(), True)
     st, j, out = depth.run(st, batch, batch.cols, 0)
     assert (j, out) == (0, [])  # no bar open yet: the first event opens one, by the step
@@ -156,7 +144,7 @@ def test_a_run_ends_before_the_first_event_a_bar_closes_on():
 
 def test_a_state_without_a_compiled_book_takes_no_run():
     rows = list(lines(DATA / "usdm" / "btcusdt_20230404.dat.gz"))[:500]
-    (batch, *_) = _batches("usdm", "BTCUSDT", rows)
+    (batch, *_) = chunk_batches("usdm", "BTCUSDT", rows)
     st = DepthState(BarConfig(), DepthConfig(), False)
     assert depth.run(st, batch, batch.cols, 0)[1:] == (0, [])
 
@@ -164,7 +152,7 @@ def test_a_state_without_a_compiled_book_takes_no_run():
 def test_the_columns_follow_the_events_when_lines_are_dropped():
     rows = list(lines(DATA / "usdm" / "btcusdt_20230404.dat.gz"))[:300]
     rows.insert(5, b"garbage")
-    (batch, *_) = _batches("usdm", "BTCUSDT", rows)
+    (batch, *_) = chunk_batches("usdm", "BTCUSDT", rows)
     c = batch.cols
     assert len(c) == len(batch) < 300
     kinds = [int(c.kind[k]) for k in range(len(c))]

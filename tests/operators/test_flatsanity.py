@@ -16,26 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from core.events import RawChunk
-from harness.realdata import lines
+from harness.realdata import chunk_batches, lines
 from operators import flatsanity
 from operators.sanity import SanityConfig, SanityState, step_batch
-from sources.binance import ParseLimits, ParseState, parse_chunk
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "binance-ws"
 USDM = [DATA / "usdm" / "btcusdt_20230404.dat.gz", DATA / "usdm" / "btcusdt_20230405.dat.gz"]
 RECORDINGS = [("usdm", "BTCUSDT", USDM), ("spot", "BTCUSDT", [DATA / "spot" / "btcusdt_20240808.gz"]),
               ("spot", "ETHUSDT", [DATA / "spot" / "ethusdt_20240809.gz"])]
-
-
-def _batches(market: str, symbol: str, rows: list[bytes], size: int = 2048) -> list:
-    """The events of ``rows`` as the chunk path parses them, chunk by chunk: one batch (with its columns) each."""
-    ps = ParseState(ParseLimits(path="chunk"))
-    out: list = []
-    for i in range(0, len(rows), size):
-        by_key, _, _ = parse_chunk(RawChunk("ws", market, symbol, list(rows[i:i + size])), ps)
-        out.extend(by_key.values())
-    return out
 
 
 def _state_of(st: SanityState) -> tuple:
@@ -57,7 +45,7 @@ def _compare(market: str, symbol: str, rows: list[bytes], cfg: SanityConfig, mon
     ref, got = SanityState(cfg), SanityState(cfg)
     n = 0
     counts: dict[str, int] = {}
-    for batch in _batches(market, symbol, rows, size):
+    for batch in chunk_batches(market, symbol, rows, size):
         assert batch.cols is not None and len(batch.cols) == len(batch)
         ref, want = step_batch(ref, list(batch))  # a plain list: the Python path
         got, have = step_batch(got, batch)
