@@ -25,9 +25,8 @@ import numba
 import numpy as np
 
 from core.events import EventColumns
-from operators.sanity import _GAPS as GAPS
 
-__all__ = ["run", "warm"]
+__all__ = ["run"]
 
 _MIN = sys.float_info.min
 _MAX = sys.float_info.max
@@ -121,11 +120,12 @@ def _run(kind: np.ndarray, ts_recv: np.ndarray, values: np.ndarray, ids: np.ndar
     return j
 
 
-def run(st: Any, cols: EventColumns, i: int, n: int) -> tuple[int, bool]:
+def run(st: Any, cols: EventColumns, i: int, n: int, most_gaps: int) -> tuple[int, bool]:
     """How far from ``i`` the events ``[i, n)`` of a batch (``cols``) pass the fast path of ``check_ticks``.
 
     ``st`` is a :class:`operators.sanity.SanityState` whose fast path
-    applies (after the warm-up, nothing held, a reference, a clock).
+    applies (after the warm-up, nothing held, a reference, a clock);
+    ``most_gaps`` the most gaps a trade id sequence keeps.
     Returns ``(j, priced)``: events ``[i, j)`` pass, and whether one of
     them was a quote or a trade. ``st`` is then as passing them leaves it,
     but for the agreeing out-of-band prices (``outside``), which a quote or
@@ -136,7 +136,7 @@ def run(st: Any, cols: EventColumns, i: int, n: int) -> tuple[int, bool]:
     s0, s1, gaps = (seqs[0][0], seqs[0][1], seqs[0][2]) if seqs else (0, 0, ())
     m = len(st.ranked)
     ints = np.array([st.clock, st.skew, st.next_sample, st.sample, int(st.traded), c.duplicate_window, len(seqs), s0,
-                     s1, len(gaps), m, 0, 0, gaps[0][0] if gaps else 0, GAPS], dtype=np.int64)
+                     s1, len(gaps), m, 0, 0, gaps[0][0] if gaps else 0, most_gaps], dtype=np.int64)
     floats = np.array([st.lo, st.hi, st.max_notional, st.reference])
     rec = np.empty(c.window + 1)
     rk = np.empty(c.window + 1)
@@ -155,13 +155,3 @@ def run(st: Any, cols: EventColumns, i: int, n: int) -> tuple[int, bool]:
         st.lo, st.hi = float(floats[0]), float(floats[1])
     return j, bool(ints[12])
 
-
-def warm() -> None:
-    """Load the kernel (from numba's cache; compiled the first time), as a live run does before its first tick."""
-    from operators.sanity import SanityConfig, SanityState
-
-    st = SanityState(SanityConfig())
-    st.held, st.clock, st.ranked, st.recent = None, 0, [1.0], deque([1.0])
-    z = np.zeros(1, np.int64)
-    run(st, EventColumns(np.ones(1, np.int8), z, z, z, np.ones((1, 4)), z, z, np.zeros((1, 3), np.int64),
-                         np.zeros(0), np.zeros(0)), 0, 1)

@@ -175,7 +175,7 @@ from core.events import (
     event_json,
 )
 
-__all__ = ["STAGE", "SanityConfig", "SanityState", "step", "step_batch"]
+__all__ = ["STAGE", "SanityConfig", "SanityState", "step", "step_batch", "warm"]
 
 #: The ``stage`` of this operator's dead letters (the dataflow step's name).
 STAGE = "check_ticks"
@@ -728,6 +728,22 @@ def _one(st: SanityState, ev: Event, accepted: list, side: list) -> SanityState:
     return st
 
 
+def warm() -> None:
+    """Load the chunk path's kernel (:mod:`operators.flatsanity`; from numba's cache, compiled the first time).
+
+    As a live run does before its first tick.
+    """
+    import numpy as np
+
+    from operators.flatsanity import run
+
+    st = SanityState(SanityConfig())
+    st.held, st.clock, st.ranked, st.recent = None, 0, [1.0], deque([1.0])
+    z = np.zeros(1, np.int64)
+    run(st, EventColumns(np.ones(1, np.int8), z, z, z, np.ones((1, 4)), z, z, np.zeros((1, 3), np.int64),
+                         np.zeros(0), np.zeros(0)), 0, 1, _GAPS)
+
+
 def _by_runs(st: SanityState, events: list[Event], cols: EventColumns) -> tuple[SanityState, list]:
     """:func:`step_batch` of a batch with its columns: its fast path taken by runs of compiled code.
 
@@ -744,7 +760,7 @@ def _by_runs(st: SanityState, events: list[Event], cols: EventColumns) -> tuple[
     while i < n:
         j = i
         if st.held is None and not st.ahead and st.clock >= 0 and st.ranked:
-            j, priced = run(st, cols, i, n)
+            j, priced = run(st, cols, i, n, _GAPS)
             if j > i:
                 accepted.extend(events[i:j])
                 if priced and st.outside:

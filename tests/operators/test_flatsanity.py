@@ -36,8 +36,8 @@ def _compare(market: str, symbol: str, rows: list[bytes], cfg: SanityConfig, mon
     taken = [0]
     run = flatsanity.run
 
-    def counted(st, cols, i, n):
-        j, priced = run(st, cols, i, n)
+    def counted(st, cols, i, n, most_gaps):
+        j, priced = run(st, cols, i, n, most_gaps)
         taken[0] += j - i
         return j, priced
 
