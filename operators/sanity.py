@@ -719,6 +719,11 @@ def step(state: SanityState, event: Event) -> tuple[SanityState, Sequence[Out]]:
     return st, out
 
 
+def _fast(st: SanityState) -> bool:
+    """Whether :func:`step_batch`'s fast path applies: the warm-up over, nothing held ahead, a clock and a reference."""
+    return st.held is None and not st.ahead and st.clock >= 0 and bool(st.ranked)
+
+
 def _one(st: SanityState, ev: Event, accepted: list, side: list) -> SanityState:
     """:func:`step` of one event, its outputs sorted: what passes on to ``accepted``, dead letters and counts aside."""
     st, out = step(st, ev)
@@ -759,7 +764,7 @@ def _by_runs(st: SanityState, events: list[Event], cols: EventColumns) -> tuple[
     i, n = 0, len(events)
     while i < n:
         j = i
-        if st.held is None and not st.ahead and st.clock >= 0 and st.ranked:
+        if _fast(st):
             j, priced = run(st, cols, i, n, _GAPS)
             if j > i:
                 accepted.extend(events[i:j])
@@ -815,7 +820,7 @@ def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, li
     # band for them); an aggTrade skipped once the instrument has plain trades.
     # The state it reads is kept in locals, written back before any other
     # event and at the end; the result is step's (tested).
-    fast = st.held is None and not st.ahead and st.clock >= 0 and bool(st.ranked)
+    fast = _fast(st)
     clock, lo, hi, nxt = st.clock, st.lo, st.hi, st.next_sample
     traded = st.traded
     for ev in events:
@@ -868,7 +873,7 @@ def step_batch(state: SanityState, events: list[Event]) -> tuple[SanityState, li
                     continue
         st.clock, st.next_sample = clock, nxt
         st = _one(st, ev, accepted, side)
-        fast = st.held is None and not st.ahead and st.clock >= 0 and bool(st.ranked)
+        fast = _fast(st)
         clock, lo, hi, nxt = st.clock, st.lo, st.hi, st.next_sample
         traded = st.traded
     st.clock, st.next_sample = clock, nxt

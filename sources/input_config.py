@@ -60,11 +60,10 @@ class InputConfig(BaseModel):
     path: Literal["auto", "chunk", "message"] = Field(
         "auto", description="How recording lines and Kafka ticks are parsed and books kept: 'message', one by one "
         "in Python (the reference); 'chunk', each chunk or Kafka batch by a compiled scanner first, which decodes "
-        "the spot and USD-M best bid/ask, trade and depth messages into arrays, with the order books and the bars "
-        "in compiled code (numba: 0.35 to 0.9 s to load, then 55 to 70% faster); 'auto', the chunk path for Kafka "
-        "and for replays "
-        "of about 150,000 lines or more (estimated from the files' sizes), the per-message path for less. The "
-        "outputs are the same.")
+        "the spot and USD-M best bid/ask, trade and depth messages into arrays, with the sanity checks, the order "
+        "books and the bars in compiled code (numba: 0.35 to 0.9 s to load, then 55 to 70% faster); 'auto', the "
+        "chunk path for Kafka and for replays of about 150,000 lines or more (estimated from the files' sizes), "
+        "the per-message path for less. The outputs are the same.")
 
     def parse_path(self) -> Literal["chunk", "message"]:
         """The path ``path`` takes for these inputs (``auto`` resolved); the same for the same files.
