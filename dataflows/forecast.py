@@ -294,13 +294,15 @@ def _warm_up(settings: Settings) -> None:
     cfg = settings.features.swt  # the SWT's matrices, built at its first window (3 to 6 ms), and its thresholding
     swt.denoise_last(np.arange(cfg.window, dtype=float) % 2.0, cfg)
     if settings.input.parse_path() == "chunk":
-        from operators import depth, flatbook, sanity
+        from operators import depth, flatbook, maker, sanity
         from sources.columns import scan_ticks
 
         scan_ticks([b"{}"])  # the compiled code loaded from numba's cache (compiled the first time)
         flatbook.warm()
         sanity.warm()
         depth.warm()
+        if settings.maker.enabled:
+            maker.warm()
 
 
 def _feature_columns(settings: Settings) -> tuple[str, ...]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from core.events import EventColumns
 from operators.bars import BarState, ofi_term
-from operators.flatbook import _NO_SEEN, _NO_WATCH, _accumulate, _apply, _events
+from operators.flatbook import _NO_SEEN, _NO_WATCH, _accumulate, _apply, _events, _takes
 from operators.orderbook import OrderBookState
 
 __all__ = ["CROSSED", "BarsAndBook", "advance"]
@@ -116,17 +116,9 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
         if ts < max_ts - lateness or ts >= end:  # late, or it closes the bar: operators.bars' step
             break
         if k == 3:  # a diff the book applies at once (operators.orderbook._on_diff), with room for it
-            u = ids[j]
-            if not synced or u <= last_id:
-                break
-            if prev_ids[j] >= 0:
-                if prev_ids[j] != last_id:
-                    break
-            elif first_ids[j] != last_id + 1:
+            if not synced or not _takes(ids, first_ids, prev_ids, levels, j, last_id, ix, cap):
                 break
             a, m, z = levels[j, 0], levels[j, 1], levels[j, 2]
-            if 2 * (max(ix[1] - ix[0], ix[3] - ix[2]) + z - a + 2) > cap:
-                break
         if ts > max_ts:
             max_ts = ts
         n_events += 1

@@ -135,15 +135,22 @@ class FlatSides:
             r, self.bid, self.ask, n = _apply(self.keys, self.qty, self.ix, prices, qty, lo, mid, hi, self.max_depth,
                                               watch, out)
         if self.watch is not None:
-            bids: dict = {}
-            asks: dict = {}
-            if n:
-                for side, p, before, after in zip(*out[:, :n].tolist(), strict=True):
-                    d = bids if side == 0.0 else asks
-                    was = d.get(p)
-                    d[p] = (before if was is None else was[0], after)
-            self.noted = (bids, asks)
+            self.noted = self.note(n)
         return r == 1
+
+    def note(self, n: int) -> tuple[dict, dict]:
+        """The first ``n`` notes: the levels at the watched prices, as bids' and asks' ``price -> (before, after)``.
+
+        A price set twice by one diff: the quantity before the first, after the last.
+        """
+        bids: dict = {}
+        asks: dict = {}
+        if n:
+            for side, p, before, after in zip(*self.notes[:, :n].tolist(), strict=True):
+                d = bids if side == 0.0 else asks
+                was = d.get(p)
+                d[p] = (before if was is None else was[0], after)
+        return bids, asks
 
     # --- the depth features' part (operators.depth) ----------------------------------------------------
 
@@ -314,6 +321,26 @@ def _apply_side(k: np.ndarray, q: np.ndarray, ix: np.ndarray, side: int, prices:
     ix[2 * side] = lo
     ix[2 * side + 1] = hi
     return n_out
+
+
+@numba.njit(cache=True, nogil=True)
+def _takes(ids: np.ndarray, first_ids: np.ndarray, prev_ids: np.ndarray, levels: np.ndarray, j: int, last_id: int,
+           ix: np.ndarray, cap: int) -> bool:  # pragma: no cover - compiled
+    """Whether a synced book applies diff ``j`` of a batch's columns at once, with room in its rows for it.
+
+    As :func:`operators.orderbook.step` does: the diff is newer than the
+    book's update ``last_id`` and follows it (``pu`` is it, or ``U`` the
+    next one on spot); and the rows (``cap`` long) hold every level of the
+    diff beside a side's (:func:`_apply`'s room).
+    """
+    if ids[j] <= last_id:
+        return False
+    if prev_ids[j] >= 0:
+        if prev_ids[j] != last_id:
+            return False
+    elif first_ids[j] != last_id + 1:
+        return False
+    return 2 * (max(ix[1] - ix[0], ix[3] - ix[2]) + levels[j, 2] - levels[j, 0] + 2) <= cap
 
 
 @numba.njit(cache=True, nogil=True)

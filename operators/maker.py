@@ -57,7 +57,7 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Optional, Protocol, Union
+from typing import Any, Literal, NamedTuple, Optional, Protocol, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -79,7 +79,7 @@ from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
 
 __all__ = ["Book", "Ledger", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "economics",
            "finish", "interleave", "on_depth", "on_diff", "on_time", "on_trade", "quote_prices", "step", "step_batch",
-           "submit"]
+           "submit", "warm"]
 
 _MS = 1_000_000
 _NEVER = 2**63 - 1
@@ -557,6 +557,12 @@ def _note_mid(st: QuoterState, ts_exch: int) -> None:
     ts = st.mid_ts
     if ts and ts_exch < ts[-1]:
         ts_exch = ts[-1]  # the depth stream's stamps never go back on the book's changes (bisect stays sorted)
+    _keep_mid(st, ts_exch, mid)
+
+
+def _keep_mid(st: QuoterState, ts_exch: int, mid: float) -> None:
+    """Record a change of the mid (at or after the last), keeping those of the last :data:`_KEEP_NS` or so."""
+    ts, px = st.mid_ts, st.mid_px
     ts.append(ts_exch)
     px.append(mid)
     if len(ts) > 64 and (ts[len(ts) // 2] < ts_exch - _KEEP_NS or len(ts) > _KEEP_MAX):
@@ -838,19 +844,7 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
             orderbook.step(book, ev)
             if f is not None and book.last_id != last:  # the compiled book noted them as it applied the diff
                 bids, asks = f.noted
-            if (wb or wa) and book.last_id != last and book.status == SYNCED:
-                after = _view(st)
-                if bids or asks or (ev.asks and after.best_ask <= st.hi_b) or (ev.bids and after.best_bid >= st.lo_a):
-                    any_b, any_a = bool(ev.bids), bool(ev.asks)
-                    bids, asks = bids or {}, asks or {}
-                    best_b, best_a = after.best_bid, after.best_ask
-                    for m, o in st.live:  # an order whose level changed, or that the other side came to
-                        p = o.price
-                        if ((p in bids or (any_a and p >= best_a)) if o.side > 0 else
-                                (p in asks or (any_b and p <= best_b))) and _rests(o, ts):
-                            _diff_order(m, o, after, bids, asks, any_b, any_a, ts, fills)
-                    if fills:
-                        st.dirty = True
+            _reach(st, ev, last, bids, asks, fills)
         else:
             orderbook.step(book, ev)
         _note_mid(st, ev.ts_event)
@@ -882,6 +876,32 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
             if fills:
                     st.dirty = True
     return st, fills
+
+
+def _reach(st: QuoterState, ev: DepthUpdate, last: int, bids: Optional[dict], asks: Optional[dict],
+           fills: list) -> None:
+    """The orders a diff reaches, once the book (its update id ``last`` before) has taken it; their fills to ``fills``.
+
+    ``bids`` and ``asks``: the levels it changed at the prices of the live
+    orders, ``price -> (before, after)`` (None: none). An order whose level
+    changed gets its new place in the queue; one the other side came to is
+    filled (:func:`_diff_order`).
+    """
+    book = st.book
+    if (st.watch_b or st.watch_a) and book.last_id != last and book.status == SYNCED:
+        after = _view(st)
+        if bids or asks or (ev.asks and after.best_ask <= st.hi_b) or (ev.bids and after.best_bid >= st.lo_a):
+            ts = ev.ts_event
+            any_b, any_a = bool(ev.bids), bool(ev.asks)
+            bids, asks = bids or {}, asks or {}
+            best_b, best_a = after.best_bid, after.best_ask
+            for m, o in st.live:  # an order whose level changed, or that the other side came to
+                p = o.price
+                if ((p in bids or (any_a and p >= best_a)) if o.side > 0 else
+                        (p in asks or (any_b and p <= best_b))) and _rests(o, ts):
+                    _diff_order(m, o, after, bids, asks, any_b, any_a, ts, fills)
+            if fills:
+                st.dirty = True
 
 
 def interleave(events: list, signals: list) -> list:
@@ -939,37 +959,44 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
     (1, 1.0, 0.0, 0.5)
     """
     st = state
-    events: list = []
+    batches: list = []
     signals: list = []
     for v in values:
         if type(v) is Signal:
             signals.append(v)
         elif isinstance(v, list):
-            events.extend(v)
+            batches.append(v)
     refused = sum(m.refused for m in st.books.values())
     late, unbooked, unmoved = st.late_signals, st.without_book, st.unmoved
     out: list = []
-    pending = st.pending
-    cap = st.config.max_pending_fills
-    last = _HORIZONS[-1]
     iv = st.config.interval_ms * _MS
-    for item in interleave(events, signals) if signals else events:
-        if type(item) is Quote:  # it changes nothing of the book here: its time only (step's outputs unchanged)
-            t = item.ts_recv
-            if t > st.clock:
-                st.clock = t
-            if st.next_quote < 0 and st.config.baseline and _ready(st.book):
-                st.next_quote = (t // iv + 1) * iv
-            continue
-        st, fills = step(st, item)
-        if fills:
-            t = item.ts_recv
-            pending.extend((f, t) for f in fills)
-            while len(pending) > cap:
-                st.unmoved += 1
-                _settle(st, pending.popleft(), out)
-        while pending and pending[0][0].ts_exch + last < st.depth_ts:
-            _settle(st, pending.popleft(), out)
+    sigs = sorted(signals, key=lambda s: s.ts_forecast) if signals else signals
+    k = 0  # the next decision: before the first event received at or after its time (interleave)
+    for events in batches:
+        cols = getattr(events, "cols", None) if st.compiled else None  # the chunk path's arrays: runs compiled
+        i, n = 0, len(events)
+        while i < n:
+            item = events[i]
+            while k < len(sigs) and sigs[k].ts_forecast <= item.ts_recv:
+                st, _ = step(st, sigs[k])
+                k += 1
+            if cols is not None and cols.kind[i] and _quiet(st, item):
+                j = _by_run(st, events, cols, i, sigs[k].ts_forecast if k < len(sigs) else _NEVER, out)
+                if j > i:
+                    i = j
+                    continue
+            i += 1
+            if type(item) is Quote:  # it changes nothing of the book here: its time only (step's outputs unchanged)
+                t = item.ts_recv
+                if t > st.clock:
+                    st.clock = t
+                if st.next_quote < 0 and st.config.baseline and _ready(st.book):
+                    st.next_quote = (t // iv + 1) * iv
+                continue
+            st, fills = step(st, item)
+            _went_out(st, fills, item.ts_recv, out)
+    for sig in sigs[k:]:
+        st, _ = step(st, sig)
     refused = sum(m.refused for m in st.books.values()) - refused
     if refused:
         out.append(Count("maker_orders_refused", refused))
@@ -980,6 +1007,83 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
     if st.unmoved > unmoved:
         out.append(Count("maker_fills_without_moves", st.unmoved - unmoved))
     return st, out
+
+
+def _went_out(st: QuoterState, fills: list, t: int, out: list) -> None:
+    """After an event (received at ``t``) that made ``fills``: they wait; those whose moves are known go out."""
+    pending = st.pending
+    if fills:
+        pending.extend((f, t) for f in fills)
+        cap = st.config.max_pending_fills
+        while len(pending) > cap:
+            st.unmoved += 1
+            _settle(st, pending.popleft(), out)
+    last = _HORIZONS[-1]
+    while pending and pending[0][0].ts_exch + last < st.depth_ts:
+        _settle(st, pending.popleft(), out)
+
+
+def _quiet(st: QuoterState, ev: Event) -> bool:
+    """Whether a run of compiled code may take ``ev`` (not a sure stop: a decision due, an order to wake)."""
+    if type(ev) is Quote:
+        return True
+    t = getattr(ev, "ts_event", None)
+    if t is None or t > st.wake or (st.config.baseline and 0 <= st.next_quote <= ev.ts_recv):
+        return False
+    if type(ev) is Trade:  # the streams' stamps then: a cancel settled?
+        return min(st.depth_ts, max(st.trade_ts, t)) <= st.wake_settled
+    return min(max(st.depth_ts, t), st.trade_ts) <= st.wake_settled
+
+
+def warm() -> None:
+    """Load the chunk path's kernel (:mod:`operators.flatmaker`; from numba's cache, compiled the first time).
+
+    As a live run with the maker books does before its first tick.
+    """
+    from core.events import EventColumns
+    from operators import flatmaker
+
+    z = np.zeros(1, np.int64)
+    cols = EventColumns(np.ones(1, np.int8), z, z, z, np.zeros((1, 4)), z, z, np.zeros((1, 3), np.int64),
+                        np.zeros(0), np.zeros(0))
+    flatmaker.advance(QuoterState(MakerConfig(), compiled=True), cols, 0, _NEVER, _NEVER, False, False)
+
+
+def _by_run(st: QuoterState, events: list, cols: Any, i: int, limit: int, out: list) -> int:
+    """Step ``events`` from ``i`` on by a run of compiled code (:mod:`operators.flatmaker`); the next to step.
+
+    The run stops before ``limit`` (the next decision's time). A diff it
+    ends with applied (the book crossed, or fills) is finished here: the
+    book's rules, the orders it reaches, the mid.
+    """
+    from operators import flatmaker  # numba: the chunk path's
+
+    if st.dirty:
+        _watch(st)
+    book = st.book
+    status = book.status
+    pending = st.pending
+    run = flatmaker.advance(st, cols, i, limit, pending[0][0].ts_exch + _HORIZONS[-1] if pending else _NEVER,
+                            status in (SYNCED, LOADED), status == SYNCED)
+    for t, mid in zip(run.mid_ts, run.mid_px, strict=True):
+        _keep_mid(st, t, mid)
+    j = run.j
+    if run.code != flatmaker.APPLIED:
+        if j > i:
+            _went_out(st, [], 0, out)
+        return j
+    ev = events[j]
+    f = book.flat
+    assert f is not None and type(ev) is DepthUpdate
+    last = book.last_id
+    bids, asks = f.noted = f.note(run.noted)
+    orderbook.after_diff(book, ev, [], ev.ts_recv, True, f.bid >= f.ask)  # what orderbook.step does after applying
+    fills: list = []
+    if run.ready:
+        _reach(st, ev, last, bids, asks, fills)
+    _note_mid(st, ev.ts_event)
+    _went_out(st, fills, ev.ts_recv, out)
+    return j + 1
 
 
 def finish(state: QuoterState) -> tuple[QuoterState, list]:
