@@ -1046,7 +1046,7 @@ def warm() -> None:
     z = np.zeros(1, np.int64)
     cols = EventColumns(np.ones(1, np.int8), z, z, z, np.zeros((1, 4)), z, z, np.zeros((1, 3), np.int64),
                         np.zeros(0), np.zeros(0))
-    flatmaker.advance(QuoterState(MakerConfig(), compiled=True), cols, 0, _NEVER, _NEVER, False, False)
+    flatmaker.advance(QuoterState(MakerConfig(), compiled=True), cols, 0, _NEVER, _NEVER, 1, 1, False, False)
 
 
 def _by_run(st: QuoterState, events: list, cols: Any, i: int, limit: int, out: list) -> int:
@@ -1063,24 +1063,36 @@ def _by_run(st: QuoterState, events: list, cols: Any, i: int, limit: int, out: l
     book = st.book
     status = book.status
     pending = st.pending
-    run = flatmaker.advance(st, cols, i, limit, pending[0][0].ts_exch + _HORIZONS[-1] if pending else _NEVER,
-                            status in (SYNCED, LOADED), status == SYNCED)
+    last = _HORIZONS[-1]
+    run = flatmaker.advance(st, cols, i, limit, pending[0][0].ts_exch + last if pending else _NEVER,
+                            st.config.max_pending_fills - len(pending), last, status in (SYNCED, LOADED),
+                            status == SYNCED)
     for t, mid in zip(run.mid_ts, run.mid_px, strict=True):
         _keep_mid(st, t, mid)
+    if run.fills:  # the fills of the run's trades, in order: they wait (no more than may: the run saw to it)
+        live = st.live
+        made: list = []
+        for r, qty, at in run.fills:
+            m, o = live[r]
+            _fill(m, o, qty, events[at].ts_event, made)
+            st.pending.append((made[-1], events[at].ts_recv))
+        st.dirty = True
     j = run.j
     if run.code != flatmaker.APPLIED:
         if j > i:
-            _went_out(st, [], 0, out)
+            _went_out(st, [], 0, out)  # those whose moves are known go out
         return j
     ev = events[j]
     f = book.flat
     assert f is not None and type(ev) is DepthUpdate
-    last = book.last_id
+    if st.dirty:
+        _watch(st)
+    last_id = book.last_id
     bids, asks = f.noted = f.note(run.noted)
     orderbook.after_diff(book, ev, [], ev.ts_recv, True, f.bid >= f.ask)  # what orderbook.step does after applying
     fills: list = []
     if run.ready:
-        _reach(st, ev, last, bids, asks, fills)
+        _reach(st, ev, last_id, bids, asks, fills)
     _note_mid(st, ev.ts_event)
     _went_out(st, fills, ev.ts_recv, out)
     return j + 1
