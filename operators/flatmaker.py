@@ -3,16 +3,17 @@
 :func:`operators.maker.step` takes one event at a time, in Python. On the
 chunk path a batch's events also come as arrays
 (:class:`~core.events.EventColumns`), and most of them change nothing but
-the book, the clocks, the queue ahead of the resting orders and their
-fills: a best bid/ask; a trade, which moves the queue at its price and
-fills the orders it reaches; a depth diff that follows the book's last one
-and fills nothing. :func:`advance` runs over such events in one call of a
-kernel compiled with numba, and stops at the first event that may do
-anything else, which the caller steps in Python: a decision due (the
-baseline's, or a signal's), an order that reaches the exchange or a cancel
-that settles (a wake), a trade whose fills would be more than may wait for
-their moves, a diff the book's rules must check, an event without columns;
-and after an event that lets a fill waiting go out. The state after the
+the book, the clocks, the resting orders and their fills: a best bid/ask;
+a trade, which moves the queue at its price and fills the orders it
+reaches; a depth diff that follows the book's last one and fills nothing;
+and before either, the orders that reach the exchange by then go live (or
+are refused: post-only) and those whose cancel has settled go
+(:func:`operators.maker.on_time`). :func:`advance` runs over such events in
+one call of a kernel compiled with numba, and stops at the first event that
+may do anything else, which the caller steps in Python: a decision due (the
+baseline's, or a signal's), a trade whose fills would be more than may wait
+for their moves, a diff the book's rules must check, an event without
+columns; and after an event that lets a fill waiting go out. The state after the
 run is the one stepping each event gives, to the bit: the same fields, set
 by the same float operations in the same order; the fills it found are
 made by the caller, in order, as the Python step makes them
@@ -35,7 +36,7 @@ import numba
 import numpy as np
 
 from core.events import EventColumns
-from operators.flatbook import _NO_WATCH, _apply, _takes
+from operators.flatbook import _apply, _qty_at, _takes
 
 __all__ = ["APPLIED", "Quoting", "Run", "advance"]
 
@@ -48,9 +49,11 @@ _QUEUES = {"risk_averse": 0, "power": 1, "log": 2}
 
 # The kernel's arrays of the state. ints: clock, depth_ts, trade_ts, feed, ahead, wake, wake_settled, next_quote,
 # the book's last_id and ts_event, whether the book is synced or loaded, synced, the baseline, settle_at, the last
-# mid's time, whether there is one, the queue model; out: the notes of the diff applied, whether the book was ready
-# before it. floats: the best bid and ask, lot, last_mid, the last mid recorded, power_n, whether it is an integer,
-# the highest live bid, the lowest live ask.
+# mid's time, whether there is one, the queue model, late (ns); out: the notes of the diff applied, whether the book
+# was ready before it, whether orders woke. floats: the best bid and ask, lot, last_mid, the last mid recorded,
+# power_n, whether it is an integer. The orders (every book's, book by book): o_f side (0: gone), price, front,
+# traded, qty, queue, live; o_i arrival, cancel (2**63 - 1: none), book, fate (1 cancelled, 2 refused); per book,
+# its wake and wake_settled.
 
 
 class Quoting(Protocol):
@@ -58,6 +61,7 @@ class Quoting(Protocol):
 
     config: Any  # its MakerConfig
     book: Any  # its OrderBookState, compiled
+    books: dict  # (model, horizon) -> MakerState
     clock: int
     depth_ts: int
     trade_ts: int
@@ -66,9 +70,6 @@ class Quoting(Protocol):
     wake: int
     wake_settled: int
     next_quote: int
-    live: list  # (book, order) of the live orders
-    hi_b: float
-    lo_a: float
     mid_ts: list
     mid_px: list
     last_mid: float
@@ -81,64 +82,72 @@ class Run(NamedTuple):
     code: int  # APPLIED: event j's levels applied too
     noted: int  # with APPLIED: the notes of event j's levels at the watched prices (FlatSides.notes)
     ready: bool  # with APPLIED: whether the book had both sides before event j
+    woke: bool  # whether orders went live or went (the books' live orders changed)
     mid_ts: list  # the mid's changes to record (operators.maker._keep_mid), in order
     mid_px: list
-    fills: list  # (r, qty, k): the fills to make (operators.maker._fill), in order: st.live[r] by event k
+    fills: list  # (book, order, qty, k): the fills to make (operators.maker._fill), in order, by event k
+    gone: list  # (book, order, fate): the orders to drop, cancelled (1) or refused (2)
 
 
 def advance(st: Quoting, cols: EventColumns, i: int, limit: int, settle_at: int, room: int, horizon: int,
             status_ok: bool, synced: bool) -> Run:
-    """Step the events of ``cols`` from row ``i`` on that change only the book, clocks and queues (module docstring).
+    """Step the events of ``cols`` from row ``i`` on that change only the book, clocks and orders (module docstring).
 
-    ``st`` is updated in place, but for the mid's changes and the fills,
-    which it returns for the caller to make (as ``operators.maker._note_mid``
-    and ``operators.maker._fill`` would); its live orders (``st.live``)
-    must be current (``operators.maker._watch``). ``limit``: the receive
-    time of the next decision (a signal): the run stops at the first event
-    received at or after it. The fills wait ``horizon`` for their moves:
-    ``settle_at``, the time the first waiting goes out (``2**63 - 1``:
-    none waiting); the run stops after the event that takes the depth stream
+    ``st`` is updated in place, but for the mid's changes, the fills and
+    the orders that go, which it returns for the caller to make (as
+    ``operators.maker._note_mid``, ``operators.maker._fill`` and
+    :func:`operators.maker.on_time` would). ``limit``: the receive time of
+    the next decision (a signal): the run stops at the first event received
+    at or after it. The fills wait ``horizon`` for their moves:
+    ``settle_at``, the time the first waiting goes out (``2**63 - 1``: none
+    waiting); the run stops after the event that takes the depth stream
     past it, and before one whose fills would be more than ``room`` more.
     ``status_ok``, ``synced``: whether the book is synced or loaded, synced.
     """
     c = st.config
     book = st.book
     f = book.flat
-    live = st.live
-    orders = [o for _, o in live]
-    o_f = np.array([(o.side, o.price, o.front, o.traded, o.qty) for o in orders], np.float64).reshape(-1, 5)
-    o_i = np.array([(o.arrival, _NEVER if o.cancel_at is None else o.cancel_at) for o in orders],
-                   np.int64).reshape(-1, 2)
+    books = list(st.books.values())
+    entries = [(m, o) for m in books for o in m.orders.values()]
+    where = [b for b, m in enumerate(books) for _ in m.orders]
+    o_f = np.array([(o.side, o.price, o.front, o.traded, o.qty, o.queue, o.live) for _, o in entries],
+                   np.float64).reshape(-1, 7)
+    o_i = np.array([(o.arrival, _NEVER if o.cancel_at is None else o.cancel_at, b, 0)
+                    for (_, o), b in zip(entries, where, strict=True)], np.int64).reshape(-1, 4)
+    b_w = np.array([(m.wake, m.wake_settled) for m in books], np.int64).reshape(-1, 2)
     mid_ts, mid_px = st.mid_ts, st.mid_px
     ints = np.array([st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled, st.next_quote,
                      book.last_id, -1 if book.ts_event is None else book.ts_event, status_ok, synced, c.baseline,
-                     settle_at, mid_ts[-1] if mid_ts else -1, 1 if mid_px else 0, _QUEUES[c.queue], 0, 0],
-                     dtype=np.int64)
+                     settle_at, mid_ts[-1] if mid_ts else -1, 1 if mid_px else 0, _QUEUES[c.queue],
+                     round(c.late_ms * 1_000_000), 0, 0, 0], dtype=np.int64)
     floats = np.array([f.bid, f.ask, c.lot, st.last_mid, mid_px[-1] if mid_px else 0.0, c.power_n,
-                       1.0 if float(c.power_n).is_integer() else 0.0, st.hi_b, st.lo_a])
+                       1.0 if float(c.power_n).is_integer() else 0.0])
     rows = len(cols) - i
     out_ts = np.empty(rows, np.int64)
     out_px = np.empty(rows)
-    most = 8 * len(orders) + 8  # fills a run makes at most
+    most = 8 * len(entries) + 8  # fills a run makes at most
     fill_r, fill_j, fill_q = np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most)
-    watch = _NO_WATCH if f.watch is None else f.watch
     k = cols
     j, code, m, nf = _advance(k.kind, k.ts_recv, k.ts_event, k.ids, k.first_ids, k.prev_ids, k.values, k.levels,
                               k.lv_px, k.lv_qty, i, limit, c.interval_ms * 1_000_000, ints, floats, f.keys, f.qty,
-                              f.ix, f.max_depth, watch, f.notes, o_f, o_i, out_ts, out_px, room, horizon, fill_r,
+                              f.ix, f.max_depth, f.notes, o_f, o_i, b_w, out_ts, out_px, room, horizon, fill_r,
                               fill_j, fill_q)
     if j == i and code == 0:
-        return Run(j, 0, 0, False, [], [], [])
-    (st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, _, _, _, last_id, book_ts, _, _, _, _, _, _, _, noted,
-     ready) = ints.tolist()
+        return Run(j, 0, 0, False, False, [], [], [], [])
+    (st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled, _, last_id, book_ts, *_, noted,
+     ready, woke) = ints.tolist()
     book.last_id = last_id
     if book_ts >= 0 or book.ts_event is not None:
         book.ts_event = book_ts
     f.bid, f.ask, _, st.last_mid = floats[:4].tolist()
-    for o, (fr, tr) in zip(orders, o_f[:, 2:4].tolist(), strict=True):
-        o.front, o.traded = fr, tr
-    fills = list(zip(fill_r[:nf].tolist(), fill_q[:nf].tolist(), fill_j[:nf].tolist(), strict=True)) if nf else []
-    return Run(j, code, noted, bool(ready), out_ts[:m].tolist(), out_px[:m].tolist(), fills)
+    for (_, o), (_, _, front, traded, _, queue, live) in zip(entries, o_f.tolist(), strict=True):
+        o.front, o.traded, o.queue, o.live = front, traded, queue, live != 0.0
+    for mk, (w, ws) in zip(books, b_w.tolist(), strict=True):
+        mk.wake, mk.wake_settled = w, ws
+    fills = [(*entries[r], q, at) for r, q, at in zip(fill_r[:nf].tolist(), fill_q[:nf].tolist(),
+                                                      fill_j[:nf].tolist(), strict=True)] if nf else []
+    gone = [(*entries[r], fate) for r, fate in enumerate(o_i[:, 3].tolist()) if fate] if woke else []
+    return Run(j, code, noted, bool(ready), bool(woke), out_ts[:m].tolist(), out_px[:m].tolist(), fills, gone)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -181,21 +190,95 @@ def _requeue(queue: int, power: float, integral: bool, front: float, traded: flo
 
 
 @numba.njit(cache=True, nogil=True)
+def _rests(o_f: np.ndarray, o_i: np.ndarray, r: int, te: int) -> bool:  # pragma: no cover - compiled
+    """Whether order ``r`` is live and rests on the exchange at ``te`` (``operators.maker._rests``)."""
+    return o_f[r, 0] != 0.0 and o_f[r, 6] != 0.0 and o_i[r, 0] < te <= o_i[r, 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _on_time(o_f: np.ndarray, o_i: np.ndarray, b_w: np.ndarray, te: int, settled: int, late: int, best_b: float,
+             best_a: float, keys: np.ndarray, qty: np.ndarray, ix: np.ndarray) -> tuple[int, int]:  # pragma: no cover
+    """:func:`operators.maker.on_time` of every book (``operators.maker._wake``); the new wake and wake_settled.
+
+    The book before the event: its best prices (infinite where a side is
+    empty) and its levels (an order going live queues behind its level).
+    """
+    wake = wake_settled = _NEVER
+    for b in range(b_w.shape[0]):
+        if not (te <= b_w[b, 0] and settled <= b_w[b, 1]):
+            w = ws = _NEVER
+            for r in range(o_f.shape[0]):
+                if o_i[r, 2] != b or o_f[r, 0] == 0.0:
+                    continue
+                ca = o_i[r, 1]
+                if ca != _NEVER and (ca < settled or ca + late < te):
+                    o_f[r, 0], o_i[r, 3] = 0.0, 1  # cancelled
+                    continue
+                side, p = o_f[r, 0], o_f[r, 1]
+                if o_f[r, 6] == 0.0 and o_i[r, 0] < te <= ca:
+                    if (side > 0.0 and p >= best_a) or (side < 0.0 and p <= best_b):
+                        o_f[r, 0], o_i[r, 3] = 0.0, 2  # refused: post-only
+                        continue
+                    s = 0 if side > 0.0 else 1
+                    o_f[r, 6] = 1.0
+                    o_f[r, 2] = o_f[r, 5] = _qty_at(keys[s], qty[s], ix[2 * s], ix[2 * s + 1], p if s == 0 else -p)
+                if o_f[r, 6] == 0.0 and o_i[r, 0] < w:
+                    w = o_i[r, 0]
+                if ca != _NEVER:
+                    if ca + late < w:
+                        w = ca + late
+                    if ca < ws:
+                        ws = ca
+            b_w[b, 0], b_w[b, 1] = w, ws
+        if b_w[b, 0] < wake:
+            wake = b_w[b, 0]
+        if b_w[b, 1] < wake_settled:
+            wake_settled = b_w[b, 1]
+    return wake, wake_settled
+
+
+@numba.njit(cache=True, nogil=True)
+def _watch(o_f: np.ndarray, watch: np.ndarray) -> tuple[float, float]:  # pragma: no cover - compiled
+    """The live orders' prices per side in ``watch`` (NaN pads; ``operators.maker._watch``); the top bid, lowest ask."""
+    watch[:] = np.nan
+    hi_b, lo_a = -np.inf, np.inf
+    nb = na = 0
+    for r in range(o_f.shape[0]):
+        if o_f[r, 0] == 0.0 or o_f[r, 6] == 0.0:
+            continue
+        p = o_f[r, 1]
+        if o_f[r, 0] > 0.0:
+            watch[0, nb] = p
+            nb += 1
+            if p > hi_b:
+                hi_b = p
+        else:
+            watch[1, na] = p
+            na += 1
+            if p < lo_a:
+                lo_a = p
+    return hi_b, lo_a
+
+
+@numba.njit(cache=True, nogil=True)
 def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: np.ndarray, first_ids: np.ndarray,
              prev_ids: np.ndarray, values: np.ndarray, levels: np.ndarray, lv_px: np.ndarray, lv_qty: np.ndarray,
              i: int, limit: int, interval: int, ints: np.ndarray, floats: np.ndarray, keys: np.ndarray,
-             qty: np.ndarray, ix: np.ndarray, max_depth: int, watch: np.ndarray, notes: np.ndarray, o_f: np.ndarray,
-             o_i: np.ndarray, out_ts: np.ndarray, out_px: np.ndarray, room: int, horizon: int, fill_r: np.ndarray,
+             qty: np.ndarray, ix: np.ndarray, max_depth: int, notes: np.ndarray, o_f: np.ndarray, o_i: np.ndarray,
+             b_w: np.ndarray, out_ts: np.ndarray, out_px: np.ndarray, room: int, horizon: int, fill_r: np.ndarray,
              fill_j: np.ndarray, fill_q: np.ndarray) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
     clock, depth_ts, trade_ts, feed, ahead = ints[0], ints[1], ints[2], ints[3], ints[4]
     wake, wake_settled, next_quote, last_id, book_ts = ints[5], ints[6], ints[7], ints[8], ints[9]
     status_ok, synced, baseline, settle_at, mid_ts = ints[10] != 0, ints[11] != 0, ints[12] != 0, ints[13], ints[14]
-    has_mid, queue = ints[15] != 0, ints[16]
+    has_mid, queue, late = ints[15] != 0, ints[16], ints[17]
     fbid, fask, lot, last_mid, mid_px = floats[0], floats[1], floats[2], floats[3], floats[4]
-    power, integral, hi_b, lo_a = floats[5], floats[6] != 0.0, floats[7], floats[8]
+    power, integral = floats[5], floats[6] != 0.0
     n_orders = o_f.shape[0]
+    watch = np.empty((2, max(n_orders, 1)))
+    hi_b, lo_a = _watch(o_f, watch)
     room = min(room, fill_r.shape[0])
     n_fill = 0
+    woke = 0
     code = 0
     noted = 0
     m = 0
@@ -221,27 +304,36 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
         te = ts_event[j]
         if te < 0:
             break
-        if k == 2:  # a trade
-            new_trade = te if te > trade_ts else trade_ts
-            if ready:
-                settled = depth_ts if depth_ts < new_trade else new_trade
-                if te > wake or settled > wake_settled:
+        if k == 3 and not (synced and _takes(ids, first_ids, prev_ids, levels, j, last_id, ix, keys.shape[1])
+                           and levels[j, 2] - levels[j, 0] <= notes.shape[1]):  # room for its notes, too
+            break  # a diff the book's rules check: orderbook.step
+        new_trade = te if k == 2 and te > trade_ts else trade_ts
+        new_depth = te if k == 3 and te > depth_ts else depth_ts
+        if ready:
+            settled = new_depth if new_depth < new_trade else new_trade
+            if te > wake or settled > wake_settled:  # orders reach the exchange, cancels settle: on_time
+                if k == 2 and n_fill + n_orders > room:  # its fills might be more than may wait: step() takes it
                     break
+                wake, wake_settled = _on_time(o_f, o_i, b_w, te, settled, late, fbid if fbid == fbid else -np.inf,
+                                              fask if fask == fask else np.inf, keys, qty, ix)
+                hi_b, lo_a = _watch(o_f, watch)
+                woke = 1
+        if k == 2:  # a trade
+            if ready:
                 price, q, sale = values[j, 0], values[j, 1], values[j, 2] != 0.0
                 if (sale and price <= hi_b) or (not sale and price >= lo_a):
                     nf = 0  # its fills: through an order, or the queue ahead passed (operators.maker._trade_order)
                     for r in range(n_orders):
                         side, p = o_f[r, 0], o_f[r, 1]
                         if (((side > 0.0 and p >= price) if sale else (side < 0.0 and p <= price))
-                                and o_i[r, 0] < te <= o_i[r, 1]
-                                and (p != price or -(o_f[r, 2] - q) / lot > 0.5)):
+                                and _rests(o_f, o_i, r, te) and (p != price or -(o_f[r, 2] - q) / lot > 0.5)):
                             nf += 1
-                    if nf and n_fill + nf > room:  # more than may wait (or than the arrays hold): step() takes it
+                    if nf and n_fill + nf > room:  # more than may wait: step() takes it
                         break
                     for r in range(n_orders):
                         side, p = o_f[r, 0], o_f[r, 1]
                         if not (((side > 0.0 and p >= price) if sale else (side < 0.0 and p <= price))
-                                and o_i[r, 0] < te <= o_i[r, 1]):
+                                and _rests(o_f, o_i, r, te)):
                             continue
                         if p != price:  # traded through: all of it
                             fq = o_f[r, 4]
@@ -269,17 +361,8 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
             if depth_ts > settle_at:  # a fill waiting goes out
                 break
             continue
-        # a diff
-        if not synced or not _takes(ids, first_ids, prev_ids, levels, j, last_id, ix, keys.shape[1]):
-            break
+        # a diff: orderbook.step's fast path, then the orders it reaches (operators.maker._reach)
         a, mm, z = levels[j, 0], levels[j, 1], levels[j, 2]
-        if z - a > notes.shape[1]:  # no room for its notes: operators.flatbook's apply makes some
-            break
-        new_depth = te if te > depth_ts else depth_ts
-        if ready:
-            settled = new_depth if new_depth < trade_ts else trade_ts
-            if te > wake or settled > wake_settled:
-                break
         if ts > clock:
             clock = ts
         depth_ts = new_depth
@@ -289,7 +372,7 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
         crossed, fbid, fask, noted = _apply(keys, qty, ix, lv_px, lv_qty, a, mm, z, max_depth, watch, notes)
         if crossed == 1:
             code = 1
-            ints[18] = ready
+            ints[19] = ready
             break
         if ready and n_orders:
             best_b = fbid if fbid == fbid else -np.inf
@@ -297,17 +380,17 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
             any_b, any_a = mm > a, z > mm
             fills = False
             for r in range(n_orders):
-                if o_f[r, 0] != 0.0 and o_i[r, 0] < te <= o_i[r, 1]:
+                if _rests(o_f, o_i, r, te):
                     p = o_f[r, 1]
                     if (any_a and p >= best_a) if o_f[r, 0] > 0.0 else (any_b and p <= best_b):
                         fills = True
                         break
             if fills:
                 code = 1
-                ints[18] = ready
+                ints[19] = ready
                 break
             for r in range(n_orders):
-                if o_f[r, 0] == 0.0 or not o_i[r, 0] < te <= o_i[r, 1]:
+                if not _rests(o_f, o_i, r, te):
                     continue
                 sd = 0.0 if o_f[r, 0] > 0.0 else 1.0
                 p = o_f[r, 1]
@@ -339,6 +422,6 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
         if depth_ts > settle_at:  # a fill waiting goes out
             break
     ints[0], ints[1], ints[2], ints[3], ints[4] = clock, depth_ts, trade_ts, feed, ahead
-    ints[8], ints[9], ints[17] = last_id, book_ts, noted
+    ints[5], ints[6], ints[8], ints[9], ints[18], ints[20] = wake, wake_settled, last_id, book_ts, noted, woke
     floats[0], floats[1], floats[3] = fbid, fask, last_mid
     return j, code, m, n_fill

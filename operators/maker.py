@@ -1024,15 +1024,10 @@ def _went_out(st: QuoterState, fills: list, t: int, out: list) -> None:
 
 
 def _quiet(st: QuoterState, ev: Event) -> bool:
-    """Whether a run of compiled code may take ``ev`` (not a sure stop: a decision due, an order to wake)."""
+    """Whether a run of compiled code may take ``ev`` (not a sure stop: the baseline's decision due)."""
     if type(ev) is Quote:
         return True
-    t = getattr(ev, "ts_event", None)
-    if t is None or t > st.wake or (st.config.baseline and 0 <= st.next_quote <= ev.ts_recv):
-        return False
-    if type(ev) is Trade:  # the streams' stamps then: a cancel settled?
-        return min(st.depth_ts, max(st.trade_ts, t)) <= st.wake_settled
-    return min(max(st.depth_ts, t), st.trade_ts) <= st.wake_settled
+    return getattr(ev, "ts_event", None) is not None and not (st.config.baseline and 0 <= st.next_quote <= ev.ts_recv)
 
 
 def warm() -> None:
@@ -1058,8 +1053,6 @@ def _by_run(st: QuoterState, events: list, cols: Any, i: int, limit: int, out: l
     """
     from operators import flatmaker  # numba: the chunk path's
 
-    if st.dirty:
-        _watch(st)
     book = st.book
     status = book.status
     pending = st.pending
@@ -1070,12 +1063,18 @@ def _by_run(st: QuoterState, events: list, cols: Any, i: int, limit: int, out: l
     for t, mid in zip(run.mid_ts, run.mid_px, strict=True):
         _keep_mid(st, t, mid)
     if run.fills:  # the fills of the run's trades, in order: they wait (no more than may: the run saw to it)
-        live = st.live
         made: list = []
-        for r, qty, at in run.fills:
-            m, o = live[r]
+        for m, o, qty, at in run.fills:
             _fill(m, o, qty, events[at].ts_event, made)
             st.pending.append((made[-1], events[at].ts_recv))
+        st.dirty = True
+    if run.woke:  # orders went live, or went: on_time's
+        for m, o, fate in run.gone:
+            del m.orders[o.oid]
+            if fate == 1:
+                m.cancelled += 1
+            else:
+                m.refused += 1
         st.dirty = True
     j = run.j
     if run.code != flatmaker.APPLIED:
