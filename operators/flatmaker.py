@@ -13,10 +13,10 @@ one call of a kernel compiled with numba, and stops at the first event that
 may do anything else, which the caller steps in Python: a decision due (the
 baseline's, or a signal's), a trade whose fills would be more than may wait
 for their moves, a diff the book's rules must check, an event without
-columns; and after an event that lets a fill waiting go out. The state after the
-run is the one stepping each event gives, to the bit: the same fields, set
-by the same float operations in the same order; the fills it found are
-made by the caller, in order, as the Python step makes them
+columns; and after an event that lets a fill waiting go out. The state
+after the run is the one stepping each event gives, to the bit: the same
+fields, set by the same float operations in the same order; the fills it
+found are made by the caller, in order, as the Python step makes them
 (``tests/operators/test_flatmaker.py`` checks it over the recordings, with
 each queue model).
 
@@ -129,9 +129,8 @@ def advance(st: Quoting, cols: EventColumns, i: int, limit: int, settle_at: int,
     fill_r, fill_j, fill_q = np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most)
     k = cols
     j, code, m, nf = _advance(k.kind, k.ts_recv, k.ts_event, k.ids, k.first_ids, k.prev_ids, k.values, k.levels,
-                              k.lv_px, k.lv_qty, i, limit, c.interval_ms * 1_000_000, ints, floats, f.keys, f.qty,
-                              f.ix, f.max_depth, f.notes, o_f, o_i, b_w, out_ts, out_px, room, horizon, fill_r,
-                              fill_j, fill_q)
+                              k.lv_px, k.lv_qty, i, limit, ints, floats, f.keys, f.qty, f.ix, f.max_depth, f.notes,
+                              o_f, o_i, b_w, out_ts, out_px, room, horizon, fill_r, fill_j, fill_q)
     if j == i and code == 0:
         return Run(j, 0, 0, False, False, [], [], [], [])
     (st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled, _, last_id, book_ts, *_, noted,
@@ -263,7 +262,7 @@ def _watch(o_f: np.ndarray, watch: np.ndarray) -> tuple[float, float]:  # pragma
 @numba.njit(cache=True, nogil=True)
 def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: np.ndarray, first_ids: np.ndarray,
              prev_ids: np.ndarray, values: np.ndarray, levels: np.ndarray, lv_px: np.ndarray, lv_qty: np.ndarray,
-             i: int, limit: int, interval: int, ints: np.ndarray, floats: np.ndarray, keys: np.ndarray,
+             i: int, limit: int, ints: np.ndarray, floats: np.ndarray, keys: np.ndarray,
              qty: np.ndarray, ix: np.ndarray, max_depth: int, notes: np.ndarray, o_f: np.ndarray, o_i: np.ndarray,
              b_w: np.ndarray, out_ts: np.ndarray, out_px: np.ndarray, room: int, horizon: int, fill_r: np.ndarray,
              fill_j: np.ndarray, fill_q: np.ndarray) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
