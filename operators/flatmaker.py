@@ -109,11 +109,10 @@ def advance(st: Quoting, cols: EventColumns, i: int, limit: int, settle_at: int,
     f = book.flat
     books = list(st.books.values())
     entries = [(m, o) for m in books for o in m.orders.values()]
-    where = [b for b, m in enumerate(books) for _ in m.orders]
     o_f = np.array([(o.side, o.price, o.front, o.traded, o.qty, o.queue, o.live) for _, o in entries],
                    np.float64).reshape(-1, 7)
     o_i = np.array([(o.arrival, _NEVER if o.cancel_at is None else o.cancel_at, b, 0)
-                    for (_, o), b in zip(entries, where, strict=True)], np.int64).reshape(-1, 4)
+                    for b, m in enumerate(books) for o in m.orders.values()], np.int64).reshape(-1, 4)
     b_w = np.array([(m.wake, m.wake_settled) for m in books], np.int64).reshape(-1, 2)
     mid_ts, mid_px = st.mid_ts, st.mid_px
     ints = np.array([st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled, st.next_quote,

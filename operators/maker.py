@@ -920,12 +920,19 @@ def interleave(events: list, signals: list) -> list:
     sigs = sorted(signals, key=lambda s: s.ts_forecast)
     i = 0
     for ev in events:
-        while i < len(sigs) and sigs[i].ts_forecast <= ev.ts_recv:
-            out.append(sigs[i])
-            i += 1
+        j = _due(sigs, i, ev.ts_recv)
+        out.extend(sigs[i:j])
         out.append(ev)
+        i = j
     out.extend(sigs[i:])
     return out
+
+
+def _due(sigs: list, k: int, t: int) -> int:
+    """Past the decisions of ``sigs`` (sorted by time) from ``k`` on that come before an event received at ``t``."""
+    while k < len(sigs) and sigs[k].ts_forecast <= t:
+        k += 1
+    return k
 
 
 def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
@@ -977,9 +984,10 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
         i, n = 0, len(events)
         while i < n:
             item = events[i]
-            while k < len(sigs) and sigs[k].ts_forecast <= item.ts_recv:
-                st, _ = step(st, sigs[k])
-                k += 1
+            due = _due(sigs, k, item.ts_recv)
+            for sig in sigs[k:due]:
+                st, _ = step(st, sig)
+            k = due
             if cols is not None and cols.kind[i] and _quiet(st, item):
                 j = _by_run(st, events, cols, i, sigs[k].ts_forecast if k < len(sigs) else _NEVER, out)
                 if j > i:
