@@ -284,12 +284,20 @@ def _apply_side(k: np.ndarray, q: np.ndarray, ix: np.ndarray, side: int, prices:
         to = _recenter(k, q, lo, hi)
         hi += to - lo
         lo = to
+    w_lo, w_hi = np.inf, -np.inf  # the watched prices' range (NaN pads fall out)
+    if out.shape[1]:
+        for w in range(watch.shape[1]):
+            px = watch[side, w]
+            if px < w_lo:
+                w_lo = px
+            if px > w_hi:
+                w_hi = px
     for j in range(a, b):
         key = prices[j] * sign
         x = qty[j]
         i = _find(k, lo, hi, key)
         found = i < hi and k[i] == key
-        if out.shape[1]:
+        if w_lo <= prices[j] <= w_hi:
             for w in range(watch.shape[1]):
                 if watch[side, w] == prices[j]:
                     out[0, n_out] = side

@@ -30,6 +30,7 @@ the book's rules and the fills are the caller's
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import Any, NamedTuple, Protocol
 
 import numba
@@ -109,10 +110,12 @@ def advance(st: Quoting, cols: EventColumns, i: int, limit: int, settle_at: int,
     f = book.flat
     books = list(st.books.values())
     entries = [(m, o) for m in books for o in m.orders.values()]
-    o_f = np.array([(o.side, o.price, o.front, o.traded, o.qty, o.queue, o.live) for _, o in entries],
-                   np.float64).reshape(-1, 7)
-    o_i = np.array([(o.arrival, _NEVER if o.cancel_at is None else o.cancel_at, b, 0)
-                    for b, m in enumerate(books) for o in m.orders.values()], np.int64).reshape(-1, 4)
+    n = len(entries)
+    o_f = np.fromiter(chain.from_iterable((o.side, o.price, o.front, o.traded, o.qty, o.queue, o.live)
+                                          for _, o in entries), np.float64, 7 * n).reshape(n, 7)
+    o_i = np.fromiter(chain.from_iterable((o.arrival, _NEVER if o.cancel_at is None else o.cancel_at, b, 0)
+                                          for b, m in enumerate(books) for o in m.orders.values()),
+                      np.int64, 4 * n).reshape(n, 4)
     b_w = np.array([(m.wake, m.wake_settled) for m in books], np.int64).reshape(-1, 2)
     mid_ts, mid_px = st.mid_ts, st.mid_px
     ints = np.array([st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled, st.next_quote,
@@ -124,7 +127,7 @@ def advance(st: Quoting, cols: EventColumns, i: int, limit: int, settle_at: int,
     rows = len(cols) - i
     out_ts = np.empty(rows, np.int64)
     out_px = np.empty(rows)
-    most = 8 * len(entries) + 8  # fills a run makes at most
+    most = 8 * n + 8  # fills a run makes at most
     fill_r, fill_j, fill_q = np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most)
     k = cols
     j, code, m, nf = _advance(k.kind, k.ts_recv, k.ts_event, k.ids, k.first_ids, k.prev_ids, k.values, k.levels,

@@ -252,18 +252,31 @@ def _at_exchange(c: MakerConfig, t_local: int, feed: int = 0, ahead: int = 0) ->
 def submit(st: MakerState, oid: int, side: int, price: float, qty: float, t_local: int, feed: int = 0,
            ahead: int = 0) -> None:
     """Send a post-only limit order at local time ``t_local`` (ns); ``feed``, ``ahead``: see :func:`_at_exchange`."""
-    o = st.orders[oid] = Order(oid, side, price, qty, _at_exchange(st.config, t_local, feed, ahead))
+    _send(st, oid, side, price, qty, _at_exchange(st.config, t_local, feed, ahead))
+
+
+def _send(st: MakerState, oid: int, side: int, price: float, qty: float, at: int) -> None:
+    """:func:`submit`, the order reaching the exchange at ``at``."""
+    st.orders[oid] = Order(oid, side, price, qty, at)
     st.sent += 1
-    st.wake = min(st.wake, o.arrival)
+    if at < st.wake:
+        st.wake = at
 
 
 def cancel(st: MakerState, oid: int, t_local: int, feed: int = 0, ahead: int = 0) -> None:
     """Send the cancel of order ``oid`` at local time ``t_local``; it takes effect when it reaches the exchange."""
     o = st.orders.get(oid)
-    if o is not None and o.cancel_at is None:
-        o.cancel_at = _at_exchange(st.config, t_local, feed, ahead)
-        st.wake = min(st.wake, o.cancel_at + round(st.config.late_ms * _MS))
-        st.wake_settled = min(st.wake_settled, o.cancel_at)
+    if o is not None:
+        _cancel(st, o, _at_exchange(st.config, t_local, feed, ahead))
+
+
+def _cancel(st: MakerState, o: Order, at: int) -> None:
+    """:func:`cancel`, the cancel reaching the exchange at ``at`` (none if one was sent)."""
+    if o.cancel_at is None:
+        o.cancel_at = at
+        st.wake = min(st.wake, at + round(st.config.late_ms * _MS))
+        if at < st.wake_settled:
+            st.wake_settled = at
 
 
 def on_time(st: MakerState, book: Book, ts_exch: int, settled: int = -1) -> None:
@@ -689,9 +702,9 @@ def _requote(st: QuoterState, m: MakerState, t: int, expected_return: float, siz
     the quotes' size with ``sizing="signal"``.
     """
     c = st.config
-    feed, ahead = st.feed, st.ahead
-    for o in list(m.orders.values()):
-        cancel(m, o.oid, t, feed, ahead)
+    at = _at_exchange(c, t, st.feed, st.ahead)  # the cancels and the quotes sent at t reach the exchange at once
+    for o in m.orders.values():
+        _cancel(m, o, at)
     b = _view(st)
     if not st.tick:
         _grid(st)
@@ -706,7 +719,7 @@ def _requote(st: QuoterState, m: MakerState, t: int, expected_return: float, siz
     for i, (side, price) in enumerate(((1, bid), (-1, ask))):  # each decision takes two ids: bid, then ask
         n = min(lots, room[i])
         if price is not None and n > 0:
-            submit(m, m.next_oid + i, side, price, n * c.lot, t, feed, ahead)
+            _send(m, m.next_oid + i, side, price, n * c.lot, at)
     m.next_oid += 2
     st.quotes += 1
     if m.wake < st.wake:
@@ -807,12 +820,7 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
     event: Event = item  # type: ignore[assignment]
     ready = _ready(book)
     if ready and c.baseline:
-        t, iv = event.ts_recv, c.interval_ms * _MS
-        if st.next_quote < 0:
-            st.next_quote = (t // iv + 1) * iv
-        while st.next_quote <= t:
-            _requote(st, st.maker, st.next_quote, 0.0)
-            st.next_quote += iv
+        _baseline(st, event.ts_recv)
     if event.ts_recv > st.clock:
         st.clock = event.ts_recv
     fills: list = []
@@ -876,6 +884,16 @@ def step(state: QuoterState, item: Union[Event, Signal]) -> tuple[QuoterState, l
             if fills:
                     st.dirty = True
     return st, fills
+
+
+def _baseline(st: QuoterState, t: int) -> None:
+    """The baseline's decisions due by receive time ``t`` (its book ready), taken before an event received at ``t``."""
+    iv = st.config.interval_ms * _MS
+    if st.next_quote < 0:
+        st.next_quote = (t // iv + 1) * iv
+    while st.next_quote <= t:
+        _requote(st, st.maker, st.next_quote, 0.0)
+        st.next_quote += iv
 
 
 def _reach(st: QuoterState, ev: DepthUpdate, last: int, bids: Optional[dict], asks: Optional[dict],
@@ -988,11 +1006,14 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
             for sig in sigs[k:due]:
                 st, _ = step(st, sig)
             k = due
-            if cols is not None and cols.kind[i] and _quiet(st, item):
-                j = _by_run(st, events, cols, i, sigs[k].ts_forecast if k < len(sigs) else _NEVER, out)
-                if j > i:
-                    i = j
-                    continue
+            if cols is not None and cols.kind[i]:
+                if type(item) is not Quote and st.config.baseline and _ready(st.book):
+                    _baseline(st, item.ts_recv)  # step's first part: then the run can take the event
+                if _quiet(st, item):
+                    j = _by_run(st, events, cols, i, sigs[k].ts_forecast if k < len(sigs) else _NEVER, out)
+                    if j > i:
+                        i = j
+                        continue
             i += 1
             if type(item) is Quote:  # it changes nothing of the book here: its time only (step's outputs unchanged)
                 t = item.ts_recv

@@ -203,6 +203,22 @@ def _raw(paths: list[Path]) -> tuple[list, list]:
     return trades, diffs
 
 
+def _quoting(paths, cfg: MakerConfig, sent: list) -> dict:
+    """:func:`quote_every_second`, with the orders each decision sent: ``(oid, local time, arrival)`` to ``sent``."""
+    real = maker._requote
+
+    def spy(st, m, t, *args):
+        first = m.next_oid
+        real(st, m, t, *args)
+        sent.extend((oid, t, m.orders[oid].arrival) for oid in range(first, m.next_oid) if oid in m.orders)
+
+    maker._requote = spy
+    try:
+        return quote_every_second(paths, cfg)
+    finally:
+        maker._requote = real
+
+
 def test_every_fill_is_on_a_raw_trade_at_or_through_its_price_or_a_book_at_it(usdm):
     """On the USD-M recordings, every fill of the fixed strategy (quote one
     lot at the best bid and ask every second, 10 ms latency) has, in the raw
@@ -210,18 +226,9 @@ def test_every_fill_is_on_a_raw_trade_at_or_through_its_price_or_a_book_at_it(us
     live and by the fill, or else (the book came to it) a diff stamped at
     the fill that put the other side at its price; and a trade at or
     through its price follows it."""
-    arrivals: dict[int, int] = {}
-    real_submit = maker.submit
-
-    def spy(st, oid, side, price, qty, t_local, feed=0, ahead=0):
-        real_submit(st, oid, side, price, qty, t_local, feed, ahead)
-        arrivals[oid] = st.orders[oid].arrival
-
-    maker.submit = spy
-    try:
-        res = quote_every_second(usdm, MakerConfig(**FIXED))
-    finally:
-        maker.submit = real_submit
+    sent: list[tuple[int, int, int]] = []
+    res = _quoting(usdm, MakerConfig(**FIXED), sent)
+    arrivals = {oid: arrival for oid, _, arrival in sent}
     trades, diffs = _raw(usdm)
     at_diff = {}
     for t, d in diffs:
@@ -407,19 +414,9 @@ def test_the_feed_latency_model_sends_orders_with_the_recordings_own_feed_latenc
     from harness.realdata import parse_paths
 
     sent: list[tuple[int, int, int]] = []  # (oid, t_local, arrival)
-    real_submit = maker.submit
-
-    def spy(st, oid, side, price, qty, t_local, feed=0, ahead=0):
-        real_submit(st, oid, side, price, qty, t_local, feed, ahead)
-        sent.append((oid, t_local, st.orders[oid].arrival))
-
     cfg = MakerConfig(**{**FIXED, "latency_ms": 2.0, "latency_model": "feed", "feed_latency_mul": 1.5,
                          "clock_offset_ms": 26.932})
-    maker.submit = spy
-    try:
-        res = quote_every_second(usdm, cfg)
-    finally:
-        maker.submit = real_submit
+    res = _quoting(usdm, cfg, sent)
     (events,) = parse_paths(usdm)[0].values()
     from core.events import DepthUpdate
 
