@@ -30,7 +30,7 @@ the book's rules and the fills are the caller's
 from __future__ import annotations
 
 import math
-from itertools import chain
+from itertools import accumulate, chain
 from typing import Any, NamedTuple, Protocol
 
 import numba
@@ -53,8 +53,8 @@ _QUEUES = {"risk_averse": 0, "power": 1, "log": 2}
 # mid's time, whether there is one, the queue model, late (ns); out: the notes of the diff applied, whether the book
 # was ready before it, whether orders woke. floats: the best bid and ask, lot, last_mid, the last mid recorded,
 # power_n, whether it is an integer. The orders (every book's, book by book): o_f side (0: gone), price, front,
-# traded, qty, queue, live; o_i arrival, cancel (2**63 - 1: none), book, fate (1 cancelled, 2 refused); per book,
-# its wake and wake_settled.
+# traded, qty, queue, live; o_i arrival, cancel (2**63 - 1: none), fate (1 cancelled, 2 refused); per book, its
+# wake and wake_settled, and its orders' rows (from, to).
 
 
 class Quoting(Protocol):
@@ -113,10 +113,12 @@ def advance(st: Quoting, cols: EventColumns, i: int, limit: int, settle_at: int,
     n = len(entries)
     o_f = np.fromiter(chain.from_iterable((o.side, o.price, o.front, o.traded, o.qty, o.queue, o.live)
                                           for _, o in entries), np.float64, 7 * n).reshape(n, 7)
-    o_i = np.fromiter(chain.from_iterable((o.arrival, _NEVER if o.cancel_at is None else o.cancel_at, b, 0)
-                                          for b, m in enumerate(books) for o in m.orders.values()),
-                      np.int64, 4 * n).reshape(n, 4)
-    b_w = np.array([(m.wake, m.wake_settled) for m in books], np.int64).reshape(-1, 2)
+    o_i = np.fromiter(chain.from_iterable((o.arrival, _NEVER if o.cancel_at is None else o.cancel_at, 0)
+                                          for _, o in entries), np.int64, 3 * n).reshape(n, 3)
+    ends = accumulate(len(m.orders) for m in books)
+    b_w = np.fromiter(chain.from_iterable((m.wake, m.wake_settled, e - len(m.orders), e)
+                                          for m, e in zip(books, ends, strict=True)), np.int64,
+                      4 * len(books)).reshape(-1, 4)
     mid_ts, mid_px = st.mid_ts, st.mid_px
     ints = np.array([st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled, st.next_quote,
                      book.last_id, -1 if book.ts_event is None else book.ts_event, status_ok, synced, c.baseline,
@@ -143,11 +145,11 @@ def advance(st: Quoting, cols: EventColumns, i: int, limit: int, settle_at: int,
     f.bid, f.ask, _, st.last_mid = floats[:4].tolist()
     for (_, o), (_, _, front, traded, _, queue, live) in zip(entries, o_f.tolist(), strict=True):
         o.front, o.traded, o.queue, o.live = front, traded, queue, live != 0.0
-    for mk, (w, ws) in zip(books, b_w.tolist(), strict=True):
+    for mk, (w, ws, _, _) in zip(books, b_w.tolist(), strict=True):
         mk.wake, mk.wake_settled = w, ws
     fills = [(*entries[r], q, at) for r, q, at in zip(fill_r[:nf].tolist(), fill_q[:nf].tolist(),
                                                       fill_j[:nf].tolist(), strict=True)] if nf else []
-    gone = [(*entries[r], fate) for r, fate in enumerate(o_i[:, 3].tolist()) if fate] if woke else []
+    gone = [(*entries[r], fate) for r, fate in enumerate(o_i[:, 2].tolist()) if fate] if woke else []
     return Run(j, code, noted, bool(ready), bool(woke), out_ts[:m].tolist(), out_px[:m].tolist(), fills, gone)
 
 
@@ -208,17 +210,17 @@ def _on_time(o_f: np.ndarray, o_i: np.ndarray, b_w: np.ndarray, te: int, settled
     for b in range(b_w.shape[0]):
         if not (te <= b_w[b, 0] and settled <= b_w[b, 1]):
             w = ws = _NEVER
-            for r in range(o_f.shape[0]):
-                if o_i[r, 2] != b or o_f[r, 0] == 0.0:
+            for r in range(b_w[b, 2], b_w[b, 3]):
+                if o_f[r, 0] == 0.0:
                     continue
                 ca = o_i[r, 1]
                 if ca != _NEVER and (ca < settled or ca + late < te):
-                    o_f[r, 0], o_i[r, 3] = 0.0, 1  # cancelled
+                    o_f[r, 0], o_i[r, 2] = 0.0, 1  # cancelled
                     continue
                 side, p = o_f[r, 0], o_f[r, 1]
                 if o_f[r, 6] == 0.0 and o_i[r, 0] < te <= ca:
                     if (side > 0.0 and p >= best_a) or (side < 0.0 and p <= best_b):
-                        o_f[r, 0], o_i[r, 3] = 0.0, 2  # refused: post-only
+                        o_f[r, 0], o_i[r, 2] = 0.0, 2  # refused: post-only
                         continue
                     s = 0 if side > 0.0 else 1
                     o_f[r, 6] = 1.0
@@ -380,17 +382,18 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
             best_a = fask if fask == fask else np.inf
             any_b, any_a = mm > a, z > mm
             fills = False
-            for r in range(n_orders):
-                if _rests(o_f, o_i, r, te):
-                    p = o_f[r, 1]
-                    if (any_a and p >= best_a) if o_f[r, 0] > 0.0 else (any_b and p <= best_b):
-                        fills = True
-                        break
+            if (any_a and hi_b >= best_a) or (any_b and lo_a <= best_b):  # the other side came to a live order
+                for r in range(n_orders):
+                    if _rests(o_f, o_i, r, te):
+                        p = o_f[r, 1]
+                        if (any_a and p >= best_a) if o_f[r, 0] > 0.0 else (any_b and p <= best_b):
+                            fills = True
+                            break
             if fills:
                 code = 1
                 ints[19] = ready
                 break
-            for r in range(n_orders):
+            for r in range(n_orders if noted else 0):  # the orders whose level changed
                 if not _rests(o_f, o_i, r, te):
                     continue
                 sd = 0.0 if o_f[r, 0] > 0.0 else 1.0
