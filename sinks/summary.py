@@ -104,12 +104,26 @@ def _fmt(v: Optional[float], spec: str) -> str:
     return "-" if v is None or math.isnan(v) else format(v, spec)
 
 
+def volume(counters: dict[str, int]) -> str:
+    """A run's totals in words: ticks, bars, forecasts scored, dead letters.
+
+    >>> volume({"ticks": 13283, "bars": 1, "forecasts": 183, "dead_letters": 1})
+    '13,283 ticks, 1 bar, 183 forecasts scored, 1 dead letter'
+    """
+    parts = []
+    for key, one, many in (("ticks", "tick", "ticks"), ("bars", "bar", "bars"),
+                           ("forecasts", "forecast scored", "forecasts scored"),
+                           ("dead_letters", "dead letter", "dead letters")):
+        n = counters.get(key, 0)
+        parts.append(f"{n:,} {one if n == 1 else many}")
+    return ", ".join(parts)
+
+
 def format_summary(counters: dict[str, int], instruments: dict[str, Any], outputs: dict[str, str],
                    wall_s: Optional[float] = None) -> str:
     """The end-of-run summary as text: totals, a table of the last metrics, and where the outputs are."""
     c = counters
-    head = (f"ticklet: {c.get('ticks', 0):,} ticks, {c.get('bars', 0):,} bars, "
-            f"{c.get('forecasts', 0):,} forecasts scored, {c.get('dead_letters', 0):,} dead letters")
+    head = f"ticklet: {volume(c)}"
     if wall_s is not None:
         head += f" in {wall_s:.1f} s"
     rows = [("instrument", "model", "h", "n", "hit rate", "95% CI", "p(binom)", "DM p", "PT p", "skill")]

@@ -892,11 +892,12 @@ def _stretches_html(stretches: list[tuple[int, int]]) -> str:
 
 
 def _run_header(run: _Run, generated_by: str) -> str:
+    from sinks.summary import volume
+
     m = run.manifest
     c = run.summary.get("counters", {})
     rows = [("output directory", _esc(run.out_dir)), ("data", _esc(_time_range(run))),
-            ("volume", _esc(f"{c.get('ticks', 0):,} ticks, {c.get('bars', 0):,} bars, "
-                            f"{c.get('forecasts', 0):,} forecasts scored, {c.get('dead_letters', 0):,} dead letters"))]
+            ("volume", _esc(volume(c)))]
     if m is None:
         warn = ('<p class="warn" id="no-manifest">This output directory has no <code>run.json</code> (it was '
                 "written before runs recorded their manifest): its inputs, configuration and ticklet version are "
