@@ -8,17 +8,21 @@ a trade, which moves the queue at its price and fills the orders it
 reaches; a depth diff that follows the book's last one and fills nothing;
 and before either, the orders that reach the exchange by then go live (or
 are refused: post-only) and those whose cancel has settled go
-(:func:`operators.maker.on_time`). :func:`advance` runs over such events in
-one call of a kernel compiled with numba, and stops at the first event that
-may do anything else, which the caller steps in Python: a decision due (the
-baseline's, or a signal's), a trade whose fills would be more than may wait
-for their moves, a diff the book's rules must check, an event without
+(:func:`operators.maker.on_time`). The decisions due before an event
+(:func:`operators.maker._requote`: the models' signals, the baseline's
+interval) cancel a book's orders and send its new quotes. :func:`advance`
+runs over such events and decisions in one call of a kernel compiled with
+numba, and stops at the first that may do anything else, which the caller
+steps in Python: a decision of a book not made yet, or that the kernel
+cannot price to the bit (no price grid yet, or one it does not round as
+Python does: :func:`_grid`), a trade whose fills would be more than may
+wait for their moves, a diff the book's rules must check, an event without
 columns; and after an event that lets a fill waiting go out. The state
 after the run is the one stepping each event gives, to the bit: the same
-fields, set by the same float operations in the same order; the fills it
-found are made by the caller, in order, as the Python step makes them
-(``tests/operators/test_flatmaker.py`` checks it over the recordings, with
-each queue model).
+fields, set by the same float operations in the same order; the orders it
+sent and the fills it found are made by the caller, in order, as the Python
+step makes them (``tests/operators/test_flatmaker.py`` checks it over the
+recordings, with each queue model and the settings that price the quotes).
 
 A diff the kernel takes is one :mod:`operators.orderbook` applies straight
 away (``operators.flatbook._takes``). When, applied, it leaves the book
@@ -30,7 +34,8 @@ the book's rules and the fills are the caller's
 from __future__ import annotations
 
 import math
-from itertools import accumulate, chain
+from collections.abc import Callable, Iterable
+from itertools import chain
 from typing import Any, NamedTuple, Protocol
 
 import numba
@@ -39,22 +44,30 @@ import numpy as np
 from core.events import EventColumns
 from operators.flatbook import _apply, _qty_at, _takes
 
-__all__ = ["APPLIED", "Quoting", "Run", "advance"]
+__all__ = ["APPLIED", "Decisions", "Quoting", "Run", "advance", "decisions"]
 
 #: :func:`advance`'s code for a run that ended with a diff applied (its levels only) that left the book crossed or
 #: fills an order: the book's rules and the orders' part of it are the caller's.
 APPLIED = 1
 
 _NEVER = 2**63 - 1
+#: rows for the orders a run's decisions send, beyond two for each of the models' decisions left (the baseline's)
+_SPARE = 128
 _QUEUES = {"risk_averse": 0, "power": 1, "log": 2}
+_BASELINE = ("touch", 0)  # the baseline's book (operators.maker.QuoterState.maker)
 
 # The kernel's arrays of the state. ints: clock, depth_ts, trade_ts, feed, ahead, wake, wake_settled, next_quote,
 # the book's last_id and ts_event, whether the book is synced or loaded, synced, the baseline, settle_at, the last
 # mid's time, whether there is one, the queue model, late (ns); out: the notes of the diff applied, whether the book
-# was ready before it, whether orders woke. floats: the best bid and ask, lot, last_mid, the last mid recorded,
-# power_n, whether it is an integer. The orders (every book's, book by book): o_f side (0: gone), price, front,
-# traded, qty, queue, live; o_i arrival, cancel (2**63 - 1: none), fate (1 cancelled, 2 refused); per book, its
-# wake and wake_settled, and its orders' rows (from, to).
+# was ready before it, whether orders woke; the next decision, the orders' rows used, then (out) the decisions
+# taken, late and without a book; the quotes' settings: distance_ticks, max_inventory_lots, a bid, an ask,
+# quote_lots, signal sizing, the feed latency model, the baseline's interval (ns), its book (-1: none), whether
+# clock_offset_ms is set. floats: the best bid and ask, lot, last_mid, the last mid recorded, power_n, whether it is
+# an integer; forecast_scale, skew_ticks, equity, the tick, its decimals' scale, clock_offset_ms, latency_ms,
+# feed_latency_mul, the tick's integer (_grid). The orders (every book's, book by book, then those the run's
+# decisions send): o_f side (0: gone), price, front, traded, qty, queue, live, qty sent; o_i arrival, cancel
+# (2**63 - 1: none), fate (1 cancelled, 2 refused), book, id, side; per book, b_w its wake, wake_settled, next id,
+# orders sent, and b_pos its position.
 
 
 class Quoting(Protocol):
@@ -71,39 +84,86 @@ class Quoting(Protocol):
     wake: int
     wake_settled: int
     next_quote: int
+    tick: float
+    decimals: int
+    quotes: int
+    late_signals: int
+    without_book: int
     mid_ts: list
     mid_px: list
     last_mid: float
+
+
+class Decisions(NamedTuple):
+    """A batch's decisions (``Signal`` s, sorted by time) as the kernel reads them: see :func:`decisions`."""
+
+    ts: np.ndarray  # ts_forecast
+    book: np.ndarray  # the book's place in the state's books; -1: none yet (step makes it); -2: horizon 0 (none)
+    f: np.ndarray  # expected_return, target_position (NaN: None)
+    books: int  # the state's books then: with more, the places are to be taken again
+
+
+def decisions(st: Quoting, sigs: list) -> Decisions:
+    """``sigs`` (sorted by ``ts_forecast``) as arrays for :func:`advance`, their books' places those of ``st``."""
+    at = {key: b for b, key in enumerate(st.books)}
+    n = len(sigs)
+    return Decisions(np.fromiter((s.ts_forecast for s in sigs), np.int64, n),
+                     np.fromiter((at.get((s.model, s.horizon), -1) if s.horizon else -2 for s in sigs), np.int64, n),
+                     np.fromiter(chain.from_iterable((s.expected_return, math.nan if s.target_position is None
+                                                      else s.target_position) for s in sigs), np.float64,
+                                 2 * n).reshape(n, 2), len(st.books))
 
 
 class Run(NamedTuple):
     """What :func:`advance` did: the events ``i`` to ``j - 1`` stepped, and more (see there)."""
 
     j: int
+    k: int  # the next decision: those before it taken
     code: int  # APPLIED: event j's levels applied too
     noted: int  # with APPLIED: the notes of event j's levels at the watched prices (FlatSides.notes)
     ready: bool  # with APPLIED: whether the book had both sides before event j
-    woke: bool  # whether orders went live or went (the books' live orders changed)
+    woke: bool  # whether orders went live, went or came (the books' orders changed)
     mid_ts: list  # the mid's changes to record (operators.maker._keep_mid), in order
     mid_px: list
     fills: list  # (book, order, qty, k): the fills to make (operators.maker._fill), in order, by event k
     gone: list  # (book, order, fate): the orders to drop, cancelled (1) or refused (2)
 
 
-def advance(st: Quoting, cols: EventColumns, i: int, limit: int, settle_at: int, room: int, horizon: int,
-            status_ok: bool, synced: bool) -> Run:
+def _grid(st: Quoting) -> tuple[float, float]:
+    """The price grid's step and its decimals' scale as integers: ``round(k x tick, decimals)`` is ``k x m / scale``.
+
+    That holds where the tick is the float nearest ``m / 10**decimals``
+    (and ``|k x m| < 2**50``, which the kernel checks): ``k x tick`` is then
+    within far less than half a last decimal of ``k x m / 10**decimals``,
+    which ``round`` gives, as the float nearest it, as IEEE division does.
+    ``m`` is -1 where it does not hold (the Python step decides).
+
+    >>> from types import SimpleNamespace as S
+    >>> _grid(S(tick=0.1, decimals=1)), _grid(S(tick=0.5, decimals=1)), _grid(S(tick=0.25, decimals=1))
+    ((1.0, 10.0), (5.0, 10.0), (-1.0, 1.0))
+    """
+    tick, d = st.tick, st.decimals
+    m = round(tick * 10**d) if tick and 0 <= d <= 15 else 0
+    return (float(m), float(10**d)) if m > 0 and m / 10**d == tick else (-1.0, 1.0)
+
+
+def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, settle_at: int, room: int,
+            horizon: int, status_ok: bool, synced: bool, order: Callable[..., Any]) -> Run:
     """Step the events of ``cols`` from row ``i`` on that change only the book, clocks and orders (module docstring).
 
     ``st`` is updated in place, but for the mid's changes, the fills and
     the orders that go, which it returns for the caller to make (as
     ``operators.maker._note_mid``, ``operators.maker._fill`` and
-    :func:`operators.maker.on_time` would). ``limit``: the receive time of
-    the next decision (a signal): the run stops at the first event received
-    at or after it. The fills wait ``horizon`` for their moves:
-    ``settle_at``, the time the first waiting goes out (``2**63 - 1``: none
-    waiting); the run stops after the event that takes the depth stream
-    past it, and before one whose fills would be more than ``room`` more.
-    ``status_ok``, ``synced``: whether the book is synced or loaded, synced.
+    :func:`operators.maker.on_time` would). The decisions ``dec`` from
+    ``k`` on are taken before the first event received at or after their
+    time, as the baseline's, unless the Python step must take one (a book
+    not made yet, no price grid yet): the run stops there. The fills wait
+    ``horizon`` for their moves: ``settle_at``, the time the first waiting
+    goes out (``2**63 - 1``: none waiting); the run stops after the event
+    that takes the depth stream past it, and before one whose fills would
+    be more than ``room`` more. ``status_ok``, ``synced``: whether the book
+    is synced or loaded, synced. ``order``: makes an order the decisions
+    sent (``operators.maker.Order``).
     """
     c = st.config
     book = st.book
@@ -111,46 +171,77 @@ def advance(st: Quoting, cols: EventColumns, i: int, limit: int, settle_at: int,
     books = list(st.books.values())
     entries = [(m, o) for m in books for o in m.orders.values()]
     n = len(entries)
-    o_f = np.fromiter(chain.from_iterable((o.side, o.price, o.front, o.traded, o.qty, o.queue, o.live)
-                                          for _, o in entries), np.float64, 7 * n).reshape(n, 7)
-    o_i = np.fromiter(chain.from_iterable((o.arrival, _NEVER if o.cancel_at is None else o.cancel_at, 0)
-                                          for _, o in entries), np.int64, 3 * n).reshape(n, 3)
-    ends = accumulate(len(m.orders) for m in books)
-    b_w = np.fromiter(chain.from_iterable((m.wake, m.wake_settled, e - len(m.orders), e)
-                                          for m, e in zip(books, ends, strict=True)), np.int64,
+    cap = n + 2 * (len(dec.ts) - k + _SPARE)  # rows for the orders the decisions send
+    o_f = np.zeros((cap, 8))
+    o_f[:n, :7] = np.fromiter(chain.from_iterable((o.side, o.price, o.front, o.traded, o.qty, o.queue, o.live)
+                                                  for _, o in entries), np.float64, 7 * n).reshape(n, 7)
+    o_i = np.zeros((cap, 6), np.int64)
+    o_i[:n] = np.fromiter(chain.from_iterable((o.arrival, _NEVER if o.cancel_at is None else o.cancel_at, 0, b,
+                                               o.oid, o.side) for b, m in enumerate(books)
+                                              for o in m.orders.values()), np.int64, 6 * n).reshape(n, 6)
+    b_w = np.fromiter(chain.from_iterable((m.wake, m.wake_settled, m.next_oid, m.sent) for m in books), np.int64,
                       4 * len(books)).reshape(-1, 4)
+    b_pos = np.fromiter((m.position for m in books), np.float64, len(books))
     mid_ts, mid_px = st.mid_ts, st.mid_px
+    m_int, scale = _grid(st)
     ints = np.array([st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled, st.next_quote,
                      book.last_id, -1 if book.ts_event is None else book.ts_event, status_ok, synced, c.baseline,
                      settle_at, mid_ts[-1] if mid_ts else -1, 1 if mid_px else 0, _QUEUES[c.queue],
-                     round(c.late_ms * 1_000_000), 0, 0, 0], dtype=np.int64)
+                     round(c.late_ms * 1_000_000), 0, 0, 0, k, n, 0, 0, 0, c.distance_ticks, c.max_inventory_lots,
+                     c.sides != "ask", c.sides != "bid", c.quote_lots, c.sizing == "signal",
+                     c.latency_model == "feed", c.interval_ms * 1_000_000,
+                     list(st.books).index(_BASELINE) if _BASELINE in st.books else -1,
+                     c.clock_offset_ms is not None],
+                    dtype=np.int64)
     floats = np.array([f.bid, f.ask, c.lot, st.last_mid, mid_px[-1] if mid_px else 0.0, c.power_n,
-                       1.0 if float(c.power_n).is_integer() else 0.0])
+                       1.0 if float(c.power_n).is_integer() else 0.0, c.forecast_scale, c.skew_ticks, c.equity,
+                       st.tick, scale, math.nan if c.clock_offset_ms is None else c.clock_offset_ms, c.latency_ms,
+                       c.feed_latency_mul, m_int])
     rows = len(cols) - i
     out_ts = np.empty(rows, np.int64)
     out_px = np.empty(rows)
-    most = 8 * n + 8  # fills a run makes at most
+    most = 8 * cap + 8  # fills a run makes at most
     fill_r, fill_j, fill_q = np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most)
-    k = cols
-    j, code, m, nf = _advance(k.kind, k.ts_recv, k.ts_event, k.ids, k.first_ids, k.prev_ids, k.values, k.levels,
-                              k.lv_px, k.lv_qty, i, limit, ints, floats, f.keys, f.qty, f.ix, f.max_depth, f.notes,
-                              o_f, o_i, b_w, out_ts, out_px, room, horizon, fill_r, fill_j, fill_q)
-    if j == i and code == 0:
-        return Run(j, 0, 0, False, False, [], [], [], [])
-    (st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled, _, last_id, book_ts, *_, noted,
-     ready, woke) = ints.tolist()
+    q = cols
+    j, code, m, nf = _advance(q.kind, q.ts_recv, q.ts_event, q.ids, q.first_ids, q.prev_ids, q.values, q.levels,
+                              q.lv_px, q.lv_qty, i, ints, floats, f.keys, f.qty, f.ix, f.max_depth, f.notes,
+                              o_f, o_i, b_w, b_pos, dec.ts, dec.book, dec.f, out_ts, out_px, room, horizon, fill_r,
+                              fill_j, fill_q)
+    (st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled, next_quote, last_id, book_ts,
+     *_, noted, ready, woke, k_to, used, quotes, late, unbooked) = ints[:26].tolist()
+    if j == i and code == 0 and k_to == k and next_quote == st.next_quote:
+        return Run(j, k, 0, 0, False, False, [], [], [], [])
+    st.next_quote = next_quote
     book.last_id = last_id
     if book_ts >= 0 or book.ts_event is not None:
         book.ts_event = book_ts
     f.bid, f.ask, _, st.last_mid = floats[:4].tolist()
-    for (_, o), (_, _, front, traded, _, queue, live) in zip(entries, o_f.tolist(), strict=True):
+    for (_, o), (_, _, front, traded, _, queue, live, _), cancel in zip(entries, o_f[:n].tolist(),
+                                                                         o_i[:n, 1].tolist(), strict=True):
         o.front, o.traded, o.queue, o.live = front, traded, queue, live != 0.0
-    for mk, (w, ws, _, _) in zip(books, b_w.tolist(), strict=True):
-        mk.wake, mk.wake_settled = w, ws
-    fills = [(*entries[r], q, at) for r, q, at in zip(fill_r[:nf].tolist(), fill_q[:nf].tolist(),
-                                                      fill_j[:nf].tolist(), strict=True)] if nf else []
-    gone = [(*entries[r], fate) for r, fate in enumerate(o_i[:, 2].tolist()) if fate] if woke else []
-    return Run(j, code, noted, bool(ready), bool(woke), out_ts[:m].tolist(), out_px[:m].tolist(), fills, gone)
+        if cancel != _NEVER:
+            o.cancel_at = cancel
+    for r in range(n, used):  # the orders the decisions sent, in order (each book's by its ids)
+        (_, price, front, traded, _, queue, live, qty), (arrival, cancel, _, b, oid, side) = (o_f[r].tolist(),
+                                                                                             o_i[r].tolist())
+        mk = books[b]
+        o = mk.orders[oid] = order(oid, side, price, qty, arrival, live != 0.0, front, queue, traded,
+                                   None if cancel == _NEVER else cancel)
+        entries.append((mk, o))
+    for mk, (w, ws, nxt, sent) in zip(books, b_w.tolist(), strict=True):
+        mk.wake, mk.wake_settled, mk.next_oid, mk.sent = w, ws, nxt, sent
+    st.quotes += quotes
+    st.late_signals += late
+    st.without_book += unbooked
+    fills = []
+    if nf:
+        at_r: Iterable = zip(fill_j[:nf].tolist(), fill_r[:nf].tolist(), fill_q[:nf].tolist(), strict=True)
+        if used > n:  # an event's fills book by book, each book's by its orders' ids, as the Python step
+            at_r = sorted(at_r, key=lambda x: (x[0], o_i[x[1], 3], o_i[x[1], 4]))
+        fills = [(*entries[r], fq, at) for at, r, fq in at_r]
+    gone = [(*entries[r], fate) for r, fate in enumerate(o_i[:used, 2].tolist()) if fate] if woke else []
+    return Run(j, k_to, code, noted, bool(ready), bool(woke or used > n or quotes), out_ts[:m].tolist(),
+               out_px[:m].tolist(), fills, gone)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -199,8 +290,9 @@ def _rests(o_f: np.ndarray, o_i: np.ndarray, r: int, te: int) -> bool:  # pragma
 
 
 @numba.njit(cache=True, nogil=True)
-def _on_time(o_f: np.ndarray, o_i: np.ndarray, b_w: np.ndarray, te: int, settled: int, late: int, best_b: float,
-             best_a: float, keys: np.ndarray, qty: np.ndarray, ix: np.ndarray) -> tuple[int, int]:  # pragma: no cover
+def _on_time(o_f: np.ndarray, o_i: np.ndarray, n: int, b_w: np.ndarray, te: int, settled: int, late: int,
+             best_b: float, best_a: float, keys: np.ndarray, qty: np.ndarray,
+             ix: np.ndarray) -> tuple[int, int]:  # pragma: no cover - compiled
     """:func:`operators.maker.on_time` of every book (``operators.maker._wake``); the new wake and wake_settled.
 
     The book before the event: its best prices (infinite where a side is
@@ -210,8 +302,8 @@ def _on_time(o_f: np.ndarray, o_i: np.ndarray, b_w: np.ndarray, te: int, settled
     for b in range(b_w.shape[0]):
         if not (te <= b_w[b, 0] and settled <= b_w[b, 1]):
             w = ws = _NEVER
-            for r in range(b_w[b, 2], b_w[b, 3]):
-                if o_f[r, 0] == 0.0:
+            for r in range(n):  # the orders in rows 0 to n - 1
+                if o_i[r, 3] != b or o_f[r, 0] == 0.0:
                     continue
                 ca = o_i[r, 1]
                 if ca != _NEVER and (ca < settled or ca + late < te):
@@ -241,12 +333,12 @@ def _on_time(o_f: np.ndarray, o_i: np.ndarray, b_w: np.ndarray, te: int, settled
 
 
 @numba.njit(cache=True, nogil=True)
-def _watch(o_f: np.ndarray, watch: np.ndarray) -> tuple[float, float]:  # pragma: no cover - compiled
+def _watch(o_f: np.ndarray, n: int, watch: np.ndarray) -> tuple[float, float]:  # pragma: no cover - compiled
     """The live orders' prices per side in ``watch`` (NaN pads; ``operators.maker._watch``); the top bid, lowest ask."""
-    watch[:] = np.nan
+    watch[:, :n] = np.nan  # (the other columns: NaN from the start)
     hi_b, lo_a = -np.inf, np.inf
     nb = na = 0
-    for r in range(o_f.shape[0]):
+    for r in range(n):
         if o_f[r, 0] == 0.0 or o_f[r, 6] == 0.0:
             continue
         p = o_f[r, 1]
@@ -264,21 +356,96 @@ def _watch(o_f: np.ndarray, watch: np.ndarray) -> tuple[float, float]:  # pragma
 
 
 @numba.njit(cache=True, nogil=True)
+def _at_exchange(t: int, feed: int, ahead: int, ints: np.ndarray, floats: np.ndarray) -> int:  # pragma: no cover
+    """``operators.maker._at_exchange``: when what is sent at local time ``t`` reaches the exchange."""
+    off = floats[12] * 1e6 if ints[35] else float(ahead if ahead > 0 else 0)
+    lat = floats[13] * 1e6
+    if ints[32]:  # the feed latency model
+        v = lat + floats[14] * (feed + off)
+        lat = v if v > 0.0 else 0.0  # max(0.0, v), NaN included
+    return t + int(np.round(off + lat))
+
+
+@numba.njit(cache=True, nogil=True)
+def _requote(o_f: np.ndarray, o_i: np.ndarray, n: int, b_w: np.ndarray, b_pos: np.ndarray, b: int, t: int,
+             expected: float, size: float, feed: int, ahead: int, bid: float, ask: float, ints: np.ndarray,
+             floats: np.ndarray) -> int:  # pragma: no cover - compiled
+    """``operators.maker._requote`` of book ``b`` at local time ``t``: the orders' rows used then; -1: not taken.
+
+    Not taken (nothing changed; the Python step takes it): no price grid
+    yet, or none the kernel rounds as ``round`` does (:func:`_grid`), no
+    rows left, or numbers out of range. ``bid``, ``ask``: the book's best
+    prices; ``size``: the decision's target position (NaN: none).
+    """
+    tick, lot, m_int, scale = floats[10], floats[2], floats[15], floats[11]
+    if tick == 0.0 or m_int < 0.0 or n + 2 > o_f.shape[0]:
+        return -1
+    held = np.round(b_pos[b] / lot)
+    # quote_prices
+    mid = (bid + ask) * 0.5
+    half = (ask - bid) * 0.5
+    centre = mid * (1.0 + floats[7] * expected) - floats[8] * held * tick
+    lo = (centre - half) / tick + 1e-6
+    hi = (centre + half) / tick - 1e-6
+    if not (abs(lo) < 2.0**50 and abs(hi) < 2.0**50 and abs(held) < 2.0**50):
+        return -1
+    max_inv = ints[27]
+    px_b = (np.floor(lo) - ints[26]) * m_int
+    px_a = (np.ceil(hi) + ints[26]) * m_int
+    if not (abs(px_b) < 2.0**50 and abs(px_a) < 2.0**50):
+        return -1
+    lots = ints[30]
+    if ints[31] and size == size:  # signal sizing
+        v = np.round(abs(size) * floats[9] / ((bid + ask) * 0.5) / lot)
+        if not abs(v) < 2.0**50:
+            return -1
+        lots = max(1, np.int64(v))
+    h = np.int64(held)
+    at = _at_exchange(t, feed, ahead, ints, floats)  # the cancels and the quotes reach the exchange at once
+    late = ints[17]
+    for r in range(n):
+        if o_i[r, 3] == b and o_f[r, 0] != 0.0 and o_i[r, 1] == _NEVER:
+            o_i[r, 1] = at
+            if at + late < b_w[b, 0]:
+                b_w[b, 0] = at + late
+            if at < b_w[b, 1]:
+                b_w[b, 1] = at
+    nxt = b_w[b, 2]
+    for s in range(2):  # each decision takes two ids: bid, then ask
+        side = 1 if s == 0 else -1
+        quoted = (ints[28] != 0 and h < max_inv) if s == 0 else (ints[29] != 0 and h > -max_inv)
+        k = min(lots, max_inv - h if s == 0 else max_inv + h)
+        if quoted and k > 0:
+            o_f[n, 0], o_f[n, 1] = side, (px_b if s == 0 else px_a) / scale
+            o_f[n, 2], o_f[n, 3], o_f[n, 5], o_f[n, 6] = 0.0, 0.0, 0.0, 0.0
+            o_f[n, 4] = o_f[n, 7] = k * lot
+            o_i[n, 0], o_i[n, 1], o_i[n, 2], o_i[n, 3], o_i[n, 4], o_i[n, 5] = at, _NEVER, 0, b, nxt + s, side
+            n += 1
+            b_w[b, 3] += 1
+            if at < b_w[b, 0]:
+                b_w[b, 0] = at
+    b_w[b, 2] = nxt + 2
+    ints[23] += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
 def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: np.ndarray, first_ids: np.ndarray,
              prev_ids: np.ndarray, values: np.ndarray, levels: np.ndarray, lv_px: np.ndarray, lv_qty: np.ndarray,
-             i: int, limit: int, ints: np.ndarray, floats: np.ndarray, keys: np.ndarray,
-             qty: np.ndarray, ix: np.ndarray, max_depth: int, notes: np.ndarray, o_f: np.ndarray, o_i: np.ndarray,
-             b_w: np.ndarray, out_ts: np.ndarray, out_px: np.ndarray, room: int, horizon: int, fill_r: np.ndarray,
-             fill_j: np.ndarray, fill_q: np.ndarray) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
+             i: int, ints: np.ndarray, floats: np.ndarray, keys: np.ndarray, qty: np.ndarray, ix: np.ndarray,
+             max_depth: int, notes: np.ndarray, o_f: np.ndarray, o_i: np.ndarray, b_w: np.ndarray, b_pos: np.ndarray,
+             sig_ts: np.ndarray, sig_b: np.ndarray, sig_f: np.ndarray, out_ts: np.ndarray, out_px: np.ndarray,
+             room: int, horizon: int, fill_r: np.ndarray, fill_j: np.ndarray,
+             fill_q: np.ndarray) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
     clock, depth_ts, trade_ts, feed, ahead = ints[0], ints[1], ints[2], ints[3], ints[4]
     wake, wake_settled, next_quote, last_id, book_ts = ints[5], ints[6], ints[7], ints[8], ints[9]
     status_ok, synced, baseline, settle_at, mid_ts = ints[10] != 0, ints[11] != 0, ints[12] != 0, ints[13], ints[14]
     has_mid, queue, late = ints[15] != 0, ints[16], ints[17]
+    ks, n_orders, iv, base = ints[21], ints[22], ints[33], ints[34]
     fbid, fask, lot, last_mid, mid_px = floats[0], floats[1], floats[2], floats[3], floats[4]
     power, integral = floats[5], floats[6] != 0.0
-    n_orders = o_f.shape[0]
-    watch = np.empty((2, max(n_orders, 1)))
-    hi_b, lo_a = _watch(o_f, watch)
+    watch = np.full((2, max(o_f.shape[0], 1)), np.nan)
+    hi_b, lo_a = _watch(o_f, n_orders, watch)
     room = min(room, fill_r.shape[0])
     n_fill = 0
     woke = 0
@@ -287,23 +454,53 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
     m = 0
     j = i
     rows = len(kind)
+    n_sig = len(sig_ts)
     while j < rows:
         k = kind[j]
         if k == 0:
             break
         ts = ts_recv[j]
-        if ts >= limit:  # a decision comes first
-            break
         ready = status_ok and fbid == fbid and fask == fask
+        held = False  # a decision the Python step takes
+        while ks < n_sig and sig_ts[ks] <= ts:  # the models' decisions before the event (operators.maker.step)
+            b = sig_b[ks]
+            if b != -2:  # -2: horizon 0, the taker books' benchmarks: none here
+                if sig_ts[ks] <= clock:
+                    ints[24] += 1  # late
+                elif not ready:
+                    ints[25] += 1  # without a book
+                else:
+                    u = -1 if b < 0 else _requote(o_f, o_i, n_orders, b_w, b_pos, b, sig_ts[ks], sig_f[ks, 0],
+                                                  sig_f[ks, 1], feed, ahead, fbid, fask, ints, floats)
+                    if u < 0:
+                        held = True
+                        break
+                    n_orders = u
+                    wake, wake_settled = min(wake, b_w[b, 0]), min(wake_settled, b_w[b, 1])
+            ks += 1
+        if held:
+            break
         if k == 1:  # a best bid/ask: its time only (operators.maker.step_batch)
             if next_quote < 0 and baseline and ready:
-                break
+                next_quote = (ts // iv + 1) * iv
             if ts > clock:
                 clock = ts
             j += 1
             continue
-        if ready and baseline and (next_quote < 0 or next_quote <= ts):  # the baseline decides first
-            break
+        if ready and baseline:  # the baseline's decisions due first (operators.maker._baseline)
+            if next_quote < 0:
+                next_quote = (ts // iv + 1) * iv
+            while next_quote <= ts:
+                u = _requote(o_f, o_i, n_orders, b_w, b_pos, base, next_quote, 0.0, np.nan, feed, ahead, fbid,
+                             fask, ints, floats)
+                if u < 0:
+                    held = True
+                    break
+                n_orders = u
+                wake, wake_settled = min(wake, b_w[base, 0]), min(wake_settled, b_w[base, 1])
+                next_quote += iv
+            if held:
+                break
         te = ts_event[j]
         if te < 0:
             break
@@ -317,9 +514,10 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
             if te > wake or settled > wake_settled:  # orders reach the exchange, cancels settle: on_time
                 if k == 2 and n_fill + n_orders > room:  # its fills might be more than may wait: step() takes it
                     break
-                wake, wake_settled = _on_time(o_f, o_i, b_w, te, settled, late, fbid if fbid == fbid else -np.inf,
-                                              fask if fask == fask else np.inf, keys, qty, ix)
-                hi_b, lo_a = _watch(o_f, watch)
+                wake, wake_settled = _on_time(o_f, o_i, n_orders, b_w, te, settled, late,
+                                              fbid if fbid == fbid else -np.inf, fask if fask == fask else np.inf,
+                                              keys, qty, ix)
+                hi_b, lo_a = _watch(o_f, n_orders, watch)
                 woke = 1
         if k == 2:  # a trade
             if ready:
@@ -351,7 +549,9 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
                         fill_r[n_fill], fill_j[n_fill], fill_q[n_fill] = r, j, fq
                         n_fill += 1
                         left = o_f[r, 4]  # operators.maker._fill: at most what is left; gone when under half a lot
-                        left -= left if left < fq else fq
+                        took = left if left < fq else fq
+                        b_pos[o_i[r, 3]] += o_i[r, 5] * took  # the book's position, which its decisions read
+                        left -= took
                         o_f[r, 4] = left
                         if np.round(left / lot) <= 0.0:
                             o_f[r, 0] = 0.0  # filled: it rests no more
@@ -372,7 +572,8 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
         feed = ts - te
         if -feed > ahead:
             ahead = -feed
-        crossed, fbid, fask, noted = _apply(keys, qty, ix, lv_px, lv_qty, a, mm, z, max_depth, watch, notes)
+        crossed, fbid, fask, noted = _apply(keys, qty, ix, lv_px, lv_qty, a, mm, z, max_depth,
+                                            watch[:, :max(n_orders, 1)], notes)
         if crossed == 1:
             code = 1
             ints[19] = ready
@@ -426,6 +627,7 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
         if depth_ts > settle_at:  # a fill waiting goes out
             break
     ints[0], ints[1], ints[2], ints[3], ints[4] = clock, depth_ts, trade_ts, feed, ahead
-    ints[5], ints[6], ints[8], ints[9], ints[18], ints[20] = wake, wake_settled, last_id, book_ts, noted, woke
+    ints[5], ints[6], ints[7], ints[8], ints[9] = wake, wake_settled, next_quote, last_id, book_ts
+    ints[18], ints[20], ints[21], ints[22] = noted, woke, ks, n_orders
     floats[0], floats[1], floats[3] = fbid, fask, last_mid
     return j, code, m, n_fill

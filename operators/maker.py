@@ -997,6 +997,7 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
     iv = st.config.interval_ms * _MS
     sigs = sorted(signals, key=lambda s: s.ts_forecast) if signals else signals
     k = 0  # the next decision: before the first event received at or after its time (interleave)
+    dec = None  # the decisions as the runs read them
     for events in batches:
         cols = getattr(events, "cols", None) if st.compiled else None  # the chunk path's arrays: runs compiled
         i, n = 0, len(events)
@@ -1010,7 +1011,11 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
                 if type(item) is not Quote and st.config.baseline and _ready(st.book):
                     _baseline(st, item.ts_recv)  # step's first part: then the run can take the event
                 if _quiet(st, item):
-                    j = _by_run(st, events, cols, i, sigs[k].ts_forecast if k < len(sigs) else _NEVER, out)
+                    if dec is None or dec.books != len(st.books):  # a book made since: its decisions' place
+                        from operators import flatmaker  # numba: the chunk path's
+
+                        dec = flatmaker.decisions(st, sigs)
+                    j, k = _by_run(st, events, cols, i, dec, k, out)
                     if j > i:
                         i = j
                         continue
@@ -1053,7 +1058,7 @@ def _went_out(st: QuoterState, fills: list, t: int, out: list) -> None:
 
 
 def _quiet(st: QuoterState, ev: Event) -> bool:
-    """Whether a run of compiled code may take ``ev`` (not a sure stop: the baseline's decision due)."""
+    """Whether a run of compiled code may take ``ev`` (not a sure stop: the baseline's decision due, its book not ready)."""
     if type(ev) is Quote:
         return True
     return getattr(ev, "ts_event", None) is not None and not (st.config.baseline and 0 <= st.next_quote <= ev.ts_recv)
@@ -1070,13 +1075,15 @@ def warm() -> None:
     z = np.zeros(1, np.int64)
     cols = EventColumns(np.ones(1, np.int8), z, z, z, np.zeros((1, 4)), z, z, np.zeros((1, 3), np.int64),
                         np.zeros(0), np.zeros(0))
-    flatmaker.advance(QuoterState(MakerConfig(), compiled=True), cols, 0, _NEVER, _NEVER, 1, 1, False, False)
+    st = QuoterState(MakerConfig(), compiled=True)
+    flatmaker.advance(st, cols, 0, flatmaker.decisions(st, []), 0, _NEVER, 1, 1, False, False, Order)
 
 
-def _by_run(st: QuoterState, events: list, cols: Any, i: int, limit: int, out: list) -> int:
+def _by_run(st: QuoterState, events: list, cols: Any, i: int, dec: Any, k: int, out: list) -> tuple[int, int]:
     """Step ``events`` from ``i`` on by a run of compiled code (:mod:`operators.flatmaker`); the next to step.
 
-    The run stops before ``limit`` (the next decision's time). A diff it
+    And the decisions of ``dec`` (:func:`operators.flatmaker.decisions`)
+    from ``k`` on before them: the next one is returned too. A diff the run
     ends with applied (the book crossed, or fills) is finished here: the
     book's rules, the orders it reaches, the mid.
     """
@@ -1086,9 +1093,9 @@ def _by_run(st: QuoterState, events: list, cols: Any, i: int, limit: int, out: l
     status = book.status
     pending = st.pending
     last = _HORIZONS[-1]
-    run = flatmaker.advance(st, cols, i, limit, pending[0][0].ts_exch + last if pending else _NEVER,
+    run = flatmaker.advance(st, cols, i, dec, k, pending[0][0].ts_exch + last if pending else _NEVER,
                             st.config.max_pending_fills - len(pending), last, status in (SYNCED, LOADED),
-                            status == SYNCED)
+                            status == SYNCED, Order)
     for t, mid in zip(run.mid_ts, run.mid_px, strict=True):
         _keep_mid(st, t, mid)
     if run.fills:  # the fills of the run's trades, in order: they wait (no more than may: the run saw to it)
@@ -1109,7 +1116,7 @@ def _by_run(st: QuoterState, events: list, cols: Any, i: int, limit: int, out: l
     if run.code != flatmaker.APPLIED:
         if j > i:
             _went_out(st, [], 0, out)  # those whose moves are known go out
-        return j
+        return j, run.k
     ev = events[j]
     f = book.flat
     assert f is not None and type(ev) is DepthUpdate
@@ -1123,7 +1130,7 @@ def _by_run(st: QuoterState, events: list, cols: Any, i: int, limit: int, out: l
         _reach(st, ev, last_id, bids, asks, fills)
     _note_mid(st, ev.ts_event)
     _went_out(st, fills, ev.ts_recv, out)
-    return j + 1
+    return j + 1, run.k
 
 
 def finish(state: QuoterState) -> tuple[QuoterState, list]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import pickle
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -35,6 +36,8 @@ CONFIGS = {
     "power2.5": MakerConfig(enabled=True, queue="power", power_n=2.5, distance_ticks=1, latency_model="feed"),
     "log": MakerConfig(enabled=True, queue="log", max_pending_fills=2, late_ms=0.0, sides="bid", latency_ms=1.0),
     "power3_no_baseline": MakerConfig(enabled=True, queue="power", power_n=3.0, baseline=False, quote_lots=3),
+    "offset_inventory": MakerConfig(enabled=True, clock_offset_ms=26.932, latency_model="feed", latency_ms=2.0,
+                                    feed_latency_mul=1.5, max_inventory_lots=2, skew_ticks=2.0),
 }
 #: what the kernel may set differently and the Python path sets later, the same (see operators.maker._watch)
 _DERIVED = {"config", "book", "sides", "dirty", "live", "watch_b", "watch_a", "hi_b", "lo_a"}
@@ -60,15 +63,20 @@ def _signals(batch: list, rng: random.Random) -> list:
 
 
 def _compare(market: str, symbol: str, rows: list[bytes], cfg: MakerConfig, monkeypatch: pytest.MonkeyPatch,
-             size: int = 2048) -> tuple[int, int, int, int]:
-    """Both paths over the chunk path's batches: (events, events the kernel took, diffs it left applied, fills)."""
-    seen = [0, 0]
+             size: int = 2048, decided: bool = True) -> tuple[int, int, int, int]:
+    """Both paths over the chunk path's batches: (events, events the kernel took, diffs it left applied, fills).
+
+    Also checks that the kernel took nearly every decision (``decided``), or none.
+    """
+    seen = [0, 0, 0]
     advance = flatmaker.advance
 
     def counted(st, cols, i, *args):
+        quotes = st.quotes
         run = advance(st, cols, i, *args)
         seen[0] += run.j - i
         seen[1] += run.code == flatmaker.APPLIED
+        seen[2] += st.quotes - quotes
         return run
 
     monkeypatch.setattr(flatmaker, "advance", counted)
@@ -88,6 +96,7 @@ def _compare(market: str, symbol: str, rows: list[bytes], cfg: MakerConfig, monk
             got = pickle.loads(pickle.dumps(got))
         n += len(batch)
         fills += sum(type(r) is MakerFillRecord for r in want)
+    assert got.quotes > 200 and (seen[2] > 0.9 * got.quotes if decided else seen[2] == 0), (seen[2], got.quotes)
     return n, seen[0], seen[1], fills
 
 
@@ -116,3 +125,25 @@ def test_a_crossed_book_is_the_same_on_both_paths(monkeypatch):
     assert b"99999.00" in rows[k]
     n, taken, applied, _ = _compare("usdm", "BTCUSDT", rows, CONFIGS["risk_averse"], monkeypatch, size=997)
     assert applied > 0 and taken > 0.9 * n
+
+
+def test_the_kernels_prices_are_pythons_round_of_the_grid():
+    """The kernel prices a quote ``k`` ticks up as ``k x m / 10**decimals``
+    (``flatmaker._grid``), not with Python's ``round(k x tick, decimals)``:
+    the same floats, on the grids of Binance's symbols and beyond."""
+    rng = random.Random(3)
+    for tick, decimals in ((0.1, 1), (0.01, 2), (0.5, 1), (0.001, 3), (1e-8, 8), (1.0, 0), (5.0, 0), (0.05, 2)):
+        m, scale = flatmaker._grid(SimpleNamespace(tick=tick, decimals=decimals))
+        assert m > 0
+        for _ in range(20_000):
+            k = rng.choice([rng.randrange(-10**6, 10**6), rng.randrange(1, int(2**50 / m))])
+            assert k * m / scale == round(k * tick, decimals), (tick, k)
+
+
+def test_decisions_the_kernel_cannot_price_are_the_python_steps(monkeypatch):
+    """Where the tick is not a whole number of its last decimal (0.25 with one decimal,
+    say), every decision stops the run and the Python step takes it: the same outputs and state."""
+    monkeypatch.setattr(flatmaker, "_grid", lambda st: (-1.0, 1.0))
+    rows = [r for p in USDM[:1] for r in lines(p)]
+    n, taken, _, fills = _compare("usdm", "BTCUSDT", rows, CONFIGS["power2"], monkeypatch, decided=False)
+    assert fills >= 10 and taken > 0.8 * n
