@@ -1058,7 +1058,7 @@ def _went_out(st: QuoterState, fills: list, t: int, out: list) -> None:
 
 
 def _quiet(st: QuoterState, ev: Event) -> bool:
-    """Whether a run of compiled code may take ``ev`` (not a sure stop: the baseline's decision due, its book not ready)."""
+    """Whether a run of compiled code may take ``ev`` (not a sure stop: the baseline's decision due, no book yet)."""
     if type(ev) is Quote:
         return True
     return getattr(ev, "ts_event", None) is not None and not (st.config.baseline and 0 <= st.next_quote <= ev.ts_recv)
