@@ -126,7 +126,7 @@ class Run(NamedTuple):
     mid_ts: list  # the mid's changes to record (operators.maker._keep_mid), in order
     mid_px: list
     fills: list  # (book, order, qty, k): the fills to make (operators.maker._fill), in order, by event k
-    gone: list  # (book, order, fate): the orders to drop, cancelled (1) or refused (2)
+    gone: list  # (book, order, fate): the orders to drop, cancelled (1) or refused (2); None: one never made
 
 
 def _grid(st: Quoting) -> tuple[float, float]:
@@ -221,10 +221,13 @@ def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, set
         o.front, o.traded, o.queue, o.live = front, traded, queue, live != 0.0
         if cancel != _NEVER:
             o.cancel_at = cancel
-    for r in range(n, used):  # the orders the decisions sent, in order (each book's by its ids)
-        (_, price, front, traded, _, queue, live, qty), (arrival, cancel, _, b, oid, side) = (o_f[r].tolist(),
-                                                                                             o_i[r].tolist())
+    filled = set(fill_r[:nf].tolist())
+    for r, ((_, price, front, traded, _, queue, live, qty), (arrival, cancel, fate, b, oid, side)) in enumerate(
+            zip(o_f[n:used].tolist(), o_i[n:used].tolist(), strict=True), n):  # the orders the decisions sent
         mk = books[b]
+        if fate and r not in filled:  # and gone, without a fill: counted only (Run.gone)
+            entries.append((mk, None))
+            continue
         o = mk.orders[oid] = order(oid, side, price, qty, arrival, live != 0.0, front, queue, traded,
                                    None if cancel == _NEVER else cancel)
         entries.append((mk, o))
@@ -290,41 +293,49 @@ def _rests(o_f: np.ndarray, o_i: np.ndarray, r: int, te: int) -> bool:  # pragma
 
 
 @numba.njit(cache=True, nogil=True)
-def _on_time(o_f: np.ndarray, o_i: np.ndarray, n: int, b_w: np.ndarray, te: int, settled: int, late: int,
-             best_b: float, best_a: float, keys: np.ndarray, qty: np.ndarray,
+def _on_time(o_f: np.ndarray, o_i: np.ndarray, n: int, b_w: np.ndarray, due: np.ndarray, te: int, settled: int,
+             late: int, best_b: float, best_a: float, keys: np.ndarray, qty: np.ndarray,
              ix: np.ndarray) -> tuple[int, int]:  # pragma: no cover - compiled
     """:func:`operators.maker.on_time` of every book (``operators.maker._wake``); the new wake and wake_settled.
 
     The book before the event: its best prices (infinite where a side is
     empty) and its levels (an order going live queues behind its level).
+    ``due``: a scratch row per book (whether it looks, its new wake and
+    wake_settled), so that one pass over the orders serves every book.
     """
+    looks = False
+    for b in range(b_w.shape[0]):
+        due[b, 0] = not (te <= b_w[b, 0] and settled <= b_w[b, 1])
+        due[b, 1] = due[b, 2] = _NEVER
+        looks = looks or due[b, 0] != 0
+    if looks:
+        for r in range(n):  # the orders in rows 0 to n - 1, each book's in its order
+            b = o_i[r, 3]
+            if due[b, 0] == 0 or o_f[r, 0] == 0.0:
+                continue
+            ca = o_i[r, 1]
+            if ca != _NEVER and (ca < settled or ca + late < te):
+                o_f[r, 0], o_i[r, 2] = 0.0, 1  # cancelled
+                continue
+            side, p = o_f[r, 0], o_f[r, 1]
+            if o_f[r, 6] == 0.0 and o_i[r, 0] < te <= ca:
+                if (side > 0.0 and p >= best_a) or (side < 0.0 and p <= best_b):
+                    o_f[r, 0], o_i[r, 2] = 0.0, 2  # refused: post-only
+                    continue
+                s = 0 if side > 0.0 else 1
+                o_f[r, 6] = 1.0
+                o_f[r, 2] = o_f[r, 5] = _qty_at(keys[s], qty[s], ix[2 * s], ix[2 * s + 1], p if s == 0 else -p)
+            if o_f[r, 6] == 0.0 and o_i[r, 0] < due[b, 1]:
+                due[b, 1] = o_i[r, 0]
+            if ca != _NEVER:
+                if ca + late < due[b, 1]:
+                    due[b, 1] = ca + late
+                if ca < due[b, 2]:
+                    due[b, 2] = ca
     wake = wake_settled = _NEVER
     for b in range(b_w.shape[0]):
-        if not (te <= b_w[b, 0] and settled <= b_w[b, 1]):
-            w = ws = _NEVER
-            for r in range(n):  # the orders in rows 0 to n - 1
-                if o_i[r, 3] != b or o_f[r, 0] == 0.0:
-                    continue
-                ca = o_i[r, 1]
-                if ca != _NEVER and (ca < settled or ca + late < te):
-                    o_f[r, 0], o_i[r, 2] = 0.0, 1  # cancelled
-                    continue
-                side, p = o_f[r, 0], o_f[r, 1]
-                if o_f[r, 6] == 0.0 and o_i[r, 0] < te <= ca:
-                    if (side > 0.0 and p >= best_a) or (side < 0.0 and p <= best_b):
-                        o_f[r, 0], o_i[r, 2] = 0.0, 2  # refused: post-only
-                        continue
-                    s = 0 if side > 0.0 else 1
-                    o_f[r, 6] = 1.0
-                    o_f[r, 2] = o_f[r, 5] = _qty_at(keys[s], qty[s], ix[2 * s], ix[2 * s + 1], p if s == 0 else -p)
-                if o_f[r, 6] == 0.0 and o_i[r, 0] < w:
-                    w = o_i[r, 0]
-                if ca != _NEVER:
-                    if ca + late < w:
-                        w = ca + late
-                    if ca < ws:
-                        ws = ca
-            b_w[b, 0], b_w[b, 1] = w, ws
+        if due[b, 0]:
+            b_w[b, 0], b_w[b, 1] = due[b, 1], due[b, 2]
         if b_w[b, 0] < wake:
             wake = b_w[b, 0]
         if b_w[b, 1] < wake_settled:
@@ -445,6 +456,7 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
     fbid, fask, lot, last_mid, mid_px = floats[0], floats[1], floats[2], floats[3], floats[4]
     power, integral = floats[5], floats[6] != 0.0
     watch = np.full((2, max(o_f.shape[0], 1)), np.nan)
+    due = np.empty((b_w.shape[0], 3), np.int64)  # _on_time's scratch
     hi_b, lo_a = _watch(o_f, n_orders, watch)
     room = min(room, fill_r.shape[0])
     n_fill = 0
@@ -514,7 +526,7 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
             if te > wake or settled > wake_settled:  # orders reach the exchange, cancels settle: on_time
                 if k == 2 and n_fill + n_orders > room:  # its fills might be more than may wait: step() takes it
                     break
-                wake, wake_settled = _on_time(o_f, o_i, n_orders, b_w, te, settled, late,
+                wake, wake_settled = _on_time(o_f, o_i, n_orders, b_w, due, te, settled, late,
                                               fbid if fbid == fbid else -np.inf, fask if fask == fask else np.inf,
                                               keys, qty, ix)
                 hi_b, lo_a = _watch(o_f, n_orders, watch)

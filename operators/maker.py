@@ -1106,7 +1106,8 @@ def _by_run(st: QuoterState, events: list, cols: Any, i: int, dec: Any, k: int, 
         st.dirty = True
     if run.woke:  # orders went live, or went: on_time's
         for m, o, fate in run.gone:
-            del m.orders[o.oid]
+            if o is not None:  # (None: one the run's decisions sent, gone in the run)
+                del m.orders[o.oid]
             if fate == 1:
                 m.cancelled += 1
             else:
