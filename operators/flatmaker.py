@@ -207,10 +207,12 @@ def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, set
                               q.lv_px, q.lv_qty, i, ints, floats, f.keys, f.qty, f.ix, f.max_depth, f.notes,
                               o_f, o_i, b_w, b_pos, dec.ts, dec.book, dec.f, out_ts, out_px, room, horizon, fill_r,
                               fill_j, fill_q)
-    (st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled, next_quote, last_id, book_ts,
-     *_, noted, ready, woke, k_to, used, quotes, late, unbooked) = ints[:26].tolist()
-    if j == i and code == 0 and k_to == k and next_quote == st.next_quote:
+    out = ints[:26].tolist()
+    *_, next_quote, last_id, book_ts = out[:10]
+    *_, noted, ready, woke, k_to, used, quotes, late, unbooked = out
+    if j == i and code == 0 and k_to == k and next_quote == st.next_quote:  # nothing taken: what it did is undone
         return Run(j, k, 0, 0, False, False, [], [], [], [])
+    st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled = out[:7]
     st.next_quote = next_quote
     book.last_id = last_id
     if book_ts >= 0 or book.ts_event is not None:

@@ -57,7 +57,7 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Optional, Protocol, Union
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Optional, Protocol, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,6 +76,9 @@ from core.events import (
 )
 from operators import orderbook
 from operators.orderbook import LOADED, SYNCED, OrderBookConfig, OrderBookState
+
+if TYPE_CHECKING:
+    from operators.flatmaker import Decisions  # numba: imported where the chunk path runs
 
 __all__ = ["Book", "Ledger", "MakerConfig", "MakerFill", "MakerState", "Order", "QuoterState", "cancel", "economics",
            "finish", "interleave", "on_depth", "on_diff", "on_time", "on_trade", "quote_prices", "step", "step_batch",
@@ -997,7 +1000,7 @@ def step_batch(state: QuoterState, values: list) -> tuple[QuoterState, list]:
     iv = st.config.interval_ms * _MS
     sigs = sorted(signals, key=lambda s: s.ts_forecast) if signals else signals
     k = 0  # the next decision: before the first event received at or after its time (interleave)
-    dec = None  # the decisions as the runs read them
+    dec: Optional[Decisions] = None  # the decisions as the runs read them
     for events in batches:
         cols = getattr(events, "cols", None) if st.compiled else None  # the chunk path's arrays: runs compiled
         i, n = 0, len(events)
@@ -1058,7 +1061,7 @@ def _went_out(st: QuoterState, fills: list, t: int, out: list) -> None:
 
 
 def _quiet(st: QuoterState, ev: Event) -> bool:
-    """Whether a run of compiled code may take ``ev`` (not a sure stop: the baseline's decision due, no book yet)."""
+    """Whether a run of compiled code may take ``ev``: not one without an exchange time, nor with the baseline's due."""
     if type(ev) is Quote:
         return True
     return getattr(ev, "ts_event", None) is not None and not (st.config.baseline and 0 <= st.next_quote <= ev.ts_recv)
@@ -1079,7 +1082,8 @@ def warm() -> None:
     flatmaker.advance(st, cols, 0, flatmaker.decisions(st, []), 0, _NEVER, 1, 1, False, False, Order)
 
 
-def _by_run(st: QuoterState, events: list, cols: Any, i: int, dec: Any, k: int, out: list) -> tuple[int, int]:
+def _by_run(st: QuoterState, events: list, cols: Any, i: int, dec: Decisions, k: int,
+            out: list) -> tuple[int, int]:
     """Step ``events`` from ``i`` on by a run of compiled code (:mod:`operators.flatmaker`); the next to step.
 
     And the decisions of ``dec`` (:func:`operators.flatmaker.decisions`)
