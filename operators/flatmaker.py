@@ -171,7 +171,8 @@ def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, set
     books = list(st.books.values())
     entries = [(m, o) for m in books for o in m.orders.values()]
     n = len(entries)
-    cap = n + 2 * (len(dec.ts) - k + _SPARE)  # rows for the orders the decisions send
+    due = int(np.searchsorted(dec.ts, cols.ts_recv[-1], "right")) if len(cols) else k  # the decisions before the end
+    cap = n + 2 * (max(due - k, 0) + _SPARE)  # rows for the orders the decisions send
     o_f = np.zeros((cap, 8))
     o_f[:n, :7] = np.fromiter(chain.from_iterable((o.side, o.price, o.front, o.traded, o.qty, o.queue, o.live)
                                                   for _, o in entries), np.float64, 7 * n).reshape(n, 7)
