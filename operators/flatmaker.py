@@ -51,7 +51,7 @@ __all__ = ["APPLIED", "Decisions", "Quoting", "Run", "advance", "decisions"]
 APPLIED = 1
 
 _NEVER = 2**63 - 1
-#: rows for the orders a run's decisions send, beyond two for each of the models' decisions left (the baseline's)
+#: rows for the orders a run's decisions send beyond two for each model decision due in its batch (the baseline's)
 _SPARE = 128
 _QUEUES = {"risk_averse": 0, "power": 1, "log": 2}
 _BASELINE = ("touch", 0)  # the baseline's book (operators.maker.QuoterState.maker)
