@@ -57,17 +57,19 @@ _QUEUES = {"risk_averse": 0, "power": 1, "log": 2}
 _BASELINE = ("touch", 0)  # the baseline's book (operators.maker.QuoterState.maker)
 
 # The kernel's arrays of the state. ints: clock, depth_ts, trade_ts, feed, ahead, wake, wake_settled, next_quote,
-# the book's last_id and ts_event, whether the book is synced or loaded, synced, the baseline, settle_at, the last
-# mid's time, whether there is one, the queue model, late (ns); out: the notes of the diff applied, whether the book
-# was ready before it, whether orders woke; the next decision, the orders' rows used, then (out) the decisions
-# taken, late and without a book; the quotes' settings: distance_ticks, max_inventory_lots, a bid, an ask,
+# the book's last_id and ts_event, whether the book is synced or loaded, synced, the baseline, max_pending_fills,
+# the last mid's time, whether there is one, the queue model, late (ns); out: the notes of the diff applied, whether
+# the book was ready before it, whether orders woke; the next decision, the orders' rows used, then (out) the
+# decisions taken, late and without a book; the quotes' settings: distance_ticks, max_inventory_lots, a bid, an ask,
 # quote_lots, signal sizing, the feed latency model, the baseline's interval (ns), its book (-1: none), whether
 # clock_offset_ms is set. floats: the best bid and ask, lot, last_mid, the last mid recorded, power_n, whether it is
 # an integer; forecast_scale, skew_ticks, equity, the tick, its decimals' scale, clock_offset_ms, latency_ms,
 # feed_latency_mul, the tick's integer (_grid). The orders (every book's, book by book, then those the run's
 # decisions send): o_f side (0: gone), price, front, traded, qty, queue, live, qty sent; o_i arrival, cancel
-# (2**63 - 1: none), fate (1 cancelled, 2 refused), book, id, side; per book, b_w its wake, wake_settled, next id,
-# orders sent, and b_pos its position.
+# (2**63 - 1: none), fate (1 cancelled, 2 refused), book, id, side, the event it went at; per book, b_w its wake,
+# wake_settled, next id, orders sent, and b_pos its position. The fills waiting: pend, their exchange times; the
+# points where some go out: s_i the event, the mids recorded by then, how many go, depth_ts; s_f last_mid; s_sent
+# each book's orders sent.
 
 
 class Quoting(Protocol):
@@ -92,6 +94,7 @@ class Quoting(Protocol):
     mid_ts: list
     mid_px: list
     last_mid: float
+    pending: Any  # the fills waiting for their moves: (MakerFill, ts_recv), first in, first out
 
 
 class Decisions(NamedTuple):
@@ -126,7 +129,10 @@ class Run(NamedTuple):
     mid_ts: list  # the mid's changes to record (operators.maker._keep_mid), in order
     mid_px: list
     fills: list  # (book, order, qty, k): the fills to make (operators.maker._fill), in order, by event k
-    gone: list  # (book, order, fate): the orders to drop, cancelled (1) or refused (2); None: one never made
+    gone: list  # (book, order, fate, k): the orders to drop, cancelled (1) or refused (2) at event k, in order;
+    # order None: one never made
+    settles: list  # (k, mids, n, depth_ts, last_mid, sent): after event k, with the mid's first changes (mids) kept,
+    # the first n fills waiting go out, with the depth stream's time, the last mid and each book's orders sent then
 
 
 def _grid(st: Quoting) -> tuple[float, float]:
@@ -147,23 +153,26 @@ def _grid(st: Quoting) -> tuple[float, float]:
     return (float(m), float(10**d)) if m > 0 and m / 10**d == tick else (-1.0, 1.0)
 
 
-def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, settle_at: int, room: int,
-            horizon: int, status_ok: bool, synced: bool, order: Callable[..., Any]) -> Run:
+def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, horizon: int, status_ok: bool,
+            synced: bool, order: Callable[..., Any]) -> Run:
     """Step the events of ``cols`` from row ``i`` on that change only the book, clocks and orders (module docstring).
 
-    ``st`` is updated in place, but for the mid's changes, the fills and
-    the orders that go, which it returns for the caller to make (as
-    ``operators.maker._note_mid``, ``operators.maker._fill`` and
-    :func:`operators.maker.on_time` would). The decisions ``dec`` from
-    ``k`` on are taken before the first event received at or after their
-    time, as the baseline's, unless the Python step must take one (a book
-    not made yet, no price grid yet): the run stops there. The fills wait
-    ``horizon`` for their moves: ``settle_at``, the time the first waiting
-    goes out (``2**63 - 1``: none waiting); the run stops after the event
-    that takes the depth stream past it, and before one whose fills would
-    be more than ``room`` more. ``status_ok``, ``synced``: whether the book
-    is synced or loaded, synced. ``order``: makes an order the decisions
-    sent (``operators.maker.Order``).
+    ``st`` is updated in place, but for the mid's changes, the fills, the
+    orders that go and the fills waiting that go out, which it returns for
+    the caller to make, in the order of the events (as
+    ``operators.maker._note_mid``, ``operators.maker._fill``,
+    :func:`operators.maker.on_time` and ``operators.maker._went_out``
+    would). The decisions ``dec`` from ``k`` on are taken before the first
+    event received at or after their time, as the baseline's, unless the
+    Python step must take one (a book not made yet, no price grid yet): the
+    run stops there. The fills wait ``horizon`` for their moves, in
+    ``st.pending`` (first in, first out) and after it: once the depth
+    stream is past the first's time plus ``horizon``, it goes out with the
+    state after that event (:attr:`Run.settles`). The run stops before a
+    trade whose fills would be more than may wait
+    (``max_pending_fills``). ``status_ok``, ``synced``: whether the book is
+    synced or loaded, synced. ``order``: makes an order the decisions sent
+    (``operators.maker.Order``).
     """
     c = st.config
     book = st.book
@@ -176,10 +185,10 @@ def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, set
     o_f = np.zeros((cap, 8))
     o_f[:n, :7] = np.fromiter(chain.from_iterable((o.side, o.price, o.front, o.traded, o.qty, o.queue, o.live)
                                                   for _, o in entries), np.float64, 7 * n).reshape(n, 7)
-    o_i = np.zeros((cap, 6), np.int64)
+    o_i = np.zeros((cap, 7), np.int64)
     o_i[:n] = np.fromiter(chain.from_iterable((o.arrival, _NEVER if o.cancel_at is None else o.cancel_at, 0, b,
-                                               o.oid, o.side) for b, m in enumerate(books)
-                                              for o in m.orders.values()), np.int64, 6 * n).reshape(n, 6)
+                                               o.oid, o.side, 0) for b, m in enumerate(books)
+                                              for o in m.orders.values()), np.int64, 7 * n).reshape(n, 7)
     b_w = np.fromiter(chain.from_iterable((m.wake, m.wake_settled, m.next_oid, m.sent) for m in books), np.int64,
                       4 * len(books)).reshape(-1, 4)
     b_pos = np.fromiter((m.position for m in books), np.float64, len(books))
@@ -187,7 +196,7 @@ def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, set
     m_int, scale = _grid(st)
     ints = np.array([st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled, st.next_quote,
                      book.last_id, -1 if book.ts_event is None else book.ts_event, status_ok, synced, c.baseline,
-                     settle_at, mid_ts[-1] if mid_ts else -1, 1 if mid_px else 0, _QUEUES[c.queue],
+                     c.max_pending_fills, mid_ts[-1] if mid_ts else -1, 1 if mid_px else 0, _QUEUES[c.queue],
                      round(c.late_ms * 1_000_000), 0, 0, 0, k, n, 0, 0, 0, c.distance_ticks, c.max_inventory_lots,
                      c.sides != "ask", c.sides != "bid", c.quote_lots, c.sizing == "signal",
                      c.latency_model == "feed", c.interval_ms * 1_000_000,
@@ -203,16 +212,20 @@ def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, set
     out_px = np.empty(rows)
     most = 8 * cap + 8  # fills a run makes at most
     fill_r, fill_j, fill_q = np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most)
+    waiting = len(st.pending)
+    pend = np.empty(waiting + most, np.int64)  # the fills waiting: their exchange times
+    pend[:waiting] = np.fromiter((w[0].ts_exch for w in st.pending), np.int64, waiting)
+    s_i, s_f, s_sent = np.empty((rows, 4), np.int64), np.empty(rows), np.empty((rows, len(books)), np.int64)
     q = cols
-    j, code, m, nf = _advance(q.kind, q.ts_recv, q.ts_event, q.ids, q.first_ids, q.prev_ids, q.values, q.levels,
-                              q.lv_px, q.lv_qty, i, ints, floats, f.keys, f.qty, f.ix, f.max_depth, f.notes,
-                              o_f, o_i, b_w, b_pos, dec.ts, dec.book, dec.f, out_ts, out_px, room, horizon, fill_r,
-                              fill_j, fill_q)
+    j, code, m, nf, ns = _advance(q.kind, q.ts_recv, q.ts_event, q.ids, q.first_ids, q.prev_ids, q.values, q.levels,
+                                  q.lv_px, q.lv_qty, i, ints, floats, f.keys, f.qty, f.ix, f.max_depth, f.notes,
+                                  o_f, o_i, b_w, b_pos, dec.ts, dec.book, dec.f, out_ts, out_px, horizon, fill_r,
+                                  fill_j, fill_q, pend, waiting, s_i, s_f, s_sent)
     out = ints[:26].tolist()
     *_, next_quote, last_id, book_ts = out[:10]
     *_, noted, ready, woke, k_to, used, quotes, late, unbooked = out
     if j == i and code == 0 and k_to == k and next_quote == st.next_quote:  # nothing taken: what it did is undone
-        return Run(j, k, 0, 0, False, False, [], [], [], [])
+        return Run(j, k, 0, 0, False, False, [], [], [], [], [])
     st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled = out[:7]
     st.next_quote = next_quote
     book.last_id = last_id
@@ -225,7 +238,7 @@ def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, set
         if cancel != _NEVER:
             o.cancel_at = cancel
     filled = set(fill_r[:nf].tolist())
-    for r, ((_, price, front, traded, _, queue, live, qty), (arrival, cancel, fate, b, oid, side)) in enumerate(
+    for r, ((_, price, front, traded, _, queue, live, qty), (arrival, cancel, fate, b, oid, side, _)) in enumerate(
             zip(o_f[n:used].tolist(), o_i[n:used].tolist(), strict=True), n):  # the orders the decisions sent
         mk = books[b]
         if fate and r not in filled:  # and gone, without a fill: counted only (Run.gone)
@@ -245,9 +258,12 @@ def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, set
         if used > n:  # an event's fills book by book, each book's by its orders' ids, as the Python step
             at_r = sorted(at_r, key=lambda x: (x[0], o_i[x[1], 3], o_i[x[1], 4]))
         fills = [(*entries[r], fq, at) for at, r, fq in at_r]
-    gone = [(*entries[r], fate) for r, fate in enumerate(o_i[:used, 2].tolist()) if fate] if woke else []
+    gone = sorted(((*entries[r], fate, at) for r, (fate, at) in enumerate(o_i[:used, [2, 6]].tolist()) if fate),
+                  key=lambda g: g[3]) if woke else []
+    settles = [(*x, lm, sent) for x, lm, sent in zip(s_i[:ns].tolist(), s_f[:ns].tolist(), s_sent[:ns].tolist(),
+                                                      strict=True)]
     return Run(j, k_to, code, noted, bool(ready), bool(woke or used > n or quotes), out_ts[:m].tolist(),
-               out_px[:m].tolist(), fills, gone)
+               out_px[:m].tolist(), fills, gone, settles)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -296,15 +312,18 @@ def _rests(o_f: np.ndarray, o_i: np.ndarray, r: int, te: int) -> bool:  # pragma
 
 
 @numba.njit(cache=True, nogil=True)
-def _on_time(o_f: np.ndarray, o_i: np.ndarray, n: int, b_w: np.ndarray, due: np.ndarray, te: int, settled: int,
-             late: int, best_b: float, best_a: float, keys: np.ndarray, qty: np.ndarray,
-             ix: np.ndarray) -> tuple[int, int]:  # pragma: no cover - compiled
+def _on_time(o_f: np.ndarray, o_i: np.ndarray, act: np.ndarray, n: int, b_w: np.ndarray, due: np.ndarray, te: int,
+             settled: int,
+             late: int, best_b: float, best_a: float, keys: np.ndarray, qty: np.ndarray, ix: np.ndarray,
+             j: int) -> tuple[int, int]:  # pragma: no cover - compiled
     """:func:`operators.maker.on_time` of every book (``operators.maker._wake``); the new wake and wake_settled.
 
     The book before the event: its best prices (infinite where a side is
     empty) and its levels (an order going live queues behind its level).
     ``due``: a scratch row per book (whether it looks, its new wake and
     wake_settled), so that one pass over the orders serves every book.
+    The orders that go are marked as gone at event ``j``. The orders: the
+    rows ``act[:n]``.
     """
     looks = False
     for b in range(b_w.shape[0]):
@@ -312,18 +331,19 @@ def _on_time(o_f: np.ndarray, o_i: np.ndarray, n: int, b_w: np.ndarray, due: np.
         due[b, 1] = due[b, 2] = _NEVER
         looks = looks or due[b, 0] != 0
     if looks:
-        for r in range(n):  # the orders in rows 0 to n - 1, each book's in its order
+        for t in range(n):  # the orders' rows in act[:n], each book's in its order
+            r = act[t]
             b = o_i[r, 3]
             if due[b, 0] == 0 or o_f[r, 0] == 0.0:
                 continue
             ca = o_i[r, 1]
             if ca != _NEVER and (ca < settled or ca + late < te):
-                o_f[r, 0], o_i[r, 2] = 0.0, 1  # cancelled
+                o_f[r, 0], o_i[r, 2], o_i[r, 6] = 0.0, 1, j  # cancelled
                 continue
             side, p = o_f[r, 0], o_f[r, 1]
             if o_f[r, 6] == 0.0 and o_i[r, 0] < te <= ca:
                 if (side > 0.0 and p >= best_a) or (side < 0.0 and p <= best_b):
-                    o_f[r, 0], o_i[r, 2] = 0.0, 2  # refused: post-only
+                    o_f[r, 0], o_i[r, 2], o_i[r, 6] = 0.0, 2, j  # refused: post-only
                     continue
                 s = 0 if side > 0.0 else 1
                 o_f[r, 6] = 1.0
@@ -347,12 +367,31 @@ def _on_time(o_f: np.ndarray, o_i: np.ndarray, n: int, b_w: np.ndarray, due: np.
 
 
 @numba.njit(cache=True, nogil=True)
-def _watch(o_f: np.ndarray, n: int, watch: np.ndarray) -> tuple[float, float]:  # pragma: no cover - compiled
-    """The live orders' prices per side in ``watch`` (NaN pads; ``operators.maker._watch``); the top bid, lowest ask."""
-    watch[:, :n] = np.nan  # (the other columns: NaN from the start)
+def _compact(o_f: np.ndarray, act: np.ndarray, n: int) -> int:  # pragma: no cover - compiled
+    """Drop the rows of the orders gone (side 0) from ``act[:n]``, in order; how many are left."""
+    m = 0
+    for t in range(n):
+        r = act[t]
+        if o_f[r, 0] != 0.0:
+            act[m] = r
+            m += 1
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _watch(o_f: np.ndarray, act: np.ndarray, n: int, watch: np.ndarray,
+           width: int) -> tuple[float, float, int]:  # pragma: no cover - compiled
+    """The live orders' prices per side in ``watch`` (NaN pads; ``operators.maker._watch``).
+
+    The orders: the rows ``act[:n]``; ``width``: the columns of ``watch``
+    that held prices before. The top bid, the lowest ask, and the columns
+    that hold them now (at least 1).
+    """
+    watch[:, :width] = np.nan  # (the other columns: NaN from the start)
     hi_b, lo_a = -np.inf, np.inf
     nb = na = 0
-    for r in range(n):
+    for t in range(n):
+        r = act[t]
         if o_f[r, 0] == 0.0 or o_f[r, 6] == 0.0:
             continue
         p = o_f[r, 1]
@@ -366,7 +405,7 @@ def _watch(o_f: np.ndarray, n: int, watch: np.ndarray) -> tuple[float, float]:  
             na += 1
             if p < lo_a:
                 lo_a = p
-    return hi_b, lo_a
+    return hi_b, lo_a, max(nb, na, 1)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -381,10 +420,13 @@ def _at_exchange(t: int, feed: int, ahead: int, ints: np.ndarray, floats: np.nda
 
 
 @numba.njit(cache=True, nogil=True)
-def _requote(o_f: np.ndarray, o_i: np.ndarray, n: int, b_w: np.ndarray, b_pos: np.ndarray, b: int, t: int,
-             expected: float, size: float, feed: int, ahead: int, bid: float, ask: float, ints: np.ndarray,
-             floats: np.ndarray) -> int:  # pragma: no cover - compiled
+def _requote(o_f: np.ndarray, o_i: np.ndarray, n: int, act: np.ndarray, n_act: int, b_w: np.ndarray,
+             b_pos: np.ndarray, b: int, t: int, expected: float, size: float, feed: int, ahead: int, bid: float,
+             ask: float, ints: np.ndarray, floats: np.ndarray) -> int:  # pragma: no cover - compiled
     """``operators.maker._requote`` of book ``b`` at local time ``t``: the orders' rows used then; -1: not taken.
+
+    The orders: the rows ``act[:n_act]``, and the rows ``n`` on are free;
+    the rows of the orders sent are added to ``act`` after them.
 
     Not taken (nothing changed; the Python step takes it): no price grid
     yet, or none the kernel rounds as ``round`` does (:func:`_grid`), no
@@ -417,7 +459,8 @@ def _requote(o_f: np.ndarray, o_i: np.ndarray, n: int, b_w: np.ndarray, b_pos: n
     h = np.int64(held)
     at = _at_exchange(t, feed, ahead, ints, floats)  # the cancels and the quotes reach the exchange at once
     late = ints[17]
-    for r in range(n):
+    for x in range(n_act):
+        r = act[x]
         if o_i[r, 3] == b and o_f[r, 0] != 0.0 and o_i[r, 1] == _NEVER:
             o_i[r, 1] = at
             if at + late < b_w[b, 0]:
@@ -434,6 +477,8 @@ def _requote(o_f: np.ndarray, o_i: np.ndarray, n: int, b_w: np.ndarray, b_pos: n
             o_f[n, 2], o_f[n, 3], o_f[n, 5], o_f[n, 6] = 0.0, 0.0, 0.0, 0.0
             o_f[n, 4] = o_f[n, 7] = k * lot
             o_i[n, 0], o_i[n, 1], o_i[n, 2], o_i[n, 3], o_i[n, 4], o_i[n, 5] = at, _NEVER, 0, b, nxt + s, side
+            act[n_act] = n
+            n_act += 1
             n += 1
             b_w[b, 3] += 1
             if at < b_w[b, 0]:
@@ -449,20 +494,26 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
              i: int, ints: np.ndarray, floats: np.ndarray, keys: np.ndarray, qty: np.ndarray, ix: np.ndarray,
              max_depth: int, notes: np.ndarray, o_f: np.ndarray, o_i: np.ndarray, b_w: np.ndarray, b_pos: np.ndarray,
              sig_ts: np.ndarray, sig_b: np.ndarray, sig_f: np.ndarray, out_ts: np.ndarray, out_px: np.ndarray,
-             room: int, horizon: int, fill_r: np.ndarray, fill_j: np.ndarray,
-             fill_q: np.ndarray) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
+             horizon: int, fill_r: np.ndarray, fill_j: np.ndarray, fill_q: np.ndarray, pend: np.ndarray, tail: int,
+             s_i: np.ndarray, s_f: np.ndarray,
+             s_sent: np.ndarray) -> tuple[int, int, int, int, int]:  # pragma: no cover - compiled
+    """The run (:func:`advance`): the next event, its code, the mids, fills and settle points recorded."""
     clock, depth_ts, trade_ts, feed, ahead = ints[0], ints[1], ints[2], ints[3], ints[4]
     wake, wake_settled, next_quote, last_id, book_ts = ints[5], ints[6], ints[7], ints[8], ints[9]
-    status_ok, synced, baseline, settle_at, mid_ts = ints[10] != 0, ints[11] != 0, ints[12] != 0, ints[13], ints[14]
+    status_ok, synced, baseline, cap, mid_ts = ints[10] != 0, ints[11] != 0, ints[12] != 0, ints[13], ints[14]
     has_mid, queue, late = ints[15] != 0, ints[16], ints[17]
     ks, n_orders, iv, base = ints[21], ints[22], ints[33], ints[34]
     fbid, fask, lot, last_mid, mid_px = floats[0], floats[1], floats[2], floats[3], floats[4]
     power, integral = floats[5], floats[6] != 0.0
     watch = np.full((2, max(o_f.shape[0], 1)), np.nan)
     due = np.empty((b_w.shape[0], 3), np.int64)  # _on_time's scratch
-    hi_b, lo_a = _watch(o_f, n_orders, watch)
-    room = min(room, fill_r.shape[0])
+    act = np.arange(o_f.shape[0])  # the rows of the orders not gone, in order
+    n_act = _compact(o_f, act, n_orders)
+    hi_b, lo_a, width = _watch(o_f, act, n_act, watch, 1)
+    most = fill_r.shape[0]
+    head = 0  # the fills waiting: pend[head:tail], their exchange times, the first the next to go out
     n_fill = 0
+    ns = 0
     woke = 0
     code = 0
     noted = 0
@@ -485,11 +536,12 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
                 elif not ready:
                     ints[25] += 1  # without a book
                 else:
-                    u = -1 if b < 0 else _requote(o_f, o_i, n_orders, b_w, b_pos, b, sig_ts[ks], sig_f[ks, 0],
-                                                  sig_f[ks, 1], feed, ahead, fbid, fask, ints, floats)
+                    u = -1 if b < 0 else _requote(o_f, o_i, n_orders, act, n_act, b_w, b_pos, b, sig_ts[ks],
+                                                  sig_f[ks, 0], sig_f[ks, 1], feed, ahead, fbid, fask, ints, floats)
                     if u < 0:
                         held = True
                         break
+                    n_act += u - n_orders
                     n_orders = u
                     wake, wake_settled = min(wake, b_w[b, 0]), min(wake_settled, b_w[b, 1])
             ks += 1
@@ -506,11 +558,12 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
             if next_quote < 0:
                 next_quote = (ts // iv + 1) * iv
             while next_quote <= ts:
-                u = _requote(o_f, o_i, n_orders, b_w, b_pos, base, next_quote, 0.0, np.nan, feed, ahead, fbid,
-                             fask, ints, floats)
+                u = _requote(o_f, o_i, n_orders, act, n_act, b_w, b_pos, base, next_quote, 0.0, np.nan, feed, ahead,
+                             fbid, fask, ints, floats)
                 if u < 0:
                     held = True
                     break
+                n_act += u - n_orders
                 n_orders = u
                 wake, wake_settled = min(wake, b_w[base, 0]), min(wake_settled, b_w[base, 1])
                 next_quote += iv
@@ -527,26 +580,30 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
         if ready:
             settled = new_depth if new_depth < new_trade else new_trade
             if te > wake or settled > wake_settled:  # orders reach the exchange, cancels settle: on_time
-                if k == 2 and n_fill + n_orders > room:  # its fills might be more than may wait: step() takes it
+                if k == 2 and (tail - head + n_act > cap or n_fill + n_act > most):  # its fills might be
+                    # more than may wait: step() takes it
                     break
-                wake, wake_settled = _on_time(o_f, o_i, n_orders, b_w, due, te, settled, late,
+                wake, wake_settled = _on_time(o_f, o_i, act, n_act, b_w, due, te, settled, late,
                                               fbid if fbid == fbid else -np.inf, fask if fask == fask else np.inf,
-                                              keys, qty, ix)
-                hi_b, lo_a = _watch(o_f, n_orders, watch)
+                                              keys, qty, ix, j)
+                n_act = _compact(o_f, act, n_act)
+                hi_b, lo_a, width = _watch(o_f, act, n_act, watch, width)
                 woke = 1
         if k == 2:  # a trade
             if ready:
                 price, q, sale = values[j, 0], values[j, 1], values[j, 2] != 0.0
                 if (sale and price <= hi_b) or (not sale and price >= lo_a):
                     nf = 0  # its fills: through an order, or the queue ahead passed (operators.maker._trade_order)
-                    for r in range(n_orders):
+                    for t in range(n_act):
+                        r = act[t]
                         side, p = o_f[r, 0], o_f[r, 1]
                         if (((side > 0.0 and p >= price) if sale else (side < 0.0 and p <= price))
                                 and _rests(o_f, o_i, r, te) and (p != price or -(o_f[r, 2] - q) / lot > 0.5)):
                             nf += 1
-                    if nf and n_fill + nf > room:  # more than may wait: step() takes it
+                    if nf and (tail - head + nf > cap or n_fill + nf > most):  # more than may wait: step() takes it
                         break
-                    for r in range(n_orders):
+                    for t in range(n_act):
+                        r = act[t]
                         side, p = o_f[r, 0], o_f[r, 1]
                         if not (((side > 0.0 and p >= price) if sale else (side < 0.0 and p <= price))
                                 and _rests(o_f, o_i, r, te)):
@@ -563,6 +620,8 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
                             fq = lots * lot
                         fill_r[n_fill], fill_j[n_fill], fill_q[n_fill] = r, j, fq
                         n_fill += 1
+                        pend[tail] = te  # it waits for its moves
+                        tail += 1
                         left = o_f[r, 4]  # operators.maker._fill: at most what is left; gone when under half a lot
                         took = left if left < fq else fq
                         b_pos[o_i[r, 3]] += o_i[r, 5] * took  # the book's position, which its decisions read
@@ -570,79 +629,84 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
                         o_f[r, 4] = left
                         if np.round(left / lot) <= 0.0:
                             o_f[r, 0] = 0.0  # filled: it rests no more
-                    if nf and settle_at == _NEVER:  # the first to wait
-                        settle_at = te + horizon
+                    if nf:
+                        n_act = _compact(o_f, act, n_act)
             trade_ts = new_trade
             if ts > clock:
                 clock = ts
-            j += 1
-            if depth_ts > settle_at:  # a fill waiting goes out
-                break
-            continue
-        # a diff: orderbook.step's fast path, then the orders it reaches (operators.maker._reach)
-        a, mm, z = levels[j, 0], levels[j, 1], levels[j, 2]
-        if ts > clock:
-            clock = ts
-        depth_ts = new_depth
-        feed = ts - te
-        if -feed > ahead:
-            ahead = -feed
-        crossed, fbid, fask, noted = _apply(keys, qty, ix, lv_px, lv_qty, a, mm, z, max_depth,
-                                            watch[:, :max(n_orders, 1)], notes)
-        if crossed == 1:
-            code = 1
-            ints[19] = ready
-            break
-        if ready and n_orders:
-            best_b = fbid if fbid == fbid else -np.inf
-            best_a = fask if fask == fask else np.inf
-            any_b, any_a = mm > a, z > mm
-            fills = False
-            if (any_a and hi_b >= best_a) or (any_b and lo_a <= best_b):  # the other side came to a live order
-                for r in range(n_orders):
-                    if _rests(o_f, o_i, r, te):
-                        p = o_f[r, 1]
-                        if (any_a and p >= best_a) if o_f[r, 0] > 0.0 else (any_b and p <= best_b):
-                            fills = True
-                            break
-            if fills:
+        else:  # a diff: orderbook.step's fast path, then the orders it reaches (operators.maker._reach)
+            a, mm, z = levels[j, 0], levels[j, 1], levels[j, 2]
+            if ts > clock:
+                clock = ts
+            depth_ts = new_depth
+            feed = ts - te
+            if -feed > ahead:
+                ahead = -feed
+            crossed, fbid, fask, noted = _apply(keys, qty, ix, lv_px, lv_qty, a, mm, z, max_depth,
+                                                watch[:, :width], notes)
+            if crossed == 1:
                 code = 1
                 ints[19] = ready
                 break
-            for r in range(n_orders if noted else 0):  # the orders whose level changed
-                if not _rests(o_f, o_i, r, te):
-                    continue
-                sd = 0.0 if o_f[r, 0] > 0.0 else 1.0
-                p = o_f[r, 1]
-                found = False
-                before = after = 0.0
-                for w in range(noted):  # the level's first quantity before, last after (FlatSides.noted)
-                    if notes[0, w] == sd and notes[1, w] == p:
-                        if not found:
-                            before = notes[2, w]
-                            found = True
-                        after = notes[3, w]
-                if found:
-                    o_f[r, 2], o_f[r, 3] = _requeue(queue, power, integral, o_f[r, 2], o_f[r, 3], before, after)
-        last_id = ids[j]
-        book_ts = te
-        # the mid after it (operators.maker._note_mid)
-        mid = (fbid + fask) * 0.5 if status_ok and fbid == fbid and fask == fask else np.nan
-        if mid == mid:
-            last_mid = mid
-        if not (has_mid and (mid_px == mid or (mid != mid and mid_px != mid_px))):
-            t = te
-            if has_mid and t < mid_ts:
-                t = mid_ts
-            out_ts[m] = t
-            out_px[m] = mid
-            m += 1
-            mid_ts, mid_px, has_mid = t, mid, True
+            if ready and n_act:
+                best_b = fbid if fbid == fbid else -np.inf
+                best_a = fask if fask == fask else np.inf
+                any_b, any_a = mm > a, z > mm
+                fills = False
+                if (any_a and hi_b >= best_a) or (any_b and lo_a <= best_b):  # the other side came to a live order
+                    for t in range(n_act):
+                        r = act[t]
+                        if _rests(o_f, o_i, r, te):
+                            p = o_f[r, 1]
+                            if (any_a and p >= best_a) if o_f[r, 0] > 0.0 else (any_b and p <= best_b):
+                                fills = True
+                                break
+                if fills:
+                    code = 1
+                    ints[19] = ready
+                    break
+                for t in range(n_act if noted else 0):  # the orders whose level changed
+                    r = act[t]
+                    if not _rests(o_f, o_i, r, te):
+                        continue
+                    sd = 0.0 if o_f[r, 0] > 0.0 else 1.0
+                    p = o_f[r, 1]
+                    found = False
+                    before = after = 0.0
+                    for w in range(noted):  # the level's first quantity before, last after (FlatSides.noted)
+                        if notes[0, w] == sd and notes[1, w] == p:
+                            if not found:
+                                before = notes[2, w]
+                                found = True
+                            after = notes[3, w]
+                    if found:
+                        o_f[r, 2], o_f[r, 3] = _requeue(queue, power, integral, o_f[r, 2], o_f[r, 3], before, after)
+            last_id = ids[j]
+            book_ts = te
+            # the mid after it (operators.maker._note_mid)
+            mid = (fbid + fask) * 0.5 if status_ok and fbid == fbid and fask == fask else np.nan
+            if mid == mid:
+                last_mid = mid
+            if not (has_mid and (mid_px == mid or (mid != mid and mid_px != mid_px))):
+                t = te
+                if has_mid and t < mid_ts:
+                    t = mid_ts
+                out_ts[m] = t
+                out_px[m] = mid
+                m += 1
+                mid_ts, mid_px, has_mid = t, mid, True
+        if head < tail and pend[head] + horizon < depth_ts:  # fills waiting go out (operators.maker._went_out)
+            s_i[ns, 0], s_i[ns, 1], s_i[ns, 3] = j, m, depth_ts
+            s_f[ns] = last_mid
+            s_sent[ns] = b_w[:, 3]
+            h = head
+            while head < tail and pend[head] + horizon < depth_ts:
+                head += 1
+            s_i[ns, 2] = head - h
+            ns += 1
         j += 1
-        if depth_ts > settle_at:  # a fill waiting goes out
-            break
     ints[0], ints[1], ints[2], ints[3], ints[4] = clock, depth_ts, trade_ts, feed, ahead
     ints[5], ints[6], ints[7], ints[8], ints[9] = wake, wake_settled, next_quote, last_id, book_ts
     ints[18], ints[20], ints[21], ints[22] = noted, woke, ks, n_orders
     floats[0], floats[1], floats[3] = fbid, fask, last_mid
-    return j, code, m, n_fill
+    return j, code, m, n_fill, ns

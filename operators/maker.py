@@ -1079,7 +1079,7 @@ def warm() -> None:
     cols = EventColumns(np.ones(1, np.int8), z, z, z, np.zeros((1, 4)), z, z, np.zeros((1, 3), np.int64),
                         np.zeros(0), np.zeros(0))
     st = QuoterState(MakerConfig(), compiled=True)
-    flatmaker.advance(st, cols, 0, flatmaker.decisions(st, []), 0, _NEVER, 1, 1, False, False, Order)
+    flatmaker.advance(st, cols, 0, flatmaker.decisions(st, []), 0, 1, False, False, Order)
 
 
 def _by_run(st: QuoterState, events: list, cols: Any, i: int, dec: Decisions, k: int,
@@ -1095,32 +1095,27 @@ def _by_run(st: QuoterState, events: list, cols: Any, i: int, dec: Decisions, k:
 
     book = st.book
     status = book.status
-    pending = st.pending
-    last = _HORIZONS[-1]
-    run = flatmaker.advance(st, cols, i, dec, k, pending[0][0].ts_exch + last if pending else _NEVER,
-                            st.config.max_pending_fills - len(pending), last, status in (SYNCED, LOADED),
-                            status == SYNCED, Order)
-    for t, mid in zip(run.mid_ts, run.mid_px, strict=True):
-        _keep_mid(st, t, mid)
-    if run.fills:  # the fills of the run's trades, in order: they wait (no more than may: the run saw to it)
-        made: list = []
-        for m, o, qty, at in run.fills:
-            _fill(m, o, qty, events[at].ts_event, made)
-            st.pending.append((made[-1], events[at].ts_recv))
+    run = flatmaker.advance(st, cols, i, dec, k, _HORIZONS[-1], status in (SYNCED, LOADED), status == SYNCED, Order)
+    if run.fills or run.woke:
         st.dirty = True
-    if run.woke:  # orders went live, or went: on_time's
-        for m, o, fate in run.gone:
-            if o is not None:  # (None: one the run's decisions sent, gone in the run)
-                del m.orders[o.oid]
-            if fate == 1:
-                m.cancelled += 1
-            else:
-                m.refused += 1
-        st.dirty = True
+    if run.settles:  # fills waiting went out in the run: each with the state after its event
+        after = st.depth_ts, st.last_mid, [m.sent for m in st.books.values()]
+        at = (0, 0, 0)
+        for e, mids, n, known, last_mid, sent in run.settles:
+            at = _made(st, events, run, at, e, mids)
+            st.depth_ts, st.last_mid = known, last_mid
+            for m, s in zip(st.books.values(), sent, strict=True):
+                m.sent = s
+            for _ in range(n):
+                _settle(st, st.pending.popleft(), out)
+        st.depth_ts, st.last_mid, sent = after
+        for m, s in zip(st.books.values(), sent, strict=True):
+            m.sent = s
+        _made(st, events, run, at, len(events), len(run.mid_ts))
+    else:
+        _made(st, events, run, (0, 0, 0), len(events), len(run.mid_ts))
     j = run.j
     if run.code != flatmaker.APPLIED:
-        if j > i:
-            _went_out(st, [], 0, out)  # those whose moves are known go out
         return j, run.k
     ev = events[j]
     f = book.flat
@@ -1136,6 +1131,36 @@ def _by_run(st: QuoterState, events: list, cols: Any, i: int, dec: Decisions, k:
     _note_mid(st, ev.ts_event)
     _went_out(st, fills, ev.ts_recv, out)
     return j + 1, run.k
+
+
+def _made(st: QuoterState, events: list, run: Any, at: tuple[int, int, int], e: int,
+          mids: int) -> tuple[int, int, int]:
+    """What a run (:func:`operators.flatmaker.advance`) did up to its event ``e``, from ``at`` on; where it is then.
+
+    The mid's changes up to the ``mids`` th, the fills (they wait) and the
+    orders gone (on_time's), from ``at``: the places in ``run.mid_ts``,
+    ``run.fills`` and ``run.gone`` reached before.
+    """
+    mi, fi, gi = at
+    for t, mid in zip(run.mid_ts[mi:mids], run.mid_px[mi:mids], strict=True):
+        _keep_mid(st, t, mid)
+    fills, gone = run.fills, run.gone
+    made: list = []
+    while fi < len(fills) and fills[fi][3] <= e:  # the fills of the run's trades, in order: they wait
+        m, o, qty, k = fills[fi]
+        _fill(m, o, qty, events[k].ts_event, made)
+        st.pending.append((made[-1], events[k].ts_recv))
+        fi += 1
+    while gi < len(gone) and gone[gi][3] <= e:  # orders that went: on_time's
+        m, o, fate, _ = gone[gi]
+        if o is not None:  # (None: one the run's decisions sent, gone in the run)
+            del m.orders[o.oid]
+        if fate == 1:
+            m.cancelled += 1
+        else:
+            m.refused += 1
+        gi += 1
+    return mids, fi, gi
 
 
 def finish(state: QuoterState) -> tuple[QuoterState, list]:

@@ -66,9 +66,12 @@ def _compare(market: str, symbol: str, rows: list[bytes], cfg: MakerConfig, monk
              size: int = 2048, decided: bool = True) -> tuple[int, int, int, int]:
     """Both paths over the chunk path's batches: (events, events the kernel took, diffs it left applied, fills).
 
-    Also checks that the kernel took nearly every decision (``decided``), or none.
+    Also checks that the kernel took nearly every decision (``decided``), or
+    none, and that most fills went out in its runs (with the state after
+    the event that let them: each book's orders sent, the mid, the depth
+    stream's time, which their economics records show).
     """
-    seen = [0, 0, 0]
+    seen = [0, 0, 0, 0]
     advance = flatmaker.advance
 
     def counted(st, cols, i, *args):
@@ -77,6 +80,7 @@ def _compare(market: str, symbol: str, rows: list[bytes], cfg: MakerConfig, monk
         seen[0] += run.j - i
         seen[1] += run.code == flatmaker.APPLIED
         seen[2] += st.quotes - quotes
+        seen[3] += sum(s[2] for s in run.settles)
         return run
 
     monkeypatch.setattr(flatmaker, "advance", counted)
@@ -97,6 +101,7 @@ def _compare(market: str, symbol: str, rows: list[bytes], cfg: MakerConfig, monk
         n += len(batch)
         fills += sum(type(r) is MakerFillRecord for r in want)
     assert got.quotes > 200 and (seen[2] > 0.9 * got.quotes if decided else seen[2] == 0), (seen[2], got.quotes)
+    assert seen[3] > 0.5 * fills, (seen[3], fills)
     return n, seen[0], seen[1], fills
 
 
