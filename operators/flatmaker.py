@@ -130,7 +130,8 @@ class Run(NamedTuple):
     mid_px: list
     fills: list  # (book, order, qty, k): the fills to make (operators.maker._fill), in order, by event k
     gone: list  # (book, order, fate, k): the orders to drop, cancelled (1) or refused (2) at event k, in order;
-    # order None: one never made
+    # order None: one never made (refused)
+    cancelled: list  # per book, the orders its decisions sent in the run that were cancelled before any fill
     settles: list  # (k, mids, n, depth_ts, last_mid, sent): after event k, with the mid's first changes (mids) kept,
     # the first n fills waiting go out, with the depth stream's time, the last mid and each book's orders sent then
 
@@ -225,7 +226,7 @@ def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, hor
     *_, next_quote, last_id, book_ts = out[:10]
     *_, noted, ready, woke, k_to, used, quotes, late, unbooked = out
     if j == i and code == 0 and k_to == k and next_quote == st.next_quote:  # nothing taken: what it did is undone
-        return Run(j, k, 0, 0, False, False, [], [], [], [], [])
+        return Run(j, k, 0, 0, False, False, [], [], [], [], [0] * len(books), [])
     st.clock, st.depth_ts, st.trade_ts, st.feed, st.ahead, st.wake, st.wake_settled = out[:7]
     st.next_quote = next_quote
     book.last_id = last_id
@@ -237,16 +238,18 @@ def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, hor
         o.front, o.traded, o.queue, o.live = front, traded, queue, live != 0.0
         if cancel != _NEVER:
             o.cancel_at = cancel
-    filled = set(fill_r[:nf].tolist())
-    for r, ((_, price, front, traded, _, queue, live, qty), (arrival, cancel, fate, b, oid, side, _)) in enumerate(
-            zip(o_f[n:used].tolist(), o_i[n:used].tolist(), strict=True), n):  # the orders the decisions sent
-        mk = books[b]
-        if fate and r not in filled:  # and gone, without a fill: counted only (Run.gone)
-            entries.append((mk, None))
-            continue
-        o = mk.orders[oid] = order(oid, side, price, qty, arrival, live != 0.0, front, queue, traded,
-                                   None if cancel == _NEVER else cancel)
-        entries.append((mk, o))
+    made = dict(enumerate(entries))  # row -> (book, order)
+    unmade = np.zeros(used, bool)  # the orders the decisions sent that went without a fill: counted only
+    if used > n:  # the others are made
+        unmade[n:] = o_i[n:used, 2] != 0
+        unmade[fill_r[:nf]] = False
+        keep = np.flatnonzero(~unmade[n:]) + n
+        for r, (_, price, front, traded, _, queue, live, qty), (arrival, cancel, _, b, oid, side, _) in zip(
+                keep.tolist(), o_f[keep].tolist(), o_i[keep].tolist(), strict=True):
+            mk = books[b]
+            o = mk.orders[oid] = order(oid, side, price, qty, arrival, live != 0.0, front, queue, traded,
+                                       None if cancel == _NEVER else cancel)
+            made[r] = (mk, o)
     for mk, (w, ws, nxt, sent) in zip(books, b_w.tolist(), strict=True):
         mk.wake, mk.wake_settled, mk.next_oid, mk.sent = w, ws, nxt, sent
     st.quotes += quotes
@@ -257,13 +260,21 @@ def advance(st: Quoting, cols: EventColumns, i: int, dec: Decisions, k: int, hor
         at_r: Iterable = zip(fill_j[:nf].tolist(), fill_r[:nf].tolist(), fill_q[:nf].tolist(), strict=True)
         if used > n:  # an event's fills book by book, each book's by its orders' ids, as the Python step
             at_r = sorted(at_r, key=lambda x: (x[0], o_i[x[1], 3], o_i[x[1], 4]))
-        fills = [(*entries[r], fq, at) for at, r, fq in at_r]
-    gone = sorted(((*entries[r], fate, at) for r, (fate, at) in enumerate(o_i[:used, [2, 6]].tolist()) if fate),
-                  key=lambda g: g[3]) if woke else []
+        fills = [(*made[r], fq, at) for at, r, fq in at_r]
+    gone: list = []
+    cancelled = [0] * len(books)
+    if woke:
+        fate = o_i[:used, 2]
+        dropped = unmade & (fate == 1)  # cancelled before it was made: a count, in any order (no record reads it)
+        cancelled = np.bincount(o_i[:used, 3][dropped], minlength=len(books)).tolist()
+        g = np.flatnonzero((fate != 0) & ~dropped)
+        g = g[np.argsort(o_i[g, 6], kind="stable")]  # in the order of the events
+        gone = [(*made.get(r, (books[b], None)), fate, at)
+                for r, (_, _, fate, b, _, _, at) in zip(g.tolist(), o_i[g].tolist(), strict=True)]
     settles = [(*x, lm, sent) for x, lm, sent in zip(s_i[:ns].tolist(), s_f[:ns].tolist(), s_sent[:ns].tolist(),
                                                       strict=True)]
     return Run(j, k_to, code, noted, bool(ready), bool(woke or used > n or quotes), out_ts[:m].tolist(),
-               out_px[:m].tolist(), fills, gone, settles)
+               out_px[:m].tolist(), fills, gone, cancelled, settles)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -1098,6 +1098,8 @@ def _by_run(st: QuoterState, events: list, cols: Any, i: int, dec: Decisions, k:
     run = flatmaker.advance(st, cols, i, dec, k, _HORIZONS[-1], status in (SYNCED, LOADED), status == SYNCED, Order)
     if run.fills or run.woke:
         st.dirty = True
+    for m, n in zip(st.books.values(), run.cancelled, strict=True):
+        m.cancelled += n
     if run.settles:  # fills waiting went out in the run: each with the state after its event
         after = st.depth_ts, st.last_mid, [m.sent for m in st.books.values()]
         at = (0, 0, 0)
