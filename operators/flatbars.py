@@ -35,6 +35,11 @@ from operators.orderbook import OrderBookState
 
 __all__ = ["CROSSED", "BarsAndBook", "advance"]
 
+#: the modules whose code this one's kernels compile in, with their digests (the first 16 hex digits of their files'
+#: SHA-256): numba caches a kernel under its own file's digest only, so a change there must change this too
+#: (tests/test_kernel_caches.py)
+KERNEL_SOURCES = {"operators.bars": "066498beca7ce91e", "operators.flatbook": "787b9eec35e6bd52"}
+
 _ofi_term = numba.njit(cache=True, nogil=True)(ofi_term)  # the reference's own function, compiled
 
 #: :func:`advance`'s code for a run that ended with a diff that left the book crossed (applied, and counted).

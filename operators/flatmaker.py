@@ -46,6 +46,11 @@ from operators.flatbook import _apply, _qty_at, _takes
 
 __all__ = ["APPLIED", "Decisions", "Quoting", "Run", "advance", "decisions"]
 
+#: the modules whose code this one's kernels compile in, with their digests (the first 16 hex digits of their files'
+#: SHA-256): numba caches a kernel under its own file's digest only, so a change there must change this too
+#: (tests/test_kernel_caches.py)
+KERNEL_SOURCES = {"operators.flatbook": "787b9eec35e6bd52"}
+
 #: :func:`advance`'s code for a run that ended with a diff applied (its levels only) that left the book crossed or
 #: fills an order: the book's rules and the orders' part of it are the caller's.
 APPLIED = 1
