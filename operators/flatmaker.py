@@ -17,12 +17,14 @@ steps in Python: a decision of a book not made yet, or that the kernel
 cannot price to the bit (no price grid yet, or one it does not round as
 Python does: :func:`_grid`), a trade whose fills would be more than may
 wait for their moves, a diff the book's rules must check, an event without
-columns; and after an event that lets a fill waiting go out. The state
-after the run is the one stepping each event gives, to the bit: the same
-fields, set by the same float operations in the same order; the orders it
-sent and the fills it found are made by the caller, in order, as the Python
-step makes them (``tests/operators/test_flatmaker.py`` checks it over the
-recordings, with each queue model and the settings that price the quotes).
+columns. The fills waiting that go out after an event of the run are noted
+with the state they go out with. The state after the run is the one
+stepping each event gives, to the bit: the same fields, set by the same
+float operations in the same order; the orders it sent and kept, the fills
+it found and those that went out are made by the caller, in the order of
+the events, as the Python step makes them (``tests/operators/test_flatmaker.py``
+checks it over the recordings, with each queue model and the settings that
+price the quotes).
 
 A diff the kernel takes is one :mod:`operators.orderbook` applies straight
 away (``operators.flatbook._takes``). When, applied, it leaves the book

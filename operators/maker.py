@@ -1100,9 +1100,9 @@ def _by_run(st: QuoterState, events: list, cols: Any, i: int, dec: Decisions, k:
         st.dirty = True
     for m, n in zip(st.books.values(), run.cancelled, strict=True):
         m.cancelled += n
+    at = (0, 0, 0)  # what of the run is made: its mids, fills and orders gone up to an event (_made)
     if run.settles:  # fills waiting went out in the run: each with the state after its event
         after = st.depth_ts, st.last_mid, [m.sent for m in st.books.values()]
-        at = (0, 0, 0)
         for e, mids, n, known, last_mid, sent in run.settles:
             at = _made(st, events, run, at, e, mids)
             st.depth_ts, st.last_mid = known, last_mid
@@ -1113,9 +1113,7 @@ def _by_run(st: QuoterState, events: list, cols: Any, i: int, dec: Decisions, k:
         st.depth_ts, st.last_mid, sent = after
         for m, s in zip(st.books.values(), sent, strict=True):
             m.sent = s
-        _made(st, events, run, at, len(events), len(run.mid_ts))
-    else:
-        _made(st, events, run, (0, 0, 0), len(events), len(run.mid_ts))
+    _made(st, events, run, at, len(events), len(run.mid_ts))
     j = run.j
     if run.code != flatmaker.APPLIED:
         return j, run.k
@@ -1155,7 +1153,7 @@ def _made(st: QuoterState, events: list, run: Any, at: tuple[int, int, int], e: 
         fi += 1
     while gi < len(gone) and gone[gi][3] <= e:  # orders that went: on_time's
         m, o, fate, _ = gone[gi]
-        if o is not None:  # (None: one the run's decisions sent, gone in the run)
+        if o is not None:  # (None: one the run's decisions sent, refused before it was made)
             del m.orders[o.oid]
         if fate == 1:
             m.cancelled += 1
