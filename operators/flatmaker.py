@@ -331,9 +331,8 @@ def _rests(o_f: np.ndarray, o_i: np.ndarray, r: int, te: int) -> bool:  # pragma
 
 @numba.njit(cache=True, nogil=True)
 def _on_time(o_f: np.ndarray, o_i: np.ndarray, act: np.ndarray, n: int, b_w: np.ndarray, due: np.ndarray, te: int,
-             settled: int,
-             late: int, best_b: float, best_a: float, keys: np.ndarray, qty: np.ndarray, ix: np.ndarray,
-             j: int) -> tuple[int, int]:  # pragma: no cover - compiled
+             settled: int, late: int, best_b: float, best_a: float, keys: np.ndarray, qty: np.ndarray,
+             ix: np.ndarray, j: int) -> tuple[int, int]:  # pragma: no cover - compiled
     """:func:`operators.maker.on_time` of every book (``operators.maker._wake``); the new wake and wake_settled.
 
     The book before the event: its best prices (infinite where a side is
@@ -598,9 +597,8 @@ def _advance(kind: np.ndarray, ts_recv: np.ndarray, ts_event: np.ndarray, ids: n
         if ready:
             settled = new_depth if new_depth < new_trade else new_trade
             if te > wake or settled > wake_settled:  # orders reach the exchange, cancels settle: on_time
-                if k == 2 and (tail - head + n_act > cap or n_fill + n_act > most):  # its fills might be
-                    # more than may wait: step() takes it
-                    break
+                if k == 2 and (tail - head + n_act > cap or n_fill + n_act > most):
+                    break  # its fills might be more than may wait: step() takes it
                 wake, wake_settled = _on_time(o_f, o_i, act, n_act, b_w, due, te, settled, late,
                                               fbid if fbid == fbid else -np.inf, fask if fask == fask else np.inf,
                                               keys, qty, ix, j)
